@@ -1,0 +1,1 @@
+"""Stores behind one small protocol. See ``base`` for the protocol and capabilities."""

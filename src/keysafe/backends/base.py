@@ -1,0 +1,146 @@
+"""The backend protocol and its optional capabilities.
+
+A backend translates one store to these few calls and nothing more: naming, caching,
+policy and audit live in the manager. Paths are full store paths produced by the
+naming template. Optional features are separate protocols, checked with
+``isinstance``; a backend without one simply does not offer it (no stubs that raise).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from keysafe.errors import Conflict, NotFound
+from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """Who writes and when; backends store it as created_by/updated_by."""
+
+    actor: str
+    now: datetime
+
+    @classmethod
+    def make(cls, actor: str) -> WriteContext:
+        return cls(actor, datetime.now(UTC))
+
+
+@runtime_checkable
+class SecretBackend(Protocol):
+    """The calls every store supports."""
+
+    name: str
+
+    def get(self, path: str, version: int | None = None) -> tuple[str, int]:
+        """(value, version) of the current or given version. NotFound if absent,
+        deleted or destroyed; IntegrityError if stored data fails verification."""
+        ...
+
+    def put(self, path: str, value: str, *, ctx: WriteContext,
+            expected_version: int | None = None,
+            meta: MetadataUpdate | None = None) -> VersionInfo:
+        """Write a new version. ``expected_version`` (0 = must not exist) gives
+        check-and-set; a mismatch raises Conflict and writes nothing."""
+        ...
+
+    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
+        """Metadata; NotFound if absent (or deleted, unless include_deleted)."""
+        ...
+
+    def list(self, prefix: str, *,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        """Every secret whose path starts with ``prefix``, sorted by path."""
+        ...
+
+    def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        """Soft delete where the store can recover, else permanent. NotFound if absent."""
+        ...
+
+    def ping(self) -> None:
+        """Raise BackendUnavailable if the store cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """Keeps old versions: list them and destroy chosen ones."""
+
+    def versions(self, path: str) -> builtins.list[VersionInfo]: ...
+
+    def destroy(self, path: str, versions: builtins.list[int], *,
+                ctx: WriteContext) -> builtins.list[int]:
+        """Crypto-shred the given versions; returns those destroyed now."""
+        ...
+
+
+@runtime_checkable
+class Recoverable(Protocol):
+    """Soft delete with restore, and purge (delete now, unrecoverably)."""
+
+    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata: ...
+
+    def purge(self, path: str, *, ctx: WriteContext) -> None: ...
+
+    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
+        """Paths soft-deleted before ``cutoff`` (their recovery window has ended)."""
+        ...
+
+
+@runtime_checkable
+class MetadataWritable(Protocol):
+    def update_metadata(self, path: str, meta: MetadataUpdate, *,
+                        ctx: WriteContext) -> SecretMetadata: ...
+
+
+@runtime_checkable
+class Transactional(Protocol):
+    """Several calls (a write and its audit record) commit together or not at all."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class Rekeyable(Protocol):
+    """Re-wraps every stored data key with the key ring's active master key."""
+
+    def rewrap_all(self, progress: Progress | None = None) -> int: ...
+
+
+@runtime_checkable
+class BulkWritable(Protocol):
+    """Many new secrets in one transaction (imports, benchmarks)."""
+
+    def put_many(self, items: Iterator[tuple[str, str]] | builtins.list[tuple[str, str]], *,
+                 ctx: WriteContext) -> int: ...
+
+
+def check_cas(path: str, expected: int | None, current: int) -> None:
+    """Raise Conflict unless ``expected`` is None or equals ``current`` (0 = absent)."""
+    if expected is not None and expected != current:
+        if expected == 0:
+            msg = f"{path} already exists (version {current}); expected it not to"
+        elif current == 0:
+            msg = f"{path} does not exist; expected version {expected}"
+        else:
+            msg = f"{path} is at version {current}, not the expected {expected}"
+        raise Conflict(msg, path=path, current_version=current)
+
+
+def not_found(path: str, version: int | None = None) -> NotFound:
+    if version is None:
+        return NotFound(f"secret {path} not found", path=path)
+    return NotFound(f"secret {path} has no version {version}", path=path)
+
+
+def utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,72 @@
+"""Opening the configured store: built-in backends plus the ``keysafe.backends``
+entry-point group, so third parties add a store by installing a package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from keysafe.backends.base import SecretBackend
+from keysafe.config import Settings
+from keysafe.errors import ConfigError
+from keysafe.manager.audit import AuditLog, JsonlSink, MemoryAuditStore, SQLiteAuditStore
+
+
+@dataclass
+class Store:
+    backend: SecretBackend
+    audit: AuditLog
+
+
+def _audit_log(settings: Settings, store: Any) -> AuditLog:
+    sinks = [JsonlSink(settings.audit_file)] if settings.audit_file else []
+    return AuditLog(store, required=settings.audit_required, sinks=sinks)
+
+
+def _open_sqlite(settings: Settings) -> Store:
+    from keysafe.backends.sqlite import SQLiteBackend
+    from keysafe.crypto.keys import load_keyring
+
+    # A key file is created on first use only for local work; elsewhere a missing
+    # key is a configuration error, never a silently new (and unbacked-up) key.
+    create = settings.profile in ("local", "test")
+    ring = load_keyring(settings.master_key, settings.key_file, create=create)
+    backend = SQLiteBackend(settings.sqlite_path, ring, max_versions=settings.max_versions,
+                            synchronous=settings.sqlite_synchronous)
+    return Store(backend, _audit_log(settings, SQLiteAuditStore(backend)))
+
+
+def _open_memory(settings: Settings) -> Store:
+    from keysafe.backends.memory import MemoryBackend
+
+    return Store(MemoryBackend(max_versions=settings.max_versions),
+                 _audit_log(settings, MemoryAuditStore()))
+
+
+_BUILTIN: dict[str, Callable[[Settings], Store]] = {
+    "sqlite": _open_sqlite,
+    "memory": _open_memory,
+}
+
+
+def available() -> list[str]:
+    names = set(_BUILTIN)
+    names.update(ep.name for ep in entry_points(group="keysafe.backends"))
+    return sorted(names)
+
+
+def open_store(settings: Settings) -> Store:
+    """The backend and audit log the settings name. Raises ConfigError for an unknown
+    backend, with the names that are available."""
+    opener = _BUILTIN.get(settings.backend)
+    if opener is not None:
+        return opener(settings)
+    for ep in entry_points(group="keysafe.backends"):
+        if ep.name == settings.backend:
+            cls = ep.load()
+            backend = cls.from_settings(settings)
+            return Store(backend, _audit_log(settings, MemoryAuditStore()))
+    raise ConfigError(f"unknown backend {settings.backend!r}; available: "
+                      f"{', '.join(available())}")

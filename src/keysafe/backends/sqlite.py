@@ -1,0 +1,393 @@
+"""The embedded store: SQLite in WAL mode, durable commits, envelope-encrypted values.
+
+The ``secrets`` row also carries the current version's sealed value, so the common
+read is one primary-key lookup; ``versions`` keeps every retained version.
+One file holds secrets, versions and (through ``SQLiteAuditStore``) the audit chain, so
+that a write and its audit record commit in one transaction: one fsync, and never one
+without the other. Writes take SQLite's write lock (BEGIN IMMEDIATE), so check-and-set
+holds across threads and processes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
+from keysafe.crypto.envelope import Envelope, Sealed
+from keysafe.crypto.keys import KeyRing
+from keysafe.errors import BackendUnavailable, IntegrityError
+from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (
+  path TEXT PRIMARY KEY,
+  current_version INTEGER NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL,
+  created_by TEXT, updated_by TEXT,
+  description TEXT, secret_type TEXT, tags TEXT,
+  deleted_at REAL, last_rotated REAL, rotation_days INTEGER, expires_at REAL,
+  key_id TEXT, wrapped_key BLOB, ciphertext BLOB
+);
+CREATE TABLE IF NOT EXISTS versions (
+  path TEXT NOT NULL, version INTEGER NOT NULL,
+  created_at REAL NOT NULL, created_by TEXT,
+  key_id TEXT, wrapped_key BLOB, ciphertext BLOB,
+  destroyed INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (path, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  ts INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  path TEXT, version INTEGER, outcome TEXT NOT NULL,
+  org TEXT, client TEXT, request_id TEXT, detail TEXT,
+  prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
+              "last_rotated")
+_SELECT_META = (
+    "SELECT s.path, s.current_version, s.created_at, s.updated_at, s.created_by, "
+    "s.updated_by, s.description, s.secret_type, s.tags, s.deleted_at, s.last_rotated, "
+    "s.rotation_days, s.expires_at, "
+    "(SELECT count(*) FROM versions v WHERE v.path = s.path) FROM secrets s"
+)
+
+
+def _ts(d: datetime | None) -> float | None:
+    return None if d is None else d.timestamp()
+
+
+def _meta(row: tuple[Any, ...]) -> SecretMetadata:
+    created = utc(row[2])
+    updated = utc(row[3])
+    assert created is not None
+    assert updated is not None
+    return SecretMetadata(
+        path=row[0], current_version=row[1], created_at=created, updated_at=updated,
+        created_by=row[4], updated_by=row[5], description=row[6], secret_type=row[7],
+        tags=json.loads(row[8]) if row[8] else {}, deleted_at=utc(row[9]),
+        last_rotated=utc(row[10]), rotation_days=row[11], expires_at=utc(row[12]),
+        versions=row[13],
+    )
+
+
+def _meta_values(meta: MetadataUpdate) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in _META_COLS:
+        v = getattr(meta, col)
+        if v is None:
+            continue
+        if col == "tags":
+            v = json.dumps(v, sort_keys=True)
+        elif isinstance(v, datetime):
+            v = v.timestamp()
+        out[col] = v
+    return out
+
+
+class SQLiteBackend:
+    """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], keyring: KeyRing, *,
+                 max_versions: int = 10, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self.envelope = Envelope(keyring)
+        self.max_versions = max_versions
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            # Create the file owner-only before SQLite opens it.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                         check_same_thread=False,
+                                         timeout=busy_timeout_ms / 1000)
+            c = self._conn
+            c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA synchronous={synchronous}")
+            # Freed pages are zeroed, so destroyed versions do not linger in the file.
+            c.execute("PRAGMA secure_delete=ON")
+            with self.transaction():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                          (str(SCHEMA_VERSION),))
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({str(self.path)!r})"
+
+    # -- transactions -----------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction; nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise BackendUnavailable(f"commit to {self.path} failed: {exc}") from exc
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For stores that share this file (the audit chain); hold ``lock`` to use it."""
+        return self._conn
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    # -- protocol ---------------------------------------------------------------
+    def get(self, path: str, version: int | None = None) -> tuple[str, int]:
+        with self._lock:
+            if version is None:
+                row = self._conn.execute(
+                    "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                    "WHERE path = ? AND deleted_at IS NULL", (path,)).fetchone()
+            else:
+                row = self._conn.execute(
+                    "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
+                    "JOIN versions v ON v.path = s.path AND v.version = ? "
+                    "WHERE s.path = ? AND s.deleted_at IS NULL", (version, path)).fetchone()
+        if row is None or row[3] is None:
+            raise not_found(path, version)
+        v = row[0]
+        plain = self.envelope.open(path, v, Sealed(row[1], row[2], row[3]))
+        try:
+            return plain.decode(), v
+        except UnicodeDecodeError:
+            raise IntegrityError(f"{path} version {v} is not valid text", path=path) from None
+
+    def put(self, path: str, value: str, *, ctx: WriteContext,
+            expected_version: int | None = None,
+            meta: MetadataUpdate | None = None) -> VersionInfo:
+        now = ctx.now.timestamp()
+        with self.transaction():
+            c = self._conn
+            row = c.execute("SELECT current_version FROM secrets WHERE path = ?",
+                            (path,)).fetchone()
+            current = row[0] if row else 0
+            check_cas(path, expected_version, current)
+            new = current + 1
+            sealed = self.envelope.seal(path, new, value.encode())
+            c.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?,?,0)",
+                      (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                       sealed.ciphertext))
+            extra = _meta_values(meta) if meta else {}
+            if row is None:
+                cols = ["path", "current_version", "created_at", "updated_at", "created_by",
+                        "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
+                vals = [path, new, now, now, ctx.actor, ctx.actor, sealed.key_id,
+                        sealed.wrapped_key, sealed.ciphertext, *extra.values()]
+                c.execute(f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608
+                          f"VALUES ({', '.join('?' * len(cols))})", vals)
+            else:
+                sets = "".join(f", {k} = ?" for k in extra)
+                c.execute("UPDATE secrets SET current_version = ?, updated_at = ?, "  # noqa: S608
+                          "updated_by = ?, deleted_at = NULL, key_id = ?, wrapped_key = ?, "
+                          f"ciphertext = ?{sets} WHERE path = ?",
+                          (new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                           sealed.ciphertext, *extra.values(), path))
+            if self.max_versions > 0 and new > self.max_versions:
+                c.execute("DELETE FROM versions WHERE path = ? AND version <= ?",
+                          (path, new - self.max_versions))
+        return VersionInfo(new, ctx.now, ctx.actor, key_id=sealed.key_id)
+
+    def put_many(self, items: Iterator[tuple[str, str]] | builtins.list[tuple[str, str]], *,
+                 ctx: WriteContext) -> int:
+        """Write version 1 of many new secrets in one transaction (Conflict if any exists)."""
+        now = ctx.now.timestamp()
+        n = 0
+        with self.transaction():
+            c = self._conn
+            for path, value in items:
+                sealed = self.envelope.seal(path, 1, value.encode())
+                try:
+                    c.execute("INSERT INTO secrets (path, current_version, created_at, "
+                              "updated_at, created_by, updated_by, key_id, wrapped_key, "
+                              "ciphertext) VALUES (?,1,?,?,?,?,?,?,?)",
+                              (path, now, now, ctx.actor, ctx.actor, sealed.key_id,
+                               sealed.wrapped_key, sealed.ciphertext))
+                except sqlite3.IntegrityError:
+                    check_cas(path, 0, 1)
+                c.execute("INSERT INTO versions VALUES (?,1,?,?,?,?,?,0)",
+                          (path, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                           sealed.ciphertext))
+                n += 1
+        return n
+
+    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
+        with self._lock:
+            row = self._conn.execute(_SELECT_META + " WHERE s.path = ?", (path,)).fetchone()
+        if row is None or (row[9] is not None and not include_deleted):
+            raise not_found(path)
+        return _meta(row)
+
+    def list(self, prefix: str, *,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        # Range scan on the primary key: prefix <= path < prefix + U+10FFFF.
+        sql = _SELECT_META + " WHERE s.path >= ? AND s.path < ?"
+        if not include_deleted:
+            sql += " AND s.deleted_at IS NULL"
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY s.path",
+                                      (prefix, prefix + "\U0010ffff")).fetchall()
+        return [_meta(r) for r in rows]
+
+    def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        with self.transaction():
+            self.describe(path)
+            self._conn.execute("UPDATE secrets SET deleted_at = ? WHERE path = ?",
+                               (ctx.now.timestamp(), path))
+            return self.describe(path, include_deleted=True)
+
+    def ping(self) -> None:
+        try:
+            with self._lock:
+                self._conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- capabilities -----------------------------------------------------------
+    def versions(self, path: str) -> builtins.list[VersionInfo]:
+        with self._lock:
+            self.describe(path, include_deleted=True)
+            rows = self._conn.execute(
+                "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
+                "WHERE path = ? ORDER BY version", (path,)).fetchall()
+        return [VersionInfo(r[0], utc(r[1]), r[2], bool(r[3]), r[4])  # type: ignore[arg-type]
+                for r in rows]
+
+    def destroy(self, path: str, versions: builtins.list[int], *,
+                ctx: WriteContext) -> builtins.list[int]:
+        done: builtins.list[int] = []
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            for v in versions:
+                cur = self._conn.execute(
+                    "UPDATE versions SET wrapped_key = NULL, ciphertext = NULL, key_id = NULL, "
+                    "destroyed = 1 WHERE path = ? AND version = ? AND destroyed = 0", (path, v))
+                if cur.rowcount:
+                    done.append(v)
+                    self._conn.execute(
+                        "UPDATE secrets SET wrapped_key = NULL, ciphertext = NULL, "
+                        "key_id = NULL WHERE path = ? AND current_version = ?", (path, v))
+        self._shred()
+        return done
+
+    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            self._conn.execute("UPDATE secrets SET deleted_at = NULL WHERE path = ?", (path,))
+            return self.describe(path)
+
+    def purge(self, path: str, *, ctx: WriteContext) -> None:
+        with self.transaction():
+            cur = self._conn.execute("DELETE FROM secrets WHERE path = ?", (path,))
+            if not cur.rowcount:
+                raise not_found(path)
+            self._conn.execute("DELETE FROM versions WHERE path = ?", (path,))
+        self._shred()
+
+    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT path FROM secrets WHERE deleted_at IS NOT NULL AND deleted_at < ?",
+                (cutoff.timestamp(),)).fetchall()
+        return [r[0] for r in rows]
+
+    def update_metadata(self, path: str, meta: MetadataUpdate, *,
+                        ctx: WriteContext) -> SecretMetadata:
+        extra = _meta_values(meta)
+        with self.transaction():
+            self.describe(path)
+            sets = "".join(f", {k} = ?" for k in extra)
+            self._conn.execute(f"UPDATE secrets SET updated_at = ?, updated_by = ?{sets} "  # noqa: S608
+                               "WHERE path = ?",
+                               (ctx.now.timestamp(), ctx.actor, *extra.values(), path))
+            return self.describe(path)
+
+    def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
+        """Re-wrap every data key with the active master key, a batch per transaction."""
+        active = self.envelope.keyring.active
+        with self._lock:
+            total = self._conn.execute(
+                "SELECT count(*) FROM versions WHERE key_id IS NOT NULL AND key_id != ?",
+                (active,)).fetchone()[0]
+        done = 0
+        while True:
+            with self.transaction():
+                rows = self._conn.execute(
+                    "SELECT path, version, key_id, wrapped_key, ciphertext FROM versions "
+                    "WHERE key_id IS NOT NULL AND key_id != ? LIMIT ?",
+                    (active, batch)).fetchall()
+                for path, version, kid, wrapped, ct in rows:
+                    new = self.envelope.rewrap(path, version, Sealed(kid, wrapped, ct))
+                    self._conn.execute(
+                        "UPDATE versions SET key_id = ?, wrapped_key = ? "
+                        "WHERE path = ? AND version = ?",
+                        (new.key_id, new.wrapped_key, path, version))
+                    self._conn.execute(
+                        "UPDATE secrets SET key_id = ?, wrapped_key = ? "
+                        "WHERE path = ? AND current_version = ?",
+                        (new.key_id, new.wrapped_key, path, version))
+            done += len(rows)
+            if progress:
+                progress(done, total)
+            if len(rows) < batch:
+                break
+        self._shred()
+        return done
+
+    def key_ids_in_use(self) -> set[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT key_id FROM versions WHERE key_id IS NOT NULL").fetchall()
+        return {r[0] for r in rows}
+
+    def _shred(self) -> None:
+        # Old page images of destroyed data may remain in the WAL until a checkpoint;
+        # truncate it so crypto-shredding reaches the disk now.
+        with self._lock, suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,239 @@
+"""Settings: ``KEYSAFE_*`` environment variables over an optional ``keysafe.toml``,
+over defaults. Nothing is built at import time; ``load_settings()`` reads the sources
+when called and remembers where every value came from (``keysafe doctor`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from keysafe.errors import ConfigError
+
+#: Environment spellings and the backend profile each selects.
+ENV_PROFILES: Mapping[str, str] = {
+    "local": "local",
+    "dev": "development",
+    "development": "development",
+    "stage": "staging",
+    "staging": "staging",
+    "prod": "production",
+    "production": "production",
+    "test": "test",
+}
+
+
+def profile_for(env: str) -> str:
+    """The backend profile an environment name selects (``prod`` -> ``production``)."""
+    return ENV_PROFILES.get(env.lower(), env.lower())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. ``sources`` maps a field to where its value came from."""
+
+    env: str = "local"
+    app: str = "keysafe"
+    naming_template: str = "{app}/{env}/{org}/{domain}/{name}"
+    default_domain: str = "shared"
+    backend: str = "sqlite"
+    home: Path = field(default_factory=lambda: Path.home() / ".keysafe")
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    database_url: str | None = field(default=None, repr=False)
+    max_value_bytes: int = 64 * 1024
+    max_versions: int = 10
+    recovery_window_days: int = 7
+    cache_ttl: float = 30.0
+    cache_max_entries: int = 10_000
+    cache_stale_if_error: float = 0.0
+    audit_required: bool = True
+    audit_reads: bool = True
+    audit_file: Path | None = None
+    sqlite_synchronous: str = "FULL"
+    catalog_file: Path | None = None
+    actor: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def profile(self) -> str:
+        return profile_for(self.env)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "keysafe.db"
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or (self.home / "master.key")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        sources = dict(self.sources)
+        for k in changes:
+            sources[k] = "argument"
+        return replace(self, sources=sources, **changes)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(setting, shown value, source) rows; secret settings are masked."""
+        rows = []
+        for f in fields(self):
+            if f.name in ("sources", "backend_options"):
+                continue
+            v = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and v:
+                shown = "******** (set)"
+            elif v is None:
+                shown = "-"
+            else:
+                shown = str(v)
+            rows.append((f.name, shown, self.sources.get(f.name, "default")))
+        if self.backend_options:
+            rows.append(("backend_options", ", ".join(sorted(self.backend_options)),
+                         self.sources.get("backend_options", "default")))
+        return rows
+
+
+_SECRET_FIELDS = frozenset({"master_key", "database_url"})
+
+# Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
+_ENV_VARS: Mapping[str, str] = {
+    "KEYSAFE_ENV": "env",
+    "KEYSAFE_APP": "app",
+    "KEYSAFE_NAMING_TEMPLATE": "naming_template",
+    "KEYSAFE_DEFAULT_DOMAIN": "default_domain",
+    "KEYSAFE_BACKEND": "backend",
+    "KEYSAFE_HOME": "home",
+    "KEYSAFE_MASTER_KEY": "master_key",
+    "KEYSAFE_MASTER_KEY_FILE": "master_key_file",
+    "KEYSAFE_DATABASE_URL": "database_url",
+    "KEYSAFE_MAX_VALUE_BYTES": "max_value_bytes",
+    "KEYSAFE_MAX_VERSIONS": "max_versions",
+    "KEYSAFE_RECOVERY_WINDOW_DAYS": "recovery_window_days",
+    "KEYSAFE_CACHE_TTL": "cache_ttl",
+    "KEYSAFE_CACHE_MAX_ENTRIES": "cache_max_entries",
+    "KEYSAFE_CACHE_STALE_IF_ERROR": "cache_stale_if_error",
+    "KEYSAFE_AUDIT_REQUIRED": "audit_required",
+    "KEYSAFE_AUDIT_READS": "audit_reads",
+    "KEYSAFE_AUDIT_FILE": "audit_file",
+    "KEYSAFE_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
+    "KEYSAFE_CATALOG_FILE": "catalog_file",
+    "KEYSAFE_ACTOR": "actor",
+}
+_TYPES = {f.name: f.type for f in fields(Settings)}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kind = str(_TYPES[name])
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in _TRUE:
+                return True
+            if s in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if kind.startswith("int"):
+            value = int(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if kind.startswith("float"):
+            f = float(raw)
+            if f < 0:
+                raise ValueError("must not be negative")
+            return f
+        if kind.startswith("Path"):
+            return Path(os.path.expanduser(str(raw))) if raw not in ("", None) else None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name} from {source}: {raw!r} is not valid ({exc})") from None
+
+
+def _find_config_file(environ: Mapping[str, str], home: Path) -> Path | None:
+    explicit = environ.get("KEYSAFE_CONFIG")
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"KEYSAFE_CONFIG names {p}, which is not a file")
+        return p
+    for candidate in (Path.cwd() / "keysafe.toml", home / "keysafe.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build Settings from the environment, the config file and defaults.
+
+    Raises ConfigError naming the setting and source when a value is unusable.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    home_raw = environ.get("KEYSAFE_HOME")
+    home = Path(home_raw).expanduser() if home_raw else Settings().home
+    cfg_path = _find_config_file(environ, home)
+    profile_options: dict[str, Any] = {}
+    if cfg_path is not None:
+        try:
+            data = tomllib.loads(cfg_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {cfg_path}: {exc}") from None
+        section = data.get("keysafe", data)
+        profiles = section.pop("profiles", {}) if isinstance(section, dict) else {}
+        for key, raw in section.items():
+            if key not in _TYPES or key in ("sources", "config_file", "backend_options"):
+                raise ConfigError(f"config file {cfg_path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, str(cfg_path))
+            sources[key] = f"file {cfg_path}"
+        profile_options = dict(profiles) if isinstance(profiles, dict) else {}
+
+    for var, key in _ENV_VARS.items():
+        if var in environ and environ[var] != "":
+            values[key] = _coerce(key, environ[var], var)
+            sources[key] = f"env {var}"
+    if "env" not in values and environ.get("ENVIRONMENT"):
+        values["env"] = _coerce("env", environ["ENVIRONMENT"], "ENVIRONMENT")
+        sources["env"] = "env ENVIRONMENT"
+
+    for key, raw in overrides.items():
+        if key not in _TYPES:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = raw
+        sources[key] = "argument"
+
+    env = str(values.get("env", "local")).lower()
+    values["env"] = env
+    # The environment's profile may name a backend and its options (spec 000/001:
+    # local uses the embedded store, production uses the team's cloud store).
+    prof = profile_options.get(profile_for(env)) or profile_options.get(env) or {}
+    if prof:
+        if not isinstance(prof, dict):
+            raise ConfigError(f"config file {cfg_path}: profile {env!r} must be a table")
+        prof = dict(prof)
+        if "backend" in prof and "backend" not in values:
+            values["backend"] = str(prof.pop("backend"))
+            sources["backend"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
+        else:
+            prof.pop("backend", None)
+        values["backend_options"] = prof
+        sources["backend_options"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
+    if cfg_path is not None:
+        values["config_file"] = cfg_path
+        sources["config_file"] = "found"
+    if values.get("sqlite_synchronous", "FULL").upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError("sqlite_synchronous must be FULL, EXTRA or NORMAL")
+    return Settings(**values, sources=sources)

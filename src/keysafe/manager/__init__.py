@@ -1,0 +1,1 @@
+"""The manager facade (sync and async), its cache and its audit log."""

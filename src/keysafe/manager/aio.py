@@ -1,0 +1,79 @@
+"""AsyncSecretManager: the same verbs for asyncio code.
+
+A cache hit is answered in the event loop's own thread (no hop to a worker); anything
+that reaches the store runs in a worker thread so the loop never blocks on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from time import monotonic
+from typing import Any
+
+from keysafe.manager.manager import SecretManager
+from keysafe.models import SecretMetadata, VersionInfo
+
+
+class AsyncSecretManager:
+    def __init__(self, manager: SecretManager) -> None:
+        self.sync = manager
+        self._cache_data = manager._cache_data
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncSecretManager:
+        return cls(SecretManager.from_env(**overrides))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AsyncSecretManager:
+        return cls(SecretManager.from_settings(settings))
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other verb: the sync method, run in a worker thread.
+        attr = getattr(self.sync, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(attr, *args, **kwargs)
+
+        return call
+
+    async def get(self, name: str, org: str | None = None, *, domain: str | None = None,
+                  env: str | None = None, version: int | None = None,
+                  fresh: bool = False) -> str:
+        if not fresh:
+            e = self._cache_data.get((name, org, domain, env, version))
+            if e is not None and e[1] > monotonic():
+                self.sync._stats["cache_hits"] += 1
+                return e[0]
+        return await asyncio.to_thread(self.sync.get, name, org, domain=domain, env=env,
+                                       version=version, fresh=True)
+
+    async def put(self, name: str, value: str, org: str | None = None,
+                  **kwargs: Any) -> VersionInfo:
+        return await asyncio.to_thread(self.sync.put, name, value, org, **kwargs)
+
+    async def has(self, name: str, org: str | None = None, **kwargs: Any) -> bool:
+        return await asyncio.to_thread(self.sync.has, name, org, **kwargs)
+
+    async def describe(self, name: str, org: str | None = None,
+                       **kwargs: Any) -> SecretMetadata:
+        return await asyncio.to_thread(self.sync.describe, name, org, **kwargs)
+
+    async def get_json(self, name: str, org: str | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.get_json, name, org, **kwargs)
+
+    async def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None,
+                       **kwargs: Any) -> VersionInfo:
+        return await asyncio.to_thread(self.sync.put_json, name, data, org, **kwargs)
+
+    async def get_llm_api_key(self, org: str, provider: str,
+                              domain: str | None = None) -> str | None:
+        return await asyncio.to_thread(self.sync.get_llm_api_key, org, provider, domain)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)

@@ -1,0 +1,358 @@
+"""The audit log: hash-chained records of who did what to which path, never the value.
+
+Each record's hash covers its fields and the previous record's hash, so an edited,
+removed or reordered record breaks the chain at a place ``verify`` names. Writes are
+recorded durably in the same transaction as the change when the store allows it (the
+embedded store does); reads are buffered and committed in groups.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from keysafe.errors import AuditError, KeysafeError
+from keysafe.models import AuditEvent
+
+log = logging.getLogger("keysafe.audit")
+GENESIS = "0" * 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+#: A record before it joins the chain: (ts_us, actor, action, path, version, outcome,
+#: org, client, request_id, detail_json). Tuples keep the read path cheap.
+Draft = tuple[int, str, str, str | None, int | None, str, str | None, str | None,
+              str | None, str | None]
+#: A chained record: (seq, *draft, prev_hash, hash).
+Row = tuple[Any, ...]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def to_datetime(ts_us: int) -> datetime:
+    return _EPOCH + ts_us * _US
+
+
+def to_us(d: datetime) -> int:
+    return (d - _EPOCH) // _US
+
+
+def row_hash(prev_hash: str, seq: int, draft: Sequence[Any]) -> str:
+    # Fields joined with a unit separator; None is spelled NUL so it differs from "None".
+    body = "\x1f".join("\x00" if f is None else str(f) for f in (seq, *draft))
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def chain(drafts: Sequence[Draft], last_seq: int, last_hash: str) -> list[Row]:
+    """Give drafts their sequence numbers and hashes, continuing a chain."""
+    out = []
+    for d in drafts:
+        last_seq += 1
+        h = row_hash(last_hash, last_seq, d)
+        out.append((last_seq, *d, last_hash, h))
+        last_hash = h
+    return out
+
+
+def row_event(r: Row) -> AuditEvent:
+    return AuditEvent(seq=r[0], ts=to_datetime(r[1]), actor=r[2], action=r[3], path=r[4],
+                      version=r[5], outcome=r[6], org=r[7], client=r[8], request_id=r[9],
+                      detail=json.loads(r[10]) if r[10] else {}, prev_hash=r[11], hash=r[12])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    org: str | None = None
+    path: str | None = None          # exact path, or a prefix ending in '/'
+    action: str | None = None
+    actor: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+    newest_first: bool = False
+
+    def matches(self, e: AuditEvent) -> bool:
+        if self.org is not None and e.org != self.org:
+            return False
+        if self.path is not None:
+            p = e.path or ""
+            if not (p == self.path or (self.path.endswith("/") and p.startswith(self.path))):
+                return False
+        return ((self.action is None or e.action == self.action)
+                and (self.actor is None or e.actor == self.actor)
+                and (self.outcome is None or e.outcome == self.outcome)
+                and (self.since is None or e.ts >= self.since)
+                and (self.until is None or e.ts <= self.until))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    problems: list[tuple[int, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked,
+                "problems": [{"seq": s, "problem": p} for s, p in self.problems]}
+
+
+def verify_rows(rows: Iterable[Row]) -> VerifyResult:
+    """Walk a chain in storage order and name every record that breaks it."""
+    problems: list[tuple[int, str]] = []
+    prev_hash, prev_seq, n = GENESIS, 0, 0
+    for r in rows:
+        n += 1
+        e = _RowView(r)
+        if e.seq <= prev_seq:
+            problems.append((e.seq, f"out of order: record {e.seq} comes after {prev_seq}"))
+        elif e.seq != prev_seq + 1:
+            missing = (f"record {prev_seq + 1}" if e.seq == prev_seq + 2
+                       else f"records {prev_seq + 1}..{e.seq - 1}")
+            problems.append((prev_seq + 1, f"{missing} removed"))
+        elif e.prev_hash != prev_hash:
+            problems.append((e.seq, f"record {e.seq} does not follow record {prev_seq} "
+                                    "(removed, reordered or replaced record)"))
+        if row_hash(e.prev_hash, e.seq, r[1:11]) != e.hash:
+            problems.append((e.seq, f"record {e.seq} was edited (its hash does not match)"))
+        prev_hash, prev_seq = e.hash, max(prev_seq, e.seq)
+    return VerifyResult(not problems, n, problems)
+
+
+class _RowView:
+    __slots__ = ("hash", "prev_hash", "seq")
+
+    def __init__(self, r: Row) -> None:
+        self.seq, self.prev_hash, self.hash = r[0], r[11], r[12]
+
+
+class AuditStore(Protocol):
+    def append(self, drafts: Sequence[Draft]) -> list[Row]:
+        """Chain and store the drafts atomically; return the chained rows."""
+        ...
+
+    def query(self, flt: AuditFilter) -> list[AuditEvent]: ...
+
+    def scan(self) -> Iterator[Row]:
+        """Every record in storage order (for verify)."""
+        ...
+
+
+class MemoryAuditStore:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self._lock = threading.Lock()
+
+    def append(self, drafts: Sequence[Draft]) -> list[Row]:
+        with self._lock:
+            last = self.rows[-1] if self.rows else None
+            done = chain(drafts, last[0] if last else 0, last[12] if last else GENESIS)
+            self.rows.extend(done)
+            return done
+
+    def query(self, flt: AuditFilter) -> list[AuditEvent]:
+        out = [e for e in map(row_event, self.rows) if flt.matches(e)]
+        if flt.newest_first:
+            out.reverse()
+        return out[: flt.limit] if flt.limit else out
+
+    def scan(self) -> Iterator[Row]:
+        return iter(list(self.rows))
+
+
+class _SQLiteHost(Protocol):
+    """What SQLiteAuditStore needs from the store whose file it shares."""
+
+    @property
+    def connection(self) -> sqlite3.Connection: ...
+    @property
+    def lock(self) -> threading.RLock: ...
+    def transaction(self) -> Any: ...
+
+
+_COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
+         "prev_hash, hash")
+
+
+class SQLiteAuditStore:
+    """The chain in the ``audit`` table of an SQLite store, joining its transactions."""
+
+    def __init__(self, host: _SQLiteHost) -> None:
+        self._host = host
+
+    def append(self, drafts: Sequence[Draft]) -> list[Row]:
+        with self._host.transaction():
+            c = self._host.connection
+            last = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            done = chain(drafts, last[0] if last else 0, last[1] if last else GENESIS)
+            c.executemany(
+                f"INSERT INTO audit ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                done)
+            return done
+
+    def query(self, flt: AuditFilter) -> list[AuditEvent]:
+        where, args = [], []
+        for col in ("org", "action", "actor", "outcome"):
+            v = getattr(flt, col)
+            if v is not None:
+                where.append(f"{col} = ?")
+                args.append(v)
+        if flt.path is not None:
+            if flt.path.endswith("/"):
+                where.append("path >= ? AND path < ?")
+                args += [flt.path, flt.path + "\U0010ffff"]
+            else:
+                where.append("path = ?")
+                args.append(flt.path)
+        if flt.since is not None:
+            where.append("ts >= ?")
+            args.append(to_us(flt.since))
+        if flt.until is not None:
+            where.append("ts <= ?")
+            args.append(to_us(flt.until))
+        sql = f"SELECT {_COLS} FROM audit"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC" if flt.newest_first else " ORDER BY seq"
+        if flt.limit:
+            sql += f" LIMIT {int(flt.limit)}"
+        with self._host.lock:
+            rows = self._host.connection.execute(sql, args).fetchall()
+        return [row_event(r) for r in rows]
+
+    def scan(self) -> Iterator[Row]:
+        with self._host.lock:
+            rows = self._host.connection.execute(
+                f"SELECT {_COLS} FROM audit ORDER BY rowid").fetchall()  # noqa: S608
+        return iter(rows)
+
+
+class JsonlSink:
+    """Also appends every committed record to a JSON-lines file (for log shippers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, rows: Sequence[Row]) -> None:
+        lines = "".join(json.dumps(row_event(r).to_dict(), sort_keys=True) + "\n"
+                        for r in rows)
+        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+            fh.write(lines)
+
+
+class AuditLog:
+    """Records events; ``durable`` ones are stored before the call returns.
+
+    With ``required`` (the default) a failed durable write raises AuditError, so the
+    operation it belongs to fails too; otherwise the failure is logged and skipped.
+    """
+
+    def __init__(self, store: AuditStore, *, required: bool = True,
+                 sinks: Sequence[JsonlSink] = (), flush_interval: float = 0.05,
+                 max_buffer: int = 512) -> None:
+        self.store = store
+        self.required = required
+        self.sinks = list(sinks)
+        self.flush_interval = flush_interval
+        self.max_buffer = max_buffer
+        self._buf: list[Draft] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.failures = 0
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def record(self, event: Draft, *, durable: bool) -> None:
+        if durable:
+            with self._lock:
+                pending, self._buf = self._buf, []
+            self._write([*pending, event], required=self.required)
+            return
+        with self._lock:
+            self._buf.append(event)
+            full = len(self._buf) >= self.max_buffer
+        if full:
+            self.flush()
+        elif self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            ref = weakref.ref(self)
+            t = threading.Thread(target=_flusher, args=(ref, self._wake, self.flush_interval),
+                                 name="keysafe-audit", daemon=True)
+            self._thread = t
+        t.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._buf = self._buf, []
+        if pending:
+            self._write(pending, required=False)
+
+    def _write(self, events: list[Draft], *, required: bool) -> None:
+        try:
+            done = self.store.append(events)
+        except (KeysafeError, sqlite3.Error, OSError) as exc:
+            self.failures += 1
+            if required:
+                # Keep the buffered reads for the next attempt; the durable event's
+                # operation is failing and will be rolled back by the caller.
+                with self._lock:
+                    self._buf[:0] = events[:-1]
+                raise AuditError(f"audit log write failed: {exc}") from exc
+            log.warning("audit log write failed (%s); %d records dropped",
+                        type(exc).__name__, len(events))
+            return
+        for sink in self.sinks:
+            try:
+                sink.write(done)
+            except OSError as exc:
+                log.warning("audit sink %s failed: %s", sink.path, exc)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("audit flush at close failed: %s", exc)
+
+
+def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
+    log_ = ref()
+    if log_ is not None:
+        log_.close()
+
+
+def _flusher(ref: weakref.ref[AuditLog], wake: threading.Event, interval: float) -> None:
+    while True:
+        wake.wait(interval)
+        log_ = ref()
+        if log_ is None or log_._closed:
+            return
+        try:
+            log_.flush()
+        except Exception as exc:
+            log.warning("background audit flush failed: %s", exc)
+        del log_

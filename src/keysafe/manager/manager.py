@@ -1,0 +1,565 @@
+"""SecretManager: the one facade every edge (library, CLI, server) goes through.
+
+It resolves names with the naming template, checks values, consults the cache, calls
+one backend and writes one audit event. Backends never see names, only paths.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import getpass
+import json
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from keysafe.backends.base import (
+    MetadataWritable,
+    Progress,
+    Recoverable,
+    Rekeyable,
+    SecretBackend,
+    Transactional,
+    Versioned,
+    WriteContext,
+)
+from keysafe.errors import (
+    BackendUnavailable,
+    Conflict,
+    InvalidValue,
+    KeysafeError,
+    NotFound,
+    Unsupported,
+    ValueTooLarge,
+)
+from keysafe.manager.audit import (
+    AuditFilter,
+    AuditLog,
+    MemoryAuditStore,
+    VerifyResult,
+    now_us,
+    verify_rows,
+)
+from keysafe.manager.cache import SecretCache
+from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionInfo
+from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, SecretRef
+
+if TYPE_CHECKING:
+    from keysafe.catalog import Catalog
+    from keysafe.config import Settings
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class SecretManager:
+    """Secrets by name, org, domain and environment, on one backend.
+
+    Every method raises KeysafeError subclasses only: NotFound, Conflict (check-and-set),
+    InvalidName, InvalidValue/ValueTooLarge, Unsupported (backend lacks the feature),
+    BackendUnavailable (retryable), IntegrityError, AuditError.
+    """
+
+    def __init__(
+        self,
+        backend: SecretBackend,
+        *,
+        app: str = "keysafe",
+        env: str = "local",
+        naming: NamingTemplate | str = DEFAULT_TEMPLATE,
+        default_domain: str = DEFAULT_DOMAIN,
+        cache: SecretCache | None = None,
+        audit: AuditLog | None = None,
+        catalog: Catalog | None = None,
+        max_value_bytes: int = 64 * 1024,
+        recovery_window_days: int = 7,
+        audit_reads: bool = True,
+        actor: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.app = app
+        self.env = env
+        self.naming = naming if isinstance(naming, NamingTemplate) else NamingTemplate(naming)
+        self.default_domain = default_domain
+        self.cache = cache if cache is not None else SecretCache()
+        self.audit = audit if audit is not None else AuditLog(MemoryAuditStore())
+        self._catalog = catalog
+        self.max_value_bytes = max_value_bytes
+        self.recovery_window = timedelta(days=recovery_window_days)
+        self.audit_reads = audit_reads
+        self.actor = actor or default_actor()
+        self.client: str | None = None
+        self.request_id: str | None = None
+        self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
+        self._cache_data = self.cache._data  # the hit path reads the dict directly
+        self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
+
+    # -- construction -----------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SecretManager:
+        from keysafe.backends.registry import open_store
+
+        store = open_store(settings)
+        return cls(
+            store.backend,
+            app=settings.app,
+            env=settings.env,
+            naming=settings.naming_template,
+            default_domain=settings.default_domain,
+            cache=SecretCache(settings.cache_ttl, settings.cache_max_entries,
+                              settings.cache_stale_if_error),
+            audit=store.audit,
+            max_value_bytes=settings.max_value_bytes,
+            recovery_window_days=settings.recovery_window_days,
+            audit_reads=settings.audit_reads,
+            actor=settings.actor,
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> SecretManager:
+        """Settings from KEYSAFE_* variables and keysafe.toml; keyword overrides win."""
+        from keysafe.config import load_settings
+
+        return cls.from_settings(load_settings(**overrides))
+
+    def as_actor(self, actor: str, *, client: str | None = None,
+                 request_id: str | None = None) -> SecretManager:
+        """The same manager (store, cache, audit) acting for another principal."""
+        other = copy.copy(self)
+        other.actor, other.client, other.request_id = actor, client, request_id
+        return other
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            from keysafe.catalog import Catalog
+
+            self._catalog = Catalog.builtin()
+        return self._catalog
+
+    def close(self) -> None:
+        self.audit.close()
+        self.backend.close()
+
+    def __enter__(self) -> SecretManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- naming -----------------------------------------------------------------
+    def ref(self, name: str, org: str | None = None, *, domain: str | None = None,
+            env: str | None = None) -> SecretRef:
+        """A validated reference; ``name`` may be a full path when ``org`` is None."""
+        if org is None:
+            if "/" in name:
+                return self.naming.parse(name, app=self.app, env=env or self.env)
+            from keysafe.errors import InvalidName
+
+            raise InvalidName(f"secret {name!r} needs an org (or give its full path)",
+                              segment="org")
+        return SecretRef(name, org, domain or self.default_domain, env or self.env,
+                         self.app).validate()
+
+    def path(self, name: str, org: str | None = None, *, domain: str | None = None,
+             env: str | None = None) -> str:
+        return self.naming.format(self.ref(name, org, domain=domain, env=env))
+
+    def _resolve(self, name: str, org: str | None, domain: str | None,
+                 env: str | None) -> tuple[SecretRef, str]:
+        """ref and path, remembered: validation runs once per distinct spelling."""
+        key = (name, org, domain, env)
+        hit = self._refs.get(key)
+        if hit is None:
+            ref = self.ref(name, org, domain=domain, env=env)
+            hit = (ref, self.naming.format(ref))
+            if len(self._refs) >= 50_000:
+                self._refs.clear()
+            self._refs[key] = hit
+        return hit
+
+    def parse(self, path: str) -> SecretRef:
+        return self.naming.parse(path, app=self.app, env=self.env)
+
+    # -- audit ------------------------------------------------------------------
+    def record(self, action: str, path: str | None, outcome: str, *, org: str | None = None,
+               version: int | None = None, durable: bool = False,
+               detail: dict[str, Any] | None = None) -> None:
+        """Add one audit event for this manager's principal (edges use it for denials)."""
+        self.audit.record(
+            (now_us(), self.actor, action, path, version, outcome, org, self.client,
+             self.request_id, json.dumps(detail, sort_keys=True) if detail else None),
+            durable=durable)
+
+    def _fail(self, action: str, ref: SecretRef | None, path: str | None,
+              exc: KeysafeError, version: int | None = None) -> None:
+        self.record(action, path, exc.code, org=ref.org if ref else None, version=version,
+                    detail={"error": type(exc).__name__})
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        b = self.backend
+        return b.transaction() if isinstance(b, Transactional) else nullcontext()
+
+    def _write(self, action: str, ref: SecretRef, path: str,
+               fn: Callable[[WriteContext], Any],
+               version_of: Callable[[Any], int | None] = lambda r: None,
+               detail: dict[str, Any] | None = None) -> Any:
+        """Run one change and its audit record together; invalidate the cache."""
+        ctx = WriteContext.make(self.actor)
+        try:
+            with self._tx():
+                result = fn(ctx)
+                self.record(action, path, "ok", org=ref.org, version=version_of(result),
+                            durable=True, detail=detail)
+        except KeysafeError as exc:
+            self.cache.invalidate(path)
+            if exc.code != "audit_error":
+                self._fail(action, ref, path, exc)
+            raise
+        self.cache.invalidate(path)
+        return result
+
+    # -- values -----------------------------------------------------------------
+    def get(self, name: str, org: str | None = None, *, domain: str | None = None,
+            env: str | None = None, version: int | None = None, fresh: bool = False) -> str:
+        """The current (or given) version's value. ``fresh`` skips the cache."""
+        key = (name, org, domain, env, version)
+        if not fresh:
+            e = self._cache_data.get(key)
+            if e is not None and e[1] > monotonic():
+                self._stats["cache_hits"] += 1
+                return e[0]
+        return self._get_miss(key, name, org, domain, env, version)
+
+    def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
+                  domain: str | None, env: str | None, version: int | None) -> str:
+        self._stats["cache_misses"] += 1
+        ref, path = self._resolve(name, org, domain, env)
+        try:
+            value, v = self.backend.get(path, version)
+        except BackendUnavailable as exc:
+            stale = self.cache.get_stale(key)
+            if stale is not None:
+                self._stats["stale_served"] += 1
+                self.record("read", path, "stale", org=ref.org, version=version,
+                            detail={"error": type(exc).__name__})
+                return stale
+            self._fail("read", ref, path, exc, version)
+            raise
+        except KeysafeError as exc:
+            self._fail("read", ref, path, exc, version)
+            raise
+        if self.audit_reads:
+            self.record("read", path, "ok", org=ref.org, version=v)
+        self.cache.put(key, path, value)
+        return value
+
+    def has(self, name: str, org: str | None = None, *, domain: str | None = None,
+            env: str | None = None) -> bool:
+        """Whether the secret exists and is not deleted. Never reads the value."""
+        try:
+            self.describe(name, org, domain=domain, env=env)
+        except NotFound:
+            return False
+        return True
+
+    def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
+                 env: str | None = None, include_deleted: bool = False) -> SecretMetadata:
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        try:
+            meta = self.backend.describe(path, include_deleted=include_deleted)
+        except KeysafeError as exc:
+            self._fail("describe", ref, path, exc)
+            raise
+        if self.audit_reads:
+            self.record("describe", path, "ok", org=ref.org)
+        return meta
+
+    def list(self, org: str | None = None, *, domain: str | None = None,
+             env: str | None = None,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        """Metadata of every secret in the scope (an org, optionally a domain)."""
+        env = env or self.env
+        if org is not None:
+            self.ref("x", org, domain=domain, env=env)  # validates the scope segments
+        prefix = self.naming.prefix(app=self.app, env=env, org=org, domain=domain)
+        out = []
+        for meta in self.backend.list(prefix, include_deleted=include_deleted):
+            try:
+                ref = self.naming.parse(meta.path, app=self.app, env=env)
+            except KeysafeError:
+                continue  # not written by this template
+            if ((org is None or ref.org == org) and (domain is None or ref.domain == domain)
+                    and ref.env == env and ref.app == self.app):
+                out.append(meta)
+        if self.audit_reads:
+            self.record("list", prefix, "ok", org=org, detail={"count": len(out)})
+        return out
+
+    def put(self, name: str, value: str, org: str | None = None, *,
+            domain: str | None = None, env: str | None = None,
+            expected_version: int | None = None, description: str | None = None,
+            secret_type: str | None = None, tags: Mapping[str, str] | None = None,
+            rotation_days: int | None = None, expires_at: datetime | None = None,
+            check_format: bool = True) -> VersionInfo:
+        """Write a new version (create or overwrite). ``expected_version`` gives
+        check-and-set (0: must not exist yet)."""
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        try:
+            self._check_value(ref, value, check_format)
+        except KeysafeError as exc:
+            self._fail("write", ref, path, exc)
+            raise
+        entry = self.catalog.get(ref.name)
+        meta = MetadataUpdate(
+            description=description,
+            secret_type=secret_type or (entry.secret_type if entry else None),
+            tags=dict(tags) if tags is not None else None,
+            rotation_days=rotation_days, expires_at=expires_at,
+            last_rotated=datetime.now(UTC),
+        )
+        info: VersionInfo = self._write(
+            "write", ref, path,
+            lambda ctx: self.backend.put(path, value, ctx=ctx,
+                                         expected_version=expected_version, meta=meta),
+            lambda r: r.version)
+        return info
+
+    def _check_value(self, ref: SecretRef, value: object, check_format: bool) -> None:
+        if not isinstance(value, str):
+            raise InvalidValue(f"value for {ref.name} must be text, not {type(value).__name__}")
+        if value == "":
+            raise InvalidValue(f"value for {ref.name} is empty")
+        size = len(value.encode())
+        if size > self.max_value_bytes:
+            raise ValueTooLarge(
+                f"value for {ref.name} is {size} bytes; the limit is {self.max_value_bytes}")
+        if check_format:
+            entry = self.catalog.get(ref.name)
+            problem = entry.check_format(value) if entry else None
+            if problem:
+                raise InvalidValue(f"{ref.name}: {problem}")
+
+    def delete(self, name: str, org: str | None = None, *, domain: str | None = None,
+               env: str | None = None, force: bool = False) -> None:
+        """Soft delete (restorable within the recovery window); ``force`` purges now."""
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        b = self.backend
+        if force:
+            if not isinstance(b, Recoverable):
+                self._write("delete", ref, path, lambda ctx: b.delete(path, ctx=ctx))
+                return
+            self._write("purge", ref, path, lambda ctx: b.purge(path, ctx=ctx))
+            return
+        self._write("delete", ref, path, lambda ctx: b.delete(path, ctx=ctx))
+
+    def restore(self, name: str, org: str | None = None, *, domain: str | None = None,
+                env: str | None = None) -> SecretMetadata:
+        """Undo a soft delete within the recovery window."""
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        b = self._need(Recoverable, "restore")
+        try:
+            meta = self.backend.describe(path, include_deleted=True)
+        except KeysafeError as exc:
+            self._fail("restore", ref, path, exc)
+            raise
+        problem = None
+        if meta.deleted_at is None:
+            problem = Conflict(f"secret {path} is not deleted", path=path)
+        else:
+            ends = meta.deleted_at + self.recovery_window
+            if datetime.now(UTC) > ends:
+                problem = Conflict(f"the recovery window for {path} ended at "
+                                   f"{ends.isoformat(timespec='seconds')}", path=path)
+        if problem is not None:
+            self._fail("restore", ref, path, problem)
+            raise problem
+        result: SecretMetadata = self._write(
+            "restore", ref, path, lambda ctx: b.restore(path, ctx=ctx))
+        return result
+
+    def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
+                domain: str | None = None, env: str | None = None) -> builtins.list[int]:
+        """Crypto-shred the given versions; their values can never be read again."""
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        b = self._need(Versioned, "destroy")
+        done: builtins.list[int] = self._write("destroy", ref, path,
+                                      lambda ctx: b.destroy(path, list(versions), ctx=ctx),
+                                      detail={"versions": sorted(versions)})
+        return done
+
+    def versions(self, name: str, org: str | None = None, *, domain: str | None = None,
+                 env: str | None = None) -> builtins.list[VersionInfo]:
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        b = self._need(Versioned, "versions")
+        try:
+            out: builtins.list[VersionInfo] = b.versions(path)
+        except KeysafeError as exc:
+            self._fail("versions", ref, path, exc)
+            raise
+        if self.audit_reads:
+            self.record("versions", path, "ok", org=ref.org)
+        return out
+
+    def rollback(self, name: str, version: int, org: str | None = None, *,
+                 domain: str | None = None, env: str | None = None) -> VersionInfo:
+        """Make an old version current again, as a new version (Vault's rollback)."""
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        try:
+            old, _ = self.backend.get(path, version)
+            current = self.backend.describe(path).current_version
+        except KeysafeError as exc:
+            self._fail("rollback", ref, path, exc, version)
+            raise
+        info: VersionInfo = self._write(
+            "rollback", ref, path,
+            lambda ctx: self.backend.put(path, old, ctx=ctx, expected_version=current,
+                                         meta=MetadataUpdate(last_rotated=ctx.now)),
+            lambda r: r.version, detail={"from_version": version})
+        return info
+
+    def update_metadata(self, name: str, org: str | None = None, *,
+                        domain: str | None = None, env: str | None = None,
+                        **fields: Any) -> SecretMetadata:
+        ref = self.ref(name, org, domain=domain, env=env)
+        path = self.naming.format(ref)
+        b = self._need(MetadataWritable, "update_metadata")
+        upd = MetadataUpdate(**fields)
+        result: SecretMetadata = self._write(
+            "update_metadata", ref, path, lambda ctx: b.update_metadata(path, upd, ctx=ctx),
+            detail={"fields": sorted(fields)})
+        return result
+
+    def purge_expired(self) -> builtins.list[str]:
+        """Purge every soft-deleted secret whose recovery window has ended."""
+        b = self._need(Recoverable, "purge")
+        done = []
+        for path in b.deleted_before(datetime.now(UTC) - self.recovery_window):
+            ref = self.parse(path) if self.naming.matches(path) else None
+            try:
+                self._write("purge", ref or SecretRef("x", "-"), path,
+                            lambda ctx, p=path: b.purge(p, ctx=ctx),  # type: ignore[misc]
+                            detail={"reason": "recovery window ended"})
+                done.append(path)
+            except NotFound:
+                continue
+        return done
+
+    def _need(self, cap: type, what: str) -> Any:
+        if not isinstance(self.backend, cap):
+            raise Unsupported(f"the {self.backend.name} backend cannot {what}")
+        return self.backend
+
+    # -- JSON credentials (spec 000) -----------------------------------------------
+    def get_json(self, name: str, org: str | None = None, *, domain: str | None = None,
+                 env: str | None = None, fresh: bool = False) -> dict[str, Any]:
+        raw = self.get(name, org, domain=domain, env=env, fresh=fresh)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise InvalidValue(f"{name} does not hold JSON credentials") from None
+        if not isinstance(data, dict):
+            raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
+        return data
+
+    def get_json_field(self, name: str, field: str, org: str | None = None, *,
+                       domain: str | None = None, env: str | None = None) -> Any:
+        data = self.get_json(name, org, domain=domain, env=env)
+        if field not in data:
+            raise NotFound(f"{name} has no credential field {field!r}")
+        return data[field]
+
+    def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
+                 domain: str | None = None, env: str | None = None,
+                 expected_version: int | None = None, **kw: Any) -> VersionInfo:
+        if not isinstance(data, Mapping):
+            raise InvalidValue(f"credentials for {name} must be a JSON object")
+        return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
+                        env=env, expected_version=expected_version, check_format=False, **kw)
+
+    def update_json(self, name: str, changes: Mapping[str, Any], org: str | None = None, *,
+                    domain: str | None = None, env: str | None = None,
+                    attempts: int = 5) -> VersionInfo:
+        """Merge ``changes`` into the stored object, keeping other keys. A field set to
+        None is removed. Uses check-and-set, retrying when another writer got there first."""
+        for attempt in range(attempts):
+            try:
+                current = self.describe(name, org, domain=domain, env=env).current_version
+                data = self.get_json(name, org, domain=domain, env=env, fresh=True)
+            except NotFound:
+                current, data = 0, {}
+            for k, v in changes.items():
+                if v is None:
+                    data.pop(k, None)
+                else:
+                    data[k] = v
+            try:
+                return self.put_json(name, data, org, domain=domain, env=env,
+                                     expected_version=current)
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- spec 001 -----------------------------------------------------------------
+    def get_llm_api_key(self, org: str, provider: str,
+                        domain: str | None = None) -> str | None:
+        """The domain's key for ``provider``, else the org's shared key, else None."""
+        entry = self.catalog.for_provider(provider)
+        name = entry.name if entry else f"{provider.lower()}_api_key"
+        scopes = [domain] if domain and domain != self.default_domain else []
+        for d in [*scopes, self.default_domain]:
+            try:
+                return self.get(name, org, domain=d)
+            except NotFound:
+                continue
+        return None
+
+    # -- maintenance ----------------------------------------------------------------
+    def ping(self) -> None:
+        self.backend.ping()
+
+    def audit_query(self, flt: AuditFilter | None = None) -> builtins.list[AuditEvent]:
+        self.audit.flush()
+        return self.audit.store.query(flt or AuditFilter())
+
+    def audit_verify(self) -> VerifyResult:
+        self.audit.flush()
+        return verify_rows(self.audit.store.scan())
+
+    def rekey(self, progress: Progress | None = None) -> int:
+        """Re-wrap every data key with the active master key (see ``keysafe rekey``)."""
+        b = self._need(Rekeyable, "rekey")
+        try:
+            n: int = b.rewrap_all(progress)
+        except KeysafeError as exc:
+            self.record("rekey", None, exc.code, durable=True)
+            raise
+        self.record("rekey", None, "ok", durable=True, detail={"rewrapped": n})
+        return n
+
+    def stats(self) -> dict[str, int]:
+        return {**self._stats, "cache_entries": len(self.cache),
+                "audit_failures": self.audit.failures}
+
+    def iter_values(self, org: str, *, domain: str | None = None) -> Iterator[tuple[str, str]]:
+        """(path, value) for each secret in scope; each read is audited."""
+        for meta in self.list(org, domain=domain):
+            ref = self.parse(meta.path)
+            yield meta.path, self.get(ref.name, ref.org, domain=ref.domain, env=ref.env)

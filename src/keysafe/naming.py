@@ -1,0 +1,127 @@
+"""Secret naming: a reference (app, env, org, domain, name) and the template that
+turns it into a store path and back.
+
+The default template is ``{app}/{env}/{org}/{domain}/{name}``; templates may add fixed
+text around a field (``/{app}/{env}/org-{org}/{domain}/{name}``) so that existing
+layouts (spec 000, spec 001) are reachable by configuration alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from keysafe.errors import InvalidName
+
+FIELDS = ("app", "env", "org", "domain", "name")
+DEFAULT_TEMPLATE = "{app}/{env}/{org}/{domain}/{name}"
+DEFAULT_DOMAIN = "shared"
+MAX_SEGMENT = 128
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FIELD_RE = re.compile(r"\{([a-z]+)\}")
+
+
+def validate_segment(kind: str, value: object) -> str:
+    """Return ``value`` if it is a valid ``kind`` segment, else raise InvalidName naming why."""
+    if not isinstance(value, str):
+        raise InvalidName(f"{kind} must be a string, not {type(value).__name__}", segment=kind)
+    if value == "":
+        raise InvalidName(f"{kind} is empty", segment=kind)
+    if value in (".", ".."):
+        raise InvalidName(f"{kind} {value!r} is not allowed (relative segment)", segment=kind)
+    if len(value) > MAX_SEGMENT:
+        raise InvalidName(
+            f"{kind} is {len(value)} characters long; the limit is {MAX_SEGMENT}", segment=kind
+        )
+    if not _SEGMENT_RE.fullmatch(value):
+        bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        if bad:
+            shown = ", ".join(repr(c) for c in bad[:5])
+            why = f"contains {shown}; allowed are letters, digits, '.', '_' and '-'"
+        else:
+            why = "must start with a letter or digit"
+        raise InvalidName(f"{kind} {value!r} {why}", segment=kind)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives, independent of any template."""
+
+    name: str
+    org: str
+    domain: str = DEFAULT_DOMAIN
+    env: str = "local"
+    app: str = "keysafe"
+
+    def validate(self) -> SecretRef:
+        for f in FIELDS:
+            validate_segment(f, getattr(self, f))
+        return self
+
+
+class NamingTemplate:
+    """Formats a SecretRef into a path and parses a path back into a SecretRef."""
+
+    def __init__(self, template: str = DEFAULT_TEMPLATE) -> None:
+        fields = _FIELD_RE.findall(template)
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown:
+            raise InvalidName(
+                f"naming template {template!r} has unknown field {{{unknown[0]}}}; "
+                f"known fields are {', '.join('{' + f + '}' for f in FIELDS)}"
+            )
+        for required in ("org", "name"):
+            if required not in fields:
+                raise InvalidName(f"naming template {template!r} lacks {{{required}}}")
+        if len(set(fields)) != len(fields):
+            raise InvalidName(f"naming template {template!r} repeats a field")
+        self.template = template
+        self.fields = tuple(fields)
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        pattern, pos = "", 0
+        for m in _FIELD_RE.finditer(self.template):
+            pattern += re.escape(self.template[pos : m.start()])
+            pattern += f"(?P<{m.group(1)}>[A-Za-z0-9][A-Za-z0-9._-]*)"
+            pos = m.end()
+        pattern += re.escape(self.template[pos:])
+        return re.compile(pattern)
+
+    def format(self, ref: SecretRef) -> str:
+        return self.template.format(
+            app=ref.app, env=ref.env, org=ref.org, domain=ref.domain, name=ref.name
+        )
+
+    def parse(self, path: str, *, app: str = "keysafe", env: str = "local") -> SecretRef:
+        """Parse a full path; fields missing from the template take ``app``/``env``."""
+        m = self._regex.fullmatch(path)
+        if not m:
+            raise InvalidName(f"path {path!r} does not match the naming template {self.template!r}")
+        got = m.groupdict()
+        return SecretRef(
+            name=got["name"],
+            org=got["org"],
+            domain=got.get("domain") or DEFAULT_DOMAIN,
+            env=got.get("env") or env,
+            app=got.get("app") or app,
+        ).validate()
+
+    def prefix(self, *, app: str, env: str, org: str | None = None,
+               domain: str | None = None) -> str:
+        """The longest literal path prefix that every secret of this scope shares."""
+        values = {"app": app, "env": env, "org": org, "domain": domain}
+        out, pos = "", 0
+        for m in _FIELD_RE.finditer(self.template):
+            out += self.template[pos : m.start()]
+            v = values.get(m.group(1))
+            if v is None:
+                return out
+            out += v
+            pos = m.end()
+        return out + self.template[pos:]
+
+    def matches(self, path: str) -> bool:
+        return self._regex.fullmatch(path) is not None

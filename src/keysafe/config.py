@@ -57,6 +57,20 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     catalog_file: Path | None = None
     actor: str | None = None
+    # -- server (keysafe serve) --
+    host: str = "127.0.0.1"
+    port: int = 8787
+    cors_origins: str = ""
+    max_body_bytes: int = 256 * 1024
+    auth_fail_limit: int = 20
+    auth_fail_window: float = 60.0
+    jwt_hs256_secret: str | None = field(default=None, repr=False)
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_org_claim: str = "org"
+    jwt_role_claim: str = "role"
+    server_cache_ttl: float = 5.0
     backend_options: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -68,6 +82,14 @@ class Settings:
     @property
     def sqlite_path(self) -> Path:
         return self.home / "keysafe.db"
+
+    @property
+    def server_db_path(self) -> Path:
+        return self.home / "server.db"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def key_file(self) -> Path:
@@ -99,7 +121,7 @@ class Settings:
         return rows
 
 
-_SECRET_FIELDS = frozenset({"master_key", "database_url"})
+_SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret"})
 
 # Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
 _ENV_VARS: Mapping[str, str] = {
@@ -124,6 +146,19 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "KEYSAFE_CATALOG_FILE": "catalog_file",
     "KEYSAFE_ACTOR": "actor",
+    "KEYSAFE_HOST": "host",
+    "KEYSAFE_PORT": "port",
+    "KEYSAFE_CORS_ORIGINS": "cors_origins",
+    "KEYSAFE_MAX_BODY_BYTES": "max_body_bytes",
+    "KEYSAFE_AUTH_FAIL_LIMIT": "auth_fail_limit",
+    "KEYSAFE_AUTH_FAIL_WINDOW": "auth_fail_window",
+    "KEYSAFE_JWT_HS256_SECRET": "jwt_hs256_secret",
+    "KEYSAFE_JWT_JWKS_URL": "jwt_jwks_url",
+    "KEYSAFE_JWT_AUDIENCE": "jwt_audience",
+    "KEYSAFE_JWT_ISSUER": "jwt_issuer",
+    "KEYSAFE_JWT_ORG_CLAIM": "jwt_org_claim",
+    "KEYSAFE_JWT_ROLE_CLAIM": "jwt_role_claim",
+    "KEYSAFE_SERVER_CACHE_TTL": "server_cache_ttl",
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
 _TRUE = {"1", "true", "yes", "on"}

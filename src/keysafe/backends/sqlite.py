@@ -109,6 +109,10 @@ class SQLiteBackend:
         self.max_versions = max_versions
         self._lock = threading.RLock()
         self._depth = 0
+        self._tx_thread: int | None = None
+        # Readers get their own connection: in WAL mode they never wait for a writer's
+        # fsync (the audit flusher commits from another thread).
+        self._rlock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.path.exists():
             # Create the file owner-only before SQLite opens it.
@@ -129,6 +133,10 @@ class SQLiteBackend:
                         c.execute(stmt)
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                           (str(SCHEMA_VERSION),))
+            self._rconn = sqlite3.connect(self.path, isolation_level=None,
+                                          check_same_thread=False,
+                                          timeout=busy_timeout_ms / 1000)
+            self._rconn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
 
@@ -138,27 +146,38 @@ class SQLiteBackend:
     # -- transactions -----------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction; nested calls join the outer one."""
+        """One write transaction. A nested call is a savepoint: it undoes only its own
+        changes on error, and its changes become durable with the outer commit."""
         with self._lock:
             if self._depth:
+                sp = f"sp{self._depth}"
+                self._conn.execute(f"SAVEPOINT {sp}")
                 self._depth += 1
                 try:
                     yield
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {sp}")
+                    self._conn.execute(f"RELEASE {sp}")
+                    raise
                 finally:
                     self._depth -= 1
+                self._conn.execute(f"RELEASE {sp}")
                 return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise BackendUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
             self._depth = 1
+            self._tx_thread = threading.get_ident()
             try:
                 yield
             except BaseException:
                 self._depth = 0
+                self._tx_thread = None
                 self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
+            self._tx_thread = None
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -174,18 +193,27 @@ class SQLiteBackend:
     def lock(self) -> threading.RLock:
         return self._lock
 
+    def _read(self, sql: str, args: tuple[Any, ...], *, many: bool = False) -> Any:
+        """Run a read: on the write connection inside this thread's transaction (to see
+        its own changes), else on the reader connection."""
+        if self._tx_thread == threading.get_ident():
+            cur = self._conn.execute(sql, args)
+            return cur.fetchall() if many else cur.fetchone()
+        with self._rlock:
+            cur = self._rconn.execute(sql, args)
+            return cur.fetchall() if many else cur.fetchone()
+
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
-        with self._lock:
-            if version is None:
-                row = self._conn.execute(
-                    "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
-                    "WHERE path = ? AND deleted_at IS NULL", (path,)).fetchone()
-            else:
-                row = self._conn.execute(
-                    "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
-                    "JOIN versions v ON v.path = s.path AND v.version = ? "
-                    "WHERE s.path = ? AND s.deleted_at IS NULL", (version, path)).fetchone()
+        if version is None:
+            row = self._read(
+                "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                "WHERE path = ? AND deleted_at IS NULL", (path,))
+        else:
+            row = self._read(
+                "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
+                "JOIN versions v ON v.path = s.path AND v.version = ? "
+                "WHERE s.path = ? AND s.deleted_at IS NULL", (version, path))
         if row is None or row[3] is None:
             raise not_found(path, version)
         v = row[0]
@@ -254,8 +282,7 @@ class SQLiteBackend:
         return n
 
     def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
-        with self._lock:
-            row = self._conn.execute(_SELECT_META + " WHERE s.path = ?", (path,)).fetchone()
+        row = self._read(_SELECT_META + " WHERE s.path = ?", (path,))
         if row is None or (row[9] is not None and not include_deleted):
             raise not_found(path)
         return _meta(row)
@@ -266,9 +293,7 @@ class SQLiteBackend:
         sql = _SELECT_META + " WHERE s.path >= ? AND s.path < ?"
         if not include_deleted:
             sql += " AND s.deleted_at IS NULL"
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY s.path",
-                                      (prefix, prefix + "\U0010ffff")).fetchall()
+        rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"), many=True)
         return [_meta(r) for r in rows]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
@@ -288,14 +313,15 @@ class SQLiteBackend:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._rlock:
+            self._rconn.close()
 
     # -- capabilities -----------------------------------------------------------
     def versions(self, path: str) -> builtins.list[VersionInfo]:
-        with self._lock:
-            self.describe(path, include_deleted=True)
-            rows = self._conn.execute(
-                "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
-                "WHERE path = ? ORDER BY version", (path,)).fetchall()
+        self.describe(path, include_deleted=True)
+        rows = self._read(
+            "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
+            "WHERE path = ? ORDER BY version", (path,), many=True)
         return [VersionInfo(r[0], utc(r[1]), r[2], bool(r[3]), r[4])  # type: ignore[arg-type]
                 for r in rows]
 

@@ -9,6 +9,7 @@ embedded store does); reads are buffered and committed in groups.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,6 +273,7 @@ class AuditLog:
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self._buf: list[Draft] = []
+        self._futs: list[Future[None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -279,10 +282,14 @@ class AuditLog:
         atexit.register(_close_at_exit, weakref.ref(self))
 
     def record(self, event: Draft, *, durable: bool) -> None:
+        """Durable: stored before returning (joining the caller's transaction if the
+        store shares it). Otherwise buffered and committed within ``flush_interval``."""
         if durable:
             with self._lock:
                 pending, self._buf = self._buf, []
-            self._write([*pending, event], required=self.required)
+                futs, self._futs = self._futs, []
+            self._commit([*pending, event], futs, requeue=len(pending),
+                         required=self.required)
             return
         with self._lock:
             self._buf.append(event)
@@ -291,6 +298,18 @@ class AuditLog:
             self.flush()
         elif self._thread is None:
             self._start()
+
+    def submit(self, event: Draft) -> Future[None]:
+        """Group commit: the future completes when a batch holding the event is stored
+        (or fails with AuditError). Concurrent callers share one commit."""
+        fut: Future[None] = Future()
+        with self._lock:
+            self._buf.append(event)
+            self._futs.append(fut)
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+        return fut
 
     def _start(self) -> None:
         with self._lock:
@@ -305,23 +324,34 @@ class AuditLog:
     def flush(self) -> None:
         with self._lock:
             pending, self._buf = self._buf, []
+            futs, self._futs = self._futs, []
         if pending:
-            self._write(pending, required=False)
+            # On AuditError the waiting callers got it through their futures.
+            with contextlib.suppress(AuditError):
+                self._commit(pending, futs, requeue=len(pending),
+                             required=self.required and bool(futs))
 
-    def _write(self, events: list[Draft], *, required: bool) -> None:
+    def _commit(self, events: list[Draft], futs: list[Future[None]], *, requeue: int,
+                required: bool) -> None:
         try:
             done = self.store.append(events)
         except (KeysafeError, sqlite3.Error, OSError) as exc:
             self.failures += 1
+            err = AuditError(f"audit log write failed: {exc}")
+            for f in futs:
+                f.set_exception(err)
             if required:
-                # Keep the buffered reads for the next attempt; the durable event's
-                # operation is failing and will be rolled back by the caller.
+                # Keep buffered records (bounded) for the next attempt; the durable
+                # event's own operation is failing and is rolled back by the caller.
                 with self._lock:
-                    self._buf[:0] = events[:-1]
-                raise AuditError(f"audit log write failed: {exc}") from exc
+                    if len(self._buf) < 10 * self.max_buffer:
+                        self._buf[:0] = events[:requeue]
+                raise err from exc
             log.warning("audit log write failed (%s); %d records dropped",
                         type(exc).__name__, len(events))
             return
+        for f in futs:
+            f.set_result(None)
         for sink in self.sinks:
             try:
                 sink.write(done)
@@ -348,6 +378,7 @@ def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
 def _flusher(ref: weakref.ref[AuditLog], wake: threading.Event, interval: float) -> None:
     while True:
         wake.wait(interval)
+        wake.clear()
         log_ = ref()
         if log_ is None or log_._closed:
             return

@@ -7,11 +7,11 @@ one backend and writes one audit event. Backends never see names, only paths.
 from __future__ import annotations
 
 import builtins
-import copy
 import getpass
 import json
 import socket
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -134,7 +134,8 @@ class SecretManager:
     def as_actor(self, actor: str, *, client: str | None = None,
                  request_id: str | None = None) -> SecretManager:
         """The same manager (store, cache, audit) acting for another principal."""
-        other = copy.copy(self)
+        other = object.__new__(SecretManager)
+        other.__dict__.update(self.__dict__)
         other.actor, other.client, other.request_id = actor, client, request_id
         return other
 
@@ -199,6 +200,14 @@ class SecretManager:
             (now_us(), self.actor, action, path, version, outcome, org, self.client,
              self.request_id, json.dumps(detail, sort_keys=True) if detail else None),
             durable=durable)
+
+    def record_async(self, action: str, path: str | None, outcome: str, *,
+                     org: str | None = None, version: int | None = None,
+                     detail: dict[str, Any] | None = None) -> Future[None]:
+        """Like record(), durable, but group-committed: wait on the returned future."""
+        return self.audit.submit(
+            (now_us(), self.actor, action, path, version, outcome, org, self.client,
+             self.request_id, json.dumps(detail, sort_keys=True) if detail else None))
 
     def _fail(self, action: str, ref: SecretRef | None, path: str | None,
               exc: KeysafeError, version: int | None = None) -> None:

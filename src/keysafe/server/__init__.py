@@ -1,0 +1,1 @@
+"""The keysafe HTTP service: blind-write API, identities and roles, web panel."""

@@ -1,0 +1,241 @@
+"""create_app(): the FastAPI application over one SecretManager.
+
+Middleware is plain ASGI (no per-request task hops): request ids, body limits,
+security headers and metrics. Errors come from the one table in ``errors``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+import uuid
+import weakref
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keysafe.config import Settings, load_settings
+from keysafe.errors import KeysafeError
+from keysafe.manager.manager import SecretManager
+from keysafe.server import errors as problems
+from keysafe.server.auth import AuthLimiter, JwtVerifier, TokenStore
+from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, request_id
+from keysafe.server.metrics import Metrics
+
+log = logging.getLogger("keysafe.server")
+_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Request ids: a random per-process prefix and a counter (unique, and cheaper than uuid4).
+_RID_PREFIX = uuid.uuid4().hex[:12] + "-"
+_rid_counter = itertools.count(1)
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
+            b"https://fastapi.tiangolo.com; frame-ancestors 'none'")
+
+
+class EdgeMiddleware:
+    """Request id, body size limit, security headers and metrics for every response."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                cand = v.decode("latin-1")
+                rid = cand if _RID.fullmatch(cand) else ""
+            elif k == b"content-length":
+                try:
+                    too_big = int(v) > self.max_body
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await _send_problem(send, 413, "Request body too large",
+                                        f"request bodies are limited to {self.max_body} bytes",
+                                        "body_too_large")
+                    return
+        rid = rid or f"{_RID_PREFIX}{next(_rid_counter):x}"
+        scope.setdefault("state", {})["request_id"] = rid
+        path: str = scope["path"]
+        csp = DOCS_CSP if path in ("/docs", "/redoc") else API_CSP
+        started = time.perf_counter()
+        status_holder = [500]
+        seen = [0]
+        max_body = self.max_body
+
+        async def limited_receive() -> Message:
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen[0] += len(msg.get("body", b""))
+                if seen[0] > max_body:
+                    raise _BodyTooLarge()
+            return msg
+
+        async def send_wrapper(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status_holder[0] = msg["status"]
+                headers = list(msg.get("headers", []))
+                headers.extend(SECURITY_HEADERS)
+                headers.append((b"x-request-id", rid.encode()))
+                if not any(k == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", csp))
+                if not any(k == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                msg["headers"] = headers
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except _BodyTooLarge:
+            await _send_problem(send, 413, "Request body too large",
+                                f"request bodies are limited to {self.max_body} bytes",
+                                "body_too_large")
+            status_holder[0] = 413
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or scope.get("keysafe.route", "unmatched")
+            self.metrics.observe(scope["method"], label, status_holder[0],
+                                 time.perf_counter() - started)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _send_problem(send: Send, status: int, title: str, detail: str, code: str) -> None:
+    body = problems.problem(status, title, detail, code=code)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", problems.PROBLEM.encode()),
+                            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _problem_response(status: int, body: bytes, headers: dict[str, str] | None = None
+                      ) -> Response:
+    return Response(body, status_code=status, media_type=problems.PROBLEM, headers=headers)
+
+
+def create_app(settings: Settings | None = None, *, manager: SecretManager | None = None,
+               tokens: TokenStore | None = None) -> KeysafeApp:
+    """The keysafe API. Builds the manager and token store from settings when not given."""
+    settings = settings or load_settings()
+    if manager is None:
+        manager = SecretManager.from_settings(settings.with_overrides(
+            cache_ttl=settings.server_cache_ttl, audit_reads=False))
+    else:
+        manager.audit_reads = False  # each request records exactly one event itself
+    tokens = tokens or TokenStore(settings.server_db_path)
+    from keysafe.manager.batch import WriteBatcher
+
+    state = ServerState(settings, manager, tokens, JwtVerifier(settings),
+                        AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
+                        writes=WriteBatcher(manager))
+    app = FastAPI(title="keysafe", version="0.1.0",
+                  description="Blind-write secrets API: write and check status from "
+                              "browsers; read values only as a service identity.")
+    app.state.keysafe = state
+    metrics = Metrics(weakref.ref(state))
+    state.metrics = metrics
+
+    from keysafe.server.routes import audit, health, secrets
+    from keysafe.server.routes import tokens as token_routes
+
+    for r in (secrets.router, token_routes.router, audit.router, health.router):
+        app.include_router(r)
+
+    @app.exception_handler(KeysafeError)
+    async def keysafe_error(request: Request, exc: KeysafeError) -> Response:
+        status, body = problems.from_exception(exc, request_id(request))
+        if status >= 500:
+            log.error("request %s failed: %s", request_id(request), type(exc).__name__)
+        return _problem_response(status, body)
+
+    @app.exception_handler(AuthFailed)
+    async def auth_failed(request: Request, exc: AuthFailed) -> Response:
+        body = problems.problem(401, "Unauthorized", "a valid bearer token is required",
+                                code="unauthorized", request_id=request_id(request))
+        return _problem_response(401, body, {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(TooManyAttempts)
+    async def too_many(request: Request, exc: TooManyAttempts) -> Response:
+        body = problems.problem(429, "Too many failed attempts",
+                                "too many failed authentication attempts from this client",
+                                code="rate_limited", request_id=request_id(request))
+        return _problem_response(429, body, {"Retry-After": str(int(exc.retry_after + 0.999))})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Never echo the input: it may be the secret value.
+        errs = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg", ""),
+                 "type": e.get("type", "")} for e in exc.errors()]
+        where = ", ".join(".".join(e["loc"]) for e in errs) or "request"
+        body = problems.problem(422, "Invalid request", f"invalid input at {where}",
+                                code="invalid_request", request_id=request_id(request),
+                                errors=errs)
+        return _problem_response(422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        body = problems.problem(exc.status_code, str(exc.detail), str(exc.detail),
+                                code=f"http_{exc.status_code}", request_id=request_id(request))
+        return _problem_response(exc.status_code, body)
+
+    cors: Any = app
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=True,
+            allow_methods=["GET", "PUT", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-CSRF-Token"],
+            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    del cors
+    @app.on_event("shutdown")
+    def _close() -> None:
+        state.close()
+
+    return KeysafeApp(app, state, metrics, settings)
+
+
+class KeysafeApp:
+    """What the ASGI server runs: edge middleware, then the hot paths, then FastAPI.
+
+    The hot paths sit outside FastAPI's own middleware stack on purpose; they share
+    its authentication, error table and handler code (see ``fastpath``).
+    """
+
+    def __init__(self, api: FastAPI, state: ServerState, metrics: Metrics,
+                 settings: Settings) -> None:
+        from keysafe.server.fastpath import FastPath
+
+        self.api = api
+        self.state = api.state
+        self.keysafe = state
+        self._asgi = EdgeMiddleware(FastPath(api, state), max_body=settings.max_body_bytes,
+                                    metrics=metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        return self.api.openapi()

@@ -1,0 +1,314 @@
+"""Identities, roles and the credentials that carry them.
+
+Tokens look like ``ks_<id>_<secret>``: the id finds the row, the secret is checked
+against a SHA-256 digest in constant time. Tokens are 256-bit random, shown once and
+stored only as digests, so a plain hash (not a password KDF) is the right tool.
+A host platform's JWTs (HS256 shared secret or RS256 via JWKS) are accepted too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from keysafe.config import Settings
+from keysafe.errors import InvalidValue, NotFound, PermissionDenied
+from keysafe.naming import validate_segment
+
+ROLES: dict[str, frozenset[str]] = {
+    # Blind write: only service identities may read values; admins manage, not read.
+    "admin": frozenset({"status", "list", "write", "delete", "restore", "rollback",
+                        "versions", "destroy", "audit", "tokens"}),
+    "writer": frozenset({"status", "list", "write", "delete", "restore", "rollback",
+                         "versions"}),
+    "viewer": frozenset({"status", "list", "versions"}),
+    "service": frozenset({"status", "read"}),
+}
+ALL_ORGS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: a token or a JWT subject, its roles and the orgs it covers."""
+
+    name: str
+    roles: frozenset[str]
+    orgs: frozenset[str] | None  # None: every org
+    kind: str = "token"
+    token_id: str | None = None
+    expires_at: float | None = None
+    permissions: frozenset[str] = field(default=frozenset())
+
+    def __post_init__(self) -> None:
+        perms: set[str] = set()
+        for r in self.roles:
+            perms |= ROLES.get(r, frozenset())
+        object.__setattr__(self, "permissions", frozenset(perms))
+
+    def covers(self, org: str) -> bool:
+        return self.orgs is None or org in self.orgs
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def principal(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "roles": sorted(self.roles),
+                "orgs": None if self.orgs is None else sorted(self.orgs),
+                "permissions": sorted(self.permissions)}
+
+
+def check_roles(roles: list[str]) -> frozenset[str]:
+    if not roles:
+        raise InvalidValue("a token needs at least one role")
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise InvalidValue(f"unknown role {bad[0]!r}; roles are {', '.join(sorted(ROLES))}")
+    return frozenset(roles)
+
+
+def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:
+    if orgs is None or ALL_ORGS in orgs:
+        return None
+    if not orgs:
+        raise InvalidValue("a token needs at least one org (or '*' for all)")
+    return frozenset(validate_segment("org", o) for o in orgs)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: str
+    name: str
+    roles: list[str]
+    orgs: list[str] | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self.__slots__:
+            v = getattr(self, k)
+            out[k] = v.isoformat() if isinstance(v, datetime) else v
+        return out
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class TokenStore:
+    """Hashed API tokens in a small SQLite file beside the store."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA busy_timeout=10000")
+        c.execute("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
+                  "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
+                  "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL)")
+        path.chmod(0o600)
+        # id -> (digest, Identity, revoked); tokens are checked on every request.
+        self._cache: dict[str, tuple[str, Identity | None]] = {}
+
+    def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
+               created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
+        """A new token: returns (the token, shown once; its info)."""
+        if not name or len(name) > 128:
+            raise InvalidValue("token name must be 1 to 128 characters")
+        r, o = check_roles(roles), check_orgs(orgs)
+        tid = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        exp = now + ttl.total_seconds() if ttl else None
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO tokens (id, digest, name, roles, orgs, created_at, created_by, "
+                "expires_at) VALUES (?,?,?,?,?,?,?,?)",
+                (tid, _digest(secret), name, json.dumps(sorted(r)),
+                 None if o is None else json.dumps(sorted(o)), now, created_by, exp))
+        return f"ks_{tid}_{secret}", self.get(tid)
+
+    def get(self, tid: str) -> TokenInfo:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
+                "last_used_at FROM tokens WHERE id = ?", (tid,)).fetchone()
+        if row is None:
+            raise NotFound(f"token {tid} not found")
+        return self._info(row)
+
+    @staticmethod
+    def _info(row: tuple[Any, ...]) -> TokenInfo:
+        created = _dt(row[4])
+        assert created is not None
+        return TokenInfo(row[0], row[1], json.loads(row[2]),
+                         None if row[3] is None else json.loads(row[3]), created, row[5],
+                         _dt(row[6]), _dt(row[7]), _dt(row[8]))
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
+                "last_used_at FROM tokens ORDER BY created_at").fetchall()
+        return [self._info(r) for r in rows]
+
+    def revoke(self, tid: str) -> TokenInfo:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), tid))
+            self._cache.pop(tid, None)
+        if not cur.rowcount:
+            info = self.get(tid)  # NotFound if absent
+            return info
+        return self.get(tid)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM tokens").fetchone()[0])
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity for a presented token, or None (unknown, wrong, revoked, expired)."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "ks" or not parts[1] or not parts[2]:
+            return None
+        tid, secret = parts[1], parts[2]
+        hit = self._cache.get(tid)
+        if hit is None:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT digest, name, roles, orgs, expires_at, revoked_at FROM tokens "
+                    "WHERE id = ?", (tid,)).fetchone()
+            if row is None:
+                # Still spend a comparison so unknown ids cost what known ones do.
+                hmac.compare_digest(_digest(secret), "0" * 64)
+                return None
+            ident = None if row[5] is not None else Identity(
+                row[1], frozenset(json.loads(row[2])),
+                None if row[3] is None else frozenset(json.loads(row[3])),
+                kind="token", token_id=tid, expires_at=row[4])
+            hit = (row[0], ident)
+            self._cache[tid] = hit
+        digest, ident = hit
+        if not hmac.compare_digest(_digest(secret), digest) or ident is None:
+            return None
+        if ident.expires_at is not None and ident.expires_at < time.time():
+            return None
+        return ident
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class JwtVerifier:
+    """A host platform's JWTs: HS256 with a shared secret, or RS256 keys from a JWKS URL."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._jwks: Any = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.jwt_hs256_secret or self.settings.jwt_jwks_url)
+
+    def verify(self, token: str) -> Identity | None:
+        import jwt
+
+        s = self.settings
+        opts: dict[str, Any] = {"require": ["exp", "sub"]}
+        kwargs: dict[str, Any] = {"options": opts}
+        if s.jwt_audience:
+            kwargs["audience"] = s.jwt_audience
+        if s.jwt_issuer:
+            kwargs["issuer"] = s.jwt_issuer
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            if alg == "HS256" and s.jwt_hs256_secret:
+                claims = jwt.decode(token, s.jwt_hs256_secret, algorithms=["HS256"], **kwargs)
+            elif alg == "RS256" and s.jwt_jwks_url:
+                if self._jwks is None:
+                    self._jwks = jwt.PyJWKClient(s.jwt_jwks_url, cache_keys=True)
+                key = self._jwks.get_signing_key_from_jwt(token).key
+                claims = jwt.decode(token, key, algorithms=["RS256"], **kwargs)
+            else:
+                return None
+        except jwt.PyJWTError:
+            return None
+        roles = claims.get(s.jwt_role_claim)
+        orgs = claims.get(s.jwt_org_claim)
+        roles_l = [roles] if isinstance(roles, str) else list(roles or [])
+        orgs_l = [orgs] if isinstance(orgs, str) else list(orgs or [])
+        try:
+            r = check_roles([str(x) for x in roles_l])
+            o = check_orgs([str(x) for x in orgs_l]) if orgs_l else frozenset()
+        except (InvalidValue, TypeError, ValueError):  # a bad claim is no identity
+            return None
+        if o == frozenset():
+            return None
+        return Identity(str(claims["sub"]), r, o, kind="jwt",
+                        expires_at=float(claims["exp"]))
+
+
+class AuthLimiter:
+    """Slows a client that keeps failing authentication: after ``limit`` failures in
+    ``window`` seconds it gets 429 until the oldest failure ages out."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float | None:
+        q = self._fails.get(client)
+        if not q or len(q) < self.limit:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) < self.limit:
+                return None
+            return max(1.0, q[0] + self.window - now)
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._fails) > 100_000:
+                self._fails.clear()  # bounded memory under a spray of addresses
+            q = self._fails.setdefault(client, deque(maxlen=max(self.limit, 1)))
+            q.append(now)
+
+
+def require(identity: Identity, permission: str, org: str | None) -> None:
+    """Raise NotFound for another org (existence is not revealed), PermissionDenied for a
+    missing permission in the caller's own org."""
+    if org is not None and not identity.covers(org):
+        raise NotFound("not found")
+    if not identity.can(permission):
+        raise PermissionDenied(f"{identity.principal} may not {permission} here")

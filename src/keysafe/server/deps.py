@@ -1,0 +1,131 @@
+"""Per-request context: who is calling, from where, and a manager acting for them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from keysafe.config import Settings
+from keysafe.manager.manager import SecretManager
+from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, TokenStore, require
+
+_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class AuthFailed(Exception):
+    """401: no usable credential."""
+
+
+class TooManyAttempts(Exception):
+    """429: this client failed authentication too often."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed authentication attempts")
+        self.retry_after = retry_after
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    manager: SecretManager
+    tokens: TokenStore
+    jwt: JwtVerifier
+    limiter: AuthLimiter
+    metrics: Any = None
+    writes: Any = None  # WriteBatcher
+
+    def close(self) -> None:
+        if self.writes is not None:
+            self.writes.close()
+        self.manager.close()
+        self.tokens.close()
+
+
+@dataclass
+class Ctx:
+    identity: Identity
+    mgr: SecretManager
+    client: str
+    request_id: str
+    state: Any = None
+
+    def require(self, permission: str, org: str | None) -> None:
+        """Checks and audits a denial before raising it."""
+        try:
+            require(self.identity, permission, org)
+        except Exception as exc:
+            self.mgr.record(permission, None, "denied", org=org,
+                            detail={"reason": type(exc).__name__})
+            raise
+
+    def audit(self, action: str, path: str | None, outcome: str, *, org: str | None,
+              version: int | None = None, detail: dict[str, Any] | None = None) -> None:
+        self.mgr.record(action, path, outcome, org=org, version=version, detail=detail)
+
+    async def write(self, fn: Any, path: str | None) -> Any:
+        """Run a manager write in the server's group commit and wait for its commit."""
+        st: ServerState = self.state
+        return await asyncio.wrap_future(st.writes.submit(fn, path))
+
+    async def audit_durable(self, action: str, path: str | None, outcome: str, *,
+                            org: str | None, version: int | None = None) -> None:
+        """Recorded before the response goes out; concurrent requests share a commit."""
+        fut = self.mgr.record_async(action, path, outcome, org=org, version=version)
+        await asyncio.wrap_future(fut)
+
+
+def state_of(request: Request) -> ServerState:
+    st: ServerState = request.app.state.keysafe
+    return st
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.scope.get("state", {}).get("request_id", "")
+    return rid
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate(request: Request) -> Identity:
+    return authenticate_raw(state_of(request), request.headers.get("authorization", ""),
+                            client_of(request), request_id(request))
+
+
+def authenticate_raw(st: ServerState, header: str, client: str, rid: str) -> Identity:
+    """The identity behind an Authorization header; AuthFailed or TooManyAttempts."""
+    wait = st.limiter.retry_after(client)
+    if wait is not None:
+        raise TooManyAttempts(wait)
+    scheme, _, cred = header.partition(" ")
+    ident: Identity | None = None
+    if scheme.lower() == "bearer" and cred:
+        cred = cred.strip()
+        if cred.startswith("ks_"):
+            ident = st.tokens.authenticate(cred)
+        elif st.jwt.enabled:
+            ident = st.jwt.verify(cred)
+    if ident is None:
+        st.limiter.failed(client)
+        m = st.manager.as_actor("anonymous", client=client, request_id=rid)
+        m.record("authenticate", None, "denied",
+                 detail={"reason": "missing" if not header else "invalid"})
+        raise AuthFailed()
+    return ident
+
+
+def get_ctx(request: Request) -> Ctx:
+    """FastAPI dependency: the authenticated caller's context."""
+    return make_ctx(state_of(request), request.headers.get("authorization", ""),
+                    client_of(request), request_id(request))
+
+
+def make_ctx(st: ServerState, authorization: str, client: str, rid: str) -> Ctx:
+    ident = authenticate_raw(st, authorization, client, rid)
+    return Ctx(ident, st.manager.as_actor(ident.principal, client=client, request_id=rid),
+               client, rid, st)

@@ -1,0 +1,59 @@
+"""Prometheus metrics. Labels are route templates and status codes only: never a
+secret name, org or path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from keysafe.server.deps import ServerState
+
+
+class Metrics:
+    def __init__(self, state_ref: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("keysafe_http_requests", "HTTP requests",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("keysafe_http_request_seconds", "HTTP request latency",
+                                 ["route"], registry=self.registry,
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25,
+                                          .5, 1, 2.5))
+        self.registry.register(_ManagerCollector(state_ref))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = (self.requests.labels(method, route, str(status)),
+                    self.latency.labels(route))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+class _ManagerCollector:
+    def __init__(self, state_ref: Any) -> None:
+        self._state_ref = state_ref
+
+    def collect(self) -> Iterator[Any]:
+        st = self._state_ref()
+        if st is None:
+            return
+        stats = st.manager.stats()
+        for key in ("cache_hits", "cache_misses", "stale_served", "audit_failures"):
+            c = CounterMetricFamily(f"keysafe_{key}", f"manager {key.replace('_', ' ')}")
+            c.add_metric([], stats[key])
+            yield c
+        g = GaugeMetricFamily("keysafe_cache_entries", "values in the server cache")
+        g.add_metric([], stats["cache_entries"])
+        yield g
+
+
+def render(state: ServerState) -> tuple[bytes, str]:
+    return generate_latest(state.metrics.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""One module per resource; each is thin: parse, call the manager, render."""

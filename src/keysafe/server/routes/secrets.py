@@ -1,0 +1,205 @@
+"""Spec 001's secrets endpoints, exactly as documented, and the verbs around them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from keysafe.catalog import ROTATION_DAYS
+from keysafe.errors import NotFound
+from keysafe.models import SecretMetadata
+from keysafe.naming import SecretRef
+from keysafe.server.deps import Ctx, get_ctx
+from keysafe.server.schemas import (
+    Done,
+    LlmKey,
+    Rollback,
+    SecretList,
+    SecretStatus,
+    SecretValue,
+    SecretWrite,
+    VersionList,
+    VersionOut,
+    WellKnown,
+    WriteResult,
+)
+
+router = APIRouter(tags=["secrets"])
+CtxDep = Annotated[Ctx, Depends(get_ctx)]
+DomainQ = Annotated[str | None, Query(max_length=128, description="domain; default shared")]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretStatus:
+    entry = ctx.mgr.catalog.get(ref.name)
+    base = SecretStatus(configured=False, secret_name=ref.name, organization_id=ref.org,
+                        domain_id=ref.domain,
+                        display_name=entry.display_name if entry else None,
+                        category=entry.category if entry else None)
+    if meta is None:
+        return base
+    days = meta.rotation_days
+    if days is None and entry is not None:
+        days = entry.effective_rotation_days
+    if days is None and meta.secret_type:
+        days = ROTATION_DAYS.get(meta.secret_type)
+    since = meta.last_rotated or meta.updated_at
+    due = since + timedelta(days=days) if days else None
+    now = datetime.now(UTC)
+    return base.model_copy(update={
+        "configured": not meta.deleted, "version": meta.current_version,
+        "created_at": meta.created_at, "updated_at": meta.updated_at,
+        "updated_by": meta.updated_by, "description": meta.description,
+        "secret_type": meta.secret_type, "tags": meta.tags, "rotation_days": days,
+        "last_rotated": meta.last_rotated, "rotation_due": due,
+        "rotation_overdue": bool(due and due < now and not meta.deleted),
+        "deleted": meta.deleted,
+        "recoverable_until": (meta.deleted_at + ctx.mgr.recovery_window
+                              if meta.deleted_at else None),
+    })
+
+
+@router.get("/api/secrets/well-known", response_model=WellKnown)
+def well_known(ctx: CtxDep) -> WellKnown:
+    """The catalog of well-known secrets by category (spec 001)."""
+    cats = ctx.mgr.catalog.categories()
+    return WellKnown(categories={c: [e.to_dict() for e in entries]
+                                 for c, entries in cats.items()})
+
+
+@router.get("/api/secrets/{org_id}/{secret_name}", response_model=SecretStatus)
+def secret_status(org_id: str, secret_name: str, ctx: CtxDep,
+                  domain_id: DomainQ = None) -> SecretStatus:
+    """Status only: whether the secret is configured, and its metadata. Never the value."""
+    return status_core(ctx, org_id, secret_name, domain_id)
+
+
+def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
+                ) -> SecretStatus:
+    ctx.require("status", org_id)
+    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    try:
+        meta: SecretMetadata | None = ctx.mgr.backend.describe(path, include_deleted=True)
+    except NotFound:
+        meta = None
+    ctx.audit("status", path, "ok", org=org_id)
+    return status_of(ctx, ref, meta)
+
+
+@router.put("/api/secrets/{org_id}/{secret_name}", response_model=WriteResult)
+async def secret_write(org_id: str, secret_name: str, body: SecretWrite,
+                       ctx: CtxDep) -> WriteResult:
+    """Blind write: create or overwrite. The value is never returned or logged."""
+    ctx.require("write", org_id)
+    ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
+    info = await ctx.write(lambda: ctx.mgr.put(
+        secret_name, body.secret_value, org_id, domain=body.domain_id,
+        expected_version=body.expected_version, description=body.description,
+        secret_type=body.secret_type, tags=body.tags, rotation_days=body.rotation_days), path)
+    return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
+                       secret_name=secret_name, organization_id=org_id,
+                       domain_id=ref.domain, version=info.version)
+
+
+@router.delete("/api/secrets/{org_id}/{secret_name}", response_model=Done)
+async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: DomainQ = None,
+                        force: bool = False) -> Done:
+    """Soft delete (restorable within the recovery window); ``force`` purges now."""
+    ctx.require("destroy" if force else "delete", org_id)
+    _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    await ctx.write(lambda: ctx.mgr.delete(secret_name, org_id, domain=domain_id,
+                                           force=force), path)
+    what = "purged" if force else "deleted (restorable)"
+    return Done(message=f"Secret '{secret_name}' {what}")
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/restore", response_model=SecretStatus)
+async def secret_restore(org_id: str, secret_name: str, ctx: CtxDep,
+                         domain_id: DomainQ = None) -> SecretStatus:
+    ctx.require("restore", org_id)
+    _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    meta = await ctx.write(lambda: ctx.mgr.restore(secret_name, org_id, domain=domain_id),
+                           path)
+    return status_of(ctx, ctx.mgr.ref(secret_name, org_id, domain=domain_id), meta)
+
+
+@router.get("/api/secrets/{org_id}/{secret_name}/versions", response_model=VersionList)
+def secret_versions(org_id: str, secret_name: str, ctx: CtxDep,
+                    domain_id: DomainQ = None) -> VersionList:
+    """Version history: metadata only."""
+    ctx.require("versions", org_id)
+    ref = ctx.mgr.ref(secret_name, org_id, domain=domain_id)
+    path = ctx.mgr.naming.format(ref)
+    meta = ctx.mgr.backend.describe(path)
+    versions = ctx.mgr.versions(secret_name, org_id, domain=domain_id)
+    ctx.audit("versions", path, "ok", org=org_id)
+    return VersionList(secret_name=secret_name, organization_id=org_id, domain_id=ref.domain,
+                       current_version=meta.current_version,
+                       versions=[VersionOut(version=v.version, created_at=v.created_at,
+                                            created_by=v.created_by, destroyed=v.destroyed)
+                                 for v in versions])
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/rollback", response_model=WriteResult)
+async def secret_rollback(org_id: str, secret_name: str, body: Rollback,
+                          ctx: CtxDep) -> WriteResult:
+    """Make an old version current again (as a new version)."""
+    ctx.require("rollback", org_id)
+    ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
+    info = await ctx.write(lambda: ctx.mgr.rollback(secret_name, body.version, org_id,
+                                                    domain=body.domain_id), path)
+    return WriteResult(message=f"Secret '{secret_name}' rolled back to version "
+                               f"{body.version} as version {info.version}",
+                       secret_name=secret_name, organization_id=org_id,
+                       domain_id=ref.domain, version=info.version)
+
+
+@router.get("/api/secrets/{org_id}/{secret_name}/value", response_model=SecretValue,
+            responses={200: {"headers": {"Cache-Control": {"schema": {"type": "string"}}}}})
+async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Response,
+                       domain_id: DomainQ = None) -> SecretValue:
+    """The one path that returns a value: service identities only, audited on its own,
+    never cached by clients."""
+    response.headers.update(NO_STORE)
+    return await value_core(ctx, org_id, secret_name, domain_id)
+
+
+async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
+                     ) -> SecretValue:
+    ctx.require("read", org_id)
+    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    try:
+        value = ctx.mgr.get(secret_name, org_id, domain=domain_id)
+    except NotFound:
+        await ctx.audit_durable("read_value", path, "not_found", org=org_id)
+        raise
+    await ctx.audit_durable("read_value", path, "ok", org=org_id)
+    return SecretValue(secret_name=secret_name, organization_id=org_id, domain_id=ref.domain,
+                       value=value)
+
+
+@router.get("/api/orgs/{org_id}/llm-keys/{provider}", response_model=LlmKey)
+async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
+                  domain_id: DomainQ = None) -> LlmKey:
+    """Spec 001's get_llm_api_key over HTTP: the domain's key, else the org's shared key."""
+    response.headers.update(NO_STORE)
+    ctx.require("read", org_id)
+    value = ctx.mgr.get_llm_api_key(org_id, provider, domain_id)
+    await ctx.audit_durable("read_value", f"llm:{provider}",
+                            "ok" if value is not None else "not_found", org=org_id)
+    if value is None:
+        raise NotFound(f"no {provider} key configured for this org")
+    return LlmKey(organization_id=org_id, provider=provider, domain_id=domain_id, value=value)
+
+
+@router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)
+def secret_list(org_id: str, ctx: CtxDep, domain_id: DomainQ = None,
+                include_deleted: bool = False) -> SecretList:
+    """Every secret of an org (or one domain) with status and metadata."""
+    ctx.require("list", org_id)
+    metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
+    ctx.audit("list", None, "ok", org=org_id, detail={"count": len(metas)})
+    return SecretList(organization_id=org_id, domain_id=domain_id,
+                      secrets=[status_of(ctx, ctx.mgr.parse(m.path), m) for m in metas])

@@ -1,0 +1,72 @@
+"""Token management: admins create, list and revoke tokens within their own orgs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from keysafe.errors import NotFound, PermissionDenied
+from keysafe.server.auth import Identity, TokenInfo
+from keysafe.server.deps import Ctx, get_ctx, state_of
+from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
+
+router = APIRouter(tags=["tokens"])
+CtxDep = Annotated[Ctx, Depends(get_ctx)]
+
+
+def _within(ident: Identity, orgs: list[str] | None) -> bool:
+    """Whether every org the token covers is one the caller administers."""
+    if ident.orgs is None:
+        return True
+    return orgs is not None and set(orgs) <= ident.orgs
+
+
+@router.get("/api/whoami")
+def whoami(ctx: CtxDep) -> dict[str, object]:
+    return ctx.identity.to_dict()
+
+
+@router.post("/api/tokens", response_model=TokenCreated, status_code=201,
+             responses={201: {"headers": {"Cache-Control": {"schema": {"type": "string"}}}}})
+def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreated:
+    """A new token, shown once in this response and never again."""
+    orgs = None if "*" in body.orgs else body.orgs
+    for org in body.orgs if orgs is not None else [None]:
+        ctx.require("tokens", org)
+    if not _within(ctx.identity, orgs):
+        raise PermissionDenied("a token may only cover orgs you administer")
+    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    token, info = state_of(request).tokens.create(
+        name=body.name, roles=body.roles, orgs=orgs, created_by=ctx.identity.principal,
+        ttl=ttl)
+    ctx.mgr.record("token_create", None, "ok", durable=True,
+                   detail={"token_id": info.id, "roles": sorted(info.roles)})
+    return TokenCreated(token=token, **info.to_dict())
+
+
+def _visible(ctx: Ctx, info: TokenInfo) -> bool:
+    return _within(ctx.identity, info.orgs)
+
+
+@router.get("/api/tokens", response_model=list[TokenOut])
+def token_list(ctx: CtxDep, request: Request) -> list[TokenOut]:
+    if not ctx.identity.can("tokens"):
+        ctx.require("tokens", None)
+    out = [TokenOut(**t.to_dict()) for t in state_of(request).tokens.list()
+           if _visible(ctx, t)]
+    ctx.audit("token_list", None, "ok", org=None, detail={"count": len(out)})
+    return out
+
+
+@router.delete("/api/tokens/{token_id}", response_model=TokenOut)
+def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenOut:
+    ctx.require("tokens", None)
+    store = state_of(request).tokens
+    info = store.get(token_id)
+    if not _visible(ctx, info):
+        raise NotFound(f"token {token_id} not found")
+    info = store.revoke(token_id)
+    ctx.mgr.record("token_revoke", None, "ok", durable=True, detail={"token_id": token_id})
+    return TokenOut(**info.to_dict())

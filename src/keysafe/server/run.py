@@ -1,0 +1,74 @@
+"""``keysafe serve``: the main job. Starts the API (and panel) on 127.0.0.1 by default,
+printing the URL and, on a fresh store, a first admin token (shown once)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from keysafe.config import Settings, load_settings
+
+
+def make_app() -> Any:
+    """App factory for the ASGI server (runs inside the server's worker process)."""
+    from keysafe.server.app import create_app
+
+    return create_app(load_settings())
+
+
+def bootstrap_token(settings: Settings) -> str | None:
+    """A first admin token for every org, when the token store is empty."""
+    from keysafe.server.auth import TokenStore
+
+    store = TokenStore(settings.server_db_path)
+    try:
+        if store.count():
+            return None
+        token, _ = store.create(name="bootstrap-admin", roles=["admin"], orgs=None,
+                                created_by="keysafe serve")
+        return token
+    finally:
+        store.close()
+
+
+def serve(settings: Settings | None = None, *, host: str | None = None,
+          port: int | None = None, server: str = "granian", workers: int = 1,
+          announce: bool = True) -> None:
+    settings = settings or load_settings()
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    # Settings are re-read in the worker; carry CLI overrides there through the env.
+    os.environ["KEYSAFE_HOST"], os.environ["KEYSAFE_PORT"] = host, str(port)
+    # Create the key file and store now, in this process, so the worker never races.
+    from keysafe.manager.manager import SecretManager
+
+    SecretManager.from_settings(settings).close()
+    token = bootstrap_token(settings)
+    if announce:
+        url = f"http://{host}:{port}"
+        lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
+                 f"  web panel: {url}/ui    API docs: {url}/docs"]
+        if token:
+            lines += ["  first admin token (shown once, store it now):", f"    {token}"]
+        else:
+            lines.append("  tokens exist already; make one with "
+                         "`keysafe token create --role admin --org '*' --name NAME`")
+        print("\n".join(lines), flush=True)
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run("keysafe.server.run:make_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False)
+        return
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian("keysafe.server.run:make_app", address=host, port=port, factory=True,
+            interface=Interfaces.ASGI, workers=workers, log_access=False,
+            log_level="warning").serve()  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    serve()
+    sys.exit(0)

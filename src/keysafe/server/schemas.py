@@ -1,0 +1,160 @@
+"""Request and response bodies (pydantic): the API contract shown at /docs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SecretWrite(BaseModel):
+    """Blind write (spec 001): the value goes in and never comes back."""
+
+    model_config = ConfigDict(extra="forbid")
+    secret_value: str = Field(min_length=1, max_length=1_048_576)
+    domain_id: str | None = Field(default=None, max_length=128)
+    description: str | None = Field(default=None, max_length=1000)
+    expected_version: int | None = Field(default=None, ge=0,
+                                         description="check-and-set: 0 = must not exist")
+    secret_type: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = None
+    rotation_days: int | None = Field(default=None, ge=0, le=3650)
+
+
+class WriteResult(BaseModel):
+    status: str = "success"
+    configured: bool = True
+    message: str
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    version: int
+
+
+class SecretStatus(BaseModel):
+    """Status only (spec 001): whether it is configured, never the value."""
+
+    configured: bool
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    version: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    description: str | None = None
+    secret_type: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    rotation_days: int | None = None
+    last_rotated: datetime | None = None
+    rotation_due: datetime | None = None
+    rotation_overdue: bool = False
+    deleted: bool = False
+    recoverable_until: datetime | None = None
+    display_name: str | None = None
+    category: str | None = None
+
+
+class SecretList(BaseModel):
+    organization_id: str
+    domain_id: str | None
+    secrets: list[SecretStatus]
+
+
+class SecretValue(BaseModel):
+    """The one authorised read path (service identities only)."""
+
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    value: str
+
+
+class LlmKey(BaseModel):
+    organization_id: str
+    provider: str
+    domain_id: str | None
+    value: str
+
+
+class Done(BaseModel):
+    status: str = "success"
+    message: str
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+    domain_id: str | None = Field(default=None, max_length=128)
+
+
+class VersionOut(BaseModel):
+    version: int
+    created_at: datetime
+    created_by: str | None
+    destroyed: bool
+
+
+class VersionList(BaseModel):
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    current_version: int
+    versions: list[VersionOut]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    roles: list[str] = Field(min_length=1, max_length=4)
+    orgs: list[str] = Field(min_length=1, max_length=1000,
+                            description="org ids, or ['*'] for all orgs")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    roles: list[str]
+    orgs: list[str] | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="shown once; store it now")
+
+
+class AuditRecord(BaseModel):
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    path: str | None
+    version: int | None
+    outcome: str
+    org: str | None
+    client: str | None
+    request_id: str | None
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+
+
+class WellKnown(BaseModel):
+    categories: dict[str, list[dict[str, Any]]]
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import getpass
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -84,6 +85,7 @@ class SecretManager:
         recovery_window_days: int = 7,
         audit_reads: bool = True,
         actor: str | None = None,
+        catalog_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.backend = backend
         self.app = app
@@ -93,6 +95,7 @@ class SecretManager:
         self.cache = cache if cache is not None else SecretCache()
         self.audit = audit if audit is not None else AuditLog(MemoryAuditStore())
         self._catalog = catalog
+        self._catalog_file = catalog_file
         self.max_value_bytes = max_value_bytes
         self.recovery_window = timedelta(days=recovery_window_days)
         self.audit_reads = audit_reads
@@ -122,6 +125,7 @@ class SecretManager:
             recovery_window_days=settings.recovery_window_days,
             audit_reads=settings.audit_reads,
             actor=settings.actor,
+            catalog_file=settings.catalog_file,
         )
 
     @classmethod
@@ -144,7 +148,8 @@ class SecretManager:
         if self._catalog is None:
             from keysafe.catalog import Catalog
 
-            self._catalog = Catalog.builtin()
+            self._catalog = (Catalog.load(self._catalog_file) if self._catalog_file
+                             else Catalog.builtin())
         return self._catalog
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ when called and remembers where every value came from (``keysafe doctor`` shows 
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -71,7 +72,7 @@ class Settings:
     jwt_org_claim: str = "org"
     jwt_role_claim: str = "role"
     server_cache_ttl: float = 5.0
-    backend_options: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict, repr=False)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -178,12 +179,18 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
                 return False
             raise ValueError("expected true or false")
         if kind.startswith("int"):
+            if isinstance(raw, bool | float):
+                raise ValueError("expected a whole number")
             value = int(raw)
             if value < 0:
                 raise ValueError("must not be negative")
             return value
         if kind.startswith("float"):
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
             f = float(raw)
+            if not math.isfinite(f):
+                raise ValueError("must be a finite number")
             if f < 0:
                 raise ValueError("must not be negative")
             return f
@@ -228,7 +235,18 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {cfg_path}: {exc}") from None
         section = data.get("keysafe", data)
-        profiles = section.pop("profiles", {}) if isinstance(section, dict) else {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {cfg_path}: [keysafe] must be a table")
+        section = dict(section)
+        profiles = section.pop("profiles", None)
+        top = data.get("profiles") if "keysafe" in data else None
+        if profiles is not None and top is not None:
+            raise ConfigError(f"config file {cfg_path}: profiles given twice "
+                              "([keysafe.profiles] and [profiles])")
+        profiles = profiles if profiles is not None else (top or {})
+        extra = set(data) - {"keysafe", "profiles"} if "keysafe" in data else set()
+        if extra:
+            raise ConfigError(f"config file {cfg_path}: unknown table {sorted(extra)[0]!r}")
         for key, raw in section.items():
             if key not in _TYPES or key in ("sources", "config_file", "backend_options"):
                 raise ConfigError(f"config file {cfg_path}: unknown setting {key!r}")
@@ -259,7 +277,10 @@ def load_settings(
         if not isinstance(prof, dict):
             raise ConfigError(f"config file {cfg_path}: profile {env!r} must be a table")
         prof = dict(prof)
-        if "backend" in prof and "backend" not in values:
+        # The profile's backend beats the file's plain default, not an explicit
+        # KEYSAFE_BACKEND or argument.
+        backend_src = sources.get("backend", "")
+        if "backend" in prof and not backend_src.startswith(("env ", "argument")):
             values["backend"] = str(prof.pop("backend"))
             sources["backend"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
         else:
@@ -269,6 +290,11 @@ def load_settings(
     if cfg_path is not None:
         values["config_file"] = cfg_path
         sources["config_file"] = "found"
-    if values.get("sqlite_synchronous", "FULL").upper() not in ("FULL", "NORMAL", "EXTRA"):
-        raise ConfigError("sqlite_synchronous must be FULL, EXTRA or NORMAL")
+    sync = str(values.get("sqlite_synchronous", "FULL")).upper()
+    if sync not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError(f"setting sqlite_synchronous from "
+                          f"{sources.get('sqlite_synchronous', 'argument')}: {sync!r} is not "
+                          "valid (use FULL, EXTRA or NORMAL)")
+    if "sqlite_synchronous" in values:
+        values["sqlite_synchronous"] = sync
     return Settings(**values, sources=sources)

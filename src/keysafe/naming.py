@@ -19,7 +19,8 @@ DEFAULT_TEMPLATE = "{app}/{env}/{org}/{domain}/{name}"
 DEFAULT_DOMAIN = "shared"
 MAX_SEGMENT = 128
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_FIELD_RE = re.compile(r"\{([a-z]+)\}")
+_SEGMENT_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+_FIELD_RE = re.compile(r"\{([A-Za-z0-9_]*)\}")
 
 
 def validate_segment(kind: str, value: object) -> str:
@@ -61,10 +62,19 @@ class SecretRef:
         return self
 
 
+def _check_braces(template: str) -> None:
+    """Only plain ``{field}`` placeholders: no ``{}``, ``{0}``, conversions or specs."""
+    rest = _FIELD_RE.sub("", template)
+    if "{" in rest or "}" in rest:
+        raise InvalidName(f"naming template {template!r} has a brace that is not a "
+                          f"plain field; use only {', '.join('{' + f + '}' for f in FIELDS)}")
+
+
 class NamingTemplate:
     """Formats a SecretRef into a path and parses a path back into a SecretRef."""
 
     def __init__(self, template: str = DEFAULT_TEMPLATE) -> None:
+        _check_braces(template)
         fields = _FIELD_RE.findall(template)
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
@@ -77,6 +87,13 @@ class NamingTemplate:
                 raise InvalidName(f"naming template {template!r} lacks {{{required}}}")
         if len(set(fields)) != len(fields):
             raise InvalidName(f"naming template {template!r} repeats a field")
+        # Between two fields there must be a character no segment may contain, or
+        # parse() could split a path differently from how format() joined it
+        # ({org}-{name} with name "b-c").
+        between = _FIELD_RE.split(template)[2:-1:2]
+        if any(_SEGMENT_CHARS.fullmatch(lit) for lit in between):
+            raise InvalidName(f"naming template {template!r} is ambiguous: separate "
+                              "fields with '/' (or another character names cannot hold)")
         self.template = template
         self.fields = tuple(fields)
 

@@ -7,6 +7,7 @@ the executable definition of the protocol.
 from __future__ import annotations
 
 import builtins
+import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ def _apply(meta: SecretMetadata, upd: MetadataUpdate | None) -> SecretMetadata:
     if upd is None:
         return meta
     changes = {k: getattr(upd, k) for k in upd.__slots__ if getattr(upd, k) is not None}
+    if "tags" in changes:
+        changes["tags"] = dict(changes["tags"])
     return replace(meta, **changes)
 
 
@@ -82,7 +85,7 @@ class MemoryBackend:
         s = self._data.get(path)
         if s is None or (s.meta.deleted_at is not None and not include_deleted):
             raise not_found(path)
-        return s.meta
+        return replace(s.meta, tags=dict(s.meta.tags))
 
     def list(self, prefix: str, *,
              include_deleted: bool = False) -> builtins.list[SecretMetadata]:
@@ -145,10 +148,14 @@ class MemoryBackend:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        # A failed write changes nothing here already; the lock makes the write and its
-        # audit record one step for other threads.
+        """All or nothing: on error the store goes back to how it was (nested calls too)."""
         with self._lock:
-            yield
+            snapshot = copy.deepcopy(self._data)
+            try:
+                yield
+            except BaseException:
+                self._data = snapshot
+                raise
 
     def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
         return [p for p, s in self._data.items()

@@ -274,7 +274,9 @@ class SQLiteBackend:
                               (path, now, now, ctx.actor, ctx.actor, sealed.key_id,
                                sealed.wrapped_key, sealed.ciphertext))
                 except sqlite3.IntegrityError:
-                    check_cas(path, 0, 1)
+                    cur = c.execute("SELECT current_version FROM secrets WHERE path = ?",
+                                    (path,)).fetchone()
+                    check_cas(path, 0, cur[0] if cur else 1)
                 c.execute("INSERT INTO versions VALUES (?,1,?,?,?,?,?,0)",
                           (path, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
                            sealed.ciphertext))
@@ -367,12 +369,12 @@ class SQLiteBackend:
                         ctx: WriteContext) -> SecretMetadata:
         extra = _meta_values(meta)
         with self.transaction():
-            self.describe(path)
+            self.describe(path, include_deleted=True)
             sets = "".join(f", {k} = ?" for k in extra)
             self._conn.execute(f"UPDATE secrets SET updated_at = ?, updated_by = ?{sets} "  # noqa: S608
                                "WHERE path = ?",
                                (ctx.now.timestamp(), ctx.actor, *extra.values(), path))
-            return self.describe(path)
+            return self.describe(path, include_deleted=True)
 
     def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
         """Re-wrap every data key with the active master key, a batch per transaction."""

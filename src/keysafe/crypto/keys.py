@@ -84,12 +84,18 @@ class KeyRing:
                 continue
             if ":" in part:
                 kid, _, b64 = part.partition(":")
+                kid = kid.strip()
+                if not kid:
+                    raise ConfigError("KEYSAFE_MASTER_KEY: a key id before ':' is empty")
                 key = _decode_key(b64, "KEYSAFE_MASTER_KEY")
             else:
                 key = _decode_key(part, "KEYSAFE_MASTER_KEY")
                 kid = derived_key_id(key)
+            if kid in keys:
+                raise ConfigError(f"KEYSAFE_MASTER_KEY: key id {kid!r} is given twice")
             keys[kid] = key
-            first = first or kid
+            if first is None:
+                first = kid
         if first is None:
             raise ConfigError("KEYSAFE_MASTER_KEY is empty")
         return cls(keys, first)

@@ -37,7 +37,7 @@ class WriteBatcher:
             # Nothing to share: run it directly in the caller's thread.
             try:
                 fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            except BaseException as exc:
                 fut.set_exception(exc)
             return fut
         if self._thread is None:
@@ -72,9 +72,9 @@ class WriteBatcher:
                     for fn, _, _ in jobs:
                         try:
                             results.append((True, fn()))
-                        except BaseException as exc:  # noqa: BLE001 - one job's failure
+                        except BaseException as exc:
                             results.append((False, exc))
-            except BaseException as exc:  # noqa: BLE001 - the commit itself failed
+            except BaseException as exc:
                 for _, fut, _ in jobs:
                     fut.set_exception(exc)
                 self.manager.cache.clear()

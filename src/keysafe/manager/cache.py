@@ -16,7 +16,8 @@ _MISSING = object()
 
 
 class SecretCache:
-    __slots__ = ("_by_path", "_data", "_lock", "max_entries", "stale_if_error", "ttl")
+    __slots__ = ("_by_path", "_data", "_gen", "_lock", "max_entries", "stale_if_error",
+                 "ttl")
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 10_000,
                  stale_if_error: float = 0.0) -> None:
@@ -26,7 +27,13 @@ class SecretCache:
         # key -> (value, fresh_until, path)
         self._data: dict[Hashable, tuple[str, float, str]] = {}
         self._by_path: dict[str, set[Hashable]] = {}
+        # Bumped by every invalidation: a read that began before a write must not cache
+        # the value it read once the write has invalidated the path.
+        self._gen: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def generation(self, path: str) -> int:
+        return self._gen.get(path, 0)
 
     @property
     def enabled(self) -> bool:
@@ -45,10 +52,14 @@ class SecretCache:
             return e[0]
         return None
 
-    def put(self, key: Hashable, path: str, value: str) -> None:
+    def put(self, key: Hashable, path: str, value: str, generation: int | None = None) -> None:
+        """Cache ``value``; with ``generation`` (from before the read) only if no
+        invalidation of ``path`` happened since."""
         if not self.enabled:
             return
         with self._lock:
+            if generation is not None and self._gen.get(path, 0) != generation:
+                return
             if key not in self._data and len(self._data) >= self.max_entries:
                 old = next(iter(self._data))
                 self._drop(old)
@@ -67,11 +78,19 @@ class SecretCache:
 
     def invalidate(self, path: str) -> None:
         with self._lock:
+            self._gen[path] = self._gen.get(path, 0) + 1
+            if len(self._gen) > 4 * max(self.max_entries, 1024):
+                # Bounded: forgetting generations is safe if nothing is cached at all.
+                self._gen = {path: self._gen[path]}
+                self._data.clear()
+                self._by_path.clear()
             for key in self._by_path.pop(path, ()):
                 self._data.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
+            for path in self._by_path:
+                self._gen[path] = self._gen.get(path, 0) + 1
             self._data.clear()
             self._by_path.clear()
 

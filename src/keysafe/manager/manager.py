@@ -10,7 +10,10 @@ import builtins
 import getpass
 import json
 import os
+import random
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -105,6 +108,7 @@ class SecretManager:
         self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
         self._cache_data = self.cache._data  # the hit path reads the dict directly
         self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
+        self._merge_locks: dict[str, threading.Lock] = {}
 
     # -- construction -----------------------------------------------------------
     @classmethod
@@ -258,6 +262,7 @@ class SecretManager:
                   domain: str | None, env: str | None, version: int | None) -> str:
         self._stats["cache_misses"] += 1
         ref, path = self._resolve(name, org, domain, env)
+        gen = self.cache.generation(path)
         try:
             value, v = self.backend.get(path, version)
         except BackendUnavailable as exc:
@@ -274,7 +279,7 @@ class SecretManager:
             raise
         if self.audit_reads:
             self.record("read", path, "ok", org=ref.org, version=v)
-        self.cache.put(key, path, value)
+        self.cache.put(key, path, value, gen)
         return value
 
     def has(self, name: str, org: str | None = None, *, domain: str | None = None,
@@ -511,7 +516,14 @@ class SecretManager:
                     domain: str | None = None, env: str | None = None,
                     attempts: int = 5) -> VersionInfo:
         """Merge ``changes`` into the stored object, keeping other keys. A field set to
-        None is removed. Uses check-and-set, retrying when another writer got there first."""
+        None is removed. Uses check-and-set, retrying (with backoff) when another
+        process got there first; writers in this process take turns."""
+        _, path = self._resolve(name, org, domain, env)
+        with self._merge_locks.setdefault(path, threading.Lock()):
+            return self._update_json(name, changes, org, domain, env, attempts)
+
+    def _update_json(self, name: str, changes: Mapping[str, Any], org: str | None,
+                     domain: str | None, env: str | None, attempts: int) -> VersionInfo:
         for attempt in range(attempts):
             try:
                 current = self.describe(name, org, domain=domain, env=env).current_version
@@ -529,6 +541,7 @@ class SecretManager:
             except Conflict:
                 if attempt == attempts - 1:
                     raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     # -- spec 001 -----------------------------------------------------------------

@@ -11,7 +11,13 @@ from typing import Any
 from keysafe.backends.base import SecretBackend
 from keysafe.config import Settings
 from keysafe.errors import ConfigError
-from keysafe.manager.audit import AuditLog, JsonlSink, MemoryAuditStore, SQLiteAuditStore
+from keysafe.manager.audit import (
+    AuditDB,
+    AuditLog,
+    JsonlSink,
+    MemoryAuditStore,
+    SQLiteAuditStore,
+)
 
 
 @dataclass
@@ -45,14 +51,40 @@ def _open_memory(settings: Settings) -> Store:
                  _audit_log(settings, MemoryAuditStore()))
 
 
+def _local_audit(settings: Settings) -> SQLiteAuditStore:
+    """The audit chain for stores that cannot keep it: a local SQLite file."""
+    return SQLiteAuditStore(AuditDB(settings.home / "audit.db"))
+
+
 _BUILTIN: dict[str, Callable[[Settings], Store]] = {
     "sqlite": _open_sqlite,
     "memory": _open_memory,
 }
 
+#: Stores that live elsewhere: "module:Class", imported only when chosen. Each class
+#: has ``from_settings(settings)``; its SDK is an optional extra named here.
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "aws-sm": ("keysafe.backends.aws_sm:AwsSecretsManagerBackend", "aws"),
+    "aws-ssm": ("keysafe.backends.aws_ssm:AwsParameterStoreBackend", "aws"),
+    "vault": ("keysafe.backends.vault:VaultBackend", "vault"),
+    "gcp": ("keysafe.backends.gcp:GcpSecretManagerBackend", "gcp"),
+    "azure": ("keysafe.backends.azure:AzureKeyVaultBackend", "azure"),
+    "env": ("keysafe.backends.env:EnvBackend", ""),
+    "chain": ("keysafe.backends.chain:ChainBackend", ""),
+}
+
+
+def _open_external(name: str, settings: Settings) -> Store:
+    import importlib
+
+    target, _extra = EXTERNAL[name]
+    module, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    return Store(cls.from_settings(settings), _audit_log(settings, _local_audit(settings)))
+
 
 def available() -> list[str]:
-    names = set(_BUILTIN)
+    names = set(_BUILTIN) | set(EXTERNAL)
     names.update(ep.name for ep in entry_points(group="keysafe.backends"))
     return sorted(names)
 
@@ -63,10 +95,12 @@ def open_store(settings: Settings) -> Store:
     opener = _BUILTIN.get(settings.backend)
     if opener is not None:
         return opener(settings)
+    if settings.backend in EXTERNAL:
+        return _open_external(settings.backend, settings)
     for ep in entry_points(group="keysafe.backends"):
         if ep.name == settings.backend:
             cls = ep.load()
             backend = cls.from_settings(settings)
-            return Store(backend, _audit_log(settings, MemoryAuditStore()))
+            return Store(backend, _audit_log(settings, _local_audit(settings)))
     raise ConfigError(f"unknown backend {settings.backend!r}; available: "
                       f"{', '.join(available())}")

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -240,6 +241,57 @@ class SQLiteAuditStore:
             rows = self._host.connection.execute(
                 f"SELECT {_COLS} FROM audit ORDER BY rowid").fetchall()  # noqa: S608
         return iter(rows)
+
+
+class AuditDB:
+    """A stand-alone SQLite file holding only the audit chain, for stores that cannot
+    hold it themselves (cloud stores, env files). Durable commits, mode 0600."""
+
+    _SCHEMA = ("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, "
+               "actor TEXT NOT NULL, action TEXT NOT NULL, path TEXT, version INTEGER, "
+               "outcome TEXT NOT NULL, org TEXT, client TEXT, request_id TEXT, detail TEXT, "
+               "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)")
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute(self._SCHEMA)
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
 
 class JsonlSink:

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS audit (
   org TEXT, client TEXT, request_id TEXT, detail TEXT,
   prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
@@ -110,6 +113,7 @@ class SQLiteBackend:
         self._lock = threading.RLock()
         self._depth = 0
         self._tx_thread: int | None = None
+        self._needs_shred = False
         # Readers get their own connection: in WAL mode they never wait for a writer's
         # fsync (the audit flusher commits from another thread).
         self._rlock = threading.Lock()
@@ -183,6 +187,9 @@ class SQLiteBackend:
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise BackendUnavailable(f"commit to {self.path} failed: {exc}") from exc
+            if self._needs_shred:
+                self._needs_shred = False
+                self._checkpoint()
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -415,7 +422,15 @@ class SQLiteBackend:
         return {r[0] for r in rows}
 
     def _shred(self) -> None:
-        # Old page images of destroyed data may remain in the WAL until a checkpoint;
-        # truncate it so crypto-shredding reaches the disk now.
-        with self._lock, suppress(sqlite3.Error):
+        """Old page images of destroyed data may remain in the WAL until a checkpoint;
+        truncate it so crypto-shredding reaches the disk, once the change commits."""
+        with self._lock:
+            if self._depth:
+                self._needs_shred = True
+                return
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        # The reader connection's snapshot could hold the checkpoint back; take its lock.
+        with self._lock, self._rlock, suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,15 +120,36 @@ class KeyRing:
             "active": self.active,
             "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()},
         }
-        tmp = target.with_name(target.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = self._write_tmp(target, data)
+        os.replace(tmp, target)
+        self.path = target
+        return target
+
+    def create_exclusive(self, target: Path) -> bool:
+        """Write the ring to ``target`` only if no key file exists there (atomically:
+        two first users racing end up with one key). False if one already existed."""
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {"active": self.active,
+                "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()}}
+        tmp = self._write_tmp(target, data)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        self.path = target
+        return True
+
+    @staticmethod
+    def _write_tmp(target: Path, data: dict[str, Any]) -> Path:
+        fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        self.path = target
-        return target
+        return Path(name)
 
     def with_new_active(self) -> tuple[KeyRing, str]:
         key = secrets.token_bytes(KEY_BYTES)
@@ -156,7 +178,8 @@ def load_keyring(master_key: str | None, key_file: Path, *, create: bool,
             f"no master key: set KEYSAFE_MASTER_KEY or create {key_file} with `keysafe init`"
         )
     ring = KeyRing.generate()
-    ring.save(key_file)
+    if not ring.create_exclusive(key_file):
+        return KeyRing.from_file(key_file)  # another process created it first
     if announce:
         print(
             f"keysafe: created a new master key at {key_file} (mode 0600). "

@@ -113,7 +113,7 @@ class VerifyResult:
                 "problems": [{"seq": s, "problem": p} for s, p in self.problems]}
 
 
-def verify_rows(rows: Iterable[Row]) -> VerifyResult:
+def verify_rows(rows: Iterable[Row], head: tuple[int, str] | None = None) -> VerifyResult:
     """Walk a chain in storage order and name every record that breaks it."""
     problems: list[tuple[int, str]] = []
     prev_hash, prev_seq, n = GENESIS, 0, 0
@@ -132,6 +132,14 @@ def verify_rows(rows: Iterable[Row]) -> VerifyResult:
         if row_hash(e.prev_hash, e.seq, r[1:11]) != e.hash:
             problems.append((e.seq, f"record {e.seq} was edited (its hash does not match)"))
         prev_hash, prev_seq = e.hash, max(prev_seq, e.seq)
+    if head is not None and (prev_seq, prev_hash) != head:
+        if prev_seq < head[0]:
+            what = (f"record {head[0]}" if prev_seq + 1 == head[0]
+                    else f"records {prev_seq + 1}..{head[0]}")
+            problems.append((prev_seq + 1, f"{what} removed from the end of the log"))
+        else:
+            problems.append((head[0], f"the log ends at record {prev_seq}, but its recorded "
+                                      f"head is record {head[0]} (records replaced or added)"))
     return VerifyResult(not problems, n, problems)
 
 
@@ -151,6 +159,10 @@ class AuditStore(Protocol):
 
     def scan(self) -> Iterator[Row]:
         """Every record in storage order (for verify)."""
+        ...
+
+    def head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest record, as recorded apart from the records."""
         ...
 
 
@@ -175,6 +187,9 @@ class MemoryAuditStore:
     def scan(self) -> Iterator[Row]:
         return iter(list(self.rows))
 
+    def head(self) -> tuple[int, str] | None:
+        return (self.rows[-1][0], self.rows[-1][12]) if self.rows else None
+
 
 class _SQLiteHost(Protocol):
     """What SQLiteAuditStore needs from the store whose file it shares."""
@@ -186,6 +201,8 @@ class _SQLiteHost(Protocol):
     def transaction(self) -> Any: ...
 
 
+_HEAD_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                "seq INTEGER NOT NULL, hash TEXT NOT NULL)")
 _COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
          "prev_hash, hash")
 
@@ -204,7 +221,17 @@ class SQLiteAuditStore:
             c.executemany(
                 f"INSERT INTO audit ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
                 done)
+            # The head anchors the chain's end, so removing the newest records shows.
+            c.execute("INSERT INTO audit_head VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE "
+                      "SET seq = excluded.seq, hash = excluded.hash",
+                      (done[-1][0], done[-1][12]))
             return done
+
+    def head(self) -> tuple[int, str] | None:
+        with self._host.lock:
+            row = self._host.connection.execute(
+                "SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        return (row[0], row[1]) if row else None
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]:
         where, args = [], []
@@ -261,6 +288,7 @@ class AuditDB:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.execute(self._SCHEMA)
+        self._conn.execute(_HEAD_SCHEMA)
         self._lock = threading.RLock()
         self._depth = 0
 

@@ -16,8 +16,8 @@ _MISSING = object()
 
 
 class SecretCache:
-    __slots__ = ("_by_path", "_data", "_gen", "_lock", "max_entries", "stale_if_error",
-                 "ttl")
+    __slots__ = ("_by_path", "_data", "_floor", "_gen", "_lock", "_tick", "max_entries",
+                 "stale_if_error", "ttl")
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 10_000,
                  stale_if_error: float = 0.0) -> None:
@@ -29,11 +29,15 @@ class SecretCache:
         self._by_path: dict[str, set[Hashable]] = {}
         # Bumped by every invalidation: a read that began before a write must not cache
         # the value it read once the write has invalidated the path.
+        # Invalidations stamp a path with a global, ever-growing tick; a forgotten
+        # path reads as the floor (the tick when stamps were last forgotten).
         self._gen: dict[str, int] = {}
+        self._tick = 0
+        self._floor = 0
         self._lock = threading.Lock()
 
     def generation(self, path: str) -> int:
-        return self._gen.get(path, 0)
+        return self._gen.get(path, self._floor)
 
     @property
     def enabled(self) -> bool:
@@ -58,7 +62,7 @@ class SecretCache:
         if not self.enabled:
             return
         with self._lock:
-            if generation is not None and self._gen.get(path, 0) != generation:
+            if generation is not None and self._gen.get(path, self._floor) != generation:
                 return
             if key not in self._data and len(self._data) >= self.max_entries:
                 old = next(iter(self._data))
@@ -78,19 +82,21 @@ class SecretCache:
 
     def invalidate(self, path: str) -> None:
         with self._lock:
-            self._gen[path] = self._gen.get(path, 0) + 1
+            self._tick += 1
+            self._gen[path] = self._tick
             if len(self._gen) > 4 * max(self.max_entries, 1024):
-                # Bounded: forgetting generations is safe if nothing is cached at all.
-                self._gen = {path: self._gen[path]}
-                self._data.clear()
-                self._by_path.clear()
+                # Bounded memory: forget every stamp, raising the floor past them all,
+                # so any read that began before now no longer matches.
+                self._gen.clear()
+                self._floor = self._tick
             for key in self._by_path.pop(path, ()):
                 self._data.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
-            for path in self._by_path:
-                self._gen[path] = self._gen.get(path, 0) + 1
+            self._tick += 1
+            self._gen.clear()
+            self._floor = self._tick
             self._data.clear()
             self._by_path.clear()
 

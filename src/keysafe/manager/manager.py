@@ -526,10 +526,15 @@ class SecretManager:
                      domain: str | None, env: str | None, attempts: int) -> VersionInfo:
         for attempt in range(attempts):
             try:
-                current = self.describe(name, org, domain=domain, env=env).current_version
-                data = self.get_json(name, org, domain=domain, env=env, fresh=True)
+                meta = self.describe(name, org, domain=domain, env=env, include_deleted=True)
             except NotFound:
                 current, data = 0, {}
+            else:
+                # A soft-deleted secret starts again from an empty object (the write
+                # revives it, as put does).
+                current = meta.current_version
+                data = ({} if meta.deleted else
+                        self.get_json(name, org, domain=domain, env=env, fresh=True))
             for k, v in changes.items():
                 if v is None:
                     data.pop(k, None)
@@ -568,7 +573,7 @@ class SecretManager:
 
     def audit_verify(self) -> VerifyResult:
         self.audit.flush()
-        return verify_rows(self.audit.store.scan())
+        return verify_rows(self.audit.store.scan(), self.audit.store.head())
 
     def rekey(self, progress: Progress | None = None) -> int:
         """Re-wrap every data key with the active master key (see ``keysafe rekey``)."""

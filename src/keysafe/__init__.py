@@ -3,6 +3,8 @@
 The public surface is re-exported here; everything else is private and may change.
 """
 
+from typing import TYPE_CHECKING
+
 from keysafe.config import Settings, load_settings
 from keysafe.errors import (
     AuditError,
@@ -19,13 +21,24 @@ from keysafe.errors import (
     Unsupported,
     ValueTooLarge,
 )
-from keysafe.manager.aio import AsyncSecretManager
 from keysafe.manager.audit import AuditFilter
 from keysafe.manager.manager import SecretManager
 from keysafe.models import AuditEvent, SecretMetadata, VersionInfo
 from keysafe.naming import NamingTemplate, SecretRef
 
+if TYPE_CHECKING:
+    from keysafe.manager.aio import AsyncSecretManager
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # asyncio costs tens of milliseconds to import; a CLI `get` should not pay for it.
+    if name == "AsyncSecretManager":
+        from keysafe.manager.aio import AsyncSecretManager
+
+        return AsyncSecretManager
+    raise AttributeError(f"module 'keysafe' has no attribute {name!r}")
 
 __all__ = [
     "AsyncSecretManager",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -230,9 +229,11 @@ def load_settings(
     cfg_path = _find_config_file(environ, home)
     profile_options: dict[str, Any] = {}
     if cfg_path is not None:
+        import tomllib
+
         try:
             data = tomllib.loads(cfg_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
             raise ConfigError(f"cannot read config file {cfg_path}: {exc}") from None
         section = data.get("keysafe", data)
         if not isinstance(section, dict):

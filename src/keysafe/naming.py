@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from keysafe.errors import InvalidName
 
@@ -46,6 +46,13 @@ def validate_segment(kind: str, value: object) -> str:
     return value
 
 
+@lru_cache(maxsize=8192)
+def _valid_scope(app: str, env: str, org: str, domain: str) -> None:
+    # The same few scopes recur across millions of names: validate each once.
+    for kind, value in (("app", app), ("env", env), ("org", org), ("domain", domain)):
+        validate_segment(kind, value)
+
+
 @dataclass(frozen=True, slots=True)
 class SecretRef:
     """Where a secret lives, independent of any template."""
@@ -57,8 +64,8 @@ class SecretRef:
     app: str = "keysafe"
 
     def validate(self) -> SecretRef:
-        for f in FIELDS:
-            validate_segment(f, getattr(self, f))
+        _valid_scope(self.app, self.env, self.org, self.domain)
+        validate_segment("name", self.name)
         return self
 
 

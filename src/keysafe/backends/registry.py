@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from keysafe.backends.base import SecretBackend
@@ -84,6 +83,8 @@ def _open_external(name: str, settings: Settings) -> Store:
 
 
 def available() -> list[str]:
+    from importlib.metadata import entry_points
+
     names = set(_BUILTIN) | set(EXTERNAL)
     names.update(ep.name for ep in entry_points(group="keysafe.backends"))
     return sorted(names)
@@ -97,6 +98,8 @@ def open_store(settings: Settings) -> Store:
         return opener(settings)
     if settings.backend in EXTERNAL:
         return _open_external(settings.backend, settings)
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group="keysafe.backends"):
         if ep.name == settings.backend:
             cls = ep.load()

@@ -55,8 +55,11 @@ def to_us(d: datetime) -> int:
 
 def row_hash(prev_hash: str, seq: int, draft: Sequence[Any]) -> str:
     # Fields joined with a unit separator; None is spelled NUL so it differs from "None".
-    body = "\x1f".join("\x00" if f is None else str(f) for f in (seq, *draft))
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+    parts = [prev_hash, "\n", str(seq)]
+    for f in draft:
+        parts.append("\x1f")
+        parts.append(f if f.__class__ is str else "\x00" if f is None else str(f))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 def chain(drafts: Sequence[Draft], last_seq: int, last_hash: str) -> list[Row]:
@@ -373,11 +376,13 @@ class AuditLog:
             return
         with self._lock:
             self._buf.append(event)
-            full = len(self._buf) >= self.max_buffer
-        if full:
-            self.flush()
-        elif self._thread is None:
+            n = len(self._buf)
+        if self._thread is None:
             self._start()
+        if n >= 8 * self.max_buffer:
+            self.flush()  # backpressure: the flusher is not keeping up
+        elif n >= self.max_buffer:
+            self._wake.set()  # the flusher commits; the caller does not wait
 
     def submit(self, event: Draft) -> Future[None]:
         """Group commit: the future completes when a batch holding the event is stored

@@ -9,6 +9,7 @@ unreachable. Writes through the manager invalidate by path, whatever key spelled
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable
 from time import monotonic
 
@@ -25,7 +26,9 @@ class SecretCache:
         self.max_entries = max_entries
         self.stale_if_error = stale_if_error
         # key -> (value, fresh_until, path)
-        self._data: dict[Hashable, tuple[str, float, str]] = {}
+        # OrderedDict: evicting the oldest is O(1) (a dict's first key can be slow to find
+        # after many deletions), and lookups cost the same as a dict's.
+        self._data: OrderedDict[Hashable, tuple[str, float, str]] = OrderedDict()
         self._by_path: dict[str, set[Hashable]] = {}
         # Bumped by every invalidation: a read that began before a write must not cache
         # the value it read once the write has invalidated the path.
@@ -65,20 +68,18 @@ class SecretCache:
             if generation is not None and self._gen.get(path, self._floor) != generation:
                 return
             if key not in self._data and len(self._data) >= self.max_entries:
-                old = next(iter(self._data))
-                self._drop(old)
+                old, _ = self._data.popitem(last=False)
+                self._unindex(old, _[2])
             self._data.pop(key, None)
             self._data[key] = (value, monotonic() + self.ttl, path)
             self._by_path.setdefault(path, set()).add(key)
 
-    def _drop(self, key: Hashable) -> None:
-        e = self._data.pop(key, None)
-        if e is not None:
-            keys = self._by_path.get(e[2])
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_path[e[2]]
+    def _unindex(self, key: Hashable, path: str) -> None:
+        keys = self._by_path.get(path)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_path[path]
 
     def invalidate(self, path: str) -> None:
         with self._lock:

@@ -7,11 +7,9 @@ one backend and writes one audit event. Backends never see names, only paths.
 from __future__ import annotations
 
 import builtins
-import getpass
 import json
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -58,6 +56,9 @@ if TYPE_CHECKING:
 
 
 def default_actor() -> str:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -240,7 +240,10 @@ class SecretManager:
                 self.record(action, path, "ok", org=ref.org, version=version_of(result),
                             durable=True, detail=detail)
         except KeysafeError as exc:
-            self.cache.invalidate(path)
+            # Another writer may have won (Conflict), so drop the cached value; but an
+            # outage must not evict what stale-if-error is there to serve.
+            if not exc.retryable:
+                self.cache.invalidate(path)
             if exc.code != "audit_error":
                 self._fail(action, ref, path, exc)
             raise

@@ -1,0 +1,375 @@
+"""The secret verbs: put, get, status, ls, rm, restore, destroy, versions, rollback.
+
+Each one parses, calls the manager once (or twice where it must), and renders. Values
+travel only into ``put`` (stdin, a no-echo prompt, or ``--value`` with a warning) and
+out of ``get``; nothing else ever prints one.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from keysafe.cli import output
+from keysafe.cli.options import Domain, Env, Json, Name, Org, Yes, parse_tags, parse_versions
+from keysafe.cli.output import command, emit_json, say, table, warn
+from keysafe.cli.reading import open_manager, run_get
+
+if TYPE_CHECKING:
+    from keysafe.models import SecretMetadata
+
+#: Reading more than this from stdin is refused before the manager's own size check,
+#: so a runaway pipe cannot exhaust memory.
+_STDIN_LIMIT = 16 * 1024 * 1024
+
+
+def register(app: typer.Typer) -> None:
+    # Extra arguments reach the command (instead of a usage error quoting them) so that
+    # `keysafe put NAME s3cret` is refused without echoing the value.
+    app.command("put", context_settings={"allow_extra_args": True})(put)
+    app.command("get")(get)
+    app.command("status")(status)
+    app.command("ls")(ls)
+    app.command("rm")(rm)
+    app.command("restore")(restore)
+    app.command("destroy")(destroy)
+    app.command("versions")(versions)
+    app.command("rollback")(rollback)
+
+
+# -- put ----------------------------------------------------------------------------
+def _read_value(value: str | None, *, credentials: bool, keep_newline: bool) -> str:
+    """The value from --value (with a warning), a pipe on stdin, or a no-echo prompt."""
+    from keysafe.errors import InvalidValue, ValueTooLarge
+
+    if value is not None:
+        warn("a value given with --value is visible to other users of this machine (ps, "
+             "/proc) and may be kept in your shell history; prefer stdin or the prompt")
+        return value
+    if not output.stdin_is_tty():
+        raw = sys.stdin.buffer.read(_STDIN_LIMIT + 1)
+        if len(raw) > _STDIN_LIMIT:
+            raise ValueTooLarge(f"the value on stdin is over {_STDIN_LIMIT} bytes")
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise InvalidValue("the value on stdin is not UTF-8 text") from None
+        if not keep_newline:
+            # `echo value |` and here-strings add one newline that is not part of it.
+            text = text.removesuffix("\n").removesuffix("\r")
+        return text
+    label = "Credentials (a JSON object)" if credentials else "Value"
+    prompted: str = typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True)
+    return prompted
+
+
+def _parse_credentials(raw: str, name: str) -> dict[str, Any]:
+    import json
+
+    from keysafe.errors import InvalidValue
+
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        # Position only: the decoder's message may quote the text.
+        raise InvalidValue(f"credentials for {name} are not valid JSON (line {exc.lineno}, "
+                           f"column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise InvalidValue(f"credentials for {name} must be a JSON object, "
+                           f"not a JSON {type(data).__name__}")
+    return data
+
+
+def _check_type(secret_type: str | None) -> None:
+    if secret_type is None:
+        return
+    from keysafe.catalog import SECRET_TYPES
+
+    if secret_type not in SECRET_TYPES:
+        raise typer.BadParameter(f"{secret_type!r} is not one of {', '.join(SECRET_TYPES)}",
+                                 param_hint="'--type'")
+
+
+@command
+def put(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    value: Annotated[str | None, typer.Option(
+        "--value", metavar="VALUE",
+        help="Take the value from the command line. Visible to other users and kept in "
+             "shell history: prefer stdin or the prompt.", show_default=False)] = None,
+    description: Annotated[str | None, typer.Option(
+        "--description", help="What the secret is for.", show_default=False)] = None,
+    secret_type: Annotated[str | None, typer.Option(
+        "--type", help="api_key, oauth_token, database, jwt, encryption_key, password, "
+                       "webhook_secret, cloud_credential, connection_url or generic "
+                       "(default: from the catalog).", show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", metavar="KEY=VALUE", help="A tag; repeat for more.",
+        show_default=False)] = None,
+    expected_version: Annotated[int | None, typer.Option(
+        "--expected-version", min=0, metavar="N",
+        help="Check-and-set: write only if the current version is N (0: only if the "
+             "secret does not exist yet).", show_default=False)] = None,
+    credentials: Annotated[bool, typer.Option(
+        "--credentials",
+        help="The value is JSON credentials: a JSON object, stored as one secret.")] = False,
+    merge: Annotated[bool, typer.Option(
+        "--merge", help="With --credentials: merge the given fields into the stored "
+                        "object, keeping the others (a null field is removed).")] = False,
+    no_format_check: Annotated[bool, typer.Option(
+        "--no-format-check",
+        help="Skip the catalog's format check for well-known names.")] = False,
+    keep_newline: Annotated[bool, typer.Option(
+        "--keep-newline", help="Keep a trailing newline read from stdin.")] = False,
+    as_json: Json = False,
+    *,
+    ctx: typer.Context,
+) -> None:
+    """Store a new version of a secret, read from stdin or a no-echo prompt."""
+    if ctx.args:
+        # `keysafe put NAME s3cret`: refuse without echoing it (usage errors quote argv).
+        raise typer.BadParameter(
+            "put takes no value argument: pipe the value on stdin, type it at the prompt, "
+            "or use --value; nothing was stored", param_hint="'VALUE'")
+    tags = parse_tags(tag)
+    _check_type(secret_type)
+    if merge and not credentials:
+        raise typer.BadParameter("--merge needs --credentials", param_hint="'--merge'")
+    if merge and (expected_version is not None or description or secret_type or tags):
+        raise typer.BadParameter("--merge takes no --expected-version, --description, "
+                                 "--type or --tag", param_hint="'--merge'")
+    with open_manager(env) as mgr:
+        path = mgr.path(name, org, domain=domain)  # a bad name fails before the prompt
+        raw = _read_value(value, credentials=credentials, keep_newline=keep_newline)
+        if credentials:
+            data = _parse_credentials(raw, name)
+            if merge:
+                info = mgr.update_json(name, data, org, domain=domain)
+            else:
+                info = mgr.put_json(name, data, org, domain=domain,
+                                    expected_version=expected_version,
+                                    description=description, secret_type=secret_type,
+                                    tags=tags)
+        else:
+            info = mgr.put(name, raw, org, domain=domain, expected_version=expected_version,
+                           description=description, secret_type=secret_type, tags=tags,
+                           check_format=not no_format_check)
+    if as_json:
+        emit_json({"path": path, "version": info.version,
+                   "created_at": info.created_at.isoformat(), "created_by": info.created_by})
+    else:
+        say(f"stored {path} version {info.version}")
+
+
+# -- get ----------------------------------------------------------------------------
+@command
+def get(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    version: Annotated[int | None, typer.Option(
+        "--version", min=1, metavar="N", help="Read version N (default: the current one).",
+        show_default=False)] = None,
+    field: Annotated[str | None, typer.Option(
+        "--field", metavar="FIELD", help="One field of JSON credentials.",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print {\"path\", \"version\", \"value\"} as JSON.")] = False,
+) -> None:
+    """Print a secret's value: exactly the value (a newline is added on a terminal)."""
+    code = run_get(name, org=org, domain=domain, env=env, version=version, field=field,
+                   as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+# -- status / ls ----------------------------------------------------------------------
+def _meta_rows(m: SecretMetadata) -> list[tuple[str, Any]]:
+    return [
+        ("path", m.path),
+        ("current version", m.current_version),
+        ("versions kept", m.versions),
+        ("type", m.secret_type),
+        ("description", m.description),
+        ("tags", m.tags),
+        ("created", f"{output.when(m.created_at)} by {m.created_by or '-'}"),
+        ("updated", f"{output.when(m.updated_at)} by {m.updated_by or '-'}"),
+        ("last rotated", m.last_rotated),
+        ("rotation period (days)", m.rotation_days),
+        ("expires", m.expires_at),
+        ("deleted", m.deleted_at),
+    ]
+
+
+@command
+def status(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    deleted: Annotated[bool, typer.Option(
+        "--deleted", help="Show a soft-deleted secret too.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Show a secret's metadata (never its value)."""
+    with open_manager(env) as mgr:
+        meta = mgr.describe(name, org, domain=domain, include_deleted=deleted)
+    if as_json:
+        emit_json(meta.to_dict())
+    else:
+        table(["field", "value"], _meta_rows(meta))
+
+
+@command
+def ls(
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    deleted: Annotated[bool, typer.Option(
+        "--deleted", help="Include soft-deleted secrets.")] = False,
+    as_json: Json = False,
+) -> None:
+    """List secrets of an org (and domain); every org when --org is not given."""
+    with open_manager(env) as mgr:
+        metas = mgr.list(org, domain=domain, include_deleted=deleted)
+    if as_json:
+        emit_json([m.to_dict() for m in metas])
+        return
+    if not metas:
+        say("no secrets found")
+        return
+    cols = ["path", "version", "type", "updated", "updated by"]
+    rows: list[list[Any]] = [[m.path, m.current_version, m.secret_type, m.updated_at,
+                              m.updated_by] for m in metas]
+    if deleted:
+        cols.append("deleted")
+        for r, m in zip(rows, metas, strict=True):
+            r.append(m.deleted_at)
+    table(cols, rows)
+
+
+# -- rm / restore / destroy ------------------------------------------------------------
+@command
+def rm(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Purge now, every version, unrecoverably (asks first).")] = False,
+    yes: Yes = False,
+    as_json: Json = False,
+) -> None:
+    """Delete a secret: soft (restorable within the recovery window) unless --force."""
+    with open_manager(env) as mgr:
+        path = mgr.path(name, org, domain=domain)
+        if force and not yes:
+            typer.confirm(f"Purge {path} and all its versions now? This cannot be undone.",
+                          abort=True, err=True)
+        mgr.delete(name, org, domain=domain, force=force)
+        days = mgr.recovery_window.days
+    if as_json:
+        emit_json({"path": path, "deleted": True, "purged": force})
+    elif force:
+        say(f"purged {path}")
+    else:
+        say(f"deleted {path}; `keysafe restore` brings it back within {days} days")
+
+
+@command
+def restore(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Undo a soft delete (within the recovery window)."""
+    with open_manager(env) as mgr:
+        meta = mgr.restore(name, org, domain=domain)
+    if as_json:
+        emit_json(meta.to_dict())
+    else:
+        say(f"restored {meta.path} (version {meta.current_version})")
+
+
+@command
+def destroy(
+    name: Name,
+    versions: Annotated[str, typer.Option(
+        "--versions", metavar="N[,N...]", help="Versions to destroy, e.g. 1,2.",
+        show_default=False)],
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    yes: Yes = False,
+    as_json: Json = False,
+) -> None:
+    """Crypto-shred chosen versions: their values can never be read again."""
+    wanted = parse_versions(versions)
+    shown = ", ".join(map(str, wanted))
+    with open_manager(env) as mgr:
+        path = mgr.path(name, org, domain=domain)
+        if not yes:
+            typer.confirm(f"Destroy version(s) {shown} of {path}? Their values can never "
+                          "be read again.", abort=True, err=True)
+        done = mgr.destroy(name, wanted, org, domain=domain)
+    if as_json:
+        emit_json({"path": path, "requested": wanted, "destroyed": sorted(done)})
+        return
+    if done:
+        say(f"destroyed version(s) {', '.join(map(str, sorted(done)))} of {path}")
+    skipped = sorted(set(wanted) - set(done))
+    if skipped:
+        say(f"version(s) {', '.join(map(str, skipped))} of {path} were already destroyed "
+            "or are not kept")
+
+
+# -- versions / rollback ---------------------------------------------------------------
+@command
+def versions(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """List a secret's versions (numbers, times, authors; never values)."""
+    with open_manager(env) as mgr:
+        infos = mgr.versions(name, org, domain=domain)
+    if as_json:
+        emit_json([v.to_dict() for v in infos])
+        return
+    newest = max((v.version for v in infos), default=0)
+    table(["version", "created", "created by", "state", "master key"],
+          [[v.version, v.created_at, v.created_by,
+            "destroyed" if v.destroyed else ("current" if v.version == newest else "kept"),
+            v.key_id] for v in infos])
+
+
+@command
+def rollback(
+    name: Name,
+    version: Annotated[int, typer.Argument(
+        metavar="VERSION", min=1, help="The version whose value becomes current again.",
+        show_default=False)],
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Make an old version's value current again, as a new version."""
+    with open_manager(env) as mgr:
+        info = mgr.rollback(name, version, org, domain=domain)
+        path = mgr.path(name, org, domain=domain)
+    if as_json:
+        emit_json({"path": path, "version": info.version, "from_version": version})
+    else:
+        say(f"rolled {path} back to the value of version {version}, "
+            f"now version {info.version}")

@@ -1,0 +1,79 @@
+"""Options every secret command shares, and parsers for the fiddly ones."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+
+Name = Annotated[str, typer.Argument(
+    metavar="NAME",
+    help="Secret name (with --org), or its full path, e.g. keysafe/local/acme/shared/x.",
+    show_default=False)]
+Org = Annotated[str | None, typer.Option(
+    "--org", help="Organisation (tenant). Omit when NAME is a full path.",
+    show_default=False)]
+Domain = Annotated[str | None, typer.Option(
+    "--domain",
+    help="Domain within the org (default: the configured default domain, shared).",
+    show_default=False)]
+Env = Annotated[str | None, typer.Option(
+    "--env", help="Environment, like KEYSAFE_ENV: the path segment and the backend "
+                  "profile (default: KEYSAFE_ENV, else ENVIRONMENT, else local).",
+    show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def parse_tags(items: list[str] | None) -> dict[str, str] | None:
+    """``--tag k=v`` (repeatable) as a dict; BadParameter names the malformed item."""
+    if not items:
+        return None
+    tags: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--tag'")
+        tags[key.strip()] = value
+    return tags
+
+
+def parse_versions(text: str) -> list[int]:
+    """``1,2,5`` as [1, 2, 5]; BadParameter for anything else."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit()) or int(part) < 1:
+            raise typer.BadParameter(f"{part!r} is not a version number (1, 2, ...)",
+                                     param_hint="'--versions'")
+        out.append(int(part))
+    if not out:
+        raise typer.BadParameter("give at least one version", param_hint="'--versions'")
+    return sorted(set(out))
+
+
+_RELATIVE = re.compile(r"(\d+)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
+_UNIT = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes",
+         "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str | None, *, option: str,
+               now: datetime | None = None) -> datetime | None:
+    """An ISO 8601 time (naive means UTC) or an age like ``90s``, ``15m``, ``1h``,
+    ``7d``, ``2w`` (that long before now)."""
+    if text is None:
+        return None
+    s = text.strip()
+    m = _RELATIVE.fullmatch(s)
+    if m:
+        delta = timedelta(**{_UNIT[m.group(2).lower()]: int(m.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        d = datetime.fromisoformat(s)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither an ISO time (2024-05-01T12:00:00Z) nor an age like 1h "
+            "or 7d", param_hint=f"'{option}'") from None
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d

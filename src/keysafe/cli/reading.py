@@ -1,0 +1,165 @@
+"""``keysafe get`` and the manager every command opens, without typer or rich.
+
+The console script answers a plain ``get`` from here directly (``entry.main``), and
+the typer command calls the same ``run_get``: one manager call, one output format and
+one error path, whichever way the command line came in.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from keysafe.cli import exitcodes
+
+if TYPE_CHECKING:
+    from keysafe.config import Settings
+    from keysafe.manager.manager import SecretManager
+
+CLIENT = "keysafe-cli"
+
+
+def load(env: str | None = None) -> Settings:
+    """Effective settings; ``--env`` overrides KEYSAFE_ENV (path segment and profile)."""
+    from keysafe.config import load_settings
+
+    return load_settings(env=env) if env else load_settings()
+
+
+def open_manager(env: str | None = None, settings: Settings | None = None) -> SecretManager:
+    """A manager for the configured store, acting as the CLI client."""
+    from keysafe.manager.manager import SecretManager
+
+    mgr = SecretManager.from_settings(settings if settings is not None else load(env))
+    mgr.client = CLIENT
+    return mgr
+
+
+def read_secret(mgr: SecretManager, name: str, org: str | None, domain: str | None,
+                version: int | None, field: str | None,
+                with_version: bool) -> tuple[str, int | None, Any]:
+    """(path, version, value or field value).
+
+    ``with_version`` pins the version first (describe, then read that version), so the
+    reported version is the one whose value is returned even if a write comes between.
+    """
+    path = mgr.path(name, org, domain=domain)
+    if with_version and version is None:
+        version = mgr.describe(name, org, domain=domain).current_version
+    value: Any = mgr.get(name, org, domain=domain, version=version)
+    if field is not None:
+        value = json_field(value, name, field)
+    return path, version, value
+
+
+def json_field(raw: str, name: str, field: str) -> Any:
+    """One field of a JSON credential, with the manager's errors (and never the value)."""
+    import json
+
+    from keysafe.errors import InvalidValue, NotFound
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidValue(f"{name} does not hold JSON credentials") from None
+    if not isinstance(data, dict):
+        raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
+    if field not in data:
+        raise NotFound(f"{name} has no credential field {field!r}")
+    return data[field]
+
+
+def write_value(text: str, *, newline: bool) -> None:
+    """Exactly ``text`` on stdout (as UTF-8 whatever the locale), then maybe a newline."""
+    data = text.encode() + (b"\n" if newline else b"")
+    out = sys.stdout
+    buf = getattr(out, "buffer", None)
+    if buf is not None:
+        out.flush()
+        buf.write(data)
+        buf.flush()
+    else:  # a replaced stdout without a byte layer (some test harnesses)
+        out.write(data.decode())
+        out.flush()
+
+
+def run_get(name: str, *, org: str | None = None, domain: str | None = None,
+            env: str | None = None, version: int | None = None, field: str | None = None,
+            as_json: bool = False) -> int:
+    """Print a secret's value (or ``--json`` {path, version, value}); return the exit code.
+
+    The value alone, with a newline only when stdout is a terminal, so that
+    ``$(keysafe get ...)`` and pipes get the exact bytes that were stored.
+    """
+    try:
+        mgr = open_manager(env)
+        try:
+            path, v, value = read_secret(mgr, name, org, domain, version, field, as_json)
+        finally:
+            mgr.close()
+        if as_json:
+            import json
+
+            write_value(json.dumps({"path": path, "version": v, "value": value}),
+                        newline=True)
+        else:
+            text = value if isinstance(value, str) else _json_text(value)
+            write_value(text, newline=sys.stdout.isatty())
+    except Exception as exc:
+        return exitcodes.report(exc, as_json=as_json)
+    return exitcodes.OK
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+_GET_OPTIONS = {"--org": "org", "--domain": "domain", "--env": "env",
+                "--version": "version", "--field": "field"}
+
+
+def parse_get(args: Sequence[str]) -> dict[str, Any] | None:
+    """Keyword arguments for ``run_get`` from ``get``'s arguments, or None when they are
+    anything but the plain, valid form (help, unknown or repeated options, a bad
+    version...): those go to the typer command, which has the final word on usage."""
+    out: dict[str, Any] = {"name": None, "as_json": False}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--json":
+            if out["as_json"]:
+                return None
+            out["as_json"] = True
+            i += 1
+            continue
+        if arg.startswith("-"):
+            opt, eq, val = arg.partition("=")
+            key = _GET_OPTIONS.get(opt)
+            if key is None or key in out:
+                return None
+            if eq:
+                i += 1
+            else:
+                if i + 1 >= len(args):
+                    return None
+                val = args[i + 1]
+                i += 2
+            if val == "" or val.startswith("-"):
+                return None
+            out[key] = val
+            continue
+        if out["name"] is not None:
+            return None
+        out["name"] = arg
+        i += 1
+    if not out["name"]:
+        return None
+    if "version" in out:
+        v = out["version"]
+        if not (v.isascii() and v.isdigit()) or int(v) < 1:
+            return None
+        out["version"] = int(v)
+    return out

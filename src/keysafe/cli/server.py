@@ -1,0 +1,127 @@
+"""The service: ``serve`` and ``token create | list | revoke``. Tokens are managed in
+the local token store the server uses (``$KEYSAFE_HOME/server.db``); over HTTP the
+same is ``POST/GET/DELETE /api/tokens``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keysafe.cli.options import Env, Json
+from keysafe.cli.output import command, emit_json, say, table, warn
+from keysafe.cli.reading import load
+
+token_app = typer.Typer(help="Create, list and revoke API tokens (shown once, stored hashed).",
+                        no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")
+    token_app.command("create")(token_create)
+    token_app.command("list")(token_list)
+    token_app.command("revoke")(token_revoke)
+
+
+@command
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default "
+                                             "KEYSAFE_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default KEYSAFE_PORT, 8787).",
+                                             min=0, max=65535)] = None,
+    server: Annotated[str, typer.Option(help="ASGI server: granian or uvicorn.")] = "granian",
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    env: Env = None,
+) -> None:
+    """Start the HTTP API and web panel. Prints the URL and, on a fresh store, a first
+    admin token (shown once)."""
+    from keysafe.server.run import serve as run
+
+    if server not in ("granian", "uvicorn"):
+        raise typer.BadParameter("choose granian or uvicorn", param_hint="'--server'")
+    settings = load(env)
+    if (host or settings.host) not in ("127.0.0.1", "localhost", "::1"):
+        warn("listening beyond loopback: put TLS in front of keysafe (a load balancer or "
+             "reverse proxy); tokens travel in every request")
+    run(settings, host=host, port=port, server=server, workers=workers)
+
+
+Roles = Annotated[list[str], typer.Option(
+    "--role", help="admin, writer, viewer or service (repeat for several).")]
+Orgs = Annotated[list[str], typer.Option(
+    "--org", help="Org the token covers (repeat for several; '*' for every org).")]
+
+
+@command
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="A label for the token (audit shows "
+                                                     "token:NAME).")],
+    role: Roles,
+    org: Orgs,
+    expires_in_days: Annotated[int | None, typer.Option(
+        "--expires-in-days", min=1, max=3650, help="Expiry (default: never).")] = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Create a token; it is printed once, to stdout, and only its hash is kept."""
+    from datetime import timedelta
+
+    from keysafe.manager.manager import default_actor
+    from keysafe.server.auth import TokenStore
+
+    store = TokenStore(load(env).server_db_path)
+    try:
+        token, info = store.create(
+            name=name, roles=role, orgs=None if "*" in org else org,
+            created_by=f"cli:{default_actor()}",
+            ttl=timedelta(days=expires_in_days) if expires_in_days else None)
+    finally:
+        store.close()
+    if as_json:
+        emit_json({**info.to_dict(), "token": token})
+        return
+    say(f"created token {info.id} ({', '.join(info.roles)}) for "
+        f"{'every org' if info.orgs is None else ', '.join(info.orgs)}; it is shown once:")
+    typer.echo(token)
+
+
+@command
+def token_list(env: Env = None, as_json: Json = False) -> None:
+    """Every token: id, name, roles, orgs, created, expiry and revocation (never the token)."""
+    from keysafe.server.auth import TokenStore
+
+    store = TokenStore(load(env).server_db_path)
+    try:
+        tokens = store.list()
+    finally:
+        store.close()
+    if as_json:
+        emit_json([t.to_dict() for t in tokens])
+        return
+    table(["id", "name", "roles", "orgs", "created", "expires", "revoked"],
+          [(t.id, t.name, ",".join(t.roles), "*" if t.orgs is None else ",".join(t.orgs),
+            t.created_at.isoformat(timespec="seconds"),
+            t.expires_at.isoformat(timespec="seconds") if t.expires_at else "-",
+            t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-")
+           for t in tokens])
+
+
+@command
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id.")],
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Revoke a token at once."""
+    from keysafe.server.auth import TokenStore
+
+    store = TokenStore(load(env).server_db_path)
+    try:
+        info = store.revoke(token_id)
+    finally:
+        store.close()
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    say(f"revoked token {info.id} ({info.name})")

@@ -1,0 +1,129 @@
+"""`keysafe audit` filters and formats; `keysafe audit verify` finds tampering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import typer
+
+from keysafe.cli import exitcodes
+from keysafe.cli.options import parse_time
+
+
+def _lines(r) -> list[dict]:
+    return [json.loads(line) for line in r.out.splitlines()]
+
+
+@pytest.fixture
+def history(kc, put, monkeypatch):
+    put("a", "1")
+    put("b", "2", org="other")
+    kc("get", "a", "--org", "acme")
+    kc("get", "missing", "--org", "acme")
+    monkeypatch.setenv("KEYSAFE_ACTOR", "someone-else")
+    kc("rm", "a", "--org", "acme")
+    monkeypatch.setenv("KEYSAFE_ACTOR", "tester")
+
+
+def test_audit_json_lines_and_filters(kc, history):
+    every = _lines(kc("audit", "--json"))
+    assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
+    assert {"seq", "ts", "actor", "action", "path", "version", "outcome", "org", "client",
+            "hash", "prev_hash"} <= set(every[0])
+    assert all(e["client"] == "keysafe-cli" for e in every if e["action"] != "init")
+
+    acme = _lines(kc("audit", "--org", "acme", "--json"))
+    assert acme
+    assert all(e["org"] == "acme" for e in acme)
+    reads = _lines(kc("audit", "--action", "read", "--json"))
+    assert {(e["path"], e["outcome"]) for e in reads} == {
+        ("keysafe/local/acme/shared/a", "ok"),
+        ("keysafe/local/acme/shared/missing", "not_found")}
+    by_path = _lines(kc("audit", "--path", "keysafe/local/acme/shared/a", "--json"))
+    assert {e["action"] for e in by_path} == {"write", "read", "delete"}
+    prefix = _lines(kc("audit", "--path", "keysafe/local/other/", "--json"))
+    assert [e["action"] for e in prefix] == ["write"]
+    mine = _lines(kc("audit", "--actor", "someone-else", "--json"))
+    assert [e["action"] for e in mine] == ["delete"]
+    failed = _lines(kc("audit", "--outcome", "not_found", "--json"))
+    assert len(failed) == 1
+
+    last2 = _lines(kc("audit", "--limit", "2", "--json"))
+    assert [e["seq"] for e in last2] == [e["seq"] for e in every[-2:]]
+    assert _lines(kc("audit", "--since", "1h", "--json")) == every
+    assert _lines(kc("audit", "--until", "1h", "--json")) == []
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert _lines(kc("audit", "--since", future, "--json")) == []
+    assert _lines(kc("audit", "--until", future, "--json")) == every
+
+
+def test_audit_table(kc, history):
+    r = kc("audit", "--org", "acme")
+    assert r.code == 0
+    assert "keysafe/local/acme/shared/a" in r.out
+    assert "not_found" in r.out
+    assert "someone-else" in r.out
+    few = kc("audit", "--limit", "1")
+    assert "showing the newest 1 records" in few.err
+    none = kc("audit", "--actor", "nobody")
+    assert none.code == 0
+    assert "no audit records match" in none.err
+
+
+def test_parse_time_forms():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert parse_time("90s", option="--since", now=now) == now - timedelta(seconds=90)
+    assert parse_time("15m", option="--since", now=now) == now - timedelta(minutes=15)
+    assert parse_time("1h", option="--since", now=now) == now - timedelta(hours=1)
+    assert parse_time("7d", option="--since", now=now) == now - timedelta(days=7)
+    assert parse_time("2w", option="--since", now=now) == now - timedelta(weeks=2)
+    assert parse_time("2024-05-01T10:00:00Z", option="--since") == datetime(
+        2024, 5, 1, 10, tzinfo=UTC)
+    assert parse_time("2024-05-01T10:00:00", option="--since") == datetime(
+        2024, 5, 1, 10, tzinfo=UTC)
+    assert parse_time("2024-05-01T10:00:00+02:00", option="--since") == datetime(
+        2024, 5, 1, 8, tzinfo=UTC)
+    assert parse_time(None, option="--since") is None
+    with pytest.raises(typer.BadParameter):
+        parse_time("last tuesday", option="--since")
+
+
+def test_verify_ok(ks, put):
+    put("a", "1")
+    r = ks("audit", "verify")
+    assert r.code == 0
+    assert "audit chain intact" in r.out
+    j = ks("audit", "verify", "--json")
+    assert j.code == 0
+    assert j.json()["ok"] is True
+    assert j.json()["problems"] == []
+
+
+def test_verify_detects_an_edited_record(ks, put, home: Path):
+    for v in ("1", "2", "3"):
+        put("a", v)
+    with sqlite3.connect(home / "keysafe.db") as db:
+        db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    r = ks("audit", "verify")
+    assert r.code == exitcodes.INTEGRITY
+    assert "record 2 was edited" in r.out
+    assert "keysafe: error: the audit chain is broken" in r.err
+    assert "first at record 2" in r.err
+    j = ks("audit", "verify", "--json")
+    assert j.code == exitcodes.INTEGRITY
+    assert [p["seq"] for p in j.json()["problems"]] == [2]
+    assert json.loads(j.err)["error"] == "integrity_error"
+
+
+def test_verify_detects_a_removed_record(ks, put, home: Path):
+    for v in ("1", "2", "3"):
+        put("a", v)
+    with sqlite3.connect(home / "keysafe.db") as db:
+        db.execute("DELETE FROM audit WHERE seq = 2")
+    r = ks("audit", "verify")
+    assert r.code == exitcodes.INTEGRITY
+    assert "record 2 removed" in r.out

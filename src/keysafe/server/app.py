@@ -6,12 +6,14 @@ security headers and metrics. Errors come from the one table in ``errors``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
 import time
 import uuid
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,74 +64,79 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         rid = ""
+        declared_too_big = False
         for k, v in scope["headers"]:
             if k == b"x-request-id":
                 cand = v.decode("latin-1")
                 rid = cand if _RID.fullmatch(cand) else ""
             elif k == b"content-length":
                 try:
-                    too_big = int(v) > self.max_body
+                    declared_too_big = int(v) > self.max_body
                 except ValueError:
-                    too_big = True
-                if too_big:
-                    await _send_problem(send, 413, "Request body too large",
-                                        f"request bodies are limited to {self.max_body} bytes",
-                                        "body_too_large")
-                    return
+                    declared_too_big = True
         rid = rid or f"{_RID_PREFIX}{next(_rid_counter):x}"
         scope.setdefault("state", {})["request_id"] = rid
         path: str = scope["path"]
         csp = DOCS_CSP if path in ("/docs", "/redoc") else API_CSP
         started = time.perf_counter()
-        status_holder = [500]
-        seen = [0]
+        # status, bytes seen, body over the limit, response started
+        st: list[Any] = [500, 0, declared_too_big, False]
         max_body = self.max_body
 
         async def limited_receive() -> Message:
+            if st[2]:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
-                seen[0] += len(msg.get("body", b""))
-                if seen[0] > max_body:
-                    raise _BodyTooLarge()
+                st[1] += len(msg.get("body", b""))
+                if st[1] > max_body:
+                    # Stop reading; the app sees a disconnect and we answer 413 below.
+                    st[2] = True
+                    return {"type": "http.disconnect"}
             return msg
 
         async def send_wrapper(msg: Message) -> None:
+            if st[2] and not st[3]:
+                return  # the body was too large: our 413 replaces whatever the app says
             if msg["type"] == "http.response.start":
-                status_holder[0] = msg["status"]
-                headers = list(msg.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
-                headers.append((b"x-request-id", rid.encode()))
-                if not any(k == b"content-security-policy" for k, _ in headers):
-                    headers.append((b"content-security-policy", csp))
-                if not any(k == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                msg["headers"] = headers
+                st[0] = msg["status"]
+                st[3] = True
+                msg["headers"] = _edge_headers(list(msg.get("headers", [])), rid, csp)
             await send(msg)
 
         try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            await _send_problem(send, 413, "Request body too large",
-                                f"request bodies are limited to {self.max_body} bytes",
-                                "body_too_large")
-            status_holder[0] = 413
+            if not declared_too_big:
+                await self.app(scope, limited_receive, send_wrapper)
+        except Exception:
+            if not st[2]:
+                raise
         finally:
+            if st[2] and not st[3]:
+                st[0] = 413
+                body = problems.problem(
+                    413, "Request body too large",
+                    f"request bodies are limited to {self.max_body} bytes",
+                    code="body_too_large", request_id=rid)
+                headers = _edge_headers([(b"content-type", problems.PROBLEM.encode()),
+                                         (b"content-length", str(len(body)).encode()),
+                                         (b"connection", b"close")], rid, csp)
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
             route = scope.get("route")
             label = getattr(route, "path", None) or scope.get("keysafe.route", "unmatched")
-            self.metrics.observe(scope["method"], label, status_holder[0],
-                                 time.perf_counter() - started)
+            self.metrics.observe(scope["method"], label, st[0], time.perf_counter() - started)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _send_problem(send: Send, status: int, title: str, detail: str, code: str) -> None:
-    body = problems.problem(status, title, detail, code=code)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", problems.PROBLEM.encode()),
-                            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
-    await send({"type": "http.response.body", "body": body})
+def _edge_headers(headers: list[tuple[bytes, bytes]], rid: str, csp: bytes
+                  ) -> list[tuple[bytes, bytes]]:
+    """Security headers and the request id, on every response."""
+    headers.extend(SECURITY_HEADERS)
+    headers.append((b"x-request-id", rid.encode()))
+    if not any(k == b"content-security-policy" for k, _ in headers):
+        headers.append((b"content-security-policy", csp))
+    if not any(k == b"cache-control" for k, _ in headers):
+        headers.append((b"cache-control", b"no-store"))
+    return headers
 
 
 def _problem_response(status: int, body: bytes, headers: dict[str, str] | None = None
@@ -152,7 +159,12 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     state = ServerState(settings, manager, tokens, JwtVerifier(settings),
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=WriteBatcher(manager))
-    app = FastAPI(title="keysafe", version="0.1.0",
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(title="keysafe", version="0.1.0", lifespan=lifespan,
                   description="Blind-write secrets API: write and check status from "
                               "browsers; read values only as a service identity.")
     app.state.keysafe = state
@@ -202,18 +214,6 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
                                 code=f"http_{exc.status_code}", request_id=request_id(request))
         return _problem_response(exc.status_code, body)
 
-    cors: Any = app
-    if settings.cors_origin_list:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=True,
-            allow_methods=["GET", "PUT", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-CSRF-Token"],
-            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
-    del cors
-    @app.on_event("shutdown")
-    def _close() -> None:
-        state.close()
-
     return KeysafeApp(app, state, metrics, settings)
 
 
@@ -231,8 +231,15 @@ class KeysafeApp:
         self.api = api
         self.state = api.state
         self.keysafe = state
-        self._asgi = EdgeMiddleware(FastPath(api, state), max_body=settings.max_body_bytes,
-                                    metrics=metrics)
+        inner: ASGIApp = FastPath(api, state)
+        if settings.cors_origin_list:
+            # Outside the hot paths too: a browser panel on an allowed origin reads status.
+            inner = CORSMiddleware(
+                inner, allow_origins=settings.cors_origin_list, allow_credentials=True,
+                allow_methods=["GET", "PUT", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-CSRF-Token"],
+                expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+        self._asgi = EdgeMiddleware(inner, max_body=settings.max_body_bytes, metrics=metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)

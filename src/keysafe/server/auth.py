@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from keysafe.config import Settings
-from keysafe.errors import InvalidValue, NotFound, PermissionDenied
+from keysafe.errors import InvalidValue, KeysafeError, NotFound, PermissionDenied
 from keysafe.naming import validate_segment
 
 ROLES: dict[str, frozenset[str]] = {
@@ -199,20 +199,23 @@ class TokenStore:
         tid, secret = parts[1], parts[2]
         hit = self._cache.get(tid)
         if hit is None:
+            # Read and cache under one lock: a revoke (which takes the lock) can then
+            # never be overtaken by a stale "not revoked" entry.
             with self._lock:
                 row = self._conn.execute(
                     "SELECT digest, name, roles, orgs, expires_at, revoked_at FROM tokens "
                     "WHERE id = ?", (tid,)).fetchone()
-            if row is None:
+                if row is not None:
+                    ident = None if row[5] is not None else Identity(
+                        row[1], frozenset(json.loads(row[2])),
+                        None if row[3] is None else frozenset(json.loads(row[3])),
+                        kind="token", token_id=tid, expires_at=row[4])
+                    hit = (row[0], ident)
+                    self._cache[tid] = hit
+            if hit is None:
                 # Still spend a comparison so unknown ids cost what known ones do.
                 hmac.compare_digest(_digest(secret), "0" * 64)
                 return None
-            ident = None if row[5] is not None else Identity(
-                row[1], frozenset(json.loads(row[2])),
-                None if row[3] is None else frozenset(json.loads(row[3])),
-                kind="token", token_id=tid, expires_at=row[4])
-            hit = (row[0], ident)
-            self._cache[tid] = hit
         digest, ident = hit
         if not hmac.compare_digest(_digest(secret), digest) or ident is None:
             return None
@@ -261,12 +264,14 @@ class JwtVerifier:
             return None
         roles = claims.get(s.jwt_role_claim)
         orgs = claims.get(s.jwt_org_claim)
-        roles_l = [roles] if isinstance(roles, str) else list(roles or [])
-        orgs_l = [orgs] if isinstance(orgs, str) else list(orgs or [])
         try:
-            r = check_roles([str(x) for x in roles_l])
-            o = check_orgs([str(x) for x in orgs_l]) if orgs_l else frozenset()
-        except (InvalidValue, TypeError, ValueError):  # a bad claim is no identity
+            roles_l = [roles] if isinstance(roles, str) else list(roles or [])
+            orgs_l = [orgs] if isinstance(orgs, str) else list(orgs or [])
+            if not all(isinstance(x, str) for x in roles_l + orgs_l):
+                return None
+            r = check_roles(roles_l)
+            o = check_orgs(orgs_l) if orgs_l else frozenset()
+        except (KeysafeError, TypeError, ValueError):  # a bad claim is no identity
             return None
         if o == frozenset():
             return None

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 
 from keysafe.config import Settings
+from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
 from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, TokenStore, require
 
@@ -53,12 +54,19 @@ class Ctx:
     request_id: str
     state: Any = None
 
-    def require(self, permission: str, org: str | None) -> None:
-        """Checks and audits a denial before raising it."""
+    def require(self, permission: str, org: str | None, name: str | None = None,
+                domain: str | None = None) -> None:
+        """Checks, and audits a denial (with the path asked for) before raising it."""
         try:
             require(self.identity, permission, org)
         except Exception as exc:
-            self.mgr.record(permission, None, "denied", org=org,
+            path = None
+            if name is not None and org is not None:
+                try:
+                    path = self.mgr.path(name, org, domain=domain)
+                except KeysafeError:
+                    path = None
+            self.mgr.record(permission, path, "denied", org=org,
                             detail={"reason": type(exc).__name__})
             raise
 
@@ -101,6 +109,8 @@ def authenticate_raw(st: ServerState, header: str, client: str, rid: str) -> Ide
     """The identity behind an Authorization header; AuthFailed or TooManyAttempts."""
     wait = st.limiter.retry_after(client)
     if wait is not None:
+        st.manager.as_actor("anonymous", client=client, request_id=rid).record(
+            "authenticate", None, "rate_limited")
         raise TooManyAttempts(wait)
     scheme, _, cred = header.partition(" ")
     ident: Identity | None = None

@@ -8,7 +8,7 @@ the same error table; everything else falls through to FastAPI.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -54,7 +54,7 @@ class FastPath:
             for k, v in parse_qsl(qs.decode("latin-1")):
                 if k == "domain_id":
                     domain = v
-        org, name = unquote(parts[0]), unquote(parts[1])
+        org, name = parts[0], parts[1]  # the ASGI server has already decoded the path
         headers = list(_JSON)
         try:
             ctx = make_ctx(self.state, auth, client, rid)

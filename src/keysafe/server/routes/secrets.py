@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import NotFound
+from keysafe.errors import KeysafeError, NotFound
 from keysafe.models import SecretMetadata
 from keysafe.naming import SecretRef
 from keysafe.server.deps import Ctx, get_ctx
@@ -78,7 +78,7 @@ def secret_status(org_id: str, secret_name: str, ctx: CtxDep,
 
 def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
                 ) -> SecretStatus:
-    ctx.require("status", org_id)
+    ctx.require("status", org_id, secret_name, domain_id)
     ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
     try:
         meta: SecretMetadata | None = ctx.mgr.backend.describe(path, include_deleted=True)
@@ -92,7 +92,7 @@ def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
 async def secret_write(org_id: str, secret_name: str, body: SecretWrite,
                        ctx: CtxDep) -> WriteResult:
     """Blind write: create or overwrite. The value is never returned or logged."""
-    ctx.require("write", org_id)
+    ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.put(
         secret_name, body.secret_value, org_id, domain=body.domain_id,
@@ -107,7 +107,7 @@ async def secret_write(org_id: str, secret_name: str, body: SecretWrite,
 async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: DomainQ = None,
                         force: bool = False) -> Done:
     """Soft delete (restorable within the recovery window); ``force`` purges now."""
-    ctx.require("destroy" if force else "delete", org_id)
+    ctx.require("destroy" if force else "delete", org_id, secret_name, domain_id)
     _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
     await ctx.write(lambda: ctx.mgr.delete(secret_name, org_id, domain=domain_id,
                                            force=force), path)
@@ -118,7 +118,7 @@ async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: D
 @router.post("/api/secrets/{org_id}/{secret_name}/restore", response_model=SecretStatus)
 async def secret_restore(org_id: str, secret_name: str, ctx: CtxDep,
                          domain_id: DomainQ = None) -> SecretStatus:
-    ctx.require("restore", org_id)
+    ctx.require("restore", org_id, secret_name, domain_id)
     _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
     meta = await ctx.write(lambda: ctx.mgr.restore(secret_name, org_id, domain=domain_id),
                            path)
@@ -129,10 +129,13 @@ async def secret_restore(org_id: str, secret_name: str, ctx: CtxDep,
 def secret_versions(org_id: str, secret_name: str, ctx: CtxDep,
                     domain_id: DomainQ = None) -> VersionList:
     """Version history: metadata only."""
-    ctx.require("versions", org_id)
-    ref = ctx.mgr.ref(secret_name, org_id, domain=domain_id)
-    path = ctx.mgr.naming.format(ref)
-    meta = ctx.mgr.backend.describe(path)
+    ctx.require("versions", org_id, secret_name, domain_id)
+    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    try:
+        meta = ctx.mgr.backend.describe(path)
+    except KeysafeError as exc:
+        ctx.audit("versions", path, exc.code, org=org_id)
+        raise
     versions = ctx.mgr.versions(secret_name, org_id, domain=domain_id)
     ctx.audit("versions", path, "ok", org=org_id)
     return VersionList(secret_name=secret_name, organization_id=org_id, domain_id=ref.domain,
@@ -146,7 +149,7 @@ def secret_versions(org_id: str, secret_name: str, ctx: CtxDep,
 async def secret_rollback(org_id: str, secret_name: str, body: Rollback,
                           ctx: CtxDep) -> WriteResult:
     """Make an old version current again (as a new version)."""
-    ctx.require("rollback", org_id)
+    ctx.require("rollback", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.rollback(secret_name, body.version, org_id,
                                                     domain=body.domain_id), path)
@@ -168,7 +171,7 @@ async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Res
 
 async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
                      ) -> SecretValue:
-    ctx.require("read", org_id)
+    ctx.require("read", org_id, secret_name, domain_id)
     ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
     try:
         value = ctx.mgr.get(secret_name, org_id, domain=domain_id)

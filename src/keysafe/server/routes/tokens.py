@@ -37,13 +37,22 @@ def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreat
         ctx.require("tokens", org)
     if not _within(ctx.identity, orgs):
         raise PermissionDenied("a token may only cover orgs you administer")
+    if "service" in body.roles and ctx.identity.orgs is not None:
+        # Blind write: an org admin must not be able to grant itself value reads.
+        raise PermissionDenied("only an admin of every org may create service tokens")
     ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token, info = state_of(request).tokens.create(
         name=body.name, roles=body.roles, orgs=orgs, created_by=ctx.identity.principal,
         ttl=ttl)
-    ctx.mgr.record("token_create", None, "ok", durable=True,
-                   detail={"token_id": info.id, "roles": sorted(info.roles)})
+    ctx.mgr.record("token_create", None, "ok", durable=True, org=_event_org(info),
+                   detail={"token_id": info.id, "roles": sorted(info.roles),
+                           "orgs": info.orgs})
     return TokenCreated(token=token, **info.to_dict())
+
+
+def _event_org(info: TokenInfo) -> str | None:
+    """The org a token event is filed under: its one org, if it covers exactly one."""
+    return info.orgs[0] if info.orgs and len(info.orgs) == 1 else None
 
 
 def _visible(ctx: Ctx, info: TokenInfo) -> bool:
@@ -68,5 +77,6 @@ def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenOut:
     if not _visible(ctx, info):
         raise NotFound(f"token {token_id} not found")
     info = store.revoke(token_id)
-    ctx.mgr.record("token_revoke", None, "ok", durable=True, detail={"token_id": token_id})
+    ctx.mgr.record("token_revoke", None, "ok", durable=True, org=_event_org(info),
+                   detail={"token_id": token_id})
     return TokenOut(**info.to_dict())

@@ -1,0 +1,1 @@
+"""Server tests: the HTTP API, roles and tenancy, audit, fuzzing, resilience."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import typer
 
-from keysafe.cli import admin, audit, commands, exitcodes, server
+from keysafe.cli import admin, audit, commands, exitcodes, importing, migrate, policy, server
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
 
@@ -34,6 +34,9 @@ commands.register(app)
 audit.register(app)
 admin.register(app)
 server.register(app)
+importing.register(app)
+migrate.register(app)
+policy.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -1,0 +1,9 @@
+"""Placeholder: filled in by the migrate work (issue 4)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

@@ -23,6 +23,7 @@ from keysafe import SecretManager
 from keysafe.backends import _aws
 from keysafe.backends.aws_sm import AwsSecretsManagerBackend
 from keysafe.backends.base import (
+    Destroyable,
     MetadataWritable,
     Recoverable,
     SecretBackend,
@@ -54,6 +55,7 @@ GITHUB = "ghp_" + "Z9y8X7w6V5" * 4
 
 # -- the shipped conformance suite ---------------------------------------------------------
 class TestAwsSecretsManagerConformance(BackendConformance):
+    metadata_writable_while_deleted = False
     url: str
 
     @pytest.fixture(autouse=True, scope="class")
@@ -67,11 +69,6 @@ class TestAwsSecretsManagerConformance(BackendConformance):
     # Secrets Manager refuses UpdateSecret on a secret scheduled for deletion, so the
     # backend answers Conflict ("restore it first") instead of pretending. The suite
     # expects Vault KV v2's behaviour here; reported rather than weakened.
-    @pytest.mark.xfail(raises=Conflict, strict=True,
-                       reason="Secrets Manager changes nothing on a secret scheduled for "
-                              "deletion")
-    def test_update_metadata_on_soft_deleted_secret(self) -> None:
-        super().test_update_metadata_on_soft_deleted_secret()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -113,9 +110,9 @@ def test_capabilities_are_what_the_store_can_do(backend: AwsSecretsManagerBacken
     assert isinstance(backend, SecretBackend)
     assert isinstance(backend, Recoverable)
     assert isinstance(backend, MetadataWritable)
-    # Secrets Manager cannot destroy one version's value: no destroy, so not Versioned.
-    assert not hasattr(backend, "destroy")
-    assert not isinstance(backend, Versioned)
+    # Secrets Manager lists versions but cannot destroy one version's value.
+    assert isinstance(backend, Versioned)
+    assert not isinstance(backend, Destroyable)
     mgr = SecretManager(backend, app="agentfoundry", env="dev")
     org = uniq("org")
     mgr.put("openai_api_key", OPENAI, org)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from standins.azure_standin import make_certificate
 from keysafe.backends._names import AZURE
 from keysafe.backends.azure import AzureKeyVaultBackend
 from keysafe.backends.base import (
+    Destroyable,
     MetadataWritable,
     Recoverable,
     SecretBackend,
@@ -51,7 +51,6 @@ from keysafe.errors import (
     InvalidValue,
     NotFound,
     PermissionDenied,
-    ValueTooLarge,
 )
 from keysafe.models import MetadataUpdate
 from keysafe.testing import BackendConformance
@@ -107,6 +106,9 @@ def ctx(actor: str = "tester@test") -> WriteContext:
 
 class TestAzureKeyVaultConformance(BackendConformance):
     """The shipped contract, on the stand-in (STAND-IN, not the real service)."""
+    max_value_bytes = 25 * 1024
+    metadata_writable_while_deleted = False
+    versions_while_deleted = False
 
     # Deletion times are Key Vault's own, in whole seconds.
     clock_tolerance = timedelta(seconds=2)
@@ -122,28 +124,6 @@ class TestAzureKeyVaultConformance(BackendConformance):
 
     # Two documented departures from the reference semantics, asserted rather than
     # skipped (see docs/backends/azure.md):
-    def test_64_kib_value_round_trips(self) -> None:
-        """Key Vault stores at most 25 KiB: that much round-trips, 64 KiB is refused
-        before any call, naming the store and its limit."""
-        value = (uuid.uuid4().hex * 1024)[: 25 * 1024]
-        self.put(self.path(), value)
-        assert self.backend.get(self.path()) == (value, 1)
-        with pytest.raises(ValueTooLarge, match="Azure Key Vault allows at most 25600"):
-            self.put(self.path("big"), "x" * 64 * 1024)
-        with pytest.raises(NotFound):
-            self.backend.describe(self.path("big"))
-
-    def test_update_metadata_on_soft_deleted_secret(self) -> None:
-        """Key Vault cannot change a deleted secret: Conflict, and nothing changes."""
-        b = self.metadata_writable()
-        p = self.path()
-        self.put(p, "v", meta=MetadataUpdate(description="before"))
-        self.backend.delete(p, ctx=self.ctx())
-        with pytest.raises(Conflict, match="restore it first"):
-            b.update_metadata(p, MetadataUpdate(description="while deleted"), ctx=self.ctx())
-        shown = self.backend.describe(p, include_deleted=True)
-        assert shown.description == "before"
-        assert shown.deleted_at is not None
 
 
 # -- capabilities and configuration ---------------------------------------------------------
@@ -152,7 +132,8 @@ def test_capabilities(standin: AzureKeyVaultStandin) -> None:
     assert isinstance(b, SecretBackend)
     assert isinstance(b, Recoverable)
     assert isinstance(b, MetadataWritable)
-    assert not isinstance(b, Versioned)  # Key Vault cannot destroy one version
+    assert isinstance(b, Versioned)
+    assert not isinstance(b, Destroyable)  # Key Vault cannot destroy one version
     assert b.name == "azure"
     assert standin.vault_url in repr(b)
 

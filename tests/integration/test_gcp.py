@@ -31,7 +31,13 @@ from google.cloud import secretmanager_v1
 from standins import Fault, GcpSecretManagerStandin
 
 from keysafe.backends._names import GCP
-from keysafe.backends.base import Recoverable, SecretBackend, Versioned, WriteContext
+from keysafe.backends.base import (
+    Destroyable,
+    Recoverable,
+    SecretBackend,
+    Versioned,
+    WriteContext,
+)
 from keysafe.backends.gcp import GcpSecretManagerBackend
 from keysafe.config import Settings
 from keysafe.errors import (
@@ -95,6 +101,7 @@ def test_capabilities(standin: GcpSecretManagerStandin) -> None:
     b = backend_for(standin)
     assert isinstance(b, SecretBackend)
     assert isinstance(b, Versioned)
+    assert isinstance(b, Destroyable)
     assert isinstance(b, Recoverable)
     assert b.name == "gcp"
     assert PROJECT in repr(b)

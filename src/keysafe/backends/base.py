@@ -73,9 +73,14 @@ class SecretBackend(Protocol):
 
 @runtime_checkable
 class Versioned(Protocol):
-    """Keeps old versions: list them and destroy chosen ones."""
+    """Keeps old versions and lists them."""
 
     def versions(self, path: str) -> builtins.list[VersionInfo]: ...
+
+
+@runtime_checkable
+class Destroyable(Protocol):
+    """Can crypto-shred chosen versions (Vault KV v2's destroy)."""
 
     def destroy(self, path: str, versions: builtins.list[int], *,
                 ctx: WriteContext) -> builtins.list[int]:

@@ -20,6 +20,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from keysafe.backends.base import (
+    Destroyable,
     MetadataWritable,
     Progress,
     Recoverable,
@@ -101,7 +102,10 @@ class SecretManager:
         self._catalog = catalog
         self._catalog_file = catalog_file
         self.max_value_bytes = max_value_bytes
-        self.recovery_window = timedelta(days=recovery_window_days)
+        # A store with its own recovery window (AWS Secrets Manager's) is the authority.
+        own = getattr(backend, "recovery_window_days", None)
+        self.recovery_window = timedelta(days=own if isinstance(own, int) else
+                                         recovery_window_days)
         self.audit_reads = audit_reads
         self.actor = actor or default_actor()
         self.client: str | None = None
@@ -419,7 +423,7 @@ class SecretManager:
         """Crypto-shred the given versions; their values can never be read again."""
         ref = self.ref(name, org, domain=domain, env=env)
         path = self.naming.format(ref)
-        b = self._need(Versioned, "destroy")
+        b = self._need(Destroyable, "destroy single versions")
         done: builtins.list[int] = self._write("destroy", ref, path,
                                       lambda ctx: b.destroy(path, list(versions), ctx=ctx),
                                       detail={"versions": sorted(versions)})

@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from keysafe.backends.base import (
+    Destroyable,
     MetadataWritable,
     Recoverable,
     SecretBackend,
@@ -43,7 +44,7 @@ from keysafe.backends.base import (
     Versioned,
     WriteContext,
 )
-from keysafe.errors import Conflict, KeysafeError, NotFound
+from keysafe.errors import Conflict, KeysafeError, NotFound, ValueTooLarge
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 __all__ = ["BackendConformance"]
@@ -65,6 +66,17 @@ class BackendConformance:
 
     #: How far a stored time may be from the ``WriteContext.now`` it was written with.
     clock_tolerance = timedelta(0)
+    #: The largest value the store accepts (one byte more must raise ValueTooLarge).
+    max_value_bytes = 64 * 1024
+    #: Whether metadata can be updated while a secret is soft-deleted (Vault: yes;
+    #: AWS Secrets Manager, Azure: no, they answer Conflict and change nothing).
+    metadata_writable_while_deleted = True
+    #: Whether the store honours max_versions exactly (SSM always keeps 100).
+    honours_max_versions = True
+    #: Whether each version records keysafe's actor (SSM keeps only the IAM user).
+    records_version_authors = True
+    #: Whether versions can be listed while soft-deleted (Key Vault: no).
+    versions_while_deleted = True
 
     backend: SecretBackend
     #: A fresh directory per test, for factories that need files.
@@ -128,6 +140,17 @@ class BackendConformance:
             pytest.skip(f"{b.name} does not keep versions (no Versioned capability)")
         return b
 
+    def destroyable(self) -> Destroyable:
+        b = self.backend
+        if not isinstance(b, Destroyable):
+            pytest.skip(f"{b.name} cannot destroy single versions (no Destroyable capability)")
+        return b
+
+    def soft_deleting(self) -> None:
+        """Skip unless delete is soft (restorable): stores without Recoverable delete for good."""
+        if not isinstance(self.backend, Recoverable):
+            pytest.skip(f"{self.backend.name} deletes permanently (no Recoverable capability)")
+
     def recoverable(self) -> Recoverable:
         b = self.backend
         if not isinstance(b, Recoverable):
@@ -165,11 +188,21 @@ class BackendConformance:
         assert got == (value, 1)
         assert type(got[0]) is str
 
-    def test_64_kib_value_round_trips(self) -> None:
-        value = (uuid.uuid4().hex * 2048)[: 64 * 1024]
-        assert len(value.encode()) == 64 * 1024
+    def test_largest_value_round_trips(self) -> None:
+        n = self.max_value_bytes
+        value = (uuid.uuid4().hex * (n // 32 + 1))[:n]
+        assert len(value.encode()) == n
         self.put(self.path(), value)
         assert self.backend.get(self.path()) == (value, 1)
+
+    def test_one_byte_over_the_limit_is_refused(self) -> None:
+        if self.max_value_bytes >= 64 * 1024:
+            pytest.skip("keysafe's own 64 KiB limit applies before this store's")
+        p = self.path()
+        with pytest.raises(ValueTooLarge):
+            self.put(p, "x" * (self.max_value_bytes + 1))
+        with pytest.raises(NotFound):
+            self.backend.describe(p, include_deleted=True)
 
     def test_put_returns_version_info(self) -> None:
         ctx = self.ctx("writer@test")
@@ -406,9 +439,16 @@ class BackendConformance:
         # The reference backend keeps metadata writable while a secret is soft-deleted
         # (as Vault KV v2 does), and leaves it deleted.
         b = self.metadata_writable()
+        self.soft_deleting()
         p = self.path()
         self.put(p, "v")
         self.backend.delete(p, ctx=self.ctx())
+        if not self.metadata_writable_while_deleted:
+            with pytest.raises(Conflict):
+                b.update_metadata(p, MetadataUpdate(description="while deleted"),
+                                  ctx=self.ctx())
+            assert self.backend.describe(p, include_deleted=True).description is None
+            return
         meta = b.update_metadata(p, MetadataUpdate(description="while deleted"),
                                  ctx=self.ctx())
         assert meta.description == "while deleted"
@@ -451,6 +491,7 @@ class BackendConformance:
         assert meta.versions == 2
 
     def test_list_excludes_deleted_unless_asked(self) -> None:
+        self.soft_deleting()
         live, gone = self.path("live"), self.path("gone")
         self.put(live, "v")
         self.put(gone, "v")
@@ -463,6 +504,7 @@ class BackendConformance:
 
     # -- delete, restore, purge ---------------------------------------------------
     def test_delete_is_soft(self) -> None:
+        self.soft_deleting()
         p = self.path()
         self.put(p, "one")
         self.put(p, "two")
@@ -483,6 +525,18 @@ class BackendConformance:
         assert shown.current_version == 2
         assert shown.versions == 2
 
+    def test_permanent_delete_removes_the_secret(self) -> None:
+        if isinstance(self.backend, Recoverable):
+            pytest.skip(f"{self.backend.name} deletes softly (see test_delete_is_soft)")
+        p = self.path()
+        self.put(p, "one")
+        self.backend.delete(p, ctx=self.ctx())
+        for call in (lambda: self.backend.get(p),
+                     lambda: self.backend.describe(p, include_deleted=True)):
+            with pytest.raises(NotFound):
+                call()
+        assert self.backend.list(self.prefix, include_deleted=True) == []
+
     def test_delete_twice_is_not_found(self) -> None:
         p = self.path()
         self.put(p, "v")
@@ -491,6 +545,7 @@ class BackendConformance:
             self.backend.delete(p, ctx=self.ctx())
 
     def test_put_revives_a_deleted_secret_with_a_new_version(self) -> None:
+        self.soft_deleting()
         p = self.path()
         self.put(p, "one")
         self.put(p, "two")
@@ -504,6 +559,7 @@ class BackendConformance:
         assert meta.versions == 3
 
     def test_cas_sees_a_deleted_secrets_version(self) -> None:
+        self.soft_deleting()
         p = self.path()
         self.put(p, "one")
         self.backend.delete(p, ctx=self.ctx())
@@ -603,13 +659,17 @@ class BackendConformance:
         infos = b.versions(p)
         assert [i.version for i in infos] == [1, 2, 3]
         assert all(isinstance(i, VersionInfo) for i in infos)
-        assert [i.created_by for i in infos] == ["user0@test", "user1@test", "user2@test"]
+        if self.records_version_authors:
+            assert [i.created_by for i in infos] == ["user0@test", "user1@test", "user2@test"]
         assert [i.destroyed for i in infos] == [False, False, False]
         for info, c in zip(infos, ctxs, strict=True):
             self.assert_time(info.created_at, c.now)
 
     def test_versions_of_a_soft_deleted_secret(self) -> None:
         b = self.versioned()
+        self.soft_deleting()
+        if not self.versions_while_deleted:
+            pytest.skip("this store cannot list a soft-deleted secret's versions")
         p = self.path()
         self.put(p, "one")
         self.put(p, "two")
@@ -618,10 +678,11 @@ class BackendConformance:
 
     def test_destroy_shreds_chosen_versions(self) -> None:
         b = self.versioned()
+        d = self.destroyable()
         p = self.path()
         for i in range(1, 4):
             self.put(p, f"value {i}")
-        assert b.destroy(p, [1], ctx=self.ctx()) == [1]
+        assert d.destroy(p, [1], ctx=self.ctx()) == [1]
         with pytest.raises(NotFound):
             self.backend.get(p, version=1)
         assert self.backend.get(p) == ("value 3", 3)
@@ -633,11 +694,12 @@ class BackendConformance:
         assert meta.versions == 3
 
     def test_destroy_the_current_version(self) -> None:
-        b = self.versioned()
+        self.versioned()
+        d = self.destroyable()
         p = self.path()
         self.put(p, "one")
         self.put(p, "two")
-        assert b.destroy(p, [2], ctx=self.ctx()) == [2]
+        assert d.destroy(p, [2], ctx=self.ctx()) == [2]
         with pytest.raises(NotFound):
             self.backend.get(p)
         with pytest.raises(NotFound):
@@ -649,25 +711,30 @@ class BackendConformance:
 
     def test_destroy_reports_only_what_it_destroyed_now(self) -> None:
         b = self.versioned()
+        d = self.destroyable()
         p = self.path()
         for i in range(3):
             self.put(p, f"value {i}")
-        assert b.destroy(p, [1, 3], ctx=self.ctx()) == [1, 3]
-        assert b.destroy(p, [1, 2, 99], ctx=self.ctx()) == [2]
-        assert b.destroy(p, [1, 2, 3], ctx=self.ctx()) == []
+        assert d.destroy(p, [1, 3], ctx=self.ctx()) == [1, 3]
+        assert d.destroy(p, [1, 2, 99], ctx=self.ctx()) == [2]
+        assert d.destroy(p, [1, 2, 3], ctx=self.ctx()) == []
         assert [i.destroyed for i in b.versions(p)] == [True, True, True]
 
     def test_destroy_a_soft_deleted_secrets_versions(self) -> None:
         b = self.versioned()
+        d = self.destroyable()
+        self.soft_deleting()
         p = self.path()
         self.put(p, "one")
         self.put(p, "two")
         self.backend.delete(p, ctx=self.ctx())
-        assert b.destroy(p, [1], ctx=self.ctx()) == [1]
+        assert d.destroy(p, [1], ctx=self.ctx()) == [1]
         assert [(i.version, i.destroyed) for i in b.versions(p)] == [(1, True), (2, False)]
 
     # -- max_versions -------------------------------------------------------------
     def test_max_versions_prunes_the_oldest(self) -> None:
+        if not self.honours_max_versions:
+            pytest.skip("this store keeps its own number of versions")
         backend = self.new_backend(max_versions=3)
         p = self.path()
         for i in range(1, 6):
@@ -684,6 +751,8 @@ class BackendConformance:
             assert [i.version for i in backend.versions(p)] == [3, 4, 5]
 
     def test_max_versions_one_overwrite_drops_the_old_value(self) -> None:
+        if not self.honours_max_versions:
+            pytest.skip("this store keeps its own number of versions")
         backend = self.new_backend(max_versions=1)
         p = self.path()
         self.put(p, "old", backend=backend)
@@ -697,9 +766,11 @@ class BackendConformance:
             assert [i.version for i in backend.versions(p)] == [2]
 
     def test_max_versions_counts_destroyed_versions(self) -> None:
+        if not self.honours_max_versions:
+            pytest.skip("this store keeps its own number of versions")
         backend = self.new_backend(max_versions=2)
-        if not isinstance(backend, Versioned):
-            pytest.skip(f"{backend.name} does not keep versions")
+        if not isinstance(backend, Versioned) or not isinstance(backend, Destroyable):
+            pytest.skip(f"{backend.name} does not keep and destroy versions")
         p = self.path()
         self.put(p, "one", backend=backend)
         self.put(p, "two", backend=backend)
@@ -752,6 +823,7 @@ class BackendConformance:
         }
         if isinstance(b, Versioned):
             calls["versions"] = lambda: b.versions(p)
+        if isinstance(b, Destroyable):
             calls["destroy"] = lambda: b.destroy(p, [1], ctx=self.ctx())
         if isinstance(b, Recoverable):
             calls["restore"] = lambda: b.restore(p, ctx=self.ctx())

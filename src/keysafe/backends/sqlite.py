@@ -24,7 +24,7 @@ from typing import Any
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
-from keysafe.errors import BackendUnavailable, IntegrityError
+from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 SCHEMA_VERSION = 1
@@ -224,7 +224,10 @@ class SQLiteBackend:
         if row is None or row[3] is None:
             raise not_found(path, version)
         v = row[0]
-        plain = self.envelope.open(path, v, Sealed(row[1], row[2], row[3]))
+        sealed = Sealed(row[1], row[2], row[3])
+        if sealed.key_id not in self.envelope.keyring.ids:
+            self._reload_keyring(sealed.key_id)  # another process ran `keysafe rekey`
+        plain = self.envelope.open(path, v, sealed)
         try:
             return plain.decode(), v
         except UnicodeDecodeError:
@@ -236,6 +239,7 @@ class SQLiteBackend:
         now = ctx.now.timestamp()
         with self.transaction():
             c = self._conn
+            self._check_active_key()
             row = c.execute("SELECT current_version FROM secrets WHERE path = ?",
                             (path,)).fetchone()
             current = row[0] if row else 0
@@ -272,6 +276,7 @@ class SQLiteBackend:
         n = 0
         with self.transaction():
             c = self._conn
+            self._check_active_key()
             for path, value in items:
                 sealed = self.envelope.seal(path, 1, value.encode())
                 try:
@@ -412,14 +417,40 @@ class SQLiteBackend:
                 progress(done, total)
             if len(rows) < batch:
                 break
+        with self.transaction():
+            # Writers in other processes compare this with their ring before sealing.
+            self._conn.execute("INSERT INTO meta VALUES ('active_key_id', ?) ON CONFLICT(key) "
+                               "DO UPDATE SET value = excluded.value", (active,))
         self._shred()
         return done
 
     def key_ids_in_use(self) -> set[str]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT DISTINCT key_id FROM versions WHERE key_id IS NOT NULL").fetchall()
+                "SELECT key_id FROM versions WHERE key_id IS NOT NULL UNION "
+                "SELECT key_id FROM secrets WHERE key_id IS NOT NULL").fetchall()
         return {r[0] for r in rows}
+
+    def _check_active_key(self) -> None:
+        """Inside a write: after a rekey elsewhere, seal with the new key, never the old."""
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = 'active_key_id'").fetchone()
+        if row is not None and row[0] != self.envelope.keyring.active:
+            self._reload_keyring(row[0])
+            if self.envelope.keyring.active != row[0]:
+                raise ConfigError(
+                    f"this store's master key is now {row[0]} (rotated by keysafe rekey) but "
+                    f"this process seals with {self.envelope.keyring.active}; restart it with "
+                    "the current key")
+
+    def _reload_keyring(self, kid: str) -> None:
+        """Pick up a key file rewritten by ``keysafe rekey`` (if the ring came from one)."""
+        ring = self.envelope.keyring
+        if ring.path is None or not ring.path.is_file():
+            return
+        fresh = KeyRing.from_file(ring.path)
+        if kid in fresh.ids:
+            self.envelope = Envelope(fresh)
 
     def _shred(self) -> None:
         """Old page images of destroyed data may remain in the WAL until a checkpoint;

@@ -41,13 +41,15 @@ def read_secret(mgr: SecretManager, name: str, org: str | None, domain: str | No
                 with_version: bool) -> tuple[str, int | None, Any]:
     """(path, version, value or field value).
 
-    ``with_version`` pins the version first (describe, then read that version), so the
-    reported version is the one whose value is returned even if a write comes between.
+    ``with_version`` reads value and version together (one store read, one audit
+    record), so the reported version is the one whose value is returned.
     """
     path = mgr.path(name, org, domain=domain)
-    if with_version and version is None:
-        version = mgr.describe(name, org, domain=domain).current_version
-    value: Any = mgr.get(name, org, domain=domain, version=version)
+    value: Any
+    if with_version:
+        value, version = mgr.read(name, org, domain=domain, version=version)
+    else:
+        value = mgr.get(name, org, domain=domain, version=version)
     if field is not None:
         value = json_field(value, name, field)
     return path, version, value

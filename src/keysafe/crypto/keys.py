@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,6 +142,8 @@ class KeyRing:
 
     @staticmethod
     def _write_tmp(target: Path, data: dict[str, Any]) -> Path:
+        import tempfile
+
         fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -12,23 +12,30 @@ import atexit
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keysafe.errors import AuditError, KeysafeError
 from keysafe.models import AuditEvent
 
-log = logging.getLogger("keysafe.audit")
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+
+
+def _warn(msg: str, *args: object) -> None:
+    # logging is imported only when there is something to say (CLI start-up time).
+    import logging
+
+    logging.getLogger("keysafe.audit").warning(msg, *args)
 GENESIS = "0" * 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -50,6 +57,9 @@ def to_datetime(ts_us: int) -> datetime:
 
 
 def to_us(d: datetime) -> int:
+    """Microseconds since the epoch; a time without an offset is taken as UTC."""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
     return (d - _EPOCH) // _US
 
 
@@ -101,8 +111,8 @@ class AuditFilter:
         return ((self.action is None or e.action == self.action)
                 and (self.actor is None or e.actor == self.actor)
                 and (self.outcome is None or e.outcome == self.outcome)
-                and (self.since is None or e.ts >= self.since)
-                and (self.until is None or e.ts <= self.until))
+                and (self.since is None or to_us(e.ts) >= to_us(self.since))
+                and (self.until is None or to_us(e.ts) <= to_us(self.until)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +397,8 @@ class AuditLog:
     def submit(self, event: Draft) -> Future[None]:
         """Group commit: the future completes when a batch holding the event is stored
         (or fails with AuditError). Concurrent callers share one commit."""
+        from concurrent.futures import Future
+
         fut: Future[None] = Future()
         with self._lock:
             self._buf.append(event)
@@ -432,7 +444,7 @@ class AuditLog:
                     if len(self._buf) < 10 * self.max_buffer:
                         self._buf[:0] = events[:requeue]
                 raise err from exc
-            log.warning("audit log write failed (%s); %d records dropped",
+            _warn("audit log write failed (%s); %d records dropped",
                         type(exc).__name__, len(events))
             return
         for f in futs:
@@ -441,7 +453,7 @@ class AuditLog:
             try:
                 sink.write(done)
             except OSError as exc:
-                log.warning("audit sink %s failed: %s", sink.path, exc)
+                _warn("audit sink %s failed: %s", sink.path, exc)
 
     def close(self) -> None:
         if self._closed:
@@ -451,7 +463,7 @@ class AuditLog:
         try:
             self.flush()
         except Exception as exc:
-            log.warning("audit flush at close failed: %s", exc)
+            _warn("audit flush at close failed: %s", exc)
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
@@ -470,5 +482,5 @@ def _flusher(ref: weakref.ref[AuditLog], wake: threading.Event, interval: float)
         try:
             log_.flush()
         except Exception as exc:
-            log.warning("background audit flush failed: %s", exc)
+            _warn("background audit flush failed: %s", exc)
         del log_

@@ -9,11 +9,9 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -52,19 +50,20 @@ from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionIn
 from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, SecretRef
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
 
 
 def default_actor() -> str:
     import getpass
-    import socket
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"
 
 
 class SecretManager:
@@ -266,6 +265,20 @@ class SecretManager:
                 return e[0]
         return self._get_miss(key, name, org, domain, env, version)
 
+    def read(self, name: str, org: str | None = None, *, domain: str | None = None,
+             env: str | None = None, version: int | None = None) -> tuple[str, int]:
+        """(value, version) straight from the store (no cache): one read, one audit
+        record. For callers that must know which version they got."""
+        ref, path = self._resolve(name, org, domain, env)
+        try:
+            value, v = self.backend.get(path, version)
+        except KeysafeError as exc:
+            self._fail("read", ref, path, exc, version)
+            raise
+        if self.audit_reads:
+            self.record("read", path, "ok", org=ref.org, version=v)
+        return value, v
+
     def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
                   domain: str | None, env: str | None, version: int | None) -> str:
         self._stats["cache_misses"] += 1
@@ -345,6 +358,12 @@ class SecretManager:
         path = self.naming.format(ref)
         try:
             self._check_value(ref, value, check_format)
+            if secret_type is not None:
+                from keysafe.catalog import SECRET_TYPES
+
+                if secret_type not in SECRET_TYPES:
+                    raise InvalidValue(f"unknown secret type {secret_type!r}; types are "
+                                       f"{', '.join(SECRET_TYPES)}")
         except KeysafeError as exc:
             self._fail("write", ref, path, exc)
             raise
@@ -554,7 +573,9 @@ class SecretManager:
             except Conflict:
                 if attempt == attempts - 1:
                     raise
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                import random
+
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # jitter, not secrecy
         raise AssertionError("unreachable")
 
     # -- spec 001 -----------------------------------------------------------------

@@ -1,0 +1,259 @@
+"""Importing secrets from a ``.env`` file or the process environment into a store
+(spec 001's migration script, as a library call behind ``keysafe import``).
+
+Known variables map to catalog names (``OPENAI_API_KEY`` -> ``openai_api_key``,
+``HF_TOKEN`` -> ``hf_api_token``); unknown ones are reported, and imported under their
+lower-cased name only when asked. Existing secrets are skipped unless ``overwrite``;
+new ones are written with ``expected_version=0``, so a secret created meanwhile is
+never clobbered. Values are never part of the result, a message or an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from keysafe.errors import Conflict, KeysafeError, NotFound, Unsupported
+from keysafe.naming import validate_segment
+
+if TYPE_CHECKING:
+    from keysafe.catalog import Catalog, WellKnownSecret
+    from keysafe.manager.manager import SecretManager
+
+__all__ = ["ImportItem", "ImportResult", "import_environ", "import_file", "import_values"]
+
+Status = Literal["imported", "would_import", "skipped", "unknown", "failed"]
+STATUSES: tuple[Status, ...] = ("imported", "would_import", "skipped", "unknown", "failed")
+#: keysafe's own settings (the master key among them) are never imported as secrets.
+_OWN = "KEYSAFE_"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportItem:
+    """What happened to one variable. Never holds its value."""
+
+    variable: str
+    name: str | None
+    status: Status
+    reason: str = ""
+    path: str | None = None
+    version: int | None = None
+    overwritten: bool = False
+    error_code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variable": self.variable, "name": self.name, "status": self.status,
+                "reason": self.reason, "path": self.path, "version": self.version,
+                "overwritten": self.overwritten, "error_code": self.error_code}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    source: str
+    org: str
+    domain: str
+    dry_run: bool
+    items: tuple[ImportItem, ...] = field(default_factory=tuple)
+
+    def with_status(self, status: Status) -> list[ImportItem]:
+        return [i for i in self.items if i.status == status]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: len(self.with_status(s)) for s in STATUSES}
+
+    @property
+    def failed(self) -> list[ImportItem]:
+        return self.with_status("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "org": self.org, "domain": self.domain,
+                "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts,
+                "items": [i.to_dict() for i in self.items]}
+
+
+@dataclass
+class _Plan:
+    variable: str
+    name: str | None
+    value: str | None
+    entry: WellKnownSecret | None
+    status: Status | None = None  # decided before any store call (None: to import)
+    reason: str = ""
+    error_code: str | None = None
+
+
+def _plan(values: Mapping[str, str | None], catalog: Catalog, *, include_unknown: bool,
+          check_format: bool, max_value_bytes: int) -> list[_Plan]:
+    plans: list[_Plan] = []
+    chosen: dict[str, _Plan] = {}  # name -> the variable that will provide it
+    for var, value in values.items():
+        if var.upper().startswith(_OWN):
+            plans.append(_Plan(var, None, None, None, "skipped",
+                               "a keysafe setting, never imported"))
+            continue
+        entry = catalog.by_env_var(var)
+        p = _Plan(var, entry.name if entry else var.lower(), value, entry)
+        plans.append(p)
+        if entry is None:
+            try:
+                validate_segment("name", p.name)
+            except KeysafeError:
+                p.status, p.reason = "unknown", "not in the catalog, and not usable as a name"
+                continue
+            if not include_unknown:
+                p.status = "unknown"
+                p.reason = f"not in the catalog; --include-unknown imports it as {p.name}"
+                continue
+        _check_value(p, check_format, max_value_bytes)
+        if p.status is not None:
+            continue
+        assert p.name is not None
+        other = chosen.get(p.name)
+        if other is None:
+            chosen[p.name] = p
+        elif entry is not None and var.upper() == entry.env_var.upper():
+            # The catalog's own variable beats an alias of it (HF_API_TOKEN over HF_TOKEN).
+            other.status, other.reason = "skipped", f"same secret as {var}, which is used"
+            chosen[p.name] = p
+        else:
+            p.status, p.reason = "skipped", f"same secret as {other.variable}, which is used"
+    return plans
+
+
+def _check_value(p: _Plan, check_format: bool, max_value_bytes: int) -> None:
+    value = p.value
+    if value is None:
+        p.status, p.reason = "skipped", "no value (a name without '=')"
+        return
+    if not value.strip():
+        p.status, p.reason = "skipped", "empty value"
+        return
+    entry = p.entry
+    if entry is not None and entry.placeholder and value.strip() == entry.placeholder.strip():
+        p.status, p.reason = "skipped", "the catalog's example placeholder, not a real value"
+        return
+    size = len(value.encode())
+    if size > max_value_bytes:
+        p.status, p.error_code = "failed", "value_too_large"
+        p.reason = f"value is {size} bytes; the limit is {max_value_bytes}"
+        return
+    if check_format and entry is not None:
+        problem = entry.check_format(value)
+        if problem:
+            p.status, p.reason, p.error_code = "failed", problem, "invalid_value"
+
+
+def import_values(
+    mgr: SecretManager,
+    values: Mapping[str, str | None],
+    *,
+    org: str,
+    domain: str | None = None,
+    source: str = "",
+    dry_run: bool = False,
+    overwrite: bool = False,
+    include_unknown: bool = False,
+    check_format: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
+    """Import ``values`` (variable -> value, in order) into ``org``/``domain``.
+
+    Per-secret problems (a bad format, a conflict, an outage) are recorded as failed
+    items and the rest goes on. Raises InvalidName for a bad org or domain, and
+    Unsupported when the store cannot be written at all (the env backend), before or
+    at the first write.
+    """
+    mgr.ref("x", org, domain=domain)  # a bad org or domain fails before anything else
+    domain = domain or mgr.default_domain
+    plans = _plan(values, mgr.catalog, include_unknown=include_unknown,
+                  check_format=check_format, max_value_bytes=mgr.max_value_bytes)
+    todo = [p for p in plans if p.status is None]
+    done: dict[int, ImportItem] = {}
+    for n, p in enumerate(todo, start=1):
+        done[id(p)] = _import_one(mgr, p, org, domain, dry_run=dry_run, overwrite=overwrite,
+                                  check_format=check_format)
+        if progress is not None:
+            progress(n, len(todo))
+    items = tuple(done.get(id(p)) or ImportItem(p.variable, p.name, p.status or "skipped",
+                                                p.reason, error_code=p.error_code)
+                  for p in plans)
+    return ImportResult(source, org, domain, dry_run, items)
+
+
+def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run: bool,
+                overwrite: bool, check_format: bool) -> ImportItem:
+    assert p.name is not None and p.value is not None
+    name = p.name
+    path = mgr.path(name, org, domain=domain)
+
+    def item(status: Status, reason: str = "", **kw: Any) -> ImportItem:
+        return ImportItem(p.variable, name, status, reason, path, **kw)
+
+    try:
+        meta = mgr.describe(name, org, domain=domain, include_deleted=True)
+    except NotFound:
+        meta = None
+    except KeysafeError as exc:
+        return item("failed", exc.message, error_code=exc.code)
+    if meta is not None and not overwrite:
+        if meta.deleted:
+            return item("skipped", "exists but is deleted; restore it, or use --overwrite",
+                        version=meta.current_version)
+        return item("skipped", f"already exists (version {meta.current_version})",
+                    version=meta.current_version)
+    if dry_run:
+        reason = (f"would overwrite version {meta.current_version}" if meta is not None
+                  else "new")
+        return item("would_import", reason, overwritten=meta is not None)
+    expected = 0 if meta is None else meta.current_version
+    try:
+        info = mgr.put(name, p.value, org, domain=domain, expected_version=expected,
+                       check_format=check_format)
+    except Unsupported:
+        raise  # no write can work: say so once, not once per secret
+    except Conflict:
+        if meta is None:
+            return item("skipped", "already exists (created while importing)")
+        return item("failed", "changed while importing; run again", error_code="conflict")
+    except KeysafeError as exc:
+        return item("failed", exc.message, error_code=exc.code)
+    reason = (f"overwrote version {meta.current_version}" if meta is not None else "new")
+    return item("imported", reason, version=info.version, overwritten=meta is not None)
+
+
+def import_file(mgr: SecretManager, path: str | os.PathLike[str], *, org: str,
+                interpolate: bool = True, **kw: Any) -> ImportResult:
+    """Import a .env file (parsed by python-dotenv). ConfigError when it cannot be read."""
+    from keysafe.backends.env import read_dotenv
+
+    values = read_dotenv(path, interpolate=interpolate)
+    return import_values(mgr, values, org=org, source=str(path), **kw)
+
+
+def known_environ(catalog: Catalog,
+                  environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The process variables the catalog knows (never all of them: PATH and HOME are
+    not secrets), in the catalog's order."""
+    env = os.environ if environ is None else environ
+    by_upper = {k.upper(): k for k in env}
+    out: dict[str, str | None] = {}
+    for entry in catalog:
+        for var in (entry.env_var, *entry.aliases):
+            key = by_upper.get(var.upper())
+            if key is not None and key not in out and not key.upper().startswith(_OWN):
+                out[key] = env[key]
+    return out
+
+
+def import_environ(mgr: SecretManager, *, org: str,
+                   environ: Mapping[str, str] | None = None, **kw: Any) -> ImportResult:
+    """Import the catalog's variables from the process environment (spec 001's script)."""
+    values = known_environ(mgr.catalog, environ)
+    return import_values(mgr, values, org=org, source="environment", **kw)

@@ -21,6 +21,7 @@ from keysafe.naming import validate_segment
 if TYPE_CHECKING:
     from keysafe.catalog import Catalog, WellKnownSecret
     from keysafe.manager.manager import SecretManager
+    from keysafe.models import SecretMetadata
 
 __all__ = ["ImportItem", "ImportResult", "import_environ", "import_file", "import_values"]
 
@@ -101,6 +102,11 @@ def _plan(values: Mapping[str, str | None], catalog: Catalog, *, include_unknown
         entry = catalog.by_env_var(var)
         p = _Plan(var, entry.name if entry else var.lower(), value, entry)
         plans.append(p)
+        if value is None or not value.strip():
+            # Nothing to import, known or not.
+            p.status = "skipped"
+            p.reason = "no value (a name without '=')" if value is None else "empty value"
+            continue
         if entry is None:
             try:
                 validate_segment("name", p.name)
@@ -129,12 +135,7 @@ def _plan(values: Mapping[str, str | None], catalog: Catalog, *, include_unknown
 
 def _check_value(p: _Plan, check_format: bool, max_value_bytes: int) -> None:
     value = p.value
-    if value is None:
-        p.status, p.reason = "skipped", "no value (a name without '=')"
-        return
-    if not value.strip():
-        p.status, p.reason = "skipped", "empty value"
-        return
+    assert value is not None
     entry = p.entry
     if entry is not None and entry.placeholder and value.strip() == entry.placeholder.strip():
         p.status, p.reason = "skipped", "the catalog's example placeholder, not a real value"
@@ -189,42 +190,55 @@ def import_values(
 
 def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run: bool,
                 overwrite: bool, check_format: bool) -> ImportItem:
-    assert p.name is not None and p.value is not None
+    """One secret. A new one is written create-only (``expected_version=0``) and the
+    store's answer decides whether it existed: with a chain (store, then .env) that
+    is the primary, so values only the fallback serves are imported, not skipped."""
+    assert p.name is not None
+    assert p.value is not None
     name = p.name
     path = mgr.path(name, org, domain=domain)
 
     def item(status: Status, reason: str = "", **kw: Any) -> ImportItem:
         return ImportItem(p.variable, name, status, reason, path, **kw)
 
-    try:
-        meta = mgr.describe(name, org, domain=domain, include_deleted=True)
-    except NotFound:
-        meta = None
-    except KeysafeError as exc:
-        return item("failed", exc.message, error_code=exc.code)
-    if meta is not None and not overwrite:
+    def existing(meta: SecretMetadata) -> ImportItem:
         if meta.deleted:
             return item("skipped", "exists but is deleted; restore it, or use --overwrite",
                         version=meta.current_version)
         return item("skipped", f"already exists (version {meta.current_version})",
                     version=meta.current_version)
+
+    meta: SecretMetadata | None = None
+    if dry_run or overwrite:
+        try:
+            meta = mgr.describe(name, org, domain=domain, include_deleted=True)
+        except NotFound:
+            meta = None
+        except KeysafeError as exc:
+            return item("failed", exc.message, error_code=exc.code)
     if dry_run:
+        if meta is not None and not overwrite:
+            return existing(meta)
         reason = (f"would overwrite version {meta.current_version}" if meta is not None
                   else "new")
         return item("would_import", reason, overwritten=meta is not None)
-    expected = 0 if meta is None else meta.current_version
+    expected = meta.current_version if meta is not None else 0
     try:
         info = mgr.put(name, p.value, org, domain=domain, expected_version=expected,
                        check_format=check_format)
     except Unsupported:
         raise  # no write can work: say so once, not once per secret
-    except Conflict:
-        if meta is None:
-            return item("skipped", "already exists (created while importing)")
-        return item("failed", "changed while importing; run again", error_code="conflict")
+    except Conflict as exc:
+        if overwrite:
+            return item("failed", "changed while importing; run again", error_code="conflict")
+        try:
+            return existing(mgr.describe(name, org, domain=domain, include_deleted=True))
+        except KeysafeError:
+            return item("skipped", f"already exists (version {exc.current_version})",
+                        version=exc.current_version)
     except KeysafeError as exc:
         return item("failed", exc.message, error_code=exc.code)
-    reason = (f"overwrote version {meta.current_version}" if meta is not None else "new")
+    reason = f"overwrote version {meta.current_version}" if meta is not None else "new"
     return item("imported", reason, version=info.version, overwritten=meta is not None)
 
 

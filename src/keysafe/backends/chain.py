@@ -64,7 +64,7 @@ class ChainBackend:
                 labels: Sequence[str] | None = None) -> ChainBackend:
         if cls is ChainBackend and backends:
             cls = _class_for(_capabilities(backends[0]))
-        return cast(ChainBackend, object.__new__(cls))
+        return object.__new__(cls)
 
     def __init__(self, backends: Sequence[SecretBackend], *,
                  labels: Sequence[str] | None = None) -> None:

@@ -320,11 +320,11 @@ class EnvBackend:
             org_t, dom_t, rest = split
             name = self._name_for(rest)
             org = _segment_for(org_t, pinned.get("org"))
-            domain = (self.default_domain if dom_t is None
-                      else _segment_for(dom_t, pinned.get("domain"), self.default_domain))
-            if name is None or org is None or domain is None:
+            dom = (self.default_domain if dom_t is None
+                   else _segment_for(dom_t, pinned.get("domain"), self.default_domain))
+            if name is None or org is None or dom is None:
                 continue
-            yield SecretRef(name, org, domain, env, app)
+            yield SecretRef(name, org, dom, env, app)
 
     # -- values ---------------------------------------------------------------------
     def _lookup(self, path: str, index: Mapping[str, _Var] | None = None) -> _Var | None:

@@ -1,9 +1,138 @@
-"""Placeholder: filled in by the importing work (issue 4)."""
+"""``keysafe import``: copy a .env file's (or the environment's) well-known secrets into
+the store. The work is in ``keysafe.importer``; this module parses and renders, and
+never prints a value."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from keysafe.cli import exitcodes
+from keysafe.cli.options import Domain, Env, Json
+from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.reading import open_manager
+
+if TYPE_CHECKING:
+    from keysafe.importer import ImportResult
+
+_STYLES = {"imported": "green", "would_import": "cyan", "skipped": "yellow",
+           "unknown": "dim", "failed": "red"}
+_LABELS = {"imported": "imported", "would_import": "would import", "skipped": "skipped",
+           "unknown": "unknown", "failed": "failed"}
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("import")(import_secrets)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr, shown only on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from keysafe.cli.output import console as make_console
+
+    err = make_console(True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@command
+def import_secrets(
+    file: Annotated[Path | None, typer.Argument(
+        metavar="FILE", exists=True, dir_okay=False, readable=True,
+        help="A .env file to import (parsed by python-dotenv).", show_default=False)] = None,
+    org: Annotated[str, typer.Option(
+        "--org", help="Organisation (tenant) to import into.", show_default=False)] = "",
+    domain: Domain = None,
+    env: Env = None,
+    from_env: Annotated[bool, typer.Option(
+        "--from-env", help="Import the catalog's variables from this process's "
+                           "environment instead of a file (spec 001's migration).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would be imported; write nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Write a new version of secrets that exist already "
+                            "(default: skip them).")] = False,
+    include_unknown: Annotated[bool, typer.Option(
+        "--include-unknown", help="Also import variables the catalog does not know, "
+                                  "under their lower-cased name.")] = False,
+    no_format_check: Annotated[bool, typer.Option(
+        "--no-format-check", help="Skip the catalog's format checks.")] = False,
+    no_interpolate: Annotated[bool, typer.Option(
+        "--no-interpolate", help="Take ${VAR} in the file literally.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Import secrets from a .env file or the environment into an org.
+
+    Known variables map to catalog names (OPENAI_API_KEY -> openai_api_key, HF_TOKEN ->
+    hf_api_token); unknown ones are listed. Existing secrets are skipped unless
+    --overwrite. Values are never printed. Exits non-zero if any secret failed.
+    """
+    from keysafe import importer
+
+    if (file is None) == (not from_env):
+        raise typer.BadParameter("give a .env FILE or --from-env (one of them)",
+                                 param_hint="'FILE'")
+    if not org:
+        raise typer.BadParameter("--org is required", param_hint="'--org'")
+    if from_env and include_unknown:
+        raise typer.BadParameter(
+            "--from-env imports only the catalog's variables (the environment also holds "
+            "PATH, HOME, ...); put extra variables in a file instead",
+            param_hint="'--include-unknown'")
+    options: dict[str, Any] = {"domain": domain, "dry_run": dry_run, "overwrite": overwrite,
+                               "include_unknown": include_unknown,
+                               "check_format": not no_format_check}
+    with open_manager(env) as mgr, _progress("importing") as progress:
+        if file is not None:
+            result = importer.import_file(mgr, file, org=org, interpolate=not no_interpolate,
+                                          progress=progress, **options)
+        else:
+            result = importer.import_environ(mgr, org=org, progress=progress, **options)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _render(result)
+    failed = result.failed
+    if failed:
+        first = failed[0]
+        code = exitcodes.BY_ERROR_CODE.get(first.error_code or "", exitcodes.UNEXPECTED)
+        raise typer.Exit(exitcodes.emit_error(
+            first.error_code or "error",
+            f"import: {len(failed)} secret(s) failed; first: {first.variable}: {first.reason}",
+            code, as_json=as_json))
+
+
+def _render(result: ImportResult) -> None:
+    from rich.text import Text
+
+    if not result.items:
+        say(f"no variables found in {result.source}")
+        return
+    table(["variable", "secret", "result", "detail"],
+          [[i.variable, i.path or i.name,
+            Text(_LABELS[i.status], style=_STYLES[i.status]),
+            i.reason + (f" (version {i.version})" if i.status == "imported" else "")]
+           for i in result.items],
+          title=f"import from {result.source} into org {result.org}, domain {result.domain}"
+                + (" (dry run)" if result.dry_run else ""))
+    c = result.counts
+    done = (f"would import {c['would_import']}" if result.dry_run
+            else f"imported {c['imported']}")
+    say(f"{done}, skipped {c['skipped']}, unknown {c['unknown']}, failed {c['failed']}"
+        + ("; dry run: nothing was written" if result.dry_run else ""))
+    unknown = result.with_status("unknown")
+    if unknown:
+        say("not in the catalog: " + ", ".join(i.variable for i in unknown)
+            + " (--include-unknown imports them under their lower-cased names)")

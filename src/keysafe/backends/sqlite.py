@@ -114,6 +114,7 @@ class SQLiteBackend:
         self._depth = 0
         self._tx_thread: int | None = None
         self._needs_shred = False
+        self._sync = synchronous
         # Readers get their own connection: in WAL mode they never wait for a writer's
         # fsync (the audit flusher commits from another thread).
         self._rlock = threading.Lock()
@@ -190,6 +191,21 @@ class SQLiteBackend:
             if self._needs_shred:
                 self._needs_shred = False
                 self._checkpoint()
+
+    @contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Commits inside are written to the OS but not fsynced (synchronous=NORMAL):
+        they survive a crash of this process, not of the machine. For audit records of
+        reads, as durable as Vault's file audit device; the next FULL commit fsyncs them."""
+        with self._lock:
+            if self._depth or self._sync == "NORMAL":
+                yield
+                return
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                yield
+            finally:
+                self._conn.execute(f"PRAGMA synchronous={self._sync}")
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -240,6 +240,10 @@ class SQLiteAuditStore:
                       (done[-1][0], done[-1][12]))
             return done
 
+    def relaxed(self) -> contextlib.AbstractContextManager[None]:
+        host_relaxed = getattr(self._host, "relaxed", None)
+        return host_relaxed() if host_relaxed is not None else contextlib.nullcontext()
+
     def head(self) -> tuple[int, str] | None:
         with self._host.lock:
             row = self._host.connection.execute(
@@ -393,6 +397,20 @@ class AuditLog:
             self.flush()  # backpressure: the flusher is not keeping up
         elif n >= self.max_buffer:
             self._wake.set()  # the flusher commits; the caller does not wait
+
+    def commit(self, events: list[Draft], *, relaxed: bool = False) -> None:
+        """Store ``events`` now (with anything buffered), raising AuditError on failure.
+        ``relaxed``: OS-level durability only (see SQLiteBackend.relaxed), for reads."""
+        with self._lock:
+            pending, self._buf = self._buf, []
+            futs, self._futs = self._futs, []
+        batch = [*pending, *events]
+        relax = getattr(self.store, "relaxed", None)
+        if relaxed and relax is not None:
+            with relax():
+                self._commit(batch, futs, requeue=len(pending), required=True)
+        else:
+            self._commit(batch, futs, requeue=len(pending), required=True)
 
     def submit(self, event: Draft) -> Future[None]:
         """Group commit: the future completes when a batch holding the event is stored

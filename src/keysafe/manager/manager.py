@@ -40,6 +40,7 @@ from keysafe.errors import (
 from keysafe.manager.audit import (
     AuditFilter,
     AuditLog,
+    Draft,
     MemoryAuditStore,
     VerifyResult,
     now_us,
@@ -209,18 +210,21 @@ class SecretManager:
                version: int | None = None, durable: bool = False,
                detail: dict[str, Any] | None = None) -> None:
         """Add one audit event for this manager's principal (edges use it for denials)."""
-        self.audit.record(
-            (now_us(), self.actor, action, path, version, outcome, org, self.client,
-             self.request_id, json.dumps(detail, sort_keys=True) if detail else None),
-            durable=durable)
+        self.audit.record(self.draft(action, path, outcome, org=org, version=version,
+                                     detail=detail), durable=durable)
+
+    def draft(self, action: str, path: str | None, outcome: str, *, org: str | None = None,
+              version: int | None = None, detail: dict[str, Any] | None = None) -> Draft:
+        """An audit record for this principal, not yet stored."""
+        return (now_us(), self.actor, action, path, version, outcome, org, self.client,
+                self.request_id, json.dumps(detail, sort_keys=True) if detail else None)
 
     def record_async(self, action: str, path: str | None, outcome: str, *,
                      org: str | None = None, version: int | None = None,
                      detail: dict[str, Any] | None = None) -> Future[None]:
         """Like record(), durable, but group-committed: wait on the returned future."""
-        return self.audit.submit(
-            (now_us(), self.actor, action, path, version, outcome, org, self.client,
-             self.request_id, json.dumps(detail, sort_keys=True) if detail else None))
+        return self.audit.submit(self.draft(action, path, outcome, org=org, version=version,
+                                            detail=detail))
 
     def _fail(self, action: str, ref: SecretRef | None, path: str | None,
               exc: KeysafeError, version: int | None = None) -> None:

@@ -154,11 +154,20 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     else:
         manager.audit_reads = False  # each request records exactly one event itself
     tokens = tokens or TokenStore(settings.server_db_path)
-    from keysafe.manager.batch import WriteBatcher
+    from keysafe.manager.batch import run_write_batch
+    from keysafe.server.pump import BatchPump
+
+    mgr = manager
+
+    def commit_reads(drafts: list[Any]) -> list[tuple[bool, Any]]:
+        mgr.audit.commit(drafts, relaxed=True)
+        return [(True, None)] * len(drafts)
 
     state = ServerState(settings, manager, tokens, JwtVerifier(settings),
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
-                        writes=WriteBatcher(manager))
+                        writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
+                                         name="keysafe-writes"),
+                        audits=BatchPump(commit_reads, name="keysafe-audit"))
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield

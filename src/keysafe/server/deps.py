@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +36,13 @@ class ServerState:
     jwt: JwtVerifier
     limiter: AuthLimiter
     metrics: Any = None
-    writes: Any = None  # WriteBatcher
+    writes: Any = None  # BatchPump of write jobs (group commit)
+    audits: Any = None  # BatchPump of read audit records (group commit)
 
     def close(self) -> None:
-        if self.writes is not None:
-            self.writes.close()
+        for pump in (self.writes, self.audits):
+            if pump is not None:
+                pump.close()
         self.manager.close()
         self.tokens.close()
 
@@ -77,13 +78,14 @@ class Ctx:
     async def write(self, fn: Any, path: str | None) -> Any:
         """Run a manager write in the server's group commit and wait for its commit."""
         st: ServerState = self.state
-        return await asyncio.wrap_future(st.writes.submit(fn, path))
+        return await st.writes.submit((fn, path))
 
     async def audit_durable(self, action: str, path: str | None, outcome: str, *,
                             org: str | None, version: int | None = None) -> None:
         """Recorded before the response goes out; concurrent requests share a commit."""
-        fut = self.mgr.record_async(action, path, outcome, org=org, version=version)
-        await asyncio.wrap_future(fut)
+        st: ServerState = self.state
+        await st.audits.submit(self.mgr.draft(action, path, outcome, org=org,
+                                              version=version))
 
 
 def state_of(request: Request) -> ServerState:
@@ -129,7 +131,7 @@ def authenticate_raw(st: ServerState, header: str, client: str, rid: str) -> Ide
     return ident
 
 
-def get_ctx(request: Request) -> Ctx:
+async def get_ctx(request: Request) -> Ctx:
     """FastAPI dependency: the authenticated caller's context."""
     return make_ctx(state_of(request), request.headers.get("authorization", ""),
                     client_of(request), request_id(request))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keysafe.errors import KeysafeError
 from keysafe.server import errors as problems
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, make_ctx
-from keysafe.server.routes.secrets import status_core, value_core
+from keysafe.server.routes.secrets import status_core, value_core, write_core
+from keysafe.server.schemas import SecretWrite
 
 _JSON = [(b"content-type", b"application/json")]
 _NO_STORE = (b"cache-control", b"no-store")
@@ -29,18 +31,26 @@ class FastPath:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/api/secrets/"):
+            method = scope["method"]
+            if path.startswith("/api/secrets/") and method in ("GET", "PUT"):
                 parts = path[13:].split("/")
                 n = len(parts)
-                if (n == 3 and parts[2] == "value") or n == 2:
+                if method == "GET" and ((n == 3 and parts[2] == "value") or n == 2):
                     scope["keysafe.route"] = _ROUTES[n]
                     await self._handle(scope, send, parts, value=n == 3)
                     return
+                if method == "PUT" and n == 2 and _is_json(scope):
+                    scope["keysafe.route"] = _ROUTES[2]
+                    body = await _read_body(receive)
+                    if body is not None:
+                        await self._handle(scope, send, parts, value=False, body=body)
+                    return
         await self.app(scope, receive, send)
 
-    async def _handle(self, scope: Scope, send: Send, parts: list[str], *, value: bool) -> None:
+    async def _handle(self, scope: Scope, send: Send, parts: list[str], *, value: bool,
+                      body: bytes | None = None) -> None:
         auth = ""
         for k, v in scope["headers"]:
             if k == b"authorization":
@@ -58,12 +68,28 @@ class FastPath:
         headers = list(_JSON)
         try:
             ctx = make_ctx(self.state, auth, client, rid)
-            if value:
+            if body is not None:
+                try:
+                    payload = SecretWrite.model_validate_json(body)
+                except ValidationError as exc:
+                    raise _Invalid(exc) from None
+                result = await write_core(ctx, org, name, payload)
+                body = result.model_dump_json().encode()
+            elif value:
                 headers.append(_NO_STORE)
                 body = (await value_core(ctx, org, name, domain)).model_dump_json().encode()
             else:
                 body = status_core(ctx, org, name, domain).model_dump_json().encode()
             status = 200
+        except _Invalid as exc:
+            # Never echo the input: it may hold the value.
+            errs = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg", ""),
+                     "type": e.get("type", "")} for e in exc.error.errors()]
+            where = ", ".join(".".join(e["loc"]) for e in errs) or "body"
+            status = 422
+            body = problems.problem(422, "Invalid request", f"invalid input at {where}",
+                                    code="invalid_request", request_id=rid, errors=errs)
+            headers = [(b"content-type", problems.PROBLEM.encode())]
         except KeysafeError as exc:
             status, body = problems.from_exception(exc, rid)
             headers = [(b"content-type", problems.PROBLEM.encode())]
@@ -83,3 +109,29 @@ class FastPath:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Invalid(Exception):
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__("invalid request body")
+        self.error = error
+
+
+def _is_json(scope: Scope) -> bool:
+    for k, v in scope["headers"]:
+        if k == b"content-type":
+            return bool(v.split(b";")[0].strip().lower() == b"application/json")
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client went away (or the edge middleware
+    stopped reading an over-large body, which it then answers itself)."""
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return b"".join(chunks)

@@ -92,6 +92,11 @@ def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
 async def secret_write(org_id: str, secret_name: str, body: SecretWrite,
                        ctx: CtxDep) -> WriteResult:
     """Blind write: create or overwrite. The value is never returned or logged."""
+    return await write_core(ctx, org_id, secret_name, body)
+
+
+async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
+                     ) -> WriteResult:
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.put(

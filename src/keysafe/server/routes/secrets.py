@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -34,31 +34,30 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretStatus:
     entry = ctx.mgr.catalog.get(ref.name)
-    base = SecretStatus(configured=False, secret_name=ref.name, organization_id=ref.org,
-                        domain_id=ref.domain,
-                        display_name=entry.display_name if entry else None,
-                        category=entry.category if entry else None)
-    if meta is None:
-        return base
-    days = meta.rotation_days
-    if days is None and entry is not None:
-        days = entry.effective_rotation_days
-    if days is None and meta.secret_type:
-        days = ROTATION_DAYS.get(meta.secret_type)
-    since = meta.last_rotated or meta.updated_at
-    due = since + timedelta(days=days) if days else None
-    now = datetime.now(UTC)
-    return base.model_copy(update={
-        "configured": not meta.deleted, "version": meta.current_version,
-        "created_at": meta.created_at, "updated_at": meta.updated_at,
-        "updated_by": meta.updated_by, "description": meta.description,
-        "secret_type": meta.secret_type, "tags": meta.tags, "rotation_days": days,
-        "last_rotated": meta.last_rotated, "rotation_due": due,
-        "rotation_overdue": bool(due and due < now and not meta.deleted),
-        "deleted": meta.deleted,
-        "recoverable_until": (meta.deleted_at + ctx.mgr.recovery_window
-                              if meta.deleted_at else None),
-    })
+    fields: dict[str, Any] = {
+        "configured": False, "secret_name": ref.name, "organization_id": ref.org,
+        "domain_id": ref.domain, "display_name": entry.display_name if entry else None,
+        "category": entry.category if entry else None}
+    if meta is not None:
+        days = meta.rotation_days
+        if days is None and entry is not None:
+            days = entry.effective_rotation_days
+        if days is None and meta.secret_type:
+            days = ROTATION_DAYS.get(meta.secret_type)
+        since = meta.last_rotated or meta.updated_at
+        due = since + timedelta(days=days) if days else None
+        fields.update(
+            configured=not meta.deleted, version=meta.current_version,
+            created_at=meta.created_at, updated_at=meta.updated_at,
+            updated_by=meta.updated_by, description=meta.description,
+            secret_type=meta.secret_type, tags=meta.tags, rotation_days=days,
+            last_rotated=meta.last_rotated, rotation_due=due,
+            rotation_overdue=bool(due and due < datetime.now(UTC) and not meta.deleted),
+            deleted=meta.deleted,
+            recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
+                               if meta.deleted_at else None))
+    # Built once, from trusted values: no second validation pass on the hot path.
+    return SecretStatus.model_construct(**fields)
 
 
 @router.get("/api/secrets/well-known", response_model=WellKnown)

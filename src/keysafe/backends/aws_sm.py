@@ -18,7 +18,8 @@ story):
   VersionId) makes every retried call idempotent.
 - Soft delete is DeleteSecret with a recovery window (7-30 days), restore is
   RestoreSecret, purge is ForceDeleteWithoutRecovery. Secrets Manager cannot destroy
-  one version's value, so this backend has no ``destroy`` (and so is not ``Versioned``).
+  one version's value, so this backend lists versions (``Versioned``) but has no
+  ``destroy`` (not ``Destroyable``).
 - Metadata: the description is the secret's Description; created/updated stamps,
   the secret type, rotation days, expiry and last rotation are tags under
   ``keysafe:``; user tags are plain tags.

@@ -50,6 +50,9 @@ from typing import Any, TypeVar
 
 from keysafe.backends._names import AZURE as CODEC
 from keysafe.backends._sdk import require_sdk
+from keysafe.backends._time import aware as _aware
+from keysafe.backends._time import iso as _iso
+from keysafe.backends._time import parse_iso as _parse_iso
 from keysafe.backends.base import WriteContext, check_cas, not_found
 from keysafe.config import Settings
 from keysafe.errors import (
@@ -92,23 +95,7 @@ _LOCK_STRIPES = 64
 _R = TypeVar("_R")
 
 
-def _iso(d: datetime) -> str:
-    return d.astimezone(UTC).isoformat(timespec="microseconds")
 
-
-def _parse_iso(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-
-
-def _aware(d: Any) -> datetime:
-    if isinstance(d, datetime):
-        return d if d.tzinfo else d.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ from typing import Any, TypeVar
 
 from keysafe.backends._names import GCP as CODEC
 from keysafe.backends._sdk import require_sdk
+from keysafe.backends._time import aware as _aware
+from keysafe.backends._time import iso as _iso
+from keysafe.backends._time import parse_iso as _parse_iso
 from keysafe.backends.base import WriteContext, check_cas, not_found
 from keysafe.config import Settings
 from keysafe.errors import (
@@ -152,24 +155,7 @@ def _from_micros(raw: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(raw) / 1_000_000, UTC)
 
 
-def _iso(d: datetime) -> str:
-    return d.astimezone(UTC).isoformat(timespec="microseconds")
 
-
-def _parse_iso(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-
-
-def _aware(d: Any) -> datetime:
-    """A protobuf timestamp (proto-plus gives a datetime) as an aware datetime."""
-    if isinstance(d, datetime):
-        return d if d.tzinfo else d.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(0, UTC)
 
 
 def _int(raw: str | None, default: int) -> int:

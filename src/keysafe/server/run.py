@@ -48,7 +48,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     if announce:
         url = f"http://{host}:{port}"
         lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
-                 f"  web panel: {url}/ui    API docs: {url}/docs"]
+                 f"  API docs: {url}/docs    health: {url}/healthz"]
         if token:
             lines += ["  first admin token (shown once, store it now):", f"    {token}"]
         else:

@@ -348,7 +348,11 @@ class _Run:
                 return item("skipped", SAME_VALUE,
                             f"metadata differs ({', '.join(diff)}); --overwrite brings it "
                             "in line")
-            dst.update_metadata(ref.name, ref.org, **kw, **_metadata_update(meta, diff))
+            try:
+                dst.update_metadata(ref.name, ref.org, **kw, **_metadata_update(meta, diff))
+            except Unsupported as exc:
+                return item("skipped", SAME_VALUE,
+                            f"metadata differs ({', '.join(diff)}): {exc.message}")
             self._done(meta.path)
             why = "finished an interrupted copy: " if ours and not self.overwrite else ""
             return item("moved", METADATA, f"{why}updated {', '.join(diff)}",
@@ -407,7 +411,8 @@ class _Run:
         except KeysafeError as exc:
             raise type(exc)(
                 f"the value was written, but its last_rotated was not set ({exc.message}); "
-                "re-run with --overwrite to set it") from exc
+                "running the migration again finishes it (with --overwrite when it keeps "
+                "no state file)") from exc
         return None
 
     def _done(self, path: str) -> None:
@@ -510,6 +515,10 @@ def migrate(src: SecretManager, dst: SecretManager, *, org: str | None = None,
         result.interrupted = True
         _finish(result, run, state, t0)
         raise MigrationInterrupted(result) from exc
+    except BaseException:  # from the progress callback: release the state file, keep it
+        if state is not None:
+            state.close(remove=False)
+        raise
     _finish(result, run, state, t0)
     return result
 

@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
 
 FromProfile = Annotated[str | None, typer.Option(
     "--from", metavar="PROFILE",
-    help="Source profile: an environment or a [keysafe.profiles.NAME] in keysafe.toml "
-         "(its backend and options).", show_default=False)]
+    help="Source profile: an environment name, or a profile table of keysafe.toml "
+         "(keysafe.profiles.NAME: its backend and options).", show_default=False)]
 ToProfile = Annotated[str | None, typer.Option(
     "--to", metavar="PROFILE", help="Destination profile (as --from).", show_default=False)]
 FromBackend = Annotated[str | None, typer.Option(
@@ -214,7 +214,7 @@ def _render(result: MigrationResult, src_label: str, dst_label: str,
             f"{detail(c['failed_by_error'])}")
     if c["not_attempted"]:
         line += f"; not attempted {c['not_attempted']:,}"
-    say(f"{line} ({result.total:,} in scope, {result.seconds:.1f} s)")
+    say(f"{line}; {result.total:,} in scope, {result.seconds:.1f} s")
     # Worth a row: failures, and skips other than "already there / done before".
     rows = [i for i in result.items if i.outcome == "failed" or (
         i.outcome == "skipped" and i.reason != "done"

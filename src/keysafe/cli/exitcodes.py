@@ -55,6 +55,7 @@ TABLE: Final[tuple[tuple[int, str], ...]] = (
     (UNSUPPORTED, "the configured backend cannot do this"),
     (AUDIT, "the audit log could not record the operation, so it was refused"),
     (ROTATION, "a rotation step failed"),
+    (130, "interrupted (Ctrl-C); long jobs such as migrate resume where they stopped"),
 )
 
 

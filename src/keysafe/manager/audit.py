@@ -21,14 +21,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from keysafe.errors import AuditError, KeysafeError
 from keysafe.models import AuditEvent
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
 
 
 def _warn(msg: str, *args: object) -> None:
@@ -370,7 +366,6 @@ class AuditLog:
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self._buf: list[Draft] = []
-        self._futs: list[Future[None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -382,11 +377,7 @@ class AuditLog:
         """Durable: stored before returning (joining the caller's transaction if the
         store shares it). Otherwise buffered and committed within ``flush_interval``."""
         if durable:
-            with self._lock:
-                pending, self._buf = self._buf, []
-                futs, self._futs = self._futs, []
-            self._commit([*pending, event], futs, requeue=len(pending),
-                         required=self.required)
+            self.commit([event], required=self.required)
             return
         with self._lock:
             self._buf.append(event)
@@ -398,33 +389,32 @@ class AuditLog:
         elif n >= self.max_buffer:
             self._wake.set()  # the flusher commits; the caller does not wait
 
-    def commit(self, events: list[Draft], *, relaxed: bool = False) -> None:
-        """Store ``events`` now (with anything buffered), raising AuditError on failure.
-        ``relaxed``: OS-level durability only (see SQLiteBackend.relaxed), for reads."""
+    def commit(self, events: list[Draft], *, relaxed: bool = False,
+               required: bool = True) -> None:
+        """Store ``events`` now (with anything buffered); with ``required``, raise
+        AuditError on failure, else log it. ``relaxed``: OS-level durability only (see
+        SQLiteBackend.relaxed), for reads."""
+        pending = self._take()
+        with self._relaxed() if relaxed else contextlib.nullcontext():
+            self._commit([*pending, *events], requeue=len(pending), required=required)
+
+    def flush(self) -> None:
+        """Commit buffered read records. They may be lost within ``flush_interval`` by
+        design, so they reach the OS without an fsync (the next durable commit syncs
+        them); a failure is logged, not raised."""
+        pending = self._take()
+        if pending:
+            with self._relaxed():
+                self._commit(pending, requeue=len(pending), required=False)
+
+    def _take(self) -> list[Draft]:
         with self._lock:
             pending, self._buf = self._buf, []
-            futs, self._futs = self._futs, []
-        batch = [*pending, *events]
+        return pending
+
+    def _relaxed(self) -> contextlib.AbstractContextManager[None]:
         relax = getattr(self.store, "relaxed", None)
-        if relaxed and relax is not None:
-            with relax():
-                self._commit(batch, futs, requeue=len(pending), required=True)
-        else:
-            self._commit(batch, futs, requeue=len(pending), required=True)
-
-    def submit(self, event: Draft) -> Future[None]:
-        """Group commit: the future completes when a batch holding the event is stored
-        (or fails with AuditError). Concurrent callers share one commit."""
-        from concurrent.futures import Future
-
-        fut: Future[None] = Future()
-        with self._lock:
-            self._buf.append(event)
-            self._futs.append(fut)
-        if self._thread is None:
-            self._start()
-        self._wake.set()
-        return fut
+        return relax() if relax is not None else contextlib.nullcontext()
 
     def _start(self) -> None:
         with self._lock:
@@ -436,42 +426,21 @@ class AuditLog:
             self._thread = t
         t.start()
 
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._buf = self._buf, []
-            futs, self._futs = self._futs, []
-        if pending:
-            # Buffered read records may be lost within flush_interval anyway, so they
-            # are committed to the OS without an fsync (the next durable commit syncs
-            # them); records someone waits on (futs) get a full commit.
-            relax = getattr(self.store, "relaxed", None)
-            ctx = relax() if relax is not None and not futs else contextlib.nullcontext()
-            # On AuditError the waiting callers got it through their futures.
-            with ctx, contextlib.suppress(AuditError):
-                self._commit(pending, futs, requeue=len(pending),
-                             required=self.required and bool(futs))
-
-    def _commit(self, events: list[Draft], futs: list[Future[None]], *, requeue: int,
-                required: bool) -> None:
+    def _commit(self, events: list[Draft], *, requeue: int, required: bool) -> None:
         try:
             done = self.store.append(events)
         except (KeysafeError, sqlite3.Error, OSError) as exc:
             self.failures += 1
-            err = AuditError(f"audit log write failed: {exc}")
-            for f in futs:
-                f.set_exception(err)
             if required:
                 # Keep buffered records (bounded) for the next attempt; the durable
                 # event's own operation is failing and is rolled back by the caller.
                 with self._lock:
                     if len(self._buf) < 10 * self.max_buffer:
                         self._buf[:0] = events[:requeue]
-                raise err from exc
+                raise AuditError(f"audit log write failed: {exc}") from exc
             _warn("audit log write failed (%s); %d records dropped",
-                        type(exc).__name__, len(events))
+                  type(exc).__name__, len(events))
             return
-        for f in futs:
-            f.set_result(None)
         for sink in self.sinks:
             try:
                 sink.write(done)

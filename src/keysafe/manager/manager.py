@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -51,8 +51,6 @@ from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionIn
 from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, SecretRef
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
 
@@ -187,9 +185,9 @@ class SecretManager:
 
     def path(self, name: str, org: str | None = None, *, domain: str | None = None,
              env: str | None = None) -> str:
-        return self.naming.format(self.ref(name, org, domain=domain, env=env))
+        return self.resolve(name, org, domain, env)[1]
 
-    def _resolve(self, name: str, org: str | None, domain: str | None,
+    def resolve(self, name: str, org: str | None, domain: str | None,
                  env: str | None) -> tuple[SecretRef, str]:
         """ref and path, remembered: validation runs once per distinct spelling."""
         key = (name, org, domain, env)
@@ -218,13 +216,6 @@ class SecretManager:
         """An audit record for this principal, not yet stored."""
         return (now_us(), self.actor, action, path, version, outcome, org, self.client,
                 self.request_id, json.dumps(detail, sort_keys=True) if detail else None)
-
-    def record_async(self, action: str, path: str | None, outcome: str, *,
-                     org: str | None = None, version: int | None = None,
-                     detail: dict[str, Any] | None = None) -> Future[None]:
-        """Like record(), durable, but group-committed: wait on the returned future."""
-        return self.audit.submit(self.draft(action, path, outcome, org=org, version=version,
-                                            detail=detail))
 
     def _fail(self, action: str, ref: SecretRef | None, path: str | None,
               exc: KeysafeError, version: int | None = None) -> None:
@@ -273,7 +264,7 @@ class SecretManager:
              env: str | None = None, version: int | None = None) -> tuple[str, int]:
         """(value, version) straight from the store (no cache): one read, one audit
         record. For callers that must know which version they got."""
-        ref, path = self._resolve(name, org, domain, env)
+        ref, path = self.resolve(name, org, domain, env)
         try:
             value, v = self.backend.get(path, version)
         except KeysafeError as exc:
@@ -286,7 +277,7 @@ class SecretManager:
     def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
                   domain: str | None, env: str | None, version: int | None) -> str:
         self._stats["cache_misses"] += 1
-        ref, path = self._resolve(name, org, domain, env)
+        ref, path = self.resolve(name, org, domain, env)
         gen = self.cache.generation(path)
         try:
             value, v = self.backend.get(path, version)
@@ -318,8 +309,7 @@ class SecretManager:
 
     def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
                  env: str | None = None, include_deleted: bool = False) -> SecretMetadata:
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         try:
             meta = self.backend.describe(path, include_deleted=include_deleted)
         except KeysafeError as exc:
@@ -358,8 +348,7 @@ class SecretManager:
             check_format: bool = True) -> VersionInfo:
         """Write a new version (create or overwrite). ``expected_version`` gives
         check-and-set (0: must not exist yet)."""
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         try:
             self._check_value(ref, value, check_format)
             if secret_type is not None:
@@ -404,8 +393,7 @@ class SecretManager:
     def delete(self, name: str, org: str | None = None, *, domain: str | None = None,
                env: str | None = None, force: bool = False) -> None:
         """Soft delete (restorable within the recovery window); ``force`` purges now."""
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         b = self.backend
         if force:
             if not isinstance(b, Recoverable):
@@ -418,8 +406,7 @@ class SecretManager:
     def restore(self, name: str, org: str | None = None, *, domain: str | None = None,
                 env: str | None = None) -> SecretMetadata:
         """Undo a soft delete within the recovery window."""
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         b = self._need(Recoverable, "restore")
         try:
             meta = self.backend.describe(path, include_deleted=True)
@@ -444,8 +431,7 @@ class SecretManager:
     def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
                 domain: str | None = None, env: str | None = None) -> builtins.list[int]:
         """Crypto-shred the given versions; their values can never be read again."""
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         b = self._need(Destroyable, "destroy single versions")
         done: builtins.list[int] = self._write("destroy", ref, path,
                                       lambda ctx: b.destroy(path, list(versions), ctx=ctx),
@@ -454,8 +440,7 @@ class SecretManager:
 
     def versions(self, name: str, org: str | None = None, *, domain: str | None = None,
                  env: str | None = None) -> builtins.list[VersionInfo]:
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         b = self._need(Versioned, "versions")
         try:
             out: builtins.list[VersionInfo] = b.versions(path)
@@ -469,8 +454,7 @@ class SecretManager:
     def rollback(self, name: str, version: int, org: str | None = None, *,
                  domain: str | None = None, env: str | None = None) -> VersionInfo:
         """Make an old version current again, as a new version (Vault's rollback)."""
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         try:
             old, _ = self.backend.get(path, version)
             current = self.backend.describe(path).current_version
@@ -487,8 +471,7 @@ class SecretManager:
     def update_metadata(self, name: str, org: str | None = None, *,
                         domain: str | None = None, env: str | None = None,
                         **fields: Any) -> SecretMetadata:
-        ref = self.ref(name, org, domain=domain, env=env)
-        path = self.naming.format(ref)
+        ref, path = self.resolve(name, org, domain, env)
         b = self._need(MetadataWritable, "update_metadata")
         upd = MetadataUpdate(**fields)
         result: SecretMetadata = self._write(
@@ -549,7 +532,7 @@ class SecretManager:
         """Merge ``changes`` into the stored object, keeping other keys. A field set to
         None is removed. Uses check-and-set, retrying (with backoff) when another
         process got there first; writers in this process take turns."""
-        _, path = self._resolve(name, org, domain, env)
+        _, path = self.resolve(name, org, domain, env)
         with self._merge_locks.setdefault(path, threading.Lock()):
             return self._update_json(name, changes, org, domain, env, attempts)
 
@@ -622,9 +605,3 @@ class SecretManager:
     def stats(self) -> dict[str, int]:
         return {**self._stats, "cache_entries": len(self.cache),
                 "audit_failures": self.audit.failures}
-
-    def iter_values(self, org: str, *, domain: str | None = None) -> Iterator[tuple[str, str]]:
-        """(path, value) for each secret in scope; each read is audited."""
-        for meta in self.list(org, domain=domain):
-            ref = self.parse(meta.path)
-            yield meta.path, self.get(ref.name, ref.org, domain=ref.domain, env=ref.env)

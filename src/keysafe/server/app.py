@@ -253,5 +253,3 @@ class KeysafeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
 
-    def openapi(self) -> dict[str, Any]:
-        return self.api.openapi()

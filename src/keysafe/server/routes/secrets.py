@@ -78,7 +78,7 @@ def secret_status(org_id: str, secret_name: str, ctx: CtxDep,
 def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
                 ) -> SecretStatus:
     ctx.require("status", org_id, secret_name, domain_id)
-    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     try:
         meta: SecretMetadata | None = ctx.mgr.backend.describe(path, include_deleted=True)
     except NotFound:
@@ -97,7 +97,7 @@ async def secret_write(org_id: str, secret_name: str, body: SecretWrite,
 async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
                      ) -> WriteResult:
     ctx.require("write", org_id, secret_name, body.domain_id)
-    ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.put(
         secret_name, body.secret_value, org_id, domain=body.domain_id,
         expected_version=body.expected_version, description=body.description,
@@ -112,7 +112,7 @@ async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: D
                         force: bool = False) -> Done:
     """Soft delete (restorable within the recovery window); ``force`` purges now."""
     ctx.require("destroy" if force else "delete", org_id, secret_name, domain_id)
-    _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    _, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     await ctx.write(lambda: ctx.mgr.delete(secret_name, org_id, domain=domain_id,
                                            force=force), path)
     what = "purged" if force else "deleted (restorable)"
@@ -123,7 +123,7 @@ async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: D
 async def secret_restore(org_id: str, secret_name: str, ctx: CtxDep,
                          domain_id: DomainQ = None) -> SecretStatus:
     ctx.require("restore", org_id, secret_name, domain_id)
-    _, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    _, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     meta = await ctx.write(lambda: ctx.mgr.restore(secret_name, org_id, domain=domain_id),
                            path)
     return status_of(ctx, ctx.mgr.ref(secret_name, org_id, domain=domain_id), meta)
@@ -134,7 +134,7 @@ def secret_versions(org_id: str, secret_name: str, ctx: CtxDep,
                     domain_id: DomainQ = None) -> VersionList:
     """Version history: metadata only."""
     ctx.require("versions", org_id, secret_name, domain_id)
-    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     try:
         meta = ctx.mgr.backend.describe(path)
     except KeysafeError as exc:
@@ -154,7 +154,7 @@ async def secret_rollback(org_id: str, secret_name: str, body: Rollback,
                           ctx: CtxDep) -> WriteResult:
     """Make an old version current again (as a new version)."""
     ctx.require("rollback", org_id, secret_name, body.domain_id)
-    ref, path = ctx.mgr._resolve(secret_name, org_id, body.domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.rollback(secret_name, body.version, org_id,
                                                     domain=body.domain_id), path)
     return WriteResult(message=f"Secret '{secret_name}' rolled back to version "
@@ -176,7 +176,7 @@ async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Res
 async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
                      ) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
-    ref, path = ctx.mgr._resolve(secret_name, org_id, domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     try:
         value = ctx.mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:

@@ -45,6 +45,8 @@ class Settings:
     master_key: str | None = field(default=None, repr=False)
     master_key_file: Path | None = None
     database_url: str | None = field(default=None, repr=False)
+    db_pool_max: int = 10
+    db_auto_upgrade: bool = True
     max_value_bytes: int = 64 * 1024
     max_versions: int = 10
     recovery_window_days: int = 7
@@ -71,6 +73,7 @@ class Settings:
     jwt_org_claim: str = "org"
     jwt_role_claim: str = "role"
     server_cache_ttl: float = 5.0
+    purge_interval: float = 3600.0
     backend_options: dict[str, Any] = field(default_factory=dict, repr=False)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -134,6 +137,8 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_MASTER_KEY": "master_key",
     "KEYSAFE_MASTER_KEY_FILE": "master_key_file",
     "KEYSAFE_DATABASE_URL": "database_url",
+    "KEYSAFE_DB_POOL_MAX": "db_pool_max",
+    "KEYSAFE_DB_AUTO_UPGRADE": "db_auto_upgrade",
     "KEYSAFE_MAX_VALUE_BYTES": "max_value_bytes",
     "KEYSAFE_MAX_VERSIONS": "max_versions",
     "KEYSAFE_RECOVERY_WINDOW_DAYS": "recovery_window_days",
@@ -159,6 +164,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_JWT_ORG_CLAIM": "jwt_org_claim",
     "KEYSAFE_JWT_ROLE_CLAIM": "jwt_role_claim",
     "KEYSAFE_SERVER_CACHE_TTL": "server_cache_ttl",
+    "KEYSAFE_PURGE_INTERVAL": "purge_interval",
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -288,6 +294,10 @@ def load_settings(
             prof.pop("backend", None)
         values["backend_options"] = prof
         sources["backend_options"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
+    if values.get("database_url") and "backend" not in values:
+        # A database URL alone selects the PostgreSQL store (no KEYSAFE_BACKEND needed).
+        values["backend"] = "postgres"
+        sources["backend"] = f"implied by database_url ({sources['database_url']})"
     if cfg_path is not None:
         values["config_file"] = cfg_path
         sources["config_file"] = "found"

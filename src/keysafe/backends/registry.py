@@ -43,6 +43,13 @@ def _open_sqlite(settings: Settings) -> Store:
     return Store(backend, _audit_log(settings, SQLiteAuditStore(backend)))
 
 
+def _open_postgres(settings: Settings) -> Store:
+    from keysafe.backends.postgres import PostgresAuditStore, PostgresBackend
+
+    backend = PostgresBackend.from_settings(settings)
+    return Store(backend, _audit_log(settings, PostgresAuditStore(backend)))
+
+
 def _open_memory(settings: Settings) -> Store:
     from keysafe.backends.memory import MemoryBackend
 
@@ -58,6 +65,7 @@ def _local_audit(settings: Settings) -> SQLiteAuditStore:
 _BUILTIN: dict[str, Callable[[Settings], Store]] = {
     "sqlite": _open_sqlite,
     "memory": _open_memory,
+    "postgres": _open_postgres,
 }
 
 #: Stores that live elsewhere: "module:Class", imported only when chosen. Each class

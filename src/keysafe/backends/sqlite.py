@@ -11,7 +11,6 @@ holds across threads and processes.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sqlite3
 import threading
@@ -21,6 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from keysafe.backends._rows import SELECT_META as _SELECT_META
+from keysafe.backends._rows import meta_from_row as _meta
+from keysafe.backends._rows import meta_values as _meta_values
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -57,48 +59,6 @@ CREATE TABLE IF NOT EXISTS audit_head (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
-              "last_rotated")
-_SELECT_META = (
-    "SELECT s.path, s.current_version, s.created_at, s.updated_at, s.created_by, "
-    "s.updated_by, s.description, s.secret_type, s.tags, s.deleted_at, s.last_rotated, "
-    "s.rotation_days, s.expires_at, "
-    "(SELECT count(*) FROM versions v WHERE v.path = s.path) FROM secrets s"
-)
-
-
-def _ts(d: datetime | None) -> float | None:
-    return None if d is None else d.timestamp()
-
-
-def _meta(row: tuple[Any, ...]) -> SecretMetadata:
-    created = utc(row[2])
-    updated = utc(row[3])
-    assert created is not None
-    assert updated is not None
-    return SecretMetadata(
-        path=row[0], current_version=row[1], created_at=created, updated_at=updated,
-        created_by=row[4], updated_by=row[5], description=row[6], secret_type=row[7],
-        tags=json.loads(row[8]) if row[8] else {}, deleted_at=utc(row[9]),
-        last_rotated=utc(row[10]), rotation_days=row[11], expires_at=utc(row[12]),
-        versions=row[13],
-    )
-
-
-def _meta_values(meta: MetadataUpdate) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col in _META_COLS:
-        v = getattr(meta, col)
-        if v is None:
-            continue
-        if col == "tags":
-            v = json.dumps(v, sort_keys=True)
-        elif isinstance(v, datetime):
-            v = v.timestamp()
-        out[col] = v
-    return out
-
-
 class SQLiteBackend:
     """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
 

@@ -200,6 +200,36 @@ class MemoryAuditStore:
         return (self.rows[-1][0], self.rows[-1][12]) if self.rows else None
 
 
+def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
+    """The WHERE / ORDER BY / LIMIT clauses (and arguments) selecting ``flt`` from an
+    ``audit`` table; ``ph`` is the driver's placeholder (``?`` or ``%s``)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col in ("org", "action", "actor", "outcome"):
+        v = getattr(flt, col)
+        if v is not None:
+            where.append(f"{col} = {ph}")
+            args.append(v)
+    if flt.path is not None:
+        if flt.path.endswith("/"):
+            where.append(f"path >= {ph} AND path < {ph}")
+            args += [flt.path, flt.path + "\U0010ffff"]
+        else:
+            where.append(f"path = {ph}")
+            args.append(flt.path)
+    if flt.since is not None:
+        where.append(f"ts >= {ph}")
+        args.append(to_us(flt.since))
+    if flt.until is not None:
+        where.append(f"ts <= {ph}")
+        args.append(to_us(flt.until))
+    sql = " WHERE " + " AND ".join(where) if where else ""
+    sql += " ORDER BY seq DESC" if flt.newest_first else " ORDER BY seq"
+    if flt.limit:
+        sql += f" LIMIT {int(flt.limit)}"
+    return sql, args
+
+
 class _SQLiteHost(Protocol):
     """What SQLiteAuditStore needs from the store whose file it shares."""
 
@@ -247,31 +277,8 @@ class SQLiteAuditStore:
         return (row[0], row[1]) if row else None
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]:
-        where, args = [], []
-        for col in ("org", "action", "actor", "outcome"):
-            v = getattr(flt, col)
-            if v is not None:
-                where.append(f"{col} = ?")
-                args.append(v)
-        if flt.path is not None:
-            if flt.path.endswith("/"):
-                where.append("path >= ? AND path < ?")
-                args += [flt.path, flt.path + "\U0010ffff"]
-            else:
-                where.append("path = ?")
-                args.append(flt.path)
-        if flt.since is not None:
-            where.append("ts >= ?")
-            args.append(to_us(flt.since))
-        if flt.until is not None:
-            where.append("ts <= ?")
-            args.append(to_us(flt.until))
-        sql = f"SELECT {_COLS} FROM audit"  # noqa: S608
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC" if flt.newest_first else " ORDER BY seq"
-        if flt.limit:
-            sql += f" LIMIT {int(flt.limit)}"
+        where, args = filter_sql(flt, "?")
+        sql = f"SELECT {_COLS} FROM audit{where}"  # noqa: S608
         with self._host.lock:
             rows = self._host.connection.execute(sql, args).fetchall()
         return [row_event(r) for r in rows]

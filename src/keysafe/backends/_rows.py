@@ -1,0 +1,50 @@
+"""Row shapes shared by the SQL stores (embedded SQLite and PostgreSQL): the metadata
+columns, the query that reads them, and the conversions both ways. Timestamps are
+stored as seconds since the epoch; tags as sorted JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from keysafe.backends.base import utc
+from keysafe.models import MetadataUpdate, SecretMetadata
+
+META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
+             "last_rotated")
+SELECT_META = (
+    "SELECT s.path, s.current_version, s.created_at, s.updated_at, s.created_by, "
+    "s.updated_by, s.description, s.secret_type, s.tags, s.deleted_at, s.last_rotated, "
+    "s.rotation_days, s.expires_at, "
+    "(SELECT count(*) FROM versions v WHERE v.path = s.path) FROM secrets s"
+)
+
+
+def meta_from_row(row: tuple[Any, ...]) -> SecretMetadata:
+    created = utc(row[2])
+    updated = utc(row[3])
+    assert created is not None
+    assert updated is not None
+    return SecretMetadata(
+        path=row[0], current_version=row[1], created_at=created, updated_at=updated,
+        created_by=row[4], updated_by=row[5], description=row[6], secret_type=row[7],
+        tags=json.loads(row[8]) if row[8] else {}, deleted_at=utc(row[9]),
+        last_rotated=utc(row[10]), rotation_days=row[11], expires_at=utc(row[12]),
+        versions=row[13],
+    )
+
+
+def meta_values(meta: MetadataUpdate) -> dict[str, Any]:
+    """The columns a metadata update sets (None fields are left alone)."""
+    out: dict[str, Any] = {}
+    for col in META_COLS:
+        v = getattr(meta, col)
+        if v is None:
+            continue
+        if col == "tags":
+            v = json.dumps(v, sort_keys=True)
+        elif isinstance(v, datetime):
+            v = v.timestamp()
+        out[col] = v
+    return out

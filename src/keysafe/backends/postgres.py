@@ -1,0 +1,655 @@
+"""The PostgreSQL store: the embedded store's semantics for many server replicas.
+
+Same rows and the same envelope encryption as the SQLite store (a fresh AES-256-GCM key
+per version, wrapped by the master key; the AAD binds path, version and key id), through
+psycopg 3 and a connection pool. What one SQLite file gives for free is explicit here:
+
+- Writes are serialised by a transaction-scoped advisory lock (the equivalent of
+  SQLite's BEGIN IMMEDIATE), so check-and-set holds across replicas and the audit chain
+  stays one chain: every write and its record commit in one transaction.
+- Every committed change is announced with NOTIFY on ``keysafe_changes``; ``watch``
+  runs a listener so each replica drops what it cached for that path at once.
+- A key check in ``meta`` makes a replica started with a different master key refuse
+  to start, instead of sealing values the other replicas cannot open.
+- ``run_exclusive`` runs a scheduled job on one replica at a time, once per period
+  (a session advisory lock, released by PostgreSQL if the replica dies).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any
+
+from keysafe.backends._rows import SELECT_META, meta_from_row, meta_values
+from keysafe.backends._sdk import require_sdk
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
+from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
+from keysafe.crypto.envelope import Envelope, Sealed
+from keysafe.crypto.keys import KeyRing
+from keysafe.errors import (
+    BackendUnavailable,
+    ConfigError,
+    IntegrityError,
+    InvalidValue,
+    KeysafeError,
+)
+from keysafe.manager.audit import AuditFilter, Draft, Row, chain, filter_sql, row_event
+from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionInfo
+
+_KEY_CHECK_PATH = "keysafe:key-check"
+_KEY_CHECK_TEXT = b"keysafe master key check"
+_SELECT_META = SELECT_META.replace("?", "%s")
+
+
+def _psycopg() -> Any:
+    return require_sdk("psycopg", "postgres")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://…"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresBackend:
+    """Envelope-encrypted secrets in PostgreSQL, shared by any number of replicas."""
+
+    name = "postgres"
+
+    def __init__(self, url: str, keyring: KeyRing, *, max_versions: int = 10,
+                 pool_min: int = 1, pool_max: int = 10, auto_upgrade: bool = True,
+                 connect_timeout: float = 10.0) -> None:
+        psycopg = _psycopg()
+        pool_mod = require_sdk("psycopg_pool", "postgres")
+        self._psycopg = psycopg
+        self._url = url
+        self.where = redact_url(url)
+        self.envelope = Envelope(keyring)
+        self.max_versions = max_versions
+        self._local = threading.local()
+        self._watchers: list[Callable[[str], None]] = []
+        self._listener: threading.Thread | None = None
+        self._listening = threading.Event()
+        self._closed = threading.Event()
+        self._pool = pool_mod.ConnectionPool(
+            url, min_size=max(1, pool_min), max_size=max(pool_min, pool_max, 1),
+            kwargs={"autocommit": True}, open=False, timeout=connect_timeout,
+            name="keysafe")
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+            with self._pool.connection() as c:
+                require_current(c, auto_upgrade=auto_upgrade)
+                self._check_master_key(c)
+        except KeysafeError:
+            self._pool.close()
+            raise
+        except (psycopg.Error, pool_mod.PoolTimeout) as exc:
+            self._pool.close()
+            raise BackendUnavailable(f"cannot open PostgreSQL store {self.where}: "
+                                     f"{_reason(exc)}") from exc
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PostgresBackend:
+        from keysafe.crypto.keys import load_keyring
+
+        if not settings.database_url:
+            raise ConfigError("the postgres backend needs KEYSAFE_DATABASE_URL "
+                              "(postgresql://user:password@host:5432/dbname)")
+        # Replicas must share one master key: it is never created here, except for
+        # local work and tests (a key file in KEYSAFE_HOME).
+        create = settings.profile in ("local", "test")
+        ring = load_keyring(settings.master_key, settings.key_file, create=create)
+        opts = settings.backend_options
+        return cls(settings.database_url, ring, max_versions=settings.max_versions,
+                   pool_max=int(opts.get("pool_max", settings.db_pool_max)),
+                   auto_upgrade=settings.db_auto_upgrade)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self.where!r})"
+
+    # -- connections and transactions ------------------------------------------
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """psycopg's connection errors as BackendUnavailable (retryable)."""
+        psycopg = self._psycopg
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise BackendUnavailable(f"PostgreSQL store {self.where}: {_reason(exc)}") from exc
+        except psycopg.errors.LockNotAvailable as exc:  # pragma: no cover - no lock_timeout
+            raise BackendUnavailable(f"PostgreSQL store {self.where} is busy") from exc
+        except Exception as exc:
+            if exc.__class__.__name__ == "PoolTimeout":
+                raise BackendUnavailable(f"PostgreSQL store {self.where}: no connection "
+                                         "free in the pool") from exc
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, holding the write lock until it commits. A nested call
+        is a savepoint that undoes only its own changes on error."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with conn.transaction():
+                yield
+            return
+        with self._errors(), self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    if getattr(self._local, "relaxed", False):
+                        conn.execute("SET LOCAL synchronous_commit = off")
+                    row = conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s), "
+                        "(SELECT value FROM meta WHERE key = 'active_key_id')",
+                        (WRITE_LOCK,)).fetchone()
+                    self._local.active_kid = row[1]
+                    yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Commits inside skip waiting for the WAL flush (synchronous_commit=off): for
+        audit records of reads, as in the embedded store."""
+        prev = getattr(self._local, "relaxed", False)
+        self._local.relaxed = True
+        try:
+            yield
+        finally:
+            self._local.relaxed = prev
+
+    def _tx_conn(self) -> Any:
+        return self._local.conn
+
+    def _read(self, sql: str, args: Sequence[Any] = (), *, many: bool = False) -> Any:
+        """A read on this thread's transaction (to see its own changes), else on any
+        pooled connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            cur = conn.execute(sql, args)
+            return cur.fetchall() if many else cur.fetchone()
+        with self._errors(), self._pool.connection() as c:
+            cur = c.execute(sql, args)
+            return cur.fetchall() if many else cur.fetchone()
+
+    def _changed(self, path: str) -> None:
+        """Announce a change; delivered to every listener when the transaction commits."""
+        self._tx_conn().execute("SELECT pg_notify(%s, %s)", (CHANNEL, path))
+
+    # -- master key ------------------------------------------------------------
+    def _check_master_key(self, conn: Any) -> None:
+        """Refuse a master key ring that cannot open this database's key check."""
+        ring = self.envelope.keyring
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            row = conn.execute("SELECT value FROM meta WHERE key = 'active_key_id'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('active_key_id', %s)", (ring.active,))
+                self._store_key_check(conn, ring.active)
+                return
+            active = row[0]
+        if active not in ring.ids:
+            raise ConfigError(
+                f"this database's master key is {active!r}, which is not in this process's "
+                f"key ring ({', '.join(ring.ids)}); every replica needs the same "
+                "KEYSAFE_MASTER_KEY")
+        check = conn.execute("SELECT value FROM meta WHERE key = %s",
+                             (f"key_check:{active}",)).fetchone()
+        if check is None:
+            raise IntegrityError(f"the key check for master key {active!r} is missing")
+        try:
+            self.envelope.open(_KEY_CHECK_PATH, 0, _decode_sealed(check[0]))
+        except IntegrityError:
+            raise ConfigError(
+                f"master key {active!r} in this process is not the key this database was "
+                "written with; every replica needs the same KEYSAFE_MASTER_KEY") from None
+
+    def _store_key_check(self, conn: Any, kid: str) -> None:
+        sealed = self.envelope.seal(_KEY_CHECK_PATH, 0, _KEY_CHECK_TEXT)
+        conn.execute("INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                     "SET value = excluded.value", (f"key_check:{kid}", _encode_sealed(sealed)))
+
+    def _check_active_key(self) -> None:
+        """Inside a write: after a rekey by another process, refuse to seal with the old
+        key (a replica must be restarted with the new ring)."""
+        active = getattr(self._local, "active_kid", None)
+        if active is not None and active != self.envelope.keyring.active:
+            raise ConfigError(
+                f"this store's master key is now {active} (rotated by keysafe rekey) but "
+                f"this process seals with {self.envelope.keyring.active}; restart it with "
+                "the current key ring")
+
+    # -- protocol ---------------------------------------------------------------
+    def get(self, path: str, version: int | None = None) -> tuple[str, int]:
+        if version is None:
+            row = self._read(
+                "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                "WHERE path = %s AND deleted_at IS NULL", (path,))
+        else:
+            row = self._read(
+                "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
+                "JOIN versions v ON v.path = s.path AND v.version = %s "
+                "WHERE s.path = %s AND s.deleted_at IS NULL", (version, path))
+        if row is None or row[3] is None:
+            raise not_found(path, version)
+        v = row[0]
+        if row[1] not in self.envelope.keyring.ids:
+            raise ConfigError(f"{path} version {v} is sealed with master key {row[1]}, "
+                              "which this process does not have; restart it with the "
+                              "current key ring")
+        plain = self.envelope.open(path, v, Sealed(row[1], bytes(row[2]), bytes(row[3])))
+        try:
+            return plain.decode(), v
+        except UnicodeDecodeError:
+            raise IntegrityError(f"{path} version {v} is not valid text", path=path) from None
+
+    def put(self, path: str, value: str, *, ctx: WriteContext,
+            expected_version: int | None = None,
+            meta: MetadataUpdate | None = None) -> VersionInfo:
+        now = ctx.now.timestamp()
+        with self.transaction():
+            c = self._tx_conn()
+            self._check_active_key()
+            row = c.execute("SELECT current_version FROM secrets WHERE path = %s",
+                            (path,)).fetchone()
+            current = row[0] if row else 0
+            check_cas(path, expected_version, current)
+            new = current + 1
+            sealed = self.envelope.seal(path, new, value.encode())
+            c.execute("INSERT INTO versions VALUES (%s,%s,%s,%s,%s,%s,%s,false) "
+                      "ON CONFLICT (path, version) DO UPDATE SET created_at = excluded.created_at, "
+                      "created_by = excluded.created_by, key_id = excluded.key_id, "
+                      "wrapped_key = excluded.wrapped_key, ciphertext = excluded.ciphertext, "
+                      "destroyed = false",
+                      (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                       sealed.ciphertext))
+            extra = meta_values(meta) if meta else {}
+            if row is None:
+                cols = ["path", "current_version", "created_at", "updated_at", "created_by",
+                        "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
+                vals = [path, new, now, now, ctx.actor, ctx.actor, sealed.key_id,
+                        sealed.wrapped_key, sealed.ciphertext, *extra.values()]
+                c.execute(f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608
+                          f"VALUES ({', '.join(['%s'] * len(cols))})", vals)
+            else:
+                sets = "".join(f", {k} = %s" for k in extra)
+                c.execute("UPDATE secrets SET current_version = %s, updated_at = %s, "  # noqa: S608
+                          "updated_by = %s, deleted_at = NULL, key_id = %s, wrapped_key = %s, "
+                          f"ciphertext = %s{sets} WHERE path = %s",
+                          (new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                           sealed.ciphertext, *extra.values(), path))
+            if self.max_versions > 0 and new > self.max_versions:
+                c.execute("DELETE FROM versions WHERE path = %s AND version <= %s",
+                          (path, new - self.max_versions))
+            self._changed(path)
+        return VersionInfo(new, ctx.now, ctx.actor, key_id=sealed.key_id)
+
+    def put_many(self, items: Iterator[tuple[str, str]] | builtins.list[tuple[str, str]], *,
+                 ctx: WriteContext, batch: int = 1000) -> int:
+        """Version 1 of many new secrets in one transaction (Conflict if any exists)."""
+        now = ctx.now.timestamp()
+        n = 0
+        with self.transaction():
+            c = self._tx_conn()
+            self._check_active_key()
+            rows_s: builtins.list[tuple[Any, ...]] = []
+            rows_v: builtins.list[tuple[Any, ...]] = []
+
+            def flush() -> None:
+                if not rows_s:
+                    return
+                paths = [r[0] for r in rows_s]
+                taken = c.execute("SELECT path, current_version FROM secrets "
+                                  "WHERE path = ANY(%s) LIMIT 1", (paths,)).fetchone()
+                if taken is not None:
+                    check_cas(taken[0], 0, taken[1])
+                with c.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO secrets (path, current_version, created_at, updated_at, "
+                        "created_by, updated_by, key_id, wrapped_key, ciphertext) "
+                        "VALUES (%s,1,%s,%s,%s,%s,%s,%s,%s)", rows_s)
+                    cur.executemany("INSERT INTO versions VALUES (%s,1,%s,%s,%s,%s,%s,false)",
+                                    rows_v)
+                rows_s.clear()
+                rows_v.clear()
+
+            seen: set[str] = set()
+            for path, value in items:
+                if path in seen:
+                    check_cas(path, 0, 1)
+                seen.add(path)
+                sealed = self.envelope.seal(path, 1, value.encode())
+                rows_s.append((path, now, now, ctx.actor, ctx.actor, sealed.key_id,
+                               sealed.wrapped_key, sealed.ciphertext))
+                rows_v.append((path, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                               sealed.ciphertext))
+                n += 1
+                if len(rows_s) >= batch:
+                    flush()
+            flush()
+            self._changed("*")
+        return n
+
+    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
+        row = self._read(_SELECT_META + " WHERE s.path = %s", (path,))
+        if row is None or (row[9] is not None and not include_deleted):
+            raise not_found(path)
+        return meta_from_row(row)
+
+    def list(self, prefix: str, *,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        sql = _SELECT_META + " WHERE s.path >= %s AND s.path < %s"
+        if not include_deleted:
+            sql += " AND s.deleted_at IS NULL"
+        rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"),
+                          many=True)
+        return [meta_from_row(r) for r in rows]
+
+    def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        with self.transaction():
+            self.describe(path)
+            self._tx_conn().execute("UPDATE secrets SET deleted_at = %s WHERE path = %s",
+                                    (ctx.now.timestamp(), path))
+            self._changed(path)
+            return self.describe(path, include_deleted=True)
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    def close(self) -> None:
+        self._closed.set()
+        t = self._listener
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        self._pool.close()
+
+    # -- capabilities -----------------------------------------------------------
+    def versions(self, path: str) -> builtins.list[VersionInfo]:
+        self.describe(path, include_deleted=True)
+        rows = self._read(
+            "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
+            "WHERE path = %s ORDER BY version", (path,), many=True)
+        return [VersionInfo(r[0], utc(r[1]), r[2], bool(r[3]), r[4])  # type: ignore[arg-type]
+                for r in rows]
+
+    def destroy(self, path: str, versions: builtins.list[int], *,
+                ctx: WriteContext) -> builtins.list[int]:
+        done: builtins.list[int] = []
+        with self.transaction():
+            c = self._tx_conn()
+            self.describe(path, include_deleted=True)
+            for v in versions:
+                cur = c.execute(
+                    "UPDATE versions SET wrapped_key = NULL, ciphertext = NULL, key_id = NULL, "
+                    "destroyed = true WHERE path = %s AND version = %s AND NOT destroyed",
+                    (path, v))
+                if cur.rowcount:
+                    done.append(v)
+                    c.execute("UPDATE secrets SET wrapped_key = NULL, ciphertext = NULL, "
+                              "key_id = NULL WHERE path = %s AND current_version = %s",
+                              (path, v))
+            self._changed(path)
+        return done
+
+    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            self._tx_conn().execute("UPDATE secrets SET deleted_at = NULL WHERE path = %s",
+                                    (path,))
+            self._changed(path)
+            return self.describe(path)
+
+    def purge(self, path: str, *, ctx: WriteContext) -> None:
+        with self.transaction():
+            c = self._tx_conn()
+            cur = c.execute("DELETE FROM secrets WHERE path = %s", (path,))
+            if not cur.rowcount:
+                raise not_found(path)
+            c.execute("DELETE FROM versions WHERE path = %s", (path,))
+            self._changed(path)
+
+    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
+        rows = self._read("SELECT path FROM secrets WHERE deleted_at IS NOT NULL "
+                          "AND deleted_at < %s ORDER BY path", (cutoff.timestamp(),), many=True)
+        return [r[0] for r in rows]
+
+    def update_metadata(self, path: str, meta: MetadataUpdate, *,
+                        ctx: WriteContext) -> SecretMetadata:
+        extra = meta_values(meta)
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            sets = "".join(f", {k} = %s" for k in extra)
+            self._tx_conn().execute(
+                f"UPDATE secrets SET updated_at = %s, updated_by = %s{sets} "  # noqa: S608
+                "WHERE path = %s", (ctx.now.timestamp(), ctx.actor, *extra.values(), path))
+            self._changed(path)
+            return self.describe(path, include_deleted=True)
+
+    def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
+        """Re-wrap every data key with the active master key, a batch per transaction;
+        then record the new active key (and its check) for the other replicas."""
+        active = self.envelope.keyring.active
+        total = self._read("SELECT count(*) FROM versions WHERE key_id IS NOT NULL "
+                           "AND key_id != %s", (active,))[0]
+        done = 0
+        while True:
+            with self.transaction():
+                c = self._tx_conn()
+                rows = c.execute(
+                    "SELECT path, version, key_id, wrapped_key, ciphertext FROM versions "
+                    "WHERE key_id IS NOT NULL AND key_id != %s LIMIT %s",
+                    (active, batch)).fetchall()
+                for path, version, kid, wrapped, ct in rows:
+                    new = self.envelope.rewrap(path, version, Sealed(kid, bytes(wrapped),
+                                                                     bytes(ct)))
+                    c.execute("UPDATE versions SET key_id = %s, wrapped_key = %s "
+                              "WHERE path = %s AND version = %s",
+                              (new.key_id, new.wrapped_key, path, version))
+                    c.execute("UPDATE secrets SET key_id = %s, wrapped_key = %s "
+                              "WHERE path = %s AND current_version = %s",
+                              (new.key_id, new.wrapped_key, path, version))
+            done += len(rows)
+            if progress:
+                progress(done, total)
+            if len(rows) < batch:
+                break
+        with self.transaction():
+            c = self._tx_conn()
+            self._store_key_check(c, active)
+            c.execute("INSERT INTO meta VALUES ('active_key_id', %s) ON CONFLICT (key) "
+                      "DO UPDATE SET value = excluded.value", (active,))
+            self._changed("*")
+        return done
+
+    def key_ids_in_use(self) -> set[str]:
+        rows = self._read("SELECT key_id FROM versions WHERE key_id IS NOT NULL UNION "
+                          "SELECT key_id FROM secrets WHERE key_id IS NOT NULL", many=True)
+        return {r[0] for r in rows}
+
+    # -- change notifications ---------------------------------------------------
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(path)`` for every change committed by any replica (``"*"``:
+        anything may have changed, e.g. after the listener reconnected)."""
+        self._watchers.append(callback)
+        if self._listener is None:
+            t = threading.Thread(target=self._listen, name="keysafe-pg-listen", daemon=True)
+            self._listener = t
+            t.start()
+
+    @property
+    def listening(self) -> threading.Event:
+        """Set while the change listener is connected."""
+        return self._listening
+
+    def _emit(self, payload: str) -> None:
+        for cb in builtins.list(self._watchers):
+            try:
+                cb(payload)
+            except Exception:  # noqa: S112 - one bad watcher must not stop the others
+                continue
+
+    def _listen(self) -> None:
+        psycopg = self._psycopg
+        backoff = 0.1
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    # Anything committed while we were not listening is unknown: drop all.
+                    self._emit("*")
+                    self._listening.set()
+                    backoff = 0.1
+                    while not self._closed.is_set():
+                        for n in conn.notifies(timeout=0.25):
+                            self._emit(n.payload)
+            except psycopg.Error:
+                pass
+            self._listening.clear()
+            self._emit("*")
+            self._closed.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    # -- scheduled jobs -----------------------------------------------------------
+    def run_exclusive(self, job: str, every: float, fn: Callable[[], object], *,
+                      holder: str) -> bool:
+        """Run ``fn`` if ``job`` is due (not run in the last ``every`` seconds) and no
+        other replica is running it. Returns whether it ran. If this process dies
+        mid-job, PostgreSQL releases the lock and the job stays due for the next one."""
+        key = f"keysafe-job:{job}"
+        with self._errors(), self._pool.connection() as c:
+            got = c.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                            (key,)).fetchone()[0]
+            if not got:
+                return False
+            try:
+                row = c.execute("SELECT next_due, extract(epoch FROM clock_timestamp()) "
+                                "FROM jobs RIGHT JOIN (SELECT 1) one ON name = %s",
+                                (job,)).fetchone()
+                now = float(row[1])
+                if row[0] is not None and row[0] > now:
+                    return False
+                fn()
+                done = time.time()
+                c.execute("INSERT INTO jobs VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO "
+                          "UPDATE SET last_run = excluded.last_run, next_due = "
+                          "excluded.next_due, holder = excluded.holder",
+                          (job, done, now + every, holder))
+                return True
+            finally:
+                c.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def job_state(self, job: str) -> tuple[float | None, float | None, str | None]:
+        """(last run, next due, holder) of a scheduled job."""
+        row = self._read("SELECT last_run, next_due, holder FROM jobs WHERE name = %s",
+                         (job,))
+        return (row[0], row[1], row[2]) if row else (None, None, None)
+
+    # -- what other parts of keysafe share ----------------------------------------
+    def sql(self, sql: str, args: Sequence[Any] = (), *, many: bool = False,
+            write: bool = False) -> Any:
+        """Run one statement for a part of keysafe that keeps its own table here (the
+        token store). ``write``: inside a write transaction; returns the row count."""
+        if not write:
+            return self._read(sql, args, many=many)
+        with self.transaction():
+            return self._tx_conn().execute(sql, args).rowcount
+
+    def notify(self, payload: str) -> None:
+        """Announce a change that is not a secret's (e.g. ``token:<id>``)."""
+        with self.transaction():
+            self._changed(payload)
+
+
+def _encode_sealed(s: Sealed) -> str:
+    return json.dumps({"kid": s.key_id, "w": base64.b64encode(s.wrapped_key).decode(),
+                       "c": base64.b64encode(s.ciphertext).decode()})
+
+
+def _decode_sealed(text: str) -> Sealed:
+    try:
+        d = json.loads(text)
+        return Sealed(d["kid"], base64.b64decode(d["w"]), base64.b64decode(d["c"]))
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("the stored master key check is malformed") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection error's first line, without the URL or password."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class PostgresAuditStore:
+    """The audit chain in PostgreSQL. Appends take the store's write lock and the head
+    row, so records from any number of replicas form one chain; a write's record
+    commits in the write's own transaction."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+
+    def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
+        with self._b.transaction():
+            c = self._b._tx_conn()
+            last = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                             ).fetchone()
+            done = chain(drafts, last[0], last[1])
+            with c.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO audit (seq, ts, actor, action, path, version, outcome, org, "
+                    "client, request_id, detail, prev_hash, hash) VALUES "
+                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", [_clean(r) for r in done])
+            c.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
+                      (done[-1][0], done[-1][12]))
+            return done
+
+    def relaxed(self) -> AbstractContextManager[None]:
+        return self._b.relaxed()
+
+    def head(self) -> tuple[int, str] | None:
+        row = self._b._read("SELECT seq, hash FROM audit_head WHERE id = 1")
+        if row is None or (row[0] == 0 and row[1] == GENESIS):
+            return None
+        return (row[0], row[1])
+
+    def query(self, flt: AuditFilter) -> builtins.list[AuditEvent]:
+        where, args = filter_sql(flt, "%s")
+        rows = self._b._read(f"SELECT {_COLS} FROM audit{where}", args, many=True)  # noqa: S608
+        return [row_event(r) for r in rows]
+
+    def scan(self) -> Iterator[Row]:
+        """Every record in sequence order, streamed with a server-side cursor."""
+        b = self._b
+        with b._errors(), b._pool.connection() as c, c.transaction():
+            cur = c.cursor(name="keysafe_audit_scan")
+            cur.itersize = 5000
+            cur.execute(f"SELECT {_COLS} FROM audit ORDER BY seq")  # noqa: S608
+            yield from cur
+
+
+_COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
+         "prev_hash, hash")
+
+
+def _clean(row: Row) -> Row:
+    """PostgreSQL text cannot hold NUL (names and paths are validated long before; this
+    guards the free-form fields, such as a client's user agent)."""
+    if any(f.__class__ is str and "\x00" in f for f in row):
+        raise InvalidValue("an audit record field contains a NUL character")
+    return row

@@ -129,6 +129,28 @@ class BulkWritable(Protocol):
                  ctx: WriteContext) -> int: ...
 
 
+@runtime_checkable
+class Watchable(Protocol):
+    """Shared by several processes, and announces what any of them changes (PostgreSQL's
+    LISTEN/NOTIFY), so each can drop what it cached at once."""
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(path)`` after each committed change; ``"*"`` means anything
+        may have changed (drop everything)."""
+        ...
+
+
+@runtime_checkable
+class Leasing(Protocol):
+    """Runs a scheduled job on one process at a time, once per period, across every
+    process sharing the store."""
+
+    def run_exclusive(self, job: str, every: float, fn: Callable[[], object], *,
+                      holder: str) -> bool:
+        """Run ``fn`` if ``job`` is due and nobody else is running it; whether it ran."""
+        ...
+
+
 def check_cas(path: str, expected: int | None, current: int) -> None:
     """Raise Conflict unless ``expected`` is None or equals ``current`` (0 = absent)."""
     if expected is not None and expected != current:

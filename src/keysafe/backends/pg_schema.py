@@ -53,7 +53,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX audit_ts ON audit (ts)",
         """CREATE TABLE audit_head (
              id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL)""",
-        f"INSERT INTO audit_head VALUES (1, 0, '{GENESIS}')",
+        f"INSERT INTO audit_head VALUES (1, 0, '{GENESIS}')",  # noqa: S608 - a constant
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
         """CREATE TABLE tokens (
              id text PRIMARY KEY, digest text NOT NULL, name text NOT NULL,
@@ -113,3 +113,24 @@ def require_current(conn: Any, *, auto_upgrade: bool) -> None:
             f"the database schema is at version {have}, this keysafe needs {LATEST}: run "
             "`keysafe db upgrade` (or set KEYSAFE_DB_AUTO_UPGRADE=1)")
     upgrade(conn)
+
+
+def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
+    """Connect to ``url`` and report (or bring up to date) the schema version."""
+    from keysafe.backends._sdk import require_sdk
+    from keysafe.backends.postgres import redact_url
+    from keysafe.errors import BackendUnavailable
+
+    psycopg = require_sdk("psycopg", "postgres")
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            before = current_version(conn)
+            after = upgrade(conn)[1] if upgrade_now else before
+            server = conn.info.server_version
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackendUnavailable(f"cannot reach PostgreSQL at {redact_url(url)}: {first}"
+                                 ) from exc
+    return {"database": redact_url(url), "server_version": server, "before": before,
+            "schema_version": after, "latest": LATEST,
+            "applied": [v for v, _, _ in MIGRATIONS if before < v <= after]}

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 import typer
 
-from keysafe.cli import admin, audit, commands, exitcodes, importing, migrate, policy, server
+from keysafe.cli import (
+    admin,
+    audit,
+    commands,
+    database,
+    exitcodes,
+    importing,
+    migrate,
+    policy,
+    server,
+)
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
 
@@ -37,6 +47,7 @@ server.register(app)
 importing.register(app)
 migrate.register(app)
 policy.register(app)
+database.register(app)
 
 
 def run(args: Sequence[str]) -> int:

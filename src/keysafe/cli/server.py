@@ -68,9 +68,9 @@ def token_create(
     from datetime import timedelta
 
     from keysafe.manager.manager import default_actor
-    from keysafe.server.auth import TokenStore
+    from keysafe.server.tokenstore import open_token_store
 
-    store = TokenStore(load(env).server_db_path)
+    store = open_token_store(load(env))
     try:
         token, info = store.create(
             name=name, roles=role, orgs=None if "*" in org else org,
@@ -89,9 +89,9 @@ def token_create(
 @command
 def token_list(env: Env = None, as_json: Json = False) -> None:
     """Every token: id, name, roles, orgs, created, expiry and revocation (never the token)."""
-    from keysafe.server.auth import TokenStore
+    from keysafe.server.tokenstore import open_token_store
 
-    store = TokenStore(load(env).server_db_path)
+    store = open_token_store(load(env))
     try:
         tokens = store.list()
     finally:
@@ -114,9 +114,9 @@ def token_revoke(
     as_json: Json = False,
 ) -> None:
     """Revoke a token at once."""
-    from keysafe.server.auth import TokenStore
+    from keysafe.server.tokenstore import open_token_store
 
-    store = TokenStore(load(env).server_db_path)
+    store = open_token_store(load(env))
     try:
         info = store.revoke(token_id)
     finally:

@@ -26,6 +26,7 @@ from keysafe.backends.base import (
     SecretBackend,
     Transactional,
     Versioned,
+    Watchable,
     WriteContext,
 )
 from keysafe.errors import (
@@ -53,6 +54,15 @@ from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, Sec
 if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
+
+
+def _invalidator(cache: SecretCache) -> Callable[[str], None]:
+    def on_change(path: str) -> None:
+        if path == "*":
+            cache.clear()
+        elif not path.startswith("token:"):
+            cache.invalidate(path)
+    return on_change
 
 
 def default_actor() -> str:
@@ -112,6 +122,9 @@ class SecretManager:
         self._cache_data = self.cache._data  # the hit path reads the dict directly
         self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
         self._merge_locks: dict[str, threading.Lock] = {}
+        if isinstance(backend, Watchable) and self.cache.enabled:
+            # Other processes' writes (server replicas) drop our cached copies at once.
+            backend.watch(_invalidator(self.cache))
 
     # -- construction -----------------------------------------------------------
     @classmethod

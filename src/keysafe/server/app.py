@@ -27,9 +27,10 @@ from keysafe.config import Settings, load_settings
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
 from keysafe.server import errors as problems
-from keysafe.server.auth import AuthLimiter, JwtVerifier, TokenStore
+from keysafe.server.auth import AuthLimiter, JwtVerifier
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, request_id
 from keysafe.server.metrics import Metrics
+from keysafe.server.tokenstore import TokenStore, open_token_store
 
 log = logging.getLogger("keysafe.server")
 _RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -144,6 +145,23 @@ def _problem_response(status: int, body: bytes, headers: dict[str, str] | None =
     return Response(body, status_code=status, media_type=problems.PROBLEM, headers=headers)
 
 
+def _scheduler(settings: Settings, manager: SecretManager) -> Any:
+    """Purges soft deletes past their recovery window, once per interval across every
+    replica or worker sharing the store."""
+    from keysafe.backends.base import Recoverable
+    from keysafe.scheduler import Job, Scheduler
+
+    if settings.purge_interval <= 0 or not isinstance(manager.backend, Recoverable):
+        return None
+    purger = manager.as_actor("keysafe-scheduler")
+    sched = Scheduler(manager.backend,
+                      [Job("purge-expired", settings.purge_interval, purger.purge_expired)],
+                      lock_dir=settings.home / "jobs", tick=min(60.0, settings.purge_interval),
+                      first_delay=min(5.0, settings.purge_interval))
+    sched.start()
+    return sched
+
+
 def create_app(settings: Settings | None = None, *, manager: SecretManager | None = None,
                tokens: TokenStore | None = None) -> KeysafeApp:
     """The keysafe API. Builds the manager and token store from settings when not given."""
@@ -153,7 +171,7 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
             cache_ttl=settings.server_cache_ttl, audit_reads=False))
     else:
         manager.audit_reads = False  # each request records exactly one event itself
-    tokens = tokens or TokenStore(settings.server_db_path)
+    tokens = tokens or open_token_store(settings, manager.backend)
     from keysafe.manager.batch import run_write_batch
     from keysafe.server.pump import BatchPump
 
@@ -167,7 +185,8 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),
-                        audits=BatchPump(commit_reads, name="keysafe-audit"))
+                        audits=BatchPump(commit_reads, name="keysafe-audit"),
+                        scheduler=_scheduler(settings, manager))
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield

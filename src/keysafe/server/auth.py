@@ -8,17 +8,10 @@ A host platform's JWTs (HS256 shared secret or RS256 via JWKS) are accepted too.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import secrets
-import sqlite3
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from keysafe.config import Settings
@@ -86,145 +79,6 @@ def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:
     if not orgs:
         raise InvalidValue("a token needs at least one org (or '*' for all)")
     return frozenset(validate_segment("org", o) for o in orgs)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    id: str
-    name: str
-    roles: list[str]
-    orgs: list[str] | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k in self.__slots__:
-            v = getattr(self, k)
-            out[k] = v.isoformat() if isinstance(v, datetime) else v
-        return out
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-class TokenStore:
-    """Hashed API tokens in a small SQLite file beside the store."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=FULL")
-        c.execute("PRAGMA busy_timeout=10000")
-        c.execute("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
-                  "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
-                  "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL)")
-        path.chmod(0o600)
-        # id -> (digest, Identity, revoked); tokens are checked on every request.
-        self._cache: dict[str, tuple[str, Identity | None]] = {}
-
-    def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
-               created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
-        """A new token: returns (the token, shown once; its info)."""
-        if not name or len(name) > 128:
-            raise InvalidValue("token name must be 1 to 128 characters")
-        r, o = check_roles(roles), check_orgs(orgs)
-        tid = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
-        now = time.time()
-        exp = now + ttl.total_seconds() if ttl else None
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO tokens (id, digest, name, roles, orgs, created_at, created_by, "
-                "expires_at) VALUES (?,?,?,?,?,?,?,?)",
-                (tid, _digest(secret), name, json.dumps(sorted(r)),
-                 None if o is None else json.dumps(sorted(o)), now, created_by, exp))
-        return f"ks_{tid}_{secret}", self.get(tid)
-
-    def get(self, tid: str) -> TokenInfo:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
-                "last_used_at FROM tokens WHERE id = ?", (tid,)).fetchone()
-        if row is None:
-            raise NotFound(f"token {tid} not found")
-        return self._info(row)
-
-    @staticmethod
-    def _info(row: tuple[Any, ...]) -> TokenInfo:
-        created = _dt(row[4])
-        assert created is not None
-        return TokenInfo(row[0], row[1], json.loads(row[2]),
-                         None if row[3] is None else json.loads(row[3]), created, row[5],
-                         _dt(row[6]), _dt(row[7]), _dt(row[8]))
-
-    def list(self) -> list[TokenInfo]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
-                "last_used_at FROM tokens ORDER BY created_at").fetchall()
-        return [self._info(r) for r in rows]
-
-    def revoke(self, tid: str) -> TokenInfo:
-        with self._lock:
-            cur = self._conn.execute(
-                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (time.time(), tid))
-            self._cache.pop(tid, None)
-        if not cur.rowcount:
-            info = self.get(tid)  # NotFound if absent
-            return info
-        return self.get(tid)
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM tokens").fetchone()[0])
-
-    def authenticate(self, token: str) -> Identity | None:
-        """The identity for a presented token, or None (unknown, wrong, revoked, expired)."""
-        parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != "ks" or not parts[1] or not parts[2]:
-            return None
-        tid, secret = parts[1], parts[2]
-        hit = self._cache.get(tid)
-        if hit is None:
-            # Read and cache under one lock: a revoke (which takes the lock) can then
-            # never be overtaken by a stale "not revoked" entry.
-            with self._lock:
-                row = self._conn.execute(
-                    "SELECT digest, name, roles, orgs, expires_at, revoked_at FROM tokens "
-                    "WHERE id = ?", (tid,)).fetchone()
-                if row is not None:
-                    ident = None if row[5] is not None else Identity(
-                        row[1], frozenset(json.loads(row[2])),
-                        None if row[3] is None else frozenset(json.loads(row[3])),
-                        kind="token", token_id=tid, expires_at=row[4])
-                    hit = (row[0], ident)
-                    self._cache[tid] = hit
-            if hit is None:
-                # Still spend a comparison so unknown ids cost what known ones do.
-                hmac.compare_digest(_digest(secret), "0" * 64)
-                return None
-        digest, ident = hit
-        if not hmac.compare_digest(_digest(secret), digest) or ident is None:
-            return None
-        if ident.expires_at is not None and ident.expires_at < time.time():
-            return None
-        return ident
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 class JwtVerifier:

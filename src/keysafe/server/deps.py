@@ -11,7 +11,8 @@ from fastapi import Request
 from keysafe.config import Settings
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
-from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, TokenStore, require
+from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, require
+from keysafe.server.tokenstore import TokenStore
 
 _RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -38,8 +39,11 @@ class ServerState:
     metrics: Any = None
     writes: Any = None  # BatchPump of write jobs (group commit)
     audits: Any = None  # BatchPump of read audit records (group commit)
+    scheduler: Any = None  # periodic jobs (purge of expired soft deletes)
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         for pump in (self.writes, self.audits):
             if pump is not None:
                 pump.close()

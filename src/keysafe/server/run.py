@@ -19,9 +19,9 @@ def make_app() -> Any:
 
 def bootstrap_token(settings: Settings) -> str | None:
     """A first admin token for every org, when the token store is empty."""
-    from keysafe.server.auth import TokenStore
+    from keysafe.server.tokenstore import open_token_store
 
-    store = TokenStore(settings.server_db_path)
+    store = open_token_store(settings)
     try:
         if store.count():
             return None

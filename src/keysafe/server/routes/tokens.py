@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from keysafe.errors import NotFound, PermissionDenied
-from keysafe.server.auth import Identity, TokenInfo
+from keysafe.server.auth import Identity
 from keysafe.server.deps import Ctx, get_ctx, state_of
 from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
+from keysafe.server.tokenstore import TokenInfo
 
 router = APIRouter(tags=["tokens"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]

@@ -1,0 +1,68 @@
+"""``keysafe db``: the PostgreSQL store's schema (the embedded store manages its own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from keysafe.cli.options import Env, Json
+from keysafe.cli.output import command, emit_json, say
+from keysafe.cli.reading import load
+from keysafe.errors import ConfigError
+
+db_app = typer.Typer(help="The database schema of the PostgreSQL store: status and "
+                          "upgrade (run once per deploy, before the new replicas start).",
+                     no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    db_app.command("upgrade")(db_upgrade)
+    db_app.command("status")(db_status)
+
+
+def _report(env: str | None, *, upgrade_now: bool) -> dict[str, Any]:
+    settings = load(env)
+    if settings.backend != "postgres":
+        return {"backend": settings.backend, "schema_version": None, "applied": [],
+                "note": f"the {settings.backend} backend manages its own schema; "
+                        "nothing to do"}
+    if not settings.database_url:
+        raise ConfigError("the postgres backend needs KEYSAFE_DATABASE_URL")
+    from keysafe.backends.pg_schema import status
+
+    return {"backend": "postgres", **status(settings.database_url, upgrade_now=upgrade_now)}
+
+
+def _say(r: dict[str, Any], verb: str) -> None:
+    if r.get("note"):
+        say(r["note"])
+    elif r["applied"]:
+        say(f"{r['database']}: schema {r['before']} -> {r['schema_version']} "
+            f"({verb} {', '.join(map(str, r['applied']))})")
+    else:
+        state = "up to date" if r["schema_version"] >= r["latest"] else \
+            f"behind (this keysafe needs {r['latest']}; run `keysafe db upgrade`)"
+        say(f"{r['database']}: schema version {r['schema_version']}, {state}")
+
+
+@command
+def db_upgrade(env: Env = None, as_json: Json = False) -> None:
+    """Apply missing schema migrations. Safe to run from several places at once: an
+    advisory lock makes the second wait, then find nothing to do."""
+    r = _report(env, upgrade_now=True)
+    if as_json:
+        emit_json(r)
+    else:
+        _say(r, "applied")
+
+
+@command
+def db_status(env: Env = None, as_json: Json = False) -> None:
+    """Show the schema version of the store's database and whether it needs upgrading."""
+    r = _report(env, upgrade_now=False)
+    if as_json:
+        emit_json(r)
+    else:
+        _say(r, "pending")

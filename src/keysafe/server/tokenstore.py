@@ -1,0 +1,239 @@
+"""API tokens: stored as SHA-256 digests, in a small SQLite file beside the embedded
+store, or in the PostgreSQL store's ``tokens`` table so that every replica sees the
+same tokens (and a revocation on one reaches the others through NOTIFY at once)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from keysafe.config import Settings
+from keysafe.errors import InvalidValue, NotFound
+from keysafe.server.auth import Identity, check_orgs, check_roles
+
+_TABLE = ("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
+          "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
+          "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL)")
+_INFO_COLS = ("id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
+              "last_used_at")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: str
+    name: str
+    roles: list[str]
+    orgs: list[str] | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self.__slots__:
+            v = getattr(self, k)
+            out[k] = v.isoformat() if isinstance(v, datetime) else v
+        return out
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class TokenDB(Protocol):
+    """Where the rows live. SQL is written with ``?`` placeholders."""
+
+    def one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None: ...
+    def all(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+    def write(self, sql: str, args: tuple[Any, ...], *, announce: str | None = None) -> int:
+        """Run a change; ``announce``: tell other processes (a token id was revoked)."""
+        ...
+    def close(self) -> None: ...
+
+
+class SQLiteTokenDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA busy_timeout=10000")
+        c.execute(_TABLE)
+        path.chmod(0o600)
+
+    def one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            row: tuple[Any, ...] | None = self._conn.execute(sql, args).fetchone()
+            return row
+
+    def all(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def write(self, sql: str, args: tuple[Any, ...], *, announce: str | None = None) -> int:
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresTokenDB:
+    """The ``tokens`` table of the PostgreSQL store (created by its migrations)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._b = backend
+
+    def one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._b.sql(sql.replace("?", "%s"), args)
+        return row
+
+    def all(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._b.sql(sql.replace("?", "%s"), args, many=True)
+        return rows
+
+    def write(self, sql: str, args: tuple[Any, ...], *, announce: str | None = None) -> int:
+        with self._b.transaction():
+            n: int = self._b.sql(sql.replace("?", "%s"), args, write=True)
+            if announce:
+                self._b.notify(announce)
+        return n
+
+    def close(self) -> None:
+        """The backend is closed by its owner."""
+
+
+class TokenStore:
+    """Hashed API tokens; checked on every request, so known ids are cached (and
+    dropped from the cache when revoked, here or, with PostgreSQL, on any replica)."""
+
+    def __init__(self, db: TokenDB | Path) -> None:
+        self._db: TokenDB = SQLiteTokenDB(db) if isinstance(db, Path) else db
+        self._lock = threading.Lock()
+        # id -> (digest, Identity or None when revoked); checked on every request.
+        self._cache: dict[str, tuple[str, Identity | None]] = {}
+        if type(self._db) is PostgresTokenDB:
+            self._db._b.watch(self._on_change)
+
+    def _on_change(self, payload: str) -> None:
+        if payload == "*":
+            self._cache.clear()
+        elif payload.startswith("token:"):
+            self._cache.pop(payload[6:], None)
+
+    def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
+               created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
+        """A new token: returns (the token, shown once; its info)."""
+        if not name or len(name) > 128 or "\x00" in name:
+            raise InvalidValue("token name must be 1 to 128 characters (no NUL)")
+        r, o = check_roles(roles), check_orgs(orgs)
+        tid = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        exp = now + ttl.total_seconds() if ttl else None
+        self._db.write(
+            "INSERT INTO tokens (id, digest, name, roles, orgs, created_at, created_by, "
+            "expires_at) VALUES (?,?,?,?,?,?,?,?)",
+            (tid, _digest(secret), name, json.dumps(sorted(r)),
+             None if o is None else json.dumps(sorted(o)), now, created_by, exp))
+        return f"ks_{tid}_{secret}", self.get(tid)
+
+    def get(self, tid: str) -> TokenInfo:
+        row = self._db.one(f"SELECT {_INFO_COLS} FROM tokens WHERE id = ?", (tid,))  # noqa: S608
+        if row is None:
+            raise NotFound(f"token {tid} not found")
+        return self._info(row)
+
+    @staticmethod
+    def _info(row: tuple[Any, ...]) -> TokenInfo:
+        created = _dt(row[4])
+        assert created is not None
+        return TokenInfo(row[0], row[1], json.loads(row[2]),
+                         None if row[3] is None else json.loads(row[3]), created, row[5],
+                         _dt(row[6]), _dt(row[7]), _dt(row[8]))
+
+    def list(self) -> list[TokenInfo]:
+        rows = self._db.all(f"SELECT {_INFO_COLS} FROM tokens ORDER BY created_at", ())  # noqa: S608
+        return [self._info(r) for r in rows]
+
+    def revoke(self, tid: str) -> TokenInfo:
+        with self._lock:
+            self._db.write("UPDATE tokens SET revoked_at = ? WHERE id = ? AND "
+                           "revoked_at IS NULL", (time.time(), tid), announce=f"token:{tid}")
+            self._cache.pop(tid, None)
+        return self.get(tid)  # NotFound if absent
+
+    def count(self) -> int:
+        row = self._db.one("SELECT count(*) FROM tokens", ())
+        return int(row[0]) if row else 0
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity for a presented token, or None (unknown, wrong, revoked, expired)."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "ks" or not parts[1] or not parts[2]:
+            return None
+        tid, secret = parts[1], parts[2]
+        hit = self._cache.get(tid)
+        if hit is None:
+            # Read and cache under one lock: a revoke (which takes the lock) can then
+            # never be overtaken by a stale "not revoked" entry.
+            with self._lock:
+                row = self._db.one("SELECT digest, name, roles, orgs, expires_at, revoked_at "
+                                   "FROM tokens WHERE id = ?", (tid,))
+                if row is not None:
+                    ident = None if row[5] is not None else Identity(
+                        row[1], frozenset(json.loads(row[2])),
+                        None if row[3] is None else frozenset(json.loads(row[3])),
+                        kind="token", token_id=tid, expires_at=row[4])
+                    hit = (row[0], ident)
+                    self._cache[tid] = hit
+            if hit is None:
+                # Still spend a comparison so unknown ids cost what known ones do.
+                hmac.compare_digest(_digest(secret), "0" * 64)
+                return None
+        digest, ident = hit
+        if not hmac.compare_digest(_digest(secret), digest) or ident is None:
+            return None
+        if ident.expires_at is not None and ident.expires_at < time.time():
+            return None
+        return ident
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_token_store(settings: Settings, backend: Any = None) -> TokenStore:
+    """The token store for these settings: the PostgreSQL store's table when the store
+    is PostgreSQL (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME."""
+    if settings.backend == "postgres" or getattr(backend, "name", None) == "postgres":
+        if backend is None or getattr(backend, "name", None) != "postgres":
+            from keysafe.backends.postgres import PostgresBackend
+
+            owned = PostgresBackend.from_settings(settings)
+            return TokenStore(_OwningPostgresTokenDB(owned))
+        return TokenStore(PostgresTokenDB(backend))
+    return TokenStore(settings.server_db_path)
+
+
+class _OwningPostgresTokenDB(PostgresTokenDB):
+    """For the CLI: a token store that opened the PostgreSQL store itself closes it."""
+
+    def close(self) -> None:
+        self._b.close()

@@ -227,9 +227,15 @@ class PostgresBackend:
                      "SET value = excluded.value", (f"key_check:{kid}", _encode_sealed(sealed)))
 
     def _check_active_key(self) -> None:
-        """Inside a write: after a rekey by another process, refuse to seal with the old
-        key (a replica must be restarted with the new ring)."""
+        """Inside a write: after a rekey by another process, seal with the new active key
+        if this ring has it; refuse to seal with an old key otherwise (restart the replica
+        with the new ring)."""
         active = getattr(self._local, "active_kid", None)
+        ring = self.envelope.keyring
+        if active is not None and active != ring.active and active in ring.ids:
+            # Another process ran `keysafe rekey` with a key this ring also holds: seal
+            # with the database's active key from now on, as every replica must.
+            self.envelope = Envelope(KeyRing({k: ring.key(k) for k in ring.ids}, active))
         if active is not None and active != self.envelope.keyring.active:
             raise ConfigError(
                 f"this store's master key is now {active} (rotated by keysafe rekey) but "

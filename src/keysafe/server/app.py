@@ -210,7 +210,7 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
         status, body = problems.from_exception(exc, request_id(request))
         if status >= 500:
             log.error("request %s failed: %s", request_id(request), type(exc).__name__)
-        return _problem_response(status, body)
+        return _problem_response(status, body, problems.retry_headers(exc) or None)
 
     @app.exception_handler(AuthFailed)
     async def auth_failed(request: Request, exc: AuthFailed) -> Response:

@@ -44,6 +44,16 @@ def problem(status: int, title: str, detail: str, *, code: str,
     return json.dumps(body).encode()
 
 
+#: Seconds a client should wait before retrying a request the store could not serve
+#: (an outage or a database failover).
+RETRY_AFTER_SECONDS = 2
+
+
+def retry_headers(exc: e.KeysafeError) -> dict[str, str]:
+    """``Retry-After`` for errors worth retrying (the store or audit log unavailable)."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.retryable else {}
+
+
 def from_exception(exc: e.KeysafeError, request_id: str | None) -> tuple[int, bytes]:
     status, title = status_for(exc)
     extra: dict[str, Any] = {}

@@ -93,6 +93,8 @@ class FastPath:
         except KeysafeError as exc:
             status, body = problems.from_exception(exc, rid)
             headers = [(b"content-type", problems.PROBLEM.encode())]
+            headers += [(k.lower().encode(), v.encode())
+                        for k, v in problems.retry_headers(exc).items()]
         except AuthFailed:
             status = 401
             body = problems.problem(401, "Unauthorized", "a valid bearer token is required",

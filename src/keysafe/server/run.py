@@ -23,11 +23,9 @@ def bootstrap_token(settings: Settings) -> str | None:
 
     store = open_token_store(settings)
     try:
-        if store.count():
-            return None
-        token, _ = store.create(name="bootstrap-admin", roles=["admin"], orgs=None,
-                                created_by="keysafe serve")
-        return token
+        first = store.create_first(name="bootstrap-admin", roles=["admin"], orgs=None,
+                                   created_by="keysafe serve")
+        return first[0] if first else None
     finally:
         store.close()
 

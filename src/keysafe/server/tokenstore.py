@@ -11,6 +11,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +65,9 @@ class TokenDB(Protocol):
     def write(self, sql: str, args: tuple[Any, ...], *, announce: str | None = None) -> int:
         """Run a change; ``announce``: tell other processes (a token id was revoked)."""
         ...
+    def exclusive(self) -> AbstractContextManager[None]:
+        """One transaction that no other process's writes interleave with."""
+        ...
     def close(self) -> None: ...
 
 
@@ -70,7 +75,7 @@ class SQLiteTokenDB:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         c = self._conn
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=FULL")
@@ -90,6 +95,17 @@ class SQLiteTokenDB:
     def write(self, sql: str, args: tuple[Any, ...], *, announce: str | None = None) -> int:
         with self._lock:
             return self._conn.execute(sql, args).rowcount
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
@@ -115,6 +131,10 @@ class PostgresTokenDB:
             if announce:
                 self._b.notify(announce)
         return n
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        exclusive: AbstractContextManager[None] = self._b.transaction()
+        return exclusive
 
     def close(self) -> None:
         """The backend is closed by its owner."""
@@ -179,6 +199,14 @@ class TokenStore:
                            "revoked_at IS NULL", (time.time(), tid), announce=f"token:{tid}")
             self._cache.pop(tid, None)
         return self.get(tid)  # NotFound if absent
+
+    def create_first(self, **kw: Any) -> tuple[str, TokenInfo] | None:
+        """``create`` only if there are no tokens at all, atomically: replicas starting
+        together on an empty store print one bootstrap token between them."""
+        with self._db.exclusive():
+            if self.count():
+                return None
+            return self.create(**kw)
 
     def count(self) -> int:
         row = self._db.one("SELECT count(*) FROM tokens", ())

@@ -75,12 +75,15 @@ class PgServer:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_pg() -> PgServer:
+def start_pg(base_dir: Path | None = None, *, settings: dict[str, str] | None = None
+             ) -> PgServer:
+    """Initialise and start a cluster in a new directory under ``base_dir`` (default: the
+    system temporary directory); ``settings`` are extra ``postgres -c`` options."""
     bindir = pg_bin()
     if bindir is None:
         raise PgUnavailable("PostgreSQL is not installed (on Debian: apt-get install "
                             "postgresql; keysafe's scripts/setup does it)")
-    root = Path(tempfile.mkdtemp(prefix="keysafe-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="keysafe-pg-", dir=base_dir))
     data = root / "data"
     pwfile = root / "pw"
     password = secrets.token_urlsafe(16)
@@ -102,7 +105,8 @@ def start_pg() -> PgServer:
                       "-c", "listen_addresses=127.0.0.1",
                       "-c", f"unix_socket_directories={root}",
                       "-c", "max_connections=200", "-c", "shared_buffers=64MB",
-                      "-c", "fsync=on", "-c", "synchronous_commit=on"]),
+                      "-c", "fsync=on", "-c", "synchronous_commit=on",
+                      *[a for k, v in (settings or {}).items() for a in ("-c", f"{k}={v}")]]),
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = PgServer(port, password, data, proc)
     deadline = time.monotonic() + 60

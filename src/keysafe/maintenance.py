@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from keysafe.backends.base import Rekeyable
 from keysafe.errors import ConfigError, Conflict, KeysafeError, NotFound, Unsupported
+
+#: Stores that keysafe encrypts itself, with its master key.
+ENVELOPE_BACKENDS = ("sqlite", "postgres")
 
 if TYPE_CHECKING:
     from keysafe.backends.base import Progress
@@ -157,9 +161,7 @@ def _env_key_message(settings: Settings) -> str:
 
 
 def _key_ids_in_use(backend: object) -> set[str]:
-    from keysafe.backends.sqlite import SQLiteBackend
-
-    if not isinstance(backend, SQLiteBackend):
+    if not isinstance(backend, Rekeyable):
         raise Unsupported(f"cannot check which master keys the {backend!r} store uses")
     return backend.key_ids_in_use()
 
@@ -170,13 +172,11 @@ def _rewrap(settings: Settings, progress: Progress | None) -> tuple[str, list[st
     Raises Conflict if a row still uses another key afterwards (a process holding the
     old ring wrote during the re-wrap).
     """
-    from keysafe.backends.sqlite import SQLiteBackend
-
     with _open(settings) as mgr:
         backend = mgr.backend
-        if not isinstance(backend, SQLiteBackend):
+        if not isinstance(backend, Rekeyable):
             raise Unsupported(f"the {backend.name} backend has no master key to rotate")
-        ring = backend.envelope.keyring
+        ring = backend.envelope.keyring  # type: ignore[attr-defined]  # both envelope stores
         n = mgr.rekey(progress)
         leftover = sorted(_key_ids_in_use(backend) - {ring.active})
     if leftover:
@@ -203,10 +203,10 @@ def rekey(settings: Settings, *, rewrap_only: bool = False,
     Raises ConfigError (KEYSAFE_MASTER_KEY without ``rewrap_only``, no key file),
     Unsupported (not the embedded store), Conflict (an old key still in use afterwards).
     """
-    if settings.backend != "sqlite":
+    if settings.backend not in ENVELOPE_BACKENDS:
         raise Unsupported(
-            f"rekey rotates the master key of the embedded sqlite store; the "
-            f"{settings.backend} backend manages its own encryption keys")
+            f"rekey rotates the master key of keysafe's own stores (sqlite, postgres); "
+            f"the {settings.backend} backend manages its own encryption keys")
     if rewrap_only:
         active, ids, n = _rewrap(settings, progress)
         key_file = None if settings.master_key else settings.key_file
@@ -304,7 +304,7 @@ def diagnose(settings: Settings) -> Diagnosis:
             ms = (time.perf_counter() - t0) * 1000
             checks.append(Check("backend", "ok", f"{settings.backend}: reachable "
                                                  f"(ping {ms:.1f} ms)"))
-            if sqlite:
+            if settings.backend in ENVELOPE_BACKENDS:
                 checks.append(_check_keys_in_use(mgr))
     except Exception as exc:
         checks.append(_fail("backend", exc))
@@ -326,10 +326,20 @@ def _check_key(settings: Settings, checks: list[Check], sqlite: bool) -> bool:
         return True
     key_file = settings.key_file
     if not key_file.is_file():
-        if not sqlite:
+        if settings.backend not in ENVELOPE_BACKENDS:
             checks.append(Check("master key", "ok",
                                 f"not used by the {settings.backend} backend"))
             return True
+        if not sqlite:
+            if settings.profile in ("local", "test"):
+                checks.append(Check("master key", "warn", f"{key_file} does not exist yet; "
+                                    "it is created on first use (local and test only)"))
+                return True
+            checks.append(Check("master key", "fail",
+                                f"the {settings.backend} backend needs KEYSAFE_MASTER_KEY "
+                                "(the same on every replica) outside local and test",
+                                "config_error"))
+            return False
         if settings.sqlite_path.exists():
             checks.append(Check("master key", "fail",
                                 f"the store {settings.sqlite_path} exists but the key file "
@@ -352,10 +362,8 @@ def _check_key(settings: Settings, checks: list[Check], sqlite: bool) -> bool:
 
 
 def _check_keys_in_use(mgr: SecretManager) -> Check:
-    from keysafe.backends.sqlite import SQLiteBackend
-
     backend = mgr.backend
-    if not isinstance(backend, SQLiteBackend):
+    if not isinstance(backend, Rekeyable) or not hasattr(backend, "envelope"):
         return Check("key ids in use", "ok", "not applicable")
     ring = backend.envelope.keyring
     used = backend.key_ids_in_use()

@@ -120,6 +120,10 @@ class Rekeyable(Protocol):
 
     def rewrap_all(self, progress: Progress | None = None) -> int: ...
 
+    def key_ids_in_use(self) -> set[str]:
+        """Master key ids that wrap at least one stored data key."""
+        ...
+
 
 @runtime_checkable
 class BulkWritable(Protocol):

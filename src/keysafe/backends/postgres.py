@@ -81,6 +81,7 @@ class PostgresBackend:
         self._url = url
         self.where = redact_url(url)
         self.envelope = Envelope(keyring)
+        self._ring = keyring  # as configured; the envelope may follow the database's key
         self.max_versions = max_versions
         self._local = threading.local()
         self._watchers: list[Callable[[str], None]] = []
@@ -451,7 +452,9 @@ class PostgresBackend:
     def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
         """Re-wrap every data key with the active master key, a batch per transaction;
         then record the new active key (and its check) for the other replicas."""
-        active = self.envelope.keyring.active
+        # To this process's configured active key, whatever the database says now.
+        envelope = Envelope(self._ring)
+        active = self._ring.active
         total = self._read("SELECT count(*) FROM versions WHERE key_id IS NOT NULL "
                            "AND key_id != %s", (active,))[0]
         done = 0
@@ -463,8 +466,8 @@ class PostgresBackend:
                     "WHERE key_id IS NOT NULL AND key_id != %s LIMIT %s",
                     (active, batch)).fetchall()
                 for path, version, kid, wrapped, ct in rows:
-                    new = self.envelope.rewrap(path, version, Sealed(kid, bytes(wrapped),
-                                                                     bytes(ct)))
+                    new = envelope.rewrap(path, version, Sealed(kid, bytes(wrapped),
+                                                                bytes(ct)))
                     c.execute("UPDATE versions SET key_id = %s, wrapped_key = %s "
                               "WHERE path = %s AND version = %s",
                               (new.key_id, new.wrapped_key, path, version))
@@ -478,6 +481,7 @@ class PostgresBackend:
                 break
         with self.transaction():
             c = self._tx_conn()
+            self.envelope = envelope
             self._store_key_check(c, active)
             c.execute("INSERT INTO meta VALUES ('active_key_id', %s) ON CONFLICT (key) "
                       "DO UPDATE SET value = excluded.value", (active,))

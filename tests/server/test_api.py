@@ -942,3 +942,78 @@ def test_revoke_racing_a_first_use_still_revokes(app: KeysafeApp,
     assert store.get(tid).revoked_at is not None
     r = client.get(f"/api/secrets/{ORG}/{OPENAI}", headers=bearer(token))
     assert r.status_code == 401
+
+
+# -- an unavailable store --------------------------------------------------------------
+
+def test_unavailable_store_answers_503_with_retry_after(client: TestClient,
+                                                         tokens: dict[str, str],
+                                                         app: KeysafeApp,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Hot paths and FastAPI routes alike: 503, problem+json, Retry-After; no change."""
+    from keysafe.errors import BackendUnavailable
+
+    assert put(client, tokens["writer"]).status_code == 200
+    backend = app.keysafe.manager.backend
+    app.keysafe.manager.cache.clear()
+
+    def down(*a: Any, **k: Any) -> Any:
+        raise BackendUnavailable("store is down (test)")
+
+    for verb in ("get", "put", "describe", "list", "versions"):
+        monkeypatch.setattr(backend, verb, down)
+    for r in (put(client, tokens["writer"], value=VALUE_2),
+              client.get(f"/api/secrets/{ORG}/{OPENAI}", headers=bearer(tokens["viewer"])),
+              client.get(f"/api/secrets/{ORG}/{OPENAI}/value",
+                         headers=bearer(tokens["service"])),
+              client.get(f"/api/secrets/{ORG}/{OPENAI}/versions",
+                         headers=bearer(tokens["viewer"]))):
+        body = assert_problem(r, 503)
+        assert body["code"] == "backend_unavailable"
+        assert r.headers["retry-after"] == "2"
+    monkeypatch.undo()
+    r = client.get(f"/api/secrets/{ORG}/{OPENAI}/value", headers=bearer(tokens["service"]))
+    assert r.json()["value"] == VALUE_1  # the refused write changed nothing
+
+
+def test_the_server_purges_expired_soft_deletes_on_schedule(tmp_path: Path) -> None:
+    """KEYSAFE_PURGE_INTERVAL: the server's scheduler purges what the recovery window no
+    longer covers, audited as keysafe-scheduler."""
+    app = build_app(tmp_path / "h", purge_interval="0.1", recovery_window_days="0")
+    with TestClient(app) as c:
+        writer = make_token(app, "w", ["writer"], [ORG])
+        auditor = make_token(app, "a", ["admin"], None)
+        assert put(c, writer).status_code == 200
+        assert c.delete(f"/api/secrets/{ORG}/{OPENAI}",
+                        headers=bearer(writer)).status_code == 200
+        deadline = time.monotonic() + 20
+        purged: list[Any] = []
+        while time.monotonic() < deadline and not purged:
+            r = c.get("/api/audit", params={"action": "purge"}, headers=bearer(auditor))
+            purged = [e for e in r.json()["records"] if e["actor"] == "keysafe-scheduler"]
+            time.sleep(0.05)
+        assert purged and purged[0]["outcome"] == "ok"
+        r = c.get(f"/api/secrets/{ORG}", params={"include_deleted": "true"},
+                  headers=bearer(writer))
+        assert OPENAI not in r.text
+
+
+def test_replicas_starting_together_print_one_bootstrap_token(tmp_path: Path) -> None:
+    from keysafe.config import load_settings
+    from keysafe.server.run import bootstrap_token
+
+    settings = load_settings({"KEYSAFE_HOME": str(tmp_path)})
+    got: list[str | None] = []
+    start = threading.Barrier(4)
+
+    def boot() -> None:
+        start.wait(timeout=10)
+        got.append(bootstrap_token(settings))
+
+    threads = [threading.Thread(target=boot) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len([t for t in got if t]) == 1

@@ -74,6 +74,11 @@ class Settings:
     jwt_role_claim: str = "role"
     server_cache_ttl: float = 5.0
     purge_interval: float = 3600.0
+    rotation_interval: float = 3600.0
+    rotation_grace_hours: float = 24.0
+    rotation_overrides: str = ""
+    event_webhooks: str = ""
+    event_webhook_secret: str | None = field(default=None, repr=False)
     backend_options: dict[str, Any] = field(default_factory=dict, repr=False)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -124,7 +129,8 @@ class Settings:
         return rows
 
 
-_SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret"})
+_SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret",
+                            "event_webhook_secret"})
 
 # Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
 _ENV_VARS: Mapping[str, str] = {
@@ -165,6 +171,11 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_JWT_ROLE_CLAIM": "jwt_role_claim",
     "KEYSAFE_SERVER_CACHE_TTL": "server_cache_ttl",
     "KEYSAFE_PURGE_INTERVAL": "purge_interval",
+    "KEYSAFE_ROTATION_INTERVAL": "rotation_interval",
+    "KEYSAFE_ROTATION_GRACE_HOURS": "rotation_grace_hours",
+    "KEYSAFE_ROTATION_OVERRIDES": "rotation_overrides",
+    "KEYSAFE_EVENT_WEBHOOKS": "event_webhooks",
+    "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
 _TRUE = {"1", "true", "yes", "on"}

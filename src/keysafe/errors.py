@@ -109,3 +109,9 @@ class RotationError(KeysafeError):
     """A rotation step failed; the current version is left as it was."""
 
     code = "rotation_error"
+
+
+class CredentialRejected(Exception):
+    """Raised by the caller's own code (not keysafe) inside ``SecretManager.use`` when a
+    target system refused the credential: keysafe then reads the secret fresh (it may have
+    been rotated) and retries once."""

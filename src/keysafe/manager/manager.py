@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysafe.backends.base import (
     Destroyable,
@@ -32,6 +32,7 @@ from keysafe.backends.base import (
 from keysafe.errors import (
     BackendUnavailable,
     Conflict,
+    CredentialRejected,
     InvalidValue,
     KeysafeError,
     NotFound,
@@ -54,6 +55,9 @@ from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, Sec
 if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
+
+
+T = TypeVar("T")
 
 
 def _invalidator(cache: SecretCache) -> Callable[[str], None]:
@@ -310,6 +314,32 @@ class SecretManager:
             self.record("read", path, "ok", org=ref.org, version=v)
         self.cache.put(key, path, value, gen)
         return value
+
+    def use(self, name: str, fn: Callable[[str], T], org: str | None = None, *,
+            domain: str | None = None) -> T:
+        """``fn(value)``; if ``fn`` raises CredentialRejected (the target refused the
+        credential, e.g. after a rotation elsewhere), read the value fresh and call ``fn``
+        once more. A second rejection, or the same value again, is raised."""
+        value = self.get(name, org, domain=domain)
+        try:
+            return fn(value)
+        except CredentialRejected:
+            fresh = self.get(name, org, domain=domain, fresh=True)
+            if fresh == value:
+                raise
+            return fn(fresh)
+
+    def verification_values(self, name: str, org: str | None = None, *,
+                            domain: str | None = None) -> builtins.list[str]:
+        """The current value, then the one a rotation replaced while its grace period
+        lasts: verify JWTs (or webhook signatures) against each in turn."""
+        from keysafe.rotation.engine import previous_value
+
+        out = [self.get(name, org, domain=domain)]
+        old = previous_value(self.backend, self.path(name, org, domain=domain))
+        if old is not None and old != out[0]:
+            out.append(old)
+        return out
 
     def has(self, name: str, org: str | None = None, *, domain: str | None = None,
             env: str | None = None) -> bool:

@@ -1,0 +1,454 @@
+"""The rotation protocol, the same for every rotator (AWS Secrets Manager's four steps).
+
+1. **create**: the rotator generates the new value; it is stored as the *pending* record
+   (a sibling of the secret, never current).
+2. **apply**: the rotator sets it in the target system (``applying`` is recorded first, so
+   a crash inside is recognised).
+3. **test**: the rotator proves the new value works there.
+4. **promote**: the new value becomes the secret's current version (check-and-set on the
+   version the rotation started from); the old value is kept as the *previous* record for
+   a grace period, after which the rotator retires it.
+
+A failure at any step leaves the current version untouched: the rotator's ``rollback``
+undoes ``apply``, the pending record is discarded, the audit log says which step failed
+and why, and RotationError is raised. A run that finds a pending record (a crash) resumes
+it from its recorded step or rolls it back; it is never left half-done.
+
+Pending and previous records live beside the secrets at ``_rotation/<path>/pending`` and
+``.../previous`` (outside every naming template, so never listed), sealed like any value.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets as _secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from keysafe.backends.base import Recoverable, WriteContext
+from keysafe.errors import Conflict, KeysafeError, NotFound, RotationError
+from keysafe.models import MetadataUpdate
+from keysafe.rotation.policy import Policy, RotationState, select, sort_states
+from keysafe.rotation.rotators import (
+    ManualRotation,
+    RotationContext,
+    Rotator,
+    load_rotator,
+    options_of,
+)
+
+if TYPE_CHECKING:
+    from keysafe.manager.manager import SecretManager
+    from keysafe.rotation.events import Events
+
+STEPS = ("created", "applying", "applied", "tested", "promoting")
+_PREFIX = "_rotation"
+
+
+def record_path(path: str, kind: str) -> str:
+    """Where a secret's pending or previous record lives."""
+    if path.startswith("/"):
+        return f"/{_PREFIX}{path}/{kind}"
+    return f"{_PREFIX}/{path}/{kind}"
+
+
+def secret_path_of(rpath: str) -> tuple[str, str]:
+    """(secret path, kind) of a record path."""
+    lead = "/" if rpath.startswith("/") else ""
+    body = rpath[len(f"{lead}{_PREFIX}/"):] if lead == "" else rpath[len(f"/{_PREFIX}"):]
+    path, _, kind = body.rpartition("/")
+    return path, kind
+
+
+@dataclass
+class Outcome:
+    path: str
+    name: str
+    org: str
+    outcome: str            # rotated, failed, reminder, skipped, planned, resumed
+    version: int | None = None
+    step: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "org": self.org,
+                "outcome": self.outcome, "version": self.version, "step": self.step,
+                "detail": self.detail}
+
+
+@dataclass
+class Stats:
+    rotated: int = 0
+    failed: int = 0
+    reminders: int = 0
+    retired: int = 0
+    resumed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class RotationEngine:
+    """Rotations through one manager (its store, naming, audit and cache)."""
+
+    def __init__(self, manager: SecretManager, *, policy: Policy | None = None,
+                 grace: timedelta = timedelta(hours=24), events: Events | None = None,
+                 rotator_factory: Callable[[str], Rotator] = load_rotator) -> None:
+        self.mgr = manager
+        self.policy = policy or Policy(manager.catalog)
+        self.grace = grace
+        self.events = events
+        self.load = rotator_factory
+        self.stats = Stats()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @classmethod
+    def from_settings(cls, manager: SecretManager, settings: Any) -> RotationEngine:
+        from keysafe.rotation.events import Events
+        from keysafe.rotation.policy import parse_overrides
+
+        return cls(manager, policy=Policy(manager.catalog,
+                                          parse_overrides(settings.rotation_overrides)),
+                   grace=timedelta(hours=settings.rotation_grace_hours),
+                   events=Events.from_settings(settings))
+
+    # -- status -----------------------------------------------------------------------
+    def states(self, org: str | None = None, domain: str | None = None,
+               now: datetime | None = None) -> builtins.list[RotationState]:
+        out = []
+        for meta in self.mgr.list(org, domain=domain):
+            ref = self.mgr.parse(meta.path)
+            out.append(self.policy.state(meta, ref.org, ref.domain, ref.name, now))
+        return sort_states(out)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, which: str, *, org: str | None = None, domain: str | None = None,
+            dry_run: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> builtins.list[Outcome]:
+        """Rotate a selection (all, due, symmetric, api-keys, database) or one NAME
+        (which then needs ``org``). Failures are reported per secret, not raised."""
+        if which in ("all", "due", "symmetric", "api-keys", "database"):
+            chosen = select(self.states(org, domain), which)
+        else:
+            if org is None:
+                raise RotationError(f"rotating {which!r} needs --org")
+            meta = self.mgr.describe(which, org, domain=domain)
+            ref = self.mgr.parse(meta.path)
+            chosen = [self.policy.state(meta, ref.org, ref.domain, ref.name)]
+        results = []
+        for i, st in enumerate(chosen):
+            if dry_run:
+                results.append(Outcome(st.path, st.name, st.org, "planned",
+                                       st.version, None, f"rotator {st.rotator}; {st.status}"))
+            else:
+                results.append(self._rotate_reporting(st))
+            if progress:
+                progress(i + 1, len(chosen))
+        return results
+
+    def _rotate_reporting(self, st: RotationState) -> Outcome:
+        try:
+            return self.rotate(st.name, st.org, domain=st.domain)
+        except ManualRotation as exc:
+            return Outcome(st.path, st.name, st.org, "reminder", st.version, "create",
+                           exc.message)
+        except KeysafeError as exc:
+            return Outcome(st.path, st.name, st.org, "failed", st.version,
+                           getattr(exc, "step", None), exc.message)
+
+    def rotate(self, name: str, org: str, *, domain: str | None = None) -> Outcome:
+        """Rotate one secret now (resuming a crashed rotation first). Raises
+        RotationError (ManualRotation for a reminder) if it cannot."""
+        path = self.mgr.path(name, org, domain=domain)
+        lock = self._locks.setdefault(path, threading.Lock())
+        with lock:
+            return self._rotate(path)
+
+    def _rotate(self, path: str) -> Outcome:
+        ref = self.mgr.parse(path)
+        meta = self.mgr.backend.describe(path)
+        st = self.policy.state(meta, ref.org, ref.domain, ref.name)
+        rotator = self.load(st.rotator)
+        ctx = self._context(path, meta.tags)
+        resumed = self._resume(path, rotator, ctx)
+        if resumed is not None:
+            return resumed
+        ctx.current, base = self._current(path)
+        rid = _secrets.token_hex(6)
+        step = "create"
+        new: str | None = None
+        try:
+            try:
+                new = rotator.generate(ctx)
+            except ManualRotation as exc:
+                self._audit(path, ref.org, "reminder", base, {"rotator": st.rotator})
+                self.stats.reminders += 1
+                self._event("rotation.reminder", path, ref.org, base, exc.message)
+                raise
+            if not isinstance(new, str) or not new:
+                raise RotationError(f"rotator {st.rotator} produced no value")
+            self._put_record(path, "pending", new, {
+                "rotation.id": rid, "rotation.step": "created",
+                "rotation.base_version": str(base), "rotation.rotator": st.rotator})
+            self._audit(path, ref.org, "pending_created", base, {"rotation": rid})
+            step = "apply"
+            self._mark(path, "applying")
+            rotator.apply(ctx, new)
+            self._mark(path, "applied")
+            step = "test"
+            rotator.test(ctx, new)
+            self._mark(path, "tested")
+            step = "promote"
+            version = self._promote(path, ref.org, rotator, ctx, new, base, rid)
+        except ManualRotation:
+            raise
+        except Exception as exc:
+            self._fail(path, ref.org, rotator, ctx, new, base, step, exc)
+            raise _step_error(exc, step, path) from None
+        self.stats.rotated += 1
+        self._event("rotation.succeeded", path, ref.org, version, "")
+        return Outcome(path, ref.name, ref.org, "rotated", version, None, f"rotator "
+                       f"{st.rotator}")
+
+    # -- steps ----------------------------------------------------------------------------
+    def _context(self, path: str, tags: dict[str, str]) -> RotationContext:
+        ref = self.mgr.parse(path)
+
+        def read(other: str) -> str:
+            return self.mgr.get(other, ref.org, domain=ref.domain, fresh=True)
+
+        return RotationContext(path, ref.name, ref.org, ref.domain, options_of(tags), read)
+
+    def _current(self, path: str) -> tuple[str, int]:
+        value, version = self.mgr.backend.get(path)
+        return value, version
+
+    def _put_record(self, path: str, kind: str, value: str, tags: dict[str, str]) -> None:
+        rpath = record_path(path, kind)
+        b = self.mgr.backend
+        self._drop(rpath)
+        b.put(rpath, value, ctx=WriteContext.make(self.mgr.actor),
+              meta=MetadataUpdate(tags=tags, secret_type="generic"))
+
+    def _record(self, path: str, kind: str) -> tuple[str, dict[str, str]] | None:
+        rpath = record_path(path, kind)
+        try:
+            meta = self.mgr.backend.describe(rpath)
+            value, _ = self.mgr.backend.get(rpath)
+        except NotFound:
+            return None
+        return value, dict(meta.tags)
+
+    def _mark(self, path: str, step: str) -> None:
+        rpath = record_path(path, "pending")
+        b = self.mgr.backend
+        tags = dict(b.describe(rpath).tags)
+        tags["rotation.step"] = step
+        b.update_metadata(rpath, MetadataUpdate(tags=tags),  # type: ignore[attr-defined]
+                          ctx=WriteContext.make(self.mgr.actor))
+
+    def _drop(self, rpath: str) -> None:
+        b = self.mgr.backend
+        ctx = WriteContext.make(self.mgr.actor)
+        try:
+            if isinstance(b, Recoverable):
+                b.purge(rpath, ctx=ctx)
+            else:
+                b.delete(rpath, ctx=ctx)
+        except NotFound:
+            pass
+
+    def _promote(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
+                 new: str, base: int, rid: str) -> int:
+        self._mark(path, "promoting")
+        ref = self.mgr.parse(path)
+        meta = self.mgr.backend.describe(path)
+        info = self.mgr.put(ref.name, new, ref.org, domain=ref.domain, expected_version=base,
+                            check_format=False, tags=meta.tags)
+        self._finish(path, org, rotator, ctx, new, ctx.current, info.version, rid)
+        return info.version
+
+    def _finish(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
+                new: str, old: str | None, version: int, rid: str) -> None:
+        promoted = getattr(rotator, "promoted", None)
+        if promoted is not None:
+            promoted(ctx, new)
+        if old is not None:
+            until = datetime.now(UTC) + self.grace
+            self._put_record(path, "previous", old, {
+                "rotation.id": rid, "rotation.expires": until.isoformat(),
+                "rotation.rotator": getattr(rotator, "name", "?"),
+                "rotation.version": str(version - 1)})
+        self._drop(record_path(path, "pending"))
+        self._audit(path, org, "ok", version, {"rotation": rid,
+                                               "grace_hours": self.grace.total_seconds() / 3600})
+
+    def _fail(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
+              new: str | None, base: int, step: str, exc: BaseException) -> None:
+        """Undo what the failed rotation did in the target, discard the pending record."""
+        undone = "nothing to undo"
+        if new is not None and step != "create":
+            try:
+                rotator.rollback(ctx, new)
+                undone = "rolled back in the target"
+            except Exception as rb:  # the audit log says so; an operator must look
+                undone = f"ROLLBACK FAILED ({type(rb).__name__})"
+        self._drop(record_path(path, "pending"))
+        reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+        self.stats.failed += 1
+        self._audit(path, org, "failed", base, {"step": step, "reason": reason,
+                                                "undo": undone}, durable=True)
+        self._event("rotation.failed", path, org, base, f"step {step}: {reason}; {undone}")
+
+    def _resume(self, path: str, rotator: Rotator, ctx: RotationContext) -> Outcome | None:
+        """Finish or roll back a rotation a crash interrupted. None: nothing pending (or
+        it was discarded), go on with a new rotation."""
+        rec = self._record(path, "pending")
+        if rec is None:
+            return None
+        new, tags = rec
+        step = tags.get("rotation.step", "created")
+        base = int(tags.get("rotation.base_version", "0") or 0)
+        rid = tags.get("rotation.id", "?")
+        ref = self.mgr.parse(path)
+        current, version = self._current(path)
+        ctx.current = current
+        self.stats.resumed += 1
+        if step == "promoting" and version > base and current == new:
+            # Promoted before the crash: only the clean-up was lost.
+            old = self._version_value(path, base)
+            self._finish(path, ref.org, rotator, ctx, new, old, version, rid)
+            self._audit(path, ref.org, "resumed", version, {"rotation": rid, "from": step,
+                                                            "result": "completed"})
+            return Outcome(path, ref.name, ref.org, "resumed", version, step,
+                           "completed an interrupted promotion")
+        if version != base:
+            # Someone wrote the secret since: the pending value lost; undo it in the target.
+            self._fail(path, ref.org, rotator, ctx, new, base, "apply", Conflict(
+                f"{path} changed during an interrupted rotation"))
+            return None
+        if step == "created":
+            self._drop(record_path(path, "pending"))
+            self._audit(path, ref.org, "resumed", base, {"rotation": rid, "from": step,
+                                                         "result": "discarded"})
+            return None
+        try:
+            rotator.test(ctx, new)  # applying/applied/tested/promoting: does it work?
+            if step == "applying":
+                self._mark(path, "applied")
+            v = self._promote(path, ref.org, rotator, ctx, new, base, rid)
+        except Exception as exc:
+            self._fail(path, ref.org, rotator, ctx, new, base, "test", exc)
+            self._audit(path, ref.org, "resumed", base, {"rotation": rid, "from": step,
+                                                         "result": "rolled back"})
+            raise _step_error(exc, "test", path) from None
+        self._audit(path, ref.org, "resumed", v, {"rotation": rid, "from": step,
+                                                  "result": "completed"})
+        self.stats.rotated += 1
+        return Outcome(path, ref.name, ref.org, "resumed", v, step,
+                       "completed an interrupted rotation")
+
+    def _version_value(self, path: str, version: int) -> str | None:
+        try:
+            return self.mgr.backend.get(path, version)[0]
+        except KeysafeError:
+            return None
+
+    # -- grace period -------------------------------------------------------------------
+    def previous(self, name: str, org: str, *, domain: str | None = None,
+                 now: datetime | None = None) -> str | None:
+        """The value a rotation replaced, while its grace period lasts."""
+        return previous_value(self.mgr.backend, self.mgr.path(name, org, domain=domain), now)
+
+    def retire_expired(self, now: datetime | None = None) -> builtins.list[str]:
+        """Retire every previous value whose grace period has ended: the rotator revokes
+        it in the target, then the record is purged. Returns the secret paths."""
+        done = []
+        for rpath in self._records("previous"):
+            path, _ = secret_path_of(rpath)
+            rec = self._record(path, "previous")
+            if rec is None or not _expired(rec[1], now):
+                continue
+            old, tags = rec
+            org = self.mgr.parse(path).org if self.mgr.naming.matches(path) else None
+            try:
+                meta = self.mgr.backend.describe(path, include_deleted=True)
+                rotator = self.load(tags.get("rotation.rotator", "manual"))
+                ctx = self._context(path, meta.tags)
+                ctx.current = self._version_value(path, meta.current_version)
+                rotator.retire(ctx, old)
+            except KeysafeError as exc:
+                self._audit(path, org, "retire_failed", None, {"reason": exc.message})
+                continue
+            self._drop(rpath)
+            self.stats.retired += 1
+            self._audit(path, org, "retired", None, {"rotation": tags.get("rotation.id")})
+            done.append(path)
+        return done
+
+    def _records(self, kind: str) -> Iterator[str]:
+        b = self.mgr.backend
+        for lead in ("", "/"):
+            prefix = f"{lead}{_PREFIX}/" if lead == "" else f"/{_PREFIX}/"
+            for meta in b.list(prefix):
+                if meta.path.endswith(f"/{kind}"):
+                    yield meta.path
+
+    # -- audit and events -----------------------------------------------------------------
+    def _audit(self, path: str, org: str | None, outcome: str, version: int | None,
+               detail: dict[str, Any], *, durable: bool = True) -> None:
+        self.mgr.record("rotate", path, outcome, org=org, version=version, detail=detail,
+                        durable=durable)
+
+    def _event(self, kind: str, path: str, org: str, version: int | None, detail: str) -> None:
+        if self.events is not None:
+            self.events.emit(kind, {"path": path, "org": org, "version": version,
+                                    "detail": detail})
+
+    def remind(self, org: str | None = None, now: datetime | None = None
+               ) -> builtins.list[RotationState]:
+        """Send a reminder event for each secret due within a week, overdue, or expiring
+        within a week; returns their states."""
+        now = now or datetime.now(UTC)
+        out = []
+        for st in self.states(org, now=now):
+            meta = self.mgr.backend.describe(st.path)
+            expiring = meta.expires_at is not None and meta.expires_at - now <= timedelta(days=7)
+            if st.status in ("overdue", "due_soon") or expiring:
+                out.append(st)
+                due = st.next_due.isoformat() if st.next_due else "-"
+                self._event("rotation.due" if not expiring else "secret.expiring", st.path,
+                            st.org, st.version, f"{st.status}; next due {due}")
+        return out
+
+
+def previous_value(backend: Any, path: str, now: datetime | None = None) -> str | None:
+    """The previous value of ``path`` while its grace period lasts, else None."""
+    rpath = record_path(path, "previous")
+    try:
+        tags = backend.describe(rpath).tags
+        if _expired(tags, now):
+            return None
+        value: str = backend.get(rpath)[0]
+    except NotFound:
+        return None
+    return value
+
+
+def _expired(tags: dict[str, str], now: datetime | None) -> bool:
+    until = tags.get("rotation.expires")
+    if not until:
+        return True
+    try:
+        return datetime.fromisoformat(until) <= (now or datetime.now(UTC))
+    except ValueError:
+        return True
+
+
+def _step_error(exc: BaseException, step: str, path: str) -> RotationError:
+    reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+    err = RotationError(f"rotation of {path} failed at step {step}: {reason}; the current "
+                        "version is unchanged", path=path)
+    err.step = step  # type: ignore[attr-defined]
+    return err

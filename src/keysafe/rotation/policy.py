@@ -1,0 +1,144 @@
+"""Rotation policy: how often each secret rotates, when it last did, when it is due.
+
+The period comes from, in order: the secret's own ``rotation_days`` metadata; an org
+override (``KEYSAFE_ROTATION_OVERRIDES``: ``org:type_or_name=days`` entries, ``*`` for
+every org); the catalog entry for its name; spec 004's period for its secret type.
+0 days means "never scheduled". Last rotated is the secret's ``last_rotated`` (every
+write sets it), else its creation time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from keysafe.catalog import ROTATION_DAYS, Catalog
+from keysafe.errors import ConfigError
+from keysafe.models import SecretMetadata
+
+Status = Literal["overdue", "due_soon", "ok", "unscheduled"]
+
+#: spec 004's script categories -> the secret types each rotates.
+CATEGORIES: Mapping[str, frozenset[str]] = {
+    "symmetric": frozenset({"jwt", "encryption_key", "webhook_secret"}),
+    "api-keys": frozenset({"api_key", "oauth_token", "cloud_credential"}),
+    "database": frozenset({"database", "password", "connection_url"}),
+}
+
+#: Reminders go out this long before a secret is due.
+DUE_SOON = timedelta(days=7)
+
+
+def parse_overrides(text: str) -> dict[tuple[str, str], int]:
+    """``"acme:api_key=60, *:jwt=90, acme:openai_api_key=14"`` -> {(org, key): days}."""
+    out: dict[tuple[str, str], int] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        scope, _, days = item.partition("=")
+        org, _, key = scope.partition(":")
+        try:
+            n = int(days)
+        except ValueError:
+            n = -1
+        if not org or not key or n < 0:
+            raise ConfigError(f"rotation override {item!r} is not ORG:TYPE_OR_NAME=DAYS "
+                              "(ORG may be *, DAYS a whole number, 0 for never)")
+        out[(org.strip(), key.strip())] = n
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RotationState:
+    path: str
+    name: str
+    org: str
+    domain: str
+    secret_type: str | None
+    period_days: int | None
+    period_source: str
+    last_rotated: datetime
+    next_due: datetime | None
+    status: Status
+    rotator: str
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "org": self.org, "domain": self.domain,
+                "secret_type": self.secret_type, "period_days": self.period_days,
+                "period_source": self.period_source,
+                "last_rotated": self.last_rotated.isoformat(),
+                "next_due": self.next_due.isoformat() if self.next_due else None,
+                "status": self.status, "rotator": self.rotator, "version": self.version}
+
+
+def default_rotator(secret_type: str | None) -> str:
+    """Symmetric secrets keysafe can make itself; everything else needs a person (or a
+    configured rotator, set with the ``rotator`` tag)."""
+    if secret_type in CATEGORIES["symmetric"]:
+        return "random"
+    return "manual"
+
+
+class Policy:
+    def __init__(self, catalog: Catalog, overrides: Mapping[tuple[str, str], int] | None = None
+                 ) -> None:
+        self.catalog = catalog
+        self.overrides = dict(overrides or {})
+
+    def period(self, meta: SecretMetadata, org: str, name: str) -> tuple[int | None, str]:
+        """(days or None, where the figure came from)."""
+        if meta.rotation_days is not None:
+            return meta.rotation_days or None, "secret"
+        entry = self.catalog.get(name)
+        stype = meta.secret_type or (entry.secret_type if entry else None)
+        for o in (org, "*"):
+            for key in (name, stype):
+                if key is not None and (o, key) in self.overrides:
+                    return self.overrides[(o, key)] or None, f"override {o}:{key}"
+        if entry is not None:
+            return entry.effective_rotation_days, "catalog"
+        if stype is not None:
+            return ROTATION_DAYS.get(stype), f"type {stype}"
+        return None, "none"
+
+    def state(self, meta: SecretMetadata, org: str, domain: str, name: str,
+              now: datetime | None = None) -> RotationState:
+        now = now or datetime.now(UTC)
+        days, source = self.period(meta, org, name)
+        last = meta.last_rotated or meta.created_at
+        entry = self.catalog.get(name)
+        stype = meta.secret_type or (entry.secret_type if entry else None)
+        if days is None:
+            due, status = None, "unscheduled"
+        else:
+            due = last + timedelta(days=days)
+            status = ("overdue" if due <= now else "due_soon" if due - now <= DUE_SOON
+                      else "ok")
+        rotator = meta.tags.get("rotator") or default_rotator(stype)
+        return RotationState(meta.path, name, org, domain, stype, days, source, last, due,
+                             status, rotator, meta.current_version)  # type: ignore[arg-type]
+
+
+_ORDER = {"overdue": 0, "due_soon": 1, "ok": 2, "unscheduled": 3}
+
+
+def sort_states(states: Iterable[RotationState]) -> list[RotationState]:
+    """Overdue first (most overdue first), then due soon, ok, unscheduled."""
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(states, key=lambda s: (_ORDER[s.status], s.next_due or far, s.path))
+
+
+def select(states: Iterable[RotationState], which: str) -> list[RotationState]:
+    """spec 004's selectors: all, symmetric, api-keys, database, due (overdue only)."""
+    states = list(states)
+    if which == "all":
+        return [s for s in states if s.period_days is not None or s.rotator != "manual"]
+    if which == "due":
+        return [s for s in states if s.status == "overdue"]
+    if which in CATEGORIES:
+        return [s for s in states if s.secret_type in CATEGORIES[which]]
+    raise ConfigError(f"unknown selection {which!r}: use all, due, "
+                      f"{', '.join(CATEGORIES)} or a secret name")

@@ -1,0 +1,164 @@
+"""PostgreSQL role passwords.
+
+The secret holds the credential as JSON (``{"username", "password", "host", "port",
+"dbname"}``) or as a ``postgresql://`` URL; the rotated value keeps its shape. The new
+password goes to the server as a SCRAM verifier computed client-side by libpq
+(``PQencryptPasswordConn``), so it never appears in a statement or a server log.
+
+Schemes (tag ``rotator.scheme``):
+
+- ``single`` (default): the role changes its own password; ``test`` logs in with the new
+  one. Old sessions stay connected, new logins need the new password at once.
+- ``alternating``: two roles (``rotator.users=app_a,app_b``) take turns. A rotation sets a
+  new password on the role *not* in use (with the admin credential named by
+  ``rotator.admin_secret``) and switches the secret to it; the old role keeps working
+  for the grace period, then ``retire`` gives it a random password. There is never a
+  moment without a valid credential.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from keysafe.backends._sdk import require_sdk
+from keysafe.errors import ConfigError, RotationError
+from keysafe.rotation.rotators import RotationContext
+
+
+def parse_credential(value: str) -> tuple[dict[str, Any], str]:
+    """(fields, shape) of a stored credential: shape is "json" or "url"."""
+    v = value.strip()
+    if v.startswith("{"):
+        try:
+            d = json.loads(v)
+        except ValueError:
+            raise RotationError("the stored database credential is not valid JSON") from None
+        if not isinstance(d, dict) or not d.get("username") or "password" not in d:
+            raise RotationError("the stored database credential needs username and password")
+        return d, "json"
+    if v.startswith(("postgresql://", "postgres://")):
+        u = urlsplit(v)
+        if not u.username:
+            raise RotationError("the stored database URL has no user name")
+        return {"username": unquote(u.username), "password": unquote(u.password or ""),
+                "host": u.hostname or "localhost", "port": u.port or 5432,
+                "dbname": u.path.lstrip("/") or "postgres", "_query": u.query}, "url"
+    raise RotationError("the stored database credential is neither JSON nor a postgresql:// URL")
+
+
+def format_credential(d: dict[str, Any], shape: str) -> str:
+    if shape == "json":
+        return json.dumps({k: v for k, v in d.items() if not k.startswith("_")},
+                          sort_keys=True)
+    q = f"?{d['_query']}" if d.get("_query") else ""
+    return (f"postgresql://{quote(d['username'], safe='')}:{quote(d['password'], safe='')}"
+            f"@{d['host']}:{d['port']}/{quote(str(d['dbname']), safe='')}{q}")
+
+
+def _connect(d: dict[str, Any], timeout: int = 10) -> Any:
+    psycopg = require_sdk("psycopg", "postgres")
+    try:
+        return psycopg.connect(host=d.get("host", "localhost"), port=int(d.get("port", 5432)),
+                               dbname=d.get("dbname", "postgres"), user=d["username"],
+                               password=d["password"], connect_timeout=timeout,
+                               autocommit=True)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RotationError(f"cannot log in to PostgreSQL as {d['username']}: "
+                            f"{first.replace(str(d['password']), '***')}") from None
+
+
+def _set_password(conn: Any, role: str, password: str) -> None:
+    from psycopg import sql
+
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(verifier.decode())))
+
+
+class PostgresPasswordRotator:
+    name = "postgres"
+
+    def _scheme(self, ctx: RotationContext) -> str:
+        scheme = ctx.options.get("scheme", "single")
+        if scheme not in ("single", "alternating"):
+            raise ConfigError(f"rotator.scheme for {ctx.name} must be single or alternating")
+        return scheme
+
+    def _users(self, ctx: RotationContext) -> list[str]:
+        users = [u.strip() for u in ctx.options.get("users", "").split(",") if u.strip()]
+        if len(users) != 2:
+            raise ConfigError(f"rotator.users for {ctx.name} must name two roles: a,b")
+        return users
+
+    def _admin(self, ctx: RotationContext) -> dict[str, Any]:
+        name = ctx.options.get("admin_secret")
+        if not name:
+            raise ConfigError(f"the alternating scheme for {ctx.name} needs "
+                              "rotator.admin_secret (a secret holding an admin credential)")
+        return parse_credential(ctx.read(name))[0]
+
+    def generate(self, ctx: RotationContext) -> str:
+        if ctx.current is None:
+            raise RotationError(f"{ctx.name} has no current credential to rotate")
+        d, shape = parse_credential(ctx.current)
+        new = dict(d, password=secrets.token_urlsafe(32))
+        if self._scheme(ctx) == "alternating":
+            a, b = self._users(ctx)
+            new["username"] = b if d["username"] == a else a
+        return format_credential(new, shape)
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        assert ctx.current is not None
+        nd, _ = parse_credential(new)
+        if self._scheme(ctx) == "alternating":
+            with _connect(self._admin(ctx)) as conn:
+                _set_password(conn, nd["username"], nd["password"])
+            return
+        cur, _ = parse_credential(ctx.current)
+        try:
+            conn = _connect(cur)
+        except RotationError:
+            # Resuming after a crash inside apply: the new password may already be set.
+            conn = _connect(nd)
+        with conn:
+            _set_password(conn, nd["username"], nd["password"])
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        nd, _ = parse_credential(new)
+        with _connect(nd) as conn:
+            row = conn.execute("SELECT current_user").fetchone()
+        if row is None or row[0] != nd["username"]:
+            raise RotationError(f"logged in with the new credential for {ctx.name} but as "
+                                "the wrong role")
+
+    def rollback(self, ctx: RotationContext, new: str) -> None:
+        """Put the current password back (single), or scramble the unused role's new
+        password (alternating; the current role was never touched)."""
+        nd, _ = parse_credential(new)
+        if self._scheme(ctx) == "alternating":
+            with _connect(self._admin(ctx)) as conn:
+                _set_password(conn, nd["username"], secrets.token_urlsafe(32))
+            return
+        if ctx.current is None:
+            return
+        cur, _ = parse_credential(ctx.current)
+        try:
+            conn = _connect(nd)
+        except RotationError:
+            return  # the new password never took: the current one still works
+        with conn:
+            _set_password(conn, cur["username"], cur["password"])
+
+    def retire(self, ctx: RotationContext, old: str) -> None:
+        if self._scheme(ctx) != "alternating":
+            return  # the role's password changed at apply; nothing else to revoke
+        od, _ = parse_credential(old)
+        if ctx.current is not None and parse_credential(ctx.current)[0]["username"] == \
+                od["username"]:
+            return  # rotated back to that role since: it is the live one again
+        with _connect(self._admin(ctx)) as conn:
+            _set_password(conn, od["username"], secrets.token_urlsafe(32))

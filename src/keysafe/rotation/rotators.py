@@ -1,0 +1,246 @@
+"""Rotators: the part of a rotation that knows the target system.
+
+Each is a small class behind one interface, found by name among the built-ins, the
+``keysafe.rotators`` entry-point group, or as ``module:Class``. Options come from the
+secret's tags (``rotator.<option>``), so a rotation is configured where the secret is.
+
+The engine calls, in order: ``generate`` (the pending value), ``apply`` (set it in the
+target), ``test`` (prove it works there), and after promotion and the grace period,
+``retire`` (revoke the previous credential). ``rollback`` undoes ``apply`` when a later
+step fails, so the current credential keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import string
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from keysafe.errors import ConfigError, RotationError
+
+
+class ManualRotation(RotationError):
+    """Only a person can issue this credential: a reminder was opened instead."""
+
+    code = "rotation_manual"
+
+
+@dataclass
+class RotationContext:
+    """What a rotator may know: never other secrets' values, except through ``read``."""
+
+    path: str
+    name: str
+    org: str
+    domain: str
+    options: Mapping[str, str]
+    #: Reads another secret of the same org and domain (e.g. an admin credential).
+    read: Callable[[str], str] = field(repr=False, default=lambda n: "")
+    #: The current value (None when the secret does not exist yet).
+    current: str | None = field(repr=False, default=None)
+
+
+@runtime_checkable
+class Rotator(Protocol):
+    name: str
+
+    def generate(self, ctx: RotationContext) -> str: ...
+
+    def apply(self, ctx: RotationContext, new: str) -> None: ...
+
+    def test(self, ctx: RotationContext, new: str) -> None: ...
+
+    def rollback(self, ctx: RotationContext, new: str) -> None: ...
+
+    def retire(self, ctx: RotationContext, old: str) -> None: ...
+
+
+class _NoTarget:
+    """Secrets that live only in keysafe: nothing to set, undo or revoke elsewhere."""
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        return None
+
+    def rollback(self, ctx: RotationContext, new: str) -> None:
+        return None
+
+    def retire(self, ctx: RotationContext, old: str) -> None:
+        return None
+
+
+_ALPHABETS = {
+    "urlsafe": string.ascii_letters + string.digits + "-_",
+    "alnum": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "printable": string.ascii_letters + string.digits + "!#%&()*+,-./:;<=>?@[]^_{|}~",
+}
+
+
+class RandomRotator(_NoTarget):
+    """Random symmetric keys, JWT and session secrets. Options: ``length`` (characters,
+    default 64, at least 32), ``alphabet`` (urlsafe, alnum, hex, printable)."""
+
+    name = "random"
+
+    def _params(self, ctx: RotationContext) -> tuple[int, str]:
+        try:
+            n = int(ctx.options.get("length", "64"))
+        except ValueError:
+            raise ConfigError(f"rotator.length for {ctx.name} must be a number") from None
+        alpha = ctx.options.get("alphabet", "urlsafe")
+        if alpha not in _ALPHABETS:
+            raise ConfigError(f"rotator.alphabet for {ctx.name} must be one of "
+                              f"{', '.join(_ALPHABETS)}")
+        if n < 32 or n > 4096:
+            raise ConfigError(f"rotator.length for {ctx.name} must be 32 to 4096")
+        return n, _ALPHABETS[alpha]
+
+    def generate(self, ctx: RotationContext) -> str:
+        n, alphabet = self._params(ctx)
+        return "".join(secrets.choice(alphabet) for _ in range(n))
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        n, alphabet = self._params(ctx)
+        if len(new) != n or any(c not in alphabet for c in new):
+            raise RotationError(f"generated value for {ctx.name} does not match its policy")
+        if ctx.current is not None and hmac.compare_digest(new, ctx.current):
+            raise RotationError(f"new value for {ctx.name} equals the current one")
+
+
+class ManualRotator(_NoTarget):
+    """Keys only a person can issue (most third-party API keys): opens a reminder."""
+
+    name = "manual"
+
+    def generate(self, ctx: RotationContext) -> str:
+        raise ManualRotation(f"{ctx.name} ({ctx.org}) must be rotated by hand: issue a new "
+                             "key with the provider, then `keysafe put` it")
+
+    def test(self, ctx: RotationContext, new: str) -> None:  # pragma: no cover - never reached
+        return None
+
+
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The signature keysafe sends in ``X-Keysafe-Signature``: ``t=<unix>,v1=<hex>``, an
+    HMAC-SHA256 of ``"<unix>." + body`` (the Stripe-style scheme, so replays of an old
+    body with a new time do not verify)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_signature(body: bytes, header: str, secret: str, *, tolerance: float = 300,
+                     now: float | None = None) -> bool:
+    """Receivers' check of ``X-Keysafe-Signature`` (also used by keysafe's tests)."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        ts = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs((now if now is not None else time.time()) - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(body, secret, ts), header)
+
+
+class WebhookRotator:
+    """Third-party API keys through the team's own endpoint. Options: ``url`` (required),
+    ``secret_name`` (a keysafe secret in the same scope holding the HMAC key; default
+    ``rotation_webhook_secret``), ``timeout`` (seconds, default 30).
+
+    keysafe POSTs JSON ``{"action": "create"|"test"|"rollback"|"retire", "org", "domain",
+    "name", "value"?}`` signed in ``X-Keysafe-Signature``. ``create`` answers
+    ``{"value": "<new key>"}`` (the team's code asks the provider for a key); ``test``
+    answers 2xx if the key works; ``rollback`` and ``retire`` revoke the key they carry.
+    """
+
+    name = "webhook"
+
+    def _call(self, ctx: RotationContext, action: str, value: str | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        url = ctx.options.get("url")
+        if not url or not url.startswith(("https://", "http://")):
+            raise ConfigError(f"rotator.url for {ctx.name} must be an http(s) URL")
+        key = ctx.read(ctx.options.get("secret_name", "rotation_webhook_secret"))
+        payload: dict[str, Any] = {"action": action, "org": ctx.org, "domain": ctx.domain,
+                                   "name": ctx.name}
+        if value is not None:
+            payload["value"] = value
+        body = json.dumps(payload, sort_keys=True).encode()
+        req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310
+            "Content-Type": "application/json",
+            "X-Keysafe-Signature": sign(body, key, int(time.time()))})
+        timeout = float(ctx.options.get("timeout", "30"))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - checked
+                raw = resp.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            raise RotationError(f"rotation webhook for {ctx.name} answered {exc.code} to "
+                                f"{action}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RotationError(f"rotation webhook for {ctx.name} unreachable during "
+                                f"{action}: {type(exc).__name__}") from None
+        return json.loads(raw) if raw.strip() else {}
+
+    def generate(self, ctx: RotationContext) -> str:
+        answer = self._call(ctx, "create")
+        value = answer.get("value") if isinstance(answer, dict) else None
+        if not isinstance(value, str) or not value:
+            raise RotationError(f"rotation webhook for {ctx.name} returned no value")
+        return value
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        return None  # the endpoint's create already made the key live
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        self._call(ctx, "test", new)
+
+    def rollback(self, ctx: RotationContext, new: str) -> None:
+        self._call(ctx, "rollback", new)
+
+    def retire(self, ctx: RotationContext, old: str) -> None:
+        self._call(ctx, "retire", old)
+
+
+BUILTIN: dict[str, str] = {
+    "random": "keysafe.rotation.rotators:RandomRotator",
+    "manual": "keysafe.rotation.rotators:ManualRotator",
+    "webhook": "keysafe.rotation.rotators:WebhookRotator",
+    "postgres": "keysafe.rotation.postgres:PostgresPasswordRotator",
+}
+
+
+def load_rotator(name: str) -> Rotator:
+    """A rotator by built-in name, entry point (group ``keysafe.rotators``) or
+    ``module:Class``; ConfigError naming the choices when unknown."""
+    import importlib
+
+    target = BUILTIN.get(name)
+    if target is None and ":" in name:
+        target = name
+    if target is None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="keysafe.rotators"):
+            if ep.name == name:
+                obj = ep.load()
+                return obj() if isinstance(obj, type) else obj  # type: ignore[no-any-return]
+        raise ConfigError(f"unknown rotator {name!r}; built in: {', '.join(BUILTIN)} "
+                          "(or a keysafe.rotators entry point, or module:Class)")
+    module, _, cls = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load rotator {name!r}: {exc}") from None
+    return obj() if isinstance(obj, type) else obj  # type: ignore[no-any-return]
+
+
+def options_of(tags: Mapping[str, str]) -> dict[str, str]:
+    """``rotator.<option>`` tags, without the prefix."""
+    return {k[8:]: v for k, v in tags.items() if k.startswith("rotator.")}

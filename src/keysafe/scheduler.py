@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keysafe.backends.base import Leasing
 
@@ -75,6 +76,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs: dict[str, int] = {j.name: 0 for j in jobs}
+        #: The rotation engine of the rotate-due job, if any (its figures go to /metrics).
+        self.rotation: Any = None
 
     def run_pending(self) -> list[str]:
         """Run every due job this process wins; the names of those that ran."""

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,10 +10,11 @@ import typer
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say, status_text, table, warn
+from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import load, open_manager
 
 if TYPE_CHECKING:
-    from keysafe.backends.base import Progress
+    pass
 
 
 def register(app: typer.Typer) -> None:
@@ -81,24 +80,6 @@ def doctor(env: Env = None, as_json: Json = False) -> None:
             as_json=as_json))
 
 
-@contextmanager
-def _progress(label: str) -> Iterator[Progress]:
-    """A progress bar on stderr (only on a terminal); yields the callback to feed it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from keysafe.cli.output import console as make_console
-
-    console = make_console(True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
 @command
 def rekey(
     rewrap_only: Annotated[bool, typer.Option(
@@ -112,7 +93,7 @@ def rekey(
     from keysafe import maintenance
 
     settings = load(env)
-    with _progress("re-wrapping data keys") as progress:
+    with progress_bar("re-wrapping data keys") as progress:
         result = maintenance.rekey(settings, rewrap_only=rewrap_only, progress=progress)
     if as_json:
         emit_json(result.to_dict())

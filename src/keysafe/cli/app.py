@@ -20,6 +20,7 @@ from keysafe.cli import (
     importing,
     migrate,
     policy,
+    rotate,
     server,
 )
 
@@ -48,6 +49,7 @@ importing.register(app)
 migrate.register(app)
 policy.register(app)
 database.register(app)
+rotate.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -4,8 +4,6 @@ never prints a value."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +12,7 @@ import typer
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Env, Json
 from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
 
 if TYPE_CHECKING:
@@ -27,24 +26,6 @@ _LABELS = {"imported": "imported", "would_import": "would import", "skipped": "s
 
 def register(app: typer.Typer) -> None:
     app.command("import")(import_secrets)
-
-
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr, shown only on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from keysafe.cli.output import console as make_console
-
-    err = make_console(True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 @command
@@ -94,7 +75,7 @@ def import_secrets(
     options: dict[str, Any] = {"domain": domain, "dry_run": dry_run, "overwrite": overwrite,
                                "include_unknown": include_unknown,
                                "check_format": not no_format_check}
-    with open_manager(env) as mgr, _progress("importing") as progress:
+    with open_manager(env) as mgr, progress_bar("importing", transient=True) as progress:
         if file is not None:
             result = importer.import_file(mgr, file, org=org, interpolate=not no_interpolate,
                                           progress=progress, **options)

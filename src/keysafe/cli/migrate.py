@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,12 +18,13 @@ import typer
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Json
 from keysafe.cli.output import command, emit_json, say, table, warn
+from keysafe.cli.output import progress as progress_bar
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from keysafe.config import Settings
-    from keysafe.migration import MigrationResult, Progress, VerifyReport
+    from keysafe.migration import MigrationResult, VerifyReport
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
@@ -91,32 +90,6 @@ def state_file(src: Settings, source: str, dest: str, org: str | None,
     return src.home / "migrations" / f"{name}.state"
 
 
-@contextmanager
-def _progress(label: str) -> Iterator[Progress]:
-    """A progress bar on stderr (only on a terminal); yields the callback to feed it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from keysafe.cli.output import console as make_console
-
-    console = make_console(True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal, transient=False) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
 @command
 def migrate(
     source: FromProfile = None,
@@ -167,7 +140,8 @@ def migrate(
             say(f"{'dry run: ' if dry_run else ''}migrating {scope}* from {src_label} "
                 f"({src_settings.backend}) to {dst_label} ({dst_settings.backend})")
         try:
-            with _progress("migrating" if not dry_run else "checking") as progress:
+            with progress_bar("migrating" if not dry_run else "checking",
+                              timing=True) as progress:
                 result = run_migration(src, dst, org=org, domain=domain, dry_run=dry_run,
                                        overwrite=overwrite, state_path=state,
                                        progress=progress)
@@ -184,7 +158,7 @@ def migrate(
             # What should now be equal on both sides (not "exists": left different).
             paths = [i.path for i in result.items
                      if i.outcome == "moved" or i.reason in ("same_value", "done")]
-            with _progress("verifying") as progress:
+            with progress_bar("verifying", timing=True) as progress:
                 report = verify(src, dst, paths, progress=progress)
     finally:
         for mgr in (dst, src):

@@ -11,7 +11,8 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec
 
@@ -136,3 +137,33 @@ def stdin_is_tty() -> bool:
         return sys.stdin.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+@contextmanager
+def progress(label: str, *, quiet: bool = False, transient: bool = False,
+             timing: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown only on a terminal (never with ``quiet``, e.g.
+    --json); yields ``update(done, total)``. ``timing`` adds elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    err = console(True)
+    cols: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn()]
+    if timing:
+        cols += [TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, console=err, transient=transient,
+                  disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

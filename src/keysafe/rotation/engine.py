@@ -101,6 +101,7 @@ class RotationEngine:
         self.events = events
         self.load = rotator_factory
         self.stats = Stats()
+        self.overdue = 0  # at the last remind()
         self._locks: dict[str, threading.Lock] = {}
 
     @classmethod
@@ -412,7 +413,9 @@ class RotationEngine:
         within a week; returns their states."""
         now = now or datetime.now(UTC)
         out = []
-        for st in self.states(org, now=now):
+        states = self.states(org, now=now)
+        self.overdue = sum(1 for s in states if s.status == "overdue")
+        for st in states:
             meta = self.mgr.backend.describe(st.path)
             expiring = meta.expires_at is not None and meta.expires_at - now <= timedelta(days=7)
             if st.status in ("overdue", "due_soon") or expiring:

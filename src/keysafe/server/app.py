@@ -146,18 +146,34 @@ def _problem_response(status: int, body: bytes, headers: dict[str, str] | None =
 
 
 def _scheduler(settings: Settings, manager: SecretManager) -> Any:
-    """Purges soft deletes past their recovery window, once per interval across every
-    replica or worker sharing the store."""
+    """Purges soft deletes past their recovery window, and runs due rotations (retiring
+    previous values past their grace period, sending reminders), each once per interval
+    across every replica or worker sharing the store."""
     from keysafe.backends.base import Recoverable
     from keysafe.scheduler import Job, Scheduler
 
-    if settings.purge_interval <= 0 or not isinstance(manager.backend, Recoverable):
+    jobs = []
+    robot = manager.as_actor("keysafe-scheduler")
+    if settings.purge_interval > 0 and isinstance(manager.backend, Recoverable):
+        jobs.append(Job("purge-expired", settings.purge_interval, robot.purge_expired))
+    if settings.rotation_interval > 0:
+        from keysafe.rotation.engine import RotationEngine
+
+        engine = RotationEngine.from_settings(robot, settings)
+
+        def rotate_due() -> None:
+            engine.retire_expired()
+            engine.run("due")
+            engine.remind()
+
+        jobs.append(Job("rotate-due", settings.rotation_interval, rotate_due))
+    if not jobs:
         return None
-    purger = manager.as_actor("keysafe-scheduler")
-    sched = Scheduler(manager.backend,
-                      [Job("purge-expired", settings.purge_interval, purger.purge_expired)],
-                      lock_dir=settings.home / "jobs", tick=min(60.0, settings.purge_interval),
-                      first_delay=min(5.0, settings.purge_interval))
+    every = min(j.every for j in jobs)
+    sched = Scheduler(manager.backend, jobs, lock_dir=settings.home / "jobs",
+                      tick=min(60.0, every), first_delay=min(5.0, every))
+    if settings.rotation_interval > 0:
+        sched.rotation = engine
     sched.start()
     return sched
 

@@ -53,6 +53,31 @@ class _ManagerCollector:
         g = GaugeMetricFamily("keysafe_cache_entries", "values in the server cache")
         g.add_metric([], stats["cache_entries"])
         yield g
+        yield from _rotation_metrics(getattr(st.scheduler, "rotation", None))
+
+
+def _rotation_metrics(engine: Any) -> Iterator[Any]:
+    """Rotation outcomes and events by kind (labels carry no names or orgs)."""
+    if engine is None:
+        return
+    c = CounterMetricFamily("keysafe_rotations", "rotation outcomes", labels=["outcome"])
+    for outcome in ("rotated", "failed", "reminders", "retired", "resumed"):
+        c.add_metric([outcome], getattr(engine.stats, outcome))
+    yield c
+    g = GaugeMetricFamily("keysafe_secrets_overdue", "secrets past their rotation date "
+                          "(at the last scheduled check)")
+    g.add_metric([], engine.overdue)
+    yield g
+    if engine.events is not None:
+        e = CounterMetricFamily("keysafe_events", "rotation events and reminders sent",
+                                labels=["type"])
+        for kind, n in sorted(engine.events.counts.items()):
+            e.add_metric([kind], n)
+        yield e
+        f = CounterMetricFamily("keysafe_event_delivery_failures",
+                                "webhook deliveries that failed")
+        f.add_metric([], engine.events.failed)
+        yield f
 
 
 def render(state: ServerState) -> tuple[bytes, str]:

@@ -1,0 +1,154 @@
+"""``keysafe rotate``: rotation status, configuration, and runs (spec 004's categories)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from keysafe.cli import exitcodes
+from keysafe.cli.options import Domain, Env, Json, parse_tags
+from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.output import progress as progress_bar
+from keysafe.cli.reading import load, open_manager
+
+_SELECTIONS = ("all", "due", "symmetric", "api-keys", "database")
+
+
+def register(app: typer.Typer) -> None:
+    import inspect
+
+    # Paragraphs as single lines, so the help wraps to the terminal.
+    doc = inspect.cleandoc(rotate.__doc__ or "")
+    app.command("rotate", help="\n\n".join(p.replace("\n", " ") for p in doc.split("\n\n")))(
+        rotate)
+
+
+@command
+def rotate(
+    target: Annotated[str, typer.Argument(
+        metavar="TARGET",
+        help="status | all | due | symmetric | api-keys | database | NAME | "
+             "configure NAME | retire")],
+    name: Annotated[str | None, typer.Argument(
+        metavar="[NAME]", help="With configure: the secret to configure.",
+        show_default=False)] = None,
+    org: Annotated[str | None, typer.Option(
+        "--org", help="Organisation (required for NAME and configure; else all orgs).",
+        show_default=False)] = None,
+    domain: Domain = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would rotate; change nothing.")] = False,
+    rotator: Annotated[str | None, typer.Option(
+        "--rotator", help="With configure: random, webhook, postgres, manual or "
+                          "module:Class.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="With configure: rotator option KEY=VALUE (repeatable), e.g. "
+                         "scheme=alternating.", show_default=False)] = None,
+    period_days: Annotated[int | None, typer.Option(
+        "--period-days", min=0, max=3650,
+        help="With configure: this secret's period (0: never scheduled).",
+        show_default=False)] = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Rotate secrets, or show when they are due.
+
+    `rotate status` lists every secret's period, last rotation and next due date, overdue
+    first. `rotate due|all|symmetric|api-keys|database|NAME` runs the four-step rotation
+    (create pending, set in the target, test, promote; the old value stays readable as
+    "previous" for the grace period). Secrets only a person can issue get a reminder.
+    `rotate configure NAME --rotator R --option k=v` sets how a secret rotates; `rotate
+    retire` revokes previous values whose grace period has ended. Exits 11 if any
+    rotation failed; the current versions of failed secrets are unchanged.
+    """
+    from keysafe.rotation.engine import RotationEngine
+
+    settings = load(env)
+    with open_manager(env, settings) as mgr:
+        engine = RotationEngine.from_settings(mgr, settings)
+        if target == "status":
+            _status(engine, org, domain, as_json)
+            return
+        if target == "configure":
+            _configure(mgr, name, org, domain, rotator, option, period_days, as_json)
+            return
+        if target == "retire":
+            done = engine.retire_expired()
+            if as_json:
+                emit_json({"retired": done})
+            else:
+                say(f"retired {len(done)} previous value(s) past their grace period")
+            return
+        if name is not None:
+            raise typer.BadParameter(f"unexpected argument {name!r}")
+        if target not in _SELECTIONS and org is None:
+            raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
+        with progress_bar("rotating", quiet=as_json) as progress:
+            results = engine.run(target, org=org, domain=domain, dry_run=dry_run,
+                                 progress=progress)
+    _report(results, dry_run, as_json)
+
+
+def _status(engine: Any, org: str | None, domain: str | None, as_json: bool) -> None:
+    states = engine.states(org, domain)
+    if as_json:
+        emit_json([s.to_dict() for s in states])
+        return
+    table(["status", "name", "org", "domain", "type", "period", "last rotated", "next due",
+           "rotator"],
+          [(s.status, s.name, s.org, s.domain, s.secret_type or "-",
+            f"{s.period_days} d" if s.period_days else "-",
+            s.last_rotated.date().isoformat(),
+            s.next_due.date().isoformat() if s.next_due else "-", s.rotator)
+           for s in states], title="Rotation status (overdue first)")
+
+
+def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
+               rotator: str | None, option: list[str] | None, period_days: int | None,
+               as_json: bool) -> None:
+    from keysafe.rotation.rotators import load_rotator
+
+    if name is None:
+        raise typer.BadParameter("configure needs the secret's NAME")
+    if rotator is None and not option and period_days is None:
+        raise typer.BadParameter("configure needs --rotator, --option or --period-days")
+    if rotator is not None:
+        load_rotator(rotator)  # ConfigError now, not at the next scheduled run
+    opts = parse_tags(option) or {}
+    meta = mgr.describe(name, org, domain=domain)
+    tags = dict(meta.tags)
+    if rotator is not None:
+        tags["rotator"] = rotator
+    tags.update({f"rotator.{k}": v for k, v in opts.items()})
+    fields: dict[str, Any] = {"tags": tags}
+    if period_days is not None:
+        fields["rotation_days"] = period_days
+    new = mgr.update_metadata(name, org, domain=domain, **fields)
+    if as_json:
+        emit_json(new.to_dict())
+    else:
+        say(f"{new.path}: rotator {tags.get('rotator', '(default)')}"
+            + (f", period {period_days} d" if period_days is not None else ""))
+
+
+def _report(results: list[Any], dry_run: bool, as_json: bool) -> None:
+    failed = [r for r in results if r.outcome == "failed"]
+    if as_json:
+        emit_json({"results": [r.to_dict() for r in results],
+                   "summary": _summary(results)})
+    else:
+        table(["outcome", "name", "org", "version", "step", "detail"],
+              [(r.outcome, r.name, r.org, r.version if r.version is not None else "-",
+                r.step or "-", r.detail) for r in results],
+              title="Rotation plan" if dry_run else "Rotation results")
+        say(", ".join(f"{k}: {v}" for k, v in _summary(results).items()) or "nothing to do")
+    if failed:
+        raise typer.Exit(exitcodes.ROTATION)
+
+
+def _summary(results: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        out[r.outcome] = out.get(r.outcome, 0) + 1
+    return out

@@ -1,0 +1,350 @@
+"""The rotation protocol on the embedded store: policy and due dates, the four steps,
+a failure at each step leaving the current version untouched, an interruption at each
+step resumed or rolled back by the next run, the grace period, JWTs signed with the old
+key still verifying during it, and SecretManager.use retrying with a rotated value."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from keysafe.backends.base import WriteContext
+from keysafe.backends.sqlite import SQLiteBackend
+from keysafe.crypto.keys import KeyRing
+from keysafe.errors import ConfigError, CredentialRejected, RotationError
+from keysafe.manager.audit import AuditFilter, AuditLog, SQLiteAuditStore
+from keysafe.manager.manager import SecretManager
+from keysafe.models import MetadataUpdate
+from keysafe.rotation.engine import RotationEngine, record_path
+from keysafe.rotation.policy import Policy, parse_overrides
+from keysafe.rotation.rotators import RandomRotator, RotationContext
+
+ORG = "acme"
+JWT = "jwt_secret"
+
+
+@pytest.fixture
+def mgr(tmp_path: Path) -> Iterator[SecretManager]:
+    ring = KeyRing.generate()
+    ring.save(tmp_path / "master.key")
+    b = SQLiteBackend(tmp_path / "s.db", ring)
+    m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
+    yield m
+    m.close()
+
+
+def rotate_events(m: SecretManager) -> list[tuple[str, dict[str, Any]]]:
+    m.audit.flush()
+    return [(e.outcome, e.detail) for e in m.audit_query(AuditFilter(action="rotate"))]
+
+
+# -- policy ------------------------------------------------------------------------------
+
+def test_periods_come_from_secret_then_override_then_catalog(mgr: SecretManager) -> None:
+    mgr.put("openai_api_key", "sk-" + "a1" * 16, ORG)
+    mgr.put(JWT, "x" * 64, ORG)
+    mgr.put("my_custom", "v", ORG, rotation_days=5)
+    pol = Policy(mgr.catalog, parse_overrides("acme:api_key=60, *:jwt=90"))
+    by = {s.name: s for s in RotationEngine(mgr, policy=pol).states(ORG)}
+    assert (by["openai_api_key"].period_days, by["openai_api_key"].period_source) == \
+        (60, "override acme:api_key")
+    assert by[JWT].period_days == 90
+    assert (by["my_custom"].period_days, by["my_custom"].period_source) == (5, "secret")
+    default = {s.name: s for s in RotationEngine(mgr).states(ORG)}
+    assert default["openai_api_key"].period_days == 30  # spec 004
+    assert default[JWT].period_days == 180
+    assert default[JWT].rotator == "random"
+    assert default["openai_api_key"].rotator == "manual"
+
+
+def test_status_lists_overdue_first(mgr: SecretManager) -> None:
+    mgr.put(JWT, "x" * 64, ORG)
+    mgr.put("session_secret", "y" * 64, ORG)
+    mgr.backend.update_metadata(  # type: ignore[attr-defined]
+        mgr.path("session_secret", ORG),
+        MetadataUpdate(last_rotated=datetime.now(UTC) - timedelta(days=400)),
+        ctx=WriteContext.make("t"))
+    states = RotationEngine(mgr).states(ORG)
+    assert states[0].status == "overdue"
+    assert states[0].name == "session_secret"
+    assert states[1].status == "ok"
+
+
+@pytest.mark.parametrize("bad", ["acme=3", "acme:jwt=x", ":jwt=3", "acme:jwt=-1"])
+def test_bad_override_is_named(bad: str) -> None:
+    with pytest.raises(ConfigError, match="rotation override"):
+        parse_overrides(bad)
+
+
+# -- the protocol ----------------------------------------------------------------------------
+
+def test_symmetric_rotation_keeps_previous_for_the_grace_period(mgr: SecretManager) -> None:
+    old = "o" * 64
+    mgr.put(JWT, old, ORG)
+    eng = RotationEngine(mgr, grace=timedelta(hours=1))
+    out = eng.rotate(JWT, ORG)
+    assert out.outcome == "rotated"
+    assert out.version == 2
+    new = mgr.get(JWT, ORG)
+    assert new != old
+    assert len(new) == 64
+    assert eng.previous(JWT, ORG) == old
+    assert mgr.verification_values(JWT, ORG) == [new, old]
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert eng.previous(JWT, ORG, now=later) is None
+    assert eng.retire_expired(now=later) == [mgr.path(JWT, ORG)]
+    assert mgr.verification_values(JWT, ORG) == [new]
+    outcomes = [o for o, _ in rotate_events(mgr)]
+    assert outcomes == ["pending_created", "ok", "retired"]
+    assert not mgr.list(ORG)[0].path.startswith("_rotation")
+    assert [m.path for m in mgr.list(ORG)] == [mgr.path(JWT, ORG)]  # records never listed
+
+
+def test_jwts_signed_with_the_old_key_verify_during_the_grace_period(mgr: SecretManager
+                                                                     ) -> None:
+    mgr.put(JWT, "k" * 64, ORG)
+    token = jwt.encode({"sub": "user-1"}, mgr.get(JWT, ORG), algorithm="HS256")
+    eng = RotationEngine(mgr, grace=timedelta(hours=1))
+    eng.rotate(JWT, ORG)
+
+    def verify(tok: str, now: datetime | None = None) -> dict[str, Any]:
+        keys = [mgr.get(JWT, ORG)]
+        old = eng.previous(JWT, ORG, now=now)
+        keys += [old] if old else []
+        for k in keys:
+            try:
+                return dict(jwt.decode(tok, k, algorithms=["HS256"]))
+            except jwt.InvalidSignatureError:
+                continue
+        raise jwt.InvalidSignatureError("no key verifies it")
+
+    assert verify(token)["sub"] == "user-1"  # old key, inside the grace period
+    fresh = jwt.encode({"sub": "user-2"}, mgr.get(JWT, ORG), algorithm="HS256")
+    assert verify(fresh)["sub"] == "user-2"
+    with pytest.raises(jwt.InvalidSignatureError):
+        verify(token, now=datetime.now(UTC) + timedelta(hours=2))
+
+
+class Faulty(RandomRotator):
+    """Fails (Exception) or is interrupted (KeyboardInterrupt: not caught by the engine,
+    so it leaves the state a crash would) at one step."""
+
+    def __init__(self, step: str, exc: type[BaseException] = RuntimeError) -> None:
+        self.step, self.exc = step, exc
+        self.rolled_back: list[str] = []
+
+    def generate(self, ctx: RotationContext) -> str:
+        if self.step == "generate":
+            raise self.exc("injected at generate")
+        return super().generate(ctx)
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        if self.step == "apply":
+            raise self.exc("injected at apply")
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        if self.step == "test":
+            raise self.exc("injected at test")
+        super().test(ctx, new)
+
+    def promoted(self, ctx: RotationContext, new: str) -> None:
+        if self.step == "promoted":
+            raise self.exc("injected after promotion")
+
+    def rollback(self, ctx: RotationContext, new: str) -> None:
+        self.rolled_back.append(new)
+
+
+@pytest.mark.parametrize("step", ["generate", "apply", "test"])
+def test_a_failure_at_each_step_leaves_current_untouched(mgr: SecretManager,
+                                                         step: str) -> None:
+    mgr.put(JWT, "o" * 64, ORG)
+    rot = Faulty(step)
+    eng = RotationEngine(mgr, rotator_factory=lambda name: rot)
+    with pytest.raises(RotationError, match=f"step {_step(step)}") as info:
+        eng.rotate(JWT, ORG)
+    assert info.value.code == "rotation_error"
+    assert mgr.get(JWT, ORG, fresh=True) == "o" * 64
+    assert mgr.describe(JWT, ORG).current_version == 1
+    assert mgr.backend.list("_rotation/") == []
+    failed = [d for o, d in rotate_events(mgr) if o == "failed"]
+    assert failed[0]["step"] == _step(step)
+    assert rot.rolled_back == ([] if step == "generate" else [rot.rolled_back[0]])
+
+
+def test_a_failure_at_promotion_leaves_current_untouched(mgr: SecretManager) -> None:
+    """Someone writes the secret while the rotation runs: check-and-set refuses."""
+    mgr.put(JWT, "o" * 64, ORG)
+
+    class Racer(Faulty):
+        def test(self, ctx: RotationContext, new: str) -> None:
+            mgr.put(JWT, "w" * 64, ORG)  # a concurrent writer wins
+
+    rot = Racer("none")
+    eng = RotationEngine(mgr, rotator_factory=lambda name: rot)
+    with pytest.raises(RotationError, match="step promote"):
+        eng.rotate(JWT, ORG)
+    assert mgr.get(JWT, ORG, fresh=True) == "w" * 64
+    assert mgr.describe(JWT, ORG).current_version == 2
+    assert rot.rolled_back
+    assert mgr.backend.list("_rotation/") == []
+
+
+def _step(step: str) -> str:
+    return {"generate": "create", "apply": "apply", "test": "test"}[step]
+
+
+@pytest.mark.parametrize("step", ["apply", "test", "promoted"])
+def test_an_interrupted_rotation_is_finished_by_the_next_run(mgr: SecretManager,
+                                                             step: str) -> None:
+    mgr.put(JWT, "o" * 64, ORG)
+    crash = RotationEngine(mgr, rotator_factory=lambda n: Faulty(step, KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        crash.rotate(JWT, ORG)
+    assert mgr.backend.describe(record_path(mgr.path(JWT, ORG), "pending"))
+    out = RotationEngine(mgr).rotate(JWT, ORG)
+    assert out.outcome == "resumed"
+    assert mgr.describe(JWT, ORG).current_version == 2
+    assert mgr.get(JWT, ORG, fresh=True) != "o" * 64
+    assert mgr.backend.list("_rotation/") != []  # the previous record, for the grace period
+    assert all(m.path.endswith("/previous") for m in mgr.backend.list("_rotation/"))
+    resumed = [d for o, d in rotate_events(mgr) if o == "resumed"]
+    assert resumed[0]["result"] == "completed"
+
+
+def test_a_rotation_interrupted_before_apply_is_discarded(mgr: SecretManager) -> None:
+    mgr.put(JWT, "o" * 64, ORG)
+
+    class CrashAfterCreate(Faulty):
+        def apply(self, ctx: RotationContext, new: str) -> None:
+            raise KeyboardInterrupt
+
+    eng = RotationEngine(mgr, rotator_factory=lambda n: CrashAfterCreate("none"))
+    with pytest.raises(KeyboardInterrupt):
+        eng.rotate(JWT, ORG)
+    # Recorded as "applying": the next run cannot know whether the target changed, so it
+    # tests the new value (random secrets test locally) and completes.
+    out = RotationEngine(mgr).rotate(JWT, ORG)
+    assert out.outcome == "resumed"
+
+
+def test_manual_rotation_opens_a_reminder(mgr: SecretManager) -> None:
+    mgr.put("openai_api_key", "sk-" + "a1" * 16, ORG)
+    res = RotationEngine(mgr).run("all", org=ORG)
+    assert [r.outcome for r in res] == ["reminder"]
+    assert mgr.describe("openai_api_key", ORG).current_version == 1
+    assert [o for o, _ in rotate_events(mgr)] == ["reminder"]
+
+
+def test_dry_run_changes_nothing(mgr: SecretManager) -> None:
+    mgr.put(JWT, "o" * 64, ORG)
+    res = RotationEngine(mgr).run("symmetric", dry_run=True)
+    assert [r.outcome for r in res] == ["planned"]
+    assert mgr.describe(JWT, ORG).current_version == 1
+    assert rotate_events(mgr) == []
+
+
+def test_use_retries_once_with_a_rotated_value(mgr: SecretManager) -> None:
+    mgr.put(JWT, "o" * 64, ORG)
+    assert mgr.get(JWT, ORG) == "o" * 64  # cached
+    # Another process rotates it: simulate by writing straight to the store.
+    mgr.backend.put(mgr.path(JWT, ORG), "n" * 64, ctx=WriteContext.make("elsewhere"))
+    seen: list[str] = []
+
+    def call(value: str) -> str:
+        seen.append(value)
+        if value != "n" * 64:
+            raise CredentialRejected("401")
+        return "ok"
+
+    assert mgr.use(JWT, call, ORG) == "ok"
+    assert seen == ["o" * 64, "n" * 64]
+
+    def always(value: str) -> str:
+        raise CredentialRejected("401")
+
+    with pytest.raises(CredentialRejected):
+        mgr.use(JWT, always, ORG)
+
+
+def test_unknown_rotator_is_a_config_error(mgr: SecretManager) -> None:
+    mgr.put(JWT, "o" * 64, ORG, tags={"rotator": "nope"})
+    with pytest.raises(ConfigError, match="unknown rotator 'nope'"):
+        RotationEngine(mgr).rotate(JWT, ORG)
+    assert mgr.describe(JWT, ORG).current_version == 1
+
+
+# -- kill -9 at each step ----------------------------------------------------------------------
+
+_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from keysafe.backends.base import WriteContext
+from keysafe.backends.sqlite import SQLiteBackend
+from keysafe.crypto.keys import KeyRing
+from keysafe.manager.audit import AuditLog, SQLiteAuditStore
+from keysafe.manager.manager import SecretManager
+from keysafe.rotation.engine import RotationEngine
+from keysafe.rotation.rotators import RandomRotator
+
+home, step = Path(sys.argv[1]), sys.argv[2]
+
+class Killer(RandomRotator):
+    def _die(self, where):
+        if where == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    def generate(self, ctx):
+        self._die("generate"); return super().generate(ctx)
+    def apply(self, ctx, new):
+        self._die("apply")
+    def test(self, ctx, new):
+        self._die("test"); super().test(ctx, new)
+    def promoted(self, ctx, new):
+        self._die("promote")
+
+b = SQLiteBackend(home / "s.db", KeyRing.from_file(home / "master.key"))
+m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
+RotationEngine(m, rotator_factory=lambda n: Killer()).rotate("jwt_secret", "acme")
+"""
+
+
+@pytest.mark.parametrize("step", ["generate", "apply", "test", "promote"])
+def test_kill_9_at_each_step_then_a_second_run(tmp_path: Path, step: str) -> None:
+    ring = KeyRing.generate()
+    ring.save(tmp_path / "master.key")
+    b = SQLiteBackend(tmp_path / "s.db", ring)
+    m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
+    m.put(JWT, "o" * 64, ORG)
+    m.close()
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(_CHILD), str(tmp_path), step],
+                       timeout=60, capture_output=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    b = SQLiteBackend(tmp_path / "s.db", KeyRing.from_file(tmp_path / "master.key"))
+    m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
+    try:
+        out = RotationEngine(m).rotate(JWT, ORG)
+        # Consistent: exactly one new version, no pending record, the value rotated.
+        meta = m.describe(JWT, ORG)
+        assert meta.current_version == 2
+        assert m.get(JWT, ORG, fresh=True) != "o" * 64
+        assert not [x for x in b.list("_rotation/") if x.path.endswith("/pending")]
+        events = rotate_events(m)
+        if step == "generate":
+            assert out.outcome == "rotated"  # nothing was recorded before the kill
+        else:
+            assert out.outcome == "resumed"
+            assert any(o == "resumed" for o, _ in events)
+        assert m.audit_verify().ok
+    finally:
+        m.close()
+    assert os.path.exists(tmp_path / "s.db")

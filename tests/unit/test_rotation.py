@@ -137,7 +137,10 @@ def test_jwts_signed_with_the_old_key_verify_during_the_grace_period(mgr: Secret
 
 class Faulty(RandomRotator):
     """Fails (Exception) or is interrupted (KeyboardInterrupt: not caught by the engine,
-    so it leaves the state a crash would) at one step."""
+    so it leaves the state a crash would) at one step. Not ``local``: it stands for a
+    rotator with a target system, whose steps are recorded one by one."""
+
+    local = False
 
     def __init__(self, step: str, exc: type[BaseException] = RuntimeError) -> None:
         self.step, self.exc = step, exc
@@ -300,6 +303,7 @@ from keysafe.rotation.rotators import RandomRotator
 home, step = Path(sys.argv[1]), sys.argv[2]
 
 class Killer(RandomRotator):
+    local = len(sys.argv) > 3  # "local": all four steps in one transaction
     def _die(self, where):
         if where == step:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -318,16 +322,18 @@ RotationEngine(m, rotator_factory=lambda n: Killer()).rotate("jwt_secret", "acme
 """
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["target", "local"])
 @pytest.mark.parametrize("step", ["generate", "apply", "test", "promote"])
-def test_kill_9_at_each_step_then_a_second_run(tmp_path: Path, step: str) -> None:
+def test_kill_9_at_each_step_then_a_second_run(tmp_path: Path, step: str,
+                                               local: bool) -> None:
     ring = KeyRing.generate()
     ring.save(tmp_path / "master.key")
     b = SQLiteBackend(tmp_path / "s.db", ring)
     m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
     m.put(JWT, "o" * 64, ORG)
     m.close()
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(_CHILD), str(tmp_path), step],
-                       timeout=60, capture_output=True)
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(_CHILD), str(tmp_path), step,
+                        *(["local"] if local else [])], timeout=60, capture_output=True)
     assert p.returncode == -signal.SIGKILL, p.stderr
     b = SQLiteBackend(tmp_path / "s.db", KeyRing.from_file(tmp_path / "master.key"))
     m = SecretManager(b, audit=AuditLog(SQLiteAuditStore(b)), env="test")
@@ -339,8 +345,9 @@ def test_kill_9_at_each_step_then_a_second_run(tmp_path: Path, step: str) -> Non
         assert m.get(JWT, ORG, fresh=True) != "o" * 64
         assert not [x for x in b.list("_rotation/") if x.path.endswith("/pending")]
         events = rotate_events(m)
-        if step == "generate":
-            assert out.outcome == "rotated"  # nothing was recorded before the kill
+        if step == "generate" or local:
+            # Nothing was recorded before the kill, or the one transaction rolled back.
+            assert out.outcome == "rotated"
         else:
             assert out.outcome == "resumed"
             assert any(o == "resumed" for o, _ in events)
@@ -348,3 +355,18 @@ def test_kill_9_at_each_step_then_a_second_run(tmp_path: Path, step: str) -> Non
     finally:
         m.close()
     assert os.path.exists(tmp_path / "s.db")
+
+
+def test_a_local_rotation_is_one_transaction(mgr: SecretManager) -> None:
+    """Interrupted anywhere, a keysafe-only secret is left exactly as it was."""
+    mgr.put(JWT, "o" * 64, ORG)
+
+    class Local(Faulty):
+        local = True
+
+    with pytest.raises(KeyboardInterrupt):
+        RotationEngine(mgr, rotator_factory=lambda n: Local("test", KeyboardInterrupt)
+                       ).rotate(JWT, ORG)
+    assert mgr.describe(JWT, ORG).current_version == 1
+    assert mgr.backend.list("_rotation/") == []
+    assert RotationEngine(mgr).rotate(JWT, ORG).outcome == "rotated"

@@ -24,11 +24,12 @@ import builtins
 import secrets as _secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from keysafe.backends.base import Recoverable, WriteContext
+from keysafe.backends.base import Recoverable, Transactional, WriteContext
 from keysafe.errors import Conflict, KeysafeError, NotFound, RotationError
 from keysafe.models import MetadataUpdate
 from keysafe.rotation.policy import Policy, RotationState, select, sort_states
@@ -189,19 +190,20 @@ class RotationEngine:
                 raise
             if not isinstance(new, str) or not new:
                 raise RotationError(f"rotator {st.rotator} produced no value")
-            self._put_record(path, "pending", new, {
-                "rotation.id": rid, "rotation.step": "created",
-                "rotation.base_version": str(base), "rotation.rotator": st.rotator})
-            self._audit(path, ref.org, "pending_created", base, {"rotation": rid})
-            step = "apply"
-            self._mark(path, "applying")
-            rotator.apply(ctx, new)
-            self._mark(path, "applied")
-            step = "test"
-            rotator.test(ctx, new)
-            self._mark(path, "tested")
-            step = "promote"
-            version = self._promote(path, ref.org, rotator, ctx, new, base, rid)
+            with self._atomic(rotator):
+                self._put_record(path, "pending", new, {
+                    "rotation.id": rid, "rotation.step": "created",
+                    "rotation.base_version": str(base), "rotation.rotator": st.rotator})
+                self._audit(path, ref.org, "pending_created", base, {"rotation": rid})
+                step = "apply"
+                self._mark(path, "applying")
+                rotator.apply(ctx, new)
+                self._mark(path, "applied")
+                step = "test"
+                rotator.test(ctx, new)
+                self._mark(path, "tested")
+                step = "promote"
+                version = self._promote(path, ref.org, rotator, ctx, new, base, rid)
         except ManualRotation:
             raise
         except Exception as exc:
@@ -213,6 +215,16 @@ class RotationEngine:
                        f"{st.rotator}")
 
     # -- steps ----------------------------------------------------------------------------
+    def _atomic(self, rotator: Rotator) -> AbstractContextManager[Any]:
+        """A rotator whose secret lives only in keysafe (``local = True``: nothing to set
+        in another system) rotates in one store transaction: all four steps commit
+        together or not at all, so a crash cannot leave anything to resume, and the
+        rotation costs one commit. Others record each step as it happens."""
+        b = self.mgr.backend
+        if getattr(rotator, "local", False) and isinstance(b, Transactional):
+            return b.transaction()
+        return nullcontext()
+
     def _context(self, path: str, tags: dict[str, str]) -> RotationContext:
         ref = self.mgr.parse(path)
 

@@ -64,6 +64,9 @@ class Rotator(Protocol):
 class _NoTarget:
     """Secrets that live only in keysafe: nothing to set, undo or revoke elsewhere."""
 
+    #: The engine may run all four steps in one store transaction.
+    local = True
+
     def apply(self, ctx: RotationContext, new: str) -> None:
         return None
 

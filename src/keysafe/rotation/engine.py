@@ -24,7 +24,6 @@ import builtins
 import secrets as _secrets
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -190,7 +189,17 @@ class RotationEngine:
                 raise
             if not isinstance(new, str) or not new:
                 raise RotationError(f"rotator {st.rotator} produced no value")
-            with self._atomic(rotator):
+            if self._atomic(rotator):
+                # Nothing outside keysafe to keep in step: one transaction, no journal.
+                with self.mgr.backend.transaction():  # type: ignore[attr-defined]
+                    step = "apply"
+                    rotator.apply(ctx, new)
+                    step = "test"
+                    rotator.test(ctx, new)
+                    step = "promote"
+                    version = self._promote(path, ref.org, rotator, ctx, new, base, rid,
+                                            journal=False)
+            else:
                 self._put_record(path, "pending", new, {
                     "rotation.id": rid, "rotation.step": "created",
                     "rotation.base_version": str(base), "rotation.rotator": st.rotator})
@@ -215,15 +224,13 @@ class RotationEngine:
                        f"{st.rotator}")
 
     # -- steps ----------------------------------------------------------------------------
-    def _atomic(self, rotator: Rotator) -> AbstractContextManager[Any]:
+    def _atomic(self, rotator: Rotator) -> bool:
         """A rotator whose secret lives only in keysafe (``local = True``: nothing to set
-        in another system) rotates in one store transaction: all four steps commit
-        together or not at all, so a crash cannot leave anything to resume, and the
-        rotation costs one commit. Others record each step as it happens."""
-        b = self.mgr.backend
-        if getattr(rotator, "local", False) and isinstance(b, Transactional):
-            return b.transaction()
-        return nullcontext()
+        in another system) rotates in one store transaction: the steps commit together or
+        not at all, so a crash leaves nothing to resume and no pending record is needed.
+        Others record each step as it happens (the journal)."""
+        return bool(getattr(rotator, "local", False)) and isinstance(self.mgr.backend,
+                                                                     Transactional)
 
     def _context(self, path: str, tags: dict[str, str]) -> RotationContext:
         ref = self.mgr.parse(path)
@@ -273,17 +280,20 @@ class RotationEngine:
             pass
 
     def _promote(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
-                 new: str, base: int, rid: str) -> int:
-        self._mark(path, "promoting")
+                 new: str, base: int, rid: str, *, journal: bool = True) -> int:
+        if journal:
+            self._mark(path, "promoting")
         ref = self.mgr.parse(path)
         meta = self.mgr.backend.describe(path)
         info = self.mgr.put(ref.name, new, ref.org, domain=ref.domain, expected_version=base,
                             check_format=False, tags=meta.tags)
-        self._finish(path, org, rotator, ctx, new, ctx.current, info.version, rid)
+        self._finish(path, org, rotator, ctx, new, ctx.current, info.version, rid,
+                     journal=journal)
         return info.version
 
     def _finish(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
-                new: str, old: str | None, version: int, rid: str) -> None:
+                new: str, old: str | None, version: int, rid: str, *,
+                journal: bool = True) -> None:
         promoted = getattr(rotator, "promoted", None)
         if promoted is not None:
             promoted(ctx, new)
@@ -293,7 +303,8 @@ class RotationEngine:
                 "rotation.id": rid, "rotation.expires": until.isoformat(),
                 "rotation.rotator": getattr(rotator, "name", "?"),
                 "rotation.version": str(version - 1)})
-        self._drop(record_path(path, "pending"))
+        if journal:
+            self._drop(record_path(path, "pending"))
         self._audit(path, org, "ok", version, {"rotation": rid,
                                                "grace_hours": self.grace.total_seconds() / 3600})
 

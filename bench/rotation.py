@@ -1,0 +1,154 @@
+"""Rotation benchmark (issue 6): ``keysafe rotate due`` over a store of N secrets.
+
+    .venv/bin/python bench/rotation.py                 # 10,000 secrets, half of them due
+    .venv/bin/python bench/rotation.py --n 2000 --json rotation.json
+
+A fresh embedded store (KEYSAFE_HOME under bench/.work, same disk as the repository) is
+filled through the library with N symmetric secrets (secret type ``jwt``: rotated by the
+``random`` rotator), spread over 10 orgs; every other one is then marked as last rotated
+400 days ago, so it is overdue (spec 004's period for JWT secrets is 180 days). Then:
+
+1. ``keysafe rotate due --json`` runs as a fresh process (what a cron job or the
+   server's schedule does); its wall time is measured, and the result is checked secret by
+   secret: every due one is at version 2 with a new value and a previous record, every
+   other one untouched at version 1;
+2. for scale, the same number of plain durable ``SecretManager.put`` calls (one new
+   version each, audited) on another store of the same size: the write floor of a
+   rotation, which also writes a previous record and its audit records.
+
+Every loop is bounded by N; nothing listens on the network. Never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / ".work" / "rotation"
+ORGS = [f"org-{i:02d}" for i in range(10)]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update({"KEYSAFE_HOME": str(home), "KEYSAFE_ENV": "test"})
+    return env
+
+
+def _manager(home: Path) -> Any:
+    from keysafe.config import load_settings
+    from keysafe.manager.manager import SecretManager
+
+    return SecretManager.from_settings(load_settings(_env(home)))
+
+
+def seed(home: Path, n: int, *, due_every: int = 2) -> tuple[list[tuple[str, str]], float]:
+    """N jwt secrets; every ``due_every``-th one overdue. Returns (due (name, org), s)."""
+    from keysafe.backends.base import WriteContext
+    from keysafe.models import MetadataUpdate
+
+    t0 = time.perf_counter()
+    due = []
+    old = datetime.now(UTC) - timedelta(days=400)
+    with _manager(home) as m:
+        b = m.backend
+        with b.transaction():  # one commit for the seeding (not what is measured)
+            for i in range(n):
+                name, org = f"signing_key_{i:06d}", ORGS[i % len(ORGS)]
+                m.put(name, os.urandom(24).hex(), org, secret_type="jwt")
+                if i % due_every == 0:
+                    b.update_metadata(m.path(name, org), MetadataUpdate(last_rotated=old),
+                                      ctx=WriteContext.make("bench"))
+                    due.append((name, org))
+    return due, time.perf_counter() - t0
+
+
+def run_rotate_due(home: Path) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "keysafe", "rotate", "due", "--json"],
+                       env=_env(home), capture_output=True, timeout=3600)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"keysafe rotate due exited {p.returncode}: "
+                         f"{p.stderr.decode()[-2000:]}")
+    return wall, json.loads(p.stdout)
+
+
+def check(home: Path, n: int, due: list[tuple[str, str]]) -> dict[str, int]:
+    from keysafe.rotation.engine import previous_value
+
+    due_set = set(due)
+    bad = rotated = untouched = 0
+    with _manager(home) as m:
+        for i in range(n):
+            name, org = f"signing_key_{i:06d}", ORGS[i % len(ORGS)]
+            meta = m.backend.describe(m.path(name, org))
+            has_prev = previous_value(m.backend, m.path(name, org)) is not None
+            if (name, org) in due_set:
+                ok = meta.current_version == 2 and has_prev
+                rotated += ok
+            else:
+                ok = meta.current_version == 1 and not has_prev
+                untouched += ok
+            bad += not ok
+    return {"rotated_ok": rotated, "untouched_ok": untouched, "wrong": bad}
+
+
+def put_floor(home: Path, due: list[tuple[str, str]]) -> float:
+    with _manager(home) as m:
+        t0 = time.perf_counter()
+        for name, org in due:
+            m.put(name, os.urandom(24).hex(), org, check_format=False)
+        return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    n = max(10, min(args.n, 200_000))
+    shutil.rmtree(WORK, ignore_errors=True)
+    a, b = WORK / "rotate", WORK / "floor"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    print(f"seeding {n:,} secrets twice (half of them overdue) ...", flush=True)
+    due, seed_s = seed(a, n)
+    due_b, _ = seed(b, n)
+    load = os.getloadavg()
+    print(f"  seeded in {seed_s:.1f} s; {len(due):,} due; load {load[0]:.2f}", flush=True)
+    wall, out = run_rotate_due(a)
+    summary = out["summary"]
+    verdict = check(a, n, due)
+    floor = put_floor(b, due_b)
+    res = {
+        "n": n, "due": len(due), "rotate_due_s": round(wall, 2),
+        "per_rotation_ms": round(wall / max(1, len(due)) * 1000, 3),
+        "summary": summary, "check": verdict,
+        "floor_puts_s": round(floor, 2),
+        "ratio_vs_puts": round(wall / floor, 2) if floor else None,
+        "load_before": load, "cores": os.cpu_count(), "python": platform.python_version(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(f"keysafe rotate due: {wall:.1f} s for {len(due):,} rotations "
+          f"({res['per_rotation_ms']} ms each) over {n:,} secrets; outcomes {summary}")
+    print(f"check: {verdict}")
+    print(f"floor: {len(due):,} durable puts took {floor:.1f} s "
+          f"(rotate due / puts = {res['ratio_vs_puts']}x)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    shutil.rmtree(WORK, ignore_errors=True)
+    return 0 if verdict["wrong"] == 0 and summary.get("rotated") == len(due) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

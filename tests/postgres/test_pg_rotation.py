@@ -1,0 +1,556 @@
+"""PostgreSQL role passwords rotated against a real server (keysafe.rotation.postgres).
+
+The four-step protocol (create, apply, test, promote) with the ``single`` and
+``alternating`` schemes: the new credential logs in, the old one stops working (at once
+for ``single``, after the grace period for ``alternating``), and a failure injected at
+each step leaves the old credential working and the secret's current version as it was.
+No password ever reaches the audit log, an error message or the server's log.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from keysafe import SecretManager
+from keysafe.backends.sqlite import SQLiteBackend
+from keysafe.crypto.keys import KeyRing
+from keysafe.errors import RotationError
+from keysafe.manager.audit import AuditFilter, AuditLog, SQLiteAuditStore
+from keysafe.rotation import RotationContext, RotationEngine
+from keysafe.rotation.engine import record_path
+from keysafe.rotation.postgres import PostgresPasswordRotator
+from keysafe.testing.postgres import PgServer
+
+ORG = "acme"
+NAME = "database_password"
+GRACE = timedelta(hours=2)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """One database and a few login roles made for a test (dropped afterwards)."""
+
+    server: PgServer
+    db: str
+    roles: dict[str, str] = field(default_factory=dict)  # role -> its first password
+
+    def cred(self, user: str, password: str) -> dict[str, Any]:
+        return {"username": user, "password": password, "host": "127.0.0.1",
+                "port": self.server.port, "dbname": self.db}
+
+    def role(self, prefix: str, *, createrole: bool = False) -> tuple[str, str]:
+        """A new login role whose statements the server logs (see test_no_password_leaks)."""
+        sql = psycopg.sql
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        password = "pw-" + uuid.uuid4().hex
+        extra = " CREATEROLE" if createrole else ""
+        with self.server.admin() as c, c.transaction():
+            c.execute(sql.SQL("CREATE ROLE {} LOGIN{} PASSWORD {}").format(
+                sql.Identifier(name), sql.SQL(extra), sql.Literal(password)))
+            c.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(self.db), sql.Identifier(name)))
+            # Every statement of this role's sessions goes to the server log, so a
+            # password sent in a statement would be there to find.
+            c.execute(sql.SQL("ALTER ROLE {} SET log_statement = 'all'").format(
+                sql.Identifier(name)))
+        self.roles[name] = password
+        return name, password
+
+
+@pytest.fixture(scope="module")
+def cluster_db(pg_server: PgServer) -> Iterator[Cluster]:
+    """One database for the module (creating one per test costs more than the tests);
+    each test makes its own uniquely named roles. Dropped with their grants at the end."""
+    cl = Cluster(pg_server, pg_server.create_db())
+    try:
+        yield cl
+    finally:
+        pg_server.drop_db(cl.db)
+        with pg_server.admin() as c:
+            for role in cl.roles:
+                c.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(
+                    psycopg.sql.Identifier(role)))
+
+
+@pytest.fixture
+def cluster(cluster_db: Cluster) -> Cluster:
+    return cluster_db
+
+
+@pytest.fixture
+def mgr(tmp_path: Path) -> Iterator[SecretManager]:
+    # synchronous=OFF: the store's durability is not under test here, its speed matters.
+    backend = SQLiteBackend(tmp_path / "keysafe.db", KeyRing.generate(), synchronous="OFF")
+    m = SecretManager(backend, audit=AuditLog(SQLiteAuditStore(backend)), env="test",
+                      actor="tester")
+    yield m
+    m.close()
+
+
+def logs_in(cred: dict[str, Any]) -> bool:
+    try:
+        with psycopg.connect(host=cred["host"], port=cred["port"], dbname=cred["dbname"],
+                             user=cred["username"], password=cred["password"],
+                             connect_timeout=5) as conn:
+            row = conn.execute("SELECT current_user").fetchone()
+    except psycopg.OperationalError:
+        return False
+    assert row is not None
+    assert row[0] == cred["username"]
+    return True
+
+
+def rotate_events(m: SecretManager, path: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.outcome, e.detail) for e in m.audit_query(AuditFilter(action="rotate",
+                                                                     path=path))]
+
+
+def audit_text(m: SecretManager, tmp_path: Path) -> str:
+    """Every audit record as JSON, plus the raw bytes of the store's files (the audit
+    table is in the same SQLite file; secret values there are sealed)."""
+    m.audit.flush()
+    text = "\n".join(json.dumps(e.to_dict(), default=str) for e in m.audit_query())
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keysafe.db*"))
+    return text + "\n" + raw.decode("latin-1")
+
+
+def server_log(server: PgServer) -> str:
+    return (server.datadir.parent / "server.log").read_text(errors="replace")
+
+
+def single_secret(cl: Cluster, m: SecretManager) -> dict[str, Any]:
+    user, password = cl.role("app_x")
+    cred = cl.cred(user, password)
+    m.put_json(NAME, cred, ORG, tags={"rotator": "postgres"})
+    return cred
+
+
+def alternating_secret(cl: Cluster, m: SecretManager) -> tuple[dict[str, Any], str]:
+    """(the current credential: role a; role b's name). The admin is a CREATEROLE role,
+    not the superuser, as a team would configure it."""
+    a, pa = cl.role("app_a")
+    b, _ = cl.role("app_b")
+    admin, padmin = cl.role("ks_admin", createrole=True)
+    m.put_json("pg_admin", cl.cred(admin, padmin), ORG)
+    cred = cl.cred(a, pa)
+    m.put_json(NAME, cred, ORG, tags={"rotator": "postgres", "rotator.scheme": "alternating",
+                                      "rotator.users": f"{a},{b}",
+                                      "rotator.admin_secret": "pg_admin"})
+    return cred, b
+
+
+def current(m: SecretManager) -> tuple[dict[str, Any], int]:
+    value, version = m.backend.get(m.path(NAME, ORG))
+    return json.loads(value), version
+
+
+# -- the single scheme --------------------------------------------------------------------
+def test_single_scheme_rotates_the_role_password(cluster: Cluster, mgr: SecretManager):
+    old = single_secret(cluster, mgr)
+    assert logs_in(old)
+    engine = RotationEngine(mgr, grace=GRACE)
+
+    out = engine.rotate(NAME, ORG)
+
+    assert out.outcome == "rotated"
+    assert out.version == 2
+    new, version = current(mgr)
+    assert version == 2
+    assert new["username"] == old["username"]
+    assert new["password"] != old["password"]
+    assert {k: v for k, v in new.items() if k != "password"} == \
+        {k: v for k, v in old.items() if k != "password"}  # the shape is kept
+    assert logs_in(new)
+    assert not logs_in(old)
+    # The library's cache sees the rotated value (the promote went through the manager).
+    assert json.loads(mgr.get(NAME, ORG))["password"] == new["password"]
+
+    path = mgr.path(NAME, ORG)
+    outcomes = [o for o, _ in rotate_events(mgr, path)]
+    assert outcomes == ["pending_created", "ok"]
+    records = [m.path for m in mgr.backend.list("_rotation/", include_deleted=True)]
+    assert records == [record_path(path, "previous")]  # no pending record left
+    assert json.loads(engine.previous(NAME, ORG) or "{}") == old
+    # single: the old password is already gone in the target, retiring revokes nothing
+    # more, and the previous record is dropped.
+    assert engine.retire_expired(now=datetime.now(UTC) + GRACE * 2) == [path]
+    assert engine.previous(NAME, ORG) is None
+    assert logs_in(new)
+
+
+def test_single_scheme_rotates_twice_and_keeps_a_url_shape(cluster: Cluster,
+                                                          mgr: SecretManager):
+    user, password = cluster.role("app_u")
+    url = (f"postgresql://{user}:{password}@127.0.0.1:{cluster.server.port}/{cluster.db}"
+           "?sslmode=disable")
+    mgr.put("orders_db", url, ORG, secret_type="connection_url",
+            tags={"rotator": "postgres"})
+    engine = RotationEngine(mgr, grace=GRACE)
+
+    engine.rotate("orders_db", ORG)
+    first = mgr.get("orders_db", ORG)
+    engine.rotate("orders_db", ORG)
+    second = mgr.get("orders_db", ORG)
+
+    assert mgr.describe("orders_db", ORG).current_version == 3
+    for value in (first, second):
+        assert value.startswith(f"postgresql://{user}:")
+        assert value.endswith(f"@127.0.0.1:{cluster.server.port}/{cluster.db}?sslmode=disable")
+    with psycopg.connect(second, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (user,)
+    for stale in (url, first):
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(stale, connect_timeout=5)
+
+
+# -- the alternating scheme ----------------------------------------------------------------
+def test_alternating_scheme_keeps_the_old_role_until_the_grace_period_ends(
+        cluster: Cluster, mgr: SecretManager):
+    old, b = alternating_secret(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE)
+    path = mgr.path(NAME, ORG)
+
+    out = engine.rotate(NAME, ORG)
+
+    assert out.outcome == "rotated"
+    new, version = current(mgr)
+    assert version == 2
+    assert new["username"] == b
+    assert logs_in(new)
+    assert logs_in(old)  # the grace period: services holding it keep working
+    assert json.loads(engine.previous(NAME, ORG) or "{}") == old
+    assert json.loads(mgr.verification_values(NAME, ORG)[1]) == old
+
+    # Not expired yet: nothing is retired.
+    assert engine.retire_expired() == []
+    assert logs_in(old)
+
+    later = datetime.now(UTC) + GRACE + timedelta(minutes=1)
+    assert engine.retire_expired(now=later) == [path]
+    assert not logs_in(old)
+    assert logs_in(new)
+    assert engine.previous(NAME, ORG, now=later) is None
+    assert engine.previous(NAME, ORG) is None  # the record itself is gone
+    outcomes = [o for o, _ in rotate_events(mgr, path)]
+    assert outcomes == ["pending_created", "ok", "retired"]
+
+
+def test_alternating_scheme_switches_back_and_forth(cluster: Cluster, mgr: SecretManager):
+    old, b = alternating_secret(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE)
+
+    engine.rotate(NAME, ORG)
+    second, _ = current(mgr)
+    engine.rotate(NAME, ORG)
+    third, version = current(mgr)
+
+    assert version == 3
+    assert second["username"] == b
+    assert third["username"] == old["username"]
+    assert third["password"] != old["password"]
+    assert logs_in(third)
+    assert logs_in(second)  # the previous credential, in its grace period
+    assert not logs_in(old)  # role a got a new password at the second rotation
+    # Retiring the previous (role b) scrambles b, never the live role a.
+    engine.retire_expired(now=datetime.now(UTC) + GRACE * 2)
+    assert not logs_in(second)
+    assert logs_in(third)
+
+
+@pytest.mark.xfail(
+    reason="BUG: RotationEngine.retire_expired catches only KeysafeError; "
+           "PostgresPasswordRotator.retire lets psycopg errors from ALTER ROLE escape "
+           "(here InsufficientPrivilege when the admin lost CREATEROLE), so retire_expired "
+           "raises instead of recording retire_failed and going on with other secrets",
+    strict=True)
+def test_a_refused_retire_is_recorded_not_raised(cluster: Cluster, mgr: SecretManager):
+    old, _ = alternating_secret(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE)
+    engine.rotate(NAME, ORG)
+    admin = json.loads(mgr.get("pg_admin", ORG))["username"]
+    with cluster.server.admin() as c:
+        c.execute(psycopg.sql.SQL("ALTER ROLE {} NOCREATEROLE").format(
+            psycopg.sql.Identifier(admin)))
+
+    done = engine.retire_expired(now=datetime.now(UTC) + GRACE * 2)
+
+    assert done == []
+    assert logs_in(old)  # not retired: the previous record stays for the next try
+    assert json.loads(mgr.backend.get(record_path(mgr.path(NAME, ORG), "previous"))[0]) == old
+    outcomes = [o for o, _ in rotate_events(mgr, mgr.path(NAME, ORG))]
+    assert outcomes[-1] == "retire_failed"
+
+
+# -- failures injected at each step ---------------------------------------------------------
+class Boom(RuntimeError):
+    """An injected failure (its message names no value)."""
+
+
+class Faulty(PostgresPasswordRotator):
+    """The real rotator, failing at one chosen step.
+
+    generate: before any value exists. apply: before the password is set. apply_after:
+    after it is set (rollback must restore it). test: after a successful login with the
+    new password. promote: a concurrent write of the secret, so the check-and-set at
+    promotion fails. promoted_hook: the optional ``promoted`` hook raises.
+    """
+
+    def __init__(self, step: str, mgr: SecretManager) -> None:
+        self.step = step
+        self.mgr = mgr
+        self.new: str | None = None
+
+    def generate(self, ctx: RotationContext) -> str:
+        if self.step == "generate":
+            raise Boom("injected at generate")
+        self.new = super().generate(ctx)
+        return self.new
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        if self.step == "apply":
+            raise Boom("injected at apply")
+        super().apply(ctx, new)
+        if self.step == "apply_after":
+            raise Boom("injected after apply")
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        super().test(ctx, new)
+        if self.step == "test":
+            raise Boom("injected at test")
+        if self.step == "promote":
+            # Another writer stores the secret again (the same credential) between test
+            # and promote: the rotation's check-and-set must lose.
+            assert ctx.current is not None
+            self.mgr.put(NAME, ctx.current, ORG, check_format=False,
+                         tags={"rotator": "postgres", **{f"rotator.{k}": v for k, v in
+                                                        ctx.options.items()}})
+
+    def promoted(self, ctx: RotationContext, new: str) -> None:
+        if self.step == "promoted_hook":
+            raise Boom("injected in the promoted hook")
+
+
+STEPS = {  # injected step -> the step the audit log and the error name
+    "generate": "create",
+    "apply": "apply",
+    "apply_after": "apply",
+    "test": "test",
+    "promote": "promote",
+}
+
+
+@pytest.mark.parametrize("scheme", ["single", "alternating"])
+@pytest.mark.parametrize("step", list(STEPS))
+def test_failure_at_each_step_leaves_the_old_credential_working(
+        cluster: Cluster, mgr: SecretManager, scheme: str, step: str):
+    if scheme == "single":
+        old = single_secret(cluster, mgr)
+    else:
+        old, _ = alternating_secret(cluster, mgr)
+    path = mgr.path(NAME, ORG)
+    faulty = Faulty(step, mgr)
+    engine = RotationEngine(mgr, grace=GRACE, rotator_factory=lambda name: faulty)
+
+    with pytest.raises(RotationError) as info:
+        engine.rotate(NAME, ORG)
+
+    err = info.value
+    assert err.code == "rotation_error"
+    assert getattr(err, "step", None) == STEPS[step]
+    assert f"failed at step {STEPS[step]}" in err.message
+    assert "unchanged" in err.message
+    shown = "".join(traceback.format_exception(err)) + repr(err)
+    assert old["password"] not in shown
+    if faulty.new is not None:
+        assert json.loads(faulty.new)["password"] not in shown
+    # The old credential still works and is still current.
+    assert logs_in(old)
+    value, version = current(mgr)
+    expected_version = 2 if step == "promote" else 1  # 2: the concurrent writer's
+    assert version == expected_version
+    assert value == old
+    assert json.loads(mgr.get(NAME, ORG)) == old
+    # The new credential, if one was made, was undone in the target.
+    if faulty.new is not None:
+        assert not logs_in(json.loads(faulty.new))
+    # No pending record, no previous record (nothing was promoted).
+    assert mgr.backend.list("_rotation/") == []
+    assert engine.previous(NAME, ORG) is None
+    # The audit log says which step failed.
+    events = rotate_events(mgr, path)
+    failed = [d for o, d in events if o == "failed"]
+    assert len(failed) == 1
+    assert failed[0]["step"] == STEPS[step]
+    assert failed[0]["undo"] == ("nothing to undo" if step == "generate"
+                                 else "rolled back in the target")
+    assert failed[0]["reason"] == ("Boom" if step != "promote" else
+                                   f"{path} is at version 2, not the expected 1")
+    assert "ok" not in [o for o, _ in events]
+    # A second run afterwards rotates cleanly with the real rotator.
+    RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+    fresh, _ = current(mgr)
+    assert logs_in(fresh)
+
+
+@pytest.mark.xfail(
+    reason="BUG: RotationEngine._finish calls the rotator's optional promoted() hook after "
+           "mgr.put has already made the new value current; when the hook raises, _fail "
+           "rolls the target back (single: the role's old password is restored; "
+           "alternating: the new role is scrambled) and RotationError says 'the current "
+           "version is unchanged', yet the secret stays at base+1 holding a credential "
+           "that no longer logs in, with no previous record to fall back on",
+    strict=True)
+@pytest.mark.parametrize("scheme", ["single", "alternating"])
+def test_failure_in_the_promoted_hook_leaves_a_working_current_credential(
+        cluster: Cluster, mgr: SecretManager, scheme: str):
+    if scheme == "single":
+        old = single_secret(cluster, mgr)
+    else:
+        old, _ = alternating_secret(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE,
+                            rotator_factory=lambda name: Faulty("promoted_hook", mgr))
+
+    with pytest.raises(RotationError) as info:
+        engine.rotate(NAME, ORG)
+
+    assert getattr(info.value, "step", None) == "promote"
+    stored, version = current(mgr)
+    # Whatever the secret holds now must log in: that is what readers will use.
+    assert logs_in(stored), "the secret's current credential no longer logs in"
+    assert version == 1
+    assert stored == old
+    assert logs_in(old)
+
+
+# -- a crash mid-rotation, then the next run ---------------------------------------------------
+class Crash(BaseException):
+    """Stands in for the process dying: not an Exception, so the engine's failure
+    handling never runs and the pending record stays as the crash left it."""
+
+
+class Crashing(PostgresPasswordRotator):
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def apply(self, ctx: RotationContext, new: str) -> None:
+        if self.where == "in_apply":
+            raise Crash
+        super().apply(ctx, new)
+
+    def test(self, ctx: RotationContext, new: str) -> None:
+        if self.where == "after_apply":
+            raise Crash
+        super().test(ctx, new)
+
+    def promoted(self, ctx: RotationContext, new: str) -> None:
+        if self.where == "after_promote":
+            raise Crash
+
+
+@pytest.mark.parametrize(("scheme", "where", "pending_step", "result"), [
+    ("single", "in_apply", "applying", "rolled back"),
+    ("single", "after_apply", "applied", "completed"),
+    ("single", "after_promote", "promoting", "completed"),
+    ("alternating", "after_apply", "applied", "completed"),
+])
+def test_a_crashed_rotation_is_resumed_or_rolled_back(
+        cluster: Cluster, mgr: SecretManager, scheme: str, where: str, pending_step: str,
+        result: str):
+    if scheme == "single":
+        old = single_secret(cluster, mgr)
+    else:
+        old, _ = alternating_secret(cluster, mgr)
+    path = mgr.path(NAME, ORG)
+    with pytest.raises(Crash):
+        RotationEngine(mgr, grace=GRACE,
+                       rotator_factory=lambda name: Crashing(where)).rotate(NAME, ORG)
+    rpath = record_path(path, "pending")
+    assert mgr.backend.describe(rpath).tags["rotation.step"] == pending_step
+    pending = json.loads(mgr.backend.get(rpath)[0])
+
+    engine = RotationEngine(mgr, grace=GRACE)  # the next run, with the real rotator
+    if result == "rolled back":
+        with pytest.raises(RotationError):
+            engine.rotate(NAME, ORG)
+        assert current(mgr) == (old, 1)
+        assert logs_in(old)
+        assert not logs_in(pending)
+    else:
+        out = engine.rotate(NAME, ORG)
+        assert out.outcome == "resumed"
+        assert current(mgr) == (pending, 2)
+        assert logs_in(pending)
+        assert logs_in(old) is (scheme == "alternating")
+        assert json.loads(engine.previous(NAME, ORG) or "{}") == old
+    records = [m.path for m in mgr.backend.list("_rotation/", include_deleted=True)]
+    assert records == ([] if result == "rolled back" else [record_path(path, "previous")])
+    resumed = [d for o, d in rotate_events(mgr, path) if o == "resumed"]
+    assert len(resumed) == 1
+    assert resumed[0]["from"] == pending_step
+    assert resumed[0]["result"] == result
+    # And the rotation after that is an ordinary one.
+    assert engine.rotate(NAME, ORG).outcome == "rotated"
+    assert logs_in(current(mgr)[0])
+
+
+# -- no password anywhere it should not be --------------------------------------------------
+def test_no_password_leaks_to_audit_errors_or_server_log(cluster: Cluster,
+                                                         mgr: SecretManager,
+                                                         tmp_path: Path):
+    single = single_secret(cluster, mgr)
+    mgr.put_json("other_db", single, ORG)  # a second copy, to rotate through the alt path
+    passwords = [single["password"]]
+    engine = RotationEngine(mgr, grace=GRACE)
+    engine.rotate(NAME, ORG)
+    passwords.append(current(mgr)[0]["password"])
+
+    # Alternating, in its own scope (domain "alt"), with a failure at test.
+    a, pa = cluster.role("app_a")
+    b, pb = cluster.role("app_b")
+    admin, padmin = cluster.role("ks_admin", createrole=True)
+    passwords += [pa, pb, padmin]
+    mgr.put_json("pg_admin", cluster.cred(admin, padmin), ORG, domain="alt")
+    mgr.put_json(NAME, cluster.cred(a, pa), ORG, domain="alt", tags={
+        "rotator": "postgres", "rotator.scheme": "alternating",
+        "rotator.users": f"{a},{b}", "rotator.admin_secret": "pg_admin"})
+    engine.rotate(NAME, ORG, domain="alt")
+    passwords.append(json.loads(mgr.get(NAME, ORG, domain="alt"))["password"])
+    faulty = Faulty("test", mgr)
+    failing = RotationEngine(mgr, grace=GRACE, rotator_factory=lambda name: faulty)
+    with pytest.raises(RotationError) as info:
+        failing.rotate(NAME, ORG, domain="alt")
+    assert faulty.new is not None
+    passwords.append(json.loads(faulty.new)["password"])
+    # A login failure's error, as the rotator reports it.
+    mgr.put_json("broken_db", cluster.cred(a, "wrong-" + uuid.uuid4().hex), ORG,
+                 tags={"rotator": "postgres"})
+    with pytest.raises(RotationError) as broken:
+        engine.rotate("broken_db", ORG)
+    passwords.append(json.loads(mgr.get("broken_db", ORG))["password"])
+    engine.retire_expired(now=datetime.now(UTC) + GRACE * 2)
+
+    texts = {
+        "audit": audit_text(mgr, tmp_path),
+        "errors": "\n".join(
+            "".join(traceback.format_exception(e)) + repr(e) + str(e.__context__)
+            for e in (info.value, broken.value)),
+        "server log": server_log(cluster.server),
+    }
+    assert "cannot log in to PostgreSQL" in broken.value.message
+    # The role's sessions were logged (log_statement=all), so the check means something.
+    assert "ALTER ROLE" in texts["server log"]
+    assert "SCRAM-SHA-256$" in texts["server log"]
+    for where, text in texts.items():
+        for pw in passwords:
+            assert pw not in text, f"a password appeared in the {where}"

@@ -385,11 +385,6 @@ def test_token_revoked_on_one_replica_stops_on_the_other(backends):
     assert tb.authenticate(token2) is not None
 
 
-@pytest.mark.xfail(reason="BUG: TokenStore.authenticate caches the row it read without "
-                          "checking whether a revocation NOTIFY arrived meanwhile "
-                          "(_on_change does not take _lock and there is no generation "
-                          "check), so a revoked token stays cached as valid on the other "
-                          "replica for the life of the process", strict=True)
 def test_revocation_arriving_during_a_cache_fill_is_not_lost(backends):
     """Replica B reads the token row (not yet revoked); before B caches it, A revokes and
     B's listener handles the NOTIFY. B must not then cache the stale row."""
@@ -767,11 +762,6 @@ def test_scheduled_purge_through_the_manager_purges_on_postgres(tmp_path, backen
         b.describe(m.path("old_key", "acme"), include_deleted=True)
 
 
-@pytest.mark.xfail(reason="BUG: run_exclusive holds one pooled connection for the whole "
-                          "job, so a job that uses the store (purge_expired) needs a second "
-                          "one; with KEYSAFE_DB_POOL_MAX=1 it waits for the pool timeout "
-                          "and fails with BackendUnavailable on every tick, never purging",
-                   strict=True)
 def test_scheduled_purge_works_with_a_pool_of_one(tmp_path, backends, managers):
     b = backends(pool_max=1, connect_timeout=1)
     m = managers(b, recovery_window_days=0)
@@ -920,11 +910,6 @@ def test_redact_url_hides_the_password(url, shown):
     assert "hunter2" not in redact_url(url)
 
 
-@pytest.mark.xfail(reason="BUG: redact_url only redacts a password in the URL's userinfo; "
-                          "libpq also takes it as a query parameter (?password=...) or in a "
-                          "key=value conninfo string, and those are returned unchanged, so "
-                          "the password appears in BackendUnavailable messages, repr() and "
-                          "`keysafe db status` output", strict=True)
 @pytest.mark.parametrize("url", [
     "postgresql://ks@db.internal/keysafe?password=hunter2-secret",
     "host=db.internal user=ks password=hunter2-secret dbname=keysafe",
@@ -933,9 +918,6 @@ def test_redact_url_hides_other_spellings_of_the_password(url):
     assert "hunter2" not in redact_url(url)
 
 
-@pytest.mark.xfail(reason="BUG: redact_url drops the brackets of an IPv6 host "
-                          "(postgresql://ks:***@::1:5432/db), so the redacted URL is "
-                          "ambiguous", strict=True)
 def test_redact_url_keeps_an_ipv6_host_readable():
     assert redact_url("postgresql://ks:pw@[::1]:5432/db") == "postgresql://ks:***@[::1]:5432/db"
 
@@ -978,12 +960,6 @@ def test_doctor_shows_the_implied_postgres_backend(tmp_home, pg_server, pg_url, 
         assert key_value.split(":", 1)[1] not in out
 
 
-@pytest.mark.xfail(reason="BUG: `keysafe doctor` promises to create nothing, but with the "
-                          "postgres backend, the local profile and no KEYSAFE_MASTER_KEY it "
-                          "opens the store to ping it: a new master.key is written to "
-                          "KEYSAFE_HOME and recorded in the database (meta active_key_id and "
-                          "key check, plus the schema), binding a fresh shared database to "
-                          "a throwaway key", strict=True)
 def test_doctor_on_postgres_without_a_key_creates_nothing(tmp_home, pg_server, pg_url,
                                                           monkeypatch):
     from typer.testing import CliRunner

@@ -53,18 +53,29 @@ def _psycopg() -> Any:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The connection string without its password (in the user info, in a
+    ``?password=`` parameter, or in a ``key=value`` DSN), for messages."""
+    from urllib.parse import quote, urlsplit, urlunsplit
 
+    out = url
     try:
-        parts = urlsplit(url)
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # not parseable (or psycopg missing): hide what we can below
+        password = None
+    if password:
+        out = out.replace(quote(str(password), safe=""), "***").replace(str(password), "***")
+    try:
+        parts = urlsplit(out)
     except ValueError:
-        return "postgresql://…"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+        return out if out != url else "postgresql://…"
+    if "@" in parts.netloc:
+        userinfo, hostport = parts.netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            out = urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    return out
 
 
 class PostgresBackend:
@@ -93,10 +104,13 @@ class PostgresBackend:
             kwargs={"autocommit": True}, open=False, timeout=connect_timeout,
             name="keysafe")
         try:
-            self._pool.open(wait=True, timeout=connect_timeout)
-            with self._pool.connection() as c:
+            # One direct connection first: an unreachable or misconfigured database fails
+            # at once (the pool would retry until its timeout).
+            with psycopg.connect(url, autocommit=True,
+                                 connect_timeout=max(1, int(connect_timeout))) as c:
                 require_current(c, auto_upgrade=auto_upgrade)
                 self._check_master_key(c)
+            self._pool.open(wait=True, timeout=connect_timeout)
         except KeysafeError:
             self._pool.close()
             raise
@@ -543,7 +557,10 @@ class PostgresBackend:
         other replica is running it. Returns whether it ran. If this process dies
         mid-job, PostgreSQL releases the lock and the job stays due for the next one."""
         key = f"keysafe-job:{job}"
-        with self._errors(), self._pool.connection() as c:
+        # Its own connection, not a pooled one: the job itself needs the pool (a pool of
+        # one must not deadlock), and the lock lives exactly as long as this session.
+        with self._errors(), self._psycopg.connect(self._url, autocommit=True,
+                                                   connect_timeout=10) as c:
             got = c.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                             (key,)).fetchone()[0]
             if not got:

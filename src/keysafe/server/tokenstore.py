@@ -153,10 +153,13 @@ class TokenStore:
             self._db._b.watch(self._on_change)
 
     def _on_change(self, payload: str) -> None:
-        if payload == "*":
-            self._cache.clear()
-        elif payload.startswith("token:"):
-            self._cache.pop(payload[6:], None)
+        # Under the lock that covers authenticate's read-and-cache: a notification that
+        # arrives while a (now stale) row is being cached waits, then drops it.
+        with self._lock:
+            if payload == "*":
+                self._cache.clear()
+            elif payload.startswith("token:"):
+                self._cache.pop(payload[6:], None)
 
     def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
                created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:

@@ -262,6 +262,9 @@ class _RekeyableChain(ChainBackend):
     def rewrap_all(self, progress: Progress | None = None) -> int:
         return cast(Rekeyable, self.primary).rewrap_all(progress)
 
+    def key_ids_in_use(self) -> set[str]:
+        return cast(Rekeyable, self.primary).key_ids_in_use()
+
 
 class _BulkWritableChain(ChainBackend):
     def put_many(self, items: Iterator[tuple[str, str]] | builtins.list[tuple[str, str]], *,

@@ -328,21 +328,12 @@ def test_usage_errors(rk, seeded, mgr, args: tuple[str, ...], code: int, words: 
         assert m.describe("jwt_secret", ORG).current_version == 1
 
 
-@pytest.mark.xfail(reason="BUG: `rotate configure --option` reuses parse_tags, whose "
-                          "BadParameter names '--tag' (\"Invalid value for '--tag': 'bad' is "
-                          "not KEY=VALUE\"), an option configure does not have",
-                   strict=True)
 def test_a_malformed_option_names_the_option(rk, seeded):
     r = rk("configure", "jwt_secret", "--org", ORG, "--option", "bad")
     assert r.code == 2
     assert "--option" in r.err
 
 
-@pytest.mark.xfail(reason="BUG: `rotate retire NAME` (and `rotate status NAME`) ignore the "
-                          "extra argument: retire then retires every expired previous value "
-                          "of every secret, while `rotate due NAME` is refused as an "
-                          "unexpected argument (exit 2)",
-                   strict=True)
 def test_retire_refuses_a_name(rk, seeded):
     r = rk("retire", "jwt_secret", "--json")
     assert r.code == 2

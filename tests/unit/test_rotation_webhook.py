@@ -480,11 +480,6 @@ class PlainOkTestEndpoint(Endpoint):
         return code, answer
 
 
-@pytest.mark.xfail(
-    reason="BUG: WebhookRotator documents that `test` answers 2xx if the key works (no "
-           "body needed), but _call json.loads every non-empty answer, so a 200 'OK' text "
-           "body raises JSONDecodeError and the rotation fails at test and is rolled back",
-    strict=True)
 def test_a_plain_2xx_answer_to_test_is_success(mgr: SecretManager, hmac_key: str):
     ep = PlainOkTestEndpoint(hmac_key)
     try:
@@ -527,14 +522,6 @@ class PlainOkEndpoint(Endpoint):
         return code, answer
 
 
-@pytest.mark.xfail(
-    reason="BUG: RotationEngine.retire_expired catches only KeysafeError around "
-           "rotator.retire; any other exception (here WebhookRotator._call's json.loads "
-           "ValueError on a 200 answer that is not JSON; likewise a psycopg error from "
-           "ALTER ROLE in PostgresPasswordRotator.retire) escapes, so retire_expired (and "
-           "`keysafe rotate retire`, the server's scheduled job) stops at that secret and "
-           "never retires the ones after it, with no retire_failed audit record",
-    strict=True)
 def test_one_bad_retire_answer_does_not_stop_the_others(mgr: SecretManager, hmac_key: str):
     ep = PlainOkEndpoint(hmac_key)
     try:

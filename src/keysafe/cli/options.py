@@ -27,15 +27,16 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on std
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def parse_tags(items: list[str] | None) -> dict[str, str] | None:
-    """``--tag k=v`` (repeatable) as a dict; BadParameter names the malformed item."""
+def parse_tags(items: list[str] | None, option: str = "--tag") -> dict[str, str] | None:
+    """``--tag k=v`` (repeatable) as a dict; BadParameter names the malformed item and
+    the ``option`` it came from."""
     if not items:
         return None
     tags: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--tag'")
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=f"'{option}'")
         tags[key.strip()] = value
     return tags
 

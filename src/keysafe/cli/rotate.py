@@ -67,6 +67,9 @@ def rotate(
     settings = load(env)
     with open_manager(env, settings) as mgr:
         engine = RotationEngine.from_settings(mgr, settings)
+        if target in ("status", "retire") and name is not None:
+            raise typer.BadParameter(f"`rotate {target}` takes no NAME (got {name!r}); "
+                                     "use --org to narrow status")
         if target == "status":
             _status(engine, org, domain, as_json)
             return
@@ -115,7 +118,7 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         raise typer.BadParameter("configure needs --rotator, --option or --period-days")
     if rotator is not None:
         load_rotator(rotator)  # ConfigError now, not at the next scheduled run
-    opts = parse_tags(option) or {}
+    opts = parse_tags(option, "--option") or {}
     meta = mgr.describe(name, org, domain=domain)
     tags = dict(meta.tags)
     if rotator is not None:

@@ -296,7 +296,13 @@ class RotationEngine:
                 journal: bool = True) -> None:
         promoted = getattr(rotator, "promoted", None)
         if promoted is not None:
-            promoted(ctx, new)
+            # The new value is current and tested: a failing notification must not undo
+            # it (rolling the target back now would leave current a dead credential).
+            try:
+                promoted(ctx, new)
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+                self._audit(path, org, "promoted_hook_failed", version, {"reason": reason})
         if old is not None:
             until = datetime.now(UTC) + self.grace
             self._put_record(path, "previous", old, {
@@ -402,8 +408,9 @@ class RotationEngine:
                 ctx = self._context(path, meta.tags)
                 ctx.current = self._version_value(path, meta.current_version)
                 rotator.retire(ctx, old)
-            except KeysafeError as exc:
-                self._audit(path, org, "retire_failed", None, {"reason": exc.message})
+            except Exception as exc:  # one bad target must not stop the others
+                reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+                self._audit(path, org, "retire_failed", None, {"reason": reason})
                 continue
             self._drop(rpath)
             self.stats.retired += 1

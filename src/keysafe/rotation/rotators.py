@@ -189,7 +189,13 @@ class WebhookRotator:
         except (urllib.error.URLError, OSError) as exc:
             raise RotationError(f"rotation webhook for {ctx.name} unreachable during "
                                 f"{action}: {type(exc).__name__}") from None
-        return json.loads(raw) if raw.strip() else {}
+        if action != "create":
+            return {}  # a 2xx is the answer; any body is ignored
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise RotationError(f"rotation webhook for {ctx.name} answered create with a "
+                                "body that is not JSON") from None
 
     def generate(self, ctx: RotationContext) -> str:
         answer = self._call(ctx, "create")

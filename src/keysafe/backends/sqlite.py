@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS audit_head (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_GET_CURRENT = ("SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                "WHERE path = ? AND deleted_at IS NULL")
 _META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
               "last_rotated")
 _SELECT_META = (
@@ -229,9 +231,13 @@ class SQLiteBackend:
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
         if version is None:
-            row = self._read(
-                "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
-                "WHERE path = ? AND deleted_at IS NULL", (path,))
+            if self._tx_thread is None:
+                # The common read, _read spelled out: no write transaction is open, so
+                # the reader connection sees everything committed.
+                with self._rlock:
+                    row = self._rconn.execute(_GET_CURRENT, (path,)).fetchone()
+            else:
+                row = self._read(_GET_CURRENT, (path,))
         else:
             row = self._read(
                 "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
@@ -239,11 +245,10 @@ class SQLiteBackend:
                 "WHERE s.path = ? AND s.deleted_at IS NULL", (version, path))
         if row is None or row[3] is None:
             raise not_found(path, version)
-        v = row[0]
-        sealed = Sealed(row[1], row[2], row[3])
-        if sealed.key_id not in self.envelope.keyring.ids:
-            self._reload_keyring(sealed.key_id)  # another process ran `keysafe rekey`
-        plain = self.envelope.open(path, v, sealed)
+        v, kid, wrapped, ct = row
+        if kid not in self.envelope.keyring:
+            self._reload_keyring(kid)  # another process ran `keysafe rekey`
+        plain = self.envelope.open_parts(path, v, kid, wrapped, ct)
         try:
             return plain.decode(), v
         except UnicodeDecodeError:

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from keysafe.config import Settings
 
 
+#: Backend type -> 0 (no transactions), 1 (transaction()), 2 (transaction(join=...)).
+_TX_KINDS: dict[type, int] = {}
+
+
 def default_actor() -> str:
     import getpass
 
@@ -223,8 +227,24 @@ class SecretManager:
                     detail={"error": type(exc).__name__})
 
     def _tx(self) -> AbstractContextManager[Any]:
-        b = self.backend
-        return b.transaction() if isinstance(b, Transactional) else nullcontext()
+        b: Any = self.backend
+        kind = _TX_KINDS.get(type(b))
+        if kind is None:
+            # isinstance on a runtime protocol costs microseconds: once per backend type.
+            kind = 0
+            if isinstance(b, Transactional):
+                import inspect
+
+                kind = 2 if "join" in inspect.signature(b.transaction).parameters else 1
+            _TX_KINDS[type(b)] = kind
+        if kind == 0:
+            return nullcontext()
+        # With a required audit record, any error in the write or its record ends the
+        # whole transaction, so nested calls need no savepoints of their own.
+        tx: AbstractContextManager[Any] = (b.transaction(join=True)
+                                           if kind == 2 and self.audit.required
+                                           else b.transaction())
+        return tx
 
     def _write(self, action: str, ref: SecretRef, path: str,
                fn: Callable[[WriteContext], Any],

@@ -115,6 +115,10 @@ class SecretManager:
         self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
         self._cache_data = self.cache._data  # the hit path reads the dict directly
         self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
+        # (path, org) by spelling, for uncached reads: tuples of strings only, which the
+        # cyclic GC stops tracking, so a large store's stream of new names does not grow
+        # the old generation (as SecretRef objects would) and trigger full collections.
+        self._paths: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._merge_locks: dict[str, threading.Lock] = {}
 
     # -- construction -----------------------------------------------------------
@@ -294,10 +298,23 @@ class SecretManager:
             self.record("read", path, "ok", org=ref.org, version=v)
         return value, v
 
+    def _where(self, name: str, org: str | None, domain: str | None,
+               env: str | None) -> tuple[str, str]:
+        """(path, org) as ``resolve`` gives them, remembered as plain strings."""
+        key = (name, org, domain, env)
+        hit = self._paths.get(key)
+        if hit is None:
+            ref = self.ref(name, org, domain=domain, env=env)
+            hit = (self.naming.format(ref), ref.org)
+            if len(self._paths) >= 50_000:
+                self._paths.clear()
+            self._paths[key] = hit
+        return hit
+
     def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
                   domain: str | None, env: str | None, version: int | None) -> str:
         self._stats["cache_misses"] += 1
-        ref, path = self.resolve(name, org, domain, env)
+        path, ref_org = self._where(name, org, domain, env)
         gen = self.cache.generation(path)
         try:
             value, v = self.backend.get(path, version)
@@ -305,17 +322,17 @@ class SecretManager:
             stale = self.cache.get_stale(key)
             if stale is not None:
                 self._stats["stale_served"] += 1
-                self.record("read", path, "stale", org=ref.org, version=version,
+                self.record("read", path, "stale", org=ref_org, version=version,
                             detail={"error": type(exc).__name__})
                 return stale
-            self._fail("read", ref, path, exc, version)
+            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
             raise
         except KeysafeError as exc:
-            self._fail("read", ref, path, exc, version)
+            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
             raise
         if self.audit_reads:
             # self.record(...) spelled out: this is the hot path of uncached reads.
-            self.audit.record((time_ns() // 1000, self.actor, "read", path, v, "ok", ref.org,
+            self.audit.record((time_ns() // 1000, self.actor, "read", path, v, "ok", ref_org,
                                self.client, self.request_id, None), durable=False)
         self.cache.put(key, path, value, gen)
         return value

@@ -111,7 +111,9 @@ class RotationError(KeysafeError):
     code = "rotation_error"
 
 
-class CredentialRejected(Exception):
+class CredentialRejected(KeysafeError):
     """Raised by the caller's own code (not keysafe) inside ``SecretManager.use`` when a
     target system refused the credential: keysafe then reads the secret fresh (it may have
     been rotated) and retries once."""
+
+    code = "credential_rejected"

@@ -228,7 +228,7 @@ def test_interrupted_run_exits_130_and_resumes(
         kc: Callable[..., Any], filled: dict[Any, str], home: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     @contextmanager
-    def ctrl_c_after_two(label: str) -> Iterator[Callable[[int, int], None]]:
+    def ctrl_c_after_two(label: str, **kw: Any) -> Iterator[Callable[[int, int], None]]:
         def progress(done: int, total: int) -> None:
             if done == 2:
                 raise KeyboardInterrupt
@@ -236,7 +236,7 @@ def test_interrupted_run_exits_130_and_resumes(
         yield progress
 
     with monkeypatch.context() as mp:
-        mp.setattr(migrate_cmd, "_progress", ctrl_c_after_two)
+        mp.setattr(migrate_cmd, "progress_bar", ctrl_c_after_two)
         r = kc("migrate", "--from", "local", "--to", "vaultprod")
     assert r.code == 130
     assert "interrupted after 2 of 4 secret(s); run the same command again to resume" in r.err

@@ -600,3 +600,38 @@ def test_the_background_flusher_commits_reads(sq: SecretManager, home: Path) -> 
     while raw_actions(home) != ["write", "read"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert raw_actions(home) == ["write", "read"]
+
+
+def test_row_hash_fast_form_is_the_general_form() -> None:
+    from keysafe.manager.audit import row_hash
+
+    def general(prev: str, seq: int, draft: Sequence[Any]) -> str:
+        import hashlib
+
+        parts = [prev, "\n", str(seq)]
+        for f in draft:
+            parts += ["\x1f", "\x00" if f is None else str(f)]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+    drafts: list[Draft] = [
+        (1, "a", "read", "p/x", 3, "ok", "acme", "cli", "r-1", '{"k": 1}'),
+        (2, "a", "list", None, None, "ok", None, None, None, None),
+        (3, "ü", "write", "p/\x1f", 0, "not_found", "o", None, "", "{}"),
+    ]
+    for i, d in enumerate(drafts):
+        assert row_hash("ab" * 32, i, d) == general("ab" * 32, i, d)
+
+
+def test_many_buffered_reads_commit_in_order_and_verify(sq: SecretManager, home: Path) -> None:
+    sq.audit.flush_interval = 3600.0  # only explicit flushes
+    sq.put("token", "one", "acme")
+    for _ in range(300):  # several multi-row INSERTs of different sizes
+        sq.get("token", "acme", fresh=True)
+    sq.audit.flush()
+    with db(home) as c:
+        got = c.execute("SELECT seq, action FROM audit ORDER BY seq").fetchall()
+    assert [s for s, _ in got] == list(range(1, 302))
+    assert [a for _, a in got] == ["write"] + ["read"] * 300
+    result = sq.audit_verify()
+    assert result.ok, result.problems
+    assert result.checked == 301

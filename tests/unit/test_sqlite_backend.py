@@ -445,3 +445,47 @@ def test_repr_names_the_file_only(backend: SQLiteBackend, db: Path) -> None:
     backend.put("acme/k", value, ctx=CTX)
     assert repr(backend) == f"SQLiteBackend({str(db)!r})"
     assert value not in repr(backend)
+
+
+
+def _two_puts_then_conflict(b: SQLiteBackend, new: str, taken: str, *,
+                            join: bool = False) -> None:
+    """In a nested transaction: create ``new``, then fail check-and-set on ``taken``."""
+    with b.transaction(join=join):
+        b.put(new, "new", ctx=CTX)
+        b.put(taken, "again", ctx=CTX, expected_version=0)
+
+
+def test_nested_transaction_is_a_savepoint(backend: SQLiteBackend) -> None:
+    with backend.transaction():
+        backend.put("a/b/c/d/x", "one", ctx=CTX)
+        with pytest.raises(Conflict):
+            _two_puts_then_conflict(backend, "a/b/c/d/y", "a/b/c/d/x")
+    assert backend.get("a/b/c/d/x") == ("one", 1)
+    with pytest.raises(NotFound):
+        backend.get("a/b/c/d/y")  # undone by the inner savepoint only
+
+
+def _joined(b: SQLiteBackend) -> None:
+    with b.transaction(join=True):
+        b.put("a/b/c/d/x", "two", ctx=CTX)
+        _two_puts_then_conflict(b, "a/b/c/d/y", "a/b/c/d/x")  # joins: no savepoint
+
+
+def test_joined_transaction_is_all_or_nothing(backend: SQLiteBackend) -> None:
+    backend.put("a/b/c/d/x", "one", ctx=CTX)
+    with pytest.raises(Conflict):
+        _joined(backend)
+    assert backend.get("a/b/c/d/x") == ("one", 1)
+    with pytest.raises(NotFound):
+        backend.get("a/b/c/d/y")
+    with backend.transaction(join=True):
+        backend.put("a/b/c/d/x", "two", ctx=CTX)
+    assert backend.get("a/b/c/d/x") == ("two", 2)
+    with backend.transaction():  # the join flag ended with its transaction
+        backend.put("a/b/c/d/z", "z", ctx=CTX)
+        with pytest.raises(Conflict):
+            _two_puts_then_conflict(backend, "a/b/c/d/w", "a/b/c/d/z")
+    assert backend.get("a/b/c/d/z") == ("z", 1)
+    with pytest.raises(NotFound):
+        backend.get("a/b/c/d/w")

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS audit_head (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_GET_CURRENT = ("SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                "WHERE path = ? AND deleted_at IS NULL")
+
 class SQLiteBackend:
     """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
 
@@ -72,6 +75,7 @@ class SQLiteBackend:
         self.max_versions = max_versions
         self._lock = threading.RLock()
         self._depth = 0
+        self._join = False
         self._tx_thread: int | None = None
         self._needs_shred = False
         self._sync = synchronous
@@ -110,11 +114,18 @@ class SQLiteBackend:
 
     # -- transactions -----------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, join: bool = False) -> Iterator[None]:
         """One write transaction. A nested call is a savepoint: it undoes only its own
-        changes on error, and its changes become durable with the outer commit."""
+        changes on error, and its changes become durable with the outer commit.
+
+        ``join`` (outermost call only): nested calls join this transaction without
+        savepoints, for a caller that lets any error end the whole transaction (the
+        manager's write and its audit record); it saves two statements per nested call."""
         with self._lock:
             if self._depth:
+                if self._join:
+                    yield
+                    return
                 sp = f"sp{self._depth}"
                 self._conn.execute(f"SAVEPOINT {sp}")
                 self._depth += 1
@@ -133,15 +144,18 @@ class SQLiteBackend:
             except sqlite3.OperationalError as exc:
                 raise BackendUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
             self._depth = 1
+            self._join = join
             self._tx_thread = threading.get_ident()
             try:
                 yield
             except BaseException:
                 self._depth = 0
+                self._join = False
                 self._tx_thread = None
                 self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
+            self._join = False
             self._tx_thread = None
             try:
                 self._conn.execute("COMMIT")
@@ -189,9 +203,13 @@ class SQLiteBackend:
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
         if version is None:
-            row = self._read(
-                "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
-                "WHERE path = ? AND deleted_at IS NULL", (path,))
+            if self._tx_thread is None:
+                # The common read, _read spelled out: no write transaction is open, so
+                # the reader connection sees everything committed.
+                with self._rlock:
+                    row = self._rconn.execute(_GET_CURRENT, (path,)).fetchone()
+            else:
+                row = self._read(_GET_CURRENT, (path,))
         else:
             row = self._read(
                 "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
@@ -199,11 +217,10 @@ class SQLiteBackend:
                 "WHERE s.path = ? AND s.deleted_at IS NULL", (version, path))
         if row is None or row[3] is None:
             raise not_found(path, version)
-        v = row[0]
-        sealed = Sealed(row[1], row[2], row[3])
-        if sealed.key_id not in self.envelope.keyring.ids:
-            self._reload_keyring(sealed.key_id)  # another process ran `keysafe rekey`
-        plain = self.envelope.open(path, v, sealed)
+        v, kid, wrapped, ct = row
+        if kid not in self.envelope.keyring:
+            self._reload_keyring(kid)  # another process ran `keysafe rekey`
+        plain = self.envelope.open_parts(path, v, kid, wrapped, ct)
         try:
             return plain.decode(), v
         except UnicodeDecodeError:
@@ -215,10 +232,13 @@ class SQLiteBackend:
         now = ctx.now.timestamp()
         with self.transaction():
             c = self._conn
-            self._check_active_key()
-            row = c.execute("SELECT current_version FROM secrets WHERE path = ?",
-                            (path,)).fetchone()
-            current = row[0] if row else 0
+            # One statement for the store's active key id and this secret's version.
+            active, current = c.execute(
+                "SELECT (SELECT value FROM meta WHERE key = 'active_key_id'), "
+                "(SELECT current_version FROM secrets WHERE path = ?)", (path,)).fetchone()
+            self._check_active_key(active)
+            exists = current is not None
+            current = current or 0
             check_cas(path, expected_version, current)
             new = current + 1
             sealed = self.envelope.seal(path, new, value.encode())
@@ -226,7 +246,7 @@ class SQLiteBackend:
                       (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
                        sealed.ciphertext))
             extra = _meta_values(meta) if meta else {}
-            if row is None:
+            if not exists:
                 cols = ["path", "current_version", "created_at", "updated_at", "created_by",
                         "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
                 vals = [path, new, now, now, ctx.actor, ctx.actor, sealed.key_id,
@@ -407,15 +427,21 @@ class SQLiteBackend:
                 "SELECT key_id FROM secrets WHERE key_id IS NOT NULL").fetchall()
         return {r[0] for r in rows}
 
-    def _check_active_key(self) -> None:
-        """Inside a write: after a rekey elsewhere, seal with the new key, never the old."""
-        row = self._conn.execute(
-            "SELECT value FROM meta WHERE key = 'active_key_id'").fetchone()
-        if row is not None and row[0] != self.envelope.keyring.active:
-            self._reload_keyring(row[0])
-            if self.envelope.keyring.active != row[0]:
+    _NO_ROW = object()
+
+    def _check_active_key(self, stored: object = _NO_ROW) -> None:
+        """Inside a write: after a rekey elsewhere, seal with the new key, never the old.
+        ``stored``: the meta table's active_key_id (None if unset) when already read."""
+        if stored is SQLiteBackend._NO_ROW:
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'active_key_id'").fetchone()
+            stored = row[0] if row is not None else None
+        if stored is not None and stored != self.envelope.keyring.active:
+            kid = str(stored)
+            self._reload_keyring(kid)
+            if self.envelope.keyring.active != kid:
                 raise ConfigError(
-                    f"this store's master key is now {row[0]} (rotated by keysafe rekey) but "
+                    f"this store's master key is now {kid} (rotated by keysafe rekey) but "
                     f"this process seals with {self.envelope.keyring.active}; restart it with "
                     "the current key")
 

@@ -60,12 +60,15 @@ class Envelope:
 
     def open(self, path: str, version: int, sealed: Sealed) -> bytes:
         """Raises IntegrityError if anything about the row is not what was sealed."""
+        return self.open_parts(path, version, sealed.key_id, sealed.wrapped_key,
+                               sealed.ciphertext)
+
+    def open_parts(self, path: str, version: int, key_id: str, w: bytes, c: bytes) -> bytes:
+        """``open`` for a stored row's columns, without building a Sealed first."""
         aad = _aad(path, version)
-        w, c = sealed.wrapped_key, sealed.ciphertext
         try:
-            dek = self._aead(sealed.key_id).decrypt(
-                w[:NONCE], w[NONCE:], aad + b"\x00" + sealed.key_id.encode()
-            )
+            aead = self._kek.get(key_id) or self._aead(key_id)
+            dek = aead.decrypt(w[:NONCE], w[NONCE:], aad + b"\x00" + key_id.encode())
             return AESGCM(dek).decrypt(c[:NONCE], c[NONCE:], aad)
         except (InvalidTag, ValueError):
             raise IntegrityError(

@@ -69,6 +69,9 @@ class KeyRing:
     def ids(self) -> list[str]:
         return list(self._keys)
 
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
     @classmethod
     def generate(cls) -> KeyRing:
         key = secrets.token_bytes(KEY_BYTES)

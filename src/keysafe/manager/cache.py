@@ -62,17 +62,21 @@ class SecretCache:
     def put(self, key: Hashable, path: str, value: str, generation: int | None = None) -> None:
         """Cache ``value``; with ``generation`` (from before the read) only if no
         invalidation of ``path`` happened since."""
-        if not self.enabled:
+        if self.ttl <= 0 or self.max_entries <= 0:
             return
         with self._lock:
             if generation is not None and self._gen.get(path, self._floor) != generation:
                 return
-            if key not in self._data and len(self._data) >= self.max_entries:
-                old, _ = self._data.popitem(last=False)
-                self._unindex(old, _[2])
-            self._data.pop(key, None)
-            self._data[key] = (value, monotonic() + self.ttl, path)
-            self._by_path.setdefault(path, set()).add(key)
+            data = self._data
+            prev = data.pop(key, None)
+            if prev is None and len(data) >= self.max_entries:
+                old, e = data.popitem(last=False)
+                self._unindex(old, e[2])
+            data[key] = (value, monotonic() + self.ttl, path)
+            if prev is None or prev[2] != path:
+                if prev is not None:
+                    self._unindex(key, prev[2])
+                self._by_path.setdefault(path, set()).add(key)
 
     def _unindex(self, key: Hashable, path: str) -> None:
         keys = self._by_path.get(path)

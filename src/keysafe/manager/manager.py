@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from time import monotonic
+from time import monotonic, time_ns
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysafe.backends.base import (
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+#: Backend type -> 0 (no transactions), 1 (transaction()), 2 (transaction(join=...)).
+_TX_KINDS: dict[type, int] = {}
 
 
 def _invalidator(cache: SecretCache) -> Callable[[str], None]:
@@ -125,6 +127,10 @@ class SecretManager:
         self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
         self._cache_data = self.cache._data  # the hit path reads the dict directly
         self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
+        # (path, org) by spelling, for uncached reads: tuples of strings only, which the
+        # cyclic GC stops tracking, so a large store's stream of new names does not grow
+        # the old generation (as SecretRef objects would) and trigger full collections.
+        self._paths: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._merge_locks: dict[str, threading.Lock] = {}
         if isinstance(backend, Watchable) and self.cache.enabled:
             # Other processes' writes (server replicas) drop our cached copies at once.
@@ -240,8 +246,24 @@ class SecretManager:
                     detail={"error": type(exc).__name__})
 
     def _tx(self) -> AbstractContextManager[Any]:
-        b = self.backend
-        return b.transaction() if isinstance(b, Transactional) else nullcontext()
+        b: Any = self.backend
+        kind = _TX_KINDS.get(type(b))
+        if kind is None:
+            # isinstance on a runtime protocol costs microseconds: once per backend type.
+            kind = 0
+            if isinstance(b, Transactional):
+                import inspect
+
+                kind = 2 if "join" in inspect.signature(b.transaction).parameters else 1
+            _TX_KINDS[type(b)] = kind
+        if kind == 0:
+            return nullcontext()
+        # With a required audit record, any error in the write or its record ends the
+        # whole transaction, so nested calls need no savepoints of their own.
+        tx: AbstractContextManager[Any] = (b.transaction(join=True)
+                                           if kind == 2 and self.audit.required
+                                           else b.transaction())
+        return tx
 
     def _write(self, action: str, ref: SecretRef, path: str,
                fn: Callable[[WriteContext], Any],
@@ -291,10 +313,23 @@ class SecretManager:
             self.record("read", path, "ok", org=ref.org, version=v)
         return value, v
 
+    def _where(self, name: str, org: str | None, domain: str | None,
+               env: str | None) -> tuple[str, str]:
+        """(path, org) as ``resolve`` gives them, remembered as plain strings."""
+        key = (name, org, domain, env)
+        hit = self._paths.get(key)
+        if hit is None:
+            ref = self.ref(name, org, domain=domain, env=env)
+            hit = (self.naming.format(ref), ref.org)
+            if len(self._paths) >= 50_000:
+                self._paths.clear()
+            self._paths[key] = hit
+        return hit
+
     def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
                   domain: str | None, env: str | None, version: int | None) -> str:
         self._stats["cache_misses"] += 1
-        ref, path = self.resolve(name, org, domain, env)
+        path, ref_org = self._where(name, org, domain, env)
         gen = self.cache.generation(path)
         try:
             value, v = self.backend.get(path, version)
@@ -302,16 +337,18 @@ class SecretManager:
             stale = self.cache.get_stale(key)
             if stale is not None:
                 self._stats["stale_served"] += 1
-                self.record("read", path, "stale", org=ref.org, version=version,
+                self.record("read", path, "stale", org=ref_org, version=version,
                             detail={"error": type(exc).__name__})
                 return stale
-            self._fail("read", ref, path, exc, version)
+            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
             raise
         except KeysafeError as exc:
-            self._fail("read", ref, path, exc, version)
+            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
             raise
         if self.audit_reads:
-            self.record("read", path, "ok", org=ref.org, version=v)
+            # self.record(...) spelled out: this is the hot path of uncached reads.
+            self.audit.record((time_ns() // 1000, self.actor, "read", path, v, "ok", ref_org,
+                               self.client, self.request_id, None), durable=False)
         self.cache.put(key, path, value, gen)
         return value
 

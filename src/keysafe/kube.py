@@ -64,9 +64,9 @@ __all__ = [
     "ESO_API_VERSION",
     "FORCE_SYNC",
     "MANAGED_BY",
-    "NamespaceMissing",
     "RESTARTED_AT",
     "KubeSync",
+    "NamespaceMissing",
     "PassResult",
     "content_hash",
     "env_var_name",
@@ -273,7 +273,8 @@ def render_external_secret(names: list[str], *, name: str, namespace: str | None
     if not names:
         raise InvalidValue("no secrets to list in the ExternalSecret")
     catalog = Catalog.builtin()
-    data, seen = [], {}
+    data: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for secret in names:
         validate_segment("name", secret)
         var = env_var_name(secret, catalog)
@@ -568,9 +569,10 @@ class KubeSync:
     def in_sync(self, existing: Any, manifest: Mapping[str, Any]) -> bool:
         """Whether the live Secret already holds exactly the manifest's data and hash."""
         annotations = existing.metadata.annotations or {}
-        return (dict(existing.data or {}) == manifest["data"]
-                and annotations.get(CONTENT_HASH) == manifest["metadata"]["annotations"][
-                    CONTENT_HASH])
+        same_data: bool = dict(existing.data or {}) == manifest["data"]
+        same_hash: bool = (annotations.get(CONTENT_HASH)
+                           == manifest["metadata"]["annotations"][CONTENT_HASH])
+        return same_data and same_hash
 
     def check_owned(self, existing: Any) -> None:
         """Conflict unless keysafe wrote the live Secret (or ``adopt``), and never an

@@ -32,7 +32,7 @@ HOSTILE = {
     "CRLF": "a\r\nb\rc",
     "QUOTES": "it's \"quoted\" `back` \\ slash",
     "DOLLAR": "$HOME ${PATH} $(rm -rf /) %s {{ .auth.token }}",
-    "UNICODE": "pässwörd – 秘密 – 🔑 – \u200b zero-width",
+    "UNICODE": "pässwörd \u2013 秘密 \u2013 🔑 \u2013 \u200b zero-width",
     "YAML_BOOL": "yes",
     "YAML_NULL": "~",
     "YAML_NUM": "0x1F",

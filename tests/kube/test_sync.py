@@ -299,3 +299,12 @@ def test_sigterm_stops_the_loop_cleanly(cluster, store, kubeconfig, tmp_path):
     assert proc.returncode == 0, err.decode()
     assert CANARY not in out.decode() + err.decode()
     assert CANARY_B64 not in out.decode() + err.decode()
+
+
+def test_without_the_kubernetes_package_says_what_to_install(store, kc, kubeconfig,
+                                                             monkeypatch):
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes -> ImportError
+    r = kc("sync", "kubernetes", "--org", "acme", "-n", NS, "--name", NAME, "--once",
+           "--kubeconfig", kubeconfig)
+    assert r.code == 8
+    assert "pip install 'keysafe[k8s]'" in r.err

@@ -22,6 +22,7 @@ from keysafe.cli import (
     policy,
     rotate,
     server,
+    sync,
 )
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
@@ -50,6 +51,7 @@ migrate.register(app)
 policy.register(app)
 database.register(app)
 rotate.register(app)
+sync.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -1,0 +1,269 @@
+"""Rendered manifests: Secrets load into the official kubernetes client's models and
+round-trip values exactly; SecretStore/ExternalSecret carry only the External Secrets
+Operator's documented fields."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keysafe.errors import InvalidName, InvalidValue, ValueTooLarge
+from keysafe.kube import (
+    CONTENT_HASH,
+    ESO_API_VERSION,
+    FORCE_SYNC,
+    content_hash,
+    env_var_name,
+    render_external_secret,
+    render_secret,
+)
+
+kubernetes = pytest.importorskip("kubernetes")
+
+HOSTILE = {
+    "NEWLINES": "line one\nline two\n",
+    "CRLF": "a\r\nb\rc",
+    "QUOTES": "it's \"quoted\" `back` \\ slash",
+    "DOLLAR": "$HOME ${PATH} $(rm -rf /) %s {{ .auth.token }}",
+    "UNICODE": "pässwörd \u2013 秘密 \u2013 🔑 \u2013 \u200b zero-width",
+    "YAML_BOOL": "yes",
+    "YAML_NULL": "~",
+    "YAML_NUM": "0x1F",
+    "YAML_DOC": "---\n...\n# not a comment\n- not: a list",
+    "SPACES": "  leading and trailing  ",
+    "EMPTY": "",
+    "CONTROL": "tab\there\x01\x1b[31mred\x7f",
+    "LONG": "x" * 10_000,
+    "TAB_ONLY": "\t",
+    "COLON": "key: value",
+}
+
+
+def to_model(manifest_text: str) -> Any:
+    """The supported way to turn a manifest into a client model: the ApiClient's
+    deserializer, as it reads API responses (JSON text, a model class name)."""
+    api = kubernetes.client.ApiClient()
+    data = json.dumps(yaml.safe_load(manifest_text))
+    try:
+        return api.deserialize(data, "V1Secret", "application/json")
+    except TypeError:  # clients before 35: deserialize(response, type) reads .data
+        class Response:
+            pass
+
+        resp = Response()
+        resp.data = data  # type: ignore[attr-defined]
+        return api.deserialize(resp, "V1Secret")
+
+
+def test_secret_loads_into_client_model_and_round_trips_hostile_values():
+    text = render_secret(HOSTILE, name="app-secrets", namespace="prod",
+                         labels={"team": "payments"})
+    secret = to_model(text)
+    assert type(secret).__name__ == "V1Secret"
+    assert secret.api_version == "v1"
+    assert secret.kind == "Secret"
+    assert secret.type == "Opaque"
+    assert secret.metadata.name == "app-secrets"
+    assert secret.metadata.namespace == "prod"
+    assert secret.metadata.labels == {"app.kubernetes.io/managed-by": "keysafe",
+                                      "team": "payments"}
+    assert secret.metadata.annotations == {CONTENT_HASH: content_hash(HOSTILE)}
+    assert secret.string_data is None
+    decoded = {k: base64.b64decode(v, validate=True).decode() for k, v in secret.data.items()}
+    assert decoded == HOSTILE
+    # Nothing was dropped on the way into the model: serialised back, it is the manifest.
+    api = kubernetes.client.ApiClient()
+    assert api.sanitize_for_serialization(secret) == yaml.safe_load(text)
+
+
+def test_secret_values_are_not_in_the_yaml_text():
+    text = render_secret({"TOKEN": "canary-plain-text-value"}, name="s", namespace=None)
+    assert "canary-plain-text-value" not in text
+    assert "namespace" not in yaml.safe_load(text)["metadata"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True),
+                       st.text(st.characters(exclude_categories=("Cs",)), max_size=200),
+                       max_size=5))
+def test_secret_round_trip_property(values):
+    secret = to_model(render_secret(values, name="s", namespace="ns"))
+    got = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    assert got == values
+
+
+def test_content_hash_is_order_free_and_changes_with_content():
+    a = content_hash({"A": "1", "B": "2"})
+    assert a == content_hash({"B": "2", "A": "1"})
+    assert a != content_hash({"A": "1", "B": "3"})
+    assert a != content_hash({"A": "1", "C": "2"})
+    assert re.fullmatch(r"[0-9a-f]{64}", a)
+
+
+@pytest.mark.parametrize(("values", "kw", "error", "words"), [
+    ({"A": "v"}, {"name": "Bad_Name"}, InvalidName, "not a valid Kubernetes name"),
+    ({"A": "v"}, {"name": "ok", "namespace": "a.b"}, InvalidName, "namespace"),
+    ({"BAD KEY": "v"}, {"name": "ok"}, InvalidName, "cannot be a Secret key"),
+    ({"A": "x" * (1024 * 1024)}, {"name": "ok"}, ValueTooLarge, "at most"),
+    ({"A": "v"}, {"name": "ok", "labels": {"k": "bad value!"}}, InvalidValue, "label"),
+])
+def test_secret_bad_input_names_the_problem(values, kw, error, words):
+    kw.setdefault("namespace", None)
+    with pytest.raises(error) as info:
+        render_secret(values, **kw)
+    assert words in str(info.value)
+    assert "x" * 50 not in str(info.value)
+
+
+# -- External Secrets Operator ------------------------------------------------------
+#
+# Field names of each object, copied from the operator's API reference (Go types, JSON
+# tags) in github.com/external-secrets/external-secrets:
+#   apis/externalsecrets/v1/secretstore_types.go        SecretStore, SecretStoreSpec
+#   apis/externalsecrets/v1/secretstore_webhook_types.go WebhookProvider, WebhookResult,
+#                                                        WebhookSecret
+#   apis/meta/v1/types.go                                SecretKeySelector
+#   apis/externalsecrets/v1/externalsecret_types.go      ExternalSecret(Spec), SecretStoreRef,
+#                                                        ExternalSecretTarget,
+#                                                        ExternalSecretData(RemoteRef)
+# (the v1beta1 files beside them have the same fields, minus WebhookProvider.auth),
+# and docs/provider/webhook.md for how the provider's templating uses them.
+# Each entry: (documented fields, required fields).
+OBJECT_META = ({"name", "namespace", "labels", "annotations"}, {"name"})
+ESO_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "SecretStore": ({"apiVersion", "kind", "metadata", "spec"}, {"apiVersion", "kind",
+                                                                  "metadata", "spec"}),
+    "SecretStoreSpec": ({"controller", "provider", "retrySettings", "refreshInterval",
+                         "conditions"}, {"provider"}),
+    "WebhookProvider": ({"method", "url", "headers", "auth", "body", "timeout", "result",
+                         "secrets", "caBundle", "caProvider"}, {"url", "result"}),
+    "WebhookResult": ({"jsonPath"}, set()),
+    "WebhookSecret": ({"name", "secretRef"}, {"name", "secretRef"}),
+    "SecretKeySelector": ({"name", "namespace", "key"}, set()),
+    "ExternalSecret": ({"apiVersion", "kind", "metadata", "spec"}, {"apiVersion", "kind",
+                                                                     "metadata", "spec"}),
+    "ExternalSecretSpec": ({"secretStoreRef", "target", "refreshPolicy", "refreshInterval",
+                            "data", "dataFrom"}, set()),
+    "SecretStoreRef": ({"name", "kind"}, set()),
+    "ExternalSecretTarget": ({"name", "creationPolicy", "deletionPolicy", "template",
+                              "immutable"}, set()),
+    "ExternalSecretData": ({"secretKey", "remoteRef", "sourceRef"}, {"secretKey",
+                                                                     "remoteRef"}),
+    "ExternalSecretDataRemoteRef": ({"key", "metadataPolicy", "property", "version",
+                                     "conversionStrategy", "decodingStrategy"}, {"key"}),
+}
+# SecretStoreProvider: one provider key only (MinProperties=1, MaxProperties=1).
+
+
+def check(obj: dict[str, Any], kind: str) -> None:
+    documented, required = ESO_FIELDS[kind] if kind != "ObjectMeta" else OBJECT_META
+    assert set(obj) <= documented, (kind, set(obj) - documented)
+    assert required <= set(obj), (kind, required - set(obj))
+
+
+def render(**kw: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    args: dict[str, Any] = {
+        "names": ["openai_api_key", "app-token", "stripe.key"], "name": "app-secrets",
+        "namespace": "prod", "server_url": "https://keysafe.example.com/",
+        "org": "acme-corp", "domain": None, "token_secret": "keysafe-token",
+        "refresh_interval": "15m"}
+    args.update(kw)
+    text = render_external_secret(args.pop("names"), **args)
+    store, external = list(yaml.safe_load_all(text))
+    return store, external, text
+
+
+def test_external_secret_carries_exactly_the_documented_fields():
+    store, es, _ = render()
+    check(store, "SecretStore")
+    check(store["metadata"], "ObjectMeta")
+    check(store["spec"], "SecretStoreSpec")
+    assert list(store["spec"]["provider"]) == ["webhook"]
+    hook = store["spec"]["provider"]["webhook"]
+    check(hook, "WebhookProvider")
+    check(hook["result"], "WebhookResult")
+    for s in hook["secrets"]:
+        check(s, "WebhookSecret")
+        check(s["secretRef"], "SecretKeySelector")
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in hook["headers"].items())
+
+    check(es, "ExternalSecret")
+    check(es["metadata"], "ObjectMeta")
+    check(es["spec"], "ExternalSecretSpec")
+    check(es["spec"]["secretStoreRef"], "SecretStoreRef")
+    check(es["spec"]["target"], "ExternalSecretTarget")
+    for d in es["spec"]["data"]:
+        check(d, "ExternalSecretData")
+        check(d["remoteRef"], "ExternalSecretDataRemoteRef")
+        # ExternalSecretData.secretKey: +kubebuilder:validation:Pattern ^[-._a-zA-Z0-9]+$
+        assert re.fullmatch(r"[-._a-zA-Z0-9]+", d["secretKey"])
+
+
+def test_external_secret_values():
+    store, es, text = render()
+    assert store["apiVersion"] == es["apiVersion"] == ESO_API_VERSION
+    assert (store["kind"], es["kind"]) == ("SecretStore", "ExternalSecret")
+    hook = store["spec"]["provider"]["webhook"]
+    assert hook["url"] == ("https://keysafe.example.com/api/secrets/acme-corp/"
+                           "{{ .remoteRef.key }}/value")
+    assert hook["method"] == "GET"
+    assert hook["result"] == {"jsonPath": "$.value"}
+    assert hook["headers"]["Authorization"] == "Bearer {{ .auth.token }}"
+    assert hook["secrets"] == [{"name": "auth", "secretRef": {"name": "keysafe-token"}}]
+
+    assert es["metadata"]["name"] == "app-secrets"
+    assert es["metadata"]["namespace"] == store["metadata"]["namespace"] == "prod"
+    assert re.fullmatch(r"\d{10,}", es["metadata"]["annotations"][FORCE_SYNC])
+    spec = es["spec"]
+    assert spec["refreshInterval"] == "15m"
+    assert spec["secretStoreRef"] == {"name": store["metadata"]["name"], "kind": "SecretStore"}
+    assert spec["target"]["name"] == "app-secrets"
+    assert spec["data"] == [
+        {"secretKey": "OPENAI_API_KEY", "remoteRef": {"key": "openai_api_key"}},
+        {"secretKey": "APP_TOKEN", "remoteRef": {"key": "app-token"}},
+        {"secretKey": "STRIPE_KEY", "remoteRef": {"key": "stripe.key"}},
+    ]
+    # How to provide the token is said; no token is in the text.
+    assert "kubectl create secret generic keysafe-token --from-literal=token=" in text
+
+
+def test_external_secret_domain_and_no_namespace():
+    store, es, _ = render(domain="card-services", namespace=None, refresh_interval="1h")
+    url = store["spec"]["provider"]["webhook"]["url"]
+    assert url.endswith("/value?domain_id=card-services")
+    assert "namespace" not in store["metadata"]
+    assert "namespace" not in es["metadata"]
+    assert es["spec"]["refreshInterval"] == "1h"
+
+
+@pytest.mark.parametrize(("kw", "error", "words"), [
+    ({"refresh_interval": "hourly"}, InvalidValue, "refresh interval"),
+    ({"server_url": "ftp://x"}, InvalidValue, "not an http(s) URL"),
+    ({"server_url": "https://x/?a=1"}, InvalidValue, "query"),
+    ({"names": []}, InvalidValue, "no secrets"),
+    ({"names": ["a-b", "a_b"]}, InvalidName, "both map to"),
+    ({"names": ["bad name"]}, InvalidName, "name"),
+    ({"org": "a/b"}, InvalidName, "org"),
+    ({"token_secret": "Token"}, InvalidName, "token Secret name"),
+])
+def test_external_secret_bad_input(kw, error, words):
+    with pytest.raises(error) as info:
+        render(**kw)
+    assert words in str(info.value)
+
+
+def test_env_var_names():
+    from keysafe.catalog import Catalog
+
+    cat = Catalog.builtin()
+    assert env_var_name("openai_api_key", cat) == "OPENAI_API_KEY"
+    assert env_var_name("hf_token", None) == "HF_TOKEN"
+    assert env_var_name("my-app.key", cat) == "MY_APP_KEY"
+    assert env_var_name("1password", cat) == "_1PASSWORD"

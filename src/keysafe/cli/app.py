@@ -21,6 +21,7 @@ from keysafe.cli import (
     migrate,
     policy,
     server,
+    workloads,
 )
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
@@ -48,6 +49,7 @@ importing.register(app)
 migrate.register(app)
 policy.register(app)
 database.register(app)
+workloads.register(app)
 
 
 def run(args: Sequence[str]) -> int:

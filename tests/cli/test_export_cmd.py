@@ -79,7 +79,8 @@ def github_env_read(text: str) -> dict[str, str]:
                 out[k] = v
             elif hd >= 0:
                 name, delim = line.split("<<", 1)
-                assert name and delim
+                assert name
+                assert delim
                 start = end = i
                 tmp, nl = readline()
                 while tmp != delim:

@@ -114,16 +114,11 @@ def env_names(names: Iterable[str], catalog: Catalog | None,
     Raises InvalidValue when two secrets would land in the same variable.
     """
     mapping = mapping or {}
-    lowered = {_norm(k): v for k, v in mapping.items()}
     out: dict[str, str] = {}
     owner: dict[str, str] = {}
     for name in names:
-        if name in mapping:
-            var = mapping[name]
-        elif _norm(name) in lowered:
-            var = lowered[_norm(name)]
-        else:
-            var = default_env_var(name, catalog)
+        # Mapping keys match exactly: names are case-sensitive, and '-' is not '_'.
+        var = mapping[name] if name in mapping else default_env_var(name, catalog)
         if var is None:
             continue
         if var in owner:

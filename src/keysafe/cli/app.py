@@ -23,6 +23,7 @@ from keysafe.cli import (
     rotate,
     server,
     sync,
+    workloads,
 )
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
@@ -52,6 +53,7 @@ policy.register(app)
 database.register(app)
 rotate.register(app)
 sync.register(app)
+workloads.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -2,7 +2,8 @@
 
 ``keysafe get`` is what scripts and containers run at start-up, often many times, so a
 plain ``get`` skips typer and rich (about 100 ms of imports) and goes straight to the
-same ``run_get`` the typer command calls. Anything else, or a ``get`` with options the
+same ``run_get`` the typer command calls; ``keysafe run ... -- CMD`` likewise goes
+straight to ``workloads.run.main``. Anything else, or a ``get`` with options the
 short parser does not know, goes to the typer app.
 """
 
@@ -21,6 +22,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs = parse_get(args[1:])
         if kwargs is not None:
             return run_get(**kwargs)
+    if args and args[0] == "run":
+        # `keysafe run ... -- CMD` wraps every start of a workload: skip typer and rich
+        # here too (same RunOptions, same code as the typer command).
+        from keysafe.workloads.run import main as run_main
+        from keysafe.workloads.run import parse_run
+
+        opts = parse_run(args[1:])
+        if opts is not None:
+            return run_main(opts)
     from keysafe.cli.app import run
 
     return run(args)

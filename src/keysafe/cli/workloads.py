@@ -1,0 +1,281 @@
+"""``keysafe run`` and ``keysafe export``: secrets to workloads.
+
+``run`` shares ``workloads.run`` with the console script's fast path; this module only
+adds typer's parsing and help. ``export`` writes the scope in one of the formats of
+``workloads.formats`` (and the two Kubernetes ones of ``keysafe.kube``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from keysafe.cli.options import Domain, Env, Json
+from keysafe.cli.output import command, emit_json, say, warn
+from keysafe.workloads.sources import TOKEN_ENV
+
+#: The Kubernetes Secret an ExternalSecret's store reads the service token from.
+TOKEN_SECRET = "keysafe-token"
+
+if TYPE_CHECKING:
+    from keysafe.workloads.scope import Scope
+    from keysafe.workloads.sources import Source
+
+ScopeOrg = Annotated[str, typer.Option("--org", help="Organisation (tenant) to read.",
+                                       show_default=False)]
+Only = Annotated[list[str] | None, typer.Option(
+    "--only", metavar="NAMES", help="Only these secrets (comma-separated; repeatable).",
+    show_default=False)]
+MapFile = Annotated[str | None, typer.Option(
+    "--map", metavar="FILE", help="Mapping file (TOML or YAML): secret name = VARIABLE, "
+                                  "or false to leave a secret out.", show_default=False)]
+ViaServer = Annotated[str | None, typer.Option(
+    "--via-server", metavar="URL", help="Read through a keysafe server with a service "
+                                        "token instead of the configured store.",
+    show_default=False)]
+TokenEnv = Annotated[str, typer.Option(
+    "--token-env", metavar="VAR", help="Environment variable holding the service token.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", context_settings={"ignore_unknown_options": True,
+                                         "allow_interspersed_args": False})(run)
+    app.command("export")(export)
+
+
+# -- run ------------------------------------------------------------------------------
+def run(
+    cmd: Annotated[list[str], typer.Argument(
+        metavar="-- COMMAND [ARGS]...", help="The command to run, after --.",
+        show_default=False)],
+    org: Annotated[str | None, typer.Option(
+        "--org", help="Organisation whose secrets become variables (omit to only "
+                      "resolve keysafe:// references).", show_default=False)] = None,
+    domain: Domain = None,
+    env: Env = None,
+    only: Only = None,
+    map_file: MapFile = None,
+    env_file: Annotated[list[str] | None, typer.Option(
+        "--env-file", metavar="FILE", help="Add variables from a .env file (values may be "
+                                           "keysafe:// references; repeatable).",
+        show_default=False)] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Poll for changed secrets and restart (or signal) the "
+                        "command.")] = False,
+    interval: Annotated[float, typer.Option(
+        "--interval", metavar="SECONDS", help="Seconds between --watch polls "
+                                              "(0.5 to 86400).")] = 10.0,
+    on_change: Annotated[str, typer.Option(
+        "--on-change", metavar="restart|SIGNAL",
+        help="With --watch: restart the command, or send it a signal (e.g. SIGHUP).")
+    ] = "restart",
+    grace: Annotated[float, typer.Option(
+        "--grace", metavar="SECONDS", help="On restart, seconds between SIGTERM and "
+                                           "SIGKILL.")] = 10.0,
+    via_server: ViaServer = None,
+    token_env: TokenEnv = TOKEN_ENV,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="keysafe's own errors as JSON on stderr.")] = False,
+) -> None:
+    """Run a command with the scope's secrets as environment variables.
+
+    Catalog names become their usual variables (openai_api_key -> OPENAI_API_KEY),
+    other names are upper-cased. Variables whose value is a reference,
+    keysafe://ORG/DOMAIN/NAME or keysafe://ORG/NAME, are replaced by the secret. The
+    exit status is the command's (128+N if signal N ended it).
+    """
+    from keysafe.workloads.run import RunOptions, main
+
+    opts = RunOptions(command=list(cmd), org=org, domain=domain, env=env, only=only,
+                      map_file=map_file, env_files=list(env_file or []), watch=watch,
+                      interval=interval, on_change=on_change, grace=grace,
+                      server=via_server, token_env=token_env, as_json=as_json)
+    code = main(opts)
+    if code:
+        raise typer.Exit(code)
+
+
+# -- export ---------------------------------------------------------------------------
+@command
+def export(
+    org: ScopeOrg,
+    fmt: Annotated[str, typer.Option(
+        "--format", metavar="FORMAT",
+        help="dotenv, json, shell, github-env, k8s-secret or external-secret.",
+        show_default=False)],
+    domain: Domain = None,
+    env: Env = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", help="Write to FILE (created 0600) instead of "
+                                               "stdout.", show_default=False)] = None,
+    append: Annotated[bool, typer.Option(
+        "--append", help="Append to FILE instead of replacing it (e.g. $GITHUB_ENV).")
+    ] = False,
+    only: Only = None,
+    map_file: MapFile = None,
+    keys: Annotated[str, typer.Option(
+        "--keys", metavar="env|name", help="Key by variable name (env) or by secret "
+                                            "name (name).")] = "env",
+    name: Annotated[str | None, typer.Option(
+        "--name", help="k8s-secret / external-secret: the Kubernetes Secret's name "
+                       "(default: keysafe-ORG-DOMAIN).", show_default=False)] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", help="k8s-secret / external-secret: the namespace.",
+        show_default=False)] = None,
+    server_url: Annotated[str | None, typer.Option(
+        "--server-url", metavar="URL",
+        help="external-secret: the keysafe server the operator reads from (default: "
+             "--via-server).", show_default=False)] = None,
+    token_secret: Annotated[str, typer.Option(
+        "--token-secret", metavar="NAME",
+        help="external-secret: the Kubernetes Secret holding the service token.")
+    ] = TOKEN_SECRET,
+    refresh_interval: Annotated[str, typer.Option(
+        "--refresh-interval", metavar="DURATION",
+        help="external-secret: how often the operator refreshes.")] = "1h",
+    via_server: ViaServer = None,
+    token_env: TokenEnv = TOKEN_ENV,
+    as_json: Json = False,
+) -> None:
+    """Write the scope's secrets in a format for another tool.
+
+    Values are quoted so that each format's own reader gets back exactly what was
+    stored. Prefer --output (a 0600 file) or a pipe to printing values on a terminal.
+    """
+    from keysafe.errors import InvalidValue
+    from keysafe.workloads.formats import FORMATS
+    from keysafe.workloads.names import env_names, load_mapping
+    from keysafe.workloads.scope import Scope, split_names
+    from keysafe.workloads.sources import open_source
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="'--format'")
+    if keys not in ("env", "name"):
+        raise typer.BadParameter(f"{keys!r} is not env or name", param_hint="'--keys'")
+    if append and output is None:
+        raise typer.BadParameter("--append needs --output", param_hint="'--append'")
+    if via_server is None and token_env != TOKEN_ENV:
+        raise typer.BadParameter("--token-env needs --via-server", param_hint="'--token-env'")
+    if fmt == "external-secret" and not (server_url or via_server):
+        raise typer.BadParameter("external-secret needs --server-url (or --via-server)",
+                                 param_hint="'--server-url'")
+    mapping = load_mapping(map_file) if map_file else None
+    scope = Scope(org, domain, split_names(only), mapping)
+    source = open_source(env=env, server=via_server, token_env=token_env)
+    try:
+        if fmt == "external-secret":
+            # The operator fetches the values itself: only names are read here.
+            names = list(scope.versions(source))
+            text = _external_secret(names, org=org, domain=domain, name=name,
+                                    namespace=namespace,
+                                    server_url=server_url or via_server or "",
+                                    token_secret=token_secret,
+                                    refresh_interval=refresh_interval,
+                                    default_domain=source.default_domain)
+            count = len(names)
+        else:
+            values = _read_with_progress(scope, source)
+            if keys == "env":
+                out = {var: values[n]
+                       for n, var in env_names(values, source.catalog, mapping).items()}
+            else:
+                out = values
+            count = len(out)
+            text = _render(fmt, out, org=org, domain=domain, name=name, namespace=namespace,
+                           default_domain=source.default_domain)
+    finally:
+        source.close()
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        raise InvalidValue("a value is not valid Unicode text and cannot be written") from None
+    if output is None:
+        if sys.stdout.isatty():
+            warn("printing secret values on a terminal; use --output FILE or a pipe")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _write_file(output, data, append=append)
+    if as_json:
+        emit_json({"output": str(output), "format": fmt, "count": count,
+                   "appended": append})
+    else:
+        say(f"wrote {count} secret{'s' if count != 1 else ''} to {output} ({fmt})")
+
+
+def _read_with_progress(scope: Scope, src: Source) -> dict[str, str]:
+    if not sys.stderr.isatty():
+        return scope.read(src)
+    from rich.progress import Progress
+
+    from keysafe.cli.output import console
+
+    with Progress(console=console(True), transient=True) as bar:
+        task = bar.add_task("reading secrets", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return scope.read(src, progress=step)
+
+
+def default_k8s_name(org: str, domain: str) -> str:
+    """``keysafe-ORG-DOMAIN`` as a DNS-1123 name (lower case, '-' for anything else)."""
+    import re
+
+    raw = re.sub(r"[^a-z0-9-]+", "-", f"keysafe-{org}-{domain}".lower()).strip("-")
+    return raw[:253].rstrip("-")
+
+
+def _render(fmt: str, values: dict[str, str], *, org: str, domain: str | None,
+            name: str | None, namespace: str | None, default_domain: str) -> str:
+    from keysafe.workloads.formats import kube, render
+
+    if fmt != "k8s-secret":
+        return render(fmt, values)
+    render_secret, _ = kube()
+    return render_secret(values, name=name or default_k8s_name(org, domain or default_domain),
+                         namespace=namespace,
+                         labels={"app.kubernetes.io/managed-by": "keysafe"})
+
+
+def _external_secret(names: list[str], *, org: str, domain: str | None, name: str | None,
+                     namespace: str | None, server_url: str, token_secret: str,
+                     refresh_interval: str, default_domain: str) -> str:
+    from keysafe.workloads.formats import kube
+
+    _, render_external_secret = kube()
+    return render_external_secret(
+        names, name=name or default_k8s_name(org, domain or default_domain),
+        namespace=namespace, server_url=server_url, org=org, domain=domain,
+        token_secret=token_secret, refresh_interval=refresh_interval)
+
+
+def _write_file(path: Path, data: bytes, *, append: bool) -> None:
+    """0600 for a new file; a replaced file is swapped in whole (never half written)."""
+    if append:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as fh:
+            fh.write(data)
+        return
+    import tempfile
+
+    target = path.resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp creates it 0600
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

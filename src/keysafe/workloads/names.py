@@ -1,0 +1,166 @@
+"""Secret names as environment variable names, mapping files, and ``keysafe://``
+references.
+
+A catalog name becomes its catalog variable (``openai_api_key`` -> ``OPENAI_API_KEY``,
+``google_api_key`` -> its catalog variable); any other name is upper-cased with every
+character that is not a letter or digit turned into ``_`` (``billing.webhook-secret``
+-> ``BILLING_WEBHOOK_SECRET``). A mapping file overrides both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keysafe.errors import InvalidName, InvalidValue
+
+if TYPE_CHECKING:
+    from keysafe.catalog import Catalog
+
+SCHEME = "keysafe://"
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+#: secret name -> env var name, or None to leave the secret out.
+Mapping_ = dict[str, str | None]
+
+
+def default_env_var(name: str, catalog: Catalog | None = None) -> str:
+    """The variable a secret is exported as when no mapping file says otherwise."""
+    if catalog is not None:
+        entry = catalog.get(name)
+        # Only the catalog name itself (any case, '-' or '_'), not an alias: an alias
+        # such as gemini_api_key stays GEMINI_API_KEY instead of colliding with the
+        # entry's own variable.
+        if entry is not None and _norm(entry.name) == _norm(name):
+            return entry.env_var
+    var = _NOT_ALNUM.sub("_", name).upper()
+    return f"_{var}" if var[:1].isdigit() else var
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def check_env_var(var: object, where: str) -> str:
+    """``var`` if it is a usable environment variable name, else InvalidValue."""
+    if not isinstance(var, str) or not _ENV_VAR.fullmatch(var):
+        raise InvalidValue(f"{where}: {var!r} is not an environment variable name "
+                           "(letters, digits and '_', not starting with a digit)")
+    return var
+
+
+def load_mapping(path: str | Path) -> Mapping_:
+    """A mapping file: secret name -> variable name, or ``false`` to leave it out.
+
+    TOML (``openai_api_key = "OPENAI_KEY"``) or YAML (``openai_api_key: OPENAI_KEY``),
+    chosen by the suffix (``.toml``, ``.yaml``/``.yml``). Raises InvalidValue naming the
+    file and the entry when it cannot be read or an entry is not a name or false.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidValue(f"cannot read mapping file {file}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+    data: Any
+    suffix = file.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import importlib
+
+        try:
+            # By name: PyYAML ships no type stubs, and it is optional here.
+            yaml: Any = importlib.import_module("yaml")
+        except ImportError:
+            raise InvalidValue(f"mapping file {file} is YAML, which needs PyYAML; install "
+                               "it with: pip install pyyaml (or use a .toml file)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            raise InvalidValue(f"mapping file {file} is not valid YAML{at}") from None
+        if data is None:
+            data = {}
+    elif suffix == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except ValueError as exc:
+            raise InvalidValue(f"mapping file {file} is not valid TOML: {exc}") from None
+    else:
+        raise InvalidValue(f"mapping file {file}: use a .toml, .yaml or .yml file")
+    if not isinstance(data, dict):
+        raise InvalidValue(f"mapping file {file} must hold a table of secret name = "
+                           "VARIABLE entries")
+    out: Mapping_ = {}
+    for key, var in data.items():
+        where = f"mapping file {file}, entry {key!r}"
+        if var is False:
+            out[str(key)] = None
+        else:
+            out[str(key)] = check_env_var(var, where)
+    return out
+
+
+def env_names(names: Iterable[str], catalog: Catalog | None,
+              mapping: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """secret name -> variable, for every name the mapping does not leave out.
+
+    Raises InvalidValue when two secrets would land in the same variable.
+    """
+    mapping = mapping or {}
+    out: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for name in names:
+        # Mapping keys match exactly: names are case-sensitive, and '-' is not '_'.
+        var = mapping[name] if name in mapping else default_env_var(name, catalog)
+        if var is None:
+            continue
+        if var in owner:
+            raise InvalidValue(f"secrets {owner[var]} and {name} would both set {var}; "
+                               "give one of them another variable in a mapping file (--map)")
+        owner[var] = name
+        out[name] = var
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """``keysafe://org/domain/name`` (or ``keysafe://org/name``: the default domain)."""
+
+    org: str
+    domain: str | None
+    name: str
+
+    def __str__(self) -> str:
+        mid = f"{self.domain}/" if self.domain else ""
+        return f"{SCHEME}{self.org}/{mid}{self.name}"
+
+
+def is_reference(value: str) -> bool:
+    return value.startswith(SCHEME)
+
+
+def parse_reference(value: str, where: str) -> Reference:
+    """The reference in ``value``; InvalidName naming ``where`` (a variable) if it is
+    malformed. A reference is not a secret, so it may be quoted in the message."""
+    from keysafe.naming import validate_segment
+
+    parts = value[len(SCHEME):].split("/")
+    if len(parts) not in (2, 3):
+        raise InvalidName(f"{where}: {value!r} is not a reference; write "
+                          "keysafe://ORG/DOMAIN/NAME or keysafe://ORG/NAME")
+    kinds = ("org", "domain", "name") if len(parts) == 3 else ("org", "name")
+    try:
+        for kind, seg in zip(kinds, parts, strict=True):
+            validate_segment(kind, seg)
+    except InvalidName as exc:
+        raise InvalidName(f"{where}: bad reference {value!r}: {exc.message}") from None
+    if len(parts) == 2:
+        return Reference(parts[0], None, parts[1])
+    return Reference(parts[0], parts[1], parts[2])

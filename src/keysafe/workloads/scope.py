@@ -1,0 +1,128 @@
+"""Reading a scope (an org and a domain, or named secrets of it) and the references in
+an environment, with the versions ``--watch`` compares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from keysafe.errors import InvalidValue
+from keysafe.workloads.names import env_names, is_reference, parse_reference
+from keysafe.workloads.sources import Source
+
+#: What a watch compares: ("scope", name) or ("ref", org, domain, name) -> version.
+Snapshot = dict[tuple[str | None, ...], int]
+
+
+def split_names(items: list[str] | None) -> list[str] | None:
+    """``--only a,b --only c`` as [a, b, c] (order kept, duplicates dropped)."""
+    if not items:
+        return None
+    out: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    if not out:
+        raise InvalidValue("--only names no secret")
+    return out
+
+
+@dataclass
+class Scope:
+    """The secrets a command reads: every live secret of org/domain, or ``only``."""
+
+    org: str
+    domain: str | None = None
+    only: list[str] | None = None
+    mapping: Mapping[str, str | None] | None = None
+
+    def versions(self, source: Source) -> dict[str, int]:
+        """name -> current version of each secret in the scope."""
+        if self.only is None:
+            return source.scope(self.org, self.domain)
+        return {n: source.version(self.org, self.domain, n) for n in self.only}
+
+    def read(self, source: Source,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+        """name -> value, in name order (``only``'s order when given)."""
+        names = self.only if self.only is not None else list(source.scope(self.org,
+                                                                           self.domain))
+        out: dict[str, str] = {}
+        for i, name in enumerate(names, 1):
+            out[name] = source.read(self.org, self.domain, name)[0]
+            if progress is not None:
+                progress(i, len(names))
+        return out
+
+    def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
+        """variable -> value, through the catalog and the mapping file."""
+        names = env_names(values, source.catalog, self.mapping)
+        return {var: values[name] for name, var in names.items()}
+
+
+@dataclass
+class EnvPlan:
+    """A child's environment: inherited (plus env files) with references resolved,
+    then the scope's secrets on top."""
+
+    base: dict[str, str]
+    scope: Scope | None = None
+    refs: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, base: Mapping[str, str], scope: Scope | None) -> EnvPlan:
+        refs = {}
+        for var, value in base.items():
+            if is_reference(value):
+                r = parse_reference(value, f"environment variable {var}")
+                refs[var] = (r.org, r.domain, r.name)
+        return cls(dict(base), scope, refs)
+
+    @property
+    def needs_source(self) -> bool:
+        return self.scope is not None or bool(self.refs)
+
+    def build(self, source: Source | None, *,
+              track: bool = False) -> tuple[dict[str, str], Snapshot]:
+        """The environment, and (``track``) the versions it was built from."""
+        env = dict(self.base)
+        snap: Snapshot = {}
+        if source is None:
+            return env, snap
+        if self.refs:
+            # Read each referenced secret once, however many variables name it.
+            cache: dict[tuple[str, str | None, str], str] = {}
+            for var, key in self.refs.items():
+                if key not in cache:
+                    org, domain, name = key
+                    if track:
+                        snap[("ref", *key)] = source.version(org, domain, name)
+                    cache[key] = source.read(org, domain, name)[0]
+                env[var] = cache[key]
+        if self.scope is not None:
+            sc = self.scope
+            if track or sc.only is None:
+                versions = sc.versions(source)
+                if track:
+                    snap.update({("scope", n): v for n, v in versions.items()})
+                names = list(versions)
+            else:
+                names = list(sc.only)
+            values = {n: source.read(sc.org, sc.domain, n)[0] for n in names}
+            env.update(self.scope.env(source, values))
+        from keysafe.workloads.formats import check_env_value
+
+        for var, value in env.items():
+            check_env_value(var, value)
+        return env, snap
+
+    def snapshot(self, source: Source) -> Snapshot:
+        """The current versions of everything ``build`` reads (no values)."""
+        snap: Snapshot = {}
+        for key in set(self.refs.values()):
+            snap[("ref", *key)] = source.version(*key)
+        if self.scope is not None:
+            snap.update({("scope", n): v for n, v in self.scope.versions(source).items()})
+        return snap

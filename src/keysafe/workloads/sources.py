@@ -1,0 +1,253 @@
+"""Where ``run`` and ``export`` read secrets: the configured store (through
+SecretManager) or a keysafe server (with a service token).
+
+Both answer the same three questions: which secrets a scope holds (with their current
+versions, for ``--watch``), one secret's value, and one secret's current version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+from keysafe.errors import (
+    BackendUnavailable,
+    ConfigError,
+    InvalidValue,
+    KeysafeError,
+    NotFound,
+    PermissionDenied,
+)
+
+if TYPE_CHECKING:
+    from http.client import HTTPConnection
+
+    from keysafe.catalog import Catalog
+    from keysafe.manager.manager import SecretManager
+
+USER_AGENT = "keysafe-cli"
+#: The environment variable that holds the service token unless --token-env names another.
+TOKEN_ENV = "KEYSAFE_TOKEN"
+
+
+class Source(Protocol):
+    """What ``run`` and ``export`` need from a store. Errors are KeysafeErrors."""
+
+    default_domain: str
+
+    @property
+    def catalog(self) -> Catalog | None: ...
+
+    def scope(self, org: str, domain: str | None) -> dict[str, int]:
+        """name -> current version of every live secret in org/domain (the default
+        domain when None)."""
+        ...
+
+    def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
+        """(value, its version when the source can tell)."""
+        ...
+
+    def version(self, org: str, domain: str | None, name: str) -> int:
+        """The current version; NotFound if there is none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StoreSource:
+    """The configured store, read through a SecretManager (audited as the CLI)."""
+
+    def __init__(self, manager: SecretManager) -> None:
+        self.manager = manager
+        self.default_domain = manager.default_domain
+
+    @property
+    def catalog(self) -> Catalog | None:
+        return self.manager.catalog
+
+    def scope(self, org: str, domain: str | None) -> dict[str, int]:
+        mgr = self.manager
+        out: dict[str, int] = {}
+        for meta in mgr.list(org, domain=domain or mgr.default_domain):
+            if not meta.deleted:
+                out[mgr.parse(meta.path).name] = meta.current_version
+        return dict(sorted(out.items()))
+
+    def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
+        # One store read, one audit record, and the version of exactly this value.
+        return self.manager.read(name, org, domain=domain)
+
+    def version(self, org: str, domain: str | None, name: str) -> int:
+        return self.manager.describe(name, org, domain=domain).current_version
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+#: Error codes in the server's problem+json answers -> the error raised here.
+def _error_for(code: str | None, status: int) -> type[KeysafeError]:
+    from keysafe import errors
+
+    for cls in vars(errors).values():
+        if (isinstance(cls, type) and issubclass(cls, KeysafeError)
+                and vars(cls).get("code") == code):
+            return cls
+    if status in (401, 403):
+        return PermissionDenied
+    if status == 404:
+        return NotFound
+    if status in (400, 413, 422):
+        return InvalidValue
+    return BackendUnavailable
+
+
+class ServerSource:
+    """A keysafe server, with a service token (``Authorization: Bearer``).
+
+    Values come from ``GET /api/secrets/{org}/{name}/value`` (the service role's
+    ``read``), versions from ``GET /api/secrets/{org}/{name}`` (``status``), and a
+    scope's names from ``GET /api/orgs/{org}/secrets``, which needs ``list`` (a token
+    with the service and viewer roles); ``--only`` needs no listing.
+    """
+
+    def __init__(self, url: str, token: str, *, default_domain: str = "shared",
+                 catalog: Catalog | None = None, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidValue(f"--via-server {url!r} is not an http:// or https:// URL")
+        if not token:
+            raise ConfigError("no service token for the keysafe server")
+        self.url = url.rstrip("/")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._base = parts.path.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._conn: HTTPConnection | None = None
+        self._catalog = catalog
+        self.default_domain = default_domain
+
+    def __repr__(self) -> str:  # never the token
+        return f"ServerSource({self.url!r})"
+
+    @property
+    def catalog(self) -> Catalog | None:
+        return self._catalog
+
+    def _connection(self) -> HTTPConnection:
+        if self._conn is None:
+            import http.client
+
+            cls = (http.client.HTTPSConnection if self._scheme == "https"
+                   else http.client.HTTPConnection)
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
+        target = self._base + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
+                   "User-Agent": USER_AGENT}
+        last: OSError | None = None
+        for attempt in range(2):  # one retry: a kept-alive connection the server closed
+            conn = self._connection()
+            try:
+                conn.request("GET", target, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, ConnectionError) as exc:
+                last = exc
+                self.close()
+                if attempt == 0:
+                    continue
+                break
+            except Exception as exc:  # http.client.HTTPException and friends
+                self.close()
+                raise BackendUnavailable(f"keysafe server at {self.url}: bad HTTP answer "
+                                         f"({type(exc).__name__})") from None
+            if resp.status == 200:
+                try:
+                    return json.loads(body)
+                except ValueError:
+                    raise BackendUnavailable(f"keysafe server at {self.url} answered with "
+                                             "something that is not JSON") from None
+            raise self._problem(resp.status, body)
+        reason = (last.strerror if last is not None and last.strerror
+                  else type(last).__name__)
+        raise BackendUnavailable(f"cannot reach the keysafe server at {self.url}: {reason}")
+
+    def _problem(self, status: int, body: bytes) -> KeysafeError:
+        # The server's messages never carry a value (server/errors.py), so they are shown.
+        code: str | None = None
+        detail = f"HTTP {status}"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            code = data.get("code") if isinstance(data.get("code"), str) else None
+            if isinstance(data.get("detail"), str):
+                detail = data["detail"]
+        cls = _error_for(code, status)
+        return cls(f"keysafe server: {detail}")
+
+    @staticmethod
+    def _seg(kind: str, value: str) -> str:
+        from keysafe.naming import validate_segment
+
+        return quote(validate_segment(kind, value), safe="")
+
+    def _domain(self, domain: str | None) -> dict[str, str]:
+        return {"domain_id": domain} if domain else {}
+
+    def scope(self, org: str, domain: str | None) -> dict[str, int]:
+        data = self._get(f"/api/orgs/{self._seg('org', org)}/secrets",
+                         {"domain_id": domain or self.default_domain})
+        out: dict[str, int] = {}
+        for s in data.get("secrets", []):
+            if s.get("configured") and not s.get("deleted"):
+                out[str(s["secret_name"])] = int(s.get("version") or 0)
+        return dict(sorted(out.items()))
+
+    def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
+        data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}"
+                         "/value", self._domain(domain))
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            raise BackendUnavailable(f"keysafe server at {self.url} sent no value for {name}")
+        return value, None
+
+    def version(self, org: str, domain: str | None, name: str) -> int:
+        data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}",
+                         self._domain(domain))
+        if not data.get("configured") or data.get("deleted"):
+            raise NotFound(f"secret {name} is not configured in {org}")
+        return int(data.get("version") or 0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def open_source(*, env: str | None = None, server: str | None = None,
+                token_env: str = TOKEN_ENV) -> Source:
+    """The store named by the settings, or the server at ``server`` with the token in
+    the environment variable ``token_env`` (never on the command line)."""
+    import os
+
+    from keysafe.cli.reading import load, open_manager
+
+    settings = load(env)
+    if server is None:
+        return StoreSource(open_manager(settings=settings))
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise ConfigError(f"--via-server needs a service token in the environment variable "
+                          f"{token_env} (set it, or name another with --token-env)")
+    from keysafe.catalog import Catalog
+
+    catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else None
+    return ServerSource(server, token, default_domain=settings.default_domain,
+                        catalog=catalog or Catalog.builtin())

@@ -1,0 +1,282 @@
+"""``keysafe export``: for every format, that format's own reader gets back exactly
+what was stored, for hostile values (newlines, quotes, ``$``, backslashes, unicode, a
+leading ``#`` or space, carriage returns). Readers: python-dotenv, json, bash and dash
+sourcing the file, and GitHub's documented ``$GITHUB_ENV`` syntax (``github_env_read``
+below follows the runner's own parser, actions/runner ``SetEnvFileCommand``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dotenv import dotenv_values
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keysafe.workloads import formats
+
+CANARY = "canary-export-\u00e9-9d1e"
+HOSTILE = {
+    "NEWLINES": "line one\nline two\n\nthree\n",
+    "QUOTES": "it's \"double\" and 'single' \\' \\\"",
+    "DOLLAR": "$HOME ${HOME} $(id) `id` $$ ${X:-y}",
+    "BACKSLASH": "C:\\path\\n\\t\\\\ end\\",
+    "UNICODE": "caf\u00e9 \u2603 \U0001f511 \u200b \u2028 \u0085",
+    "HASH": "# not a comment",
+    "SPACES": "  leading and trailing  ",
+    "CR": "a\r\nb\rc",
+    "EQUALS": "a=b==c<<EOF\nEOF",
+    "CANARY": CANARY,
+}
+
+# Values an environment variable can hold: any text but NUL (and no lone surrogates,
+# which are not text).
+env_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1, max_size=40)
+hostile_bits = st.sampled_from(["\n", "\r", "'", '"', "$", "\\", "#", " ", "`", "=",
+                                "<<", "${A}", "\\'", "é", "\u2028", "EOF"])
+values = st.lists(st.one_of(env_text, hostile_bits), min_size=1, max_size=8).map("".join)
+# As keysafe names them: a letter first (a bare `_` is special to shells).
+var_names = st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True)
+scopes = st.dictionaries(var_names, values, min_size=1, max_size=5)
+FAST = settings(max_examples=40, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# -- readers ----------------------------------------------------------------------------
+def github_env_read(text: str) -> dict[str, str]:
+    """GitHub's $GITHUB_ENV syntax as the runner (Linux) parses it: NAME=VALUE lines, or
+    NAME<<DELIMITER, the value's lines, and a line equal to DELIMITER; the value is the
+    text between, without the newline before the delimiter."""
+    out: dict[str, str] = {}
+    i = 0
+
+    def readline() -> tuple[str | None, int]:
+        nonlocal i
+        if i >= len(text):
+            return None, 0
+        j = text.find("\n", i)
+        if j < 0:
+            line, i = text[i:], len(text)
+            return line, 0
+        line, i = text[i:j], j + 1
+        return line, 1
+
+    line, _ = readline()
+    while line is not None:
+        if line:
+            eq, hd = line.find("="), line.find("<<")
+            if eq >= 0 and (hd < 0 or eq < hd):
+                k, v = line.split("=", 1)
+                out[k] = v
+            elif hd >= 0:
+                name, delim = line.split("<<", 1)
+                assert name
+                assert delim
+                start = end = i
+                tmp, nl = readline()
+                while tmp != delim:
+                    assert tmp is not None, "delimiter not found"
+                    end = i - nl
+                    tmp, nl = readline()
+                out[name] = text[start:end] if end > start else ""
+            else:
+                raise AssertionError(f"invalid line {line!r}")
+        line, _ = readline()
+    return out
+
+
+def shell_read(path: Path, shell: str) -> dict[str, str]:
+    """Source the file in ``shell`` with ``set -a`` and read back the environment."""
+    p = subprocess.run([shell, "-c", '. "$1" && env -0', "sh", str(path)],
+                       capture_output=True, env={"PATH": os.environ["PATH"]}, timeout=30)
+    assert p.returncode == 0, p.stderr
+    out = {}
+    for item in p.stdout.split(b"\0"):
+        if item:
+            k, _, v = item.partition(b"=")
+            out[k.decode()] = v.decode()
+    return out
+
+
+def read_back(fmt: str, path: Path) -> dict[str, str]:
+    if fmt == "dotenv":
+        return {k: v or "" for k, v in dotenv_values(path, interpolate=False).items()}
+    if fmt == "json":
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    if fmt == "shell":
+        return shell_read(path, "bash")
+    if fmt == "github-env":
+        with path.open(encoding="utf-8", newline="") as fh:  # no newline translation
+            return github_env_read(fh.read())
+    raise AssertionError(fmt)
+
+
+TEXT_FORMATS = ["dotenv", "json", "shell", "github-env"]
+
+
+def write(tmp: Path, text: str) -> Path:
+    f = tmp / "out"
+    f.write_bytes(text.encode())
+    return f
+
+
+# -- the renderers, for generated values ------------------------------------------------
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+def test_hostile_values_round_trip(fmt: str, tmp_path: Path) -> None:
+    got = read_back(fmt, write(tmp_path, formats.render(fmt, HOSTILE)))
+    if fmt == "shell":
+        got = {k: v for k, v in got.items() if k in HOSTILE}
+    assert got == HOSTILE
+
+
+@pytest.mark.parametrize("fmt", ["dotenv", "json", "github-env"])
+@FAST
+@given(scope=scopes)
+def test_generated_values_round_trip(fmt: str, scope: dict[str, str],
+                                     tmp_path: Path) -> None:
+    assert read_back(fmt, write(tmp_path, formats.render(fmt, scope))) == scope
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash", "sh"])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scope=scopes)
+def test_generated_values_round_trip_in_shells(shell: str, scope: dict[str, str],
+                                               tmp_path: Path) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    got = shell_read(write(tmp_path, formats.render("shell", scope)), shell)
+    assert {k: got.get(k) for k in scope} == scope
+
+
+def test_github_env_delimiter_never_in_value() -> None:
+    # A value holding a delimiter-like line is not cut short.
+    value = "KEYSAFE_EOF_x\nEOF\n"
+    text = formats.github_env({"V": value})
+    delim = text.splitlines()[0].split("<<", 1)[1]
+    assert delim not in value
+    assert github_env_read(text) == {"V": value}
+
+
+@pytest.mark.parametrize("fmt", ["dotenv", "shell", "github-env"])
+def test_nul_is_refused_without_the_value(fmt: str) -> None:
+    from keysafe.errors import InvalidValue
+
+    with pytest.raises(InvalidValue) as err:
+        formats.render(fmt, {"X": CANARY + "\x00"})
+    assert "NUL" in str(err.value)
+    assert CANARY not in str(err.value)
+
+
+# -- the command ----------------------------------------------------------------------
+Put = Callable[..., Any]
+
+
+@pytest.fixture
+def stored(put: Put) -> dict[str, str]:
+    """The hostile values stored under secret names; -> variable -> value."""
+    expected = {}
+    for var, value in HOSTILE.items():
+        put(var.lower() + "-v", value, "--keep-newline")
+        expected[var + "_V"] = value
+    put("elsewhere", "not in the scope", org="globex")
+    return expected
+
+
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+def test_export_file_round_trips(kc: Callable[..., Any], stored: dict[str, str], fmt: str,
+                                 tmp_path: Path) -> None:
+    out = tmp_path / f"secrets.{fmt}"
+    r = kc("export", "--org", "acme", "--format", fmt, "--output", str(out), "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["count"] == len(stored)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    got = read_back(fmt, out)
+    if fmt == "shell":
+        got = {k: v for k, v in got.items() if k in stored}
+    assert got == stored
+    assert CANARY not in r.err
+    assert CANARY not in r.out
+
+
+def test_export_stdout_append_only_and_keys(kc: Callable[..., Any], stored: dict[str, str],
+                                            tmp_path: Path) -> None:
+    r = kc("export", "--org", "acme", "--format", "json", "--only", "canary-v,hash-v",
+           "--keys", "name")
+    assert r.code == 0, r.err
+    assert json.loads(r.out) == {"canary-v": CANARY, "hash-v": HOSTILE["HASH"]}
+
+    env_file = tmp_path / "github_env"
+    env_file.write_text("EARLIER=1\n")
+    for name in ("canary-v", "cr-v"):
+        r = kc("export", "--org", "acme", "--format", "github-env", "--only", name,
+               "--output", str(env_file), "--append")
+        assert r.code == 0, r.err
+    with env_file.open(newline="") as fh:
+        got = github_env_read(fh.read())
+    assert got == {"EARLIER": "1", "CANARY_V": CANARY, "CR_V": HOSTILE["CR"]}
+
+
+def test_export_errors(kc: Callable[..., Any], stored: dict[str, str],
+                       tmp_path: Path) -> None:
+    assert kc("export", "--org", "acme", "--format", "xml").code == 2
+    assert kc("export", "--org", "acme", "--format", "json", "--append").code == 2
+    assert kc("export", "--org", "acme", "--format", "external-secret").code == 2
+    r = kc("export", "--org", "acme", "--format", "json", "--only", "nope")
+    assert r.code == 3
+    out = tmp_path / "no" / "such" / "dir" / "x.env"
+    r = kc("export", "--org", "acme", "--format", "dotenv", "--output", str(out))
+    assert r.code != 0
+    assert CANARY not in r.err + r.out
+
+
+# -- the Kubernetes formats (rendered by keysafe.kube) ------------------------------------
+def _kube() -> None:
+    try:
+        import keysafe.kube  # noqa: F401
+    except ImportError:
+        pytest.skip("keysafe.kube not merged yet")
+
+
+def test_k8s_secret_round_trips(kc: Callable[..., Any], stored: dict[str, str],
+                                tmp_path: Path) -> None:
+    _kube()
+    import yaml
+
+    out = tmp_path / "secret.yaml"
+    r = kc("export", "--org", "acme", "--format", "k8s-secret", "--name", "app-secrets",
+           "--namespace", "prod", "--output", str(out))
+    assert r.code == 0, r.err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    doc = yaml.safe_load(out.read_text())
+    assert doc["kind"] == "Secret"
+    assert doc["metadata"]["name"] == "app-secrets"
+    assert doc["metadata"].get("namespace") == "prod"
+    got = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+    got.update(doc.get("stringData") or {})
+    assert got == stored
+
+
+def test_external_secret_names_only(kc: Callable[..., Any], stored: dict[str, str],
+                                    tmp_path: Path) -> None:
+    _kube()
+    import yaml
+
+    r = kc("export", "--org", "acme", "--format", "external-secret", "--name", "app",
+           "--server-url", "https://keysafe.example", "--refresh-interval", "15m")
+    assert r.code == 0, r.err
+    docs = [d for d in yaml.safe_load_all(r.out) if d]
+    assert {d["kind"] for d in docs} >= {"SecretStore", "ExternalSecret"}
+    for value in stored.values():  # the operator fetches values; none are written
+        assert value not in r.out
+    assert "canary-v" in r.out

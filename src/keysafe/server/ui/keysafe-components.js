@@ -44,7 +44,7 @@ button.danger { border-color: var(--ks-bad); color: var(--ks-bad); }
 button.danger.primary { background: var(--ks-bad); color: #fff; }
 button:disabled { opacity: .55; cursor: not-allowed; }
 button:focus-visible, input:focus-visible, select:focus-visible, a:focus-visible {
-  outline: 3px solid #ffbf47; outline-offset: 2px; }
+  outline: 3px solid #174ea6; outline-offset: 2px; }
 label { font-weight: 600; font-size: .88rem; display: block; margin: .3rem 0 .2rem; }
 .check label { display: inline; font-weight: 400; }
 input[type=password], input[type=text], input[type=search], textarea {

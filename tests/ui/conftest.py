@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
 JWT_SECRET = "ui-tests-hs256-secret-" + "x" * 24
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"the web panel tests need Debian's chromium at {CHROMIUM} "
-                "(apt-get install chromium; scripts/setup installs it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the web panel tests need playwright (the dev extra)")
+SKIP_REASON = (f"the web panel tests need Debian's chromium at {CHROMIUM} "
+               "(apt-get install chromium; scripts/setup installs it)")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -95,7 +90,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                               args=["--no-sandbox", "--disable-dev-shm-usage",
                                     "--disable-gpu", "--no-first-run"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -11,7 +12,12 @@ import httpx
 import jwt
 import pytest
 
-from .conftest import JWT_SECRET, REPO, Stack
+from .conftest import CHROMIUM, JWT_SECRET, REPO, SKIP_REASON, Stack
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+pytest.importorskip("playwright.sync_api",
+                    reason="the web panel tests need playwright (the dev extra)")
 
 IMAGES = REPO / "docs" / "images"
 GOOD_1 = "sk-" + "Q7" * 16

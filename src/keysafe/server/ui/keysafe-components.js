@@ -947,9 +947,12 @@ export class KeysafeSecretsPanel extends HTMLElement {
         (nameProblem ? name : value).focus();
         return;
       }
+      const saved = name.value.trim();
       await this.refresh();
       const msg = this.#root.getElementById('custom-msg');
-      if (msg) msg.textContent = 'Saved.';
+      if (msg) msg.textContent = `Saved ${saved}.`;
+      const again = this.#root.getElementById('custom-name');
+      if (again) again.focus(); // keyboard users stay where they were
     });
     return form;
   }

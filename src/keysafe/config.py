@@ -63,6 +63,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8787
     cors_origins: str = ""
+    ui_frame_ancestors: str = "'none'"
     max_body_bytes: int = 256 * 1024
     auth_fail_limit: int = 20
     auth_fail_window: float = 60.0
@@ -160,6 +161,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_HOST": "host",
     "KEYSAFE_PORT": "port",
     "KEYSAFE_CORS_ORIGINS": "cors_origins",
+    "KEYSAFE_UI_FRAME_ANCESTORS": "ui_frame_ancestors",
     "KEYSAFE_MAX_BODY_BYTES": "max_body_bytes",
     "KEYSAFE_AUTH_FAIL_LIMIT": "auth_fail_limit",
     "KEYSAFE_AUTH_FAIL_WINDOW": "auth_fail_window",

@@ -220,6 +220,9 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
 
     for r in (secrets.router, token_routes.router, audit.router, health.router):
         app.include_router(r)
+    from keysafe.server.routes import ui
+
+    app.include_router(ui.router)
 
     @app.exception_handler(KeysafeError)
     async def keysafe_error(request: Request, exc: KeysafeError) -> Response:

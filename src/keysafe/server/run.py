@@ -34,6 +34,9 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
           port: int | None = None, server: str = "granian", workers: int = 1,
           announce: bool = True) -> None:
     settings = settings or load_settings()
+    from keysafe.server.routes.ui import panel_csp
+
+    panel_csp(settings.ui_frame_ancestors)  # a bad KEYSAFE_UI_FRAME_ANCESTORS stops here
     host = host or settings.host
     port = port if port is not None else settings.port
     # Settings are re-read in the worker; carry CLI overrides there through the env.
@@ -46,7 +49,8 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     if announce:
         url = f"http://{host}:{port}"
         lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
-                 f"  API docs: {url}/docs    health: {url}/healthz"]
+                 f"  API docs: {url}/docs    health: {url}/healthz",
+                 f"  panel: {url}/ui"]
         if token:
             lines += ["  first admin token (shown once, store it now):", f"    {token}"]
         else:

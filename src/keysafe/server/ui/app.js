@@ -1,0 +1,237 @@
+// The keysafe panel at /ui: sign in, pick org and domain, secrets, audit log.
+//
+// The credential lives in this module's memory only: no cookie (so no CSRF surface),
+// no localStorage or sessionStorage. Reloading the page signs out; so does
+// IDLE_MINUTES without a key press or click, and any 401 from the server.
+
+import { KeysafeClient, KeysafeError, h, when } from './keysafe-components.js';
+
+const IDLE_MINUTES = 15;
+const main = document.getElementById('main');
+const who = document.getElementById('who');
+
+let session = null; // { token, client, identity, lastActive }
+let idleTimer = null;
+
+function credential() { return session ? session.token : null; }
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+}
+
+function focusFirst(sel) {
+  const el = main.querySelector(sel);
+  if (el) el.focus();
+}
+
+// -- sign in / out ---------------------------------------------------------------------
+
+function signInView(message = null) {
+  const form = h('form', { class: 'signin', id: 'signin', novalidate: true, 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title', text: 'Sign in to keysafe' }),
+    message ? h('p', { class: 'notice', role: 'status', id: 'signin-note', text: message }) : null,
+    h('label', { for: 'token', text: 'Access token or host JWT' }),
+    h('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
+      'aria-describedby': 'token-hint token-err', required: true }),
+    h('p', { class: 'hint', id: 'token-hint',
+      text: 'A keysafe token (ks_…) or a JWT from your platform. It is kept in this tab\'s memory only: reloading signs you out.' }),
+    h('p', { class: 'field-error', id: 'token-err', role: 'alert', hidden: true }),
+    h('button', { type: 'submit', class: 'primary', id: 'signin-button', text: 'Sign in' }));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = form.elements.namedItem('token');
+    const err = document.getElementById('token-err');
+    const token = input.value.trim();
+    input.value = '';
+    err.hidden = true;
+    input.removeAttribute('aria-invalid');
+    if (!token) {
+      err.textContent = 'Enter a token: this field is empty';
+      err.hidden = false;
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+      return;
+    }
+    const client = new KeysafeClient('', () => token);
+    try {
+      const identity = await client.whoami();
+      startSession(token, client, identity);
+    } catch (e) {
+      err.textContent = e instanceof KeysafeError && e.status === 401
+        ? 'This token was not accepted (unknown, revoked or expired).'
+        : (e.detail || String(e));
+      err.hidden = false;
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    }
+  });
+  who.hidden = true;
+  who.replaceChildren();
+  show(form);
+  focusFirst('#token');
+}
+
+function signOut(message) {
+  session = null;
+  if (idleTimer) clearInterval(idleTimer);
+  idleTimer = null;
+  signInView(message);
+}
+
+function startSession(token, client, identity) {
+  session = { token, client, identity, lastActive: Date.now(), org: null, domain: null, tab: 'secrets' };
+  if (idleTimer) clearInterval(idleTimer);
+  idleTimer = setInterval(() => {
+    if (session && Date.now() - session.lastActive > IDLE_MINUTES * 60000) {
+      signOut(`Signed out after ${IDLE_MINUTES} minutes without activity.`);
+    }
+  }, 15000);
+  const roles = identity.roles.join(', ');
+  who.replaceChildren(
+    h('span', { id: 'who-name', text: `${identity.kind}:${identity.name}` }),
+    h('span', { class: 'badge', text: roles }),
+    h('button', { type: 'button', id: 'signout', onclick: () => signOut('Signed out.'), text: 'Sign out' }));
+  who.hidden = false;
+  scopeView();
+}
+
+for (const type of ['keydown', 'pointerdown']) {
+  document.addEventListener(type, () => { if (session) session.lastActive = Date.now(); }, { capture: true });
+}
+document.addEventListener('keysafe-unauthorized', (ev) => {
+  if (session) signOut(ev.detail && ev.detail.message);
+});
+
+// -- org, domain, tabs -------------------------------------------------------------------
+
+function scopeView() {
+  const ident = session.identity;
+  const orgs = ident.orgs; // null: every org
+  const orgField = orgs && orgs.length
+    ? h('select', { id: 'org', name: 'org', required: true },
+      orgs.map((o) => h('option', { value: o, text: o })))
+    : h('input', { id: 'org', name: 'org', type: 'text', autocomplete: 'off', spellcheck: 'false',
+      'aria-describedby': 'org-err', required: true, placeholder: 'acme-corp' });
+  const form = h('form', { class: 'scope', id: 'scope', novalidate: true, 'aria-label': 'Organization and domain' },
+    h('div', {}, h('label', { for: 'org', text: 'Organization' }), orgField,
+      h('p', { class: 'field-error', id: 'org-err', role: 'alert', hidden: true })),
+    h('div', {}, h('label', { for: 'domain', text: 'Domain' }),
+      h('input', { id: 'domain', name: 'domain', type: 'text', autocomplete: 'off', spellcheck: 'false',
+        placeholder: 'shared', 'aria-describedby': 'domain-hint' }),
+      h('p', { class: 'hint', id: 'domain-hint', text: 'Empty: the shared domain' })),
+    h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'open', text: 'Open' })));
+  if (session.org) orgField.value = session.org;
+  if (session.domain) form.elements.namedItem('domain').value = session.domain;
+  const seg = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const org = String(form.elements.namedItem('org').value).trim();
+    const domain = String(form.elements.namedItem('domain').value).trim();
+    const err = document.getElementById('org-err');
+    const bad = !org ? 'Enter an organization' : !seg.test(org)
+      ? 'Use letters, digits, ".", "_" and "-"' : domain && !seg.test(domain)
+        ? 'The domain may use letters, digits, ".", "_" and "-"' : null;
+    err.textContent = bad || '';
+    err.hidden = !bad;
+    if (bad) { orgField.setAttribute('aria-invalid', 'true'); orgField.focus(); return; }
+    orgField.removeAttribute('aria-invalid');
+    session.org = org;
+    session.domain = domain;
+    renderWorkspace(form);
+  });
+  const tabs = h('nav', { class: 'tabs', 'aria-label': 'Sections', id: 'tabs' });
+  const body = h('div', { id: 'workspace' });
+  show(h('h1', { class: 'sr-only', text: 'keysafe secrets' }), form, tabs, body);
+  if (orgs && orgs.length === 1) renderWorkspace(form);
+  else focusFirst('#org');
+}
+
+function renderWorkspace() {
+  const tabs = document.getElementById('tabs');
+  const canAudit = session.identity.permissions.includes('audit');
+  const mk = (id, label) => h('button', { type: 'button', id: `tab-${id}`,
+    'aria-pressed': String(session.tab === id), onclick: () => { session.tab = id; renderWorkspace(); focusFirst(`#tab-${id}`); },
+    text: label });
+  if (!canAudit) session.tab = 'secrets';
+  tabs.replaceChildren(mk('secrets', 'Secrets'), canAudit ? mk('audit', 'Audit log') : null);
+  const body = document.getElementById('workspace');
+  if (session.tab === 'audit') {
+    body.replaceChildren(auditView());
+    return;
+  }
+  const panel = document.createElement('keysafe-secrets-panel');
+  panel.setAttribute('organization', session.org);
+  if (session.domain) panel.setAttribute('domain', session.domain);
+  panel.credentials = credential;
+  body.replaceChildren(h('h2', { class: 'section-title', id: 'secrets-title',
+    text: `Secrets of ${session.org}${session.domain ? ' / ' + session.domain : ''}` }), panel);
+}
+
+// -- audit log -------------------------------------------------------------------------
+
+const ACTIONS = ['write', 'delete', 'purge', 'restore', 'rollback', 'destroy', 'status', 'list',
+  'versions', 'read_value', 'audit_query', 'authenticate', 'token_create', 'token_revoke'];
+const OUTCOMES = ['ok', 'denied', 'not_found', 'conflict', 'invalid_value', 'invalid_name'];
+
+function auditView() {
+  const field = (id, label, input, hint) => h('div', {}, h('label', { for: id, text: label }), input,
+    hint ? h('p', { class: 'hint', id: `${id}-hint`, text: hint }) : null);
+  const sel = (id, values) => h('select', { id, name: id },
+    h('option', { value: '', text: 'any' }), values.map((v) => h('option', { value: v, text: v })));
+  const form = h('form', { class: 'filters', id: 'audit-filters', novalidate: true, 'aria-label': 'Audit log filters' },
+    field('f-action', 'Action', sel('f-action', ACTIONS)),
+    field('f-outcome', 'Outcome', sel('f-outcome', OUTCOMES)),
+    field('f-actor', 'Actor', h('input', { id: 'f-actor', name: 'f-actor', type: 'text', autocomplete: 'off',
+      placeholder: 'token:ci-writer', 'aria-describedby': 'f-actor-hint' }), 'Exact, e.g. token:NAME or jwt:SUBJECT'),
+    field('f-path', 'Path', h('input', { id: 'f-path', name: 'f-path', type: 'text', autocomplete: 'off',
+      'aria-describedby': 'f-path-hint' }), 'Exact path, or a prefix ending in /'),
+    field('f-since', 'Since', h('input', { id: 'f-since', name: 'f-since', type: 'datetime-local' })),
+    field('f-until', 'Until', h('input', { id: 'f-until', name: 'f-until', type: 'datetime-local' })),
+    field('f-limit', 'Rows', h('input', { id: 'f-limit', name: 'f-limit', type: 'number', min: '1', max: '1000',
+      value: '100', 'aria-describedby': 'f-limit-err' })),
+    h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'audit-apply', text: 'Apply filters' })),
+    h('p', { class: 'field-error', id: 'f-limit-err', role: 'alert', hidden: true }));
+  const out = h('div', { id: 'audit-results', 'aria-live': 'polite' });
+  const load = async () => {
+    const v = (id) => String(form.elements.namedItem(id).value).trim();
+    const limit = Number(v('f-limit') || '100');
+    const err = form.querySelector('#f-limit-err');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      err.textContent = 'Rows must be a whole number from 1 to 1000';
+      err.hidden = false;
+      return;
+    }
+    err.hidden = true;
+    const iso = (x) => (x ? new Date(x).toISOString() : null);
+    const params = { org_id: session.org, action: v('f-action'), outcome: v('f-outcome'),
+      actor: v('f-actor'), path: v('f-path'), since: iso(v('f-since')), until: iso(v('f-until')), limit };
+    out.replaceChildren(h('p', { class: 'notice', text: 'Loading…' }));
+    try {
+      const page = await session.client.audit(params);
+      out.replaceChildren(auditTable(page.records));
+    } catch (e) {
+      if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
+      out.replaceChildren(h('p', { class: 'error-box', role: 'alert', text: e.detail || String(e) }));
+    }
+  };
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+  load();
+  return h('section', { 'aria-labelledby': 'audit-title' },
+    h('h2', { class: 'section-title', id: 'audit-title', text: `Audit log of ${session.org}` }), form, out);
+}
+
+function auditTable(records) {
+  if (!records.length) return h('p', { class: 'notice', text: 'No records match these filters.' });
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Audit records' },
+    h('table', { class: 'audit', id: 'audit-table' },
+      h('caption', { text: `${records.length} record${records.length === 1 ? '' : 's'}, newest first` }),
+      h('thead', {}, h('tr', {}, ['Time', 'Actor', 'Action', 'Path', 'Version', 'Outcome', 'Client', 'Request']
+        .map((c) => h('th', { scope: 'col', text: c })))),
+      h('tbody', {}, records.map((r) => h('tr', {},
+        h('td', { text: when(r.ts) }), h('td', { text: r.actor }), h('td', { text: r.action }),
+        h('td', { class: 'path', text: r.path || '' }), h('td', { text: r.version == null ? '' : String(r.version) }),
+        h('td', { class: `outcome ${r.outcome === 'ok' ? 'ok' : 'bad'}`, text: r.outcome }),
+        h('td', { text: r.client || '' }), h('td', { class: 'path', text: r.request_id || '' }))))));
+}
+
+signInView();

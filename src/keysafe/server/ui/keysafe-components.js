@@ -1,0 +1,962 @@
+// keysafe web components: <keysafe-secrets-panel> and <keysafe-secret-card>.
+//
+// One standalone ES module, no dependencies, no build step. A host page (plain HTML,
+// React, Vue, ...) loads it from its keysafe server and passes its own credential:
+//
+//   <script type="module" src="https://keysafe.example.com/ui/keysafe-components.js"></script>
+//   <keysafe-secrets-panel organization="acme-corp" domain="card-services"
+//                          api-base="https://keysafe.example.com"></keysafe-secrets-panel>
+//   panel.credentials = async () => hostSession.accessToken;   // or: panel.token = "ks_..."
+//
+// Blind write: a value typed into a card goes to the server once and is never shown,
+// pre-filled or kept: the password field is cleared before the request is sent, and
+// no response carries a value. The credential is a property, never an attribute, so
+// it never appears in the DOM.
+
+const CSS = `
+:host { display: block; font: inherit; color: #1a1d21; --ks-accent: #0b57d0;
+  --ks-ok: #146c2e; --ks-warn: #8a4b00; --ks-bad: #b3261e; --ks-muted: #4a5058;
+  --ks-line: #c4c9d0; --ks-bg: #ffffff; --ks-soft: #f2f4f7; }
+:host([hidden]) { display: none; }
+* { box-sizing: border-box; }
+h2 { font-size: 1.15rem; margin: 1.5rem 0 .75rem; }
+h3 { font-size: 1rem; margin: 0; overflow-wrap: anywhere; }
+p { margin: .4rem 0; }
+.card { background: var(--ks-bg); border: 1px solid var(--ks-line); border-radius: 8px;
+  padding: .9rem 1rem; display: flex; flex-direction: column; gap: .35rem; height: 100%; }
+.head { display: flex; justify-content: space-between; align-items: flex-start; gap: .5rem;
+  flex-wrap: wrap; }
+.name { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size: .8rem; color: var(--ks-muted); overflow-wrap: anywhere; }
+.desc { color: var(--ks-muted); font-size: .9rem; }
+.badges { display: flex; gap: .3rem; flex-wrap: wrap; }
+.badge { display: inline-block; border-radius: 999px; padding: .1rem .55rem; font-size: .78rem;
+  font-weight: 600; border: 1px solid currentColor; white-space: nowrap; }
+.badge.ok { color: var(--ks-ok); } .badge.off { color: var(--ks-muted); }
+.badge.warn { color: var(--ks-warn); } .badge.bad { color: var(--ks-bad); }
+.meta { font-size: .82rem; color: var(--ks-muted); margin: 0; }
+.actions, .buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .35rem; }
+button { font: inherit; font-size: .9rem; min-height: 2.25rem; padding: .3rem .8rem;
+  border-radius: 6px; border: 1px solid var(--ks-accent); background: var(--ks-bg);
+  color: var(--ks-accent); cursor: pointer; }
+button.primary { background: var(--ks-accent); color: #fff; }
+button.danger { border-color: var(--ks-bad); color: var(--ks-bad); }
+button.danger.primary { background: var(--ks-bad); color: #fff; }
+button:disabled { opacity: .55; cursor: not-allowed; }
+button:focus-visible, input:focus-visible, select:focus-visible, a:focus-visible {
+  outline: 3px solid #174ea6; outline-offset: 2px; }
+label { font-weight: 600; font-size: .88rem; display: block; margin: .3rem 0 .2rem; }
+.check label { display: inline; font-weight: 400; }
+input[type=password], input[type=text], input[type=search], textarea {
+  font: inherit; width: 100%; min-height: 2.25rem; padding: .35rem .5rem;
+  border: 1px solid #6b7280; border-radius: 6px; background: #fff; color: inherit; }
+input[aria-invalid=true] { border-color: var(--ks-bad); border-width: 2px; }
+.hint { font-size: .8rem; color: var(--ks-muted); }
+.field-error { color: var(--ks-bad); font-size: .85rem; font-weight: 600; }
+.form, .confirm { border-top: 1px dashed var(--ks-line); margin-top: .4rem; padding-top: .4rem; }
+.body { display: flex; flex-direction: column; gap: .35rem; }
+.status-msg { font-size: .85rem; color: var(--ks-ok); margin: 0; }
+.status-msg.bad { color: var(--ks-bad); }
+.error-box { border: 2px solid var(--ks-bad); border-radius: 8px; padding: .75rem 1rem;
+  color: var(--ks-bad); background: #fff5f4; }
+.notice { border: 1px solid var(--ks-line); border-radius: 8px; padding: .5rem .8rem;
+  background: var(--ks-soft); font-size: .9rem; }
+table { border-collapse: collapse; width: 100%; font-size: .82rem; }
+caption { text-align: left; font-weight: 600; padding: .2rem 0; }
+th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--ks-line); }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(19rem, 100%), 1fr));
+  gap: .8rem; list-style: none; padding: 0; margin: 0; }
+.toolbar { display: flex; flex-wrap: wrap; gap: .6rem; align-items: end; }
+.toolbar > div { flex: 1 1 14rem; }
+.sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
+  white-space: nowrap; }
+[hidden] { display: none !important; }
+@media (max-width: 480px) { .card { padding: .75rem; } button { flex: 1 1 auto; } }
+`;
+
+let sheet = null;
+function styles() {
+  if (!sheet) {
+    sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+  }
+  return sheet;
+}
+
+/** A DOM element from a tag, properties and children. Text is always text (no HTML). */
+export function h(tag, props = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : String(kid));
+  }
+  return el;
+}
+
+const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+export function when(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : fmt.format(d);
+}
+
+/** An error from the keysafe API (problem+json), or status 0 when it could not be reached. */
+export class KeysafeError extends Error {
+  constructor(status, code, detail, body = null) {
+    super(detail);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+    this.body = body;
+  }
+}
+
+/** The keysafe HTTP API with a host-provided credential (a token or a JWT). */
+export class KeysafeClient {
+  constructor(apiBase, credentials) {
+    this.base = String(apiBase || '').replace(/\/+$/, '');
+    this.credentials = credentials; // () => string | Promise<string>
+    this.catalogPromise = null;
+    this.whoamiPromise = null;
+  }
+
+  async request(method, path, { query = null, body } = {}) {
+    // Serialised before the first await: callers drop their reference to a value as
+    // soon as this returns its promise.
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const token = this.credentials ? await this.credentials() : null;
+    if (!token) throw new KeysafeError(401, 'unauthorized', 'not signed in: no credential');
+    let url = this.base + path;
+    if (query) {
+      const qs = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== null && v !== undefined && v !== '') qs.set(k, String(v));
+      const s = qs.toString();
+      if (s) url += '?' + s;
+    }
+    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
+    const init = { method, headers, credentials: 'omit', cache: 'no-store', mode: 'cors',
+      referrerPolicy: 'no-referrer', redirect: 'error' };
+    if (payload !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = payload;
+    }
+    let res;
+    try {
+      res = await fetch(url, init);
+    } catch {
+      const where = this.base || location.origin;
+      throw new KeysafeError(0, 'unreachable', `Cannot reach keysafe at ${where}: the server ` +
+        `is down, or it does not accept requests from this page's origin (${location.origin}); ` +
+        'its KEYSAFE_CORS_ORIGINS setting must list this origin.');
+    }
+    const text = await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = null; }
+    }
+    if (!res.ok) {
+      const detail = (data && data.detail) || `HTTP ${res.status}`;
+      throw new KeysafeError(res.status, (data && data.code) || `http_${res.status}`, detail, data);
+    }
+    return data;
+  }
+
+  secretPath(org, name, tail = '') {
+    return `/api/secrets/${encodeURIComponent(org)}/${encodeURIComponent(name)}${tail}`;
+  }
+
+  whoami() {
+    if (!this.whoamiPromise) {
+      this.whoamiPromise = this.request('GET', '/api/whoami');
+      this.whoamiPromise.catch(() => { this.whoamiPromise = null; });
+    }
+    return this.whoamiPromise;
+  }
+  catalog() {
+    if (!this.catalogPromise) {
+      this.catalogPromise = this.request('GET', '/api/catalog');
+      this.catalogPromise.catch(() => { this.catalogPromise = null; });
+    }
+    return this.catalogPromise;
+  }
+  list(org, domain) {
+    return this.request('GET', `/api/orgs/${encodeURIComponent(org)}/secrets`,
+      { query: { domain_id: domain, include_deleted: 'true' } });
+  }
+  status(org, name, domain) {
+    return this.request('GET', this.secretPath(org, name), { query: { domain_id: domain } });
+  }
+  put(org, name, body) { return this.request('PUT', this.secretPath(org, name), { body }); }
+  remove(org, name, domain) {
+    return this.request('DELETE', this.secretPath(org, name), { query: { domain_id: domain } });
+  }
+  restore(org, name, domain) {
+    return this.request('POST', this.secretPath(org, name, '/restore'), { query: { domain_id: domain } });
+  }
+  versions(org, name, domain) {
+    return this.request('GET', this.secretPath(org, name, '/versions'), { query: { domain_id: domain } });
+  }
+  audit(params) { return this.request('GET', '/api/audit', { query: params }); }
+}
+
+// -- input checks (the server checks again on every write) --------------------------
+
+function article(phrase) {
+  if (!phrase) return 'a';
+  const first = phrase[0];
+  const initialism = phrase.length > 1 && /[A-Z0-9]/.test(phrase[1]);
+  if (initialism) return 'AEFHILMNORSX'.includes(first.toUpperCase()) ? 'an' : 'a';
+  return 'aeiou'.includes(first.toLowerCase()) ? 'an' : 'a';
+}
+
+function compile(pattern) {
+  for (const flags of ['u', '']) {
+    try { return new RegExp(`^(?:${pattern})$`, flags); } catch { /* try the next */ }
+  }
+  return null; // not expressible in JavaScript: the server still checks it
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A secret name the server accepts, or a message naming the problem. */
+export function checkName(name) {
+  if (!name) return 'Enter a name';
+  if (name.length > 128) return `The name is ${name.length} characters long; the limit is 128`;
+  if (!NAME_RE.test(name)) return 'Use letters, digits, ".", "_" and "-", starting with a letter or digit';
+  return null;
+}
+
+/** null when ``value`` may be sent, else a message that never quotes the value. */
+export function checkValue(entry, value, limits) {
+  if (!value || !value.trim()) return 'Enter a value: this field is empty';
+  const max = (limits && limits.max_value_bytes) || 65536;
+  const size = new TextEncoder().encode(value).length;
+  if (size > max) return `The value is ${size} bytes; the limit is ${max}`;
+  if (!entry) return null;
+  const s = value.trim();
+  const dn = entry.display_name || entry.secret_name;
+  if (entry.placeholder && s === entry.placeholder.trim()) {
+    return `This is the ${dn} example placeholder, not a real value`;
+  }
+  if (entry.pattern) {
+    const re = compile(entry.pattern);
+    if (re && !re.test(s)) {
+      const msg = `This does not look like ${article(dn)} ${dn}`;
+      return entry.format_hint ? `${msg} (${entry.format_hint})` : msg;
+    }
+  }
+  const fields = entry.json_fields || [];
+  if (fields.length) {
+    const expected = `${dn}: expected a JSON object with the fields ${fields.join(', ')}`;
+    let data;
+    try { data = JSON.parse(s); } catch { return expected; }
+    if (!data || typeof data !== 'object' || Array.isArray(data)) return expected;
+    const missing = fields.filter((f) => !(f in data));
+    if (missing.length) return `${dn}: missing the field(s) ${missing.join(', ')}`;
+    const empty = fields.filter((f) => data[f] === null || data[f] === '' ||
+      (typeof data[f] === 'object' && Object.keys(data[f]).length === 0));
+    if (empty.length) return `${dn}: empty field(s) ${empty.join(', ')}`;
+  }
+  return null;
+}
+
+function userMessage(err) {
+  if (err instanceof KeysafeError) {
+    if (err.status === 401) return 'Your session has expired or the credential was rejected: sign in again.';
+    if (err.status === 403) return `Not allowed: ${err.detail}`;
+    return err.detail;
+  }
+  return 'Unexpected error: ' + (err && err.message ? err.message : String(err));
+}
+
+function announceUnauthorized(el, err) {
+  if (err instanceof KeysafeError && err.status === 401) {
+    el.dispatchEvent(new CustomEvent('keysafe-unauthorized', { bubbles: true, composed: true,
+      detail: { message: userMessage(err) } }));
+  }
+}
+
+let uid = 0;
+
+/** A host may set ``token`` or ``credentials`` before this module has loaded: such an
+ * own property would hide the class's setter, so it is moved onto the setter. */
+function upgradeProperties(el) {
+  for (const prop of ['credentials', 'token']) {
+    if (Object.prototype.hasOwnProperty.call(el, prop)) {
+      const value = el[prop];
+      delete el[prop];
+      el[prop] = value;
+    }
+  }
+}
+
+// -- <keysafe-secret-card> -----------------------------------------------------------
+
+/**
+ * One secret: status, add / rotate (blind write), delete and restore, history.
+ * Attributes: organization, domain, secret-name, display-name, description,
+ * placeholder, api-base. Properties: token, credentials (a function returning the
+ * credential). Inside <keysafe-secrets-panel> the panel hands it everything it needs.
+ */
+export class KeysafeSecretCard extends HTMLElement {
+  static observedAttributes = ['organization', 'domain', 'secret-name', 'display-name',
+    'description', 'placeholder', 'api-base'];
+
+  #root;
+  #credentials = null;
+  #client = null;
+  #managed = false;
+  #ident = null; // permissions of the caller
+  #entry = null; // catalog entry, if any
+  #limits = null;
+  #status = null;
+  #error = null;
+  #mode = 'idle'; // idle | edit | delete | history
+  #history = null;
+  #message = null;
+  #busy = false;
+  #id = `ks${++uid}`;
+  #seq = 0;
+
+  #body;
+  #live;
+
+  constructor() {
+    super();
+    this.#root = this.attachShadow({ mode: 'open' });
+    this.#root.adoptedStyleSheets = [styles()];
+    // The card and its live region persist; only the card's body is re-rendered, so
+    // screen readers announce each new message.
+    this.#body = h('div', { class: 'body' });
+    this.#live = h('p', { class: 'status-msg', role: 'status', 'aria-live': 'polite' });
+    this.#root.append(h('article', { class: 'card', 'aria-labelledby': `${this.#id}-title` },
+      this.#body, this.#live));
+  }
+
+  set token(value) { this.credentials = value ? () => value : null; }
+  set credentials(fn) {
+    this.#credentials = typeof fn === 'function' ? fn : null;
+    this.#client = null;
+    if (this.isConnected && !this.#managed) this.refresh();
+  }
+
+  get org() { return this.getAttribute('organization') || ''; }
+  get domain() { return this.getAttribute('domain') || ''; }
+  get secretName() { return this.getAttribute('secret-name') || ''; }
+
+  /** Used by the panel: shared client, identity, catalog entry and status. */
+  setup({ client, identity, entry, limits, status }) {
+    this.#managed = true;
+    this.#client = client;
+    this.#ident = identity;
+    this.#entry = entry || null;
+    this.#limits = limits;
+    this.#status = status || null;
+    this.#error = null;
+    if (this.isConnected) this.#render();
+  }
+
+  connectedCallback() {
+    upgradeProperties(this);
+    if (this.#managed) this.#render();
+    else this.refresh();
+  }
+
+  attributeChangedCallback(_name, old, value) {
+    if (old !== value && this.isConnected && !this.#managed) this.refresh();
+  }
+
+  #api() {
+    if (!this.#client) {
+      this.#client = new KeysafeClient(this.getAttribute('api-base') || '', this.#credentials);
+    }
+    return this.#client;
+  }
+
+  /** Reloads the status (and, standalone, the caller's identity and the catalog). */
+  async refresh() {
+    const seq = ++this.#seq;
+    if (!this.#managed && !this.#credentials) {
+      this.#error = null;
+      this.#status = null;
+      this.#render('Waiting for a credential from the host page.');
+      return;
+    }
+    if (!this.org || !this.secretName) {
+      this.#error = 'This card needs the organization and secret-name attributes.';
+      this.#render();
+      return;
+    }
+    try {
+      const api = this.#api();
+      if (!this.#managed) {
+        const [ident, cat] = await Promise.all([api.whoami(), api.catalog()]);
+        this.#ident = ident;
+        this.#limits = cat;
+        this.#entry = findEntry(cat, this.secretName);
+      }
+      const status = await api.status(this.org, this.secretName, this.domain || undefined);
+      if (seq !== this.#seq) return;
+      this.#status = status;
+      this.#error = null;
+    } catch (err) {
+      if (seq !== this.#seq) return;
+      this.#error = userMessage(err);
+      this.#status = null;
+      announceUnauthorized(this, err);
+    }
+    this.#render();
+  }
+
+  #can(perm) { return !!(this.#ident && (this.#ident.permissions || []).includes(perm)); }
+
+  #title() {
+    return this.getAttribute('display-name') || (this.#entry && this.#entry.display_name) ||
+      (this.#status && this.#status.display_name) || this.secretName;
+  }
+
+  #render(waiting = null) {
+    const id = this.#id;
+    const title = this.#title();
+    const card = new DocumentFragment();
+    const s = this.#status;
+    const badges = h('div', { class: 'badges' });
+    if (s && s.deleted) badges.append(h('span', { class: 'badge warn', text: 'Deleted' }));
+    else if (s && s.configured) badges.append(h('span', { class: 'badge ok', text: 'Configured' }));
+    else if (s) badges.append(h('span', { class: 'badge off', text: 'Not configured' }));
+    if (s && s.configured && s.rotation_overdue) {
+      badges.append(h('span', { class: 'badge bad', text: 'Rotation overdue' }));
+    }
+    card.append(h('div', { class: 'head' },
+      h('div', {}, h('h3', { id: `${id}-title`, text: title }),
+        h('div', { class: 'name', text: this.secretName })),
+      badges));
+    const desc = this.getAttribute('description') || (this.#entry && this.#entry.description) ||
+      (s && s.description);
+    if (desc) card.append(h('p', { class: 'desc', text: desc }));
+    if (waiting) card.append(h('p', { class: 'notice', text: waiting }));
+    if (this.#error) {
+      card.append(h('div', { class: 'error-box', role: 'alert' },
+        h('p', { text: this.#error }),
+        h('button', { type: 'button', onclick: () => this.refresh(), text: 'Retry' })));
+    } else if (!s && !waiting) {
+      card.append(h('p', { class: 'meta', text: 'Loading status…' }));
+    }
+    if (s) {
+      card.append(this.#meta(s));
+      card.append(this.#actions(s));
+      if (this.#mode === 'edit') card.append(this.#form(s));
+      if (this.#mode === 'delete') card.append(this.#confirmDelete(s));
+      if (this.#mode === 'history') card.append(this.#historyView());
+    }
+    this.#body.replaceChildren(card);
+    const text = this.#message ? this.#message.text : '';
+    if (this.#live.textContent !== text) this.#live.textContent = text;
+    this.#live.classList.toggle('bad', !!(this.#message && this.#message.bad));
+  }
+
+  #meta(s) {
+    const parts = [];
+    if (s.configured || s.deleted) {
+      parts.push(`Version ${s.version}`);
+      if (s.updated_at) parts.push(`updated ${when(s.updated_at)}${s.updated_by ? ' by ' + s.updated_by : ''}`);
+      if (s.deleted && s.recoverable_until) parts.push(`restorable until ${when(s.recoverable_until)}`);
+      if (s.configured && s.rotation_due) {
+        const days = Math.ceil((new Date(s.rotation_due) - Date.now()) / 86400000);
+        parts.push(s.rotation_overdue ? `rotation overdue since ${when(s.rotation_due)}`
+          : `rotation due in ${days} day${days === 1 ? '' : 's'}`);
+      }
+    } else {
+      parts.push('No value stored' + (s.domain_id ? ` for domain ${s.domain_id}` : ''));
+    }
+    return h('p', { class: 'meta', text: parts.join(' · ') });
+  }
+
+  #actions(s) {
+    const id = this.#id;
+    const bar = h('div', { class: 'actions' });
+    const busy = this.#busy;
+    if (this.#can('write') && !s.deleted) {
+      bar.append(h('button', { type: 'button', class: 'primary', id: `${id}-edit`,
+        'aria-expanded': String(this.#mode === 'edit'), 'aria-controls': `${id}-form`,
+        disabled: busy, onclick: () => this.#toggle('edit'),
+        text: s.configured ? 'Rotate key' : 'Add key' }));
+    }
+    if (s.deleted && this.#can('restore')) {
+      const gone = s.recoverable_until && new Date(s.recoverable_until) < new Date();
+      bar.append(h('button', { type: 'button', class: 'primary', id: `${id}-restore`,
+        disabled: busy || gone, onclick: () => this.#restore(), text: 'Restore' }));
+    }
+    if ((s.configured || s.deleted) && this.#can('versions')) {
+      bar.append(h('button', { type: 'button', id: `${id}-history`,
+        'aria-expanded': String(this.#mode === 'history'), 'aria-controls': `${id}-hist`,
+        disabled: busy, onclick: () => this.#toggle('history'), text: 'History' }));
+    }
+    if (s.configured && this.#can('delete')) {
+      bar.append(h('button', { type: 'button', class: 'danger', id: `${id}-delete`,
+        'aria-expanded': String(this.#mode === 'delete'), 'aria-controls': `${id}-del`,
+        disabled: busy, onclick: () => this.#toggle('delete'), text: 'Delete' }));
+    }
+    return bar;
+  }
+
+  #toggle(mode) {
+    this.#mode = this.#mode === mode ? 'idle' : mode;
+    this.#message = null;
+    if (this.#mode === 'history') {
+      this.#history = null;
+      this.#loadHistory();
+    }
+    this.#render();
+    const focus = { edit: `${this.#id}-value`, delete: `${this.#id}-del-cancel`,
+      history: `${this.#id}-hist` }[this.#mode];
+    const back = { edit: 'edit', delete: 'delete', history: 'history' }[mode];
+    const target = this.#root.getElementById(focus || `${this.#id}-${back}`);
+    if (target) target.focus();
+  }
+
+  #form(s) {
+    const id = this.#id;
+    const entry = this.#entry;
+    const overwrite = !!s.configured;
+    const hintText = (entry && entry.format_hint ? entry.format_hint + '. ' : '') +
+      'The value is sent once and never shown again.';
+    const input = h('input', { id: `${id}-value`, name: 'value', type: 'password',
+      autocomplete: 'off', spellcheck: 'false', autocapitalize: 'off',
+      placeholder: this.getAttribute('placeholder') || (entry && entry.placeholder) || '',
+      'aria-describedby': `${id}-hint ${id}-err`, required: true });
+    input.value = ''; // never pre-filled
+    const form = h('form', { class: 'form', id: `${id}-form`, novalidate: true,
+      'aria-label': `${overwrite ? 'Rotate' : 'Add'} ${this.#title()}` },
+    h('label', { for: `${id}-value`, text: `${overwrite ? 'New value' : 'Value'} for ${this.#title()}` }),
+    input,
+    h('p', { class: 'hint', id: `${id}-hint`, text: hintText }),
+    h('p', { class: 'field-error', id: `${id}-err`, hidden: true }));
+    if (overwrite) {
+      form.append(h('div', { class: 'check' },
+        h('input', { type: 'checkbox', id: `${id}-ack`, name: 'ack', 'aria-describedby': `${id}-ack-err` }),
+        ' ',
+        h('label', { for: `${id}-ack`, text: `Replace version ${s.version}: the current value cannot be recovered from here` })),
+      h('p', { class: 'field-error', id: `${id}-ack-err`, hidden: true }));
+    }
+    form.append(h('div', { class: 'buttons' },
+      h('button', { type: 'submit', class: 'primary', id: `${id}-save`,
+        text: overwrite ? 'Save & Overwrite' : 'Save' }),
+      h('button', { type: 'button', onclick: () => this.#toggle('edit'), text: 'Cancel' })));
+    form.addEventListener('submit', (ev) => { ev.preventDefault(); this.#save(form, s); });
+    return form;
+  }
+
+  #fieldError(form, which, text) {
+    const id = this.#id;
+    const el = this.#root.getElementById(which === 'ack' ? `${id}-ack-err` : `${id}-err`);
+    const field = this.#root.getElementById(which === 'ack' ? `${id}-ack` : `${id}-value`);
+    if (!el || !field) return;
+    el.textContent = text || '';
+    el.hidden = !text;
+    if (text) field.setAttribute('aria-invalid', 'true');
+    else field.removeAttribute('aria-invalid');
+  }
+
+  async #save(form, s) {
+    if (this.#busy) return;
+    const input = form.elements.namedItem('value');
+    const ack = form.elements.namedItem('ack');
+    this.#fieldError(form, 'value', null);
+    if (ack) this.#fieldError(form, 'ack', null);
+    const problem = checkValue(this.#entry, input.value, this.#limits);
+    if (problem) {
+      this.#fieldError(form, 'value', problem);
+      input.focus();
+      return;
+    }
+    if (ack && !ack.checked) {
+      this.#fieldError(form, 'ack', 'Tick this box to confirm that the current value will be replaced');
+      ack.focus();
+      return;
+    }
+    const body = { secret_value: input.value,
+      expected_version: s.configured ? s.version : 0 };
+    // Out of the page before the request leaves: the field, and (below) every reference.
+    input.value = '';
+    if (this.domain) body.domain_id = this.domain;
+    this.#busy = true;
+    for (const b of form.querySelectorAll('button')) b.disabled = true;
+    const sending = this.#api().put(this.org, this.secretName, body);
+    body.secret_value = null;
+    let result;
+    try {
+      result = await sending;
+    } catch (err) {
+      this.#busy = false;
+      for (const b of form.querySelectorAll('button')) b.disabled = false;
+      announceUnauthorized(this, err);
+      let text = userMessage(err);
+      if (err instanceof KeysafeError && err.status === 409) {
+        text = 'Someone changed this secret since the page loaded. Its status is reloaded: check it and try again.';
+      }
+      this.#fieldError(form, 'value', text + ' Paste the value again to retry.');
+      input.focus();
+      if (err instanceof KeysafeError && err.status === 409) this.#reloadStatus();
+      return;
+    }
+    this.#busy = false;
+    this.#mode = 'idle';
+    this.#message = { text: `Saved ${this.#title()}: version ${result.version}.` };
+    this.#status = { ...s, configured: true, deleted: false, version: result.version };
+    this.#render();
+    this.#focusAction('edit');
+    this.#changed('saved', { version: result.version });
+    this.#reloadStatus();
+  }
+
+  #confirmDelete(s) {
+    const id = this.#id;
+    const days = this.#limits && this.#limits.recovery_window_days;
+    const until = days ? ` It can be restored for ${days} day${days === 1 ? '' : 's'}.` : '';
+    return h('div', { class: 'confirm', id: `${id}-del`, role: 'group', 'aria-labelledby': `${id}-del-q` },
+      h('p', { id: `${id}-del-q`, text: `Delete ${this.#title()}?${until}` }),
+      h('div', { class: 'buttons' },
+        h('button', { type: 'button', class: 'danger primary', disabled: this.#busy,
+          onclick: () => this.#remove(), text: 'Yes, delete' }),
+        h('button', { type: 'button', id: `${id}-del-cancel`, onclick: () => this.#toggle('delete'),
+          text: 'Cancel' })));
+  }
+
+  async #remove() {
+    this.#busy = true;
+    this.#render();
+    try {
+      await this.#api().remove(this.org, this.secretName, this.domain || undefined);
+      this.#mode = 'idle';
+      this.#message = { text: `Deleted ${this.#title()}. You can restore it until the recovery window ends.` };
+      this.#changed('deleted', {});
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    await this.#reloadStatus();
+    this.#focusAction('restore');
+  }
+
+  async #restore() {
+    this.#busy = true;
+    this.#render();
+    try {
+      this.#status = await this.#api().restore(this.org, this.secretName, this.domain || undefined);
+      this.#message = { text: `Restored ${this.#title()}: version ${this.#status.version}.` };
+      this.#changed('restored', {});
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    this.#render();
+    this.#focusAction('edit');
+  }
+
+  async #loadHistory() {
+    try {
+      this.#history = await this.#api().versions(this.org, this.secretName, this.domain || undefined);
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#history = { error: userMessage(err) };
+    }
+    if (this.#mode === 'history') {
+      this.#render();
+      const t = this.#root.getElementById(`${this.#id}-hist`);
+      if (t) t.focus();
+    }
+  }
+
+  #historyView() {
+    const id = this.#id;
+    const box = h('div', { class: 'confirm', id: `${id}-hist`, tabindex: '-1' });
+    const hist = this.#history;
+    if (!hist) box.append(h('p', { class: 'meta', text: 'Loading history…' }));
+    else if (hist.error) box.append(h('p', { class: 'field-error', role: 'alert', text: hist.error }));
+    else {
+      box.append(h('table', {},
+        h('caption', { text: `Versions of ${this.#title()}, newest first (metadata only)` }),
+        h('thead', {}, h('tr', {}, ['Version', 'Created', 'By', 'State'].map((c) => h('th', { scope: 'col', text: c })))),
+        h('tbody', {}, [...hist.versions].sort((a, b) => b.version - a.version).map((v) => h('tr', {},
+          h('td', { text: String(v.version) }), h('td', { text: when(v.created_at) }),
+          h('td', { text: v.created_by || '' }),
+          h('td', { text: v.destroyed ? 'destroyed' : v.version === hist.current_version ? 'current' : 'kept' }))))));
+    }
+    return box;
+  }
+
+  async #reloadStatus() {
+    try {
+      this.#status = await this.#api().status(this.org, this.secretName, this.domain || undefined);
+    } catch (err) {
+      announceUnauthorized(this, err);
+    }
+    const active = this.#root.activeElement;
+    const activeId = active && active.id;
+    if (this.#mode !== 'edit') {
+      this.#render();
+      if (activeId) {
+        const again = this.#root.getElementById(activeId);
+        if (again) again.focus();
+      }
+    }
+  }
+
+  #focusAction(which) {
+    const order = [which, 'edit', 'restore', 'history'];
+    for (const w of order) {
+      const b = this.#root.getElementById(`${this.#id}-${w}`);
+      if (b && !b.disabled) { b.focus(); return; }
+    }
+  }
+
+  #changed(what, detail) {
+    this.dispatchEvent(new CustomEvent('keysafe-changed', { bubbles: true, composed: true,
+      detail: { action: what, secretName: this.secretName, organization: this.org,
+        domain: this.domain, ...detail } }));
+  }
+}
+
+function findEntry(catalog, name) {
+  const key = name.toLowerCase().replaceAll('-', '_');
+  for (const entries of Object.values(catalog.categories || {})) {
+    for (const e of entries) if (e.secret_name.toLowerCase().replaceAll('-', '_') === key) return e;
+  }
+  return null;
+}
+
+const CATEGORY_TITLES = { llm: 'LLM providers', integrations: 'Integrations',
+  infrastructure: 'Infrastructure', database: 'Databases', application: 'Application',
+  cloud: 'Cloud', billing: 'Billing' };
+
+// -- <keysafe-secrets-panel> ---------------------------------------------------------
+
+/**
+ * Every well-known secret of the catalog, by category, and every custom secret of one
+ * org and domain, as cards. Attributes: organization, domain, api-base. Properties:
+ * token or credentials.
+ */
+export class KeysafeSecretsPanel extends HTMLElement {
+  static observedAttributes = ['organization', 'domain', 'api-base'];
+
+  #root;
+  #credentials = null;
+  #client = null;
+  #loadSeq = 0;
+  #filter = '';
+
+  constructor() {
+    super();
+    this.#root = this.attachShadow({ mode: 'open' });
+    this.#root.adoptedStyleSheets = [styles()];
+  }
+
+  set token(value) { this.credentials = value ? () => value : null; }
+  set credentials(fn) {
+    this.#credentials = typeof fn === 'function' ? fn : null;
+    this.#client = null;
+    if (this.isConnected) this.refresh();
+  }
+
+  get org() { return this.getAttribute('organization') || ''; }
+  get domain() { return this.getAttribute('domain') || ''; }
+
+  connectedCallback() {
+    upgradeProperties(this);
+    this.refresh();
+  }
+  attributeChangedCallback(_n, old, value) {
+    if (old !== value && this.isConnected) {
+      if (_n === 'api-base') this.#client = null;
+      this.refresh();
+    }
+  }
+
+  #api() {
+    if (!this.#client) {
+      this.#client = new KeysafeClient(this.getAttribute('api-base') || '', this.#credentials);
+    }
+    return this.#client;
+  }
+
+  async refresh() {
+    const seq = ++this.#loadSeq;
+    const root = this.#root;
+    if (!this.#credentials) {
+      root.replaceChildren(h('p', { class: 'notice', role: 'status', text: 'Waiting for a credential from the host page.' }));
+      return;
+    }
+    if (!this.org) {
+      root.replaceChildren(h('div', { class: 'error-box', role: 'alert', text: 'This panel needs an organization attribute.' }));
+      return;
+    }
+    root.replaceChildren(h('p', { class: 'notice', role: 'status', text: 'Loading secrets…' }));
+    let ident, cat, list;
+    try {
+      const api = this.#api();
+      [ident, cat, list] = await Promise.all([api.whoami(), api.catalog(),
+        api.list(this.org, this.domain || undefined)]);
+    } catch (err) {
+      if (seq !== this.#loadSeq) return;
+      announceUnauthorized(this, err);
+      const box = h('div', { class: 'error-box', role: 'alert' },
+        h('p', {}, h('strong', { text: 'keysafe could not load the secrets. ' }), userMessage(err)),
+        h('button', { type: 'button', onclick: () => this.refresh(), text: 'Retry' }));
+      root.replaceChildren(box);
+      this.dispatchEvent(new CustomEvent('keysafe-error', { bubbles: true, composed: true,
+        detail: { status: err.status, code: err.code, message: userMessage(err) } }));
+      return;
+    }
+    if (seq !== this.#loadSeq) return;
+    this.#renderAll(ident, cat, list);
+  }
+
+  #renderAll(ident, cat, list) {
+    const api = this.#api();
+    const perms = ident.permissions || [];
+    const canWrite = perms.includes('write');
+    const domain = this.domain || cat.default_domain || 'shared';
+    const byName = new Map(list.secrets.map((x) => [x.secret_name, x]));
+    const known = new Set();
+    const frag = [];
+    frag.push(h('p', { class: 'notice', id: 'role-note' },
+      `Organization ${this.org}, domain ${domain}. `,
+      canWrite ? 'Values you save are sent once and can never be read back here.'
+        : 'You can see status only: your role cannot change secrets.'));
+    const search = h('input', { type: 'search', id: 'filter', autocomplete: 'off',
+      value: this.#filter, 'aria-describedby': 'filter-count' });
+    const count = h('p', { class: 'hint', id: 'filter-count', 'aria-live': 'polite' });
+    frag.push(h('div', { class: 'toolbar' }, h('div', {},
+      h('label', { for: 'filter', text: 'Filter secrets' }), search, count)));
+    const cards = [];
+    const makeCard = (name, entry, status) => {
+      const card = document.createElement('keysafe-secret-card');
+      card.setAttribute('organization', this.org);
+      if (this.domain) card.setAttribute('domain', this.domain);
+      card.setAttribute('secret-name', name);
+      card.setup({ client: api, identity: ident, entry, limits: cat,
+        status: status || { configured: false, secret_name: name, organization_id: this.org,
+          domain_id: domain } });
+      const item = h('li', {}, card);
+      item.dataset.search = [name, entry && entry.display_name, entry && entry.description,
+        entry && entry.env_var].filter(Boolean).join(' ').toLowerCase();
+      cards.push(item);
+      return item;
+    };
+    for (const [category, entries] of Object.entries(cat.categories)) {
+      const sid = `cat-${category}`;
+      const items = entries.map((e) => {
+        known.add(e.secret_name);
+        return makeCard(e.secret_name, e, byName.get(e.secret_name));
+      });
+      frag.push(h('section', { 'aria-labelledby': sid, 'data-category': category },
+        h('h2', { id: sid, text: CATEGORY_TITLES[category] || category[0].toUpperCase() + category.slice(1) }),
+        h('ul', { class: 'grid' }, items)));
+    }
+    const custom = list.secrets.filter((x) => !known.has(x.secret_name));
+    const customItems = custom.map((x) => makeCard(x.secret_name, null, x));
+    const customSection = h('section', { 'aria-labelledby': 'cat-custom', 'data-category': 'custom' },
+      h('h2', { id: 'cat-custom', text: 'Custom secrets' }),
+      custom.length ? h('ul', { class: 'grid' }, customItems)
+        : h('p', { class: 'meta', text: 'No custom secrets in this domain yet.' }));
+    if (canWrite) customSection.append(this.#customForm(api, cat));
+    frag.push(customSection);
+    const applyFilter = () => {
+      const q = search.value.trim().toLowerCase();
+      this.#filter = search.value;
+      let shown = 0;
+      for (const item of cards) {
+        const hit = !q || item.dataset.search.includes(q);
+        item.hidden = !hit;
+        if (hit) shown += 1;
+      }
+      for (const sec of this.#root.querySelectorAll('section[data-category]')) {
+        if (sec.dataset.category === 'custom') continue;
+        sec.hidden = ![...sec.querySelectorAll('li')].some((li) => !li.hidden);
+      }
+      count.textContent = q ? `${shown} of ${cards.length} secrets match` : '';
+    };
+    search.addEventListener('input', applyFilter);
+    this.#root.replaceChildren(...frag);
+    applyFilter();
+  }
+
+  #customForm(api, cat) {
+    const form = h('form', { class: 'form', novalidate: true, 'aria-labelledby': 'custom-title' },
+      h('h3', { id: 'custom-title', text: 'Add a custom secret' }),
+      h('label', { for: 'custom-name', text: 'Name' }),
+      h('input', { id: 'custom-name', name: 'name', type: 'text', autocomplete: 'off',
+        spellcheck: 'false', 'aria-describedby': 'custom-name-hint custom-name-err', required: true }),
+      h('p', { class: 'hint', id: 'custom-name-hint', text: 'Letters, digits, ".", "_" and "-", e.g. partner_api_key' }),
+      h('p', { class: 'field-error', id: 'custom-name-err', hidden: true }),
+      h('label', { for: 'custom-value', text: 'Value' }),
+      h('input', { id: 'custom-value', name: 'value', type: 'password', autocomplete: 'off',
+        spellcheck: 'false', 'aria-describedby': 'custom-value-err', required: true }),
+      h('p', { class: 'field-error', id: 'custom-value-err', hidden: true }),
+      h('label', { for: 'custom-desc', text: 'Description (optional)' }),
+      h('input', { id: 'custom-desc', name: 'description', type: 'text', autocomplete: 'off', maxlength: '1000' }),
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary', id: 'custom-save', text: 'Save' })),
+      h('p', { class: 'status-msg', role: 'status', 'aria-live': 'polite', id: 'custom-msg' }));
+    const show = (field, text) => {
+      const err = this.#root.getElementById(`custom-${field}-err`);
+      const inp = this.#root.getElementById(`custom-${field}`);
+      err.textContent = text || '';
+      err.hidden = !text;
+      if (text) inp.setAttribute('aria-invalid', 'true'); else inp.removeAttribute('aria-invalid');
+    };
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = form.elements.namedItem('name');
+      const value = form.elements.namedItem('value');
+      const desc = form.elements.namedItem('description');
+      show('name', null);
+      show('value', null);
+      const entry = findEntry(cat, name.value.trim());
+      const nameErr = checkName(name.value.trim()) ||
+        (entry ? `${entry.display_name} is a well-known secret: use its card above` : null);
+      if (nameErr) { show('name', nameErr); name.focus(); return; }
+      const valueErr = checkValue(null, value.value, cat);
+      if (valueErr) { show('value', valueErr); value.focus(); return; }
+      const body = { secret_value: value.value, expected_version: 0 };
+      value.value = ''; // out of the page before the request leaves
+      if (this.domain) body.domain_id = this.domain;
+      if (desc.value.trim()) body.description = desc.value.trim();
+      const button = this.#root.getElementById('custom-save');
+      button.disabled = true;
+      const sending = api.put(this.org, name.value.trim(), body);
+      body.secret_value = null;
+      try {
+        await sending;
+      } catch (err) {
+        button.disabled = false;
+        announceUnauthorized(this, err);
+        const text = err instanceof KeysafeError && err.status === 409
+          ? 'A secret with this name exists already: rotate it from its card.' : userMessage(err);
+        const nameProblem = err instanceof KeysafeError && (err.code === 'invalid_name' || err.status === 409);
+        show(nameProblem ? 'name' : 'value', text + (nameProblem ? '' : ' Paste the value again to retry.'));
+        (nameProblem ? name : value).focus();
+        return;
+      }
+      const saved = name.value.trim();
+      await this.refresh();
+      const msg = this.#root.getElementById('custom-msg');
+      if (msg) msg.textContent = `Saved ${saved}.`;
+      const again = this.#root.getElementById('custom-name');
+      if (again) again.focus(); // keyboard users stay where they were
+    });
+    return form;
+  }
+}
+
+if (!customElements.get('keysafe-secret-card')) customElements.define('keysafe-secret-card', KeysafeSecretCard);
+if (!customElements.get('keysafe-secrets-panel')) customElements.define('keysafe-secrets-panel', KeysafeSecretsPanel);

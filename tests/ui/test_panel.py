@@ -1,0 +1,363 @@
+"""The web panel at /ui in headless Chromium against a live ``keysafe serve``."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from .conftest import CHROMIUM, JWT_SECRET, REPO, SKIP_REASON, Stack
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+pytest.importorskip("playwright.sync_api",
+                    reason="the web panel tests need playwright (the dev extra)")
+
+IMAGES = REPO / "docs" / "images"
+GOOD_1 = "sk-" + "Q7" * 16
+GOOD_2 = "sk-" + "R8" * 16
+ANTHROPIC = "sk-ant-" + "t5" * 16
+
+# Everything in the page, shadow roots included, and every form field's current value.
+DEEP_DUMP = """() => {
+  const out = [document.documentElement.outerHTML];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (typeof el.value === 'string') out.push(el.value);
+      if (el.shadowRoot) { out.push(el.shadowRoot.innerHTML); walk(el.shadowRoot); }
+    }
+  };
+  walk(document);
+  return out.join('\\n');
+}"""
+DEEP_ACTIVE = """() => {
+  let el = document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  return el ? {tag: el.tagName, text: (el.textContent || '').trim(), id: el.id,
+               type: el.type || ''} : null;
+}"""
+FORCE_PUT = """async ([token, url]) => {
+  const r = await fetch(url, {method: 'PUT',
+    headers: {Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'},
+    body: JSON.stringify({secret_value: 'sk-' + 'z'.repeat(40)})});
+  return {status: r.status, body: await r.text()};
+}"""
+
+
+def sign_in(page: Any, stack: Stack, token: str, org: str | None = None) -> None:
+    page.goto(stack.url + "/ui/")
+    page.get_by_label("Access token or host JWT").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#who-name").wait_for()
+    if org is not None:
+        field = page.get_by_label("Organization", exact=True)
+        if field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(org)
+        else:
+            field.fill(org)
+        page.get_by_role("button", name="Open", exact=True).click()
+    page.get_by_role("heading", name="LLM providers").wait_for()
+
+
+def card(page: Any, name: str) -> Any:
+    return page.locator(f"keysafe-secret-card[secret-name={name}]")
+
+
+def add_key(page: Any, name: str, label: str, value: str) -> None:
+    c = card(page, name)
+    c.get_by_role("button", name="Add key").click()
+    c.get_by_label(f"Value for {label}").fill(value)
+    c.get_by_role("button", name="Save", exact=True).click()
+    c.get_by_role("button", name="Rotate key").wait_for()
+
+
+def test_panel_is_served_with_a_strict_csp(stack: Stack) -> None:
+    for path in ("/ui/", "/ui/app.js", "/ui/keysafe-components.js", "/ui/panel.css"):
+        r = httpx.get(stack.url + path, timeout=10)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self';" in csp
+        assert "style-src 'self';" in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
+        assert "connect-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+    html = httpx.get(stack.url + "/ui/", timeout=10).text
+    assert "<script>" not in html
+    assert "style=" not in html
+    assert "<style" not in html
+    assert not re.search(r"(src|href)=\"https?://", html)
+    assert httpx.get(stack.url + "/ui/../app.py", timeout=10).status_code == 404
+    assert httpx.get(stack.url + "/ui/nothing.js", timeout=10).status_code == 404
+
+
+def test_admin_adds_rotates_deletes_and_restores(open_page: Any, stack: Stack) -> None:
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, "acme-corp")
+    openai = card(page, "openai_api_key")
+    # The page checks the catalog's format before sending, next to the field.
+    openai.get_by_role("button", name="Add key").click()
+    field = openai.get_by_label("Value for OpenAI API Key")
+    assert field.input_value() == ""
+    field.fill(ANTHROPIC)
+    openai.get_by_role("button", name="Save", exact=True).click()
+    error = openai.locator(".field-error").first
+    assert "does not look like an OpenAI API Key" in error.inner_text()
+    assert field.get_attribute("aria-invalid") == "true"
+    field.fill("   ")
+    openai.get_by_role("button", name="Save", exact=True).click()
+    assert "empty" in error.inner_text()
+    assert not any(r.request.method == "PUT" for r in watch.responses)
+    field.fill(GOOD_1)
+    openai.get_by_role("button", name="Save", exact=True).click()
+    openai.get_by_text("Saved OpenAI API Key: version 1.").wait_for()
+    assert openai.locator(".badge.ok").inner_text() == "Configured"
+    add_key(page, "anthropic_api_key", "Anthropic API Key", ANTHROPIC)
+
+    # Rotate: "Save & Overwrite" only once the overwrite is confirmed.
+    openai.get_by_role("button", name="Rotate key").click()
+    openai.get_by_label("New value for OpenAI API Key").fill(GOOD_2)
+    openai.get_by_role("button", name="Save & Overwrite").click()
+    assert "confirm" in openai.locator(".field-error").nth(1).inner_text()
+    openai.get_by_label(re.compile("Replace version 1")).check()
+    openai.get_by_role("button", name="Save & Overwrite").click()
+    openai.get_by_text("Saved OpenAI API Key: version 2.").wait_for()
+    status = stack.api("GET", "/api/secrets/acme-corp/openai_api_key").json()
+    assert status["configured"] is True
+    assert status["version"] == 2
+
+    # History: metadata only.
+    openai.get_by_role("button", name="History").click()
+    rows = openai.locator("tbody tr")
+    rows.nth(1).wait_for()
+    assert rows.count() == 2
+    assert "current" in rows.first.inner_text()
+
+    # Delete (confirmed), then restore within the recovery window.
+    openai.get_by_role("button", name="Delete").click()
+    openai.get_by_role("button", name="Yes, delete").click()
+    openai.get_by_role("button", name="Restore").wait_for()
+    assert openai.locator(".badge.warn").inner_text() == "Deleted"
+    assert stack.api("GET", "/api/secrets/acme-corp/openai_api_key").json()["deleted"] is True
+    openai.get_by_role("button", name="Restore").click()
+    openai.get_by_role("button", name="Rotate key").wait_for()
+    assert stack.api("GET", "/api/secrets/acme-corp/openai_api_key").json()["configured"] is True
+
+    # A custom secret appears in its own section.
+    page.get_by_label("Name", exact=True).fill("partner_api_key")
+    page.get_by_label("Value", exact=True).fill("custom-" + "v" * 20)
+    page.get_by_label("Description (optional)").fill("Partner sandbox")
+    page.locator("#custom-save").click()
+    card(page, "partner_api_key").get_by_text("Partner sandbox").wait_for()
+
+    # The org's audit log with a filter.
+    page.get_by_role("button", name="Audit log").click()
+    page.get_by_label("Action").select_option("write")
+    page.get_by_role("button", name="Apply filters").click()
+    page.locator("#audit-table tbody tr").first.wait_for()
+    actions = page.locator("#audit-table tbody tr td:nth-child(3)").all_inner_texts()
+    assert actions
+    assert set(actions) == {"write"}
+    assert "token:bootstrap-admin" in page.locator("#audit-table").inner_text()
+
+
+def test_a_value_typed_into_the_form_is_kept_nowhere(open_page: Any, stack: Stack) -> None:
+    canary = "sk-CANARY" + "9f3KqZ" * 5
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, "canary-org")
+    openai = card(page, "openai_api_key")
+    openai.get_by_role("button", name="Add key").click()
+    openai.get_by_label("Value for OpenAI API Key").fill(canary)
+    openai.get_by_role("button", name="Save", exact=True).click()
+    openai.get_by_text("Saved OpenAI API Key").wait_for()
+    openai.get_by_role("button", name="Rotate key").click()  # the form again: never pre-filled
+    assert openai.get_by_label("New value for OpenAI API Key").input_value() == ""
+    # A second value through the custom-secret form, then a full reload of the statuses.
+    page.get_by_label("Name", exact=True).fill("canary_custom")
+    page.get_by_label("Value", exact=True).fill(canary + "-custom")
+    page.locator("#custom-save").click()
+    card(page, "canary_custom").wait_for()
+    page.get_by_role("button", name="History").first.click()
+
+    assert canary not in page.content()
+    assert canary not in page.evaluate(DEEP_DUMP)
+    storage = page.evaluate("() => JSON.stringify([Object.entries(localStorage), "
+                            "Object.entries(sessionStorage), document.cookie])")
+    assert canary not in storage
+    assert stack.keysafe.token not in storage
+    puts = [r for r in watch.responses if r.request.method == "PUT"]
+    assert len(puts) == 2
+    assert all(canary in (r.request.post_data or "") for r in puts)  # it was sent...
+    for r in watch.responses:  # ...and no response carries it
+        with_body = r.status not in (204, 304) and r.request.method != "OPTIONS"
+        body = r.body() if with_body else b""
+        assert canary.encode() not in body, r.url
+        assert canary not in r.url
+    # The value reached the store intact: only a service identity can read it.
+    service = stack.token("canary-reader", "service", ["*"])
+    got = stack.api("GET", "/api/secrets/canary-org/openai_api_key/value", service)
+    assert got.json()["value"] == canary
+
+
+def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> None:
+    stack.api("PUT", "/api/secrets/view-org/openai_api_key", json={"secret_value": GOOD_1})
+    viewer = stack.token("panel-viewer", "viewer", ["view-org"])
+    page, _ = open_page()
+    sign_in(page, stack, viewer, "view-org")
+    page.get_by_text("You can see status only").wait_for()
+    openai = card(page, "openai_api_key")
+    assert openai.locator(".badge.ok").inner_text() == "Configured"
+    for name in ("Add key", "Rotate key", "Delete", "Restore", "Save"):
+        assert page.get_by_role("button", name=name, exact=True).count() == 0, name
+    assert page.locator("input[type=password]").count() == 0
+    assert page.get_by_role("button", name="Audit log").count() == 0
+    openai.get_by_role("button", name="History").click()
+    openai.locator("tbody tr").first.wait_for()
+    # The server refuses a write forced from the page, and nothing changes.
+    forced = page.evaluate(FORCE_PUT, [viewer, stack.url + "/api/secrets/view-org/openai_api_key"])
+    assert forced["status"] == 403
+    assert "may not write" in forced["body"]
+    assert stack.api("GET", "/api/secrets/view-org/openai_api_key").json()["version"] == 1
+
+
+def test_the_server_checks_input_again(stack: Stack) -> None:
+    url = "/api/secrets/check-org/openai_api_key"
+    bad = stack.api("PUT", url, json={"secret_value": ANTHROPIC})
+    assert bad.status_code == 422
+    assert "does not look like an OpenAI API Key" in bad.json()["detail"]
+    assert ANTHROPIC not in bad.text
+    assert stack.api("PUT", url, json={"secret_value": ""}).status_code == 422
+    big = stack.api("PUT", "/api/secrets/check-org/big_custom", json={"secret_value": "x" * 70_000})
+    assert big.status_code == 413
+    assert stack.api("GET", url).json()["configured"] is False
+    cat = stack.api("GET", "/api/catalog").json()
+    entry = next(e for e in cat["categories"]["llm"] if e["secret_name"] == "openai_api_key")
+    assert entry["pattern"]
+    assert entry["format_hint"]
+    assert cat["max_value_bytes"] == 65536
+
+
+def test_keyboard_only_reaches_save(open_page: Any, stack: Stack) -> None:
+    page, _ = open_page()
+    page.goto(stack.url + "/ui/")
+    page.locator("#token").wait_for()
+    assert page.evaluate(DEEP_ACTIVE)["id"] == "token"  # focus starts in the field
+    page.keyboard.type(stack.keysafe.token)
+    page.keyboard.press("Enter")
+    page.locator("#org").wait_for()
+    assert page.evaluate(DEEP_ACTIVE)["id"] == "org"
+    page.keyboard.type("keys-org")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="LLM providers").wait_for()
+    for _ in range(40):  # bounded: the first card's button is a few stops away
+        page.keyboard.press("Tab")
+        if page.evaluate(DEEP_ACTIVE)["text"] == "Add key":
+            break
+    else:
+        pytest.fail("Tab never reached an Add key button")
+    page.keyboard.press("Enter")
+    active = page.evaluate(DEEP_ACTIVE)
+    assert active["tag"] == "INPUT"
+    assert active["type"] == "password"
+    page.keyboard.type(GOOD_1)
+    page.keyboard.press("Tab")
+    assert page.evaluate(DEEP_ACTIVE)["text"] == "Save"
+    page.keyboard.press("Enter")
+    card(page, "openai_api_key").get_by_text("Saved OpenAI API Key: version 1.").wait_for()
+    assert page.evaluate(DEEP_ACTIVE)["text"] == "Rotate key"  # focus lands somewhere useful
+
+
+def test_sign_in_with_a_host_jwt(open_page: Any, stack: Stack) -> None:
+    token = jwt.encode({"sub": "dana@acme", "org": "jwt-org", "role": "writer",
+                        "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+    page, _ = open_page()
+    sign_in(page, stack, token, "jwt-org")
+    assert page.locator("#who-name").inner_text() == "jwt:dana@acme"
+    add_key(page, "openai_api_key", "OpenAI API Key", GOOD_1)
+    assert page.get_by_role("button", name="Audit log").count() == 0  # writers do not audit
+    status = stack.api("GET", "/api/secrets/jwt-org/openai_api_key").json()
+    assert status["updated_by"] == "jwt:dana@acme"
+
+
+def test_a_revoked_token_ends_the_session(open_page: Any, stack: Stack) -> None:
+    r = stack.api("POST", "/api/tokens", json={"name": "short", "roles": ["admin"],
+                                               "orgs": ["rev-org"]})
+    token, token_id = r.json()["token"], r.json()["id"]
+    page, _ = open_page()
+    sign_in(page, stack, token, "rev-org")
+    assert stack.api("DELETE", f"/api/tokens/{token_id}").status_code == 200
+    page.get_by_role("button", name="Open", exact=True).click()
+    page.get_by_text("Your session has expired").wait_for()
+    assert page.locator("#token").input_value() == ""
+    assert page.locator("#who").is_hidden()
+
+
+def host_page(page: Any, stack: Stack, host: str, token: str, org: str) -> None:
+    page.goto(f"{host}/host.html?api={stack.url}")
+    page.get_by_label("Organization").fill(org)
+    page.get_by_label("Token (the host's credential)").fill(token)
+    page.get_by_role("button", name="Connect").click()
+
+
+def test_embedded_in_a_host_page_on_an_allowed_origin(open_page: Any, stack: Stack) -> None:
+    page, _ = open_page(extra_origins=(stack.allowed_host,))
+    host_page(page, stack, stack.allowed_host, stack.keysafe.token, "host-org")
+    panel = page.locator("#panel")
+    panel.get_by_role("heading", name="LLM providers").wait_for()
+    add_key(panel, "anthropic_api_key", "Anthropic API Key", ANTHROPIC)
+    # The standalone card (spec 001's SecretConfigCard) with the host's attributes.
+    single = page.locator("#card")
+    single.get_by_role("heading", name="OpenAI API Key").wait_for()
+    single.get_by_text("API key for GPT models").wait_for()
+    single.get_by_role("button", name="Add key").click()
+    assert single.get_by_label("Value for OpenAI API Key").get_attribute("placeholder") == "sk-..."
+    single.get_by_label("Value for OpenAI API Key").fill(GOOD_2)
+    single.get_by_role("button", name="Save", exact=True).click()
+    single.get_by_text("Saved OpenAI API Key: version 1.").wait_for()
+    for name in ("anthropic_api_key", "openai_api_key"):
+        assert stack.api("GET", f"/api/secrets/host-org/{name}").json()["configured"] is True
+    assert stack.keysafe.token not in page.evaluate(DEEP_DUMP)  # the credential is no attribute
+
+
+def test_embedded_on_an_origin_cors_does_not_allow_fails_cleanly(
+        open_page: Any, stack: Stack) -> None:
+    page, watch = open_page(extra_origins=(stack.denied_host,))
+    host_page(page, stack, stack.denied_host, stack.keysafe.token, "host-org")
+    alert = page.locator("#panel").get_by_role("alert")
+    alert.wait_for()
+    assert "Cannot reach keysafe" in alert.inner_text()
+    assert "KEYSAFE_CORS_ORIGINS" in alert.inner_text()
+    assert page.locator("#panel").get_by_role("button", name="Retry").is_visible()
+    page.locator("#card").get_by_role("alert").wait_for()
+    assert page.get_by_role("heading", name="API keys").is_visible()  # the host page lives on
+    assert watch.page_errors == []
+    watch.console_errors.clear()  # the browser logs the CORS refusals themselves
+
+
+def _shoot(page: Any, path: Path) -> None:
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.screenshot(path=str(path))
+
+
+def test_screenshots_desktop_and_narrow(open_page: Any, stack: Stack) -> None:
+    org = "demo-corp"
+    for name, value in (("openai_api_key", GOOD_1), ("anthropic_api_key", ANTHROPIC)):
+        stack.api("PUT", f"/api/secrets/{org}/{name}", json={"secret_value": value})
+    stack.api("PUT", f"/api/secrets/{org}/openai_api_key", json={"secret_value": GOOD_2})
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for viewport, file in (({"width": 1280, "height": 800}, "panel-desktop.png"),
+                           ({"width": 390, "height": 844}, "panel-narrow.png")):
+        page, _ = open_page(viewport=viewport)
+        sign_in(page, stack, stack.keysafe.token, org)
+        card(page, "anthropic_api_key").locator(".badge.ok").wait_for()
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= viewport["width"], "the page scrolls sideways"
+        _shoot(page, IMAGES / file)
+        assert (IMAGES / file).stat().st_size > 10_000

@@ -48,3 +48,23 @@ def meta_values(meta: MetadataUpdate) -> dict[str, Any]:
             v = v.timestamp()
         out[col] = v
     return out
+
+
+def current_row_write(exists: bool, path: str, version: int, now: float, actor: str,
+                      sealed: Any, extra: dict[str, Any], ph: str) -> tuple[str, list[Any]]:
+    """The statement (and arguments) that makes ``version`` the current one in the
+    ``secrets`` row: an INSERT for a new secret, else an UPDATE (undeleting it).
+    ``ph`` is the driver's placeholder."""
+    if not exists:
+        cols = ["path", "current_version", "created_at", "updated_at", "created_by",
+                "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
+        vals = [path, version, now, now, actor, actor, sealed.key_id, sealed.wrapped_key,
+                sealed.ciphertext, *extra.values()]
+        return (f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608 - column names
+                f"VALUES ({', '.join([ph] * len(cols))})", vals)
+    sets = "".join(f", {k} = {ph}" for k in extra)
+    return (f"UPDATE secrets SET current_version = {ph}, updated_at = {ph}, "  # noqa: S608
+            f"updated_by = {ph}, deleted_at = NULL, key_id = {ph}, wrapped_key = {ph}, "
+            f"ciphertext = {ph}{sets} WHERE path = {ph}",
+            [version, now, actor, sealed.key_id, sealed.wrapped_key, sealed.ciphertext,
+             *extra.values(), path])

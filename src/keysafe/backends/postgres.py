@@ -27,7 +27,12 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from keysafe.backends._rows import SELECT_META, meta_from_row, meta_values
+from keysafe.backends._rows import (
+    SELECT_META,
+    current_row_write,
+    meta_from_row,
+    meta_values,
+)
 from keysafe.backends._sdk import require_sdk
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
 from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
@@ -302,20 +307,8 @@ class PostgresBackend:
                       (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
                        sealed.ciphertext))
             extra = meta_values(meta) if meta else {}
-            if row is None:
-                cols = ["path", "current_version", "created_at", "updated_at", "created_by",
-                        "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
-                vals = [path, new, now, now, ctx.actor, ctx.actor, sealed.key_id,
-                        sealed.wrapped_key, sealed.ciphertext, *extra.values()]
-                c.execute(f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608
-                          f"VALUES ({', '.join(['%s'] * len(cols))})", vals)
-            else:
-                sets = "".join(f", {k} = %s" for k in extra)
-                c.execute("UPDATE secrets SET current_version = %s, updated_at = %s, "  # noqa: S608
-                          "updated_by = %s, deleted_at = NULL, key_id = %s, wrapped_key = %s, "
-                          f"ciphertext = %s{sets} WHERE path = %s",
-                          (new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
-                           sealed.ciphertext, *extra.values(), path))
+            c.execute(*current_row_write(row is not None, path, new, now, ctx.actor, sealed,
+                                         extra, "%s"))
             if self.max_versions > 0 and new > self.max_versions:
                 c.execute("DELETE FROM versions WHERE path = %s AND version <= %s",
                           (path, new - self.max_versions))

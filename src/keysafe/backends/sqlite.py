@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from keysafe.backends._rows import SELECT_META as _SELECT_META
+from keysafe.backends._rows import current_row_write
 from keysafe.backends._rows import meta_from_row as _meta
 from keysafe.backends._rows import meta_values as _meta_values
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
@@ -246,20 +247,7 @@ class SQLiteBackend:
                       (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
                        sealed.ciphertext))
             extra = _meta_values(meta) if meta else {}
-            if not exists:
-                cols = ["path", "current_version", "created_at", "updated_at", "created_by",
-                        "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
-                vals = [path, new, now, now, ctx.actor, ctx.actor, sealed.key_id,
-                        sealed.wrapped_key, sealed.ciphertext, *extra.values()]
-                c.execute(f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608
-                          f"VALUES ({', '.join('?' * len(cols))})", vals)
-            else:
-                sets = "".join(f", {k} = ?" for k in extra)
-                c.execute("UPDATE secrets SET current_version = ?, updated_at = ?, "  # noqa: S608
-                          "updated_by = ?, deleted_at = NULL, key_id = ?, wrapped_key = ?, "
-                          f"ciphertext = ?{sets} WHERE path = ?",
-                          (new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
-                           sealed.ciphertext, *extra.values(), path))
+            c.execute(*current_row_write(exists, path, new, now, ctx.actor, sealed, extra, "?"))
             if self.max_versions > 0 and new > self.max_versions:
                 c.execute("DELETE FROM versions WHERE path = ? AND version <= ?",
                           (path, new - self.max_versions))

@@ -119,6 +119,23 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+def option_value(args: Sequence[str], i: int) -> tuple[str, str, int] | None:
+    """``--opt=value`` or ``--opt value`` at ``args[i]``: (option, value, next index), or
+    None when the value is missing, empty or looks like another option (the fast paths
+    then leave the command line to typer)."""
+    opt, eq, val = args[i].partition("=")
+    if eq:
+        i += 1
+    else:
+        if i + 1 >= len(args):
+            return None
+        val = args[i + 1]
+        i += 2
+    if val == "" or val.startswith("-"):
+        return None
+    return opt, val, i
+
+
 _GET_OPTIONS = {"--org": "org", "--domain": "domain", "--env": "env",
                 "--version": "version", "--field": "field"}
 
@@ -138,18 +155,12 @@ def parse_get(args: Sequence[str]) -> dict[str, Any] | None:
             i += 1
             continue
         if arg.startswith("-"):
-            opt, eq, val = arg.partition("=")
+            taken = option_value(args, i)
+            if taken is None:
+                return None
+            opt, val, i = taken
             key = _GET_OPTIONS.get(opt)
             if key is None or key in out:
-                return None
-            if eq:
-                i += 1
-            else:
-                if i + 1 >= len(args):
-                    return None
-                val = args[i + 1]
-                i += 2
-            if val == "" or val.startswith("-"):
                 return None
             out[key] = val
             continue

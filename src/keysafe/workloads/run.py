@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keysafe.cli import exitcodes
+from keysafe.cli.reading import option_value
 from keysafe.workloads.sources import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -385,18 +386,12 @@ def parse_run(args: Sequence[str]) -> RunOptions | None:
             kw[_FLAGS[arg]] = True
             i += 1
             continue
-        opt, eq, val = arg.partition("=")
+        taken = option_value(args, i)
+        if taken is None:
+            return None
+        opt, val, i = taken
         key = _VALUE_OPTS.get(opt)
         if key is None or (key in kw and key not in _REPEATABLE):
-            return None
-        if eq:
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                return None
-            val = args[i + 1]
-            i += 2
-        if val == "" or val.startswith("-"):
             return None
         if key in _REPEATABLE:
             kw.setdefault(key, []).append(val)

@@ -255,7 +255,8 @@ def test_the_master_key_never_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     value = {"plain": b64, "with_kid": f"prod-1:{b64}", "two_keys": f"k2:{other},k1:{b64}"}
     db_pw = "dbpw-" + uuid.uuid4().hex
     home = isolate(monkeypatch, tmp_path, KEYSAFE_MASTER_KEY=value[spelling],
-                   KEYSAFE_DATABASE_URL=f"postgresql://app:{db_pw}@db.internal/keysafe")
+                   KEYSAFE_DATABASE_URL=f"postgresql://app:{db_pw}@db.internal/keysafe",
+                   KEYSAFE_BACKEND="sqlite")  # the URL alone would choose postgres
     needles = [b64, b64[:20], raw.hex(), db_pw]
     if spelling == "two_keys":
         needles += [other, other[:20]]

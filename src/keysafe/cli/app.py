@@ -22,6 +22,7 @@ from keysafe.cli import (
     policy,
     server,
 )
+from keysafe.cli import scan as scan_cmd
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
 
@@ -48,6 +49,7 @@ importing.register(app)
 migrate.register(app)
 policy.register(app)
 database.register(app)
+scan_cmd.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -124,7 +124,8 @@ class Detector:
         words = [w.lower() for w in _SPLIT.split(last) if w]
         entry = self.catalog.by_env_var("_".join(words)) if words else None
         if entry is not None:
-            kind = "password" if entry.secret_type == "password" else "catalog"
+            password = entry.secret_type == "password" or words[-1] in _PASSWORD_WORDS
+            kind = "password" if password else "catalog"
             return kind, entry.name
         while words and words[-1] in _NOISE:
             words.pop()
@@ -165,7 +166,7 @@ class Detector:
             return n >= 32 and shannon(value) >= 3.0
         if re.fullmatch(r"[0-9]+", value):
             return False
-        min_len = 12 if kind == "catalog" else 16
+        min_len = 16 if kind == "catalog" else 20
         if n < min_len:
             return False
         entropy = shannon(value)

@@ -97,16 +97,19 @@ def looks_like_identifier(value: str) -> bool:
 #: Fragments that make a password a demo value rather than a credential.
 _WEAK = ("pass", "secret", "admin", "test", "letmein", "qwerty", "hunter", "welcome",
          "default", "guest", "user", "root", "demo", "example", "mysql", "postgres", "redis",
-         "django", "token", "1234", "abcd", "foo", "bar", "baz")
+         "django", "token", "1234", "abcd", "foo", "bar", "baz", "scott", "tiger", "strong",
+         "private", "p4ss", "changeit")
+#: Undo the usual letter-for-digit swaps before looking for those words (S3cret, P@ss).
+_LEET = str.maketrans("0134579@$!", "oieastgasi")
 
 
 def weak_password(value: str) -> bool:
     """A password no one would keep secret: short, one or two character classes, or made
     of the words every tutorial uses."""
-    if len(value) < 8:
+    if len(value) < 10:
         return True
     low = value.lower()
-    if any(w in low for w in _WEAK):
+    if any(w in low or w in low.translate(_LEET) for w in _WEAK):
         return True
     if char_classes(value) < 3 and not (len(value) >= 16 and shannon(value) >= 3.5):
         return True

@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import string
@@ -528,30 +529,36 @@ def build_history(src: Path, repo: Path, g: Gen) -> list[Planted]:
 
 
 # -- running the tools ---------------------------------------------------------------
-def run_keysafe(corpus: Path, *extra: str) -> tuple[float, set[tuple[str, int]], list[dict]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+def timed(cmd: list[str], **kw: object) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the command and all its children, result)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    p = subprocess.run([str(BIN / "keysafe"), "scan", ".", "--format", "json", *extra],
-                       cwd=corpus, capture_output=True, env=env, timeout=3600)
-    dt = time.perf_counter() - t
+    p = subprocess.run(cmd, capture_output=True, timeout=3600, **kw)  # type: ignore[call-overload]
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, p
+
+
+def run_keysafe(corpus: Path) -> tuple[float, float, set[tuple[str, int]], list[dict]]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    dt, cpu, p = timed([str(BIN / "keysafe"), "scan", ".", "--format", "json"], cwd=corpus,
+                       env=env)
     if p.returncode not in (0, 1):
         raise SystemExit(f"keysafe scan failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
     doc = json.loads(p.stdout)
     found = {(f["path"], f["line"]) for f in doc["findings"]}
-    return dt, found, doc["findings"]
+    return dt, cpu, found, doc["findings"]
 
 
-def run_detect_secrets(corpus: Path) -> tuple[float, set[tuple[str, int]], list[dict]]:
-    t = time.perf_counter()
-    p = subprocess.run([str(BIN / "detect-secrets"), "scan", "--all-files"], cwd=corpus,
-                       capture_output=True, timeout=3600)
-    dt = time.perf_counter() - t
+def run_detect_secrets(corpus: Path) -> tuple[float, float, set[tuple[str, int]], list[dict]]:
+    dt, cpu, p = timed([str(BIN / "detect-secrets"), "scan", "--all-files"], cwd=corpus)
     if p.returncode != 0:
         raise SystemExit(f"detect-secrets failed: {p.stderr.decode()[-2000:]}")
     doc = json.loads(p.stdout)
     rows = [{"path": path, "line": r["line_number"], "rule": r["type"]}
             for path, results in doc["results"].items() for r in results]
-    return dt, {(r["path"], r["line"]) for r in rows}, rows
+    return dt, cpu, {(r["path"], r["line"]) for r in rows}, rows
 
 
 def score(found: set[tuple[str, int]], truth: set[tuple[str, int]]) -> dict[str, float]:
@@ -600,13 +607,17 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for tool, runner in (("keysafe", run_keysafe), ("detect-secrets", run_detect_secrets)):
-        times, found, rows = [], set(), []
+        times, cpus = [], []
+        found: set[tuple[str, int]] = set()
+        rows: list[dict] = []
         for _ in range(max(1, args.repeat)):
-            dt, found, rows = runner(corpus)
+            dt, cpu, found, rows = runner(corpus)
             times.append(dt)
+            cpus.append(cpu)
         sc = score(found, truth_set)
         missed = sorted({t.kind for t in truth if (t.path, t.line) not in found})
         results[tool] = {**sc, "seconds": statistics.median(times), "times": times,
+                         "cpu_seconds": statistics.median(cpus), "cpus": cpus,
                          "missed_kinds": missed}
         if args.list_fp:
             print(f"\n== {tool}: findings not planted ==")

@@ -34,8 +34,16 @@ __all__ = ["Detector", "ScanResult", "file_kind"]
 #: keeps its reviewed exceptions.
 _ALLOW = re.compile(r"keysafe:\s?allow|pragma:\s?allowlist[ -]secret", re.IGNORECASE)
 
-#: Lines worth a closer look for an assignment to a secret-sounding name.
-_KEYWORD = re.compile(r"(?i)key|secret|token|passw|pwd|passphrase|credential")
+#: Places worth a closer look: a secret-sounding word, the rest of its name, an
+#: assignment and the start of a value of 8+ characters. Searched over the whole text
+#: (in C); only its matches' lines are parsed with ``_ASSIGN``.
+_KEYWORD_PATTERN = (
+    r"(?:key|secret|token|passw|pwd|passphrase|credential)[a-z0-9_.\-]{0,60}"
+    r"(?:\\?[\"'])?\]?[ \t]*(?::=|=>|==|=|:|,)[ \t]*(?:[rbu]{0,2}\\?[\"'`])?[^\s\"'`\\]{8}")
+#: Run over the lower-cased text: several times faster than an IGNORECASE search.
+_KEYWORD = re.compile(_KEYWORD_PATTERN)
+#: For the rare text whose lower-casing changes its length (U+0130), so offsets differ.
+_KEYWORD_I = re.compile(_KEYWORD_PATTERN, re.IGNORECASE)
 
 #: name, an optional closing quote or ] (a quoted key, a subscript), an assignment or
 #: mapping (or the comma of ``getenv("NAME", "default")``), an optional opening quote
@@ -199,7 +207,9 @@ class Detector:
         out: list[_Candidate] = []
         config = file_kind(path) == "config"
         seen_line = -1
-        for km in _KEYWORD.finditer(text):
+        low = text.lower()
+        matches = _KEYWORD.finditer(low) if len(low) == len(text) else _KEYWORD_I.finditer(text)
+        for km in matches:
             if km.start() <= seen_line:
                 continue
             ls = text.rfind("\n", 0, km.start()) + 1

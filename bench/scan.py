@@ -22,9 +22,10 @@
    secrets and a later commit deletes them; only ``keysafe scan --git-history`` is run on
    it (detect-secrets has no history mode).
 4. Scoring: a finding is a true positive when its (file, line) is a planted secret's;
-   anything else is a false positive, except lines listed in ``REVIEWED`` (found in the
-   untouched packages and judged by hand to be genuine-looking credentials, such as a
-   test key in a real format): those count for neither side and are listed apart.
+   anything else is a false positive ("strict"), except that lines of the untouched
+   packages holding genuine-looking credentials (``genuine_looking``: private keys,
+   JWTs, generated keys assigned to secret names) count for neither side in the
+   "reviewed" precision. Both precisions are reported.
    Several findings on one line count once. Time is wall time of the whole command
    (median of ``--repeat`` runs), on the same corpus, one after the other.
 """
@@ -35,8 +36,10 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import resource
 import shutil
 import statistics
@@ -70,9 +73,30 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("fastapi", "0.111.0"),
 )
 
-#: Findings in the untouched packages reviewed by hand: (path suffix, line) -> why.
-#: Filled in from ``--list-fp`` output; see docs/benchmarks.md for the review.
-REVIEWED: dict[tuple[str, int], str] = {}
+#: The review rule for findings on lines nothing was planted on, applied to both tools'
+#: findings alike: a line is a *genuine-looking credential* (counted for neither side)
+#: when it holds a PEM private key header, a JWT, or a secret-named assignment of a
+#: random-looking value of 32+ characters (a generated key, like the ``openssl rand -hex
+#: 32`` SECRET_KEY of a tutorial). Anything else unplanted (example passwords in docs,
+#: hashes, identifiers, placeholders) is a false positive. Each tool's unplanted lines of
+#: each class are listed with ``--list-fp`` for checking by hand.
+_PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
+_NAMED = re.compile(r"(?i)(?:secret|key|token|passw)[A-Za-z0-9_]*[\"']?\s*[:=]\s*[rb]?[\"']?"
+                    r"([A-Za-z0-9+/=_\-!@#$%^&*()]{32,})")
+
+
+def genuine_looking(line: str) -> bool:
+    if _PEM.search(line) or _JWT.search(line):
+        return True
+    m = _NAMED.search(line)
+    if m is None:
+        return False
+    v = m.group(1)
+    counts = {c: v.count(c) for c in set(v)}
+    entropy = -sum(n / len(v) * math.log2(n / len(v)) for n in counts.values())
+    return entropy >= 3.5 and "xxxx" not in v.lower() and "example" not in v.lower()
+
 
 A62 = string.ascii_letters + string.digits
 HEX = "0123456789abcdef"
@@ -561,14 +585,25 @@ def run_detect_secrets(corpus: Path) -> tuple[float, float, set[tuple[str, int]]
     return dt, cpu, {(r["path"], r["line"]) for r in rows}, rows
 
 
-def score(found: set[tuple[str, int]], truth: set[tuple[str, int]]) -> dict[str, float]:
-    reviewed = {k for k in found if any(k[0].endswith(p) and k[1] == ln
-                                        for (p, ln) in REVIEWED)}
-    counted = found - reviewed
-    tp = len(counted & truth)
-    fp = len(counted - truth)
-    return {"tp": tp, "fp": fp, "fn": len(truth - found), "reviewed": len(reviewed),
+def line_text(corpus: Path, path: str, line: int) -> str:
+    try:
+        lines = (corpus / path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def score(found: set[tuple[str, int]], truth: set[tuple[str, int]],
+          corpus: Path) -> dict[str, float]:
+    unplanted = found - truth
+    genuine = {k for k in unplanted if genuine_looking(line_text(corpus, *k))}
+    tp = len(found & truth)
+    fp_strict = len(unplanted)
+    fp = fp_strict - len(genuine)
+    return {"tp": tp, "fp": fp, "fp_strict": fp_strict, "genuine_looking": len(genuine),
+            "fn": len(truth - found),
             "precision": tp / (tp + fp) if tp + fp else 1.0,
+            "precision_strict": tp / (tp + fp_strict) if tp + fp_strict else 1.0,
             "recall": tp / len(truth) if truth else 1.0}
 
 
@@ -614,7 +649,7 @@ def main() -> None:
             dt, cpu, found, rows = runner(corpus)
             times.append(dt)
             cpus.append(cpu)
-        sc = score(found, truth_set)
+        sc = score(found, truth_set, corpus)
         missed = sorted({t.kind for t in truth if (t.path, t.line) not in found})
         results[tool] = {**sc, "seconds": statistics.median(times), "times": times,
                          "cpu_seconds": statistics.median(cpus), "cpus": cpus,
@@ -623,7 +658,10 @@ def main() -> None:
             print(f"\n== {tool}: findings not planted ==")
             for r in sorted(rows, key=lambda r: (r["path"], r["line"])):
                 if (r["path"], r["line"]) not in truth_set:
-                    print(f"  {r['path']}:{r['line']}  {r['rule']}  {r.get('preview', '')}")
+                    cls = "genuine" if genuine_looking(line_text(corpus, r["path"], r["line"])) \
+                        else "FP"
+                    print(f"  {cls:7} {r['path']}:{r['line']}  {r['rule']}  "
+                          f"{r.get('preview', '')}")
 
     # History: keysafe only (detect-secrets scans a tree, not a history).
     hist_repo = WORK / "history"

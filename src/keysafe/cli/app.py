@@ -25,6 +25,7 @@ from keysafe.cli import (
     sync,
     workloads,
 )
+from keysafe.cli import scan as scan_cmd
 
 _EXIT_CODES = "\n\n".join(f"{code}: {meaning}" for code, meaning in exitcodes.TABLE)
 
@@ -54,6 +55,7 @@ database.register(app)
 rotate.register(app)
 sync.register(app)
 workloads.register(app)
+scan_cmd.register(app)
 
 
 def run(args: Sequence[str]) -> int:

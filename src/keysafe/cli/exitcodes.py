@@ -23,6 +23,9 @@ CONFIG: Final = 8
 UNSUPPORTED: Final = 9
 AUDIT: Final = 10
 ROTATION: Final = 11
+#: ``keysafe scan`` reported at least one secret (the convention of detect-secrets and
+#: gitleaks, so pre-commit and CI treat it as a failure).
+FINDINGS: Final = 1
 
 #: KeysafeError.code -> exit status. Subclasses with their own code fall back along
 #: their MRO (a future ``Throttled(BackendUnavailable)`` still exits 7).

@@ -72,7 +72,8 @@ class Stack:
         return tok
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before other packages run (the sync
+# Playwright API keeps an event loop in this thread while it is open)
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     allowed_port, denied_port = free_port(), free_port()
     allowed = f"http://127.0.0.1:{allowed_port}"
@@ -88,7 +89,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before other packages run (the sync
+# Playwright API keeps an event loop in this thread while it is open)
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

@@ -74,6 +74,7 @@ class Settings:
     jwt_org_claim: str = "org"
     jwt_role_claim: str = "role"
     server_cache_ttl: float = 5.0
+    server_workers: int = 1
     purge_interval: float = 3600.0
     rotation_interval: float = 3600.0
     rotation_grace_hours: float = 24.0
@@ -172,6 +173,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_JWT_ORG_CLAIM": "jwt_org_claim",
     "KEYSAFE_JWT_ROLE_CLAIM": "jwt_role_claim",
     "KEYSAFE_SERVER_CACHE_TTL": "server_cache_ttl",
+    "KEYSAFE_SERVER_WORKERS": "server_workers",
     "KEYSAFE_PURGE_INTERVAL": "purge_interval",
     "KEYSAFE_ROTATION_INTERVAL": "rotation_interval",
     "KEYSAFE_ROTATION_GRACE_HOURS": "rotation_grace_hours",

@@ -68,6 +68,7 @@ class RealServer:
     token: str = ""
     #: False for a replica joining a store that already has tokens (prints none).
     expect_token: bool = True
+    workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
     out: list[bytes] = field(default_factory=list)
     err: list[bytes] = field(default_factory=list)
@@ -86,7 +87,8 @@ class RealServer:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
         env.update({"KEYSAFE_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.env})
-        code = f"from keysafe.server.run import serve; serve(port={self.port})"
+        code = (f"from keysafe.server.run import serve; "
+                f"serve(port={self.port}, workers={self.workers})")
         self.proc = subprocess.Popen([PYTHON, "-c", code], env=env, cwd=str(self.home),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         got_token = threading.Event()

@@ -182,12 +182,15 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
                tokens: TokenStore | None = None) -> KeysafeApp:
     """The keysafe API. Builds the manager and token store from settings when not given."""
     settings = settings or load_settings()
+    # Several worker processes on a store that cannot announce changes (the embedded
+    # one): no process may serve a cached value or token another one has changed.
+    unheard = settings.server_workers > 1 and settings.backend != "postgres"
     if manager is None:
         manager = SecretManager.from_settings(settings.with_overrides(
-            cache_ttl=settings.server_cache_ttl, audit_reads=False))
+            cache_ttl=0.0 if unheard else settings.server_cache_ttl, audit_reads=False))
     else:
         manager.audit_reads = False  # each request records exactly one event itself
-    tokens = tokens or open_token_store(settings, manager.backend)
+    tokens = tokens or open_token_store(settings, manager.backend, cache=not unheard)
     from keysafe.manager.batch import run_write_batch
     from keysafe.server.pump import BatchPump
 

@@ -41,6 +41,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     port = port if port is not None else settings.port
     # Settings are re-read in the worker; carry CLI overrides there through the env.
     os.environ["KEYSAFE_HOST"], os.environ["KEYSAFE_PORT"] = host, str(port)
+    os.environ["KEYSAFE_SERVER_WORKERS"] = str(workers)
     # Create the key file and store now, in this process, so the worker never races.
     from keysafe.manager.manager import SecretManager
 

@@ -144,8 +144,11 @@ class TokenStore:
     """Hashed API tokens; checked on every request, so known ids are cached (and
     dropped from the cache when revoked, here or, with PostgreSQL, on any replica)."""
 
-    def __init__(self, db: TokenDB | Path) -> None:
+    def __init__(self, db: TokenDB | Path, *, cache: bool = True) -> None:
         self._db: TokenDB = SQLiteTokenDB(db) if isinstance(db, Path) else db
+        # Without a way to hear about revocations by other processes (several workers
+        # on one embedded store), every check reads the row: revocation stays immediate.
+        self._use_cache = cache
         self._lock = threading.Lock()
         # id -> (digest, Identity or None when revoked); checked on every request.
         self._cache: dict[str, tuple[str, Identity | None]] = {}
@@ -234,7 +237,8 @@ class TokenStore:
                         None if row[3] is None else frozenset(json.loads(row[3])),
                         kind="token", token_id=tid, expires_at=row[4])
                     hit = (row[0], ident)
-                    self._cache[tid] = hit
+                    if self._use_cache:
+                        self._cache[tid] = hit
             if hit is None:
                 # Still spend a comparison so unknown ids cost what known ones do.
                 hmac.compare_digest(_digest(secret), "0" * 64)
@@ -250,9 +254,11 @@ class TokenStore:
         self._db.close()
 
 
-def open_token_store(settings: Settings, backend: Any = None) -> TokenStore:
+def open_token_store(settings: Settings, backend: Any = None, *,
+                     cache: bool = True) -> TokenStore:
     """The token store for these settings: the PostgreSQL store's table when the store
-    is PostgreSQL (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME."""
+    is PostgreSQL (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME
+    (``cache=False`` when other processes may revoke tokens unheard)."""
     if settings.backend == "postgres" or getattr(backend, "name", None) == "postgres":
         if backend is None or getattr(backend, "name", None) != "postgres":
             from keysafe.backends.postgres import PostgresBackend
@@ -260,7 +266,7 @@ def open_token_store(settings: Settings, backend: Any = None) -> TokenStore:
             owned = PostgresBackend.from_settings(settings)
             return TokenStore(_OwningPostgresTokenDB(owned))
         return TokenStore(PostgresTokenDB(backend))
-    return TokenStore(settings.server_db_path)
+    return TokenStore(settings.server_db_path, cache=cache)
 
 
 class _OwningPostgresTokenDB(PostgresTokenDB):

@@ -179,8 +179,8 @@ class Server:
 
 @contextlib.contextmanager
 def keysafe_server(work: Path, *, pinned: bool, server: str = "granian",
-                   nkeys: int = NKEYS, extra_env: dict[str, str] | None = None
-                   ) -> Iterator[Server]:
+                   nkeys: int = NKEYS, extra_env: dict[str, str] | None = None,
+                   workers: int = 1) -> Iterator[Server]:
     """``serve(port=P, server=...)`` in a child process on a fresh KEYSAFE_HOME, with a
     service, a viewer and a writer token, the read key and ``nkeys`` write keys."""
     home = work / f"keysafe-{server}"
@@ -192,7 +192,7 @@ def keysafe_server(work: Path, *, pinned: bool, server: str = "granian",
     env.update(extra_env or {})
     out = home / "serve.log"
     code = ("from keysafe.server.run import serve; "
-            f"serve(port={port}, server={server!r})")
+            f"serve(port={port}, server={server!r}, workers={int(workers)})")
     with out.open("wb") as log:
         proc = subprocess.Popen([*pin_prefix(pinned, SERVER_CPU), sys.executable, "-c", code],
                                 stdout=log, stderr=subprocess.STDOUT,
@@ -510,6 +510,7 @@ def run_mode(pinned: bool, args: argparse.Namespace, work: Path) -> dict[str, An
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         ks = stack.enter_context(keysafe_server(mwork, pinned=pinned, nkeys=args.keys,
+                                                workers=args.workers,
                                                 extra_env=args.ks_env))
         ksu = (None if args.skip_uvicorn else
                stack.enter_context(keysafe_server(mwork, pinned=pinned, server="uvicorn",
@@ -731,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--keys", type=int, default=NKEYS, help="keys cycled by the write test")
     ap.add_argument("--skip-uvicorn", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, choices=range(1, 9),
+                    help="keysafe worker processes (granian); >1 reads through, uncached")
     ap.add_argument("--keysafe-env", action="append", default=[], metavar="KEYSAFE_X=V",
                     help="experiments only (the bench's figures use the defaults): "
                          "a setting for the keysafe servers; repeatable")

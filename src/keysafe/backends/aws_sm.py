@@ -164,6 +164,7 @@ class AwsSecretsManagerBackend:
     """
 
     name = "aws-sm"
+    remote = True  # calls cross a network: servers run them off the event loop
     store = STORE
 
     def __init__(self, *, region: str | None = None, endpoint_url: str | None = None,

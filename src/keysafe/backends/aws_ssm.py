@@ -93,6 +93,7 @@ class AwsParameterStoreBackend:
     """
 
     name = "aws-ssm"
+    remote = True  # calls cross a network: servers run them off the event loop
     store = STORE
 
     def __init__(self, *, region: str | None = None, endpoint_url: str | None = None,

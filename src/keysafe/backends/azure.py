@@ -190,6 +190,7 @@ class AzureKeyVaultBackend:
     """
 
     name = "azure"
+    remote = True  # calls cross a network: servers run them off the event loop
     store = STORE
 
     def __init__(self, *, vault_url: str | None = None, credential: Any = None,

@@ -200,6 +200,7 @@ class GcpSecretManagerBackend:
     """
 
     name = "gcp"
+    remote = True  # calls cross a network: servers run them off the event loop
     store = STORE
 
     def __init__(self, *, project: str | None = None, endpoint: str | None = None,

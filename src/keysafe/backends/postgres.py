@@ -87,6 +87,7 @@ class PostgresBackend:
     """Envelope-encrypted secrets in PostgreSQL, shared by any number of replicas."""
 
     name = "postgres"
+    remote = True  # calls cross a network: servers run them off the event loop
 
     def __init__(self, url: str, keyring: KeyRing, *, max_versions: int = 10,
                  pool_min: int = 1, pool_max: int = 10, auto_upgrade: bool = True,
@@ -161,9 +162,11 @@ class PostgresBackend:
             raise
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, lock: bool = True) -> Iterator[None]:
         """One write transaction, holding the write lock until it commits. A nested call
-        is a savepoint that undoes only its own changes on error."""
+        is a savepoint that undoes only its own changes on error. ``lock=False`` (audit
+        records of reads, which serialise on the chain's head row alone) skips the write
+        lock, so reads never queue behind writes."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             with conn.transaction():
@@ -175,11 +178,14 @@ class PostgresBackend:
                 with conn.transaction():
                     if getattr(self._local, "relaxed", False):
                         conn.execute("SET LOCAL synchronous_commit = off")
-                    row = conn.execute(
-                        "SELECT pg_advisory_xact_lock(%s), "
-                        "(SELECT value FROM meta WHERE key = 'active_key_id')",
-                        (WRITE_LOCK,)).fetchone()
-                    self._local.active_kid = row[1]
+                    if lock:
+                        row = conn.execute(
+                            "SELECT pg_advisory_xact_lock(%s), "
+                            "(SELECT value FROM meta WHERE key = 'active_key_id')",
+                            (WRITE_LOCK,)).fetchone()
+                        self._local.active_kid = row[1]
+                    else:
+                        self._local.active_kid = None
                     yield
             finally:
                 self._local.conn = None
@@ -625,7 +631,9 @@ class PostgresAuditStore:
         self._b = backend
 
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
-        with self._b.transaction():
+        # Inside a write, this joins its transaction (and write lock); alone (records of
+        # reads) it needs only the head row, locked below, to keep one linear chain.
+        with self._b.transaction(lock=False):
             c = self._b._tx_conn()
             last = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
                              ).fetchone()

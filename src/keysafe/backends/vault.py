@@ -200,6 +200,7 @@ class VaultBackend:
     """
 
     name = "vault"
+    remote = True  # calls cross a network: servers run them off the event loop
 
     def __init__(
         self,

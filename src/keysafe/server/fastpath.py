@@ -8,6 +8,7 @@ the same error table; everything else falls through to FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keysafe.errors import KeysafeError
 from keysafe.server import errors as problems
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, make_ctx
-from keysafe.server.routes.secrets import status_core, value_core, write_core
+from keysafe.server.routes.secrets import is_remote, status_core, value_core, write_core
 from keysafe.server.schemas import SecretWrite
 
 _JSON = [(b"content-type", b"application/json")]
@@ -78,6 +79,10 @@ class FastPath:
             elif value:
                 headers.append(_NO_STORE)
                 body = (await value_core(ctx, org, name, domain)).model_dump_json().encode()
+            elif is_remote(ctx.mgr):
+                st = await asyncio.get_running_loop().run_in_executor(
+                    None, status_core, ctx, org, name, domain)
+                body = st.model_dump_json().encode()
             else:
                 body = status_core(ctx, org, name, domain).model_dump_json().encode()
             status = 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -73,6 +74,12 @@ def secret_status(org_id: str, secret_name: str, ctx: CtxDep,
                   domain_id: DomainQ = None) -> SecretStatus:
     """Status only: whether the secret is configured, and its metadata. Never the value."""
     return status_core(ctx, org_id, secret_name, domain_id)
+
+
+def is_remote(mgr: Any) -> bool:
+    """Whether the store is across a network (PostgreSQL, cloud stores, Vault): its calls
+    then run in worker threads; the embedded store answers faster than a thread hop."""
+    return bool(getattr(mgr.backend, "remote", False))
 
 
 def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
@@ -177,8 +184,16 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
                      ) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
+    mgr = ctx.mgr
     try:
-        value = ctx.mgr.get(secret_name, org_id, domain=domain_id)
+        value = mgr.cached(secret_name, org_id, domain=domain_id)
+        if value is None:
+            if is_remote(mgr):
+                # A network store's round trip must not hold up the event loop.
+                value = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: mgr.get(secret_name, org_id, domain=domain_id))
+            else:
+                value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:
         await ctx.audit_durable("read_value", path, "not_found", org=org_id)
         raise

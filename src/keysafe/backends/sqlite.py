@@ -63,6 +63,25 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _GET_CURRENT = ("SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
                 "WHERE path = ? AND deleted_at IS NULL")
 
+def switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``journal_mode=WAL``, retried: the switch needs a lock SQLite's busy handler does
+    not wait for, so two processes opening a new store together can see "database is
+    locked" (bounded by ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 class SQLiteBackend:
     """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
 
@@ -93,7 +112,7 @@ class SQLiteBackend:
                                          timeout=busy_timeout_ms / 1000)
             c = self._conn
             c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            c.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(c, busy_timeout_ms / 1000)
             c.execute(f"PRAGMA synchronous={synchronous}")
             # Freed pages are zeroed, so destroyed versions do not linger in the file.
             c.execute("PRAGMA secure_delete=ON")

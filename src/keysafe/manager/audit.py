@@ -343,7 +343,9 @@ class AuditDB:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        from keysafe.backends.sqlite import switch_to_wal
+
+        switch_to_wal(self._conn, 30.0)
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.execute(self._SCHEMA)

@@ -77,7 +77,9 @@ class SQLiteTokenDB:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
+        from keysafe.backends.sqlite import switch_to_wal
+
+        switch_to_wal(c, 10.0)
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA busy_timeout=10000")
         c.execute(_TABLE)

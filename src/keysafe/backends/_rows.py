@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from keysafe.backends.base import utc
-from keysafe.models import MetadataUpdate, SecretMetadata
+from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
              "last_rotated")
@@ -33,6 +33,16 @@ def meta_from_row(row: tuple[Any, ...]) -> SecretMetadata:
         last_rotated=utc(row[10]), rotation_days=row[11], expires_at=utc(row[12]),
         versions=row[13],
     )
+
+
+#: The columns ``version_info`` reads, in order.
+VERSION_COLS = "version, created_at, created_by, destroyed, key_id"
+
+
+def version_info(r: tuple[Any, ...]) -> VersionInfo:
+    created = utc(r[1])
+    assert created is not None
+    return VersionInfo(r[0], created, r[2], bool(r[3]), r[4])
 
 
 def meta_values(meta: MetadataUpdate) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def require_current(conn: Any, *, auto_upgrade: bool) -> None:
 def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
     """Connect to ``url`` and report (or bring up to date) the schema version."""
     from keysafe.backends._sdk import require_sdk
-    from keysafe.backends.postgres import redact_url
+    from keysafe.backends.postgres import first_line, redact_url
     from keysafe.errors import BackendUnavailable
 
     psycopg = require_sdk("psycopg", "postgres")
@@ -128,9 +128,8 @@ def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
             after = upgrade(conn)[1] if upgrade_now else before
             server = conn.info.server_version
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendUnavailable(f"cannot reach PostgreSQL at {redact_url(url)}: {first}"
-                                 ) from exc
+        raise BackendUnavailable(f"cannot reach PostgreSQL at {redact_url(url)}: "
+                                 f"{first_line(exc)}") from exc
     return {"database": redact_url(url), "server_version": server, "before": before,
             "schema_version": after, "latest": LATEST,
             "applied": [v for v, _, _ in MIGRATIONS if before < v <= after]}

@@ -29,12 +29,14 @@ from typing import Any
 
 from keysafe.backends._rows import (
     SELECT_META,
+    VERSION_COLS,
     current_row_write,
     meta_from_row,
     meta_values,
+    version_info,
 )
 from keysafe.backends._sdk import require_sdk
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
 from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -123,7 +125,7 @@ class PostgresBackend:
         except (psycopg.Error, pool_mod.PoolTimeout) as exc:
             self._pool.close()
             raise BackendUnavailable(f"cannot open PostgreSQL store {self.where}: "
-                                     f"{_reason(exc)}") from exc
+                                     f"{first_line(exc)}") from exc
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresBackend:
@@ -152,9 +154,7 @@ class PostgresBackend:
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise BackendUnavailable(f"PostgreSQL store {self.where}: {_reason(exc)}") from exc
-        except psycopg.errors.LockNotAvailable as exc:  # pragma: no cover - no lock_timeout
-            raise BackendUnavailable(f"PostgreSQL store {self.where} is busy") from exc
+            raise BackendUnavailable(f"PostgreSQL store {self.where}: {first_line(exc)}") from exc
         except Exception as exc:
             if exc.__class__.__name__ == "PoolTimeout":
                 raise BackendUnavailable(f"PostgreSQL store {self.where}: no connection "
@@ -403,11 +403,9 @@ class PostgresBackend:
     # -- capabilities -----------------------------------------------------------
     def versions(self, path: str) -> builtins.list[VersionInfo]:
         self.describe(path, include_deleted=True)
-        rows = self._read(
-            "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
-            "WHERE path = %s ORDER BY version", (path,), many=True)
-        return [VersionInfo(r[0], utc(r[1]), r[2], bool(r[3]), r[4])  # type: ignore[arg-type]
-                for r in rows]
+        rows = self._read(f"SELECT {VERSION_COLS} FROM versions "  # noqa: S608
+                          "WHERE path = %s ORDER BY version", (path,), many=True)
+        return [version_info(r) for r in rows]
 
     def destroy(self, path: str, versions: builtins.list[int], *,
                 ctx: WriteContext) -> builtins.list[int]:
@@ -616,8 +614,9 @@ def _decode_sealed(text: str) -> Sealed:
         raise IntegrityError("the stored master key check is malformed") from None
 
 
-def _reason(exc: BaseException) -> str:
-    """A connection error's first line, without the URL or password."""
+def first_line(exc: BaseException) -> str:
+    """An error's first line (psycopg's connection errors carry no URL or password
+    there), or its type's name."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

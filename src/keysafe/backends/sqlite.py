@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from keysafe.backends._rows import SELECT_META as _SELECT_META
-from keysafe.backends._rows import current_row_write
+from keysafe.backends._rows import VERSION_COLS, current_row_write, version_info
 from keysafe.backends._rows import meta_from_row as _meta
 from keysafe.backends._rows import meta_values as _meta_values
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found, utc
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
 from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError
@@ -336,11 +336,9 @@ class SQLiteBackend:
     # -- capabilities -----------------------------------------------------------
     def versions(self, path: str) -> builtins.list[VersionInfo]:
         self.describe(path, include_deleted=True)
-        rows = self._read(
-            "SELECT version, created_at, created_by, destroyed, key_id FROM versions "
-            "WHERE path = ? ORDER BY version", (path,), many=True)
-        return [VersionInfo(r[0], utc(r[1]), r[2], bool(r[3]), r[4])  # type: ignore[arg-type]
-                for r in rows]
+        rows = self._read(f"SELECT {VERSION_COLS} FROM versions "  # noqa: S608
+                          "WHERE path = ? ORDER BY version", (path,), many=True)
+        return [version_info(r) for r in rows]
 
     def destroy(self, path: str, versions: builtins.list[int], *,
                 ctx: WriteContext) -> builtins.list[int]:

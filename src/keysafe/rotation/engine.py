@@ -48,18 +48,19 @@ STEPS = ("created", "applying", "applied", "tested", "promoting")
 _PREFIX = "_rotation"
 
 
+#: What record paths start with, for relative and for absolute (``/...``) secret paths.
+_RELATIVE, _ABSOLUTE = f"{_PREFIX}/", f"/{_PREFIX}"
+
+
 def record_path(path: str, kind: str) -> str:
     """Where a secret's pending or previous record lives."""
-    if path.startswith("/"):
-        return f"/{_PREFIX}{path}/{kind}"
-    return f"{_PREFIX}/{path}/{kind}"
+    return f"{_ABSOLUTE if path.startswith('/') else _RELATIVE}{path}/{kind}"
 
 
 def secret_path_of(rpath: str) -> tuple[str, str]:
     """(secret path, kind) of a record path."""
-    lead = "/" if rpath.startswith("/") else ""
-    body = rpath[len(f"{lead}{_PREFIX}/"):] if lead == "" else rpath[len(f"/{_PREFIX}"):]
-    path, _, kind = body.rpartition("/")
+    lead = _ABSOLUTE if rpath.startswith("/") else _RELATIVE
+    path, _, kind = rpath[len(lead):].rpartition("/")
     return path, kind
 
 
@@ -419,10 +420,8 @@ class RotationEngine:
         return done
 
     def _records(self, kind: str) -> Iterator[str]:
-        b = self.mgr.backend
-        for lead in ("", "/"):
-            prefix = f"{lead}{_PREFIX}/" if lead == "" else f"/{_PREFIX}/"
-            for meta in b.list(prefix):
+        for prefix in (_RELATIVE, f"{_ABSOLUTE}/"):
+            for meta in self.mgr.backend.list(prefix):
                 if meta.path.endswith(f"/{kind}"):
                     yield meta.path
 

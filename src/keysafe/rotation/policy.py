@@ -88,12 +88,17 @@ class Policy:
         self.catalog = catalog
         self.overrides = dict(overrides or {})
 
+    def secret_type(self, meta: SecretMetadata, name: str) -> str | None:
+        """The stored type, else the catalog entry's for the name."""
+        entry = self.catalog.get(name)
+        return meta.secret_type or (entry.secret_type if entry else None)
+
     def period(self, meta: SecretMetadata, org: str, name: str) -> tuple[int | None, str]:
         """(days or None, where the figure came from)."""
         if meta.rotation_days is not None:
             return meta.rotation_days or None, "secret"
         entry = self.catalog.get(name)
-        stype = meta.secret_type or (entry.secret_type if entry else None)
+        stype = self.secret_type(meta, name)
         for o in (org, "*"):
             for key in (name, stype):
                 if key is not None and (o, key) in self.overrides:
@@ -109,8 +114,7 @@ class Policy:
         now = now or datetime.now(UTC)
         days, source = self.period(meta, org, name)
         last = meta.last_rotated or meta.created_at
-        entry = self.catalog.get(name)
-        stype = meta.secret_type or (entry.secret_type if entry else None)
+        stype = self.secret_type(meta, name)
         if days is None:
             due, status = None, "unscheduled"
         else:

@@ -66,9 +66,11 @@ def _connect(d: dict[str, Any], timeout: int = 10) -> Any:
                                password=d["password"], connect_timeout=timeout,
                                autocommit=True)
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RotationError(f"cannot log in to PostgreSQL as {d['username']}: "
-                            f"{first.replace(str(d['password']), '***')}") from None
+        from keysafe.backends.postgres import first_line
+
+        reason = first_line(exc).replace(str(d["password"]), "***")
+        raise RotationError(f"cannot log in to PostgreSQL as {d['username']}: {reason}"
+                            ) from None
 
 
 def _set_password(conn: Any, role: str, password: str) -> None:

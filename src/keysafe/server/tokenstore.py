@@ -261,13 +261,12 @@ def open_token_store(settings: Settings, backend: Any = None, *,
     """The token store for these settings: the PostgreSQL store's table when the store
     is PostgreSQL (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME
     (``cache=False`` when other processes may revoke tokens unheard)."""
-    if settings.backend == "postgres" or getattr(backend, "name", None) == "postgres":
-        if backend is None or getattr(backend, "name", None) != "postgres":
-            from keysafe.backends.postgres import PostgresBackend
-
-            owned = PostgresBackend.from_settings(settings)
-            return TokenStore(_OwningPostgresTokenDB(owned))
+    if getattr(backend, "name", None) == "postgres":
         return TokenStore(PostgresTokenDB(backend))
+    if settings.backend == "postgres":
+        from keysafe.backends.postgres import PostgresBackend
+
+        return TokenStore(_OwningPostgresTokenDB(PostgresBackend.from_settings(settings)))
     return TokenStore(settings.server_db_path, cache=cache)
 
 

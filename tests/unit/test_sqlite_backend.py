@@ -489,3 +489,69 @@ def test_joined_transaction_is_all_or_nothing(backend: SQLiteBackend) -> None:
     assert backend.get("a/b/c/d/z") == ("z", 1)
     with pytest.raises(NotFound):
         backend.get("a/b/c/d/w")
+
+
+# -- checkpoints off the write path ------------------------------------------------------
+
+
+def _wal_pages(path: Path) -> int:
+    wal = Path(str(path) + "-wal")
+    return wal.stat().st_size // 4096 if wal.exists() else 0
+
+
+def test_background_checkpoints_keep_the_wal_small(db: Path, ring: KeyRing) -> None:
+    """Writers never checkpoint inline (their automatic checkpoint is a far-off safety
+    net), yet the WAL is copied back and restarted: a thread does it between writes."""
+    import time
+
+    b = SQLiteBackend(db, ring)
+    try:
+        assert b._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000
+        for i in range(300):  # ~1,200 WAL frames: past SQLite's default checkpoint
+            b.put(f"app/dev/org/d/s{i % 50}", f"value-{i}", ctx=CTX)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # A completed checkpoint lets the next writer restart the WAL at its start.
+            b.put("app/dev/org/d/tick", "x", ctx=CTX)
+            _busy, log, _done = b._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if log < 50:
+                break
+            time.sleep(0.05)
+        assert log < 50, "the WAL kept growing: no checkpoint ran"
+        thread = b._checkpointer._thread if b._checkpointer else None
+        assert thread is not None
+        assert thread.is_alive()
+    finally:
+        b.close()
+    assert not thread.is_alive(), "close() stops the checkpoint thread"
+
+
+def test_checkpoint_thread_ends_with_a_dropped_store(db: Path, ring: KeyRing) -> None:
+    """A store dropped without close() does not leave its thread behind."""
+    import gc
+
+    b = SQLiteBackend(db, ring)
+    b.put("app/dev/org/d/a", "v", ctx=CTX)
+    assert b._checkpointer is not None
+    thread = b._checkpointer._thread
+    assert thread is not None
+    del b
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    # Everything committed is still there for the next process.
+    again = SQLiteBackend(db, ring)
+    try:
+        assert again.get("app/dev/org/d/a") == ("v", 1)
+    finally:
+        again.close()
+
+
+def test_a_store_opened_only_to_read_starts_no_thread(db: Path, ring: KeyRing) -> None:
+    SQLiteBackend(db, ring).close()
+    b = SQLiteBackend(db, ring)
+    try:
+        assert b._checkpointer is not None
+        assert b._checkpointer._thread is None
+    finally:
+        b.close()

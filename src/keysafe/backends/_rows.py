@@ -4,6 +4,7 @@ stored as seconds since the epoch; tags as sorted JSON."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -65,16 +66,23 @@ def current_row_write(exists: bool, path: str, version: int, now: float, actor: 
     """The statement (and arguments) that makes ``version`` the current one in the
     ``secrets`` row: an INSERT for a new secret, else an UPDATE (undeleting it).
     ``ph`` is the driver's placeholder."""
+    sql = _current_row_sql(exists, tuple(extra), ph)
+    if not exists:
+        return sql, [path, version, now, now, actor, actor, sealed.key_id, sealed.wrapped_key,
+                     sealed.ciphertext, *extra.values()]
+    return sql, [version, now, actor, sealed.key_id, sealed.wrapped_key, sealed.ciphertext,
+                 *extra.values(), path]
+
+
+@functools.lru_cache(maxsize=256)
+def _current_row_sql(exists: bool, extra: tuple[str, ...], ph: str) -> str:
+    """Built once per shape (which metadata columns a write sets), not per write."""
     if not exists:
         cols = ["path", "current_version", "created_at", "updated_at", "created_by",
                 "updated_by", "key_id", "wrapped_key", "ciphertext", *extra]
-        vals = [path, version, now, now, actor, actor, sealed.key_id, sealed.wrapped_key,
-                sealed.ciphertext, *extra.values()]
         return (f"INSERT INTO secrets ({', '.join(cols)}) "  # noqa: S608 - column names
-                f"VALUES ({', '.join([ph] * len(cols))})", vals)
+                f"VALUES ({', '.join([ph] * len(cols))})")
     sets = "".join(f", {k} = {ph}" for k in extra)
     return (f"UPDATE secrets SET current_version = {ph}, updated_at = {ph}, "  # noqa: S608
             f"updated_by = {ph}, deleted_at = NULL, key_id = {ph}, wrapped_key = {ph}, "
-            f"ciphertext = {ph}{sets} WHERE path = {ph}",
-            [version, now, actor, sealed.key_id, sealed.wrapped_key, sealed.ciphertext,
-             *extra.values(), path])
+            f"ciphertext = {ph}{sets} WHERE path = {ph}")

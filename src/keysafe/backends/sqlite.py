@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from keysafe.backends._rows import VERSION_COLS, current_row_write, version_info
 from keysafe.backends._rows import meta_from_row as _meta
 from keysafe.backends._rows import meta_values as _meta_values
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
+from keysafe.backends.checkpoint import Checkpointer, tune_writer
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
 from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _GET_CURRENT = ("SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
                 "WHERE path = ? AND deleted_at IS NULL")
+
+_JOINED: AbstractContextManager[None] = nullcontext()
+
 
 def switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """``journal_mode=WAL``, retried: the switch needs a lock SQLite's busy handler does
@@ -102,6 +106,8 @@ class SQLiteBackend:
         # Readers get their own connection: in WAL mode they never wait for a writer's
         # fsync (the audit flusher commits from another thread).
         self._rlock = threading.Lock()
+        # Started after the schema's commit: a store opened only to read starts no thread.
+        self._checkpointer: Checkpointer | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.path.exists():
             # Create the file owner-only before SQLite opens it.
@@ -114,6 +120,7 @@ class SQLiteBackend:
             c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             switch_to_wal(c, busy_timeout_ms / 1000)
             c.execute(f"PRAGMA synchronous={synchronous}")
+            tune_writer(c)
             # Freed pages are zeroed, so destroyed versions do not linger in the file.
             c.execute("PRAGMA secure_delete=ON")
             with self.transaction():
@@ -126,6 +133,7 @@ class SQLiteBackend:
                                           check_same_thread=False,
                                           timeout=busy_timeout_ms / 1000)
             self._rconn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            self._checkpointer = Checkpointer(self.path)
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
 
@@ -133,14 +141,19 @@ class SQLiteBackend:
         return f"SQLiteBackend({str(self.path)!r})"
 
     # -- transactions -----------------------------------------------------------
-    @contextmanager
-    def transaction(self, *, join: bool = False) -> Iterator[None]:
+    def transaction(self, *, join: bool = False) -> AbstractContextManager[None]:
         """One write transaction. A nested call is a savepoint: it undoes only its own
         changes on error, and its changes become durable with the outer commit.
 
         ``join`` (outermost call only): nested calls join this transaction without
         savepoints, for a caller that lets any error end the whole transaction (the
         manager's write and its audit record); it saves two statements per nested call."""
+        if self._join and self._tx_thread == threading.get_ident():
+            return _JOINED  # this thread's joined transaction: nothing to set up
+        return self._transaction(join)
+
+    @contextmanager
+    def _transaction(self, join: bool) -> Iterator[None]:
         with self._lock:
             if self._depth:
                 if self._join:
@@ -182,6 +195,8 @@ class SQLiteBackend:
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise BackendUnavailable(f"commit to {self.path} failed: {exc}") from exc
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
             if self._needs_shred:
                 self._needs_shred = False
                 self._checkpoint()
@@ -328,6 +343,8 @@ class SQLiteBackend:
             raise BackendUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
             self._conn.close()
         with self._rlock:

@@ -53,7 +53,8 @@ class Envelope:
         kid = self.keyring.active
         aad = _aad(path, version)
         dek = AESGCM.generate_key(256)
-        n1, n2 = os.urandom(NONCE), os.urandom(NONCE)
+        nonces = os.urandom(2 * NONCE)
+        n1, n2 = nonces[:NONCE], nonces[NONCE:]
         ciphertext = n1 + AESGCM(dek).encrypt(n1, plaintext, aad)
         wrapped = n2 + self._aead(kid).encrypt(n2, dek, aad + b"\x00" + kid.encode())
         return Sealed(kid, wrapped, ciphertext)

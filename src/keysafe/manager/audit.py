@@ -459,6 +459,9 @@ class AuditLog:
 
     def _take(self) -> list[Draft]:
         buf = self._buf
+        if not buf:
+            # Nothing buffered (records a flush has already taken are its to commit).
+            return []
         pop = buf.popleft
         with self._lock:  # one drainer at a time keeps the records in order
             return [pop() for _ in range(len(buf))]

@@ -310,6 +310,46 @@ def test_configure_unknown_rotator_is_a_config_error(rk, seeded, mgr):
         assert m.describe("jwt_secret", ORG).tags == {}
 
 
+@pytest.mark.parametrize(("options", "words"), [
+    (("--rotator", "random", "--option", "lenght=48"),
+     "does not take rotator.lenght; it takes length, alphabet"),
+    (("--rotator", "random", "--option", "length=8"), "must be 32 to 4096"),
+    (("--rotator", "random", "--option", "length=many"), "must be a number"),
+    (("--rotator", "random", "--option", "alphabet=emoji"), "must be one of urlsafe"),
+    (("--rotator", "manual", "--option", "length=48"), "it takes no options"),
+    (("--rotator", "webhook",), "rotator.url for jwt_secret must be an http(s) URL"),
+    (("--rotator", "webhook", "--option", "url=ftp://x"), "must be an http(s) URL"),
+    (("--rotator", "webhook", "--option", "url=https://hooks.example/rotate", "--option",
+      "timeout=0"), "rotator.timeout for jwt_secret must be seconds"),
+    (("--rotator", "postgres", "--option", "scheme=round-robin"), "single or alternating"),
+    (("--rotator", "postgres", "--option", "scheme=alternating", "--option", "users=a"),
+     "must name two roles"),
+    (("--rotator", "postgres", "--option", "scheme=alternating", "--option", "users=a,b"),
+     "needs rotator.admin_secret"),
+])
+def test_configure_checks_the_rotators_options(rk, seeded, mgr, options: tuple[str, ...],
+                                               words: str):
+    """A bad option is a config error now (exit 8), not a failed rotation later; nothing
+    is stored."""
+    r = rk("configure", "jwt_secret", "--org", ORG, *options)
+    assert r.code == exitcodes.CONFIG, (r.out, r.err)
+    assert words in r.err
+    with mgr() as m:
+        assert m.describe("jwt_secret", ORG).tags == {}
+
+
+def test_configure_checks_options_against_the_rotator_already_set(rk, seeded, mgr):
+    ok = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "random")
+    assert ok.code == 0, ok.err
+    bad = rk("configure", "jwt_secret", "--org", ORG, "--option", "url=https://x")
+    assert bad.code == exitcodes.CONFIG
+    assert "does not take rotator.url" in bad.err
+    good = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "webhook", "--option",
+              "url=https://hooks.example/rotate", "--json")
+    assert good.code == 0, good.err
+    assert good.json()["tags"]["rotator"] == "webhook"
+
+
 @pytest.mark.parametrize(("args", "code", "words"), [
     (("configure", "--org", ORG, "--rotator", "random"), 2, "configure needs the secret"),
     (("configure", "jwt_secret", "--org", ORG), 2, "needs --rotator, --option or"),

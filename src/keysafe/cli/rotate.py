@@ -116,14 +116,21 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         raise typer.BadParameter("configure needs the secret's NAME")
     if rotator is None and not option and period_days is None:
         raise typer.BadParameter("configure needs --rotator, --option or --period-days")
-    if rotator is not None:
-        load_rotator(rotator)  # ConfigError now, not at the next scheduled run
     opts = parse_tags(option, "--option") or {}
     meta = mgr.describe(name, org, domain=domain)
     tags = dict(meta.tags)
     if rotator is not None:
         tags["rotator"] = rotator
     tags.update({f"rotator.{k}": v for k, v in opts.items()})
+    # ConfigError now, not at the next scheduled run: the rotator must load and take
+    # the options it will be given (these and any set before).
+    chosen = tags.get("rotator")
+    if chosen is not None:
+        from keysafe.rotation.rotators import options_of
+
+        check = getattr(load_rotator(chosen), "check_options", None)
+        if check is not None:
+            check(name, options_of(tags))
     fields: dict[str, Any] = {"tags": tags}
     if period_days is not None:
         fields["rotation_days"] = period_days

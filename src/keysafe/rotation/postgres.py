@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from keysafe.backends._sdk import require_sdk
 from keysafe.errors import ConfigError, RotationError
-from keysafe.rotation.rotators import RotationContext
+from keysafe.rotation.rotators import RotationContext, check_known, options_context
 
 
 def parse_credential(value: str) -> tuple[dict[str, Any], str]:
@@ -83,6 +84,16 @@ def _set_password(conn: Any, role: str, password: str) -> None:
 
 class PostgresPasswordRotator:
     name = "postgres"
+    OPTIONS = ("scheme", "users", "admin_secret")
+
+    def check_options(self, name: str, options: Mapping[str, str]) -> None:
+        check_known(name, self.name, options, self.OPTIONS)
+        ctx = options_context(name, options)
+        if self._scheme(ctx) == "alternating":
+            self._users(ctx)
+            if not options.get("admin_secret"):
+                raise ConfigError(f"the alternating scheme for {name} needs "
+                                  "rotator.admin_secret (a secret holding an admin credential)")
 
     def _scheme(self, ctx: RotationContext) -> str:
         scheme = ctx.options.get("scheme", "single")

@@ -77,6 +77,22 @@ class _NoTarget:
         return None
 
 
+def check_known(name: str, rotator: str, options: Mapping[str, str],
+                known: tuple[str, ...]) -> None:
+    """ConfigError naming an option ``rotator`` does not take (a typo would otherwise
+    be ignored until the rotation it was meant for)."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        takes = ", ".join(known) if known else "no options"
+        raise ConfigError(f"the {rotator} rotator of {name} does not take "
+                          f"{', '.join('rotator.' + k for k in unknown)}; it takes {takes}")
+
+
+def options_context(name: str, options: Mapping[str, str]) -> RotationContext:
+    """A context for checking options alone (no secret, no target)."""
+    return RotationContext(path="", name=name, org="", domain="", options=options)
+
+
 _ALPHABETS = {
     "urlsafe": string.ascii_letters + string.digits + "-_",
     "alnum": string.ascii_letters + string.digits,
@@ -90,6 +106,11 @@ class RandomRotator(_NoTarget):
     default 64, at least 32), ``alphabet`` (urlsafe, alnum, hex, printable)."""
 
     name = "random"
+    OPTIONS = ("length", "alphabet")
+
+    def check_options(self, name: str, options: Mapping[str, str]) -> None:
+        check_known(name, self.name, options, self.OPTIONS)
+        self._params(options_context(name, options))
 
     def _params(self, ctx: RotationContext) -> tuple[int, str]:
         try:
@@ -120,6 +141,9 @@ class ManualRotator(_NoTarget):
     """Keys only a person can issue (most third-party API keys): opens a reminder."""
 
     name = "manual"
+
+    def check_options(self, name: str, options: Mapping[str, str]) -> None:
+        check_known(name, self.name, options, ())
 
     def generate(self, ctx: RotationContext) -> str:
         raise ManualRotation(f"{ctx.name} ({ctx.org}) must be rotated by hand: issue a new "
@@ -162,14 +186,37 @@ class WebhookRotator:
     """
 
     name = "webhook"
+    OPTIONS = ("url", "secret_name", "timeout")
+
+    def check_options(self, name: str, options: Mapping[str, str]) -> None:
+        check_known(name, self.name, options, self.OPTIONS)
+        ctx = options_context(name, options)
+        self._url(ctx)
+        self._timeout(ctx)
+
+    @staticmethod
+    def _url(ctx: RotationContext) -> str:
+        url = ctx.options.get("url")
+        if not url or not url.startswith(("https://", "http://")):
+            raise ConfigError(f"rotator.url for {ctx.name} must be an http(s) URL")
+        return url
+
+    @staticmethod
+    def _timeout(ctx: RotationContext) -> float:
+        try:
+            timeout = float(ctx.options.get("timeout", "30"))
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= 600:
+            raise ConfigError(f"rotator.timeout for {ctx.name} must be seconds, "
+                              "more than 0 and at most 600")
+        return timeout
 
     def _call(self, ctx: RotationContext, action: str, value: str | None = None) -> Any:
         import urllib.error
         import urllib.request
 
-        url = ctx.options.get("url")
-        if not url or not url.startswith(("https://", "http://")):
-            raise ConfigError(f"rotator.url for {ctx.name} must be an http(s) URL")
+        url = self._url(ctx)
         key = ctx.read(ctx.options.get("secret_name", "rotation_webhook_secret"))
         payload: dict[str, Any] = {"action": action, "org": ctx.org, "domain": ctx.domain,
                                    "name": ctx.name}
@@ -179,7 +226,7 @@ class WebhookRotator:
         req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310
             "Content-Type": "application/json",
             "X-Keysafe-Signature": sign(body, key, int(time.time()))})
-        timeout = float(ctx.options.get("timeout", "30"))
+        timeout = self._timeout(ctx)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - checked
                 raw = resp.read(1 << 20)

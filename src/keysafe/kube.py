@@ -10,7 +10,8 @@ Three ways to get a scope's secrets into pods, all keyed by environment-variable
   at a keysafe server's value endpoint with a service token, and an ExternalSecret naming
   the secrets (``export --format external-secret``): no value in the manifest at all;
 - ``KubeSync``/``sync_pass``: the official ``kubernetes`` client applies a Secret only
-  when its content changed, and rolls out named Deployments when it did.
+  when its content changed, and rolls out named Deployments, StatefulSets and
+  DaemonSets when it did.
 
 Secret manifests use base64 ``data`` rather than ``stringData``: ``data`` holds the exact
 bytes (no YAML scalar folding or line-break normalisation to reason about), it is what
@@ -83,7 +84,7 @@ __all__ = [
 CONTENT_HASH = "keysafe.dev/content-hash"
 #: Label on everything keysafe renders or writes.
 MANAGED_BY = ("app.kubernetes.io/managed-by", "keysafe")
-#: Pod-template annotation set to roll out a Deployment (what ``kubectl rollout
+#: Pod-template annotation set to roll out a workload (what ``kubectl rollout
 #: restart`` does with its own ``kubectl.kubernetes.io/restartedAt``).
 RESTARTED_AT = "keysafe.dev/restartedAt"
 #: The operator's manual-refresh annotation (spec 002: ``kubectl annotate externalsecret
@@ -97,7 +98,7 @@ ESO_API_VERSION = "external-secrets.io/v1"
 MAX_SECRET_BYTES = 1024 * 1024
 _SALT = b"keysafe/k8s-content-hash/v1"
 # Object names: DNS-1123 subdomain (Secrets, SecretStores...); namespaces and
-# Deployments' names used here: DNS-1123 label.
+# workloads' names used here: DNS-1123 label.
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
@@ -349,16 +350,29 @@ def parse_interval(text: str) -> float:
     return float(seconds)
 
 
+#: What ``--restart`` rolls out, as ``kubectl rollout restart`` does: kind -> the
+#: AppsV1Api method that patches it. Every kind takes kubectl's spellings.
+WORKLOAD_KINDS = {"deployment": "patch_namespaced_deployment",
+                  "statefulset": "patch_namespaced_stateful_set",
+                  "daemonset": "patch_namespaced_daemon_set"}
+_KIND_SPELLINGS = {"deployment": "deployment", "deployments": "deployment",
+                   "deploy": "deployment", "statefulset": "statefulset",
+                   "statefulsets": "statefulset", "sts": "statefulset",
+                   "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset"}
+
+
 def parse_workload(text: str) -> str:
-    """``deployment/NAME`` (or ``deploy/NAME``, ``deployments/NAME``, bare ``NAME``) as
-    the Deployment's name; InvalidValue for another kind, InvalidName for a bad name."""
+    """``KIND/NAME`` (a Deployment, StatefulSet or DaemonSet in kubectl's spellings:
+    ``deploy/web``, ``sts/db``, ``ds/agent``; a bare ``NAME`` is a Deployment) as
+    ``kind/name``; InvalidValue for another kind, InvalidName for a bad name."""
     kind, slash, wl_name = text.partition("/")
     if not slash:
         kind, wl_name = "deployment", text
-    if kind.lower() not in ("deployment", "deployments", "deploy"):
-        raise InvalidValue(f"--restart {text!r}: only Deployments can be restarted "
-                           "(deployment/NAME)")
-    return _check_name("Deployment name", wl_name, label=False)
+    canonical = _KIND_SPELLINGS.get(kind.lower())
+    if canonical is None:
+        raise InvalidValue(f"--restart {text!r}: only a deployment, statefulset or "
+                           "daemonset can be restarted (KIND/NAME)")
+    return f"{canonical}/{_check_name(f'{canonical} name', wl_name, label=False)}"
 
 
 # -- the sync -----------------------------------------------------------------------
@@ -406,7 +420,7 @@ def _status_reason(exc: Any) -> tuple[int, str, str]:
 
 class KubeSync:
     """The Kubernetes side of ``keysafe sync kubernetes``: one Secret in one namespace,
-    read, created or replaced through the official client; Deployments rolled out.
+    read, created or replaced through the official client; workloads rolled out.
 
     Every API error becomes a KeysafeError naming the object and the problem (never
     the foreign exception's text, which may quote a request).
@@ -551,19 +565,21 @@ class KubeSync:
                    self.name, self.namespace, self._body(manifest, existing))
         return "updated"
 
-    def restart(self, deployment: str, when: datetime) -> None:
-        """Roll out a Deployment: patch its pod template's restartedAt annotation."""
+    def restart(self, workload: str, when: datetime) -> None:
+        """Roll out ``kind/name`` (from parse_workload): patch its pod template's
+        restartedAt annotation."""
+        kind, _, name = workload.partition("/")
         patch = {"spec": {"template": {"metadata": {"annotations": {
             RESTARTED_AT: when.isoformat(timespec="seconds")}}}}}
-        what = f"restart deployment {self.namespace}/{deployment}"
+        what = f"restart {kind} {self.namespace}/{name}"
         try:
-            self._call(what, self.apps.patch_namespaced_deployment, deployment,
+            self._call(what, getattr(self.apps, WORKLOAD_KINDS[kind]), name,
                        self.namespace, patch,
                        _content_type="application/strategic-merge-patch+json")
         except NamespaceMissing:
             raise
         except NotFound:
-            raise NotFound(f"deployment {deployment!r} does not exist in namespace "
+            raise NotFound(f"{kind} {name!r} does not exist in namespace "
                            f"{self.namespace} (the Secret was applied)") from None
 
     def in_sync(self, existing: Any, manifest: Mapping[str, Any]) -> bool:
@@ -590,8 +606,8 @@ class KubeSync:
 def sync_pass(kube: KubeSync, values: Mapping[str, str], *, force: bool = False,
               restart: Iterable[str] = ()) -> PassResult:
     """One pass: apply the Secret when its content differs (or ``force``), then roll out
-    ``restart`` Deployments if it was applied. A concurrent change (409) is retried
-    twice with a fresh read."""
+    the ``restart`` workloads (``kind/name``) if it was applied. A concurrent change
+    (409) is retried twice with a fresh read."""
     manifest = secret_manifest(values, name=kube.name, namespace=kube.namespace,
                                labels=kube.labels)
     digest = manifest["metadata"]["annotations"][CONTENT_HASH]
@@ -614,7 +630,7 @@ def sync_pass(kube: KubeSync, values: Mapping[str, str], *, force: bool = False,
     result = PassResult(action=action, namespace=kube.namespace, name=kube.name,
                         keys=sorted(values), content_hash=digest)
     if result.applied:
-        for deployment in restart:
-            kube.restart(deployment, result.at)
-            result.restarted.append(deployment)
+        for workload in restart:
+            kube.restart(workload, result.at)
+            result.restarted.append(workload)
     return result

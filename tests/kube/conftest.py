@@ -53,7 +53,13 @@ def kc(home: Path) -> Cli:
 
     def run(*args: str, input: str | None = None) -> Run:
         r = runner.invoke(app, list(args), input=input)
-        return Run(r.exit_code, r.stdout, r.stderr)
+        err = r.stderr
+        if r.exception is not None and r.exit_code == 1:
+            # An unexpected exception (exit 1) shows in the test's failure message.
+            import traceback
+
+            err += "".join(traceback.format_exception(r.exception))
+        return Run(r.exit_code, r.stdout, err)
 
     return run
 

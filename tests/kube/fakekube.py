@@ -7,12 +7,12 @@ API documents (https://kubernetes.io/docs/reference/kubernetes-api/):
 - ``GET/PUT/PATCH /api/v1/namespaces/{ns}/secrets/{name}`` and ``POST
   /api/v1/namespaces/{ns}/secrets`` (create: 201, 409 AlreadyExists; replace: 409
   Conflict on a stale ``metadata.resourceVersion``);
-- ``GET/PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}`` (strategic-merge or
-  merge patch of nested maps);
+- ``GET/PATCH /apis/apps/v1/namespaces/{ns}/{resource}/{name}`` for deployments,
+  statefulsets and daemonsets (strategic-merge or merge patch of nested maps);
 - request bodies as JSON (no Content-Type, as the real server defaults to JSON, or
   ``application/json``); patches as strategic-merge or merge patches, else 415;
 - errors as ``v1/Status`` objects: 404 with ``details.kind`` ``secrets``/``namespaces``/
-  ``deployments``, 403 Forbidden for verbs listed in ``deny``, 401 without the bearer
+  a workload resource, 403 Forbidden for verbs listed in ``deny``, 401 without the bearer
   token of the generated kubeconfig.
 
 Every request is recorded (method, path, content type) so tests can count them. It
@@ -36,7 +36,10 @@ import yaml
 _SECRET = re.compile(r"/api/v1/namespaces/([^/]+)/secrets(?:/([^/?]+))?")
 # JSON patch (a list of operations) is not implemented by this stand-in.
 _PATCH_TYPES = ("application/strategic-merge-patch+json", "application/merge-patch+json")
-_DEPLOY = re.compile(r"/apis/apps/v1/namespaces/([^/]+)/deployments/([^/?]+)")
+_WORKLOAD = re.compile(
+    r"/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)/([^/?]+)")
+_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet",
+          "daemonsets": "DaemonSet"}
 
 
 @dataclass
@@ -52,6 +55,8 @@ class FakeCluster:
     namespaces: set[str] = field(default_factory=lambda: {"default"})
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    statefulsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    daemonsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     #: (verb, resource) pairs answered with 403, e.g. ("create", "secrets").
     deny: set[tuple[str, str]] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
@@ -62,8 +67,12 @@ class FakeCluster:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_deployment(self, namespace: str, name: str) -> None:
-        self.deployments[(namespace, name)] = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
+        self.add_workload("deployments", namespace, name)
+
+    def add_workload(self, resource: str, namespace: str, name: str) -> None:
+        """A Deployment, StatefulSet or DaemonSet (``resource`` as in the API path)."""
+        getattr(self, resource)[(namespace, name)] = {
+            "apiVersion": "apps/v1", "kind": _KINDS[resource],
             "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
@@ -125,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
             c.requests.append(Request(method, path, self.headers.get("Content-Type"), body))
             if self.headers.get("Authorization") != f"Bearer {c.token}":
                 return self._send(401, status(401, "Unauthorized", "Unauthorized"))
-            resource = "secrets" if _SECRET.fullmatch(path) else "deployments"
+            wm = _WORKLOAD.fullmatch(path)
+            resource = wm.group(2) if wm else "secrets"
             for i, (imethod, iresource, code) in enumerate(c.inject):
                 if imethod == method and iresource == resource:
                     del c.inject[i]
@@ -142,9 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
             m = _SECRET.fullmatch(path)
             if m:
                 return self._secrets(method, m.group(1), m.group(2), body)
-            m = _DEPLOY.fullmatch(path)
-            if m:
-                return self._deployments(method, m.group(1), m.group(2), body)
+            if wm:
+                return self._workloads(method, wm.group(2), wm.group(1), wm.group(3), body)
             return self._send(404, status(404, "NotFound", "the server could not find the "
                                           "requested resource"))
 
@@ -205,18 +214,19 @@ class _Handler(BaseHTTPRequestHandler):
         c.secrets[key] = obj
         return self._send(200, obj)
 
-    def _deployments(self, method: str, ns: str, name: str, body: Any) -> None:
+    def _workloads(self, method: str, resource: str, ns: str, name: str,
+                   body: Any) -> None:
         c = self.cluster
         verb = {"GET": "get", "PATCH": "patch"}.get(method)
         if verb is None:
             return self._send(405, status(405, "MethodNotAllowed", "method not allowed"))
-        if self._forbidden(verb, "deployments", ns, name):
+        if self._forbidden(verb, resource, ns, name):
             return None
-        obj = c.deployments.get((ns, name))
+        obj = getattr(c, resource).get((ns, name))
         if obj is None:
             return self._send(404, status(404, "NotFound",
-                                          f'deployments.apps "{name}" not found',
-                                          "deployments", name))
+                                          f'{resource}.apps "{name}" not found',
+                                          resource, name))
         if method == "PATCH":
             merge(obj, body)
             obj["metadata"]["resourceVersion"] = c.next_rv()

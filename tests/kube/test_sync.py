@@ -119,7 +119,7 @@ def test_create_then_nothing_then_change_then_force(cluster, store, sync):
     assert r.code == 0, r.err
     line = json.loads(r.out)
     assert line["action"] == "updated"
-    assert line["restarted"] == ["web", "worker"]
+    assert line["restarted"] == ["deployment/web", "deployment/worker"]
     assert line["keys"] == ["DATABASE_PASSWORD", "MULTI_LINE", "OPENAI_API_KEY"]
     assert [q.method for q in cluster.requests[before:]] == ["GET", "PUT", "PATCH", "PATCH"]
     assert secret_values(cluster)["DATABASE_PASSWORD"] == CANARY + "-rotated"
@@ -148,7 +148,8 @@ def test_removed_secret_leaves_the_secret_and_others_keep_their_metadata(
 
 
 def test_hand_edited_secret_is_put_back(cluster, store, sync):
-    assert sync("--once").code == 0
+    first = sync("--once")
+    assert first.code == 0, first.err
     cluster.secrets[(NS, NAME)]["data"]["DATABASE_PASSWORD"] = base64.b64encode(b"x").decode()
     r = sync("--once", "--json")
     assert json.loads(r.out)["action"] == "updated"
@@ -156,7 +157,8 @@ def test_hand_edited_secret_is_put_back(cluster, store, sync):
 
 
 def test_concurrent_change_is_retried(cluster, store, sync):
-    assert sync("--once").code == 0
+    first = sync("--once")
+    assert first.code == 0, first.err
     store("db_password", CANARY + "-2")
     cluster.inject.append(("PUT", "secrets", 409))
     r = sync("--once", "--json")
@@ -174,7 +176,7 @@ def test_concurrent_change_is_retried(cluster, store, sync):
 def test_forbidden(cluster, store, sync, deny, code, words):
     cluster.deny.add(deny)
     r = sync("--once", "--restart", "deployment/web")
-    assert r.code == code
+    assert r.code == code, r.err
     assert words in r.err
     assert "Traceback" not in r.err
 
@@ -184,6 +186,30 @@ def test_namespace_missing(cluster, store, sync):
     assert r.code == 3
     assert "namespace 'nope' does not exist" in r.err
     assert not cluster.secrets
+
+
+def test_statefulsets_and_daemonsets_roll_out_too(cluster, store, sync):
+    """kubectl's kinds and spellings: sts/NAME, ds/NAME, statefulset/NAME, ..."""
+    cluster.add_workload("statefulsets", NS, "db")
+    cluster.add_workload("daemonsets", NS, "agent")
+    r = sync("--once", "--restart", "sts/db", "--restart", "daemonset/agent",
+             "--restart", "deploy/web", "--restart", "statefulsets/db", "--json")
+    assert r.code == 0, r.err
+    line = json.loads(r.out)
+    assert line["restarted"] == ["statefulset/db", "daemonset/agent", "deployment/web"]
+    assert [(q.method, q.path.rsplit("/", 2)[-2:]) for q in cluster.requests[-3:]] == [
+        ("PATCH", ["statefulsets", "db"]), ("PATCH", ["daemonsets", "agent"]),
+        ("PATCH", ["deployments", "web"])]
+    for resource, name in (("statefulsets", "db"), ("daemonsets", "agent")):
+        meta = getattr(cluster, resource)[(NS, name)]["spec"]["template"]["metadata"]
+        assert meta["annotations"][RESTARTED_AT] == line["at"]
+    ghost = sync("--once", "--force", "--restart", "ds/ghost")
+    assert ghost.code == 3
+    assert "daemonset 'ghost' does not exist in namespace prod" in ghost.err
+    cluster.deny.add(("patch", "statefulsets"))
+    denied = sync("--once", "--force", "--restart", "sts/db")
+    assert denied.code == 4
+    assert "denied permission to restart statefulset prod/db" in denied.err
 
 
 def test_deployment_missing(cluster, store, sync):
@@ -219,7 +245,8 @@ def test_empty_scope_changes_nothing(cluster, store, sync):
 @pytest.mark.parametrize(("args", "words"), [
     (["--interval", "soon"], "interval 'soon'"),
     (["--interval", "0s"], "at least 1s"),
-    (["--restart", "statefulset/db"], "only Deployments"),
+    (["--restart", "cronjob/nightly"], "only a deployment, statefulset or daemonset"),
+    (["--restart", "sts/Bad_Name"], "not a valid Kubernetes name"),
     (["--restart", "deployment/Bad_Name"], "not a valid Kubernetes name"),
     (["--label", "novalue"], "KEY=VALUE"),
 ])

@@ -56,8 +56,10 @@ class Checkpointer:
             t = threading.Thread(target=_run, args=(weakref.ref(self), self._wake, self.path,
                                                     self.interval),
                                  name="keysafe-checkpoint", daemon=True)
+            # Started under the lock: close() (on another thread) never sees a thread
+            # it cannot join yet.
+            t.start()
             self._thread = t
-        t.start()
 
     def close(self) -> None:
         """Stop the thread (its connection closes); the caller's last connection to close

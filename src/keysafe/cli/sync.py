@@ -3,7 +3,7 @@
 Each pass reads the scope (org and one domain) from the configured store, renders the
 Secret (environment-variable names as keys, as ``keysafe export`` does) and applies it
 only when its content differs from the live object; when it applies, it rolls out the
-``--restart`` Deployments. Without ``--once`` it repeats every ``--interval`` until
+``--restart`` workloads. Without ``--once`` it repeats every ``--interval`` until
 SIGTERM or Ctrl-C (a pass in progress finishes first). Progress goes to stderr, the
 summary to stdout; values are never printed.
 """
@@ -67,7 +67,7 @@ def _describe(r: PassResult) -> str:
     text = (f"secret {r.namespace}/{r.name} {what}: {len(r.keys)} key"
             f"{'' if len(r.keys) == 1 else 's'}, content {r.content_hash[:12]}")
     if r.restarted:
-        text += "; restarted " + ", ".join(f"deployment/{d}" for d in r.restarted)
+        text += "; restarted " + ", ".join(r.restarted)
     return text
 
 
@@ -91,10 +91,11 @@ def sync_kubernetes(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Apply on the first pass even if nothing changed (and restart the "
-                        "--restart Deployments).")] = False,
+                        "--restart workloads).")] = False,
     restart: Annotated[list[str] | None, typer.Option(
-        "--restart", metavar="deployment/NAME",
-        help="Roll out this Deployment when the Secret is applied (repeatable).",
+        "--restart", metavar="KIND/NAME",
+        help="Roll out this deployment, statefulset or daemonset (deploy/web, sts/db, "
+             "ds/agent) when the Secret is applied (repeatable).",
         show_default=False)] = None,
     label: Annotated[list[str] | None, typer.Option(
         "--label", metavar="KEY=VALUE", help="Label for the Secret (repeatable).",
@@ -115,7 +116,8 @@ def sync_kubernetes(
     Keys are environment-variable names (openai_api_key -> OPENAI_API_KEY). The Secret
     is created if missing and replaced when its content differs; a Secret keysafe did
     not write is left alone unless --adopt. When the Secret is applied, each --restart
-    Deployment is rolled out (as `kubectl rollout restart` does). Needs the kubernetes
+    workload (Deployment, StatefulSet or DaemonSet) is rolled out (as `kubectl rollout
+    restart` does). Needs the kubernetes
     package (the k8s extra of keysafe).
     """
     from keysafe.cli.reading import open_manager
@@ -123,7 +125,7 @@ def sync_kubernetes(
     from keysafe.kube import KubeSync, parse_interval, parse_workload, read_scope, sync_pass
 
     every = parse_interval(interval)
-    deployments = list(dict.fromkeys(parse_workload(w) for w in restart or []))
+    workloads = list(dict.fromkeys(parse_workload(w) for w in restart or []))
     labels = parse_tags(label) or {}
     limit = 1 if once else passes
 
@@ -146,7 +148,7 @@ def sync_kubernetes(
                                        + (f" domain {domain!r}" if domain else "")
                                        + "; nothing to sync (the Secret is left as it is)")
                     result = sync_pass(kube, values, force=force and n == 1,
-                                       restart=deployments)
+                                       restart=workloads)
                 except KeysafeError as exc:
                     # An outage may pass; anything else will not get better by waiting.
                     if limit == 1 or not exc.retryable:
@@ -186,7 +188,7 @@ def _summary(results: list[PassResult], failures: int) -> None:
     first = len(results) - len(shown) + 1
     table(["pass", "at", "action", "keys", "content", "restarted"],
           [(first + i, r.at, r.action, len(r.keys), r.content_hash[:12],
-            ", ".join(f"deployment/{d}" for d in r.restarted) or "-")
+            ", ".join(r.restarted) or "-")
            for i, r in enumerate(shown)],
           title=f"{len(results)} pass{'es' if len(results) != 1 else ''}: {applied} applied, "
                 f"{len(results) - applied} unchanged"

@@ -324,6 +324,28 @@ def test_write_on_one_replica_drops_the_others_cached_value(backends, managers):
     assert mb.get("webhook_secret", "acme") == "value-2"
 
 
+def test_write_on_one_replica_drops_the_others_cached_status(backends, managers):
+    """The server's status responses sit in the same cache (as meta entries): another
+    replica's write drops them as it drops values."""
+    a, b = backends(), backends()
+    ma, mb = managers(a, "replica-a"), managers(b, "replica-b")
+    seen = Seen(b)
+    assert b.listening.wait(NOTIFY_WAIT)
+    path = ma.path("webhook_secret", "acme")
+    ma.put("webhook_secret", "value-1", "acme")
+    assert seen.wait(path)
+    for change in (lambda: ma.put("webhook_secret", "value-2", "acme"),
+                   lambda: ma.delete("webhook_secret", "acme"),
+                   lambda: ma.restore("webhook_secret", "acme")):
+        mb.cache.put_meta(("webhook_secret", "acme", None), path, "status on B",
+                          mb.cache.generation(path))
+        mb.cache.put_meta(("webhook_secret", "acme", "shared"), path, "status on B")
+        assert mb.cache.get_meta(("webhook_secret", "acme", None)) == "status on B"
+        change()
+        assert wait_until(lambda: mb.cache.get_meta(("webhook_secret", "acme", None)) is None
+                          and mb.cache.get_meta(("webhook_secret", "acme", "shared")) is None)
+
+
 def test_listener_reconnect_drops_everything_cached(pg_server, pg_url, backends, managers):
     """A change committed while B's listener was disconnected is never announced to B;
     on reconnecting B must drop everything it cached."""
@@ -336,6 +358,7 @@ def test_listener_reconnect_drops_everything_cached(pg_server, pg_url, backends,
     assert mb.get("signing_key", "acme") == "old"
     key = ("signing_key", "acme", None, None, None)
     assert mb.cache.get(key) == "old"
+    mb.cache.put_meta(("signing_key", "acme", None), ma.path("signing_key", "acme"), "status")
 
     db = db_name(pg_url)
     with pg_server.admin() as c:
@@ -358,6 +381,7 @@ def test_listener_reconnect_drops_everything_cached(pg_server, pg_url, backends,
             c.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
     assert wait_until(b.listening.is_set, timeout=10)
     assert mb.cache.get(key) is None
+    assert mb.cache.get_meta(("signing_key", "acme", None)) is None
     assert mb.get("signing_key", "acme") == "new"
     # and the new listener delivers again
     ma.put("signing_key", "newer", "acme")

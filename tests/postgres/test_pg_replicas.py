@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -88,6 +88,51 @@ def test_a_write_through_one_replica_is_read_through_the_other_within_100ms(
         assert seen <= 0.1, f"replica B served the new value after {seen * 1000:.0f} ms"
         # Status on B agrees too (its metadata is not cached past the change).
         assert cb.get(url, headers=bearer(a.token)).json()["version"] == 2
+
+
+def test_a_write_through_one_replica_shows_in_the_others_status_within_100ms(
+        cluster: tuple[RealServer, RealServer, dict[str, str]]) -> None:
+    """B caches its status responses (TTL 60 s); A's writes reach them as they reach
+    B's cached values."""
+    a, b, _ = cluster
+    url = f"/api/secrets/{ORG}/status_probe"
+    with httpx.Client(base_url=a.url, timeout=10) as ca, \
+            httpx.Client(base_url=b.url, timeout=10) as cb:
+
+        def b_status() -> dict[str, object]:
+            r = cb.get(url, headers=bearer(a.token))
+            assert r.status_code == 200, r.text
+            assert "probe-value" not in r.text
+            out: dict[str, object] = r.json()
+            return out
+
+        def within_100ms(change: Callable[[], httpx.Response],
+                         shows: Callable[[dict[str, object]], bool]) -> None:
+            assert change().status_code == 200
+            acknowledged = time.monotonic()
+            seen = None
+            for _ in range(200):
+                if shows(b_status()):
+                    seen = time.monotonic() - acknowledged
+                    break
+                time.sleep(0.002)
+            assert seen is not None, "replica B never showed the change"
+            assert seen <= 0.1, f"replica B showed the change after {seen * 1000:.0f} ms"
+
+        for _ in range(3):
+            assert b_status()["configured"] is False  # "not configured", cached on B
+        within_100ms(lambda: ca.put(url, json={"secret_value": "probe-value-1"},
+                                    headers=bearer(a.token)),
+                     lambda st: st["configured"] is True)
+        for _ in range(3):
+            assert b_status()["version"] == 1
+        within_100ms(lambda: ca.put(url, json={"secret_value": "probe-value-2"},
+                                    headers=bearer(a.token)),
+                     lambda st: st["version"] == 2)
+        within_100ms(lambda: ca.delete(url, headers=bearer(a.token)),
+                     lambda st: st["deleted"] is True)
+        within_100ms(lambda: ca.post(url + "/restore", headers=bearer(a.token)),
+                     lambda st: st["deleted"] is False)
 
 
 def test_a_token_revoked_on_one_replica_is_refused_by_the_other(

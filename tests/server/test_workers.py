@@ -57,6 +57,27 @@ def test_a_new_value_is_served_by_every_worker_at_once(srv: RealServer) -> None:
     assert set(_reads(srv, svc, url)) == {"second-value"}
 
 
+def test_a_new_status_is_served_by_every_worker_at_once(srv: RealServer) -> None:
+    url = f"/api/secrets/{ORG}/status_probe"
+
+    def versions() -> set[int | None]:
+        out = set()
+        for _ in range(ROUNDS):
+            with httpx.Client(base_url=srv.url, timeout=10) as c:  # a new connection
+                r = c.get(url, headers=bearer(srv.token))
+                assert r.status_code == 200, r.text
+                assert "probe-value" not in r.text
+                out.add(r.json().get("version"))
+        return out
+
+    assert versions() == {None}  # not configured, on every worker
+    for n in (1, 2):
+        r = httpx.put(srv.url + url, json={"secret_value": f"probe-value-{n}"},
+                      headers=bearer(srv.token), timeout=10)
+        assert r.status_code == 200, r.text
+        assert versions() == {n}
+
+
 def test_a_revoked_token_is_refused_by_every_worker_at_once(srv: RealServer) -> None:
     tok, tid = _token(srv, ["viewer"])
     for _ in range(ROUNDS):

@@ -140,6 +140,66 @@ def test_secret_cache_disabled(ttl: float, size: int) -> None:
     assert len(c) == 0
 
 
+# -- meta entries (what the server shows as a secret's status) ----------------------------
+
+
+def test_meta_entries_share_the_values_invalidation(clock: Clock) -> None:
+    c = SecretCache(ttl=10)
+    c.put("k", "p/1", "v")
+    c.put_meta("k", "p/1", ("status", 1))  # the same key as a value: its own table
+    c.put_meta("m2", "p/1", "other")
+    c.put_meta("m3", "p/2", "kept")
+    assert c.get("k") == "v"
+    assert c.get_meta("k") == ("status", 1)
+    assert len(c) == 1  # values only
+    c.invalidate("p/1")
+    assert c.get("k") is None
+    assert c.get_meta("k") is None
+    assert c.get_meta("m2") is None
+    assert c.get_meta("m3") == "kept"
+    c.clear()
+    assert c.get_meta("m3") is None
+
+
+def test_meta_entries_expire_with_the_ttl_and_are_never_stale(clock: Clock) -> None:
+    c = SecretCache(ttl=10, stale_if_error=60)
+    c.put_meta("k", "p", "s")
+    clock.advance(9.9)
+    assert c.get_meta("k") == "s"
+    clock.advance(0.2)
+    assert c.get_meta("k") is None
+
+
+def test_meta_entries_skip_a_fill_that_raced_an_invalidation(clock: Clock) -> None:
+    c = SecretCache(ttl=10)
+    gen = c.generation("p")
+    c.invalidate("p")  # a write landed after the read began
+    c.put_meta("k", "p", "old", gen)
+    assert c.get_meta("k") is None
+    c.put_meta("k", "p", "new", c.generation("p"))
+    assert c.get_meta("k") == "new"
+
+
+def test_meta_entries_are_bounded_apart_from_values(clock: Clock) -> None:
+    c = SecretCache(ttl=10, max_entries=2)
+    c.put("v", "p", "value")
+    for i in range(4):
+        c.put_meta(f"m{i}", f"p{i}", i)
+    assert [c.get_meta(f"m{i}") for i in range(4)] == [None, None, 2, 3]
+    assert c.get("v") == "value"  # status polling never evicts a value
+    c.invalidate("p0")  # an evicted entry's path: nothing left to drop, nothing breaks
+    c.invalidate("p2")
+    assert c.get_meta("m2") is None
+    assert c.get_meta("m3") == 3
+
+
+@pytest.mark.parametrize(("ttl", "size"), [(0, 10), (10, 0)])
+def test_meta_entries_off_when_the_cache_is_off(ttl: float, size: int) -> None:
+    c = SecretCache(ttl=ttl, max_entries=size)
+    c.put_meta("k", "p", "s")
+    assert c.get_meta("k") is None
+
+
 # -- through the manager ---------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +109,28 @@ def test_symmetric_rotation_keeps_previous_for_the_grace_period(mgr: SecretManag
     assert outcomes == ["ok", "retired"]  # one transaction: no journal records
     assert not mgr.list(ORG)[0].path.startswith("_rotation")
     assert [m.path for m in mgr.list(ORG)] == [mgr.path(JWT, ORG)]  # records never listed
+
+
+def test_a_read_during_a_one_transaction_rotation_is_not_cached_past_its_commit(
+        mgr: SecretManager) -> None:
+    """The promote invalidates the cache inside the rotation's transaction; a read in
+    another thread before the commit sees (and may cache) the old value: the commit must
+    drop it again."""
+    old = "o" * 64
+    mgr.put(JWT, old, ORG)
+    seen: list[str] = []
+
+    class ReadsBeforeCommit(RandomRotator):
+        def promoted(self, ctx: RotationContext, new: str) -> None:
+            t = threading.Thread(target=lambda: seen.append(mgr.get(JWT, ORG)))
+            t.start()
+            t.join(30)
+
+    out = RotationEngine(mgr, rotator_factory=lambda name: ReadsBeforeCommit()).rotate(
+        JWT, ORG)
+    assert out.outcome == "rotated"
+    assert seen == [old]
+    assert mgr.get(JWT, ORG) == mgr.get(JWT, ORG, fresh=True) != old
 
 
 def test_jwts_signed_with_the_old_key_verify_during_the_grace_period(mgr: SecretManager

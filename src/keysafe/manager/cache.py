@@ -1,9 +1,15 @@
-"""The client-side cache of decrypted values.
+"""The client-side cache of decrypted values, and of what is shown about a secret.
 
 A hit is one dict lookup and one clock read, so it stays well under a microsecond.
 Entries are bounded by count (oldest inserted goes first) and by a TTL; an expired
-entry is kept for ``stale_if_error`` seconds more, to be served only when the store is
+value is kept for ``stale_if_error`` seconds more, to be served only when the store is
 unreachable. Writes through the manager invalidate by path, whatever key spelled it.
+
+Beside the values sits a second table of *meta* entries: anything built from a
+secret's metadata alone (the server keeps its finished status responses there). They
+share the values' invalidation by path, generations, TTL and size bound (each table
+holds at most ``max_entries``), so every write or notification that drops a cached
+value drops what was shown about the secret with it.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from time import monotonic
+from typing import TypeVar
 
-_MISSING = object()
+V = TypeVar("V")
 
 
 class SecretCache:
-    __slots__ = ("_by_path", "_data", "_floor", "_gen", "_lock", "_tick", "max_entries",
-                 "stale_if_error", "ttl")
+    __slots__ = ("_by_path", "_data", "_floor", "_gen", "_lock", "_meta", "_meta_by_path",
+                 "_tick", "max_entries", "stale_if_error", "ttl")
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 10_000,
                  stale_if_error: float = 0.0) -> None:
@@ -30,6 +37,10 @@ class SecretCache:
         # after many deletions), and lookups cost the same as a dict's.
         self._data: OrderedDict[Hashable, tuple[str, float, str]] = OrderedDict()
         self._by_path: dict[str, set[Hashable]] = {}
+        # The meta table: the same shape, its own keys (so a key spelled like a value's
+        # never collides with one) and its own index by path.
+        self._meta: OrderedDict[Hashable, tuple[object, float, str]] = OrderedDict()
+        self._meta_by_path: dict[str, set[Hashable]] = {}
         # Bumped by every invalidation: a read that began before a write must not cache
         # the value it read once the write has invalidated the path.
         # Invalidations stamp a path with a global, ever-growing tick; a forgotten
@@ -62,28 +73,37 @@ class SecretCache:
     def put(self, key: Hashable, path: str, value: str, generation: int | None = None) -> None:
         """Cache ``value``; with ``generation`` (from before the read) only if no
         invalidation of ``path`` happened since."""
+        self._put(self._data, self._by_path, key, path, value, generation)
+
+    def get_meta(self, key: Hashable) -> object | None:
+        """A fresh meta entry, if any (never served stale: it has no outage fallback)."""
+        e = self._meta.get(key)
+        if e is not None and e[1] > monotonic():
+            return e[0]
+        return None
+
+    def put_meta(self, key: Hashable, path: str, entry: object,
+                 generation: int | None = None) -> None:
+        """Cache ``entry``, built from what was read of ``path``; as ``put``."""
+        self._put(self._meta, self._meta_by_path, key, path, entry, generation)
+
+    def _put(self, data: OrderedDict[Hashable, tuple[V, float, str]],
+             by_path: dict[str, set[Hashable]], key: Hashable, path: str, value: V,
+             generation: int | None) -> None:
         if self.ttl <= 0 or self.max_entries <= 0:
             return
         with self._lock:
             if generation is not None and self._gen.get(path, self._floor) != generation:
                 return
-            data = self._data
             prev = data.pop(key, None)
             if prev is None and len(data) >= self.max_entries:
                 old, e = data.popitem(last=False)
-                self._unindex(old, e[2])
+                _unindex(by_path, old, e[2])
             data[key] = (value, monotonic() + self.ttl, path)
             if prev is None or prev[2] != path:
                 if prev is not None:
-                    self._unindex(key, prev[2])
-                self._by_path.setdefault(path, set()).add(key)
-
-    def _unindex(self, key: Hashable, path: str) -> None:
-        keys = self._by_path.get(path)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_path[path]
+                    _unindex(by_path, key, prev[2])
+                by_path.setdefault(path, set()).add(key)
 
     def invalidate(self, path: str) -> None:
         with self._lock:
@@ -96,6 +116,8 @@ class SecretCache:
                 self._floor = self._tick
             for key in self._by_path.pop(path, ()):
                 self._data.pop(key, None)
+            for key in self._meta_by_path.pop(path, ()):
+                self._meta.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -104,6 +126,17 @@ class SecretCache:
             self._floor = self._tick
             self._data.clear()
             self._by_path.clear()
+            self._meta.clear()
+            self._meta_by_path.clear()
 
     def __len__(self) -> int:
+        """Cached values (meta entries are not counted)."""
         return len(self._data)
+
+
+def _unindex(by_path: dict[str, set[Hashable]], key: Hashable, path: str) -> None:
+    keys = by_path.get(path)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del by_path[path]

@@ -200,6 +200,9 @@ class RotationEngine:
                     step = "promote"
                     version = self._promote(path, ref.org, rotator, ctx, new, base, rid,
                                             journal=False)
+                # The promote invalidated the cache before this commit; a read in between
+                # (on another connection) could have cached the old state again.
+                self.mgr.cache.invalidate(path)
             else:
                 self._put_record(path, "pending", new, {
                     "rotation.id": rid, "rotation.step": "created",

@@ -3,7 +3,8 @@
 Agents read a value (and panels poll status) on every job, so these two routes skip
 FastAPI's per-request dependency and validation machinery. They run the same code as
 the documented routes (``status_core`` / ``value_core``), the same authentication and
-the same error table; everything else falls through to FastAPI.
+the same error table; everything else falls through to FastAPI. A cached status (or
+value) is answered on the event loop; on a network store a miss goes to a thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keysafe.errors import KeysafeError
 from keysafe.server import errors as problems
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, make_ctx
-from keysafe.server.routes.secrets import is_remote, status_core, value_core, write_core
+from keysafe.server.routes.secrets import (
+    is_remote,
+    status_cached,
+    status_read,
+    value_core,
+    write_core,
+)
 from keysafe.server.schemas import SecretWrite
 
 _JSON = [(b"content-type", b"application/json")]
@@ -79,12 +86,15 @@ class FastPath:
             elif value:
                 headers.append(_NO_STORE)
                 body = (await value_core(ctx, org, name, domain)).model_dump_json().encode()
-            elif is_remote(ctx.mgr):
-                st = await asyncio.get_running_loop().run_in_executor(
-                    None, status_core, ctx, org, name, domain)
-                body = st.model_dump_json().encode()
             else:
-                body = status_core(ctx, org, name, domain).model_dump_json().encode()
+                st = status_cached(ctx, org, name, domain)
+                if st is None:
+                    if is_remote(ctx.mgr):
+                        st = await asyncio.get_running_loop().run_in_executor(
+                            None, status_read, ctx, org, name, domain)
+                    else:
+                        st = status_read(ctx, org, name, domain)
+                body = st.body
             status = 200
         except _Invalid as exc:
             # Never echo the input: it may hold the value.

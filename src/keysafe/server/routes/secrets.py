@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from dataclasses import dataclass
+from datetime import timedelta
+from time import time
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -53,7 +55,7 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             updated_by=meta.updated_by, description=meta.description,
             secret_type=meta.secret_type, tags=meta.tags, rotation_days=days,
             last_rotated=meta.last_rotated, rotation_due=due,
-            rotation_overdue=bool(due and due < datetime.now(UTC) and not meta.deleted),
+            rotation_overdue=bool(due and due.timestamp() < time() and not meta.deleted),
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
                                if meta.deleted_at else None))
@@ -73,7 +75,7 @@ def well_known(ctx: CtxDep) -> WellKnown:
 def secret_status(org_id: str, secret_name: str, ctx: CtxDep,
                   domain_id: DomainQ = None) -> SecretStatus:
     """Status only: whether the secret is configured, and its metadata. Never the value."""
-    return status_core(ctx, org_id, secret_name, domain_id)
+    return status_core(ctx, org_id, secret_name, domain_id).status
 
 
 def is_remote(mgr: Any) -> bool:
@@ -82,16 +84,57 @@ def is_remote(mgr: Any) -> bool:
     return bool(getattr(mgr.backend, "remote", False))
 
 
-def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
-                ) -> SecretStatus:
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A finished status response, as the server caches it (never holds a value)."""
+
+    path: str
+    status: SecretStatus
+    body: bytes
+    #: When rotation_overdue changes by the clock alone (epoch seconds), if it can.
+    flips_at: float | None
+
+
+def status_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None) -> Status:
+    st = status_cached(ctx, org_id, secret_name, domain_id)
+    return st if st is not None else status_read(ctx, org_id, secret_name, domain_id)
+
+
+def status_cached(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
+                  ) -> Status | None:
+    """Checks permission first (so the cache tells no one about another org's names),
+    then answers from the server's cache, audited; None on a miss.
+
+    Entries live in the manager's cache as meta entries: every write through the
+    manager, and every change another replica announces, drops them with the values."""
     ctx.require("status", org_id, secret_name, domain_id)
-    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
+    e = ctx.mgr.cache.get_meta((secret_name, org_id, domain_id))
+    if e is None:
+        return None
+    st = cast(Status, e)
+    if st.flips_at is not None and (time() > st.flips_at) != st.status.rotation_overdue:
+        return None  # rotation came due since: the body says otherwise now
+    ctx.audit("status", st.path, "ok", org=org_id)
+    return st
+
+
+def status_read(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None) -> Status:
+    """The status from the store (a cache miss), cached unless a write to the secret
+    began meanwhile. The caller has checked permission (``status_cached``)."""
+    mgr = ctx.mgr
+    ref, path = mgr.resolve(secret_name, org_id, domain_id, None)
+    generation = mgr.cache.generation(path)
     try:
-        meta: SecretMetadata | None = ctx.mgr.backend.describe(path, include_deleted=True)
+        meta: SecretMetadata | None = mgr.backend.describe(path, include_deleted=True)
     except NotFound:
-        meta = None
+        meta = None  # "not configured" is cached too: a put drops it like any entry
+    status = status_of(ctx, ref, meta)
+    due = status.rotation_due
+    st = Status(path, status, status.model_dump_json().encode(),
+                due.timestamp() if due is not None and not status.deleted else None)
+    mgr.cache.put_meta((secret_name, org_id, domain_id), path, st, generation)
     ctx.audit("status", path, "ok", org=org_id)
-    return status_of(ctx, ref, meta)
+    return st
 
 
 @router.put("/api/secrets/{org_id}/{secret_name}", response_model=WriteResult)

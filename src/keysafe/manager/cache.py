@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from time import monotonic
-from typing import TypeVar
+from typing import Any, TypeVar
 
 V = TypeVar("V")
 
@@ -36,11 +36,14 @@ class SecretCache:
         # OrderedDict: evicting the oldest is O(1) (a dict's first key can be slow to find
         # after many deletions), and lookups cost the same as a dict's.
         self._data: OrderedDict[Hashable, tuple[str, float, str]] = OrderedDict()
-        self._by_path: dict[str, set[Hashable]] = {}
+        # path -> its one key, or a set of keys when several spellings name it: most
+        # paths have one key, and a set per path costs an allocation the cyclic GC then
+        # tracks (a large store's stream of misses made that most of a miss's cost).
+        self._by_path: dict[str, Any] = {}
         # The meta table: the same shape, its own keys (so a key spelled like a value's
         # never collides with one) and its own index by path.
         self._meta: OrderedDict[Hashable, tuple[object, float, str]] = OrderedDict()
-        self._meta_by_path: dict[str, set[Hashable]] = {}
+        self._meta_by_path: dict[str, Any] = {}
         # Bumped by every invalidation: a read that began before a write must not cache
         # the value it read once the write has invalidated the path.
         # Invalidations stamp a path with a global, ever-growing tick; a forgotten
@@ -88,7 +91,7 @@ class SecretCache:
         self._put(self._meta, self._meta_by_path, key, path, entry, generation)
 
     def _put(self, data: OrderedDict[Hashable, tuple[V, float, str]],
-             by_path: dict[str, set[Hashable]], key: Hashable, path: str, value: V,
+             by_path: dict[str, Any], key: Hashable, path: str, value: V,
              generation: int | None) -> None:
         if self.ttl <= 0 or self.max_entries <= 0:
             return
@@ -103,7 +106,13 @@ class SecretCache:
             if prev is None or prev[2] != path:
                 if prev is not None:
                     _unindex(by_path, key, prev[2])
-                by_path.setdefault(path, set()).add(key)
+                cur = by_path.get(path, _NONE)
+                if cur is _NONE:
+                    by_path[path] = key
+                elif cur.__class__ is set:
+                    cur.add(key)
+                elif cur != key:
+                    by_path[path] = {cur, key}
 
     def invalidate(self, path: str) -> None:
         with self._lock:
@@ -114,10 +123,8 @@ class SecretCache:
                 # so any read that began before now no longer matches.
                 self._gen.clear()
                 self._floor = self._tick
-            for key in self._by_path.pop(path, ()):
-                self._data.pop(key, None)
-            for key in self._meta_by_path.pop(path, ()):
-                self._meta.pop(key, None)
+            _drop(self._data, self._by_path, path)
+            _drop(self._meta, self._meta_by_path, path)
 
     def clear(self) -> None:
         with self._lock:
@@ -134,9 +141,28 @@ class SecretCache:
         return len(self._data)
 
 
-def _unindex(by_path: dict[str, set[Hashable]], key: Hashable, path: str) -> None:
-    keys = by_path.get(path)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
+_NONE: Any = object()
+
+
+def _unindex(by_path: dict[str, Any], key: Hashable, path: str) -> None:
+    cur = by_path.get(path, _NONE)
+    if cur is _NONE:
+        return
+    if cur.__class__ is set:
+        cur.discard(key)
+        if not cur:
             del by_path[path]
+    elif cur == key:
+        del by_path[path]
+
+
+def _drop(data: OrderedDict[Hashable, Any], by_path: dict[str, Any], path: str) -> None:
+    """Remove every entry of ``path`` (one key, or a set of them) from ``data``."""
+    cur = by_path.pop(path, _NONE)
+    if cur is _NONE:
+        return
+    if cur.__class__ is set:
+        for key in cur:
+            data.pop(key, None)
+    else:
+        data.pop(cur, None)

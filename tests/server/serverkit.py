@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,8 +90,11 @@ class RealServer:
         env.update({"KEYSAFE_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.env})
         code = (f"from keysafe.server.run import serve; "
                 f"serve(port={self.port}, workers={self.workers})")
+        # Its own process group: the ASGI server's workers are child processes, and a
+        # kill -9 of the replica (kill9) must take them too, as a container's end does.
         self.proc = subprocess.Popen([PYTHON, "-c", code], env=env, cwd=str(self.home),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         got_token = threading.Event()
 
         def pump(stream: Any, sink: list[bytes], watch: bool) -> None:
@@ -126,6 +130,15 @@ class RealServer:
         self.stop()
         raise RuntimeError(f"keysafe serve did not become healthy:\n{self.output()}")
 
+    def kill9(self) -> None:
+        """SIGKILL the whole replica at once (server process and its workers), as the
+        end of a container or machine does; then wait for it."""
+        p = self.proc
+        assert p is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
     def stop(self) -> None:
         p = self.proc
         if p is None:
@@ -137,6 +150,9 @@ class RealServer:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+        # Nothing of the replica outlives it (a worker whose parent died keeps serving).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
         for t in self._threads:
             t.join(timeout=2)
         self.proc = None

@@ -233,9 +233,11 @@ def seed(store: Store) -> float:
         mgr.close()
 
 
-def prepare_stores(state: State, pg: PgServer, sizes: list[int]) -> list[Store]:
-    """Every store seeded (or kept from an earlier --reuse run), tokens cleared so the
-    first server prints a first admin token, PostgreSQL vacuumed and analysed."""
+def prepare_stores(state: State, pg: PgServer, sizes: list[int],
+                   kinds: tuple[str, ...] = ("pg", "sqlite")) -> list[Store]:
+    """Every store of ``kinds`` seeded (or kept from an earlier --reuse run), tokens
+    cleared so the first server prints a first admin token, PostgreSQL vacuumed and
+    analysed."""
     import psycopg
 
     mk = state.data["master_key"]
@@ -279,6 +281,8 @@ def prepare_stores(state: State, pg: PgServer, sizes: list[int]) -> list[Store]:
             st.info["vacuum_s"] = round(time.perf_counter() - t0, 1)
             st.info["db_bytes"] = one(c, "SELECT pg_database_size(current_database())")
         stores.append(st)
+        if "sqlite" not in kinds:
+            continue
 
         # The embedded store: one KEYSAFE_HOME per size.
         key = f"sqlite-{size}"
@@ -872,6 +876,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"keep the seeded stores in {KEEP_DIR} and use them next time")
     ap.add_argument("--only", default="", help="comma-separated substrings of workload keys "
                     "(e.g. pg-1000000/read)")
+    ap.add_argument("--kinds", default="pg,sqlite",
+                    help="stores to set up and serve: pg,sqlite (default) or pg (skips the "
+                         "embedded stores, their servers and their page-cache warming)")
     ap.add_argument("--spy", action="store_true",
                     help="afterwards: py-spy one replica under the biggest PostgreSQL store's "
                          "reads and writes")
@@ -886,6 +893,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true", help="text tables instead of rich")
     args = ap.parse_args(argv)
     args.ks_env = dict(kv.split("=", 1) for kv in args.keysafe_env)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if "pg" not in kinds or not set(kinds) <= {"pg", "sqlite"}:
+        raise SystemExit("--kinds takes pg,sqlite or pg")
     if any(not k.startswith("KEYSAFE_") for k in args.ks_env):
         raise SystemExit("--keysafe-env takes KEYSAFE_NAME=VALUE")
     sizes = sorted({int(s) for s in (args.sizes or ("1000,10000" if args.quick
@@ -945,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
             say("\n== stores ==")
             t0 = time.monotonic()
             pg = stack.enter_context(postgres(state))
-            stores = prepare_stores(state, pg, sizes)
+            stores = prepare_stores(state, pg, sizes, kinds)
             warm = prewarm([pg.datadir] + [root / s.key for s in stores if s.kind == "sqlite"])
             result["stores"] = {s.key: s.info for s in stores}
             say(f"  stores ready in {time.monotonic() - t0:.0f} s (page cache warmed in "

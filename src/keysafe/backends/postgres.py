@@ -13,6 +13,10 @@ psycopg 3 and a connection pool. What one SQLite file gives for free is explicit
   to start, instead of sealing values the other replicas cannot open.
 - ``run_exclusive`` runs a scheduled job on one replica at a time, once per period
   (a session advisory lock, released by PostgreSQL if the replica dies).
+
+The hot paths (a value read, an audit record of reads) cost one round trip each and
+little Python: every thread that reads keeps a connection of its own (no pool checkout),
+and runs statements prepared once on it through libpq directly, with binary results.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +54,35 @@ from keysafe.errors import (
 )
 from keysafe.manager.audit import AuditFilter, Draft, Row, chain, filter_sql, row_event
 from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionInfo
+
+#: The hot statements, prepared once per connection (name, SQL) and run through libpq.
+_GET = (b"ks_get", b"SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                   b"WHERE path = $1 AND deleted_at IS NULL")
+_GET_VERSION = (b"ks_get_version",
+                b"SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
+                b"JOIN versions v ON v.path = s.path AND v.version = $2::integer "
+                b"WHERE s.path = $1 AND s.deleted_at IS NULL")
+#: Append chained audit rows and move the head in one statement, only if the head is
+#: still ($3, $4): a compare-and-set, so records from any number of replicas form one
+#: chain without holding a lock across round trips. $5 holds the rows as one JSON array
+#: (one C-speed dump, whatever the batch size, so one statement shape). $6, when not
+#: NULL, is the transaction's synchronous_commit ('off' for records of reads); it is set
+#: in the UPDATE's condition, so it is in force exactly when the statement writes.
+_APPEND = (b"ks_audit_append",
+           b"WITH h AS (UPDATE audit_head SET seq = $1::bigint, hash = $2::text "
+           b"WHERE id = 1 AND seq = $3::bigint AND hash = $4::text AND "
+           b"($6::text IS NULL OR set_config('synchronous_commit', $6::text, true) "
+           b"IS NOT NULL) RETURNING id) "
+           b"INSERT INTO audit (seq, ts, actor, action, path, version, outcome, org, client, "
+           b"request_id, detail, prev_hash, hash) "
+           b"SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4, "
+           b"(r->>5)::integer, r->>6, r->>7, r->>8, r->>9, r->>10, r->>11, r->>12 "
+           b"FROM jsonb_array_elements($5::jsonb) r WHERE EXISTS (SELECT FROM h)")
+_HEAD_FOR_UPDATE = b"SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+#: SQLSTATEs after which a statement runs again on a fresh connection: the prepared
+#: statement is gone (a pooler's DISCARD ALL) or stale (a migration). So do connection
+#: errors and operator interventions, except a cancelled statement (57014).
+_REPREPARE = frozenset({b"26000", b"0A000"})
 
 _KEY_CHECK_PATH = "keysafe:key-check"
 _KEY_CHECK_TEXT = b"keysafe master key check"
@@ -107,6 +141,15 @@ class PostgresBackend:
         self._listener: threading.Thread | None = None
         self._listening = threading.Event()
         self._closed = threading.Event()
+        self._connect_timeout = connect_timeout
+        # Each reading thread's own connection (see _own); at most pool_max of them.
+        self._owned: dict[threading.Thread, Any] = {}
+        self._owned_lock = threading.Lock()
+        self._own_max = max(1, pool_max)
+        pq = psycopg.pq
+        self._tuples_ok = int(pq.ExecStatus.TUPLES_OK)
+        self._command_ok = int(pq.ExecStatus.COMMAND_OK)
+        self._conn_ok = int(pq.ConnStatus.OK)
         self._pool = pool_mod.ConnectionPool(
             url, min_size=max(1, pool_min), max_size=max(pool_min, pool_max, 1),
             kwargs={"autocommit": True}, open=False, timeout=connect_timeout,
@@ -162,6 +205,41 @@ class PostgresBackend:
             raise
 
     @contextmanager
+    def _checkout(self) -> Iterator[Any]:
+        """A pooled connection, for as long as the block runs. One the server has
+        closed while it sat in the pool (a restart, a failover) is swapped for a fresh
+        one first, and the pool tests its other idle ones, instead of failing a write."""
+        pool = self._pool
+        conn = pool.getconn()
+        if not self._usable(conn):
+            _close_quietly(conn)
+            pool.putconn(conn)  # closed: the pool replaces it
+            with suppress(Exception):  # still down: the pool keeps trying by itself
+                pool.check()
+            conn = pool.getconn()
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    def _usable(self, conn: Any) -> bool:
+        """Whether an idle connection is still open: the server sends nothing on an
+        idle connection unasked except before closing it, so a readable socket (or a
+        connection already known bad) gets a real round trip."""
+        pg = conn.pgconn
+        if pg.status != self._conn_ok:
+            return False
+        poll = select.poll()
+        poll.register(pg.socket, select.POLLIN)
+        if not poll.poll(0):
+            return True
+        try:
+            conn.execute("")
+        except self._psycopg.Error:
+            return False
+        return True
+
+    @contextmanager
     def transaction(self, *, lock: bool = True) -> Iterator[None]:
         """One write transaction, holding the write lock until it commits. A nested call
         is a savepoint that undoes only its own changes on error. ``lock=False`` (audit
@@ -172,7 +250,7 @@ class PostgresBackend:
             with conn.transaction():
                 yield
             return
-        with self._errors(), self._pool.connection() as conn:
+        with self._errors(), self._checkout() as conn:
             self._local.conn = conn
             try:
                 with conn.transaction():
@@ -205,15 +283,156 @@ class PostgresBackend:
         return self._local.conn
 
     def _read(self, sql: str, args: Sequence[Any] = (), *, many: bool = False) -> Any:
-        """A read on this thread's transaction (to see its own changes), else on any
-        pooled connection."""
+        """A read on this thread's transaction (to see its own changes), else on its own
+        connection (once more on a fresh one if that one broke)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             cur = conn.execute(sql, args)
             return cur.fetchall() if many else cur.fetchone()
-        with self._errors(), self._pool.connection() as c:
+
+        def run(c: Any) -> Any:
             cur = c.execute(sql, args)
             return cur.fetchall() if many else cur.fetchone()
+        return self._on_own(run)
+
+    # -- each thread's own connection, and statements run through libpq ---------
+    def _own(self) -> Any:
+        """This thread's own autocommit connection (None: every one allowed is taken,
+        use the pool). A value read then costs no pool checkout, and its statements stay
+        prepared on it."""
+        conn = getattr(self._local, "own", None)
+        if conn is not None and conn.pgconn.status == self._conn_ok:
+            return conn
+        if conn is not None:
+            self._drop_own(conn)
+        if self._closed.is_set():
+            return None
+        me = threading.current_thread()
+        with self._owned_lock:
+            if len(self._owned) >= self._own_max:
+                # Threads that ended leave their connection here: close those first.
+                for t in [t for t in self._owned if not t.is_alive()]:
+                    _close_quietly(self._owned.pop(t))
+            if len(self._owned) >= self._own_max:
+                return None
+            self._owned[me] = None  # the slot, while connecting without the lock
+        try:
+            with self._errors():
+                conn = self._psycopg.connect(self._url, autocommit=True, connect_timeout=max(
+                    1, int(self._connect_timeout)))
+        except BaseException:
+            with self._owned_lock:
+                self._owned.pop(me, None)
+            raise
+        with self._owned_lock:
+            self._owned[me] = conn
+        self._local.own = conn
+        if self._closed.is_set():  # closed while connecting
+            self._drop_own(conn)
+            return None
+        return conn
+
+    def _drop_own(self, conn: Any) -> None:
+        """Forget (and close) this thread's own connection, after it broke."""
+        if getattr(self._local, "own", None) is conn:
+            self._local.own = None
+        with self._owned_lock:
+            for t, c in builtins.list(self._owned.items()):
+                if c is conn:
+                    del self._owned[t]
+        _close_quietly(conn)
+
+    def _on_own(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(conn)`` on this thread's own connection (else a pooled one). If the
+        connection turns out to be broken (a restart, a failover, a killed backend) or
+        its prepared statement is gone, ``fn`` runs once more on a fresh connection:
+        only for calls that may run twice (reads; appends that check their own head)."""
+        psycopg = self._psycopg
+        for attempt in (1, 2):
+            conn = self._own()
+            try:
+                if conn is None:
+                    with self._errors(), self._checkout() as pooled:
+                        return fn(pooled)
+                return fn(conn)
+            except _Retry as exc:
+                if conn is not None and exc.reconnect:
+                    self._lost(conn)
+                if attempt == 2:
+                    with self._errors():
+                        raise exc.error from None
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                # Raised by psycopg itself on this thread's connection (a pooled one's
+                # errors are BackendUnavailable by now, and not tried again).
+                self._lost(conn)
+                if attempt == 2:
+                    with self._errors():
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lost(self, conn: Any) -> None:
+        """This thread's own connection broke: the server may have dropped every one
+        (a restart, a failover), so have the pool test its idle connections too, rather
+        than hand a dead one to the next write."""
+        self._drop_own(conn)
+        with suppress(Exception):  # still down: the pool keeps trying by itself
+            self._pool.check()
+
+    def _prepared(self, conn: Any, stmt: tuple[bytes, bytes]) -> bytes:
+        """The statement's name, prepared on ``conn`` if it was not yet."""
+        names: set[bytes] | None = getattr(conn, "_keysafe_prepared", None)
+        if names is None:
+            names = conn._keysafe_prepared = set()
+        if stmt[0] not in names:
+            self._check(conn, conn.pgconn.prepare(*stmt), self._command_ok)
+            names.add(stmt[0])
+        return stmt[0]
+
+    @staticmethod
+    def _encoding(conn: Any) -> str:
+        """The connection's client encoding (Python's name), looked up once."""
+        enc: str | None = getattr(conn, "_keysafe_encoding", None)
+        if enc is None:
+            enc = conn._keysafe_encoding = conn.info.encoding
+        return enc
+
+    def _check(self, conn: Any, res: Any, want: int) -> Any:
+        """``res`` if its status is ``want``; otherwise its error, raised as _Retry when
+        a fresh connection would do (lost, or a prepared statement gone)."""
+        if res.status == want:
+            return res
+        error = self._psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
+        state = res.error_field(self._psycopg.pq.DiagnosticField.SQLSTATE) or b""
+        if conn.pgconn.status != self._conn_ok or (isinstance(
+                error, self._psycopg.OperationalError) and state != b"57014"):
+            raise _Retry(error)
+        if state in _REPREPARE:
+            # e.g. psycopg runs DEALLOCATE ALL after a rollback on a connection where
+            # it prepared statements itself: prepare ours again, on the same connection.
+            conn._keysafe_prepared = set()
+            raise _Retry(error, reconnect=False)
+        raise error
+
+    def _fetch_row(self, stmt: tuple[bytes, bytes], args: Sequence[str]
+                   ) -> tuple[int, str, bytes | None, bytes | None] | None:
+        """(version, key id, wrapped key, ciphertext) of the one row ``stmt`` selects,
+        with binary results (no text decoding of bytea), or None."""
+        def run(conn: Any) -> tuple[int, str, bytes | None, bytes | None] | None:
+            enc = self._encoding(conn)
+            try:
+                res = conn.pgconn.exec_prepared(self._prepared(conn, stmt),
+                                                [a.encode(enc) for a in args], None, 1)
+            except self._psycopg.OperationalError as exc:  # no result at all: lost
+                raise _Retry(exc) from exc
+            self._check(conn, res, self._tuples_ok)
+            if not res.ntuples:
+                return None
+            get = res.get_value
+            kid = get(0, 1)
+            return (int.from_bytes(get(0, 0), "big", signed=True),
+                    kid.decode() if kid is not None else "", get(0, 2), get(0, 3))
+        row: tuple[int, str, bytes | None, bytes | None] | None = self._on_own(run)
+        return row
 
     def _changed(self, path: str) -> None:
         """Announce a change; delivered to every listener when the transaction commits."""
@@ -270,23 +489,31 @@ class PostgresBackend:
 
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
-        if version is None:
-            row = self._read(
-                "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
-                "WHERE path = %s AND deleted_at IS NULL", (path,))
+        row: Any
+        if getattr(self._local, "conn", None) is not None:
+            # Inside a transaction: on its connection, to see its own changes.
+            if version is None:
+                row = self._read(
+                    "SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
+                    "WHERE path = %s AND deleted_at IS NULL", (path,))
+            else:
+                row = self._read(
+                    "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
+                    "JOIN versions v ON v.path = s.path AND v.version = %s "
+                    "WHERE s.path = %s AND s.deleted_at IS NULL", (version, path))
+        elif version is None:
+            row = self._fetch_row(_GET, (path,))
         else:
-            row = self._read(
-                "SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
-                "JOIN versions v ON v.path = s.path AND v.version = %s "
-                "WHERE s.path = %s AND s.deleted_at IS NULL", (version, path))
-        if row is None or row[3] is None:
+            row = self._fetch_row(_GET_VERSION, (path, str(int(version))))
+        if row is None or row[3] is None or row[2] is None:
             raise not_found(path, version)
-        v = row[0]
-        if row[1] not in self.envelope.keyring.ids:
-            raise ConfigError(f"{path} version {v} is sealed with master key {row[1]}, "
+        v, kid = row[0], row[1]
+        envelope = self.envelope
+        if kid not in envelope.keyring:
+            raise ConfigError(f"{path} version {v} is sealed with master key {kid}, "
                               "which this process does not have; restart it with the "
                               "current key ring")
-        plain = self.envelope.open(path, v, Sealed(row[1], bytes(row[2]), bytes(row[3])))
+        plain = envelope.open_parts(path, v, kid, bytes(row[2]), bytes(row[3]))
         try:
             return plain.decode(), v
         except UnicodeDecodeError:
@@ -398,6 +625,11 @@ class PostgresBackend:
         t = self._listener
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5)
+        with self._owned_lock:
+            owned = [c for c in self._owned.values() if c is not None]
+            self._owned.clear()
+        for c in owned:
+            _close_quietly(c)
         self._pool.close()
 
     # -- capabilities -----------------------------------------------------------
@@ -614,6 +846,27 @@ def _decode_sealed(text: str) -> Sealed:
         raise IntegrityError("the stored master key check is malformed") from None
 
 
+def _rollback_quietly(pg: Any) -> None:
+    # If this fails the connection is broken, and the caller drops it.
+    with suppress(Exception):
+        pg.exec_(b"ROLLBACK")
+
+
+class _Retry(Exception):
+    """A statement failed in a way a fresh connection may not (see _on_own)."""
+
+    def __init__(self, error: BaseException, *, reconnect: bool = True) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reconnect = reconnect
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is not None:
+        with suppress(Exception):  # already broken: closing is best effort
+            conn.close()
+
+
 def first_line(exc: BaseException) -> str:
     """An error's first line (psycopg's connection errors carry no URL or password
     there), or its type's name."""
@@ -622,29 +875,117 @@ def first_line(exc: BaseException) -> str:
 
 
 class PostgresAuditStore:
-    """The audit chain in PostgreSQL. Appends take the store's write lock and the head
-    row, so records from any number of replicas form one chain; a write's record
-    commits in the write's own transaction."""
+    """The audit chain in PostgreSQL, one chain for any number of replicas.
+
+    A write's record commits in the write's own transaction, after locking the head row.
+    Records of reads are appended alone, in one statement that moves the head only if
+    it is still where this process last left it (a compare-and-set: one round trip, no
+    lock held between round trips); if another replica moved it, the append takes the
+    head row's lock and chains onto the head it finds."""
+
+    #: After this many compare-and-set misses in a row (another replica appending as
+    #: often), appends lock the head first for a while, instead of guessing.
+    _MAX_SKIP = 64
 
     def __init__(self, backend: PostgresBackend) -> None:
         self._b = backend
+        self._lock = threading.Lock()  # one append at a time from this process
+        self._head: tuple[int, str] | None = None  # where this process's last append left it
+        self._skip = 0
+        self._misses = 0
 
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
-        # Inside a write, this joins its transaction (and write lock); alone (records of
-        # reads) it needs only the head row, locked below, to keep one linear chain.
-        with self._b.transaction(lock=False):
-            c = self._b._tx_conn()
-            last = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-                             ).fetchone()
-            done = chain(drafts, last[0], last[1])
-            with c.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO audit (seq, ts, actor, action, path, version, outcome, org, "
-                    "client, request_id, detail, prev_hash, hash) VALUES "
-                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", [_clean(r) for r in done])
-            c.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
-                      (done[-1][0], done[-1][12]))
+        b = self._b
+        tx = getattr(b._local, "conn", None)
+        if tx is not None:
+            # Inside a write: join its transaction (and write lock), in a savepoint so
+            # that a failed append undoes only itself.
+            self._head = None
+            try:
+                with tx.transaction():
+                    return self._locked(tx, drafts, None, None, named=False)
+            except _Retry as exc:
+                raise exc.error from None
+        sync = "off" if getattr(b._local, "relaxed", False) else None
+        tried: builtins.list[Row] = []
+
+        def run(conn: Any) -> builtins.list[Row]:
+            # A second run (the connection broke) first checks whether the first one
+            # committed after all, so a record is never stored twice.
+            return self._alone(conn, drafts, sync, tried)
+        with self._lock:
+            done: builtins.list[Row] = b._on_own(run)
+            self._head = (done[-1][0], done[-1][12])
             return done
+
+    def _alone(self, conn: Any, drafts: Sequence[Draft], sync: str | None,
+               tried: builtins.list[Row]) -> builtins.list[Row]:
+        head = self._head
+        if head is not None and not tried:
+            if self._skip:
+                self._skip -= 1
+            else:
+                done = chain(drafts, head[0], head[1])
+                tried[:] = done
+                if self._put(conn, done, head, sync):
+                    self._misses = 0
+                    return done
+                # Another replica appended since: lock the head, as below.
+                self._misses = min(self._misses + 1, 6)
+                self._skip = min(1 << self._misses, self._MAX_SKIP) - 1
+        b = self._b
+        pg = conn.pgconn
+        try:
+            done = self._locked(conn, drafts, sync, tried, begin=True)
+            b._check(conn, pg.exec_(b"COMMIT"), b._command_ok)
+        except BaseException:
+            if pg.status == b._conn_ok and pg.transaction_status != 0:  # not idle
+                _rollback_quietly(pg)
+            raise
+        return done
+
+    def _locked(self, conn: Any, drafts: Sequence[Draft], sync: str | None,
+                tried: builtins.list[Row] | None, *, named: bool = True,
+                begin: bool = False) -> builtins.list[Row]:
+        """Inside a transaction (``begin``: one begun here, in the same round trip):
+        lock the head row, chain onto it and append."""
+        b = self._b
+        sql = b"BEGIN; " + _HEAD_FOR_UPDATE if begin else _HEAD_FOR_UPDATE
+        try:
+            res = b._check(conn, conn.pgconn.exec_(sql), b._tuples_ok)
+        except b._psycopg.OperationalError as exc:
+            raise _Retry(exc) from exc
+        head = (int(res.get_value(0, 0)), res.get_value(0, 1).decode(b._encoding(conn)))
+        if tried and head == (tried[-1][0], tried[-1][12]):
+            return tried  # an earlier try committed before its connection broke
+        done = chain(drafts, head[0], head[1])
+        if tried is not None:
+            tried[:] = done
+        if not self._put(conn, done, head, sync, named=named):
+            raise IntegrityError("the audit head moved while locked")
+        return done
+
+    def _put(self, conn: Any, done: builtins.list[Row], head: tuple[int, str],
+             sync: str | None, *, named: bool = True) -> bool:
+        """Append ``done`` if the head is still ``head``; whether it was. ``named``:
+        with the statement prepared on the connection (else parsed for this call)."""
+        b = self._b
+        enc = b._encoding(conn)
+        rows = json.dumps([_clean(r) for r in done], ensure_ascii=False,
+                          separators=(",", ":"))
+        args = [str(done[-1][0]).encode(), done[-1][12].encode(enc), str(head[0]).encode(),
+                head[1].encode(enc), rows.encode(enc), None if sync is None else sync.encode()]
+        pg = conn.pgconn
+        try:
+            res = (pg.exec_prepared(b._prepared(conn, _APPEND), args) if named
+                   else pg.exec_params(_APPEND[1], args))
+        except b._psycopg.OperationalError as exc:
+            raise _Retry(exc) from exc
+        b._check(conn, res, b._command_ok)
+        n = int(res.command_tuples or 0)
+        if n not in (0, len(done)):
+            raise IntegrityError(f"the audit append stored {n} of {len(done)} records")
+        return n == len(done)
 
     def relaxed(self) -> AbstractContextManager[None]:
         return self._b.relaxed()
@@ -663,7 +1004,7 @@ class PostgresAuditStore:
     def scan(self) -> Iterator[Row]:
         """Every record in sequence order, streamed with a server-side cursor."""
         b = self._b
-        with b._errors(), b._pool.connection() as c, c.transaction():
+        with b._errors(), b._checkout() as c, c.transaction():
             cur = c.cursor(name="keysafe_audit_scan")
             cur.itersize = 5000
             cur.execute(f"SELECT {_COLS} FROM audit ORDER BY seq")  # noqa: S608

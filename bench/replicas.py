@@ -22,6 +22,11 @@ Servers, all ``serve(port=P)`` (granian, one worker, every setting at its defaul
 127.0.0.1 with KEYSAFE_ENV=production and one shared KEYSAFE_MASTER_KEY: two replicas
 (A and B) per PostgreSQL database (KEYSAFE_DATABASE_URL), one server per SQLite store.
 A's first admin token makes a service and a writer token through ``POST /api/tokens``.
+Each server's scheduler would start a due job 5 s after it starts (``rotate-due`` lists
+and checks every stored secret: minutes of one core at 1,000,000, on whichever replica
+takes the job), so before the servers start the bench marks the scheduled jobs as not
+due for a day (PostgreSQL's ``jobs`` table, the embedded store's ``jobs/*.lock``), and
+checks afterwards that none ran during the load; ``--run-jobs`` leaves them alone.
 
 Workloads (wrk, unpinned: the servers, PostgreSQL and wrk share the machine's cores):
 
@@ -308,6 +313,47 @@ def prepare_stores(state: State, pg: PgServer, sizes: list[int],
     with pg.admin() as c:
         c.execute("CHECKPOINT")
     return stores
+
+
+JOBS = ("purge-expired", "rotate-due")
+DEFERRED = "bench: deferred"
+
+
+def defer_jobs(stores: list[Store], seconds: float = 86400.0) -> float:
+    """Mark every store's scheduled jobs as not due for ``seconds``, so that no server
+    runs one (a scan of every stored secret) during the load; when they are due again."""
+    import psycopg
+
+    until = time.time() + seconds
+    for st in stores:
+        if st.kind == "pg":
+            with psycopg.connect(st.env["KEYSAFE_DATABASE_URL"], autocommit=True) as c:
+                for job in JOBS:
+                    c.execute("INSERT INTO jobs (name, next_due, holder) VALUES (%s, %s, %s) "
+                              "ON CONFLICT (name) DO UPDATE SET next_due = excluded.next_due, "
+                              "holder = excluded.holder", (job, until, DEFERRED))
+        else:
+            d = Path(st.env["KEYSAFE_HOME"]) / "jobs"
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for job in JOBS:
+                (d / f"{job}.lock").write_text(f"{until:.3f}\n")
+    return until
+
+
+def jobs_run(stores: list[Store], until: float) -> dict[str, list[str]]:
+    """The scheduled jobs that ran anyway since ``defer_jobs`` (none expected)."""
+    out: dict[str, list[str]] = {}
+    for st in stores:
+        if st.kind == "pg":
+            rows = audit_rows(st, "SELECT name, holder FROM jobs WHERE next_due <> ?", (until,))
+            ran = [f"{name} ({holder})" for name, holder in rows if name in JOBS]
+        else:
+            d = Path(st.env["KEYSAFE_HOME"]) / "jobs"
+            ran = [job for job in JOBS
+                   if (d / f"{job}.lock").read_text().strip() != f"{until:.3f}"]
+        if ran:
+            out[st.key] = ran
+    return out
 
 
 def one(conn: Any, sql: str) -> Any:
@@ -879,6 +925,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="pg,sqlite",
                     help="stores to set up and serve: pg,sqlite (default) or pg (skips the "
                          "embedded stores, their servers and their page-cache warming)")
+    ap.add_argument("--run-jobs", action="store_true",
+                    help="leave the servers' scheduled jobs due (by default they are deferred "
+                         "for a day, so that no replica scans every secret during the load)")
     ap.add_argument("--spy", action="store_true",
                     help="afterwards: py-spy one replica under the biggest PostgreSQL store's "
                          "reads and writes")
@@ -942,6 +991,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "threads": args.threads, "conns": args.conns,
                                            "pg_settings": PG_SETTINGS, "pinned": False,
                                            "reuse": args.reuse,
+                                           "jobs_deferred": not args.run_jobs,
                                            "keysafe_env": args.ks_env,
                                            "quiet": args.quiet,
                                            "quiet_wait_s": args.quiet_wait}}
@@ -962,7 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{warm:.1f} s): " + ", ".join(f"{s.key} {s.info['db_bytes'] / 1e6:,.0f} MB"
                                                for s in stores))
 
+            deferred = None if args.run_jobs else defer_jobs(stores)
             say("\n== servers ==")
+            if deferred is not None:
+                say("  scheduled jobs (" + ", ".join(JOBS) + ") deferred for a day in every "
+                    "store (--run-jobs: leave them due)")
             t0 = time.monotonic()
             roots: dict[int, str] = {pg.proc.pid: "postgres"}
             for st in stores:
@@ -1011,6 +1065,10 @@ def main(argv: list[str] | None = None) -> int:
                 + (", ".join(f"{k} {v:.2f}" for k, v in
                              result["other_processes_during_load_cores"].items()) or "none"))
             result["after"], checks_failed = verify_after(stores, heads, ws, args.conns)
+            if deferred is not None:
+                result["jobs_run_during_load"] = ran = jobs_run(stores, deferred)
+                if ran:
+                    checks_failed.append(f"scheduled jobs ran during the load: {ran}")
             say(f"   after the load: {json.dumps(result['after'])}")
             if args.spy:
                 by = {w.key: w for w in ws}

@@ -6,6 +6,7 @@ relaxed commits for read records only, no record stored twice after a retry."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -339,3 +340,91 @@ def test_write_records_join_the_write_and_roll_back_with_it(backends):
         assert chain_ok(store) == len(actions)
     finally:
         m.audit.close()
+
+
+# -- value reads on the event loop ----------------------------------------------------------
+def test_async_reads_see_every_commit_and_raise_as_get_does(backends):
+    b = backends()
+    other = backends()
+
+    async def main() -> None:
+        with pytest.raises(NotFound):
+            await b.get_async(PATH)
+        for i in range(1, 5):
+            other.put(PATH, f"v{i}", ctx=ctx())
+            assert await b.get_async(PATH) == (f"v{i}", i)
+        assert await b.get_async(PATH, 2) == ("v2", 2)
+        with pytest.raises(NotFound):
+            await b.get_async(PATH, 9)
+        other.delete(PATH, ctx=ctx())
+        with pytest.raises(NotFound):
+            await b.get_async(PATH)
+
+    asyncio.run(main())
+    assert b._loop_count == len(b._loop_free) == 1
+
+
+def test_async_reads_in_flight_beyond_the_cap_run_in_the_executor(backends):
+    b = backends(pool_max=3)
+    for i in range(20):
+        b.put(f"{PATH}_{i}", f"v{i}", ctx=ctx())
+
+    async def main() -> list[tuple[str, int]]:
+        return list(await asyncio.gather(*(b.get_async(f"{PATH}_{i % 20}")
+                                           for i in range(60))))
+
+    got = asyncio.run(main())
+    assert got == [(f"v{i % 20}", 1) for i in range(60)]
+    assert 1 <= b._loop_count <= 3
+    assert b._loop_count == len(b._loop_free)
+
+
+def test_an_async_read_cancelled_in_flight_drops_its_connection(backends):
+    b = backends()
+    b.put(PATH, "v1", ctx=ctx())
+
+    async def main() -> None:
+        assert await b.get_async(PATH) == ("v1", 1)
+        first = b._loop_free[0]
+        task = asyncio.ensure_future(b.get_async(PATH))
+        for _ in range(100):  # until the statement is sent and the read waits for it
+            await asyncio.sleep(0)
+            if not b._loop_free and first.pgconn.is_busy():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert first.closed  # its answer may still arrive: never used again
+        assert b._loop_count == 0
+        assert await b.get_async(PATH) == ("v1", 1)
+
+    asyncio.run(main())
+
+
+def test_async_reads_survive_every_connection_being_killed(pg_server, pg_url, backends):
+    b = backends()
+    b.put(PATH, "v1", ctx=ctx())
+
+    async def read() -> tuple[str, int]:
+        return await b.get_async(PATH)
+
+    assert asyncio.run(read()) == ("v1", 1)
+    kill_all(pg_server, pg_url)
+    time.sleep(0.1)
+    assert asyncio.run(read()) == ("v1", 1)  # another loop: the idle connection is shared
+    assert b._loop_count == 1
+
+
+def test_close_closes_the_async_connections(backends):
+    b = backends()
+    b.put(PATH, "v1", ctx=ctx())
+
+    async def main() -> None:
+        await asyncio.gather(*(b.get_async(PATH) for _ in range(3)))
+
+    asyncio.run(main())
+    conns = list(b._loop_free)
+    assert conns
+    b.close()
+    assert all(c.closed for c in conns)
+    assert b._loop_count == 0

@@ -146,6 +146,10 @@ class PostgresBackend:
         self._owned: dict[threading.Thread, Any] = {}
         self._owned_lock = threading.Lock()
         self._own_max = max(1, pool_max)
+        # Idle connections for get_async (any event loop may take one: it is only a
+        # socket until a read registers it with its loop), and how many exist in all.
+        self._loop_free: builtins.list[Any] = []
+        self._loop_count = 0
         pq = psycopg.pq
         self._tuples_ok = int(pq.ExecStatus.TUPLES_OK)
         self._command_ok = int(pq.ExecStatus.COMMAND_OK)
@@ -424,15 +428,19 @@ class PostgresBackend:
                                                 [a.encode(enc) for a in args], None, 1)
             except self._psycopg.OperationalError as exc:  # no result at all: lost
                 raise _Retry(exc) from exc
-            self._check(conn, res, self._tuples_ok)
-            if not res.ntuples:
-                return None
-            get = res.get_value
-            kid = get(0, 1)
-            return (int.from_bytes(get(0, 0), "big", signed=True),
-                    kid.decode() if kid is not None else "", get(0, 2), get(0, 3))
+            return self._row_of(conn, res)
         row: tuple[int, str, bytes | None, bytes | None] | None = self._on_own(run)
         return row
+
+    def _row_of(self, conn: Any, res: Any) -> tuple[int, str, bytes | None, bytes | None] | None:
+        """The first row of a binary result of _GET or _GET_VERSION."""
+        self._check(conn, res, self._tuples_ok)
+        if not res.ntuples:
+            return None
+        get = res.get_value
+        kid = get(0, 1)
+        return (int.from_bytes(get(0, 0), "big", signed=True),
+                kid.decode() if kid is not None else "", get(0, 2), get(0, 3))
 
     def _changed(self, path: str) -> None:
         """Announce a change; delivered to every listener when the transaction commits."""
@@ -505,6 +513,9 @@ class PostgresBackend:
             row = self._fetch_row(_GET, (path,))
         else:
             row = self._fetch_row(_GET_VERSION, (path, str(int(version))))
+        return self._open_row(path, version, row)
+
+    def _open_row(self, path: str, version: int | None, row: Any) -> tuple[str, int]:
         if row is None or row[3] is None or row[2] is None:
             raise not_found(path, version)
         v, kid = row[0], row[1]
@@ -518,6 +529,112 @@ class PostgresBackend:
             return plain.decode(), v
         except UnicodeDecodeError:
             raise IntegrityError(f"{path} version {v} is not valid text", path=path) from None
+
+    async def get_async(self, path: str, version: int | None = None) -> tuple[str, int]:
+        """``get`` on the running event loop, without a worker thread: the statement is
+        sent through libpq in non-blocking mode and the loop wakes when the answer
+        arrives, so a cache miss costs neither a thread hop nor a blocked loop. Each loop
+        keeps up to pool_max connections of its own for this (one per read in flight);
+        beyond that, the read runs in the loop's default executor. Raises as ``get``
+        does."""
+        import asyncio
+
+        if getattr(self._local, "conn", None) is not None:
+            return self.get(path, version)  # in this thread's transaction: its own view
+        loop = asyncio.get_running_loop()
+        args = (path,) if version is None else (path, str(int(version)))
+        stmt = _GET if version is None else _GET_VERSION
+        for attempt in (1, 2):
+            conn = self._loop_conn()
+            if conn is None:
+                return await loop.run_in_executor(None, self.get, path, version)
+            if conn is _NEW:
+                try:
+                    conn = await loop.run_in_executor(None, self._connect_loop_conn)
+                except BaseException:
+                    self._loop_conn_gone(None)
+                    raise
+            try:
+                row = await self._row_async(loop, conn, stmt, args)
+            except _Retry as exc:
+                self._loop_conn_gone(conn)
+                if attempt == 2:
+                    with self._errors():
+                        raise exc.error from None
+                continue
+            except BaseException:
+                # Lost, cancelled mid-statement (an answer may still be on its way) or
+                # failed: this connection is not used again.
+                self._loop_conn_gone(conn)
+                raise
+            self._loop_conn_back(conn)
+            return self._open_row(path, version, row)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _loop_conn(self) -> Any:
+        """An idle connection for get_async, else _NEW (a slot reserved: connect one),
+        else None (every one allowed is in use)."""
+        with self._owned_lock:
+            if self._loop_free:
+                return self._loop_free.pop()
+            if self._closed.is_set() or self._loop_count >= self._own_max:
+                return None
+            self._loop_count += 1
+            return _NEW
+
+    def _connect_loop_conn(self) -> Any:
+        """A new connection for an event loop, its statements prepared (in a worker
+        thread: connecting blocks)."""
+        with self._errors():
+            conn = self._psycopg.connect(self._url, autocommit=True, connect_timeout=max(
+                1, int(self._connect_timeout)))
+            try:
+                self._prepared(conn, _GET)
+                self._prepared(conn, _GET_VERSION)
+            except _Retry as exc:
+                _close_quietly(conn)
+                raise exc.error from None
+            except BaseException:
+                _close_quietly(conn)
+                raise
+        return conn
+
+    def _loop_conn_back(self, conn: Any) -> None:
+        with self._owned_lock:
+            if not self._closed.is_set():
+                self._loop_free.append(conn)
+                return
+            self._loop_count -= 1
+        _close_quietly(conn)
+
+    def _loop_conn_gone(self, conn: Any) -> None:
+        with self._owned_lock:
+            self._loop_count -= 1
+        _close_quietly(conn)
+
+    async def _row_async(self, loop: Any, conn: Any, stmt: tuple[bytes, bytes],
+                         args: Sequence[str]
+                         ) -> tuple[int, str, bytes | None, bytes | None] | None:
+        pg = conn.pgconn
+        enc = self._encoding(conn)
+        try:
+            pg.send_query_prepared(stmt[0], [a.encode(enc) for a in args], None, 1)
+            while pg.flush():  # not all sent yet (a full socket buffer)
+                await _io(loop, pg.socket, write=True)
+            res = None
+            while True:
+                pg.consume_input()
+                if pg.is_busy():
+                    await _io(loop, pg.socket)
+                    continue
+                r = pg.get_result()
+                if r is None:  # the statement's results are complete
+                    break
+                if res is None:
+                    res = r
+        except self._psycopg.OperationalError as exc:  # lost
+            raise _Retry(exc) from exc
+        return self._row_of(conn, res)
 
     def put(self, path: str, value: str, *, ctx: WriteContext,
             expected_version: int | None = None,
@@ -628,6 +745,9 @@ class PostgresBackend:
         with self._owned_lock:
             owned = [c for c in self._owned.values() if c is not None]
             self._owned.clear()
+            owned += self._loop_free
+            self._loop_count -= len(self._loop_free)
+            self._loop_free.clear()
         for c in owned:
             _close_quietly(c)
         self._pool.close()
@@ -850,6 +970,29 @@ def _rollback_quietly(pg: Any) -> None:
     # If this fails the connection is broken, and the caller drops it.
     with suppress(Exception):
         pg.exec_(b"ROLLBACK")
+
+
+_NEW = object()  # _loop_conn: a connection may be opened
+
+
+async def _io(loop: Any, fd: int, *, write: bool = False) -> None:
+    """Until ``fd`` is readable (or writable), on ``loop``."""
+    fut = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    if write:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
 
 class _Retry(Exception):

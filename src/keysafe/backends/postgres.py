@@ -313,10 +313,14 @@ class PostgresBackend:
             return None
         me = threading.current_thread()
         with self._owned_lock:
-            if len(self._owned) >= self._own_max:
-                # Threads that ended leave their connection here: close those first.
-                for t in [t for t in self._owned if not t.is_alive()]:
-                    _close_quietly(self._owned.pop(t))
+            # A thread that ended leaves its connection here: take it over (a process
+            # that starts threads as it goes then does not connect once per thread).
+            for t, c in self._owned.items():
+                if c is not None and not t.is_alive():
+                    del self._owned[t]
+                    self._owned[me] = c
+                    self._local.own = c
+                    return c
             if len(self._owned) >= self._own_max:
                 return None
             self._owned[me] = None  # the slot, while connecting without the lock

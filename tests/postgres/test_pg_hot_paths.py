@@ -429,3 +429,33 @@ def test_close_closes_the_async_connections(backends):
     b.close()
     assert all(c.closed for c in conns)
     assert b._loop_count == 0
+
+
+def test_an_async_read_cancelled_while_connecting_leaves_no_connection(backends,
+                                                                       monkeypatch):
+    b = backends()
+    b.put(PATH, "v1", ctx=ctx())
+    made: list[Any] = []
+    real = PostgresBackend._connect_loop_conn
+
+    def slow(self: PostgresBackend) -> Any:
+        time.sleep(0.3)
+        conn = real(self)
+        made.append(conn)
+        return conn
+
+    monkeypatch.setattr(PostgresBackend, "_connect_loop_conn", slow)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(b.get_async(PATH))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.6)  # the connect finishes in its thread meanwhile
+
+    asyncio.run(main())
+    assert len(made) == 1
+    assert made[0].closed
+    assert b._loop_count == 0
+    assert not b._loop_free

@@ -79,9 +79,10 @@ _APPEND = (b"ks_audit_append",
            b"(r->>5)::integer, r->>6, r->>7, r->>8, r->>9, r->>10, r->>11, r->>12 "
            b"FROM jsonb_array_elements($5::jsonb) r WHERE EXISTS (SELECT FROM h)")
 _HEAD_FOR_UPDATE = b"SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-#: SQLSTATEs after which a statement runs again on a fresh connection: the prepared
-#: statement is gone (a pooler's DISCARD ALL) or stale (a migration). So do connection
-#: errors and operator interventions, except a cancelled statement (57014).
+#: SQLSTATEs after which a statement is prepared again and run once more: it is gone
+#: (DEALLOCATE ALL, a pooler's DISCARD ALL) or stale (a migration changed a table).
+#: After a connection error or an operator intervention (but not a cancelled
+#: statement, 57014) a read runs once more on a fresh connection.
 _REPREPARE = frozenset({b"26000", b"0A000"})
 
 _KEY_CHECK_PATH = "keysafe:key-check"
@@ -553,11 +554,7 @@ class PostgresBackend:
             if conn is None:
                 return await loop.run_in_executor(None, self.get, path, version)
             if conn is _NEW:
-                try:
-                    conn = await loop.run_in_executor(None, self._connect_loop_conn)
-                except BaseException:
-                    self._loop_conn_gone(None)
-                    raise
+                conn = await self._connect_async(loop)
             try:
                 row = await self._row_async(loop, conn, stmt, args)
             except _Retry as exc:
@@ -585,6 +582,29 @@ class PostgresBackend:
                 return None
             self._loop_count += 1
             return _NEW
+
+    async def _connect_async(self, loop: Any) -> Any:
+        """A new connection for get_async, opened in the default executor; closed
+        there if the read waiting for it is cancelled meanwhile."""
+        lock = threading.Lock()
+        state: dict[str, Any] = {"abandoned": False, "conn": None}
+
+        def connect() -> Any:
+            conn = self._connect_loop_conn()
+            with lock:
+                if not state["abandoned"]:
+                    state["conn"] = conn
+                    return conn
+            _close_quietly(conn)
+            return None
+        try:
+            return await loop.run_in_executor(None, connect)
+        except BaseException:
+            with lock:
+                state["abandoned"] = True
+                conn = state["conn"]
+            self._loop_conn_gone(conn)
+            raise
 
     def _connect_loop_conn(self) -> Any:
         """A new connection for an event loop, its statements prepared (in a worker

@@ -202,3 +202,80 @@ def test_many_concurrent_async_reads() -> None:
         assert got == [f"v{i}" for i in range(20)]
 
     run(main())
+
+
+# -- SecretManager.get_async: the server's miss path on a network store ----------------------
+
+
+class AsyncReadBackend(MemoryBackend):
+    """A store with ``get_async`` (as PostgreSQL's), counting where reads run; ``down``
+    makes reads fail as an outage does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.async_reads = 0
+        self.sync_reads = 0
+        self.down = False
+
+    def get(self, path: str, version: int | None = None) -> tuple[str, int]:
+        self.sync_reads += 1
+        return super().get(path, version)
+
+    async def get_async(self, path: str, version: int | None = None) -> tuple[str, int]:
+        self.async_reads += 1
+        if self.down:
+            from keysafe.errors import BackendUnavailable
+
+            raise BackendUnavailable("store unreachable (test)")
+        await asyncio.sleep(0)
+        return MemoryBackend.get(self, path, version)
+
+
+def test_manager_get_async_reads_misses_on_the_loop_and_caches_them() -> None:
+    from keysafe.errors import NotFound
+    from keysafe.manager.audit import AuditFilter
+
+    b = AsyncReadBackend()
+    mgr = SecretManager(b, cache=SecretCache(ttl=300, stale_if_error=600), actor="tester")
+    mgr.put("token", "one", "acme")
+
+    async def main() -> None:
+        assert await mgr.get_async("token", "acme") == "one"  # a miss: read on the loop
+        assert await mgr.get_async("token", "acme") == "one"  # a hit
+        assert (b.async_reads, b.sync_reads) == (1, 0)
+        assert mgr.stats()["cache_hits"] == 1
+        assert mgr.stats()["cache_misses"] == 1
+        mgr.put("token", "two", "acme")  # invalidates
+        assert await mgr.get_async("token", "acme") == "two"
+        assert b.async_reads == 2
+        with pytest.raises(NotFound):
+            await mgr.get_async("nope", "acme")
+        # An outage serves the stale value within stale-if-error, recorded as such.
+        from time import monotonic
+
+        mgr.cache._data[("token", "acme", None, None, None)] = (
+            "two", monotonic() - 1, mgr.path("token", "acme"))  # expired, not yet stale
+        b.down = True
+        assert await mgr.get_async("token", "acme") == "two"
+        assert mgr.stats()["stale_served"] == 1
+
+    asyncio.run(main())
+    mgr.audit.flush()
+    outcomes = [(e.path.rsplit("/", 1)[-1], e.outcome)
+                for e in mgr.audit_query(AuditFilter(action="read"))]
+    assert outcomes == [("token", "ok"), ("token", "ok"), ("nope", "not_found"),
+                        ("token", "stale")]
+
+
+def test_manager_get_async_runs_in_a_thread_without_get_async() -> None:
+    b = ThreadRecordingBackend()
+    mgr = SecretManager(b, cache=SecretCache(ttl=300), actor="tester")
+    mgr.put("token", "one", "acme")
+
+    async def main() -> int:
+        assert await mgr.get_async("token", "acme") == "one"
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert b.get_threads
+    assert loop_thread not in b.get_threads

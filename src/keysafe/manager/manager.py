@@ -338,29 +338,67 @@ class SecretManager:
 
     def _get_miss(self, key: tuple[Any, ...], name: str, org: str | None,
                   domain: str | None, env: str | None, version: int | None) -> str:
-        self._stats["cache_misses"] += 1
-        path, ref_org = self._where(name, org, domain, env)
-        gen = self.cache.generation(path)
+        path, ref_org, gen = self._miss_begin(name, org, domain, env)
         try:
             value, v = self.backend.get(path, version)
-        except BackendUnavailable as exc:
-            stale = self.cache.get_stale(key)
-            if stale is not None:
-                self._stats["stale_served"] += 1
-                self.record("read", path, "stale", org=ref_org, version=version,
-                            detail={"error": type(exc).__name__})
-                return stale
-            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
-            raise
         except KeysafeError as exc:
-            self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
-            raise
+            return self._miss_failed(exc, key, name, org, domain, env, path, ref_org, version)
+        return self._miss_done(key, path, ref_org, gen, value, v)
+
+    async def get_async(self, name: str, org: str | None = None, *,
+                        domain: str | None = None) -> str:
+        """``get`` for an event loop: a hit is answered at once; a miss is read on the
+        loop itself when the store can (``get_async``, as PostgreSQL's), else in a
+        worker thread, so the loop never blocks on the store."""
+        key = (name, org, domain, None, None)
+        e = self._cache_data.get(key)
+        if e is not None and e[1] > monotonic():
+            self._stats["cache_hits"] += 1
+            return str(e[0])
+        read_async = getattr(self.backend, "get_async", None)
+        if read_async is None:
+            import asyncio
+
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self._get_miss, key, name, org, domain, None, None)
+        path, ref_org, gen = self._miss_begin(name, org, domain, None)
+        try:
+            value, v = await read_async(path)
+        except KeysafeError as exc:
+            return self._miss_failed(exc, key, name, org, domain, None, path, ref_org, None)
+        return self._miss_done(key, path, ref_org, gen, value, v)
+
+    def _miss_begin(self, name: str, org: str | None, domain: str | None,
+                    env: str | None) -> tuple[str, str, int]:
+        """(path, org, cache generation) for a read that missed the cache: the
+        generation is taken before the read, so a write meanwhile keeps it uncached."""
+        self._stats["cache_misses"] += 1
+        path, ref_org = self._where(name, org, domain, env)
+        return path, ref_org, self.cache.generation(path)
+
+    def _miss_done(self, key: tuple[Any, ...], path: str, ref_org: str, gen: int,
+                   value: str, v: int) -> str:
         if self.audit_reads:
             # self.record(...) spelled out: this is the hot path of uncached reads.
             self.audit.record((time_ns() // 1000, self.actor, "read", path, v, "ok", ref_org,
                                self.client, self.request_id, None), durable=False)
         self.cache.put(key, path, value, gen)
         return value
+
+    def _miss_failed(self, exc: KeysafeError, key: tuple[Any, ...], name: str,
+                     org: str | None, domain: str | None, env: str | None, path: str,
+                     ref_org: str, version: int | None) -> str:
+        """An outage serves a stale value if stale-if-error holds one; anything else is
+        recorded and raised."""
+        if isinstance(exc, BackendUnavailable):
+            stale = self.cache.get_stale(key)
+            if stale is not None:
+                self._stats["stale_served"] += 1
+                self.record("read", path, "stale", org=ref_org, version=version,
+                            detail={"error": type(exc).__name__})
+                return stale
+        self._fail("read", self.resolve(name, org, domain, env)[0], path, exc, version)
+        raise exc
 
     def use(self, name: str, fn: Callable[[str], T], org: str | None = None, *,
             domain: str | None = None) -> T:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from time import time
@@ -232,9 +231,9 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
         value = mgr.cached(secret_name, org_id, domain=domain_id)
         if value is None:
             if is_remote(mgr):
-                # A network store's round trip must not hold up the event loop.
-                value = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: mgr.get(secret_name, org_id, domain=domain_id))
+                # A network store's round trip must not hold up the event loop: read on
+                # the loop where the store can (PostgreSQL), else in a worker thread.
+                value = await mgr.get_async(secret_name, org_id, domain=domain_id)
             else:
                 value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:

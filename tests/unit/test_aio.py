@@ -279,3 +279,18 @@ def test_manager_get_async_runs_in_a_thread_without_get_async() -> None:
     loop_thread = asyncio.run(main())
     assert b.get_threads
     assert loop_thread not in b.get_threads
+
+
+def test_async_manager_uses_the_stores_get_async_for_misses() -> None:
+    b = AsyncReadBackend()
+    am = AsyncSecretManager(SecretManager(b, cache=SecretCache(ttl=300), actor="tester"))
+    am.sync.put("token", "one", "acme")
+
+    async def main() -> None:
+        assert await am.get("token", "acme") == "one"
+        assert await am.get("token", "acme") == "one"  # a hit
+        assert await am.get("token", "acme", fresh=True) == "one"  # fresh: in a thread
+        assert await am.get("token", "acme", version=1) == "one"  # a version: in a thread
+
+    asyncio.run(main())
+    assert (b.async_reads, b.sync_reads) == (1, 2)

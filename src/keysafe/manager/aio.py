@@ -1,7 +1,9 @@
 """AsyncSecretManager: the same verbs for asyncio code.
 
 A cache hit is answered in the event loop's own thread (no hop to a worker); anything
-that reaches the store runs in a worker thread so the loop never blocks on I/O.
+that reaches the store runs in a worker thread so the loop never blocks on I/O, except a
+value read from a store that can read without blocking (PostgreSQL's ``get_async``),
+which runs on the loop itself.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class AsyncSecretManager:
             if e is not None and e[1] > monotonic():
                 self.sync._stats["cache_hits"] += 1
                 return e[0]
+            if env is None and version is None and hasattr(self.sync.backend, "get_async"):
+                # A store that reads without blocking (PostgreSQL): no worker thread.
+                return await self.sync.get_async(name, org, domain=domain)
         return await asyncio.to_thread(self.sync.get, name, org, domain=domain, env=env,
                                        version=version, fresh=True)
 

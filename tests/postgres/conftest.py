@@ -1,12 +1,15 @@
 """Fixtures for the PostgreSQL tests: a real server (see keysafe.testing.postgres),
-session-wide, and a fresh database per test."""
+session-wide, a fresh database per test, and replicas' backends on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from keysafe.backends.postgres import PostgresBackend
+from keysafe.crypto.keys import KeyRing
 from keysafe.testing.postgres import PgServer, PgUnavailable, start_pg, stop_pg
 
 
@@ -30,3 +33,26 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url(name)
     finally:
         pg_server.drop_db(name)
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.generate()
+
+
+@pytest.fixture
+def backends(pg_url: str, ring: KeyRing) -> Iterator[Callable[..., PostgresBackend]]:
+    """Open replicas on the test's database (``url``, ``key`` and PostgresBackend's
+    options may be given; pool of 4 by default); all closed at the end."""
+    made: list[PostgresBackend] = []
+
+    def make(url: str | None = None, key: KeyRing | None = None,
+             **kw: Any) -> PostgresBackend:
+        kw.setdefault("pool_max", 4)
+        b = PostgresBackend(url or pg_url, key or ring, **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in reversed(made):
+        b.close()

@@ -101,28 +101,6 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def ring() -> KeyRing:
-    return KeyRing.generate()
-
-
-@pytest.fixture
-def backends(pg_url: str, ring: KeyRing) -> Iterator[Callable[..., PostgresBackend]]:
-    """Open replicas on the test's database; all closed at the end."""
-    made: list[PostgresBackend] = []
-
-    def make(url: str | None = None, key: KeyRing | None = None,
-             **kw: Any) -> PostgresBackend:
-        kw.setdefault("pool_max", 4)
-        b = PostgresBackend(url or pg_url, key or ring, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in reversed(made):
-        b.close()
-
-
-@pytest.fixture
 def managers() -> Iterator[Callable[..., SecretManager]]:
     """A SecretManager per replica, as the server builds it (audit chain in PostgreSQL,
     a long-lived cache so only invalidation can refresh it)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -18,33 +17,12 @@ import pytest
 from keysafe.backends import postgres as pgmod
 from keysafe.backends.base import WriteContext
 from keysafe.backends.postgres import PostgresAuditStore, PostgresBackend
-from keysafe.crypto.keys import KeyRing
 from keysafe.errors import NotFound
 from keysafe.manager.audit import AuditFilter, AuditLog, Draft, chain, now_us, verify_rows
 from keysafe.manager.cache import SecretCache
 from keysafe.manager.manager import SecretManager
 
 PATH = "app/prod/acme/shared/db_password"
-
-
-@pytest.fixture
-def ring() -> KeyRing:
-    return KeyRing.generate()
-
-
-@pytest.fixture
-def backends(pg_url: str, ring: KeyRing) -> Iterator[Callable[..., PostgresBackend]]:
-    made: list[PostgresBackend] = []
-
-    def make(**kw: Any) -> PostgresBackend:
-        kw.setdefault("pool_max", 4)
-        b = PostgresBackend(pg_url, ring, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in reversed(made):
-        b.close()
 
 
 def ctx() -> WriteContext:

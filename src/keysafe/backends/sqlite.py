@@ -487,5 +487,13 @@ class SQLiteBackend:
 
     def _checkpoint(self) -> None:
         # The reader connection's snapshot could hold the checkpoint back; take its lock.
+        # A checkpoint the background thread (or another process) is running makes this
+        # one wait on the busy handler; should it still report busy, try again shortly.
+        import time
+
         with self._lock, self._rlock, suppress(sqlite3.Error):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for attempt in range(5):
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    return
+                time.sleep(0.02 * (attempt + 1))

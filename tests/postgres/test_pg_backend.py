@@ -40,23 +40,10 @@ from keysafe.manager.manager import SecretManager
 from keysafe.scheduler import Job, Scheduler, run_locally_exclusive
 from keysafe.server.tokenstore import PostgresTokenDB, TokenStore
 
-NOTIFY_WAIT = 2.0  # seconds an asynchronous notification may take to arrive
+from .polling import NOTIFY_WAIT, wait_until
 
 
 # -- helpers ---------------------------------------------------------------------------
-def wait_until(pred: Callable[[], object], timeout: float = NOTIFY_WAIT,
-               interval: float = 0.02) -> bool:
-    """Poll ``pred`` until it is true or ``timeout`` passes (bounded in time and count)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return bool(pred())
-
-
 def env_key() -> tuple[str, KeyRing]:
     """A KEYSAFE_MASTER_KEY value and the ring it stands for."""
     value = "k1:" + base64.b64encode(os.urandom(32)).decode()

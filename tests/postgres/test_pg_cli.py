@@ -14,7 +14,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from keysafe.cli.app import app
 from keysafe.crypto.keys import KeyRing
 from keysafe.server.tokenstore import PostgresTokenDB, TokenStore
 
+from .polling import wait_until
+
 KEYSAFE = str(Path(sys.executable).parent / "keysafe")
 
 
@@ -42,18 +43,6 @@ class Run:
 
     def json(self) -> Any:
         return json.loads(self.out)
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 2.0,
-               interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return bool(pred())
 
 
 @pytest.fixture

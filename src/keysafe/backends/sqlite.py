@@ -14,6 +14,7 @@ import builtins
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
@@ -71,8 +72,6 @@ def switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """``journal_mode=WAL``, retried: the switch needs a lock SQLite's busy handler does
     not wait for, so two processes opening a new store together can see "database is
     locked" (bounded by ``timeout``)."""
-    import time
-
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -489,8 +488,6 @@ class SQLiteBackend:
         # The reader connection's snapshot could hold the checkpoint back; take its lock.
         # A checkpoint the background thread (or another process) is running makes this
         # one wait on the busy handler; should it still report busy, try again shortly.
-        import time
-
         with self._lock, self._rlock, suppress(sqlite3.Error):
             for attempt in range(5):
                 busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]

@@ -299,16 +299,6 @@ class SecretManager:
                 return e[0]
         return self._get_miss(key, name, org, domain, env, version)
 
-    def cached(self, name: str, org: str | None = None, *,
-               domain: str | None = None) -> str | None:
-        """The value if the cache holds it fresh (counted as a hit), else None: lets an
-        event loop answer hits itself and send misses to a worker thread."""
-        e = self._cache_data.get((name, org, domain, None, None))
-        if e is not None and e[1] > monotonic():
-            self._stats["cache_hits"] += 1
-            return str(e[0])
-        return None
-
     def read(self, name: str, org: str | None = None, *, domain: str | None = None,
              env: str | None = None, version: int | None = None) -> tuple[str, int]:
         """(value, version) straight from the store (no cache): one read, one audit

@@ -228,14 +228,13 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
     ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     mgr = ctx.mgr
     try:
-        value = mgr.cached(secret_name, org_id, domain=domain_id)
-        if value is None:
-            if is_remote(mgr):
-                # A network store's round trip must not hold up the event loop: read on
-                # the loop where the store can (PostgreSQL), else in a worker thread.
-                value = await mgr.get_async(secret_name, org_id, domain=domain_id)
-            else:
-                value = mgr.get(secret_name, org_id, domain=domain_id)
+        if is_remote(mgr):
+            # A network store's round trip must not hold up the event loop: hits are
+            # answered here, misses read on the loop where the store can (PostgreSQL),
+            # else in a worker thread.
+            value = await mgr.get_async(secret_name, org_id, domain=domain_id)
+        else:
+            value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:
         await ctx.audit_durable("read_value", path, "not_found", org=org_id)
         raise

@@ -144,6 +144,56 @@ class Watchable(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DueWindow:
+    """The secrets a scan for due rotations (or coming expiry) has to look at: a superset,
+    which the rotation policy then judges one by one. Times are seconds since the epoch.
+
+    - ``by``: a secret with its own period (``rotation_days`` > 0) is in if that period
+      has run out by then;
+    - ``unowned_before``: a secret without one is in if last rotated (else created) at or
+      before then: ``by`` less the shortest period any policy rule gives (None: no rule
+      gives one, so none of these is in);
+    - ``expiring_by``: any secret whose expiry comes by then is in (None: not asked).
+    """
+
+    by: float
+    unowned_before: float | None
+    expiring_by: float | None = None
+
+    def matches(self, meta: SecretMetadata) -> bool:
+        """The same test as ``sql``, for stores without a query language."""
+        last = (meta.last_rotated or meta.created_at).timestamp()
+        days = meta.rotation_days
+        if days is None:
+            if self.unowned_before is not None and last <= self.unowned_before:
+                return True
+        elif days > 0 and last + days * 86400.0 <= self.by:
+            return True
+        return (self.expiring_by is not None and meta.expires_at is not None
+                and meta.expires_at.timestamp() <= self.expiring_by)
+
+    def sql(self, ph: str) -> tuple[str, tuple[float | None, ...]]:
+        """A condition on ``secrets s`` (``ph``: the driver's placeholder) and its
+        parameters. A NULL bound makes its comparison false, as ``matches`` skips it."""
+        last = "COALESCE(s.last_rotated, s.created_at)"
+        return (f"((s.rotation_days IS NULL AND {last} <= {ph})"
+                f" OR (s.rotation_days > 0 AND {last}"
+                f" + s.rotation_days * CAST(86400 AS double precision) <= {ph})"
+                f" OR s.expires_at <= {ph})",
+                (self.unowned_before, self.by, self.expiring_by))
+
+
+@runtime_checkable
+class DueListing(Protocol):
+    """Finds the secrets a ``DueWindow`` asks for itself (in the store, not by listing
+    every secret): what keeps an hourly rotation scan cheap at a million secrets."""
+
+    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
+        """Live (not deleted) secrets under ``prefix`` in ``window``, in path order."""
+        ...
+
+
 @runtime_checkable
 class Leasing(Protocol):
     """Runs a scheduled job on one process at a time, once per period, across every

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from keysafe.backends.base import WriteContext, check_cas, not_found
+from keysafe.backends.base import DueWindow, WriteContext, check_cas, not_found
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 
@@ -92,6 +92,9 @@ class MemoryBackend:
         with self._lock:
             return [s.meta for p, s in sorted(self._data.items())
                     if p.startswith(prefix) and (include_deleted or s.meta.deleted_at is None)]
+
+    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
+        return [m for m in self.list(prefix) if window.matches(m)]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
         with self._lock:

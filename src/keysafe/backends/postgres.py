@@ -41,7 +41,7 @@ from keysafe.backends._rows import (
     version_info,
 )
 from keysafe.backends._sdk import require_sdk
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import DueWindow, Progress, WriteContext, check_cas, not_found
 from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -748,6 +748,13 @@ class PostgresBackend:
             sql += " AND s.deleted_at IS NULL"
         rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"),
                           many=True)
+        return [meta_from_row(r) for r in rows]
+
+    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
+        cond, args = window.sql("%s")
+        rows = self._read(_SELECT_META + " WHERE s.path >= %s AND s.path < %s AND "
+                          "s.deleted_at IS NULL AND " + cond + " ORDER BY s.path",
+                          (prefix, prefix + "\U0010ffff", *args), many=True)
         return [meta_from_row(r) for r in rows]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:

@@ -25,7 +25,7 @@ from keysafe.backends._rows import SELECT_META as _SELECT_META
 from keysafe.backends._rows import VERSION_COLS, current_row_write, version_info
 from keysafe.backends._rows import meta_from_row as _meta
 from keysafe.backends._rows import meta_values as _meta_values
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import DueWindow, Progress, WriteContext, check_cas, not_found
 from keysafe.backends.checkpoint import Checkpointer, tune_writer
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -325,6 +325,13 @@ class SQLiteBackend:
         if not include_deleted:
             sql += " AND s.deleted_at IS NULL"
         rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"), many=True)
+        return [_meta(r) for r in rows]
+
+    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
+        cond, args = window.sql("?")
+        rows = self._read(_SELECT_META + " WHERE s.path >= ? AND s.path < ? AND "
+                          "s.deleted_at IS NULL AND " + cond + " ORDER BY s.path",
+                          (prefix, prefix + "\U0010ffff", *args), many=True)
         return [_meta(r) for r in rows]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:

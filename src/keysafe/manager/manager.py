@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysafe.backends.base import (
     Destroyable,
+    DueListing,
+    DueWindow,
     MetadataWritable,
     Progress,
     Recoverable,
@@ -441,12 +443,28 @@ class SecretManager:
              env: str | None = None,
              include_deleted: bool = False) -> builtins.list[SecretMetadata]:
         """Metadata of every secret in the scope (an org, optionally a domain)."""
+        return self._scoped(org, domain, env, lambda prefix: self.backend.list(
+            prefix, include_deleted=include_deleted))
+
+    def list_due(self, window: DueWindow, org: str | None = None, *,
+                 domain: str | None = None) -> builtins.list[SecretMetadata]:
+        """``list``, narrowed to the secrets ``window`` asks for (a scan for due rotations):
+        found by the store itself where it can (``DueListing``), else filtered here."""
+        b = self.backend
+        if isinstance(b, DueListing):
+            return self._scoped(org, domain, None, lambda prefix: b.list_due(prefix, window))
+        return self._scoped(org, domain, None, lambda prefix: [
+            m for m in b.list(prefix) if window.matches(m)])
+
+    def _scoped(self, org: str | None, domain: str | None, env: str | None,
+                fetch: Callable[[str], builtins.list[SecretMetadata]]
+                ) -> builtins.list[SecretMetadata]:
         env = env or self.env
         if org is not None:
             self.ref("x", org, domain=domain, env=env)  # validates the scope segments
         prefix = self.naming.prefix(app=self.app, env=env, org=org, domain=domain)
         out = []
-        for meta in self.backend.list(prefix, include_deleted=include_deleted):
+        for meta in fetch(prefix):
             try:
                 ref = self.naming.parse(meta.path, app=self.app, env=env)
             except KeysafeError:

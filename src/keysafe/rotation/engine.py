@@ -23,15 +23,15 @@ from __future__ import annotations
 import builtins
 import secrets as _secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from keysafe.backends.base import Recoverable, Transactional, WriteContext
 from keysafe.errors import Conflict, KeysafeError, NotFound, RotationError
-from keysafe.models import MetadataUpdate
-from keysafe.rotation.policy import Policy, RotationState, select, sort_states
+from keysafe.models import MetadataUpdate, SecretMetadata
+from keysafe.rotation.policy import DUE_SOON, Policy, RotationState, select, sort_states
 from keysafe.rotation.rotators import (
     ManualRotation,
     RotationContext,
@@ -118,11 +118,22 @@ class RotationEngine:
     # -- status -----------------------------------------------------------------------
     def states(self, org: str | None = None, domain: str | None = None,
                now: datetime | None = None) -> builtins.list[RotationState]:
-        out = []
-        for meta in self.mgr.list(org, domain=domain):
+        """Every secret's rotation state, overdue first."""
+        return sort_states(st for st, _ in self._judge(self.mgr.list(org, domain=domain), now))
+
+    def due(self, org: str | None = None, domain: str | None = None,
+            now: datetime | None = None) -> builtins.list[RotationState]:
+        """The overdue secrets' states: only those the store finds in the policy's window
+        are judged, so an hourly scan of a large store reads a handful of rows, not all."""
+        now = now or datetime.now(UTC)
+        metas = self.mgr.list_due(self.policy.window(now), org, domain=domain)
+        return select(sort_states(st for st, _ in self._judge(metas, now)), "due")
+
+    def _judge(self, metas: Iterable[SecretMetadata], now: datetime | None
+               ) -> Iterator[tuple[RotationState, SecretMetadata]]:
+        for meta in metas:
             ref = self.mgr.parse(meta.path)
-            out.append(self.policy.state(meta, ref.org, ref.domain, ref.name, now))
-        return sort_states(out)
+            yield self.policy.state(meta, ref.org, ref.domain, ref.name, now), meta
 
     # -- running ------------------------------------------------------------------------
     def run(self, which: str, *, org: str | None = None, domain: str | None = None,
@@ -130,7 +141,9 @@ class RotationEngine:
             progress: Callable[[int, int], None] | None = None) -> builtins.list[Outcome]:
         """Rotate a selection (all, due, symmetric, api-keys, database) or one NAME
         (which then needs ``org``). Failures are reported per secret, not raised."""
-        if which in ("all", "due", "symmetric", "api-keys", "database"):
+        if which == "due":
+            chosen = self.due(org, domain)
+        elif which in ("all", "symmetric", "api-keys", "database"):
             chosen = select(self.states(org, domain), which)
         else:
             if org is None:
@@ -445,10 +458,13 @@ class RotationEngine:
         within a week; returns their states."""
         now = now or datetime.now(UTC)
         out = []
-        states = self.states(org, now=now)
-        self.overdue = sum(1 for s in states if s.status == "overdue")
+        soon = now + DUE_SOON
+        window = self.policy.window(soon, expiring_by=now + timedelta(days=7))
+        metas = {m.path: m for m in self.mgr.list_due(window, org)}
+        states = sort_states(st for st, _ in self._judge(metas.values(), now))
+        self.overdue = sum(1 for st in states if st.status == "overdue")
         for st in states:
-            meta = self.mgr.backend.describe(st.path)
+            meta = metas[st.path]
             expiring = meta.expires_at is not None and meta.expires_at - now <= timedelta(days=7)
             if st.status in ("overdue", "due_soon") or expiring:
                 out.append(st)

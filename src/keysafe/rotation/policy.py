@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from keysafe.backends.base import DueWindow
 from keysafe.catalog import ROTATION_DAYS, Catalog
 from keysafe.errors import ConfigError
 from keysafe.models import SecretMetadata
@@ -92,6 +93,25 @@ class Policy:
         """The stored type, else the catalog entry's for the name."""
         entry = self.catalog.get(name)
         return meta.secret_type or (entry.secret_type if entry else None)
+
+    def shortest_period(self) -> int | None:
+        """The fewest days any rule but a secret's own ``rotation_days`` can give (None:
+        no rule gives any): a secret without its own period, rotated more recently than
+        this, cannot be due."""
+        days = [d for d in self.overrides.values() if d]
+        days += [d for e in self.catalog if (d := e.effective_rotation_days)]
+        days += [d for d in ROTATION_DAYS.values() if d]
+        return min(days) if days else None
+
+    def window(self, by: datetime, *, expiring_by: datetime | None = None) -> DueWindow:
+        """What a store must return for a scan of secrets due by ``by`` (a superset,
+        widened by a second against rounding; ``state`` then judges each)."""
+        shortest = self.shortest_period()
+        t = by.timestamp() + 1.0
+        return DueWindow(by=t,
+                         unowned_before=None if shortest is None else t - shortest * 86400.0,
+                         expiring_by=None if expiring_by is None else
+                         expiring_by.timestamp() + 1.0)
 
     def period(self, meta: SecretMetadata, org: str, name: str) -> tuple[int | None, str]:
         """(days or None, where the figure came from)."""

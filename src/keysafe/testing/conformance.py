@@ -37,6 +37,8 @@ import pytest
 
 from keysafe.backends.base import (
     Destroyable,
+    DueListing,
+    DueWindow,
     MetadataWritable,
     Recoverable,
     SecretBackend,
@@ -501,6 +503,41 @@ class BackendConformance:
         assert [m.path for m in listed] == [gone, live]
         assert listed[0].deleted_at is not None
         assert listed[1].deleted_at is None
+
+    def test_list_due_returns_what_the_window_matches(self) -> None:
+        """A store that finds due secrets itself (DueListing) returns exactly the live
+        secrets under the prefix that ``DueWindow.matches`` accepts, in path order."""
+        b = self.backend
+        if not isinstance(b, DueListing):
+            pytest.skip(f"{b.name} has no list_due (the manager filters its list instead)")
+        now = datetime.now(UTC)
+        day = timedelta(days=1)
+        cases = {  # name: (last rotated days ago, own rotation_days, expires in days)
+            "fresh": (0, None, None), "old": (40, None, None), "ancient": (400, None, None),
+            "own-due": (6, 5, None), "own-not-due": (4, 5, None), "own-never": (400, 0, None),
+            "own-long": (40, 365, None), "expiring": (0, None, 3), "expired": (0, 0, -1),
+            "expiring-late": (0, None, 30),
+        }
+        for name, (ago, days, expires) in cases.items():
+            self.put(self.path(name), "v", meta=MetadataUpdate(
+                last_rotated=now - ago * day, rotation_days=days,
+                expires_at=None if expires is None else now + expires * day))
+        self.put(self.path("deleted"), "v", meta=MetadataUpdate(last_rotated=now - 400 * day))
+        self.backend.delete(self.path("deleted"), ctx=self.ctx())
+        windows = [DueWindow(by=now.timestamp(), unowned_before=(now - 30 * day).timestamp()),
+                   DueWindow(by=now.timestamp(), unowned_before=None),
+                   DueWindow(by=(now + 7 * day).timestamp(),
+                             unowned_before=(now - 23 * day).timestamp(),
+                             expiring_by=(now + 7 * day).timestamp())]
+        for w in windows:
+            every = b.list(self.prefix)
+            assert [m.path for m in b.list_due(self.prefix, w)] == [
+                m.path for m in every if w.matches(m)], w
+        first = [m.path.removeprefix(self.prefix) for m in b.list_due(self.prefix, windows[0])]
+        assert first == ["ancient", "old", "own-due"]
+        third = [m.path.removeprefix(self.prefix) for m in b.list_due(self.prefix, windows[2])]
+        assert third == ["ancient", "expired", "expiring", "old", "own-due", "own-not-due"]
+        assert b.list_due(self.path("nothing-here/"), windows[0]) == []
 
     # -- delete, restore, purge ---------------------------------------------------
     def test_delete_is_soft(self) -> None:

@@ -22,11 +22,12 @@ Servers, all ``serve(port=P)`` (granian, one worker, every setting at its defaul
 127.0.0.1 with KEYSAFE_ENV=production and one shared KEYSAFE_MASTER_KEY: two replicas
 (A and B) per PostgreSQL database (KEYSAFE_DATABASE_URL), one server per SQLite store.
 A's first admin token makes a service and a writer token through ``POST /api/tokens``.
-Each server's scheduler would start a due job 5 s after it starts (``rotate-due`` lists
-and checks every stored secret: minutes of one core at 1,000,000, on whichever replica
-takes the job), so before the servers start the bench marks the scheduled jobs as not
-due for a day (PostgreSQL's ``jobs`` table, the embedded store's ``jobs/*.lock``), and
-checks afterwards that none ran during the load; ``--run-jobs`` leaves them alone.
+Each server's scheduler starts its due jobs (``purge-expired``, ``rotate-due``) 5 s after
+it starts, as in production: the rotation scan asks the store for the secrets that can be
+due (under a second at 1,000,000; it used to judge every secret, minutes of one core).
+``--defer-jobs`` marks the jobs as not due for a day before the servers start
+(PostgreSQL's ``jobs`` table, the embedded store's ``jobs/*.lock``) and checks afterwards
+that none ran during the load.
 
 Workloads (wrk, unpinned: the servers, PostgreSQL and wrk share the machine's cores):
 
@@ -939,9 +940,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="pg,sqlite",
                     help="stores to set up and serve: pg,sqlite (default) or pg (skips the "
                          "embedded stores, their servers and their page-cache warming)")
-    ap.add_argument("--run-jobs", action="store_true",
-                    help="leave the servers' scheduled jobs due (by default they are deferred "
-                         "for a day, so that no replica scans every secret during the load)")
+    ap.add_argument("--defer-jobs", action="store_true",
+                    help="mark the servers' scheduled jobs as not due for a day (by default "
+                         "they run as in production)")
     ap.add_argument("--spy", action="store_true",
                     help="afterwards: py-spy one replica under the biggest PostgreSQL store's "
                          "reads and writes")
@@ -1005,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "threads": args.threads, "conns": args.conns,
                                            "pg_settings": PG_SETTINGS, "pinned": False,
                                            "reuse": args.reuse,
-                                           "jobs_deferred": not args.run_jobs,
+                                           "jobs_deferred": args.defer_jobs,
                                            "keysafe_env": args.ks_env,
                                            "quiet": args.quiet,
                                            "quiet_wait_s": args.quiet_wait}}
@@ -1026,11 +1027,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{warm:.1f} s): " + ", ".join(f"{s.key} {s.info['db_bytes'] / 1e6:,.0f} MB"
                                                for s in stores))
 
-            deferred = None if args.run_jobs else defer_jobs(stores)
+            deferred = defer_jobs(stores) if args.defer_jobs else None
             say("\n== servers ==")
             if deferred is not None:
                 say("  scheduled jobs (" + ", ".join(JOBS) + ") deferred for a day in every "
-                    "store (--run-jobs: leave them due)")
+                    "store (--defer-jobs)")
             t0 = time.monotonic()
             roots: dict[int, str] = {pg.proc.pid: "postgres"}
             for st in stores:

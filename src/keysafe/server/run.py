@@ -9,12 +9,37 @@ from typing import Any
 
 from keysafe.config import Settings, load_settings
 
+#: Set by ``serve`` to its own pid, so that a worker it forks can tell it is one.
+PARENT_ENV = "KEYSAFE_SERVER_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """In a worker forked by ``serve``: end when ``serve``'s process ends, however it
+    ends. Without this, a SIGKILLed server (``kill -9`` by hand; Kubernetes and systemd
+    kill the whole group) leaves its workers serving the port with nobody to stop them.
+    Linux's PR_SET_PDEATHSIG sends SIGTERM at the parent's death; a worker whose parent
+    has already gone (it died before this ran) exits at once."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or int(parent) == os.getpid() or not sys.platform.startswith(
+            "linux"):
+        return  # not a forked worker (in-process server, tests), or no prctl here
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(parent):
+        os._exit(0)  # orphaned already: the server that started us is gone
+
 
 def make_app() -> Any:
     """App factory for the ASGI server (runs inside the server's worker process)."""
     import gc
 
     from keysafe.server.app import create_app
+
+    die_with_parent()
 
     app = create_app(load_settings())
     # Everything built at start-up (modules, the app, the catalog) lives as long as the
@@ -50,6 +75,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     # Settings are re-read in the worker; carry CLI overrides there through the env.
     os.environ["KEYSAFE_HOST"], os.environ["KEYSAFE_PORT"] = host, str(port)
     os.environ["KEYSAFE_SERVER_WORKERS"] = str(workers)
+    os.environ[PARENT_ENV] = str(os.getpid())
     # Create the key file and store now, in this process, so the worker never races.
     from keysafe.manager.manager import SecretManager
 

@@ -4,12 +4,14 @@ stored as seconds since the epoch; tags as sorted JSON."""
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from keysafe.backends.base import utc
+from keysafe.backends.base import DueWindow, not_found, utc
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
@@ -86,3 +88,35 @@ def _current_row_sql(exists: bool, extra: tuple[str, ...], ph: str) -> str:
     return (f"UPDATE secrets SET current_version = {ph}, updated_at = {ph}, "  # noqa: S608
             f"updated_by = {ph}, deleted_at = NULL, key_id = {ph}, wrapped_key = {ph}, "
             f"ciphertext = {ph}{sets} WHERE path = {ph}")
+
+
+class MetaReads:
+    """``describe``, ``list`` and ``list_due`` for the SQL stores, on their ``_read``
+    (``PH``: the driver's placeholder). Paths are ranges on the primary key:
+    prefix <= path < prefix + U+10FFFF."""
+
+    PH = "?"
+
+    def _read(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
+        raise NotImplementedError
+
+    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
+        row = self._read(f"{SELECT_META} WHERE s.path = {self.PH}", (path,))
+        if row is None or (row[9] is not None and not include_deleted):
+            raise not_found(path)
+        return meta_from_row(row)
+
+    def list(self, prefix: str, *,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        return self._range(prefix, "" if include_deleted else " AND s.deleted_at IS NULL", ())
+
+    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
+        cond, args = window.sql(self.PH)
+        return self._range(prefix, f" AND s.deleted_at IS NULL AND {cond}", args)
+
+    def _range(self, prefix: str, where: str, args: Sequence[Any]
+               ) -> builtins.list[SecretMetadata]:
+        ph = self.PH
+        rows = self._read(f"{SELECT_META} WHERE s.path >= {ph} AND s.path < {ph}{where} "
+                          "ORDER BY s.path", (prefix, prefix + "\U0010ffff", *args), many=True)
+        return [meta_from_row(r) for r in rows]

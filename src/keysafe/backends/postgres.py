@@ -33,15 +33,14 @@ from datetime import datetime
 from typing import Any
 
 from keysafe.backends._rows import (
-    SELECT_META,
     VERSION_COLS,
+    MetaReads,
     current_row_write,
-    meta_from_row,
     meta_values,
     version_info,
 )
 from keysafe.backends._sdk import require_sdk
-from keysafe.backends.base import DueWindow, Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
 from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -87,7 +86,6 @@ _REPREPARE = frozenset({b"26000", b"0A000"})
 
 _KEY_CHECK_PATH = "keysafe:key-check"
 _KEY_CHECK_TEXT = b"keysafe master key check"
-_SELECT_META = SELECT_META.replace("?", "%s")
 
 
 def _psycopg() -> Any:
@@ -120,10 +118,11 @@ def redact_url(url: str) -> str:
     return out
 
 
-class PostgresBackend:
+class PostgresBackend(MetaReads):
     """Envelope-encrypted secrets in PostgreSQL, shared by any number of replicas."""
 
     name = "postgres"
+    PH = "%s"
     remote = True  # calls cross a network: servers run them off the event loop
 
     def __init__(self, url: str, keyring: KeyRing, *, max_versions: int = 10,
@@ -734,28 +733,6 @@ class PostgresBackend:
             flush()
             self._changed("*")
         return n
-
-    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
-        row = self._read(_SELECT_META + " WHERE s.path = %s", (path,))
-        if row is None or (row[9] is not None and not include_deleted):
-            raise not_found(path)
-        return meta_from_row(row)
-
-    def list(self, prefix: str, *,
-             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
-        sql = _SELECT_META + " WHERE s.path >= %s AND s.path < %s"
-        if not include_deleted:
-            sql += " AND s.deleted_at IS NULL"
-        rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"),
-                          many=True)
-        return [meta_from_row(r) for r in rows]
-
-    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
-        cond, args = window.sql("%s")
-        rows = self._read(_SELECT_META + " WHERE s.path >= %s AND s.path < %s AND "
-                          "s.deleted_at IS NULL AND " + cond + " ORDER BY s.path",
-                          (prefix, prefix + "\U0010ffff", *args), many=True)
-        return [meta_from_row(r) for r in rows]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
         with self.transaction():

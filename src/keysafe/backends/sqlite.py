@@ -15,17 +15,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keysafe.backends._rows import SELECT_META as _SELECT_META
-from keysafe.backends._rows import VERSION_COLS, current_row_write, version_info
-from keysafe.backends._rows import meta_from_row as _meta
+from keysafe.backends._rows import VERSION_COLS, MetaReads, current_row_write, version_info
 from keysafe.backends._rows import meta_values as _meta_values
-from keysafe.backends.base import DueWindow, Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
 from keysafe.backends.checkpoint import Checkpointer, tune_writer
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -85,7 +83,7 @@ def switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
             delay = min(delay * 2, 0.1)
 
 
-class SQLiteBackend:
+class SQLiteBackend(MetaReads):
     """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
 
     name = "sqlite"
@@ -224,7 +222,7 @@ class SQLiteBackend:
     def lock(self) -> threading.RLock:
         return self._lock
 
-    def _read(self, sql: str, args: tuple[Any, ...], *, many: bool = False) -> Any:
+    def _read(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
         """Run a read: on the write connection inside this thread's transaction (to see
         its own changes), else on the reader connection."""
         if self._tx_thread == threading.get_ident():
@@ -311,28 +309,6 @@ class SQLiteBackend:
                            sealed.ciphertext))
                 n += 1
         return n
-
-    def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
-        row = self._read(_SELECT_META + " WHERE s.path = ?", (path,))
-        if row is None or (row[9] is not None and not include_deleted):
-            raise not_found(path)
-        return _meta(row)
-
-    def list(self, prefix: str, *,
-             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
-        # Range scan on the primary key: prefix <= path < prefix + U+10FFFF.
-        sql = _SELECT_META + " WHERE s.path >= ? AND s.path < ?"
-        if not include_deleted:
-            sql += " AND s.deleted_at IS NULL"
-        rows = self._read(sql + " ORDER BY s.path", (prefix, prefix + "\U0010ffff"), many=True)
-        return [_meta(r) for r in rows]
-
-    def list_due(self, prefix: str, window: DueWindow) -> builtins.list[SecretMetadata]:
-        cond, args = window.sql("?")
-        rows = self._read(_SELECT_META + " WHERE s.path >= ? AND s.path < ? AND "
-                          "s.deleted_at IS NULL AND " + cond + " ORDER BY s.path",
-                          (prefix, prefix + "\U0010ffff", *args), many=True)
-        return [_meta(r) for r in rows]
 
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
         with self.transaction():

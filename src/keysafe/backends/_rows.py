@@ -8,10 +8,11 @@ import builtins
 import functools
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from keysafe.backends.base import DueWindow, not_found, utc
+from keysafe.backends.base import DueWindow, WriteContext, not_found, utc
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 META_COLS = ("description", "secret_type", "tags", "rotation_days", "expires_at",
@@ -90,15 +91,31 @@ def _current_row_sql(exists: bool, extra: tuple[str, ...], ph: str) -> str:
             f"ciphertext = {ph}{sets} WHERE path = {ph}")
 
 
-class MetaReads:
-    """``describe``, ``list`` and ``list_due`` for the SQL stores, on their ``_read``
-    (``PH``: the driver's placeholder). Paths are ranges on the primary key:
+class SQLStore:
+    """What the SQL stores (embedded SQLite and PostgreSQL) do with the same statements:
+    describe, list, list_due, versions, destroy, restore, purge, deleted_before and
+    update_metadata. Each store supplies ``PH`` (its driver's placeholder), ``_read``,
+    ``transaction``, ``_exec`` (a statement in this thread's write transaction),
+    ``_changed`` (tell other processes, in the transaction) and ``_shred`` (after a
+    commit that removed key material). Paths are ranges on the primary key:
     prefix <= path < prefix + U+10FFFF."""
 
     PH = "?"
 
     def _read(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
         raise NotImplementedError
+
+    def _exec(self, sql: str, args: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def _changed(self, path: str) -> None:
+        """Nothing to tell by default (one process owns the store)."""
+
+    def _shred(self) -> None:
+        """Nothing left behind by default (the store keeps no old page images)."""
 
     def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
         row = self._read(f"{SELECT_META} WHERE s.path = {self.PH}", (path,))
@@ -120,3 +137,64 @@ class MetaReads:
         rows = self._read(f"{SELECT_META} WHERE s.path >= {ph} AND s.path < {ph}{where} "
                           "ORDER BY s.path", (prefix, prefix + "\U0010ffff", *args), many=True)
         return [meta_from_row(r) for r in rows]
+
+    def versions(self, path: str) -> builtins.list[VersionInfo]:
+        self.describe(path, include_deleted=True)
+        rows = self._read(f"SELECT {VERSION_COLS} FROM versions "  # noqa: S608
+                          f"WHERE path = {self.PH} ORDER BY version", (path,), many=True)
+        return [version_info(r) for r in rows]
+
+    def destroy(self, path: str, versions: builtins.list[int], *,
+                ctx: WriteContext) -> builtins.list[int]:
+        ph = self.PH
+        done: builtins.list[int] = []
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            for v in versions:
+                cur = self._exec(
+                    "UPDATE versions SET wrapped_key = NULL, ciphertext = NULL, key_id = NULL, "  # noqa: S608
+                    f"destroyed = true WHERE path = {ph} AND version = {ph} AND NOT destroyed",
+                    (path, v))
+                if cur.rowcount:
+                    done.append(v)
+                    self._exec("UPDATE secrets SET wrapped_key = NULL, ciphertext = NULL, "  # noqa: S608
+                               f"key_id = NULL WHERE path = {ph} AND current_version = {ph}",
+                               (path, v))
+            self._changed(path)
+        self._shred()
+        return done
+
+    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            self._exec(f"UPDATE secrets SET deleted_at = NULL WHERE path = {self.PH}", (path,))  # noqa: S608
+            self._changed(path)
+            return self.describe(path)
+
+    def purge(self, path: str, *, ctx: WriteContext) -> None:
+        with self.transaction():
+            cur = self._exec(f"DELETE FROM secrets WHERE path = {self.PH}", (path,))  # noqa: S608
+            if not cur.rowcount:
+                raise not_found(path)
+            self._exec(f"DELETE FROM versions WHERE path = {self.PH}", (path,))  # noqa: S608
+            self._changed(path)
+        self._shred()
+
+    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
+        rows = self._read("SELECT path FROM secrets WHERE deleted_at IS NOT NULL "  # noqa: S608
+                          f"AND deleted_at < {self.PH} ORDER BY path", (cutoff.timestamp(),),
+                          many=True)
+        return [r[0] for r in rows]
+
+    def update_metadata(self, path: str, meta: MetadataUpdate, *,
+                        ctx: WriteContext) -> SecretMetadata:
+        ph = self.PH
+        extra = meta_values(meta)
+        with self.transaction():
+            self.describe(path, include_deleted=True)
+            sets = "".join(f", {k} = {ph}" for k in extra)
+            self._exec(f"UPDATE secrets SET updated_at = {ph}, updated_by = {ph}{sets} "  # noqa: S608
+                       f"WHERE path = {ph}", (ctx.now.timestamp(), ctx.actor, *extra.values(),
+                                              path))
+            self._changed(path)
+            return self.describe(path, include_deleted=True)

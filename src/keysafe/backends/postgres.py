@@ -29,15 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime
 from typing import Any
 
 from keysafe.backends._rows import (
-    VERSION_COLS,
-    MetaReads,
+    SQLStore,
     current_row_write,
     meta_values,
-    version_info,
 )
 from keysafe.backends._sdk import require_sdk
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
@@ -118,7 +115,7 @@ def redact_url(url: str) -> str:
     return out
 
 
-class PostgresBackend(MetaReads):
+class PostgresBackend(SQLStore):
     """Envelope-encrypted secrets in PostgreSQL, shared by any number of replicas."""
 
     name = "postgres"
@@ -285,6 +282,9 @@ class PostgresBackend(MetaReads):
 
     def _tx_conn(self) -> Any:
         return self._local.conn
+
+    def _exec(self, sql: str, args: Sequence[Any]) -> Any:
+        return self._local.conn.execute(sql, args)
 
     def _read(self, sql: str, args: Sequence[Any] = (), *, many: bool = False) -> Any:
         """A read on this thread's transaction (to see its own changes), else on its own
@@ -761,65 +761,6 @@ class PostgresBackend(MetaReads):
         self._pool.close()
 
     # -- capabilities -----------------------------------------------------------
-    def versions(self, path: str) -> builtins.list[VersionInfo]:
-        self.describe(path, include_deleted=True)
-        rows = self._read(f"SELECT {VERSION_COLS} FROM versions "  # noqa: S608
-                          "WHERE path = %s ORDER BY version", (path,), many=True)
-        return [version_info(r) for r in rows]
-
-    def destroy(self, path: str, versions: builtins.list[int], *,
-                ctx: WriteContext) -> builtins.list[int]:
-        done: builtins.list[int] = []
-        with self.transaction():
-            c = self._tx_conn()
-            self.describe(path, include_deleted=True)
-            for v in versions:
-                cur = c.execute(
-                    "UPDATE versions SET wrapped_key = NULL, ciphertext = NULL, key_id = NULL, "
-                    "destroyed = true WHERE path = %s AND version = %s AND NOT destroyed",
-                    (path, v))
-                if cur.rowcount:
-                    done.append(v)
-                    c.execute("UPDATE secrets SET wrapped_key = NULL, ciphertext = NULL, "
-                              "key_id = NULL WHERE path = %s AND current_version = %s",
-                              (path, v))
-            self._changed(path)
-        return done
-
-    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
-        with self.transaction():
-            self.describe(path, include_deleted=True)
-            self._tx_conn().execute("UPDATE secrets SET deleted_at = NULL WHERE path = %s",
-                                    (path,))
-            self._changed(path)
-            return self.describe(path)
-
-    def purge(self, path: str, *, ctx: WriteContext) -> None:
-        with self.transaction():
-            c = self._tx_conn()
-            cur = c.execute("DELETE FROM secrets WHERE path = %s", (path,))
-            if not cur.rowcount:
-                raise not_found(path)
-            c.execute("DELETE FROM versions WHERE path = %s", (path,))
-            self._changed(path)
-
-    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
-        rows = self._read("SELECT path FROM secrets WHERE deleted_at IS NOT NULL "
-                          "AND deleted_at < %s ORDER BY path", (cutoff.timestamp(),), many=True)
-        return [r[0] for r in rows]
-
-    def update_metadata(self, path: str, meta: MetadataUpdate, *,
-                        ctx: WriteContext) -> SecretMetadata:
-        extra = meta_values(meta)
-        with self.transaction():
-            self.describe(path, include_deleted=True)
-            sets = "".join(f", {k} = %s" for k in extra)
-            self._tx_conn().execute(
-                f"UPDATE secrets SET updated_at = %s, updated_by = %s{sets} "  # noqa: S608
-                "WHERE path = %s", (ctx.now.timestamp(), ctx.actor, *extra.values(), path))
-            self._changed(path)
-            return self.describe(path, include_deleted=True)
-
     def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
         """Re-wrap every data key with the active master key, a batch per transaction;
         then record the new active key (and its check) for the other replicas."""

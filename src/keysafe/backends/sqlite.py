@@ -17,11 +17,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keysafe.backends._rows import VERSION_COLS, MetaReads, current_row_write, version_info
+from keysafe.backends._rows import SQLStore, current_row_write
 from keysafe.backends._rows import meta_values as _meta_values
 from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
 from keysafe.backends.checkpoint import Checkpointer, tune_writer
@@ -83,7 +82,7 @@ def switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
             delay = min(delay * 2, 0.1)
 
 
-class SQLiteBackend(MetaReads):
+class SQLiteBackend(SQLStore):
     """Envelope-encrypted secrets in one SQLite file (WAL, synchronous=FULL by default)."""
 
     name = "sqlite"
@@ -222,6 +221,9 @@ class SQLiteBackend(MetaReads):
     def lock(self) -> threading.RLock:
         return self._lock
 
+    def _exec(self, sql: str, args: Sequence[Any]) -> Any:
+        return self._conn.execute(sql, args)
+
     def _read(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
         """Run a read: on the write connection inside this thread's transaction (to see
         its own changes), else on the reader connection."""
@@ -333,61 +335,6 @@ class SQLiteBackend(MetaReads):
             self._rconn.close()
 
     # -- capabilities -----------------------------------------------------------
-    def versions(self, path: str) -> builtins.list[VersionInfo]:
-        self.describe(path, include_deleted=True)
-        rows = self._read(f"SELECT {VERSION_COLS} FROM versions "  # noqa: S608
-                          "WHERE path = ? ORDER BY version", (path,), many=True)
-        return [version_info(r) for r in rows]
-
-    def destroy(self, path: str, versions: builtins.list[int], *,
-                ctx: WriteContext) -> builtins.list[int]:
-        done: builtins.list[int] = []
-        with self.transaction():
-            self.describe(path, include_deleted=True)
-            for v in versions:
-                cur = self._conn.execute(
-                    "UPDATE versions SET wrapped_key = NULL, ciphertext = NULL, key_id = NULL, "
-                    "destroyed = 1 WHERE path = ? AND version = ? AND destroyed = 0", (path, v))
-                if cur.rowcount:
-                    done.append(v)
-                    self._conn.execute(
-                        "UPDATE secrets SET wrapped_key = NULL, ciphertext = NULL, "
-                        "key_id = NULL WHERE path = ? AND current_version = ?", (path, v))
-        self._shred()
-        return done
-
-    def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
-        with self.transaction():
-            self.describe(path, include_deleted=True)
-            self._conn.execute("UPDATE secrets SET deleted_at = NULL WHERE path = ?", (path,))
-            return self.describe(path)
-
-    def purge(self, path: str, *, ctx: WriteContext) -> None:
-        with self.transaction():
-            cur = self._conn.execute("DELETE FROM secrets WHERE path = ?", (path,))
-            if not cur.rowcount:
-                raise not_found(path)
-            self._conn.execute("DELETE FROM versions WHERE path = ?", (path,))
-        self._shred()
-
-    def deleted_before(self, cutoff: datetime) -> builtins.list[str]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT path FROM secrets WHERE deleted_at IS NOT NULL AND deleted_at < ?",
-                (cutoff.timestamp(),)).fetchall()
-        return [r[0] for r in rows]
-
-    def update_metadata(self, path: str, meta: MetadataUpdate, *,
-                        ctx: WriteContext) -> SecretMetadata:
-        extra = _meta_values(meta)
-        with self.transaction():
-            self.describe(path, include_deleted=True)
-            sets = "".join(f", {k} = ?" for k in extra)
-            self._conn.execute(f"UPDATE secrets SET updated_at = ?, updated_by = ?{sets} "  # noqa: S608
-                               "WHERE path = ?",
-                               (ctx.now.timestamp(), ctx.actor, *extra.values(), path))
-            return self.describe(path, include_deleted=True)
-
     def rewrap_all(self, progress: Progress | None = None, batch: int = 500) -> int:
         """Re-wrap every data key with the active master key, a batch per transaction."""
         active = self.envelope.keyring.active

@@ -115,6 +115,12 @@ def redact_url(url: str) -> str:
     return out
 
 
+#: Taken with BEGIN in one round trip (the simple query protocol runs both; the result
+#: is the SELECT's): the write lock, and the active key id as of the lock.
+_LOCK_AND_KEY = (b"SELECT pg_advisory_xact_lock(%d), "
+                 b"(SELECT value FROM meta WHERE key = 'active_key_id')" % WRITE_LOCK)
+
+
 class PostgresBackend(SQLStore):
     """Envelope-encrypted secrets in PostgreSQL, shared by any number of replicas."""
 
@@ -241,33 +247,54 @@ class PostgresBackend(SQLStore):
         return True
 
     @contextmanager
-    def transaction(self, *, lock: bool = True) -> Iterator[None]:
+    def transaction(self, *, lock: bool = True, join: bool = False) -> Iterator[None]:
         """One write transaction, holding the write lock until it commits. A nested call
         is a savepoint that undoes only its own changes on error. ``lock=False`` (audit
         records of reads, which serialise on the chain's head row alone) skips the write
-        lock, so reads never queue behind writes."""
+        lock, so reads never queue behind writes.
+
+        ``join`` (outermost call only): nested calls join this transaction without
+        savepoints, for a caller that lets any error end the whole transaction (the
+        manager's write and its audit record); it saves two round trips per nested call.
+        BEGIN, the lock and the store's active key id go in one round trip, as does the
+        COMMIT."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            if getattr(self._local, "join", False):
+                yield
+                return
             with conn.transaction():
                 yield
             return
         with self._errors(), self._checkout() as conn:
+            pg = conn.pgconn
+            begin = [b"BEGIN"]
+            if getattr(self._local, "relaxed", False):
+                begin.append(b"SET LOCAL synchronous_commit = off")
+            if lock:
+                begin.append(_LOCK_AND_KEY)
             self._local.conn = conn
+            self._local.join = join
             try:
-                with conn.transaction():
-                    if getattr(self._local, "relaxed", False):
-                        conn.execute("SET LOCAL synchronous_commit = off")
-                    if lock:
-                        row = conn.execute(
-                            "SELECT pg_advisory_xact_lock(%s), "
-                            "(SELECT value FROM meta WHERE key = 'active_key_id')",
-                            (WRITE_LOCK,)).fetchone()
-                        self._local.active_kid = row[1]
-                    else:
-                        self._local.active_kid = None
-                    yield
+                res = self._simple(conn, b"; ".join(begin),
+                                   self._tuples_ok if lock else self._command_ok)
+                kid = res.get_value(0, 1) if lock else None
+                self._local.active_kid = None if kid is None else kid.decode(
+                    self._encoding(conn))
+                yield
+                done = self._simple(conn, b"COMMIT", self._command_ok)
+                if done.command_status != b"COMMIT":
+                    # The server rolled back instead: a statement failed and its error
+                    # was swallowed somewhere above. Nothing was written.
+                    raise BackendUnavailable(f"PostgreSQL store {self.where}: the "
+                                             "transaction was rolled back, not committed")
+            except BaseException:
+                if pg.status == self._conn_ok and pg.transaction_status != 0:  # not idle
+                    _rollback_quietly(pg)
+                raise
             finally:
                 self._local.conn = None
+                self._local.join = False
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -403,6 +430,14 @@ class PostgresBackend(SQLStore):
         if enc is None:
             enc = conn._keysafe_encoding = conn.info.encoding
         return enc
+
+    def _simple(self, conn: Any, sql: bytes, want: int) -> Any:
+        """``sql`` (one or more statements, no parameters) in one round trip; the last
+        result, if its status is ``want``, else its error raised as psycopg raises it."""
+        try:
+            return self._check(conn, conn.pgconn.exec_(sql), want)
+        except _Retry as exc:
+            raise exc.error from None
 
     def _check(self, conn: Any, res: Any, want: int) -> Any:
         """``res`` if its status is ``want``; otherwise its error, raised as _Retry when
@@ -672,21 +707,28 @@ class PostgresBackend(SQLStore):
             check_cas(path, expected_version, current)
             new = current + 1
             sealed = self.envelope.seal(path, new, value.encode())
-            c.execute("INSERT INTO versions VALUES (%s,%s,%s,%s,%s,%s,%s,false) "
-                      "ON CONFLICT (path, version) DO UPDATE SET created_at = excluded.created_at, "
-                      "created_by = excluded.created_by, key_id = excluded.key_id, "
-                      "wrapped_key = excluded.wrapped_key, ciphertext = excluded.ciphertext, "
-                      "destroyed = false",
-                      (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
-                       sealed.ciphertext))
-            extra = meta_values(meta) if meta else {}
-            c.execute(*current_row_write(row is not None, path, new, now, ctx.actor, sealed,
-                                         extra, "%s"))
-            if self.max_versions > 0 and new > self.max_versions:
-                c.execute("DELETE FROM versions WHERE path = %s AND version <= %s",
-                          (path, new - self.max_versions))
-            self._changed(path)
+            # The writes need no answers: one round trip for all of them.
+            with c.pipeline():
+                self._put_rows(c, path, new, now, ctx, sealed, row is not None, meta)
         return VersionInfo(new, ctx.now, ctx.actor, key_id=sealed.key_id)
+
+    def _put_rows(self, c: Any, path: str, new: int, now: float, ctx: WriteContext,
+                  sealed: Sealed, exists: bool, meta: MetadataUpdate | None) -> None:
+        """The put's rows and its notification (in a pipeline: no answers needed)."""
+        c.execute("INSERT INTO versions VALUES (%s,%s,%s,%s,%s,%s,%s,false) "
+                  "ON CONFLICT (path, version) DO UPDATE SET created_at = excluded.created_at, "
+                  "created_by = excluded.created_by, key_id = excluded.key_id, "
+                  "wrapped_key = excluded.wrapped_key, ciphertext = excluded.ciphertext, "
+                  "destroyed = false",
+                  (path, new, now, ctx.actor, sealed.key_id, sealed.wrapped_key,
+                   sealed.ciphertext))
+        extra = meta_values(meta) if meta else {}
+        c.execute(*current_row_write(exists, path, new, now, ctx.actor, sealed,
+                                     extra, "%s"))
+        if self.max_versions > 0 and new > self.max_versions:
+            c.execute("DELETE FROM versions WHERE path = %s AND version <= %s",
+                      (path, new - self.max_versions))
+        self._changed(path)
 
     def put_many(self, items: Iterator[tuple[str, str]] | builtins.list[tuple[str, str]], *,
                  ctx: WriteContext, batch: int = 1000) -> int:
@@ -991,9 +1033,12 @@ class PostgresAuditStore:
         tx = getattr(b._local, "conn", None)
         if tx is not None:
             # Inside a write: join its transaction (and write lock), in a savepoint so
-            # that a failed append undoes only itself.
+            # that a failed append undoes only itself, unless the write was joined (any
+            # error ends it all: no savepoint needed).
             self._head = None
             try:
+                if getattr(b._local, "join", False):
+                    return self._locked(tx, drafts, None, None, named=False)
                 with tx.transaction():
                     return self._locked(tx, drafts, None, None, named=False)
             except _Retry as exc:

@@ -1,0 +1,135 @@
+"""Write transactions on PostgreSQL with fewer round trips: BEGIN, the write lock and
+the active key id in one; a put's rows and notification in one pipeline; a manager's
+write and its audit record joined in one transaction without savepoints; COMMIT checked.
+What must hold: all or nothing (a failure anywhere, the pipeline and the audit record
+included, leaves no row, no record and no notification), a swallowed error never passes
+for a commit, and the connection is clean for the next write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from keysafe.backends.base import WriteContext
+from keysafe.backends.postgres import PostgresAuditStore, PostgresBackend
+from keysafe.errors import AuditError, BackendUnavailable, NotFound
+from keysafe.manager.audit import AuditFilter, AuditLog, verify_rows
+from keysafe.manager.cache import SecretCache
+from keysafe.manager.manager import SecretManager
+
+ORG = "acme"
+
+
+def ctx() -> WriteContext:
+    return WriteContext.make("tester")
+
+
+def manager(b: PostgresBackend) -> SecretManager:
+    return SecretManager(b, audit=AuditLog(PostgresAuditStore(b)), env="test",
+                         cache=SecretCache(ttl=0))
+
+
+def records(m: SecretManager, action: str = "write") -> int:
+    m.audit.flush()
+    return len(m.audit_query(AuditFilter(action=action)))
+
+
+def test_a_manager_write_joins_one_transaction(backends: Any) -> None:
+    b = backends()
+    m = manager(b)
+    m.put("db_password", "v1", ORG)
+    m.put("db_password", "v2", ORG, expected_version=1)
+    assert m.get("db_password", ORG) == "v2"
+    assert records(m) == 2
+    store = m.audit.store
+    assert isinstance(store, PostgresAuditStore)
+    assert verify_rows(store.scan(), store.head()).ok
+    assert getattr(b._local, "conn", None) is None  # nothing left checked out
+
+
+def test_a_failing_audit_record_undoes_the_write(backends: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    b = backends()
+    m = manager(b)
+    m.put("db_password", "v1", ORG)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise BackendUnavailable("audit store down")
+
+    monkeypatch.setattr(m.audit.store, "append", broken)
+    with pytest.raises(AuditError):
+        m.put("db_password", "v2", ORG)
+    monkeypatch.undo()
+    assert m.get("db_password", ORG, fresh=True) == "v1"
+    assert b.describe(m.path("db_password", ORG)).current_version == 1
+    m.put("db_password", "v3", ORG)  # the connection is clean for the next write
+    assert b.get(m.path("db_password", ORG)) == ("v3", 2)
+
+
+def test_an_error_in_the_pipeline_writes_nothing(backends: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    b = backends()
+    path = "app/test/acme/shared/db_password"
+    b.put(path, "v1", ctx=ctx())
+    seen: list[str] = []
+    other = backends()
+    other.watch(seen.append)
+    assert other.listening.wait(10)
+
+    def bad_notify(_path: str) -> None:
+        b._tx_conn().execute("SELECT no_such_function()")
+
+    monkeypatch.setattr(b, "_changed", bad_notify)
+    with pytest.raises(Exception, match="no_such_function"):
+        b.put(path, "v2", ctx=ctx())
+    monkeypatch.undo()
+    assert b.get(path) == ("v1", 1)
+    assert [v.version for v in b.versions(path)] == [1]
+    b.put(path, "v2", ctx=ctx())  # and the connection is usable again
+    assert b.get(path) == ("v2", 2)
+
+
+def test_a_swallowed_error_is_not_reported_as_a_commit(backends: Any) -> None:
+    b = backends()
+    path = "app/test/acme/shared/x"
+    b.put(path, "v1", ctx=ctx())
+    with pytest.raises(BackendUnavailable, match="rolled back"):
+        with b.transaction():
+            b._exec("UPDATE secrets SET description = 'changed' WHERE path = %s", (path,))
+            try:
+                b._exec("SELECT 1 / 0", ())
+            except Exception:  # noqa: S110 - the point: a caller that swallows an error
+                pass
+    assert b.describe(path).description is None
+    b.put(path, "v2", ctx=ctx())
+    assert b.get(path) == ("v2", 2)
+
+
+def test_joined_and_nested_transactions(backends: Any) -> None:
+    b = backends()
+    p1, p2 = "app/test/acme/shared/a", "app/test/acme/shared/b"
+    # Not joined: a nested failure is a savepoint, undone alone.
+    with b.transaction():
+        b.put(p1, "v1", ctx=ctx())
+        with pytest.raises(NotFound):
+            b.restore(p2, ctx=ctx())
+        b.put(p2, "v1", ctx=ctx())
+    assert b.get(p1) == ("v1", 1)
+    assert b.get(p2) == ("v1", 1)
+    # Joined: any error ends the whole transaction.
+    with pytest.raises(NotFound), b.transaction(join=True):
+        b.put(p1, "v2", ctx=ctx())
+        b.restore("app/test/acme/shared/none", ctx=ctx())
+    assert b.get(p1) == ("v1", 1)
+
+
+def test_relaxed_transactions_still_commit(backends: Any) -> None:
+    b = backends()
+    path = "app/test/acme/shared/r"
+    with b.relaxed():
+        b.put(path, "v1", ctx=ctx())
+    assert b.get(path) == ("v1", 1)
+    with b.transaction(lock=False):
+        b._exec("UPDATE secrets SET description = 'd' WHERE path = %s", (path,))
+    assert b.describe(path).description == "d"

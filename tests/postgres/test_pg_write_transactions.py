@@ -7,6 +7,7 @@ for a commit, and the connection is clean for the next write."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -94,13 +95,15 @@ def test_a_swallowed_error_is_not_reported_as_a_commit(backends: Any) -> None:
     b = backends()
     path = "app/test/acme/shared/x"
     b.put(path, "v1", ctx=ctx())
-    with pytest.raises(BackendUnavailable, match="rolled back"):
+
+    def swallowing() -> None:  # a caller that swallows an error inside a transaction
         with b.transaction():
             b._exec("UPDATE secrets SET description = 'changed' WHERE path = %s", (path,))
-            try:
+            with contextlib.suppress(Exception):
                 b._exec("SELECT 1 / 0", ())
-            except Exception:  # noqa: S110 - the point: a caller that swallows an error
-                pass
+
+    with pytest.raises(BackendUnavailable, match="rolled back"):
+        swallowing()
     assert b.describe(path).description is None
     b.put(path, "v2", ctx=ctx())
     assert b.get(path) == ("v2", 2)
@@ -118,9 +121,14 @@ def test_joined_and_nested_transactions(backends: Any) -> None:
     assert b.get(p1) == ("v1", 1)
     assert b.get(p2) == ("v1", 1)
     # Joined: any error ends the whole transaction.
-    with pytest.raises(NotFound), b.transaction(join=True):
-        b.put(p1, "v2", ctx=ctx())
-        b.restore("app/test/acme/shared/none", ctx=ctx())
+
+    def joined() -> None:
+        with b.transaction(join=True):
+            b.put(p1, "v2", ctx=ctx())
+            b.restore("app/test/acme/shared/none", ctx=ctx())
+
+    with pytest.raises(NotFound):
+        joined()
     assert b.get(p1) == ("v1", 1)
 
 

@@ -27,9 +27,10 @@ import json
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from keysafe.backends._rows import (
     SQLStore,
@@ -58,6 +59,11 @@ _GET_VERSION = (b"ks_get_version",
                 b"SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
                 b"JOIN versions v ON v.path = s.path AND v.version = $2::integer "
                 b"WHERE s.path = $1 AND s.deleted_at IS NULL")
+#: Current values of many paths in one statement: the misses that wait together on an
+#: event loop (see _LoopReads). $1 is a text[] literal; the rows carry their path.
+_GET_MANY = (b"ks_get_many",
+             b"SELECT path, current_version, key_id, wrapped_key, ciphertext FROM secrets "
+             b"WHERE path = ANY($1::text[]) AND deleted_at IS NULL")
 #: Append chained audit rows and move the head in one statement, only if the head is
 #: still ($3, $4): a compare-and-set, so records from any number of replicas form one
 #: chain without holding a lock across round trips. $5 holds the rows as one JSON array
@@ -80,6 +86,8 @@ _HEAD_FOR_UPDATE = b"SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
 #: After a connection error or an operator intervention (but not a cancelled
 #: statement, 57014) a read runs once more on a fresh connection.
 _REPREPARE = frozenset({b"26000", b"0A000"})
+
+T = TypeVar("T")
 
 _KEY_CHECK_PATH = "keysafe:key-check"
 _KEY_CHECK_TEXT = b"keysafe master key check"
@@ -147,6 +155,9 @@ class PostgresBackend(SQLStore):
         # socket until a read registers it with its loop), and how many exist in all.
         self._loop_free: builtins.list[Any] = []
         self._loop_count = 0
+        # Each event loop's coalesced reads (see _LoopReads), and the last one used.
+        self._reads: weakref.WeakKeyDictionary[Any, _LoopReads] = weakref.WeakKeyDictionary()
+        self._reads_last: tuple[Any, Any] = (None, None)
         pq = psycopg.pq
         self._tuples_ok = int(pq.ExecStatus.TUPLES_OK)
         self._command_ok = int(pq.ExecStatus.COMMAND_OK)
@@ -537,25 +548,92 @@ class PostgresBackend(SQLStore):
     async def get_async(self, path: str, version: int | None = None) -> tuple[str, int]:
         """``get`` on the running event loop, without a worker thread: the statement is
         sent through libpq in non-blocking mode and the loop wakes when the answer
-        arrives, so a cache miss costs neither a thread hop nor a blocked loop. Each loop
-        keeps up to pool_max connections of its own for this (one per read in flight);
-        beyond that, the read runs in the loop's default executor. Raises as ``get``
-        does."""
-        import asyncio
+        arrives, so a cache miss costs neither a thread hop nor a blocked loop.
 
+        Reads of current values that wait at the same time are one statement: those
+        that arrive while an earlier batch is in flight (or in the same turn of the
+        loop) go together when it returns (see _LoopReads), so N concurrent misses cost
+        one round trip and one execution instead of N. Each loop keeps up to pool_max
+        connections of its own for this; beyond that, reads run in the loop's default
+        executor. Raises as ``get`` does, for each path on its own."""
         if getattr(self._local, "conn", None) is not None:
             return self.get(path, version)  # in this thread's transaction: its own view
-        loop = asyncio.get_running_loop()
-        args = (path,) if version is None else (path, str(int(version)))
-        stmt = _GET if version is None else _GET_VERSION
+        loop = _running_loop()
+        if version is not None:
+            args = [path, str(int(version))]
+            row = await self._on_loop(loop, _GET_VERSION, args, self._row_of,
+                                      lambda: self._fetch_row(_GET_VERSION, args))
+            return self._open_row(path, version, row)
+        last = self._reads_last
+        reads = last[1] if last[0] is loop else self._reads_on(loop)
+        batch, fut = reads.join(loop, path)
+        try:
+            row = await fut
+        except BaseException:
+            if fut.cancelled():
+                reads.abandoned(batch)
+            raise
+        return self._open_row(path, None, row)
+
+    def _reads_on(self, loop: Any) -> _LoopReads:
+        """The coalescer of ``loop``'s reads (made on its first read)."""
+        with self._owned_lock:
+            reads = self._reads.get(loop)
+            if reads is None:
+                reads = self._reads[loop] = _LoopReads(self)
+        self._reads_last = (loop, reads)
+        return reads
+
+    async def _rows_async(self, loop: Any, paths: builtins.list[str]
+                          ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """The current rows of ``paths`` that exist (not deleted), by path: one
+        statement on one of the loop's connections."""
+        args = [_text_array(paths)]
+        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = await self._on_loop(
+            loop, _GET_MANY, args, self._rows_of, lambda: self._fetch_rows(args))
+        return rows
+
+    def _fetch_rows(self, args: Sequence[str]
+                    ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """``_rows_async`` on this thread's own connection (blocking)."""
+        def run(conn: Any) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+            enc = self._encoding(conn)
+            try:
+                res = conn.pgconn.exec_prepared(self._prepared(conn, _GET_MANY),
+                                                [a.encode(enc) for a in args], None, 1)
+            except self._psycopg.OperationalError as exc:  # no result at all: lost
+                raise _Retry(exc) from exc
+            return self._rows_of(conn, res)
+        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = self._on_own(run)
+        return rows
+
+    def _rows_of(self, conn: Any, res: Any
+                 ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """The rows of a binary result of _GET_MANY, by path."""
+        self._check(conn, res, self._tuples_ok)
+        get = res.get_value
+        enc = self._encoding(conn)
+        out = {}
+        for i in range(res.ntuples):
+            kid = get(i, 2)
+            out[get(i, 0).decode(enc)] = (int.from_bytes(get(i, 1), "big", signed=True),
+                                          kid.decode() if kid is not None else "",
+                                          get(i, 3), get(i, 4))
+        return out
+
+    async def _on_loop(self, loop: Any, stmt: tuple[bytes, bytes], args: Sequence[str],
+                       parse: Callable[[Any, Any], T], blocking: Callable[[], T]) -> T:
+        """``parse(conn, result)`` of ``stmt`` run on one of the loop's connections;
+        once more on a fresh one if that one was lost; ``blocking()`` in the default
+        executor when every connection allowed is in use."""
         for attempt in (1, 2):
             conn = self._loop_conn()
             if conn is None:
-                return await loop.run_in_executor(None, self.get, path, version)
+                return await loop.run_in_executor(None, blocking)
             if conn is _NEW:
                 conn = await self._connect_async(loop)
             try:
-                row = await self._row_async(loop, conn, stmt, args)
+                out = parse(conn, await self._exec_async(loop, conn, stmt, args))
             except _Retry as exc:
                 self._loop_conn_gone(conn)
                 if attempt == 2:
@@ -568,7 +646,7 @@ class PostgresBackend(SQLStore):
                 self._loop_conn_gone(conn)
                 raise
             self._loop_conn_back(conn)
-            return self._open_row(path, version, row)
+            return out
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _loop_conn(self) -> Any:
@@ -614,6 +692,7 @@ class PostgresBackend(SQLStore):
             try:
                 self._prepared(conn, _GET)
                 self._prepared(conn, _GET_VERSION)
+                self._prepared(conn, _GET_MANY)
             except _Retry as exc:
                 _close_quietly(conn)
                 raise exc.error from None
@@ -635,9 +714,9 @@ class PostgresBackend(SQLStore):
             self._loop_count -= 1
         _close_quietly(conn)
 
-    async def _row_async(self, loop: Any, conn: Any, stmt: tuple[bytes, bytes],
-                         args: Sequence[str]
-                         ) -> tuple[int, str, bytes | None, bytes | None] | None:
+    async def _exec_async(self, loop: Any, conn: Any, stmt: tuple[bytes, bytes],
+                          args: Sequence[str]) -> Any:
+        """The (first) result of the prepared ``stmt``, binary, sent without blocking."""
         pg = conn.pgconn
         enc = self._encoding(conn)
         try:
@@ -657,7 +736,7 @@ class PostgresBackend(SQLStore):
                     res = r
         except self._psycopg.OperationalError as exc:  # lost
             raise _Retry(exc) from exc
-        return self._row_of(conn, res)
+        return res
 
     def put(self, path: str, value: str, *, ctx: WriteContext,
             expected_version: int | None = None,
@@ -922,6 +1001,124 @@ def _rollback_quietly(pg: Any) -> None:
 
 
 _NEW = object()  # _loop_conn: a connection may be opened
+#: Batches of reads in flight at once per event loop: the misses that arrive meanwhile
+#: wait for one to return and then go together, so a loaded loop sends few, large
+#: batches (one send, one wake-up and one execution for many reads).
+_IN_FLIGHT = 1
+#: At most this many paths per batch; a full batch goes at once, in flight or not.
+_MAX_PATHS = 256
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    return asyncio.get_running_loop()
+
+
+def _text_array(items: Sequence[str]) -> str:
+    """``items`` as a PostgreSQL text[] literal (every element quoted and escaped)."""
+    return "{" + ",".join(['"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                           for p in items]) + "}"
+
+
+class _Batch:
+    """Reads of current values sent as one statement: each waiter's future, by path."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, builtins.list[Any]] = {}
+        self.task: Any = None
+
+
+class _LoopReads:
+    """One event loop's reads of current values, coalesced. A read joins the batch
+    that has not been sent yet (never one in flight: its statement must start after
+    the read did, so a write the reader's cache generation predates is seen or the
+    value is not cached). That batch goes at the end of the loop's turn if fewer than
+    _IN_FLIGHT are in flight, else when one returns. Every waiter gets its own path's
+    row (None: not found) or the batch's error; a cancelled waiter leaves the others
+    be, and a batch whose waiters are all cancelled is cancelled (its connection is
+    then dropped, as an answer may still arrive on it). Used on its loop's thread only."""
+
+    __slots__ = ("__weakref__", "_b", "_busy", "_next", "_queued", "_running")
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+        self._next: _Batch | None = None
+        self._busy = 0
+        self._queued = False
+        self._running: set[_Batch] = set()  # strong references to the tasks in flight
+
+    def join(self, loop: Any, path: str) -> tuple[_Batch, Any]:
+        """The batch ``path``'s read waits in, and the future of its row."""
+        batch = self._next
+        if batch is not None and len(batch.waiters) >= _MAX_PATHS:
+            self._send(loop)
+            batch = None
+        if batch is None:
+            batch = self._next = _Batch()
+            if not self._queued and self._busy < _IN_FLIGHT:
+                self._queued = True
+                loop.call_soon(self._flush, loop)
+        fut = loop.create_future()
+        w = batch.waiters.get(path)
+        if w is None:
+            batch.waiters[path] = [fut]
+        else:
+            w.append(fut)
+        return batch, fut
+
+    def abandoned(self, batch: _Batch) -> None:
+        """A waiter of ``batch`` was cancelled: cancel the batch if it was the last."""
+        task = batch.task
+        if task is not None and not task.done() and all(
+                f.done() for fs in batch.waiters.values() for f in fs):
+            task.cancel()
+
+    def _flush(self, loop: Any) -> None:
+        self._queued = False
+        if self._busy < _IN_FLIGHT:
+            self._send(loop)
+
+    def _send(self, loop: Any) -> None:
+        batch, self._next = self._next, None
+        if batch is None:
+            return
+        paths = [p for p, fs in batch.waiters.items() if not all(f.done() for f in fs)]
+        if not paths:
+            return  # every waiter was cancelled before it went
+        self._busy += 1
+        self._running.add(batch)
+        batch.task = loop.create_task(self._run(loop, batch, paths))
+
+    async def _run(self, loop: Any, batch: _Batch, paths: builtins.list[str]) -> None:
+        import asyncio
+
+        try:
+            rows = await self._b._rows_async(loop, paths)
+        except asyncio.CancelledError:
+            for fs in batch.waiters.values():
+                for f in fs:
+                    f.cancel()
+            raise
+        except Exception as exc:
+            for fs in batch.waiters.values():
+                for f in fs:
+                    if not f.done():
+                        f.set_exception(exc)
+        else:
+            get = rows.get
+            for path, fs in batch.waiters.items():
+                row = get(path)
+                for f in fs:
+                    if not f.done():
+                        f.set_result(row)
+        finally:
+            self._busy -= 1
+            self._running.discard(batch)
+            if self._next is not None and not self._queued and self._busy < _IN_FLIGHT:
+                self._send(loop)
 
 
 async def _io(loop: Any, fd: int, *, write: bool = False) -> None:

@@ -571,7 +571,7 @@ class PostgresBackend(SQLStore):
             row = await fut
         except BaseException:
             if fut.cancelled():
-                reads.abandoned(batch)
+                reads.abandoned(loop, batch)
             raise
         return self._open_row(path, None, row)
 
@@ -584,13 +584,13 @@ class PostgresBackend(SQLStore):
         self._reads_last = (loop, reads)
         return reads
 
-    async def _rows_async(self, loop: Any, paths: builtins.list[str]
+    async def _rows_async(self, loop: Any, paths: builtins.list[str], attempt: int = 1
                           ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
         """The current rows of ``paths`` that exist (not deleted), by path: one
-        statement on one of the loop's connections."""
+        statement on one of the loop's connections (``attempt`` 2: the last try)."""
         args = [_text_array(paths)]
         rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = await self._on_loop(
-            loop, _GET_MANY, args, self._rows_of, lambda: self._fetch_rows(args))
+            loop, _GET_MANY, args, self._rows_of, lambda: self._fetch_rows(args), attempt)
         return rows
 
     def _fetch_rows(self, args: Sequence[str]
@@ -622,14 +622,17 @@ class PostgresBackend(SQLStore):
         return out
 
     async def _on_loop(self, loop: Any, stmt: tuple[bytes, bytes], args: Sequence[str],
-                       parse: Callable[[Any, Any], T], blocking: Callable[[], T]) -> T:
+                       parse: Callable[[Any, Any], T], blocking: Callable[[], T],
+                       first: int = 1) -> T:
         """``parse(conn, result)`` of ``stmt`` run on one of the loop's connections;
-        once more on a fresh one if that one was lost; ``blocking()`` in the default
-        executor when every connection allowed is in use."""
-        for attempt in (1, 2):
+        once more on a fresh one if that one was lost (unless ``first`` is 2: this is
+        that second try); ``blocking()`` in the default executor when every connection
+        allowed is in use."""
+        for attempt in range(first, 3):
             conn = self._loop_conn()
             if conn is None:
-                return await loop.run_in_executor(None, blocking)
+                done: T = await loop.run_in_executor(None, blocking)
+                return done
             if conn is _NEW:
                 conn = await self._connect_async(loop)
             try:
@@ -700,6 +703,11 @@ class PostgresBackend(SQLStore):
                 _close_quietly(conn)
                 raise
         return conn
+
+    def _loop_conn_idle(self) -> Any:
+        """An idle connection for get_async, or None (none open and idle)."""
+        with self._owned_lock:
+            return self._loop_free.pop() if self._loop_free else None
 
     def _loop_conn_back(self, conn: Any) -> None:
         with self._owned_lock:
@@ -1009,10 +1017,15 @@ _IN_FLIGHT = 1
 _MAX_PATHS = 256
 
 
-def _running_loop() -> Any:
-    import asyncio
+_GET_LOOP: builtins.list[Callable[[], Any]] = []  # asyncio.get_running_loop, once imported
 
-    return asyncio.get_running_loop()
+
+def _running_loop() -> Any:
+    if not _GET_LOOP:
+        import asyncio
+
+        _GET_LOOP.append(asyncio.get_running_loop)
+    return _GET_LOOP[0]()
 
 
 def _text_array(items: Sequence[str]) -> str:
@@ -1036,12 +1049,20 @@ class _LoopReads:
     that has not been sent yet (never one in flight: its statement must start after
     the read did, so a write the reader's cache generation predates is seen or the
     value is not cached). That batch goes at the end of the loop's turn if fewer than
-    _IN_FLIGHT are in flight, else when one returns. Every waiter gets its own path's
-    row (None: not found) or the batch's error; a cancelled waiter leaves the others
-    be, and a batch whose waiters are all cancelled is cancelled (its connection is
-    then dropped, as an answer may still arrive on it). Used on its loop's thread only."""
+    _IN_FLIGHT are in flight, else as soon as one returns. Every waiter gets its own
+    path's row (None: not found) or the batch's error; a cancelled waiter leaves the
+    others be, and a batch whose waiters are all cancelled is abandoned with its
+    connection (an answer may still arrive on it).
 
-    __slots__ = ("__weakref__", "_b", "_busy", "_next", "_queued", "_running")
+    The common case runs on callbacks alone: the batch is sent on the loop's *hot*
+    connection, whose socket stays registered with the loop while batches follow one
+    another, and the answer is read in the socket's callback, which sends the next
+    batch at once (no task, no coroutine and no registration per batch). Whatever is
+    less common (no idle connection: connect one; a connection lost: a fresh one, once)
+    runs as a task through ``PostgresBackend._on_loop``. Used on its loop's thread only."""
+
+    __slots__ = ("__weakref__", "_b", "_busy", "_conn", "_fd", "_flushing", "_inflight",
+                 "_next", "_queued", "_running")
 
     def __init__(self, backend: PostgresBackend) -> None:
         self._b = backend
@@ -1049,6 +1070,12 @@ class _LoopReads:
         self._busy = 0
         self._queued = False
         self._running: set[_Batch] = set()  # strong references to the tasks in flight
+        # The hot connection (its socket registered for reading while it is set), and
+        # the batch in flight on it with its paths.
+        self._conn: Any = None
+        self._fd = -1
+        self._flushing = False  # also registered for writing: the query is not all sent
+        self._inflight: tuple[_Batch, builtins.list[str]] | None = None
 
     def join(self, loop: Any, path: str) -> tuple[_Batch, Any]:
         """The batch ``path``'s read waits in, and the future of its row."""
@@ -1069,17 +1096,35 @@ class _LoopReads:
             w.append(fut)
         return batch, fut
 
-    def abandoned(self, batch: _Batch) -> None:
-        """A waiter of ``batch`` was cancelled: cancel the batch if it was the last."""
+    def abandoned(self, loop: Any, batch: _Batch) -> None:
+        """A waiter of ``batch`` was cancelled: abandon the batch if it was the last."""
+        if not all(f.done() for fs in batch.waiters.values() for f in fs):
+            return
+        inflight = self._inflight
+        if inflight is not None and inflight[0] is batch:
+            self._inflight = None
+            self._busy -= 1
+            self._drop(loop)
+            self._more(loop)
+            return
         task = batch.task
-        if task is not None and not task.done() and all(
-                f.done() for fs in batch.waiters.values() for f in fs):
+        if task is not None and not task.done():
             task.cancel()
 
     def _flush(self, loop: Any) -> None:
         self._queued = False
         if self._busy < _IN_FLIGHT:
             self._send(loop)
+
+    def _more(self, loop: Any) -> None:
+        """After a batch: send the next one if it may go, else let the hot connection
+        go back to the idle ones."""
+        if self._next is not None and self._busy < _IN_FLIGHT:
+            self._send(loop)
+        if self._inflight is None and self._conn is not None:
+            conn = self._conn
+            self._unregister(loop)
+            self._b._loop_conn_back(conn)
 
     def _send(self, loop: Any) -> None:
         batch, self._next = self._next, None
@@ -1089,36 +1134,149 @@ class _LoopReads:
         if not paths:
             return  # every waiter was cancelled before it went
         self._busy += 1
-        self._running.add(batch)
-        batch.task = loop.create_task(self._run(loop, batch, paths))
+        if self._inflight is None:
+            conn = self._conn
+            if conn is None:
+                conn = self._b._loop_conn_idle()
+            if conn is not None and self._start(loop, conn, batch, paths):
+                return
+        self._task(loop, batch, paths, 1)
 
-    async def _run(self, loop: Any, batch: _Batch, paths: builtins.list[str]) -> None:
+    def _task(self, loop: Any, batch: _Batch, paths: builtins.list[str], attempt: int) -> None:
+        self._running.add(batch)
+        batch.task = loop.create_task(self._run(loop, batch, paths, attempt))
+
+    def _start(self, loop: Any, conn: Any, batch: _Batch, paths: builtins.list[str]) -> bool:
+        """Send ``batch`` on ``conn`` (made the hot connection); False if ``conn`` turned
+        out to be lost (dropped; the batch then goes as a task, on a fresh one)."""
+        b = self._b
+        pg = conn.pgconn
+        if conn is not self._conn:
+            self._conn = conn
+            self._fd = pg.socket
+            loop.add_reader(self._fd, self._readable, loop)
+        try:
+            pg.send_query_prepared(_GET_MANY[0], [_text_array(paths).encode(b._encoding(conn))],
+                                   None, 1)
+            if pg.flush():  # not all sent yet (a full socket buffer)
+                self._flushing = True
+                loop.add_writer(self._fd, self._writable, loop)
+        except b._psycopg.OperationalError:
+            self._drop(loop)
+            return False
+        self._inflight = (batch, paths)
+        return True
+
+    def _writable(self, loop: Any) -> None:
+        try:
+            if self._conn.pgconn.flush():
+                return
+        except self._b._psycopg.OperationalError:
+            self._lost(loop)
+            return
+        self._flushing = False
+        loop.remove_writer(self._fd)
+
+    def _readable(self, loop: Any) -> None:
+        conn, inflight = self._conn, self._inflight
+        if conn is None:
+            return
+        if inflight is None:  # nothing asked: the server is closing the connection
+            self._drop(loop)
+            return
+        b = self._b
+        pg = conn.pgconn
+        try:
+            pg.consume_input()
+            if self._flushing:
+                self._writable(loop)
+            if pg.is_busy():
+                return
+            res = None
+            while True:
+                r = pg.get_result()
+                if r is None:  # the statement's results are complete
+                    break
+                if res is None:
+                    res = r
+            if res is None:
+                raise b._psycopg.OperationalError("the server sent no result")
+            rows = b._rows_of(conn, res)
+        except (b._psycopg.OperationalError, _Retry):
+            self._lost(loop)
+            return
+        except Exception as exc:
+            self._inflight = None
+            self._busy -= 1
+            self._drop(loop)
+            _fail(inflight[0], exc)
+            self._more(loop)
+            return
+        self._inflight = None
+        self._busy -= 1
+        _deliver(inflight[0], rows)
+        self._more(loop)
+
+    def _lost(self, loop: Any) -> None:
+        """The hot connection broke (or its statement is gone) with a batch in flight:
+        drop it, and run the batch once more, as a task on a fresh connection."""
+        inflight = self._inflight
+        self._inflight = None
+        self._drop(loop)
+        if inflight is not None:
+            self._task(loop, inflight[0], inflight[1], 2)  # still counted in _busy
+
+    def _unregister(self, loop: Any) -> None:
+        loop.remove_reader(self._fd)
+        if self._flushing:
+            self._flushing = False
+            loop.remove_writer(self._fd)
+        self._conn = None
+        self._fd = -1
+
+    def _drop(self, loop: Any) -> None:
+        """Forget and close the hot connection."""
+        conn = self._conn
+        if conn is not None:
+            self._unregister(loop)
+            self._b._loop_conn_gone(conn)
+
+    async def _run(self, loop: Any, batch: _Batch, paths: builtins.list[str],
+                   attempt: int) -> None:
         import asyncio
 
         try:
-            rows = await self._b._rows_async(loop, paths)
+            rows = await self._b._rows_async(loop, paths, attempt)
         except asyncio.CancelledError:
             for fs in batch.waiters.values():
                 for f in fs:
                     f.cancel()
             raise
         except Exception as exc:
-            for fs in batch.waiters.values():
-                for f in fs:
-                    if not f.done():
-                        f.set_exception(exc)
+            _fail(batch, exc)
         else:
-            get = rows.get
-            for path, fs in batch.waiters.items():
-                row = get(path)
-                for f in fs:
-                    if not f.done():
-                        f.set_result(row)
+            _deliver(batch, rows)
         finally:
             self._busy -= 1
             self._running.discard(batch)
             if self._next is not None and not self._queued and self._busy < _IN_FLIGHT:
                 self._send(loop)
+
+
+def _deliver(batch: _Batch, rows: dict[str, Any]) -> None:
+    get = rows.get
+    for path, fs in batch.waiters.items():
+        row = get(path)
+        for f in fs:
+            if not f.done():
+                f.set_result(row)
+
+
+def _fail(batch: _Batch, exc: BaseException) -> None:
+    for fs in batch.waiters.values():
+        for f in fs:
+            if not f.done():
+                f.set_exception(exc)
 
 
 async def _io(loop: Any, fd: int, *, write: bool = False) -> None:

@@ -63,8 +63,10 @@ def test_concurrent_misses_are_one_statement_and_each_gets_its_own(backends, mon
 
     got = asyncio.run(main())
     assert got[:11] == [(f"v{i}", 1) for i in range(10)] + [("v3", 1)]
-    assert isinstance(got[11], NotFound) and "missing" in str(got[11])
-    assert isinstance(got[12], NotFound) and "gone" in str(got[12])
+    assert isinstance(got[11], NotFound)
+    assert "missing" in str(got[11])
+    assert isinstance(got[12], NotFound)
+    assert "gone" in str(got[12])
     assert sizes == [10]  # one statement for twelve reads (eleven distinct paths)
     assert b._loop_count == len(b._loop_free) == 1
 
@@ -192,11 +194,13 @@ def test_a_cancelled_waiter_leaves_the_others_and_the_connection_be(backends):
         tasks[1].cancel()
         tasks[2].cancel()
         got = await asyncio.gather(*tasks, return_exceptions=True)
-        assert got[0] == ("v0", 1) and got[3] == ("v3", 1)
+        assert got[0] == ("v0", 1)
+        assert got[3] == ("v3", 1)
         assert isinstance(got[1], asyncio.CancelledError)
         assert isinstance(got[2], asyncio.CancelledError)
         assert await twin == ("v1", 1)  # the same path, still wanted: still read
-        assert not conn.closed and b._loop_free == [conn]
+        assert not conn.closed
+        assert b._loop_free == [conn]
 
         # Cancelled before its batch went: the batch goes without it.
         gone = asyncio.ensure_future(b.get_async(f"{BASE}/s2"))
@@ -226,7 +230,8 @@ def test_a_batch_whose_waiters_are_all_cancelled_drops_its_connection(backends):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        assert conn.closed and b._loop_count == 0
+        assert conn.closed
+        assert b._loop_count == 0
         assert await b.get_async(f"{BASE}/s0") == ("v0", 1)
 
     asyncio.run(main())

@@ -1037,11 +1037,12 @@ def _text_array(items: Sequence[str]) -> str:
 class _Batch:
     """Reads of current values sent as one statement: each waiter's future, by path."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("cancelled", "task", "waiters")
 
     def __init__(self) -> None:
         self.waiters: dict[str, builtins.list[Any]] = {}
         self.task: Any = None
+        self.cancelled = False  # a waiter was cancelled: look which paths are wanted
 
 
 class _LoopReads:
@@ -1098,6 +1099,7 @@ class _LoopReads:
 
     def abandoned(self, loop: Any, batch: _Batch) -> None:
         """A waiter of ``batch`` was cancelled: abandon the batch if it was the last."""
+        batch.cancelled = True
         if not all(f.done() for fs in batch.waiters.values() for f in fs):
             return
         inflight = self._inflight
@@ -1130,7 +1132,10 @@ class _LoopReads:
         batch, self._next = self._next, None
         if batch is None:
             return
-        paths = [p for p, fs in batch.waiters.items() if not all(f.done() for f in fs)]
+        if batch.cancelled:
+            paths = [p for p, fs in batch.waiters.items() if not all(f.done() for f in fs)]
+        else:
+            paths = builtins.list(batch.waiters)
         if not paths:
             return  # every waiter was cancelled before it went
         self._busy += 1

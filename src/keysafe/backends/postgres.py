@@ -27,9 +27,10 @@ import json
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from keysafe.backends._rows import (
     SQLStore,
@@ -58,6 +59,11 @@ _GET_VERSION = (b"ks_get_version",
                 b"SELECT v.version, v.key_id, v.wrapped_key, v.ciphertext FROM secrets s "
                 b"JOIN versions v ON v.path = s.path AND v.version = $2::integer "
                 b"WHERE s.path = $1 AND s.deleted_at IS NULL")
+#: Current values of many paths in one statement: the misses that wait together on an
+#: event loop (see _LoopReads). $1 is a text[] literal; the rows carry their path.
+_GET_MANY = (b"ks_get_many",
+             b"SELECT path, current_version, key_id, wrapped_key, ciphertext FROM secrets "
+             b"WHERE path = ANY($1::text[]) AND deleted_at IS NULL")
 #: Append chained audit rows and move the head in one statement, only if the head is
 #: still ($3, $4): a compare-and-set, so records from any number of replicas form one
 #: chain without holding a lock across round trips. $5 holds the rows as one JSON array
@@ -80,6 +86,8 @@ _HEAD_FOR_UPDATE = b"SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
 #: After a connection error or an operator intervention (but not a cancelled
 #: statement, 57014) a read runs once more on a fresh connection.
 _REPREPARE = frozenset({b"26000", b"0A000"})
+
+T = TypeVar("T")
 
 _KEY_CHECK_PATH = "keysafe:key-check"
 _KEY_CHECK_TEXT = b"keysafe master key check"
@@ -153,6 +161,9 @@ class PostgresBackend(SQLStore):
         # socket until a read registers it with its loop), and how many exist in all.
         self._loop_free: builtins.list[Any] = []
         self._loop_count = 0
+        # Each event loop's coalesced reads (see _LoopReads), and the last one used.
+        self._reads: weakref.WeakKeyDictionary[Any, _LoopReads] = weakref.WeakKeyDictionary()
+        self._reads_last: tuple[Any, Any] = (None, None)
         pq = psycopg.pq
         self._tuples_ok = int(pq.ExecStatus.TUPLES_OK)
         self._command_ok = int(pq.ExecStatus.COMMAND_OK)
@@ -572,25 +583,95 @@ class PostgresBackend(SQLStore):
     async def get_async(self, path: str, version: int | None = None) -> tuple[str, int]:
         """``get`` on the running event loop, without a worker thread: the statement is
         sent through libpq in non-blocking mode and the loop wakes when the answer
-        arrives, so a cache miss costs neither a thread hop nor a blocked loop. Each loop
-        keeps up to pool_max connections of its own for this (one per read in flight);
-        beyond that, the read runs in the loop's default executor. Raises as ``get``
-        does."""
-        import asyncio
+        arrives, so a cache miss costs neither a thread hop nor a blocked loop.
 
+        Reads of current values that wait at the same time are one statement: those
+        that arrive while an earlier batch is in flight (or in the same turn of the
+        loop) go together when it returns (see _LoopReads), so N concurrent misses cost
+        one round trip and one execution instead of N. Each loop keeps up to pool_max
+        connections of its own for this; beyond that, reads run in the loop's default
+        executor. Raises as ``get`` does, for each path on its own."""
         if getattr(self._local, "conn", None) is not None:
             return self.get(path, version)  # in this thread's transaction: its own view
-        loop = asyncio.get_running_loop()
-        args = (path,) if version is None else (path, str(int(version)))
-        stmt = _GET if version is None else _GET_VERSION
-        for attempt in (1, 2):
+        loop = _running_loop()
+        if version is not None:
+            args = [path, str(int(version))]
+            row = await self._on_loop(loop, _GET_VERSION, args, self._row_of,
+                                      lambda: self._fetch_row(_GET_VERSION, args))
+            return self._open_row(path, version, row)
+        last = self._reads_last
+        reads = last[1] if last[0] is loop else self._reads_on(loop)
+        batch, fut = reads.join(loop, path)
+        try:
+            row = await fut
+        except BaseException:
+            if fut.cancelled():
+                reads.abandoned(loop, batch)
+            raise
+        return self._open_row(path, None, row)
+
+    def _reads_on(self, loop: Any) -> _LoopReads:
+        """The coalescer of ``loop``'s reads (made on its first read)."""
+        with self._owned_lock:
+            reads = self._reads.get(loop)
+            if reads is None:
+                reads = self._reads[loop] = _LoopReads(self)
+        self._reads_last = (loop, reads)
+        return reads
+
+    async def _rows_async(self, loop: Any, paths: builtins.list[str], attempt: int = 1
+                          ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """The current rows of ``paths`` that exist (not deleted), by path: one
+        statement on one of the loop's connections (``attempt`` 2: the last try)."""
+        args = [_text_array(paths)]
+        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = await self._on_loop(
+            loop, _GET_MANY, args, self._rows_of, lambda: self._fetch_rows(args), attempt)
+        return rows
+
+    def _fetch_rows(self, args: Sequence[str]
+                    ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """``_rows_async`` on this thread's own connection (blocking)."""
+        def run(conn: Any) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+            enc = self._encoding(conn)
+            try:
+                res = conn.pgconn.exec_prepared(self._prepared(conn, _GET_MANY),
+                                                [a.encode(enc) for a in args], None, 1)
+            except self._psycopg.OperationalError as exc:  # no result at all: lost
+                raise _Retry(exc) from exc
+            return self._rows_of(conn, res)
+        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = self._on_own(run)
+        return rows
+
+    def _rows_of(self, conn: Any, res: Any
+                 ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
+        """The rows of a binary result of _GET_MANY, by path."""
+        self._check(conn, res, self._tuples_ok)
+        get = res.get_value
+        enc = self._encoding(conn)
+        out = {}
+        for i in range(res.ntuples):
+            kid = get(i, 2)
+            out[get(i, 0).decode(enc)] = (int.from_bytes(get(i, 1), "big", signed=True),
+                                          kid.decode() if kid is not None else "",
+                                          get(i, 3), get(i, 4))
+        return out
+
+    async def _on_loop(self, loop: Any, stmt: tuple[bytes, bytes], args: Sequence[str],
+                       parse: Callable[[Any, Any], T], blocking: Callable[[], T],
+                       first: int = 1) -> T:
+        """``parse(conn, result)`` of ``stmt`` run on one of the loop's connections;
+        once more on a fresh one if that one was lost (unless ``first`` is 2: this is
+        that second try); ``blocking()`` in the default executor when every connection
+        allowed is in use."""
+        for attempt in range(first, 3):
             conn = self._loop_conn()
             if conn is None:
-                return await loop.run_in_executor(None, self.get, path, version)
+                done: T = await loop.run_in_executor(None, blocking)
+                return done
             if conn is _NEW:
                 conn = await self._connect_async(loop)
             try:
-                row = await self._row_async(loop, conn, stmt, args)
+                out = parse(conn, await self._exec_async(loop, conn, stmt, args))
             except _Retry as exc:
                 self._loop_conn_gone(conn)
                 if attempt == 2:
@@ -603,7 +684,7 @@ class PostgresBackend(SQLStore):
                 self._loop_conn_gone(conn)
                 raise
             self._loop_conn_back(conn)
-            return self._open_row(path, version, row)
+            return out
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _loop_conn(self) -> Any:
@@ -649,6 +730,7 @@ class PostgresBackend(SQLStore):
             try:
                 self._prepared(conn, _GET)
                 self._prepared(conn, _GET_VERSION)
+                self._prepared(conn, _GET_MANY)
             except _Retry as exc:
                 _close_quietly(conn)
                 raise exc.error from None
@@ -656,6 +738,11 @@ class PostgresBackend(SQLStore):
                 _close_quietly(conn)
                 raise
         return conn
+
+    def _loop_conn_idle(self) -> Any:
+        """An idle connection for get_async, or None (none open and idle)."""
+        with self._owned_lock:
+            return self._loop_free.pop() if self._loop_free else None
 
     def _loop_conn_back(self, conn: Any) -> None:
         with self._owned_lock:
@@ -670,9 +757,9 @@ class PostgresBackend(SQLStore):
             self._loop_count -= 1
         _close_quietly(conn)
 
-    async def _row_async(self, loop: Any, conn: Any, stmt: tuple[bytes, bytes],
-                         args: Sequence[str]
-                         ) -> tuple[int, str, bytes | None, bytes | None] | None:
+    async def _exec_async(self, loop: Any, conn: Any, stmt: tuple[bytes, bytes],
+                          args: Sequence[str]) -> Any:
+        """The (first) result of the prepared ``stmt``, binary, sent without blocking."""
         pg = conn.pgconn
         enc = self._encoding(conn)
         try:
@@ -692,7 +779,7 @@ class PostgresBackend(SQLStore):
                     res = r
         except self._psycopg.OperationalError as exc:  # lost
             raise _Retry(exc) from exc
-        return self._row_of(conn, res)
+        return res
 
     def put(self, path: str, value: str, *, ctx: WriteContext,
             expected_version: int | None = None,
@@ -964,6 +1051,279 @@ def _rollback_quietly(pg: Any) -> None:
 
 
 _NEW = object()  # _loop_conn: a connection may be opened
+#: Batches of reads in flight at once per event loop: the misses that arrive meanwhile
+#: wait for one to return and then go together, so a loaded loop sends few, large
+#: batches (one send, one wake-up and one execution for many reads).
+_IN_FLIGHT = 1
+#: At most this many paths per batch; a full batch goes at once, in flight or not.
+_MAX_PATHS = 256
+
+
+_GET_LOOP: builtins.list[Callable[[], Any]] = []  # asyncio.get_running_loop, once imported
+
+
+def _running_loop() -> Any:
+    if not _GET_LOOP:
+        import asyncio
+
+        _GET_LOOP.append(asyncio.get_running_loop)
+    return _GET_LOOP[0]()
+
+
+def _text_array(items: Sequence[str]) -> str:
+    """``items`` as a PostgreSQL text[] literal (every element quoted and escaped)."""
+    return "{" + ",".join(['"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                           for p in items]) + "}"
+
+
+class _Batch:
+    """Reads of current values sent as one statement: each waiter's future, by path."""
+
+    __slots__ = ("cancelled", "task", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, builtins.list[Any]] = {}
+        self.task: Any = None
+        self.cancelled = False  # a waiter was cancelled: look which paths are wanted
+
+
+class _LoopReads:
+    """One event loop's reads of current values, coalesced. A read joins the batch
+    that has not been sent yet (never one in flight: its statement must start after
+    the read did, so a write the reader's cache generation predates is seen or the
+    value is not cached). That batch goes at the end of the loop's turn if fewer than
+    _IN_FLIGHT are in flight, else as soon as one returns. Every waiter gets its own
+    path's row (None: not found) or the batch's error; a cancelled waiter leaves the
+    others be, and a batch whose waiters are all cancelled is abandoned with its
+    connection (an answer may still arrive on it).
+
+    The common case runs on callbacks alone: the batch is sent on the loop's *hot*
+    connection, whose socket stays registered with the loop while batches follow one
+    another, and the answer is read in the socket's callback, which sends the next
+    batch at once (no task, no coroutine and no registration per batch). Whatever is
+    less common (no idle connection: connect one; a connection lost: a fresh one, once)
+    runs as a task through ``PostgresBackend._on_loop``. Used on its loop's thread only."""
+
+    __slots__ = ("__weakref__", "_b", "_busy", "_conn", "_fd", "_flushing", "_inflight",
+                 "_next", "_queued", "_running")
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+        self._next: _Batch | None = None
+        self._busy = 0
+        self._queued = False
+        self._running: set[_Batch] = set()  # strong references to the tasks in flight
+        # The hot connection (its socket registered for reading while it is set), and
+        # the batch in flight on it with its paths.
+        self._conn: Any = None
+        self._fd = -1
+        self._flushing = False  # also registered for writing: the query is not all sent
+        self._inflight: tuple[_Batch, builtins.list[str]] | None = None
+
+    def join(self, loop: Any, path: str) -> tuple[_Batch, Any]:
+        """The batch ``path``'s read waits in, and the future of its row."""
+        batch = self._next
+        if batch is not None and len(batch.waiters) >= _MAX_PATHS:
+            self._send(loop)
+            batch = None
+        if batch is None:
+            batch = self._next = _Batch()
+            if not self._queued and self._busy < _IN_FLIGHT:
+                self._queued = True
+                loop.call_soon(self._flush, loop)
+        fut = loop.create_future()
+        w = batch.waiters.get(path)
+        if w is None:
+            batch.waiters[path] = [fut]
+        else:
+            w.append(fut)
+        return batch, fut
+
+    def abandoned(self, loop: Any, batch: _Batch) -> None:
+        """A waiter of ``batch`` was cancelled: abandon the batch if it was the last."""
+        batch.cancelled = True
+        if not all(f.done() for fs in batch.waiters.values() for f in fs):
+            return
+        inflight = self._inflight
+        if inflight is not None and inflight[0] is batch:
+            self._inflight = None
+            self._busy -= 1
+            self._drop(loop)
+            self._more(loop)
+            return
+        task = batch.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _flush(self, loop: Any) -> None:
+        self._queued = False
+        if self._busy < _IN_FLIGHT:
+            self._send(loop)
+
+    def _more(self, loop: Any) -> None:
+        """After a batch: send the next one if it may go, else let the hot connection
+        go back to the idle ones."""
+        if self._next is not None and self._busy < _IN_FLIGHT:
+            self._send(loop)
+        if self._inflight is None and self._conn is not None:
+            conn = self._conn
+            self._unregister(loop)
+            self._b._loop_conn_back(conn)
+
+    def _send(self, loop: Any) -> None:
+        batch, self._next = self._next, None
+        if batch is None:
+            return
+        if batch.cancelled:
+            paths = [p for p, fs in batch.waiters.items() if not all(f.done() for f in fs)]
+        else:
+            paths = builtins.list(batch.waiters)
+        if not paths:
+            return  # every waiter was cancelled before it went
+        self._busy += 1
+        if self._inflight is None:
+            conn = self._conn
+            if conn is None:
+                conn = self._b._loop_conn_idle()
+            if conn is not None and self._start(loop, conn, batch, paths):
+                return
+        self._task(loop, batch, paths, 1)
+
+    def _task(self, loop: Any, batch: _Batch, paths: builtins.list[str], attempt: int) -> None:
+        self._running.add(batch)
+        batch.task = loop.create_task(self._run(loop, batch, paths, attempt))
+
+    def _start(self, loop: Any, conn: Any, batch: _Batch, paths: builtins.list[str]) -> bool:
+        """Send ``batch`` on ``conn`` (made the hot connection); False if ``conn`` turned
+        out to be lost (dropped; the batch then goes as a task, on a fresh one)."""
+        b = self._b
+        pg = conn.pgconn
+        if conn is not self._conn:
+            self._conn = conn
+            self._fd = pg.socket
+            loop.add_reader(self._fd, self._readable, loop)
+        try:
+            pg.send_query_prepared(_GET_MANY[0], [_text_array(paths).encode(b._encoding(conn))],
+                                   None, 1)
+            if pg.flush():  # not all sent yet (a full socket buffer)
+                self._flushing = True
+                loop.add_writer(self._fd, self._writable, loop)
+        except b._psycopg.OperationalError:
+            self._drop(loop)
+            return False
+        self._inflight = (batch, paths)
+        return True
+
+    def _writable(self, loop: Any) -> None:
+        try:
+            if self._conn.pgconn.flush():
+                return
+        except self._b._psycopg.OperationalError:
+            self._lost(loop)
+            return
+        self._flushing = False
+        loop.remove_writer(self._fd)
+
+    def _readable(self, loop: Any) -> None:
+        conn, inflight = self._conn, self._inflight
+        if conn is None:
+            return
+        if inflight is None:  # nothing asked: the server is closing the connection
+            self._drop(loop)
+            return
+        b = self._b
+        pg = conn.pgconn
+        try:
+            pg.consume_input()
+            if self._flushing:
+                self._writable(loop)
+            if pg.is_busy():
+                return
+            res = None
+            while True:
+                r = pg.get_result()
+                if r is None:  # the statement's results are complete
+                    break
+                if res is None:
+                    res = r
+            if res is None:
+                raise b._psycopg.OperationalError("the server sent no result")
+            rows = b._rows_of(conn, res)
+        except (b._psycopg.OperationalError, _Retry):
+            self._lost(loop)
+            return
+        except Exception as exc:
+            self._inflight = None
+            self._busy -= 1
+            self._drop(loop)
+            _fail(inflight[0], exc)
+            self._more(loop)
+            return
+        self._inflight = None
+        self._busy -= 1
+        _deliver(inflight[0], rows)
+        self._more(loop)
+
+    def _lost(self, loop: Any) -> None:
+        """The hot connection broke (or its statement is gone) with a batch in flight:
+        drop it, and run the batch once more, as a task on a fresh connection."""
+        inflight = self._inflight
+        self._inflight = None
+        self._drop(loop)
+        if inflight is not None:
+            self._task(loop, inflight[0], inflight[1], 2)  # still counted in _busy
+
+    def _unregister(self, loop: Any) -> None:
+        loop.remove_reader(self._fd)
+        if self._flushing:
+            self._flushing = False
+            loop.remove_writer(self._fd)
+        self._conn = None
+        self._fd = -1
+
+    def _drop(self, loop: Any) -> None:
+        """Forget and close the hot connection."""
+        conn = self._conn
+        if conn is not None:
+            self._unregister(loop)
+            self._b._loop_conn_gone(conn)
+
+    async def _run(self, loop: Any, batch: _Batch, paths: builtins.list[str],
+                   attempt: int) -> None:
+        import asyncio
+
+        try:
+            rows = await self._b._rows_async(loop, paths, attempt)
+        except asyncio.CancelledError:
+            for fs in batch.waiters.values():
+                for f in fs:
+                    f.cancel()
+            raise
+        except Exception as exc:
+            _fail(batch, exc)
+        else:
+            _deliver(batch, rows)
+        finally:
+            self._busy -= 1
+            self._running.discard(batch)
+            if self._next is not None and not self._queued and self._busy < _IN_FLIGHT:
+                self._send(loop)
+
+
+def _deliver(batch: _Batch, rows: dict[str, Any]) -> None:
+    get = rows.get
+    for path, fs in batch.waiters.items():
+        row = get(path)
+        for f in fs:
+            if not f.done():
+                f.set_result(row)
+
+
+def _fail(batch: _Batch, exc: BaseException) -> None:
+    for fs in batch.waiters.values():
+        for f in fs:
+            if not f.done():
+                f.set_exception(exc)
 
 
 async def _io(loop: Any, fd: int, *, write: bool = False) -> None:

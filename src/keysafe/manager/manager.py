@@ -218,7 +218,9 @@ class SecretManager:
         key = (name, org, domain, env)
         hit = self._refs.get(key)
         if hit is None:
-            ref = self.ref(name, org, domain=domain, env=env)
+            ref = (SecretRef(name, org, domain or self.default_domain, env or self.env,
+                             self.app).validate()
+                   if org is not None else self.ref(name, org, domain=domain, env=env))
             hit = (ref, self.naming.format(ref))
             if len(self._refs) >= 50_000:
                 self._refs.clear()
@@ -321,6 +323,11 @@ class SecretManager:
         key = (name, org, domain, env)
         hit = self._paths.get(key)
         if hit is None:
+            # The server's read route has just resolved the same spelling: no second
+            # validation (at a million names, neither table holds it for long).
+            done = self._refs.get(key)
+            if done is not None:
+                return done[1], done[0].org
             ref = self.ref(name, org, domain=domain, env=env)
             hit = (self.naming.format(ref), ref.org)
             if len(self._paths) >= 50_000:

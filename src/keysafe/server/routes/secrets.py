@@ -225,8 +225,10 @@ async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Res
 async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
                      ) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
-    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     mgr = ctx.mgr
+    # The path as plain strings (what the manager's read remembers too), not a SecretRef:
+    # at a million names every read resolves a new one, and strings are not GC-tracked.
+    path = mgr._where(secret_name, org_id, domain_id, None)[0]
     try:
         if is_remote(mgr):
             # A network store's round trip must not hold up the event loop: hits are
@@ -239,8 +241,8 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
         await ctx.audit_durable("read_value", path, "not_found", org=org_id)
         raise
     await ctx.audit_durable("read_value", path, "ok", org=org_id)
-    return SecretValue(secret_name=secret_name, organization_id=org_id, domain_id=ref.domain,
-                       value=value)
+    return SecretValue(secret_name=secret_name, organization_id=org_id,
+                       domain_id=domain_id or mgr.default_domain, value=value)
 
 
 @router.get("/api/orgs/{org_id}/llm-keys/{provider}", response_model=LlmKey)

@@ -471,16 +471,23 @@ class PostgresBackend(SQLStore):
                    ) -> tuple[int, str, bytes | None, bytes | None] | None:
         """(version, key id, wrapped key, ciphertext) of the one row ``stmt`` selects,
         with binary results (no text decoding of bytea), or None."""
-        def run(conn: Any) -> tuple[int, str, bytes | None, bytes | None] | None:
+        row: tuple[int, str, bytes | None, bytes | None] | None = self._run_prepared(
+            stmt, args, self._row_of)
+        return row
+
+    def _run_prepared(self, stmt: tuple[bytes, bytes], args: Sequence[str],
+                      parse: Callable[[Any, Any], Any]) -> Any:
+        """``parse(conn, result)`` of the prepared ``stmt`` with binary results, on this
+        thread's own connection (once more on a fresh one if that one broke)."""
+        def run(conn: Any) -> Any:
             enc = self._encoding(conn)
             try:
                 res = conn.pgconn.exec_prepared(self._prepared(conn, stmt),
                                                 [a.encode(enc) for a in args], None, 1)
             except self._psycopg.OperationalError as exc:  # no result at all: lost
                 raise _Retry(exc) from exc
-            return self._row_of(conn, res)
-        row: tuple[int, str, bytes | None, bytes | None] | None = self._on_own(run)
-        return row
+            return parse(conn, res)
+        return self._on_own(run)
 
     def _row_of(self, conn: Any, res: Any) -> tuple[int, str, bytes | None, bytes | None] | None:
         """The first row of a binary result of _GET or _GET_VERSION."""
@@ -631,15 +638,8 @@ class PostgresBackend(SQLStore):
     def _fetch_rows(self, args: Sequence[str]
                     ) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
         """``_rows_async`` on this thread's own connection (blocking)."""
-        def run(conn: Any) -> dict[str, tuple[int, str, bytes | None, bytes | None]]:
-            enc = self._encoding(conn)
-            try:
-                res = conn.pgconn.exec_prepared(self._prepared(conn, _GET_MANY),
-                                                [a.encode(enc) for a in args], None, 1)
-            except self._psycopg.OperationalError as exc:  # no result at all: lost
-                raise _Retry(exc) from exc
-            return self._rows_of(conn, res)
-        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = self._on_own(run)
+        rows: dict[str, tuple[int, str, bytes | None, bytes | None]] = self._run_prepared(
+            _GET_MANY, args, self._rows_of)
         return rows
 
     def _rows_of(self, conn: Any, res: Any

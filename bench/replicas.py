@@ -945,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
                          "they run as in production)")
     ap.add_argument("--spy", action="store_true",
                     help="afterwards: py-spy one replica under the biggest PostgreSQL store's "
-                         "reads and writes")
+                         "reads and writes, and the smallest one's reads")
     ap.add_argument("--quiet", type=float, default=None, metavar="CORES",
                     help="before each wrk run, wait until other processes use at most CORES "
                          "cores (sampled over 2 s), for at most --quiet-wait s")
@@ -1088,7 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.spy:
                 by = {w.key: w for w in ws}
                 result["spy"] = {}
-                for key in (f"pg-{sizes[-1]}/read/1", f"pg-{sizes[-1]}/write/1"):
+                for key in (f"pg-{sizes[-1]}/read/1", f"pg-{sizes[-1]}/write/1",
+                            f"pg-{sizes[0]}/read/1"):
                     if key in by:
                         result["spy"][key] = spy(by[key], 8.0, args, run_home)
         ok = True

@@ -110,6 +110,7 @@ class NamingTemplate:
         # with keywords costs a microsecond on the path of every uncached read).
         self._pct = "%s".join(lit.replace("%", "%%") for lit in _FIELD_RE.split(template)[::2])
         self._values = operator.attrgetter(*fields)
+        self._order = operator.itemgetter(*(FIELDS.index(f) for f in fields))
 
     @cached_property
     def _regex(self) -> re.Pattern[str]:
@@ -123,6 +124,14 @@ class NamingTemplate:
 
     def format(self, ref: SecretRef) -> str:
         return self._pct % self._values(ref)  # a tuple: a template has two fields or more
+
+    def path_of(self, app: str, env: str, org: str, domain: str, name: str) -> str:
+        """``format(SecretRef(name, org, domain, env, app).validate())`` without the
+        SecretRef: an uncached read of a name not seen before pays for no object."""
+        _valid_scope(app, env, org, domain)
+        validate_segment("name", name)
+        path: str = self._pct % self._order((app, env, org, domain, name))
+        return path
 
     def parse(self, path: str, *, app: str = "keysafe", env: str = "local") -> SecretRef:
         """Parse a full path; fields missing from the template take ``app``/``env``."""

@@ -77,6 +77,25 @@ def test_parse_inverts_format(ref: SecretRef, template: str) -> None:
 
 
 @settings(max_examples=150, deadline=None)
+@given(ref=refs, template=st.sampled_from([DEFAULT_TEMPLATE, SPEC_000,
+                                            "secrets/{env}/{app}/{org}:{domain}/{name}"]))
+def test_path_of_is_format_of_the_validated_ref(ref: SecretRef, template: str) -> None:
+    t = NamingTemplate(template)
+    assert t.path_of(ref.app, ref.env, ref.org, ref.domain, ref.name) == t.format(ref)
+
+
+def test_path_of_validates_like_a_ref() -> None:
+    t = NamingTemplate()
+    with pytest.raises(InvalidName, match="name") as e1:
+        t.path_of("keysafe", "local", "acme", "shared", "../x")
+    with pytest.raises(InvalidName) as e2:
+        SecretRef("../x", "acme").validate()
+    assert str(e1.value) == str(e2.value)
+    with pytest.raises(InvalidName, match="org"):
+        t.path_of("keysafe", "local", "ac me", "shared", "x")
+
+
+@settings(max_examples=150, deadline=None)
 @given(ref=refs)
 def test_formatted_paths_start_with_their_scope_prefix(ref: SecretRef) -> None:
     for template in (DEFAULT_TEMPLATE, SPEC_000):

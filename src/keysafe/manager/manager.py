@@ -328,8 +328,12 @@ class SecretManager:
             done = self._refs.get(key)
             if done is not None:
                 return done[1], done[0].org
-            ref = self.ref(name, org, domain=domain, env=env)
-            hit = (self.naming.format(ref), ref.org)
+            if org is None:
+                ref = self.ref(name, org, domain=domain, env=env)
+                hit = (self.naming.format(ref), ref.org)
+            else:
+                hit = (self.naming.path_of(self.app, env or self.env, org,
+                                           domain or self.default_domain, name), org)
             if len(self._paths) >= 50_000:
                 self._paths.clear()
             self._paths[key] = hit

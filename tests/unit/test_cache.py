@@ -123,6 +123,7 @@ def test_secret_cache_size_bound_drops_the_oldest(clock: Clock) -> None:
     c = SecretCache(ttl=10, max_entries=3)
     for i in range(5):
         c.put(f"k{i}", f"p{i}", f"v{i}")
+        c.put(f"k{i}", f"p{i}", f"v{i}")  # read twice: admitted even when full
         assert len(c) <= 3
     assert c.get("k0") is None
     assert c.get("k1") is None
@@ -130,6 +131,39 @@ def test_secret_cache_size_bound_drops_the_oldest(clock: Clock) -> None:
     c.put("k2", "p2", "v2b")  # replacing an entry does not evict another
     assert len(c) == 3
     assert c.get("k3") == "v3"
+
+
+def test_a_full_cache_admits_a_key_on_its_second_miss(clock: Clock) -> None:
+    c = SecretCache(ttl=10, max_entries=3)
+    for i in range(3):
+        c.put(f"hot{i}", f"h{i}", "v")  # room: cached at once
+    for i in range(50):  # a scan of one-off names pushes nothing out
+        c.put(f"scan{i}", f"s{i}", "v")
+        assert c.get(f"scan{i}") is None
+    assert [c.get(f"hot{i}") for i in range(3)] == ["v", "v", "v"]
+    c.put("again", "a", "v1")
+    assert c.get("again") is None
+    c.put("again", "a", "v2")  # its second miss: displaces the oldest
+    assert c.get("again") == "v2"
+    assert c.get("hot0") is None
+    assert len(c) == 3
+    c.clear()  # forgets the doorkeeper too
+    for i in range(3):
+        c.put(f"n{i}", f"n{i}", "v")
+    c.put("again", "a", "v3")
+    assert c.get("again") is None
+
+
+def test_the_doorkeeper_is_bounded(clock: Clock) -> None:
+    c = SecretCache(ttl=10, max_entries=2)
+    c.put("a", "a", "v")
+    c.put("b", "b", "v")
+    c.put("x", "x", "v")  # remembered
+    for i in range(2):  # the doorkeeper fills (2 keys) and is emptied: x is forgotten
+        c.put(f"y{i}", f"y{i}", "v")
+    assert len(c._door) <= 2
+    c.put("x", "x", "v")
+    assert c.get("x") is None
 
 
 @pytest.mark.parametrize(("ttl", "size"), [(0, 10), (10, 0)])
@@ -185,6 +219,7 @@ def test_meta_entries_are_bounded_apart_from_values(clock: Clock) -> None:
     c.put("v", "p", "value")
     for i in range(4):
         c.put_meta(f"m{i}", f"p{i}", i)
+        c.put_meta(f"m{i}", f"p{i}", i)  # polled twice: admitted even when full
     assert [c.get_meta(f"m{i}") for i in range(4)] == [None, None, 2, 3]
     assert c.get("v") == "value"  # status polling never evicts a value
     c.invalidate("p0")  # an evicted entry's path: nothing left to drop, nothing breaks
@@ -237,6 +272,7 @@ def test_size_bound(clock: Clock) -> None:
     for i in range(5):
         m.put(f"s{i}", f"v{i}", "acme")
         m.get(f"s{i}", "acme")
+        m.get(f"s{i}", "acme", fresh=True)  # a second miss: admitted even when full
     assert len(m.cache) <= 3
     assert m.stats()["cache_entries"] <= 3
     before = b.gets

@@ -5,6 +5,13 @@ Entries are bounded by count (oldest inserted goes first) and by a TTL; an expir
 value is kept for ``stale_if_error`` seconds more, to be served only when the store is
 unreachable. Writes through the manager invalidate by path, whatever key spelled it.
 
+A full table admits a new key only on its second miss (a *doorkeeper*, as in TinyLFU):
+the first miss is remembered in a set of keys (emptied whenever it reaches
+``max_entries``), the second displaces the oldest entry. So a scan across more names
+than the cache holds, or a stream of one-off reads of a million names, neither pushes
+out what is read over and over nor pays for an insert and an eviction per read. While
+a table has room, every miss is cached at once.
+
 Beside the values sits a second table of *meta* entries: anything built from a
 secret's metadata alone (the server keeps its finished status responses there). They
 share the values' invalidation by path, generations, TTL and size bound (each table
@@ -24,8 +31,8 @@ V = TypeVar("V")
 
 
 class SecretCache:
-    __slots__ = ("_by_path", "_data", "_floor", "_gen", "_lock", "_meta", "_meta_by_path",
-                 "_tick", "max_entries", "stale_if_error", "ttl")
+    __slots__ = ("_by_path", "_data", "_door", "_floor", "_gen", "_lock", "_meta",
+                 "_meta_by_path", "_meta_door", "_tick", "max_entries", "stale_if_error", "ttl")
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 10_000,
                  stale_if_error: float = 0.0) -> None:
@@ -44,6 +51,9 @@ class SecretCache:
         # never collides with one) and its own index by path.
         self._meta: OrderedDict[Hashable, tuple[object, float, str]] = OrderedDict()
         self._meta_by_path: dict[str, Any] = {}
+        # Each table's doorkeeper: keys missed once while it was full.
+        self._door: set[Hashable] = set()
+        self._meta_door: set[Hashable] = set()
         # Bumped by every invalidation: a read that began before a write must not cache
         # the value it read once the write has invalidated the path.
         # Invalidations stamp a path with a global, ever-growing tick; a forgotten
@@ -76,7 +86,7 @@ class SecretCache:
     def put(self, key: Hashable, path: str, value: str, generation: int | None = None) -> None:
         """Cache ``value``; with ``generation`` (from before the read) only if no
         invalidation of ``path`` happened since."""
-        self._put(self._data, self._by_path, key, path, value, generation)
+        self._put(self._data, self._by_path, self._door, key, path, value, generation)
 
     def get_meta(self, key: Hashable) -> object | None:
         """A fresh meta entry, if any (never served stale: it has no outage fallback)."""
@@ -88,11 +98,12 @@ class SecretCache:
     def put_meta(self, key: Hashable, path: str, entry: object,
                  generation: int | None = None) -> None:
         """Cache ``entry``, built from what was read of ``path``; as ``put``."""
-        self._put(self._meta, self._meta_by_path, key, path, entry, generation)
+        self._put(self._meta, self._meta_by_path, self._meta_door, key, path, entry,
+                  generation)
 
     def _put(self, data: OrderedDict[Hashable, tuple[V, float, str]],
-             by_path: dict[str, Any], key: Hashable, path: str, value: V,
-             generation: int | None) -> None:
+             by_path: dict[str, Any], door: set[Hashable], key: Hashable, path: str,
+             value: V, generation: int | None) -> None:
         if self.ttl <= 0 or self.max_entries <= 0:
             return
         with self._lock:
@@ -100,6 +111,12 @@ class SecretCache:
                 return
             prev = data.pop(key, None)
             if prev is None and len(data) >= self.max_entries:
+                if key not in door:  # a first miss while full: remembered, not cached
+                    if len(door) >= self.max_entries:
+                        door.clear()
+                    door.add(key)
+                    return
+                door.discard(key)
                 old, e = data.popitem(last=False)
                 _unindex(by_path, old, e[2])
             data[key] = (value, monotonic() + self.ttl, path)
@@ -135,6 +152,8 @@ class SecretCache:
             self._by_path.clear()
             self._meta.clear()
             self._meta_by_path.clear()
+            self._door.clear()
+            self._meta_door.clear()
 
     def __len__(self) -> int:
         """Cached values (meta entries are not counted)."""

@@ -13,7 +13,6 @@ import binascii
 import hashlib
 import json
 import os
-import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,7 +73,7 @@ class KeyRing:
 
     @classmethod
     def generate(cls) -> KeyRing:
-        key = secrets.token_bytes(KEY_BYTES)
+        key = os.urandom(KEY_BYTES)  # the CSPRNG secrets.token_bytes wraps; no `random` import
         return cls({derived_key_id(key): key}, derived_key_id(key))
 
     @classmethod
@@ -156,7 +155,7 @@ class KeyRing:
         return Path(name)
 
     def with_new_active(self) -> tuple[KeyRing, str]:
-        key = secrets.token_bytes(KEY_BYTES)
+        key = os.urandom(KEY_BYTES)
         kid = derived_key_id(key)
         keys = dict(self._keys)
         keys[kid] = key

@@ -5,13 +5,15 @@ the embedded store, with 1,000 and 1,000,000 stored secrets, all in one run, wit
     .venv/bin/python bench/replicas.py --reuse --json replicas.json     # full
     .venv/bin/python bench/replicas.py --sizes 1000,100000 --passes 1
     .venv/bin/python bench/replicas.py --reuse --spy      # + py-spy of one replica
+        (the biggest store's reads and writes, the smallest one's reads: diff the two)
 
 Stores (seeded directly with the backends' ``put_many``, batches of 20,000, the same
 master key and naming as the servers: ``keysafe/production/acme/shared/bench_<i>``):
 
 - PostgreSQL (``keysafe.testing.postgres.start_pg``: the Debian package's server on
-  127.0.0.1, run as the postgres user, fsync and synchronous_commit on), one database
-  per size;
+  127.0.0.1, run as the postgres user, fsync and synchronous_commit on, shared_buffers
+  sized to hold the secrets table: PG_SETTINGS), one database per size, its ``secrets``
+  table and key read into shared buffers (pg_prewarm) before the load;
 - the embedded SQLite store (WAL, synchronous=FULL), one KEYSAFE_HOME per size;
 
 both under ``bench/.work/`` (git-ignored, the same disk). ``--reuse`` keeps them in

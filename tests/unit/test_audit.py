@@ -4,12 +4,14 @@ what happens when the audit store fails."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -609,6 +611,53 @@ def test_the_background_flusher_commits_reads(sq: SecretManager, home: Path) -> 
     while raw_actions(home) != ["write", "read"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert raw_actions(home) == ["write", "read"]
+
+
+def _committing_threads(m: SecretManager) -> list[int]:
+    """The threads that commit ``m``'s audit records from now on."""
+    seen: list[int] = []
+    real = m.audit.store.append
+
+    def append(drafts: Sequence[Draft]) -> list[Row]:
+        seen.append(threading.get_ident())
+        return real(drafts)
+
+    m.audit.store.append = append  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_full_buffer_is_committed_by_the_thread_that_filled_it(
+        sq: SecretManager, home: Path) -> None:
+    sq.audit.flush_interval = 3600.0  # the background flusher will not run in this test
+    sq.audit.max_buffer = 8
+    sq.put("token", "one", "acme")
+    seen = _committing_threads(sq)
+    for _ in range(7):
+        sq.get("token", "acme", fresh=True)
+    assert raw_actions(home) == ["write"]  # buffered
+    sq.get("token", "acme", fresh=True)  # the eighth fills the buffer: committed now
+    assert raw_actions(home) == ["write"] + ["read"] * 8
+    assert seen == [threading.get_ident()]
+
+
+def test_an_event_loop_hands_a_full_buffer_to_the_flusher(sq: SecretManager,
+                                                          home: Path) -> None:
+    sq.audit.max_buffer = 4
+    sq.put("token", "one", "acme")
+    seen = _committing_threads(sq)
+
+    async def reads() -> int:
+        for _ in range(4):
+            sq.get("token", "acme", fresh=True)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(reads())
+    deadline = time.monotonic() + 5
+    while raw_actions(home) != ["write"] + ["read"] * 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert raw_actions(home) == ["write"] + ["read"] * 4
+    assert seen
+    assert loop_thread not in seen  # the loop never waited for a commit
 
 
 def test_row_hash_fast_form_is_the_general_form() -> None:

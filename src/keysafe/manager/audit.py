@@ -432,7 +432,7 @@ class AuditLog:
 
     def __init__(self, store: AuditStore, *, required: bool = True,
                  sinks: Sequence[JsonlSink] = (), flush_interval: float = 0.05,
-                 max_buffer: int = 512) -> None:
+                 max_buffer: int = 1024) -> None:
         self.store = store
         self.required = required
         self.sinks = list(sinks)

@@ -7,6 +7,9 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -69,3 +72,45 @@ def test_workers_end_when_the_server_is_killed(tmp_path: Path, workers: int) -> 
         if srv.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(srv.proc.pid, signal.SIGKILL)
+
+
+_WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    from keysafe.server import run
+    # What a granian worker inherits from the server's main process: a handler that only
+    # flags the (dead) main process's state.
+    signal.signal(signal.SIGTERM, lambda *a: None)
+    os.environ[run.PARENT_ENV] = str(os.getppid())
+    run.die_with_parent()
+    print(os.getpid(), flush=True)
+    time.sleep(60)  # still building the app when the server dies
+""")
+
+_SERVER = textwrap.dedent("""
+    import subprocess, sys
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=sys.stdout)
+    child.wait()
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG (Linux)")
+def test_a_worker_still_building_its_app_ends_with_its_server() -> None:
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, _WORKER],
+                              stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        assert _alive(worker)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its server"
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            if worker:
+                os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()

@@ -26,6 +26,12 @@ def die_with_parent() -> None:
     import ctypes
     import signal
 
+    # Until the worker's own loop handles SIGTERM (granian installs that after this
+    # factory returns), the handler in force is the one inherited from the server's main
+    # process, which only flags the main process's state: a SIGTERM at the parent's
+    # death while the app is still being built would be lost, and the worker would
+    # outlive it. The default action ends the worker instead.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)

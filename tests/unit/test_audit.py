@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -29,6 +30,7 @@ from keysafe import (
     SecretManager,
 )
 from keysafe.backends.memory import MemoryBackend
+from keysafe.backends.sqlite import SQLiteBackend
 from keysafe.manager.audit import (
     GENESIS,
     AuditLog,
@@ -638,6 +640,27 @@ def test_a_full_buffer_is_committed_by_the_thread_that_filled_it(
     sq.get("token", "acme", fresh=True)  # the eighth fills the buffer: committed now
     assert raw_actions(home) == ["write"] + ["read"] * 8
     assert seen == [threading.get_ident()]
+
+
+def test_a_read_inside_a_write_transaction_leaves_its_full_buffer_to_the_flusher(
+        sq: SecretManager, home: Path) -> None:
+    """Records of reads never join the caller's own transaction: had it rolled back,
+    they would have gone with it."""
+    sq.audit.max_buffer = 4
+    sq.put("token", "one", "acme")
+    seen = _committing_threads(sq)
+    backend = sq.backend
+    assert isinstance(backend, SQLiteBackend)
+    with contextlib.suppress(RuntimeError), backend.transaction():
+        for _ in range(4):
+            sq.get("token", "acme", fresh=True)
+        assert seen == []  # not committed in this transaction
+        raise RuntimeError("the write fails: its transaction rolls back")
+    deadline = time.monotonic() + 5
+    while raw_actions(home) != ["write"] + ["read"] * 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert raw_actions(home) == ["write"] + ["read"] * 4
+    assert threading.get_ident() not in seen
 
 
 def test_an_event_loop_hands_a_full_buffer_to_the_flusher(sq: SecretManager,

@@ -1388,6 +1388,10 @@ class PostgresAuditStore:
         self._skip = 0
         self._misses = 0
 
+    def in_transaction(self) -> bool:
+        """Whether this thread has a write transaction open."""
+        return getattr(self._b._local, "conn", None) is not None
+
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
         b = self._b
         tx = getattr(b._local, "conn", None)

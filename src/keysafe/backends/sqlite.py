@@ -197,6 +197,10 @@ class SQLiteBackend(SQLStore):
                 self._needs_shred = False
                 self._checkpoint()
 
+    def in_transaction(self) -> bool:
+        """Whether this thread has a write transaction open."""
+        return self._tx_thread == threading.get_ident()
+
     @contextmanager
     def relaxed(self) -> Iterator[None]:
         """Commits inside are written to the OS but not fsynced (synchronous=NORMAL):

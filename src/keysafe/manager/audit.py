@@ -330,6 +330,11 @@ class SQLiteAuditStore:
                       (done[-1][0], done[-1][12]))
             return done
 
+    def in_transaction(self) -> bool:
+        """Whether this thread has a write transaction open on the shared file."""
+        probe = getattr(self._host, "in_transaction", None)
+        return bool(probe()) if probe is not None else False
+
     def relaxed(self) -> contextlib.AbstractContextManager[None]:
         host_relaxed = getattr(self._host, "relaxed", None)
         return host_relaxed() if host_relaxed is not None else contextlib.nullcontext()
@@ -463,14 +468,22 @@ class AuditLog:
         if self._thread is None:
             self._start()
         if n >= self.max_buffer:
-            if n >= 8 * self.max_buffer or not _on_event_loop():
+            if n >= 8 * self.max_buffer or not (_on_event_loop() or self._in_transaction()):
                 # A full buffer is committed by the thread that filled it: handing it to
                 # the flusher made the two threads trade the GIL at every statement of
                 # both, which cost a third more than the commit's own work. (Also the
                 # backpressure when the flusher is not keeping up.)
                 self.flush()
             else:
-                self._wake.set()  # never hold up an event loop: the flusher commits
+                # Never hold up an event loop, and never put reads' records into the
+                # caller's own write transaction (they would go if it rolled back):
+                # the flusher commits.
+                self._wake.set()
+
+    def _in_transaction(self) -> bool:
+        """Whether this thread has a write transaction open in the audit's store."""
+        probe = getattr(self.store, "in_transaction", None)
+        return bool(probe()) if probe is not None else False
 
     def commit(self, events: list[Draft], *, relaxed: bool = False,
                required: bool = True) -> None:

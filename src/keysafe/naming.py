@@ -67,9 +67,14 @@ class SecretRef:
     app: str = "keysafe"
 
     def validate(self) -> SecretRef:
-        _valid_scope(self.app, self.env, self.org, self.domain)
-        validate_segment("name", self.name)
+        _validate(self.app, self.env, self.org, self.domain, self.name)
         return self
+
+
+def _validate(app: str, env: str, org: str, domain: str, name: str) -> None:
+    """A reference's segments, scope first (each scope once), then the name."""
+    _valid_scope(app, env, org, domain)
+    validate_segment("name", name)
 
 
 def _check_braces(template: str) -> None:
@@ -128,8 +133,7 @@ class NamingTemplate:
     def path_of(self, app: str, env: str, org: str, domain: str, name: str) -> str:
         """``format(SecretRef(name, org, domain, env, app).validate())`` without the
         SecretRef: an uncached read of a name not seen before pays for no object."""
-        _valid_scope(app, env, org, domain)
-        validate_segment("name", name)
+        _validate(app, env, org, domain, name)
         path: str = self._pct % self._order((app, env, org, domain, name))
         return path
 

@@ -552,10 +552,14 @@ class PostgresBackend(SQLStore):
                 f"this process seals with {self.envelope.keyring.active}; restart it with "
                 "the current key ring")
 
+    def in_transaction(self) -> bool:
+        """Whether this thread has a write transaction open."""
+        return getattr(self._local, "conn", None) is not None
+
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
         row: Any
-        if getattr(self._local, "conn", None) is not None:
+        if self.in_transaction():
             # Inside a transaction: on its connection, to see its own changes.
             if version is None:
                 row = self._read(
@@ -598,7 +602,7 @@ class PostgresBackend(SQLStore):
         one round trip and one execution instead of N. Each loop keeps up to pool_max
         connections of its own for this; beyond that, reads run in the loop's default
         executor. Raises as ``get`` does, for each path on its own."""
-        if getattr(self._local, "conn", None) is not None:
+        if self.in_transaction():
             return self.get(path, version)  # in this thread's transaction: its own view
         loop = _running_loop()
         if version is not None:
@@ -1389,8 +1393,7 @@ class PostgresAuditStore:
         self._misses = 0
 
     def in_transaction(self) -> bool:
-        """Whether this thread has a write transaction open."""
-        return getattr(self._b._local, "conn", None) is not None
+        return self._b.in_transaction()
 
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
         b = self._b

@@ -231,7 +231,7 @@ class SQLiteBackend(SQLStore):
     def _read(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
         """Run a read: on the write connection inside this thread's transaction (to see
         its own changes), else on the reader connection."""
-        if self._tx_thread == threading.get_ident():
+        if self.in_transaction():
             cur = self._conn.execute(sql, args)
             return cur.fetchall() if many else cur.fetchone()
         with self._rlock:

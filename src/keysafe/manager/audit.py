@@ -274,6 +274,7 @@ _INSERTS: dict[tuple[tuple[bool, ...], int], tuple[str, Any]] = {}
 
 
 def _nulls(r: Row) -> tuple[bool, ...]:
+    # _NULLABLE's columns, spelled out: this runs once per record of every commit.
     return (r[4] is None, r[5] is None, r[7] is None, r[8] is None, r[9] is None,
             r[10] is None)
 
@@ -332,8 +333,7 @@ class SQLiteAuditStore:
 
     def in_transaction(self) -> bool:
         """Whether this thread has a write transaction open on the shared file."""
-        probe = getattr(self._host, "in_transaction", None)
-        return bool(probe()) if probe is not None else False
+        return _asks(self._host, "in_transaction")
 
     def relaxed(self) -> contextlib.AbstractContextManager[None]:
         host_relaxed = getattr(self._host, "relaxed", None)
@@ -482,8 +482,7 @@ class AuditLog:
 
     def _in_transaction(self) -> bool:
         """Whether this thread has a write transaction open in the audit's store."""
-        probe = getattr(self.store, "in_transaction", None)
-        return bool(probe()) if probe is not None else False
+        return _asks(self.store, "in_transaction")
 
     def commit(self, events: list[Draft], *, relaxed: bool = False,
                required: bool = True) -> None:
@@ -562,6 +561,12 @@ def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
     log_ = ref()
     if log_ is not None:
         log_.close()
+
+
+def _asks(obj: object, method: str) -> bool:
+    """``obj.method()`` for a store that has the optional method, else False."""
+    probe = getattr(obj, method, None)
+    return bool(probe()) if probe is not None else False
 
 
 def _on_event_loop() -> bool:

@@ -141,3 +141,33 @@ def test_relaxed_transactions_still_commit(backends: Any) -> None:
     with b.transaction(lock=False):
         b._exec("UPDATE secrets SET description = 'd' WHERE path = %s", (path,))
     assert b.describe(path).description == "d"
+
+
+def test_buffered_reads_a_rolled_back_write_took_are_kept(backends: Any) -> None:
+    """A write's record takes the buffered reads' records into its transaction; when
+    that transaction (or the write's savepoint) rolls back they return to the buffer,
+    and the chain stays whole."""
+    b = backends()
+    m = manager(b)
+    m.audit.flush_interval = 3600.0  # only explicit flushes in this test
+    m.put("db_password", "v1", ORG)
+    m.get("db_password", ORG)  # read 1, buffered
+    with contextlib.suppress(RuntimeError), b.transaction():
+        m.put("db_password", "v2", ORG)  # takes read 1 into this transaction
+        raise RuntimeError("the caller's transaction fails after the write")
+    m.get("db_password", ORG)  # read 2
+    with b.transaction():
+        with contextlib.suppress(RuntimeError), b.transaction():
+            m.put("db_password", "v3", ORG)  # takes reads 1 and 2 into a savepoint
+            raise RuntimeError("this write's savepoint rolls back")
+        m.put("api_key", "k1", ORG)  # reads 1 and 2 go before this record
+    assert m.get("db_password", ORG) == "v1"  # read 3
+    m.audit.flush()
+    store = m.audit.store
+    assert isinstance(store, PostgresAuditStore)
+    actions = [(e.action, e.path.rsplit("/", 1)[-1] if e.path else None)
+               for e in m.audit_query(AuditFilter())]
+    assert actions == [("write", "db_password"), ("read", "db_password"),
+                       ("read", "db_password"), ("write", "api_key"),
+                       ("read", "db_password")]
+    assert verify_rows(store.scan(), store.head()).ok

@@ -663,6 +663,46 @@ def test_a_read_inside_a_write_transaction_leaves_its_full_buffer_to_the_flusher
     assert threading.get_ident() not in seen
 
 
+def test_buffered_reads_a_rolled_back_write_took_are_kept(sq: SecretManager,
+                                                          home: Path) -> None:
+    """A write's record takes the buffered reads' records into its transaction (they
+    come first in the chain); if that transaction rolls back, they go back to the
+    buffer instead of going with it."""
+    sq.audit.flush_interval = 3600.0
+    sq.put("token", "one", "acme")
+    sq.get("token", "acme", fresh=True)  # buffered
+    backend = sq.backend
+    assert isinstance(backend, SQLiteBackend)
+    with contextlib.suppress(RuntimeError), backend.transaction():
+        sq.put("token", "two", "acme")
+        raise RuntimeError("the caller's transaction fails after the write")
+    assert sq.get("token", "acme", fresh=True) == "one"
+    sq.audit.flush()
+    assert raw_actions(home) == ["write", "read", "read"]
+    assert sq.audit_verify().ok
+
+
+def test_buffered_reads_a_rolled_back_savepoint_took_are_kept(sq: SecretManager,
+                                                              home: Path) -> None:
+    """The same inside a savepoint (a server's batch runs each write in one): the
+    records return when the savepoint rolls back, and the outer transaction commits
+    the writes that succeeded, in order."""
+    sq.audit.flush_interval = 3600.0
+    sq.put("token", "one", "acme")
+    sq.get("token", "acme", fresh=True)  # read 1, buffered
+    backend = sq.backend
+    assert isinstance(backend, SQLiteBackend)
+    with backend.transaction():
+        with contextlib.suppress(RuntimeError), backend.transaction():
+            sq.put("token", "two", "acme")  # takes read 1 into the savepoint
+            raise RuntimeError("this write's savepoint rolls back")
+        sq.put("note", "kept", "acme")  # read 1 again goes before this record
+    sq.audit.flush()
+    assert raw_actions(home) == ["write", "read", "write"]
+    assert sq.get("token", "acme", fresh=True) == "one"
+    assert sq.audit_verify().ok
+
+
 def test_an_event_loop_hands_a_full_buffer_to_the_flusher(sq: SecretManager,
                                                           home: Path) -> None:
     sq.audit.max_buffer = 4

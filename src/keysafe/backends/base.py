@@ -205,6 +205,40 @@ class Leasing(Protocol):
         ...
 
 
+class UndoHooks:
+    """What to run if a transaction's work is undone (buffered audit records that a
+    write's record took into its transaction go back to the buffer). Each hook belongs
+    to the savepoint depth it was added at: rolling back to a savepoint runs the hooks
+    added inside it, rolling back the whole transaction runs them all, newest first;
+    a commit drops them."""
+
+    __slots__ = ("_hooks",)
+
+    def __init__(self) -> None:
+        self._hooks: builtins.list[tuple[int, Callable[[], object]]] = []
+
+    def add(self, depth: int, fn: Callable[[], object]) -> None:
+        self._hooks.append((depth, fn))
+
+    def undone(self, above: int = 0) -> None:
+        """The work at depths greater than ``above`` was rolled back."""
+        if not self._hooks:
+            return
+        run = [fn for d, fn in self._hooks if d > above]
+        self._hooks = [h for h in self._hooks if h[0] <= above]
+        for fn in reversed(run):
+            try:
+                fn()
+            except Exception:  # never mask the rollback's own error
+                import logging
+
+                logging.getLogger("keysafe").exception("undo hook %r failed", fn)
+
+    def clear(self) -> None:
+        if self._hooks:
+            self._hooks = []
+
+
 def check_cas(path: str, expected: int | None, current: int) -> None:
     """Raise Conflict unless ``expected`` is None or equals ``current`` (0 = absent)."""
     if expected is not None and expected != current:

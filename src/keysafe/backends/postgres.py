@@ -38,7 +38,7 @@ from keysafe.backends._rows import (
     meta_values,
 )
 from keysafe.backends._sdk import require_sdk
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import Progress, UndoHooks, WriteContext, check_cas, not_found
 from keysafe.backends.pg_schema import CHANNEL, GENESIS, WRITE_LOCK, require_current
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -269,13 +269,22 @@ class PostgresBackend(SQLStore):
         manager's write and its audit record); it saves two round trips per nested call.
         BEGIN, the lock and the store's active key id go in one round trip, as does the
         COMMIT."""
-        conn = getattr(self._local, "conn", None)
+        local = self._local
+        conn = getattr(local, "conn", None)
         if conn is not None:
-            if getattr(self._local, "join", False):
+            if getattr(local, "join", False):
                 yield
                 return
-            with conn.transaction():
-                yield
+            outer = local.depth
+            local.depth = outer + 1
+            try:
+                with conn.transaction():
+                    yield
+            except BaseException:
+                local.undo.undone(above=outer)
+                raise
+            finally:
+                local.depth = outer
             return
         with self._errors(), self._checkout() as conn:
             pg = conn.pgconn
@@ -286,6 +295,8 @@ class PostgresBackend(SQLStore):
                 begin.append(_LOCK_AND_KEY)
             self._local.conn = conn
             self._local.join = join
+            local.depth = 1
+            local.undo = UndoHooks()
             try:
                 res = self._simple(conn, b"; ".join(begin),
                                    self._tuples_ok if lock else self._command_ok)
@@ -302,10 +313,12 @@ class PostgresBackend(SQLStore):
             except BaseException:
                 if pg.status == self._conn_ok and pg.transaction_status != 0:  # not idle
                     _rollback_quietly(pg)
+                local.undo.undone()
                 raise
             finally:
                 self._local.conn = None
                 self._local.join = False
+                local.undo = None
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -555,6 +568,13 @@ class PostgresBackend(SQLStore):
     def in_transaction(self) -> bool:
         """Whether this thread has a write transaction open."""
         return getattr(self._local, "conn", None) is not None
+
+    def on_rollback(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` if the work this thread's open transaction has done so far is
+        rolled back (nothing happens outside a transaction: that work is committed)."""
+        local = self._local
+        if getattr(local, "conn", None) is not None:
+            local.undo.add(local.depth, fn)
 
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
@@ -1394,6 +1414,9 @@ class PostgresAuditStore:
 
     def in_transaction(self) -> bool:
         return self._b.in_transaction()
+
+    def on_rollback(self, fn: Callable[[], object]) -> None:
+        self._b.on_rollback(fn)
 
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
         b = self._b

@@ -15,14 +15,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from keysafe.backends._rows import SQLStore, current_row_write
 from keysafe.backends._rows import meta_values as _meta_values
-from keysafe.backends.base import Progress, WriteContext, check_cas, not_found
+from keysafe.backends.base import Progress, UndoHooks, WriteContext, check_cas, not_found
 from keysafe.backends.checkpoint import Checkpointer, tune_writer
 from keysafe.crypto.envelope import Envelope, Sealed
 from keysafe.crypto.keys import KeyRing
@@ -97,6 +97,7 @@ class SQLiteBackend(SQLStore):
         self._depth = 0
         self._join = False
         self._tx_thread: int | None = None
+        self._undo = UndoHooks()
         self._needs_shred = False
         self._sync = synchronous
         # Readers get their own connection: in WAL mode they never wait for a writer's
@@ -155,7 +156,8 @@ class SQLiteBackend(SQLStore):
                 if self._join:
                     yield
                     return
-                sp = f"sp{self._depth}"
+                outer = self._depth
+                sp = f"sp{outer}"
                 self._conn.execute(f"SAVEPOINT {sp}")
                 self._depth += 1
                 try:
@@ -163,6 +165,7 @@ class SQLiteBackend(SQLStore):
                 except BaseException:
                     self._conn.execute(f"ROLLBACK TO {sp}")
                     self._conn.execute(f"RELEASE {sp}")
+                    self._undo.undone(above=outer)
                     raise
                 finally:
                     self._depth -= 1
@@ -182,6 +185,7 @@ class SQLiteBackend(SQLStore):
                 self._join = False
                 self._tx_thread = None
                 self._conn.execute("ROLLBACK")
+                self._undo.undone()
                 raise
             self._depth = 0
             self._join = False
@@ -190,7 +194,9 @@ class SQLiteBackend(SQLStore):
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
+                self._undo.undone()
                 raise BackendUnavailable(f"commit to {self.path} failed: {exc}") from exc
+            self._undo.clear()
             if self._checkpointer is not None:
                 self._checkpointer.committed()
             if self._needs_shred:
@@ -200,6 +206,12 @@ class SQLiteBackend(SQLStore):
     def in_transaction(self) -> bool:
         """Whether this thread has a write transaction open."""
         return self._tx_thread == threading.get_ident()
+
+    def on_rollback(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` if the work this thread's open transaction has done so far is
+        rolled back (nothing happens outside a transaction: that work is committed)."""
+        if self._tx_thread == threading.get_ident():
+            self._undo.add(self._depth, fn)
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:

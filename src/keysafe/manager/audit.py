@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -335,6 +335,11 @@ class SQLiteAuditStore:
         """Whether this thread has a write transaction open on the shared file."""
         return _asks(self._host, "in_transaction")
 
+    def on_rollback(self, fn: Callable[[], object]) -> None:
+        hook = getattr(self._host, "on_rollback", None)
+        if hook is not None:
+            hook(fn)
+
     def relaxed(self) -> contextlib.AbstractContextManager[None]:
         host_relaxed = getattr(self._host, "relaxed", None)
         return host_relaxed() if host_relaxed is not None else contextlib.nullcontext()
@@ -533,18 +538,31 @@ class AuditLog:
             if required:
                 # Keep buffered records (bounded) for the next attempt; the durable
                 # event's own operation is failing and is rolled back by the caller.
-                with self._lock:
-                    if len(self._buf) < 10 * self.max_buffer:
-                        self._buf.extendleft(reversed(events[:requeue]))
+                self._requeue(events[:requeue])
                 raise AuditError(f"audit log write failed: {exc}") from exc
             _warn("audit log write failed (%s); %d records dropped",
                   type(exc).__name__, len(events))
             return
+        if requeue:
+            # Buffered records that went into the caller's open transaction (ahead of
+            # its write's record) return to the buffer if that transaction rolls back.
+            undo = getattr(self.store, "on_rollback", None)
+            if undo is not None:
+                taken = events[:requeue]
+                undo(lambda: self._requeue(taken))
         for sink in self.sinks:
             try:
                 sink.write(done)
             except OSError as exc:
                 _warn("audit sink %s failed: %s", sink.path, exc)
+
+    def _requeue(self, events: list[Draft]) -> None:
+        """Put records that were not stored back at the buffer's head (bounded)."""
+        with self._lock:
+            if len(self._buf) < 10 * self.max_buffer:
+                if not self._buf:
+                    self._since = monotonic()
+                self._buf.extendleft(reversed(events))
 
     def close(self) -> None:
         if self._closed:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from keysafe.errors import ConfigError
 
@@ -32,19 +31,16 @@ def profile_for(env: str) -> str:
     return ENV_PROFILES.get(env.lower(), env.lower())
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Effective configuration. ``sources`` maps a field to where its value came from."""
-
+class _Fields(NamedTuple):
     env: str = "local"
     app: str = "keysafe"
     naming_template: str = "{app}/{env}/{org}/{domain}/{name}"
     default_domain: str = "shared"
     backend: str = "sqlite"
-    home: Path = field(default_factory=lambda: Path.home() / ".keysafe")
-    master_key: str | None = field(default=None, repr=False)
+    home: Path = None  # type: ignore[assignment]  # ~/.keysafe: see Settings.__new__
+    master_key: str | None = None
     master_key_file: Path | None = None
-    database_url: str | None = field(default=None, repr=False)
+    database_url: str | None = None
     db_pool_max: int = 10
     db_auto_upgrade: bool = True
     max_value_bytes: int = 64 * 1024
@@ -67,7 +63,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     auth_fail_limit: int = 20
     auth_fail_window: float = 60.0
-    jwt_hs256_secret: str | None = field(default=None, repr=False)
+    jwt_hs256_secret: str | None = None
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
@@ -80,10 +76,34 @@ class Settings:
     rotation_grace_hours: float = 24.0
     rotation_overrides: str = ""
     event_webhooks: str = ""
-    event_webhook_secret: str | None = field(default=None, repr=False)
-    backend_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    event_webhook_secret: str | None = None
+    backend_options: dict[str, Any] = None  # type: ignore[assignment]  # a new dict each
     config_file: Path | None = None
-    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    sources: dict[str, str] = None  # type: ignore[assignment]  # a new dict each
+
+
+class Settings(_Fields):
+    """Effective configuration. ``sources`` maps a field to where its value came from.
+
+    A ``typing.NamedTuple`` (built by keyword only), not a dataclass: every keysafe
+    process loads it, and the dataclasses machinery costs a fresh ``keysafe get`` about
+    a fifth of its start-up. ``home`` defaults to ``~/.keysafe``; secret settings are
+    left out of the repr."""
+
+    __slots__ = ()
+
+    def __new__(cls, **values: Any) -> Settings:
+        if values.get("home") is None:
+            values["home"] = Path.home() / ".keysafe"
+        for name in ("backend_options", "sources"):
+            if values.get(name) is None:
+                values[name] = {}
+        return super().__new__(cls, **values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True)
+                          if k not in _NOT_SHOWN)
+        return f"Settings({shown})"
 
     @property
     def profile(self) -> str:
@@ -109,22 +129,21 @@ class Settings:
         sources = dict(self.sources)
         for k in changes:
             sources[k] = "argument"
-        return replace(self, sources=sources, **changes)
+        return self._replace(sources=sources, **changes)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(setting, shown value, source) rows; secret settings are masked."""
         rows = []
-        for f in fields(self):
-            if f.name in ("sources", "backend_options"):
+        for name, v in zip(self._fields, self, strict=True):
+            if name in ("sources", "backend_options"):
                 continue
-            v = getattr(self, f.name)
-            if f.name in _SECRET_FIELDS and v:
+            if name in _SECRET_FIELDS and v:
                 shown = "******** (set)"
             elif v is None:
                 shown = "-"
             else:
                 shown = str(v)
-            rows.append((f.name, shown, self.sources.get(f.name, "default")))
+            rows.append((name, shown, self.sources.get(name, "default")))
         if self.backend_options:
             rows.append(("backend_options", ", ".join(sorted(self.backend_options)),
                          self.sources.get("backend_options", "default")))
@@ -133,6 +152,7 @@ class Settings:
 
 _SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret",
                             "event_webhook_secret"})
+_NOT_SHOWN = _SECRET_FIELDS | {"backend_options"}
 
 # Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
 _ENV_VARS: Mapping[str, str] = {
@@ -181,13 +201,15 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_EVENT_WEBHOOKS": "event_webhooks",
     "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
 }
-_TYPES = {f.name: f.type for f in fields(Settings)}
+# Each setting's declared type, as written (NamedTuple keeps it as a ForwardRef).
+_TYPES: dict[str, str] = {k: getattr(t, "__forward_arg__", str(t))
+                          for k, t in _Fields.__annotations__.items()}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
-    kind = str(_TYPES[name])
+    kind = _TYPES[name]
     try:
         if kind.startswith("bool"):
             if isinstance(raw, bool):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 from keysafe.errors import InvalidName
 
@@ -56,8 +56,7 @@ def _valid_scope(app: str, env: str, org: str, domain: str) -> None:
         validate_segment(kind, value)
 
 
-@dataclass(frozen=True, slots=True)
-class SecretRef:
+class SecretRef(NamedTuple):
     """Where a secret lives, independent of any template."""
 
     name: str

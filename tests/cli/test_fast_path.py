@@ -61,12 +61,14 @@ def test_expected_outputs(filled, ks):
 
 
 def test_fast_path_imports_neither_typer_nor_rich(filled):
+    """Nor dataclasses (and the inspect it imports): the records on this path are
+    NamedTuples, because the dataclasses machinery cost a quarter of the process."""
     code = (
         "import sys\n"
         "from keysafe.cli.entry import main\n"
         "rc = main(['get', 'k', '--org', 'acme'])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'rich', 'click',"
-        " 'pydantic'})\n"
+        " 'pydantic', 'dataclasses', 'inspect', 'asyncio'})\n"
         "print(); print(rc, heavy)\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -69,3 +69,51 @@ def test_testing_package_exports_the_conformance_suite() -> None:
     assert keysafe.testing.__all__ == ["BackendConformance"]
     assert keysafe.testing.BackendConformance is BackendConformance
     assert not BackendConformance.__name__.startswith("Test")
+
+
+def test_records_are_frozen_named_tuples_with_fresh_defaults() -> None:
+    """The records keysafe hands out: frozen, changed by ``_replace``, and each one's
+    mutable default its own (a reader may change the copy it was given)."""
+    from datetime import UTC, datetime
+
+    from keysafe.config import Settings
+    from keysafe.models import AuditEvent, SecretMetadata, VersionInfo
+
+    now = datetime.now(UTC)
+    a = SecretMetadata("p/a", 1, now, now)
+    b = SecretMetadata("p/b", 1, now, now, tags=None)
+    assert a.tags == {}
+    assert b.tags == {}
+    assert a.tags is not b.tags
+    a.tags["x"] = "1"
+    assert SecretMetadata("p/c", 1, now, now).tags == {}
+    with pytest.raises(AttributeError):
+        a.path = "other"  # type: ignore[misc]
+    moved = a._replace(deleted_at=now)
+    assert type(moved) is SecretMetadata
+    assert moved.deleted
+    assert not a.deleted
+    assert json.loads(json.dumps(moved.to_dict()))["deleted"] is True
+    e1 = AuditEvent(1, now, "me", "read", "p/a", 1, "ok")
+    e2 = AuditEvent(2, now, "me", "read", "p/a", 1, "ok")
+    assert e1.detail == {}
+    assert e1.detail is not e2.detail
+    assert e1.to_dict()["detail"] is not e1.detail
+    assert VersionInfo(2, now).to_dict()["created_at"] == now.isoformat()
+    s1, s2 = Settings(), Settings(env="prod")
+    assert s1.home.name == ".keysafe"
+    assert s1.sources is not s2.sources
+    assert s1.backend_options is not s2.backend_options
+    assert s2._replace(env="stage").profile == "staging"
+
+
+def test_settings_repr_leaves_secrets_out() -> None:
+    from keysafe.config import Settings
+
+    canary = "canary-7f3a9c"
+    s = Settings(master_key=canary, database_url=f"postgresql://u:{canary}@h/db",
+                 jwt_hs256_secret=canary, event_webhook_secret=canary,
+                 backend_options={"token": canary})
+    assert canary not in repr(s)
+    assert canary not in str(s)
+    assert "env='local'" in repr(s)

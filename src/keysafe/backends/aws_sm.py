@@ -468,7 +468,7 @@ class AwsSecretsManagerBackend:
                        expect=frozenset({"InvalidRequestException"}))
         except Refused:  # deleted by someone else meanwhile
             raise not_found(path) from None
-        return replace(meta, deleted_at=ctx.now)
+        return meta._replace(deleted_at=ctx.now)
 
     # -- capabilities ---------------------------------------------------------------------
     def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
@@ -480,7 +480,7 @@ class AwsSecretsManagerBackend:
         if _DELETED in st.tags:
             self._call("untag_resource", path, action="untag", SecretId=path,
                        TagKeys=[_DELETED])
-        return replace(self._meta(st), deleted_at=None)
+        return self._meta(st)._replace(deleted_at=None)
 
     def purge(self, path: str, *, ctx: WriteContext) -> None:
         self._check_name(path)

@@ -34,7 +34,7 @@ import builtins
 import contextlib
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -368,7 +368,7 @@ class AwsParameterStoreBackend:
         with contextlib.suppress(Refused):
             self._call("delete_parameter", path, action="delete", Name=self._name(path),
                        expect=frozenset({"ParameterNotFound"}))
-        return replace(meta, deleted_at=ctx.now)
+        return meta._replace(deleted_at=ctx.now)
 
     # -- helpers --------------------------------------------------------------------------
     def _find(self, name: str, path: str) -> dict[str, Any] | None:

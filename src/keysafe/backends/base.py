@@ -11,9 +11,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from keysafe.errors import Conflict, NotFound
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
@@ -21,8 +20,7 @@ from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True, slots=True)
-class WriteContext:
+class WriteContext(NamedTuple):
     """Who writes and when; backends store it as created_by/updated_by."""
 
     actor: str
@@ -144,8 +142,7 @@ class Watchable(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class DueWindow:
+class DueWindow(NamedTuple):
     """The secrets a scan for due rotations (or coming expiry) has to look at: a superset,
     which the rotation policy then judges one by one. Times are seconds since the epoch.
 

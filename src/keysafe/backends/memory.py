@@ -11,7 +11,7 @@ import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from keysafe.backends.base import DueWindow, WriteContext, check_cas, not_found
@@ -28,10 +28,10 @@ class _Secret:
 def _apply(meta: SecretMetadata, upd: MetadataUpdate | None) -> SecretMetadata:
     if upd is None:
         return meta
-    changes = {k: getattr(upd, k) for k in upd.__slots__ if getattr(upd, k) is not None}
+    changes = {k: getattr(upd, k) for k in upd._fields if getattr(upd, k) is not None}
     if "tags" in changes:
         changes["tags"] = dict(changes["tags"])
-    return replace(meta, **changes)
+    return meta._replace(**changes)
 
 
 class MemoryBackend:
@@ -70,7 +70,7 @@ class MemoryBackend:
             s.values[new] = value
             s.info[new] = info
             self._prune(s, new)
-            s.meta = _apply(replace(s.meta, current_version=new, updated_at=ctx.now,
+            s.meta = _apply(s.meta._replace(current_version=new, updated_at=ctx.now,
                                     updated_by=ctx.actor, deleted_at=None,
                                     versions=len(s.values)), meta)
             return info
@@ -85,7 +85,7 @@ class MemoryBackend:
         s = self._data.get(path)
         if s is None or (s.meta.deleted_at is not None and not include_deleted):
             raise not_found(path)
-        return replace(s.meta, tags=dict(s.meta.tags))
+        return s.meta._replace(tags=dict(s.meta.tags))
 
     def list(self, prefix: str, *,
              include_deleted: bool = False) -> builtins.list[SecretMetadata]:
@@ -99,7 +99,7 @@ class MemoryBackend:
     def delete(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
         with self._lock:
             meta = self.describe(path)
-            self._data[path].meta = replace(meta, deleted_at=ctx.now)
+            self._data[path].meta = meta._replace(deleted_at=ctx.now)
             return self._data[path].meta
 
     def ping(self) -> None:
@@ -125,14 +125,14 @@ class MemoryBackend:
             for v in versions:
                 if v in s.values and s.values[v] is not None:
                     s.values[v] = None
-                    s.info[v] = replace(s.info[v], destroyed=True)
+                    s.info[v] = s.info[v]._replace(destroyed=True)
                     done.append(v)
             return done
 
     def restore(self, path: str, *, ctx: WriteContext) -> SecretMetadata:
         with self._lock:
             meta = self.describe(path, include_deleted=True)
-            self._data[path].meta = replace(meta, deleted_at=None)
+            self._data[path].meta = meta._replace(deleted_at=None)
             return self._data[path].meta
 
     def purge(self, path: str, *, ctx: WriteContext) -> None:
@@ -146,7 +146,7 @@ class MemoryBackend:
             s = self._data.get(path)
             if s is None:
                 raise not_found(path)
-            s.meta = _apply(replace(s.meta, updated_at=ctx.now, updated_by=ctx.actor), meta)
+            s.meta = _apply(s.meta._replace(updated_at=ctx.now, updated_by=ctx.actor), meta)
             return s.meta
 
     @contextmanager

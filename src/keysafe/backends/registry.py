@@ -4,8 +4,7 @@ entry-point group, so third parties add a store by installing a package."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from keysafe.backends.base import SecretBackend
 from keysafe.config import Settings
@@ -19,8 +18,7 @@ from keysafe.manager.audit import (
 )
 
 
-@dataclass
-class Store:
+class Store(NamedTuple):
     backend: SecretBackend
     audit: AuditLog
 

@@ -9,7 +9,7 @@ IntegrityError; it never yields a wrong value.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -20,8 +20,7 @@ from keysafe.errors import IntegrityError
 NONCE = 12
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
+class Sealed(NamedTuple):
     """What a store keeps for one version. Only ciphertext; safe to log sizes of."""
 
     key_id: str

@@ -22,11 +22,10 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from keysafe.errors import AuditError, KeysafeError
 from keysafe.models import AuditEvent
@@ -104,8 +103,7 @@ def row_event(r: Row) -> AuditEvent:
                       detail=json.loads(r[10]) if r[10] else {}, prev_hash=r[11], hash=r[12])
 
 
-@dataclass(frozen=True, slots=True)
-class AuditFilter:
+class AuditFilter(NamedTuple):
     org: str | None = None
     path: str | None = None          # exact path, or a prefix ending in '/'
     action: str | None = None
@@ -130,8 +128,7 @@ class AuditFilter:
                 and (self.until is None or to_us(e.ts) <= to_us(self.until)))
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
+class VerifyResult(NamedTuple):
     ok: bool
     checked: int
     problems: list[tuple[int, str]]

@@ -127,3 +127,63 @@ def test_verify_detects_a_removed_record(ks, put, home: Path):
     r = ks("audit", "verify")
     assert r.code == exitcodes.INTEGRITY
     assert "record 2 removed" in r.out
+
+
+def test_archive_then_verify_both(kc, put, home: Path, tmp_path: Path):
+    for v in ("1", "2", "3"):
+        put("a", v)
+    dest = tmp_path / "audit-2026.jsonl"
+    r = kc("audit", "archive", "--before", "0s", "--to", str(dest))
+    assert r.code == 0, r.err
+    assert "archived 3 audit records (1..3" in r.err
+    assert kc("audit", "verify").code == 0
+    v = kc("audit", "verify", "--archive", str(dest))
+    assert v.code == 0
+    assert "archived audit records intact: 3 records checked" in v.out
+    put("a", "4")
+    j = kc("audit", "archive", "--before", "0s", "--to", str(tmp_path / "b.jsonl"), "--json")
+    assert j.code == 0
+    assert {k: json.loads(j.out)[k] for k in ("records", "first", "through")} == {
+        "records": 2, "first": 4, "through": 5}
+    both = kc("audit", "verify", "--archive", str(dest), "--archive",
+              str(tmp_path / "b.jsonl"), "--json")
+    assert both.code == 0
+    assert json.loads(both.out)["checked"] == 5
+    # Nothing older than a day: nothing to do.
+    none = kc("audit", "archive", "--before", "1d", "--to", str(tmp_path / "c.jsonl"))
+    assert none.code == 0
+    assert "no audit records older than" in none.err
+
+
+def test_archive_bad_input_exits_2_and_changes_nothing(kc, put, tmp_path: Path):
+    put("a", "1")
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text("x\n")
+    r = kc("audit", "archive", "--before", "0s", "--to", str(taken))
+    assert r.code == exitcodes.USAGE
+    assert "already exists" in r.err
+    r = kc("audit", "archive", "--before", "yesterday", "--to", str(tmp_path / "n.jsonl"))
+    assert r.code == exitcodes.USAGE
+    assert "--before" in r.err
+    r = kc("audit", "archive", "--to", str(tmp_path / "n.jsonl"))
+    assert r.code == exitcodes.USAGE
+    assert not (tmp_path / "n.jsonl").exists()
+    assert taken.read_text() == "x\n"
+    assert _lines(kc("audit", "--json"))[0]["seq"] == 1  # nothing archived
+
+
+def test_archive_refuses_a_broken_chain_and_verify_flags_a_bad_archive(
+        kc, put, home: Path, tmp_path: Path):
+    for v in ("1", "2", "3"):
+        put("a", v)
+    with sqlite3.connect(home / "keysafe.db") as db:
+        db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    r = kc("audit", "archive", "--before", "0s", "--to", str(tmp_path / "a.jsonl"))
+    assert r.code == exitcodes.INTEGRITY
+    assert "record 2 was edited" in r.err
+    assert not (tmp_path / "a.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    v = kc("audit", "verify", "--archive", str(bad))
+    assert v.code == exitcodes.INTEGRITY
+    assert "line 1 is not an archived audit record" in v.err

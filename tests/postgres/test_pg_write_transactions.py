@@ -14,7 +14,7 @@ import pytest
 
 from keysafe.backends.base import WriteContext
 from keysafe.backends.postgres import PostgresAuditStore, PostgresBackend
-from keysafe.errors import AuditError, BackendUnavailable, NotFound
+from keysafe.errors import AuditError, BackendUnavailable, Conflict, NotFound
 from keysafe.manager.audit import AuditFilter, AuditLog, verify_rows
 from keysafe.manager.cache import SecretCache
 from keysafe.manager.manager import SecretManager
@@ -171,3 +171,36 @@ def test_buffered_reads_a_rolled_back_write_took_are_kept(backends: Any) -> None
                        ("read", "db_password"), ("write", "api_key"),
                        ("read", "db_password")]
     assert verify_rows(store.scan(), store.head()).ok
+
+
+def test_archiving_the_audit_log_keeps_one_chain_across_replicas(backends: Any,
+                                                                  tmp_path: Any) -> None:
+    """Records before a time go to a file and leave the table; both replicas go on
+    appending to one chain that verifies from the archive's end, and an archive that
+    started from a base another replica has since moved is refused."""
+    from datetime import UTC, datetime
+
+    a, b = backends(), backends()
+    ma, mb = manager(a), manager(b)
+    for i in range(3):
+        ma.put(f"k{i}", "v", ORG)
+        mb.get(f"k{i}", ORG)
+    mb.audit.flush()
+    store = ma.audit.store
+    assert isinstance(store, PostgresAuditStore)
+    stale = store.base()
+    assert stale is None
+    res = ma.audit_archive(datetime.now(UTC), tmp_path / "a.jsonl")
+    assert (res.first, res.through, res.records) == (1, 6, 6)
+    for i in range(2):
+        mb.put(f"j{i}", "v", ORG)
+        ma.get(f"j{i}", ORG)
+    ma.audit.flush()
+    rows = list(store.scan())
+    assert rows[0][0] == 7  # the archive's own record, then the new ones
+    assert verify_rows(rows, store.head(), store.base()).ok
+    assert mb.audit_verify().ok
+    assert ma.audit_verify([tmp_path / "a.jsonl"]).ok
+    with pytest.raises(Conflict, match="archived by someone else"):
+        store.trim(stale, 8, "x" * 64)
+    assert mb.audit_verify().ok

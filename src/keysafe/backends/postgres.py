@@ -45,6 +45,7 @@ from keysafe.crypto.keys import KeyRing
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
+    Conflict,
     IntegrityError,
     InvalidValue,
     KeysafeError,
@@ -1528,6 +1529,37 @@ class PostgresAuditStore:
         rows = self._b._read(f"SELECT {_COLS} FROM audit{where}", args, many=True)  # noqa: S608
         return [row_event(r) for r in rows]
 
+    # -- archiving (see keysafe.manager.archive) --
+    def base(self) -> tuple[int, str] | None:
+        row = self._b._read("SELECT value FROM meta WHERE key = 'audit_base'")
+        return _parse_base(row[0]) if row else None
+
+    def first_at(self, ts_us: int) -> int | None:
+        # Along the primary key from the oldest: archiving asks for an old time.
+        row = self._b._read("SELECT seq FROM audit WHERE ts >= %s ORDER BY seq LIMIT 1",
+                            (ts_us,))
+        return row[0] if row else None
+
+    def rows_after(self, after: int, through: int, limit: int) -> builtins.list[Row]:
+        rows: builtins.list[Row] = self._b._read(
+            f"SELECT {_COLS} FROM audit WHERE seq > %s AND seq <= %s "  # noqa: S608
+            "ORDER BY seq LIMIT %s", (after, through, limit), many=True)
+        return rows
+
+    def trim(self, base: tuple[int, str] | None, through: int, last_hash: str) -> None:
+        """Remove records up to ``through`` (archived) and remember where the chain now
+        starts, one archive at a time across replicas; Conflict if another archive
+        moved the base since ``base`` was read. Appends go on meanwhile."""
+        b = self._b
+        with b.transaction(lock=False):
+            b._exec("SELECT pg_advisory_xact_lock(hashtext('keysafe.audit_archive'))", ())
+            row = b._read("SELECT value FROM meta WHERE key = 'audit_base'")
+            if (_parse_base(row[0]) if row else None) != base:
+                raise Conflict("the audit log was archived by someone else meanwhile")
+            b._exec("DELETE FROM audit WHERE seq <= %s", (through,))
+            b._exec("INSERT INTO meta VALUES ('audit_base', %s) ON CONFLICT (key) "
+                    "DO UPDATE SET value = excluded.value", (f"{through}:{last_hash}",))
+
     def scan(self) -> Iterator[Row]:
         """Every record in sequence order, streamed with a server-side cursor."""
         b = self._b
@@ -1540,6 +1572,11 @@ class PostgresAuditStore:
 
 _COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
          "prev_hash, hash")
+
+
+def _parse_base(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    return int(seq), digest
 
 
 def _clean(row: Row) -> Row:

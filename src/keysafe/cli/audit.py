@@ -1,7 +1,9 @@
-"""``keysafe audit`` (query the log) and ``keysafe audit verify`` (check the chain)."""
+"""``keysafe audit`` (query the log), ``keysafe audit verify`` (check the chain) and
+``keysafe audit archive`` (move old records to a file, keeping the chain verifiable)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +11,7 @@ import typer
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Env, Json, parse_time
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
+from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
 
 #: Rows a table shows when no --limit is given (JSON lines are never cut short).
@@ -88,14 +91,23 @@ def audit(
 
 @audit_app.command("verify")
 @command
-def verify(env: Env = None, as_json: Json = False) -> None:
+def verify(
+    archives: Annotated[list[Path] | None, typer.Option(
+        "--archive", metavar="FILE", exists=True, dir_okay=False,
+        help="Check these files from `keysafe audit archive` instead of the store "
+             "(oldest first; repeat the option), and that the store continues from "
+             "the last one.", show_default=False)] = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
     """Check the hash chain; exit 6 naming every edited, removed or reordered record."""
     with open_manager(env) as mgr:
-        result = mgr.audit_verify()
+        result = mgr.audit_verify(archives or ())
+    what = "archived audit records" if archives else "audit chain"
     if as_json:
         emit_json(result.to_dict())
     elif result.ok:
-        print(f"audit chain intact: {result.checked} records checked")
+        print(f"{what} intact: {result.checked} records checked")
     else:
         table(["record", "problem"], result.problems, title="Audit chain problems")
     if not result.ok:
@@ -106,3 +118,37 @@ def verify(env: Env = None, as_json: Json = False) -> None:
             f"{result.checked} records (first at record {result.problems[0][0]})",
             exitcodes.INTEGRITY, as_json=as_json)
         raise typer.Exit(code)
+
+
+@audit_app.command("archive")
+@command
+def archive(
+    before: Annotated[str, typer.Option(
+        "--before", metavar="TIME", help="Archive the records older than this: ISO 8601 "
+                                         "(UTC if no offset) or an age like 90d.",
+        show_default=False)],
+    to: Annotated[Path, typer.Option(
+        "--to", metavar="FILE", dir_okay=False,
+        help="The JSON-lines file to write (mode 0600; never overwritten).",
+        show_default=False)],
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Move audit records older than TIME to FILE and remove them from the store.
+
+    Every record is checked before anything is removed, and the store remembers where
+    its chain now starts, so `keysafe audit verify` still detects a removed or edited
+    record; `keysafe audit verify --archive FILE` checks the file."""
+    t = parse_time(before, option="--before")
+    assert t is not None  # a required option
+    with open_manager(env) as mgr, progress_bar("archiving audit records",
+                                                quiet=as_json) as progress:
+        res = mgr.audit_archive(t, to, progress=progress)
+    if as_json:
+        emit_json(res.to_dict())
+    elif res.records == 0:
+        say(f"no audit records older than {t.isoformat()} to archive")
+    else:
+        say(f"archived {res.records} audit records ({res.first}..{res.through}, "
+            f"{res.bytes} bytes) to {res.path}; the store's chain now starts after record "
+            f"{res.through}")

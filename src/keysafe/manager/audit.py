@@ -27,7 +27,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, NamedTuple, Protocol
 
-from keysafe.errors import AuditError, KeysafeError
+from keysafe.errors import AuditError, Conflict, KeysafeError
 from keysafe.models import AuditEvent
 
 
@@ -138,10 +138,14 @@ class VerifyResult(NamedTuple):
                 "problems": [{"seq": s, "problem": p} for s, p in self.problems]}
 
 
-def verify_rows(rows: Iterable[Row], head: tuple[int, str] | None = None) -> VerifyResult:
-    """Walk a chain in storage order and name every record that breaks it."""
+def verify_rows(rows: Iterable[Row], head: tuple[int, str] | None = None,
+                base: tuple[int, str] | None = None) -> VerifyResult:
+    """Walk a chain in storage order and name every record that breaks it. ``base``:
+    the (seq, hash) the chain continues from once older records were archived
+    (``keysafe audit archive``); without one it starts at the genesis."""
     problems: list[tuple[int, str]] = []
-    prev_hash, prev_seq, n = GENESIS, 0, 0
+    prev_seq, prev_hash = base or (0, GENESIS)
+    n = 0
     for r in rows:
         n += 1
         e = _RowView(r)
@@ -194,12 +198,14 @@ class AuditStore(Protocol):
 class MemoryAuditStore:
     def __init__(self) -> None:
         self.rows: list[Row] = []
+        self._base: tuple[int, str] | None = None
         self._lock = threading.Lock()
 
     def append(self, drafts: Sequence[Draft]) -> list[Row]:
         with self._lock:
-            last = self.rows[-1] if self.rows else None
-            done = chain(drafts, last[0] if last else 0, last[12] if last else GENESIS)
+            seq, prev = ((self.rows[-1][0], self.rows[-1][12]) if self.rows
+                         else self._base or (0, GENESIS))
+            done = chain(drafts, seq, prev)
             self.rows.extend(done)
             return done
 
@@ -213,7 +219,26 @@ class MemoryAuditStore:
         return iter(list(self.rows))
 
     def head(self) -> tuple[int, str] | None:
-        return (self.rows[-1][0], self.rows[-1][12]) if self.rows else None
+        if self.rows:
+            return (self.rows[-1][0], self.rows[-1][12])
+        return self._base
+
+    # -- archiving (see keysafe.manager.archive) --
+    def base(self) -> tuple[int, str] | None:
+        return self._base
+
+    def first_at(self, ts_us: int) -> int | None:
+        return next((r[0] for r in self.rows if r[1] >= ts_us), None)
+
+    def rows_after(self, after: int, through: int, limit: int) -> list[Row]:
+        return [r for r in self.rows if after < r[0] <= through][:limit]
+
+    def trim(self, base: tuple[int, str] | None, through: int, last_hash: str) -> None:
+        with self._lock:
+            if self._base != base:
+                raise Conflict("the audit log was archived by someone else meanwhile")
+            self.rows = [r for r in self.rows if r[0] > through]
+            self._base = (through, last_hash)
 
 
 def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
@@ -258,6 +283,20 @@ class _SQLiteHost(Protocol):
 
 _HEAD_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
                 "seq INTEGER NOT NULL, hash TEXT NOT NULL)")
+#: Where the chain continues from once older records are archived (made by the first
+#: archive, so stores that never archive are unchanged).
+_BASE_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                "seq INTEGER NOT NULL, hash TEXT NOT NULL)")
+
+
+def _sqlite_base(c: sqlite3.Connection) -> tuple[int, str] | None:
+    try:
+        row = c.execute("SELECT seq, hash FROM audit_base WHERE id = 1").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return (row[0], row[1]) if row else None
 _COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
          "prev_hash, hash")
 
@@ -320,6 +359,8 @@ class SQLiteAuditStore:
         with self._host.transaction():
             c = self._host.connection
             last = c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            if last is None:  # none yet, or every record archived: go on from the head
+                last = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
             done = chain(drafts, last[0] if last else 0, last[1] if last else GENESIS)
             insert_rows(c, done)
             # The head anchors the chain's end, so removing the newest records shows.
@@ -346,6 +387,37 @@ class SQLiteAuditStore:
             row = self._host.connection.execute(
                 "SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         return (row[0], row[1]) if row else None
+
+    # -- archiving (see keysafe.manager.archive) --
+    def base(self) -> tuple[int, str] | None:
+        with self._host.lock:
+            return _sqlite_base(self._host.connection)
+
+    def first_at(self, ts_us: int) -> int | None:
+        # In sequence order from the oldest: archiving asks for an old time, so this
+        # stops early without an index on ts.
+        with self._host.lock:
+            row = self._host.connection.execute(
+                "SELECT seq FROM audit WHERE ts >= ? ORDER BY seq LIMIT 1", (ts_us,)).fetchone()
+        return row[0] if row else None
+
+    def rows_after(self, after: int, through: int, limit: int) -> list[Row]:
+        with self._host.lock:
+            return self._host.connection.execute(
+                f"SELECT {_COLS} FROM audit WHERE seq > ? AND seq <= ? "  # noqa: S608
+                "ORDER BY seq LIMIT ?", (after, through, limit)).fetchall()
+
+    def trim(self, base: tuple[int, str] | None, through: int, last_hash: str) -> None:
+        """Remove records up to ``through`` (archived) and remember where the chain now
+        starts; Conflict if another archive moved the base since ``base`` was read."""
+        with self._host.transaction():
+            c = self._host.connection
+            c.execute(_BASE_SCHEMA)
+            if _sqlite_base(c) != base:
+                raise Conflict("the audit log was archived by someone else meanwhile")
+            c.execute("DELETE FROM audit WHERE seq <= ?", (through,))
+            c.execute("INSERT INTO audit_base VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE "
+                      "SET seq = excluded.seq, hash = excluded.hash", (through, last_hash))
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]:
         where, args = filter_sql(flt, "?")

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic, time_ns
@@ -48,6 +48,7 @@ from keysafe.manager.audit import (
     MemoryAuditStore,
     VerifyResult,
     now_us,
+    to_us,
     verify_rows,
 )
 from keysafe.manager.cache import SecretCache
@@ -55,8 +56,11 @@ from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionIn
 from keysafe.naming import DEFAULT_DOMAIN, DEFAULT_TEMPLATE, NamingTemplate, SecretRef
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
+    from keysafe.manager.archive import ArchiveResult
 
 
 T = TypeVar("T")
@@ -734,9 +738,36 @@ class SecretManager:
         self.audit.flush()
         return self.audit.store.query(flt or AuditFilter())
 
-    def audit_verify(self) -> VerifyResult:
+    def audit_verify(self, archives: Sequence[Path] = ()) -> VerifyResult:
+        """Check the hash chain in the store, from where archiving left it; with
+        ``archives`` (files from ``audit_archive``, oldest first), check those instead."""
+        from keysafe.manager.archive import base_of, verify_archives
+
         self.audit.flush()
-        return verify_rows(self.audit.store.scan(), self.audit.store.head())
+        store = self.audit.store
+        if archives:
+            return verify_archives(archives, base_of(store))
+        return verify_rows(store.scan(), store.head(), base_of(store))
+
+    def audit_archive(self, before: datetime, dest: Path,
+                      progress: Progress | None = None) -> ArchiveResult:
+        """Move the audit records older than ``before`` to the JSON-lines file ``dest``
+        and remove them from the store; the chain stays verifiable (see
+        keysafe.manager.archive). Recorded as ``audit_archive``."""
+        from keysafe.manager.archive import archive
+
+        self.audit.flush()
+        try:
+            if before > datetime.now(UTC):
+                raise InvalidValue(f"{before.isoformat()} is in the future: only past "
+                                   "records can be archived")
+            res = archive(self.audit.store, to_us(before), dest, progress=progress)
+        except KeysafeError as exc:
+            self.record("audit_archive", None, exc.code, durable=False)
+            raise
+        self.record("audit_archive", None, "ok", durable=True,
+                    detail={"records": res.records, "through": res.through})
+        return res
 
     def rekey(self, progress: Progress | None = None) -> int:
         """Re-wrap every data key with the active master key (see ``keysafe rekey``)."""

@@ -1,0 +1,174 @@
+"""Archiving old audit records (``keysafe audit archive``), keeping the chain verifiable.
+
+The records before a time are checked link by link, written to a JSON-lines file
+(mode 0600, fsynced) and only then removed from the store, in one transaction that
+also records where the chain now starts (its *base*: the last archived record's
+sequence number and hash). ``keysafe audit verify`` then checks the store from that
+base, so removing a record is still detected, and the archive files check on their
+own and against the base (``keysafe audit verify --archive FILE``).
+
+A store can archive if its audit store has ``base``, ``first_at``, ``rows_after`` and
+``trim`` (the memory, SQLite and PostgreSQL audit stores, and the stand-alone audit
+file that cloud stores use).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from keysafe.errors import IntegrityError, InvalidValue, Unsupported
+from keysafe.manager.audit import (
+    GENESIS,
+    Row,
+    VerifyResult,
+    row_hash,
+    to_datetime,
+    verify_rows,
+)
+
+#: The columns of a record, in chain order: one JSON object per line, with these keys
+#: (plus ``time``, the ISO form of ``ts``, for people).
+FIELDS = ("seq", "ts", "actor", "action", "path", "version", "outcome", "org", "client",
+          "request_id", "detail", "prev_hash", "hash")
+_NEEDS = ("base", "first_at", "rows_after", "trim")
+
+Progress = Callable[[int, int], None]
+
+
+class ArchiveResult(NamedTuple):
+    records: int
+    first: int | None  # sequence numbers of the first and last archived record
+    through: int | None
+    path: str | None
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def base_of(store: object) -> tuple[int, str] | None:
+    """Where ``store``'s chain starts (None: at the genesis, nothing archived)."""
+    probe = getattr(store, "base", None)
+    return probe() if probe is not None else None
+
+
+def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None = None,
+            batch: int = 5_000) -> ArchiveResult:
+    """Move the records older than ``before_us`` (a prefix of the chain: up to the first
+    record at or after that time) to ``dest``. Nothing is removed unless every one of
+    them links to the one before and the file is safely on disk."""
+    if not all(hasattr(store, m) for m in _NEEDS):
+        raise Unsupported("this store's audit log cannot be archived")
+    base = store.base()
+    seq, prev = base or (0, GENESIS)
+    stop = store.first_at(before_us)
+    head = store.head()
+    through = stop - 1 if stop is not None else (head[0] if head else seq)
+    if through <= seq:
+        return ArchiveResult(0, None, None, None, 0)
+    if dest.exists():
+        raise InvalidValue(f"{dest} already exists: an archive is never overwritten")
+    if not dest.parent.is_dir():
+        raise InvalidValue(f"{dest.parent} is not a directory")
+    first, total, n = seq + 1, through - seq, 0
+    tmp = dest.with_name(dest.name + ".partial")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidValue(f"{tmp} exists: another archive is being written there, or "
+                           "one was interrupted (remove it)") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            while seq < through:
+                rows = store.rows_after(seq, through, batch)
+                if not rows:
+                    break
+                lines = []
+                for r in rows:
+                    problem = _link_problem(r, seq, prev)
+                    if problem:
+                        raise IntegrityError(f"{problem}; nothing was archived (keysafe "
+                                             "audit verify names every problem)")
+                    lines.append(_line(r))
+                    seq, prev = r[0], r[12]
+                fh.write("".join(lines))
+                n += len(rows)
+                if progress is not None:
+                    progress(n, total)
+            if seq != through:
+                raise IntegrityError(f"records {seq + 1}..{through} are missing; nothing "
+                                     "was archived (keysafe audit verify names every "
+                                     "problem)")
+            fh.flush()
+            os.fsync(fh.fileno())
+        size = tmp.stat().st_size
+        tmp.rename(dest)
+        _sync_dir(dest.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        store.trim(base, through, prev)
+    except BaseException:
+        dest.unlink(missing_ok=True)  # nothing was removed: the file is not an archive
+        raise
+    return ArchiveResult(n, first, through, str(dest), size)
+
+
+def _link_problem(r: Row, seq: int, prev: str) -> str | None:
+    if r[0] != seq + 1:
+        return f"audit record {seq + 1} is missing"
+    if r[11] != prev:
+        return f"audit record {r[0]} does not follow record {seq}"
+    if row_hash(r[11], r[0], r[1:11]) != r[12]:
+        return f"audit record {r[0]} was edited (its hash does not match)"
+    return None
+
+
+def _line(r: Row) -> str:
+    d = dict(zip(FIELDS, r, strict=True))
+    d["time"] = to_datetime(r[1]).isoformat()
+    return json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_archive(path: Path) -> Iterator[Row]:
+    """The records of an archive file, in its order; IntegrityError names a line that
+    is not one."""
+    with path.open(encoding="utf-8") as fh:
+        for no, line in enumerate(fh, 1):
+            try:
+                d = json.loads(line)
+                yield tuple(d[f] for f in FIELDS)
+            except (ValueError, KeyError, TypeError):
+                raise IntegrityError(f"{path} line {no} is not an archived audit "
+                                     "record") from None
+
+
+def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None) -> VerifyResult:
+    """Check archive files given oldest first: each record's hash and link, no gap
+    between the files, and, when the last file ends where the store's chain now starts
+    (``base``), that the store continues from it. A first file that does not start at
+    record 1 is checked from its own first link (earlier archives were not given)."""
+    rows = [r for p in paths for r in read_archive(p)]
+    if not rows:
+        return VerifyResult(True, 0, [])
+    start = None if rows[0][0] == 1 else (rows[0][0] - 1, rows[0][11])
+    end = rows[-1][0], rows[-1][12]
+    res = verify_rows(rows, None, start)
+    if base is not None and base[0] == end[0] and base[1] != end[1]:
+        problems = [*res.problems, (end[0], f"the store's chain does not continue from "
+                                            f"record {end[0]} of these archives")]
+        return VerifyResult(False, res.checked, problems)
+    return res

@@ -1,0 +1,269 @@
+"""Archiving old audit records (keysafe.manager.archive): the records before a time go
+to a file and leave the store, every one checked first; the store's chain and the file
+both still verify, and tampering with either is still found."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keysafe import Conflict, IntegrityError, InvalidValue, SecretManager, Unsupported
+from keysafe.manager.archive import FIELDS, archive, read_archive, verify_archives
+from keysafe.manager.audit import (
+    AuditDB,
+    AuditFilter,
+    SQLiteAuditStore,
+    now_us,
+    to_datetime,
+)
+
+CANARY = "canary-value-5b1d77e0"
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for var in list(os.environ):
+        if var.startswith("KEYSAFE_") or var == "ENVIRONMENT":
+            monkeypatch.delenv(var)
+    h = tmp_path / "home"
+    monkeypatch.setenv("KEYSAFE_HOME", str(h))
+    monkeypatch.setenv("KEYSAFE_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("KEYSAFE_ACTOR", "tester")
+    return h
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def m(request: pytest.FixtureRequest, home: Path) -> Iterator[SecretManager]:
+    mgr = SecretManager.from_env(backend=request.param)
+    yield mgr
+    mgr.close()
+
+
+def write_some(m: SecretManager, n: int, tag: str = "k") -> None:
+    for i in range(n):
+        m.put(f"{tag}{i}", f"{CANARY}-{i}", "acme")
+
+
+def cut_after(m: SecretManager, seq: int) -> datetime:
+    """A time just after record ``seq`` (the records are a few microseconds apart)."""
+    ts = next(e.ts for e in m.audit_query() if e.seq == seq)
+    nxt = [e.ts for e in m.audit_query() if e.seq == seq + 1]
+    assert not nxt or nxt[0] > ts
+    return ts + timedelta(microseconds=1)
+
+
+def seqs(m: SecretManager) -> list[int]:
+    return [e.seq for e in m.audit_query()]
+
+
+def test_archives_the_older_records_and_both_sides_verify(m: SecretManager,
+                                                           tmp_path: Path) -> None:
+    write_some(m, 6)
+    m.get("k0", "acme")
+    before = cut_after(m, 4)
+    dest = tmp_path / "audit-1.jsonl"
+    res = m.audit_archive(before, dest)
+    assert (res.records, res.first, res.through, res.path) == (4, 1, 4, str(dest))
+    assert res.bytes == dest.stat().st_size
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    rows = list(read_archive(dest))
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    line = json.loads(dest.read_text().splitlines()[0])
+    assert set(line) == {*FIELDS, "time"}
+    assert line["time"] == to_datetime(line["ts"]).isoformat()
+    assert CANARY not in dest.read_text()
+    # The store keeps 5.. and its chain verifies from the archive's last record.
+    left = seqs(m)
+    assert left[0] == 5
+    assert m.audit_query(AuditFilter(action="audit_archive"))[0].detail == {
+        "records": 4, "through": 4}
+    assert m.audit_verify().ok
+    assert m.audit_verify([dest]).ok
+    # Writing goes on from where the chain was.
+    m.put("after", "v", "acme")
+    assert seqs(m)[-1] == left[-1] + 1
+    assert m.audit_verify().ok
+
+
+def test_archiving_everything_and_again_continues_one_chain(m: SecretManager,
+                                                            tmp_path: Path) -> None:
+    write_some(m, 3)
+    first = m.audit_archive(datetime.now(UTC), tmp_path / "a1.jsonl")
+    assert (first.first, first.through) == (1, 3)
+    assert seqs(m) == [4]  # only the archive's own record is left
+    write_some(m, 2, "j")
+    second = m.audit_archive(datetime.now(UTC), tmp_path / "a2.jsonl")
+    assert (second.first, second.through) == (4, 6)  # the first archive's record too
+    m.put("z", "v", "acme")
+    assert seqs(m) == [7, 8]
+    assert m.audit_verify().ok
+    both = [tmp_path / "a1.jsonl", tmp_path / "a2.jsonl"]
+    res = m.audit_verify(both)
+    assert res.ok
+    assert res.checked == 6
+    # Nothing older than a time already archived: nothing to do, no file.
+    none = m.audit_archive(to_datetime(1_000_000), tmp_path / "a3.jsonl")
+    assert none.records == 0
+    assert not (tmp_path / "a3.jsonl").exists()
+
+
+def test_a_later_archive_alone_checks_from_its_own_start(m: SecretManager,
+                                                         tmp_path: Path) -> None:
+    write_some(m, 3)
+    m.audit_archive(datetime.now(UTC), tmp_path / "a1.jsonl")
+    write_some(m, 2, "j")
+    m.audit_archive(datetime.now(UTC), tmp_path / "a2.jsonl")
+    assert m.audit_verify([tmp_path / "a2.jsonl"]).ok
+    # Out of order, the gap shows.
+    res = m.audit_verify([tmp_path / "a2.jsonl", tmp_path / "a1.jsonl"])
+    assert not res.ok
+
+
+def test_removing_the_oldest_record_left_is_still_found(home: Path, tmp_path: Path) -> None:
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        write_some(m, 5)
+        m.audit_archive(cut_after(m, 2), tmp_path / "a.jsonl")
+        m.audit.flush()
+        with sqlite3.connect(home / "keysafe.db") as c:
+            c.execute("DELETE FROM audit WHERE seq = 3")
+        res = m.audit_verify()
+        assert not res.ok
+        assert res.problems[0] == (3, "record 3 removed")
+    finally:
+        m.close()
+
+
+def test_a_tampered_record_stops_the_archive_and_changes_nothing(home: Path,
+                                                                 tmp_path: Path) -> None:
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        write_some(m, 5)
+        m.audit.flush()
+        with sqlite3.connect(home / "keysafe.db") as c:
+            c.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+        before = seqs(m)
+        dest = tmp_path / "a.jsonl"
+        with pytest.raises(IntegrityError, match="record 2 was edited"):
+            m.audit_archive(datetime.now(UTC), dest)
+        assert not dest.exists()
+        assert not (tmp_path / "a.jsonl.partial").exists()
+        assert seqs(m)[: len(before)] == before  # nothing removed
+        assert m.audit_query(AuditFilter(action="audit_archive"))[-1].outcome == \
+            "integrity_error"
+    finally:
+        m.close()
+
+
+def test_a_tampered_or_damaged_archive_is_found(m: SecretManager, tmp_path: Path) -> None:
+    write_some(m, 4)
+    dest = tmp_path / "a.jsonl"
+    m.audit_archive(cut_after(m, 3), dest)
+    lines = dest.read_text().splitlines()
+    edited = json.loads(lines[1])
+    edited["actor"] = "mallory"
+    bad = tmp_path / "edited.jsonl"
+    bad.write_text("\n".join([lines[0], json.dumps(edited), lines[2]]) + "\n")
+    res = m.audit_verify([bad])
+    assert not res.ok
+    assert (2, "record 2 was edited (its hash does not match)") in res.problems
+    short = tmp_path / "short.jsonl"
+    short.write_text("\n".join(lines[:2]) + "\n")  # the last record dropped
+    res = m.audit_verify([short])
+    assert res.ok  # alone it is consistent ...
+    # ... but the store's chain no longer continues from where it ends: found when
+    # the file claims to end at the base with another hash.
+    forged = tmp_path / "forged.jsonl"
+    last = json.loads(lines[2])
+    last["hash"] = "f" * 64
+    forged.write_text("\n".join([*lines[:2], json.dumps(last)]) + "\n")
+    res = m.audit_verify([forged])
+    assert not res.ok
+    assert any("does not continue" in p for _, p in res.problems)
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text(lines[0] + "\nnot json\n")
+    with pytest.raises(IntegrityError, match="line 2 is not an archived audit record"):
+        m.audit_verify([garbage])
+
+
+def test_bad_requests_change_nothing(m: SecretManager, tmp_path: Path) -> None:
+    write_some(m, 3)
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text("keep me\n")
+    with pytest.raises(InvalidValue, match="already exists"):
+        m.audit_archive(datetime.now(UTC), taken)
+    assert taken.read_text() == "keep me\n"
+    with pytest.raises(InvalidValue, match="in the future"):
+        m.audit_archive(datetime.now(UTC) + timedelta(hours=1), tmp_path / "f.jsonl")
+    with pytest.raises(InvalidValue, match="not a directory"):
+        m.audit_archive(datetime.now(UTC), tmp_path / "no" / "such" / "dir.jsonl")
+    assert seqs(m)[:3] == [1, 2, 3]
+    assert not list(tmp_path.glob("*.partial"))
+    assert m.audit_verify().ok
+
+
+def test_a_concurrent_archive_is_a_conflict(m: SecretManager, tmp_path: Path) -> None:
+    write_some(m, 4)
+    m.audit.flush()
+    store = m.audit.store
+    stale = store.base()  # type: ignore[attr-defined]
+    m.audit_archive(cut_after(m, 2), tmp_path / "a.jsonl")
+    with pytest.raises(Conflict, match="archived by someone else"):
+        store.trim(stale, 3, "x" * 64)  # type: ignore[attr-defined]
+    assert m.audit_verify().ok
+    # The archive that lost leaves no file behind.
+    rows_before = seqs(m)
+
+    class Racing:
+        """A store whose base moves between the archive's read and its trim."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def trim(self, base: object, through: int, last_hash: str) -> None:
+            raise Conflict("the audit log was archived by someone else meanwhile")
+
+    dest = tmp_path / "lost.jsonl"
+    with pytest.raises(Conflict):
+        archive(Racing(), now_us(), dest)
+    assert not dest.exists()
+    assert seqs(m) == rows_before
+
+
+def test_the_standalone_audit_file_archives_too(tmp_path: Path) -> None:
+    """Cloud stores keep their chain in a stand-alone SQLite file (AuditDB)."""
+    from keysafe.manager.audit import AuditLog
+
+    db = AuditDB(tmp_path / "audit.db")
+    log = AuditLog(SQLiteAuditStore(db))
+    try:
+        for i in range(5):
+            log.record((now_us(), "a", "write", f"p/{i}", 1, "ok", None, None, None, None),
+                       durable=True)
+        store = log.store
+        res = archive(store, now_us(), tmp_path / "a.jsonl")
+        assert res.records == 5
+        log.record((now_us(), "a", "write", "p/x", 1, "ok", None, None, None, None),
+                   durable=True)
+        assert [r[0] for r in store.scan()] == [6]
+        assert verify_archives([tmp_path / "a.jsonl"], store.base()).ok  # type: ignore[attr-defined]
+    finally:
+        log.close()
+        db.close()
+
+
+def test_a_store_without_archiving_says_so(tmp_path: Path) -> None:
+    class Bare:
+        def head(self) -> None:
+            return None
+
+    with pytest.raises(Unsupported, match="cannot be archived"):
+        archive(Bare(), now_us(), tmp_path / "a.jsonl")

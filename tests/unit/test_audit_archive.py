@@ -267,3 +267,34 @@ def test_a_store_without_archiving_says_so(tmp_path: Path) -> None:
 
     with pytest.raises(Unsupported, match="cannot be archived"):
         archive(Bare(), now_us(), tmp_path / "a.jsonl")
+
+
+def test_records_leave_the_store_a_batch_at_a_time(m: SecretManager, tmp_path: Path) -> None:
+    """Each batch is removed in its own transaction, moving the base on; if a later
+    one fails, what was removed is in the file and both sides still verify."""
+    write_some(m, 7)
+    m.audit.flush()
+    store = m.audit.store
+    calls: list[int] = []
+
+    class FailsSecond:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def trim(self, base: object, through: int, last_hash: str) -> None:
+            calls.append(through)
+            if len(calls) == 2:
+                raise Conflict("the audit log was archived by someone else meanwhile")
+            store.trim(base, through, last_hash)  # type: ignore[attr-defined]
+
+    dest = tmp_path / "a.jsonl"
+    with pytest.raises(Conflict):
+        archive(FailsSecond(), now_us(), dest, batch=3)
+    assert calls == [3, 6]
+    assert dest.exists()  # records 1..3 left the store: the file keeps them
+    assert seqs(m)[0] == 4
+    assert m.audit_verify().ok
+    assert m.audit_verify([dest]).ok
+    res = archive(store, now_us(), tmp_path / "b.jsonl", batch=3)
+    assert (res.first, res.through) == (4, 7)
+    assert m.audit_verify().ok

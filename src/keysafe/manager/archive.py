@@ -14,6 +14,7 @@ file that cloud stores use).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +76,7 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
     if not dest.parent.is_dir():
         raise InvalidValue(f"{dest.parent} is not a directory")
     first, total, n = seq + 1, through - seq, 0
+    marks: list[tuple[int, str]] = []  # (seq, hash) at the end of each batch
     tmp = dest.with_name(dest.name + ".partial")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -96,6 +98,7 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
                     lines.append(_line(r))
                     seq, prev = r[0], r[12]
                 fh.write("".join(lines))
+                marks.append((seq, prev))
                 n += len(rows)
                 if progress is not None:
                     progress(n, total)
@@ -111,11 +114,17 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:
-        store.trim(base, through, prev)
-    except BaseException:
-        dest.unlink(missing_ok=True)  # nothing was removed: the file is not an archive
-        raise
+    # Removed a batch per transaction, each moving the base on: an embedded store's
+    # writers wait for one batch's delete at most, never for the whole archive's.
+    at = base
+    for mark in marks:
+        try:
+            store.trim(at, *mark)
+        except BaseException:
+            if at == base:
+                dest.unlink(missing_ok=True)  # nothing was removed: no archive
+            raise
+        at = mark
     return ArchiveResult(n, first, through, str(dest), size)
 
 
@@ -161,12 +170,21 @@ def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None) -> Veri
     between the files, and, when the last file ends where the store's chain now starts
     (``base``), that the store continues from it. A first file that does not start at
     record 1 is checked from its own first link (earlier archives were not given)."""
-    rows = [r for p in paths for r in read_archive(p)]
-    if not rows:
+    rows = itertools.chain.from_iterable(read_archive(p) for p in paths)
+    first = next(rows, None)
+    if first is None:
         return VerifyResult(True, 0, [])
-    start = None if rows[0][0] == 1 else (rows[0][0] - 1, rows[0][11])
-    end = rows[-1][0], rows[-1][12]
-    res = verify_rows(rows, None, start)
+    start = None if first[0] == 1 else (first[0] - 1, first[11])
+    last = [first]
+
+    def streamed() -> Iterator[Row]:  # one record in memory at a time
+        yield first
+        for r in rows:
+            last[0] = r
+            yield r
+
+    res = verify_rows(streamed(), None, start)
+    end = last[0][0], last[0][12]
     if base is not None and base[0] == end[0] and base[1] != end[1]:
         problems = [*res.problems, (end[0], f"the store's chain does not continue from "
                                             f"record {end[0]} of these archives")]

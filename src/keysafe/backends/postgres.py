@@ -1560,6 +1560,24 @@ class PostgresAuditStore:
             b._exec("INSERT INTO meta VALUES ('audit_base', %s) ON CONFLICT (key) "
                     "DO UPDATE SET value = excluded.value", (f"{through}:{last_hash}",))
 
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[tuple[int, str] | None, tuple[int, str] | None,
+                                         Iterator[Row]]]:
+        """(base, head, records in sequence order) as of one moment (a REPEATABLE READ
+        transaction), streamed with a server-side cursor, for verify: records other
+        replicas append meanwhile are not seen."""
+        b = self._b
+        with b._errors(), b._checkout() as c, c.transaction():
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            base = c.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone()
+            head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            cur = c.cursor(name="keysafe_audit_verify")
+            cur.itersize = 5000
+            cur.execute(f"SELECT {_COLS} FROM audit ORDER BY seq")  # noqa: S608
+            yield (_parse_base(base[0]) if base else None,
+                   None if head is None or (head[0] == 0 and head[1] == GENESIS)
+                   else (head[0], head[1]), iter(cur))
+
     def scan(self) -> Iterator[Row]:
         """Every record in sequence order, streamed with a server-side cursor."""
         b = self._b

@@ -432,6 +432,27 @@ class SQLiteAuditStore:
                 f"SELECT {_COLS} FROM audit ORDER BY rowid").fetchall()  # noqa: S608
         return iter(rows)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[tuple[tuple[int, str] | None, tuple[int, str] | None,
+                                         Iterator[Row]]]:
+        """(base, head, records in storage order) as of one moment, for verify: one
+        read transaction on a connection of its own, so the records stream (a few in
+        memory at a time), nobody waits, and records appended meanwhile are not seen."""
+        path = getattr(self._host, "path", None)
+        if path is None:
+            yield self.base(), self.head(), self.scan()
+            return
+        c = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            c.execute("PRAGMA busy_timeout=30000")
+            c.execute("BEGIN")
+            base = _sqlite_base(c)
+            head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            rows = c.execute(f"SELECT {_COLS} FROM audit ORDER BY rowid")  # noqa: S608
+            yield base, (head[0], head[1]) if head else None, iter(rows)
+        finally:
+            c.close()
+
 
 class AuditDB:
     """A stand-alone SQLite file holding only the audit chain, for stores that cannot
@@ -443,6 +464,7 @@ class AuditDB:
                "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)")
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

@@ -747,6 +747,10 @@ class SecretManager:
         store = self.audit.store
         if archives:
             return verify_archives(archives, base_of(store))
+        snapshot = getattr(store, "snapshot", None)
+        if snapshot is not None:
+            with snapshot() as (base, head, rows):
+                return verify_rows(rows, head, base)
         return verify_rows(store.scan(), store.head(), base_of(store))
 
     def audit_archive(self, before: datetime, dest: Path,

@@ -29,15 +29,10 @@ CANARY = "canary-value-5b1d77e0"
 
 
 @pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for var in list(os.environ):
-        if var.startswith("KEYSAFE_") or var == "ENVIRONMENT":
-            monkeypatch.delenv(var)
-    h = tmp_path / "home"
-    monkeypatch.setenv("KEYSAFE_HOME", str(h))
+def home(tmp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KEYSAFE_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("KEYSAFE_ACTOR", "tester")
-    return h
+    return tmp_home
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -85,14 +85,16 @@ class _Fields(NamedTuple):
 class Settings(_Fields):
     """Effective configuration. ``sources`` maps a field to where its value came from.
 
-    A ``typing.NamedTuple`` (built by keyword only), not a dataclass: every keysafe
+    A ``typing.NamedTuple`` (built by keyword), not a dataclass: every keysafe
     process loads it, and the dataclasses machinery costs a fresh ``keysafe get`` about
     a fifth of its start-up. ``home`` defaults to ``~/.keysafe``; secret settings are
     left out of the repr."""
 
     __slots__ = ()
 
-    def __new__(cls, **values: Any) -> Settings:
+    def __new__(cls, *whole: Any, **values: Any) -> Settings:
+        if whole:  # every field in order (copy and pickle build it so)
+            return super().__new__(cls, *whole, **values)
         if values.get("home") is None:
             values["home"] = Path.home() / ".keysafe"
         for name in ("backend_options", "sources"):

@@ -107,6 +107,23 @@ def test_records_are_frozen_named_tuples_with_fresh_defaults() -> None:
     assert s2._replace(env="stage").profile == "staging"
 
 
+def test_records_copy_and_pickle() -> None:
+    import copy
+    import pickle
+    from datetime import UTC, datetime
+
+    from keysafe.config import Settings
+    from keysafe.models import AuditEvent, SecretMetadata
+
+    now = datetime.now(UTC)
+    for rec in (SecretMetadata("p", 1, now, now, tags={"a": "1"}),
+                AuditEvent(1, now, "me", "read", "p", 1, "ok"),
+                Settings(env="prod", backend_options={"k": "v"})):
+        assert pickle.loads(pickle.dumps(rec)) == rec
+        assert copy.deepcopy(rec) == rec
+        assert type(copy.copy(rec)) is type(rec)
+
+
 def test_settings_repr_leaves_secrets_out() -> None:
     from keysafe.config import Settings
 

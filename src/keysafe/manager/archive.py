@@ -66,9 +66,10 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
         raise Unsupported("this store's audit log cannot be archived")
     base = store.base()
     seq, prev = base or (0, GENESIS)
+    head = store.head()  # first: records appended from now on are not this archive's
+    last = head[0] if head else seq
     stop = store.first_at(before_us)
-    head = store.head()
-    through = stop - 1 if stop is not None else (head[0] if head else seq)
+    through = last if stop is None else min(stop - 1, last)
     if through <= seq:
         return ArchiveResult(0, None, None, None, 0)
     if dest.exists():
@@ -109,7 +110,12 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
             fh.flush()
             os.fsync(fh.fileno())
         size = tmp.stat().st_size
-        tmp.rename(dest)
+        try:
+            os.link(tmp, dest)  # unlike a rename, never replaces a file made meanwhile
+        except FileExistsError:
+            raise InvalidValue(f"{dest} already exists: an archive is never "
+                               "overwritten") from None
+        tmp.unlink()
         _sync_dir(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)

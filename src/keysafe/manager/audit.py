@@ -297,6 +297,8 @@ def _sqlite_base(c: sqlite3.Connection) -> tuple[int, str] | None:
             return None
         raise
     return (row[0], row[1]) if row else None
+
+
 _COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
          "prev_hash, hash")
 

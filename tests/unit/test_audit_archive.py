@@ -286,13 +286,15 @@ def test_records_leave_the_store_a_batch_at_a_time(m: SecretManager, tmp_path: P
     with pytest.raises(Conflict):
         archive(FailsSecond(), now_us(), dest, batch=3)
     assert calls == [3, 6]
-    assert dest.exists()  # records 1..3 left the store: the file keeps them
+    # Records 1..3 left the store: the file keeps exactly those.
+    assert [r[0] for r in read_archive(dest)] == [1, 2, 3]
     assert seqs(m)[0] == 4
     assert m.audit_verify().ok
     assert m.audit_verify([dest]).ok
     res = archive(store, now_us(), tmp_path / "b.jsonl", batch=3)
     assert (res.first, res.through) == (4, 7)
     assert m.audit_verify().ok
+    assert m.audit_verify([dest, tmp_path / "b.jsonl"]).ok  # one chain, no overlap
 
 
 def test_verify_reads_one_moment_while_writes_go_on(m: SecretManager) -> None:

@@ -77,7 +77,7 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
     if not dest.parent.is_dir():
         raise InvalidValue(f"{dest.parent} is not a directory")
     first, total, n = seq + 1, through - seq, 0
-    marks: list[tuple[int, str]] = []  # (seq, hash) at the end of each batch
+    marks: list[tuple[int, str, int]] = []  # (seq, hash, file size) after each batch
     tmp = dest.with_name(dest.name + ".partial")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -99,7 +99,7 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
                     lines.append(_line(r))
                     seq, prev = r[0], r[12]
                 fh.write("".join(lines))
-                marks.append((seq, prev))
+                marks.append((seq, prev, fh.tell()))
                 n += len(rows)
                 if progress is not None:
                     progress(n, total)
@@ -122,16 +122,25 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
         raise
     # Removed a batch per transaction, each moving the base on: an embedded store's
     # writers wait for one batch's delete at most, never for the whole archive's.
-    at = base
-    for mark in marks:
+    at, kept = base, 0
+    for mark_seq, mark_hash, mark_size in marks:
         try:
-            store.trim(at, *mark)
+            store.trim(at, mark_seq, mark_hash)
         except BaseException:
-            if at == base:
+            if at is base:
                 dest.unlink(missing_ok=True)  # nothing was removed: no archive
+            else:
+                _cut(dest, kept)  # the file holds exactly what left the store
             raise
-        at = mark
+        at, kept = (mark_seq, mark_hash), mark_size
     return ArchiveResult(n, first, through, str(dest), size)
+
+
+def _cut(path: Path, size: int) -> None:
+    with path.open("r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _link_problem(r: Row, seq: int, prev: str) -> str | None:

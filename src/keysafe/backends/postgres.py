@@ -45,12 +45,19 @@ from keysafe.crypto.keys import KeyRing
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
-    Conflict,
     IntegrityError,
     InvalidValue,
     KeysafeError,
 )
-from keysafe.manager.audit import AuditFilter, Draft, Row, chain, filter_sql, row_event
+from keysafe.manager.audit import (
+    AuditFilter,
+    Draft,
+    Row,
+    archived_meanwhile,
+    chain,
+    filter_sql,
+    row_event,
+)
 from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionInfo
 
 #: The hot statements, prepared once per connection (name, SQL) and run through libpq.
@@ -1519,10 +1526,7 @@ class PostgresAuditStore:
         return self._b.relaxed()
 
     def head(self) -> tuple[int, str] | None:
-        row = self._b._read("SELECT seq, hash FROM audit_head WHERE id = 1")
-        if row is None or (row[0] == 0 and row[1] == GENESIS):
-            return None
-        return (row[0], row[1])
+        return _head_of(self._b._read(_HEAD))
 
     def query(self, flt: AuditFilter) -> builtins.list[AuditEvent]:
         where, args = filter_sql(flt, "%s")
@@ -1531,7 +1535,7 @@ class PostgresAuditStore:
 
     # -- archiving (see keysafe.manager.archive) --
     def base(self) -> tuple[int, str] | None:
-        row = self._b._read("SELECT value FROM meta WHERE key = 'audit_base'")
+        row = self._b._read(_BASE)
         return _parse_base(row[0]) if row else None
 
     def first_at(self, ts_us: int) -> int | None:
@@ -1553,9 +1557,9 @@ class PostgresAuditStore:
         b = self._b
         with b.transaction(lock=False):
             b._exec("SELECT pg_advisory_xact_lock(hashtext('keysafe.audit_archive'))", ())
-            row = b._read("SELECT value FROM meta WHERE key = 'audit_base'")
+            row = b._read(_BASE)
             if (_parse_base(row[0]) if row else None) != base:
-                raise Conflict("the audit log was archived by someone else meanwhile")
+                raise archived_meanwhile()
             b._exec("DELETE FROM audit WHERE seq <= %s", (through,))
             b._exec("INSERT INTO meta VALUES ('audit_base', %s) ON CONFLICT (key) "
                     "DO UPDATE SET value = excluded.value", (f"{through}:{last_hash}",))
@@ -1569,14 +1573,12 @@ class PostgresAuditStore:
         b = self._b
         with b._errors(), b._checkout() as c, c.transaction():
             c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            base = c.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone()
-            head = c.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            base = c.execute(_BASE).fetchone()
+            head = c.execute(_HEAD).fetchone()
             cur = c.cursor(name="keysafe_audit_verify")
             cur.itersize = 5000
             cur.execute(f"SELECT {_COLS} FROM audit ORDER BY seq")  # noqa: S608
-            yield (_parse_base(base[0]) if base else None,
-                   None if head is None or (head[0] == 0 and head[1] == GENESIS)
-                   else (head[0], head[1]), iter(cur))
+            yield _parse_base(base[0]) if base else None, _head_of(head), iter(cur)
 
     def scan(self) -> Iterator[Row]:
         """Every record in sequence order, streamed with a server-side cursor."""
@@ -1590,6 +1592,17 @@ class PostgresAuditStore:
 
 _COLS = ("seq, ts, actor, action, path, version, outcome, org, client, request_id, detail, "
          "prev_hash, hash")
+
+
+_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_BASE = "SELECT value FROM meta WHERE key = 'audit_base'"
+
+
+def _head_of(row: Row | None) -> tuple[int, str] | None:
+    """The chain's head from its row (the schema's genesis row means no record yet)."""
+    if row is None or (row[0] == 0 and row[1] == GENESIS):
+        return None
+    return (row[0], row[1])
 
 
 def _parse_base(value: str) -> tuple[int, str]:

@@ -236,7 +236,7 @@ class MemoryAuditStore:
     def trim(self, base: tuple[int, str] | None, through: int, last_hash: str) -> None:
         with self._lock:
             if self._base != base:
-                raise Conflict("the audit log was archived by someone else meanwhile")
+                raise archived_meanwhile()
             self.rows = [r for r in self.rows if r[0] > through]
             self._base = (through, last_hash)
 
@@ -274,6 +274,8 @@ def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
 class _SQLiteHost(Protocol):
     """What SQLiteAuditStore needs from the store whose file it shares."""
 
+    path: Path
+
     @property
     def connection(self) -> sqlite3.Connection: ...
     @property
@@ -287,6 +289,11 @@ _HEAD_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_head (id INTEGER PRIMARY KEY C
 #: archive, so stores that never archive are unchanged).
 _BASE_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), "
                 "seq INTEGER NOT NULL, hash TEXT NOT NULL)")
+
+
+def archived_meanwhile() -> Conflict:
+    """An archive's removal found the base moved since it read it (another archive)."""
+    return Conflict("the audit log was archived by someone else meanwhile")
 
 
 def _sqlite_base(c: sqlite3.Connection) -> tuple[int, str] | None:
@@ -416,7 +423,7 @@ class SQLiteAuditStore:
             c = self._host.connection
             c.execute(_BASE_SCHEMA)
             if _sqlite_base(c) != base:
-                raise Conflict("the audit log was archived by someone else meanwhile")
+                raise archived_meanwhile()
             c.execute("DELETE FROM audit WHERE seq <= ?", (through,))
             c.execute("INSERT INTO audit_base VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE "
                       "SET seq = excluded.seq, hash = excluded.hash", (through, last_hash))
@@ -440,11 +447,7 @@ class SQLiteAuditStore:
         """(base, head, records in storage order) as of one moment, for verify: one
         read transaction on a connection of its own, so the records stream (a few in
         memory at a time), nobody waits, and records appended meanwhile are not seen."""
-        path = getattr(self._host, "path", None)
-        if path is None:
-            yield self.base(), self.head(), self.scan()
-            return
-        c = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        c = sqlite3.connect(self._host.path, isolation_level=None, check_same_thread=False)
         try:
             c.execute("PRAGMA busy_timeout=30000")
             c.execute("BEGIN")

@@ -155,6 +155,28 @@ def test_archive_then_verify_both(kc, put, home: Path, tmp_path: Path):
     assert "no audit records older than" in none.err
 
 
+def test_db_compact_after_an_archive(kc, put, home: Path, tmp_path: Path, monkeypatch):
+    for v in range(200):
+        put(f"k{v % 5}", "x" * 500 + str(v))
+    assert kc("audit", "archive", "--before", "0s", "--to", str(tmp_path / "a.jsonl")).code == 0
+    r = kc("db", "compact")
+    assert r.code == 0, r.err
+    assert f"compacted {home / 'keysafe.db'}:" in r.err
+    assert " MiB -> " in r.err
+    j = kc("db", "compact", "--json")
+    assert j.code == 0
+    body = json.loads(j.out)
+    assert (body["compacted"], body["store"]) == (True, "sqlite")
+    assert body["bytes_after"] <= body["bytes_before"]
+    assert kc("audit", "verify").code == 0
+    assert [e["action"] for e in _lines(kc("audit", "--json"))][-2:] == ["compact", "compact"]
+    monkeypatch.setenv("KEYSAFE_BACKEND", "memory")
+    m = kc("db", "compact", "--json")
+    assert m.code == 0
+    assert json.loads(m.out) == {"backend": "memory", "compacted": False,
+                                 "note": "the memory store has nothing to compact"}
+
+
 def test_archive_bad_input_exits_2_and_changes_nothing(kc, put, tmp_path: Path):
     put("a", "1")
     taken = tmp_path / "taken.jsonl"

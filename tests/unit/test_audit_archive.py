@@ -320,3 +320,100 @@ def test_verify_reads_one_moment_while_writes_go_on(m: SecretManager) -> None:
         t.join(timeout=60)
     assert all(r.ok for r in results), [r.problems for r in results if not r.ok][:1]
     assert results[-1].checked >= 50
+
+
+def test_each_batch_checkpoints_its_own_frames(home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removal batch copies its WAL frames back before the next one, so a long
+    archive's deletes do not pile up in the WAL for another writer's commit to
+    checkpoint (the backstop), then leaves the write lock free for a while, so a writer
+    of another process gets its turn."""
+    from keysafe.manager import audit as audit_module
+
+    pauses: list[float] = []
+    monkeypatch.setattr(audit_module, "sleep", pauses.append)
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        write_some(m, 7)
+        m.audit.flush()
+        store = m.audit.store
+        conn = store._host.connection  # type: ignore[attr-defined]
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        try:
+            archive(store, now_us(), tmp_path / "a.jsonl", batch=3)
+        finally:
+            conn.set_trace_callback(None)
+        steps = [s.split()[0] if not s.startswith("PRAGMA") else s for s in seen
+                 if s.startswith(("DELETE", "PRAGMA wal_checkpoint"))]
+        assert steps == ["DELETE", "PRAGMA wal_checkpoint(PASSIVE)"] * 3
+        assert len(pauses) == 3
+        assert min(pauses) >= audit_module.TRIM_PAUSE
+        assert m.audit_verify().ok
+    finally:
+        m.close()
+
+
+def test_compact_gives_the_archived_space_back(home: Path, tmp_path: Path) -> None:
+    """After an archive the file keeps its size (freed pages wait for new records);
+    compact rewrites it: smaller, every secret still readable, the chain (store and
+    archive) still verifying, the compaction itself recorded, no value in the file."""
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        for i in range(1500):
+            m.put(f"k{i % 20}", f"{CANARY}-{i}", "acme")
+        dest = tmp_path / "a.jsonl"
+        m.audit_archive(datetime.now(UTC), dest)
+        db = Path(m.backend.path)  # type: ignore[attr-defined]
+        res = m.compact()
+        assert res is not None
+        assert (res.store, res.where) == ("sqlite", str(db))
+        assert res.bytes_after < res.bytes_before / 2
+        assert db.stat().st_size <= res.bytes_after
+        assert m.get("k7", "acme") == f"{CANARY}-1487"
+        assert m.audit_verify().ok
+        assert m.audit_verify([dest]).ok
+        done = m.audit_query(AuditFilter(action="compact"))
+        assert [(e.outcome, e.detail["bytes_after"]) for e in done] == [("ok", res.bytes_after)]
+    finally:
+        m.close()
+    for f in db.parent.glob("keysafe.db*"):
+        assert CANARY.encode() not in f.read_bytes()
+
+
+def test_compact_of_the_standalone_audit_file(tmp_path: Path) -> None:
+    from keysafe.manager.audit import AuditLog
+
+    db = AuditDB(tmp_path / "audit.db")
+    log = AuditLog(SQLiteAuditStore(db))
+    try:
+        for i in range(2000):
+            log.record((now_us(), "a", "write", f"p/{i}", 1, "ok", None, None, None, None),
+                       durable=False)
+        log.flush()
+        archive(log.store, now_us(), tmp_path / "a.jsonl")
+        res = log.store.compact()  # type: ignore[attr-defined]
+        assert res.where == str(tmp_path / "audit.db")
+        assert res.bytes_after < res.bytes_before
+    finally:
+        log.close()
+        db.close()
+
+
+def test_compact_inside_a_transaction_is_refused(home: Path) -> None:
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        m.put("k", "v", "acme")
+        with m.backend.transaction(), pytest.raises(Conflict, match="inside a transaction"):  # type: ignore[attr-defined]
+            m.audit.store.compact()  # type: ignore[attr-defined]
+        assert m.get("k", "acme") == "v"
+    finally:
+        m.close()
+
+
+def test_a_memory_store_has_nothing_to_compact(home: Path) -> None:
+    m = SecretManager.from_env(backend="memory")
+    try:
+        assert m.compact() is None
+    finally:
+        m.close()

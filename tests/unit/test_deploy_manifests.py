@@ -1,6 +1,6 @@
 """The Kubernetes manifests in deploy/k8s (issue 5): probes, resources, security
-context, secrets only by reference, the migration Job, the Service, availability and
-the kustomization.
+context, secrets only by reference, the migration Job, the monthly audit archive
+CronJob and its volume, the Service, availability and the kustomization.
 
 Each check is a small function returning a list of problems. The positive tests run
 them on the shipped manifests and expect none; the negative tests break one manifest in
@@ -57,6 +57,8 @@ def of_kind(manifests: Manifests, kind: str) -> list[Doc]:
 
 
 def pod_spec(workload: Doc) -> Doc:
+    if workload.get("kind") == "CronJob":
+        workload = workload["spec"]["jobTemplate"]
     spec: Doc = workload["spec"]["template"]["spec"]
     return spec
 
@@ -67,7 +69,8 @@ def containers(workload: Doc) -> list[Doc]:
 
 
 def workloads(manifests: Manifests) -> list[Doc]:
-    return of_kind(manifests, "Deployment") + of_kind(manifests, "Job")
+    return (of_kind(manifests, "Deployment") + of_kind(manifests, "Job")
+            + of_kind(manifests, "CronJob"))
 
 
 def where(workload: Doc, container: Doc | None = None) -> str:
@@ -247,6 +250,41 @@ def check_job(job: Doc) -> list[str]:
     return problems + check_home_volume(job)
 
 
+def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
+    """The audit archive: never overlapping itself, bounded, archiving to a volume that
+    deploy/k8s claims, then checking the file and compacting."""
+    spec = cron["spec"]
+    job = spec.get("jobTemplate", {}).get("spec", {})
+    problems = []
+    if len(str(spec.get("schedule", "")).split()) != 5:
+        problems.append(f"{where(cron)}: schedule is not a five-field cron expression")
+    if spec.get("concurrencyPolicy") != "Forbid":
+        problems.append(f"{where(cron)}: concurrencyPolicy is not Forbid")
+    if not isinstance(job.get("activeDeadlineSeconds"), int):
+        problems.append(f"{where(cron)}: no activeDeadlineSeconds")
+    if not (isinstance(job.get("backoffLimit"), int) and job["backoffLimit"] >= 0):
+        problems.append(f"{where(cron)}: no backoffLimit")
+    pod = pod_spec(cron)
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        problems.append(f"{where(cron)}: restartPolicy is not Never or OnFailure")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod["containers"]:
+        script = " ".join([*c.get("command", []), *c.get("args", [])])
+        for step in ("keysafe audit archive --before", "keysafe audit verify --archive",
+                     "keysafe db compact"):
+            if step not in script:
+                problems.append(f"{where(cron, c)}: does not run `{step}`")
+        target = re.search(r"(/[^/\"\s]+)/audit-", script)  # the archive directory
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        vol = volumes.get(mounts.get(target[1], "")) if target else None
+        claim = ((vol or {}).get("persistentVolumeClaim") or {}).get("claimName")
+        if claim not in claims:
+            problems.append(f"{where(cron, c)}: the archive file is not written to a "
+                            "PersistentVolumeClaim that deploy/k8s describes")
+    problems += check_env_values(cron, {"KEYSAFE_BACKEND": "postgres"})
+    return problems + check_home_volume(cron)
+
+
 def check_secret(secret: Doc) -> list[str]:
     name = f"Secret/{secret['metadata']['name']}"
     problems = []
@@ -336,6 +374,7 @@ def all_problems(manifests: Manifests, directory: Path = K8S_DIR) -> list[str]:
     kustomizations = of_kind(manifests, "Kustomization")
     problems = []
     for kind, found in (("Deployment", deployments), ("Job", jobs), ("Service", services),
+                        ("CronJob", of_kind(manifests, "CronJob")),
                         ("Secret", secrets), ("Kustomization", kustomizations),
                         ("ServiceAccount", of_kind(manifests, "ServiceAccount"))):
         if not found:
@@ -350,6 +389,9 @@ def all_problems(manifests: Manifests, directory: Path = K8S_DIR) -> list[str]:
             problems += check_service(s, d)
     for j in jobs:
         problems += check_job(j)
+    claims = {c["metadata"]["name"] for c in of_kind(manifests, "PersistentVolumeClaim")}
+    for cron in of_kind(manifests, "CronJob"):
+        problems += check_archive_cronjob(cron, claims)
     for s in secrets:
         problems += check_secret(s)
     for k in kustomizations:
@@ -397,7 +439,7 @@ def test_deployment_probes_and_availability(manifests: Manifests) -> None:
     assert only(manifests, "PodDisruptionBudget")["spec"]["minAvailable"] >= 1
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_every_container_is_limited_and_locked_down(manifests: Manifests, kind: str) -> None:
     workload = only(manifests, kind)
     assert containers(workload)
@@ -421,6 +463,12 @@ def test_migration_job_and_service(manifests: Manifests) -> None:
     assert check_service(only(manifests, "Service"), only(manifests, "Deployment")) == []
 
 
+def test_audit_archive_cronjob(manifests: Manifests) -> None:
+    cron = only(manifests, "CronJob")
+    assert check_archive_cronjob(cron, {"keysafe-audit-archive"}) == []
+    assert only(manifests, "PersistentVolumeClaim")["metadata"]["name"] == "keysafe-audit-archive"
+
+
 def test_kustomization_lists_every_file(manifests: Manifests) -> None:
     assert check_kustomization(only(manifests, "Kustomization")) == []
 
@@ -434,6 +482,11 @@ def _deployment(ms: Manifests) -> Doc:
 
 def _job(ms: Manifests) -> Doc:
     return of_kind(ms, "Job")[0]
+
+
+def _cron(ms: Manifests) -> Doc:
+    container: Doc = pod_spec(of_kind(ms, "CronJob")[0])["containers"][0]
+    return container
 
 
 def _server(ms: Manifests) -> Doc:
@@ -549,6 +602,25 @@ BREAKAGES: dict[str, tuple[Callable[[Manifests], None], str]] = {
         lambda ms: _deployment(ms)["spec"]["strategy"]["rollingUpdate"].update(
             maxUnavailable=1) or _replace_pdbs(ms),
         "neither a rolling update"),
+    "archive may overlap itself": (
+        lambda ms: of_kind(ms, "CronJob")[0]["spec"].update(concurrencyPolicy="Allow"),
+        "concurrencyPolicy is not Forbid"),
+    "archive never verified": (
+        lambda ms: _cron(ms).update(args=[_cron(ms)["args"][0].replace(
+            "keysafe audit verify --archive", "true")]),
+        "does not run `keysafe audit verify --archive`"),
+    "archive to the pod's scratch space": (
+        lambda ms: pod_spec(of_kind(ms, "CronJob")[0]).update(volumes=[
+            v if v["name"] != "archive" else {"name": "archive", "emptyDir": {}}
+            for v in pod_spec(of_kind(ms, "CronJob")[0])["volumes"]]),
+        "not written to a PersistentVolumeClaim"),
+    "archive volume not claimed": (
+        lambda ms: ms.__setitem__(slice(None), [
+            (n, d) for n, d in ms if d.get("kind") != "PersistentVolumeClaim"]),
+        "not written to a PersistentVolumeClaim"),
+    "inline master key in the CronJob": (
+        lambda ms: _set_env(_cron(ms), "KEYSAFE_MASTER_KEY", {"value": FAKE_KEY}),
+        "KEYSAFE_MASTER_KEY has a literal value"),
     "file missing from kustomization": (
         lambda ms: of_kind(ms, "Kustomization")[0]["resources"].remove("pdb.yaml"),
         "pdb.yaml is not listed"),

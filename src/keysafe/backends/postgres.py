@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysafe.backends._rows import (
     SQLStore,
@@ -59,6 +59,9 @@ from keysafe.manager.audit import (
     row_event,
 )
 from keysafe.models import AuditEvent, MetadataUpdate, SecretMetadata, VersionInfo
+
+if TYPE_CHECKING:
+    from keysafe.manager.archive import CompactResult
 
 #: The hot statements, prepared once per connection (name, SQL) and run through libpq.
 _GET = (b"ks_get", b"SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
@@ -1563,6 +1566,27 @@ class PostgresAuditStore:
             b._exec("DELETE FROM audit WHERE seq <= %s", (through,))
             b._exec("INSERT INTO meta VALUES ('audit_base', %s) ON CONFLICT (key) "
                     "DO UPDATE SET value = excluded.value", (f"{through}:{last_hash}",))
+
+    def compact(self) -> CompactResult:
+        """``VACUUM (ANALYZE)`` of the audit table after an archive: the space of the
+        removed records is reusable at once (autovacuum would get there too) and the
+        planner sees the smaller table. Appends and reads go on meanwhile; the files do
+        not shrink (that takes ``VACUUM FULL``, which locks the table)."""
+        from keysafe.manager.archive import CompactResult
+
+        b = self._b
+        t0 = time.monotonic()
+        size = "SELECT pg_total_relation_size('audit')"
+        with b._errors(), b._checkout() as c:
+            c.autocommit = True  # VACUUM cannot run in a transaction block
+            try:
+                before = c.execute(size).fetchone()[0]
+                c.execute("VACUUM (ANALYZE) audit")
+                after = c.execute(size).fetchone()[0]
+            finally:
+                c.autocommit = False
+        return CompactResult("postgres", f"{b.where} table audit", before, after,
+                             round(time.monotonic() - t0, 3))
 
     @contextmanager
     def snapshot(self) -> Iterator[tuple[tuple[int, str] | None, tuple[int, str] | None,

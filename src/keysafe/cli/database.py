@@ -1,4 +1,5 @@
-"""``keysafe db``: the PostgreSQL store's schema (the embedded store manages its own)."""
+"""``keysafe db``: the PostgreSQL store's schema (the embedded store manages its own),
+and ``keysafe db compact``, which gives back the space an audit archive freed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import typer
 
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say
-from keysafe.cli.reading import load
+from keysafe.cli.reading import load, open_manager
 from keysafe.errors import ConfigError
 
-db_app = typer.Typer(help="The database schema of the PostgreSQL store: status and "
-                          "upgrade (run once per deploy, before the new replicas start).",
+db_app = typer.Typer(help="The store's database: the PostgreSQL schema's status and "
+                          "upgrade (run once per deploy, before the new replicas start), "
+                          "and compact (after an audit archive).",
                      no_args_is_help=True)
 
 
@@ -20,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     db_app.command("upgrade")(db_upgrade)
     db_app.command("status")(db_status)
+    db_app.command("compact")(db_compact)
 
 
 def _report(env: str | None, *, upgrade_now: bool) -> dict[str, Any]:
@@ -66,3 +69,30 @@ def db_status(env: Env = None, as_json: Json = False) -> None:
         emit_json(r)
     else:
         _say(r, "pending")
+
+
+@command
+def db_compact(env: Env = None, as_json: Json = False) -> None:
+    """Give back the space that removed records left, after `keysafe audit archive`.
+
+    An SQLite file (the embedded store, or the audit file beside a cloud store) is
+    rewritten with VACUUM: it shrinks to what it holds, writers wait while it runs
+    (readers do not), and it needs free disk about the file's size. On PostgreSQL the
+    audit table is VACUUM ANALYZEd (the space is reused; the files keep their size).
+    Recorded in the audit log as `compact`."""
+    with open_manager(env) as mgr:
+        res = mgr.compact()
+    if res is None:
+        r: dict[str, Any] = {"backend": mgr.backend.name, "compacted": False,
+                             "note": f"the {mgr.backend.name} store has nothing to compact"}
+        if as_json:
+            emit_json(r)
+        else:
+            say(r["note"])
+        return
+    if as_json:
+        emit_json({"compacted": True, **res.to_dict()})
+        return
+    mb = 1024 * 1024
+    say(f"compacted {res.where}: {res.bytes_before / mb:,.1f} MiB -> "
+        f"{res.bytes_after / mb:,.1f} MiB in {res.seconds:.1f} s")

@@ -51,6 +51,19 @@ class ArchiveResult(NamedTuple):
         return self._asdict()
 
 
+class CompactResult(NamedTuple):
+    """What ``keysafe db compact`` did to a store's file (or database table)."""
+
+    store: str  # "sqlite" or "postgres"
+    where: str  # the file, or the database and table
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
 def base_of(store: object) -> tuple[int, str] | None:
     """Where ``store``'s chain starts (None: at the genesis, nothing archived)."""
     probe = getattr(store, "base", None)

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
-    from keysafe.manager.archive import ArchiveResult
+    from keysafe.manager.archive import ArchiveResult, CompactResult
 
 
 T = TypeVar("T")
@@ -771,6 +771,24 @@ class SecretManager:
             raise
         self.record("audit_archive", None, "ok", durable=True,
                     detail={"records": res.records, "through": res.through})
+        return res
+
+    def compact(self) -> CompactResult | None:
+        """Give back the space that removed records left (after ``audit_archive``): an
+        SQLite file (the embedded store, or the audit file beside a cloud store) is
+        VACUUMed, PostgreSQL's audit table VACUUM ANALYZEd. None where the store has
+        nothing to compact (memory). Recorded as ``compact``."""
+        fn = getattr(self.audit.store, "compact", None)
+        if fn is None:
+            return None
+        self.audit.flush()
+        try:
+            res: CompactResult = fn()
+        except KeysafeError as exc:
+            self.record("compact", None, exc.code, durable=False)
+            raise
+        self.record("compact", None, "ok", durable=True,
+                    detail={"bytes_before": res.bytes_before, "bytes_after": res.bytes_after})
         return res
 
     def rekey(self, progress: Progress | None = None) -> int:

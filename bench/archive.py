@@ -66,12 +66,18 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]
                             stderr=subprocess.PIPE)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
+    chunks: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()))
+               for k, f in (("out", proc.stdout), ("err", proc.stderr)) if f is not None]
     try:
-        out = proc.stdout.read() if proc.stdout else b""
-        err = proc.stderr.read() if proc.stderr else b""
+        for t in readers:  # both pipes at once: neither can fill up and stall the child
+            t.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        for t in readers:
+            t.join(timeout=60)
     finally:
         timer.cancel()
+    out, err = chunks.get("out", b""), chunks.get("err", b"")
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     try:

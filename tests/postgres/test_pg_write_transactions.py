@@ -205,13 +205,16 @@ def test_archiving_the_audit_log_keeps_one_chain_across_replicas(backends: Any,
         store.trim(stale, 8, "x" * 64)
     assert mb.audit_verify().ok
     # Compaction after the archive: VACUUM ANALYZE of the audit table (outside any
-    # transaction), recorded; the pooled connection goes back as it was.
+    # transaction), recorded; the pooled connections stay in autocommit mode.
     res = ma.compact()
     assert res is not None
     assert res.store == "postgres"
     assert res.where.endswith("table audit")
     assert res.bytes_after > 0
-    for _ in range(3):  # every pooled connection still writes in transactions
+    assert res.settled is True
+    for _ in range(3):
+        with a._checkout() as c:
+            assert c.autocommit is True
         ma.put("after-compact", "v", ORG)
     assert mb.audit_verify().ok
     assert [e.outcome for e in ma.audit_query() if e.action == "compact"] == ["ok"]

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from keysafe import Conflict, IntegrityError, InvalidValue, SecretManager, Unsupported
+from keysafe import (
+    BackendUnavailable,
+    Conflict,
+    IntegrityError,
+    InvalidValue,
+    SecretManager,
+    Unsupported,
+)
 from keysafe.manager.archive import FIELDS, archive, read_archive, verify_archives
 from keysafe.manager.audit import (
     AuditDB,
@@ -346,8 +353,9 @@ def test_each_batch_checkpoints_its_own_frames(home: Path, tmp_path: Path,
             conn.set_trace_callback(None)
         steps = [s.split()[0] if not s.startswith("PRAGMA") else s for s in seen
                  if s.startswith(("DELETE", "PRAGMA wal_checkpoint"))]
-        assert steps == ["DELETE", "PRAGMA wal_checkpoint(PASSIVE)"] * 3
-        assert len(pauses) == 3
+        # Between batches only: nothing after the last one.
+        assert steps == ["DELETE", "PRAGMA wal_checkpoint(PASSIVE)"] * 2 + ["DELETE"]
+        assert len(pauses) == 2
         assert min(pauses) >= audit_module.TRIM_PAUSE
         assert m.audit_verify().ok
     finally:
@@ -415,5 +423,91 @@ def test_a_memory_store_has_nothing_to_compact(home: Path) -> None:
     m = SecretManager.from_env(backend="memory")
     try:
         assert m.compact() is None
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("where", ["after the commit", "between batches"])
+def test_an_interrupted_removal_loses_no_record(m: SecretManager, tmp_path: Path,
+                                                where: str) -> None:
+    """Ctrl-C can land after a batch's transaction committed (or in the pause between
+    batches): the file then keeps exactly what left the store, asked of the store
+    itself, so every record is in the file or in the store, and both verify."""
+    write_some(m, 10)
+    m.audit.flush()
+    store = m.audit.store
+    trims: list[int] = []
+
+    class Interrupted:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def trim(self, base: object, through: int, last_hash: str) -> None:
+            trims.append(through)
+            if where == "between batches" and len(trims) == 3:
+                raise KeyboardInterrupt
+            store.trim(base, through, last_hash)  # type: ignore[attr-defined]
+            if where == "after the commit" and len(trims) == 2:
+                raise KeyboardInterrupt
+
+    dest = tmp_path / "a.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        archive(Interrupted(), now_us(), dest, batch=3)
+    kept = [r[0] for r in read_archive(dest)]
+    assert kept == [1, 2, 3, 4, 5, 6]
+    assert seqs(m)[0] == 7
+    assert m.audit_verify().ok
+    assert m.audit_verify([dest]).ok
+
+
+def test_a_store_that_cannot_say_keeps_the_records_in_the_file(m: SecretManager,
+                                                               tmp_path: Path) -> None:
+    """If the store fails while removing and cannot even tell its base, the file keeps
+    the batch (archived twice at worst, never lost)."""
+    write_some(m, 7)
+    m.audit.flush()
+    store = m.audit.store
+    calls: list[int] = []
+
+    class Down:
+        def __getattr__(self, name: str) -> object:
+            if name == "base" and calls:
+                raise BackendUnavailable("store went away")
+            return getattr(store, name)
+
+        def trim(self, base: object, through: int, last_hash: str) -> None:
+            calls.append(through)
+            raise BackendUnavailable("store went away")
+
+    dest = tmp_path / "a.jsonl"
+    with pytest.raises(BackendUnavailable):
+        archive(Down(), now_us(), dest, batch=3)
+    assert [r[0] for r in read_archive(dest)] == [1, 2, 3]
+    assert seqs(m)[0] == 1  # nothing actually left the store
+
+
+def test_compact_with_a_reader_open_does_not_wait_for_it(home: Path, tmp_path: Path) -> None:
+    """A reader on an older snapshot keeps the VACUUMed copy in the WAL: compact says
+    so (settled false) at once, instead of holding writers up until the reader ends;
+    the file shrinks at a later checkpoint."""
+    m = SecretManager.from_env(backend="sqlite")
+    try:
+        for i in range(800):
+            m.put(f"k{i % 10}", f"{CANARY}-{i}", "acme")
+        m.audit_archive(datetime.now(UTC), tmp_path / "a.jsonl")
+        db = Path(m.backend.path)  # type: ignore[attr-defined]
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM audit").fetchone()
+        try:
+            res = m.compact()
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+        assert res is not None
+        assert res.settled is False
+        assert m.get("k3", "acme") == f"{CANARY}-793"
+        assert m.compact().settled is True  # type: ignore[union-attr]
+        assert m.audit_verify().ok
     finally:
         m.close()

@@ -270,10 +270,20 @@ def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for c in pod["containers"]:
         script = " ".join([*c.get("command", []), *c.get("args", [])])
+        if not re.search(r"\bset -e", script):
+            problems.append(f"{where(cron, c)}: the script does not stop at a failure "
+                            "(set -e)")
+        at = -1
         for step in ("keysafe audit archive --before", "keysafe audit verify --archive",
                      "keysafe db compact"):
-            if step not in script:
+            found = script.find(step)
+            if found < 0:
                 problems.append(f"{where(cron, c)}: does not run `{step}`")
+            elif found < at:
+                problems.append(f"{where(cron, c)}: runs `{step}` out of order")
+            at = max(at, found)
+        if not str(c.get("image", "")).startswith(IMAGE + ":"):
+            problems.append(f"{where(cron, c)}: image is not {IMAGE}")
         target = re.search(r"(/[^/\"\s]+)/audit-", script)  # the archive directory
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         vol = volumes.get(mounts.get(target[1], "")) if target else None
@@ -281,7 +291,9 @@ def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
         if claim not in claims:
             problems.append(f"{where(cron, c)}: the archive file is not written to a "
                             "PersistentVolumeClaim that deploy/k8s describes")
-    problems += check_env_values(cron, {"KEYSAFE_BACKEND": "postgres"})
+    problems += check_env_values(cron, {"KEYSAFE_BACKEND": "postgres",
+                                        "KEYSAFE_ENV": "production",
+                                        "KEYSAFE_DB_AUTO_UPGRADE": "0"})
     return problems + check_home_volume(cron)
 
 
@@ -618,6 +630,17 @@ BREAKAGES: dict[str, tuple[Callable[[Manifests], None], str]] = {
         lambda ms: ms.__setitem__(slice(None), [
             (n, d) for n, d in ms if d.get("kind") != "PersistentVolumeClaim"]),
         "not written to a PersistentVolumeClaim"),
+    "archive migrates the schema": (
+        lambda ms: _set_env(_cron(ms), "KEYSAFE_DB_AUTO_UPGRADE", {"value": "1"}),
+        "KEYSAFE_DB_AUTO_UPGRADE is '1'"),
+    "archive script goes on after a failure": (
+        lambda ms: _cron(ms).update(args=[_cron(ms)["args"][0].replace("set -eu", "")]),
+        "set -e"),
+    "compact before the archive": (
+        lambda ms: _cron(ms).update(args=["set -e; keysafe db compact; keysafe audit "
+                                          "archive --before 90d --to /archive/audit-x.jsonl"
+                                          "; keysafe audit verify --archive x"]),
+        "runs `keysafe db compact` out of order"),
     "inline master key in the CronJob": (
         lambda ms: _set_env(_cron(ms), "KEYSAFE_MASTER_KEY", {"value": FAKE_KEY}),
         "KEYSAFE_MASTER_KEY has a literal value"),

@@ -76,9 +76,10 @@ def db_compact(env: Env = None, as_json: Json = False) -> None:
     """Give back the space that removed records left, after `keysafe audit archive`.
 
     An SQLite file (the embedded store, or the audit file beside a cloud store) is
-    rewritten with VACUUM: it shrinks to what it holds, writers wait while it runs
-    (readers do not), and it needs free disk about the file's size. On PostgreSQL the
-    audit table is VACUUM ANALYZEd (the space is reused; the files keep their size).
+    rewritten with VACUUM: it shrinks to what it holds; writers wait while it runs, up
+    to their busy timeout (readers do not); it needs free space twice what the file
+    holds (temporary directory and WAL). On PostgreSQL the audit table is VACUUM
+    ANALYZEd (the space is reused; the files keep their size).
     Recorded in the audit log as `compact`."""
     with open_manager(env) as mgr:
         res = mgr.compact()
@@ -96,3 +97,6 @@ def db_compact(env: Env = None, as_json: Json = False) -> None:
     mb = 1024 * 1024
     say(f"compacted {res.where}: {res.bytes_before / mb:,.1f} MiB -> "
         f"{res.bytes_after / mb:,.1f} MiB in {res.seconds:.1f} s")
+    if not res.settled:
+        say("a reader on an older snapshot kept the copy from being checkpointed back: "
+            "the file reaches its compacted size at a later checkpoint")

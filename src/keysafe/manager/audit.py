@@ -375,6 +375,7 @@ class SQLiteAuditStore:
 
     def __init__(self, host: _SQLiteHost) -> None:
         self._host = host
+        self._held = 0.0  # how long the last archive batch held the write lock (s)
 
     def append(self, drafts: Sequence[Draft]) -> list[Row]:
         with self._host.transaction():
@@ -431,8 +432,8 @@ class SQLiteAuditStore:
     def trim(self, base: tuple[int, str] | None, through: int, last_hash: str) -> None:
         """Remove records up to ``through`` (archived) and remember where the chain now
         starts; Conflict if another archive moved the base since ``base`` was read."""
-        t0 = monotonic()
         with self._host.transaction():
+            t0 = monotonic()  # the write lock is held from here
             c = self._host.connection
             c.execute(_BASE_SCHEMA)
             if _sqlite_base(c) != base:
@@ -440,30 +441,34 @@ class SQLiteAuditStore:
             c.execute("DELETE FROM audit WHERE seq <= ?", (through,))
             c.execute("INSERT INTO audit_base VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE "
                       "SET seq = excluded.seq, hash = excluded.hash", (through, last_hash))
-        self._after_batch(monotonic() - t0)
+        self._held = monotonic() - t0
 
-    def _after_batch(self, held: float) -> None:
+    def settle(self) -> None:
         """Between two batches of an archive's removal (not inside a caller's
-        transaction): copy this batch's WAL frames back, and leave the write lock free
-        for as long as the batch held it (at least TRIM_PAUSE).
+        transaction): copy the last batch's WAL frames back, and leave the write lock
+        free for as long as that batch held it (at least TRIM_PAUSE).
 
         A batch deletes (and, with secure_delete, zeroes) hundreds of pages: left to the
         background checkpoints, the WAL outgrows them until some writer's commit runs
         the backstop checkpoint. And SQLite's busy handler backs off to sleeps of up to
         100 ms, so a writer of another process waiting beside back-to-back batches could
-        miss every gap between them (measured: writes held up to 0.85 s)."""
+        miss every gap between them (measured: writes held up to 0.89 s)."""
         with self._host.lock:
             c = self._host.connection
             if c.in_transaction:
                 return
             with contextlib.suppress(sqlite3.Error):  # busy: left for later
                 c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        sleep(max(TRIM_PAUSE, held))
+        sleep(max(TRIM_PAUSE, self._held))
 
     def compact(self) -> CompactResult:
         """VACUUM the file: the pages an archive (or a purge) freed go back to the
-        filesystem instead of waiting for new records. Writers wait while it runs
-        (readers do not); it needs free disk about the size of the file."""
+        filesystem instead of waiting for new records. Writers wait while it runs, up
+        to their busy timeout (readers do not). It needs free space about the size of
+        what the file holds twice: in SQLite's temporary directory, and in the WAL
+        until the copy is checkpointed back. That checkpoint waits for nobody: a reader
+        still on an older snapshot leaves it unfinished (``settled`` false), and the
+        file shrinks at a later checkpoint."""
         from keysafe.manager.archive import CompactResult
 
         path = self._host.path
@@ -475,13 +480,20 @@ class SQLiteAuditStore:
                 raise Conflict("cannot compact the store inside a transaction")
             try:
                 c.execute("VACUUM")
-            except sqlite3.OperationalError as exc:
+                busy, log, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
                 raise BackendUnavailable(f"cannot compact {path}: {exc}") from exc
-            # The WAL held a copy of every page: cut it back (busy: left to the limit).
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            settled = busy == 0 and log == done
+            if settled:  # every frame is back in the file: cut the WAL, or leave it
+                wait = c.execute("PRAGMA busy_timeout").fetchone()[0]
+                c.execute("PRAGMA busy_timeout=0")
+                try:
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    c.execute(f"PRAGMA busy_timeout={int(wait)}")
         return CompactResult("sqlite", str(path), before, file_bytes(path),
-                             round(monotonic() - t0, 3))
+                             round(monotonic() - t0, 3), settled)
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]:
         where, args = filter_sql(flt, "?")

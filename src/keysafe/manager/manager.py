@@ -760,35 +760,38 @@ class SecretManager:
         keysafe.manager.archive). Recorded as ``audit_archive``."""
         from keysafe.manager.archive import archive
 
-        self.audit.flush()
-        try:
+        def run() -> ArchiveResult:
             if before > datetime.now(UTC):
                 raise InvalidValue(f"{before.isoformat()} is in the future: only past "
                                    "records can be archived")
-            res = archive(self.audit.store, to_us(before), dest, progress=progress)
-        except KeysafeError as exc:
-            self.record("audit_archive", None, exc.code, durable=False)
-            raise
-        self.record("audit_archive", None, "ok", durable=True,
-                    detail={"records": res.records, "through": res.through})
-        return res
+            return archive(self.audit.store, to_us(before), dest, progress=progress)
+
+        return self._audit_job("audit_archive", run,
+                               lambda r: {"records": r.records, "through": r.through})
 
     def compact(self) -> CompactResult | None:
         """Give back the space that removed records left (after ``audit_archive``): an
         SQLite file (the embedded store, or the audit file beside a cloud store) is
         VACUUMed, PostgreSQL's audit table VACUUM ANALYZEd. None where the store has
         nothing to compact (memory). Recorded as ``compact``."""
-        fn = getattr(self.audit.store, "compact", None)
+        fn: Callable[[], CompactResult] | None = getattr(self.audit.store, "compact", None)
         if fn is None:
             return None
+        return self._audit_job("compact", fn, lambda r: {"bytes_before": r.bytes_before,
+                                                         "bytes_after": r.bytes_after})
+
+    def _audit_job(self, action: str, run: Callable[[], T],
+                   detail: Callable[[T], dict[str, Any]]) -> T:
+        """``run()`` on the audit log's own store, after the buffered records are in:
+        recorded as ``action``, ok with ``detail(result)``, else the error's code (and
+        the error raised)."""
         self.audit.flush()
         try:
-            res: CompactResult = fn()
+            res = run()
         except KeysafeError as exc:
-            self.record("compact", None, exc.code, durable=False)
+            self.record(action, None, exc.code, durable=False)
             raise
-        self.record("compact", None, "ok", durable=True,
-                    detail={"bytes_before": res.bytes_before, "bytes_after": res.bytes_after})
+        self.record(action, None, "ok", durable=True, detail=detail(res))
         return res
 
     def rekey(self, progress: Progress | None = None) -> int:

@@ -9,7 +9,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from keysafe.manager.archive import FIELDS, archive, read_archive, verify_archiv
 from keysafe.manager.audit import (
     AuditDB,
     AuditFilter,
+    AuditLog,
     SQLiteAuditStore,
     now_us,
     to_datetime,
@@ -64,6 +65,16 @@ def cut_after(m: SecretManager, seq: int) -> datetime:
 
 def seqs(m: SecretManager) -> list[int]:
     return [e.seq for e in m.audit_query()]
+
+
+def replacing(store: object, **methods: Callable[..., object]) -> object:
+    """``store`` with the given methods replaced by the test's own, the rest its own."""
+
+    class Replaced:
+        def __getattr__(self, name: str) -> object:
+            return methods[name] if name in methods else getattr(store, name)
+
+    return Replaced()
 
 
 def test_archives_the_older_records_and_both_sides_verify(m: SecretManager,
@@ -240,26 +251,33 @@ def test_a_concurrent_archive_is_a_conflict(m: SecretManager, tmp_path: Path) ->
     assert seqs(m) == rows_before
 
 
-def test_the_standalone_audit_file_archives_too(tmp_path: Path) -> None:
-    """Cloud stores keep their chain in a stand-alone SQLite file (AuditDB)."""
-    from keysafe.manager.audit import AuditLog
-
+@pytest.fixture
+def standalone(tmp_path: Path) -> Iterator[AuditLog]:
+    """An audit log in a stand-alone SQLite file (AuditDB), as cloud stores keep it."""
     db = AuditDB(tmp_path / "audit.db")
     log = AuditLog(SQLiteAuditStore(db))
-    try:
-        for i in range(5):
-            log.record((now_us(), "a", "write", f"p/{i}", 1, "ok", None, None, None, None),
-                       durable=True)
-        store = log.store
-        res = archive(store, now_us(), tmp_path / "a.jsonl")
-        assert res.records == 5
-        log.record((now_us(), "a", "write", "p/x", 1, "ok", None, None, None, None),
-                   durable=True)
-        assert [r[0] for r in store.scan()] == [6]
-        assert verify_archives([tmp_path / "a.jsonl"], store.base()).ok  # type: ignore[attr-defined]
-    finally:
-        log.close()
-        db.close()
+    yield log
+    log.close()
+    db.close()
+
+
+def written(log: AuditLog, n: int, *, durable: bool) -> None:
+    for i in range(n):
+        log.record((now_us(), "a", "write", f"p/{i}", 1, "ok", None, None, None, None),
+                   durable=durable)
+    log.flush()
+
+
+def test_the_standalone_audit_file_archives_too(standalone: AuditLog, tmp_path: Path) -> None:
+    """Cloud stores keep their chain in a stand-alone SQLite file (AuditDB)."""
+    written(standalone, 5, durable=True)
+    store = standalone.store
+    res = archive(store, now_us(), tmp_path / "a.jsonl")
+    assert res.records == 5
+    standalone.record((now_us(), "a", "write", "p/x", 1, "ok", None, None, None, None),
+                      durable=True)
+    assert [r[0] for r in store.scan()] == [6]
+    assert verify_archives([tmp_path / "a.jsonl"], store.base()).ok  # type: ignore[attr-defined]
 
 
 def test_a_store_without_archiving_says_so(tmp_path: Path) -> None:
@@ -279,19 +297,15 @@ def test_records_leave_the_store_a_batch_at_a_time(m: SecretManager, tmp_path: P
     store = m.audit.store
     calls: list[int] = []
 
-    class FailsSecond:
-        def __getattr__(self, name: str) -> object:
-            return getattr(store, name)
-
-        def trim(self, base: object, through: int, last_hash: str) -> None:
-            calls.append(through)
-            if len(calls) == 2:
-                raise Conflict("the audit log was archived by someone else meanwhile")
-            store.trim(base, through, last_hash)  # type: ignore[attr-defined]
+    def trim(base: object, through: int, last_hash: str) -> None:
+        calls.append(through)
+        if len(calls) == 2:
+            raise Conflict("the audit log was archived by someone else meanwhile")
+        store.trim(base, through, last_hash)  # type: ignore[attr-defined]
 
     dest = tmp_path / "a.jsonl"
     with pytest.raises(Conflict):
-        archive(FailsSecond(), now_us(), dest, batch=3)
+        archive(replacing(store, trim=trim), now_us(), dest, batch=3)
     assert calls == [3, 6]
     # Records 1..3 left the store: the file keeps exactly those.
     assert [r[0] for r in read_archive(dest)] == [1, 2, 3]
@@ -389,23 +403,12 @@ def test_compact_gives_the_archived_space_back(home: Path, tmp_path: Path) -> No
         assert CANARY.encode() not in f.read_bytes()
 
 
-def test_compact_of_the_standalone_audit_file(tmp_path: Path) -> None:
-    from keysafe.manager.audit import AuditLog
-
-    db = AuditDB(tmp_path / "audit.db")
-    log = AuditLog(SQLiteAuditStore(db))
-    try:
-        for i in range(2000):
-            log.record((now_us(), "a", "write", f"p/{i}", 1, "ok", None, None, None, None),
-                       durable=False)
-        log.flush()
-        archive(log.store, now_us(), tmp_path / "a.jsonl")
-        res = log.store.compact()  # type: ignore[attr-defined]
-        assert res.where == str(tmp_path / "audit.db")
-        assert res.bytes_after < res.bytes_before
-    finally:
-        log.close()
-        db.close()
+def test_compact_of_the_standalone_audit_file(standalone: AuditLog, tmp_path: Path) -> None:
+    written(standalone, 2000, durable=False)
+    archive(standalone.store, now_us(), tmp_path / "a.jsonl")
+    res = standalone.store.compact()  # type: ignore[attr-defined]
+    assert res.where == str(tmp_path / "audit.db")
+    assert res.bytes_after < res.bytes_before
 
 
 def test_compact_inside_a_transaction_is_refused(home: Path) -> None:
@@ -438,21 +441,17 @@ def test_an_interrupted_removal_loses_no_record(m: SecretManager, tmp_path: Path
     store = m.audit.store
     trims: list[int] = []
 
-    class Interrupted:
-        def __getattr__(self, name: str) -> object:
-            return getattr(store, name)
-
-        def trim(self, base: object, through: int, last_hash: str) -> None:
-            trims.append(through)
-            if where == "between batches" and len(trims) == 3:
-                raise KeyboardInterrupt
-            store.trim(base, through, last_hash)  # type: ignore[attr-defined]
-            if where == "after the commit" and len(trims) == 2:
-                raise KeyboardInterrupt
+    def trim(base: object, through: int, last_hash: str) -> None:
+        trims.append(through)
+        if where == "between batches" and len(trims) == 3:
+            raise KeyboardInterrupt
+        store.trim(base, through, last_hash)  # type: ignore[attr-defined]
+        if where == "after the commit" and len(trims) == 2:
+            raise KeyboardInterrupt
 
     dest = tmp_path / "a.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        archive(Interrupted(), now_us(), dest, batch=3)
+        archive(replacing(store, trim=trim), now_us(), dest, batch=3)
     kept = [r[0] for r in read_archive(dest)]
     assert kept == [1, 2, 3, 4, 5, 6]
     assert seqs(m)[0] == 7
@@ -469,19 +468,18 @@ def test_a_store_that_cannot_say_keeps_the_records_in_the_file(m: SecretManager,
     store = m.audit.store
     calls: list[int] = []
 
-    class Down:
-        def __getattr__(self, name: str) -> object:
-            if name == "base" and calls:
-                raise BackendUnavailable("store went away")
-            return getattr(store, name)
-
-        def trim(self, base: object, through: int, last_hash: str) -> None:
-            calls.append(through)
+    def base() -> object:
+        if calls:
             raise BackendUnavailable("store went away")
+        return store.base()  # type: ignore[attr-defined]
+
+    def trim(base: object, through: int, last_hash: str) -> None:
+        calls.append(through)
+        raise BackendUnavailable("store went away")
 
     dest = tmp_path / "a.jsonl"
     with pytest.raises(BackendUnavailable):
-        archive(Down(), now_us(), dest, batch=3)
+        archive(replacing(store, trim=trim, base=base), now_us(), dest, batch=3)
     assert [r[0] for r in read_archive(dest)] == [1, 2, 3]
     assert seqs(m)[0] == 1  # nothing actually left the store
 

@@ -149,6 +149,12 @@ def test_archive_then_verify_both(kc, put, home: Path, tmp_path: Path):
               str(tmp_path / "b.jsonl"), "--json")
     assert both.code == 0
     assert json.loads(both.out)["checked"] == 5
+    assert json.loads(both.out)["notes"] == []
+    # The first file alone: it checks, and says what it could not.
+    alone = kc("audit", "verify", "--archive", str(dest))
+    assert alone.code == 0
+    assert ("note: these files end at record 3, and the store's chain starts after record 5"
+            in " ".join(alone.err.split()))
     # Nothing older than a day: nothing to do.
     none = kc("audit", "archive", "--before", "1d", "--to", str(tmp_path / "c.jsonl"))
     assert none.code == 0

@@ -253,7 +253,7 @@ def test_verify_ok_on_a_clean_chain(m: SecretManager) -> None:
     assert res.ok
     assert res.checked == 7
     assert res.problems == []
-    assert res.to_dict() == {"ok": True, "checked": 7, "problems": []}
+    assert res.to_dict() == {"ok": True, "checked": 7, "problems": [], "notes": []}
     events = m.audit_query()
     assert events[0].prev_hash == "0" * 64
     assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))

@@ -482,6 +482,63 @@ def test_a_store_that_cannot_say_keeps_the_records_in_the_file(m: SecretManager,
         archive(replacing(store, trim=trim, base=base), now_us(), dest, batch=3)
     assert [r[0] for r in read_archive(dest)] == [1, 2, 3]
     assert seqs(m)[0] == 1  # nothing actually left the store
+    res = m.audit_verify([dest])
+    assert res.ok
+    assert res.notes == ("the store has archived nothing: these files were not checked "
+                         "against it",)
+
+
+def test_records_archived_twice_are_named_not_failed(m: SecretManager, tmp_path: Path) -> None:
+    """A batch that did leave the store before it failed to say so: the file keeps the
+    next batch too, which is still in the store. Verify checks the link at the store's
+    base and says which records the store also holds."""
+    write_some(m, 7)
+    m.audit.flush()
+    store = m.audit.store
+    calls: list[int] = []
+
+    def base() -> object:
+        if len(calls) > 1:
+            raise BackendUnavailable("store went away")
+        return store.base()  # type: ignore[attr-defined]
+
+    def trim(base: object, through: int, last_hash: str) -> None:
+        calls.append(through)
+        if len(calls) > 1:
+            raise BackendUnavailable("store went away")
+        store.trim(base, through, last_hash)  # type: ignore[attr-defined]
+
+    dest = tmp_path / "a.jsonl"
+    with pytest.raises(BackendUnavailable):
+        archive(replacing(store, trim=trim, base=base), now_us(), dest, batch=3)
+    assert [r[0] for r in read_archive(dest)] == [1, 2, 3, 4, 5, 6]
+    assert seqs(m)[0] == 4
+    res = m.audit_verify([dest])
+    assert (res.ok, res.checked) == (True, 6)
+    assert res.notes == ("records 4..6 are in the store too (an archive stopped after "
+                         "writing them): the store's copies are the live ones",)
+    assert m.audit_verify().ok
+
+
+def test_verify_says_what_the_files_given_leave_unchecked(m: SecretManager,
+                                                          tmp_path: Path) -> None:
+    write_some(m, 3)
+    m.audit_archive(datetime.now(UTC), tmp_path / "a1.jsonl")  # records 1..3
+    write_some(m, 2, "j")
+    m.audit_archive(datetime.now(UTC), tmp_path / "a2.jsonl")  # records 4..6
+    older = m.audit_verify([tmp_path / "a1.jsonl"])
+    assert older.ok
+    assert older.notes == (
+        "these files end at record 3, and the store's chain starts after record 6: "
+        "records 4..6 must be in later archive files, not given (verify them together "
+        "to check the link to the store)",)
+    newer = m.audit_verify([tmp_path / "a2.jsonl"])
+    assert newer.ok
+    assert newer.notes == ("records 1..3 were not checked: they are in earlier archive "
+                           "files, not given",)
+    both = m.audit_verify([tmp_path / "a1.jsonl", tmp_path / "a2.jsonl"])
+    assert (both.ok, both.notes) == (True, ())
+    assert both.to_dict()["notes"] == []
 
 
 def test_compact_with_a_reader_open_does_not_wait_for_it(home: Path, tmp_path: Path) -> None:

@@ -110,6 +110,9 @@ def verify(
         print(f"{what} intact: {result.checked} records checked")
     else:
         table(["record", "problem"], result.problems, title="Audit chain problems")
+    if not as_json:
+        for note in result.notes:
+            say(f"note: {note}")
     if not result.ok:
         n = len(result.problems)
         code = exitcodes.emit_error(

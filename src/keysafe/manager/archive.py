@@ -216,26 +216,44 @@ def read_archive(path: Path) -> Iterator[Row]:
 
 def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None) -> VerifyResult:
     """Check archive files given oldest first: each record's hash and link, no gap
-    between the files, and, when the last file ends where the store's chain now starts
-    (``base``), that the store continues from it. A first file that does not start at
-    record 1 is checked from its own first link (earlier archives were not given)."""
+    between the files, and that the store's chain continues from the record it names
+    as its base. What cannot be checked with the files given is said in ``notes``: a
+    first file that does not start at record 1 (checked from its own first link), and
+    files that end before the store's base (later files not given)."""
     rows = itertools.chain.from_iterable(read_archive(p) for p in paths)
     first = next(rows, None)
     if first is None:
         return VerifyResult(True, 0, [])
     start = None if first[0] == 1 else (first[0] - 1, first[11])
     last = [first]
+    at_base: list[str] = []  # the hash of the files' record the store's chain starts after
+    base_seq = base[0] if base is not None else None
 
     def streamed() -> Iterator[Row]:  # one record in memory at a time
-        yield first
-        for r in rows:
+        for r in itertools.chain((first,), rows):
             last[0] = r
+            if r[0] == base_seq:
+                at_base.append(r[12])
             yield r
 
     res = verify_rows(streamed(), None, start)
-    end = last[0][0], last[0][12]
-    if base is not None and base[0] == end[0] and base[1] != end[1]:
-        problems = [*res.problems, (end[0], f"the store's chain does not continue from "
-                                            f"record {end[0]} of these archives")]
-        return VerifyResult(False, res.checked, problems)
-    return res
+    end = last[0][0]
+    problems, notes = list(res.problems), []
+    if start is not None:
+        notes.append(f"records 1..{start[0]} were not checked: they are in earlier "
+                     "archive files, not given")
+    if base is None:
+        notes.append("the store has archived nothing: these files were not checked "
+                     "against it")
+    elif end < base[0]:
+        gap = f"record {base[0]}" if end + 1 == base[0] else f"records {end + 1}..{base[0]}"
+        notes.append(f"these files end at record {end}, and the store's chain starts after "
+                     f"record {base[0]}: {gap} must be in later archive files, not given "
+                     "(verify them together to check the link to the store)")
+    elif at_base[:1] != [base[1]]:
+        problems.append((base[0], f"the store's chain does not continue from record "
+                                  f"{base[0]} of these archives"))
+    elif end > base[0]:
+        notes.append(f"records {base[0] + 1}..{end} are in the store too (an archive "
+                     "stopped after writing them): the store's copies are the live ones")
+    return VerifyResult(not problems, res.checked, problems, tuple(notes))

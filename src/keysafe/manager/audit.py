@@ -135,10 +135,13 @@ class VerifyResult(NamedTuple):
     ok: bool
     checked: int
     problems: list[tuple[int, str]]
+    #: What was not checked, and why (records in files not given): never a failure.
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked,
-                "problems": [{"seq": s, "problem": p} for s, p in self.problems]}
+                "problems": [{"seq": s, "problem": p} for s, p in self.problems],
+                "notes": list(self.notes)}
 
 
 def verify_rows(rows: Iterable[Row], head: tuple[int, str] | None = None,

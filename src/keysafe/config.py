@@ -75,6 +75,7 @@ class _Fields(NamedTuple):
     rotation_interval: float = 3600.0
     rotation_grace_hours: float = 24.0
     rotation_overrides: str = ""
+    rotation_window: str = ""
     event_webhooks: str = ""
     event_webhook_secret: str | None = None
     backend_options: dict[str, Any] = None  # type: ignore[assignment]  # a new dict each
@@ -200,6 +201,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_ROTATION_INTERVAL": "rotation_interval",
     "KEYSAFE_ROTATION_GRACE_HOURS": "rotation_grace_hours",
     "KEYSAFE_ROTATION_OVERRIDES": "rotation_overrides",
+    "KEYSAFE_ROTATION_WINDOW": "rotation_window",
     "KEYSAFE_EVENT_WEBHOOKS": "event_webhooks",
     "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
 }

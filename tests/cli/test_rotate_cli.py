@@ -45,6 +45,15 @@ def outputs() -> Outputs:
     return Outputs()
 
 
+@pytest.fixture(autouse=True)
+def open_window(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A maintenance window around now, so scheduled runs rotate the JWT secrets here
+    (test_due_waits_for_the_maintenance_window takes it away)."""
+    now = datetime.now(UTC)
+    monkeypatch.setenv("KEYSAFE_ROTATION_WINDOW",
+                       f"{now - timedelta(hours=2):%H:%M}-{now + timedelta(hours=2):%H:%M}")
+
+
 @pytest.fixture
 def rk(kc: Callable[..., Any], outputs: Outputs) -> Callable[..., Any]:
     """``keysafe rotate ...`` in process, every output kept for the canary check."""
@@ -137,7 +146,8 @@ def test_status_json_lists_overdue_first(rk, seeded):
     jwt = by[("jwt_secret", ORG)]
     assert set(jwt) == {"path", "name", "org", "domain", "secret_type", "period_days",
                         "period_source", "last_rotated", "next_due", "status", "rotator",
-                        "version"}
+                        "version", "needs_window"}
+    assert jwt["needs_window"] is True
     assert jwt["path"] == "keysafe/local/acme/shared/jwt_secret"
     assert (jwt["period_days"], jwt["period_source"], jwt["rotator"]) == (1, "secret", "random")
     assert (by[("session_secret", ORG)]["period_days"],
@@ -444,3 +454,18 @@ def test_retire_after_the_grace_period(rk, seeded, mgr, monkeypatch: pytest.Monk
     human = rk("retire")
     assert human.code == 0
     assert "retired 0 previous value(s)" in human.err
+
+
+def test_due_waits_for_the_maintenance_window(rk, seeded, mgr, monkeypatch):
+    monkeypatch.delenv("KEYSAFE_ROTATION_WINDOW")
+    r = rk("due", "--json")
+    assert r.code == 0, r.err
+    by = {x["name"]: x for x in r.json()["results"]}
+    assert by["jwt_secret"]["outcome"] == "waiting"
+    assert "set KEYSAFE_ROTATION_WINDOW" in by["jwt_secret"]["detail"]
+    assert by["session_secret"]["outcome"] == "rotated"
+    assert stored(mgr, "jwt_secret")[1] == 1
+    monkeypatch.setenv("KEYSAFE_ROTATION_WINDOW", "tea time")
+    bad = rk("due")
+    assert bad.code == exitcodes.CONFIG
+    assert "rotation window 'tea time' is not HH:MM-HH:MM" in bad.err

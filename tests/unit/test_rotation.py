@@ -27,7 +27,7 @@ from keysafe.manager.audit import AuditFilter, AuditLog, SQLiteAuditStore
 from keysafe.manager.manager import SecretManager
 from keysafe.models import MetadataUpdate
 from keysafe.rotation.engine import RotationEngine, record_path
-from keysafe.rotation.policy import Policy, parse_overrides
+from keysafe.rotation.policy import Policy, Window, parse_overrides, parse_window
 from keysafe.rotation.rotators import RandomRotator, RotationContext
 
 ORG = "acme"
@@ -393,3 +393,106 @@ def test_a_local_rotation_is_one_transaction(mgr: SecretManager) -> None:
     assert mgr.describe(JWT, ORG).current_version == 1
     assert mgr.backend.list("_rotation/") == []
     assert RotationEngine(mgr).rotate(JWT, ORG).outcome == "rotated"
+
+
+# -- what a schedule may rotate ---------------------------------------------------------
+
+def _overdue(m: SecretManager, name: str) -> None:
+    m.backend.update_metadata(  # type: ignore[attr-defined]
+        m.path(name, ORG), MetadataUpdate(last_rotated=datetime.now(UTC) - timedelta(days=400)),
+        ctx=WriteContext.make("t"))
+
+
+def test_provider_issued_signing_secrets_get_a_reminder_not_a_made_up_value(
+        mgr: SecretManager) -> None:
+    """Stripe and Slack issue their webhook signing secrets: a random value would verify
+    nothing, so they default to a reminder; a webhook secret of your own still rotates."""
+    mgr.put("stripe_webhook_secret", "whsec_" + "A1b2" * 8, ORG)
+    mgr.put("slack_signing_secret", "f" * 32, ORG)
+    mgr.put("own_webhook_secret", "x" * 40, ORG, secret_type="webhook_secret")
+    eng = RotationEngine(mgr)
+    by = {s.name: s.rotator for s in eng.states(ORG)}
+    assert by == {"stripe_webhook_secret": "manual", "slack_signing_secret": "manual",
+                  "own_webhook_secret": "random"}
+    out = {r.name: r.outcome for r in eng.run("symmetric", org=ORG)}
+    assert out == {"stripe_webhook_secret": "reminder", "slack_signing_secret": "reminder",
+                   "own_webhook_secret": "rotated"}
+    assert mgr.describe("stripe_webhook_secret", ORG).current_version == 1
+
+
+def test_a_value_that_does_not_fit_the_catalog_is_refused_before_apply(
+        mgr: SecretManager) -> None:
+    mgr.put("stripe_webhook_secret", "whsec_" + "A1b2" * 8, ORG)
+    mgr.backend.update_metadata(  # type: ignore[attr-defined]
+        mgr.path("stripe_webhook_secret", ORG), MetadataUpdate(tags={"rotator": "random"}),
+        ctx=WriteContext.make("t"))
+    with pytest.raises(RotationError, match=r"does not fit stripe_webhook_secret.*whsec_") as e:
+        RotationEngine(mgr).rotate("stripe_webhook_secret", ORG)
+    assert e.value.step == "create"  # type: ignore[attr-defined]
+    assert mgr.describe("stripe_webhook_secret", ORG).current_version == 1
+    assert mgr.get("stripe_webhook_secret", ORG) == "whsec_" + "A1b2" * 8
+    assert [o for o, _ in rotate_events(mgr)] == ["failed"]
+
+
+@pytest.mark.parametrize(("text", "inside", "outside"), [
+    ("02:00-04:00", "03:59", "04:00"),
+    ("23:00-01:30", "00:10", "12:00"),   # wraps past midnight
+    (" 22:15 - 23:45 ", "22:15", "22:14"),
+])
+def test_maintenance_window_parses_and_holds(text: str, inside: str, outside: str) -> None:
+    w = parse_window(text)
+    assert w is not None
+    day = "2026-11-23T{}:00+00:00"
+    assert w.holds(datetime.fromisoformat(day.format(inside)))
+    assert not w.holds(datetime.fromisoformat(day.format(outside)))
+    assert parse_window("") is None
+
+
+@pytest.mark.parametrize("bad", ["2am-4am", "02:00", "25:00-01:00", "03:00-03:00", "-"])
+def test_a_bad_maintenance_window_is_named(bad: str) -> None:
+    with pytest.raises(ConfigError, match="rotation window"):
+        parse_window(bad)
+
+
+def test_a_scheduled_run_rotates_jwt_secrets_only_inside_the_window(
+        mgr: SecretManager) -> None:
+    """spec 002: never rotate the JWT secret without a maintenance window (every session
+    signs out). Other due secrets rotate as before; a person naming it chooses the time."""
+    mgr.put(JWT, "o" * 64, ORG)
+    mgr.put("encryption_key", "e" * 64, ORG)
+    mgr.put("secret_key", "s" * 64, ORG)
+    mgr.put("other_jwt", "j" * 64, ORG, secret_type="jwt", tags={"maintenance_window": "no"})
+    for name in (JWT, "encryption_key", "secret_key", "other_jwt"):
+        _overdue(mgr, name)
+    now = datetime.now(UTC)
+    closed = Window((now + timedelta(hours=2)).time().replace(tzinfo=None),
+                    (now + timedelta(hours=3)).time().replace(tzinfo=None))
+    first = None
+    for maintenance in (None, closed):
+        eng = RotationEngine(mgr, policy=Policy(mgr.catalog, maintenance=maintenance))
+        assert {s.name for s in eng.states(ORG) if s.needs_window} == {JWT, "secret_key"}
+        out = {r.name: (r.outcome, r.detail) for r in eng.run("due")}
+        first = first or out
+        assert out[JWT][0] == out["secret_key"][0] == "waiting"
+        assert ("set KEYSAFE_ROTATION_WINDOW" if maintenance is None
+                else f"maintenance window, {closed}") in out[JWT][1]
+        assert mgr.describe(JWT, ORG).current_version == 1
+    assert first is not None
+    assert (first["encryption_key"][0], first["other_jwt"][0]) == ("rotated", "rotated")
+    opened = Window((now - timedelta(minutes=30)).time().replace(tzinfo=None),
+                    (now + timedelta(minutes=30)).time().replace(tzinfo=None))
+    eng = RotationEngine(mgr, policy=Policy(mgr.catalog, maintenance=opened))
+    assert {r.name: r.outcome for r in eng.run("due")} == {JWT: "rotated",
+                                                           "secret_key": "rotated"}
+    # By hand, outside any window: the person running it chose the moment.
+    assert RotationEngine(mgr).rotate(JWT, ORG).outcome == "rotated"
+    assert mgr.describe(JWT, ORG).current_version == 3
+
+
+def test_the_window_comes_from_settings(mgr: SecretManager) -> None:
+    from keysafe.config import load_settings
+
+    s = load_settings({"KEYSAFE_ROTATION_WINDOW": "02:00-04:00"})
+    assert str(RotationEngine.from_settings(mgr, s).policy.maintenance) == "02:00-04:00 UTC"
+    with pytest.raises(ConfigError, match="rotation window 'soon'"):
+        RotationEngine.from_settings(mgr, load_settings({"KEYSAFE_ROTATION_WINDOW": "soon"}))

@@ -69,7 +69,7 @@ class Outcome:
     path: str
     name: str
     org: str
-    outcome: str            # rotated, failed, reminder, skipped, planned, resumed
+    outcome: str            # rotated, failed, reminder, waiting, planned, resumed
     version: int | None = None
     step: str | None = None
     detail: str = ""
@@ -108,10 +108,11 @@ class RotationEngine:
     @classmethod
     def from_settings(cls, manager: SecretManager, settings: Any) -> RotationEngine:
         from keysafe.rotation.events import Events
-        from keysafe.rotation.policy import parse_overrides
+        from keysafe.rotation.policy import parse_overrides, parse_window
 
         return cls(manager, policy=Policy(manager.catalog,
-                                          parse_overrides(settings.rotation_overrides)),
+                                          parse_overrides(settings.rotation_overrides),
+                                          parse_window(settings.rotation_window)),
                    grace=timedelta(hours=settings.rotation_grace_hours),
                    events=Events.from_settings(settings))
 
@@ -140,9 +141,13 @@ class RotationEngine:
             dry_run: bool = False,
             progress: Callable[[int, int], None] | None = None) -> builtins.list[Outcome]:
         """Rotate a selection (all, due, symmetric, api-keys, database) or one NAME
-        (which then needs ``org``). Failures are reported per secret, not raised."""
+        (which then needs ``org``). Failures are reported per secret, not raised.
+        ``due`` is the scheduled run: a secret that needs the maintenance window is
+        reported as ``waiting`` outside it; a person naming a secret or a category
+        chooses the moment."""
+        now = datetime.now(UTC)
         if which == "due":
-            chosen = self.due(org, domain)
+            chosen = self.due(org, domain, now)
         elif which in ("all", "symmetric", "api-keys", "database"):
             chosen = select(self.states(org, domain), which)
         else:
@@ -153,7 +158,11 @@ class RotationEngine:
             chosen = [self.policy.state(meta, ref.org, ref.domain, ref.name)]
         results = []
         for i, st in enumerate(chosen):
-            if dry_run:
+            waits = self.policy.waits(st, now) if which == "due" else None
+            if waits is not None:
+                results.append(Outcome(st.path, st.name, st.org, "waiting", st.version,
+                                       None, waits))
+            elif dry_run:
                 results.append(Outcome(st.path, st.name, st.org, "planned",
                                        st.version, None, f"rotator {st.rotator}; {st.status}"))
             else:
@@ -203,6 +212,12 @@ class RotationEngine:
                 raise
             if not isinstance(new, str) or not new:
                 raise RotationError(f"rotator {st.rotator} produced no value")
+            entry = self.mgr.catalog.get(ref.name)
+            problem = entry.check_format(new) if entry is not None else None
+            if problem:
+                # Before apply: a value of the wrong shape goes nowhere.
+                raise RotationError(f"rotator {st.rotator} made a value that does not fit "
+                                    f"{ref.name}: {problem}")
             if self._atomic(rotator):
                 # Nothing outside keysafe to keep in step: one transaction, no journal.
                 with self.mgr.backend.transaction():  # type: ignore[attr-defined]

@@ -5,13 +5,17 @@ override (``KEYSAFE_ROTATION_OVERRIDES``: ``org:type_or_name=days`` entries, ``*
 every org); the catalog entry for its name; spec 004's period for its secret type.
 0 days means "never scheduled". Last rotated is the secret's ``last_rotated`` (every
 write sets it), else its creation time.
+
+Some secrets wait for a maintenance window when a schedule finds them due: rotating a
+JWT signing secret signs every user out (spec 002: "never rotate JWT secret without a
+maintenance window"). ``KEYSAFE_ROTATION_WINDOW`` is that window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from keysafe.backends.base import DueWindow
@@ -30,6 +34,48 @@ CATEGORIES: Mapping[str, frozenset[str]] = {
 
 #: Reminders go out this long before a secret is due.
 DUE_SOON = timedelta(days=7)
+
+#: Secret types a scheduled run rotates only inside the maintenance window: a new JWT
+#: signing secret invalidates every session signed with the old one. A secret's
+#: ``maintenance_window`` tag (``required`` or ``no``) overrides its type.
+WINDOW_TYPES = frozenset({"jwt"})
+WINDOW_TAG = "maintenance_window"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A daily maintenance window in UTC; ``end`` before ``start`` wraps past midnight."""
+
+    start: time
+    end: time
+
+    def holds(self, now: datetime) -> bool:
+        t = now.astimezone(UTC).time().replace(tzinfo=None)
+        if self.start <= self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M} UTC"
+
+
+def parse_window(text: str) -> Window | None:
+    """``"02:00-04:00"`` (UTC) -> Window; ``""`` -> None (no window)."""
+    text = text.strip()
+    if not text:
+        return None
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        w = Window(time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
+    except ValueError:
+        raise ConfigError(f"rotation window {text!r} is not HH:MM-HH:MM (UTC, e.g. "
+                          "02:00-04:00; it may wrap past midnight)") from None
+    if w.start == w.end:
+        raise ConfigError(f"rotation window {text!r} is empty: its start and end are "
+                          "the same time")
+    return w
 
 
 def parse_overrides(text: str) -> dict[tuple[str, str], int]:
@@ -65,6 +111,7 @@ class RotationState:
     status: Status
     rotator: str
     version: int
+    needs_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "org": self.org, "domain": self.domain,
@@ -72,22 +119,37 @@ class RotationState:
                 "period_source": self.period_source,
                 "last_rotated": self.last_rotated.isoformat(),
                 "next_due": self.next_due.isoformat() if self.next_due else None,
-                "status": self.status, "rotator": self.rotator, "version": self.version}
+                "status": self.status, "rotator": self.rotator, "version": self.version,
+                "needs_window": self.needs_window}
 
 
-def default_rotator(secret_type: str | None) -> str:
+def default_rotator(secret_type: str | None, provider: str | None = None) -> str:
     """Symmetric secrets keysafe can make itself; everything else needs a person (or a
-    configured rotator, set with the ``rotator`` tag)."""
-    if secret_type in CATEGORIES["symmetric"]:
+    configured rotator, set with the ``rotator`` tag). So does a symmetric secret that a
+    provider issues (Stripe's or Slack's webhook signing secret): a value keysafe made
+    up would not verify anything."""
+    if secret_type in CATEGORIES["symmetric"] and provider is None:
         return "random"
     return "manual"
 
 
 class Policy:
-    def __init__(self, catalog: Catalog, overrides: Mapping[tuple[str, str], int] | None = None
-                 ) -> None:
+    def __init__(self, catalog: Catalog, overrides: Mapping[tuple[str, str], int] | None = None,
+                 maintenance: Window | None = None) -> None:
         self.catalog = catalog
         self.overrides = dict(overrides or {})
+        self.maintenance = maintenance
+
+    def waits(self, st: RotationState, now: datetime) -> str | None:
+        """Why a scheduled run must not rotate ``st`` at ``now`` (None: it may)."""
+        if not st.needs_window:
+            return None
+        if self.maintenance is None:
+            return ("waits for a maintenance window (rotating it signs every session out): "
+                    "set KEYSAFE_ROTATION_WINDOW, or rotate it by hand at a quiet time")
+        if self.maintenance.holds(now):
+            return None
+        return f"waits for the maintenance window, {self.maintenance}"
 
     def secret_type(self, meta: SecretMetadata, name: str) -> str | None:
         """The stored type, else the catalog entry's for the name."""
@@ -141,9 +203,14 @@ class Policy:
             due = last + timedelta(days=days)
             status = ("overdue" if due <= now else "due_soon" if due - now <= DUE_SOON
                       else "ok")
-        rotator = meta.tags.get("rotator") or default_rotator(stype)
+        entry = self.catalog.get(name)
+        rotator = meta.tags.get("rotator") or default_rotator(
+            stype, entry.provider if entry is not None else None)
+        tag = meta.tags.get(WINDOW_TAG)
+        window = tag == "required" if tag in ("required", "no") else stype in WINDOW_TYPES
         return RotationState(meta.path, name, org, domain, stype, days, source, last, due,
-                             status, rotator, meta.current_version)  # type: ignore[arg-type]
+                             status, rotator, meta.current_version,  # type: ignore[arg-type]
+                             window)
 
 
 _ORDER = {"overdue": 0, "due_soon": 1, "ok": 2, "unscheduled": 3}

@@ -315,7 +315,7 @@ def test_configure_unknown_rotator_is_a_config_error(rk, seeded, mgr):
     assert err["exit_code"] == 8
     mod = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "no.such.module:Cls")
     assert mod.code == 8
-    assert "cannot load rotator" in mod.err
+    assert "unknown rotator 'no.such.module:Cls'" in mod.err
     with mgr() as m:
         assert m.describe("jwt_secret", ORG).tags == {}
 

@@ -1018,3 +1018,35 @@ def test_replicas_starting_together_print_one_bootstrap_token(tmp_path: Path) ->
     for t in threads:
         t.join(timeout=30)
     assert len([t for t in got if t]) == 1
+
+
+@pytest.mark.parametrize("tag", ["rotator", "rotator.url", "rotator.secret_name",
+                                 "rotation.step", "maintenance_window"])
+def test_rotation_tags_cannot_be_set_over_http(client: TestClient, app: KeysafeApp,
+                                               tokens: dict[str, str], tag: str) -> None:
+    """A write-only identity must not point a rotator at a URL of its own (the retire
+    step would send it the previous value) or pick a module to import: only
+    `keysafe rotate configure` sets these tags."""
+    assert put(client, tokens["admin"]).status_code == 200
+    for token in ("writer", "admin"):
+        r = put(client, tokens[token], value=VALUE_2,
+                tags={"team": "ml", tag: "http://127.0.0.1:9/steal"})
+        body = assert_problem(r, 422)
+        assert f"tag '{tag}' is reserved for rotation settings" in json.dumps(body)
+        assert VALUE_2 not in r.text
+    mgr = app.keysafe.manager
+    assert mgr.describe(OPENAI, ORG).current_version == 1
+    assert mgr.get(OPENAI, ORG, fresh=True) == VALUE_1
+    # Other tags still go through.
+    assert put(client, tokens["writer"], value=VALUE_2, tags={"team": "ml"}).status_code == 200
+
+
+def test_status_shows_the_rotator_but_not_its_options(client: TestClient, app: KeysafeApp,
+                                                      tokens: dict[str, str]) -> None:
+    app.keysafe.manager.put("partner_token", "p" * 40, ORG, tags={
+        "team": "ml", "rotator": "webhook", "rotator.url": "https://user:pw@hooks.example/x",
+        "rotator.secret_name": "hook_key"})
+    r = client.get(f"/api/secrets/{ORG}/partner_token", headers=bearer(tokens["writer"]))
+    assert r.status_code == 200
+    assert r.json()["tags"] == {"team": "ml", "rotator": "webhook"}
+    assert "hooks.example" not in r.text

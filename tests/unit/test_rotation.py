@@ -310,6 +310,16 @@ def test_unknown_rotator_is_a_config_error(mgr: SecretManager) -> None:
     assert mgr.describe(JWT, ORG).current_version == 1
 
 
+def test_a_tag_never_chooses_a_module_to_import(mgr: SecretManager) -> None:
+    import sys
+
+    sys.modules.pop("this", None)
+    mgr.put(JWT, "o" * 64, ORG, tags={"rotator": "this:s"})
+    with pytest.raises(ConfigError, match="unknown rotator 'this:s'"):
+        RotationEngine(mgr).rotate(JWT, ORG)
+    assert "this" not in sys.modules
+
+
 # -- kill -9 at each step ----------------------------------------------------------------------
 
 _CHILD = """

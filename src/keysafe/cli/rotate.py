@@ -41,7 +41,7 @@ def rotate(
         "--dry-run", help="Show what would rotate; change nothing.")] = False,
     rotator: Annotated[str | None, typer.Option(
         "--rotator", help="With configure: random, webhook, postgres, manual or "
-                          "module:Class.", show_default=False)] = None,
+                          "a keysafe.rotators entry point.", show_default=False)] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="With configure: rotator option KEY=VALUE (repeatable), e.g. "
                          "scheme=alternating.", show_default=False)] = None,

@@ -42,6 +42,15 @@ WINDOW_TYPES = frozenset({"jwt"})
 WINDOW_TAG = "maintenance_window"
 
 
+def is_rotation_tag(key: str) -> bool:
+    """Tags that choose what a rotation does (``rotator``, its ``rotator.*`` options,
+    the protocol's own ``rotation.*``, ``maintenance_window``): set only by
+    ``keysafe rotate configure`` or library code, never through the HTTP API, where a
+    write-only identity could otherwise point a rotator at a URL of its own."""
+    return (key in ("rotator", WINDOW_TAG) or key.startswith("rotator.")
+            or key.startswith("rotation."))
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A daily maintenance window in UTC; ``end`` before ``start`` wraps past midnight."""

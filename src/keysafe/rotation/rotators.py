@@ -1,7 +1,7 @@
 """Rotators: the part of a rotation that knows the target system.
 
-Each is a small class behind one interface, found by name among the built-ins, the
-``keysafe.rotators`` entry-point group, or as ``module:Class``. Options come from the
+Each is a small class behind one interface, found by name among the built-ins or the
+``keysafe.rotators`` entry-point group. Options come from the
 secret's tags (``rotator.<option>``), so a rotation is configured where the secret is.
 
 The engine calls, in order: ``generate`` (the pending value), ``apply`` (set it in the
@@ -273,13 +273,12 @@ BUILTIN: dict[str, str] = {
 
 
 def load_rotator(name: str) -> Rotator:
-    """A rotator by built-in name, entry point (group ``keysafe.rotators``) or
-    ``module:Class``; ConfigError naming the choices when unknown."""
+    """A rotator by built-in name or entry point (group ``keysafe.rotators``);
+    ConfigError naming the choices when unknown. Never ``module:Class``: the name comes
+    from a stored tag, and a tag must not choose a module to import."""
     import importlib
 
     target = BUILTIN.get(name)
-    if target is None and ":" in name:
-        target = name
     if target is None:
         from importlib.metadata import entry_points
 
@@ -288,7 +287,7 @@ def load_rotator(name: str) -> Rotator:
                 obj = ep.load()
                 return obj() if isinstance(obj, type) else obj  # type: ignore[no-any-return]
         raise ConfigError(f"unknown rotator {name!r}; built in: {', '.join(BUILTIN)} "
-                          "(or a keysafe.rotators entry point, or module:Class)")
+                          "(or a keysafe.rotators entry point)")
     module, _, cls = target.partition(":")
     try:
         obj = getattr(importlib.import_module(module), cls)

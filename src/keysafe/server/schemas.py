@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from keysafe.rotation.policy import is_rotation_tag
 
 
 class SecretWrite(BaseModel):
@@ -20,6 +22,15 @@ class SecretWrite(BaseModel):
     secret_type: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = None
     rotation_days: int | None = Field(default=None, ge=0, le=3650)
+
+    @field_validator("tags")
+    @classmethod
+    def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
+        for key in tags or ():
+            if is_rotation_tag(key):
+                raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
+                                 "with `keysafe rotate configure`")
+        return tags
 
 
 class WriteResult(BaseModel):

@@ -34,6 +34,13 @@ DomainQ = Annotated[str | None, Query(max_length=128, description="domain; defau
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def shown_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as the API shows them: a rotator's options (a URL, the name of the secret
+    that signs for it) and the protocol's bookkeeping stay with the operator."""
+    return {k: v for k, v in tags.items()
+            if not (k.startswith("rotator.") or k.startswith("rotation."))}
+
+
 def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretStatus:
     entry = ctx.mgr.catalog.get(ref.name)
     fields: dict[str, Any] = {
@@ -52,7 +59,7 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             configured=not meta.deleted, version=meta.current_version,
             created_at=meta.created_at, updated_at=meta.updated_at,
             updated_by=meta.updated_by, description=meta.description,
-            secret_type=meta.secret_type, tags=meta.tags, rotation_days=days,
+            secret_type=meta.secret_type, tags=shown_tags(meta.tags), rotation_days=days,
             last_rotated=meta.last_rotated, rotation_due=due,
             rotation_overdue=bool(due and due.timestamp() < time() and not meta.deleted),
             deleted=meta.deleted,

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from keysafe.config import Settings, load_settings
+from keysafe.errors import ConfigError
 
 #: Set by ``serve`` to its own pid, so that a worker it forks can tell it is one.
 PARENT_ENV = "KEYSAFE_SERVER_PARENT_PID"
@@ -69,6 +70,34 @@ def bootstrap_token(settings: Settings) -> str | None:
         store.close()
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """ConfigError if something already listens on ``host:port``. Granian opens its port
+    shared (SO_REUSEPORT), so without this check a second server on the same port would
+    start without a word and the kernel would split requests between the two, and
+    between their stores and tokens. A plain bind (no SO_REUSEPORT) fails where any
+    listener is; SO_REUSEADDR keeps a port whose old connections linger in TIME_WAIT
+    usable, as every server allows."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (another "
+                                  "keysafe serve?): stop it or choose another --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(settings: Settings | None = None, *, host: str | None = None,
           port: int | None = None, server: str = "granian", workers: int = 1,
           announce: bool = True) -> None:
@@ -82,6 +111,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     os.environ["KEYSAFE_HOST"], os.environ["KEYSAFE_PORT"] = host, str(port)
     os.environ["KEYSAFE_SERVER_WORKERS"] = str(workers)
     os.environ[PARENT_ENV] = str(os.getpid())
+    ensure_port_free(host, port)  # before a first admin token is made and printed
     # Create the key file and store now, in this process, so the worker never races.
     from keysafe.manager.manager import SecretManager
 

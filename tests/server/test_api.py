@@ -315,8 +315,32 @@ def test_token_created_with_bad_input(client: TestClient, tokens: dict[str, str]
                  {"name": "x", "roles": [], "orgs": [ORG]},
                  {"name": "x", "roles": ["viewer"], "orgs": []},
                  {"name": "", "roles": ["viewer"], "orgs": [ORG]},
-                 {"name": "x", "roles": ["viewer"], "orgs": [ORG], "extra": 1}):
+                 {"name": "x", "roles": ["viewer"], "orgs": [ORG], "extra": 1},
+                 {"name": "bad name\n", "roles": ["viewer"], "orgs": [ORG]},
+                 {"name": "tab\there", "roles": ["viewer"], "orgs": [ORG]},
+                 {"name": " padded", "roles": ["viewer"], "orgs": [ORG]}):
         assert_problem(client.post("/api/tokens", json=body, headers=h), 422)
+
+
+def test_a_token_name_is_used_once_so_the_audit_log_can_tell_tokens_apart(
+        client: TestClient, tokens: dict[str, str], app: KeysafeApp) -> None:
+    """An org admin must not mint a token named like the operator's (the audit log and
+    `updated_by` name tokens by name), not even after that one is revoked."""
+    h = bearer(tokens["admin"])
+    before = {t.id for t in app.keysafe.tokens.list()}
+    for name in ("root", "bootstrap-admin-like", "root"):
+        r = client.post("/api/tokens", json={"name": name, "roles": ["writer"],
+                                             "orgs": [ORG]}, headers=h)
+        if name == "bootstrap-admin-like":
+            assert r.status_code == 201, r.text
+            client.delete(f"/api/tokens/{r.json()['id']}", headers=h)
+            again = client.post("/api/tokens", json={"name": name, "roles": ["writer"],
+                                                     "orgs": [ORG]}, headers=h)
+            assert_problem(again, 409)
+        else:
+            body = assert_problem(r, 409)
+            assert f"a token named {name!r} exists already" in body["detail"]
+    assert len({t.id for t in app.keysafe.tokens.list()} - before) == 1
 
 
 def test_admin_cannot_mint_beyond_its_orgs(client: TestClient, tokens: dict[str, str],

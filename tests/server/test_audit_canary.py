@@ -224,7 +224,7 @@ def test_canary_appears_only_in_the_service_read(env: Env, home: Path,
         assert canary not in str(w.headers)
     reads = 0
     for token in [*env.tokens, None]:
-        victim = make_token(env.app, "v", ["viewer"], [ORG]).split("_")[1]
+        victim = make_token(env.app, f"v-{token}", ["viewer"], [ORG]).split("_")[1]
         for method, url, body in _all_requests(canary, victim):
             headers = bearer(env.tokens[token]) if token else {}
             r = c.request(method, url, json=body, headers=headers)
@@ -272,7 +272,7 @@ def test_canary_never_leaves_a_real_server(tmp_path: Path) -> None:
             assert w.status_code == 200, w.text
             assert canary not in w.text
             for token in [*tokens, None]:
-                victim = mint("victim", ["viewer"]).split("_")[1]
+                victim = mint(f"victim-{token}", ["viewer"]).split("_")[1]
                 for method, url, body in _all_requests(canary, victim):
                     headers = bearer(tokens[token]) if token else {}
                     r = c.request(method, url, json=body, headers=headers)

@@ -85,6 +85,7 @@ class Endpoint:
 
 
 _value_cycle = itertools.cycle([VALUE_1, VALUE_2])
+_serial = itertools.count(1)  # token names are used once per store
 
 ENDPOINTS: dict[str, Endpoint] = {
     "well_known": Endpoint("GET", "/api/secrets/well-known", org_scoped=False,
@@ -106,7 +107,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "llm_key": Endpoint("GET", "/api/orgs/{org}/llm-keys/openai", by_name=False),
     "audit": Endpoint("GET", "/api/audit?org_id={org}", by_name=False),
     "token_create": Endpoint("POST", "/api/tokens", by_name=False, mutates=True,
-                             body=lambda c: {"name": "minted", "roles": ["viewer"],
+                             body=lambda c: {"name": f"minted-{next(_serial)}", "roles": ["viewer"],
                                              "orgs": [c["org"]]}),
     "token_list": Endpoint("GET", "/api/tokens", org_scoped=False, by_name=False),
     "token_revoke": Endpoint("DELETE", "/api/tokens/{victim}", by_name=False,
@@ -162,7 +163,8 @@ class World:
         ctx = {"org": ORG, "name": OPENAI, "prev": current - 1,
                "next_value": next(_value_cycle)}
         if with_victim:
-            _, victim = self.app.keysafe.tokens.create(name="victim", roles=["viewer"],
+            _, victim = self.app.keysafe.tokens.create(name=f"victim-{next(_serial)}",
+                                                       roles=["viewer"],
                                                        orgs=[ORG], created_by="test")
             ctx["victim"] = victim.id
         return ctx

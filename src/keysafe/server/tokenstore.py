@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keysafe.config import Settings
-from keysafe.errors import InvalidValue, NotFound
+from keysafe.errors import Conflict, InvalidValue, NotFound
 from keysafe.server.auth import Identity, check_orgs, check_roles
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
@@ -168,10 +168,16 @@ class TokenStore:
 
     def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
                created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
-        """A new token: returns (the token, shown once; its info)."""
-        if not name or len(name) > 128 or "\x00" in name:
-            raise InvalidValue("token name must be 1 to 128 characters (no NUL)")
+        """A new token: returns (the token, shown once; its info). The audit log names
+        a token's actor by its name (``token:<name>``), so a name is printable and used
+        once in a store, revoked tokens included: InvalidValue or Conflict otherwise."""
+        if not name or len(name) > 128 or not name.isprintable() or name != name.strip():
+            raise InvalidValue("token name must be 1 to 128 printable characters, with no "
+                               "space at either end")
         r, o = check_roles(roles), check_orgs(orgs)
+        if self._db.one("SELECT 1 FROM tokens WHERE name = ?", (name,)) is not None:
+            raise Conflict(f"a token named {name!r} exists already (revoked ones keep "
+                           "their names: the audit log tells tokens apart by name)")
         tid = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = time.time()

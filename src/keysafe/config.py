@@ -104,7 +104,8 @@ class Settings(_Fields):
         return super().__new__(cls, **values)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True)
+        shown = ", ".join(f"{k}={_masked(k, v)!r}"
+                          for k, v in zip(self._fields, self, strict=True)
                           if k not in _NOT_SHOWN)
         return f"Settings({shown})"
 
@@ -145,7 +146,7 @@ class Settings(_Fields):
             elif v is None:
                 shown = "-"
             else:
-                shown = str(v)
+                shown = str(_masked(name, v))
             rows.append((name, shown, self.sources.get(name, "default")))
         if self.backend_options:
             rows.append(("backend_options", ", ".join(sorted(self.backend_options)),
@@ -156,6 +157,31 @@ class Settings(_Fields):
 _SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret",
                             "event_webhook_secret"})
 _NOT_SHOWN = _SECRET_FIELDS | {"backend_options"}
+#: Settings holding URLs that may carry a credential (a Slack-style webhook's path, a
+#: query token, a user:password@): shown as scheme://host only.
+_URL_LIST_FIELDS = frozenset({"event_webhooks"})
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, with "/..." when anything followed: what
+    may be shown of a URL that can carry a credential in its user info, path or query."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url.strip())
+        host = u.hostname or "?"
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "(unparseable URL)"
+    rest = "/..." if (u.path not in ("", "/") or u.query or u.fragment or u.username
+                      or u.password) else ""
+    return f"{u.scheme}://{host}{port}{rest}" if u.scheme else "(unparseable URL)"
+
+
+def _masked(name: str, v: Any) -> Any:
+    if name in _URL_LIST_FIELDS and v:
+        return ", ".join(url_origin(u) for u in str(v).split(",") if u.strip())
+    return v
 
 # Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
 _ENV_VARS: Mapping[str, str] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keysafe.config import Settings, load_settings, profile_for
+from keysafe.config import Settings, load_settings, profile_for, url_origin
 from keysafe.errors import ConfigError
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -315,6 +315,31 @@ def test_master_key_is_masked(tmp_home: Path) -> None:
     for text in everything:
         assert KEY not in text
         assert "db-password-123" not in text
+
+
+def test_webhook_urls_show_only_their_origin(tmp_home: Path) -> None:
+    """A Slack-style webhook carries its secret in the path; others in the query or as
+    user:password@."""
+    hooks = ("https://u:LEAKPW@hooks.example:8443/x?token=LEAKQS, "
+             "https://hooks.slack.com/services/T0/B0/LEAKPATH, http://127.0.0.1:9000")
+    s = load(tmp_home, KEYSAFE_EVENT_WEBHOOKS=hooks)
+    assert s.event_webhooks == hooks  # the value itself is untouched
+    assert shown(s)["event_webhooks"][0] == ("https://hooks.example:8443/..., "
+                                             "https://hooks.slack.com/..., "
+                                             "http://127.0.0.1:9000")
+    for text in (repr(s), str(s), repr(s.describe())):
+        for leak in ("LEAKPW", "LEAKQS", "LEAKPATH"):
+            assert leak not in text
+
+
+@pytest.mark.parametrize(("url", "origin"), [
+    ("https://hooks.example/", "https://hooks.example"),
+    ("http://user@h:81", "http://h:81/..."),
+    ("not a url", "(unparseable URL)"),
+    ("http://[::1", "(unparseable URL)"),
+])
+def test_url_origin(url: str, origin: str) -> None:
+    assert url_origin(url) == origin
 
 
 def test_unset_master_key_shows_as_unset(tmp_home: Path) -> None:

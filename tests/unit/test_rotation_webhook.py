@@ -396,15 +396,22 @@ def test_remind_sends_due_and_expiring_events(mgr: SecretManager, endpoint: Endp
         assert CANARY not in body.decode()
 
 
-def test_a_dead_event_webhook_never_fails_a_rotation(mgr: SecretManager):
+def test_a_dead_event_webhook_never_fails_a_rotation(mgr: SecretManager,
+                                                     caplog: pytest.LogCaptureFixture):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        events = Events([f"http://127.0.0.1:{s.getsockname()[1]}/events"], "k", timeout=2)
+        port = s.getsockname()[1]
+        events = Events([f"http://u:LEAKPW@127.0.0.1:{port}/hook/LEAKPATH"], "k", timeout=2)
         mgr.put("jwt_secret", f"jwt-{CANARY}-" + "d" * 40, ORG)
-        out = RotationEngine(mgr, events=events).rotate("jwt_secret", ORG)
+        with caplog.at_level("WARNING", logger="keysafe.rotation"):
+            out = RotationEngine(mgr, events=events).rotate("jwt_secret", ORG)
     assert out.outcome == "rotated"
     assert events.failed == 1
     assert events.sent == 0
+    # The log names the endpoint by origin only: its credentials stay out.
+    assert f"event webhook http://127.0.0.1:{port}/... failed" in caplog.text
+    assert "LEAKPW" not in caplog.text
+    assert "LEAKPATH" not in caplog.text
 
 
 def test_unsigned_events_when_no_secret_is_set(mgr: SecretManager, endpoint: Endpoint):

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from keysafe.config import url_origin
 from keysafe.rotation.rotators import sign
 
 log = logging.getLogger("keysafe.rotation")
@@ -54,10 +55,5 @@ class Events:
                 self.sent += 1
             except (urllib.error.URLError, OSError) as exc:
                 self.failed += 1
-                log.warning("event webhook %s failed: %s", _host(url), type(exc).__name__)
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).netloc or "?"
+                log.warning("event webhook %s failed: %s", url_origin(url),
+                            type(exc).__name__)

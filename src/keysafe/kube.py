@@ -178,9 +178,12 @@ def content_hash(values: Mapping[str, str]) -> str:
 
 
 def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
-               env: str | None = None, fresh: bool = True) -> dict[str, str]:
+               env: str | None = None, fresh: bool = True,
+               skipped: list[str] | None = None) -> dict[str, str]:
     """Every live secret of the scope (org and one domain, the default when not given)
-    as {ENV_VAR_NAME: value}; InvalidName when two names map to one variable."""
+    as {ENV_VAR_NAME: value}; InvalidName when two names map to one variable. A secret
+    with no value to read (its current version destroyed, or deleted meanwhile) is left
+    out and its name added to ``skipped``."""
     domain = domain or mgr.ref("x", org, env=env).domain
     by_env: dict[str, str] = {}
     values: dict[str, str] = {}
@@ -191,7 +194,11 @@ def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
             raise InvalidName(f"secrets {by_env[var]!r} and {ref.name!r} both map to the "
                               f"environment variable {var}; rename one")
         by_env[var] = ref.name
-        values[var] = mgr.get(ref.name, org, domain=domain, env=env, fresh=fresh)
+        try:
+            values[var] = mgr.get(ref.name, org, domain=domain, env=env, fresh=fresh)
+        except NotFound:
+            if skipped is not None:
+                skipped.append(ref.name)
     return values
 
 

@@ -280,3 +280,15 @@ def test_external_secret_names_only(kc: Callable[..., Any], stored: dict[str, st
     for value in stored.values():  # the operator fetches values; none are written
         assert value not in r.out
     assert "canary-v" in r.out
+
+
+def test_export_leaves_out_a_destroyed_current_version(kc: Callable[..., Any],
+                                                       stored: dict[str, str],
+                                                       put: Put) -> None:
+    put("gone", "old-value")
+    put("gone", "shredded-value")
+    assert kc("destroy", "gone", "--org", "acme", "--versions", "2", "--yes").code == 0
+    r = kc("export", "--org", "acme", "--format", "json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out) == stored
+    assert "left out gone: no current value to read" in r.err

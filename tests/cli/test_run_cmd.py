@@ -283,3 +283,20 @@ def test_watch_on_change_signal(home: Path, pycache: str, scope: None,
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_a_destroyed_current_version_is_left_out_not_fatal(ks: Ks, scope: None,
+                                                           put: Callable[..., Run]) -> None:
+    """One secret whose current version was destroyed (a value that can never be read
+    again) must not stop every workload of the org: it is left out, by name."""
+    put("gone", "old-value")
+    put("gone", "shredded-value")
+    assert ks("destroy", "gone", "--org", "acme", "--versions", "2", "--yes").code == 0
+    r = ks("run", "--org", "acme", "--", "env", "-0")
+    assert r.code == 0, r.err
+    got = child_env(r)
+    assert got["OPENAI_API_KEY"] == OPENAI
+    assert "GONE" not in got
+    assert "left out gone: no current value to read" in r.err
+    # Asked for by name, it is an error.
+    assert ks("run", "--org", "acme", "--only", "gone", "--", "true").code == 3

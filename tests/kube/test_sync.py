@@ -335,3 +335,14 @@ def test_without_the_kubernetes_package_says_what_to_install(store, kc, kubeconf
            "--kubeconfig", kubeconfig)
     assert r.code == 8
     assert "pip install 'keysafe[k8s]'" in r.err
+
+
+def test_a_destroyed_current_version_is_left_out_of_the_secret(cluster, store, sync, kc):
+    store("gone", "old-value")
+    store("gone", "shredded-value")
+    assert kc("destroy", "gone", "--org", "acme", "--versions", "2", "--yes").code == 0
+    r = sync("--once")
+    assert r.code == 0, r.err
+    assert "left out gone: no current value to read" in r.err
+    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DATABASE_PASSWORD",
+                                           "MULTI_LINE"}

@@ -123,6 +123,7 @@ def sync_kubernetes(
     from keysafe.cli.reading import open_manager
     from keysafe.errors import KeysafeError, NotFound
     from keysafe.kube import KubeSync, parse_interval, parse_workload, read_scope, sync_pass
+    from keysafe.workloads.scope import left_out
 
     every = parse_interval(interval)
     workloads = list(dict.fromkeys(parse_workload(w) for w in restart or []))
@@ -142,7 +143,11 @@ def sync_kubernetes(
             while limit is None or n < limit:
                 n += 1
                 try:
-                    values = read_scope(mgr, org, domain, env=env)
+                    skipped: list[str] = []
+                    values = read_scope(mgr, org, domain, env=env, skipped=skipped)
+                    note = left_out(skipped)
+                    if note:
+                        warn(note)
                     if not values:
                         raise NotFound(f"no secrets in org {org!r}"
                                        + (f" domain {domain!r}" if domain else "")

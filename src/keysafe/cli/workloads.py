@@ -212,18 +212,23 @@ def export(
 
 def _read_with_progress(scope: Scope, src: Source) -> dict[str, str]:
     if not sys.stderr.isatty():
-        return scope.read(src)
-    from rich.progress import Progress
+        values = scope.read(src)
+    else:
+        from rich.progress import Progress
 
-    from keysafe.cli.output import console
+        from keysafe.cli.output import console
 
-    with Progress(console=console(True), transient=True) as bar:
-        task = bar.add_task("reading secrets", total=None)
+        with Progress(console=console(True), transient=True) as bar:
+            task = bar.add_task("reading secrets", total=None)
 
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def step(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        return scope.read(src, progress=step)
+            values = scope.read(src, progress=step)
+    note = scope.skipped_note()
+    if note:
+        warn(note)
+    return values
 
 
 def default_k8s_name(org: str, domain: str) -> str:

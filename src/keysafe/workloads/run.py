@@ -139,6 +139,9 @@ def main(opts: RunOptions) -> int:
     try:
         plan, source = prepare(opts)
         env, snap = plan.build(source, track=opts.watch)
+        note = plan.scope.skipped_note() if plan.scope is not None else None
+        if note:
+            _warn(note)
         if not opts.watch and source is not None:
             source.close()  # the child may run for days: hold no store connection
             source = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from keysafe.errors import InvalidValue
+from keysafe.errors import InvalidValue, NotFound
 from keysafe.workloads.names import env_names, is_reference, parse_reference
 from keysafe.workloads.sources import Source
 
@@ -29,6 +29,14 @@ def split_names(items: list[str] | None) -> list[str] | None:
     return out
 
 
+def left_out(names: list[str]) -> str | None:
+    """The warning for listed secrets a read left out (None: none was)."""
+    if not names:
+        return None
+    return (f"left out {', '.join(names)}: no current value to read (its current version "
+            "destroyed, or deleted meanwhile)")
+
+
 @dataclass
 class Scope:
     """The secrets a command reads: every live secret of org/domain, or ``only``."""
@@ -37,6 +45,7 @@ class Scope:
     domain: str | None = None
     only: list[str] | None = None
     mapping: Mapping[str, str | None] | None = None
+    skipped: list[str] = field(default_factory=list)  # by the last read
 
     def versions(self, source: Source) -> dict[str, int]:
         """name -> current version of each secret in the scope."""
@@ -44,17 +53,31 @@ class Scope:
             return source.scope(self.org, self.domain)
         return {n: source.version(self.org, self.domain, n) for n in self.only}
 
-    def read(self, source: Source,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
-        """name -> value, in name order (``only``'s order when given)."""
-        names = self.only if self.only is not None else list(source.scope(self.org,
-                                                                           self.domain))
+    def read(self, source: Source, progress: Callable[[int, int], None] | None = None,
+             names: list[str] | None = None) -> dict[str, str]:
+        """name -> value, in name order (``only``'s order when given; ``names``: these,
+        already listed). A listed secret with no value to read (its current version
+        destroyed, or deleted meanwhile) is left out and named in ``skipped``; a name
+        in ``only`` was asked for, so NotFound is raised for it."""
+        if names is None:
+            names = self.only if self.only is not None else list(
+                source.scope(self.org, self.domain))
         out: dict[str, str] = {}
+        self.skipped = []
         for i, name in enumerate(names, 1):
-            out[name] = source.read(self.org, self.domain, name)[0]
+            try:
+                out[name] = source.read(self.org, self.domain, name)[0]
+            except NotFound:
+                if self.only is not None:
+                    raise
+                self.skipped.append(name)
             if progress is not None:
                 progress(i, len(names))
         return out
+
+    def skipped_note(self) -> str | None:
+        """What the last read left out, for a warning (None: nothing)."""
+        return left_out(self.skipped)
 
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
         """variable -> value, through the catalog and the mapping file."""
@@ -110,7 +133,7 @@ class EnvPlan:
                 names = list(versions)
             else:
                 names = list(sc.only)
-            values = {n: source.read(sc.org, sc.domain, n)[0] for n in names}
+            values = sc.read(source, names=names)
             env.update(self.scope.env(source, values))
         from keysafe.workloads.formats import check_env_value
 

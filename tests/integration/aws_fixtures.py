@@ -32,7 +32,7 @@ ENV = {
 #: Variables that would point boto3 somewhere else (a developer's own setup).
 CLEAR = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
          "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_SSM", "AWS_CONFIG_FILE",
-         "AWS_SHARED_CREDENTIALS_FILE")
+         "AWS_SHARED_CREDENTIALS_FILE", "LOCALSTACK_ENDPOINT")
 
 
 @dataclass

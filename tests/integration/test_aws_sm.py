@@ -546,3 +546,41 @@ def test_concurrent_unconditional_writers_all_land(backend: AwsSecretsManagerBac
     assert not errors, errors
     assert sorted(versions) == list(range(1, 10))
     assert backend.describe(p).current_version == 9
+
+
+# -- spec 001's environment: AWS_REGION and LocalStack's LOCALSTACK_ENDPOINT ---------------
+def test_spec001_environment_alone_reaches_the_store(aws: MotoAws,  # noqa: F811
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec 001 sets AWS_REGION (not AWS_DEFAULT_REGION, the only one botocore reads) and
+    LOCALSTACK_ENDPOINT for development: with nothing else (moto on loopback plays
+    LocalStack here), keysafe reaches the store."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("LOCALSTACK_ENDPOINT", aws.url)
+    name = uniq("spec001")
+    settings = load_settings({"KEYSAFE_BACKEND": "aws-sm", "KEYSAFE_HOME": str(tmp_path),
+                              "KEYSAFE_ENV": "development"})
+    with SecretManager.from_settings(settings) as m:
+        m.put(name, "v-spec001", "acme-corp")
+        assert m.get(name, "acme-corp", fresh=True) == "v-spec001"
+    assert aws.client("secretsmanager").describe_secret(
+        SecretId=f"keysafe/development/acme-corp/shared/{name}")["Name"]
+
+
+def test_aws_endpoint_variables_win_over_localstack(aws: MotoAws,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = _aws.ClientOptions()
+    monkeypatch.setenv("LOCALSTACK_ENDPOINT", "http://127.0.0.1:9")
+    assert _aws.endpoint_for("secretsmanager", opts) == "http://127.0.0.1:9"
+    assert _aws.endpoint_for("secretsmanager", _aws.ClientOptions(
+        endpoint_url=aws.url)) == aws.url
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", aws.url)
+    assert _aws.endpoint_for("secretsmanager", opts) is None  # botocore reads it itself
+    assert _aws.endpoint_for("ssm", opts) == "http://127.0.0.1:9"
+    b = AwsSecretsManagerBackend()
+    try:
+        name = uniq("ep")
+        b.put(name, "v", ctx=ctx())
+        assert b.get(name)[0] == "v"
+    finally:
+        b.close()

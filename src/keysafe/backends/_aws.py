@@ -9,6 +9,7 @@ so clients are ``Any`` at this boundary.
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import threading
@@ -59,9 +60,10 @@ QUOTA = frozenset({"LimitExceededException", "ParameterLimitExceeded",
 
 @dataclass(frozen=True)
 class ClientOptions:
-    """Where and how to reach AWS. Unset fields fall back to boto3's own sources:
+    """Where and how to reach AWS. Unset fields fall back to the environment:
     AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL (and the per-service
-    AWS_ENDPOINT_URL_*), AWS_PROFILE, and the usual credential chain."""
+    AWS_ENDPOINT_URL_*), else LOCALSTACK_ENDPOINT, AWS_PROFILE, and the usual
+    credential chain."""
 
     region: str | None = None
     endpoint_url: str | None = None
@@ -138,6 +140,22 @@ _sessions: dict[tuple[str | None, str | None], Any] = {}
 _sessions_lock = threading.Lock()
 
 
+#: boto3 service name -> its name in botocore's AWS_ENDPOINT_URL_<SERVICE> variables.
+_SERVICE_IDS = {"secretsmanager": "SECRETS_MANAGER", "ssm": "SSM"}
+
+
+def endpoint_for(service: str, opts: ClientOptions) -> str | None:
+    """The endpoint option, else LocalStack's ``LOCALSTACK_ENDPOINT`` (specs 000 and 001
+    set it for development) when no ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_<SERVICE>``
+    is set (botocore reads those itself); None: AWS."""
+    if opts.endpoint_url:
+        return opts.endpoint_url
+    own = "AWS_ENDPOINT_URL_" + _SERVICE_IDS.get(service, service.upper())
+    if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(own):
+        return None
+    return os.environ.get("LOCALSTACK_ENDPOINT") or None
+
+
 def make_client(service: str, opts: ClientOptions, *, store: str,
                 max_attempts: int | None = None) -> Any:
     """A boto3 client with bounded retries (botocore's "standard" mode: exponential
@@ -150,15 +168,19 @@ def make_client(service: str, opts: ClientOptions, *, store: str,
         connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout,
         user_agent_extra="keysafe")
     kwargs: dict[str, Any] = {"config": config}
-    if opts.endpoint_url:
-        kwargs["endpoint_url"] = opts.endpoint_url
-    key = (opts.profile_name, opts.region)
+    endpoint = endpoint_for(service, opts)
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    # botocore itself reads only AWS_DEFAULT_REGION; the AWS CLI and the other SDKs
+    # (and spec 001's set-up) use AWS_REGION too.
+    region = opts.region or os.environ.get("AWS_REGION") or None
+    key = (opts.profile_name, region)
     try:
         with _sessions_lock:
             session = _sessions.get(key)
             if session is None:
                 session = boto3.session.Session(profile_name=opts.profile_name,
-                                                region_name=opts.region)
+                                                region_name=region)
                 _sessions[key] = session
             return session.client(service, **kwargs)
     except sdk.config_errors as exc:

@@ -1074,3 +1074,26 @@ def test_status_shows_the_rotator_but_not_its_options(client: TestClient, app: K
     assert r.status_code == 200
     assert r.json()["tags"] == {"team": "ml", "rotator": "webhook"}
     assert "hooks.example" not in r.text
+
+
+def test_llm_key_reads_are_audited_under_the_path_disclosed(client: TestClient,
+                                                           app: KeysafeApp,
+                                                           tokens: dict[str, str]) -> None:
+    """A search of the audit log for a secret finds its reads through the llm-keys
+    route too, and the record says whether the domain's key or the shared one went out."""
+    from keysafe.manager.audit import AuditFilter
+
+    mgr = app.keysafe.manager
+    mgr.put(OPENAI, VALUE_1, ORG)
+    mgr.put(OPENAI, VALUE_2, ORG, domain=DOMAIN)
+    h = bearer(tokens["service"])
+    base = f"/api/orgs/{ORG}/llm-keys/openai"
+    assert client.get(base, params={"domain_id": DOMAIN}, headers=h).json()["value"] == VALUE_2
+    assert client.get(base, params={"domain_id": "billing"}, headers=h).json()["value"] == VALUE_1
+    assert client.get(f"/api/orgs/{ORG}/llm-keys/mistral", headers=h).status_code == 404
+    reads = [(e.path, e.outcome, e.detail) for e in mgr.audit_query(
+        AuditFilter(action="read_value"))]
+    assert reads[-3:] == [
+        (mgr.path(OPENAI, ORG, domain=DOMAIN), "ok", {"provider": "openai"}),
+        (mgr.path(OPENAI, ORG), "ok", {"provider": "openai"}),
+        ("llm:mistral", "not_found", {"provider": "mistral"})]

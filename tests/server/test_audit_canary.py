@@ -85,7 +85,7 @@ AUDITED: list[tuple[str, str, str | None, Any, int, str, str, str | None]] = [
     ("GET", f"/api/secrets/{ORG}/nothing_here/value", "svc", None, 404, "read_value",
      "not_found", f"keysafe/local/{ORG}/shared/nothing_here"),
     ("GET", f"/api/orgs/{ORG}/llm-keys/openai", "svc", None, 200, "read_value", "ok",
-     "llm:openai"),
+     PATH),
     ("GET", f"/api/orgs/{ORG}/llm-keys/openai", "adm", None, 403, "read", "denied", None),
     ("GET", S + "/versions", "vie", None, 200, "versions", "ok", PATH),
     ("GET", S + "/versions", "svc", None, 403, "versions", "denied", None),

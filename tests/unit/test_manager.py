@@ -479,6 +479,17 @@ def test_ragstar_template(home: Path, backend: str) -> None:
         # the catalog's format check applies to the hyphenated spelling too
         with pytest.raises(InvalidValue):
             m.put("openai-api-key", "hello", "123", domain="llm")
+        # spec 001's lookup finds keys stored the spec 000 way: the domain's, else the
+        # org's shared one, under either spelling
+        assert m.get_llm_api_key("123", "openai", domain="llm") == OPENAI_KEY
+        assert m.find_llm_api_key("123", "openai", domain="llm") == (path, OPENAI_KEY)
+        assert m.get_llm_api_key("123", "openai") is None
+        m.put("openai-api-key", OPENAI_KEY_2, "123")
+        assert m.find_llm_api_key("123", "openai", domain="billing") == (
+            "/ragstar/local/org-123/shared/openai-api-key", OPENAI_KEY_2)
+        m.put("openai_api_key", OPENAI_KEY, "123")  # the catalog's spelling comes first
+        assert m.find_llm_api_key("123", "openai") == (
+            "/ragstar/local/org-123/shared/openai_api_key", OPENAI_KEY)
 
 
 def test_templates_reachable_by_environment_alone(monkeypatch: pytest.MonkeyPatch,

@@ -720,14 +720,26 @@ class SecretManager:
     def get_llm_api_key(self, org: str, provider: str,
                         domain: str | None = None) -> str | None:
         """The domain's key for ``provider``, else the org's shared key, else None."""
+        found = self.find_llm_api_key(org, provider, domain)
+        return found[1] if found is not None else None
+
+    def find_llm_api_key(self, org: str, provider: str,
+                         domain: str | None = None) -> tuple[str, str] | None:
+        """(path, value) of the key ``get_llm_api_key`` returns, or None. The catalog's
+        name (``openai_api_key``) first, then its kebab-case spelling
+        (``openai-api-key``, spec 000's layout), in the domain, then in the org's
+        default domain."""
         entry = self.catalog.for_provider(provider)
         name = entry.name if entry else f"{provider.lower()}_api_key"
+        names = dict.fromkeys([name, name.replace("_", "-")])
         scopes = [domain] if domain and domain != self.default_domain else []
         for d in [*scopes, self.default_domain]:
-            try:
-                return self.get(name, org, domain=d)
-            except NotFound:
-                continue
+            for n in names:
+                try:
+                    value = self.get(n, org, domain=d)
+                except NotFound:
+                    continue
+                return self.path(n, org, domain=d), value
         return None
 
     # -- maintenance ----------------------------------------------------------------

@@ -85,11 +85,12 @@ class Ctx:
         return await st.writes.submit((fn, path))
 
     async def audit_durable(self, action: str, path: str | None, outcome: str, *,
-                            org: str | None, version: int | None = None) -> None:
+                            org: str | None, version: int | None = None,
+                            detail: dict[str, Any] | None = None) -> None:
         """Recorded before the response goes out; concurrent requests share a commit."""
         st: ServerState = self.state
         await st.audits.submit(self.mgr.draft(action, path, outcome, org=org,
-                                              version=version))
+                                              version=version, detail=detail))
 
 
 def state_of(request: Request) -> ServerState:

@@ -258,12 +258,16 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
     """Spec 001's get_llm_api_key over HTTP: the domain's key, else the org's shared key."""
     response.headers.update(NO_STORE)
     ctx.require("read", org_id)
-    value = ctx.mgr.get_llm_api_key(org_id, provider, domain_id)
-    await ctx.audit_durable("read_value", f"llm:{provider}",
-                            "ok" if value is not None else "not_found", org=org_id)
-    if value is None:
+    found = ctx.mgr.find_llm_api_key(org_id, provider, domain_id)
+    # The path of the key disclosed (the domain's, or the org's shared fallback), so a
+    # search of the audit log for that secret finds this read too.
+    await ctx.audit_durable("read_value", found[0] if found else f"llm:{provider}",
+                            "ok" if found else "not_found", org=org_id,
+                            detail={"provider": provider})
+    if found is None:
         raise NotFound(f"no {provider} key configured for this org")
-    return LlmKey(organization_id=org_id, provider=provider, domain_id=domain_id, value=value)
+    return LlmKey(organization_id=org_id, provider=provider, domain_id=domain_id,
+                  value=found[1])
 
 
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)

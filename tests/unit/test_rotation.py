@@ -506,3 +506,39 @@ def test_the_window_comes_from_settings(mgr: SecretManager) -> None:
     assert str(RotationEngine.from_settings(mgr, s).policy.maintenance) == "02:00-04:00 UTC"
     with pytest.raises(ConfigError, match="rotation window 'soon'"):
         RotationEngine.from_settings(mgr, load_settings({"KEYSAFE_ROTATION_WINDOW": "soon"}))
+
+
+def test_the_manager_rotates_one_secret(mgr: SecretManager) -> None:
+    """spec 004's ``new_version = await rotate_secret(...)``: the library verb."""
+    mgr.put(JWT, "o" * 64, ORG)
+    out = mgr.rotate(JWT, ORG)
+    assert (out.outcome, out.version) == ("rotated", 2)
+    assert mgr.get(JWT, ORG) != "o" * 64
+    mgr.put("openai_api_key", "sk-" + "a1" * 16, ORG)
+    with pytest.raises(RotationError, match="openai_api_key"):
+        mgr.rotate("openai_api_key", ORG)  # only a person can issue it: a reminder
+    assert mgr.describe("openai_api_key", ORG).current_version == 1
+
+
+def test_the_async_manager_rotates_with_the_settings_grace(tmp_path: Path) -> None:
+    import asyncio
+
+    from keysafe import AsyncSecretManager
+    from keysafe.config import load_settings
+    from keysafe.rotation.engine import previous_value
+
+    settings = load_settings({"KEYSAFE_HOME": str(tmp_path), "KEYSAFE_BACKEND": "sqlite",
+                              "KEYSAFE_ROTATION_GRACE_HOURS": "0"})
+
+    async def go() -> None:
+        m = AsyncSecretManager(SecretManager.from_settings(settings))
+        try:
+            await m.put(JWT, "o" * 64, ORG)
+            out = await m.rotate(JWT, ORG)
+            assert (out.outcome, out.version) == ("rotated", 2)
+            # A grace of 0 hours: the previous value is already past it.
+            assert previous_value(m.sync.backend, m.sync.path(JWT, ORG)) is None
+        finally:
+            await m.aclose()
+
+    asyncio.run(go())

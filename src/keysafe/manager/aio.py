@@ -12,10 +12,13 @@ import asyncio
 import functools
 from collections.abc import Mapping
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keysafe.manager.manager import SecretManager
 from keysafe.models import SecretMetadata, VersionInfo
+
+if TYPE_CHECKING:
+    from keysafe.rotation.engine import Outcome
 
 
 class AsyncSecretManager:
@@ -79,6 +82,10 @@ class AsyncSecretManager:
     async def get_llm_api_key(self, org: str, provider: str,
                               domain: str | None = None) -> str | None:
         return await asyncio.to_thread(self.sync.get_llm_api_key, org, provider, domain)
+
+    async def rotate(self, name: str, org: str, *, domain: str | None = None) -> Outcome:
+        """``SecretManager.rotate`` in a worker thread (a rotator may call out)."""
+        return await asyncio.to_thread(self.sync.rotate, name, org, domain=domain)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)

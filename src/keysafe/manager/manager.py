@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
     from keysafe.manager.archive import ArchiveResult, CompactResult
+    from keysafe.rotation.engine import Outcome
 
 
 T = TypeVar("T")
@@ -138,6 +139,7 @@ class SecretManager:
         # the old generation (as SecretRef objects would) and trigger full collections.
         self._paths: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._merge_locks: dict[str, threading.Lock] = {}
+        self._settings: Settings | None = None  # rotation's overrides, window, events
         if isinstance(backend, Watchable) and self.cache.enabled:
             # Other processes' writes (server replicas) drop our cached copies at once.
             backend.watch(_invalidator(self.cache))
@@ -148,7 +150,7 @@ class SecretManager:
         from keysafe.backends.registry import open_store
 
         store = open_store(settings)
-        return cls(
+        mgr = cls(
             store.backend,
             app=settings.app,
             env=settings.env,
@@ -163,6 +165,8 @@ class SecretManager:
             actor=settings.actor,
             catalog_file=settings.catalog_file,
         )
+        mgr._settings = settings
+        return mgr
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SecretManager:
@@ -741,6 +745,19 @@ class SecretManager:
                     continue
                 return self.path(n, org, domain=d), value
         return None
+
+    def rotate(self, name: str, org: str, *, domain: str | None = None) -> Outcome:
+        """Rotate one secret now with its rotator, by the protocol of docs/rotation.md
+        (spec 004's ``rotate_secret``); the outcome carries the new version. Raises
+        RotationError when it cannot (ManualRotation, with a reminder recorded, for a
+        secret only a person can issue); the current version is then unchanged.
+        Overrides, grace period and event webhooks come from the settings this manager
+        was built from."""
+        from keysafe.rotation.engine import RotationEngine
+
+        engine = (RotationEngine.from_settings(self, self._settings)
+                  if self._settings is not None else RotationEngine(self))
+        return engine.rotate(name, org, domain=domain)
 
     # -- maintenance ----------------------------------------------------------------
     def ping(self) -> None:

@@ -188,6 +188,23 @@ def import_values(
     return ImportResult(source, org, domain, dry_run, items)
 
 
+def _tags(mgr: SecretManager, p: _Plan, meta: SecretMetadata | None) -> dict[str, str] | None:
+    """The tags to write: the variable the value came from when its name would give
+    another one (HF_TOKEN stored as huggingface_api_key, exported as HF_API_TOKEN),
+    so run and export give the app back the variable it read; an overwrite keeps the
+    secret's other tags. None: leave the tags alone."""
+    from keysafe.workloads.names import ENV_VAR_TAG, default_env_var
+
+    assert p.name is not None
+    kept = dict(meta.tags) if meta is not None else {}
+    if p.variable != default_env_var(p.name, mgr.catalog):
+        return {**kept, ENV_VAR_TAG: p.variable}
+    if ENV_VAR_TAG in kept:  # imported from the name's own variable this time
+        del kept[ENV_VAR_TAG]
+        return kept
+    return None
+
+
 def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run: bool,
                 overwrite: bool, check_format: bool) -> ImportItem:
     """One secret. A new one is written create-only (``expected_version=0``) and the
@@ -225,7 +242,7 @@ def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run:
     expected = meta.current_version if meta is not None else 0
     try:
         info = mgr.put(name, p.value, org, domain=domain, expected_version=expected,
-                       check_format=check_format)
+                       check_format=check_format, tags=_tags(mgr, p, meta))
     except Unsupported:
         raise  # no write can work: say so once, not once per secret
     except Conflict as exc:

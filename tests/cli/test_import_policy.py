@@ -219,3 +219,33 @@ def test_policy_bad_org_is_a_usage_error(kc, home: Path):
     r = kc("policy", "--backend", "aws-sm", "--org", "../x", "--json")
     assert r.code == exitcodes.USAGE
     assert json.loads(r.err)["error"] == "invalid_name"
+
+
+def test_run_and_export_give_back_the_variables_the_file_had(kc, home: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """Migrating off .env must not rename what the app reads: HF_TOKEN is stored as the
+    catalog's hf_api_token (whose own variable is HF_API_TOKEN), and spec 002's
+    ARAGORA_JWT_SECRET as jwt_secret; both come back under the file's names, from run,
+    export and a re-import alike. A mapping file still wins."""
+    jwt = "j" * 40
+    f = Path.cwd() / ".env"
+    f.write_text(f"HF_TOKEN={HF}\nARAGORA_JWT_SECRET={jwt}\nOPENAI_API_KEY={OPENAI}\n")
+    r = kc("import", str(f), "--org", "acme", "--json")
+    assert r.code == 0, r.err
+    assert {i["variable"]: i["name"] for i in json.loads(r.out)["items"]} == {
+        "HF_TOKEN": "hf_api_token", "ARAGORA_JWT_SECRET": "jwt_secret",
+        "OPENAI_API_KEY": "openai_api_key"}
+    exported = kc("export", "--org", "acme", "--format", "json")
+    assert exported.code == 0, exported.err
+    assert json.loads(exported.out) == {"HF_TOKEN": HF, "ARAGORA_JWT_SECRET": jwt,
+                                        "OPENAI_API_KEY": OPENAI}
+    mapped = Path.cwd() / "map.toml"
+    mapped.write_text('jwt_secret = "APP_JWT"\n')
+    m = kc("export", "--org", "acme", "--format", "json", "--map", str(mapped))
+    assert set(json.loads(m.out)) == {"HF_TOKEN", "APP_JWT", "OPENAI_API_KEY"}
+    # Imported again from the catalog's own variable: the remembered one is dropped.
+    f.write_text(f"JWT_SECRET={jwt}x\n")
+    assert kc("import", str(f), "--org", "acme", "--overwrite").code == 0
+    again = json.loads(kc("export", "--org", "acme", "--format", "json").out)
+    assert again["JWT_SECRET"] == jwt + "x"
+    assert "ARAGORA_JWT_SECRET" not in again

@@ -346,3 +346,14 @@ def test_a_destroyed_current_version_is_left_out_of_the_secret(cluster, store, s
     assert "left out gone: no current value to read" in r.err
     assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DATABASE_PASSWORD",
                                            "MULTI_LINE"}
+
+
+def test_an_imported_variable_keeps_its_name_in_the_secret(cluster, store, sync, kc,
+                                                           tmp_path):
+    env = tmp_path / "app.env"
+    env.write_text("HF_TOKEN=hf_" + "abcdefghij" * 3 + "12\n")
+    assert kc("import", str(env), "--org", "acme").code == 0
+    r = sync("--once")
+    assert r.code == 0, r.err
+    assert "HF_TOKEN" in secret_values(cluster)
+    assert "HF_API_TOKEN" not in secret_values(cluster)

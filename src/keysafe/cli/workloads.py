@@ -149,7 +149,7 @@ def export(
     """
     from keysafe.errors import InvalidValue
     from keysafe.workloads.formats import FORMATS
-    from keysafe.workloads.names import env_names, load_mapping
+    from keysafe.workloads.names import load_mapping
     from keysafe.workloads.scope import Scope, split_names
     from keysafe.workloads.sources import open_source
 
@@ -181,11 +181,7 @@ def export(
             count = len(names)
         else:
             values = _read_with_progress(scope, source)
-            if keys == "env":
-                out = {var: values[n]
-                       for n, var in env_names(values, source.catalog, mapping).items()}
-            else:
-                out = values
+            out = scope.env(source, values) if keys == "env" else values
             count = len(out)
             text = _render(fmt, out, org=org, domain=domain, name=name, namespace=namespace,
                            default_domain=source.default_domain)

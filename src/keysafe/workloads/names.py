@@ -28,6 +28,12 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 Mapping_ = dict[str, str | None]
 
 
+#: The tag that remembers the variable a secret was imported from, when it is not the
+#: one its name gives (an alias such as HF_TOKEN, or ARAGORA_JWT_SECRET): run, export and
+#: sync give it back under that variable.
+ENV_VAR_TAG = "env_var"
+
+
 def default_env_var(name: str, catalog: Catalog | None = None) -> str:
     """The variable a secret is exported as when no mapping file says otherwise."""
     if catalog is not None:

@@ -80,8 +80,11 @@ class Scope:
         return left_out(self.skipped)
 
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
-        """variable -> value, through the catalog and the mapping file."""
-        names = env_names(values, source.catalog, self.mapping)
+        """variable -> value: the mapping file's variable, else the one a secret was
+        imported from (its ``env_var`` tag), else the catalog's or the name's."""
+        tagged = source.env_vars(self.org, self.domain)
+        mapping = {**{n: v for n, v in tagged.items() if n in values}, **(self.mapping or {})}
+        names = env_names(values, source.catalog, mapping)
         return {var: values[name] for name, var in names.items()}
 
 

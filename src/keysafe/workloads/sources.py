@@ -19,6 +19,7 @@ from keysafe.errors import (
     NotFound,
     PermissionDenied,
 )
+from keysafe.workloads.names import ENV_VAR_TAG
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection
@@ -48,6 +49,11 @@ class Source(Protocol):
         """(value, its version when the source can tell)."""
         ...
 
+    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
+        """name -> the variable each secret of org/domain was imported from (its
+        ``env_var`` tag), for those that have one."""
+        ...
+
     def version(self, org: str, domain: str | None, name: str) -> int:
         """The current version; NotFound if there is none."""
         ...
@@ -61,6 +67,7 @@ class StoreSource:
     def __init__(self, manager: SecretManager) -> None:
         self.manager = manager
         self.default_domain = manager.default_domain
+        self._env_vars: dict[tuple[str, str | None], dict[str, str]] = {}
 
     @property
     def catalog(self) -> Catalog | None:
@@ -69,10 +76,20 @@ class StoreSource:
     def scope(self, org: str, domain: str | None) -> dict[str, int]:
         mgr = self.manager
         out: dict[str, int] = {}
+        tagged: dict[str, str] = {}
         for meta in mgr.list(org, domain=domain or mgr.default_domain):
             if not meta.deleted:
-                out[mgr.parse(meta.path).name] = meta.current_version
+                name = mgr.parse(meta.path).name
+                out[name] = meta.current_version
+                if meta.tags.get(ENV_VAR_TAG):
+                    tagged[name] = meta.tags[ENV_VAR_TAG]
+        self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
+
+    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
+        if (org, domain) not in self._env_vars:
+            self.scope(org, domain)
+        return self._env_vars[(org, domain)]
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
         # One store read, one audit record, and the version of exactly this value.
@@ -119,6 +136,7 @@ class ServerSource:
         if not token:
             raise ConfigError("no service token for the keysafe server")
         self.url = url.rstrip("/")
+        self._env_vars: dict[tuple[str, str | None], dict[str, str]] = {}
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port
@@ -205,10 +223,24 @@ class ServerSource:
         data = self._get(f"/api/orgs/{self._seg('org', org)}/secrets",
                          {"domain_id": domain or self.default_domain})
         out: dict[str, int] = {}
+        tagged: dict[str, str] = {}
         for s in data.get("secrets", []):
             if s.get("configured") and not s.get("deleted"):
                 out[str(s["secret_name"])] = int(s.get("version") or 0)
+                var = (s.get("tags") or {}).get(ENV_VAR_TAG)
+                if var:
+                    tagged[str(s["secret_name"])] = str(var)
+        self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
+
+    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
+        if (org, domain) not in self._env_vars:
+            try:
+                self.scope(org, domain)
+            except PermissionDenied:
+                # --only with a token that may not list: the catalog's names then.
+                self._env_vars[(org, domain)] = {}
+        return self._env_vars[(org, domain)]
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
         data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}"

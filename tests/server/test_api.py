@@ -1074,6 +1074,13 @@ def test_status_shows_the_rotator_but_not_its_options(client: TestClient, app: K
     assert r.status_code == 200
     assert r.json()["tags"] == {"team": "ml", "rotator": "webhook"}
     assert "hooks.example" not in r.text
+    # Tags written over HTTP replace the others, never the rotation settings.
+    w = put(client, tokens["writer"], name="partner_token", value="q" * 40,
+            tags={"team": "data"})
+    assert w.status_code == 200, w.text
+    assert app.keysafe.manager.describe("partner_token", ORG).tags == {
+        "team": "data", "rotator": "webhook",
+        "rotator.url": "https://user:pw@hooks.example/x", "rotator.secret_name": "hook_key"}
 
 
 def test_llm_key_reads_are_audited_under_the_path_disclosed(client: TestClient,

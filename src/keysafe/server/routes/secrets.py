@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
 from keysafe.errors import KeysafeError, NotFound
-from keysafe.models import SecretMetadata
+from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
+from keysafe.rotation.policy import is_rotation_tag
 from keysafe.server.deps import Ctx, get_ctx
 from keysafe.server.schemas import (
     Done,
@@ -154,10 +155,23 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
                      ) -> WriteResult:
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
-    info = await ctx.write(lambda: ctx.mgr.put(
-        secret_name, body.secret_value, org_id, domain=body.domain_id,
-        expected_version=body.expected_version, description=body.description,
-        secret_type=body.secret_type, tags=body.tags, rotation_days=body.rotation_days), path)
+
+    def put() -> VersionInfo:
+        tags = body.tags
+        if tags is not None:
+            # Tags sent replace the secret's tags, except the rotation settings, which
+            # the API can neither set nor clear (keysafe rotate configure does).
+            try:
+                old = ctx.mgr.backend.describe(path, include_deleted=True).tags
+            except NotFound:
+                old = {}
+            tags = {**tags, **{k: v for k, v in old.items() if is_rotation_tag(k)}}
+        return ctx.mgr.put(
+            secret_name, body.secret_value, org_id, domain=body.domain_id,
+            expected_version=body.expected_version, description=body.description,
+            secret_type=body.secret_type, tags=tags, rotation_days=body.rotation_days)
+
+    info = await ctx.write(put, path)
     return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
                        secret_name=secret_name, organization_id=org_id,
                        domain_id=ref.domain, version=info.version)

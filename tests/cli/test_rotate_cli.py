@@ -456,6 +456,32 @@ def test_retire_after_the_grace_period(rk, seeded, mgr, monkeypatch: pytest.Monk
     assert "retired 0 previous value(s)" in human.err
 
 
+def test_dry_run_retires_and_configures_nothing(rk, seeded, mgr,
+                                                monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KEYSAFE_ROTATION_GRACE_HOURS", "0")
+    assert rk("session_secret", "--org", ORG).code == 0
+    for _ in range(2):
+        r = rk("retire", "--dry-run", "--json")
+        assert r.code == 0, r.err
+        assert r.json() == {"would_retire": ["keysafe/local/acme/shared/session_secret"]}
+    with mgr() as m:
+        assert [x.path for x in m.backend.list("_rotation/")] == [
+            "_rotation/keysafe/local/acme/shared/session_secret/previous"]
+        assert not m.audit_query(AuditFilter(action="rotate", outcome="retired"))
+    human = rk("retire", "--dry-run")
+    assert "would retire 1 previous value(s)" in human.err
+    with mgr() as m:
+        before = m.describe("jwt_secret", ORG)
+    c = rk("configure", "jwt_secret", "--org", ORG, "--period-days", "5", "--rotator",
+           "random", "--option", "length=40", "--dry-run", "--json")
+    assert c.code == 0, c.err
+    assert (c.json()["dry_run"], c.json()["rotation_days"]) == (True, 5)
+    with mgr() as m:
+        assert m.describe("jwt_secret", ORG) == before
+    bad = rk("configure", "jwt_secret", "--org", ORG, "--option", "length=3", "--dry-run")
+    assert bad.code == exitcodes.CONFIG  # still checked
+
+
 def test_due_waits_for_the_maintenance_window(rk, seeded, mgr, monkeypatch):
     monkeypatch.delenv("KEYSAFE_ROTATION_WINDOW")
     r = rk("due", "--json")

@@ -74,12 +74,16 @@ def rotate(
             _status(engine, org, domain, as_json)
             return
         if target == "configure":
-            _configure(mgr, name, org, domain, rotator, option, period_days, as_json)
+            _configure(mgr, name, org, domain, rotator, option, period_days, as_json,
+                       dry_run)
             return
         if target == "retire":
-            done = engine.retire_expired()
+            done = engine.retire_expired(dry_run=dry_run)
             if as_json:
-                emit_json({"retired": done})
+                emit_json({"would_retire" if dry_run else "retired": done})
+            elif dry_run:
+                say(f"would retire {len(done)} previous value(s) past their grace period"
+                    + "".join(f"\n  {p}" for p in done))
             else:
                 say(f"retired {len(done)} previous value(s) past their grace period")
             return
@@ -109,7 +113,7 @@ def _status(engine: Any, org: str | None, domain: str | None, as_json: bool) -> 
 
 def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
                rotator: str | None, option: list[str] | None, period_days: int | None,
-               as_json: bool) -> None:
+               as_json: bool, dry_run: bool) -> None:
     from keysafe.rotation.rotators import load_rotator
 
     if name is None:
@@ -123,8 +127,14 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         tags["rotator"] = rotator
     tags.update({f"rotator.{k}": v for k, v in opts.items()})
     # ConfigError now, not at the next scheduled run: the rotator must load and take
-    # the options it will be given (these and any set before).
+    # the options it will be given (these and any set before); without a rotator of
+    # its own, the one its type gets by default.
     chosen = tags.get("rotator")
+    if chosen is None and opts:
+        from keysafe.rotation.policy import Policy
+
+        ref = mgr.parse(meta.path)
+        chosen = Policy(mgr.catalog).state(meta, ref.org, ref.domain, ref.name).rotator
     if chosen is not None:
         from keysafe.rotation.rotators import options_of
 
@@ -134,11 +144,15 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
     fields: dict[str, Any] = {"tags": tags}
     if period_days is not None:
         fields["rotation_days"] = period_days
-    new = mgr.update_metadata(name, org, domain=domain, **fields)
-    if as_json:
-        emit_json(new.to_dict())
+    if dry_run:  # checked above; nothing stored
+        new = meta._replace(**fields)
     else:
-        say(f"{new.path}: rotator {tags.get('rotator', '(default)')}"
+        new = mgr.update_metadata(name, org, domain=domain, **fields)
+    if as_json:
+        emit_json({**new.to_dict(), "dry_run": dry_run})
+    else:
+        say(("would set " if dry_run else "") + f"{new.path}: rotator "
+            f"{tags.get('rotator', '(default)')}"
             + (f", period {period_days} d" if period_days is not None else ""))
 
 

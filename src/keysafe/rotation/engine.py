@@ -423,14 +423,19 @@ class RotationEngine:
         """The value a rotation replaced, while its grace period lasts."""
         return previous_value(self.mgr.backend, self.mgr.path(name, org, domain=domain), now)
 
-    def retire_expired(self, now: datetime | None = None) -> builtins.list[str]:
+    def retire_expired(self, now: datetime | None = None, *,
+                       dry_run: bool = False) -> builtins.list[str]:
         """Retire every previous value whose grace period has ended: the rotator revokes
-        it in the target, then the record is purged. Returns the secret paths."""
+        it in the target, then the record is purged. Returns the secret paths (with
+        ``dry_run``: those it would retire, changing nothing)."""
         done = []
         for rpath in self._records("previous"):
             path, _ = secret_path_of(rpath)
             rec = self._record(path, "previous")
             if rec is None or not _expired(rec[1], now):
+                continue
+            if dry_run:
+                done.append(path)
                 continue
             old, tags = rec
             org = self.mgr.parse(path).org if self.mgr.naming.matches(path) else None

@@ -249,3 +249,18 @@ def test_run_and_export_give_back_the_variables_the_file_had(kc, home: Path,
     again = json.loads(kc("export", "--org", "acme", "--format", "json").out)
     assert again["JWT_SECRET"] == jwt + "x"
     assert "ARAGORA_JWT_SECRET" not in again
+
+
+def test_a_line_dotenv_cannot_parse_stops_the_import_naming_it(kc, home: Path):
+    """python-dotenv skips such a line with a warning: the secret on it would silently
+    be missing. The error names the file and line, never the line's text."""
+    f = Path.cwd() / "bad.env"
+    f.write_text(f'OPENAI_API_KEY={OPENAI}\nANTHROPIC_API_KEY="{ANTHROPIC}\nHF_TOKEN={HF}\n')
+    r = kc("import", str(f), "--org", "acme")
+    assert r.code == exitcodes.USAGE, r.err
+    assert "bad.env line 2: cannot parse this line" in r.err
+    no_values(r.out, r.err)
+    assert kc("get", "openai_api_key", "--org", "acme").code == exitcodes.NOT_FOUND
+    run = kc("run", "--env-file", str(f), "--", "true")
+    assert run.code == exitcodes.USAGE
+    assert "bad.env line 2" in run.err

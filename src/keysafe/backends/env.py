@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keysafe.backends.base import WriteContext, not_found
-from keysafe.errors import ConfigError, KeysafeError, Unsupported
+from keysafe.errors import ConfigError, InvalidValue, KeysafeError, Unsupported
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 from keysafe.naming import (
     DEFAULT_DOMAIN,
@@ -403,15 +403,25 @@ def _segment_for(token: str, pinned: str | None, default: str | None = None) -> 
 
 
 def _read_dotenv(path: Path, *, interpolate: bool = True) -> dict[str, str | None]:
-    """A .env file's variables, parsed by python-dotenv. ConfigError when unreadable."""
+    """A .env file's variables, parsed by python-dotenv. ConfigError when unreadable;
+    InvalidValue naming the first line python-dotenv cannot parse (it would skip that
+    line with a warning, and a secret would silently go missing)."""
     try:
         from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
     except ImportError:
         raise ConfigError("reading .env files needs python-dotenv, which is not installed; "
                           "install it with: pip install python-dotenv") from None
     if path.is_dir():
         raise ConfigError(f"cannot read {path}: it is a directory")
     try:
+        with path.open(encoding="utf-8") as fh:
+            for binding in parse_stream(fh):
+                if binding.error:
+                    # Never the line itself: it may hold a value.
+                    raise InvalidValue(
+                        f"{path} line {binding.original.line}: cannot parse this line (an "
+                        "unclosed quote, or no NAME=value); fix it, nothing was read")
         return dict(dotenv_values(path, interpolate=interpolate))
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read {path}: it is not UTF-8 text") from None

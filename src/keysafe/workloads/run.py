@@ -105,9 +105,9 @@ def read_env_files(paths: Sequence[str]) -> dict[str, str]:
     for p in paths:
         if not Path(p).is_file():
             raise InvalidValue(f"--env-file {p}: no such file")
-        from dotenv import dotenv_values
+        from keysafe.backends.env import read_dotenv
 
-        for k, v in dotenv_values(p, interpolate=False).items():
+        for k, v in read_dotenv(p, interpolate=False).items():
             if v is not None:
                 out[k] = v
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import re
 from functools import cached_property, lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from keysafe.errors import InvalidName
 
@@ -24,9 +24,15 @@ _SEGMENT_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 _FIELD_RE = re.compile(r"\{([A-Za-z0-9_]*)\}")
 
 
+def is_segment(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a valid path segment (``validate_segment`` says why not)."""
+    return (value.__class__ is str and len(value) <= MAX_SEGMENT
+            and _SEGMENT_RE.fullmatch(value) is not None)
+
+
 def validate_segment(kind: str, value: object) -> str:
     """Return ``value`` if it is a valid ``kind`` segment, else raise InvalidName naming why."""
-    if value.__class__ is str and len(value) <= MAX_SEGMENT and _SEGMENT_RE.fullmatch(value):
+    if is_segment(value):
         return value  # valid (the checks below only find out why a segment is not)
     if not isinstance(value, str):
         raise InvalidName(f"{kind} must be a string, not {type(value).__name__}", segment=kind)

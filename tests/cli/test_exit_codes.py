@@ -90,6 +90,40 @@ def test_usage_2(initialised, ks):
     assert "empty" in empty.err
 
 
+def test_out_of_range_and_empty_input_is_2_and_changes_nothing(initialised, kc, put,
+                                                                tmp_path: Path):
+    """Numbers past what a version, count or date can be, and empty or relative
+    segments, are usage errors naming the option, not "unexpected" errors (exit 1),
+    and an empty --domain never quietly means the default one."""
+    put("k", "v")
+    huge = "99999999999999999999999"
+    cases = [
+        (("get", "k", "--org", "acme", "--version", huge), "--version"),
+        (("rollback", "k", huge, "--org", "acme"), "VERSION"),
+        (("destroy", "k", "--org", "acme", "--versions", huge, "--yes"), "--versions"),
+        (("audit", "--since", "99999999999d"), "--since"),
+        (("audit", "--limit", "9223372036854775808"), "--limit"),
+        (("audit", "archive", "--before", "99999999999d", "--to",
+          str(tmp_path / "a.jsonl")), "--before"),
+        (("put", "k2", "--org", "acme", "--domain", ""), "--domain"),
+        (("get", "k", "--org", "acme", "--domain", ""), "--domain"),
+        (("ls", "--domain", ".."), "--domain"),
+        (("audit", "--org", ".."), "--org"),
+        (("doctor", "--env", ".."), "--env"),
+        (("export", "--org", "acme", "--format", "dotenv", "--output", str(tmp_path)),
+         "--output"),
+        (("export", "--org", "acme", "--format", "dotenv", "--output",
+          str(tmp_path / "no" / "x.env")), "--output"),
+    ]
+    for args, option in cases:
+        r = kc(*args, input="v2")
+        assert r.code == 2, (args, r.err)
+        assert option in r.err, (args, r.err)
+        assert "unexpected" not in r.err
+    assert kc("get", "k", "--org", "acme", "--json").out.count('"version": 1') == 1
+    assert kc("get", "k2", "--org", "acme").code == 3
+
+
 def test_value_too_large_2(ks):
     r = ks("put", "big", "--org", "acme", input="x" * (64 * 1024 + 1))
     assert r.code == 2

@@ -28,7 +28,6 @@ CASES = [
     ["get", "k", "--org", "acme", "--version", "9"],
     ["get", "k"],
     ["get", "bad name", "--org", "acme"],
-    ["get", "k", "--org", "ac/me"],
     ["get", "k", "--org", "acme", "--field", "x"],
 ]
 
@@ -47,6 +46,13 @@ def test_fast_path_matches_typer(filled, ks, typer_path, args):
     fast = ks(*args)
     slow = typer_path(*args)
     assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err)
+
+
+@pytest.mark.parametrize("args", [["k", "--org", "ac/me"], ["k", "--org", "acme",
+                                   "--domain", ""], ["k", "--org", "acme", "--env", ".."],
+                                   ["k", "--org", "acme", "--version", "2147483648"]])
+def test_a_bad_option_value_goes_to_typer_which_names_the_option(args):
+    assert parse_get(args) is None
 
 
 def test_expected_outputs(filled, ks):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Env, Json, parse_time
+from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
 def audit(
     ctx: typer.Context,
     org: Annotated[str | None, typer.Option("--org", help="Only this org.",
-                                            show_default=False)] = None,
+                                            show_default=False,
+                                            callback=segment("org"))] = None,
     path: Annotated[str | None, typer.Option(
         "--path", help="Only this path; a prefix when it ends in '/'.",
         show_default=False)] = None,
@@ -53,7 +54,7 @@ def audit(
         "--until", metavar="TIME", help="Up to this time (same forms as --since).",
         show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(
-        "--limit", min=0, metavar="N",
+        "--limit", min=0, max=MAX_INT, metavar="N",
         help=f"The newest N records (0: all); default {TABLE_DEFAULT_LIMIT} for the "
              "table, all for --json.", show_default=False)] = None,
     env: Env = None,

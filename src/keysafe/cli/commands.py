@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from keysafe.cli import output
-from keysafe.cli.options import Domain, Env, Json, Name, Org, Yes, parse_tags, parse_versions
+from keysafe.cli.options import (
+    MAX_INT,
+    Domain,
+    Env,
+    Json,
+    Name,
+    Org,
+    Yes,
+    parse_tags,
+    parse_versions,
+)
 from keysafe.cli.output import command, emit_json, say, table, warn
 from keysafe.cli.reading import open_manager, run_get
 
@@ -112,7 +122,7 @@ def put(
         "--tag", metavar="KEY=VALUE", help="A tag; repeat for more.",
         show_default=False)] = None,
     expected_version: Annotated[int | None, typer.Option(
-        "--expected-version", min=0, metavar="N",
+        "--expected-version", min=0, max=MAX_INT, metavar="N",
         help="Check-and-set: write only if the current version is N (0: only if the "
              "secret does not exist yet).", show_default=False)] = None,
     credentials: Annotated[bool, typer.Option(
@@ -174,7 +184,8 @@ def get(
     domain: Domain = None,
     env: Env = None,
     version: Annotated[int | None, typer.Option(
-        "--version", min=1, metavar="N", help="Read version N (default: the current one).",
+        "--version", min=1, max=MAX_INT, metavar="N",
+        help="Read version N (default: the current one).",
         show_default=False)] = None,
     field: Annotated[str | None, typer.Option(
         "--field", metavar="FIELD", help="One field of JSON credentials.",
@@ -357,7 +368,8 @@ def versions(
 def rollback(
     name: Name,
     version: Annotated[int, typer.Argument(
-        metavar="VERSION", min=1, help="The version whose value becomes current again.",
+        metavar="VERSION", min=1, max=MAX_INT,
+        help="The version whose value becomes current again.",
         show_default=False)],
     org: Org = None,
     domain: Domain = None,

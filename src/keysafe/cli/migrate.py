@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Json
+from keysafe.cli.options import Json, segment
 from keysafe.cli.output import command, emit_json, say, table, warn
 from keysafe.cli.output import progress as progress_bar
 
@@ -51,14 +51,14 @@ ToBackend = Annotated[str | None, typer.Option(
     show_default=False)]
 ScopeOrg = Annotated[str | None, typer.Option(
     "--org", help="Only this organisation's secrets (default: every org).",
-    show_default=False)]
+    show_default=False, callback=segment("org"))]
 ScopeDomain = Annotated[str | None, typer.Option(
     "--domain", help="Only this domain's secrets (default: every domain).",
-    show_default=False)]
+    show_default=False, callback=segment("domain"))]
 MigrateEnv = Annotated[str | None, typer.Option(
     "--env", help="Environment whose secrets move (the path segment, kept on both sides; "
                   "default: the --from profile's, else KEYSAFE_ENV/ENVIRONMENT/local).",
-    show_default=False)]
+    show_default=False, callback=segment("env"))]
 
 
 def _side(profile: str | None, backend: str | None, env: str | None,

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+
+from keysafe.cli.reading import MAX_INT as MAX_INT
+
+
+def segment(kind: str) -> Callable[[str | None], str | None]:
+    """A typer callback: the option's value if it is a valid ``kind`` segment (an
+    empty ``--domain ''`` must not quietly mean the default), else BadParameter (exit 2)
+    naming why."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        from keysafe.errors import InvalidName
+        from keysafe.naming import validate_segment
+
+        try:
+            validate_segment(kind, value)
+        except InvalidName as exc:
+            raise typer.BadParameter(exc.message) from None
+        return value
+
+    return check
+
 
 Name = Annotated[str, typer.Argument(
     metavar="NAME",
@@ -14,16 +38,17 @@ Name = Annotated[str, typer.Argument(
     show_default=False)]
 Org = Annotated[str | None, typer.Option(
     "--org", help="Organisation (tenant). Omit when NAME is a full path.",
-    show_default=False)]
+    show_default=False, callback=segment("org"))]
 Domain = Annotated[str | None, typer.Option(
     "--domain",
     help="Domain within the org (default: the configured default domain, shared).",
-    show_default=False)]
+    show_default=False, callback=segment("domain"))]
 Env = Annotated[str | None, typer.Option(
     "--env", help="Environment, like KEYSAFE_ENV: the path segment and the backend "
                   "profile (default: KEYSAFE_ENV, else ENVIRONMENT, else local).",
-    show_default=False)]
+    show_default=False, callback=segment("env"))]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -46,8 +71,8 @@ def parse_versions(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if not (part.isascii() and part.isdigit()) or int(part) < 1:
-            raise typer.BadParameter(f"{part!r} is not a version number (1, 2, ...)",
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_INT:
+            raise typer.BadParameter(f"{part!r} is not a version number (1 to {MAX_INT})",
                                      param_hint="'--versions'")
         out.append(int(part))
     if not out:
@@ -69,8 +94,12 @@ def parse_time(text: str | None, *, option: str,
     s = text.strip()
     m = _RELATIVE.fullmatch(s)
     if m:
-        delta = timedelta(**{_UNIT[m.group(2).lower()]: int(m.group(1))})
-        return (now or datetime.now(UTC)) - delta
+        try:
+            return (now or datetime.now(UTC)) - timedelta(
+                **{_UNIT[m.group(2).lower()]: int(m.group(1))})
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r} is further back than a date can be",
+                                     param_hint=f"'{option}'") from None
     try:
         d = datetime.fromisoformat(s)
     except ValueError:

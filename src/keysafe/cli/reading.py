@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
 
 CLIENT = "keysafe-cli"
+#: The largest version number (and count) a command takes: PostgreSQL's integer.
+MAX_INT = 2**31 - 1
 
 
 def load(env: str | None = None) -> Settings:
@@ -170,9 +172,13 @@ def parse_get(args: Sequence[str]) -> dict[str, Any] | None:
         i += 1
     if not out["name"]:
         return None
+    from keysafe.naming import is_segment
+
+    if not all(is_segment(out[k]) for k in ("org", "domain", "env") if k in out):
+        return None  # the typer command names the bad option, exactly as for the rest
     if "version" in out:
         v = out["version"]
-        if not (v.isascii() and v.isdigit()) or int(v) < 1:
+        if not (v.isascii() and v.isdigit()) or not 1 <= int(v) <= MAX_INT:
             return None
         out["version"] = int(v)
     return out

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Domain, Env, Json, parse_tags
+from keysafe.cli.options import Domain, Env, Json, parse_tags, segment
 from keysafe.cli.output import command, emit_json, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import load, open_manager
@@ -35,7 +35,7 @@ def rotate(
         show_default=False)] = None,
     org: Annotated[str | None, typer.Option(
         "--org", help="Organisation (required for NAME and configure; else all orgs).",
-        show_default=False)] = None,
+        show_default=False, callback=segment("org"))] = None,
     domain: Domain = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show what would rotate; change nothing.")] = False,

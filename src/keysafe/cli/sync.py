@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Domain, Env, Json, parse_tags
+from keysafe.cli.options import MAX_INT, Domain, Env, Json, parse_tags
 from keysafe.cli.output import command, emit_json_lines, say, table, warn
 
 if TYPE_CHECKING:
@@ -87,7 +87,8 @@ def sync_kubernetes(
     once: Annotated[bool, typer.Option(
         "--once", help="One pass, then exit (for a CronJob or a deploy step).")] = False,
     passes: Annotated[int | None, typer.Option(
-        "--passes", min=1, help="Stop after this many passes (default: until SIGTERM).",
+        "--passes", min=1, max=MAX_INT,
+        help="Stop after this many passes (default: until SIGTERM).",
         show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Apply on the first pass even if nothing changed (and restart the "

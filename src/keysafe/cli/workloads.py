@@ -165,6 +165,8 @@ def export(
     if fmt == "external-secret" and not (server_url or via_server):
         raise typer.BadParameter("external-secret needs --server-url (or --via-server)",
                                  param_hint="'--server-url'")
+    if output is not None:
+        _check_output(output)
     mapping = load_mapping(map_file) if map_file else None
     scope = Scope(org, domain, split_names(only), mapping)
     source = open_source(env=env, server=via_server, token_env=token_env)
@@ -259,8 +261,30 @@ def _external_secret(names: list[str], *, org: str, domain: str | None, name: st
         token_secret=token_secret, refresh_interval=refresh_interval)
 
 
+def _check_output(path: Path) -> None:
+    """InvalidValue (exit 2) naming ``--output`` when it cannot be a file to write:
+    checked before any secret is read."""
+    from keysafe.errors import InvalidValue
+
+    if path.is_dir():
+        raise InvalidValue(f"--output {path} is a directory; give a file name")
+    if not path.resolve().parent.is_dir():
+        raise InvalidValue(f"--output {path}: the directory {path.parent} does not exist")
+
+
 def _write_file(path: Path, data: bytes, *, append: bool) -> None:
-    """0600 for a new file; a replaced file is swapped in whole (never half written)."""
+    """0600 for a new file; a replaced file is swapped in whole (never half written).
+    InvalidValue naming ``path`` (never the temporary file) when it cannot be written."""
+    from keysafe.errors import InvalidValue
+
+    try:
+        _write(path, data, append=append)
+    except OSError as exc:
+        raise InvalidValue(f"cannot write --output {path}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _write(path: Path, data: bytes, *, append: bool) -> None:
     if append:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "ab") as fh:

@@ -215,3 +215,22 @@ def test_archive_refuses_a_broken_chain_and_verify_flags_a_bad_archive(
     v = kc("audit", "verify", "--archive", str(bad))
     assert v.code == exitcodes.INTEGRITY
     assert "line 1 is not an archived audit record" in v.err
+
+
+def test_token_create_and_revoke_from_the_cli_are_audited(kc):
+    """As POST and DELETE /api/tokens are: the audit log shows who made or revoked a
+    token, never the token; revoking twice changes and records nothing more."""
+    made = kc("token", "create", "--role", "writer", "--org", "acme", "--name", "ci",
+              "--json")
+    assert made.code == 0, made.err
+    body = json.loads(made.out)
+    tid, token = body["id"], body["token"]
+    for _ in range(2):
+        r = kc("token", "revoke", tid)
+        assert r.code == 0, r.err
+    assert "was already revoked, at " in r.err
+    events = [e for e in _lines(kc("audit", "--json")) if e["action"].startswith("token_")]
+    assert [(e["action"], e["org"], e["detail"]["token_id"]) for e in events] == [
+        ("token_create", "acme", tid), ("token_revoke", "acme", tid)]
+    assert events[0]["detail"]["roles"] == ["writer"]
+    assert token.split("_")[2] not in kc("audit", "--json").out

@@ -10,7 +10,7 @@ import typer
 
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say, table, warn
-from keysafe.cli.reading import load
+from keysafe.cli.reading import load, open_manager
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (shown once, stored hashed).",
                         no_args_is_help=True)
@@ -68,16 +68,19 @@ def token_create(
     from datetime import timedelta
 
     from keysafe.manager.manager import default_actor
-    from keysafe.server.tokenstore import open_token_store
+    from keysafe.server.tokenstore import open_token_store, record_event
 
-    store = open_token_store(load(env))
-    try:
-        token, info = store.create(
-            name=name, roles=role, orgs=None if "*" in org else org,
-            created_by=f"cli:{default_actor()}",
-            ttl=timedelta(days=expires_in_days) if expires_in_days else None)
-    finally:
-        store.close()
+    settings = load(env)
+    with open_manager(env, settings) as mgr:
+        store = open_token_store(settings)
+        try:
+            token, info = store.create(
+                name=name, roles=role, orgs=None if "*" in org else org,
+                created_by=f"cli:{default_actor()}",
+                ttl=timedelta(days=expires_in_days) if expires_in_days else None)
+        finally:
+            store.close()
+        record_event(mgr, "token_create", info)
     if as_json:
         emit_json({**info.to_dict(), "token": token})
         return
@@ -113,15 +116,23 @@ def token_revoke(
     env: Env = None,
     as_json: Json = False,
 ) -> None:
-    """Revoke a token at once."""
-    from keysafe.server.tokenstore import open_token_store
+    """Revoke a token at once (a token revoked already stays as it was)."""
+    from keysafe.server.tokenstore import open_token_store, record_event
 
-    store = open_token_store(load(env))
-    try:
-        info = store.revoke(token_id)
-    finally:
-        store.close()
+    settings = load(env)
+    with open_manager(env, settings) as mgr:
+        store = open_token_store(settings)
+        try:
+            before = store.get(token_id)
+            info = store.revoke(token_id) if before.revoked_at is None else before
+        finally:
+            store.close()
+        if before.revoked_at is None:
+            record_event(mgr, "token_revoke", info)
     if as_json:
         emit_json(info.to_dict())
-        return
-    say(f"revoked token {info.id} ({info.name})")
+    elif before.revoked_at is not None:
+        say(f"token {info.id} ({info.name}) was already revoked, at "
+            f"{before.revoked_at.isoformat(timespec='seconds')}")
+    else:
+        say(f"revoked token {info.id} ({info.name})")

@@ -262,6 +262,16 @@ class TokenStore:
         self._db.close()
 
 
+def record_event(mgr: Any, action: str, info: TokenInfo) -> None:
+    """``token_create`` or ``token_revoke`` in the audit log (durably), filed under the
+    token's org when it covers exactly one; never the token."""
+    org = info.orgs[0] if info.orgs and len(info.orgs) == 1 else None
+    detail: dict[str, Any] = {"token_id": info.id}
+    if action == "token_create":
+        detail.update(roles=sorted(info.roles), orgs=info.orgs)
+    mgr.record(action, None, "ok", durable=True, org=org, detail=detail)
+
+
 def open_token_store(settings: Settings, backend: Any = None, *,
                      cache: bool = True) -> TokenStore:
     """The token store for these settings: the PostgreSQL store's table when the store

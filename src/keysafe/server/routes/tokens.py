@@ -11,7 +11,7 @@ from keysafe.errors import NotFound, PermissionDenied
 from keysafe.server.auth import Identity
 from keysafe.server.deps import Ctx, get_ctx, state_of
 from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
-from keysafe.server.tokenstore import TokenInfo
+from keysafe.server.tokenstore import TokenInfo, record_event
 
 router = APIRouter(tags=["tokens"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -45,15 +45,8 @@ def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreat
     token, info = state_of(request).tokens.create(
         name=body.name, roles=body.roles, orgs=orgs, created_by=ctx.identity.principal,
         ttl=ttl)
-    ctx.mgr.record("token_create", None, "ok", durable=True, org=_event_org(info),
-                   detail={"token_id": info.id, "roles": sorted(info.roles),
-                           "orgs": info.orgs})
+    record_event(ctx.mgr, "token_create", info)
     return TokenCreated(token=token, **info.to_dict())
-
-
-def _event_org(info: TokenInfo) -> str | None:
-    """The org a token event is filed under: its one org, if it covers exactly one."""
-    return info.orgs[0] if info.orgs and len(info.orgs) == 1 else None
 
 
 def _visible(ctx: Ctx, info: TokenInfo) -> bool:
@@ -77,7 +70,7 @@ def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenOut:
     info = store.get(token_id)
     if not _visible(ctx, info):
         raise NotFound(f"token {token_id} not found")
-    info = store.revoke(token_id)
-    ctx.mgr.record("token_revoke", None, "ok", durable=True, org=_event_org(info),
-                   detail={"token_id": token_id})
+    if info.revoked_at is None:  # revoking twice changes (and records) nothing
+        info = store.revoke(token_id)
+        record_event(ctx.mgr, "token_revoke", info)
     return TokenOut(**info.to_dict())

@@ -401,6 +401,10 @@ def test_a_failing_rotation_exits_11_and_keeps_the_version(rk, put, mgr, outputs
     assert (res["outcome"], res["step"], res["version"]) == ("failed", "create", 1)
     assert "neither JSON nor a postgresql:// URL" in res["detail"]
     assert data["summary"] == {"failed": 1}
+    assert json.loads(r.err.strip().splitlines()[-1]) == {
+        "error": "rotation_failed", "exit_code": 11,
+        "message": "1 rotation failed: orders_db (acme); their current versions are "
+                   "unchanged"}
     assert stored(mgr, "orders_db") == (value("db"), 1)
     with mgr() as m:
         assert m.backend.list("_rotation/") == []
@@ -411,6 +415,7 @@ def test_a_failing_rotation_exits_11_and_keeps_the_version(rk, put, mgr, outputs
     assert human.code == 11
     assert "failed" in human.out
     assert "failed: 1" in human.err
+    assert "keysafe: error: 1 rotation failed: orders_db (acme)" in human.err
     outputs.check(value("db"))
 
 

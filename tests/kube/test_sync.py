@@ -357,3 +357,12 @@ def test_an_imported_variable_keeps_its_name_in_the_secret(cluster, store, sync,
     assert r.code == 0, r.err
     assert "HF_TOKEN" in secret_values(cluster)
     assert "HF_API_TOKEN" not in secret_values(cluster)
+
+
+def test_a_bad_label_names_the_label_option(cluster, store, sync):
+    r = sync("--once", "--label", "bad")
+    assert r.code == 2
+    assert "'bad' is not KEY=VALUE" in r.err
+    assert "'--label'" in r.err
+    assert "--tag" not in r.err
+    assert cluster.requests == []

@@ -168,7 +168,12 @@ def _report(results: list[Any], dry_run: bool, as_json: bool) -> None:
               title="Rotation plan" if dry_run else "Rotation results")
         say(", ".join(f"{k}: {v}" for k, v in _summary(results).items()) or "nothing to do")
     if failed:
-        raise typer.Exit(exitcodes.ROTATION)
+        names = ", ".join(f"{r.name} ({r.org})" for r in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise typer.Exit(exitcodes.emit_error(
+            "rotation_failed", f"{len(failed)} rotation{'s' if len(failed) != 1 else ''} "
+            f"failed: {names}{more}; their current versions are unchanged",
+            exitcodes.ROTATION, as_json=as_json))
 
 
 def _summary(results: list[Any]) -> dict[str, int]:

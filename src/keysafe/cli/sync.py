@@ -128,7 +128,7 @@ def sync_kubernetes(
 
     every = parse_interval(interval)
     workloads = list(dict.fromkeys(parse_workload(w) for w in restart or []))
-    labels = parse_tags(label) or {}
+    labels = parse_tags(label, "--label") or {}
     limit = 1 if once else passes
 
     mgr = open_manager(env)

@@ -33,9 +33,11 @@ def serve(
     server: Annotated[str, typer.Option(help="ASGI server: granian or uvicorn.")] = "granian",
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
     env: Env = None,
+    as_json: Json = False,
 ) -> None:
     """Start the HTTP API and web panel. Prints the URL and, on a fresh store, a first
-    admin token (shown once)."""
+    admin token (shown once); with --json, one JSON line with both (the token null when
+    tokens exist already)."""
     from keysafe.server.run import serve as run
 
     if server not in ("granian", "uvicorn"):
@@ -44,7 +46,7 @@ def serve(
     if (host or settings.host) not in ("127.0.0.1", "localhost", "::1"):
         warn("listening beyond loopback: put TLS in front of keysafe (a load balancer or "
              "reverse proxy); tokens travel in every request")
-    run(settings, host=host, port=port, server=server, workers=workers)
+    run(settings, host=host, port=port, server=server, workers=workers, as_json=as_json)
 
 
 Roles = Annotated[list[str], typer.Option(

@@ -100,7 +100,7 @@ def ensure_port_free(host: str, port: int) -> None:
 
 def serve(settings: Settings | None = None, *, host: str | None = None,
           port: int | None = None, server: str = "granian", workers: int = 1,
-          announce: bool = True) -> None:
+          announce: bool = True, as_json: bool = False) -> None:
     settings = settings or load_settings()
     from keysafe.server.routes.ui import panel_csp
 
@@ -117,7 +117,15 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
 
     SecretManager.from_settings(settings).close()
     token = bootstrap_token(settings)
-    if announce:
+    if announce and as_json:  # one line for scripts: where, and the token if one was made
+        import json
+
+        url = f"http://{host}:{port}"
+        print(json.dumps({"url": url, "docs": f"{url}/docs", "health": f"{url}/healthz",
+                          "panel": f"{url}/ui", "env": settings.env,
+                          "backend": settings.backend, "first_admin_token": token}),
+              flush=True)
+    elif announce:
         url = f"http://{host}:{port}"
         lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
                  f"  API docs: {url}/docs    health: {url}/healthz",

@@ -1,12 +1,16 @@
-"""A second ``keysafe serve`` on a port one already serves stops with a config error.
-granian opens its port shared (SO_REUSEPORT): without the check the second server would
-start silently and the kernel would split requests between two stores."""
+"""``keysafe serve`` as a command: ``--json`` prints where it listens and the first
+admin token as one line for scripts; a second server on a port one already serves stops
+with a config error (granian opens its port shared, SO_REUSEPORT: without the check the
+second server would start silently and the kernel would split requests between two
+stores)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -50,3 +54,36 @@ def test_a_second_server_on_the_same_port_stops_before_making_a_token(tmp_path: 
             assert httpx.get(f"{first.url}/api/whoami", headers=h, timeout=5).status_code == 200
     finally:
         first.stop()
+
+
+def test_serve_json_prints_one_line_a_script_can_use(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
+    env.update(KEYSAFE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, "-m", "keysafe", "serve", "--port", str(port),
+                             "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        info = json.loads(line)
+        url = f"http://127.0.0.1:{port}"
+        assert {k: info[k] for k in ("url", "docs", "health", "panel", "env", "backend")} == {
+            "url": url, "docs": f"{url}/docs", "health": f"{url}/healthz",
+            "panel": f"{url}/ui", "env": "local", "backend": "sqlite"}
+        token = info["first_admin_token"]
+        assert token.startswith("ks_")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"{url}/api/whoami",
+                              headers={"authorization": f"Bearer {token}"}, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "keysafe serve did not answer"
+                time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -292,3 +292,27 @@ def test_export_leaves_out_a_destroyed_current_version(kc: Callable[..., Any],
     assert r.code == 0, r.err
     assert json.loads(r.out) == stored
     assert "left out gone: no current value to read" in r.err
+
+
+def test_github_env_registers_masks_inside_actions_only(kc: Callable[..., Any], put: Put,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    put("api_token", "tok-1234567890")
+    put("pem", "-----BEGIN-----\nline-two-secret\n-----END-----", "--keep-newline")
+    out = tmp_path / "github_env"
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    r = kc("export", "--org", "acme", "--format", "github-env", "--output", str(out))
+    assert r.code == 0, r.err
+    assert "::add-mask::" not in r.out
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    r = kc("export", "--org", "acme", "--format", "github-env", "--output", str(out))
+    assert r.code == 0, r.err
+    assert sorted(r.out.splitlines()) == sorted([
+        "::add-mask::tok-1234567890", "::add-mask::-----BEGIN-----",
+        "::add-mask::line-two-secret", "::add-mask::-----END-----"])
+    j = kc("export", "--org", "acme", "--format", "github-env", "--output", str(out),
+           "--json")
+    assert j.code == 0, j.err
+    assert json.loads(j.out)["count"] == 2
+    assert "were not registered as masks" in j.err

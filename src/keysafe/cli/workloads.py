@@ -201,11 +201,28 @@ def export(
         sys.stdout.buffer.flush()
         return
     _write_file(output, data, append=append)
+    if fmt == "github-env" and os.environ.get("GITHUB_ACTIONS") == "true":
+        _mask_in_actions(out, as_json)
     if as_json:
         emit_json({"output": str(output), "format": fmt, "count": count,
                    "appended": append})
     else:
         say(f"wrote {count} secret{'s' if count != 1 else ''} to {output} ({fmt})")
+
+
+def _mask_in_actions(values: dict[str, str], as_json: bool) -> None:
+    """In GitHub Actions, register every value written to $GITHUB_ENV with the runner
+    (``::add-mask::``, a line at a time: the runner masks lines), so later steps' logs
+    show *** instead. The runner reads these commands from stdout and does not print
+    them; with --json, stdout is the JSON object alone, so they are not sent."""
+    if as_json:
+        warn("--json: the values were not registered as masks (::add-mask::); later "
+             "steps may print them in the log")
+        return
+    lines = [f"::add-mask::{part}\n" for v in values.values()
+             for part in v.splitlines() if part.strip()]
+    sys.stdout.write("".join(lines))
+    sys.stdout.flush()
 
 
 def _read_with_progress(scope: Scope, src: Source) -> dict[str, str]:

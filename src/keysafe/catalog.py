@@ -489,8 +489,11 @@ def _builtin_entries() -> tuple[WellKnownSecret, ...]:
             category="application",
             env_var="SECRET_KEY",
             placeholder="...",
+            # Spec 003: the JWT signing key, held to jwt_secret's rule.
+            pattern=r"\S{32,}",
             secret_type="jwt",
             aliases=("APP_SECRET_KEY", "DJANGO_SECRET_KEY"),
+            format_hint="a signing key needs at least 32 characters and no spaces",
         ),
         # --- cloud: specs 000, 003 ---
         WellKnownSecret(

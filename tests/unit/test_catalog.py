@@ -93,6 +93,7 @@ VALID_SAMPLES: dict[str, list[Callable[[], str]]] = {
         lambda: "redis://localhost:6379",
     ],
     "jwt_secret": [lambda: rand(48, URLSAFE), lambda: rand(64, HEX)],
+    "secret_key": [lambda: rand(50, URLSAFE), lambda: "django-insecure-" + rand(50, HEX)],
     "aws_access_key_id": [
         lambda: "AKIA" + rand(16, UPPER_ALNUM),
         lambda: "ASIA" + rand(16, UPPER_ALNUM),

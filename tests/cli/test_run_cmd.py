@@ -5,6 +5,7 @@ where said, the typer command."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,33 @@ def test_references_in_environment_and_env_file(ks: Ks, scope: None,
     assert got["PLAIN"] == "kept as written ${HOME}"
     assert got["GLOBEX"] == "sk-" + "c3" * 16
     assert got["NOT_A_REF"] == "xkeysafe://acme/openai_api_key"
+
+
+def test_a_reference_to_one_field_of_a_json_secret(ks: Ks, scope: None) -> None:
+    """Spec 003 keeps several keys in one JSON secret and reads one with ESO's
+    ``property: SECRET_KEY`` or ``jq -r .SECRET_KEY``: ``keysafe://org/app#SECRET_KEY``."""
+    app = '{"SECRET_KEY": "sk-field-' + CANARY + '", "PORT": 5432, "NESTED": {"a": 1}}'
+    assert ks("put", "app", "--org", "acme", "--credentials", input=app).code == 0
+    got = child_env(ks("run", "--", "env", "-0", env={
+        "SECRET_KEY": "keysafe://acme/app#SECRET_KEY",
+        "DB_PORT": "keysafe://acme/shared/app#PORT", "WHOLE": "keysafe://acme/app"}))
+    assert got["SECRET_KEY"] == "sk-field-" + CANARY
+    assert got["DB_PORT"] == "5432"
+    assert json.loads(got["WHOLE"])["PORT"] == 5432
+    missing = ks("run", "--", "true", env={"X": "keysafe://acme/app#NOPE"})
+    assert missing.code == 3
+    assert "app has no credential field 'NOPE'" in missing.err
+    nested = ks("run", "--", "true", env={"X": "keysafe://acme/app#NESTED"})
+    assert nested.code == 2
+    assert "is not a single value" in nested.err
+    not_json = ks("run", "--", "true", env={"X": "keysafe://acme/openai_api_key#k"})
+    assert not_json.code == 2
+    assert "does not hold JSON credentials" in not_json.err
+    empty = ks("run", "--", "true", env={"X": "keysafe://acme/app#"})
+    assert empty.code == 2
+    assert "the field after '#' is empty" in empty.err
+    for r in (missing, nested, not_json, empty):
+        assert CANARY not in r.err
 
 
 def test_bad_and_missing_references(ks: Ks, scope: None) -> None:

@@ -53,25 +53,10 @@ def read_secret(mgr: SecretManager, name: str, org: str | None, domain: str | No
     else:
         value = mgr.get(name, org, domain=domain, version=version)
     if field is not None:
+        from keysafe.manager.manager import json_field
+
         value = json_field(value, name, field)
     return path, version, value
-
-
-def json_field(raw: str, name: str, field: str) -> Any:
-    """One field of a JSON credential, with the manager's errors (and never the value)."""
-    import json
-
-    from keysafe.errors import InvalidValue, NotFound
-
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InvalidValue(f"{name} does not hold JSON credentials") from None
-    if not isinstance(data, dict):
-        raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
-    if field not in data:
-        raise NotFound(f"{name} has no credential field {field!r}")
-    return data[field]
 
 
 def write_value(text: str, *, newline: bool) -> None:

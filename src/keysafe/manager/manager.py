@@ -65,6 +65,20 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+
+
+def json_field(raw: str, name: str, field: str) -> Any:
+    """One field of a JSON credential's value (never the value in an error):
+    InvalidValue if it is not a JSON object, NotFound if the field is missing."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidValue(f"{name} does not hold JSON credentials") from None
+    if not isinstance(data, dict):
+        raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
+    if field not in data:
+        raise NotFound(f"{name} has no credential field {field!r}")
+    return data[field]
 #: Backend type -> 0 (no transactions), 1 (transaction()), 2 (transaction(join=...)).
 _TX_KINDS: dict[type, int] = {}
 

@@ -137,15 +137,18 @@ def env_names(names: Iterable[str], catalog: Catalog | None,
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """``keysafe://org/domain/name`` (or ``keysafe://org/name``: the default domain)."""
+    """``keysafe://org/domain/name`` (or ``keysafe://org/name``: the default domain),
+    with ``#FIELD`` for one field of a JSON secret (spec 003's ``property:``)."""
 
     org: str
     domain: str | None
     name: str
+    field: str | None = None
 
     def __str__(self) -> str:
         mid = f"{self.domain}/" if self.domain else ""
-        return f"{SCHEME}{self.org}/{mid}{self.name}"
+        tail = f"#{self.field}" if self.field is not None else ""
+        return f"{SCHEME}{self.org}/{mid}{self.name}{tail}"
 
 
 def is_reference(value: str) -> bool:
@@ -157,16 +160,21 @@ def parse_reference(value: str, where: str) -> Reference:
     malformed. A reference is not a secret, so it may be quoted in the message."""
     from keysafe.naming import validate_segment
 
-    parts = value[len(SCHEME):].split("/")
+    body, hashed, fld = value[len(SCHEME):].partition("#")
+    if hashed and not fld:
+        raise InvalidName(f"{where}: bad reference {value!r}: the field after '#' is empty")
+    parts = body.split("/")
     if len(parts) not in (2, 3):
         raise InvalidName(f"{where}: {value!r} is not a reference; write "
-                          "keysafe://ORG/DOMAIN/NAME or keysafe://ORG/NAME")
+                          "keysafe://ORG/DOMAIN/NAME or keysafe://ORG/NAME (and #FIELD "
+                          "for one field of a JSON secret)")
     kinds = ("org", "domain", "name") if len(parts) == 3 else ("org", "name")
     try:
         for kind, seg in zip(kinds, parts, strict=True):
             validate_segment(kind, seg)
     except InvalidName as exc:
         raise InvalidName(f"{where}: bad reference {value!r}: {exc.message}") from None
+    field = fld if hashed else None
     if len(parts) == 2:
-        return Reference(parts[0], None, parts[1])
-    return Reference(parts[0], parts[1], parts[2])
+        return Reference(parts[0], None, parts[1], field)
+    return Reference(parts[0], parts[1], parts[2], field)

@@ -29,6 +29,21 @@ def split_names(items: list[str] | None) -> list[str] | None:
     return out
 
 
+def field_text(value: str, fld: str, name: str, var: str) -> str:
+    """One field of a JSON secret as a variable's text: a string as is, a number,
+    boolean or null as JSON (what ``keysafe get --field`` prints); InvalidValue for an
+    object or list, naming the variable, never the value."""
+    import json
+
+    from keysafe.manager.manager import json_field as field_of
+
+    got = field_of(value, name, fld)
+    if isinstance(got, dict | list):
+        raise InvalidValue(f"environment variable {var}: field {fld!r} of {name} is not "
+                           "a single value")
+    return got if isinstance(got, str) else json.dumps(got)
+
+
 def left_out(names: list[str]) -> str | None:
     """The warning for listed secrets a read left out (None: none was)."""
     if not names:
@@ -96,15 +111,19 @@ class EnvPlan:
     base: dict[str, str]
     scope: Scope | None = None
     refs: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
+    #: variable -> the JSON field its reference names (``keysafe://org/app#SECRET_KEY``)
+    fields: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def make(cls, base: Mapping[str, str], scope: Scope | None) -> EnvPlan:
-        refs = {}
+        refs, fields = {}, {}
         for var, value in base.items():
             if is_reference(value):
                 r = parse_reference(value, f"environment variable {var}")
                 refs[var] = (r.org, r.domain, r.name)
-        return cls(dict(base), scope, refs)
+                if r.field is not None:
+                    fields[var] = r.field
+        return cls(dict(base), scope, refs, fields)
 
     @property
     def needs_source(self) -> bool:
@@ -126,7 +145,9 @@ class EnvPlan:
                     if track:
                         snap[("ref", *key)] = source.version(org, domain, name)
                     cache[key] = source.read(org, domain, name)[0]
-                env[var] = cache[key]
+                fld = self.fields.get(var)
+                env[var] = cache[key] if fld is None else field_text(cache[key], fld,
+                                                                     key[2], var)
         if self.scope is not None:
             sc = self.scope
             if track or sc.only is None:

@@ -4,9 +4,10 @@
     .venv/bin/python bench/rotation.py --n 2000 --json rotation.json
 
 A fresh embedded store (KEYSAFE_HOME under bench/.work, same disk as the repository) is
-filled through the library with N symmetric secrets (secret type ``jwt``: rotated by the
-``random`` rotator), spread over 10 orgs; every other one is then marked as last rotated
-400 days ago, so it is overdue (spec 004's period for JWT secrets is 180 days). Then:
+filled through the library with N symmetric secrets (secret type ``encryption_key``:
+rotated by the ``random`` rotator, and not held for a maintenance window as JWT secrets
+are), spread over 10 orgs; every other one is then marked as last rotated 400 days ago,
+so it is overdue (spec 004's period for encryption keys is 180 days). Then:
 
 1. ``keysafe rotate due --json`` runs as a fresh process (what a cron job or the
    server's schedule does); its wall time is measured, and the result is checked secret by
@@ -59,7 +60,7 @@ def _manager(home: Path) -> Any:
 
 
 def seed(home: Path, n: int, *, due_every: int = 2) -> tuple[list[tuple[str, str]], float]:
-    """N jwt secrets; every ``due_every``-th one overdue. Returns (due (name, org), s)."""
+    """N symmetric secrets; every ``due_every``-th one overdue. Returns (due, s)."""
     from keysafe.backends.base import WriteContext
     from keysafe.models import MetadataUpdate
 
@@ -71,7 +72,7 @@ def seed(home: Path, n: int, *, due_every: int = 2) -> tuple[list[tuple[str, str
         with b.transaction():  # one commit for the seeding (not what is measured)
             for i in range(n):
                 name, org = f"signing_key_{i:06d}", ORGS[i % len(ORGS)]
-                m.put(name, os.urandom(24).hex(), org, secret_type="jwt")
+                m.put(name, os.urandom(24).hex(), org, secret_type="encryption_key")
                 if i % due_every == 0:
                     b.update_metadata(m.path(name, org), MetadataUpdate(last_rotated=old),
                                       ctx=WriteContext.make("bench"))

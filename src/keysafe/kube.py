@@ -184,14 +184,14 @@ def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
     as {ENV_VAR_NAME: value}; InvalidName when two names map to one variable. A secret
     with no value to read (its current version destroyed, or deleted meanwhile) is left
     out and its name added to ``skipped``."""
-    from keysafe.workloads.names import ENV_VAR_TAG
+    from keysafe.workloads.names import tagged_env_var
 
     domain = domain or mgr.ref("x", org, env=env).domain
     by_env: dict[str, str] = {}
     values: dict[str, str] = {}
     for meta in mgr.list(org, domain=domain, env=env):
         ref = mgr.parse(meta.path)
-        var = meta.tags.get(ENV_VAR_TAG) or env_var_name(ref.name, mgr.catalog)
+        var = tagged_env_var(meta.tags) or env_var_name(ref.name, mgr.catalog)
         if var in by_env:
             raise InvalidName(f"secrets {by_env[var]!r} and {ref.name!r} both map to the "
                               f"environment variable {var}; rename one")

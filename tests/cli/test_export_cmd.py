@@ -298,7 +298,7 @@ def test_github_env_registers_masks_inside_actions_only(kc: Callable[..., Any], 
                                                         tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    put("api_token", "tok-1234567890")
+    put("api_token", "tok-12%0A34567890")
     put("pem", "-----BEGIN-----\nline-two-secret\n-----END-----", "--keep-newline")
     out = tmp_path / "github_env"
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
@@ -309,7 +309,7 @@ def test_github_env_registers_masks_inside_actions_only(kc: Callable[..., Any], 
     r = kc("export", "--org", "acme", "--format", "github-env", "--output", str(out))
     assert r.code == 0, r.err
     assert sorted(r.out.splitlines()) == sorted([
-        "::add-mask::tok-1234567890", "::add-mask::-----BEGIN-----",
+        "::add-mask::tok-12%250A34567890", "::add-mask::-----BEGIN-----",
         "::add-mask::line-two-secret", "::add-mask::-----END-----"])
     j = kc("export", "--org", "acme", "--format", "github-env", "--output", str(out),
            "--json")

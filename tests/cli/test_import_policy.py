@@ -255,12 +255,13 @@ def test_a_line_dotenv_cannot_parse_stops_the_import_naming_it(kc, home: Path):
     """python-dotenv skips such a line with a warning: the secret on it would silently
     be missing. The error names the file and line, never the line's text."""
     f = Path.cwd() / "bad.env"
-    f.write_text(f'OPENAI_API_KEY={OPENAI}\nANTHROPIC_API_KEY="{ANTHROPIC}\nHF_TOKEN={HF}\n')
+    f.write_text(f'OPENAI_API_KEY={OPENAI}\n\n  \nANTHROPIC_API_KEY="{ANTHROPIC}\n'
+                 f'HF_TOKEN={HF}\n')
     r = kc("import", str(f), "--org", "acme")
     assert r.code == exitcodes.USAGE, r.err
-    assert "bad.env line 2: cannot parse this line" in r.err
+    assert "bad.env line 4: cannot parse this line" in r.err  # blank lines counted
     no_values(r.out, r.err)
     assert kc("get", "openai_api_key", "--org", "acme").code == exitcodes.NOT_FOUND
     run = kc("run", "--env-file", str(f), "--", "true")
     assert run.code == exitcodes.USAGE
-    assert "bad.env line 2" in run.err
+    assert "bad.env line 4" in run.err

@@ -1104,3 +1104,19 @@ def test_llm_key_reads_are_audited_under_the_path_disclosed(client: TestClient,
         (mgr.path(OPENAI, ORG, domain=DOMAIN), "ok", {"provider": "openai"}),
         (mgr.path(OPENAI, ORG), "ok", {"provider": "openai"}),
         ("llm:mistral", "not_found", {"provider": "mistral"})]
+
+
+def test_an_env_var_tag_must_be_a_variable_name(client: TestClient, app: KeysafeApp,
+                                                tokens: dict[str, str]) -> None:
+    """The tag names the variable run and export write: ``X=1; cmd`` must never reach a
+    shell, dotenv or github-env file. Refused over HTTP; ignored where it is read
+    (a store written some other way)."""
+    bad = put(client, tokens["writer"], tags={"env_var": "X=1; touch /tmp/pwned; Y"})
+    body = assert_problem(bad, 422)
+    assert "must be an environment variable name" in json.dumps(body)
+    assert put(client, tokens["writer"], tags={"env_var": "LLM_KEY"}).status_code == 200
+    from keysafe.workloads.sources import StoreSource
+
+    mgr = app.keysafe.manager
+    mgr.put("other", "v", ORG, tags={"env_var": "X=1; touch /tmp/pwned; Y"})
+    assert StoreSource(mgr).env_vars(ORG, None) == {OPENAI: "LLM_KEY"}

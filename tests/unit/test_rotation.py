@@ -438,10 +438,34 @@ def test_a_value_that_does_not_fit_the_catalog_is_refused_before_apply(
         ctx=WriteContext.make("t"))
     with pytest.raises(RotationError, match=r"does not fit stripe_webhook_secret.*whsec_") as e:
         RotationEngine(mgr).rotate("stripe_webhook_secret", ORG)
-    assert e.value.step == "create"  # type: ignore[attr-defined]
+    assert e.value.step == "check"  # type: ignore[attr-defined]
     assert mgr.describe("stripe_webhook_secret", ORG).current_version == 1
     assert mgr.get("stripe_webhook_secret", ORG) == "whsec_" + "A1b2" * 8
     assert [o for o, _ in rotate_events(mgr)] == ["failed"]
+
+
+def test_a_misshapen_value_is_rolled_back_where_generate_made_it_live(
+        mgr: SecretManager) -> None:
+    """A rotator whose generate already created the value at its target (a webhook's
+    new key) gets rollback when the value then fails the catalog's format."""
+    calls: list[str] = []
+
+    class Issuer:
+        name = "issuer"
+
+        def generate(self, ctx: RotationContext) -> str:
+            calls.append("generate")
+            return "not-a-stripe-secret"
+
+        def rollback(self, ctx: RotationContext, new: str) -> None:
+            calls.append("rollback")
+
+    mgr.put("stripe_webhook_secret", "whsec_" + "A1b2" * 8, ORG, tags={"rotator": "issuer"})
+    eng = RotationEngine(mgr, rotator_factory=lambda name: Issuer())  # type: ignore[arg-type,return-value]
+    with pytest.raises(RotationError, match="does not fit"):
+        eng.rotate("stripe_webhook_secret", ORG)
+    assert calls == ["generate", "rollback"]
+    assert mgr.describe("stripe_webhook_secret", ORG).current_version == 1
 
 
 @pytest.mark.parametrize(("text", "inside", "outside"), [
@@ -458,7 +482,8 @@ def test_maintenance_window_parses_and_holds(text: str, inside: str, outside: st
     assert parse_window("") is None
 
 
-@pytest.mark.parametrize("bad", ["2am-4am", "02:00", "25:00-01:00", "03:00-03:00", "-"])
+@pytest.mark.parametrize("bad", ["2am-4am", "02:00", "25:00-01:00", "03:00-03:00", "-",
+                                 "02:00Z-04:00Z", "02:00+01:00-04:00"])
 def test_a_bad_maintenance_window_is_named(bad: str) -> None:
     with pytest.raises(ConfigError, match="rotation window"):
         parse_window(bad)

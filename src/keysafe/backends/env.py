@@ -418,10 +418,14 @@ def _read_dotenv(path: Path, *, interpolate: bool = True) -> dict[str, str | Non
         with path.open(encoding="utf-8") as fh:
             for binding in parse_stream(fh):
                 if binding.error:
-                    # Never the line itself: it may hold a value.
+                    # Never the line itself: it may hold a value. python-dotenv counts
+                    # the blank lines before a statement as part of it.
+                    text = binding.original.string
+                    lead = text[:len(text) - len(text.lstrip())]
+                    line = binding.original.line + lead.count("\n")
                     raise InvalidValue(
-                        f"{path} line {binding.original.line}: cannot parse this line (an "
-                        "unclosed quote, or no NAME=value); fix it, nothing was read")
+                        f"{path} line {line}: cannot parse this line (an unclosed quote, "
+                        "or no NAME=value); fix it, nothing was read")
         return dict(dotenv_values(path, interpolate=interpolate))
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read {path}: it is not UTF-8 text") from None

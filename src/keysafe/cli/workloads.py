@@ -219,7 +219,8 @@ def _mask_in_actions(values: dict[str, str], as_json: bool) -> None:
         warn("--json: the values were not registered as masks (::add-mask::); later "
              "steps may print them in the log")
         return
-    lines = [f"::add-mask::{part}\n" for v in values.values()
+    # Escaped as the runner unescapes command data (actions/toolkit's escapeData).
+    lines = [f"::add-mask::{part.replace('%', '%25')}\n" for v in values.values()
              for part in v.splitlines() if part.strip()]
     sys.stdout.write("".join(lines))
     sys.stdout.flush()

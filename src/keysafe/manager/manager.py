@@ -769,8 +769,13 @@ class SecretManager:
         was built from."""
         from keysafe.rotation.engine import RotationEngine
 
-        engine = (RotationEngine.from_settings(self, self._settings)
-                  if self._settings is not None else RotationEngine(self))
+        # One engine per manager: its per-secret locks keep two threads from rotating
+        # the same secret at once (a manager made by as_actor gets its own).
+        engine = self.__dict__.get("_rotation")
+        if engine is None or engine.mgr is not self:
+            engine = self._rotation = (RotationEngine.from_settings(self, self._settings)
+                                       if self._settings is not None
+                                       else RotationEngine(self))
         return engine.rotate(name, org, domain=domain)
 
     # -- maintenance ----------------------------------------------------------------

@@ -212,10 +212,13 @@ class RotationEngine:
                 raise
             if not isinstance(new, str) or not new:
                 raise RotationError(f"rotator {st.rotator} produced no value")
+            # Before apply: a value of the wrong shape goes nowhere else. Its own step, so
+            # a failure is rolled back: a rotator may have made the value live already in
+            # generate (a webhook's new key).
+            step = "check"
             entry = self.mgr.catalog.get(ref.name)
             problem = entry.check_format(new) if entry is not None else None
             if problem:
-                # Before apply: a value of the wrong shape goes nowhere.
                 raise RotationError(f"rotator {st.rotator} made a value that does not fit "
                                     f"{ref.name}: {problem}")
             if self._atomic(rotator):

@@ -47,8 +47,13 @@ def is_rotation_tag(key: str) -> bool:
     the protocol's own ``rotation.*``, ``maintenance_window``): set only by
     ``keysafe rotate configure`` or library code, never through the HTTP API, where a
     write-only identity could otherwise point a rotator at a URL of its own."""
-    return (key in ("rotator", WINDOW_TAG) or key.startswith("rotator.")
-            or key.startswith("rotation."))
+    return key in ("rotator", WINDOW_TAG) or is_rotation_detail(key)
+
+
+def is_rotation_detail(key: str) -> bool:
+    """A rotator's options (a URL, the secret that signs for it) and the protocol's
+    bookkeeping: not shown through the API, which shows only which rotator it is."""
+    return key.startswith(("rotator.", "rotation."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,9 @@ def parse_window(text: str) -> Window | None:
     except ValueError:
         raise ConfigError(f"rotation window {text!r} is not HH:MM-HH:MM (UTC, e.g. "
                           "02:00-04:00; it may wrap past midnight)") from None
+    if w.start.tzinfo is not None or w.end.tzinfo is not None:
+        raise ConfigError(f"rotation window {text!r}: give UTC times without an offset "
+                          "(02:00-04:00)")
     if w.start == w.end:
         raise ConfigError(f"rotation window {text!r} is empty: its start and end are "
                           "the same time")

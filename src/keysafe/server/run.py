@@ -86,16 +86,24 @@ def ensure_port_free(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {host!r}: {exc.strerror}") from None
-    family, kind, proto, _, addr = infos[0]
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(addr)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use (another "
-                                  "keysafe serve?): stop it or choose another --port") from None
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    failed: list[OSError] = []
+    # Every address the name gives ("localhost": 127.0.0.1 and ::1): any one in use is
+    # a server there; one this machine lacks (no IPv6) is not, if another binds.
+    addrs = list(dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos))
+    for family, kind, proto, addr in addrs:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(f"port {port} on {host} is already in use (another "
+                                      "keysafe serve?): stop it or choose another "
+                                      "--port") from None
+                failed.append(exc)
+    if len(failed) == len(addrs):
+        raise ConfigError(f"cannot listen on {host}:{port}: "
+                          f"{failed[0].strerror or type(failed[0]).__name__}")
 
 
 def serve(settings: Settings | None = None, *, host: str | None = None,
@@ -117,16 +125,17 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
 
     SecretManager.from_settings(settings).close()
     token = bootstrap_token(settings)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     if announce and as_json:  # one line for scripts: where, and the token if one was made
         import json
 
-        url = f"http://{host}:{port}"
+        url = f"http://{shown}:{port}"
         print(json.dumps({"url": url, "docs": f"{url}/docs", "health": f"{url}/healthz",
                           "panel": f"{url}/ui", "env": settings.env,
                           "backend": settings.backend, "first_admin_token": token}),
               flush=True)
     elif announce:
-        url = f"http://{host}:{port}"
+        url = f"http://{shown}:{port}"
         lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
                  f"  API docs: {url}/docs    health: {url}/healthz",
                  f"  panel: {url}/ui"]

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keysafe.rotation.policy import is_rotation_tag
+from keysafe.workloads.names import ENV_VAR_TAG, tagged_env_var
 
 
 class SecretWrite(BaseModel):
@@ -30,6 +31,9 @@ class SecretWrite(BaseModel):
             if is_rotation_tag(key):
                 raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
                                  "with `keysafe rotate configure`")
+            if key == ENV_VAR_TAG and tagged_env_var(tags or {}) is None:
+                raise ValueError(f"tag {ENV_VAR_TAG!r} must be an environment variable "
+                                 "name (letters, digits and '_', not starting with a digit)")
         return tags
 
 

@@ -171,6 +171,12 @@ class TokenStore:
         """A new token: returns (the token, shown once; its info). The audit log names
         a token's actor by its name (``token:<name>``), so a name is printable and used
         once in a store, revoked tokens included: InvalidValue or Conflict otherwise."""
+        with self._db.exclusive():  # the name check and the insert, as one
+            return self._create(name=name, roles=roles, orgs=orgs, created_by=created_by,
+                                ttl=ttl)
+
+    def _create(self, *, name: str, roles: list[str], orgs: list[str] | None,
+                created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
         if not name or len(name) > 128 or not name.isprintable() or name != name.strip():
             raise InvalidValue("token name must be 1 to 128 printable characters, with no "
                                "space at either end")
@@ -220,7 +226,7 @@ class TokenStore:
         with self._db.exclusive():
             if self.count():
                 return None
-            return self.create(**kw)
+            return self._create(**kw)
 
     def count(self) -> int:
         row = self._db.one("SELECT count(*) FROM tokens", ())

@@ -34,6 +34,14 @@ Mapping_ = dict[str, str | None]
 ENV_VAR_TAG = "env_var"
 
 
+def tagged_env_var(tags: Mapping[str, str]) -> str | None:
+    """A secret's ``env_var`` tag if it is a usable variable name (None otherwise): a
+    tag is written by whoever may write the secret, and a name like ``X=1; cmd`` must
+    never reach a shell, dotenv or github-env file."""
+    var = tags.get(ENV_VAR_TAG)
+    return var if var is not None and _ENV_VAR.fullmatch(var) else None
+
+
 def default_env_var(name: str, catalog: Catalog | None = None) -> str:
     """The variable a secret is exported as when no mapping file says otherwise."""
     if catalog is not None:

@@ -19,7 +19,7 @@ from keysafe.errors import (
     NotFound,
     PermissionDenied,
 )
-from keysafe.workloads.names import ENV_VAR_TAG
+from keysafe.workloads.names import tagged_env_var
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection
@@ -81,8 +81,9 @@ class StoreSource:
             if not meta.deleted:
                 name = mgr.parse(meta.path).name
                 out[name] = meta.current_version
-                if meta.tags.get(ENV_VAR_TAG):
-                    tagged[name] = meta.tags[ENV_VAR_TAG]
+                var = tagged_env_var(meta.tags)
+                if var:
+                    tagged[name] = var
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 
@@ -227,9 +228,9 @@ class ServerSource:
         for s in data.get("secrets", []):
             if s.get("configured") and not s.get("deleted"):
                 out[str(s["secret_name"])] = int(s.get("version") or 0)
-                var = (s.get("tags") or {}).get(ENV_VAR_TAG)
+                var = tagged_env_var(s.get("tags") or {})
                 if var:
-                    tagged[str(s["secret_name"])] = str(var)
+                    tagged[str(s["secret_name"])] = var
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 

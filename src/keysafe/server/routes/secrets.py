@@ -13,7 +13,7 @@ from keysafe.catalog import ROTATION_DAYS
 from keysafe.errors import KeysafeError, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
-from keysafe.rotation.policy import is_rotation_tag
+from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag
 from keysafe.server.deps import Ctx, get_ctx
 from keysafe.server.schemas import (
     Done,
@@ -38,8 +38,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 def shown_tags(tags: dict[str, str]) -> dict[str, str]:
     """Tags as the API shows them: a rotator's options (a URL, the name of the secret
     that signs for it) and the protocol's bookkeeping stay with the operator."""
-    return {k: v for k, v in tags.items()
-            if not (k.startswith("rotator.") or k.startswith("rotation."))}
+    return {k: v for k, v in tags.items() if not is_rotation_detail(k)}
 
 
 def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretStatus:

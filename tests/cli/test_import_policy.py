@@ -265,3 +265,30 @@ def test_a_line_dotenv_cannot_parse_stops_the_import_naming_it(kc, home: Path):
     run = kc("run", "--env-file", str(f), "--", "true")
     assert run.code == exitcodes.USAGE
     assert "bad.env line 4" in run.err
+
+
+def test_import_warns_when_git_could_pick_the_file_up(kc, home: Path):
+    """Spec 003's checklist: remove secrets from .env files, add .env to .gitignore."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = Path.cwd()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=60)
+    f = repo / ".env"
+    f.write_text(f"OPENAI_API_KEY={OPENAI}\n")
+    r = kc("import", str(f), "--org", "acme")
+    assert r.code == 0, r.err
+    assert "is not in .gitignore and still holds the values" in " ".join(r.err.split())
+    no_values(r.out, r.err)
+    subprocess.run(["git", "-C", str(repo), "add", "-f", ".env"], check=True, timeout=60)
+    tracked = kc("import", str(f), "--org", "acme", "--dry-run")
+    assert "is tracked by git" in " ".join(tracked.err.split())
+    assert "rotate them" in " ".join(tracked.err.split())
+    subprocess.run(["git", "-C", str(repo), "rm", "-q", "--cached", ".env"], check=True,
+                   timeout=60)
+    (repo / ".gitignore").write_text(".env\n")
+    quiet = kc("import", str(f), "--org", "acme")
+    assert "gitignore" not in quiet.err
+    assert "tracked" not in quiet.err

@@ -11,7 +11,7 @@ import typer
 
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Env, Json
-from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.output import command, emit_json, say, table, warn
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
 
@@ -85,6 +85,8 @@ def import_secrets(
         emit_json(result.to_dict())
     else:
         _render(result)
+    if file is not None:
+        _warn_if_exposed(file, org)
     failed = result.failed
     if failed:
         first = failed[0]
@@ -93,6 +95,19 @@ def import_secrets(
             first.error_code or "error",
             f"import: {len(failed)} secret(s) failed; first: {first.variable}: {first.reason}",
             code, as_json=as_json))
+
+
+def _warn_if_exposed(file: Path, org: str) -> None:
+    """Spec 003's checklist: remove secrets from .env files, add .env to .gitignore.
+    The import leaves the file as it was; say so when git could pick it up."""
+    from keysafe.scanning.sources import git_exposure
+
+    how = git_exposure(file)
+    if how is not None:
+        warn(f"{file} is {'tracked by git' if how == 'tracked' else 'not in .gitignore'} "
+             f"and still holds the values: replace them with references (keysafe scan "
+             f"{file} --import --org {org}) and add it to .gitignore"
+             + ("; they were committed, so rotate them" if how == "tracked" else ""))
 
 
 def _render(result: ImportResult) -> None:

@@ -172,6 +172,29 @@ def git_root(path: Path) -> Path:
     return Path(out.decode().strip())
 
 
+def git_exposure(path: Path) -> str | None:
+    """How git sees a file of secrets: "tracked" (committed, or added), "not ignored"
+    (in a work tree, and no .gitignore rule covers it), or None (ignored, or not in a
+    git work tree, or no git here)."""
+    try:
+        root = git_root(path)
+    except InvalidValue:
+        return None
+    rel = os.path.relpath(path.resolve(), root.resolve())
+
+    def ok(*args: str) -> bool:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args, "--", rel],
+                                  capture_output=True, timeout=60,
+                                  check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    if ok("ls-files", "--error-unmatch"):
+        return "tracked"
+    return None if ok("check-ignore", "-q") else "not ignored"
+
+
 def _cat_blobs(root: Path, shas: Sequence[str], rules: SkipRules) -> Iterator[
         tuple[str, str | None]]:
     """(sha, text or None) for each blob, through one ``git cat-file --batch``."""

@@ -67,18 +67,27 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def json_field(raw: str, name: str, field: str) -> Any:
-    """One field of a JSON credential's value (never the value in an error):
-    InvalidValue if it is not a JSON object, NotFound if the field is missing."""
+def json_object(raw: str, name: str) -> dict[str, Any]:
+    """A JSON credential's value as an object (never the value in an error):
+    InvalidValue if it is not a JSON object."""
     try:
         data = json.loads(raw)
     except ValueError:
         raise InvalidValue(f"{name} does not hold JSON credentials") from None
     if not isinstance(data, dict):
         raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
+    return data
+
+
+def json_field(raw: str, name: str, field: str) -> Any:
+    """One field of a JSON credential's value: as ``json_object``, and NotFound if the
+    field is missing."""
+    data = json_object(raw, name)
     if field not in data:
         raise NotFound(f"{name} has no credential field {field!r}")
     return data[field]
+
+
 #: Backend type -> 0 (no transactions), 1 (transaction()), 2 (transaction(join=...)).
 _TX_KINDS: dict[type, int] = {}
 
@@ -671,21 +680,11 @@ class SecretManager:
     # -- JSON credentials (spec 000) -----------------------------------------------
     def get_json(self, name: str, org: str | None = None, *, domain: str | None = None,
                  env: str | None = None, fresh: bool = False) -> dict[str, Any]:
-        raw = self.get(name, org, domain=domain, env=env, fresh=fresh)
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise InvalidValue(f"{name} does not hold JSON credentials") from None
-        if not isinstance(data, dict):
-            raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
-        return data
+        return json_object(self.get(name, org, domain=domain, env=env, fresh=fresh), name)
 
     def get_json_field(self, name: str, field: str, org: str | None = None, *,
                        domain: str | None = None, env: str | None = None) -> Any:
-        data = self.get_json(name, org, domain=domain, env=env)
-        if field not in data:
-            raise NotFound(f"{name} has no credential field {field!r}")
-        return data[field]
+        return json_field(self.get(name, org, domain=domain, env=env), name, field)
 
     def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
                  domain: str | None = None, env: str | None = None,

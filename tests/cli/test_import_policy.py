@@ -239,6 +239,8 @@ def test_run_and_export_give_back_the_variables_the_file_had(kc, home: Path,
     assert exported.code == 0, exported.err
     assert json.loads(exported.out) == {"HF_TOKEN": HF, "ARAGORA_JWT_SECRET": jwt,
                                         "OPENAI_API_KEY": OPENAI}
+    only = kc("export", "--org", "acme", "--format", "json", "--only", "hf_api_token")
+    assert json.loads(only.out) == {"HF_TOKEN": HF}  # described, not listed
     mapped = Path.cwd() / "map.toml"
     mapped.write_text('jwt_secret = "APP_JWT"\n')
     m = kc("export", "--org", "acme", "--format", "json", "--map", str(mapped))

@@ -97,7 +97,7 @@ class Scope:
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
         """variable -> value: the mapping file's variable, else the one a secret was
         imported from (its ``env_var`` tag), else the catalog's or the name's."""
-        tagged = source.env_vars(self.org, self.domain)
+        tagged = source.env_vars(self.org, self.domain, self.only)
         mapping = {**{n: v for n, v in tagged.items() if n in values}, **(self.mapping or {})}
         names = env_names(values, source.catalog, mapping)
         return {var: values[name] for name, var in names.items()}

@@ -49,9 +49,10 @@ class Source(Protocol):
         """(value, its version when the source can tell)."""
         ...
 
-    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
-        """name -> the variable each secret of org/domain was imported from (its
-        ``env_var`` tag), for those that have one."""
+    def env_vars(self, org: str, domain: str | None,
+                 names: list[str] | None = None) -> dict[str, str]:
+        """name -> the variable each secret of org/domain (or only ``names``) was
+        imported from (its ``env_var`` tag), for those that have one."""
         ...
 
     def version(self, org: str, domain: str | None, name: str) -> int:
@@ -87,7 +88,15 @@ class StoreSource:
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 
-    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
+    def env_vars(self, org: str, domain: str | None,
+                 names: list[str] | None = None) -> dict[str, str]:
+        if names is not None and (org, domain) not in self._env_vars:
+            out = {}  # a few names: described one by one, not the whole org listed
+            for name in names:
+                var = tagged_env_var(self.manager.describe(name, org, domain=domain).tags)
+                if var:
+                    out[name] = var
+            return out
         if (org, domain) not in self._env_vars:
             self.scope(org, domain)
         return self._env_vars[(org, domain)]
@@ -234,13 +243,20 @@ class ServerSource:
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 
-    def env_vars(self, org: str, domain: str | None) -> dict[str, str]:
+    def env_vars(self, org: str, domain: str | None,
+                 names: list[str] | None = None) -> dict[str, str]:
+        if names is not None and (org, domain) not in self._env_vars:
+            out = {}  # each one's status (what --only's token may read), not a listing
+            for name in names:
+                data = self._get(f"/api/secrets/{self._seg('org', org)}/"
+                                 f"{self._seg('name', name)}", self._domain(domain))
+                var = tagged_env_var((data.get("tags") or {}) if isinstance(data, dict)
+                                     else {})
+                if var:
+                    out[name] = var
+            return out
         if (org, domain) not in self._env_vars:
-            try:
-                self.scope(org, domain)
-            except PermissionDenied:
-                # --only with a token that may not list: the catalog's names then.
-                self._env_vars[(org, domain)] = {}
+            self.scope(org, domain)
         return self._env_vars[(org, domain)]
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:

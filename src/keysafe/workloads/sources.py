@@ -8,6 +8,8 @@ versions, for ``--watch``), one secret's value, and one secret's current version
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -62,7 +64,31 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class StoreSource:
+class _EnvVarTags(ABC):
+    """``env_vars`` for both sources: from the listing ``scope`` keeps, or, for a few
+    names given (``--only``), from each one's tags, without listing the whole org."""
+
+    _env_vars: dict[tuple[str, str | None], dict[str, str]]
+
+    @abstractmethod
+    def scope(self, org: str, domain: str | None) -> dict[str, int]:
+        """name -> current version of every live secret; fills ``_env_vars``."""
+
+    @abstractmethod
+    def _tags(self, org: str, domain: str | None, name: str) -> Mapping[str, str]:
+        """One secret's tags."""
+
+    def env_vars(self, org: str, domain: str | None,
+                 names: list[str] | None = None) -> dict[str, str]:
+        if names is not None and (org, domain) not in self._env_vars:
+            found = ((n, tagged_env_var(self._tags(org, domain, n))) for n in names)
+            return {n: var for n, var in found if var}
+        if (org, domain) not in self._env_vars:
+            self.scope(org, domain)
+        return self._env_vars[(org, domain)]
+
+
+class StoreSource(_EnvVarTags):
     """The configured store, read through a SecretManager (audited as the CLI)."""
 
     def __init__(self, manager: SecretManager) -> None:
@@ -88,18 +114,8 @@ class StoreSource:
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 
-    def env_vars(self, org: str, domain: str | None,
-                 names: list[str] | None = None) -> dict[str, str]:
-        if names is not None and (org, domain) not in self._env_vars:
-            out = {}  # a few names: described one by one, not the whole org listed
-            for name in names:
-                var = tagged_env_var(self.manager.describe(name, org, domain=domain).tags)
-                if var:
-                    out[name] = var
-            return out
-        if (org, domain) not in self._env_vars:
-            self.scope(org, domain)
-        return self._env_vars[(org, domain)]
+    def _tags(self, org: str, domain: str | None, name: str) -> Mapping[str, str]:
+        return self.manager.describe(name, org, domain=domain).tags
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
         # One store read, one audit record, and the version of exactly this value.
@@ -129,7 +145,7 @@ def _error_for(code: str | None, status: int) -> type[KeysafeError]:
     return BackendUnavailable
 
 
-class ServerSource:
+class ServerSource(_EnvVarTags):
     """A keysafe server, with a service token (``Authorization: Bearer``).
 
     Values come from ``GET /api/secrets/{org}/{name}/value`` (the service role's
@@ -243,21 +259,12 @@ class ServerSource:
         self._env_vars[(org, domain)] = tagged
         return dict(sorted(out.items()))
 
-    def env_vars(self, org: str, domain: str | None,
-                 names: list[str] | None = None) -> dict[str, str]:
-        if names is not None and (org, domain) not in self._env_vars:
-            out = {}  # each one's status (what --only's token may read), not a listing
-            for name in names:
-                data = self._get(f"/api/secrets/{self._seg('org', org)}/"
-                                 f"{self._seg('name', name)}", self._domain(domain))
-                var = tagged_env_var((data.get("tags") or {}) if isinstance(data, dict)
-                                     else {})
-                if var:
-                    out[name] = var
-            return out
-        if (org, domain) not in self._env_vars:
-            self.scope(org, domain)
-        return self._env_vars[(org, domain)]
+    def _tags(self, org: str, domain: str | None, name: str) -> Mapping[str, str]:
+        # The status (what --only's token may read), not a listing.
+        data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}",
+                         self._domain(domain))
+        tags = data.get("tags") if isinstance(data, dict) else None
+        return tags if isinstance(tags, dict) else {}
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
         data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}"

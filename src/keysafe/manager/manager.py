@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
     from keysafe.manager.archive import ArchiveResult, CompactResult
-    from keysafe.rotation.engine import Outcome
+    from keysafe.rotation.engine import Outcome, RotationEngine
 
 
 T = TypeVar("T")
@@ -163,6 +163,7 @@ class SecretManager:
         self._paths: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._merge_locks: dict[str, threading.Lock] = {}
         self._settings: Settings | None = None  # rotation's overrides, window, events
+        self._rotation: RotationEngine | None = None  # made by the first rotate()
         if isinstance(backend, Watchable) and self.cache.enabled:
             # Other processes' writes (server replicas) drop our cached copies at once.
             backend.watch(_invalidator(self.cache))
@@ -770,7 +771,7 @@ class SecretManager:
 
         # One engine per manager: its per-secret locks keep two threads from rotating
         # the same secret at once (a manager made by as_actor gets its own).
-        engine = self.__dict__.get("_rotation")
+        engine = self._rotation
         if engine is None or engine.mgr is not self:
             engine = self._rotation = (RotationEngine.from_settings(self, self._settings)
                                        if self._settings is not None

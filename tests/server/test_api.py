@@ -343,6 +343,26 @@ def test_a_token_name_is_used_once_so_the_audit_log_can_tell_tokens_apart(
     assert len({t.id for t in app.keysafe.tokens.list()} - before) == 1
 
 
+def test_token_names_of_other_orgs_stay_unknown(client: TestClient, tokens: dict[str, str],
+                                                app: KeysafeApp) -> None:
+    """An org's admin learns nothing of another org's token names: a name is refused
+    only when a token of an org it would cover (or an all-orgs one) has it."""
+    acme, globex = bearer(tokens["admin"]), bearer(tokens["globex"])
+    body = {"name": "ci-deploy", "roles": ["writer"]}
+    r = client.post("/api/tokens", json={**body, "orgs": [ORG]}, headers=acme)
+    assert r.status_code == 201, r.text
+    r = client.post("/api/tokens", json={**body, "orgs": ["globex"]}, headers=globex)
+    assert r.status_code == 201, r.text  # globex's admin cannot tell acme has one
+    again = client.post("/api/tokens", json={**body, "orgs": [ORG]}, headers=acme)
+    assert "exists already for an org this one would cover" in assert_problem(
+        again, 409)["detail"]
+    everywhere = client.post("/api/tokens", json={**body, "orgs": ["*"]},
+                             headers=bearer(tokens["root"]))
+    assert_problem(everywhere, 409)  # an all-orgs token meets both
+    named = [t for t in app.keysafe.tokens.list() if t.name == "ci-deploy"]
+    assert sorted(tuple(t.orgs or ()) for t in named) == [(ORG,), ("globex",)]
+
+
 def test_admin_cannot_mint_beyond_its_orgs(client: TestClient, tokens: dict[str, str],
                                            app: KeysafeApp) -> None:
     h = bearer(tokens["admin"])

@@ -170,7 +170,10 @@ class TokenStore:
                created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
         """A new token: returns (the token, shown once; its info). The audit log names
         a token's actor by its name (``token:<name>``), so a name is printable and used
-        once in a store, revoked tokens included: InvalidValue or Conflict otherwise."""
+        once among the tokens (revoked ones included) whose orgs meet this one's (an
+        all-orgs token meets every token): InvalidValue or Conflict otherwise. Tokens of
+        orgs that share none may share a name, so an org's admin learns nothing of
+        another org's token names; their records differ by org."""
         with self._db.exclusive():  # the name check and the insert, as one
             return self._create(name=name, roles=roles, orgs=orgs, created_by=created_by,
                                 ttl=ttl)
@@ -181,9 +184,11 @@ class TokenStore:
             raise InvalidValue("token name must be 1 to 128 printable characters, with no "
                                "space at either end")
         r, o = check_roles(roles), check_orgs(orgs)
-        if self._db.one("SELECT 1 FROM tokens WHERE name = ?", (name,)) is not None:
-            raise Conflict(f"a token named {name!r} exists already (revoked ones keep "
-                           "their names: the audit log tells tokens apart by name)")
+        for (theirs,) in self._db.all("SELECT orgs FROM tokens WHERE name = ?", (name,)):
+            if o is None or theirs is None or o & set(json.loads(theirs)):
+                raise Conflict(f"a token named {name!r} exists already for an org this one "
+                               "would cover (revoked ones keep their names: the audit log "
+                               "tells tokens apart by name)")
         tid = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = time.time()

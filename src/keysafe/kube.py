@@ -65,6 +65,7 @@ __all__ = [
     "ESO_API_VERSION",
     "FORCE_SYNC",
     "MANAGED_BY",
+    "OPERATOR_ACCOUNT",
     "RESTARTED_AT",
     "KubeSync",
     "NamespaceMissing",
@@ -76,6 +77,7 @@ __all__ = [
     "read_scope",
     "render_external_secret",
     "render_secret",
+    "render_store_external_secret",
     "secret_manifest",
     "sync_pass",
 ]
@@ -117,14 +119,13 @@ _UNITS = {"h": 3600, "m": 60, "s": 1}
 
 
 def env_var_name(name: str, catalog: Catalog | None = None) -> str:
-    """The environment-variable name for a secret: the catalog's (``OPENAI_API_KEY``)
-    when it knows the name, else the name upper-cased with '.' and '-' as '_' (and a
-    leading '_' when it would start with a digit)."""
-    entry = catalog.get(name) if catalog is not None else None
-    if entry is not None:
-        return entry.env_var
-    out = re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
-    return "_" + out if out[:1].isdigit() else out
+    """The environment-variable name for a secret, as ``keysafe run`` and ``export``
+    name it (docs/workloads.md): the catalog's variable for a catalog name
+    (``OPENAI_API_KEY``), else the name upper-cased with every other character as '_'
+    (an alias stays itself: ``db_password`` is ``DB_PASSWORD``)."""
+    from keysafe.workloads.names import default_env_var
+
+    return default_env_var(name, catalog)
 
 
 def _check_name(kind: str, value: str, *, label: bool = False) -> str:
@@ -256,70 +257,135 @@ def _server_url(server_url: str) -> str:
 
 def render_external_secret(names: list[str], *, name: str, namespace: str | None,
                            server_url: str, org: str, domain: str | None, token_secret: str,
-                           refresh_interval: str = "1h") -> str:
+                           refresh_interval: str = "1h",
+                           variables: Mapping[str, str] | None = None) -> str:
     """YAML for the External Secrets Operator: a SecretStore whose webhook provider reads
     ``GET {server_url}/api/secrets/{org}/{name}/value`` (``$.value`` of the JSON answer)
     with ``Authorization: Bearer`` the ``token`` key of the Kubernetes Secret
     ``token_secret``, and an ExternalSecret (refreshInterval, spec 002's force-sync
-    annotation) filling the Secret ``name`` with one key per secret, the env-var name.
+    annotation) filling the Secret ``name`` with one key per secret, the env-var name
+    (``variables``: name -> variable where a mapping file or an ``env_var`` tag says).
 
     The manifests hold no value and no token. InvalidName/InvalidValue for bad input.
     """
-    from keysafe.catalog import Catalog
     from keysafe.naming import validate_segment
 
-    _check_name("ExternalSecret name", name)
     store = f"{name}-keysafe"
     _check_name("SecretStore name", store)
-    if namespace is not None:
-        _check_name("namespace", namespace, label=True)
     _check_name("token Secret name", token_secret)
     validate_segment("org", org)
     if domain is not None:
         validate_segment("domain", domain)
-    if not isinstance(refresh_interval, str) or not _GO_DURATION.fullmatch(refresh_interval):
-        raise InvalidValue(f"refresh interval {refresh_interval!r} is not a duration like "
-                           "1h, 15m, 2h30m or 0")
-    if not names:
-        raise InvalidValue("no secrets to list in the ExternalSecret")
-    catalog = Catalog.builtin()
-    data: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    for secret in names:
-        validate_segment("name", secret)
-        var = env_var_name(secret, catalog)
-        if var in seen:
-            raise InvalidName(f"secrets {seen[var]!r} and {secret!r} both map to the "
-                              f"environment variable {var}; rename one")
-        seen[var] = secret
-        data.append({"secretKey": var, "remoteRef": {"key": secret}})
     # The operator fills {{ .remoteRef.key }} (a validated name: URL-safe as it is).
     url = (f"{_server_url(server_url)}/api/secrets/{quote(org, safe='')}"
            "/{{ .remoteRef.key }}/value")
     if domain is not None:
         url += f"?domain_id={quote(domain, safe='')}"
+    provider = {"webhook": {
+        "url": url,
+        "method": "GET",
+        "headers": {"Accept": "application/json",
+                    "Authorization": "Bearer {{ .auth.token }}"},
+        "result": {"jsonPath": "$.value"},
+        "secrets": [{"name": "auth", "secretRef": {"name": token_secret}}],
+    }}
+    header = (
+        "# keysafe: External Secrets Operator (webhook provider) manifests.\n"
+        f"# The service token is read from the 'token' key of the Secret {token_secret!r}:\n"
+        f"#   kubectl create secret generic {token_secret} --from-literal=token=<token>"
+        + (f" -n {namespace}" if namespace else "") + "\n")
+    return _eso_manifests([(n, {"key": n}) for n in names], provider, name=name,
+                          namespace=namespace, store=store, cluster_store=False,
+                          refresh_interval=refresh_interval, header=header,
+                          variables=variables)
+
+
+#: The operator's own Kubernetes service account (its Helm chart's default, spec 002's
+#: ``--namespace external-secrets``): what a store's workload identity is bound to.
+OPERATOR_ACCOUNT: Mapping[str, str] = {"name": "external-secrets",
+                                       "namespace": "external-secrets"}
+
+
+def render_store_external_secret(refs: list[tuple[str, dict[str, Any]]],
+                                 provider: dict[str, Any], *, name: str,
+                                 namespace: str | None, store: str,
+                                 refresh_interval: str = "1h",
+                                 variables: Mapping[str, str] | None = None) -> str:
+    """YAML for the External Secrets Operator reading the store keysafe writes to
+    (spec 002: AWS Secrets Manager or Parameter Store, Vault, GCP Secret Manager; also
+    Azure Key Vault), without a keysafe server in the path: a ClusterSecretStore named
+    ``store`` with ``provider`` (the backend's ``eso_provider()``), and an ExternalSecret
+    filling the Secret ``name`` with one key per secret (its env-var name) from
+    ``refs``: (secret name, the backend's ``eso_remote_ref(path)``).
+
+    With a ``namespace``, the store serves ExternalSecrets of that namespace only
+    (``spec.conditions``): the operator's identity can read every org of the prefix,
+    and any namespace allowed to use the store could ask for any of them.
+
+    The manifests hold no value and no credential: the operator authenticates as its
+    own service account (IRSA, Workload Identity, Vault's Kubernetes auth)."""
+    _check_name("ClusterSecretStore name", store)
+    header = (
+        "# keysafe: External Secrets Operator manifests reading the store directly.\n"
+        f"# The ClusterSecretStore {store!r} authenticates as the operator's service account\n"
+        f"# {OPERATOR_ACCOUNT['namespace']}/{OPERATOR_ACCOUNT['name']}: bind it to a "
+        "read-only identity (keysafe policy --read-only).\n"
+        + (f"# It serves ExternalSecrets in namespace {namespace!r} only.\n" if namespace else
+           "# It serves ExternalSecrets in EVERY namespace: give --namespace to limit it.\n"))
+    return _eso_manifests(refs, provider, name=name, namespace=namespace, store=store,
+                          cluster_store=True, refresh_interval=refresh_interval,
+                          header=header, variables=variables)
+
+
+def _eso_manifests(refs: list[tuple[str, dict[str, Any]]], provider: dict[str, Any], *,
+                   name: str, namespace: str | None, store: str, cluster_store: bool,
+                   refresh_interval: str, header: str,
+                   variables: Mapping[str, str] | None) -> str:
+    """The store (SecretStore, or ClusterSecretStore with no namespace) and the
+    ExternalSecret naming ``refs``: the part both kinds of source share."""
+    from keysafe.catalog import Catalog
+    from keysafe.naming import validate_segment
+
+    _check_name("ExternalSecret name", name)
+    if namespace is not None:
+        _check_name("namespace", namespace, label=True)
+    if not isinstance(refresh_interval, str) or not _GO_DURATION.fullmatch(refresh_interval):
+        raise InvalidValue(f"refresh interval {refresh_interval!r} is not a duration like "
+                           "1h, 15m, 2h30m or 0")
+    if not refs:
+        raise InvalidValue("no secrets to list in the ExternalSecret")
+    catalog = Catalog.builtin()
+    data: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for secret, remote_ref in refs:
+        validate_segment("name", secret)
+        var = (variables or {}).get(secret) or env_var_name(secret, catalog)
+        if not _SECRET_KEY.fullmatch(var):
+            raise InvalidName(f"{var!r} (for {secret!r}) is not a valid Secret key")
+        if var in seen:
+            raise InvalidName(f"secrets {seen[var]!r} and {secret!r} both map to the "
+                              f"environment variable {var}; rename one")
+        seen[var] = secret
+        data.append({"secretKey": var, "remoteRef": remote_ref})
     labels = {MANAGED_BY[0]: MANAGED_BY[1]}
 
-    def meta(obj_name: str, **extra: Any) -> dict[str, Any]:
+    def meta(obj_name: str, *, namespaced: bool = True, **extra: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"name": obj_name}
-        if namespace is not None:
+        if namespace is not None and namespaced:
             out["namespace"] = namespace
         out["labels"] = dict(labels)
         out.update(extra)
         return out
 
+    kind = "ClusterSecretStore" if cluster_store else "SecretStore"
+    store_spec: dict[str, Any] = {"provider": provider}
+    if cluster_store and namespace is not None:
+        store_spec["conditions"] = [{"namespaces": [namespace]}]
     secret_store = {
         "apiVersion": ESO_API_VERSION,
-        "kind": "SecretStore",
-        "metadata": meta(store),
-        "spec": {"provider": {"webhook": {
-            "url": url,
-            "method": "GET",
-            "headers": {"Accept": "application/json",
-                        "Authorization": "Bearer {{ .auth.token }}"},
-            "result": {"jsonPath": "$.value"},
-            "secrets": [{"name": "auth", "secretRef": {"name": token_secret}}],
-        }}},
+        "kind": kind,
+        "metadata": meta(store, namespaced=not cluster_store),
+        "spec": store_spec,
     }
     external_secret = {
         "apiVersion": ESO_API_VERSION,
@@ -328,16 +394,11 @@ def render_external_secret(names: list[str], *, name: str, namespace: str | None
         "metadata": meta(name, annotations={FORCE_SYNC: str(int(time.time()))}),
         "spec": {
             "refreshInterval": refresh_interval,
-            "secretStoreRef": {"name": store, "kind": "SecretStore"},
+            "secretStoreRef": {"name": store, "kind": kind},
             "target": {"name": name, "creationPolicy": "Owner"},
             "data": data,
         },
     }
-    header = (
-        "# keysafe: External Secrets Operator (webhook provider) manifests.\n"
-        f"# The service token is read from the 'token' key of the Secret {token_secret!r}:\n"
-        f"#   kubectl create secret generic {token_secret} --from-literal=token=<token>"
-        + (f" -n {namespace}" if namespace else "") + "\n")
     body: str = _yaml().safe_dump_all([secret_store, external_secret], sort_keys=False,
                                       allow_unicode=True)
     return header + body
@@ -398,6 +459,9 @@ class PassResult:
     content_hash: str
     restarted: list[str] = field(default_factory=list)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Keys the live Secret had and this pass took away (a secret deleted or renamed, or
+    #: its variable changed): pods that read one by name stop starting.
+    removed: list[str] = field(default_factory=list)
 
     @property
     def applied(self) -> bool:
@@ -406,7 +470,8 @@ class PassResult:
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "namespace": self.namespace, "name": self.name,
                 "keys": self.keys, "content_hash": self.content_hash,
-                "restarted": self.restarted, "at": self.at.isoformat(timespec="seconds")}
+                "restarted": self.restarted, "removed": self.removed,
+                "at": self.at.isoformat(timespec="seconds")}
 
 
 class NamespaceMissing(NotFound):
@@ -638,6 +703,8 @@ def sync_pass(kube: KubeSync, values: Mapping[str, str], *, force: bool = False,
         break
     result = PassResult(action=action, namespace=kube.namespace, name=kube.name,
                         keys=sorted(values), content_hash=digest)
+    if result.applied and existing is not None:
+        result.removed = sorted(set(existing.data or {}) - set(values))
     if result.applied:
         for workload in restart:
             kube.restart(workload, result.at)

@@ -282,6 +282,59 @@ def test_external_secret_names_only(kc: Callable[..., Any], stored: dict[str, st
     assert "canary-v" in r.out
 
 
+def test_external_secret_keys_are_the_variables_export_writes(kc: Callable[..., Any],
+                                                             put: Put, tmp_path: Path
+                                                             ) -> None:
+    """The Secret the operator fills has the keys ``export --format dotenv`` writes:
+    the mapping file's variables (``false`` leaves one out), an ``env_var`` tag (what
+    ``import`` records for an alias), an alias's own name (``db_password``), the
+    catalog's variable for a catalog name."""
+    _kube()
+    import yaml
+
+    put("openai_api_key", "sk-" + "m" * 30, org="mapped")
+    put("db_password", "pw", org="mapped")
+    put("hf_api_token", "hf_" + "t" * 32, "--tag", "env_var=HF_TOKEN", org="mapped")
+    put("internal", "i", org="mapped")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('openai_api_key = "LLM_API_KEY"\ninternal = false\n')
+    base = ("export", "--org", "mapped", "--map", str(mapping))
+    r = kc(*base, "--format", "external-secret", "--server-url", "https://k.example")
+    assert r.code == 0, r.err
+    es = list(yaml.safe_load_all(r.out))[1]
+    keys = {d["remoteRef"]["key"]: d["secretKey"] for d in es["spec"]["data"]}
+    assert keys == {"openai_api_key": "LLM_API_KEY", "db_password": "DB_PASSWORD",
+                    "hf_api_token": "HF_TOKEN"}
+    dotenv = kc(*base, "--format", "json")
+    assert dotenv.code == 0, dotenv.err
+    assert sorted(json.loads(dotenv.out)) == sorted(keys.values())
+
+
+def test_external_secret_provider_store_needs_a_store_the_operator_reads(
+        kc: Callable[..., Any], stored: dict[str, str]) -> None:
+    """The embedded store is not one the operator can read: exit 9, saying which stores
+    are (the AWS, Vault, GCP and Azure paths are tested against those stores). Bad
+    combinations are usage errors; nothing is written."""
+    _kube()
+    r = kc("export", "--org", "acme", "--format", "external-secret", "--provider", "store")
+    assert r.code == 9
+    assert "cannot read the sqlite store" in r.err
+    assert "aws-sm, aws-ssm, vault, gcp and azure" in r.err
+    for args, hint in [(("--provider", "nope"), "not keysafe or store"),
+                       (("--provider", "store", "--server-url", "https://k.example"),
+                        "not with --server-url"),
+                       (("--store", "x", "--server-url", "https://k.example"),
+                        "--store needs --provider store")]:
+        r = kc("export", "--org", "acme", "--format", "external-secret", *args)
+        assert r.code == 2, args
+        assert hint in " ".join(r.err.replace("│", " ").split())  # rich's box, unwrapped
+    r = kc("export", "--org", "acme", "--format", "json", "--provider", "store")
+    assert r.code == 2
+    assert "for --format external-secret" in " ".join(r.err.replace("│", " ").split())
+    for value in stored.values():
+        assert value not in r.out + r.err
+
+
 def test_export_leaves_out_a_destroyed_current_version(kc: Callable[..., Any],
                                                        stored: dict[str, str],
                                                        put: Put) -> None:

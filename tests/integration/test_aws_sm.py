@@ -584,3 +584,59 @@ def test_aws_endpoint_variables_win_over_localstack(aws: MotoAws,  # noqa: F811
         assert b.get(name)[0] == "v"
     finally:
         b.close()
+
+
+# -- the External Secrets Operator reading the store (export --provider store) ---------------
+def test_external_secrets_operator_reads_what_keysafe_wrote(
+        backend: AwsSecretsManagerBackend, sm: Any) -> None:
+    """The remoteRef keysafe renders, read the way the operator's AWS provider reads it
+    (GetSecretValue of the key), gives back the value keysafe stored."""
+    path = f"keysafe/production/acme-corp/shared/{uniq('eso')}"
+    backend.put(path, "sk-eso-value", ctx=ctx())
+    ref = backend.eso_remote_ref(path)
+    assert ref == {"key": path}
+    assert current_value(sm, ref["key"]) == "sk-eso-value"
+    assert backend.eso_provider() == {"aws": {"service": "SecretsManager",
+                                              "region": "us-east-1"}}
+
+
+def test_export_provider_store_renders_the_cluster_secret_store(
+        aws: MotoAws, tmp_path: Path) -> None:  # noqa: F811
+    """``keysafe export --format external-secret --provider store`` as a process, with
+    the store configured by the environment (spec 002: ESO straight from AWS)."""
+    import os
+    import subprocess
+
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update(KEYSAFE_HOME=str(tmp_path), KEYSAFE_BACKEND="aws-sm", KEYSAFE_ENV="production",
+               AWS_ENDPOINT_URL=aws.url, KEYSAFE_ACTOR="tester")
+    org = uniq("org")
+    keysafe = str(Path(sys.executable).parent / "keysafe")
+    for name, value in (("openai_api_key", "sk-" + "e" * 30), ("db_password", "pw-1")):
+        p = subprocess.run([keysafe, "put", name, "--org", org], input=value, text=True,
+                           capture_output=True, env=env, timeout=60)
+        assert p.returncode == 0, p.stderr
+    p = subprocess.run([keysafe, "export", "--org", org, "--format", "external-secret",
+                        "--provider", "store", "--namespace", "apps"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    store, es = list(yaml.safe_load_all(p.stdout))
+    assert (store["kind"], store["metadata"]["name"]) == ("ClusterSecretStore",
+                                                          "keysafe-production-aws-sm-apps")
+    assert "namespace" not in store["metadata"]  # cluster-scoped
+    assert store["spec"]["provider"] == {"aws": {"service": "SecretsManager",
+                                                 "region": "us-east-1"}}
+    assert store["spec"]["conditions"] == [{"namespaces": ["apps"]}]  # only there
+    assert es["spec"]["secretStoreRef"] == {"name": "keysafe-production-aws-sm-apps",
+                                            "kind": "ClusterSecretStore"}
+    assert es["metadata"]["namespace"] == "apps"
+    refs = {d["secretKey"]: d["remoteRef"]["key"] for d in es["spec"]["data"]}
+    prefix = f"keysafe/production/{org}/shared/"
+    assert refs == {"OPENAI_API_KEY": prefix + "openai_api_key",
+                    "DB_PASSWORD": prefix + "db_password"}
+    sm = aws.client("secretsmanager")
+    assert current_value(sm, refs["DB_PASSWORD"]) == "pw-1"
+    assert "sk-" + "e" * 30 not in p.stdout + p.stderr
+    assert "pw-1" not in p.stdout

@@ -483,3 +483,17 @@ def test_profile_in_keysafe_toml_selects_aws_ssm(aws: MotoAws, tmp_home: Path,  
     raw = aws.client("ssm").get_parameter(
         Name=f"/ragstar/development/org-{org}/llm/openai-api-key", WithDecryption=True)
     assert raw["Parameter"]["Value"] == OPENAI
+
+
+def test_external_secrets_operator_reads_what_keysafe_wrote(
+        backend: AwsParameterStoreBackend, ssm: Any) -> None:
+    """The remoteRef keysafe renders (``export --provider store``), read the way the
+    operator's ParameterStore provider reads it (GetParameter, decrypted)."""
+    path = f"keysafe/production/acme/shared/{uniq('eso')}"
+    backend.put(path, "eso-ssm-value", ctx=ctx())
+    ref = backend.eso_remote_ref(path)
+    assert ref == {"key": "/" + path}
+    got = ssm.get_parameter(Name=ref["key"], WithDecryption=True)["Parameter"]["Value"]
+    assert got == "eso-ssm-value"
+    assert backend.eso_provider() == {"aws": {"service": "ParameterStore",
+                                              "region": "us-east-1"}}

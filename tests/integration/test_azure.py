@@ -530,3 +530,19 @@ def test_bad_metadata_leaves_a_deleted_secret_deleted(standin: AzureKeyVaultStan
         b.put(p, "w", ctx=ctx(), meta=MetadataUpdate(tags={"k": "v" * 300}))
     assert b.describe(p, include_deleted=True).deleted
     b.purge(p, ctx=ctx())
+
+
+def test_external_secrets_operator_reads_what_keysafe_wrote(
+        standin: AzureKeyVaultStandin) -> None:
+    """The remoteRef keysafe renders (``export --provider store``), read the way the
+    operator's azurekv provider reads it (secret ``key`` of the store's vault)."""
+    b = backend_for(standin)
+    path = "keysafe/production/acme-corp/shared/eso_key"
+    b.put(path, "eso-azure-value", ctx=ctx())
+    ref = b.eso_remote_ref(path)
+    assert ref == {"key": "keysafe--production--acme-hcorp--shared--eso-ukey"}
+    assert b.eso_provider() == {"azurekv": {
+        "vaultUrl": standin.vault_url, "authType": "WorkloadIdentity",
+        "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}}}
+    assert plain_client(standin).get_secret(ref["key"]).value == "eso-azure-value"
+    b.purge(path, ctx=ctx())

@@ -484,3 +484,20 @@ def test_deleted_before_uses_the_deletion_label(standin: GcpSecretManagerStandin
     assert "gone/old" in found
     assert b.describe("gone/old", include_deleted=True).deleted_at == when
     b.purge("gone/old", ctx=ctx())
+
+
+def test_external_secrets_operator_reads_what_keysafe_wrote(
+        standin: GcpSecretManagerStandin) -> None:
+    """The remoteRef keysafe renders (``export --provider store``), read the way the
+    operator's gcpsm provider reads it (the latest version of secret ``key`` in the
+    store's project): the value keysafe stored."""
+    b = backend_for(standin)
+    path = "keysafe/production/acme-corp/shared/eso_key"
+    b.put(path, "eso-gcp-value", ctx=ctx())
+    ref = b.eso_remote_ref(path)
+    assert ref == {"key": "keysafe--production--acme-hcorp--shared--eso_key"}
+    assert b.eso_provider() == {"gcpsm": {"projectID": PROJECT}}
+    r = plain_client(standin).access_secret_version(
+        name=f"projects/{PROJECT}/secrets/{ref['key']}/versions/latest")
+    assert r.payload.data == b"eso-gcp-value"
+    b.purge(path, ctx=ctx())

@@ -694,3 +694,45 @@ def test_importing_the_module_does_not_import_hvac() -> None:
     code = ("import sys, keysafe.backends.vault, keysafe.backends.registry; "
             "assert 'hvac' not in sys.modules and 'requests' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the External Secrets Operator reading the store (export --provider store) ---------------
+def test_external_secrets_operator_reads_what_keysafe_wrote(
+        vb: VaultBackend, prefix: str, bao: BaoServer) -> None:  # noqa: F811
+    """The remoteRef keysafe renders, read the way the operator's Vault provider reads
+    it (KV v2 at the store's path, ``key`` under it, ``property`` of the data; no
+    property: the whole data as JSON), gives back what keysafe stored."""
+    plain, creds = f"{prefix}eso/plain", f"{prefix}eso/creds"
+    pretty = f"{prefix}eso/pretty"
+    vb.put(plain, "eso-vault-value", ctx=ctx())
+    vb.put(creds, json.dumps({"bot_token": "xoxb-1", "signing_secret": "s"},
+                             sort_keys=True), ctx=ctx())  # put_json's form: stored as the map
+    pasted = json.dumps({"type": "service_account", "project_id": "p"}, indent=2)
+    vb.put(pretty, pasted, ctx=ctx())  # JSON pasted as text: stored as {value: text}
+    provider = vb.eso_provider()["vault"]
+    assert (provider["server"], provider["path"], provider["version"]) == (vb.url, "secret",
+                                                                           "v2")
+    assert provider["auth"]["kubernetes"]["serviceAccountRef"] == {
+        "name": "external-secrets", "namespace": "external-secrets"}
+    import hvac
+
+    client = hvac.Client(url=bao.url, token=bao.token)  # as the operator's own client
+    ref = vb.eso_remote_ref(plain)
+    assert ref == {"key": plain, "property": "value"}
+    data = client.secrets.kv.v2.read_secret_version(
+        path=ref["key"], mount_point=provider["path"], raise_on_deleted_version=True
+    )["data"]["data"]
+    assert data[ref["property"]] == "eso-vault-value"
+    ref = vb.eso_remote_ref(creds)
+    assert ref == {"key": creds}  # no property: the operator hands over the whole map
+    data = client.secrets.kv.v2.read_secret_version(
+        path=ref["key"], mount_point=provider["path"], raise_on_deleted_version=True
+    )["data"]["data"]
+    assert data == {"bot_token": "xoxb-1", "signing_secret": "s"}
+    ref = vb.eso_remote_ref(pretty)
+    assert ref == {"key": pretty, "property": "value"}
+    data = client.secrets.kv.v2.read_secret_version(
+        path=ref["key"], mount_point=provider["path"], raise_on_deleted_version=True
+    )["data"]["data"]
+    assert data[ref["property"]] == pasted
+    assert provider["auth"]["kubernetes"]["role"] == "external-secrets"  # never keysafe's

@@ -23,6 +23,7 @@ from keysafe.kube import (
     env_var_name,
     render_external_secret,
     render_secret,
+    render_store_external_secret,
 )
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -267,3 +268,109 @@ def test_env_var_names():
     assert env_var_name("hf_token", None) == "HF_TOKEN"
     assert env_var_name("my-app.key", cat) == "MY_APP_KEY"
     assert env_var_name("1password", cat) == "_1PASSWORD"
+
+
+# -- the operator reading the store itself (export --provider store) -----------------
+# Provider fields from the same repository's apis/externalsecrets/v1/:
+#   secretstore_aws_types.go    AWSProvider (service and region required)
+#   secretstore_vault_types.go  VaultProvider (server required), VaultAuth,
+#                               VaultKubernetesAuth (mountPath and role required)
+#   secretstore_gcpsm_types.go  GCPSMProvider
+#   secretstore_azurekv_types.go AzureKVProvider (vaultUrl required)
+#   apis/meta/v1/types.go       ServiceAccountSelector
+PROVIDER_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "aws": ({"service", "auth", "role", "region", "additionalRoles", "externalID",
+             "sessionTags", "secretsManager", "transitiveTagKeys", "sessionTagsPolicy",
+             "customSessionTags", "prefix"}, {"service", "region"}),
+    "vault": ({"auth", "server", "path", "version", "namespace", "caBundle", "tls",
+               "caProvider", "readYourWrites", "forwardInconsistent", "headers",
+               "checkAndSet"}, {"server"}),
+    "gcpsm": ({"auth", "projectID", "location", "getLatestEnabledSecret"}, set()),
+    "azurekv": ({"authType", "vaultUrl", "tenantId", "environmentType", "authSecretRef",
+                 "serviceAccountRef", "identityId", "useAzureSDK", "customCloudConfig"},
+                {"vaultUrl"}),
+}
+VAULT_AUTH = {"namespace", "tokenSecretRef", "appRole", "kubernetes", "ldap", "jwt", "cert",
+              "iam", "userPass", "gcp"}
+VAULT_K8S = ({"mountPath", "serviceAccountRef", "secretRef", "role"}, {"mountPath", "role"})
+SERVICE_ACCOUNT = {"name", "namespace", "audiences"}
+PROVIDERS = {
+    "aws": {"aws": {"service": "SecretsManager", "region": "us-west-2"}},
+    "vault": {"vault": {"server": "https://vault.example.com", "path": "secret",
+                        "version": "v2", "auth": {"kubernetes": {
+                            "mountPath": "kubernetes", "role": "aragora",
+                            "serviceAccountRef": {"name": "external-secrets",
+                                                  "namespace": "external-secrets"}}}}},
+    "gcpsm": {"gcpsm": {"projectID": "aragora-prod"}},
+    "azurekv": {"azurekv": {"vaultUrl": "https://aragora.vault.azure.net",
+                            "authType": "WorkloadIdentity",
+                            "serviceAccountRef": {"name": "external-secrets",
+                                                  "namespace": "external-secrets"}}},
+}
+
+
+@pytest.mark.parametrize("kind", list(PROVIDERS))
+def test_store_external_secret_carries_exactly_the_documented_fields(kind: str) -> None:
+    """What each backend's eso_provider() returns (tests/integration pin the values
+    against the stores themselves) goes into a ClusterSecretStore unchanged, and every
+    object carries only the operator's own fields."""
+    refs = [("openai_api_key", {"key": "keysafe/production/acme/shared/openai_api_key"}),
+            ("db_password", {"key": "keysafe/production/acme/shared/db_password",
+                             "property": "value"})]
+    text = render_store_external_secret(refs, PROVIDERS[kind], name="app-secrets",
+                                        namespace="prod", store="keysafe-store",
+                                        refresh_interval="1h")
+    store, es = list(yaml.safe_load_all(text))
+    assert (store["kind"], store["apiVersion"]) == ("ClusterSecretStore", ESO_API_VERSION)
+    check(store, "SecretStore")  # a ClusterSecretStore has the SecretStore's fields
+    check(store["metadata"], "ObjectMeta")
+    assert "namespace" not in store["metadata"]  # cluster-scoped
+    check(store["spec"], "SecretStoreSpec")
+    assert list(store["spec"]["provider"]) == [kind]
+    provider = store["spec"]["provider"][kind]
+    documented, required = PROVIDER_FIELDS[kind]
+    assert set(provider) <= documented
+    assert required <= set(provider)
+    if kind == "vault":
+        assert set(provider["auth"]) <= VAULT_AUTH
+        k8s = provider["auth"]["kubernetes"]
+        assert set(k8s) <= VAULT_K8S[0]
+        assert VAULT_K8S[1] <= set(k8s)
+    for sa in (provider.get("serviceAccountRef"),
+               provider.get("auth", {}).get("kubernetes", {}).get("serviceAccountRef")):
+        if sa is not None:
+            assert set(sa) <= SERVICE_ACCOUNT
+            assert sa["namespace"]  # a ClusterSecretStore must name it
+    check(es, "ExternalSecret")
+    check(es["spec"], "ExternalSecretSpec")
+    assert es["spec"]["secretStoreRef"] == {"name": "keysafe-store",
+                                            "kind": "ClusterSecretStore"}
+    assert es["metadata"]["namespace"] == "prod"
+    for d in es["spec"]["data"]:
+        check(d, "ExternalSecretData")
+        check(d["remoteRef"], "ExternalSecretDataRemoteRef")
+    assert [d["secretKey"] for d in es["spec"]["data"]] == ["OPENAI_API_KEY",
+                                                            "DB_PASSWORD"]
+    assert es["spec"]["data"][1]["remoteRef"] == refs[1][1]
+    # Served to the ExternalSecrets of that namespace only (ClusterSecretStoreCondition:
+    # namespaceSelector, namespaces, namespaceRegexes).
+    assert store["spec"]["conditions"] == [{"namespaces": ["prod"]}]
+    assert "namespace 'prod' only" in text
+    open_text = render_store_external_secret(refs, PROVIDERS[kind], name="app-secrets",
+                                             namespace=None, store="keysafe-store")
+    open_store = next(yaml.safe_load_all(open_text))
+    assert "conditions" not in open_store["spec"]
+    assert "EVERY namespace" in open_text
+
+
+def test_store_external_secret_bad_input_is_named() -> None:
+    ok = [("x", {"key": "k"})]
+    with pytest.raises(InvalidName, match="ClusterSecretStore name"):
+        render_store_external_secret(ok, PROVIDERS["aws"], name="a", namespace=None,
+                                     store="Not_Valid")
+    with pytest.raises(InvalidValue, match="no secrets"):
+        render_store_external_secret([], PROVIDERS["aws"], name="a", namespace=None,
+                                     store="s")
+    with pytest.raises(InvalidValue, match="refresh interval"):
+        render_store_external_secret(ok, PROVIDERS["aws"], name="a", namespace=None,
+                                     store="s", refresh_interval="soon")

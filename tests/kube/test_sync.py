@@ -95,7 +95,7 @@ def test_create_then_nothing_then_change_then_force(cluster, store, sync):
         ("GET", ["secrets", NAME]), ("POST", ["prod", "secrets"]),
         ("PATCH", ["deployments", "web"])]
     assert secret_values(cluster) == {
-        "OPENAI_API_KEY": "sk-proj-" + CANARY + "A" * 20, "DATABASE_PASSWORD": CANARY,
+        "OPENAI_API_KEY": "sk-proj-" + CANARY + "A" * 20, "DB_PASSWORD": CANARY,
         "MULTI_LINE": f"-----BEGIN KEY-----\n{CANARY}\n-----END KEY-----"}
     obj = cluster.secrets[(NS, NAME)]
     assert obj["type"] == "Opaque"
@@ -120,9 +120,9 @@ def test_create_then_nothing_then_change_then_force(cluster, store, sync):
     line = json.loads(r.out)
     assert line["action"] == "updated"
     assert line["restarted"] == ["deployment/web", "deployment/worker"]
-    assert line["keys"] == ["DATABASE_PASSWORD", "MULTI_LINE", "OPENAI_API_KEY"]
+    assert line["keys"] == ["DB_PASSWORD", "MULTI_LINE", "OPENAI_API_KEY"]
     assert [q.method for q in cluster.requests[before:]] == ["GET", "PUT", "PATCH", "PATCH"]
-    assert secret_values(cluster)["DATABASE_PASSWORD"] == CANARY + "-rotated"
+    assert secret_values(cluster)["DB_PASSWORD"] == CANARY + "-rotated"
     assert restarted_at(cluster, "worker") is not None
 
     # --force: re-applied although nothing changed.
@@ -141,7 +141,7 @@ def test_removed_secret_leaves_the_secret_and_others_keep_their_metadata(
     assert kc("rm", "multi-line", "--org", "acme").code == 0
     r = sync("--once", "--label", "team=payments")
     assert r.code == 0, r.err
-    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DATABASE_PASSWORD"}
+    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DB_PASSWORD"}
     meta = cluster.secrets[(NS, NAME)]["metadata"]
     assert meta["annotations"]["owner"] == "ops"
     assert meta["labels"]["team"] == "payments"
@@ -150,10 +150,10 @@ def test_removed_secret_leaves_the_secret_and_others_keep_their_metadata(
 def test_hand_edited_secret_is_put_back(cluster, store, sync):
     first = sync("--once")
     assert first.code == 0, first.err
-    cluster.secrets[(NS, NAME)]["data"]["DATABASE_PASSWORD"] = base64.b64encode(b"x").decode()
+    cluster.secrets[(NS, NAME)]["data"]["DB_PASSWORD"] = base64.b64encode(b"x").decode()
     r = sync("--once", "--json")
     assert json.loads(r.out)["action"] == "updated"
-    assert secret_values(cluster)["DATABASE_PASSWORD"] == CANARY
+    assert secret_values(cluster)["DB_PASSWORD"] == CANARY
 
 
 def test_concurrent_change_is_retried(cluster, store, sync):
@@ -232,7 +232,7 @@ def test_foreign_secret_needs_adopt(cluster, store, sync):
     assert cluster.writes() == []
     r = sync("--once", "--adopt")
     assert r.code == 0, r.err
-    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DATABASE_PASSWORD", "MULTI_LINE"}
+    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DB_PASSWORD", "MULTI_LINE"}
 
 
 def test_empty_scope_changes_nothing(cluster, store, sync):
@@ -344,7 +344,7 @@ def test_a_destroyed_current_version_is_left_out_of_the_secret(cluster, store, s
     r = sync("--once")
     assert r.code == 0, r.err
     assert "left out gone: no current value to read" in r.err
-    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DATABASE_PASSWORD",
+    assert set(secret_values(cluster)) == {"OPENAI_API_KEY", "DB_PASSWORD",
                                            "MULTI_LINE"}
 
 
@@ -366,3 +366,20 @@ def test_a_bad_label_names_the_label_option(cluster, store, sync):
     assert "'--label'" in r.err
     assert "--tag" not in r.err
     assert cluster.requests == []
+
+
+def test_a_key_taken_away_is_named(cluster, store, sync, kc):
+    """A secret's variable changed (here an env_var tag keeping the key a Secret had
+    before session 9's naming change): the pass says which key it removed."""
+    assert sync("--once").code == 0
+    r = kc("tag", "db_password", "--org", "acme", "--set", "env_var=DATABASE_PASSWORD")
+    assert r.code == 0, r.err
+    r = sync("--once", "--json")
+    assert r.code == 0, r.err
+    line = json.loads(r.out)
+    assert line["removed"] == ["DB_PASSWORD"]
+    assert "removed key(s) DB_PASSWORD from secret" in r.err
+    assert secret_values(cluster)["DATABASE_PASSWORD"] == CANARY
+    assert CANARY not in r.err
+    again = json.loads(sync("--once", "--json").out)
+    assert again["removed"] == []

@@ -209,6 +209,14 @@ class AwsSecretsManagerBackend:
         region = self._client.meta.region_name
         return f"AwsSecretsManagerBackend(region={region!r})"
 
+    # -- the External Secrets Operator reading this store (keysafe.kube) -----------------
+    def eso_provider(self) -> dict[str, Any]:
+        return {"aws": {"service": "SecretsManager", "region": self._client.meta.region_name}}
+
+    def eso_remote_ref(self, path: str) -> dict[str, Any]:
+        """The secret's name is the path; its SecretString is the value as stored."""
+        return {"key": path}
+
     # -- reading ------------------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
         self._check_name(path)

@@ -135,6 +135,15 @@ class AwsParameterStoreBackend:
         return (f"AwsParameterStoreBackend(region={self._client.meta.region_name!r}, "
                 f"tier={self.tier!r})")
 
+    # -- the External Secrets Operator reading this store (keysafe.kube) -----------------
+    def eso_provider(self) -> dict[str, Any]:
+        return {"aws": {"service": "ParameterStore",
+                        "region": self._client.meta.region_name}}
+
+    def eso_remote_ref(self, path: str) -> dict[str, Any]:
+        """The parameter's name (a leading ``/`` added); the operator decrypts it."""
+        return {"key": self._name(path)}
+
     # -- names ----------------------------------------------------------------------------
     def _name(self, path: str) -> str:
         """The parameter name for ``path``; InvalidName naming the rule it breaks."""

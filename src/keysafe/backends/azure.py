@@ -245,6 +245,19 @@ class AzureKeyVaultBackend:
     def __repr__(self) -> str:
         return f"AzureKeyVaultBackend(vault_url={self.vault_url!r})"
 
+    # -- the External Secrets Operator reading this store (keysafe.kube) -----------------
+    def eso_provider(self) -> dict[str, Any]:
+        """The vault, the operator authenticating with Workload Identity as its own
+        Kubernetes service account."""
+        from keysafe.kube import OPERATOR_ACCOUNT
+
+        return {"azurekv": {"vaultUrl": self.vault_url, "authType": "WorkloadIdentity",
+                            "serviceAccountRef": dict(OPERATOR_ACCOUNT)}}
+
+    def eso_remote_ref(self, path: str) -> dict[str, Any]:
+        """The secret name (docs/backends/azure.md's encoding); the value as stored."""
+        return {"key": CODEC.encode(path)}
+
     # -- errors: every SDK call goes through here -----------------------------------------
     @staticmethod
     def _codes(exc: BaseException) -> set[str]:

@@ -860,6 +860,17 @@ class GcpSecretManagerBackend:
                 done.append(n)
         return done
 
+    # -- the External Secrets Operator reading this store (keysafe.kube) -----------------
+    def eso_provider(self) -> dict[str, Any]:
+        """The project; the operator authenticates as its own Kubernetes service account
+        (Workload Identity, spec 002's annotation)."""
+        return {"gcpsm": {"projectID": self.project}}
+
+    def eso_remote_ref(self, path: str) -> dict[str, Any]:
+        """The secret id (docs/backends/gcp.md's encoding); the latest version's payload
+        is the value as stored."""
+        return {"key": CODEC.encode(path)}
+
     # -- for tests and tools --------------------------------------------------------------
     def secret_id(self, path: str) -> str:
         """The Secret Manager secret id that holds ``path``."""

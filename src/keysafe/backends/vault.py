@@ -294,6 +294,35 @@ class VaultBackend:
                 kwargs["verify"] = str(v)  # a CA bundle path
         return cls(max_versions=settings.max_versions, **kwargs)
 
+    # -- the External Secrets Operator reading this store (keysafe.kube) -----------------
+    def eso_provider(self) -> dict[str, Any]:
+        """KV v2 at this mount, the operator logging in with Kubernetes auth as its own
+        service account under the Vault role ``external-secrets`` (spec 002's
+        ClusterSecretStore; give that role a read-only policy: ``keysafe policy
+        --backend vault --read-only``). keysafe's own ``k8s_role`` is not used: it may
+        write."""
+        from keysafe.kube import OPERATOR_ACCOUNT
+
+        spec: dict[str, Any] = {"server": self.url, "path": self.mount, "version": "v2"}
+        if self.namespace:
+            spec["namespace"] = self.namespace
+        spec["auth"] = {"kubernetes": {
+            "mountPath": self.auth_mount if self.auth_method == "kubernetes" else "kubernetes",
+            "role": OPERATOR_ACCOUNT["name"],
+            "serviceAccountRef": dict(OPERATOR_ACCOUNT)}}
+        return {"vault": spec}
+
+    def eso_remote_ref(self, path: str) -> dict[str, Any]:
+        """The KV path under the mount, and ``property`` the value field when the value
+        is stored as ``{value_field: value}``; JSON credentials stored as the map itself
+        (``_encode_value``) get no property, so the operator hands over the whole map as
+        JSON. Which one is decided from the stored value (read here, never shown)."""
+        key = path[1:] if path.startswith("/") else path
+        value, _ = self.get(path)
+        if _encode_value(value, self.value_field) == {self.value_field: value}:
+            return {"key": key, "property": self.value_field}
+        return {"key": key}
+
     def __repr__(self) -> str:
         return (f"VaultBackend(url={self.url!r}, mount={self.mount!r}, "
                 f"auth_method={self.auth_method!r})")

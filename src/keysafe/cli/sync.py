@@ -165,6 +165,11 @@ def sync_kubernetes(
                 else:
                     last_error = None
                     results.append(result)
+                    if result.removed:
+                        warn(f"pass {n}: removed key(s) {', '.join(result.removed)} from "
+                             f"secret {result.namespace}/{result.name}: pods that read one "
+                             "by name will not start until they read another (a secret "
+                             "deleted, or its variable changed: docs/kubernetes.md)")
                     if as_json:
                         emit_json_lines([{"pass": n, **result.to_dict()}])
                     else:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -138,6 +138,16 @@ def export(
     refresh_interval: Annotated[str, typer.Option(
         "--refresh-interval", metavar="DURATION",
         help="external-secret: how often the operator refreshes.")] = "1h",
+    provider: Annotated[str, typer.Option(
+        "--provider", metavar="keysafe|store",
+        help="external-secret: where the operator reads the values: through a keysafe "
+             "server (keysafe: --server-url), or straight from the store this environment "
+             "is configured for (store: AWS Secrets Manager or Parameter Store, "
+             "Vault/OpenBao, GCP Secret Manager, Azure Key Vault).")] = "keysafe",
+    store_name: Annotated[str | None, typer.Option(
+        "--store", metavar="NAME",
+        help="external-secret --provider store: the ClusterSecretStore's name (default: "
+             "keysafe-ENV-BACKEND[-NAMESPACE]).", show_default=False)] = None,
     via_server: ViaServer = None,
     token_env: TokenEnv = TOKEN_ENV,
     as_json: Json = False,
@@ -162,9 +172,22 @@ def export(
         raise typer.BadParameter("--append needs --output", param_hint="'--append'")
     if via_server is None and token_env != TOKEN_ENV:
         raise typer.BadParameter("--token-env needs --via-server", param_hint="'--token-env'")
-    if fmt == "external-secret" and not (server_url or via_server):
-        raise typer.BadParameter("external-secret needs --server-url (or --via-server)",
-                                 param_hint="'--server-url'")
+    if provider not in ("keysafe", "store"):
+        raise typer.BadParameter(f"{provider!r} is not keysafe or store",
+                                 param_hint="'--provider'")
+    native = provider == "store"
+    if (native or store_name) and fmt != "external-secret":
+        raise typer.BadParameter("--provider store and --store are for --format "
+                                 "external-secret", param_hint="'--provider'")
+    if store_name and not native:
+        raise typer.BadParameter("--store needs --provider store", param_hint="'--store'")
+    if native and (server_url or via_server or token_secret != TOKEN_SECRET):
+        raise typer.BadParameter("--provider store reads the store this environment is "
+                                 "configured for: not with --server-url, --via-server or "
+                                 "--token-secret", param_hint="'--provider'")
+    if fmt == "external-secret" and not native and not (server_url or via_server):
+        raise typer.BadParameter("external-secret needs --server-url (or --via-server), "
+                                 "or --provider store", param_hint="'--server-url'")
     if output is not None:
         _check_output(output)
     mapping = load_mapping(map_file) if map_file else None
@@ -172,15 +195,25 @@ def export(
     source = open_source(env=env, server=via_server, token_env=token_env)
     try:
         if fmt == "external-secret":
-            # The operator fetches the values itself: only names are read here.
-            names = list(scope.versions(source))
-            text = _external_secret(names, org=org, domain=domain, name=name,
-                                    namespace=namespace,
-                                    server_url=server_url or via_server or "",
-                                    token_secret=token_secret,
-                                    refresh_interval=refresh_interval,
-                                    default_domain=source.default_domain)
+            # The operator fetches the values itself: only names are read here, and each
+            # one's variable, as export names it (mapping file, env_var tag, catalog).
+            variables = scope.variables(source, scope.versions(source))
+            names = list(variables)
             count = len(names)
+            if native:
+                text = _store_external_secret(source, names, org=org, domain=domain,
+                                              name=name, namespace=namespace,
+                                              store=store_name,
+                                              refresh_interval=refresh_interval,
+                                              variables=variables)
+            else:
+                text = _external_secret(names, org=org, domain=domain, name=name,
+                                        namespace=namespace,
+                                        server_url=server_url or via_server or "",
+                                        token_secret=token_secret,
+                                        refresh_interval=refresh_interval,
+                                        default_domain=source.default_domain,
+                                        variables=variables)
         else:
             values = _read_with_progress(scope, source)
             out = scope.env(source, values) if keys == "env" else values
@@ -269,14 +302,64 @@ def _render(fmt: str, values: dict[str, str], *, org: str, domain: str | None,
 
 def _external_secret(names: list[str], *, org: str, domain: str | None, name: str | None,
                      namespace: str | None, server_url: str, token_secret: str,
-                     refresh_interval: str, default_domain: str) -> str:
+                     refresh_interval: str, default_domain: str,
+                     variables: dict[str, str]) -> str:
     from keysafe.workloads.formats import kube
 
     _, render_external_secret = kube()
     return render_external_secret(
         names, name=name or default_k8s_name(org, domain or default_domain),
         namespace=namespace, server_url=server_url, org=org, domain=domain,
-        token_secret=token_secret, refresh_interval=refresh_interval)
+        token_secret=token_secret, refresh_interval=refresh_interval, variables=variables)
+
+
+def _store_external_secret(source: Source, names: list[str], *, org: str,
+                           domain: str | None, name: str | None, namespace: str | None,
+                           store: str | None, refresh_interval: str,
+                           variables: dict[str, str]) -> str:
+    """The operator reading the configured store itself: each secret's name in that
+    store (the backend's ``eso_remote_ref``) and the store's ClusterSecretStore."""
+    from keysafe.errors import Unsupported
+    from keysafe.workloads.formats import kube
+    from keysafe.workloads.sources import StoreSource
+
+    assert isinstance(source, StoreSource)  # --via-server was refused
+    mgr = source.manager
+    backend: Any = mgr.backend
+    if not hasattr(backend, "eso_provider"):
+        raise Unsupported(
+            f"the External Secrets Operator cannot read the {backend.name} store this "
+            "environment uses; --provider store works with aws-sm, aws-ssm, vault, gcp and "
+            "azure (use the keysafe webhook provider: --server-url)")
+    kube()  # PyYAML present, or the install hint
+    from keysafe.kube import render_store_external_secret
+
+    refs = [(secret, backend.eso_remote_ref(mgr.path(secret, org, domain=domain)))
+            for secret in names]
+    provider = backend.eso_provider()
+    server = provider.get("vault", {}).get("server")
+    if server and _loopback_url(server):
+        warn(f"the Vault address {server} is a loopback address: the operator in the "
+             "cluster cannot reach it; set the profile's url to the address pods use")
+    if namespace is None:
+        warn("the ClusterSecretStore serves ExternalSecrets in every namespace; give "
+             "--namespace to limit it to one")
+    # One store per environment, store and namespace: applying another environment's
+    # manifests never replaces this one.
+    default_store = "-".join(filter(None, ["keysafe", mgr.env, backend.name, namespace]))
+    return render_store_external_secret(
+        refs, provider,
+        name=name or default_k8s_name(org, domain or source.default_domain),
+        namespace=namespace, store=store or default_store,
+        refresh_interval=refresh_interval, variables=variables)
+
+
+def _loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from keysafe.keycheck import is_loopback_host
+
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def _check_output(path: Path) -> None:

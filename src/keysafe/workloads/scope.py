@@ -3,7 +3,7 @@ an environment, with the versions ``--watch`` compares."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from keysafe.errors import InvalidValue, NotFound
@@ -95,12 +95,19 @@ class Scope:
         return left_out(self.skipped)
 
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
-        """variable -> value: the mapping file's variable, else the one a secret was
-        imported from (its ``env_var`` tag), else the catalog's or the name's."""
+        """variable -> value (see ``variables``)."""
+        return {var: values[name] for name, var in self.variables(source, values).items()}
+
+    def variables(self, source: Source, names: Iterable[str]) -> dict[str, str]:
+        """secret name -> variable: the mapping file's, else the one a secret was
+        imported from (its ``env_var`` tag), else the catalog's or the name's. Names
+        the mapping file leaves out (``false``) are not in it."""
+        names = list(names)
+        wanted = set(names)
         tagged = source.env_vars(self.org, self.domain, self.only)
-        mapping = {**{n: v for n, v in tagged.items() if n in values}, **(self.mapping or {})}
-        names = env_names(values, source.catalog, mapping)
-        return {var: values[name] for name, var in names.items()}
+        mapping = {**{n: v for n, v in tagged.items() if n in wanted},
+                   **(self.mapping or {})}
+        return env_names(names, source.catalog, mapping)
 
 
 @dataclass

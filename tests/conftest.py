@@ -23,3 +23,30 @@ def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KEYSAFE_HOME", str(home))
     monkeypatch.chdir(work)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _key_checks_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a real provider: a live key check (keysafe.keycheck) to any host
+    but a loopback stand-in fails as unreachable, in this process, before connecting."""
+    import urllib.error
+    from typing import Any
+    from urllib.parse import urlsplit
+
+    from keysafe import keycheck
+
+    real = keycheck._opener
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        opener = real(*args, **kwargs)
+        open_ = opener.open
+
+        def open_loopback(req: Any, *args: Any, **kwargs: Any) -> Any:
+            if not keycheck.is_loopback_host(urlsplit(req.full_url).hostname or ""):
+                raise urllib.error.URLError("tests reach no provider")
+            return open_(req, *args, **kwargs)
+
+        opener.open = open_loopback
+        return opener
+
+    monkeypatch.setattr(keycheck, "_opener", guarded)

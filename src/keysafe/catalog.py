@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from keysafe.errors import ConfigError
+from keysafe.keycheck import BUILTIN_CHECKS, LiveCheck
 
 __all__ = [
     "ROTATION_DAYS",
@@ -108,6 +109,8 @@ class WellKnownSecret:
     aliases: tuple[str, ...] = ()
     json_fields: tuple[str, ...] = ()
     format_hint: str = ""
+    #: How to ask the provider whether a key works (keysafe.keycheck); None: no check.
+    check: LiveCheck | None = None
 
     @property
     def effective_rotation_days(self) -> int | None:
@@ -138,8 +141,9 @@ class WellKnownSecret:
             return self._check_json(stripped)
         return None
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready description for the API and the web panel (spec 001's well-known list)."""
+    def to_dict(self, *, checks: bool = True) -> dict[str, object]:
+        """JSON-ready description for the API and the web panel (spec 001's well-known
+        list). ``checks`` False (live key checks turned off) shows no live check."""
         return {
             "secret_name": self.name,
             "display_name": self.display_name,
@@ -154,6 +158,7 @@ class WellKnownSecret:
             "format_hint": self.format_hint,
             "json_fields": list(self.json_fields),
             "aliases": list(self.aliases),
+            "live_check": self.check.to_dict() if self.check and checks else None,
         }
 
     def _mismatch(self) -> str:
@@ -675,7 +680,7 @@ class Catalog:
 
 @functools.cache
 def _builtin_catalog() -> Catalog:
-    return Catalog(_builtin_entries())
+    return Catalog(replace(e, check=BUILTIN_CHECKS.get(e.name)) for e in _builtin_entries())
 
 
 # --- team files -------------------------------------------------------------------------
@@ -782,6 +787,10 @@ def _entry_from_raw(
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise fail(field, "must be a list of strings")
             values[field] = tuple(value)
+        elif field == "check":
+            # false or "" turns a built-in check off; a URL or a table sets one.
+            values[field] = (None if value is False or value == ""
+                             else LiveCheck.from_raw(value, where))
         elif field == "rotation_days":
             # bool is an int subclass; `rotation_days = true` is a mistake, not 1 day.
             if value is not None and (

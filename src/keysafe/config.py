@@ -78,6 +78,10 @@ class _Fields(NamedTuple):
     rotation_window: str = ""
     event_webhooks: str = ""
     event_webhook_secret: str | None = None
+    key_checks: bool = True
+    key_check_timeout: float = 5.0
+    key_check_rate: int = 30
+    key_check_interval: float = 0.0
     backend_options: dict[str, Any] = None  # type: ignore[assignment]  # a new dict each
     config_file: Path | None = None
     sources: dict[str, str] = None  # type: ignore[assignment]  # a new dict each
@@ -230,6 +234,10 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_ROTATION_WINDOW": "rotation_window",
     "KEYSAFE_EVENT_WEBHOOKS": "event_webhooks",
     "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
+    "KEYSAFE_KEY_CHECKS": "key_checks",
+    "KEYSAFE_KEY_CHECK_TIMEOUT": "key_check_timeout",
+    "KEYSAFE_KEY_CHECK_RATE": "key_check_rate",
+    "KEYSAFE_KEY_CHECK_INTERVAL": "key_check_interval",
 }
 # Each setting's declared type, as written (NamedTuple keeps it as a ForwardRef).
 _TYPES: dict[str, str] = {k: getattr(t, "__forward_arg__", str(t))
@@ -375,4 +383,8 @@ def load_settings(
                           "valid (use FULL, EXTRA or NORMAL)")
     if "sqlite_synchronous" in values:
         values["sqlite_synchronous"] = sync
+    if "key_check_timeout" in values and not values["key_check_timeout"] > 0:
+        raise ConfigError(f"setting key_check_timeout from "
+                          f"{sources.get('key_check_timeout', 'argument')}: must be more "
+                          "than 0 seconds")
     return Settings(**values, sources=sources)

@@ -74,6 +74,12 @@ class ValueTooLarge(InvalidValue):
     code = "value_too_large"
 
 
+class KeyRejected(InvalidValue):
+    """The provider refused the key when asked (``check_key``): it was not saved."""
+
+    code = "key_rejected"
+
+
 class Unsupported(KeysafeError):
     """The configured backend cannot do this (it lacks the capability)."""
 

@@ -243,3 +243,26 @@ def test_help_lists_commands_and_exit_codes(ks):
     assert "Exit codes" in r.out
     assert ks("get", "--help").code == 0
     assert ks("audit", "verify", "--help").code == 0
+
+
+def test_tag_sets_and_removes_tags_without_a_new_version(kc, put) -> None:
+    """``keysafe tag``: metadata only. ``env_var`` renames the exported variable;
+    rotation settings and bad variable names are refused; nothing else changes."""
+    put("db_password", "pw-tag-canary")
+    r = kc("tag", "db_password", "--org", "acme", "--set", "env_var=DATABASE_PASSWORD",
+           "--set", "team=payments", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["tags"] == {"env_var": "DATABASE_PASSWORD", "team": "payments"}
+    assert r.json()["current_version"] == 1  # no new version
+    assert kc("export", "--org", "acme", "--format", "dotenv").out.startswith(
+        "DATABASE_PASSWORD=")
+    r = kc("tag", "db_password", "--org", "acme", "--unset", "env_var", "--json")
+    assert r.json()["tags"] == {"team": "payments"}
+    for args in (("--set", "rotator=random"), ("--unset", "rotation.step"),
+                 ("--set", "env_var=1BAD"), ("--set", "novalue"), ()):
+        bad = kc("tag", "db_password", "--org", "acme", *args)
+        assert bad.code == 2, args
+    assert kc("tag", "nope", "--org", "acme", "--set", "a=b").code == 3
+    status = kc("status", "db_password", "--org", "acme", "--json").json()
+    assert status["tags"] == {"team": "payments"}
+    assert "pw-tag-canary" not in json.dumps(status)

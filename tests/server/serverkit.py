@@ -87,7 +87,10 @@ class RealServer:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
-        env.update({"KEYSAFE_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.env})
+        # Live key checks off unless a test routes them to a loopback stand-in: a server
+        # in a subprocess is outside tests/conftest.py's guard, and no test leaves loopback.
+        env.update({"KEYSAFE_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
+                    "KEYSAFE_KEY_CHECKS": "off", **self.env})
         code = (f"from keysafe.server.run import serve; "
                 f"serve(port={self.port}, workers={self.workers})")
         # Its own process group: the ASGI server's workers are child processes, and a

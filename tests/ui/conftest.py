@@ -36,9 +36,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def static_server(directory: Path, port: int) -> contextlib.AbstractContextManager[str]:
+    return loopback_server(functools.partial(_Quiet, directory=str(directory)), port)
+
+
 @contextlib.contextmanager
-def static_server(directory: Path, port: int) -> Iterator[str]:
-    handler = functools.partial(_Quiet, directory=str(directory))
+def loopback_server(handler: Any, port: int) -> Iterator[str]:
+    """``handler`` served on 127.0.0.1:``port`` for the block; yields its URL."""
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     t.start()
@@ -48,6 +52,37 @@ def static_server(directory: Path, port: int) -> Iterator[str]:
         srv.shutdown()
         srv.server_close()
         t.join(timeout=5)
+
+
+class _Provider(http.server.BaseHTTPRequestHandler):
+    """STAND-IN for OpenAI's key check (``GET /v1/models``): 401 for a key containing
+    REJECTED, else 200, as the API reference documents for bad and good keys. The
+    panel's server reaches it instead of api.openai.com through a catalog file."""
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        ok = self.path == "/v1/models" and auth.startswith("Bearer ") and "REJECTED" not in auth
+        body = b'{"data": []}' if ok else b'{"error": {"message": "Incorrect API key"}}'
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def checks_catalog(path: Path, provider: str) -> Path:
+    """OpenAI's key check routed to the stand-in; every other built-in check off (the
+    panel's server never leaves loopback)."""
+    from keysafe.keycheck import BUILTIN_CHECKS
+
+    lines = [f'[[secret]]\nname = "openai_api_key"\ncheck = "{provider}/v1/models"\n']
+    lines += [f'[[secret]]\nname = "{n}"\ncheck = false\n'
+              for n in BUILTIN_CHECKS if n != "openai_api_key"]
+    path.write_text("\n".join(lines))
+    return path
 
 
 @dataclass
@@ -78,15 +113,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     allowed_port, denied_port = free_port(), free_port()
     allowed = f"http://127.0.0.1:{allowed_port}"
     home = tmp_path_factory.mktemp("ui") / "home"
-    srv = RealServer(home, {"KEYSAFE_CORS_ORIGINS": allowed,
-                            "KEYSAFE_JWT_HS256_SECRET": JWT_SECRET,
-                            "KEYSAFE_PURGE_INTERVAL": "0"})
-    srv.start()
-    try:
-        with static_server(EXAMPLES, allowed_port) as a, static_server(EXAMPLES, denied_port) as d:
-            yield Stack(srv, a, d)
-    finally:
-        srv.stop()
+    with loopback_server(_Provider, free_port()) as provider:
+        srv = RealServer(home, {"KEYSAFE_CORS_ORIGINS": allowed,
+                                "KEYSAFE_JWT_HS256_SECRET": JWT_SECRET,
+                                "KEYSAFE_PURGE_INTERVAL": "0",
+                                "KEYSAFE_KEY_CHECKS": "on",
+                                "KEYSAFE_CATALOG_FILE": str(checks_catalog(
+                                    home.parent / "catalog.toml", provider))})
+        srv.start()
+        try:
+            with static_server(EXAMPLES, allowed_port) as a, \
+                    static_server(EXAMPLES, denied_port) as d:
+                yield Stack(srv, a, d)
+        finally:
+            srv.stop()
 
 
 @pytest.fixture(scope="package")  # torn down before other packages run (the sync

@@ -266,11 +266,47 @@ def test_keyboard_only_reaches_save(open_page: Any, stack: Stack) -> None:
     assert active["tag"] == "INPUT"
     assert active["type"] == "password"
     page.keyboard.type(GOOD_1)
+    page.keyboard.press("Tab")  # the "check the key" box, ticked
+    active = page.evaluate(DEEP_ACTIVE)
+    assert (active["type"], active["id"].endswith("-check")) == ("checkbox", True)
     page.keyboard.press("Tab")
     assert page.evaluate(DEEP_ACTIVE)["text"] == "Save"
     page.keyboard.press("Enter")
     card(page, "openai_api_key").get_by_text("Saved OpenAI API Key: version 1.").wait_for()
     assert page.evaluate(DEEP_ACTIVE)["text"] == "Rotate key"  # focus lands somewhere useful
+
+
+def test_the_provider_is_asked_before_a_key_is_saved(open_page: Any, stack: Stack) -> None:
+    """Spec 001: validate API keys before saving. The box is ticked by default; a key
+    the provider refuses is not saved, and the refusal shows next to the field."""
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, "check-org")
+    c = card(page, "openai_api_key")
+    c.get_by_role("button", name="Add key").click()
+    box = c.get_by_label("Check the key with 127.0.0.1 before saving")
+    assert box.is_checked()
+    c.get_by_label("Value for OpenAI API Key").fill("sk-REJECTED" + "r" * 24)
+    c.get_by_role("button", name="Save", exact=True).click()
+    c.get_by_text("refused this key (HTTP 401); nothing was saved").wait_for()
+    assert stack.api("GET", "/api/secrets/check-org/openai_api_key").json()["configured"] \
+        is False
+    c.get_by_label("Value for OpenAI API Key").fill(GOOD_2)
+    c.get_by_role("button", name="Save", exact=True).click()
+    c.get_by_text("Saved OpenAI API Key: version 1. Checked: 127.0.0.1 accepted this key."
+                  ).wait_for()
+    # Spec 004: verify a stored key still works. A key the provider stopped accepting
+    # (written without a check) is reported; the key never reaches the page.
+    c.get_by_role("button", name="Check key").click()
+    c.get_by_text("Checked: 127.0.0.1 accepted this key.").wait_for()
+    stale = "sk-REJECTED" + "s" * 24
+    assert stack.api("PUT", "/api/secrets/check-org/openai_api_key",
+                     json={"secret_value": stale}).status_code == 200
+    c.get_by_role("button", name="Check key").click()
+    c.get_by_text("The stored key no longer works: 127.0.0.1 refused this key (HTTP 401). "
+                  "Rotate it.").wait_for()
+    assert "REJECTED" not in page.evaluate(DEEP_DUMP)
+    assert "REJECTED" not in stack.keysafe.output()  # the server's own log lines
+    assert not watch.outside
 
 
 def test_sign_in_with_a_host_jwt(open_page: Any, stack: Stack) -> None:

@@ -18,6 +18,7 @@ from keysafe.cli import (
     database,
     exitcodes,
     importing,
+    keycheck,
     migrate,
     policy,
     rotate,
@@ -56,6 +57,7 @@ rotate.register(app)
 sync.register(app)
 workloads.register(app)
 scan_cmd.register(app)
+keycheck.register(app)
 
 
 def run(args: Sequence[str]) -> int:

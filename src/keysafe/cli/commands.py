@@ -1,4 +1,4 @@
-"""The secret verbs: put, get, status, ls, rm, restore, destroy, versions, rollback.
+"""The secret verbs: put, get, status, tag, ls, rm, restore, destroy, versions, rollback.
 
 Each one parses, calls the manager once (or twice where it must), and renders. Values
 travel only into ``put`` (stdin, a no-echo prompt, or ``--value`` with a warning) and
@@ -41,12 +41,63 @@ def register(app: typer.Typer) -> None:
     app.command("put", context_settings={"allow_extra_args": True})(put)
     app.command("get")(get)
     app.command("status")(status)
+    app.command("tag")(tag)
     app.command("ls")(ls)
     app.command("rm")(rm)
     app.command("restore")(restore)
     app.command("destroy")(destroy)
     app.command("versions")(versions)
     app.command("rollback")(rollback)
+
+
+# -- tag ----------------------------------------------------------------------------
+@command
+def tag(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    set_tags: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Set a tag; repeat for more.",
+        show_default=False)] = None,
+    unset: Annotated[list[str] | None, typer.Option(
+        "--unset", metavar="KEY", help="Remove a tag; repeat for more.",
+        show_default=False)] = None,
+    as_json: Json = False,
+) -> None:
+    """Set or remove a secret's tags without a new version (the value is untouched).
+
+    ``env_var`` names the variable run, export and the Kubernetes commands give the
+    secret; rotation settings are for ``keysafe rotate configure``."""
+    from keysafe.rotation.policy import is_rotation_tag
+    from keysafe.workloads.names import ENV_VAR_TAG, tagged_env_var
+
+    changes = parse_tags(set_tags, "--set") or {}
+    drop = [k.strip() for k in unset or []]
+    if not changes and not drop:
+        raise typer.BadParameter("give --set KEY=VALUE or --unset KEY", param_hint="'--set'")
+    both = sorted(set(changes) & set(drop))
+    if both:
+        raise typer.BadParameter(f"tag {both[0]!r} is both set and unset",
+                                 param_hint="'--unset'")
+    for key in [*changes, *drop]:
+        if is_rotation_tag(key):
+            raise typer.BadParameter(f"tag {key!r} configures rotation: use keysafe rotate "
+                                     "configure", param_hint="'--set'")
+    if ENV_VAR_TAG in changes and tagged_env_var({ENV_VAR_TAG: changes[ENV_VAR_TAG]}) is None:
+        raise typer.BadParameter(f"{changes[ENV_VAR_TAG]!r} is not an environment variable "
+                                 "name (letters, digits and '_', not starting with a digit)",
+                                 param_hint="'--set'")
+    with open_manager(env) as mgr:
+        tags = {**mgr.describe(name, org, domain=domain).tags, **changes}
+        for key in drop:
+            tags.pop(key, None)
+        meta = mgr.update_metadata(name, org, domain=domain, tags=tags)
+    if as_json:
+        emit_json(meta.to_dict())
+    else:
+        say(f"tags of {meta.path}: " + (", ".join(f"{k}={v}" for k, v in sorted(
+            meta.tags.items())) or "(none)"))
 
 
 # -- put ----------------------------------------------------------------------------
@@ -134,6 +185,11 @@ def put(
     no_format_check: Annotated[bool, typer.Option(
         "--no-format-check",
         help="Skip the catalog's format check for well-known names.")] = False,
+    check_key: Annotated[bool, typer.Option(
+        "--check-key",
+        help="Ask the provider whether the key works before saving it: a key it refuses "
+             "is not saved (exit 2); if it cannot be asked, the key is saved with a "
+             "warning (docs/key-checks.md).")] = False,
     keep_newline: Annotated[bool, typer.Option(
         "--keep-newline", help="Keep a trailing newline read from stdin.")] = False,
     as_json: Json = False,
@@ -150,9 +206,13 @@ def put(
     _check_type(secret_type)
     if merge and not credentials:
         raise typer.BadParameter("--merge needs --credentials", param_hint="'--merge'")
+    if check_key and credentials:
+        raise typer.BadParameter("--check-key checks API keys, not JSON credentials",
+                                 param_hint="'--check-key'")
     if merge and (expected_version is not None or description or secret_type or tags):
         raise typer.BadParameter("--merge takes no --expected-version, --description, "
                                  "--type or --tag", param_hint="'--merge'")
+    check = None
     with open_manager(env) as mgr:
         path = mgr.path(name, org, domain=domain)  # a bad name fails before the prompt
         raw = _read_value(value, credentials=credentials, keep_newline=keep_newline)
@@ -166,14 +226,20 @@ def put(
                                     description=description, secret_type=secret_type,
                                     tags=tags)
         else:
+            check = (mgr.check_key(name, raw, org, domain=domain, refuse=True,
+                                   check_format=not no_format_check)
+                     if check_key else None)
             info = mgr.put(name, raw, org, domain=domain, expected_version=expected_version,
                            description=description, secret_type=secret_type, tags=tags,
                            check_format=not no_format_check)
     if as_json:
         emit_json({"path": path, "version": info.version,
-                   "created_at": info.created_at.isoformat(), "created_by": info.created_by})
+                   "created_at": info.created_at.isoformat(), "created_by": info.created_by,
+                   **({"key_check": check.to_dict()} if check else {})})
     else:
         say(f"stored {path} version {info.version}")
+        if check is not None:
+            (say if check.outcome == "valid" else warn)(check.detail)
 
 
 # -- get ----------------------------------------------------------------------------

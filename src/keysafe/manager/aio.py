@@ -18,6 +18,7 @@ from keysafe.manager.manager import SecretManager
 from keysafe.models import SecretMetadata, VersionInfo
 
 if TYPE_CHECKING:
+    from keysafe.keycheck import KeyCheck
     from keysafe.rotation.engine import Outcome
 
 
@@ -86,6 +87,11 @@ class AsyncSecretManager:
     async def rotate(self, name: str, org: str, *, domain: str | None = None) -> Outcome:
         """``SecretManager.rotate`` in a worker thread (a rotator may call out)."""
         return await asyncio.to_thread(self.sync.rotate, name, org, domain=domain)
+
+    async def check_key(self, name: str, value: str | None = None, org: str | None = None,
+                        **kwargs: Any) -> KeyCheck:
+        """``SecretManager.check_key`` in a worker thread (it calls the provider)."""
+        return await asyncio.to_thread(self.sync.check_key, name, value, org, **kwargs)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)

@@ -36,6 +36,7 @@ from keysafe.errors import (
     Conflict,
     CredentialRejected,
     InvalidValue,
+    KeyRejected,
     KeysafeError,
     NotFound,
     Unsupported,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
+    from keysafe.keycheck import KeyCheck
     from keysafe.manager.archive import ArchiveResult, CompactResult
     from keysafe.rotation.engine import Outcome, RotationEngine
 
@@ -155,6 +157,7 @@ class SecretManager:
         self.client: str | None = None
         self.request_id: str | None = None
         self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
+        self._count_lock = threading.Lock()
         self._cache_data = self.cache._data  # the hit path reads the dict directly
         self._refs: dict[tuple[Any, ...], tuple[SecretRef, str]] = {}
         # (path, org) by spelling, for uncached reads: tuples of strings only, which the
@@ -778,6 +781,58 @@ class SecretManager:
                                        else RotationEngine(self))
         return engine.rotate(name, org, domain=domain)
 
+    def check_key(self, name: str, value: str | None = None, org: str | None = None, *,
+                  domain: str | None = None, env: str | None = None,
+                  refuse: bool = False, check_format: bool = True) -> KeyCheck:
+        """Ask the secret's provider whether a key works (docs/key-checks.md): ``value``
+        before saving it, or the stored current value when ``value`` is None. The
+        verdict (valid, rejected, unknown, unsupported, off) is audited as
+        ``check_key``; the key goes only to the catalog entry's check URL.
+
+        ``refuse``: a rejected key raises KeyRejected, recorded as a refused write (for
+        a caller about to save ``value``); an unknown verdict does not. A ``value``
+        given is first checked as ``put`` checks it (size, and the catalog's format
+        unless ``check_format`` is false): a key pasted into the wrong slot is not sent
+        to the wrong provider."""
+        from keysafe import keycheck
+
+        ref, path = self.resolve(name, org, domain, env)
+        action = "write" if refuse else "check_key"
+        version = None
+        try:
+            if value is not None:
+                self._check_value(ref, value, check_format)
+            else:
+                value, version = self.backend.get(path)  # NotFound before any verdict
+        except KeysafeError as exc:
+            self._fail(action, ref, path, exc)
+            raise
+        entry = self.catalog.get(ref.name)
+        s = self._settings
+        check = entry.check if entry is not None else None
+        if s is not None and not s.key_checks:
+            result = keycheck.KeyCheck("off", "key checks are turned off (KEYSAFE_KEY_CHECKS)")
+        elif entry is None or check is None:
+            what = entry.display_name if entry else ref.name
+            result = keycheck.KeyCheck("unsupported", f"keysafe knows no live check for "
+                                                      f"{what} (a catalog file can add one)")
+        else:
+            result = keycheck.run(check, value, provider=entry.provider,
+                                  display=entry.display_name,
+                                  timeout=s.key_check_timeout if s is not None else 5.0)
+        self.record("check_key", path, result.outcome, org=ref.org, version=version,
+                    detail={"host": check.host if check else None, "status": result.status})
+        self.count(f"key_checks_{result.outcome}")
+        if refuse and result.rejected:
+            assert entry is not None
+            # status None: refused here (the value cannot be a key), not by the provider.
+            cls = KeyRejected if result.status is not None else InvalidValue
+            refused = cls(f"{entry.display_name}: {result.detail}; nothing was saved",
+                          path=path)
+            self._fail("write", ref, path, refused)
+            raise refused
+        return result
+
     # -- maintenance ----------------------------------------------------------------
     def ping(self) -> None:
         self.backend.ping()
@@ -852,6 +907,12 @@ class SecretManager:
             raise
         self.record("rekey", None, "ok", durable=True, detail={"rewrapped": n})
         return n
+
+    def count(self, stat: str) -> None:
+        """Add one to a counter of ``stats()`` (for events of several threads: the
+        key checks' server threads; the read path's hot counters stay unlocked)."""
+        with self._count_lock:
+            self._stats[stat] = self._stats.get(stat, 0) + 1
 
     def stats(self) -> dict[str, int]:
         return {**self._stats, "cache_entries": len(self.cache),

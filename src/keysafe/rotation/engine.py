@@ -42,6 +42,7 @@ from keysafe.rotation.rotators import (
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
+    from keysafe.naming import SecretRef
     from keysafe.rotation.events import Events
 
 STEPS = ("created", "applying", "applied", "tested", "promoting")
@@ -222,6 +223,7 @@ class RotationEngine:
                 raise RotationError(f"rotator {st.rotator} made a value that does not fit "
                                     f"{ref.name}: {problem}")
             if self._atomic(rotator):
+                self._check_key(st.rotator, ref, new)
                 # Nothing outside keysafe to keep in step: one transaction, no journal.
                 with self.mgr.backend.transaction():  # type: ignore[attr-defined]
                     step = "apply"
@@ -239,6 +241,9 @@ class RotationEngine:
                     "rotation.id": rid, "rotation.step": "created",
                     "rotation.base_version": str(base), "rotation.rotator": st.rotator})
                 self._audit(path, ref.org, "pending_created", base, {"rotation": rid})
+                # Journaled first: a crash while the provider is asked leaves a record
+                # whose key the next run has the rotator revoke.
+                self._check_key(st.rotator, ref, new)
                 step = "apply"
                 self._mark(path, "applying")
                 rotator.apply(ctx, new)
@@ -259,6 +264,17 @@ class RotationEngine:
                        f"{st.rotator}")
 
     # -- steps ----------------------------------------------------------------------------
+    def _check_key(self, rotator: str, ref: SecretRef, new: str) -> None:
+        """Spec 004's "validation after rotation": a key its provider refuses is never
+        applied (docs/key-checks.md). No verdict (the provider unreachable) does not stop
+        the rotation: the rotator's own test step still runs."""
+        verdict = self.mgr.check_key(ref.name, new, ref.org, domain=ref.domain,
+                                     check_format=False)
+        if verdict.rejected:
+            raise RotationError(f"rotator {rotator} made a key its provider refused: "
+                                f"{verdict.detail}")
+
+
     def _atomic(self, rotator: Rotator) -> bool:
         """A rotator whose secret lives only in keysafe (``local = True``: nothing to set
         in another system) rotates in one store transaction: the steps commit together or
@@ -394,9 +410,18 @@ class RotationEngine:
                 f"{path} changed during an interrupted rotation"))
             return None
         if step == "created":
+            # Never applied, but generate may have made it live (a key the provider
+            # issued through a webhook, then a crash while it was being checked): the
+            # rotator revokes it, as after a failure at that step.
+            undone = "rolled back in the target"
+            try:
+                rotator.rollback(ctx, new)
+            except Exception as rb:  # the audit log says so; an operator must look
+                undone = f"ROLLBACK FAILED ({type(rb).__name__})"
             self._drop(record_path(path, "pending"))
             self._audit(path, ref.org, "resumed", base, {"rotation": rid, "from": step,
-                                                         "result": "discarded"})
+                                                         "result": "discarded",
+                                                         "undo": undone})
             return None
         try:
             rotator.test(ctx, new)  # applying/applied/tested/promoting: does it work?

@@ -146,9 +146,10 @@ def _problem_response(status: int, body: bytes, headers: dict[str, str] | None =
 
 
 def _scheduler(settings: Settings, manager: SecretManager) -> Any:
-    """Purges soft deletes past their recovery window, and runs due rotations (retiring
-    previous values past their grace period, sending reminders), each once per interval
-    across every replica or worker sharing the store."""
+    """Purges soft deletes past their recovery window, runs due rotations (retiring
+    previous values past their grace period, sending reminders) and, when asked, checks
+    every stored key with its provider, each once per interval across every replica or
+    worker sharing the store."""
     from keysafe.backends.base import Recoverable
     from keysafe.scheduler import Job, Scheduler
 
@@ -167,6 +168,13 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
             engine.remind()
 
         jobs.append(Job("rotate-due", settings.rotation_interval, rotate_due))
+    if settings.key_check_interval > 0 and settings.key_checks:
+        from keysafe import keycheck
+        from keysafe.rotation.events import Events
+
+        events = Events.from_settings(settings)
+        jobs.append(Job("check-keys", settings.key_check_interval,
+                        lambda: keycheck.sweep(robot, events)))
     if not jobs:
         return None
     every = min(j.every for j in jobs)
@@ -205,7 +213,8 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),
                         audits=BatchPump(commit_reads, name="keysafe-audit"),
-                        scheduler=_scheduler(settings, manager))
+                        scheduler=_scheduler(settings, manager),
+                        key_checks=AuthLimiter(settings.key_check_rate, 60.0))
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -242,9 +251,8 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
 
     @app.exception_handler(TooManyAttempts)
     async def too_many(request: Request, exc: TooManyAttempts) -> Response:
-        body = problems.problem(429, "Too many failed attempts",
-                                "too many failed authentication attempts from this client",
-                                code="rate_limited", request_id=request_id(request))
+        body = problems.problem(429, exc.title, exc.detail, code="rate_limited",
+                                request_id=request_id(request))
         return _problem_response(429, body, {"Retry-After": str(int(exc.retry_after + 0.999))})
 
     @app.exception_handler(RequestValidationError)

@@ -155,13 +155,32 @@ class AuthLimiter:
                 return None
             return max(1.0, q[0] + self.window - now)
 
+    def take(self, client: str) -> float | None:
+        """Count one event for ``client`` unless it is over the limit, in one step:
+        None when it was counted, else the seconds to wait (a limit on any event, not
+        only failures; ``limit`` 0 is no limit)."""
+        if self.limit <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            q = self._queue(client)
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return max(1.0, q[0] + self.window - now)
+            q.append(now)
+            return None
+
     def failed(self, client: str) -> None:
         now = time.monotonic()
         with self._lock:
-            if len(self._fails) > 100_000:
-                self._fails.clear()  # bounded memory under a spray of addresses
-            q = self._fails.setdefault(client, deque(maxlen=max(self.limit, 1)))
-            q.append(now)
+            self._queue(client).append(now)
+
+    def _queue(self, client: str) -> deque[float]:
+        """``client``'s event times (hold the lock)."""
+        if len(self._fails) > 100_000:
+            self._fails.clear()  # bounded memory under a spray of clients
+        return self._fails.setdefault(client, deque(maxlen=max(self.limit, 1)))
 
 
 def require(identity: Identity, permission: str, org: str | None) -> None:

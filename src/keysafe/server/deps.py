@@ -24,8 +24,11 @@ class AuthFailed(Exception):
 class TooManyAttempts(Exception):
     """429: this client failed authentication too often."""
 
+    title = "Too many failed attempts"
+    detail = "too many failed authentication attempts from this client"
+
     def __init__(self, retry_after: float) -> None:
-        super().__init__("too many failed authentication attempts")
+        super().__init__(self.detail)
         self.retry_after = retry_after
 
 
@@ -40,6 +43,9 @@ class ServerState:
     writes: Any = None  # BatchPump of write jobs (group commit)
     audits: Any = None  # BatchPump of read audit records (group commit)
     scheduler: Any = None  # periodic jobs (purge of expired soft deletes)
+    #: Live key checks per principal and minute (a writer's token is not a free oracle
+    #: for testing keys found elsewhere); None: no limit.
+    key_checks: AuthLimiter | None = None
 
     def close(self) -> None:
         if self.scheduler is not None:

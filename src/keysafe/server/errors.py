@@ -15,6 +15,7 @@ ERROR_TABLE: dict[type[e.KeysafeError], tuple[int, str]] = {
     e.PermissionDenied: (403, "Forbidden"),
     e.InvalidName: (422, "Invalid name"),
     e.ValueTooLarge: (413, "Value too large"),
+    e.KeyRejected: (422, "Key rejected by its provider"),
     e.InvalidValue: (422, "Invalid value"),
     e.Unsupported: (501, "Not supported by this backend"),
     e.BackendUnavailable: (503, "Backend unavailable"),

@@ -118,9 +118,8 @@ class FastPath:
                        (b"www-authenticate", b"Bearer")]
         except TooManyAttempts as exc:
             status = 429
-            body = problems.problem(429, "Too many failed attempts",
-                                    "too many failed authentication attempts from this client",
-                                    code="rate_limited", request_id=rid)
+            body = problems.problem(429, exc.title, exc.detail, code="rate_limited",
+                                    request_id=rid)
             headers = [(b"content-type", problems.PROBLEM.encode()),
                        (b"retry-after", str(int(exc.retry_after + 0.999)).encode())]
         headers.append((b"content-length", str(len(body)).encode()))

@@ -53,6 +53,11 @@ class _ManagerCollector:
         g = GaugeMetricFamily("keysafe_cache_entries", "values in the server cache")
         g.add_metric([], stats["cache_entries"])
         yield g
+        checks = CounterMetricFamily("keysafe_key_checks", "live key checks by verdict",
+                                     labels=["outcome"])
+        for outcome in ("valid", "rejected", "unknown", "unsupported", "off", "rate_limited"):
+            checks.add_metric([outcome], stats.get(f"key_checks_{outcome}", 0))
+        yield checks
         yield from _rotation_metrics(getattr(st.scheduler, "rotation", None))
 
 

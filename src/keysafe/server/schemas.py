@@ -23,6 +23,10 @@ class SecretWrite(BaseModel):
     secret_type: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = None
     rotation_days: int | None = Field(default=None, ge=0, le=3650)
+    check_key: bool = Field(default=False, description=(
+        "ask the provider whether the key works before saving it (spec 001); a key it "
+        "refuses is not saved (422 key_rejected); no verdict (unreachable) saves it and "
+        "says so in key_check"))
 
     @field_validator("tags")
     @classmethod
@@ -37,6 +41,23 @@ class SecretWrite(BaseModel):
         return tags
 
 
+class KeyCheckOut(BaseModel):
+    """A live key check's verdict (docs/key-checks.md); never the key."""
+
+    outcome: str = Field(description="valid, rejected, unknown, unsupported or off")
+    detail: str
+    provider: str | None = None
+    status: int | None = Field(default=None, description="the provider's HTTP status")
+
+
+class KeyCheckRequest(BaseModel):
+    """A key to check without saving it; none: check the stored value."""
+
+    model_config = ConfigDict(extra="forbid")
+    secret_value: str | None = Field(default=None, min_length=1, max_length=1_048_576)
+    domain_id: str | None = Field(default=None, max_length=128)
+
+
 class WriteResult(BaseModel):
     status: str = "success"
     configured: bool = True
@@ -45,6 +66,7 @@ class WriteResult(BaseModel):
     organization_id: str
     domain_id: str
     version: int
+    key_check: KeyCheckOut | None = None
 
 
 class SecretStatus(BaseModel):

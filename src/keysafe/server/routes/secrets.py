@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from time import time
@@ -14,9 +16,11 @@ from keysafe.errors import KeysafeError, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag
-from keysafe.server.deps import Ctx, get_ctx
+from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
     Done,
+    KeyCheckOut,
+    KeyCheckRequest,
     LlmKey,
     Rollback,
     SecretList,
@@ -73,7 +77,8 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
 def well_known(ctx: CtxDep) -> WellKnown:
     """The catalog of well-known secrets by category (spec 001)."""
     cats = ctx.mgr.catalog.categories()
-    return WellKnown(categories={c: [e.to_dict() for e in entries]
+    checks = ctx.state.settings.key_checks
+    return WellKnown(categories={c: [e.to_dict(checks=checks) for e in entries]
                                  for c, entries in cats.items()})
 
 
@@ -154,6 +159,11 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
                      ) -> WriteResult:
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+    check = None
+    if body.check_key:
+        # Before the write, outside its group commit: the provider may take seconds.
+        check = await _check_key(ctx, secret_name, body.secret_value, org_id,
+                                 body.domain_id, refuse=True)
 
     def put() -> VersionInfo:
         tags = body.tags
@@ -173,7 +183,48 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
     info = await ctx.write(put, path)
     return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
                        secret_name=secret_name, organization_id=org_id,
-                       domain_id=ref.domain, version=info.version)
+                       domain_id=ref.domain, version=info.version, key_check=check)
+
+
+class KeyChecksLimited(TooManyAttempts):
+    """429: this principal asked for too many key checks in the last minute."""
+
+    title = "Too many key checks"
+    detail = "too many live key checks by this identity in the last minute " \
+             "(KEYSAFE_KEY_CHECK_RATE)"
+
+
+#: Key checks wait on providers (up to KEYSAFE_KEY_CHECK_TIMEOUT, DNS included): their
+#: own few threads, so slow providers never hold the threads that serve reads.
+_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="key-check")
+
+
+async def _check_key(ctx: Ctx, name: str, value: str | None, org: str, domain: str | None,
+                     *, refuse: bool = False) -> KeyCheckOut:
+    limiter = ctx.state.key_checks if ctx.state is not None else None
+    wait = limiter.take(ctx.identity.principal) if limiter is not None else None
+    if wait is not None:
+        ctx.mgr.record("check_key", ctx.mgr.path(name, org, domain=domain), "rate_limited",
+                       org=org)
+        ctx.mgr.count("key_checks_rate_limited")
+        raise KeyChecksLimited(wait)
+    result = await asyncio.get_running_loop().run_in_executor(
+        _CHECKS, lambda: ctx.mgr.check_key(name, value, org, domain=domain, refuse=refuse))
+    return KeyCheckOut(**result.to_dict())
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/check", response_model=KeyCheckOut)
+async def secret_check(org_id: str, secret_name: str, ctx: CtxDep,
+                       body: KeyCheckRequest | None = None,
+                       domain_id: DomainQ = None) -> KeyCheckOut:
+    """Ask the secret's provider whether a key works: the value sent (nothing is
+    saved), or the stored value when none is sent. Never returns the key; needs the
+    write permission (a settings page's "test key" button). The domain comes from the
+    body or, as for the other endpoints, the ``domain_id`` query."""
+    body = body or KeyCheckRequest()
+    domain = body.domain_id or domain_id
+    ctx.require("write", org_id, secret_name, domain)
+    return await _check_key(ctx, secret_name, body.secret_value, org_id, domain)
 
 
 @router.delete("/api/secrets/{org_id}/{secret_name}", response_model=Done)

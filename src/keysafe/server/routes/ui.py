@@ -98,7 +98,8 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
     mgr = ctx.mgr
     cats: dict[str, list[dict[str, Any]]] = {}
     for name, entries in mgr.catalog.categories().items():
-        cats[name] = [{**e.to_dict(), "pattern": e.pattern} for e in entries]
+        cats[name] = [{**e.to_dict(checks=ctx.state.settings.key_checks),
+                       "pattern": e.pattern} for e in entries]
     return {"max_value_bytes": mgr.max_value_bytes,
             "default_domain": ctx.state.settings.default_domain,
             "recovery_window_days": mgr.recovery_window.days,

@@ -203,6 +203,9 @@ export class KeysafeClient {
   versions(org, name, domain) {
     return this.request('GET', this.secretPath(org, name, '/versions'), { query: { domain_id: domain } });
   }
+  checkStored(org, name, domain) {
+    return this.request('POST', this.secretPath(org, name, '/check'), { query: { domain_id: domain } });
+  }
   audit(params) { return this.request('GET', '/api/audit', { query: params }); }
 }
 
@@ -494,6 +497,12 @@ export class KeysafeSecretCard extends HTMLElement {
       bar.append(h('button', { type: 'button', class: 'primary', id: `${id}-restore`,
         disabled: busy || gone, onclick: () => this.#restore(), text: 'Restore' }));
     }
+    if (s.configured && !s.deleted && this.#can('write') && this.#entry
+        && this.#entry.live_check) {
+      // Spec 004: verify the stored key still works (the key never reaches the page).
+      bar.append(h('button', { type: 'button', id: `${id}-check-stored`, disabled: busy,
+        onclick: () => this.#checkStored(), text: 'Check key' }));
+    }
     if ((s.configured || s.deleted) && this.#can('versions')) {
       bar.append(h('button', { type: 'button', id: `${id}-history`,
         'aria-expanded': String(this.#mode === 'history'), 'aria-controls': `${id}-hist`,
@@ -546,6 +555,14 @@ export class KeysafeSecretCard extends HTMLElement {
         h('label', { for: `${id}-ack`, text: `Replace version ${s.version}: the current value cannot be recovered from here` })),
       h('p', { class: 'field-error', id: `${id}-ack-err`, hidden: true }));
     }
+    if (entry && entry.live_check) {
+      // Spec 001: validate API keys before saving, where the provider can be asked.
+      form.append(h('div', { class: 'check' },
+        h('input', { type: 'checkbox', id: `${id}-check`, name: 'check_key', checked: true }),
+        ' ',
+        h('label', { for: `${id}-check`,
+          text: `Check the key with ${entry.live_check.host} before saving` })));
+    }
     form.append(h('div', { class: 'buttons' },
       h('button', { type: 'submit', class: 'primary', id: `${id}-save`,
         text: overwrite ? 'Save & Overwrite' : 'Save' }),
@@ -584,6 +601,8 @@ export class KeysafeSecretCard extends HTMLElement {
     }
     const body = { secret_value: input.value,
       expected_version: s.configured ? s.version : 0 };
+    const checkKey = form.elements.namedItem('check_key');
+    if (checkKey && checkKey.checked) body.check_key = true;
     // Out of the page before the request leaves: the field, and (below) every reference.
     input.value = '';
     if (this.domain) body.domain_id = this.domain;
@@ -609,7 +628,10 @@ export class KeysafeSecretCard extends HTMLElement {
     }
     this.#busy = false;
     this.#mode = 'idle';
-    this.#message = { text: `Saved ${this.#title()}: version ${result.version}.` };
+    const check = result.key_check;
+    const checked = !check ? '' : check.outcome === 'valid'
+      ? ` Checked: ${check.detail}.` : ` Not confirmed: ${check.detail}.`;
+    this.#message = { text: `Saved ${this.#title()}: version ${result.version}.${checked}` };
     this.#status = { ...s, configured: true, deleted: false, version: result.version };
     this.#render();
     this.#focusAction('edit');
@@ -645,6 +667,24 @@ export class KeysafeSecretCard extends HTMLElement {
     this.#busy = false;
     await this.#reloadStatus();
     this.#focusAction('restore');
+  }
+
+  async #checkStored() {
+    this.#busy = true;
+    this.#render();
+    try {
+      const check = await this.#api().checkStored(this.org, this.secretName, this.domain || undefined);
+      const text = check.outcome === 'valid' ? `Checked: ${check.detail}.`
+        : check.outcome === 'rejected' ? `The stored key no longer works: ${check.detail}. Rotate it.`
+          : `Not confirmed: ${check.detail}.`;
+      this.#message = { text, bad: check.outcome === 'rejected' };
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    this.#render();
+    this.#focusAction('check-stored');
   }
 
   async #restore() {

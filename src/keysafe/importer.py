@@ -11,7 +11,7 @@ never clobbered. Values are never part of the result, a message or an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
     from keysafe.models import SecretMetadata
 
-__all__ = ["ImportItem", "ImportResult", "import_environ", "import_file", "import_values"]
+__all__ = ["Entry", "ImportItem", "ImportResult", "dotenv_entries", "import_entries",
+           "import_environ", "import_file", "import_values"]
 
 Status = Literal["imported", "would_import", "skipped", "unknown", "failed"]
 STATUSES: tuple[Status, ...] = ("imported", "would_import", "skipped", "unknown", "failed")
@@ -79,55 +80,81 @@ class ImportResult:
                 "items": [i.to_dict() for i in self.items]}
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One value to import. ``variable`` says where it came from (``OPENAI_API_KEY`` in a
+    .env file, ``aragora/production/api-keys#anthropic`` in a store); ``name`` is the
+    secret it becomes and ``known`` whether the catalog knows that name (an unknown one
+    is imported only when asked); ``env_var`` is the variable the app reads it as, kept
+    as the ``env_var`` tag where the name would give another (None: no such variable)."""
+
+    variable: str
+    value: str | None
+    name: str
+    known: bool
+    env_var: str | None = None
+
+
+def dotenv_entries(values: Mapping[str, str | None], catalog: Catalog) -> list[Entry]:
+    """Variables (a .env file's, the environment's) as entries: known ones take their
+    catalog name (``HF_TOKEN`` -> ``huggingface_api_key``), others their lower-cased one."""
+    out = []
+    for var, value in values.items():
+        entry = catalog.by_env_var(var)
+        out.append(Entry(var, value, entry.name if entry else var.lower(), entry is not None,
+                         var))
+    return out
+
+
 @dataclass
 class _Plan:
     variable: str
     name: str | None
     value: str | None
     entry: WellKnownSecret | None
+    env_var: str | None = None
     status: Status | None = None  # decided before any store call (None: to import)
     reason: str = ""
     error_code: str | None = None
 
 
-def _plan(values: Mapping[str, str | None], catalog: Catalog, *, include_unknown: bool,
-          check_format: bool, max_value_bytes: int) -> list[_Plan]:
+def _plan(entries: Iterable[Entry], catalog: Catalog, *, include_unknown: bool,
+          check_format: bool, max_value_bytes: int, unknown_hint: str) -> list[_Plan]:
     plans: list[_Plan] = []
     chosen: dict[str, _Plan] = {}  # name -> the variable that will provide it
-    for var, value in values.items():
-        if var.upper().startswith(_OWN):
-            plans.append(_Plan(var, None, None, None, "skipped",
+    for e in entries:
+        if (e.env_var or "").upper().startswith(_OWN):
+            plans.append(_Plan(e.variable, None, None, None, None, "skipped",
                                "a keysafe setting, never imported"))
             continue
-        entry = catalog.by_env_var(var)
-        p = _Plan(var, entry.name if entry else var.lower(), value, entry)
+        entry = catalog.get(e.name)
+        p = _Plan(e.variable, e.name, e.value, entry, e.env_var)
         plans.append(p)
-        if value is None or not value.strip():
+        if e.value is None or not e.value.strip():
             # Nothing to import, known or not.
             p.status = "skipped"
-            p.reason = "no value (a name without '=')" if value is None else "empty value"
+            p.reason = "no value (a name without '=')" if e.value is None else "empty value"
             continue
-        if entry is None:
+        if not e.known:
             try:
-                validate_segment("name", p.name)
+                validate_segment("name", e.name)
             except KeysafeError:
                 p.status, p.reason = "unknown", "not in the catalog, and not usable as a name"
                 continue
             if not include_unknown:
                 p.status = "unknown"
-                p.reason = f"not in the catalog; --include-unknown imports it as {p.name}"
+                p.reason = unknown_hint.format(name=e.name)
                 continue
         _check_value(p, check_format, max_value_bytes)
         if p.status is not None:
             continue
-        assert p.name is not None
-        other = chosen.get(p.name)
+        other = chosen.get(e.name)
         if other is None:
-            chosen[p.name] = p
-        elif entry is not None and var.upper() == entry.env_var.upper():
+            chosen[e.name] = p
+        elif entry is not None and (e.env_var or "").upper() == entry.env_var.upper():
             # The catalog's own variable beats an alias of it (HF_API_TOKEN over HF_TOKEN).
-            other.status, other.reason = "skipped", f"same secret as {var}, which is used"
-            chosen[p.name] = p
+            other.status, other.reason = "skipped", f"same secret as {e.variable}, which is used"
+            chosen[e.name] = p
         else:
             p.status, p.reason = "skipped", f"same secret as {other.variable}, which is used"
     return plans
@@ -156,6 +183,18 @@ def import_values(
     values: Mapping[str, str | None],
     *,
     org: str,
+    **kw: Any,
+) -> ImportResult:
+    """Import ``values`` (variable -> value, in order, as a .env file holds them) into
+    ``org``; see import_entries."""
+    return import_entries(mgr, dotenv_entries(values, mgr.catalog), org=org, **kw)
+
+
+def import_entries(
+    mgr: SecretManager,
+    entries: Iterable[Entry],
+    *,
+    org: str,
     domain: str | None = None,
     source: str = "",
     dry_run: bool = False,
@@ -163,8 +202,9 @@ def import_values(
     include_unknown: bool = False,
     check_format: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    unknown_hint: str = "not in the catalog; --include-unknown imports it as {name}",
 ) -> ImportResult:
-    """Import ``values`` (variable -> value, in order) into ``org``/``domain``.
+    """Import ``entries`` (in order) into ``org``/``domain``.
 
     Per-secret problems (a bad format, a conflict, an outage) are recorded as failed
     items and the rest goes on. Raises InvalidName for a bad org or domain, and
@@ -173,8 +213,9 @@ def import_values(
     """
     mgr.ref("x", org, domain=domain)  # a bad org or domain fails before anything else
     domain = domain or mgr.default_domain
-    plans = _plan(values, mgr.catalog, include_unknown=include_unknown,
-                  check_format=check_format, max_value_bytes=mgr.max_value_bytes)
+    plans = _plan(entries, mgr.catalog, include_unknown=include_unknown,
+                  check_format=check_format, max_value_bytes=mgr.max_value_bytes,
+                  unknown_hint=unknown_hint)
     todo = [p for p in plans if p.status is None]
     done: dict[int, ImportItem] = {}
     for n, p in enumerate(todo, start=1):
@@ -189,16 +230,18 @@ def import_values(
 
 
 def _tags(mgr: SecretManager, p: _Plan, meta: SecretMetadata | None) -> dict[str, str] | None:
-    """The tags to write: the variable the value came from when its name would give
-    another one (HF_TOKEN stored as huggingface_api_key, exported as HF_API_TOKEN),
+    """The tags to write: the variable the app read the value as when its name would
+    give another one (HF_TOKEN stored as huggingface_api_key, exported as HF_API_TOKEN),
     so run and export give the app back the variable it read; an overwrite keeps the
     secret's other tags. None: leave the tags alone."""
     from keysafe.workloads.names import ENV_VAR_TAG, default_env_var
 
     assert p.name is not None
+    if p.env_var is None:
+        return None
     kept = dict(meta.tags) if meta is not None else {}
-    if p.variable != default_env_var(p.name, mgr.catalog):
-        return {**kept, ENV_VAR_TAG: p.variable}
+    if p.env_var != default_env_var(p.name, mgr.catalog):
+        return {**kept, ENV_VAR_TAG: p.env_var}
     if ENV_VAR_TAG in kept:  # imported from the name's own variable this time
         del kept[ENV_VAR_TAG]
         return kept

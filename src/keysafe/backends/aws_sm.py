@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from keysafe.backends import _aws
 from keysafe.backends._aws import Refused, check_size, check_user_tags, stamp, tag_list
-from keysafe.backends.base import WriteContext, check_cas, not_found
+from keysafe.backends.base import NamesArePaths, WriteContext, check_cas, not_found
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -154,7 +154,7 @@ class _State:
         return None
 
 
-class AwsSecretsManagerBackend:
+class AwsSecretsManagerBackend(NamesArePaths):
     """keysafe's protocol over AWS Secrets Manager, with soft delete (Recoverable) and
     metadata updates (MetadataWritable); no destroy, so not Versioned.
 

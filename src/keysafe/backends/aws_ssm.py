@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from keysafe.backends import _aws
 from keysafe.backends._aws import Refused, check_size, check_user_tags, stamp, tag_list
-from keysafe.backends.base import WriteContext, check_cas, not_found
+from keysafe.backends.base import NamesArePaths, WriteContext, check_cas, not_found
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -83,7 +83,7 @@ def _canonical(name: str) -> str:
     return "/" + name.lstrip("/")
 
 
-class AwsParameterStoreBackend:
+class AwsParameterStoreBackend(NamesArePaths):
     """keysafe's protocol over SSM Parameter Store (SecureString parameters). Delete is
     permanent; no restore, purge, destroy or metadata-only update.
 

@@ -39,6 +39,7 @@ import builtins
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -59,6 +60,7 @@ from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
     Conflict,
+    InvalidName,
     InvalidValue,
     KeysafeError,
     PermissionDenied,
@@ -71,6 +73,8 @@ MAX_VALUE_BYTES = 25 * 1024
 MAX_TAGS = 15
 MAX_TAG_VALUE = 256
 MAX_CONTENT_TYPE = 255
+#: A secret name as Key Vault accepts it (another tool's, read by read_foreign).
+_FOREIGN_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 
 _T = "keysafe-"
 _T_VERSION = _T + "version"
@@ -756,6 +760,26 @@ class AzureKeyVaultBackend:
                     and _aware(d.deleted_date) < cutoff:
                 out.append(path)
         return sorted(out)
+
+    # -- other tools' secrets (ForeignReadable) -------------------------------------------
+    def foreign_names(self, prefix: str) -> builtins.list[str]:
+        """Enabled secrets whose name starts with ``prefix`` (case-insensitively, as Key
+        Vault compares names), keysafe's encoded ones included."""
+        with self._errors(prefix):
+            live = builtins.list(self._client.list_properties_of_secrets())
+        want = prefix.lower()
+        return sorted(str(p.name) for p in live
+                      if p.enabled is not False and str(p.name).lower().startswith(want))
+
+    def read_foreign(self, name: str) -> str:
+        """The current version of the secret ``name`` (``aragora-anthropic-key``)."""
+        if not _FOREIGN_NAME.fullmatch(name):
+            raise InvalidName(f"{name!r} is not a {STORE} secret name (1-127 letters, "
+                              "digits and '-')")
+        secret = self._call(self._client.get_secret, name, path=name)
+        if secret.value is None:
+            raise not_found(name)
+        return str(secret.value)
 
     # -- for tests and tools --------------------------------------------------------------
     def secret_name(self, path: str) -> str:

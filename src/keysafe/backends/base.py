@@ -132,6 +132,34 @@ class BulkWritable(Protocol):
 
 
 @runtime_checkable
+class ForeignReadable(Protocol):
+    """Reads secrets by the store's own names, as other tools wrote them
+    (``aragora/production/api-keys`` in AWS, ``aragora-anthropic-key`` in GCP), for
+    ``keysafe import --from-store``. Read-only: keysafe never writes such a name."""
+
+    def foreign_names(self, prefix: str) -> builtins.list[str]:
+        """The store's names starting with ``prefix`` (deleted ones left out), sorted."""
+        ...
+
+    def read_foreign(self, name: str) -> str:
+        """The current value of the store's secret ``name``, as text; NotFound if none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NamesArePaths:
+    """ForeignReadable for a store whose names are keysafe paths as they are (AWS
+    Secrets Manager, SSM Parameter Store, Vault KV): its own list and get serve."""
+
+    def foreign_names(self: SecretBackend, prefix: str) -> builtins.list[str]:
+        return [m.path for m in self.list(prefix)]
+
+    def read_foreign(self: SecretBackend, name: str) -> str:
+        return self.get(name)[0]
+
+
+@runtime_checkable
 class Watchable(Protocol):
     """Shared by several processes, and announces what any of them changes (PostgreSQL's
     LISTEN/NOTIFY), so each can drop what it cached at once."""

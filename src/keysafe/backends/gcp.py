@@ -35,6 +35,7 @@ import builtins
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ from keysafe.errors import (
     ConfigError,
     Conflict,
     IntegrityError,
+    InvalidName,
     InvalidValue,
     KeysafeError,
     PermissionDenied,
@@ -64,6 +66,8 @@ from keysafe.errors import (
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 STORE = "GCP Secret Manager"
+#: A secret id as Secret Manager accepts it (another tool's, read by read_foreign).
+_FOREIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 MAX_VALUE_BYTES = 65_536
 #: Annotation keys and values together must stay under 16 KiB.
 MAX_ANNOTATION_BYTES = 16 * 1024
@@ -524,8 +528,12 @@ class GcpSecretManagerBackend:
         if version is not None and version < 1:
             raise not_found(path, version)
         ref = "latest" if version is None else str(version)
-        r = self._read(self._client.access_secret_version,
-                       {"name": f"{self._secret_name(path)}/versions/{ref}"}, path, version)
+        return self._access(f"{self._secret_name(path)}/versions/{ref}", path, version)
+
+    def _access(self, name: str, path: str, version: int | None = None) -> tuple[str, int]:
+        """One AccessSecretVersion of the version resource ``name``: its text and number,
+        the payload's checksum checked."""
+        r = self._read(self._client.access_secret_version, {"name": name}, path, version)
         n = int(str(r.name).rsplit("/", 1)[1])
         data = bytes(r.payload.data)
         if "data_crc32c" in r.payload and int(r.payload.data_crc32c) != crc32c(data):
@@ -535,6 +543,25 @@ class GcpSecretManagerBackend:
             return data.decode("utf-8"), n
         except UnicodeDecodeError:
             raise IntegrityError(f"{path} version {n} is not UTF-8 text", path=path) from None
+
+    # -- other tools' secrets (ForeignReadable) -------------------------------------------
+    def foreign_names(self, prefix: str) -> builtins.list[str]:
+        """Secret ids starting with ``prefix`` as they are (``aragora-anthropic-key``),
+        keysafe's encoded ones included."""
+        if prefix and not _FOREIGN_ID.fullmatch(prefix):
+            return []  # no secret id can start with it
+        request: dict[str, Any] = {"parent": self._parent, "page_size": 250}
+        if prefix and self.server_filter:
+            request["filter"] = f'name:"{prefix}"'
+        ids = (str(secret.name).rsplit("/", 1)[1] for secret in self._list(request, prefix))
+        return sorted(i for i in ids if i.startswith(prefix))
+
+    def read_foreign(self, name: str) -> str:
+        """The latest version of the secret id ``name``."""
+        if not _FOREIGN_ID.fullmatch(name):
+            raise InvalidName(f"{name!r} is not a {STORE} secret id (1-255 letters, digits, "
+                              "'_' and '-')")
+        return self._access(f"{self._parent}/secrets/{name}/versions/latest", name)[0]
 
     def describe(self, path: str, *, include_deleted: bool = False) -> SecretMetadata:
         return self._meta(self._live(path, include_deleted=include_deleted))

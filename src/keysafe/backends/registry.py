@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from keysafe.backends.base import SecretBackend
+from keysafe.backends.base import ForeignReadable, SecretBackend
 from keysafe.config import Settings
-from keysafe.errors import ConfigError
+from keysafe.errors import ConfigError, Unsupported
 from keysafe.manager.audit import (
     AuditDB,
     AuditLog,
@@ -79,13 +79,30 @@ EXTERNAL: dict[str, tuple[str, str]] = {
 }
 
 
-def _open_external(name: str, settings: Settings) -> Store:
+def _external(name: str, settings: Settings) -> Any:
     import importlib
 
     target, _extra = EXTERNAL[name]
     module, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    return Store(cls.from_settings(settings), _audit_log(settings, _local_audit(settings)))
+    return getattr(importlib.import_module(module), cls_name).from_settings(settings)
+
+
+def _open_external(name: str, settings: Settings) -> Store:
+    return Store(_external(name, settings), _audit_log(settings, _local_audit(settings)))
+
+
+def open_foreign(settings: Settings) -> ForeignReadable:
+    """The cloud store the settings name, to read secrets other tools wrote there
+    (``keysafe import --from-store``), with no audit log of its own. Unsupported for a
+    store that holds only keysafe's own secrets (sqlite, postgres, memory, env, chain)."""
+    backend = _external(settings.backend, settings) if settings.backend in EXTERNAL else None
+    if not isinstance(backend, ForeignReadable):
+        if backend is not None:
+            backend.close()
+        readers = sorted(n for n in EXTERNAL if n not in ("env", "chain"))
+        raise Unsupported(f"the {settings.backend} backend holds only keysafe's own secrets; "
+                          f"--from-store reads {', '.join(readers)}")
+    return backend
 
 
 def available() -> list[str]:

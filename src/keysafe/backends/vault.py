@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysafe.backends._sdk import require_sdk
-from keysafe.backends.base import WriteContext, check_cas, not_found
+from keysafe.backends.base import NamesArePaths, WriteContext, check_cas, not_found
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -190,7 +190,7 @@ def _decode_fields(cm: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class VaultBackend:
+class VaultBackend(NamesArePaths):
     """Secrets in a Vault or OpenBao KV v2 mount, readable by Vault's own tools.
 
     Raises NotFound, Conflict (check-and-set), PermissionDenied (Vault policy or a

@@ -52,18 +52,33 @@ def import_secrets(
         "--no-format-check", help="Skip the catalog's format checks.")] = False,
     no_interpolate: Annotated[bool, typer.Option(
         "--no-interpolate", help="Take ${VAR} in the file literally.")] = False,
+    from_store: Annotated[list[str] | None, typer.Option(
+        "--from-store", metavar="STORE:NAME",
+        help="Adopt secrets another tool wrote into a cloud store: STORE is a backend "
+             "(aws-sm, aws-ssm, vault, gcp, azure; configured by its own variables) or a "
+             "keysafe.toml profile; NAME is the store's name for one secret, or a prefix "
+             "ending in * for all under it. Repeat for more.", show_default=False)] = None,
+    map_keys: Annotated[list[str] | None, typer.Option(
+        "--map", metavar="KEY=NAME",
+        help="With --from-store: the secret name for a JSON key, a store name, or "
+             "NAME#KEY. Repeat for more.", show_default=False)] = None,
+    whole: Annotated[bool, typer.Option(
+        "--whole", help="With --from-store: keep a JSON object as one secret instead of "
+                        "one secret per key.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Import secrets from a .env file or the environment into an org.
+    """Import secrets from a .env file, the environment or a cloud store into an org.
 
     Known variables map to catalog names (OPENAI_API_KEY -> openai_api_key, HF_TOKEN ->
-    hf_api_token); unknown ones are listed. Existing secrets are skipped unless
-    --overwrite. Values are never printed. Exits non-zero if any secret failed.
+    hf_api_token); unknown ones are listed. --from-store reads what other tools wrote
+    (aws-sm:aragora/production/api-keys, 'gcp:aragora-*'): a flat JSON object becomes
+    one secret per key. Existing secrets are skipped unless --overwrite. Values are
+    never printed. Exits non-zero if any secret failed.
     """
     from keysafe import importer
 
-    if (file is None) == (not from_env):
-        raise typer.BadParameter("give a .env FILE or --from-env (one of them)",
+    if sum((file is not None, from_env, bool(from_store))) != 1:
+        raise typer.BadParameter("give a .env FILE, --from-env or --from-store (one of them)",
                                  param_hint="'FILE'")
     if not org:
         raise typer.BadParameter("--org is required", param_hint="'--org'")
@@ -72,15 +87,23 @@ def import_secrets(
             "--from-env imports only the catalog's variables (the environment also holds "
             "PATH, HOME, ...); put extra variables in a file instead",
             param_hint="'--include-unknown'")
+    if not from_store and (map_keys or whole):
+        raise typer.BadParameter("--map and --whole go with --from-store",
+                                 param_hint="'--map'" if map_keys else "'--whole'")
     options: dict[str, Any] = {"domain": domain, "dry_run": dry_run, "overwrite": overwrite,
                                "include_unknown": include_unknown,
                                "check_format": not no_format_check}
-    with open_manager(env) as mgr, progress_bar("importing", transient=True) as progress:
-        if file is not None:
-            result = importer.import_file(mgr, file, org=org, interpolate=not no_interpolate,
-                                          progress=progress, **options)
-        else:
-            result = importer.import_environ(mgr, org=org, progress=progress, **options)
+    if from_store:
+        store, names = _store_sources(from_store)
+        result = _import_store(store, names, env, org, map_keys, whole, options)
+    else:
+        with open_manager(env) as mgr, progress_bar("importing", transient=True) as progress:
+            if file is not None:
+                result = importer.import_file(mgr, file, org=org,
+                                              interpolate=not no_interpolate,
+                                              progress=progress, **options)
+            else:
+                result = importer.import_environ(mgr, org=org, progress=progress, **options)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -95,6 +118,45 @@ def import_secrets(
             first.error_code or "error",
             f"import: {len(failed)} secret(s) failed; first: {first.variable}: {first.reason}",
             code, as_json=as_json))
+
+
+def _store_sources(values: list[str]) -> tuple[str, list[str]]:
+    """(store, names) from ``STORE:NAME`` values, which must all name one store."""
+    stores, names = set(), []
+    for value in values:
+        store, sep, name = value.partition(":")
+        if not sep or not store.strip() or not name.strip():
+            raise typer.BadParameter(f"{value!r}: expected STORE:NAME, such as "
+                                     "aws-sm:aragora/production/api-keys",
+                                     param_hint="'--from-store'")
+        stores.add(store.strip())
+        names.append(name.strip())
+    if len(stores) > 1:
+        raise typer.BadParameter(f"one store per import, not {', '.join(sorted(stores))}",
+                                 param_hint="'--from-store'")
+    return stores.pop(), names
+
+
+def _import_store(store: str, names: list[str], env: str | None, org: str,
+                  map_keys: list[str] | None, whole: bool,
+                  options: dict[str, Any]) -> ImportResult:
+    from keysafe.backends.registry import available, open_foreign
+    from keysafe.foreign import import_from_store, parse_map
+    from keysafe.migration import profile_settings
+
+    mapping = parse_map(map_keys)
+    as_backend = store in available()
+    settings = profile_settings(None if as_backend else store,
+                                backend=store if as_backend else None)
+    with open_manager(env) as mgr:
+        source = open_foreign(settings)
+        try:
+            with progress_bar("importing", transient=True) as progress:
+                return import_from_store(mgr, source, names, org=org, store=store,
+                                         mapping=mapping, split=not whole,
+                                         progress=progress, **options)
+        finally:
+            source.close()
 
 
 def _warn_if_exposed(file: Path, org: str) -> None:
@@ -117,7 +179,7 @@ def _render(result: ImportResult) -> None:
         say(f"no variables found in {result.source}")
         return
     table(["variable", "secret", "result", "detail"],
-          [[i.variable, i.path or i.name,
+          [[i.variable, i.path or i.name or "-",
             Text(_LABELS[i.status], style=_STYLES[i.status]),
             i.reason + (f" (version {i.version})" if i.status == "imported" else "")]
            for i in result.items],
@@ -130,5 +192,7 @@ def _render(result: ImportResult) -> None:
         + ("; dry run: nothing was written" if result.dry_run else ""))
     unknown = result.with_status("unknown")
     if unknown:
+        store = " --map KEY=NAME names them;" if result.source.endswith(" store") else ""
         say("not in the catalog: " + ", ".join(i.variable for i in unknown)
-            + " (--include-unknown imports them under their lower-cased names)")
+            + f" ({store} --include-unknown imports them under their lower-cased names)"
+            .replace("( ", "("))

@@ -449,6 +449,36 @@ def test_read_modify_write_across_replicas_loses_no_update(backends, managers):
     assert all(reps[0].get(path, v) == (str(v - 1), v) for v in range(1, total + 2))
 
 
+def test_tag_changes_across_replicas_lose_none(backends, managers):
+    """update_tags reads the tags under the write lock: threads on two replicas each
+    setting tags of their own on one secret, none is lost, and no version is made."""
+    reps = [backends(pool_max=6) for _ in range(2)]
+    mgrs = [managers(b, f"replica-{i}") for i, b in enumerate(reps)]
+    mgrs[0].put("shared_key", "v", "acme", tags={"keep": "1"})
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def worker(m: SecretManager, t: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for i in range(8):
+                m.update_tags("shared_key", "acme", set_tags={f"t{t}-{i}": "x"},
+                              unset=[f"t{t}-{i - 1}"] if i % 2 else [])
+        except BaseException as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=worker, args=(mgrs[t % 2], t)) for t in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    assert not errors, errors
+    tags = mgrs[1].describe("shared_key", "acme").tags
+    # Each thread set 8 and unset the 4 before its odd ones: 4 left each, plus "keep".
+    assert tags == {"keep": "1", **{f"t{t}-{i}": "x" for t in range(6) for i in (1, 3, 5, 7)}}
+    assert mgrs[0].describe("shared_key", "acme").current_version == 1
+
+
 # -- audit chain -------------------------------------------------------------------------
 def _busy_chain(backends: Callable[..., PostgresBackend],
                 managers: Callable[..., SecretManager]) -> tuple[list[SecretManager], int]:

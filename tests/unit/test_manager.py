@@ -798,3 +798,51 @@ def test_stats(m: SecretManager) -> None:
 
 def test_ping(m: SecretManager) -> None:
     m.ping()
+
+
+def test_update_tags_changes_only_the_tags_named(m: SecretManager) -> None:
+    m.put("openai_api_key", OPENAI_KEY, "acme", tags={"team": "a", "env_var": "OAI"})
+    meta = m.update_tags("openai_api_key", "acme", set_tags={"tier": "gold"},
+                         unset=["env_var", "absent"], description="the key")
+    assert meta.tags == {"team": "a", "tier": "gold"}
+    assert meta.description == "the key"
+    assert meta.current_version == 1
+    from keysafe.manager.audit import AuditFilter
+
+    [rec] = m.audit_query(AuditFilter(action="update_metadata"))
+    assert rec.detail == {"fields": ["description", "tags"], "tags_set": ["tier"],
+                          "tags_unset": ["absent", "env_var"]}
+    with pytest.raises(NotFound):
+        m.update_tags("nope", "acme", set_tags={"a": "b"})
+
+
+def test_update_tags_from_two_managers_and_many_threads_lose_none(home: Path) -> None:
+    """The embedded store: the read of the tags and their write hold one write lock."""
+    import threading
+
+    mgrs = [SecretManager.from_env(backend="sqlite") for _ in range(2)]
+    try:
+        mgrs[0].put("openai_api_key", OPENAI_KEY, "acme", tags={"keep": "1"})
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def worker(t: int) -> None:
+            try:
+                barrier.wait(timeout=10)
+                for i in range(10):
+                    mgrs[t % 2].update_tags("openai_api_key", "acme",
+                                            set_tags={f"t{t}-{i}": "x"})
+            except BaseException as exc:
+                errors.append(exc)
+
+        ts = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=60)
+        assert not errors, errors
+        tags = mgrs[1].describe("openai_api_key", "acme").tags
+        assert tags == {"keep": "1", **{f"t{t}-{i}": "x" for t in range(6) for i in range(10)}}
+    finally:
+        for mgr in mgrs:
+            mgr.close()

@@ -89,10 +89,7 @@ def tag(
                                  "name (letters, digits and '_', not starting with a digit)",
                                  param_hint="'--set'")
     with open_manager(env) as mgr:
-        tags = {**mgr.describe(name, org, domain=domain).tags, **changes}
-        for key in drop:
-            tags.pop(key, None)
-        meta = mgr.update_metadata(name, org, domain=domain, tags=tags)
+        meta = mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop)
     if as_json:
         emit_json(meta.to_dict())
     else:

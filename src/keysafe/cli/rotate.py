@@ -141,13 +141,15 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         check = getattr(load_rotator(chosen), "check_options", None)
         if check is not None:
             check(name, options_of(tags))
-    fields: dict[str, Any] = {"tags": tags}
+    fields: dict[str, Any] = {}
     if period_days is not None:
         fields["rotation_days"] = period_days
     if dry_run:  # checked above; nothing stored
-        new = meta._replace(**fields)
+        new = meta._replace(tags=tags, **fields)
     else:
-        new = mgr.update_metadata(name, org, domain=domain, **fields)
+        # Only what this command sets is written over the tags as they are then.
+        new = mgr.update_tags(name, org, domain=domain, set_tags={
+            k: v for k, v in tags.items() if meta.tags.get(k) != v}, **fields)
     if as_json:
         emit_json({**new.to_dict(), "dry_run": dry_run})
     else:

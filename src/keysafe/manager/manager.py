@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from time import monotonic, time_ns
@@ -659,6 +659,33 @@ class SecretManager:
         result: SecretMetadata = self._write(
             "update_metadata", ref, path, lambda ctx: b.update_metadata(path, upd, ctx=ctx),
             detail={"fields": sorted(fields)})
+        return result
+
+    def update_tags(self, name: str, org: str | None = None, *,
+                    set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
+                    domain: str | None = None, env: str | None = None,
+                    **fields: Any) -> SecretMetadata:
+        """Set and remove some tags, keeping the others (and set other metadata
+        ``fields``), with no new version. The tags are read inside the write: on the
+        embedded store and PostgreSQL the write lock covers both, so a concurrent
+        writer's tags (a rotation's) are never lost; a cloud store is read and written
+        back in two calls, one right after the other."""
+        ref, path = self.resolve(name, org, domain, env)
+        b = self._need(MetadataWritable, "update_metadata")
+        changes, drop = dict(set_tags or {}), builtins.list(unset)
+
+        def apply(ctx: WriteContext) -> SecretMetadata:
+            tags = {**b.describe(path).tags, **changes}
+            for key in drop:
+                tags.pop(key, None)
+            result: SecretMetadata = b.update_metadata(
+                path, MetadataUpdate(tags=tags, **fields), ctx=ctx)
+            return result
+
+        result: SecretMetadata = self._write(
+            "update_metadata", ref, path, apply,
+            detail={"fields": sorted({"tags", *fields}), "tags_set": sorted(changes),
+                    "tags_unset": sorted(drop)})
         return result
 
     def purge_expired(self) -> builtins.list[str]:

@@ -335,9 +335,10 @@ class RotationEngine:
         if journal:
             self._mark(path, "promoting")
         ref = self.mgr.parse(path)
-        meta = self.mgr.backend.describe(path)
+        # No tags: a put keeps them as they are at that moment (one passed from an
+        # earlier describe would undo a `keysafe tag` made in between).
         info = self.mgr.put(ref.name, new, ref.org, domain=ref.domain, expected_version=base,
-                            check_format=False, tags=meta.tags)
+                            check_format=False)
         self._finish(path, org, rotator, ctx, new, ctx.current, info.version, rid,
                      journal=journal)
         return info.version

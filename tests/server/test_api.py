@@ -133,6 +133,36 @@ def test_check_and_set(client: TestClient, tokens: dict[str, str], app: KeysafeA
     assert app.keysafe.manager.get(OPENAI, ORG, fresh=True) == VALUE_2
 
 
+def test_patch_changes_tags_and_description_without_a_version(
+        client: TestClient, tokens: dict[str, str]) -> None:
+    """PATCH is ``keysafe tag`` over HTTP: tags named are set, null removes one, the
+    others (rotation settings included) stay; no new version; the value never shows."""
+    assert put(client, tokens["writer"], tags={"team": "a", "old": "x"},
+               domain_id=DOMAIN).status_code == 200
+    url = f"/api/secrets/{ORG}/{OPENAI}"
+    r = client.patch(url, json={"domain_id": DOMAIN, "description": "cards",
+                                "tags": {"tier": "gold", "old": None,
+                                         "env_var": "CARDS_OPENAI_KEY"}},
+                     headers=bearer(tokens["writer"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tags"] == {"team": "a", "tier": "gold", "env_var": "CARDS_OPENAI_KEY"}
+    assert (body["description"], body["version"]) == ("cards", 1)
+    assert VALUE_1 not in r.text
+    for bad in ({"tags": {"rotator": "random"}}, {"tags": {"env_var": "1BAD"}},
+                {"tags": {"a": 1}}, {"other": True}):
+        r = client.patch(url, json={"domain_id": DOMAIN, **bad},
+                         headers=bearer(tokens["writer"]))
+        assert_problem(r, 422)
+    assert_problem(client.patch(url, json={"domain_id": DOMAIN, "tags": {"a": "b"}},
+                                headers=bearer(tokens["viewer"])), 403)
+    assert_problem(client.patch(f"/api/secrets/{ORG}/nope", json={"tags": {"a": "b"}},
+                                headers=bearer(tokens["writer"])), 404)
+    status = client.get(url, params={"domain_id": DOMAIN}, headers=bearer(tokens["viewer"]))
+    assert status.json()["tags"] == {"team": "a", "tier": "gold",
+                                     "env_var": "CARDS_OPENAI_KEY"}
+
+
 def test_soft_delete_restore_and_force(client: TestClient, tokens: dict[str, str]) -> None:
     w, v, s = tokens["writer"], tokens["viewer"], tokens["service"]
     put(client, w)

@@ -294,7 +294,7 @@ class KeysafeApp:
             # Outside the hot paths too: a browser panel on an allowed origin reads status.
             inner = CORSMiddleware(
                 inner, allow_origins=settings.cors_origin_list, allow_credentials=True,
-                allow_methods=["GET", "PUT", "POST", "DELETE"],
+                allow_methods=["GET", "PUT", "PATCH", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-CSRF-Token"],
                 expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
         self._asgi = EdgeMiddleware(inner, max_body=settings.max_body_bytes, metrics=metrics)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,14 +31,39 @@ class SecretWrite(BaseModel):
     @field_validator("tags")
     @classmethod
     def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
-        for key in tags or ():
-            if is_rotation_tag(key):
-                raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
-                                 "with `keysafe rotate configure`")
-            if key == ENV_VAR_TAG and tagged_env_var(tags or {}) is None:
-                raise ValueError(f"tag {ENV_VAR_TAG!r} must be an environment variable "
-                                 "name (letters, digits and '_', not starting with a digit)")
-        return tags
+        return _check_tags(tags)
+
+
+_Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)
+
+
+def _check_tags(tags: _Tags) -> _Tags:
+    """Tags a client may set: no rotation settings, and ``env_var`` a variable name."""
+    for key, value in (tags or {}).items():
+        if is_rotation_tag(key):
+            raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
+                             "with `keysafe rotate configure`")
+        if key == ENV_VAR_TAG and value is not None \
+                and tagged_env_var({key: value}) is None:
+            raise ValueError(f"tag {ENV_VAR_TAG!r} must be an environment variable "
+                             "name (letters, digits and '_', not starting with a digit)")
+    return tags
+
+
+class MetadataPatch(BaseModel):
+    """Metadata without a new version (``keysafe tag``): the tags named are set, a tag
+    given as null is removed, the others stay."""
+
+    model_config = ConfigDict(extra="forbid")
+    domain_id: str | None = Field(default=None, max_length=128)
+    description: str | None = Field(default=None, max_length=1000)
+    tags: dict[str, str | None] | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _no_rotation_tags(cls, tags: dict[str, str | None] | None
+                          ) -> dict[str, str | None] | None:
+        return _check_tags(tags)
 
 
 class KeyCheckOut(BaseModel):

@@ -22,6 +22,7 @@ from keysafe.server.schemas import (
     KeyCheckOut,
     KeyCheckRequest,
     LlmKey,
+    MetadataPatch,
     Rollback,
     SecretList,
     SecretStatus,
@@ -237,6 +238,23 @@ async def secret_delete(org_id: str, secret_name: str, ctx: CtxDep, domain_id: D
                                            force=force), path)
     what = "purged" if force else "deleted (restorable)"
     return Done(message=f"Secret '{secret_name}' {what}")
+
+
+@router.patch("/api/secrets/{org_id}/{secret_name}", response_model=SecretStatus)
+async def secret_patch(org_id: str, secret_name: str, body: MetadataPatch,
+                       ctx: CtxDep) -> SecretStatus:
+    """Change a secret's description or some of its tags without a new version: the
+    tags named are set (null removes one), the others stay, read and written under the
+    store's write lock."""
+    ctx.require("write", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+    tags = body.tags or {}
+    fields = {"description": body.description} if body.description is not None else {}
+    meta = await ctx.write(lambda: ctx.mgr.update_tags(
+        secret_name, org_id, domain=body.domain_id,
+        set_tags={k: v for k, v in tags.items() if v is not None},
+        unset=[k for k, v in tags.items() if v is None], **fields), path)
+    return status_of(ctx, ref, meta)
 
 
 @router.post("/api/secrets/{org_id}/{secret_name}/restore", response_model=SecretStatus)

@@ -42,17 +42,9 @@ EXPECTED = {"anthropic_api_key": CANARY, "openai_api_key": OPENAI,
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import os
-
-    for var in list(os.environ):
-        if var.startswith("KEYSAFE_") or var == "ENVIRONMENT":
-            monkeypatch.delenv(var)
-    h = tmp_path / "home"
-    monkeypatch.setenv("KEYSAFE_HOME", str(h))
+def home(tmp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KEYSAFE_ACTOR", "tester")
-    monkeypatch.chdir(tmp_path)
-    return h
+    return tmp_home
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -279,8 +271,8 @@ def test_azure_names_with_a_prefix(home: Path, tmp_path: Path) -> None:
     (("--map", "a=b", "x.env"), 2, "--map and --whole go with --from-store"),
 ])
 def test_bad_input_is_named_and_changes_nothing(home: Path, args: tuple[str, ...], code: int,
-                                                words: str, tmp_path: Path) -> None:
-    (tmp_path / "x.env").write_text("OPENAI_API_KEY=" + OPENAI + "\n")
+                                                words: str) -> None:
+    (Path.cwd() / "x.env").write_text("OPENAI_API_KEY=" + OPENAI + "\n")
     r = run("import", *args, "--org", ORG)
     assert r.exit_code == code, r.output
     assert words in r.output
@@ -288,7 +280,7 @@ def test_bad_input_is_named_and_changes_nothing(home: Path, args: tuple[str, ...
 
 
 def test_a_store_of_keysafe_s_own_is_refused(home: Path) -> None:
-    (home.parent / "keysafe.toml").write_text(
+    (Path.cwd() / "keysafe.toml").write_text(
         '[keysafe.profiles.old]\nbackend = "sqlite"\n')
     r = run("import", "--from-store", "old:a/b", "--org", ORG)
     assert r.exit_code == 9

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +477,30 @@ def test_tag_changes_across_replicas_lose_none(backends, managers):
     # Each thread set 8 and unset the 4 before its odd ones: 4 left each, plus "keep".
     assert tags == {"keep": "1", **{f"t{t}-{i}": "x" for t in range(6) for i in (1, 3, 5, 7)}}
     assert mgrs[0].describe("shared_key", "acme").current_version == 1
+
+
+def test_access_report_counts_in_postgresql(backends, managers):
+    """keysafe audit report's GROUP BY queries, on PostgreSQL, from two replicas."""
+    from keysafe.manager.access import access_report
+
+    reps = [backends() for _ in range(2)]
+    a, b = managers(reps[0], "svc-a"), managers(reps[1], "intruder")
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    for i in range(3):
+        a.put(f"s{i}", f"v{i}", "acme")
+    a.get("s0", "acme", fresh=True)
+    a.get("s1", "acme", fresh=True)
+    for _ in range(5):
+        b.record("read_value", a.path("s2", "acme"), "denied", org="acme")
+    a.audit.flush()
+    b.audit.flush()
+    rep = access_report(b, since=since, org="acme", max_secrets=2)
+    by = {x.actor: x for x in rep.actors}
+    assert (by["svc-a"].reads, by["svc-a"].writes, by["svc-a"].secrets_read) == (2, 3, 2)
+    assert by["intruder"].denied == 5
+    assert {(f.kind, f.actor) for f in rep.findings} >= {
+        ("denials", "intruder"), ("breadth", "svc-a"), ("unread", None)}
+    assert rep.unread == (a.path("s2", "acme"),)
 
 
 # -- audit chain -------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from keysafe.manager.audit import (
     AuditFilter,
     Draft,
     Row,
+    activity_sql,
     archived_meanwhile,
     chain,
     filter_sql,
@@ -1535,6 +1536,11 @@ class PostgresAuditStore:
         where, args = filter_sql(flt, "%s")
         rows = self._b._read(f"SELECT {_COLS} FROM audit{where}", args, many=True)  # noqa: S608
         return [row_event(r) for r in rows]
+
+    def activity(self, flt: AuditFilter, by: Sequence[str],
+                 actions: Sequence[str] | None = None) -> builtins.list[tuple[Any, ...]]:
+        sql, args = activity_sql(flt, by, actions, "%s")
+        return [tuple(r) for r in self._b._read(sql, args, many=True)]
 
     # -- archiving (see keysafe.manager.archive) --
     def base(self) -> tuple[int, str] | None:

@@ -1,10 +1,11 @@
 """``keysafe audit`` (query the log), ``keysafe audit verify`` (check the chain) and
-``keysafe audit archive`` (move old records to a file, keeping the chain verifiable)."""
+``keysafe audit archive`` (move old records to a file, keeping the chain verifiable) and
+``keysafe audit report`` (access patterns, and what deserves a look)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +14,9 @@ from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
+
+if TYPE_CHECKING:
+    from keysafe.manager.access import AccessReport, Finding
 
 #: Rows a table shows when no --limit is given (JSON lines are never cut short).
 TABLE_DEFAULT_LIMIT = 100
@@ -88,6 +92,89 @@ def audit(
            for e in events])
     if limit and len(events) == limit:
         say(f"showing the newest {limit} records; --limit N shows more (0: all)")
+
+
+KINDS = ("integrity", "denials", "breadth", "new_actor", "unread")
+
+
+@audit_app.command("report")
+@command
+def report(
+    since: Annotated[str, typer.Option(
+        "--since", metavar="TIME", help="From this time: ISO 8601 or an age like 24h, 7d.")
+    ] = "7d",
+    until: Annotated[str | None, typer.Option(
+        "--until", metavar="TIME", help="Up to this time (default: now).",
+        show_default=False)] = None,
+    org: Annotated[str | None, typer.Option("--org", help="Only this org.",
+                                            show_default=False,
+                                            callback=segment("org"))] = None,
+    max_denied: Annotated[int, typer.Option(
+        "--max-denied", min=1, max=MAX_INT, metavar="N",
+        help="A finding when one identity is denied N times or more.")] = 5,
+    max_secrets: Annotated[int, typer.Option(
+        "--max-secrets", min=1, max=MAX_INT, metavar="N",
+        help="A finding when one identity reads N distinct secrets or more.")] = 100,
+    ignore: Annotated[list[str] | None, typer.Option(
+        "--ignore", metavar="KIND", help=f"Leave out this kind of finding ({', '.join(KINDS)}"
+                                         "); repeat for more.", show_default=False)] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 1 when there is any finding (for cron and CI alerts).")
+    ] = False,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Access patterns over a window: each identity's reads, writes, denials and
+    failures, and the findings worth a look (repeated denials, one identity reading
+    many secrets, a new identity, integrity failures, secrets nobody read)."""
+    from keysafe.manager.access import access_report
+
+    skip = set(ignore or [])
+    unknown = sorted(skip - set(KINDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown kind {unknown[0]!r}; kinds are {', '.join(KINDS)}",
+                                 param_hint="'--ignore'")
+    t_since = parse_time(since, option="--since")
+    t_until = parse_time(until, option="--until")
+    assert t_since is not None
+    if t_until is not None and t_until <= t_since:
+        raise typer.BadParameter("--until must be after --since", param_hint="'--until'")
+    with open_manager(env) as mgr:
+        rep = access_report(mgr, since=t_since, until=t_until, org=org,
+                            max_denied=max_denied, max_secrets=max_secrets,
+                            unread="unread" not in skip)
+    findings = [f for f in rep.findings if f.kind not in skip]
+    if as_json:
+        emit_json({**rep.to_dict(), "findings": [f.to_dict() for f in findings]})
+    else:
+        _render_report(rep, findings)
+    if check and findings:
+        raise typer.Exit(exitcodes.FINDINGS)
+
+
+def _render_report(rep: AccessReport, findings: list[Finding]) -> None:
+    scope = f"org {rep.org}" if rep.org else "all orgs"
+    title = (f"access {rep.since:%Y-%m-%d %H:%M} to {rep.until:%Y-%m-%d %H:%M} UTC, "
+             f"{scope}")
+    if not rep.actors:
+        say(f"{title}: no audit records")
+    else:
+        table(["identity", "records", "reads", "writes", "denied", "failed",
+               "secrets read", "last seen", "new"],
+              [[a.actor, f"{a.records:,}", f"{a.reads:,}", f"{a.writes:,}", a.denied,
+                a.failed, f"{a.secrets_read:,}",
+                f"{a.last:%Y-%m-%d %H:%M}" if a.last else "", "yes" if a.new else ""]
+               for a in rep.actors], title=title)
+    if findings:
+        table(["finding", "detail"], [[f.kind.replace("_", " "), f.message]
+                                      for f in findings], title="worth a look")
+    else:
+        say("no findings")
+    if rep.unread:
+        shown = rep.unread[:20]
+        say("not read in the window: " + ", ".join(shown)
+            + (f" (and {len(rep.unread) - len(shown)} more; --json lists all)"
+               if len(rep.unread) > len(shown) else ""))
 
 
 @audit_app.command("verify")

@@ -192,6 +192,12 @@ class AuditStore(Protocol):
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]: ...
 
+    def activity(self, flt: AuditFilter, by: Sequence[str],
+                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """Records counted by the ``by`` columns (GROUP_COLUMNS): rows of the group's
+        values, then its count, distinct paths, first and last timestamp (epoch us)."""
+        ...
+
     def scan(self) -> Iterator[Row]:
         """Every record in storage order (for verify)."""
         ...
@@ -220,6 +226,10 @@ class MemoryAuditStore:
         if flt.newest_first:
             out.reverse()
         return out[: flt.limit] if flt.limit else out
+
+    def activity(self, flt: AuditFilter, by: Sequence[str],
+                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        return activity_of(map(row_event, list(self.rows)), flt, by, actions)
 
     def scan(self) -> Iterator[Row]:
         return iter(list(self.rows))
@@ -250,6 +260,60 @@ class MemoryAuditStore:
 def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
     """The WHERE / ORDER BY / LIMIT clauses (and arguments) selecting ``flt`` from an
     ``audit`` table; ``ph`` is the driver's placeholder (``?`` or ``%s``)."""
+    where, args = _where(flt, ph)
+    sql = " WHERE " + " AND ".join(where) if where else ""
+    sql += " ORDER BY seq DESC" if flt.newest_first else " ORDER BY seq"
+    if flt.limit:
+        sql += f" LIMIT {int(flt.limit)}"
+    return sql, args
+
+
+#: Columns records may be grouped by (AuditStore.activity).
+GROUP_COLUMNS = ("actor", "action", "outcome", "org", "path")
+
+
+def activity_sql(flt: AuditFilter, by: Sequence[str], actions: Sequence[str] | None,
+                 ph: str) -> tuple[str, list[Any]]:
+    """``SELECT <by>, count, distinct paths, first ts, last ts ... GROUP BY <by>`` over
+    the records ``flt`` selects (its order and limit aside), only ``actions`` if given."""
+    cols = _group_columns(by)
+    where, args = _where(flt, ph)
+    if actions is not None:
+        where.append(f"action IN ({', '.join([ph] * len(actions))})" if actions else "1 = 0")
+        args += list(actions)
+    sql = (f"SELECT {', '.join(cols)}, count(*), count(DISTINCT path), min(ts), max(ts) "  # noqa: S608
+           f"FROM audit{' WHERE ' + ' AND '.join(where) if where else ''} "
+           f"GROUP BY {', '.join(cols)}")
+    return sql, args
+
+
+def _group_columns(by: Sequence[str]) -> list[str]:
+    cols = list(by)
+    bad = [c for c in cols if c not in GROUP_COLUMNS]
+    if bad or not cols:
+        raise ValueError(f"cannot group audit records by {bad or cols}")
+    return cols
+
+
+def activity_of(events: Iterable[AuditEvent], flt: AuditFilter, by: Sequence[str],
+                actions: Sequence[str] | None) -> list[tuple[Any, ...]]:
+    """activity_sql's rows, computed in Python (the memory store)."""
+    cols = _group_columns(by)
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for e in events:
+        if not flt.matches(e) or (actions is not None and e.action not in actions):
+            continue
+        key = tuple(getattr(e, c) for c in cols)
+        ts = to_us(e.ts)
+        g = groups.setdefault(key, [0, set(), ts, ts])
+        g[0] += 1
+        if e.path is not None:
+            g[1].add(e.path)
+        g[2], g[3] = min(g[2], ts), max(g[3], ts)
+    return [(*k, n, len(paths), lo, hi) for k, (n, paths, lo, hi) in groups.items()]
+
+
+def _where(flt: AuditFilter, ph: str) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     args: list[Any] = []
     for col in ("org", "action", "actor", "outcome"):
@@ -270,11 +334,7 @@ def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
     if flt.until is not None:
         where.append(f"ts <= {ph}")
         args.append(to_us(flt.until))
-    sql = " WHERE " + " AND ".join(where) if where else ""
-    sql += " ORDER BY seq DESC" if flt.newest_first else " ORDER BY seq"
-    if flt.limit:
-        sql += f" LIMIT {int(flt.limit)}"
-    return sql, args
+    return where, args
 
 
 class _SQLiteHost(Protocol):
@@ -504,6 +564,12 @@ class SQLiteAuditStore:
         with self._host.lock:
             rows = self._host.connection.execute(sql, args).fetchall()
         return [row_event(r) for r in rows]
+
+    def activity(self, flt: AuditFilter, by: Sequence[str],
+                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        sql, args = activity_sql(flt, by, actions, "?")
+        with self._host.lock:
+            return [tuple(r) for r in self._host.connection.execute(sql, args).fetchall()]
 
     def scan(self) -> Iterator[Row]:
         with self._host.lock:

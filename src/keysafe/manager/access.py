@@ -1,0 +1,161 @@
+"""Access patterns from the audit log (``keysafe audit report``): who read and changed
+what over a window, and what deserves a look (spec 000's "alerts for secret access
+patterns"): repeated denials, an identity reading an unusual number of secrets, an
+identity never seen before, integrity failures, and secrets nobody read.
+
+Counting happens in the audit store (one ``GROUP BY`` per question on SQLite and
+PostgreSQL), so a report over millions of records moves a few rows. Reads a process
+served from its own cache are not records (they are counted in metrics), so "read" here
+means "read from the store": a secret read at least once in the window shows as read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from keysafe.manager.audit import AuditFilter
+
+if TYPE_CHECKING:
+    from keysafe.manager.manager import SecretManager
+
+__all__ = ["READS", "WRITES", "AccessReport", "ActorActivity", "Finding", "access_report"]
+
+#: Actions that hand out a value (the library's read, the API's value read).
+READS = ("read", "read_value")
+#: Actions that change a secret.
+WRITES = ("write", "delete", "purge", "destroy", "restore", "rollback", "update_metadata",
+          "rotate", "rotation")
+DENIED = ("denied", "permission_denied", "rate_limited")
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else datetime.fromtimestamp(us / 1e6, UTC)
+
+
+@dataclass(frozen=True)
+class ActorActivity:
+    """One identity's records in the window."""
+
+    actor: str
+    records: int
+    reads: int
+    writes: int
+    denied: int
+    failed: int
+    secrets_read: int
+    first: datetime | None
+    last: datetime | None
+    new: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor, "records": self.records, "reads": self.reads,
+                "writes": self.writes, "denied": self.denied, "failed": self.failed,
+                "secrets_read": self.secrets_read,
+                "first": self.first.isoformat() if self.first else None,
+                "last": self.last.isoformat() if self.last else None, "new": self.new}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something worth a look: ``kind`` is denials, breadth, new_actor, integrity or
+    unread; never a value."""
+
+    kind: str
+    message: str
+    actor: str | None = None
+    count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "actor": self.actor,
+                "count": self.count}
+
+
+@dataclass(frozen=True)
+class AccessReport:
+    since: datetime
+    until: datetime
+    org: str | None
+    actors: tuple[ActorActivity, ...]
+    findings: tuple[Finding, ...]
+    unread: tuple[str, ...] | None = None  # None: not asked
+    secrets: int | None = None  # live secrets in scope, when unread was asked
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat(),
+                "org": self.org, "totals": self.totals,
+                "actors": [a.to_dict() for a in self.actors],
+                "findings": [f.to_dict() for f in self.findings],
+                "secrets": self.secrets,
+                "unread": list(self.unread) if self.unread is not None else None}
+
+
+def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None = None,
+                  org: str | None = None, max_denied: int = 5, max_secrets: int = 100,
+                  unread: bool = True) -> AccessReport:
+    """The window's activity per identity, and its findings: ``max_denied`` or more
+    denials by one identity, ``max_secrets`` or more distinct secrets read by one, an
+    identity with no record before the window, any integrity failure, and (``unread``)
+    the live secrets in scope that no record shows read in the window."""
+    until = until or datetime.now(UTC)
+    mgr.audit.flush()
+    store = mgr.audit.store
+    window = AuditFilter(org=org, since=since, until=until)
+    per: dict[str, dict[str, Any]] = {}
+    integrity = 0
+    for actor, action, outcome, n, _paths, lo, hi in store.activity(
+            window, ("actor", "action", "outcome")):
+        a = per.setdefault(actor, {"records": 0, "reads": 0, "writes": 0, "denied": 0,
+                                   "failed": 0, "first": lo, "last": hi})
+        a["records"] += n
+        a["first"], a["last"] = min(a["first"], lo), max(a["last"], hi)
+        if outcome == "ok":
+            if action in READS:
+                a["reads"] += n
+            elif action in WRITES:
+                a["writes"] += n
+        elif outcome in DENIED:
+            a["denied"] += n
+        elif outcome != "not_found":
+            a["failed"] += n
+            if outcome == "integrity_error":
+                integrity += n
+    ok_reads = AuditFilter(org=org, since=since, until=until, outcome="ok")
+    breadth = {row[0]: row[2] for row in store.activity(ok_reads, ("actor",), READS)}
+    known = {row[0] for row in store.activity(AuditFilter(org=org, until=since), ("actor",))}
+    actors = sorted((ActorActivity(
+        actor, a["records"], a["reads"], a["writes"], a["denied"], a["failed"],
+        breadth.get(actor, 0), _dt(a["first"]), _dt(a["last"]), actor not in known)
+        for actor, a in per.items()), key=lambda x: (-x.records, x.actor))
+    findings: list[Finding] = []
+    if integrity:
+        findings.append(Finding("integrity", f"{integrity} read(s) failed an integrity "
+                                "check: a stored record was altered or moved (run keysafe "
+                                "audit verify, and compare with a backup)", count=integrity))
+    for act in actors:
+        if act.denied >= max_denied:
+            findings.append(Finding("denials", f"{act.actor} was denied {act.denied} time(s)",
+                                    act.actor, act.denied))
+        if act.secrets_read >= max_secrets:
+            findings.append(Finding("breadth", f"{act.actor} read {act.secrets_read} distinct "
+                                    f"secrets (threshold {max_secrets})", act.actor,
+                                    act.secrets_read))
+        if act.new:
+            findings.append(Finding("new_actor", f"{act.actor} first appears in this window "
+                                    f"({act.records} record(s))", act.actor, act.records))
+    never: tuple[str, ...] | None = None
+    live: int | None = None
+    if unread:
+        read = {row[0] for row in store.activity(ok_reads, ("path",), READS)}
+        paths = [m.path for m in mgr.list(org) if not m.deleted]
+        live = len(paths)
+        never = tuple(sorted(p for p in paths if p not in read))
+        if never:
+            findings.append(Finding("unread", f"{len(never)} of {live} secret(s) were not "
+                                    "read in this window: still needed?", count=len(never)))
+    totals = {k: sum(getattr(a, k) for a in actors)
+              for k in ("records", "reads", "writes", "denied", "failed")}
+    return AccessReport(since, until, org, tuple(actors), tuple(findings), never, live, totals)
+

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from keysafe.errors import InvalidName, KeysafeError, NotFound, Unsupported
+from keysafe.errors import InvalidName, KeysafeError, NotFound
 from keysafe.importer import Entry, ImportItem, ImportResult, import_entries
 from keysafe.naming import validate_segment
 
@@ -37,6 +37,7 @@ __all__ = ["entries_of", "import_from_store", "parse_map", "resolve"]
 #: A key that reads as an environment variable: kept as the secret's ``env_var`` tag.
 _ENV_VAR = re.compile(r"[A-Z_][A-Z0-9_]*")
 _PROVIDER_KEY = re.compile(r"(?i)([a-z0-9]+?)(?:[-_.]api)?(?:[-_.](?:key|token))?")
+_OWN = "KEYSAFE_"
 _UNKNOWN = ("no catalog name fits; --map KEY=NAME names it, or --include-unknown "
             "imports it as {name}")
 
@@ -50,7 +51,7 @@ def parse_map(pairs: list[str] | None) -> dict[str, str]:
     naming a bad pair or name."""
     out: dict[str, str] = {}
     for pair in pairs or []:
-        key, sep, name = pair.partition("=")
+        key, sep, name = pair.rpartition("=")  # a store's names may hold '=', NAME never
         key, name = key.strip(), name.strip()
         if not sep or not key or not name:
             raise InvalidName(f"--map {pair!r}: expected KEY=NAME")
@@ -99,6 +100,16 @@ def _last_segment(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _rest(name: str, prefix: str) -> str:
+    """What follows ``prefix`` in ``name`` (compared case-insensitively, as Azure lists),
+    when the prefix ends at a separator and the rest is one segment: ``anthropic-key``
+    for ``aragora-anthropic-key`` under ``aragora-``; else empty."""
+    if not prefix or prefix[-1] not in "/-_." or not name.lower().startswith(prefix.lower()):
+        return ""
+    rest = name[len(prefix):]
+    return "" if "/" in rest.strip("/") else rest.strip("/")
+
+
 def entries_of(name: str, value: str, catalog: Catalog, *, prefix: str = "",
                mapping: Mapping[str, str] | None = None, split: bool = True) -> list[Entry]:
     """The entries one store secret gives: one per key of a flat JSON object (unless
@@ -107,8 +118,7 @@ def entries_of(name: str, value: str, catalog: Catalog, *, prefix: str = "",
     mapping = mapping or {}
     fields = _flat_json(value) if split else None
     if fields is None:
-        key = name[len(prefix):] if prefix and name.startswith(prefix) else ""
-        key = key.strip("/") or _last_segment(name)
+        key = _rest(name, prefix) or _last_segment(name)
         return [_entry(name, key, value, catalog, mapping, context="",
                        explicit=mapping.get(name) or mapping.get(key))]
     context = _last_segment(name)
@@ -123,7 +133,17 @@ def _entry(variable: str, key: str, value: str, catalog: Catalog, mapping: Mappi
         name, known = explicit, True  # named by the user: imported, known or not
     else:
         name, known = resolve(key, catalog, context=context)
+    if key.upper().startswith(_OWN):  # keysafe's own settings: skipped, as in a .env
+        return Entry(variable, value, name, known, key.upper())
     return Entry(variable, value, name, known, key if _ENV_VAR.fullmatch(key) else None)
+
+
+def _own(mgr: SecretManager, name: str) -> bool:
+    """Whether ``name`` is a path keysafe's naming gives, with this app."""
+    naming = mgr.naming
+    if not naming.matches(name):
+        return False
+    return "{app}" not in naming.template or naming.parse(name).app == mgr.app
 
 
 def import_from_store(
@@ -141,6 +161,7 @@ def import_from_store(
     """Read ``names`` from ``source`` (a name ending in ``*`` lists every name before the
     ``*``) and import what they hold into ``org``, as import_entries does. A name that
     cannot be read, or a prefix that lists nothing, is a failed item; the rest goes on."""
+    mgr.ref("x", org, domain=kw.get("domain"))  # a bad org or domain: before any read
     entries: list[Entry] = []
     failed: list[ImportItem] = []
     reads: list[tuple[str, str]] = []  # (name, the prefix it was listed under)
@@ -148,7 +169,9 @@ def import_from_store(
         if pattern.endswith("*"):
             prefix = pattern[:-1]
             try:
-                listed = source.foreign_names(prefix)
+                # Secrets keysafe itself wrote there (other orgs' among them) are its
+                # own, not another tool's: a listing leaves them out.
+                listed = [n for n in source.foreign_names(prefix) if not _own(mgr, n)]
             except KeysafeError as exc:
                 failed.append(ImportItem(pattern, None, "failed", exc.message,
                                          error_code=exc.code))
@@ -168,8 +191,6 @@ def import_from_store(
         seen.add(name)
         try:
             value = source.read_foreign(name)
-        except Unsupported:
-            raise
         except NotFound:
             failed.append(ImportItem(name, None, "failed",
                                      f"not found in the {store} store", error_code="not_found"))

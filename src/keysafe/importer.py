@@ -97,7 +97,7 @@ class Entry:
 
 def dotenv_entries(values: Mapping[str, str | None], catalog: Catalog) -> list[Entry]:
     """Variables (a .env file's, the environment's) as entries: known ones take their
-    catalog name (``HF_TOKEN`` -> ``huggingface_api_key``), others their lower-cased one."""
+    catalog name (``HF_TOKEN`` -> ``hf_api_token``), others their lower-cased one."""
     out = []
     for var, value in values.items():
         entry = catalog.by_env_var(var)

@@ -168,6 +168,46 @@ def test_map_whole_unknown_and_failures(home: Path, aws: MotoAws) -> None:  # no
     assert "no secret in the aws-sm store starts with" in r.output
 
 
+def test_one_unreadable_secret_fails_alone_and_keysafe_s_own_are_left_out(
+        home: Path, aws: MotoAws) -> None:  # noqa: F811
+    """A binary secret (which keysafe cannot take as text) is a failed row and the rest
+    is imported; a listing leaves out what keysafe itself wrote in the same store."""
+    from keysafe.backends.aws_sm import AwsSecretsManagerBackend
+
+    sm = aws.client("secretsmanager")
+    base = f"mixed-{uuid.uuid4().hex[:8]}"
+    sm.create_secret(Name=f"{base}/blob", SecretBinary=b"\x00\x01")
+    sm.create_secret(Name=f"{base}/openai-key", SecretString=OPENAI)
+    ours = SecretManager(AwsSecretsManagerBackend(endpoint_url=aws.url),
+                         naming=f"{base}/{{app}}/{{env}}/{{org}}/{{domain}}/{{name}}")
+    ours.put("anthropic_api_key", CANARY, "other-org")
+    r = run("import", "--from-store", f"aws-sm:{base}/*", "--org", ORG, "--json",
+            env={"AWS_ENDPOINT_URL": aws.url,
+                 "KEYSAFE_NAMING_TEMPLATE": f"{base}/{{app}}/{{env}}/{{org}}/{{domain}}/{{name}}"})
+    assert r.exit_code == 9, r.output  # the first failure's code: unsupported
+    items = {i["variable"]: i for i in json.loads(r.stdout)["items"]}
+    assert set(items) == {f"{base}/blob", f"{base}/openai-key"}
+    assert items[f"{base}/blob"]["status"] == "failed"
+    assert items[f"{base}/openai-key"]["status"] == "imported"
+    no_canary(r.output)
+
+
+def test_a_bad_org_stops_before_any_read(home: Path) -> None:
+    class Source:
+        def foreign_names(self, prefix: str) -> list[str]:
+            raise AssertionError("listed")
+
+        def read_foreign(self, name: str) -> str:
+            raise AssertionError("read")
+
+        def close(self) -> None: ...
+
+    from keysafe.errors import InvalidName
+
+    with pytest.raises(InvalidName):
+        import_from_store(local(), Source(), ["a/*", "b"], org="../bad")
+
+
 # -- SSM Parameter Store (moto): one parameter per variable -------------------------------
 def test_ssm_parameters_by_path(home: Path, aws: MotoAws) -> None:  # noqa: F811
     ssm = aws.client("ssm")
@@ -223,6 +263,9 @@ def test_gcp_names_with_a_prefix(home: Path) -> None:
                                               "payload": {"data": value.encode()}})
         source = GcpSecretManagerBackend(project="test-project", endpoint=server.url,
                                          credentials=AnonymousCredentials())
+        from keysafe.backends.base import WriteContext
+
+        source.put("aragora-z", "keysafe's own", ctx=WriteContext.make("t"))  # aragora-hz
         assert source.foreign_names("aragora-") == [
             "aragora-anthropic-key", "aragora-database-url", "aragora-openai-key"]
         result = import_from_store(local(), source, ["aragora-*"], org=ORG, store="gcp")
@@ -250,6 +293,9 @@ def test_azure_names_with_a_prefix(home: Path, tmp_path: Path) -> None:
         for name, value in (("aragora-anthropic-key", CANARY), ("aragora-openai-key", OPENAI),
                             ("Other", "x")):
             plain.set_secret(name, value)
+        from keysafe.backends.base import WriteContext
+
+        source.put("aragora-z", "keysafe's own", ctx=WriteContext.make("t"))  # aragora-hz
         assert source.foreign_names("ARAGORA-") == ["aragora-anthropic-key",
                                                     "aragora-openai-key"]
         result = import_from_store(local(), source, ["aragora-*"], org=ORG, store="azure")
@@ -265,6 +311,7 @@ def test_azure_names_with_a_prefix(home: Path, tmp_path: Path) -> None:
     (("--from-store", "aws-sm"), 2, "expected STORE:NAME"),
     (("--from-store", "aws-sm:a", "--from-store", "vault:b"), 2, "one store per import"),
     (("--from-store", "sqlite:a/b"), 9, "holds only keysafe's own secrets"),
+    (("--from-store", "chain:a/b"), 9, "holds only keysafe's own secrets"),
     (("--from-store", "nosuch:a/b"), 8, "unknown profile 'nosuch'"),
     (("--from-store", "aws-sm:a", "--map", "novalue"), 2, "expected KEY=NAME"),
     (("--from-store", "aws-sm:a", "--map", "k=../x"), 2, "name"),

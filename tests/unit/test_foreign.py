@@ -57,6 +57,29 @@ def test_a_listed_name_is_named_by_what_follows_the_prefix() -> None:
     assert (e.name, e.env_var) == ("openai_api_key", "OPENAI_API_KEY")
 
 
+@pytest.mark.parametrize(("name", "prefix", "expected"), [
+    ("aragora-anthropic-key", "ARAGORA-", "anthropic_api_key"),  # Azure: any case
+    ("aragora/prod/anthropic", "aragora/", "anthropic_api_key"),  # deeper: last segment
+    ("aragora/production/anthropic", "aragora/prod", "anthropic_api_key"),  # mid-segment
+    ("aragora-anthropic-key", "aragora-anth", "aragora_anthropic_key"),  # mid-word
+])
+def test_the_rest_after_a_prefix_is_used_only_when_it_is_one_segment(
+        name: str, prefix: str, expected: str) -> None:
+    (e,) = entries_of(name, "x", CATALOG, prefix=prefix)
+    assert e.name == expected
+
+
+def test_keysafe_settings_are_never_imported_whatever_their_case() -> None:
+    from keysafe.importer import _plan
+
+    got = entries_of("x/app", json.dumps({"keysafe_master_key": "k", "KEYSAFE_ENV": "e"}),
+                     CATALOG)
+    plans = _plan(got, CATALOG, include_unknown=True, check_format=True,
+                  max_value_bytes=65536, unknown_hint="{name}")
+    assert [(p.status, p.reason) for p in plans] == [
+        ("skipped", "a keysafe setting, never imported")] * 2
+
+
 def test_map_wins_and_whole_keeps_the_object() -> None:
     value = json.dumps({"anthropic": "a", "stripe": "s"})
     got = entries_of("x/keys", value, CATALOG,
@@ -73,4 +96,5 @@ def test_map_wins_and_whole_keeps_the_object() -> None:
 def test_parse_map_refuses_bad_pairs(pairs: list[str], words: str) -> None:
     with pytest.raises(InvalidName, match=words):
         parse_map(pairs)
-    assert parse_map(["a = b", "x/y#k=c"]) == {"a": "b", "x/y#k": "c"}
+    assert parse_map(["a = b", "x/y#k=c", "team=ml/keys#openai=x"]) == {
+        "a": "b", "x/y#k": "c", "team=ml/keys#openai": "x"}

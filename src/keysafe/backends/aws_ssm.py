@@ -34,6 +34,7 @@ import builtins
 import contextlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -188,8 +189,20 @@ class AwsParameterStoreBackend(NamesArePaths):
     def list(self, prefix: str, *,
              include_deleted: bool = False) -> builtins.list[SecretMetadata]:
         """Parameters whose name starts with ``prefix``; a tag lookup per parameter."""
+        out = [self._meta(path, p, self._tags(str(p["Name"]), path))
+               for path, p in self._described(prefix)]
+        return sorted(out, key=lambda m: m.path)
+
+    def foreign_names(self, prefix: str) -> builtins.list[str]:
+        """Parameter names starting with ``prefix``: DescribeParameters alone (no tag
+        lookups), so a read-only policy for another team's parameters suffices."""
+        return sorted(path for path, _ in self._described(prefix))
+
+    def _described(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(path, DescribeParameters entry) of each parameter starting with ``prefix``;
+        paths carry a leading '/' when the prefix does (or is empty)."""
         if not _PREFIX.fullmatch(prefix):
-            return []  # no parameter name can start with it
+            return  # no parameter name can start with it
         want = _canonical(prefix)
         kwargs: dict[str, Any] = {"MaxResults": 50}
         if prefix.strip("/"):
@@ -199,14 +212,10 @@ class AwsParameterStoreBackend(NamesArePaths):
                                                       action="list", **kw),
                               "Parameters", "NextToken", "NextToken", **kwargs)
         slashed = prefix.startswith("/") or not prefix
-        out = []
         for p in found:
             canonical = _canonical(str(p["Name"]))
-            if not canonical.startswith(want):
-                continue
-            path = canonical if slashed else canonical[1:]
-            out.append(self._meta(path, p, self._tags(str(p["Name"]), path)))
-        return sorted(out, key=lambda m: m.path)
+            if canonical.startswith(want):
+                yield (canonical if slashed else canonical[1:]), p
 
     def versions(self, path: str) -> builtins.list[VersionInfo]:
         """The versions Parameter Store keeps (the last 100), oldest first. Who wrote a

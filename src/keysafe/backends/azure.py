@@ -763,13 +763,15 @@ class AzureKeyVaultBackend:
 
     # -- other tools' secrets (ForeignReadable) -------------------------------------------
     def foreign_names(self, prefix: str) -> builtins.list[str]:
-        """Enabled secrets whose name starts with ``prefix`` (case-insensitively, as Key
-        Vault compares names), keysafe's encoded ones included."""
+        """Enabled secrets other tools made whose name starts with ``prefix``
+        (case-insensitively, as Key Vault compares names); keysafe's own, tagged, are
+        left out."""
         with self._errors(prefix):
             live = builtins.list(self._client.list_properties_of_secrets())
         want = prefix.lower()
         return sorted(str(p.name) for p in live
-                      if p.enabled is not False and str(p.name).lower().startswith(want))
+                      if p.enabled is not False and _T_VERSION not in (p.tags or {})
+                      and str(p.name).lower().startswith(want))
 
     def read_foreign(self, name: str) -> str:
         """The current version of the secret ``name`` (``aragora-anthropic-key``)."""

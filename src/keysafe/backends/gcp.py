@@ -546,14 +546,15 @@ class GcpSecretManagerBackend:
 
     # -- other tools' secrets (ForeignReadable) -------------------------------------------
     def foreign_names(self, prefix: str) -> builtins.list[str]:
-        """Secret ids starting with ``prefix`` as they are (``aragora-anthropic-key``),
-        keysafe's encoded ones included."""
+        """Ids starting with ``prefix`` of secrets other tools made
+        (``aragora-anthropic-key``): keysafe's own, labelled, are left out."""
         if prefix and not _FOREIGN_ID.fullmatch(prefix):
             return []  # no secret id can start with it
         request: dict[str, Any] = {"parent": self._parent, "page_size": 250}
         if prefix and self.server_filter:
             request["filter"] = f'name:"{prefix}"'
-        ids = (str(secret.name).rsplit("/", 1)[1] for secret in self._list(request, prefix))
+        ids = (str(secret.name).rsplit("/", 1)[1] for secret in self._list(request, prefix)
+               if _L_VERSION not in secret.labels)
         return sorted(i for i in ids if i.startswith(prefix))
 
     def read_foreign(self, name: str) -> str:

@@ -79,29 +79,43 @@ EXTERNAL: dict[str, tuple[str, str]] = {
 }
 
 
-def _external(name: str, settings: Settings) -> Any:
+#: The built-in stores that read other tools' secrets (ForeignReadable).
+FOREIGN_READERS = ("aws-sm", "aws-ssm", "vault", "gcp", "azure")
+
+
+def _external_class(name: str) -> Any:
     import importlib
 
     target, _extra = EXTERNAL[name]
     module, _, cls_name = target.partition(":")
-    return getattr(importlib.import_module(module), cls_name).from_settings(settings)
+    return getattr(importlib.import_module(module), cls_name)
 
 
 def _open_external(name: str, settings: Settings) -> Store:
-    return Store(_external(name, settings), _audit_log(settings, _local_audit(settings)))
+    backend = _external_class(name).from_settings(settings)
+    return Store(backend, _audit_log(settings, _local_audit(settings)))
+
+
+def _plugin_class(name: str) -> Any:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="keysafe.backends"):
+        if ep.name == name:
+            return ep.load()
+    return None
 
 
 def open_foreign(settings: Settings) -> ForeignReadable:
-    """The cloud store the settings name, to read secrets other tools wrote there
-    (``keysafe import --from-store``), with no audit log of its own. Unsupported for a
-    store that holds only keysafe's own secrets (sqlite, postgres, memory, env, chain)."""
-    backend = _external(settings.backend, settings) if settings.backend in EXTERNAL else None
-    if not isinstance(backend, ForeignReadable):
-        if backend is not None:
-            backend.close()
-        readers = sorted(n for n in EXTERNAL if n not in ("env", "chain"))
-        raise Unsupported(f"the {settings.backend} backend holds only keysafe's own secrets; "
-                          f"--from-store reads {', '.join(readers)}")
+    """The store the settings name, to read secrets other tools wrote there (``keysafe
+    import --from-store``), with no audit log of its own. Unsupported, before anything
+    is built, for a store that cannot read them (sqlite, postgres, memory, env, chain,
+    or a plugin without ``foreign_names`` and ``read_foreign``)."""
+    name = settings.backend
+    cls = _external_class(name) if name in EXTERNAL else _plugin_class(name)
+    if cls is None or not issubclass(cls, ForeignReadable):
+        raise Unsupported(f"the {name} backend holds only keysafe's own secrets; "
+                          f"--from-store reads {', '.join(FOREIGN_READERS)}")
+    backend: ForeignReadable = cls.from_settings(settings)
     return backend
 
 
@@ -121,12 +135,10 @@ def open_store(settings: Settings) -> Store:
         return opener(settings)
     if settings.backend in EXTERNAL:
         return _open_external(settings.backend, settings)
-    from importlib.metadata import entry_points
 
-    for ep in entry_points(group="keysafe.backends"):
-        if ep.name == settings.backend:
-            cls = ep.load()
-            backend = cls.from_settings(settings)
-            return Store(backend, _audit_log(settings, _local_audit(settings)))
+    cls = _plugin_class(settings.backend)
+    if cls is not None:
+        backend = cls.from_settings(settings)
+        return Store(backend, _audit_log(settings, _local_audit(settings)))
     raise ConfigError(f"unknown backend {settings.backend!r}; available: "
                       f"{', '.join(available())}")

@@ -705,6 +705,12 @@ class VaultBackend(NamesArePaths):
                if include_deleted or m.deleted_at is None]
         return sorted(out, key=lambda m: m.path)
 
+    def foreign_names(self, prefix: str) -> builtins.list[str]:
+        """KV paths starting with ``prefix``: LIST calls alone (no metadata reads), so
+        a policy with ``list`` and ``read`` on the other team's paths suffices."""
+        lead = "/" if prefix.startswith("/") else ""
+        return sorted(lead + kv for kv in self._walk(prefix[1:] if lead else prefix))
+
     def _walk(self, prefix: str) -> builtins.list[str]:
         """KV paths of secrets under ``prefix`` (a raw string prefix)."""
         folders = [prefix[: prefix.rfind("/") + 1]]

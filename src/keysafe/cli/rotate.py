@@ -148,8 +148,10 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         new = meta._replace(tags=tags, **fields)
     else:
         # Only what this command sets is written over the tags as they are then.
-        new = mgr.update_tags(name, org, domain=domain, set_tags={
-            k: v for k, v in tags.items() if meta.tags.get(k) != v}, **fields)
+        given = {f"rotator.{k}": v for k, v in opts.items()}
+        if rotator is not None:
+            given["rotator"] = rotator
+        new = mgr.update_tags(name, org, domain=domain, set_tags=given, **fields)
     if as_json:
         emit_json({**new.to_dict(), "dry_run": dry_run})
     else:

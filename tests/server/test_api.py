@@ -251,6 +251,38 @@ def test_list_by_org_and_domain(client: TestClient, tokens: dict[str, str]) -> N
     assert len(dom.json()["secrets"]) == 2
 
 
+def test_audit_report(client: TestClient, tokens: dict[str, str]) -> None:
+    """GET /api/audit/report: keysafe audit report for admins of the org."""
+    put(client, tokens["writer"], domain_id=DOMAIN)
+    put(client, tokens["writer"], name="github_token", value="ghp_" + "x" * 36)
+    for _ in range(3):
+        put(client, tokens["viewer"])  # denied
+    client.get(f"/api/secrets/{ORG}/{OPENAI}/value", params={"domain_id": DOMAIN},
+               headers=bearer(tokens["service"]))
+    r = client.get("/api/audit/report", params={"org_id": ORG, "max_denied": 3},
+                   headers=bearer(tokens["admin"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    by = {a["actor"]: a for a in body["actors"]}
+    assert by["token:viewer"]["denied"] == 3
+    assert by["token:service"]["reads"] == 1
+    assert by["token:writer"]["writes"] == 2
+    kinds = {(f["kind"], f["actor"]) for f in body["findings"]}
+    assert ("denials", "token:viewer") in kinds
+    assert body["unread"] == [f"keysafe/local/{ORG}/shared/github_token"]
+    assert VALUE_1 not in r.text
+    # Admins of other orgs (not told the org exists), viewers, and org-limited admins
+    # naming no org: refused.
+    for token, params, status in (("globex", {"org_id": ORG}, 404),
+                                  ("viewer", {"org_id": ORG}, 403), ("admin", {}, 403)):
+        assert_problem(client.get("/api/audit/report", params=params,
+                                  headers=bearer(tokens[token])), status)
+    assert client.get("/api/audit/report", headers=bearer(tokens["root"])).status_code == 200
+    assert_problem(client.get("/api/audit/report", params={
+        "org_id": ORG, "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        headers=bearer(tokens["admin"])), 422)
+
+
 def test_audit_query_filters(client: TestClient, tokens: dict[str, str]) -> None:
     put(client, tokens["writer"], domain_id=DOMAIN)
     put(client, tokens["writer"], value=VALUE_2, domain_id=DOMAIN)

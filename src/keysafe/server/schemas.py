@@ -209,6 +209,39 @@ class AuditPage(BaseModel):
     records: list[AuditRecord]
 
 
+class ActorActivityOut(BaseModel):
+    actor: str
+    records: int
+    reads: int
+    writes: int
+    denied: int
+    failed: int
+    secrets_read: int
+    first: datetime | None
+    last: datetime | None
+    new: bool
+
+
+class FindingOut(BaseModel):
+    kind: str = Field(description="integrity, denials, breadth, new_actor or unread")
+    message: str
+    actor: str | None
+    count: int
+
+
+class AccessReportOut(BaseModel):
+    """``keysafe audit report`` (docs/cli.md): access patterns over a window."""
+
+    since: datetime
+    until: datetime
+    org: str | None
+    totals: dict[str, int]
+    actors: list[ActorActivityOut]
+    findings: list[FindingOut]
+    secrets: int | None = Field(description="live secrets in scope (with the unread check)")
+    unread: list[str] | None = Field(description="their paths no record shows read")
+
+
 class WellKnown(BaseModel):
     categories: dict[str, list[dict[str, Any]]]
 

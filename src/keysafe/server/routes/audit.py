@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from keysafe.errors import PermissionDenied
+from keysafe.errors import InvalidValue, PermissionDenied
+from keysafe.manager.access import access_report
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.deps import Ctx, get_ctx
-from keysafe.server.schemas import AuditPage, AuditRecord
+from keysafe.server.schemas import AccessReportOut, AuditPage, AuditRecord
 
 router = APIRouter(tags=["audit"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
+
+
+def _scope(ctx: Ctx, org_id: str | None) -> None:
+    """Admins read their orgs' records; a token limited to some orgs must name one."""
+    if org_id is None and ctx.identity.orgs is not None:
+        ctx.require("audit", None)
+        raise PermissionDenied("name an org_id: this token covers only some orgs")
+    ctx.require("audit", org_id)
+
+
+@router.get("/api/audit/report", response_model=AccessReportOut)
+def audit_report(ctx: CtxDep, org_id: Annotated[str | None, Query(max_length=128)] = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 max_denied: Annotated[int, Query(ge=1)] = 5,
+                 max_secrets: Annotated[int, Query(ge=1)] = 100,
+                 unread: bool = True) -> AccessReportOut:
+    """``keysafe audit report``: each identity's activity over the window (default the
+    last 7 days) and the findings worth a look."""
+    _scope(ctx, org_id)
+    now = datetime.now(UTC)
+    t_since = since or now - timedelta(days=7)
+    t_until = until or now
+    if t_since.tzinfo is None:
+        t_since = t_since.replace(tzinfo=UTC)
+    if t_until.tzinfo is None:
+        t_until = t_until.replace(tzinfo=UTC)
+    if t_until <= t_since:
+        raise InvalidValue("until must be after since")
+    rep = access_report(ctx.mgr, since=t_since, until=t_until, org=org_id,
+                        max_denied=max_denied, max_secrets=max_secrets, unread=unread)
+    ctx.audit("audit_report", None, "ok", org=org_id,
+              detail={"findings": len(rep.findings)})
+    return AccessReportOut(**rep.to_dict())
 
 
 @router.get("/api/audit", response_model=AuditPage)
@@ -26,10 +60,7 @@ def audit_query(ctx: CtxDep,
                 since: datetime | None = None, until: datetime | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage:
     """Newest first. A token limited to some orgs must name one of them."""
-    if org_id is None and ctx.identity.orgs is not None:
-        ctx.require("audit", None)
-        raise PermissionDenied("name an org_id: this token covers only some orgs")
-    ctx.require("audit", org_id)
+    _scope(ctx, org_id)
     flt = AuditFilter(org=org_id, action=action, actor=actor, path=path, outcome=outcome,
                       since=since, until=until, limit=limit, newest_first=True)
     records = ctx.mgr.audit_query(flt)

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from keysafe.manager.access import ActorActivity, Finding
 from keysafe.rotation.policy import is_rotation_tag
 from keysafe.workloads.names import ENV_VAR_TAG, tagged_env_var
 
@@ -209,26 +210,6 @@ class AuditPage(BaseModel):
     records: list[AuditRecord]
 
 
-class ActorActivityOut(BaseModel):
-    actor: str
-    records: int
-    reads: int
-    writes: int
-    denied: int
-    failed: int
-    secrets_read: int
-    first: datetime | None
-    last: datetime | None
-    new: bool
-
-
-class FindingOut(BaseModel):
-    kind: str = Field(description="integrity, denials, breadth, new_actor or unread")
-    message: str
-    actor: str | None
-    count: int
-
-
 class AccessReportOut(BaseModel):
     """``keysafe audit report`` (docs/cli.md): access patterns over a window."""
 
@@ -236,8 +217,9 @@ class AccessReportOut(BaseModel):
     until: datetime
     org: str | None
     totals: dict[str, int]
-    actors: list[ActorActivityOut]
-    findings: list[FindingOut]
+    actors: list[ActorActivity]
+    findings: list[Finding] = Field(description=(
+        "kind: integrity, denials, breadth, new_actor or unread"))
     secrets: int | None = Field(description="live secrets in scope (with the unread check)")
     unread: list[str] | None = Field(description="their paths no record shows read")
 

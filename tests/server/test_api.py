@@ -150,7 +150,7 @@ def test_patch_changes_tags_and_description_without_a_version(
     assert (body["description"], body["version"]) == ("cards", 1)
     assert VALUE_1 not in r.text
     for bad in ({"tags": {"rotator": "random"}}, {"tags": {"env_var": "1BAD"}},
-                {"tags": {"a": 1}}, {"other": True}):
+                {"tags": {"a": 1}}, {"other": True}, {}, {"tags": {}}):
         r = client.patch(url, json={"domain_id": DOMAIN, **bad},
                          headers=bearer(tokens["writer"]))
         assert_problem(r, 422)

@@ -1537,9 +1537,9 @@ class PostgresAuditStore:
         rows = self._b._read(f"SELECT {_COLS} FROM audit{where}", args, many=True)  # noqa: S608
         return [row_event(r) for r in rows]
 
-    def activity(self, flt: AuditFilter, by: Sequence[str],
-                 actions: Sequence[str] | None = None) -> builtins.list[tuple[Any, ...]]:
-        sql, args = activity_sql(flt, by, actions, "%s")
+    def activity(self, flt: AuditFilter, by: Sequence[str], **kw: Any
+                 ) -> builtins.list[tuple[Any, ...]]:
+        sql, args = activity_sql(flt, by, "%s", **kw)
         return [tuple(r) for r in self._b._read(sql, args, many=True)]
 
     # -- archiving (see keysafe.manager.archive) --

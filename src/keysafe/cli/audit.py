@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -94,7 +95,7 @@ def audit(
         say(f"showing the newest {limit} records; --limit N shows more (0: all)")
 
 
-KINDS = ("integrity", "denials", "breadth", "new_actor", "unread")
+KINDS = ("integrity", "denials", "not_found", "breadth", "new_actor", "unread")
 
 
 @audit_app.command("report")
@@ -112,6 +113,10 @@ def report(
     max_denied: Annotated[int, typer.Option(
         "--max-denied", min=1, max=MAX_INT, metavar="N",
         help="A finding when one identity is denied N times or more.")] = 5,
+    max_not_found: Annotated[int, typer.Option(
+        "--max-not-found", min=1, max=MAX_INT, metavar="N",
+        help="A finding when one identity asks N times or more for secrets that do not "
+             "exist.")] = 20,
     max_secrets: Annotated[int, typer.Option(
         "--max-secrets", min=1, max=MAX_INT, metavar="N",
         help="A finding when one identity reads N distinct secrets or more.")] = 100,
@@ -135,14 +140,15 @@ def report(
         raise typer.BadParameter(f"unknown kind {unknown[0]!r}; kinds are {', '.join(KINDS)}",
                                  param_hint="'--ignore'")
     t_since = parse_time(since, option="--since")
-    t_until = parse_time(until, option="--until")
+    t_until = parse_time(until, option="--until") or datetime.now(UTC)
     assert t_since is not None
-    if t_until is not None and t_until <= t_since:
-        raise typer.BadParameter("--until must be after --since", param_hint="'--until'")
+    if t_until <= t_since:
+        raise typer.BadParameter("--until must be after --since (and --since in the past)",
+                                 param_hint="'--until'" if until else "'--since'")
     with open_manager(env) as mgr:
-        rep = access_report(mgr, since=t_since, until=t_until, org=org,
-                            max_denied=max_denied, max_secrets=max_secrets,
-                            unread="unread" not in skip)
+        rep = access_report(mgr, since=t_since.astimezone(UTC), until=t_until.astimezone(UTC),
+                            org=org, max_denied=max_denied, max_not_found=max_not_found,
+                            max_secrets=max_secrets, unread="unread" not in skip)
     findings = [f for f in rep.findings if f.kind not in skip]
     if as_json:
         emit_json({**rep.to_dict(), "findings": [f.to_dict() for f in findings]})
@@ -159,10 +165,10 @@ def _render_report(rep: AccessReport, findings: list[Finding]) -> None:
     if not rep.actors:
         say(f"{title}: no audit records")
     else:
-        table(["identity", "records", "reads", "writes", "denied", "failed",
+        table(["identity", "records", "reads", "writes", "denied", "not found", "failed",
                "secrets read", "last seen", "new"],
               [[a.actor, f"{a.records:,}", f"{a.reads:,}", f"{a.writes:,}", a.denied,
-                a.failed, f"{a.secrets_read:,}",
+                a.not_found, a.failed, f"{a.secrets_read:,}",
                 f"{a.last:%Y-%m-%d %H:%M}" if a.last else "", "yes" if a.new else ""]
                for a in rep.actors], title=title)
     if findings:

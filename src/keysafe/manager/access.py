@@ -22,12 +22,29 @@ if TYPE_CHECKING:
 
 __all__ = ["READS", "WRITES", "AccessReport", "ActorActivity", "Finding", "access_report"]
 
-#: Actions that hand out a value (the library's read, the API's value read).
+#: Actions that hand out a value (the library's read, the API's value read), and the
+#: outcomes with which they do (a stale read hands out the cached value).
 READS = ("read", "read_value")
+READ_OUTCOMES = ("ok", "stale")
 #: Actions that change a secret.
 WRITES = ("write", "delete", "purge", "destroy", "restore", "rollback", "update_metadata",
           "rotate", "rotation")
 DENIED = ("denied", "permission_denied", "rate_limited")
+
+
+def _failures() -> frozenset[str]:
+    """Outcomes that are failures: every error code but not_found and the denials, and
+    the rotation engine's failed steps (its other outcomes, like a key check's
+    ``valid`` or a rotation's ``reminder``, are not)."""
+    from keysafe import errors
+
+    codes = {c.code for c in vars(errors).values()
+             if isinstance(c, type) and issubclass(c, errors.KeysafeError)}
+    return frozenset(codes - {"not_found", *DENIED}
+                     | {"failed", "retire_failed", "promoted_hook_failed"})
+
+
+FAILURES = _failures()
 
 
 def _dt(us: int | None) -> datetime | None:
@@ -43,6 +60,7 @@ class ActorActivity:
     reads: int
     writes: int
     denied: int
+    not_found: int
     failed: int
     secrets_read: int
     first: datetime | None
@@ -51,7 +69,8 @@ class ActorActivity:
 
     def to_dict(self) -> dict[str, Any]:
         return {"actor": self.actor, "records": self.records, "reads": self.reads,
-                "writes": self.writes, "denied": self.denied, "failed": self.failed,
+                "writes": self.writes, "denied": self.denied, "not_found": self.not_found,
+                "failed": self.failed,
                 "secrets_read": self.secrets_read,
                 "first": self.first.isoformat() if self.first else None,
                 "last": self.last.isoformat() if self.last else None, "new": self.new}
@@ -59,8 +78,8 @@ class ActorActivity:
 
 @dataclass(frozen=True)
 class Finding:
-    """Something worth a look: ``kind`` is denials, breadth, new_actor, integrity or
-    unread; never a value."""
+    """Something worth a look: ``kind`` is integrity, denials, not_found, breadth,
+    new_actor or unread; never a value."""
 
     kind: str
     message: str
@@ -93,12 +112,14 @@ class AccessReport:
 
 
 def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None = None,
-                  org: str | None = None, max_denied: int = 5, max_secrets: int = 100,
-                  unread: bool = True) -> AccessReport:
+                  org: str | None = None, max_denied: int = 5, max_not_found: int = 20,
+                  max_secrets: int = 100, unread: bool = True) -> AccessReport:
     """The window's activity per identity, and its findings: ``max_denied`` or more
-    denials by one identity, ``max_secrets`` or more distinct secrets read by one, an
-    identity with no record before the window, any integrity failure, and (``unread``)
-    the live secrets in scope that no record shows read in the window."""
+    denials by one identity, ``max_not_found`` or more reads of names that do not
+    exist, ``max_secrets`` or more distinct secrets read, an identity with no record
+    before the window (other than ``mgr.actor``, who runs the report), any integrity
+    failure, and (``unread``) the live secrets in scope no record shows read in the
+    window. An identity whose earlier records were all archived counts as new."""
     until = until or datetime.now(UTC)
     mgr.audit.flush()
     store = mgr.audit.store
@@ -106,29 +127,31 @@ def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None
     per: dict[str, dict[str, Any]] = {}
     integrity = 0
     for actor, action, outcome, n, _paths, lo, hi in store.activity(
-            window, ("actor", "action", "outcome")):
+            window, ("actor", "action", "outcome"), paths=False):
         a = per.setdefault(actor, {"records": 0, "reads": 0, "writes": 0, "denied": 0,
-                                   "failed": 0, "first": lo, "last": hi})
+                                   "not_found": 0, "failed": 0, "first": lo, "last": hi})
         a["records"] += n
         a["first"], a["last"] = min(a["first"], lo), max(a["last"], hi)
-        if outcome == "ok":
-            if action in READS:
-                a["reads"] += n
-            elif action in WRITES:
-                a["writes"] += n
+        if action in READS and outcome in READ_OUTCOMES:
+            a["reads"] += n
+        elif action in WRITES and outcome == "ok":
+            a["writes"] += n
         elif outcome in DENIED:
             a["denied"] += n
-        elif outcome != "not_found":
+        elif outcome == "not_found":
+            a["not_found"] += n
+        elif outcome in FAILURES:
             a["failed"] += n
             if outcome == "integrity_error":
                 integrity += n
-    ok_reads = AuditFilter(org=org, since=since, until=until, outcome="ok")
-    breadth = {row[0]: row[2] for row in store.activity(ok_reads, ("actor",), READS)}
-    known = {row[0] for row in store.activity(AuditFilter(org=org, until=since), ("actor",))}
+    breadth = {row[0]: row[2] for row in store.activity(
+        window, ("actor",), actions=READS, outcomes=READ_OUTCOMES)}
+    known = {row[0] for row in store.activity(AuditFilter(org=org, until=since), ("actor",),
+                                              paths=False)}
     actors = sorted((ActorActivity(
-        actor, a["records"], a["reads"], a["writes"], a["denied"], a["failed"],
-        breadth.get(actor, 0), _dt(a["first"]), _dt(a["last"]), actor not in known)
-        for actor, a in per.items()), key=lambda x: (-x.records, x.actor))
+        actor, a["records"], a["reads"], a["writes"], a["denied"], a["not_found"],
+        a["failed"], breadth.get(actor, 0), _dt(a["first"]), _dt(a["last"]),
+        actor not in known) for actor, a in per.items()), key=lambda x: (-x.records, x.actor))
     findings: list[Finding] = []
     if integrity:
         findings.append(Finding("integrity", f"{integrity} read(s) failed an integrity "
@@ -138,17 +161,22 @@ def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None
         if act.denied >= max_denied:
             findings.append(Finding("denials", f"{act.actor} was denied {act.denied} time(s)",
                                     act.actor, act.denied))
+        if act.not_found >= max_not_found:
+            findings.append(Finding("not_found", f"{act.actor} asked {act.not_found} time(s) "
+                                    "for secrets that do not exist: guessing names?",
+                                    act.actor, act.not_found))
         if act.secrets_read >= max_secrets:
             findings.append(Finding("breadth", f"{act.actor} read {act.secrets_read} distinct "
                                     f"secrets (threshold {max_secrets})", act.actor,
                                     act.secrets_read))
-        if act.new:
+        if act.new and act.actor != mgr.actor:  # the identity running the report is known
             findings.append(Finding("new_actor", f"{act.actor} first appears in this window "
                                     f"({act.records} record(s))", act.actor, act.records))
     never: tuple[str, ...] | None = None
     live: int | None = None
     if unread:
-        read = {row[0] for row in store.activity(ok_reads, ("path",), READS)}
+        read = {row[0] for row in store.activity(window, ("path",), actions=READS,
+                                                 outcomes=READ_OUTCOMES, paths=False)}
         paths = [m.path for m in mgr.list(org) if not m.deleted]
         live = len(paths)
         never = tuple(sorted(p for p in paths if p not in read))
@@ -156,6 +184,6 @@ def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None
             findings.append(Finding("unread", f"{len(never)} of {live} secret(s) were not "
                                     "read in this window: still needed?", count=len(never)))
     totals = {k: sum(getattr(a, k) for a in actors)
-              for k in ("records", "reads", "writes", "denied", "failed")}
+              for k in ("records", "reads", "writes", "denied", "not_found", "failed")}
     return AccessReport(since, until, org, tuple(actors), tuple(findings), never, live, totals)
 

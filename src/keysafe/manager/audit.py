@@ -192,10 +192,12 @@ class AuditStore(Protocol):
 
     def query(self, flt: AuditFilter) -> list[AuditEvent]: ...
 
-    def activity(self, flt: AuditFilter, by: Sequence[str],
-                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        """Records counted by the ``by`` columns (GROUP_COLUMNS): rows of the group's
-        values, then its count, distinct paths, first and last timestamp (epoch us)."""
+    def activity(self, flt: AuditFilter, by: Sequence[str], *,
+                 actions: Sequence[str] | None = None, outcomes: Sequence[str] | None = None,
+                 paths: bool = True) -> list[tuple[Any, ...]]:
+        """Records counted by the ``by`` columns (GROUP_COLUMNS), only ``actions`` and
+        ``outcomes`` if given: rows of the group's values, then its count, distinct
+        paths (0 unless ``paths``), first and last timestamp (epoch us)."""
         ...
 
     def scan(self) -> Iterator[Row]:
@@ -227,9 +229,9 @@ class MemoryAuditStore:
             out.reverse()
         return out[: flt.limit] if flt.limit else out
 
-    def activity(self, flt: AuditFilter, by: Sequence[str],
-                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        return activity_of(map(row_event, list(self.rows)), flt, by, actions)
+    def activity(self, flt: AuditFilter, by: Sequence[str], **kw: Any
+                 ) -> list[tuple[Any, ...]]:
+        return activity_of(map(row_event, list(self.rows)), flt, by, **kw)
 
     def scan(self) -> Iterator[Row]:
         return iter(list(self.rows))
@@ -272,16 +274,20 @@ def filter_sql(flt: AuditFilter, ph: str) -> tuple[str, list[Any]]:
 GROUP_COLUMNS = ("actor", "action", "outcome", "org", "path")
 
 
-def activity_sql(flt: AuditFilter, by: Sequence[str], actions: Sequence[str] | None,
-                 ph: str) -> tuple[str, list[Any]]:
+def activity_sql(flt: AuditFilter, by: Sequence[str], ph: str, *,
+                 actions: Sequence[str] | None = None, outcomes: Sequence[str] | None = None,
+                 paths: bool = True) -> tuple[str, list[Any]]:
     """``SELECT <by>, count, distinct paths, first ts, last ts ... GROUP BY <by>`` over
-    the records ``flt`` selects (its order and limit aside), only ``actions`` if given."""
+    the records ``flt`` selects (its order and limit aside), narrowed to ``actions``
+    and ``outcomes`` if given; ``paths`` False counts no distinct paths (0)."""
     cols = _group_columns(by)
     where, args = _where(flt, ph)
-    if actions is not None:
-        where.append(f"action IN ({', '.join([ph] * len(actions))})" if actions else "1 = 0")
-        args += list(actions)
-    sql = (f"SELECT {', '.join(cols)}, count(*), count(DISTINCT path), min(ts), max(ts) "  # noqa: S608
+    for col, values in (("action", actions), ("outcome", outcomes)):
+        if values is not None:
+            where.append(f"{col} IN ({', '.join([ph] * len(values))})" if values else "1 = 0")
+            args += list(values)
+    distinct = "count(DISTINCT path)" if paths else "0"
+    sql = (f"SELECT {', '.join(cols)}, count(*), {distinct}, min(ts), max(ts) "  # noqa: S608
            f"FROM audit{' WHERE ' + ' AND '.join(where) if where else ''} "
            f"GROUP BY {', '.join(cols)}")
     return sql, args
@@ -295,22 +301,24 @@ def _group_columns(by: Sequence[str]) -> list[str]:
     return cols
 
 
-def activity_of(events: Iterable[AuditEvent], flt: AuditFilter, by: Sequence[str],
-                actions: Sequence[str] | None) -> list[tuple[Any, ...]]:
+def activity_of(events: Iterable[AuditEvent], flt: AuditFilter, by: Sequence[str], *,
+                actions: Sequence[str] | None = None, outcomes: Sequence[str] | None = None,
+                paths: bool = True) -> list[tuple[Any, ...]]:
     """activity_sql's rows, computed in Python (the memory store)."""
     cols = _group_columns(by)
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for e in events:
-        if not flt.matches(e) or (actions is not None and e.action not in actions):
+        if not flt.matches(e) or (actions is not None and e.action not in actions) \
+                or (outcomes is not None and e.outcome not in outcomes):
             continue
         key = tuple(getattr(e, c) for c in cols)
         ts = to_us(e.ts)
         g = groups.setdefault(key, [0, set(), ts, ts])
         g[0] += 1
-        if e.path is not None:
+        if e.path is not None and paths:
             g[1].add(e.path)
         g[2], g[3] = min(g[2], ts), max(g[3], ts)
-    return [(*k, n, len(paths), lo, hi) for k, (n, paths, lo, hi) in groups.items()]
+    return [(*k, n, len(p), lo, hi) for k, (n, p, lo, hi) in groups.items()]
 
 
 def _where(flt: AuditFilter, ph: str) -> tuple[list[str], list[Any]]:
@@ -565,11 +573,18 @@ class SQLiteAuditStore:
             rows = self._host.connection.execute(sql, args).fetchall()
         return [row_event(r) for r in rows]
 
-    def activity(self, flt: AuditFilter, by: Sequence[str],
-                 actions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        sql, args = activity_sql(flt, by, actions, "?")
-        with self._host.lock:
-            return [tuple(r) for r in self._host.connection.execute(sql, args).fetchall()]
+    def activity(self, flt: AuditFilter, by: Sequence[str], **kw: Any
+                 ) -> list[tuple[Any, ...]]:
+        """On a read-only connection of its own (WAL: readers never wait for the writer,
+        nor make it wait), not the store's write connection: a report's scan must not
+        hold up writes and their audit records."""
+        sql, args = activity_sql(flt, by, "?", **kw)
+        conn = sqlite3.connect(Path(self._host.path).resolve().as_uri() + "?mode=ro",
+                               uri=True, check_same_thread=False)
+        try:
+            return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+        finally:
+            conn.close()
 
     def scan(self) -> Iterator[Row]:
         with self._host.lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysafe.manager.access import ActorActivity, Finding
 from keysafe.rotation.policy import is_rotation_tag
@@ -65,6 +65,12 @@ class MetadataPatch(BaseModel):
     def _no_rotation_tags(cls, tags: dict[str, str | None] | None
                           ) -> dict[str, str | None] | None:
         return _check_tags(tags)
+
+    @model_validator(mode="after")
+    def _something(self) -> MetadataPatch:
+        if self.description is None and not self.tags:
+            raise ValueError("nothing to change: give a description or tags")
+        return self
 
 
 class KeyCheckOut(BaseModel):
@@ -219,7 +225,7 @@ class AccessReportOut(BaseModel):
     totals: dict[str, int]
     actors: list[ActorActivity]
     findings: list[Finding] = Field(description=(
-        "kind: integrity, denials, breadth, new_actor or unread"))
+        "kind: integrity, denials, not_found, breadth, new_actor or unread"))
     secrets: int | None = Field(description="live secrets in scope (with the unread check)")
     unread: list[str] | None = Field(description="their paths no record shows read")
 

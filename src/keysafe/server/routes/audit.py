@@ -29,6 +29,7 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
 def audit_report(ctx: CtxDep, org_id: Annotated[str | None, Query(max_length=128)] = None,
                  since: datetime | None = None, until: datetime | None = None,
                  max_denied: Annotated[int, Query(ge=1)] = 5,
+                 max_not_found: Annotated[int, Query(ge=1)] = 20,
                  max_secrets: Annotated[int, Query(ge=1)] = 100,
                  unread: bool = True) -> AccessReportOut:
     """``keysafe audit report``: each identity's activity over the window (default the
@@ -44,7 +45,8 @@ def audit_report(ctx: CtxDep, org_id: Annotated[str | None, Query(max_length=128
     if t_until <= t_since:
         raise InvalidValue("until must be after since")
     rep = access_report(ctx.mgr, since=t_since, until=t_until, org=org_id,
-                        max_denied=max_denied, max_secrets=max_secrets, unread=unread)
+                        max_denied=max_denied, max_not_found=max_not_found,
+                        max_secrets=max_secrets, unread=unread)
     ctx.audit("audit_report", None, "ok", org=org_id,
               detail={"findings": len(rep.findings)})
     return AccessReportOut(**rep.to_dict())

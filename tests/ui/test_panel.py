@@ -167,6 +167,38 @@ def test_admin_adds_rotates_deletes_and_restores(open_page: Any, stack: Stack) -
     assert "token:bootstrap-admin" in page.locator("#audit-table").inner_text()
 
 
+def test_admin_reads_the_access_report(open_page: Any, stack: Stack) -> None:
+    """The "Access report" tab: keysafe audit report for the org, findings first."""
+    org = "report-corp"
+    stack.api("PUT", f"/api/secrets/{org}/openai_api_key", json={"secret_value": GOOD_1})
+    stack.api("PUT", f"/api/secrets/{org}/anthropic_api_key", json={"secret_value": ANTHROPIC})
+    viewer = stack.token("report-viewer", "viewer", [org])
+    for _ in range(5):
+        r = stack.api("PUT", f"/api/secrets/{org}/openai_api_key", token=viewer,
+                      json={"secret_value": GOOD_2})
+        assert r.status_code == 403
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, org)
+    page.get_by_role("button", name="Access report").click()
+    findings = page.locator("#report-findings")
+    findings.wait_for()
+    text = findings.inner_text()
+    assert "token:report-viewer was denied 5 time(s)" in text
+    assert "2 of 2 secret(s) were not read in this window" in text
+    rows = page.locator("#report-table tbody tr")
+    rows.first.wait_for()
+    table = page.locator("#report-table").inner_text()
+    assert "token:report-viewer" in table
+    assert "token:bootstrap-admin" in table
+    page.get_by_label("Window", exact=True).select_option("1")
+    page.get_by_role("button", name="Show report").click()
+    page.locator("#report-table").wait_for()
+    assert GOOD_1 not in page.content()
+    assert not watch.outside
+    assert not watch.page_errors
+    assert not watch.csp_violations()
+
+
 def test_a_value_typed_into_the_form_is_kept_nowhere(open_page: Any, stack: Stack) -> None:
     canary = "sk-CANARY" + "9f3KqZ" * 5
     page, watch = open_page()

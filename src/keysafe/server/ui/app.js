@@ -1,4 +1,4 @@
-// The keysafe panel at /ui: sign in, pick org and domain, secrets, audit log.
+// The keysafe panel at /ui: sign in, pick org and domain, secrets, audit log, access report.
 //
 // The credential lives in this module's memory only: no cookie (so no CSRF surface),
 // no localStorage or sessionStorage. Reloading the page signs out; so does
@@ -153,10 +153,15 @@ function renderWorkspace() {
     'aria-pressed': String(session.tab === id), onclick: () => { session.tab = id; renderWorkspace(); focusFirst(`#tab-${id}`); },
     text: label });
   if (!canAudit) session.tab = 'secrets';
-  tabs.replaceChildren(mk('secrets', 'Secrets'), canAudit ? mk('audit', 'Audit log') : null);
+  tabs.replaceChildren(mk('secrets', 'Secrets'), canAudit ? mk('audit', 'Audit log') : null,
+    canAudit ? mk('report', 'Access report') : null);
   const body = document.getElementById('workspace');
   if (session.tab === 'audit') {
     body.replaceChildren(auditView());
+    return;
+  }
+  if (session.tab === 'report') {
+    body.replaceChildren(reportView());
     return;
   }
   const panel = document.createElement('keysafe-secrets-panel');
@@ -232,6 +237,55 @@ function auditTable(records) {
         h('td', { class: 'path', text: r.path || '' }), h('td', { text: r.version == null ? '' : String(r.version) }),
         h('td', { class: `outcome ${r.outcome === 'ok' ? 'ok' : 'bad'}`, text: r.outcome }),
         h('td', { text: r.client || '' }), h('td', { class: 'path', text: r.request_id || '' }))))));
+}
+
+// -- access report (keysafe audit report) ------------------------------------------------
+
+const WINDOWS = [['24 hours', 1], ['7 days', 7], ['30 days', 30]];
+
+function reportView() {
+  const form = h('form', { class: 'filters', id: 'report-filters', 'aria-label': 'Access report window' },
+    h('div', {}, h('label', { for: 'r-window', text: 'Window' }),
+      h('select', { id: 'r-window', name: 'r-window' },
+        WINDOWS.map(([label, days]) => h('option', { value: String(days), text: `Last ${label}`, selected: days === 7 })))),
+    h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'report-apply', text: 'Show report' })));
+  const out = h('div', { id: 'report-results', 'aria-live': 'polite' });
+  const load = async () => {
+    const days = Number(form.elements.namedItem('r-window').value);
+    const since = new Date(Date.now() - days * 86400000).toISOString();
+    out.replaceChildren(h('p', { class: 'notice', text: 'Loading…' }));
+    try {
+      out.replaceChildren(...reportBody(await session.client.accessReport({ org_id: session.org, since })));
+    } catch (e) {
+      if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
+      out.replaceChildren(h('p', { class: 'error-box', role: 'alert', text: e.detail || String(e) }));
+    }
+  };
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+  load();
+  return h('section', { 'aria-labelledby': 'report-title' },
+    h('h2', { class: 'section-title', id: 'report-title', text: `Access report of ${session.org}` }), form, out);
+}
+
+function reportBody(rep) {
+  const findings = rep.findings.length
+    ? h('ul', { class: 'findings', id: 'report-findings', 'aria-label': 'Worth a look' },
+      rep.findings.map((f) => h('li', {}, h('strong', { text: f.kind.replace('_', ' ') }), ` ${f.message}`)))
+    : h('p', { class: 'notice', id: 'report-findings', text: 'Nothing worth a look in this window.' });
+  const actors = rep.actors.length
+    ? h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Identities' },
+      h('table', { class: 'audit', id: 'report-table' },
+        h('caption', { text: `${rep.actors.length} identit${rep.actors.length === 1 ? 'y' : 'ies'}, busiest first` }),
+        h('thead', {}, h('tr', {}, ['Identity', 'Reads', 'Writes', 'Denied', 'Not found', 'Failed', 'Secrets read', 'Last seen', 'New']
+          .map((c) => h('th', { scope: 'col', text: c })))),
+        h('tbody', {}, rep.actors.map((a) => h('tr', {},
+          h('td', { text: a.actor }), h('td', { text: String(a.reads) }), h('td', { text: String(a.writes) }),
+          h('td', { class: `outcome ${a.denied ? 'bad' : 'ok'}`, text: String(a.denied) }),
+          h('td', { text: String(a.not_found) }), h('td', { text: String(a.failed) }),
+          h('td', { text: String(a.secrets_read) }), h('td', { text: a.last ? when(a.last) : '' }),
+          h('td', { text: a.new ? 'yes' : '' }))))))
+    : h('p', { class: 'notice', text: 'No records in this window.' });
+  return [h('h3', { text: 'Worth a look' }), findings, h('h3', { text: 'Identities' }), actors];
 }
 
 signInView();

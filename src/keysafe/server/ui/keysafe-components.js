@@ -207,6 +207,7 @@ export class KeysafeClient {
     return this.request('POST', this.secretPath(org, name, '/check'), { query: { domain_id: domain } });
   }
   audit(params) { return this.request('GET', '/api/audit', { query: params }); }
+  accessReport(params) { return this.request('GET', '/api/audit/report', { query: params }); }
 }
 
 // -- input checks (the server checks again on every write) --------------------------

@@ -374,6 +374,33 @@ def test_token_revoked_on_one_replica_stops_on_the_other(backends):
     assert tb.authenticate(token2) is not None
 
 
+def test_a_rate_limit_is_shared_by_replicas(backends):
+    """Live key checks per identity count on every replica together (rate_events)."""
+    a, b = backends(), backends()
+    ta, tb = TokenStore(PostgresTokenDB(a)), TokenStore(PostgresTokenDB(b))
+    assert [t.take("key_check:token:ci", 3, 60.0) for t in (ta, tb, ta)] == [None] * 3
+    for t in (ta, tb):
+        wait = t.take("key_check:token:ci", 3, 60.0)
+        assert wait is not None
+        assert 1.0 <= wait <= 60.0
+    assert tb.take("key_check:token:other", 3, 60.0) is None  # per identity
+    assert ta.take("key_check:token:ci", 0, 60.0) is None  # 0: no limit
+
+
+def test_a_version_1_database_gains_the_rate_table(pg_server, pg_url, backends):
+    """An older keysafe's database (schema 1) is upgraded in place to 2."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(pg_schema._VERSION_TABLE)
+        with conn.transaction():
+            for stmt in pg_schema.MIGRATIONS[0][2]:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO keysafe_schema VALUES (1, 'one', 0)")
+    assert pg_schema.status(pg_url)["schema_version"] == 1
+    b = backends()  # auto-upgrade on
+    assert pg_schema.status(pg_url)["schema_version"] == pg_schema.LATEST == 2
+    assert TokenStore(PostgresTokenDB(b)).take("k", 1, 60.0) is None
+
+
 def test_revocation_arriving_during_a_cache_fill_is_not_lost(backends):
     """Replica B reads the token row (not yet revoked); before B caches it, A revokes and
     B's listener handles the NOTIFY. B must not then cache the stale row."""

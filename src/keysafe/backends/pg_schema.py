@@ -64,6 +64,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
              name text PRIMARY KEY, last_run double precision,
              next_due double precision NOT NULL, holder text)""",
     ]),
+    (2, "rate limits shared by replicas (live key checks)", [
+        "CREATE TABLE rate_events (bucket text NOT NULL, ts double precision NOT NULL)",
+        "CREATE INDEX rate_events_bucket ON rate_events (bucket, ts)",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

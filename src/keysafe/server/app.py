@@ -27,7 +27,7 @@ from keysafe.config import Settings, load_settings
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
 from keysafe.server import errors as problems
-from keysafe.server.auth import AuthLimiter, JwtVerifier
+from keysafe.server.auth import AuthLimiter, JwtVerifier, SharedLimiter
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, request_id
 from keysafe.server.metrics import Metrics
 from keysafe.server.tokenstore import TokenStore, open_token_store
@@ -214,7 +214,8 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
                                          name="keysafe-writes"),
                         audits=BatchPump(commit_reads, name="keysafe-audit"),
                         scheduler=_scheduler(settings, manager),
-                        key_checks=AuthLimiter(settings.key_check_rate, 60.0))
+                        key_checks=SharedLimiter(tokens, "key_check",
+                                                 settings.key_check_rate, 60.0))
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield

@@ -12,11 +12,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keysafe.config import Settings
 from keysafe.errors import InvalidValue, KeysafeError, NotFound, PermissionDenied
 from keysafe.naming import validate_segment
+
+if TYPE_CHECKING:
+    from keysafe.server.tokenstore import TokenStore
 
 ROLES: dict[str, frozenset[str]] = {
     # Blind write: only service identities may read values; admins manage, not read.
@@ -131,6 +134,20 @@ class JwtVerifier:
             return None
         return Identity(str(claims["sub"]), r, o, kind="jwt",
                         expires_at=float(claims["exp"]))
+
+
+class SharedLimiter:
+    """``limit`` events per client in ``window`` seconds across every process sharing the
+    token store (the server's workers, or its replicas on PostgreSQL), counted in its
+    ``rate_events`` table: for rare, costly events such as live key checks."""
+
+    def __init__(self, tokens: TokenStore, kind: str, limit: int, window: float) -> None:
+        self._tokens, self._kind = tokens, kind
+        self.limit, self.window = limit, window
+
+    def take(self, client: str) -> float | None:
+        """None when counted, else the seconds to wait (as AuthLimiter.take)."""
+        return self._tokens.take(f"{self._kind}:{client}", self.limit, self.window)
 
 
 class AuthLimiter:

@@ -11,7 +11,7 @@ from fastapi import Request
 from keysafe.config import Settings
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
-from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, require
+from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, SharedLimiter, require
 from keysafe.server.tokenstore import TokenStore
 
 _RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -45,7 +45,7 @@ class ServerState:
     scheduler: Any = None  # periodic jobs (purge of expired soft deletes)
     #: Live key checks per principal and minute (a writer's token is not a free oracle
     #: for testing keys found elsewhere); None: no limit.
-    key_checks: AuthLimiter | None = None
+    key_checks: AuthLimiter | SharedLimiter | None = None
 
     def close(self) -> None:
         if self.scheduler is not None:

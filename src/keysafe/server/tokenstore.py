@@ -29,6 +29,12 @@ _INFO_COLS = ("id, name, roles, orgs, created_at, created_by, expires_at, revoke
               "last_used_at")
 
 
+#: Events counted against a limit by every process sharing the store (rate_events is
+#: also PostgreSQL migration 2).
+_RATE_TABLE = "CREATE TABLE IF NOT EXISTS rate_events (bucket TEXT NOT NULL, ts REAL NOT NULL)"
+_RATE_INDEX = "CREATE INDEX IF NOT EXISTS rate_events_bucket ON rate_events (bucket, ts)"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     id: str
@@ -83,6 +89,8 @@ class SQLiteTokenDB:
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA busy_timeout=10000")
         c.execute(_TABLE)
+        c.execute(_RATE_TABLE)
+        c.execute(_RATE_INDEX)
         path.chmod(0o600)
 
     def one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -268,6 +276,25 @@ class TokenStore:
         if ident.expires_at is not None and ident.expires_at < time.time():
             return None
         return ident
+
+    def take(self, bucket: str, limit: int, window: float) -> float | None:
+        """Count one event in ``bucket`` unless ``limit`` events were counted there in
+        the last ``window`` seconds by any process sharing this store (every worker, or
+        every replica on PostgreSQL): None when counted, else the seconds to wait.
+        ``limit`` 0 is no limit."""
+        if limit <= 0:
+            return None
+        now = time.time()
+        with self._db.exclusive():
+            # Old events of every bucket go too: the table holds the last window only.
+            self._db.write("DELETE FROM rate_events WHERE ts <= ?", (now - window,))
+            row = self._db.one("SELECT count(*), min(ts) FROM rate_events WHERE bucket = ?",
+                               (bucket,))
+            n, first = (row or (0, None))
+            if n >= limit:
+                return max(1.0, float(first) + window - now)
+            self._db.write("INSERT INTO rate_events (bucket, ts) VALUES (?, ?)", (bucket, now))
+        return None
 
     def close(self) -> None:
         self._db.close()

@@ -203,13 +203,16 @@ _CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="key-check")
 async def _check_key(ctx: Ctx, name: str, value: str | None, org: str, domain: str | None,
                      *, refuse: bool = False) -> KeyCheckOut:
     limiter = ctx.state.key_checks if ctx.state is not None else None
-    wait = limiter.take(ctx.identity.principal) if limiter is not None else None
+    loop = asyncio.get_running_loop()
+    # Counted in the store shared with the other workers and replicas: off the loop.
+    wait = (await loop.run_in_executor(_CHECKS, limiter.take, ctx.identity.principal)
+            if limiter is not None else None)
     if wait is not None:
         ctx.mgr.record("check_key", ctx.mgr.path(name, org, domain=domain), "rate_limited",
                        org=org)
         ctx.mgr.count("key_checks_rate_limited")
         raise KeyChecksLimited(wait)
-    result = await asyncio.get_running_loop().run_in_executor(
+    result = await loop.run_in_executor(
         _CHECKS, lambda: ctx.mgr.check_key(name, value, org, domain=domain, refuse=refuse))
     return KeyCheckOut(**result.to_dict())
 

@@ -11,7 +11,7 @@ means "read from the store": a secret read at least once in the window shows as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,12 @@ class AccessReport:
     findings: tuple[Finding, ...]
     unread: tuple[str, ...] | None = None  # None: not asked
     secrets: int | None = None  # live secrets in scope, when unread was asked
-    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """The identities' counts added up."""
+        return {k: sum(getattr(a, k) for a in self.actors)
+                for k in ("records", "reads", "writes", "denied", "not_found", "failed")}
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(),
@@ -183,7 +188,5 @@ def access_report(mgr: SecretManager, *, since: datetime, until: datetime | None
         if never:
             findings.append(Finding("unread", f"{len(never)} of {live} secret(s) were not "
                                     "read in this window: still needed?", count=len(never)))
-    totals = {k: sum(getattr(a, k) for a in actors)
-              for k in ("records", "reads", "writes", "denied", "not_found", "failed")}
-    return AccessReport(since, until, org, tuple(actors), tuple(findings), never, live, totals)
+    return AccessReport(since, until, org, tuple(actors), tuple(findings), never, live)
 

@@ -174,6 +174,18 @@ function renderWorkspace() {
 
 // -- audit log -------------------------------------------------------------------------
 
+// Loads into `out`: "Loading…", then what `render` makes of the answer, or the error (an
+// expired session signs out).
+async function fill(out, fetch, render) {
+  out.replaceChildren(h('p', { class: 'notice', text: 'Loading…' }));
+  try {
+    out.replaceChildren(...render(await fetch()));
+  } catch (e) {
+    if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
+    out.replaceChildren(h('p', { class: 'error-box', role: 'alert', text: e.detail || String(e) }));
+  }
+}
+
 const ACTIONS = ['write', 'delete', 'purge', 'restore', 'rollback', 'destroy', 'status', 'list',
   'versions', 'read_value', 'audit_query', 'authenticate', 'token_create', 'token_revoke'];
 const OUTCOMES = ['ok', 'denied', 'not_found', 'conflict', 'invalid_value', 'invalid_name'];
@@ -210,14 +222,7 @@ function auditView() {
     const iso = (x) => (x ? new Date(x).toISOString() : null);
     const params = { org_id: session.org, action: v('f-action'), outcome: v('f-outcome'),
       actor: v('f-actor'), path: v('f-path'), since: iso(v('f-since')), until: iso(v('f-until')), limit };
-    out.replaceChildren(h('p', { class: 'notice', text: 'Loading…' }));
-    try {
-      const page = await session.client.audit(params);
-      out.replaceChildren(auditTable(page.records));
-    } catch (e) {
-      if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
-      out.replaceChildren(h('p', { class: 'error-box', role: 'alert', text: e.detail || String(e) }));
-    }
+    await fill(out, () => session.client.audit(params), (page) => [auditTable(page.records)]);
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
   load();
@@ -253,13 +258,7 @@ function reportView() {
   const load = async () => {
     const days = Number(form.elements.namedItem('r-window').value);
     const since = new Date(Date.now() - days * 86400000).toISOString();
-    out.replaceChildren(h('p', { class: 'notice', text: 'Loading…' }));
-    try {
-      out.replaceChildren(...reportBody(await session.client.accessReport({ org_id: session.org, since })));
-    } catch (e) {
-      if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
-      out.replaceChildren(h('p', { class: 'error-box', role: 'alert', text: e.detail || String(e) }));
-    }
+    await fill(out, () => session.client.accessReport({ org_id: session.org, since }), reportBody);
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
   load();

@@ -150,7 +150,9 @@ def test_patch_changes_tags_and_description_without_a_version(
     assert (body["description"], body["version"]) == ("cards", 1)
     assert VALUE_1 not in r.text
     for bad in ({"tags": {"rotator": "random"}}, {"tags": {"env_var": "1BAD"}},
-                {"tags": {"a": 1}}, {"other": True}, {}, {"tags": {}}):
+                {"tags": {"a": 1}}, {"other": True}, {}, {"tags": {}},
+                {"tags": {"": "x"}}, {"tags": {"k" * 129: "x"}}, {"tags": {"a": "v" * 257}},
+                {"tags": {"a\nb": "x"}}, {"tags": {f"t{i}": "x" for i in range(51)}}):
         r = client.patch(url, json={"domain_id": DOMAIN, **bad},
                          headers=bearer(tokens["writer"]))
         assert_problem(r, 422)

@@ -199,6 +199,59 @@ def test_admin_reads_the_access_report(open_page: Any, stack: Stack) -> None:
     assert not watch.csp_violations()
 
 
+def test_admin_edits_description_and_tags_without_a_new_version(
+        open_page: Any, stack: Stack) -> None:
+    """The card's "Details": description and tags through PATCH, the value untouched."""
+    org = "details-co"
+    url = f"/api/secrets/{org}/partner_api_key"
+    r = stack.api("PUT", url, json={"secret_value": "partner-" + "d" * 24,
+                                    "description": "Partner sandbox",
+                                    "tags": {"team": "payments", "tier": "gold"}})
+    assert r.status_code in (200, 201), r.text
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, org)
+    partner = card(page, "partner_api_key")
+    partner.get_by_text("team: payments").wait_for()
+    partner.get_by_role("button", name="Details").click()
+    desc = partner.get_by_label("Description", exact=True)
+    assert desc.input_value() == "Partner sandbox"
+    assert desc.evaluate("e => e === e.getRootNode().activeElement")
+
+    # Nothing changed: said next to the form, nothing sent.
+    partner.get_by_role("button", name="Save details").click()
+    error = partner.locator(".field-error[role=alert]")
+    assert error.inner_text() == "Nothing changed"
+    # A rotation setting is refused before anything is sent.
+    partner.get_by_role("button", name="Add tag").click()
+    partner.get_by_label("Tag name").last.fill("rotator")
+    partner.get_by_label("Tag name").last.press("Tab")
+    page.keyboard.type("webhook")
+    partner.get_by_role("button", name="Save details").click()
+    assert "rotation setting" in error.inner_text()
+    assert not [x for x in watch.responses if x.request.method == "PATCH"]
+
+    # Change the description, rename the new row's tag, drop one tag, change another.
+    desc.fill("Partner production key")
+    partner.get_by_label("Tag name").last.fill("owner")
+    partner.get_by_role("button", name="Remove tag team").click()
+    partner.get_by_label("Value of tag tier").fill("platinum")
+    partner.get_by_role("button", name="Save details").click()
+    partner.get_by_text("Saved the details of partner_api_key.").wait_for()
+    partner.get_by_text("owner: webhook").wait_for()
+    partner.get_by_text("Partner production key").wait_for()
+    status = stack.api("GET", url).json()
+    assert status["description"] == "Partner production key"
+    assert status["tags"] == {"owner": "webhook", "tier": "platinum"}
+    assert status["version"] == 1  # metadata only: no new version
+    patches = [x for x in watch.responses if x.request.method == "PATCH"]
+    assert len(patches) == 1
+    assert patches[0].request.post_data_json == {
+        "description": "Partner production key",
+        "tags": {"owner": "webhook", "team": None, "tier": "platinum"}}
+    assert not watch.page_errors
+    assert not watch.csp_violations()
+
+
 def test_a_value_typed_into_the_form_is_kept_nowhere(open_page: Any, stack: Stack) -> None:
     canary = "sk-CANARY" + "9f3KqZ" * 5
     page, watch = open_page()
@@ -245,7 +298,7 @@ def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> 
     page.get_by_text("You can see status only").wait_for()
     openai = card(page, "openai_api_key")
     assert openai.locator(".badge.ok").inner_text() == "Configured"
-    for name in ("Add key", "Rotate key", "Delete", "Restore", "Save"):
+    for name in ("Add key", "Rotate key", "Details", "Delete", "Restore", "Save"):
         assert page.get_by_role("button", name=name, exact=True).count() == 0, name
     assert page.locator("input[type=password]").count() == 0
     assert page.get_by_role("button", name="Audit log").count() == 0

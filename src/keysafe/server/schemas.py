@@ -38,9 +38,23 @@ class SecretWrite(BaseModel):
 _Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)
 
 
+#: As AWS Secrets Manager bounds them; the panel checks the same before sending.
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 50, 128, 256
+
+
 def _check_tags(tags: _Tags) -> _Tags:
-    """Tags a client may set: no rotation settings, and ``env_var`` a variable name."""
+    """Tags a client may set: at most MAX_TAGS per request, names of 1 to MAX_TAG_KEY
+    printable characters, values up to MAX_TAG_VALUE, no rotation settings, and
+    ``env_var`` a variable name."""
+    if tags and len(tags) > MAX_TAGS:
+        raise ValueError(f"{len(tags)} tags in one request; the limit is {MAX_TAGS}")
     for key, value in (tags or {}).items():
+        if not key or len(key) > MAX_TAG_KEY or not key.isprintable():
+            raise ValueError(f"tag name {key[:40]!r}: 1 to {MAX_TAG_KEY} printable "
+                             "characters")
+        if value is not None and (len(value) > MAX_TAG_VALUE or not value.isprintable()):
+            raise ValueError(f"tag {key!r}: the value must be at most {MAX_TAG_VALUE} "
+                             "printable characters")
         if is_rotation_tag(key):
             raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
                              "with `keysafe rotate configure`")

@@ -68,6 +68,11 @@ th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(-
   gap: .8rem; list-style: none; padding: 0; margin: 0; }
 .toolbar { display: flex; flex-wrap: wrap; gap: .6rem; align-items: end; }
 .toolbar > div { flex: 1 1 14rem; }
+.tags { display: flex; flex-wrap: wrap; gap: .3rem; list-style: none; padding: 0; margin: 0; }
+.tag { font-size: .76rem; background: var(--ks-soft); border: 1px solid var(--ks-line);
+  border-radius: 4px; padding: 0 .4rem; overflow-wrap: anywhere; }
+.tags-edit td { padding: .2rem .2rem; }
+.tags-edit input[readonly] { background: var(--ks-soft); }
 .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
   white-space: nowrap; }
 [hidden] { display: none !important; }
@@ -194,6 +199,7 @@ export class KeysafeClient {
     return this.request('GET', this.secretPath(org, name), { query: { domain_id: domain } });
   }
   put(org, name, body) { return this.request('PUT', this.secretPath(org, name), { body }); }
+  patch(org, name, body) { return this.request('PATCH', this.secretPath(org, name), { body }); }
   remove(org, name, domain) {
     return this.request('DELETE', this.secretPath(org, name), { query: { domain_id: domain } });
   }
@@ -322,8 +328,9 @@ export class KeysafeSecretCard extends HTMLElement {
   #limits = null;
   #status = null;
   #error = null;
-  #mode = 'idle'; // idle | edit | delete | history
+  #mode = 'idle'; // idle | edit | details | delete | history
   #history = null;
+  #tagSeq = 0;
   #message = null;
   #busy = false;
   #id = `ks${++uid}`;
@@ -442,8 +449,8 @@ export class KeysafeSecretCard extends HTMLElement {
       h('div', {}, h('h3', { id: `${id}-title`, text: title }),
         h('div', { class: 'name', text: this.secretName })),
       badges));
-    const desc = this.getAttribute('description') || (this.#entry && this.#entry.description) ||
-      (s && s.description);
+    const desc = this.getAttribute('description') || (s && s.description) ||
+      (this.#entry && this.#entry.description);
     if (desc) card.append(h('p', { class: 'desc', text: desc }));
     if (waiting) card.append(h('p', { class: 'notice', text: waiting }));
     if (this.#error) {
@@ -457,6 +464,7 @@ export class KeysafeSecretCard extends HTMLElement {
       card.append(this.#meta(s));
       card.append(this.#actions(s));
       if (this.#mode === 'edit') card.append(this.#form(s));
+      if (this.#mode === 'details') card.append(this.#detailsForm(s));
       if (this.#mode === 'delete') card.append(this.#confirmDelete(s));
       if (this.#mode === 'history') card.append(this.#historyView());
     }
@@ -480,7 +488,15 @@ export class KeysafeSecretCard extends HTMLElement {
     } else {
       parts.push('No value stored' + (s.domain_id ? ` for domain ${s.domain_id}` : ''));
     }
-    return h('p', { class: 'meta', text: parts.join(' · ') });
+    const meta = h('p', { class: 'meta', text: parts.join(' · ') });
+    const tags = Object.entries(s.tags || {});
+    if (!tags.length || !(s.configured || s.deleted)) return meta;
+    const list = h('ul', { class: 'tags', 'aria-label': 'Tags' },
+      tags.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) =>
+        h('li', { class: 'tag', text: v ? `${k}: ${v}` : k })));
+    const box = new DocumentFragment();
+    box.append(meta, list);
+    return box;
   }
 
   #actions(s) {
@@ -504,6 +520,11 @@ export class KeysafeSecretCard extends HTMLElement {
       bar.append(h('button', { type: 'button', id: `${id}-check-stored`, disabled: busy,
         onclick: () => this.#checkStored(), text: 'Check key' }));
     }
+    if (s.configured && !s.deleted && this.#can('write')) {
+      bar.append(h('button', { type: 'button', id: `${id}-details`,
+        'aria-expanded': String(this.#mode === 'details'), 'aria-controls': `${id}-det`,
+        disabled: busy, onclick: () => this.#toggle('details'), text: 'Details' }));
+    }
     if ((s.configured || s.deleted) && this.#can('versions')) {
       bar.append(h('button', { type: 'button', id: `${id}-history`,
         'aria-expanded': String(this.#mode === 'history'), 'aria-controls': `${id}-hist`,
@@ -525,9 +546,9 @@ export class KeysafeSecretCard extends HTMLElement {
       this.#loadHistory();
     }
     this.#render();
-    const focus = { edit: `${this.#id}-value`, delete: `${this.#id}-del-cancel`,
-      history: `${this.#id}-hist` }[this.#mode];
-    const back = { edit: 'edit', delete: 'delete', history: 'history' }[mode];
+    const focus = { edit: `${this.#id}-value`, details: `${this.#id}-desc`,
+      delete: `${this.#id}-del-cancel`, history: `${this.#id}-hist` }[this.#mode];
+    const back = { edit: 'edit', details: 'details', delete: 'delete', history: 'history' }[mode];
     const target = this.#root.getElementById(focus || `${this.#id}-${back}`);
     if (target) target.focus();
   }
@@ -638,6 +659,95 @@ export class KeysafeSecretCard extends HTMLElement {
     this.#focusAction('edit');
     this.#changed('saved', { version: result.version });
     this.#reloadStatus();
+  }
+
+  /** Description and tags: metadata, changed without a new version (PATCH). */
+  #detailsForm(s) {
+    const id = this.#id;
+    const desc = h('input', { id: `${id}-desc`, name: 'description', type: 'text',
+      autocomplete: 'off', maxlength: String(MAX_DESCRIPTION), 'aria-describedby': `${id}-det-err` });
+    desc.value = s.description || '';
+    const rows = h('tbody', {});
+    const addRow = (key = '', value = '') => {
+      const n = ++this.#tagSeq;
+      const reserved = isRotationTag(key);
+      const k = h('input', { id: `${id}-tk${n}`, name: 'tag-key', type: 'text', autocomplete: 'off',
+        spellcheck: 'false', maxlength: String(MAX_TAG_KEY), 'aria-label': 'Tag name', readonly: reserved });
+      const v = h('input', { id: `${id}-tv${n}`, name: 'tag-value', type: 'text', autocomplete: 'off',
+        spellcheck: 'false', maxlength: String(MAX_TAG_VALUE), 'aria-label': `Value of tag ${key || n}`,
+        readonly: reserved });
+      k.value = key;
+      v.value = value;
+      const row = h('tr', { class: 'tag-row' }, h('td', {}, k), h('td', {}, v));
+      if (reserved) {
+        row.append(h('td', { class: 'meta', text: 'rotation setting: keysafe rotate configure' }));
+      } else {
+        row.append(h('td', {}, h('button', { type: 'button', 'aria-label': `Remove tag ${key || n}`,
+          text: 'Remove', onclick: () => { row.remove(); addButton.focus(); } })));
+      }
+      rows.append(row);
+      return k;
+    };
+    const addButton = h('button', { type: 'button', id: `${id}-tag-add`, text: 'Add tag',
+      onclick: () => addRow().focus() });
+    for (const [k, v] of Object.entries(s.tags || {}).sort(([a], [b]) => a.localeCompare(b))) addRow(k, v);
+    const form = h('form', { class: 'form', id: `${id}-det`, novalidate: true,
+      'aria-label': `Details of ${this.#title()}` },
+    h('label', { for: `${id}-desc`, text: 'Description' }),
+    desc,
+    h('table', { class: 'tags-edit' },
+      h('caption', { text: 'Tags (metadata: never secret values)' }),
+      h('thead', {}, h('tr', {}, ['Name', 'Value', ''].map((c) => h('th', { scope: 'col', text: c })))),
+      rows),
+    h('div', { class: 'buttons' }, addButton),
+    h('p', { class: 'hint', text: 'Saved without a new version; the value is not touched.' }),
+    h('p', { class: 'field-error', id: `${id}-det-err`, role: 'alert', hidden: true }),
+    h('div', { class: 'buttons' },
+      h('button', { type: 'submit', class: 'primary', id: `${id}-det-save`, text: 'Save details' }),
+      h('button', { type: 'button', onclick: () => this.#toggle('details'), text: 'Cancel' })));
+    form.addEventListener('submit', (ev) => { ev.preventDefault(); this.#saveDetails(form, s); });
+    return form;
+  }
+
+  #detailsError(text) {
+    const el = this.#root.getElementById(`${this.#id}-det-err`);
+    if (!el) return;
+    el.textContent = text || '';
+    el.hidden = !text;
+  }
+
+  async #saveDetails(form, s) {
+    if (this.#busy) return;
+    this.#detailsError(null);
+    const change = detailsChange(s, form.elements.namedItem('description').value,
+      [...form.querySelectorAll('tr.tag-row')].map((row) => {
+        const [k, v] = row.querySelectorAll('input');
+        return [k.value.trim(), v.value.trim(), k];
+      }));
+    if (change.error) {
+      this.#detailsError(change.error);
+      if (change.field) change.field.focus();
+      return;
+    }
+    const body = change.body;
+    if (this.domain) body.domain_id = this.domain;
+    this.#busy = true;
+    for (const b of form.querySelectorAll('button')) b.disabled = true;
+    try {
+      this.#status = await this.#api().patch(this.org, this.secretName, body);
+    } catch (err) {
+      this.#busy = false;
+      for (const b of form.querySelectorAll('button')) b.disabled = false;
+      announceUnauthorized(this, err);
+      this.#detailsError(userMessage(err));
+      return;
+    }
+    this.#busy = false;
+    this.#mode = 'idle';
+    this.#message = { text: `Saved the details of ${this.#title()}.` };
+    this.#render();
+    this.#focusAction('details');
+    this.#changed('details', {});
   }
 
   #confirmDelete(s) {
@@ -766,6 +876,46 @@ export class KeysafeSecretCard extends HTMLElement {
       detail: { action: what, secretName: this.secretName, organization: this.org,
         domain: this.domain, ...detail } }));
   }
+}
+
+const MAX_DESCRIPTION = 1000;
+const MAX_TAG_KEY = 128;
+const MAX_TAG_VALUE = 256;
+
+/** Set only by `keysafe rotate configure`; the server refuses them from the API. */
+function isRotationTag(key) {
+  return key === 'rotator' || key === 'maintenance_window' ||
+    key.startsWith('rotator.') || key.startsWith('rotation.');
+}
+
+/** The PATCH body turning ``s`` into the edited description and tag rows ([name,
+ * value, field]), or an error naming the problem (and the field to focus). */
+export function detailsChange(s, description, rows) {
+  const tags = {};
+  for (const [key, value, field] of rows) {
+    if (!key && !value) continue;
+    if (!key) return { error: `A tag with the value "${value}" has no name`, field };
+    if (key.length > MAX_TAG_KEY) return { error: `The tag name ${key.slice(0, 20)}… is longer than ${MAX_TAG_KEY} characters`, field };
+    if (value.length > MAX_TAG_VALUE) return { error: `The value of tag ${key} is longer than ${MAX_TAG_VALUE} characters`, field };
+    if (key in tags) return { error: `The tag ${key} appears twice`, field };
+    if (isRotationTag(key) && (s.tags || {})[key] !== value) {
+      return { error: `The tag ${key} is a rotation setting: set it with keysafe rotate configure`, field };
+    }
+    tags[key] = value;
+  }
+  const body = {};
+  const patch = {};
+  for (const [key, value] of Object.entries(tags)) {
+    if ((s.tags || {})[key] !== value) patch[key] = value;
+  }
+  for (const key of Object.keys(s.tags || {})) {
+    if (!(key in tags) && !isRotationTag(key)) patch[key] = null;
+  }
+  if (Object.keys(patch).length) body.tags = patch;
+  const desc = description.trim();
+  if (desc !== (s.description || '')) body.description = desc;
+  if (!Object.keys(body).length) return { error: 'Nothing changed' };
+  return { body };
 }
 
 function findEntry(catalog, name) {

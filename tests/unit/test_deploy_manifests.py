@@ -1,6 +1,7 @@
 """The Kubernetes manifests in deploy/k8s (issue 5): probes, resources, security
 context, secrets only by reference, the migration Job, the monthly audit archive
-CronJob and its volume, the Service, availability and the kustomization.
+CronJob and its volume, the daily access report CronJob, the Service, availability
+and the kustomization.
 
 Each check is a small function returning a list of problems. The positive tests run
 them on the shipped manifests and expect none; the negative tests break one manifest in
@@ -19,6 +20,7 @@ import pytest
 import yaml  # PyYAML; installed with the dev extras (through moto and schemathesis)
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+ALERT_RULES = K8S_DIR.parent / "prometheus" / "keysafe-alerts.yaml"
 PORT = 8787
 IMAGE = "ghcr.io/keysafe/keysafe"
 SECRET_REFS = {"KEYSAFE_MASTER_KEY", "KEYSAFE_DATABASE_URL"}
@@ -250,9 +252,9 @@ def check_job(job: Doc) -> list[str]:
     return problems + check_home_volume(job)
 
 
-def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
-    """The audit archive: never overlapping itself, bounded, archiving to a volume that
-    deploy/k8s claims, then checking the file and compacting."""
+def check_cronjob(cron: Doc) -> list[str]:
+    """What every CronJob needs: never overlapping itself, bounded, keysafe's image, the
+    production store without migrating it, a writable home."""
     spec = cron["spec"]
     job = spec.get("jobTemplate", {}).get("spec", {})
     problems = []
@@ -264,9 +266,22 @@ def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
         problems.append(f"{where(cron)}: no activeDeadlineSeconds")
     if not (isinstance(job.get("backoffLimit"), int) and job["backoffLimit"] >= 0):
         problems.append(f"{where(cron)}: no backoffLimit")
-    pod = pod_spec(cron)
-    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+    if pod_spec(cron).get("restartPolicy") not in ("Never", "OnFailure"):
         problems.append(f"{where(cron)}: restartPolicy is not Never or OnFailure")
+    for c in pod_spec(cron)["containers"]:
+        if not str(c.get("image", "")).startswith(IMAGE + ":"):
+            problems.append(f"{where(cron, c)}: image is not {IMAGE}")
+    problems += check_env_values(cron, {"KEYSAFE_BACKEND": "postgres",
+                                        "KEYSAFE_ENV": "production",
+                                        "KEYSAFE_DB_AUTO_UPGRADE": "0"})
+    return problems + check_home_volume(cron)
+
+
+def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
+    """The audit archive: archiving to a volume that deploy/k8s claims, then checking
+    the file and compacting."""
+    problems = []
+    pod = pod_spec(cron)
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for c in pod["containers"]:
         script = " ".join([*c.get("command", []), *c.get("args", [])])
@@ -282,8 +297,6 @@ def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
             elif found < at:
                 problems.append(f"{where(cron, c)}: runs `{step}` out of order")
             at = max(at, found)
-        if not str(c.get("image", "")).startswith(IMAGE + ":"):
-            problems.append(f"{where(cron, c)}: image is not {IMAGE}")
         target = re.search(r"(/[^/\"\s]+)/audit-", script)  # the archive directory
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         vol = volumes.get(mounts.get(target[1], "")) if target else None
@@ -291,10 +304,38 @@ def check_archive_cronjob(cron: Doc, claims: set[str]) -> list[str]:
         if claim not in claims:
             problems.append(f"{where(cron, c)}: the archive file is not written to a "
                             "PersistentVolumeClaim that deploy/k8s describes")
-    problems += check_env_values(cron, {"KEYSAFE_BACKEND": "postgres",
-                                        "KEYSAFE_ENV": "production",
-                                        "KEYSAFE_DB_AUTO_UPGRADE": "0"})
-    return problems + check_home_volume(cron)
+    return problems
+
+
+def check_report_cronjob(cron: Doc) -> list[str]:
+    """The daily access report: `keysafe audit report --check` (a finding fails the
+    Job), a finding never retried (only an unreachable store, exit 7, is), and the
+    failed Job's name is what the alert rule looks for."""
+    problems = []
+    for c in pod_spec(cron)["containers"]:
+        argv = [*c.get("command", []), *c.get("args", [])]
+        if argv[:3] != ["keysafe", "audit", "report"]:
+            problems.append(f"{where(cron, c)}: does not run `keysafe audit report`")
+        for flag in ("--check", "--since", "--json"):
+            if flag not in argv:
+                problems.append(f"{where(cron, c)}: `keysafe audit report` without {flag}")
+    rules = (cron["spec"]["jobTemplate"]["spec"].get("podFailurePolicy") or {}).get("rules", [])
+    retried = [r for r in rules if r.get("action") == "FailJob"
+               and (r.get("onExitCodes") or {}).get("operator") == "NotIn"
+               and (r.get("onExitCodes") or {}).get("values") == [7]]
+    if not retried:
+        problems.append(f"{where(cron)}: no podFailurePolicy failing the Job at once on a "
+                        "finding (exit codes NotIn [7])")
+    if pod_spec(cron).get("restartPolicy") != "Never":
+        problems.append(f"{where(cron)}: podFailurePolicy needs restartPolicy Never")
+    return problems
+
+
+#: CronJob name -> its own checks; a CronJob not listed here is a problem.
+CRONJOBS: dict[str, Callable[[Doc, set[str]], list[str]]] = {
+    "keysafe-audit-archive": check_archive_cronjob,
+    "keysafe-access-report": lambda cron, _claims: check_report_cronjob(cron),
+}
 
 
 def check_secret(secret: Doc) -> list[str]:
@@ -403,7 +444,13 @@ def all_problems(manifests: Manifests, directory: Path = K8S_DIR) -> list[str]:
         problems += check_job(j)
     claims = {c["metadata"]["name"] for c in of_kind(manifests, "PersistentVolumeClaim")}
     for cron in of_kind(manifests, "CronJob"):
-        problems += check_archive_cronjob(cron, claims)
+        own = CRONJOBS.get(cron["metadata"]["name"])
+        if own is None:
+            problems.append(f"{where(cron)}: no checks for this CronJob in this test")
+            continue
+        problems += check_cronjob(cron) + own(cron, claims)
+    missing = set(CRONJOBS) - {c["metadata"]["name"] for c in of_kind(manifests, "CronJob")}
+    problems += [f"no CronJob {name} in deploy/k8s" for name in sorted(missing)]
     for s in secrets:
         problems += check_secret(s)
     for k in kustomizations:
@@ -422,6 +469,12 @@ def manifests() -> Manifests:
 def only(manifests: Manifests, kind: str) -> Doc:
     found = of_kind(manifests, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def named(manifests: Manifests, kind: str, name: str) -> Doc:
+    found = [d for d in of_kind(manifests, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
     return found[0]
 
 
@@ -453,11 +506,12 @@ def test_deployment_probes_and_availability(manifests: Manifests) -> None:
 
 @pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_every_container_is_limited_and_locked_down(manifests: Manifests, kind: str) -> None:
-    workload = only(manifests, kind)
-    assert containers(workload)
-    assert check_resources(workload) == []
-    assert check_security(workload) == []
-    assert check_env_secrets(workload, {"keysafe"}) == []
+    assert of_kind(manifests, kind)
+    for workload in of_kind(manifests, kind):
+        assert containers(workload)
+        assert check_resources(workload) == []
+        assert check_security(workload) == []
+        assert check_env_secrets(workload, {"keysafe"}) == []
 
 
 def test_secret_is_a_template_without_values(manifests: Manifests) -> None:
@@ -476,9 +530,25 @@ def test_migration_job_and_service(manifests: Manifests) -> None:
 
 
 def test_audit_archive_cronjob(manifests: Manifests) -> None:
-    cron = only(manifests, "CronJob")
+    cron = named(manifests, "CronJob", "keysafe-audit-archive")
+    assert check_cronjob(cron) == []
     assert check_archive_cronjob(cron, {"keysafe-audit-archive"}) == []
     assert only(manifests, "PersistentVolumeClaim")["metadata"]["name"] == "keysafe-audit-archive"
+
+
+def test_access_report_cronjob(manifests: Manifests) -> None:
+    cron = named(manifests, "CronJob", "keysafe-access-report")
+    assert check_cronjob(cron) == []
+    assert check_report_cronjob(cron) == []
+    # The alert rule matches the Jobs this CronJob creates (<name>-<schedule time>).
+    rules = yaml.safe_load(ALERT_RULES.read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]
+             if r["alert"] == "KeysafeAccessReportFindings"]
+    assert len(exprs) == 1
+    pattern = re.search(r'job_name=~"([^"]+)"', exprs[0])
+    assert pattern
+    assert re.fullmatch(pattern[1], cron["metadata"]["name"] + "-29345678")
+    assert not re.fullmatch(pattern[1], "keysafe-audit-archive-29345678")
 
 
 def test_kustomization_lists_every_file(manifests: Manifests) -> None:
@@ -496,8 +566,16 @@ def _job(ms: Manifests) -> Doc:
     return of_kind(ms, "Job")[0]
 
 
+def _archive(ms: Manifests) -> Doc:
+    return named(ms, "CronJob", "keysafe-audit-archive")
+
+
+def _report(ms: Manifests) -> Doc:
+    return named(ms, "CronJob", "keysafe-access-report")
+
+
 def _cron(ms: Manifests) -> Doc:
-    container: Doc = pod_spec(of_kind(ms, "CronJob")[0])["containers"][0]
+    container: Doc = pod_spec(_archive(ms))["containers"][0]
     return container
 
 
@@ -615,16 +693,16 @@ BREAKAGES: dict[str, tuple[Callable[[Manifests], None], str]] = {
             maxUnavailable=1) or _replace_pdbs(ms),
         "neither a rolling update"),
     "archive may overlap itself": (
-        lambda ms: of_kind(ms, "CronJob")[0]["spec"].update(concurrencyPolicy="Allow"),
+        lambda ms: _archive(ms)["spec"].update(concurrencyPolicy="Allow"),
         "concurrencyPolicy is not Forbid"),
     "archive never verified": (
         lambda ms: _cron(ms).update(args=[_cron(ms)["args"][0].replace(
             "keysafe audit verify --archive", "true")]),
         "does not run `keysafe audit verify --archive`"),
     "archive to the pod's scratch space": (
-        lambda ms: pod_spec(of_kind(ms, "CronJob")[0]).update(volumes=[
+        lambda ms: pod_spec(_archive(ms)).update(volumes=[
             v if v["name"] != "archive" else {"name": "archive", "emptyDir": {}}
-            for v in pod_spec(of_kind(ms, "CronJob")[0])["volumes"]]),
+            for v in pod_spec(_archive(ms))["volumes"]]),
         "not written to a PersistentVolumeClaim"),
     "archive volume not claimed": (
         lambda ms: ms.__setitem__(slice(None), [
@@ -644,6 +722,24 @@ BREAKAGES: dict[str, tuple[Callable[[Manifests], None], str]] = {
     "inline master key in the CronJob": (
         lambda ms: _set_env(_cron(ms), "KEYSAFE_MASTER_KEY", {"value": FAKE_KEY}),
         "KEYSAFE_MASTER_KEY has a literal value"),
+    "report without --check": (
+        lambda ms: pod_spec(_report(ms))["containers"][0]["command"].remove("--check"),
+        "without --check"),
+    "report retried on a finding": (
+        lambda ms: _report(ms)["spec"]["jobTemplate"]["spec"].pop("podFailurePolicy"),
+        "no podFailurePolicy"),
+    "report migrates the schema": (
+        lambda ms: _set_env(pod_spec(_report(ms))["containers"][0],
+                            "KEYSAFE_DB_AUTO_UPGRADE", {"value": "1"}),
+        "CronJob/keysafe-access-report container 'access-report': KEYSAFE_DB_AUTO_UPGRADE"),
+    "report removed": (
+        lambda ms: ms.__setitem__(slice(None), [
+            (n, d) for n, d in ms if d.get("metadata", {}).get("name")
+            != "keysafe-access-report"]),
+        "no CronJob keysafe-access-report"),
+    "an unchecked CronJob": (
+        lambda ms: _report(ms)["metadata"].update(name="keysafe-other"),
+        "no checks for this CronJob"),
     "file missing from kustomization": (
         lambda ms: of_kind(ms, "Kustomization")[0]["resources"].remove("pdb.yaml"),
         "pdb.yaml is not listed"),

@@ -311,6 +311,32 @@ def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> 
     assert stack.api("GET", "/api/secrets/view-org/openai_api_key").json()["version"] == 1
 
 
+def test_a_domain_token_opens_its_domain(open_page: Any, stack: Stack) -> None:
+    """A token scoped to one domain of an org (``org/domain``) opens that domain at once,
+    with the domain fixed, and no org-wide audit tabs even for an admin."""
+    org = "scoped-co"
+    stack.api("PUT", f"/api/secrets/{org}/openai_api_key",
+              json={"secret_value": GOOD_1, "domain_id": "cards"})
+    for value in (GOOD_1, GOOD_2):  # version 2 in the shared domain
+        stack.api("PUT", f"/api/secrets/{org}/openai_api_key", json={"secret_value": value})
+    admin = stack.token("cards-admin", "admin", [f"{org}/cards"])
+    page, watch = open_page()
+    page.goto(stack.url + "/ui/")
+    page.get_by_label("Access token or host JWT").fill(admin)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name=f"Secrets of {org} / cards").wait_for()
+    domain = page.get_by_label("Domain", exact=True)
+    assert domain.input_value() == "cards"
+    assert domain.evaluate("e => e.readOnly")
+    assert page.get_by_role("button", name="Audit log").count() == 0
+    assert page.get_by_role("button", name="Access report").count() == 0
+    openai = card(page, "openai_api_key")
+    assert openai.locator(".badge.ok").inner_text() == "Configured"
+    assert openai.locator(".meta").first.inner_text().startswith("Version 1 ")
+    assert not [r for r in watch.responses if r.status == 403]
+    assert not watch.page_errors
+
+
 def test_the_server_checks_input_again(stack: Stack) -> None:
     url = "/api/secrets/check-org/openai_api_key"
     bad = stack.api("PUT", url, json={"secret_value": ANTHROPIC})

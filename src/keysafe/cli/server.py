@@ -52,7 +52,8 @@ def serve(
 Roles = Annotated[list[str], typer.Option(
     "--role", help="admin, writer, viewer or service (repeat for several).")]
 Orgs = Annotated[list[str], typer.Option(
-    "--org", help="Org the token covers (repeat for several; '*' for every org).")]
+    "--org", help="Org the token covers (repeat for several; '*' for every org), or one "
+    "domain of it: ORG/DOMAIN.")]
 
 
 @command

@@ -771,17 +771,19 @@ class SecretManager:
         found = self.find_llm_api_key(org, provider, domain)
         return found[1] if found is not None else None
 
-    def find_llm_api_key(self, org: str, provider: str,
-                         domain: str | None = None) -> tuple[str, str] | None:
+    def find_llm_api_key(self, org: str, provider: str, domain: str | None = None, *,
+                         fallback: bool = True) -> tuple[str, str] | None:
         """(path, value) of the key ``get_llm_api_key`` returns, or None. The catalog's
         name (``openai_api_key``) first, then its kebab-case spelling
-        (``openai-api-key``, spec 000's layout), in the domain, then in the org's
-        default domain."""
+        (``openai-api-key``, spec 000's layout), in the domain, then (``fallback``) in
+        the org's default domain."""
         entry = self.catalog.for_provider(provider)
         name = entry.name if entry else f"{provider.lower()}_api_key"
         names = dict.fromkeys([name, name.replace("_", "-")])
         scopes = [domain] if domain and domain != self.default_domain else []
-        for d in [*scopes, self.default_domain]:
+        if fallback or not scopes:
+            scopes.append(self.default_domain)
+        for d in scopes:
             for n in names:
                 try:
                     value = self.get(n, org, domain=d)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,24 +36,54 @@ ALL_ORGS = "*"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: a token or a JWT subject, its roles and the orgs it covers."""
+    """Who is calling: a token or a JWT subject, its roles and its scopes: the orgs it
+    covers, each whole (``acme``) or some of its domains only (``acme/card-services``)."""
 
     name: str
     roles: frozenset[str]
-    orgs: frozenset[str] | None  # None: every org
+    orgs: frozenset[str] | None  # scopes, "org" or "org/domain"; None: every org
     kind: str = "token"
     token_id: str | None = None
     expires_at: float | None = None
     permissions: frozenset[str] = field(default=frozenset())
+    # org -> the domains covered, None for every domain of it (from ``orgs``)
+    domains: dict[str, frozenset[str] | None] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         perms: set[str] = set()
         for r in self.roles:
             perms |= ROLES.get(r, frozenset())
         object.__setattr__(self, "permissions", frozenset(perms))
+        object.__setattr__(self, "domains", scope_map(self.orgs or ()))
 
     def covers(self, org: str) -> bool:
-        return self.orgs is None or org in self.orgs
+        """The org, or some of its domains."""
+        return self.orgs is None or org in self.domains
+
+    def covers_domain(self, org: str, domain: str) -> bool:
+        if self.orgs is None:
+            return True
+        if org not in self.domains:
+            return False
+        some = self.domains[org]
+        return some is None or domain in some
+
+    def whole(self, org: str) -> bool:
+        """Every domain of the org (what org-wide operations need: its audit log, its
+        tokens, a listing without a domain is filtered otherwise)."""
+        return self.orgs is None or (org in self.domains and self.domains[org] is None)
+
+    def includes(self, scopes: frozenset[str] | None) -> bool:
+        """Whether these scopes (another token's) lie within this identity's."""
+        if self.orgs is None:
+            return True
+        if scopes is None:
+            return False
+        for scope in scopes:
+            org, _, domain = scope.partition("/")
+            if not (self.covers_domain(org, domain) if domain else self.whole(org)):
+                return False
+        return True
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
@@ -77,11 +108,39 @@ def check_roles(roles: list[str]) -> frozenset[str]:
 
 
 def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:
+    """Scopes: ``org`` (all its domains) or ``org/domain`` (that domain only); ``*`` (or
+    None) for every org."""
     if orgs is None or ALL_ORGS in orgs:
         return None
     if not orgs:
         raise InvalidValue("a token needs at least one org (or '*' for all)")
-    return frozenset(validate_segment("org", o) for o in orgs)
+    out = set()
+    for scope in orgs:
+        org, sep, domain = scope.partition("/")
+        validate_segment("org", org)
+        if sep:
+            validate_segment("domain", domain)
+        out.add(scope)
+    return frozenset(out)
+
+
+def scope_map(scopes: Iterable[str]) -> dict[str, frozenset[str] | None]:
+    """org -> the domains the scopes name, or None when one names the whole org."""
+    some: dict[str, set[str]] = {}
+    whole: set[str] = set()
+    for scope in scopes:
+        org, _, domain = scope.partition("/")
+        if domain:
+            some.setdefault(org, set()).add(domain)
+        else:
+            whole.add(org)
+    out: dict[str, frozenset[str] | None] = {o: frozenset(d) for o, d in some.items()}
+    out.update(dict.fromkeys(whole))
+    return out
+
+
+def orgs_of(scopes: Iterable[str]) -> set[str]:
+    return {scope.partition("/")[0] for scope in scopes}
 
 
 class JwtVerifier:
@@ -200,10 +259,14 @@ class AuthLimiter:
         return self._fails.setdefault(client, deque(maxlen=max(self.limit, 1)))
 
 
-def require(identity: Identity, permission: str, org: str | None) -> None:
+def require(identity: Identity, permission: str, org: str | None,
+            domain: str | None = None) -> None:
     """Raise NotFound for another org (existence is not revealed), PermissionDenied for a
-    missing permission in the caller's own org."""
+    domain of the org the caller's scopes leave out, or a missing permission."""
     if org is not None and not identity.covers(org):
         raise NotFound("not found")
+    if domain is not None and org is not None and not identity.covers_domain(org, domain):
+        raise PermissionDenied(f"{identity.principal} does not cover domain {domain!r} "
+                               f"of org {org!r}")
     if not identity.can(permission):
         raise PermissionDenied(f"{identity.principal} may not {permission} here")

@@ -67,9 +67,13 @@ class Ctx:
 
     def require(self, permission: str, org: str | None, name: str | None = None,
                 domain: str | None = None) -> None:
-        """Checks, and audits a denial (with the path asked for) before raising it."""
+        """Checks, and audits a denial (with the path asked for) before raising it. The
+        domain is checked against the caller's scopes when one is given, or for a
+        secret (``name``) in the default domain."""
+        if domain is None and name is not None:
+            domain = self.mgr.default_domain
         try:
-            require(self.identity, permission, org)
+            require(self.identity, permission, org, domain)
         except Exception as exc:
             path = None
             if name is not None and org is not None:

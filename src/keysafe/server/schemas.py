@@ -192,7 +192,8 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     roles: list[str] = Field(min_length=1, max_length=4)
     orgs: list[str] = Field(min_length=1, max_length=1000,
-                            description="org ids, or ['*'] for all orgs")
+                            description="org ids ('acme': every domain of it), "
+                            "domains of one ('acme/card-services'), or ['*'] for all orgs")
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

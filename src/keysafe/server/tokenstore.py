@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from keysafe.config import Settings
 from keysafe.errors import Conflict, InvalidValue, NotFound
-from keysafe.server.auth import Identity, check_orgs, check_roles
+from keysafe.server.auth import Identity, check_orgs, check_roles, orgs_of
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
           "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
@@ -193,7 +193,7 @@ class TokenStore:
                                "space at either end")
         r, o = check_roles(roles), check_orgs(orgs)
         for (theirs,) in self._db.all("SELECT orgs FROM tokens WHERE name = ?", (name,)):
-            if o is None or theirs is None or o & set(json.loads(theirs)):
+            if o is None or theirs is None or orgs_of(o) & orgs_of(json.loads(theirs)):
                 raise Conflict(f"a token named {name!r} exists already for an org this one "
                                "would cover (revoked ones keep their names: the audit log "
                                "tells tokens apart by name)")
@@ -303,7 +303,8 @@ class TokenStore:
 def record_event(mgr: Any, action: str, info: TokenInfo) -> None:
     """``token_create`` or ``token_revoke`` in the audit log (durably), filed under the
     token's org when it covers exactly one; never the token."""
-    org = info.orgs[0] if info.orgs and len(info.orgs) == 1 else None
+    orgs = orgs_of(info.orgs or ())
+    org = orgs.pop() if len(orgs) == 1 else None
     detail: dict[str, Any] = {"token_id": info.id}
     if action == "token_create":
         detail.update(roles=sorted(info.roles), orgs=info.orgs)

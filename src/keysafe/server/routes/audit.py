@@ -18,11 +18,15 @@ CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 
 def _scope(ctx: Ctx, org_id: str | None) -> None:
-    """Admins read their orgs' records; a token limited to some orgs must name one."""
+    """Admins read their orgs' records; a token limited to some orgs must name one, and
+    one limited to some domains of it reads none (its records span the whole org)."""
     if org_id is None and ctx.identity.orgs is not None:
         ctx.require("audit", None)
         raise PermissionDenied("name an org_id: this token covers only some orgs")
     ctx.require("audit", org_id)
+    if org_id is not None and not ctx.identity.whole(org_id):
+        raise PermissionDenied(f"{ctx.identity.principal} covers only some domains of org "
+                               f"{org_id!r}; the org's audit log needs all of them")
 
 
 @router.get("/api/audit/report", response_model=AccessReportOut)

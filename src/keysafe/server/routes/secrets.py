@@ -342,8 +342,11 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
                   domain_id: DomainQ = None) -> LlmKey:
     """Spec 001's get_llm_api_key over HTTP: the domain's key, else the org's shared key."""
     response.headers.update(NO_STORE)
-    ctx.require("read", org_id)
-    found = ctx.mgr.find_llm_api_key(org_id, provider, domain_id)
+    ctx.require("read", org_id, domain=domain_id or ctx.mgr.default_domain)
+    # The org's shared key as the fallback only for a caller that covers it.
+    found = ctx.mgr.find_llm_api_key(
+        org_id, provider, domain_id,
+        fallback=ctx.identity.covers_domain(org_id, ctx.mgr.default_domain))
     # The path of the key disclosed (the domain's, or the org's shared fallback), so a
     # search of the audit log for that secret finds this read too.
     await ctx.audit_durable("read_value", found[0] if found else f"llm:{provider}",
@@ -358,9 +361,13 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)
 def secret_list(org_id: str, ctx: CtxDep, domain_id: DomainQ = None,
                 include_deleted: bool = False) -> SecretList:
-    """Every secret of an org (or one domain) with status and metadata."""
-    ctx.require("list", org_id)
+    """Every secret of an org (or one domain) with status and metadata; of the domains
+    the caller covers only, when its scopes name some domains of the org."""
+    ctx.require("list", org_id, domain=domain_id)
     metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
+    if domain_id is None and not ctx.identity.whole(org_id):
+        metas = [m for m in metas
+                 if ctx.identity.covers_domain(org_id, ctx.mgr.parse(m.path).domain)]
     ctx.audit("list", None, "ok", org=org_id, detail={"count": len(metas)})
     return SecretList(organization_id=org_id, domain_id=domain_id,
                       secrets=[status_of(ctx, ctx.mgr.parse(m.path), m) for m in metas])

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from keysafe.errors import NotFound, PermissionDenied
-from keysafe.server.auth import Identity
+from keysafe.server.auth import Identity, orgs_of
 from keysafe.server.deps import Ctx, get_ctx, state_of
 from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
 from keysafe.server.tokenstore import TokenInfo, record_event
@@ -18,10 +18,9 @@ CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 
 def _within(ident: Identity, orgs: list[str] | None) -> bool:
-    """Whether every org the token covers is one the caller administers."""
-    if ident.orgs is None:
-        return True
-    return orgs is not None and set(orgs) <= ident.orgs
+    """Whether every org (or domain of one) the token covers is one the caller
+    administers."""
+    return ident.includes(None if orgs is None else frozenset(orgs))
 
 
 @router.get("/api/whoami")
@@ -34,10 +33,10 @@ def whoami(ctx: CtxDep) -> dict[str, object]:
 def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreated:
     """A new token, shown once in this response and never again."""
     orgs = None if "*" in body.orgs else body.orgs
-    for org in body.orgs if orgs is not None else [None]:
+    for org in orgs_of(body.orgs) if orgs is not None else [None]:
         ctx.require("tokens", org)
     if not _within(ctx.identity, orgs):
-        raise PermissionDenied("a token may only cover orgs you administer")
+        raise PermissionDenied("a token may only cover orgs (and domains) you administer")
     if "service" in body.roles and ctx.identity.orgs is not None:
         # Blind write: an org admin must not be able to grant itself value reads.
         raise PermissionDenied("only an admin of every org may create service tokens")

@@ -106,10 +106,10 @@ document.addEventListener('keysafe-unauthorized', (ev) => {
 
 function scopeView() {
   const ident = session.identity;
-  const orgs = ident.orgs; // null: every org
+  const orgs = ident.orgs; // null: every org; "org" or "org/domain" (that domain only)
   const orgField = orgs && orgs.length
     ? h('select', { id: 'org', name: 'org', required: true },
-      orgs.map((o) => h('option', { value: o, text: o })))
+      orgs.map((o) => h('option', { value: o, text: o.replace('/', ' / ') })))
     : h('input', { id: 'org', name: 'org', type: 'text', autocomplete: 'off', spellcheck: 'false',
       'aria-describedby': 'org-err', required: true, placeholder: 'acme-corp' });
   const form = h('form', { class: 'scope', id: 'scope', novalidate: true, 'aria-label': 'Organization and domain' },
@@ -120,13 +120,23 @@ function scopeView() {
         placeholder: 'shared', 'aria-describedby': 'domain-hint' }),
       h('p', { class: 'hint', id: 'domain-hint', text: 'Empty: the shared domain' })),
     h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'open', text: 'Open' })));
-  if (session.org) orgField.value = session.org;
-  if (session.domain) form.elements.namedItem('domain').value = session.domain;
+  const domainField = form.elements.namedItem('domain');
+  // A scope naming one domain fixes the domain: the token covers no other of that org.
+  const pinDomain = () => {
+    const [, pinned] = String(orgField.value).split('/');
+    domainField.readOnly = !!pinned;
+    if (pinned) domainField.value = pinned;
+  };
+  orgField.addEventListener('change', pinDomain);
+  if (session.org) orgField.value = session.scope || session.org;
+  if (session.domain) domainField.value = session.domain;
+  pinDomain();
   const seg = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const org = String(form.elements.namedItem('org').value).trim();
-    const domain = String(form.elements.namedItem('domain').value).trim();
+    const scope = String(form.elements.namedItem('org').value).trim();
+    const org = scope.split('/')[0];
+    const domain = String(domainField.value).trim();
     const err = document.getElementById('org-err');
     const bad = !org ? 'Enter an organization' : !seg.test(org)
       ? 'Use letters, digits, ".", "_" and "-"' : domain && !seg.test(domain)
@@ -135,20 +145,23 @@ function scopeView() {
     err.hidden = !bad;
     if (bad) { orgField.setAttribute('aria-invalid', 'true'); orgField.focus(); return; }
     orgField.removeAttribute('aria-invalid');
+    session.scope = scope;
     session.org = org;
     session.domain = domain;
+    session.partial = scope.includes('/');
     renderWorkspace(form);
   });
   const tabs = h('nav', { class: 'tabs', 'aria-label': 'Sections', id: 'tabs' });
   const body = h('div', { id: 'workspace' });
   show(h('h1', { class: 'sr-only', text: 'keysafe secrets' }), form, tabs, body);
-  if (orgs && orgs.length === 1) renderWorkspace(form);
+  if (orgs && orgs.length === 1) form.requestSubmit();
   else focusFirst('#org');
 }
 
 function renderWorkspace() {
   const tabs = document.getElementById('tabs');
-  const canAudit = session.identity.permissions.includes('audit');
+  // The audit log spans the whole org: not for a token that covers some domains only.
+  const canAudit = session.identity.permissions.includes('audit') && !session.partial;
   const mk = (id, label) => h('button', { type: 'button', id: `tab-${id}`,
     'aria-pressed': String(session.tab === id), onclick: () => { session.tab = id; renderWorkspace(); focusFirst(`#tab-${id}`); },
     text: label });

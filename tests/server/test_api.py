@@ -1204,3 +1204,47 @@ def test_an_env_var_tag_must_be_a_variable_name(client: TestClient, app: Keysafe
     mgr = app.keysafe.manager
     mgr.put("other", "v", ORG, tags={"env_var": "X=1; touch /tmp/pwned; Y"})
     assert StoreSource(mgr).env_vars(ORG, None) == {OPENAI: "LLM_KEY"}
+
+
+SLACK = {"bot_token": "xoxb-1111-2222-" + "a" * 24, "signing_secret": "f" * 32,
+         "app_token": "xapp-1-A111-222-" + "b" * 24}
+
+
+def test_fields_of_a_json_credential_change_blind(client: TestClient, app: KeysafeApp,
+                                                   tokens: dict[str, str]) -> None:
+    """spec 000's update_credentials over HTTP: some fields set, the rest kept unseen,
+    the merged object checked, check-and-set, and no value in any answer."""
+    w = bearer(tokens["writer"])
+    assert put(client, tokens["writer"], "slack", json.dumps(SLACK)).status_code == 200
+    url = f"/api/secrets/{ORG}/slack/fields"
+    new_bot = "xoxb-3333-4444-" + "c" * 24
+    r = client.patch(url, json={"fields": {"bot_token": new_bot}}, headers=w)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2
+    for v in (new_bot, *SLACK.values()):
+        assert v not in r.text
+    stored = json.loads(app.keysafe.manager.get("slack", ORG, fresh=True))
+    assert stored == {**SLACK, "bot_token": new_bot}
+    # A merge that would leave the credential without a required field: 422, unchanged.
+    r = client.patch(url, json={"fields": {"app_token": None}}, headers=w)
+    body = assert_problem(r, 422)
+    assert "app_token" in body["detail"]
+    # Check-and-set: only onto the version the caller saw.
+    stale = client.patch(url, json={"fields": {"bot_token": SLACK["bot_token"]},
+                                    "expected_version": 1}, headers=w)
+    assert assert_problem(stale, 409)["current_version"] == 2
+    assert app.keysafe.manager.describe("slack", ORG).current_version == 2
+    # Not a JSON object stored: refused, naming the problem and not the value.
+    assert put(client, tokens["writer"]).status_code == 200
+    r = client.patch(f"/api/secrets/{ORG}/{OPENAI}/fields",
+                     json={"fields": {"x": "y"}}, headers=w)
+    assert_problem(r, 422)
+    assert VALUE_1 not in r.text
+    for bad in ({"fields": {}}, {"fields": {"": "x"}}, {"fields": {"a": 1}}, {"other": 1}):
+        assert_problem(client.patch(url, json=bad, headers=w), 422)
+    assert_problem(client.patch(url, json={"fields": {"bot_token": new_bot}},
+                                headers=bearer(tokens["viewer"])), 403)
+    # The audit log has the writes, never a field's value.
+    records = json.dumps([e.to_dict() for e in app.keysafe.manager.audit_query()])
+    assert new_bot not in records
+    assert SLACK["signing_secret"] not in records

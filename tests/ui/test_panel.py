@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -250,6 +251,46 @@ def test_admin_edits_description_and_tags_without_a_new_version(
         "tags": {"owner": "webhook", "team": None, "tier": "platinum"}}
     assert not watch.page_errors
     assert not watch.csp_violations()
+
+
+def test_a_json_credential_field_by_field(open_page: Any, stack: Stack) -> None:
+    """Slack's JSON credentials: one password field per field to add it; a rotation
+    changes only the fields filled in (PATCH .../fields), the others are kept unseen."""
+    org = "fields-co"
+    bot, signing, app = "xoxb-1-2-" + "k" * 24, "9" * 32, "xapp-1-A1-2-" + "m" * 24
+    new_bot = "xoxb-7-8-" + "n" * 24
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, org)
+    slack = card(page, "slack")
+    slack.get_by_role("button", name="Add key").click()
+    slack.get_by_label("bot_token for Slack").fill(bot)
+    slack.get_by_label("signing_secret for Slack").fill(signing)
+    slack.get_by_role("button", name="Save", exact=True).click()
+    assert "Enter app_token" in slack.locator(".field-error").first.inner_text()
+    slack.get_by_label("app_token for Slack").fill(app)
+    slack.get_by_role("button", name="Save", exact=True).click()
+    slack.get_by_role("button", name="Rotate key").wait_for()
+
+    slack.get_by_role("button", name="Rotate key").click()
+    slack.get_by_label(re.compile("Replace version 1")).check()
+    slack.get_by_role("button", name="Save & Overwrite").click()
+    assert "at least one field" in slack.locator(".field-error").first.inner_text()
+    slack.get_by_label("New bot_token for Slack").fill(new_bot)
+    slack.get_by_role("button", name="Save & Overwrite").click()
+    slack.get_by_text("version 2").first.wait_for()
+
+    service = stack.token("fields-reader", "service", ["*"])
+    got = stack.api("GET", f"/api/secrets/{org}/slack/value", service).json()["value"]
+    assert json.loads(got) == {"bot_token": new_bot, "signing_secret": signing, "app_token": app}
+    patches = [r for r in watch.responses if r.request.method == "PATCH"]
+    assert [r.request.post_data_json["fields"] for r in patches] == [{"bot_token": new_bot}]
+    dump = page.evaluate(DEEP_DUMP)
+    for value in (bot, signing, app, new_bot):
+        assert value not in dump
+        for r in watch.responses:
+            if r.status not in (204, 304) and r.request.method != "OPTIONS":
+                assert value.encode() not in r.body(), r.url
+    assert not watch.page_errors
 
 
 def test_a_value_typed_into_the_form_is_kept_nowhere(open_page: Any, stack: Stack) -> None:

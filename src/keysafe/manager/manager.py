@@ -719,24 +719,35 @@ class SecretManager:
 
     def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
                  domain: str | None = None, env: str | None = None,
-                 expected_version: int | None = None, **kw: Any) -> VersionInfo:
+                 expected_version: int | None = None, check_format: bool = False,
+                 **kw: Any) -> VersionInfo:
+        """Store ``data`` as a JSON object; ``check_format``: hold it to the catalog's
+        format check (its required fields), as a plain ``put`` would."""
         if not isinstance(data, Mapping):
             raise InvalidValue(f"credentials for {name} must be a JSON object")
         return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
-                        env=env, expected_version=expected_version, check_format=False, **kw)
+                        env=env, expected_version=expected_version,
+                        check_format=check_format, **kw)
 
     def update_json(self, name: str, changes: Mapping[str, Any], org: str | None = None, *,
                     domain: str | None = None, env: str | None = None,
-                    attempts: int = 5) -> VersionInfo:
+                    attempts: int = 5, expected_version: int | None = None,
+                    check_format: bool = False) -> VersionInfo:
         """Merge ``changes`` into the stored object, keeping other keys. A field set to
         None is removed. Uses check-and-set, retrying (with backoff) when another
-        process got there first; writers in this process take turns."""
+        process got there first; writers in this process take turns. With
+        ``expected_version`` the merge applies to that version only (Conflict
+        otherwise, no retry; 0: the secret must not exist). ``check_format``: the merged
+        object must pass the catalog's format check (its required fields)."""
         _, path = self.resolve(name, org, domain, env)
         with self._merge_locks.setdefault(path, threading.Lock()):
-            return self._update_json(name, changes, org, domain, env, attempts)
+            return self._update_json(name, changes, org, domain, env,
+                                     1 if expected_version is not None else attempts,
+                                     expected_version, check_format)
 
     def _update_json(self, name: str, changes: Mapping[str, Any], org: str | None,
-                     domain: str | None, env: str | None, attempts: int) -> VersionInfo:
+                     domain: str | None, env: str | None, attempts: int,
+                     expected: int | None, check_format: bool) -> VersionInfo:
         for attempt in range(attempts):
             try:
                 meta = self.describe(name, org, domain=domain, env=env, include_deleted=True)
@@ -748,6 +759,10 @@ class SecretManager:
                 current = meta.current_version
                 data = ({} if meta.deleted else
                         self.get_json(name, org, domain=domain, env=env, fresh=True))
+            if expected is not None and expected != current:
+                raise Conflict(f"{name} is at version {current}, not {expected}",
+                               path=self.path(name, org, domain=domain, env=env),
+                               current_version=current)
             for k, v in changes.items():
                 if v is None:
                     data.pop(k, None)
@@ -755,7 +770,7 @@ class SecretManager:
                     data[k] = v
             try:
                 return self.put_json(name, data, org, domain=domain, env=env,
-                                     expected_version=current)
+                                     expected_version=current, check_format=check_format)
             except Conflict:
                 if attempt == attempts - 1:
                     raise

@@ -87,6 +87,27 @@ class MetadataPatch(BaseModel):
         return self
 
 
+class FieldsWrite(BaseModel):
+    """Some fields of a JSON credential (spec 000's ``update_credentials``): the fields
+    named are set, a field given as null is removed, the others are kept. Blind: no
+    field's value comes back, and the merged object passes the catalog's checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    fields: dict[str, str | None] = Field(min_length=1, max_length=100)
+    domain_id: str | None = Field(default=None, max_length=128)
+    expected_version: int | None = Field(default=None, ge=0, description=(
+        "check-and-set: merge into this version only (409 otherwise); 0 = must not exist"))
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, str | None]) -> dict[str, str | None]:
+        for key in fields:
+            if not key or len(key) > MAX_TAG_KEY or not key.isprintable():
+                raise ValueError(f"field name {key[:40]!r}: 1 to {MAX_TAG_KEY} printable "
+                                 "characters")
+        return fields
+
+
 class KeyCheckOut(BaseModel):
     """A live key check's verdict (docs/key-checks.md); never the key."""
 

@@ -19,6 +19,7 @@ from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag
 from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
     Done,
+    FieldsWrite,
     KeyCheckOut,
     KeyCheckRequest,
     LlmKey,
@@ -258,6 +259,22 @@ async def secret_patch(org_id: str, secret_name: str, body: MetadataPatch,
         set_tags={k: v for k, v in tags.items() if v is not None},
         unset=[k for k, v in tags.items() if v is None], **fields), path)
     return status_of(ctx, ref, meta)
+
+
+@router.patch("/api/secrets/{org_id}/{secret_name}/fields", response_model=WriteResult)
+async def secret_fields(org_id: str, secret_name: str, body: FieldsWrite,
+                        ctx: CtxDep) -> WriteResult:
+    """Blind write of some fields of a JSON credential (``update_credentials``): a new
+    version holding the stored object with these fields set (null removes one); the
+    others are kept without the caller ever seeing them."""
+    ctx.require("write", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+    info = await ctx.write(lambda: ctx.mgr.update_json(
+        secret_name, body.fields, org_id, domain=body.domain_id,
+        expected_version=body.expected_version, check_format=True), path)
+    return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
+                       secret_name=secret_name, organization_id=org_id,
+                       domain_id=ref.domain, version=info.version)
 
 
 @router.post("/api/secrets/{org_id}/{secret_name}/restore", response_model=SecretStatus)

@@ -200,6 +200,9 @@ export class KeysafeClient {
   }
   put(org, name, body) { return this.request('PUT', this.secretPath(org, name), { body }); }
   patch(org, name, body) { return this.request('PATCH', this.secretPath(org, name), { body }); }
+  patchFields(org, name, body) {
+    return this.request('PATCH', this.secretPath(org, name, '/fields'), { body });
+  }
   remove(org, name, domain) {
     return this.request('DELETE', this.secretPath(org, name), { query: { domain_id: domain } });
   }
@@ -553,21 +556,34 @@ export class KeysafeSecretCard extends HTMLElement {
     if (target) target.focus();
   }
 
+  /** The JSON credential's fields (one password field each), or none: one value. */
+  #jsonFields() { return (this.#entry && this.#entry.json_fields) || []; }
+
   #form(s) {
     const id = this.#id;
     const entry = this.#entry;
     const overwrite = !!s.configured;
-    const hintText = (entry && entry.format_hint ? entry.format_hint + '. ' : '') +
-      'The value is sent once and never shown again.';
-    const input = h('input', { id: `${id}-value`, name: 'value', type: 'password',
-      autocomplete: 'off', spellcheck: 'false', autocapitalize: 'off',
-      placeholder: this.getAttribute('placeholder') || (entry && entry.placeholder) || '',
-      'aria-describedby': `${id}-hint ${id}-err`, required: true });
-    input.value = ''; // never pre-filled
+    const fields = this.#jsonFields();
+    const secret = (fid, name, label, extra = {}) => {
+      const input = h('input', { id: fid, name, type: 'password', autocomplete: 'off',
+        spellcheck: 'false', autocapitalize: 'off', 'aria-describedby': `${id}-hint ${id}-err`,
+        ...extra });
+      input.value = ''; // never pre-filled
+      return [h('label', { for: fid, text: label }), input];
+    };
+    const hintText = fields.length
+      ? (overwrite ? 'Fill in only the fields to change; empty fields keep their current value. '
+        : 'Every field is needed. ') + 'Values are sent once and never shown again.'
+      : (entry && entry.format_hint ? entry.format_hint + '. ' : '') +
+        'The value is sent once and never shown again.';
     const form = h('form', { class: 'form', id: `${id}-form`, novalidate: true,
       'aria-label': `${overwrite ? 'Rotate' : 'Add'} ${this.#title()}` },
-    h('label', { for: `${id}-value`, text: `${overwrite ? 'New value' : 'Value'} for ${this.#title()}` }),
-    input,
+    fields.length
+      ? fields.map((f, i) => secret(`${id}-value${i ? '-' + i : ''}`, `field:${f}`,
+        `${overwrite ? 'New ' : ''}${f} for ${this.#title()}`, { required: !overwrite }))
+      : secret(`${id}-value`, 'value', `${overwrite ? 'New value' : 'Value'} for ${this.#title()}`,
+        { placeholder: this.getAttribute('placeholder') || (entry && entry.placeholder) || '',
+          required: true }),
     h('p', { class: 'hint', id: `${id}-hint`, text: hintText }),
     h('p', { class: 'field-error', id: `${id}-err`, hidden: true }));
     if (overwrite) {
@@ -593,10 +609,10 @@ export class KeysafeSecretCard extends HTMLElement {
     return form;
   }
 
-  #fieldError(form, which, text) {
+  #fieldError(form, which, text, field = null) {
     const id = this.#id;
     const el = this.#root.getElementById(which === 'ack' ? `${id}-ack-err` : `${id}-err`);
-    const field = this.#root.getElementById(which === 'ack' ? `${id}-ack` : `${id}-value`);
+    field = field || this.#root.getElementById(which === 'ack' ? `${id}-ack` : `${id}-value`);
     if (!el || !field) return;
     el.textContent = text || '';
     el.hidden = !text;
@@ -606,14 +622,36 @@ export class KeysafeSecretCard extends HTMLElement {
 
   async #save(form, s) {
     if (this.#busy) return;
-    const input = form.elements.namedItem('value');
+    const inputs = [...form.querySelectorAll('input[type=password]')];
     const ack = form.elements.namedItem('ack');
+    for (const i of inputs) i.removeAttribute('aria-invalid');
     this.#fieldError(form, 'value', null);
     if (ack) this.#fieldError(form, 'ack', null);
-    const problem = checkValue(this.#entry, input.value, this.#limits);
+    const fields = this.#jsonFields();
+    // One value, or (a JSON credential) the whole object to add, or the fields to change.
+    let problem = null;
+    let bad = inputs[0];
+    let changes = null;
+    let value = inputs[0].value;
+    if (fields.length) {
+      const filled = inputs.filter((i) => i.value.trim());
+      const empty = inputs.find((i) => !i.value.trim());
+      if (!s.configured && empty) {
+        problem = `Enter ${empty.name.slice(6)}: every field is needed`;
+        bad = empty;
+      } else if (!filled.length) {
+        problem = 'Enter a new value for at least one field; empty fields keep their current value';
+      } else if (s.configured) {
+        changes = Object.fromEntries(filled.map((i) => [i.name.slice(6), i.value]));
+        value = null;
+      } else {
+        value = JSON.stringify(Object.fromEntries(inputs.map((i) => [i.name.slice(6), i.value])));
+      }
+    }
+    if (!problem && value !== null) problem = checkValue(this.#entry, value, this.#limits);
     if (problem) {
-      this.#fieldError(form, 'value', problem);
-      input.focus();
+      this.#fieldError(form, 'value', problem, bad);
+      bad.focus();
       return;
     }
     if (ack && !ack.checked) {
@@ -621,17 +659,23 @@ export class KeysafeSecretCard extends HTMLElement {
       ack.focus();
       return;
     }
-    const body = { secret_value: input.value,
-      expected_version: s.configured ? s.version : 0 };
+    const expected = s.configured ? s.version : 0;
+    const body = changes ? { fields: changes, expected_version: expected }
+      : { secret_value: value, expected_version: expected };
     const checkKey = form.elements.namedItem('check_key');
-    if (checkKey && checkKey.checked) body.check_key = true;
-    // Out of the page before the request leaves: the field, and (below) every reference.
-    input.value = '';
+    if (checkKey && checkKey.checked && !changes) body.check_key = true;
+    // Out of the page before the request leaves: the fields, and (below) every reference.
+    for (const i of inputs) i.value = '';
+    value = null;
+    changes = null;
     if (this.domain) body.domain_id = this.domain;
     this.#busy = true;
     for (const b of form.querySelectorAll('button')) b.disabled = true;
-    const sending = this.#api().put(this.org, this.secretName, body);
+    const sending = body.fields ? this.#api().patchFields(this.org, this.secretName, body)
+      : this.#api().put(this.org, this.secretName, body);
     body.secret_value = null;
+    body.fields = null;
+    const input = inputs[0];
     let result;
     try {
       result = await sending;

@@ -55,5 +55,6 @@ def test_catalog_with_format_checks_needs_a_credential(app: KeysafeApp, client: 
     assert cat["max_value_bytes"] == 65536
     assert cat["default_domain"] == "shared"
     assert cat["recovery_window_days"] == 7
+    assert (cat["app"], cat["environment"]) == ("keysafe", "local")  # the panel shows them
     openai = next(e for e in cat["categories"]["llm"] if e["secret_name"] == "openai_api_key")
     assert openai["pattern"].startswith("sk-")

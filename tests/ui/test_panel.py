@@ -337,6 +337,11 @@ def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> 
     page, _ = open_page()
     sign_in(page, stack, viewer, "view-org")
     page.get_by_text("You can see status only").wait_for()
+    # The environment the page writes to stays in sight.
+    cat = stack.api("GET", "/api/catalog").json()
+    env = page.locator("#who-env")
+    env.wait_for()
+    assert env.inner_text() == f"{cat['app']} · {cat['environment']}"
     openai = card(page, "openai_api_key")
     assert openai.locator(".badge.ok").inner_text() == "Configured"
     for name in ("Add key", "Rotate key", "Details", "Delete", "Restore", "Save"):

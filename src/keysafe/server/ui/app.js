@@ -87,11 +87,20 @@ function startSession(token, client, identity) {
     }
   }, 15000);
   const roles = identity.roles.join(', ');
-  who.replaceChildren(
+  // Which environment a pasted key lands in (production or not) stays in sight.
+  const env = h('span', { id: 'who-env', class: 'badge env', hidden: true });
+  who.replaceChildren(env,
     h('span', { id: 'who-name', text: `${identity.kind}:${identity.name}` }),
     h('span', { class: 'badge', text: roles }),
     h('button', { type: 'button', id: 'signout', onclick: () => signOut('Signed out.'), text: 'Sign out' }));
   who.hidden = false;
+  client.catalog().then((cat) => {
+    if (!cat || !cat.environment) return;
+    env.textContent = `${cat.app} · ${cat.environment}`;
+    env.title = `Secrets saved here belong to the ${cat.environment} environment of ${cat.app}`;
+    env.classList.toggle('prod', /^prod(uction)?$/i.test(cat.environment));
+    env.hidden = false;
+  }).catch(() => {});
   scopeView();
 }
 

@@ -182,3 +182,41 @@ def test_a_jwt_org_claim_may_name_a_domain(home: Path) -> None:
         assert put(c, token, FRAUD).status_code == 403
         who = c.get("/api/whoami", headers=bearer(token)).json()
         assert who["orgs"] == [SCOPE]
+
+
+def test_no_domain_scopes_where_paths_have_no_domain(home: Path) -> None:
+    """With a naming template without {domain}, every domain is the same secret: a
+    domain scope would be no limit, so it is refused when created and never honoured."""
+    app = build_app(home, naming_template="{app}/{env}/{org}/{name}")
+    root = make_token(app, "root", ["admin"], None)
+    # Made behind the API's back (an older token, or a store shared with another
+    # configuration): it is refused on every request about that org.
+    scoped = make_token(app, "scoped", ["writer"], [SCOPE])
+    with TestClient(app) as c:
+        r = c.post("/api/tokens", json={"name": "x", "roles": ["viewer"], "orgs": [SCOPE]},
+                   headers=bearer(root))
+        assert r.status_code == 422
+        assert "no {domain}" in r.json()["detail"]
+        assert put(c, root, None).status_code == 200
+        for domain in (CARDS, None):
+            r = put(c, scoped, domain, VALUE_2)
+            assert r.status_code == 403, r.text
+            assert "naming template has no {domain}" in r.json()["detail"]
+        assert c.get(f"/api/orgs/{ORG}/secrets", headers=bearer(scoped)).status_code == 403
+        assert app.keysafe.manager.get(OPENAI, ORG, fresh=True) == VALUE_1
+
+
+def test_an_empty_domain_is_the_default_one(client: TestClient, app: KeysafeApp,
+                                            tokens: dict[str, str]) -> None:
+    assert put(client, tokens["root"], None).status_code == 200
+    url = f"/api/secrets/{ORG}/{OPENAI}"
+    shared = bearer(tokens["cards-and-shared"])
+    assert client.get(url, params={"domain_id": ""}, headers=shared).status_code == 200
+    assert client.get(url, params={"domain_id": ""},
+                      headers=bearer(tokens["cards-writer"])).status_code == 403
+    # A denial names the domain asked for, also where there is no secret name.
+    r = client.get(f"/api/orgs/{ORG}/secrets", params={"domain_id": FRAUD},
+                   headers=bearer(tokens["cards-writer"]))
+    assert r.status_code == 403
+    denied = app.keysafe.manager.audit_query(AuditFilter(outcome="denied", action="list"))
+    assert denied[-1].detail == {"reason": "PermissionDenied", "domain": FRAUD}

@@ -71,10 +71,12 @@ def token_create(
     from datetime import timedelta
 
     from keysafe.manager.manager import default_actor
+    from keysafe.server.auth import check_domain_scopes
     from keysafe.server.tokenstore import open_token_store, record_event
 
     settings = load(env)
     with open_manager(env, settings) as mgr:
+        check_domain_scopes(org, mgr.naming.fields)
         store = open_token_store(settings)
         try:
             token, info = store.create(

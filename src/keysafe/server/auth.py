@@ -124,6 +124,17 @@ def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:
     return frozenset(out)
 
 
+def check_domain_scopes(orgs: Iterable[str] | None, naming_fields: Iterable[str]) -> None:
+    """Refuse ``org/domain`` scopes where paths have no domain segment (every domain is
+    then the same secret, so a domain scope would be no limit at all)."""
+    if "domain" in naming_fields:
+        return
+    scoped = sorted(o for o in orgs or () if "/" in o)
+    if scoped:
+        raise InvalidValue(f"scope {scoped[0]!r} names a domain, but the naming template "
+                           "has no {domain}: give whole orgs")
+
+
 def scope_map(scopes: Iterable[str]) -> dict[str, frozenset[str] | None]:
     """org -> the domains the scopes name, or None when one names the whole org."""
     some: dict[str, set[str]] = {}

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from keysafe.config import Settings
-from keysafe.errors import KeysafeError
+from keysafe.errors import KeysafeError, PermissionDenied
 from keysafe.manager.manager import SecretManager
 from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, SharedLimiter, require
 from keysafe.server.tokenstore import TokenStore
@@ -70,9 +70,15 @@ class Ctx:
         """Checks, and audits a denial (with the path asked for) before raising it. The
         domain is checked against the caller's scopes when one is given, or for a
         secret (``name``) in the default domain."""
-        if domain is None and name is not None:
-            domain = self.mgr.default_domain
+        if not domain and name is not None:
+            domain = self.mgr.default_domain  # "" too: the manager reads it so
         try:
+            if org is not None and self.identity.covers(org) \
+                    and not self.identity.whole(org) and "domain" not in self.mgr.naming.fields:
+                # Paths without a domain segment: every domain is the same secret.
+                raise PermissionDenied(
+                    f"{self.identity.principal} covers only some domains of org {org!r}, "
+                    "and the naming template has no {domain}: domain scopes cannot apply")
             require(self.identity, permission, org, domain)
         except Exception as exc:
             path = None
@@ -81,8 +87,10 @@ class Ctx:
                     path = self.mgr.path(name, org, domain=domain)
                 except KeysafeError:
                     path = None
-            self.mgr.record(permission, path, "denied", org=org,
-                            detail={"reason": type(exc).__name__})
+            detail = {"reason": type(exc).__name__}
+            if domain is not None:
+                detail["domain"] = domain
+            self.mgr.record(permission, path, "denied", org=org, detail=detail)
             raise
 
     def audit(self, action: str, path: str | None, outcome: str, *, org: str | None,

@@ -380,11 +380,15 @@ def secret_list(org_id: str, ctx: CtxDep, domain_id: DomainQ = None,
                 include_deleted: bool = False) -> SecretList:
     """Every secret of an org (or one domain) with status and metadata; of the domains
     the caller covers only, when its scopes name some domains of the org."""
+    domain_id = domain_id or None
     ctx.require("list", org_id, domain=domain_id)
-    metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
-    if domain_id is None and not ctx.identity.whole(org_id):
-        metas = [m for m in metas
-                 if ctx.identity.covers_domain(org_id, ctx.mgr.parse(m.path).domain)]
+    some = ctx.identity.domains.get(org_id) if ctx.identity.orgs is not None else None
+    if domain_id is None and some is not None:
+        # Only the covered domains are listed (and recorded as listed).
+        metas = [m for d in sorted(some)
+                 for m in ctx.mgr.list(org_id, domain=d, include_deleted=include_deleted)]
+    else:
+        metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
     ctx.audit("list", None, "ok", org=org_id, detail={"count": len(metas)})
     return SecretList(organization_id=org_id, domain_id=domain_id,
                       secrets=[status_of(ctx, ctx.mgr.parse(m.path), m) for m in metas])

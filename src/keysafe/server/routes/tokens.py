@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from keysafe.errors import NotFound, PermissionDenied
-from keysafe.server.auth import Identity, orgs_of
+from keysafe.server.auth import Identity, check_domain_scopes, orgs_of
 from keysafe.server.deps import Ctx, get_ctx, state_of
 from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
 from keysafe.server.tokenstore import TokenInfo, record_event
@@ -33,6 +33,7 @@ def whoami(ctx: CtxDep) -> dict[str, object]:
 def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreated:
     """A new token, shown once in this response and never again."""
     orgs = None if "*" in body.orgs else body.orgs
+    check_domain_scopes(orgs, ctx.mgr.naming.fields)
     for org in orgs_of(body.orgs) if orgs is not None else [None]:
         ctx.require("tokens", org)
     if not _within(ctx.identity, orgs):

@@ -133,6 +133,7 @@ function scopeView() {
   // A scope naming one domain fixes the domain: the token covers no other of that org.
   const pinDomain = () => {
     const [, pinned] = String(orgField.value).split('/');
+    if (!pinned && domainField.readOnly) domainField.value = '';
     domainField.readOnly = !!pinned;
     if (pinned) domainField.value = pinned;
   };
@@ -157,7 +158,8 @@ function scopeView() {
     session.scope = scope;
     session.org = org;
     session.domain = domain;
-    session.partial = scope.includes('/');
+    // Covered only in part (some domains): the org-wide audit log is not for it.
+    session.partial = !!(orgs && orgs.length && !orgs.includes(org));
     renderWorkspace(form);
   });
   const tabs = h('nav', { class: 'tabs', 'aria-label': 'Sections', id: 'tabs' });

@@ -117,6 +117,12 @@ class RotationError(KeysafeError):
     code = "rotation_error"
 
 
+class ManualRotation(RotationError):
+    """Only a person can issue this credential: a reminder was opened instead."""
+
+    code = "rotation_manual"
+
+
 class CredentialRejected(KeysafeError):
     """Raised by the caller's own code (not keysafe) inside ``SecretManager.use`` when a
     target system refused the credential: keysafe then reads the secret fresh (it may have

@@ -1248,3 +1248,47 @@ def test_fields_of_a_json_credential_change_blind(client: TestClient, app: Keysa
     records = json.dumps([e.to_dict() for e in app.keysafe.manager.audit_query()])
     assert new_bot not in records
     assert SLACK["signing_secret"] not in records
+
+
+def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
+                                      tokens: dict[str, str]) -> None:
+    """spec 004's rotate_secret and DESIGN's destroy as routes: a rotation keysafe can
+    do itself makes a value nobody sees; one only a person can do is 409; destroy is
+    for admins and crypto-shreds the versions named."""
+    w, v, s = (bearer(tokens[k]) for k in ("writer", "viewer", "service"))
+    key = "k" * 48
+    assert put(client, tokens["writer"], "encryption_key", key).status_code == 200
+    url = f"/api/secrets/{ORG}/encryption_key"
+    assert client.get(url, headers=v).json()["rotator"] == "random"
+    assert_problem(client.post(url + "/rotate", headers=v), 403)
+    r = client.post(url + "/rotate", headers=w)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["outcome"], out["version"], out["domain_id"]) == ("rotated", 2, "shared")
+    new = client.get(url + "/value", headers=s).json()["value"]
+    assert new != key
+    assert new not in r.text
+    # Only a person can issue an OpenAI key: 409, a reminder recorded, nothing changed.
+    assert put(client, tokens["writer"]).status_code == 200
+    openai = f"/api/secrets/{ORG}/{OPENAI}"
+    assert client.get(openai, headers=v).json()["rotator"] == "manual"
+    body = assert_problem(client.post(openai + "/rotate", headers=w), 409)
+    assert body["code"] == "rotation_manual"
+    assert client.get(openai, headers=v).json()["version"] == 1
+    assert_problem(client.post(f"/api/secrets/{ORG}/nope/rotate", headers=w), 404)
+
+    # Destroy: admins only; the versions named can never be read again.
+    admin = bearer(tokens["admin"])
+    assert_problem(client.post(url + "/destroy", json={"versions": [1]}, headers=w), 403)
+    for bad in ({"versions": []}, {"versions": [0]}, {"versions": [1], "x": 1}):
+        assert_problem(client.post(url + "/destroy", json=bad, headers=admin), 422)
+    r = client.post(url + "/destroy", json={"versions": [1, 1]}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["destroyed"] == [1]
+    hist = client.get(url + "/versions", headers=v).json()["versions"]
+    assert {h["version"]: h["destroyed"] for h in hist} == {1: True, 2: False}
+    assert_problem(client.post(url + "/rollback", json={"version": 1}, headers=w), 404)
+    assert client.get(url + "/value", headers=s).json()["value"] == new
+    records = json.dumps([e.to_dict() for e in app.keysafe.manager.audit_query()])
+    assert key not in records
+    assert new not in records

@@ -293,6 +293,45 @@ def test_a_json_credential_field_by_field(open_page: Any, stack: Stack) -> None:
     assert not watch.page_errors
 
 
+def test_rotate_now_roll_back_and_destroy(open_page: Any, stack: Stack) -> None:
+    """A secret keysafe can rotate itself gets "Rotate now" (a value nobody sees); the
+    history rolls back to a kept version and destroys one after a second press."""
+    org = "rotate-co"
+    key = "e" * 48
+    page, watch = open_page()
+    sign_in(page, stack, stack.keysafe.token, org)
+    assert card(page, "openai_api_key").get_by_role("button", name="Rotate now").count() == 0
+    add_key(page, "encryption_key", "Encryption Key", key)
+    enc = card(page, "encryption_key")
+    enc.get_by_role("button", name="Rotate now").click()
+    enc.get_by_role("button", name="Yes, rotate now").click()
+    enc.get_by_text("Rotated Encryption Key: version 2.").wait_for()
+    service = stack.token("rotate-reader", "service", ["*"])
+    url = f"/api/secrets/{org}/encryption_key"
+    rotated = stack.api("GET", url + "/value", service).json()["value"]
+    assert rotated != key
+
+    enc.get_by_role("button", name="History").click()
+    enc.get_by_role("button", name="Roll back to version 1").click()
+    enc.get_by_text("Rolled Encryption Key back to version 1: now version 3.").wait_for()
+    assert stack.api("GET", url + "/value", service).json()["value"] == key
+    destroy = enc.get_by_role("button", name="Destroy version 2")
+    destroy.click()
+    enc.get_by_role("button", name="Confirm: destroy version 2 for good").click()
+    enc.get_by_text("Destroyed version 2 of Encryption Key.").wait_for()
+    hist = {h["version"]: h["destroyed"]
+            for h in stack.api("GET", url + "/versions").json()["versions"]}
+    assert hist == {1: False, 2: True, 3: False}
+    rows = enc.locator("tbody tr")
+    assert "destroyed" in rows.nth(1).inner_text()
+    for value in (key, rotated):
+        assert value not in page.evaluate(DEEP_DUMP)
+        for r in watch.responses:
+            if r.status not in (204, 304) and r.request.method != "OPTIONS":
+                assert value.encode() not in r.body(), r.url
+    assert not watch.page_errors
+
+
 def test_a_value_typed_into_the_form_is_kept_nowhere(open_page: Any, stack: Stack) -> None:
     canary = "sk-CANARY" + "9f3KqZ" * 5
     page, watch = open_page()
@@ -344,7 +383,8 @@ def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> 
     assert env.inner_text() == f"{cat['app']} · {cat['environment']}"
     openai = card(page, "openai_api_key")
     assert openai.locator(".badge.ok").inner_text() == "Configured"
-    for name in ("Add key", "Rotate key", "Details", "Delete", "Restore", "Save"):
+    for name in ("Add key", "Rotate key", "Rotate now", "Details", "Delete", "Restore",
+                 "Save", "Roll back", "Destroy"):
         assert page.get_by_role("button", name=name, exact=True).count() == 0, name
     assert page.locator("input[type=password]").count() == 0
     assert page.get_by_role("button", name="Audit log").count() == 0

@@ -23,12 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from keysafe.errors import ConfigError, RotationError
-
-
-class ManualRotation(RotationError):
-    """Only a person can issue this credential: a reminder was opened instead."""
-
-    code = "rotation_manual"
+from keysafe.errors import ManualRotation as ManualRotation  # defined with the errors
 
 
 @dataclass

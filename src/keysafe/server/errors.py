@@ -22,6 +22,7 @@ ERROR_TABLE: dict[type[e.KeysafeError], tuple[int, str]] = {
     e.AuditError: (503, "Audit log unavailable"),
     e.IntegrityError: (500, "Integrity error"),
     e.ConfigError: (500, "Configuration error"),
+    e.ManualRotation: (409, "Rotation needs a person"),
     e.RotationError: (500, "Rotation failed"),
     e.KeysafeError: (500, "Error"),
 }

@@ -158,6 +158,9 @@ class SecretStatus(BaseModel):
     recoverable_until: datetime | None = None
     display_name: str | None = None
     category: str | None = None
+    rotator: str | None = Field(default=None, description=(
+        "what `rotate` would use: random (keysafe makes the value), manual (a person "
+        "pastes one), or a configured rotator"))
 
 
 class SecretList(BaseModel):
@@ -185,6 +188,40 @@ class LlmKey(BaseModel):
 class Done(BaseModel):
     status: str = "success"
     message: str
+
+
+class RotationOut(BaseModel):
+    """What a rotation did (docs/rotation.md); never a value."""
+
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    outcome: str = Field(description="rotated, waiting (a grace period), resumed, ...")
+    version: int | None = None
+    step: str | None = None
+    detail: str = ""
+
+
+class Destroy(BaseModel):
+    """Crypto-shred chosen versions: their values can never be read again."""
+
+    model_config = ConfigDict(extra="forbid")
+    versions: list[int] = Field(min_length=1, max_length=1000)
+    domain_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("versions")
+    @classmethod
+    def _positive(cls, versions: list[int]) -> list[int]:
+        if any(v < 1 for v in versions):
+            raise ValueError("versions start at 1")
+        return versions
+
+
+class DestroyOut(BaseModel):
+    secret_name: str
+    organization_id: str
+    domain_id: str
+    destroyed: list[int]
 
 
 class Rollback(BaseModel):

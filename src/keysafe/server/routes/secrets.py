@@ -15,9 +15,11 @@ from keysafe.catalog import ROTATION_DAYS
 from keysafe.errors import KeysafeError, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
-from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag
+from keysafe.rotation.policy import default_rotator, is_rotation_detail, is_rotation_tag
 from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
+    Destroy,
+    DestroyOut,
     Done,
     FieldsWrite,
     KeyCheckOut,
@@ -25,6 +27,7 @@ from keysafe.server.schemas import (
     LlmKey,
     MetadataPatch,
     Rollback,
+    RotationOut,
     SecretList,
     SecretStatus,
     SecretValue,
@@ -70,7 +73,9 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             rotation_overdue=bool(due and due.timestamp() < time() and not meta.deleted),
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
-                               if meta.deleted_at else None))
+                               if meta.deleted_at else None),
+            rotator=meta.tags.get("rotator") or default_rotator(
+                meta.secret_type, entry.provider if entry is not None else None))
     # Built once, from trusted values: no second validation pass on the hot path.
     return SecretStatus.model_construct(**fields)
 
@@ -196,6 +201,9 @@ class KeyChecksLimited(TooManyAttempts):
              "(KEYSAFE_KEY_CHECK_RATE)"
 
 
+#: Rotations may wait on providers and rotators too: their own threads.
+_ROTATIONS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rotate")
+
 #: Key checks wait on providers (up to KEYSAFE_KEY_CHECK_TIMEOUT, DNS included): their
 #: own few threads, so slow providers never hold the threads that serve reads.
 _CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="key-check")
@@ -275,6 +283,35 @@ async def secret_fields(org_id: str, secret_name: str, body: FieldsWrite,
     return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
                        secret_name=secret_name, organization_id=org_id,
                        domain_id=ref.domain, version=info.version)
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/rotate", response_model=RotationOut)
+async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
+                        domain_id: DomainQ = None) -> RotationOut:
+    """Rotate now with the secret's rotator (spec 004's ``rotate_secret``): a new value
+    the caller never sees. 409 ``rotation_manual`` when only a person can issue one (a
+    reminder is recorded); 500 ``rotation_error`` when a step fails, the current
+    version unchanged."""
+    ctx.require("write", org_id, secret_name, domain_id)
+    ref, _ = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
+    # Several steps, maybe a provider's API: off the loop and outside the group commit.
+    out = await asyncio.get_running_loop().run_in_executor(
+        _ROTATIONS, lambda: ctx.mgr.rotate(secret_name, org_id, domain=domain_id))
+    return RotationOut(secret_name=secret_name, organization_id=org_id,
+                       domain_id=ref.domain, outcome=out.outcome, version=out.version,
+                       step=out.step, detail=out.detail)
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/destroy", response_model=DestroyOut)
+async def secret_destroy(org_id: str, secret_name: str, body: Destroy,
+                         ctx: CtxDep) -> DestroyOut:
+    """Crypto-shred chosen versions (admins): their data keys are gone for good."""
+    ctx.require("destroy", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+    done = await ctx.write(lambda: ctx.mgr.destroy(secret_name, sorted(set(body.versions)),
+                                                   org_id, domain=body.domain_id), path)
+    return DestroyOut(secret_name=secret_name, organization_id=org_id,
+                      domain_id=ref.domain, destroyed=done)
 
 
 @router.post("/api/secrets/{org_id}/{secret_name}/restore", response_model=SecretStatus)

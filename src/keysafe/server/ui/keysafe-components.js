@@ -212,6 +212,11 @@ export class KeysafeClient {
   versions(org, name, domain) {
     return this.request('GET', this.secretPath(org, name, '/versions'), { query: { domain_id: domain } });
   }
+  rotate(org, name, domain) {
+    return this.request('POST', this.secretPath(org, name, '/rotate'), { query: { domain_id: domain } });
+  }
+  rollback(org, name, body) { return this.request('POST', this.secretPath(org, name, '/rollback'), { body }); }
+  destroy(org, name, body) { return this.request('POST', this.secretPath(org, name, '/destroy'), { body }); }
   checkStored(org, name, domain) {
     return this.request('POST', this.secretPath(org, name, '/check'), { query: { domain_id: domain } });
   }
@@ -331,9 +336,10 @@ export class KeysafeSecretCard extends HTMLElement {
   #limits = null;
   #status = null;
   #error = null;
-  #mode = 'idle'; // idle | edit | details | delete | history
+  #mode = 'idle'; // idle | edit | details | rotate | delete | history
   #history = null;
   #tagSeq = 0;
+  #armed = null; // the version a first "Destroy" click armed
   #message = null;
   #busy = false;
   #id = `ks${++uid}`;
@@ -469,6 +475,7 @@ export class KeysafeSecretCard extends HTMLElement {
       if (this.#mode === 'edit') card.append(this.#form(s));
       if (this.#mode === 'details') card.append(this.#detailsForm(s));
       if (this.#mode === 'delete') card.append(this.#confirmDelete(s));
+      if (this.#mode === 'rotate') card.append(this.#confirmRotate(s));
       if (this.#mode === 'history') card.append(this.#historyView());
     }
     this.#body.replaceChildren(card);
@@ -523,6 +530,12 @@ export class KeysafeSecretCard extends HTMLElement {
       bar.append(h('button', { type: 'button', id: `${id}-check-stored`, disabled: busy,
         onclick: () => this.#checkStored(), text: 'Check key' }));
     }
+    if (s.configured && !s.deleted && this.#can('write') && s.rotator && s.rotator !== 'manual') {
+      // keysafe (or the configured rotator) makes the new value: nobody pastes or sees it.
+      bar.append(h('button', { type: 'button', id: `${id}-rotate-now`,
+        'aria-expanded': String(this.#mode === 'rotate'), 'aria-controls': `${id}-rot`,
+        disabled: busy, onclick: () => this.#toggle('rotate'), text: 'Rotate now' }));
+    }
     if (s.configured && !s.deleted && this.#can('write')) {
       bar.append(h('button', { type: 'button', id: `${id}-details`,
         'aria-expanded': String(this.#mode === 'details'), 'aria-controls': `${id}-det`,
@@ -544,14 +557,17 @@ export class KeysafeSecretCard extends HTMLElement {
   #toggle(mode) {
     this.#mode = this.#mode === mode ? 'idle' : mode;
     this.#message = null;
+    this.#armed = null;
     if (this.#mode === 'history') {
       this.#history = null;
       this.#loadHistory();
     }
     this.#render();
     const focus = { edit: `${this.#id}-value`, details: `${this.#id}-desc`,
-      delete: `${this.#id}-del-cancel`, history: `${this.#id}-hist` }[this.#mode];
-    const back = { edit: 'edit', details: 'details', delete: 'delete', history: 'history' }[mode];
+      rotate: `${this.#id}-rot-cancel`, delete: `${this.#id}-del-cancel`,
+      history: `${this.#id}-hist` }[this.#mode];
+    const back = { edit: 'edit', details: 'details', rotate: 'rotate-now', delete: 'delete',
+      history: 'history' }[mode];
     const target = this.#root.getElementById(focus || `${this.#id}-${back}`);
     if (target) target.focus();
   }
@@ -807,6 +823,39 @@ export class KeysafeSecretCard extends HTMLElement {
           text: 'Cancel' })));
   }
 
+  #confirmRotate(s) {
+    const id = this.#id;
+    const how = s.rotator === 'random' ? 'keysafe makes a new random value'
+      : `the ${s.rotator} rotator issues a new value`;
+    return h('div', { class: 'confirm', id: `${id}-rot`, role: 'group', 'aria-labelledby': `${id}-rot-q` },
+      h('p', { id: `${id}-rot-q`, text: `Rotate ${this.#title()} now? ${how[0].toUpperCase() + how.slice(1)}; ` +
+        `version ${s.version} stays readable for the grace period, and programs pick up the new one.` }),
+      h('div', { class: 'buttons' },
+        h('button', { type: 'button', class: 'primary', disabled: this.#busy,
+          onclick: () => this.#rotateNow(), text: 'Yes, rotate now' }),
+        h('button', { type: 'button', id: `${id}-rot-cancel`, onclick: () => this.#toggle('rotate'),
+          text: 'Cancel' })));
+  }
+
+  async #rotateNow() {
+    this.#busy = true;
+    this.#render();
+    try {
+      const out = await this.#api().rotate(this.org, this.secretName, this.domain || undefined);
+      this.#mode = 'idle';
+      this.#message = { text: out.version
+        ? `Rotated ${this.#title()}: version ${out.version}. Nobody has seen the new value.`
+        : `Rotation of ${this.#title()}: ${out.outcome}${out.detail ? ' (' + out.detail + ')' : ''}.` };
+      this.#changed('rotated', { version: out.version });
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    await this.#reloadStatus();
+    this.#focusAction('rotate-now');
+  }
+
   async #remove() {
     this.#busy = true;
     this.#render();
@@ -879,15 +928,90 @@ export class KeysafeSecretCard extends HTMLElement {
     if (!hist) box.append(h('p', { class: 'meta', text: 'Loading history…' }));
     else if (hist.error) box.append(h('p', { class: 'field-error', role: 'alert', text: hist.error }));
     else {
+      const s = this.#status;
+      const live = s && s.configured && !s.deleted;
+      const canRoll = live && this.#can('rollback');
+      const canDestroy = this.#can('destroy');
+      const actions = (v) => {
+        const cell = h('td', { class: 'row-actions' });
+        if (v.destroyed) return cell;
+        const current = v.version === hist.current_version;
+        if (canRoll && !current) {
+          cell.append(h('button', { type: 'button', id: `${id}-rb-${v.version}`, disabled: this.#busy,
+            'aria-label': `Roll back to version ${v.version}`, text: 'Roll back',
+            onclick: () => this.#rollback(v.version) }));
+        }
+        if (canDestroy && !current) {
+          const armed = this.#armed === v.version;
+          cell.append(h('button', { type: 'button', class: armed ? 'danger primary' : 'danger',
+            id: `${id}-ds-${v.version}`, disabled: this.#busy,
+            'aria-label': armed ? `Confirm: destroy version ${v.version} for good`
+              : `Destroy version ${v.version}`,
+            text: armed ? 'Destroy for good?' : 'Destroy',
+            onclick: () => this.#destroy(v.version) }));
+        }
+        return cell;
+      };
+      const cols = ['Version', 'Created', 'By', 'State'];
+      if (canRoll || canDestroy) cols.push('Actions');
       box.append(h('table', {},
         h('caption', { text: `Versions of ${this.#title()}, newest first (metadata only)` }),
-        h('thead', {}, h('tr', {}, ['Version', 'Created', 'By', 'State'].map((c) => h('th', { scope: 'col', text: c })))),
+        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col', text: c })))),
         h('tbody', {}, [...hist.versions].sort((a, b) => b.version - a.version).map((v) => h('tr', {},
           h('td', { text: String(v.version) }), h('td', { text: when(v.created_at) }),
           h('td', { text: v.created_by || '' }),
-          h('td', { text: v.destroyed ? 'destroyed' : v.version === hist.current_version ? 'current' : 'kept' }))))));
+          h('td', { text: v.destroyed ? 'destroyed' : v.version === hist.current_version ? 'current' : 'kept' }),
+          canRoll || canDestroy ? actions(v) : null)))));
     }
     return box;
+  }
+
+  async #rollback(version) {
+    this.#busy = true;
+    this.#armed = null;
+    this.#render();
+    try {
+      const body = { version };
+      if (this.domain) body.domain_id = this.domain;
+      const out = await this.#api().rollback(this.org, this.secretName, body);
+      this.#message = { text: `Rolled ${this.#title()} back to version ${version}: now version ${out.version}.` };
+      this.#changed('rolled-back', { version: out.version });
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    await this.#reloadStatus();
+    this.#history = null;
+    await this.#loadHistory();
+  }
+
+  /** First click arms the button, the second destroys: there is no undo. */
+  async #destroy(version) {
+    if (this.#armed !== version) {
+      this.#armed = version;
+      this.#message = { text: `Press again to destroy version ${version} of ${this.#title()}: it can never be read again.`, bad: true };
+      this.#render();
+      const b = this.#root.getElementById(`${this.#id}-ds-${version}`);
+      if (b) b.focus();
+      return;
+    }
+    this.#armed = null;
+    this.#busy = true;
+    this.#render();
+    try {
+      const body = { versions: [version] };
+      if (this.domain) body.domain_id = this.domain;
+      await this.#api().destroy(this.org, this.secretName, body);
+      this.#message = { text: `Destroyed version ${version} of ${this.#title()}.` };
+      this.#changed('destroyed', { version });
+    } catch (err) {
+      announceUnauthorized(this, err);
+      this.#message = { text: userMessage(err), bad: true };
+    }
+    this.#busy = false;
+    this.#history = null;
+    await this.#loadHistory();
   }
 
   async #reloadStatus() {

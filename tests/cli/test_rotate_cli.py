@@ -500,3 +500,39 @@ def test_due_waits_for_the_maintenance_window(rk, seeded, mgr, monkeypatch):
     bad = rk("due")
     assert bad.code == exitcodes.CONFIG
     assert "rotation window 'tea time' is not HH:MM-HH:MM" in bad.err
+
+
+def test_read_by_narrows_a_selection_to_what_one_identity_read(
+        rk: Callable[..., Any], seeded: dict[str, str],
+        mgr: Callable[[], SecretManager], outputs: Outputs) -> None:
+    """spec 004's offboarding trigger: rotate what a departing identity read, by the
+    audit log; symmetric secrets get a new value, API keys a reminder."""
+    with mgr() as m:
+        alice = m.as_actor("token:alice")
+        for name in ("encryption_key", "openai_api_key"):
+            alice.get(name, ORG, fresh=True)
+        m.as_actor("token:bob").get("session_secret", ORG, fresh=True)
+        alice.get("jwt_secret", "globex", fresh=True)  # another org
+        m.audit.flush()
+    after = datetime.now(UTC) + timedelta(milliseconds=1)
+    r = rk("all", "--read-by", "token:alice", "--org", ORG, "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert sorted(o["name"] for o in json.loads(r.out)["results"]) == [
+        "encryption_key", "openai_api_key"]
+    r = rk("all", "--read-by", "token:alice", "--json")  # every org
+    assert sorted((o["org"], o["name"], o["outcome"])
+                  for o in json.loads(r.out)["results"]) == [
+        ("acme", "encryption_key", "rotated"), ("acme", "openai_api_key", "reminder"),
+        ("globex", "jwt_secret", "rotated")]
+    assert stored(mgr, "encryption_key")[0] != seeded["encryption_key"]
+    assert stored(mgr, "session_secret")[0] == seeded["session_secret"]  # bob's
+    # Nothing read since then: nothing selected.
+    r = rk("all", "--read-by", "token:alice", "--since", after.isoformat(), "--json")
+    assert (r.code, json.loads(r.out)["results"]) == (0, [])
+    # Usage errors: exit 2, naming the problem.
+    r = rk("jwt_secret", "--org", ORG, "--read-by", "token:alice")
+    assert r.code == exitcodes.USAGE
+    assert "narrows a selection" in r.err
+    r = rk("all", "--read-by", "token:alice", "--since", "yesterday-ish")
+    assert r.code == exitcodes.USAGE
+    outputs.check(*seeded.values())

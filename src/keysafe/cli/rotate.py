@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Domain, Env, Json, parse_tags, segment
+from keysafe.cli.options import Domain, Env, Json, parse_tags, parse_time, segment
 from keysafe.cli.output import command, emit_json, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import load, open_manager
@@ -49,6 +49,14 @@ def rotate(
         "--period-days", min=0, max=3650,
         help="With configure: this secret's period (0: never scheduled).",
         show_default=False)] = None,
+    read_by: Annotated[str | None, typer.Option(
+        "--read-by", metavar="ACTOR",
+        help="Only the secrets of the selection whose values ACTOR (token:NAME, "
+             "jwt:SUB, a CLI user) read, by the audit log: offboarding, or a permission "
+             "taken away.", show_default=False)] = None,
+    since: Annotated[str, typer.Option(
+        "--since", metavar="TIME", help="With --read-by: reads from this time (ISO 8601 "
+                                        "or an age like 90d).")] = "90d",
     env: Env = None,
     as_json: Json = False,
 ) -> None:
@@ -59,8 +67,10 @@ def rotate(
     (create pending, set in the target, test, promote; the old value stays readable as
     "previous" for the grace period). Secrets only a person can issue get a reminder.
     `rotate configure NAME --rotator R --option k=v` sets how a secret rotates; `rotate
-    retire` revokes previous values whose grace period has ended. Exits 11 if any
-    rotation failed; the current versions of failed secrets are unchanged.
+    retire` revokes previous values whose grace period has ended. `--read-by ACTOR
+    [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
+    offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
+    any rotation failed; the current versions of failed secrets are unchanged.
     """
     from keysafe.rotation.engine import RotationEngine
 
@@ -91,9 +101,21 @@ def rotate(
             raise typer.BadParameter(f"unexpected argument {name!r}")
         if target not in _SELECTIONS and org is None:
             raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
+        readers = None
+        if read_by is not None:
+            if target not in _SELECTIONS:
+                raise typer.BadParameter("--read-by narrows a selection (all, due, "
+                                         "symmetric, api-keys, database), not one NAME",
+                                         param_hint="'--read-by'")
+            if not read_by.strip():
+                raise typer.BadParameter("give an actor, e.g. token:alice",
+                                         param_hint="'--read-by'")
+            t_since = parse_time(since, option="--since")
+            assert t_since is not None
+            readers = (read_by, t_since)
         with progress_bar("rotating", quiet=as_json) as progress:
             results = engine.run(target, org=org, domain=domain, dry_run=dry_run,
-                                 progress=progress)
+                                 read_by=readers, progress=progress)
     _report(results, dry_run, as_json)
 
 

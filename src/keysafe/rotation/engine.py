@@ -138,14 +138,28 @@ class RotationEngine:
             yield self.policy.state(meta, ref.org, ref.domain, ref.name, now), meta
 
     # -- running ------------------------------------------------------------------------
+    def read_by(self, actor: str, since: datetime, org: str | None = None) -> set[str]:
+        """The paths whose values ``actor`` read since then, by the audit log (spec 004's
+        "offboarding" and "permission changes" triggers: what someone who leaves, or
+        loses access, could have copied)."""
+        from keysafe.manager.access import READ_OUTCOMES, READS
+        from keysafe.manager.audit import AuditFilter
+
+        self.mgr.audit.flush()
+        rows = self.mgr.audit.store.activity(
+            AuditFilter(org=org, actor=actor, since=since), ("path",), actions=READS,
+            outcomes=READ_OUTCOMES, paths=False)
+        return {row[0] for row in rows if row[0]}
+
     def run(self, which: str, *, org: str | None = None, domain: str | None = None,
-            dry_run: bool = False,
+            dry_run: bool = False, read_by: tuple[str, datetime] | None = None,
             progress: Callable[[int, int], None] | None = None) -> builtins.list[Outcome]:
         """Rotate a selection (all, due, symmetric, api-keys, database) or one NAME
         (which then needs ``org``). Failures are reported per secret, not raised.
         ``due`` is the scheduled run: a secret that needs the maintenance window is
         reported as ``waiting`` outside it; a person naming a secret or a category
-        chooses the moment."""
+        chooses the moment. ``read_by`` (actor, since) keeps only the secrets of the
+        selection that actor read since then."""
         now = datetime.now(UTC)
         if which == "due":
             chosen = self.due(org, domain, now)
@@ -157,6 +171,9 @@ class RotationEngine:
             meta = self.mgr.describe(which, org, domain=domain)
             ref = self.mgr.parse(meta.path)
             chosen = [self.policy.state(meta, ref.org, ref.domain, ref.name)]
+        if read_by is not None:
+            seen = self.read_by(read_by[0], read_by[1], org)
+            chosen = [st for st in chosen if st.path in seen]
         results = []
         for i, st in enumerate(chosen):
             waits = self.policy.waits(st, now) if which == "due" else None

@@ -82,6 +82,7 @@ class _Fields(NamedTuple):
     key_check_timeout: float = 5.0
     key_check_rate: int = 30
     key_check_interval: float = 0.0
+    access_report_interval: float = 0.0
     backend_options: dict[str, Any] = None  # type: ignore[assignment]  # a new dict each
     config_file: Path | None = None
     sources: dict[str, str] = None  # type: ignore[assignment]  # a new dict each
@@ -238,6 +239,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_KEY_CHECK_TIMEOUT": "key_check_timeout",
     "KEYSAFE_KEY_CHECK_RATE": "key_check_rate",
     "KEYSAFE_KEY_CHECK_INTERVAL": "key_check_interval",
+    "KEYSAFE_ACCESS_REPORT_INTERVAL": "access_report_interval",
 }
 # Each setting's declared type, as written (NamedTuple keeps it as a ForwardRef).
 _TYPES: dict[str, str] = {k: getattr(t, "__forward_arg__", str(t))

@@ -78,6 +78,8 @@ class Scheduler:
         self.runs: dict[str, int] = {j.name: 0 for j in jobs}
         #: The rotation engine of the rotate-due job, if any (its figures go to /metrics).
         self.rotation: Any = None
+        #: The access-report job's watch, if any (its findings go to /metrics).
+        self.access: Any = None
 
     def run_pending(self) -> list[str]:
         """Run every due job this process wins; the names of those that ran."""

@@ -6,15 +6,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from keysafe.server.app import KeysafeApp
 
-from .serverkit import bearer, make_token
+from .serverkit import bearer, build_app, make_token
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "keysafe-alerts.yaml"
+
+
+@pytest.fixture
+def app(home: Path) -> KeysafeApp:
+    # The scheduled access report on (its gauge is exported only then).
+    return build_app(home, access_report_interval=86400.0)
 
 
 def test_every_rule_names_a_metric_the_server_exports(client: TestClient,

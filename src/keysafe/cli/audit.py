@@ -15,6 +15,7 @@ from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
+from keysafe.manager.access import KINDS
 
 if TYPE_CHECKING:
     from keysafe.manager.access import AccessReport, Finding
@@ -93,9 +94,6 @@ def audit(
            for e in events])
     if limit and len(events) == limit:
         say(f"showing the newest {limit} records; --limit N shows more (0: all)")
-
-
-KINDS = ("integrity", "denials", "not_found", "breadth", "new_actor", "unread")
 
 
 @audit_app.command("report")

@@ -76,6 +76,10 @@ class ActorActivity:
                 "last": self.last.isoformat() if self.last else None, "new": self.new}
 
 
+#: Every kind of finding, in the order a report lists them.
+KINDS = ("integrity", "denials", "not_found", "breadth", "new_actor", "unread")
+
+
 @dataclass(frozen=True)
 class Finding:
     """Something worth a look: ``kind`` is integrity, denials, not_found, breadth,

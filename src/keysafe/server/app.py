@@ -145,11 +145,45 @@ def _problem_response(status: int, body: bytes, headers: dict[str, str] | None =
     return Response(body, status_code=status, media_type=problems.PROBLEM, headers=headers)
 
 
+class AccessWatch:
+    """The scheduled ``keysafe audit report`` (spec 000: alerts for secret access
+    patterns): every ``every`` seconds, the findings over that window go out as an
+    ``access.findings`` event (KEYSAFE_EVENT_WEBHOOKS) and stay in the
+    ``keysafe_access_findings`` gauge until the next run. Names and counts, no value."""
+
+    def __init__(self, robot: SecretManager, events: Any, every: float) -> None:
+        self.robot = robot
+        self.events = events
+        self.every = every
+        self.findings: dict[str, int] = {}  # kind -> count at the last run
+        self.runs = 0
+
+    def run(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from keysafe.manager.access import KINDS, access_report
+
+        until = datetime.now(UTC)
+        since = until - timedelta(seconds=self.every)
+        rep = access_report(self.robot, since=since, until=until, unread=False)
+        counts = dict.fromkeys(KINDS, 0)
+        for f in rep.findings:
+            counts[f.kind] += 1
+        self.findings = counts
+        self.runs += 1
+        self.robot.record("audit_report", None, "ok", durable=True,
+                          detail={"findings": len(rep.findings), "scheduled": True})
+        if rep.findings:
+            self.events.emit("access.findings", {
+                "since": since.isoformat(), "until": until.isoformat(),
+                "findings": [f.to_dict() for f in rep.findings]})
+
+
 def _scheduler(settings: Settings, manager: SecretManager) -> Any:
     """Purges soft deletes past their recovery window, runs due rotations (retiring
     previous values past their grace period, sending reminders) and, when asked, checks
-    every stored key with its provider, each once per interval across every replica or
-    worker sharing the store."""
+    every stored key with its provider and reports access patterns, each once per
+    interval across every replica or worker sharing the store."""
     from keysafe.backends.base import Recoverable
     from keysafe.scheduler import Job, Scheduler
 
@@ -175,6 +209,13 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
         events = Events.from_settings(settings)
         jobs.append(Job("check-keys", settings.key_check_interval,
                         lambda: keycheck.sweep(robot, events)))
+    access = None
+    if settings.access_report_interval > 0:
+        from keysafe.rotation.events import Events
+
+        access = AccessWatch(robot, Events.from_settings(settings),
+                             settings.access_report_interval)
+        jobs.append(Job("access-report", settings.access_report_interval, access.run))
     if not jobs:
         return None
     every = min(j.every for j in jobs)
@@ -182,6 +223,7 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
                       tick=min(60.0, every), first_delay=min(5.0, every))
     if settings.rotation_interval > 0:
         sched.rotation = engine
+    sched.access = access
     sched.start()
     return sched
 

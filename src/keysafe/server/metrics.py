@@ -59,6 +59,17 @@ class _ManagerCollector:
             checks.add_metric([outcome], stats.get(f"key_checks_{outcome}", 0))
         yield checks
         yield from _rotation_metrics(getattr(st.scheduler, "rotation", None))
+        access = getattr(st.scheduler, "access", None)
+        if access is not None:
+            from keysafe.manager.access import KINDS
+
+            g = GaugeMetricFamily("keysafe_access_findings", "findings of the last "
+                                  "scheduled access report, by kind (0 until one ran here)",
+                                  labels=["kind"])
+            for kind in KINDS:
+                if kind != "unread":  # not asked on a schedule
+                    g.add_metric([kind], access.findings.get(kind, 0))
+            yield g
 
 
 def _rotation_metrics(engine: Any) -> Iterator[Any]:

@@ -29,6 +29,7 @@ from keysafe.models import AuditEvent, SecretMetadata, VersionInfo
 from keysafe.naming import NamingTemplate, SecretRef
 
 if TYPE_CHECKING:
+    from keysafe.client import KeysafeClient
     from keysafe.manager.aio import AsyncSecretManager
 
 __version__ = "0.1.0"
@@ -40,6 +41,10 @@ def __getattr__(name: str) -> object:
         from keysafe.manager.aio import AsyncSecretManager
 
         return AsyncSecretManager
+    if name == "KeysafeClient":
+        from keysafe.client import KeysafeClient
+
+        return KeysafeClient
     raise AttributeError(f"module 'keysafe' has no attribute {name!r}")
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "InvalidName",
     "InvalidValue",
     "KeyRejected",
+    "KeysafeClient",
     "KeysafeError",
     "NamingTemplate",
     "NotFound",

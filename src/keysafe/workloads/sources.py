@@ -7,24 +7,19 @@ versions, for ``--watch``), one secret's value, and one secret's current version
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote
 
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
-    InvalidValue,
-    KeysafeError,
     NotFound,
-    PermissionDenied,
 )
 from keysafe.workloads.names import tagged_env_var
 
 if TYPE_CHECKING:
-    from http.client import HTTPConnection
 
     from keysafe.catalog import Catalog
     from keysafe.manager.manager import SecretManager
@@ -129,22 +124,6 @@ class StoreSource(_EnvVarTags):
 
 
 #: Error codes in the server's problem+json answers -> the error raised here.
-def _error_for(code: str | None, status: int) -> type[KeysafeError]:
-    from keysafe import errors
-
-    for cls in vars(errors).values():
-        if (isinstance(cls, type) and issubclass(cls, KeysafeError)
-                and vars(cls).get("code") == code):
-            return cls
-    if status in (401, 403):
-        return PermissionDenied
-    if status == 404:
-        return NotFound
-    if status in (400, 413, 422):
-        return InvalidValue
-    return BackendUnavailable
-
-
 class ServerSource(_EnvVarTags):
     """A keysafe server, with a service token (``Authorization: Bearer``).
 
@@ -156,20 +135,12 @@ class ServerSource(_EnvVarTags):
 
     def __init__(self, url: str, token: str, *, default_domain: str = "shared",
                  catalog: Catalog | None = None, timeout: float = 30.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidValue(f"--via-server {url!r} is not an http:// or https:// URL")
-        if not token:
-            raise ConfigError("no service token for the keysafe server")
-        self.url = url.rstrip("/")
+        from keysafe.client import HttpTransport
+
+        self._http = HttpTransport(url, token, timeout=timeout, what="--via-server",
+                                   user_agent=USER_AGENT)
+        self.url = self._http.url
         self._env_vars: dict[tuple[str, str | None], dict[str, str]] = {}
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
-        self._base = parts.path.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-        self._conn: HTTPConnection | None = None
         self._catalog = catalog
         self.default_domain = default_domain
 
@@ -180,61 +151,8 @@ class ServerSource(_EnvVarTags):
     def catalog(self) -> Catalog | None:
         return self._catalog
 
-    def _connection(self) -> HTTPConnection:
-        if self._conn is None:
-            import http.client
-
-            cls = (http.client.HTTPSConnection if self._scheme == "https"
-                   else http.client.HTTPConnection)
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
-        return self._conn
-
     def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
-        target = self._base + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
-                   "User-Agent": USER_AGENT}
-        last: OSError | None = None
-        for attempt in range(2):  # one retry: a kept-alive connection the server closed
-            conn = self._connection()
-            try:
-                conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, ConnectionError) as exc:
-                last = exc
-                self.close()
-                if attempt == 0:
-                    continue
-                break
-            except Exception as exc:  # http.client.HTTPException and friends
-                self.close()
-                raise BackendUnavailable(f"keysafe server at {self.url}: bad HTTP answer "
-                                         f"({type(exc).__name__})") from None
-            if resp.status == 200:
-                try:
-                    return json.loads(body)
-                except ValueError:
-                    raise BackendUnavailable(f"keysafe server at {self.url} answered with "
-                                             "something that is not JSON") from None
-            raise self._problem(resp.status, body)
-        reason = (last.strerror if last is not None and last.strerror
-                  else type(last).__name__)
-        raise BackendUnavailable(f"cannot reach the keysafe server at {self.url}: {reason}")
-
-    def _problem(self, status: int, body: bytes) -> KeysafeError:
-        # The server's messages never carry a value (server/errors.py), so they are shown.
-        code: str | None = None
-        detail = f"HTTP {status}"
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            code = data.get("code") if isinstance(data.get("code"), str) else None
-            if isinstance(data.get("detail"), str):
-                detail = data["detail"]
-        cls = _error_for(code, status)
-        return cls(f"keysafe server: {detail}")
+        return self._http.request("GET", path, query)
 
     @staticmethod
     def _seg(kind: str, value: str) -> str:
@@ -282,9 +200,7 @@ class ServerSource(_EnvVarTags):
         return int(data.get("version") or 0)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._http.close()
 
 
 def open_source(*, env: str | None = None, server: str | None = None,

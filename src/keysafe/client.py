@@ -1,0 +1,333 @@
+"""A client for a keysafe server: the library's verbs over HTTP with a token, for
+programs that must not hold the master key (docs/client.md).
+
+Standard library only (``http.client``): a program that reads its keys through the
+server needs neither ``cryptography`` nor a store driver. Errors are the library's own
+KeysafeErrors, chosen by the problem's ``code`` (else its HTTP status); their messages
+are the server's, which never hold a value.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from keysafe.errors import (
+    BackendUnavailable,
+    Conflict,
+    InvalidValue,
+    KeysafeError,
+    NotFound,
+    PermissionDenied,
+)
+
+if TYPE_CHECKING:
+    from http.client import HTTPConnection
+
+USER_AGENT = "keysafe-client"
+
+
+def error_for(code: str | None, status: int) -> type[KeysafeError]:
+    """The KeysafeError class for a problem's ``code``, else its HTTP status."""
+    from keysafe import errors
+
+    for cls in vars(errors).values():
+        if (isinstance(cls, type) and issubclass(cls, KeysafeError)
+                and vars(cls).get("code") == code):
+            return cls
+    if status in (401, 403):
+        return PermissionDenied
+    if status == 404:
+        return NotFound
+    if status == 409:
+        return Conflict
+    if status in (400, 413, 422):
+        return InvalidValue
+    return BackendUnavailable
+
+
+class HttpTransport:
+    """One kept-alive connection to a keysafe server, with a bearer token. A request
+    that finds the connection closed by the server is sent once more (GET only: a
+    write is never sent twice). Not thread-safe: one per thread."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0,
+                 what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
+        from keysafe.errors import ConfigError
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidValue(f"{what} {url!r} is not an http:// or https:// URL")
+        if not token:
+            raise ConfigError("no token for the keysafe server")
+        self.url = url.rstrip("/")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._base = parts.path.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._agent = user_agent
+        self._conn: HTTPConnection | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"HttpTransport({self.url!r})"
+
+    def _connection(self) -> HTTPConnection:
+        if self._conn is None:
+            import http.client
+
+            cls = (http.client.HTTPSConnection if self._scheme == "https"
+                   else http.client.HTTPConnection)
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def request(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+                body: Any = None) -> Any:
+        """The answer's JSON (None for an empty one), or the KeysafeError it stands for."""
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        target = self._base + path + (f"?{urlencode(q)}" if q else "")
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
+                   "User-Agent": self._agent}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        last: OSError | None = None
+        for _attempt in range(2 if method == "GET" else 1):
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, ConnectionError) as exc:
+                last = exc
+                self.close()
+                continue
+            except Exception as exc:  # http.client.HTTPException and friends
+                self.close()
+                raise BackendUnavailable(f"keysafe server at {self.url}: bad HTTP answer "
+                                         f"({type(exc).__name__})") from None
+            if 200 <= resp.status < 300:
+                if not data:
+                    return None
+                try:
+                    return json.loads(data)
+                except ValueError:
+                    raise BackendUnavailable(f"keysafe server at {self.url} answered with "
+                                             "something that is not JSON") from None
+            raise self._problem(resp.status, data)
+        reason = (last.strerror if last is not None and last.strerror
+                  else type(last).__name__)
+        raise BackendUnavailable(f"cannot reach the keysafe server at {self.url}: {reason}")
+
+    @staticmethod
+    def _problem(status: int, body: bytes) -> KeysafeError:
+        code: str | None = None
+        detail = f"HTTP {status}"
+        data = None
+        with contextlib.suppress(ValueError):
+            data = json.loads(body)
+        if isinstance(data, dict):
+            code = data.get("code") if isinstance(data.get("code"), str) else None
+            if isinstance(data.get("detail"), str):
+                detail = data["detail"]
+        cls = error_for(code, status)
+        exc = cls(f"keysafe server: {detail}")
+        if isinstance(exc, Conflict) and isinstance(data, dict):
+            current = data.get("current_version")
+            exc.current_version = current if isinstance(current, int) else None
+        return exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _seg(kind: str, value: str) -> str:
+    from keysafe.naming import validate_segment
+
+    return quote(validate_segment(kind, value), safe="")
+
+
+class KeysafeClient:
+    """The library's verbs against a keysafe server, as the token's roles allow: a
+    service token reads values (``get``, ``get_json``, ``get_llm_api_key``); a writer
+    writes blind (``put``, ``update_json``) and manages (``delete``, ``restore``,
+    ``rollback``, ``rotate``, ``update_tags``); anyone sees status (``describe``,
+    ``has``, ``list``, ``versions``). Domains default to the server's (``shared``).
+
+    >>> with KeysafeClient("https://keysafe.internal", token) as ks:
+    ...     key = ks.get_llm_api_key("acme-corp", "openai", domain="card-services")
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.transport = HttpTransport(url, token, timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    def __repr__(self) -> str:  # never the token
+        return f"KeysafeClient({self.url!r})"
+
+    def __enter__(self) -> KeysafeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- helpers --
+    def _secret(self, org: str, name: str, tail: str = "") -> str:
+        return f"/api/secrets/{_seg('org', org)}/{_seg('name', name)}{tail}"
+
+    def _req(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+             body: Any = None) -> Any:
+        return self.transport.request(method, path, query, body)
+
+    @staticmethod
+    def _with_domain(body: dict[str, Any], domain: str | None) -> dict[str, Any]:
+        if domain:
+            body["domain_id"] = domain
+        return body
+
+    # -- reading (service role) --
+    def get(self, name: str, org: str, *, domain: str | None = None) -> str:
+        data = self._req("GET", self._secret(org, name, "/value"), {"domain_id": domain})
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            raise BackendUnavailable(f"keysafe server at {self.url} sent no value for {name}")
+        return value
+
+    def get_json(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
+        raw = self.get(name, org, domain=domain)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise InvalidValue(f"{name} does not hold JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidValue(f"{name} does not hold a JSON object")
+        return data
+
+    def get_llm_api_key(self, org: str, provider: str, *,
+                        domain: str | None = None) -> str | None:
+        """Spec 001: the domain's key, else the org's shared key, else None."""
+        try:
+            data = self._req("GET", f"/api/orgs/{_seg('org', org)}/llm-keys/"
+                                    f"{quote(provider, safe='')}", {"domain_id": domain})
+        except NotFound:
+            return None
+        value = data.get("value") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    # -- status (any role) --
+    def describe(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
+        """The status and metadata (SecretStatus): never the value."""
+        data: dict[str, Any] = self._req("GET", self._secret(org, name),
+                                         {"domain_id": domain})
+        return data
+
+    def has(self, name: str, org: str, *, domain: str | None = None) -> bool:
+        return bool(self.describe(name, org, domain=domain).get("configured"))
+
+    def list(self, org: str, *, domain: str | None = None,
+             include_deleted: bool = False) -> list[dict[str, Any]]:
+        data = self._req("GET", f"/api/orgs/{_seg('org', org)}/secrets",
+                         {"domain_id": domain,
+                          "include_deleted": "true" if include_deleted else None})
+        secrets: list[dict[str, Any]] = data.get("secrets", [])
+        return secrets
+
+    def versions(self, name: str, org: str, *, domain: str | None = None
+                 ) -> builtins.list[dict[str, Any]]:
+        data = self._req("GET", self._secret(org, name, "/versions"), {"domain_id": domain})
+        versions: list[dict[str, Any]] = data.get("versions", [])
+        return versions
+
+    def whoami(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._req("GET", "/api/whoami")
+        return data
+
+    # -- writing (writer or admin role): blind --
+    def put(self, name: str, value: str, org: str, *, domain: str | None = None,
+            expected_version: int | None = None, description: str | None = None,
+            tags: Mapping[str, str] | None = None, check_key: bool = False) -> int:
+        """Writes a new version; returns its number. ``expected_version``: check-and-set
+        (0: must not exist). ``check_key``: the provider is asked first (docs/key-checks.md)."""
+        body: dict[str, Any] = {"secret_value": value}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        if description is not None:
+            body["description"] = description
+        if tags is not None:
+            body["tags"] = dict(tags)
+        if check_key:
+            body["check_key"] = True
+        data = self._req("PUT", self._secret(org, name), body=self._with_domain(body, domain))
+        return int(data["version"])
+
+    def put_json(self, name: str, data: Mapping[str, Any], org: str, *,
+                 domain: str | None = None, expected_version: int | None = None) -> int:
+        return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
+                        expected_version=expected_version)
+
+    def update_json(self, name: str, changes: Mapping[str, str | None], org: str, *,
+                    domain: str | None = None, expected_version: int | None = None) -> int:
+        """Spec 000's update_credentials: these fields set (None removes one), the
+        others kept by the server unseen; returns the new version."""
+        body: dict[str, Any] = {"fields": dict(changes)}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        data = self._req("PATCH", self._secret(org, name, "/fields"),
+                         body=self._with_domain(body, domain))
+        return int(data["version"])
+
+    def update_tags(self, name: str, org: str, *, domain: str | None = None,
+                    set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
+                    description: str | None = None) -> dict[str, Any]:
+        """Tags and description without a new version; returns the status."""
+        tags: dict[str, str | None] = {**dict(set_tags or {}), **dict.fromkeys(unset)}
+        body: dict[str, Any] = {}
+        if tags:
+            body["tags"] = tags
+        if description is not None:
+            body["description"] = description
+        data: dict[str, Any] = self._req("PATCH", self._secret(org, name),
+                                         body=self._with_domain(body, domain))
+        return data
+
+    def delete(self, name: str, org: str, *, domain: str | None = None,
+               force: bool = False) -> None:
+        self._req("DELETE", self._secret(org, name),
+                  {"domain_id": domain, "force": "true" if force else None})
+
+    def restore(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/restore"),
+                                         {"domain_id": domain})
+        return data
+
+    def rollback(self, name: str, version: int, org: str, *,
+                 domain: str | None = None) -> int:
+        data = self._req("POST", self._secret(org, name, "/rollback"),
+                         body=self._with_domain({"version": version}, domain))
+        return int(data["version"])
+
+    def rotate(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
+        """Spec 004's rotate_secret: the outcome and the new version, never the value."""
+        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/rotate"),
+                                         {"domain_id": domain})
+        return data
+
+    def destroy(self, name: str, versions: Iterable[int], org: str, *,
+                domain: str | None = None) -> builtins.list[int]:
+        data = self._req("POST", self._secret(org, name, "/destroy"),
+                         body=self._with_domain({"versions": list(versions)}, domain))
+        return [int(v) for v in data["destroyed"]]

@@ -1,0 +1,145 @@
+"""keysafe.KeysafeClient against a real ``keysafe serve`` (a subprocess on loopback):
+every verb, the errors as the library's own, and no value where it should not be."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keysafe import (
+    BackendUnavailable,
+    Conflict,
+    InvalidName,
+    InvalidValue,
+    KeysafeClient,
+    NotFound,
+    PermissionDenied,
+)
+from keysafe.errors import ManualRotation
+
+from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
+
+ORG = "acme"
+CANARY = "canary-client-\u00e9-" + "q" * 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServer, dict]]:
+    home = tmp_path_factory.mktemp("client") / "home"
+    with real_server(home) as srv:
+        tokens = {}
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            for label, roles, orgs in [("app", ["service"], [ORG]),
+                                       ("ops", ["writer"], [ORG]),
+                                       ("boss", ["admin"], [ORG]),
+                                       ("cards", ["service"], [f"{ORG}/cards"])]:
+                r = c.post("/api/tokens", json={"name": label, "roles": roles, "orgs": orgs})
+                assert r.status_code == 201, r.text
+                tokens[label] = r.json()["token"]
+        yield srv, tokens
+
+
+def test_writer_and_service_verbs(server: tuple[RealServer, dict]) -> None:
+    srv, tokens = server
+    with KeysafeClient(srv.url, tokens["ops"]) as ops, \
+            KeysafeClient(srv.url, tokens["app"]) as app:
+        assert ops.whoami()["roles"] == ["writer"]
+        assert not ops.has(OPENAI, ORG)
+        assert ops.put(OPENAI, VALUE_1, ORG, expected_version=0, description="gpt") == 1
+        assert ops.has(OPENAI, ORG)
+        status = ops.describe(OPENAI, ORG)
+        assert (status["version"], status["description"]) == (1, "gpt")
+        assert app.get(OPENAI, ORG) == VALUE_1
+        assert app.get_llm_api_key(ORG, "openai", domain="cards") == VALUE_1  # shared
+        assert app.get_llm_api_key(ORG, "anthropic") is None
+        # Check-and-set: the version seen, else Conflict with the current one.
+        with pytest.raises(Conflict) as conflict:
+            ops.put(OPENAI, VALUE_2, ORG, expected_version=0)
+        assert conflict.value.current_version == 1
+        assert ops.put(OPENAI, VALUE_2, ORG, expected_version=1) == 2
+        assert [v["version"] for v in ops.versions(OPENAI, ORG)] == [1, 2]
+        assert ops.rollback(OPENAI, 1, ORG) == 3
+        assert app.get(OPENAI, ORG) == VALUE_1
+        # Blind: a writer cannot read a value.
+        with pytest.raises(PermissionDenied):
+            ops.get(OPENAI, ORG)
+        # JSON credentials, one field at a time.
+        slack = {"bot_token": "xoxb-1-2-" + "a" * 20, "signing_secret": "s" * 32,
+                 "app_token": "xapp-1-A-2-" + "b" * 20}
+        assert ops.put_json("slack", slack, ORG) == 1
+        assert ops.update_json("slack", {"bot_token": "xoxb-9-9-" + "c" * 20}, ORG) == 2
+        assert app.get_json("slack", ORG) == {**slack, "bot_token": "xoxb-9-9-" + "c" * 20}
+        with pytest.raises(InvalidValue):
+            ops.update_json("slack", {"app_token": None}, ORG)
+        # Tags, in a domain, and the listing.
+        ops.put("partner_key", CANARY, ORG, domain="cards", tags={"team": "a"})
+        got = ops.update_tags("partner_key", ORG, domain="cards", set_tags={"tier": "1"},
+                              unset=["team"], description="partner")
+        assert (got["tags"], got["description"]) == ({"tier": "1"}, "partner")
+        names = {(s["domain_id"], s["secret_name"]) for s in ops.list(ORG)}
+        assert names >= {("shared", OPENAI), ("shared", "slack"), ("cards", "partner_key")}
+        assert [s["secret_name"] for s in ops.list(ORG, domain="cards")] == ["partner_key"]
+        # Delete, restore, and rotation.
+        ops.delete("partner_key", ORG, domain="cards")
+        assert not ops.has("partner_key", ORG, domain="cards")
+        assert ops.restore("partner_key", ORG, domain="cards")["configured"] is True
+        assert ops.put("encryption_key", "e" * 48, ORG) == 1
+        out = ops.rotate("encryption_key", ORG)
+        assert (out["outcome"], out["version"]) == ("rotated", 2)
+        assert app.get("encryption_key", ORG) != "e" * 48
+        with pytest.raises(ManualRotation):
+            ops.rotate(OPENAI, ORG)
+        assert repr(ops) == f"KeysafeClient({srv.url!r})"
+
+
+def test_errors_are_the_librarys(server: tuple[RealServer, dict]) -> None:
+    srv, tokens = server
+    with KeysafeClient(srv.url, tokens["app"]) as app:
+        with pytest.raises(NotFound):
+            app.get("nothing_here", ORG)
+        with pytest.raises(NotFound):  # another org is not found, as for any token
+            app.get(OPENAI, "globex")
+        with pytest.raises(InvalidName):  # checked before anything is sent
+            app.get("../x", ORG)
+        with pytest.raises(PermissionDenied):
+            app.put(OPENAI, VALUE_2, ORG)
+    with KeysafeClient(srv.url, tokens["cards"]) as cards, pytest.raises(PermissionDenied):
+        cards.get(OPENAI, ORG)  # the shared domain is outside its scope
+    with KeysafeClient(srv.url, "ks_nope_nope") as bad, pytest.raises(PermissionDenied):
+        bad.get(OPENAI, ORG)
+    with KeysafeClient(f"http://127.0.0.1:{free_port()}", "ks_x_y") as down, \
+            pytest.raises(BackendUnavailable):
+        down.get(OPENAI, ORG)
+    with pytest.raises(InvalidValue):
+        KeysafeClient("ftp://example.invalid", "ks_x_y")
+    with KeysafeClient(srv.url, tokens["boss"]) as boss:
+        boss.put("old_key", CANARY, ORG)
+        boss.put("old_key", CANARY + "2", ORG)
+        assert boss.destroy("old_key", [1], ORG) == [1]
+        assert [v["destroyed"] for v in boss.versions("old_key", ORG)] == [True, False]
+
+
+def test_a_program_needs_no_master_key_nor_cryptography(
+        server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    """The client is standard library only: a program reading through the server
+    imports neither cryptography nor a store driver, and holds no key."""
+    srv, tokens = server
+    code = ("import sys, keysafe.client as c\n"
+            "v = c.KeysafeClient(sys.argv[1], sys.argv[2]).get(sys.argv[3], 'acme')\n"
+            "print(len(v), 'cryptography' in sys.modules, 'psycopg' in sys.modules)\n")
+    with KeysafeClient(srv.url, tokens["ops"]) as ops:
+        ops.put("canary_key", CANARY, ORG)
+    p = subprocess.run([sys.executable, "-c", code, srv.url, tokens["app"], "canary_key"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(len(CANARY)), "False", "False"]
+    # The server's own output never carries a value the client sent or read.
+    assert CANARY not in srv.output()
+    assert json.dumps(CANARY)[1:-1] not in srv.output()

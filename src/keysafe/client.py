@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -23,6 +24,7 @@ from keysafe.errors import (
     KeysafeError,
     NotFound,
     PermissionDenied,
+    ValueTooLarge,
 )
 
 if TYPE_CHECKING:
@@ -45,15 +47,23 @@ def error_for(code: str | None, status: int) -> type[KeysafeError]:
         return NotFound
     if status == 409:
         return Conflict
-    if status in (400, 413, 422):
+    if status == 413:
+        return ValueTooLarge
+    if status in (400, 422):
         return InvalidValue
     return BackendUnavailable
 
 
+#: A write goes on a fresh connection when the kept one has been idle this long: a
+#: server or proxy may have closed it, and a write is never sent twice.
+IDLE_RECONNECT = 2.0
+
+
 class HttpTransport:
-    """One kept-alive connection to a keysafe server, with a bearer token. A request
-    that finds the connection closed by the server is sent once more (GET only: a
-    write is never sent twice). Not thread-safe: one per thread."""
+    """One kept-alive connection to a keysafe server, with a bearer token. A GET that
+    finds the connection closed by the server is sent once more; a write is never sent
+    twice, and goes on a fresh connection after IDLE_RECONNECT seconds without use. Not
+    thread-safe: one per thread."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 30.0,
                  what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
@@ -73,6 +83,7 @@ class HttpTransport:
         self._timeout = timeout
         self._agent = user_agent
         self._conn: HTTPConnection | None = None
+        self._used = 0.0  # time.monotonic() of the last answer on _conn
 
     def __repr__(self) -> str:  # never the token
         return f"HttpTransport({self.url!r})"
@@ -97,6 +108,8 @@ class HttpTransport:
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if method != "GET" and time.monotonic() - self._used > IDLE_RECONNECT:
+            self.close()
         last: OSError | None = None
         for _attempt in range(2 if method == "GET" else 1):
             conn = self._connection()
@@ -104,6 +117,10 @@ class HttpTransport:
                 conn.request(method, target, body=payload, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+            except TimeoutError as exc:  # the server is slow, not gone: not sent again
+                last = exc
+                self.close()
+                break
             except (OSError, ConnectionError) as exc:
                 last = exc
                 self.close()
@@ -112,6 +129,7 @@ class HttpTransport:
                 self.close()
                 raise BackendUnavailable(f"keysafe server at {self.url}: bad HTTP answer "
                                          f"({type(exc).__name__})") from None
+            self._used = time.monotonic()
             if 200 <= resp.status < 300:
                 if not data:
                     return None

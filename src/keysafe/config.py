@@ -41,6 +41,7 @@ class _Fields(NamedTuple):
     master_key: str | None = None
     master_key_file: Path | None = None
     database_url: str | None = None
+    state_database_url: str | None = None
     db_pool_max: int = 10
     db_auto_upgrade: bool = True
     max_value_bytes: int = 64 * 1024
@@ -159,7 +160,8 @@ class Settings(_Fields):
         return rows
 
 
-_SECRET_FIELDS = frozenset({"master_key", "database_url", "jwt_hs256_secret",
+_SECRET_FIELDS = frozenset({"master_key", "database_url", "state_database_url",
+                            "jwt_hs256_secret",
                             "event_webhook_secret"})
 _NOT_SHOWN = _SECRET_FIELDS | {"backend_options"}
 #: Settings holding URLs that may carry a credential (a Slack-style webhook's path, a
@@ -199,6 +201,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_MASTER_KEY": "master_key",
     "KEYSAFE_MASTER_KEY_FILE": "master_key_file",
     "KEYSAFE_DATABASE_URL": "database_url",
+    "KEYSAFE_STATE_DATABASE_URL": "state_database_url",
     "KEYSAFE_DB_POOL_MAX": "db_pool_max",
     "KEYSAFE_DB_AUTO_UPGRADE": "db_auto_upgrade",
     "KEYSAFE_MAX_VALUE_BYTES": "max_value_bytes",

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,26 @@ class Job:
 
 def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.contextmanager
+def hold_locally(lock_dir: Path, name: str) -> Iterator[bool]:
+    """Try to hold ``name`` against every process on this machine (an exclusive
+    ``flock``, released by the kernel if the holder dies); yields whether it is held."""
+    import hashlib
+
+    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = hashlib.sha256(name.encode()).hexdigest()[:32]
+    fd = os.open(lock_dir / f"hold-{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def run_locally_exclusive(lock_dir: Path, job: str, every: float,

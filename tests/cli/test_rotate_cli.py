@@ -513,6 +513,7 @@ def test_read_by_narrows_a_selection_to_what_one_identity_read(
             alice.get(name, ORG, fresh=True)
         m.as_actor("token:bob").get("session_secret", ORG, fresh=True)
         alice.get("jwt_secret", "globex", fresh=True)  # another org
+        m.as_actor("token:carol").put("misc_note", value("carol"), ORG)  # she knows it
         m.audit.flush()
     after = datetime.now(UTC) + timedelta(milliseconds=1)
     r = rk("all", "--read-by", "token:alice", "--org", ORG, "--dry-run", "--json")
@@ -529,6 +530,13 @@ def test_read_by_narrows_a_selection_to_what_one_identity_read(
     # Nothing read since then: nothing selected.
     r = rk("all", "--read-by", "token:alice", "--since", after.isoformat(), "--json")
     assert (r.code, json.loads(r.out)["results"]) == (0, [])
+    # What an identity wrote counts too: it pasted the value in.
+    r = rk("all", "--read-by", "token:carol", "--org", ORG, "--dry-run", "--json")
+    assert [o["name"] for o in json.loads(r.out)["results"]] == ["misc_note"]
+    # An identity with no record at all: said, in case it is misspelt.
+    r = rk("all", "--read-by", "alice", "--dry-run", "--json")
+    assert (r.code, json.loads(r.out)["results"]) == (0, [])
+    assert "no record by 'alice'" in r.err
     # Usage errors: exit 2, naming the problem.
     r = rk("jwt_secret", "--org", ORG, "--read-by", "token:alice")
     assert r.code == exitcodes.USAGE

@@ -1115,3 +1115,16 @@ def test_settings_control_auto_upgrade_and_pool_size(tmp_home, pg_url, monkeypat
     with SecretManager.from_settings(load_settings()) as m:
         assert m.backend._pool.max_size == 3  # type: ignore[attr-defined]
         m.put("api_token", "v", "acme")
+
+
+def test_a_rotation_held_by_another_replica_is_refused(backends, managers):
+    """One rotation of a secret across replicas: the second gets Conflict at once
+    (instead of taking the first one's pending value for a crash's)."""
+    a, b = managers(backends()), managers(backends())
+    a.put("encryption_key", "e" * 48, "acme")
+    path = a.path("encryption_key", "acme")
+    with backends().hold(f"rotate:{path}") as held:  # as replica a's rotation would
+        assert held
+        with pytest.raises(Conflict, match="running in another process"):
+            b.rotate("encryption_key", "acme")
+    assert b.rotate("encryption_key", "acme").version == 2

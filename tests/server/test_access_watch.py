@@ -59,7 +59,7 @@ def hook() -> Iterator[Hook]:
 def gauge(client: TestClient) -> dict[str, float]:
     text = client.get("/metrics").text
     return {s.labels["kind"]: s.value for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == "keysafe_access_findings"}
+            for s in f.samples if s.name == "keysafe_access_findings_total"}
 
 
 def test_findings_go_to_webhooks_and_metrics(home: Path, hook: Hook) -> None:
@@ -76,6 +76,7 @@ def test_findings_go_to_webhooks_and_metrics(home: Path, hook: Hook) -> None:
             assert c.put(f"/api/secrets/{ORG}/{OPENAI}", json={"secret_value": "x" * 20},
                          headers=bearer(viewer)).status_code == 403
         watch.run()  # what the scheduler runs once a day here
+        assert watch.last_until is not None
         g = gauge(c)
         assert g["denials"] == 1.0
         assert g["integrity"] == 0.0
@@ -91,6 +92,11 @@ def test_findings_go_to_webhooks_and_metrics(home: Path, hook: Hook) -> None:
         rec = app.keysafe.manager.audit_query(AuditFilter(action="audit_report"))[-1]
         assert rec.actor == "keysafe-scheduler"
         assert rec.detail == {"findings": len(event["findings"]), "scheduled": True}
+        # The next window starts where this one ended: the same denials are not found
+        # again, and the counter keeps what was found.
+        watch.run()
+        assert len(hook.bodies) == 1
+        assert gauge(c)["denials"] == 1.0
 
 
 def test_a_quiet_window_sends_nothing(home: Path, hook: Hook) -> None:

@@ -52,7 +52,7 @@ def test_every_rule_names_a_metric_the_server_exports(client: TestClient,
         # Any other metric is Prometheus' own `up`, or kube-state-metrics' (the access
         # report CronJob's Jobs).
         others = {m for m in re.findall(r"\b([a-z_]+)\{", expr) if not m.startswith("keysafe_")}
-        assert others <= {"up", "kube_job_status_failed"}, (rule["alert"], others)
+        assert others <= {"up", "kube_job_failed"}, (rule["alert"], others)
         for value in re.findall(r'outcome="([a-z_]+)"', expr):
             assert value in outcomes, (rule["alert"], value)
     statuses = {s.labels["status"] for f in families for s in f.samples

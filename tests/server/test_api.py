@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
+from keysafe.manager.audit import AuditFilter
 from keysafe.server.app import KeysafeApp
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, bearer, build_app, make_token
@@ -1272,8 +1273,11 @@ def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
     assert put(client, tokens["writer"]).status_code == 200
     openai = f"/api/secrets/{ORG}/{OPENAI}"
     assert client.get(openai, headers=v).json()["rotator"] == "manual"
-    body = assert_problem(client.post(openai + "/rotate", headers=w), 409)
-    assert body["code"] == "rotation_manual"
+    for _ in range(3):  # asked again and again: no reminder or event each time
+        body = assert_problem(client.post(openai + "/rotate", headers=w), 409)
+        assert body["code"] == "rotation_manual"
+    assert not app.keysafe.manager.audit_query(AuditFilter(action="rotate",
+                                                           outcome="reminder"))
     assert client.get(openai, headers=v).json()["version"] == 1
     assert_problem(client.post(f"/api/secrets/{ORG}/nope/rotate", headers=w), 404)
 
@@ -1282,6 +1286,10 @@ def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
     assert_problem(client.post(url + "/destroy", json={"versions": [1]}, headers=w), 403)
     for bad in ({"versions": []}, {"versions": [0]}, {"versions": [1], "x": 1}):
         assert_problem(client.post(url + "/destroy", json=bad, headers=admin), 422)
+    # Not the current version: the secret would look configured and read as not found.
+    body = assert_problem(client.post(url + "/destroy", json={"versions": [2]},
+                                      headers=admin), 409)
+    assert body["current_version"] == 2
     r = client.post(url + "/destroy", json={"versions": [1, 1]}, headers=admin)
     assert r.status_code == 200, r.text
     assert r.json()["destroyed"] == [1]

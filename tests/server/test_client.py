@@ -143,3 +143,19 @@ def test_a_program_needs_no_master_key_nor_cryptography(
     # The server's own output never carries a value the client sent or read.
     assert CANARY not in srv.output()
     assert json.dumps(CANARY)[1:-1] not in srv.output()
+
+
+def test_a_write_after_an_idle_pause_reconnects(server: tuple[RealServer, dict],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept connection the server (or a proxy) closed while idle: a write must not
+    fail on it; it goes on a fresh connection, sent once."""
+    import keysafe.client as client_mod
+
+    srv, tokens = server
+    with KeysafeClient(srv.url, tokens["ops"]) as ops:
+        ops.put("idle_key", CANARY, ORG)
+        ops.transport._conn.sock.close()  # as the peer closing it while idle
+        monkeypatch.setattr(client_mod, "IDLE_RECONNECT", 0.0)
+        assert ops.put("idle_key", CANARY + "2", ORG) == 2
+        ops.transport._conn.sock.close()
+        assert ops.describe("idle_key", ORG)["version"] == 2  # a GET is sent again

@@ -316,7 +316,7 @@ def check_report_cronjob(cron: Doc) -> list[str]:
         argv = [*c.get("command", []), *c.get("args", [])]
         if argv[:3] != ["keysafe", "audit", "report"]:
             problems.append(f"{where(cron, c)}: does not run `keysafe audit report`")
-        for flag in ("--check", "--since", "--json"):
+        for flag in ("--check", "--since", "--json", "--ignore"):
             if flag not in argv:
                 problems.append(f"{where(cron, c)}: `keysafe audit report` without {flag}")
     rules = (cron["spec"]["jobTemplate"]["spec"].get("podFailurePolicy") or {}).get("rules", [])

@@ -1045,6 +1045,22 @@ class PostgresBackend(SQLStore):
             finally:
                 c.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
+    @contextmanager
+    def hold(self, name: str) -> Iterator[bool]:
+        """Try to hold ``name`` against every replica for the block (a session advisory
+        lock on a connection of its own, released if this process dies); yields whether
+        it is held."""
+        key = f"keysafe-hold:{name}"
+        with self._errors(), self._psycopg.connect(self._url, autocommit=True,
+                                                   connect_timeout=10) as c:
+            got = c.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                            (key,)).fetchone()[0]
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    c.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
     def job_state(self, job: str) -> tuple[float | None, float | None, str | None]:
         """(last run, next due, holder) of a scheduled job."""
         row = self._read("SELECT last_run, next_due, holder FROM jobs WHERE name = %s",

@@ -21,6 +21,9 @@ from keysafe.manager.audit import (
 class Store(NamedTuple):
     backend: SecretBackend
     audit: AuditLog
+    #: The PostgreSQL store that keeps what a cloud store cannot (the audit chain,
+    #: tokens, job locks, change notices), from KEYSAFE_STATE_DATABASE_URL; else None.
+    state: Any = None
 
 
 def _audit_log(settings: Settings, store: Any) -> AuditLog:
@@ -92,8 +95,24 @@ def _external_class(name: str) -> Any:
 
 
 def _open_external(name: str, settings: Settings) -> Store:
-    backend = _external_class(name).from_settings(settings)
-    return Store(backend, _audit_log(settings, _local_audit(settings)))
+    return _with_state(_external_class(name).from_settings(settings), settings)
+
+
+def _with_state(backend: SecretBackend, settings: Settings) -> Store:
+    """A store that keeps no state of its own: its audit chain in KEYSAFE_HOME, or,
+    with KEYSAFE_STATE_DATABASE_URL, in that PostgreSQL database (shared by every
+    replica, with the tokens, job locks and change notices)."""
+    if not settings.state_database_url:
+        return Store(backend, _audit_log(settings, _local_audit(settings)))
+    from keysafe.backends.postgres import PostgresAuditStore, PostgresBackend
+
+    try:
+        state = PostgresBackend.from_settings(
+            settings.with_overrides(database_url=settings.state_database_url))
+    except BaseException:
+        backend.close()
+        raise
+    return Store(backend, _audit_log(settings, PostgresAuditStore(state)), state)
 
 
 def _plugin_class(name: str) -> Any:
@@ -132,13 +151,17 @@ def open_store(settings: Settings) -> Store:
     backend, with the names that are available."""
     opener = _BUILTIN.get(settings.backend)
     if opener is not None:
+        if settings.state_database_url:
+            raise ConfigError(f"KEYSAFE_STATE_DATABASE_URL is for stores that keep no "
+                              f"state of their own (aws-sm, aws-ssm, vault, gcp, azure, "
+                              f"env, chain, plugins); the {settings.backend} store keeps "
+                              "its audit log and tokens itself")
         return opener(settings)
     if settings.backend in EXTERNAL:
         return _open_external(settings.backend, settings)
 
     cls = _plugin_class(settings.backend)
     if cls is not None:
-        backend = cls.from_settings(settings)
-        return Store(backend, _audit_log(settings, _local_audit(settings)))
+        return _with_state(cls.from_settings(settings), settings)
     raise ConfigError(f"unknown backend {settings.backend!r}; available: "
                       f"{', '.join(available())}")

@@ -8,7 +8,7 @@ import typer
 
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Env, Json, parse_tags, parse_time, segment
-from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.output import command, emit_json, say, table, warn
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import load, open_manager
 
@@ -52,8 +52,8 @@ def rotate(
     read_by: Annotated[str | None, typer.Option(
         "--read-by", metavar="ACTOR",
         help="Only the secrets of the selection whose values ACTOR (token:NAME, "
-             "jwt:SUB, a CLI user) read, by the audit log: offboarding, or a permission "
-             "taken away.", show_default=False)] = None,
+             "jwt:SUB, a CLI user) read or wrote, by the audit log: offboarding, or a "
+             "permission taken away.", show_default=False)] = None,
     since: Annotated[str, typer.Option(
         "--since", metavar="TIME", help="With --read-by: reads from this time (ISO 8601 "
                                         "or an age like 90d).")] = "90d",
@@ -113,6 +113,10 @@ def rotate(
             t_since = parse_time(since, option="--since")
             assert t_since is not None
             readers = (read_by, t_since)
+            if not engine.records_by(read_by, t_since, org):
+                warn(f"the audit log has no record by {read_by!r} since "
+                     f"{t_since:%Y-%m-%d %H:%M} UTC: check the spelling (token:NAME, "
+                     "jwt:SUB, or a CLI user as the audit log shows it)")
         with progress_bar("rotating", quiet=as_json) as progress:
             results = engine.run(target, org=org, domain=domain, dry_run=dry_run,
                                  read_by=readers, progress=progress)

@@ -137,8 +137,12 @@ class SecretManager:
         audit_reads: bool = True,
         actor: str | None = None,
         catalog_file: str | os.PathLike[str] | None = None,
+        state: Any = None,
     ) -> None:
         self.backend = backend
+        #: Where a store without state of its own keeps it (KEYSAFE_STATE_DATABASE_URL):
+        #: the audit chain, tokens, job locks, and the change notices sent on each write.
+        self.state = state
         self.app = app
         self.env = env
         self.naming = naming if isinstance(naming, NamingTemplate) else NamingTemplate(naming)
@@ -167,9 +171,11 @@ class SecretManager:
         self._merge_locks: dict[str, threading.Lock] = {}
         self._settings: Settings | None = None  # rotation's overrides, window, events
         self._rotation: RotationEngine | None = None  # made by the first rotate()
-        if isinstance(backend, Watchable) and self.cache.enabled:
-            # Other processes' writes (server replicas) drop our cached copies at once.
-            backend.watch(_invalidator(self.cache))
+        self._rotation_locks: dict[str, threading.Lock] = {}  # one per secret, shared
+        for source in (backend, state):
+            if isinstance(source, Watchable) and self.cache.enabled:
+                # Other processes' writes (server replicas) drop our cached copies at once.
+                source.watch(_invalidator(self.cache))
 
     # -- construction -----------------------------------------------------------
     @classmethod
@@ -191,6 +197,7 @@ class SecretManager:
             audit_reads=settings.audit_reads,
             actor=settings.actor,
             catalog_file=settings.catalog_file,
+            state=store.state,
         )
         mgr._settings = settings
         return mgr
@@ -222,6 +229,8 @@ class SecretManager:
     def close(self) -> None:
         self.audit.close()
         self.backend.close()
+        if self.state is not None:
+            self.state.close()
 
     def __enter__(self) -> SecretManager:
         return self
@@ -324,7 +333,21 @@ class SecretManager:
                 self._fail(action, ref, path, exc)
             raise
         self.cache.invalidate(path)
+        if self.state is not None:
+            self._announce(path)
         return result
+
+    def _announce(self, path: str) -> None:
+        """Tell the other replicas sharing the state database to drop ``path`` (a store
+        that cannot announce its own writes). The write has happened: a failure here
+        is logged, and their caches expire by their TTL instead."""
+        try:
+            self.state.notify(path)
+        except KeysafeError as exc:
+            import logging
+
+            logging.getLogger("keysafe").warning(
+                "could not announce a change to other replicas: %s", exc.message)
 
     # -- values -----------------------------------------------------------------
     def get(self, name: str, org: str | None = None, *, domain: str | None = None,

@@ -24,6 +24,7 @@ import builtins
 import secrets as _secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,10 @@ class RotationEngine:
         self.load = rotator_factory
         self.stats = Stats()
         self.overdue = 0  # at the last remind()
-        self._locks: dict[str, threading.Lock] = {}
+        # Shared by every engine of this manager and its per-request copies (as_actor),
+        # so two rotations of one secret in this process take turns.
+        locks = getattr(manager, "_rotation_locks", None)
+        self._locks: dict[str, threading.Lock] = locks if locks is not None else {}
 
     @classmethod
     def from_settings(cls, manager: SecretManager, settings: Any) -> RotationEngine:
@@ -139,17 +143,26 @@ class RotationEngine:
 
     # -- running ------------------------------------------------------------------------
     def read_by(self, actor: str, since: datetime, org: str | None = None) -> set[str]:
-        """The paths whose values ``actor`` read since then, by the audit log (spec 004's
-        "offboarding" and "permission changes" triggers: what someone who leaves, or
-        loses access, could have copied)."""
+        """The paths whose values ``actor`` read or wrote since then, by the audit log
+        (spec 004's "offboarding" and "permission changes" triggers: what someone who
+        leaves, or loses access, knows: what they read, and what they pasted in)."""
         from keysafe.manager.access import READ_OUTCOMES, READS
         from keysafe.manager.audit import AuditFilter
 
         self.mgr.audit.flush()
         rows = self.mgr.audit.store.activity(
-            AuditFilter(org=org, actor=actor, since=since), ("path",), actions=READS,
-            outcomes=READ_OUTCOMES, paths=False)
+            AuditFilter(org=org, actor=actor, since=since), ("path",),
+            actions=(*READS, "write"), outcomes=READ_OUTCOMES, paths=False)
         return {row[0] for row in rows if row[0]}
+
+    def records_by(self, actor: str, since: datetime, org: str | None = None) -> int:
+        """How many audit records ``actor`` has since then (0: a misspelt identity?)."""
+        from keysafe.manager.audit import AuditFilter
+
+        self.mgr.audit.flush()
+        rows = self.mgr.audit.store.activity(
+            AuditFilter(org=org, actor=actor, since=since), ("actor",), paths=False)
+        return sum(int(row[1]) for row in rows)
 
     def run(self, which: str, *, org: str | None = None, domain: str | None = None,
             dry_run: bool = False, read_by: tuple[str, datetime] | None = None,
@@ -164,7 +177,10 @@ class RotationEngine:
         if which == "due":
             chosen = self.due(org, domain, now)
         elif which in ("all", "symmetric", "api-keys", "database"):
-            chosen = select(self.states(org, domain), which)
+            states = self.states(org, domain)
+            # Offboarding: all that identity knows, scheduled or not.
+            chosen = (states if which == "all" and read_by is not None
+                      else select(states, which))
         else:
             if org is None:
                 raise RotationError(f"rotating {which!r} needs --org")
@@ -204,8 +220,28 @@ class RotationEngine:
         RotationError (ManualRotation for a reminder) if it cannot."""
         path = self.mgr.path(name, org, domain=domain)
         lock = self._locks.setdefault(path, threading.Lock())
-        with lock:
+        with lock, self._hold(path) as held:
+            if not held:
+                # Another process is rotating it: its pending value is not a crash's.
+                raise Conflict(f"a rotation of {path} is running in another process; "
+                               "try again when it has finished", path=path)
             return self._rotate(path)
+
+    def _hold(self, path: str) -> AbstractContextManager[bool]:
+        """The secret held against other processes for one rotation: an advisory lock
+        in the shared database (PostgreSQL, or the state database in front of a cloud
+        store), else a file lock in KEYSAFE_HOME (the processes of one machine)."""
+        for shared in (self.mgr.state, self.mgr.backend):
+            hold = getattr(shared, "hold", None)
+            if hold is not None:
+                held: AbstractContextManager[bool] = hold(f"rotate:{path}")
+                return held
+        settings = self.mgr._settings
+        if settings is not None:
+            from keysafe.scheduler import hold_locally
+
+            return hold_locally(settings.home / "jobs", f"rotate:{path}")
+        return nullcontext(True)
 
     def _rotate(self, path: str) -> Outcome:
         ref = self.mgr.parse(path)

@@ -150,6 +150,11 @@ def default_rotator(secret_type: str | None, provider: str | None = None) -> str
     return "manual"
 
 
+def rotator_for(meta: SecretMetadata, provider: str | None) -> str:
+    """The rotator a secret has: its ``rotator`` tag, else its type's default."""
+    return meta.tags.get("rotator") or default_rotator(meta.secret_type, provider)
+
+
 class Policy:
     def __init__(self, catalog: Catalog, overrides: Mapping[tuple[str, str], int] | None = None,
                  maintenance: Window | None = None) -> None:

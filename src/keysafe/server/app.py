@@ -147,29 +147,31 @@ def _problem_response(status: int, body: bytes, headers: dict[str, str] | None =
 
 class AccessWatch:
     """The scheduled ``keysafe audit report`` (spec 000: alerts for secret access
-    patterns): every ``every`` seconds, the findings over that window go out as an
-    ``access.findings`` event (KEYSAFE_EVENT_WEBHOOKS) and stay in the
-    ``keysafe_access_findings`` gauge until the next run. Names and counts, no value."""
+    patterns): every ``every`` seconds, the findings since the last run go out as an
+    ``access.findings`` event (KEYSAFE_EVENT_WEBHOOKS) and are counted in
+    ``keysafe_access_findings_total{kind}``. Names and counts, no value."""
 
     def __init__(self, robot: SecretManager, events: Any, every: float) -> None:
         self.robot = robot
         self.events = events
         self.every = every
-        self.findings: dict[str, int] = {}  # kind -> count at the last run
+        self.found: dict[str, int] = {}  # kind -> findings in every run so far
         self.runs = 0
+        self.last_until: Any = None  # where this process's next window starts
 
     def run(self) -> None:
         from datetime import UTC, datetime, timedelta
 
-        from keysafe.manager.access import KINDS, access_report
+        from keysafe.manager.access import access_report
 
         until = datetime.now(UTC)
-        since = until - timedelta(seconds=self.every)
+        # From where this process's last window ended (runs are `every` apart plus the
+        # time a run takes, so fixed windows would leave gaps); else one interval back.
+        since = self.last_until or until - timedelta(seconds=self.every)
         rep = access_report(self.robot, since=since, until=until, unread=False)
-        counts = dict.fromkeys(KINDS, 0)
         for f in rep.findings:
-            counts[f.kind] += 1
-        self.findings = counts
+            self.found[f.kind] = self.found.get(f.kind, 0) + 1
+        self.last_until = until
         self.runs += 1
         self.robot.record("audit_report", None, "ok", durable=True,
                           detail={"findings": len(rep.findings), "scheduled": True})
@@ -219,7 +221,8 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
     if not jobs:
         return None
     every = min(j.every for j in jobs)
-    sched = Scheduler(manager.backend, jobs, lock_dir=settings.home / "jobs",
+    # Locks in the shared database (advisory locks) when there is one.
+    sched = Scheduler(manager.state or manager.backend, jobs, lock_dir=settings.home / "jobs",
                       tick=min(60.0, every), first_delay=min(5.0, every))
     if settings.rotation_interval > 0:
         sched.rotation = engine
@@ -233,14 +236,17 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     """The keysafe API. Builds the manager and token store from settings when not given."""
     settings = settings or load_settings()
     # Several worker processes on a store that cannot announce changes (the embedded
-    # one): no process may serve a cached value or token another one has changed.
-    unheard = settings.server_workers > 1 and settings.backend != "postgres"
+    # one, or a cloud store without a state database): no process may serve a cached
+    # value or token another one has changed.
+    unheard = (settings.server_workers > 1 and settings.backend != "postgres"
+               and not settings.state_database_url)
     if manager is None:
         manager = SecretManager.from_settings(settings.with_overrides(
             cache_ttl=0.0 if unheard else settings.server_cache_ttl, audit_reads=False))
     else:
         manager.audit_reads = False  # each request records exactly one event itself
-    tokens = tokens or open_token_store(settings, manager.backend, cache=not unheard)
+    tokens = tokens or open_token_store(settings, manager.state or manager.backend,
+                                        cache=not unheard)
     from keysafe.manager.batch import run_write_batch
     from keysafe.server.pump import BatchPump
 

@@ -63,13 +63,13 @@ class _ManagerCollector:
         if access is not None:
             from keysafe.manager.access import KINDS
 
-            g = GaugeMetricFamily("keysafe_access_findings", "findings of the last "
-                                  "scheduled access report, by kind (0 until one ran here)",
-                                  labels=["kind"])
+            c = CounterMetricFamily("keysafe_access_findings", "findings of the scheduled "
+                                    "access reports this process ran, by kind",
+                                    labels=["kind"])
             for kind in KINDS:
                 if kind != "unread":  # not asked on a schedule
-                    g.add_metric([kind], access.findings.get(kind, 0))
-            yield g
+                    c.add_metric([kind], access.found.get(kind, 0))
+            yield c
 
 
 def _rotation_metrics(engine: Any) -> Iterator[Any]:

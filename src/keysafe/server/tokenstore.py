@@ -314,14 +314,18 @@ def record_event(mgr: Any, action: str, info: TokenInfo) -> None:
 def open_token_store(settings: Settings, backend: Any = None, *,
                      cache: bool = True) -> TokenStore:
     """The token store for these settings: the PostgreSQL store's table when the store
-    is PostgreSQL (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME
+    is PostgreSQL, or the state database's (KEYSAFE_STATE_DATABASE_URL) in front of a
+    cloud store (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME
     (``cache=False`` when other processes may revoke tokens unheard)."""
     if getattr(backend, "name", None) == "postgres":
         return TokenStore(PostgresTokenDB(backend))
-    if settings.backend == "postgres":
+    if settings.backend == "postgres" or settings.state_database_url:
         from keysafe.backends.postgres import PostgresBackend
 
-        return TokenStore(_OwningPostgresTokenDB(PostgresBackend.from_settings(settings)))
+        url = (settings.database_url if settings.backend == "postgres"
+               else settings.state_database_url)
+        return TokenStore(_OwningPostgresTokenDB(PostgresBackend.from_settings(
+            settings.with_overrides(database_url=url))))
     return TokenStore(settings.server_db_path, cache=cache)
 
 

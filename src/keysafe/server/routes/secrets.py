@@ -12,10 +12,10 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import KeysafeError, NotFound
+from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
-from keysafe.rotation.policy import default_rotator, is_rotation_detail, is_rotation_tag
+from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag, rotator_for
 from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
     Destroy,
@@ -74,8 +74,7 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
                                if meta.deleted_at else None),
-            rotator=meta.tags.get("rotator") or default_rotator(
-                meta.secret_type, entry.provider if entry is not None else None))
+            rotator=rotator_for(meta, entry.provider if entry is not None else None))
     # Built once, from trusted values: no second validation pass on the hot path.
     return SecretStatus.model_construct(**fields)
 
@@ -293,10 +292,19 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
     reminder is recorded); 500 ``rotation_error`` when a step fails, the current
     version unchanged."""
     ctx.require("write", org_id, secret_name, domain_id)
-    ref, _ = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
+    entry = ctx.mgr.catalog.get(secret_name)
+
+    def rotate() -> Any:
+        meta = ctx.mgr.backend.describe(path)
+        if rotator_for(meta, entry.provider if entry is not None else None) == "manual":
+            # Said at once, without a reminder or an event each time someone asks.
+            raise ManualRotation(f"{secret_name} can only be rotated by a person: issue "
+                                 "a new value with its provider and save it")
+        return ctx.mgr.rotate(secret_name, org_id, domain=domain_id)
+
     # Several steps, maybe a provider's API: off the loop and outside the group commit.
-    out = await asyncio.get_running_loop().run_in_executor(
-        _ROTATIONS, lambda: ctx.mgr.rotate(secret_name, org_id, domain=domain_id))
+    out = await asyncio.get_running_loop().run_in_executor(_ROTATIONS, rotate)
     return RotationOut(secret_name=secret_name, organization_id=org_id,
                        domain_id=ref.domain, outcome=out.outcome, version=out.version,
                        step=out.step, detail=out.detail)
@@ -305,11 +313,21 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
 @router.post("/api/secrets/{org_id}/{secret_name}/destroy", response_model=DestroyOut)
 async def secret_destroy(org_id: str, secret_name: str, body: Destroy,
                          ctx: CtxDep) -> DestroyOut:
-    """Crypto-shred chosen versions (admins): their data keys are gone for good."""
+    """Crypto-shred chosen versions (admins): their data keys are gone for good. Not the
+    current version: the secret would look configured and read as not found."""
     ctx.require("destroy", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
-    done = await ctx.write(lambda: ctx.mgr.destroy(secret_name, sorted(set(body.versions)),
-                                                   org_id, domain=body.domain_id), path)
+
+    def destroy() -> list[int]:
+        current = ctx.mgr.backend.describe(path).current_version
+        if current in body.versions:
+            raise Conflict(f"version {current} of {secret_name} is the current one: write "
+                           "a new version or roll back first, then destroy it",
+                           path=path, current_version=current)
+        return ctx.mgr.destroy(secret_name, sorted(set(body.versions)), org_id,
+                               domain=body.domain_id)
+
+    done = await ctx.write(destroy, path)
     return DestroyOut(secret_name=secret_name, organization_id=org_id,
                       domain_id=ref.domain, destroyed=done)
 

@@ -1,0 +1,50 @@
+"""One rotation of a secret at a time: in one process the rotations take turns; another
+process holding the secret (a file lock in KEYSAFE_HOME, or PostgreSQL's advisory lock,
+tests/postgres) makes a second one fail fast with Conflict instead of taking the first
+one's pending value for a crash's."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from keysafe import Conflict, SecretManager
+from keysafe.scheduler import hold_locally
+
+ORG = "acme"
+
+
+def test_a_rotation_held_elsewhere_is_refused(tmp_home: Path) -> None:
+    with SecretManager.from_env() as mgr:
+        mgr.put("encryption_key", "e" * 48, ORG)
+        path = mgr.path("encryption_key", ORG)
+        with hold_locally(tmp_home / "jobs", f"rotate:{path}") as held:
+            assert held
+            with pytest.raises(Conflict, match="running in another process"):
+                mgr.rotate("encryption_key", ORG)
+        assert mgr.describe("encryption_key", ORG).current_version == 1
+        assert mgr.rotate("encryption_key", ORG).version == 2  # released: goes ahead
+
+
+def test_rotations_through_request_copies_take_turns(tmp_home: Path) -> None:
+    """The server's per-request managers (as_actor) share one lock per secret."""
+    with SecretManager.from_env() as mgr:
+        mgr.put("encryption_key", "e" * 48, ORG)
+        copies = [mgr.as_actor(f"token:t{i}") for i in range(4)]
+        errors: list[BaseException] = []
+
+        def go(m: SecretManager) -> None:
+            try:
+                m.rotate("encryption_key", ORG)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(m,)) for m in copies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert mgr.describe("encryption_key", ORG).current_version == 5

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +32,6 @@ def _key_checks_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches a real provider: a live key check (keysafe.keycheck) to any host
     but a loopback stand-in fails as unreachable, in this process, before connecting."""
     import urllib.error
-    from typing import Any
     from urllib.parse import urlsplit
 
     from keysafe import keycheck
@@ -50,3 +51,19 @@ def _key_checks_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         return opener
 
     monkeypatch.setattr(keycheck, "_opener", guarded)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server on loopback for the whole session (Debian's package, run
+    as the postgres user: keysafe.testing.postgres); skipped where there is none."""
+    from keysafe.testing.postgres import PgUnavailable, start_pg, stop_pg
+
+    try:
+        server = start_pg()
+    except PgUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        stop_pg(server)

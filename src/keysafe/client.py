@@ -226,14 +226,9 @@ class KeysafeClient:
         return value
 
     def get_json(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
-        raw = self.get(name, org, domain=domain)
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise InvalidValue(f"{name} does not hold JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidValue(f"{name} does not hold a JSON object")
-        return data
+        from keysafe.manager.manager import json_object
+
+        return json_object(self.get(name, org, domain=domain), name)
 
     def get_llm_api_key(self, org: str, provider: str, *,
                         domain: str | None = None) -> str | None:

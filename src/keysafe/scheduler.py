@@ -38,35 +38,39 @@ def holder_id() -> str:
 
 
 @contextlib.contextmanager
-def hold_locally(lock_dir: Path, name: str) -> Iterator[bool]:
-    """Try to hold ``name`` against every process on this machine (an exclusive
-    ``flock``, released by the kernel if the holder dies); yields whether it is held."""
-    import hashlib
-
-    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = hashlib.sha256(name.encode()).hexdigest()[:32]
-    fd = os.open(lock_dir / f"hold-{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _flocked(path: Path) -> Iterator[int | None]:
+    """The file's descriptor while this process holds an exclusive ``flock`` on it
+    (released by the kernel if the holder dies), or None if another one holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield None
             return
-        yield True
+        yield fd
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def hold_locally(lock_dir: Path, name: str) -> Iterator[bool]:
+    """Try to hold ``name`` against every process on this machine; yields whether it
+    is held."""
+    import hashlib
+
+    key = hashlib.sha256(name.encode()).hexdigest()[:32]
+    with _flocked(lock_dir / f"hold-{key}.lock") as fd:
+        yield fd is not None
 
 
 def run_locally_exclusive(lock_dir: Path, job: str, every: float,
                           fn: Callable[[], object]) -> bool:
     """Run ``fn`` if due, holding an exclusive lock on ``lock_dir/<job>.lock``; the file
     holds the time the job is next due."""
-    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _flocked(lock_dir / f"{job}.lock") as fd:
+        if fd is None:
             return False
         raw = os.pread(fd, 64, 0).decode(errors="replace").strip()
         with contextlib.suppress(ValueError):
@@ -78,8 +82,6 @@ def run_locally_exclusive(lock_dir: Path, job: str, every: float,
         os.pwrite(fd, data, 0)
         os.fsync(fd)
         return True
-    finally:
-        os.close(fd)  # releases the lock
 
 
 class Scheduler:

@@ -19,29 +19,18 @@ from keysafe import ConfigError, SecretManager, load_settings
 from keysafe.backends.postgres import PostgresBackend
 from keysafe.cli.app import app as cli_app
 from keysafe.server.tokenstore import open_token_store
-from keysafe.testing.postgres import PgServer, PgUnavailable, start_pg, stop_pg
+from keysafe.testing.postgres import PgServer
 
 ORG = "acme"
 CANARY = "canary-state-db-" + "z" * 24
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    try:
-        server = start_pg()
-    except PgUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield server
-    finally:
-        stop_pg(server)
-
-
 @pytest.fixture
-def replicas(pg: PgServer, aws: MotoAws, tmp_path: Path,  # noqa: F811 - the fixture
+def replicas(pg_server: PgServer, aws: MotoAws, tmp_path: Path,  # noqa: F811 - the fixture
              monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Settings for two replicas (each its own KEYSAFE_HOME) on one moto and one state
     database; the values cached for a long time, so only a notice can refresh them."""
+    pg = pg_server
     db = pg.create_db()
     for var in list(os.environ):
         if var.startswith("KEYSAFE_"):

@@ -1,5 +1,5 @@
-"""Fixtures for the PostgreSQL tests: a real server (see keysafe.testing.postgres),
-session-wide, a fresh database per test, and replicas' backends on it."""
+"""Fixtures for the PostgreSQL tests: a fresh database per test on the session's real
+server (``pg_server``, tests/conftest.py), and replicas' backends on it."""
 
 from __future__ import annotations
 
@@ -10,19 +10,7 @@ import pytest
 
 from keysafe.backends.postgres import PostgresBackend
 from keysafe.crypto.keys import KeyRing
-from keysafe.testing.postgres import PgServer, PgUnavailable, start_pg, stop_pg
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    try:
-        server = start_pg()
-    except PgUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield server
-    finally:
-        stop_pg(server)
+from keysafe.testing.postgres import PgServer
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from aws_fixtures import MotoAws, aws  # noqa: F401 - aws: module fixture
 from typer.testing import CliRunner
 
-from keysafe import ConfigError, SecretManager, load_settings
+from keysafe import SecretManager, load_settings
 from keysafe.backends.postgres import PostgresBackend
 from keysafe.cli.app import app as cli_app
 from keysafe.server.tokenstore import open_token_store
@@ -115,14 +115,39 @@ def test_cli_and_configuration(replicas: dict[str, Any], monkeypatch: pytest.Mon
     # doctor never shows the URL (it may carry a password).
     r = runner.invoke(cli_app, ["doctor"], env=env)
     assert replicas["url"] not in r.output
-    # The embedded store and PostgreSQL keep their own state: refused, named.
-    for backend in ("sqlite", "postgres"):
-        with monkeypatch.context() as m:
-            for k, v in {**env, "KEYSAFE_BACKEND": backend,
-                         "KEYSAFE_DATABASE_URL": replicas["url"]}.items():
-                m.setenv(k, v)
-            with pytest.raises(ConfigError, match="KEYSAFE_STATE_DATABASE_URL"):
-                SecretManager.from_settings(load_settings())
+    # The embedded store keeps its own state: the setting is not its (a migration from
+    # it may run with the setting there for the other side).
+    with monkeypatch.context() as m:
+        for k, v in {**env, "KEYSAFE_BACKEND": "sqlite"}.items():
+            m.setenv(k, v)
+        with SecretManager.from_settings(load_settings()) as local:
+            assert local.state is None
+
+
+def test_a_write_is_refused_while_the_state_database_is_down(
+        replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit record follows the cloud store's write, which cannot be undone: with
+    the state database unreachable the write is refused first, and nothing changes."""
+    from fastapi.testclient import TestClient
+
+    from keysafe.errors import BackendUnavailable
+    from keysafe.server.app import create_app
+
+    with SecretManager.from_settings(replicas["settings"](0)) as a:
+        a.put("openai_api_key", "sk-" + "A" * 40, ORG)
+
+        def down() -> None:
+            raise BackendUnavailable("PostgreSQL store: connection refused")
+
+        monkeypatch.setattr(a.state, "ping", down)
+        with pytest.raises(BackendUnavailable):
+            a.put("openai_api_key", "sk-" + "C" * 40, ORG)
+        assert a.backend.get(a.path("openai_api_key", ORG))[0] == "sk-" + "A" * 40
+    app = create_app(replicas["settings"](1))
+    with TestClient(app) as c:
+        assert c.get("/readyz").status_code == 200
+        monkeypatch.setattr(app.keysafe.manager.state, "ping", down)
+        assert c.get("/readyz").status_code == 503  # out of the load balancer
 
 
 def test_the_server_keeps_tokens_and_job_locks_in_the_state_database(

@@ -1295,6 +1295,13 @@ def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
     assert r.json()["destroyed"] == [1]
     hist = client.get(url + "/versions", headers=v).json()["versions"]
     assert {h["version"]: h["destroyed"] for h in hist} == {1: True, 2: False}
+    # A soft-deleted secret's old versions can be destroyed too.
+    assert put(client, tokens["writer"], "old_key", "o" * 20).status_code == 200
+    assert put(client, tokens["writer"], "old_key", "p" * 20).status_code == 200
+    old = f"/api/secrets/{ORG}/old_key"
+    assert client.delete(old, headers=w).status_code == 200
+    r = client.post(old + "/destroy", json={"versions": [1]}, headers=admin)
+    assert r.status_code == 200, r.text
     assert_problem(client.post(url + "/rollback", json={"version": 1}, headers=w), 404)
     assert client.get(url + "/value", headers=s).json()["value"] == new
     records = json.dumps([e.to_dict() for e in app.keysafe.manager.audit_query()])

@@ -48,3 +48,22 @@ def test_rotations_through_request_copies_take_turns(tmp_home: Path) -> None:
             t.join(timeout=60)
         assert errors == []
         assert mgr.describe("encryption_key", ORG).current_version == 5
+
+
+def test_a_run_leaves_alone_what_changed_since_it_was_selected(tmp_home: Path) -> None:
+    """A scheduled run chose the secret at version 1; an HTTP rotation took its turn
+    first: the run skips it instead of rotating it twice."""
+    from keysafe.rotation.engine import RotationEngine
+
+    with SecretManager.from_env() as mgr:
+        mgr.put("encryption_key", "e" * 48, ORG)
+        engine = RotationEngine(mgr)
+        assert mgr.rotate("encryption_key", ORG).version == 2
+        out = engine.rotate("encryption_key", ORG, selected=1)
+        assert (out.outcome, out.version) == ("skipped", 2)
+        # Held by another process during a run: reported as busy, not failed.
+        path = mgr.path("encryption_key", ORG)
+        with hold_locally(tmp_home / "jobs", f"rotate:{path}"):
+            results = engine.run("all", org=ORG)
+        assert [(r.name, r.outcome) for r in results if r.name == "encryption_key"] == [
+            ("encryption_key", "busy")]

@@ -117,8 +117,10 @@ class ChainBackend:
                 if not isinstance(kind, str) or kind == "chain":
                     raise ConfigError(f"chain backend: member {label!r} must name a backend "
                                       "other than chain")
+                # The chain's state database (if any) is the registry's, around it.
                 store = open_store(settings.with_overrides(backend=kind,
-                                                           backend_options=table))
+                                                           backend_options=table,
+                                                           state_database_url=None))
                 # The chain keeps one audit log (opened by the registry around it).
                 store.audit.close()
                 members.append(store.backend)

@@ -1059,7 +1059,11 @@ class PostgresBackend(SQLStore):
                 yield bool(got)
             finally:
                 if got:
-                    c.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+                    # Closing the session releases it too: a connection lost meanwhile
+                    # must not turn the finished work into an error.
+                    with suppress(Exception):
+                        c.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                                  (key,))
 
     def job_state(self, job: str) -> tuple[float | None, float | None, str | None]:
         """(last run, next due, holder) of a scheduled job."""

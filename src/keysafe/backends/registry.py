@@ -151,11 +151,8 @@ def open_store(settings: Settings) -> Store:
     backend, with the names that are available."""
     opener = _BUILTIN.get(settings.backend)
     if opener is not None:
-        if settings.state_database_url:
-            raise ConfigError(f"KEYSAFE_STATE_DATABASE_URL is for stores that keep no "
-                              f"state of their own (aws-sm, aws-ssm, vault, gcp, azure, "
-                              f"env, chain, plugins); the {settings.backend} store keeps "
-                              "its audit log and tokens itself")
+        # These keep their audit chain and tokens themselves: KEYSAFE_STATE_DATABASE_URL
+        # is not theirs (a migration from one of them may run with it set for the other).
         return opener(settings)
     if settings.backend in EXTERNAL:
         return _open_external(settings.backend, settings)

@@ -77,7 +77,7 @@ def token_create(
     settings = load(env)
     with open_manager(env, settings) as mgr:
         check_domain_scopes(org, mgr.naming.fields)
-        store = open_token_store(settings)
+        store = open_token_store(settings, mgr.state or mgr.backend)
         try:
             token, info = store.create(
                 name=name, roles=role, orgs=None if "*" in org else org,
@@ -126,7 +126,7 @@ def token_revoke(
 
     settings = load(env)
     with open_manager(env, settings) as mgr:
-        store = open_token_store(settings)
+        store = open_token_store(settings, mgr.state or mgr.backend)
         try:
             before = store.get(token_id)
             info = store.revoke(token_id) if before.revoked_at is None else before

@@ -227,10 +227,12 @@ class SecretManager:
         return self._catalog
 
     def close(self) -> None:
-        self.audit.close()
-        self.backend.close()
-        if self.state is not None:
-            self.state.close()
+        try:
+            self.audit.close()
+            self.backend.close()
+        finally:
+            if self.state is not None:
+                self.state.close()
 
     def __enter__(self) -> SecretManager:
         return self
@@ -320,6 +322,10 @@ class SecretManager:
         """Run one change and its audit record together; invalidate the cache."""
         ctx = WriteContext.make(self.actor)
         try:
+            if self.state is not None and self.audit.required:
+                # The audit record goes to the state database after the store's write,
+                # which cannot be undone: find it down before, and change nothing.
+                self.state.ping()
             with self._tx():
                 result = fn(ctx)
                 self.record(action, path, "ok", org=ref.org, version=version_of(result),
@@ -331,6 +337,8 @@ class SecretManager:
                 self.cache.invalidate(path)
             if exc.code != "audit_error":
                 self._fail(action, ref, path, exc)
+            elif self.state is not None:
+                self._announce(path)  # the store's write may have happened all the same
             raise
         self.cache.invalidate(path)
         if self.state is not None:
@@ -903,6 +911,8 @@ class SecretManager:
     # -- maintenance ----------------------------------------------------------------
     def ping(self) -> None:
         self.backend.ping()
+        if self.state is not None:
+            self.state.ping()
 
     def audit_query(self, flt: AuditFilter | None = None) -> builtins.list[AuditEvent]:
         self.audit.flush()

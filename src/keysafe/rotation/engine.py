@@ -71,7 +71,8 @@ class Outcome:
     path: str
     name: str
     org: str
-    outcome: str            # rotated, failed, reminder, waiting, planned, resumed
+    outcome: str            # rotated, failed, reminder, waiting, planned, resumed, busy,
+    #                         skipped
     version: int | None = None
     step: str | None = None
     detail: str = ""
@@ -80,6 +81,10 @@ class Outcome:
         return {"path": self.path, "name": self.name, "org": self.org,
                 "outcome": self.outcome, "version": self.version, "step": self.step,
                 "detail": self.detail}
+
+
+class RotationBusy(Conflict):
+    """Another process is rotating this secret now (409 over HTTP, exit 5)."""
 
 
 @dataclass
@@ -207,7 +212,9 @@ class RotationEngine:
 
     def _rotate_reporting(self, st: RotationState) -> Outcome:
         try:
-            return self.rotate(st.name, st.org, domain=st.domain)
+            return self.rotate(st.name, st.org, domain=st.domain, selected=st.version)
+        except RotationBusy as exc:
+            return Outcome(st.path, st.name, st.org, "busy", st.version, None, exc.message)
         except ManualRotation as exc:
             return Outcome(st.path, st.name, st.org, "reminder", st.version, "create",
                            exc.message)
@@ -215,16 +222,26 @@ class RotationEngine:
             return Outcome(st.path, st.name, st.org, "failed", st.version,
                            getattr(exc, "step", None), exc.message)
 
-    def rotate(self, name: str, org: str, *, domain: str | None = None) -> Outcome:
+    def rotate(self, name: str, org: str, *, domain: str | None = None,
+               selected: int | None = None) -> Outcome:
         """Rotate one secret now (resuming a crashed rotation first). Raises
-        RotationError (ManualRotation for a reminder) if it cannot."""
+        RotationError (ManualRotation for a reminder) if it cannot, RotationBusy if
+        another process is rotating it. ``selected``: the version a run chose it at;
+        if it has changed by the time this rotation may start (another rotation took
+        its turn first), it is left alone (outcome ``skipped``)."""
         path = self.mgr.path(name, org, domain=domain)
         lock = self._locks.setdefault(path, threading.Lock())
         with lock, self._hold(path) as held:
             if not held:
                 # Another process is rotating it: its pending value is not a crash's.
-                raise Conflict(f"a rotation of {path} is running in another process; "
-                               "try again when it has finished", path=path)
+                raise RotationBusy(f"a rotation of {path} is running in another "
+                                   "process; try again when it has finished", path=path)
+            if selected is not None:
+                now_at = self.mgr.backend.describe(path).current_version
+                if now_at != selected:
+                    ref = self.mgr.parse(path)
+                    return Outcome(path, ref.name, ref.org, "skipped", now_at, None,
+                                   f"changed since it was selected (version {selected})")
             return self._rotate(path)
 
     def _hold(self, path: str) -> AbstractContextManager[bool]:
@@ -237,7 +254,7 @@ class RotationEngine:
                 held: AbstractContextManager[bool] = hold(f"rotate:{path}")
                 return held
         settings = self.mgr._settings
-        if settings is not None:
+        if settings is not None and getattr(self.mgr.backend, "name", None) != "memory":
             from keysafe.scheduler import hold_locally
 
             return hold_locally(settings.home / "jobs", f"rotate:{path}")

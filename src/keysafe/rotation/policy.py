@@ -19,7 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from keysafe.backends.base import DueWindow
-from keysafe.catalog import ROTATION_DAYS, Catalog
+from keysafe.catalog import ROTATION_DAYS, Catalog, WellKnownSecret
 from keysafe.errors import ConfigError
 from keysafe.models import SecretMetadata
 
@@ -150,9 +150,12 @@ def default_rotator(secret_type: str | None, provider: str | None = None) -> str
     return "manual"
 
 
-def rotator_for(meta: SecretMetadata, provider: str | None) -> str:
-    """The rotator a secret has: its ``rotator`` tag, else its type's default."""
-    return meta.tags.get("rotator") or default_rotator(meta.secret_type, provider)
+def rotator_for(meta: SecretMetadata, entry: WellKnownSecret | None) -> str:
+    """The rotator a secret has: its ``rotator`` tag, else the default for its type (the
+    stored one, else its catalog entry's), as ``Policy.state`` decides."""
+    stype = meta.secret_type or (entry.secret_type if entry is not None else None)
+    return meta.tags.get("rotator") or default_rotator(
+        stype, entry.provider if entry is not None else None)
 
 
 class Policy:

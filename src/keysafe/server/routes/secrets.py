@@ -74,7 +74,7 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
                                if meta.deleted_at else None),
-            rotator=rotator_for(meta, entry.provider if entry is not None else None))
+            rotator=rotator_for(meta, entry))
     # Built once, from trusted values: no second validation pass on the hot path.
     return SecretStatus.model_construct(**fields)
 
@@ -297,7 +297,7 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
 
     def rotate() -> Any:
         meta = ctx.mgr.backend.describe(path)
-        if rotator_for(meta, entry.provider if entry is not None else None) == "manual":
+        if rotator_for(meta, entry) == "manual":
             # Said at once, without a reminder or an event each time someone asks.
             raise ManualRotation(f"{secret_name} can only be rotated by a person: issue "
                                  "a new value with its provider and save it")
@@ -319,7 +319,7 @@ async def secret_destroy(org_id: str, secret_name: str, body: Destroy,
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
 
     def destroy() -> list[int]:
-        current = ctx.mgr.backend.describe(path).current_version
+        current = ctx.mgr.backend.describe(path, include_deleted=True).current_version
         if current in body.versions:
             raise Conflict(f"version {current} of {secret_name} is the current one: write "
                            "a new version or roll back first, then destroy it",

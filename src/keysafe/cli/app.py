@@ -20,6 +20,7 @@ from keysafe.cli import (
     importing,
     keycheck,
     migrate,
+    orgs,
     policy,
     rotate,
     server,
@@ -58,6 +59,7 @@ sync.register(app)
 workloads.register(app)
 scan_cmd.register(app)
 keycheck.register(app)
+orgs.register(app)
 
 
 def run(args: Sequence[str]) -> int:

@@ -1,0 +1,125 @@
+"""``keysafe org ls | rm | restore``: organisations as a whole (a tenant's offboarding)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from keysafe.cli import exitcodes
+from keysafe.cli.options import Env, Json, Yes, segment
+from keysafe.cli.output import command, emit_json, say, table
+from keysafe.cli.output import progress as progress_bar
+from keysafe.cli.reading import load, open_manager
+
+org_app = typer.Typer(help="Organisations as a whole: what each holds, a tenant's "
+                           "offboarding and its undoing.", no_args_is_help=True)
+
+OrgArg = Annotated[str, typer.Argument(metavar="ORG", help="The organisation.",
+                                       callback=segment("org"))]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; "
+                                                        "change nothing.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(org_app, name="org")
+    org_app.command("ls")(org_ls)
+    org_app.command("rm")(org_rm)
+    org_app.command("restore")(org_restore)
+
+
+@command
+def org_ls(env: Env = None, as_json: Json = False) -> None:
+    """Every org with secrets in this environment: live and deleted counts, domains."""
+    from keysafe.orgs import summaries
+
+    with open_manager(env) as mgr:
+        rows = summaries(mgr)
+    if as_json:
+        emit_json([r.to_dict() for r in rows])
+        return
+    table(["org", "secrets", "deleted", "domains"],
+          [(r.org, r.secrets, r.deleted, ", ".join(r.domains)) for r in rows],
+          title="Organisations")
+
+
+@command
+def org_rm(
+    org: OrgArg,
+    purge: Annotated[bool, typer.Option(
+        "--purge", help="Destroy every secret now, soft-deleted ones included: "
+                        "unrecoverable.")] = False,
+    keep_tokens: Annotated[bool, typer.Option(
+        "--keep-tokens", help="Leave the tokens that cover only this org.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Offboard a tenant: delete every secret of ORG in every domain (restorable with
+    `keysafe org restore` within the recovery window; --purge destroys them now) and
+    revoke the tokens that cover only ORG. Each step is audited. Asks first."""
+    from keysafe.orgs import remove_org, tokens_only_for
+    from keysafe.server.tokenstore import open_token_store, record_event
+
+    settings = load(env)
+    with open_manager(env, settings) as mgr:
+        live = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
+        store = open_token_store(settings, mgr.state or mgr.backend)
+        try:
+            doomed = [] if keep_tokens else tokens_only_for(store, org)
+            if not dry_run and not yes:
+                what = "Purge" if purge else "Delete"
+                tail = ("This cannot be undone." if purge else
+                        f"Restorable for {mgr.recovery_window.days} days.")
+                if not typer.confirm(f"{what} {len(live)} secret(s) of {org} and revoke "
+                                     f"{len(doomed)} token(s)? {tail}", err=True):
+                    raise typer.Exit(exitcodes.UNEXPECTED)
+            with progress_bar("purging" if purge else "deleting", quiet=as_json) as bar:
+                steps = remove_org(mgr, org, purge=purge, dry_run=dry_run, progress=bar)
+            revoked = []
+            for t in doomed:
+                if dry_run:
+                    revoked.append(t)
+                    continue
+                info = store.revoke(t.id)
+                record_event(mgr, "token_revoke", info)
+                revoked.append(info)
+        finally:
+            store.close()
+    _report(steps, revoked, dry_run, as_json, org=org)
+
+
+@command
+def org_restore(org: OrgArg, dry_run: DryRun = False, env: Env = None,
+                as_json: Json = False) -> None:
+    """Restore every soft-deleted secret of ORG still within its recovery window (the
+    undoing of `keysafe org rm` without --purge; revoked tokens stay revoked)."""
+    from keysafe.orgs import restore_org
+
+    with open_manager(env) as mgr, progress_bar("restoring", quiet=as_json) as bar:
+        steps = restore_org(mgr, org, dry_run=dry_run, progress=bar)
+    _report(steps, [], dry_run, as_json, org=org)
+
+
+def _report(steps: list[Any], tokens: list[Any], dry_run: bool, as_json: bool, *,
+            org: str) -> None:
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s.outcome] = counts.get(s.outcome, 0) + 1
+    if as_json:
+        emit_json({"org": org, "dry_run": dry_run, "secrets": [s.to_dict() for s in steps],
+                   "tokens_revoked": [{"id": t.id, "name": t.name} for t in tokens],
+                   "summary": counts})
+    else:
+        if steps:
+            table(["outcome", "path", "detail"], [(s.outcome, s.path, s.detail or "")
+                                                  for s in steps],
+                  title=f"{org}{' (dry run)' if dry_run else ''}")
+        if tokens:
+            verb = "would revoke" if dry_run else "revoked"
+            say(f"{verb} {len(tokens)} token(s): "
+                + ", ".join(f"{t.name} ({t.id})" for t in tokens))
+        say(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing to do")
+    if counts.get("failed"):
+        raise typer.Exit(exitcodes.UNEXPECTED)

@@ -1,0 +1,102 @@
+"""Organisations as a whole: what each holds, and a tenant's offboarding (every secret
+of an org deleted, or purged, and the tokens that covered only that org revoked) and
+its undoing within the recovery window. Values never leave the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from keysafe.errors import KeysafeError
+
+if TYPE_CHECKING:
+    from keysafe.manager.manager import SecretManager
+
+
+@dataclass(frozen=True)
+class OrgSummary:
+    org: str
+    secrets: int       # live
+    deleted: int       # soft-deleted, restorable
+    domains: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"org": self.org, "secrets": self.secrets, "deleted": self.deleted,
+                "domains": list(self.domains)}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One secret's outcome: deleted, purged, restored, would_* (a dry run), failed."""
+
+    path: str
+    outcome: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "outcome": self.outcome, "detail": self.detail}
+
+
+def summaries(mgr: SecretManager) -> list[OrgSummary]:
+    """Every org the store holds secrets for (in this environment), by name."""
+    per: dict[str, dict[str, Any]] = {}
+    for meta in mgr.list(None, include_deleted=True):
+        ref = mgr.parse(meta.path)
+        s = per.setdefault(ref.org, {"secrets": 0, "deleted": 0, "domains": set()})
+        s["deleted" if meta.deleted else "secrets"] += 1
+        s["domains"].add(ref.domain)
+    return [OrgSummary(org, s["secrets"], s["deleted"], tuple(sorted(s["domains"])))
+            for org, s in sorted(per.items())]
+
+
+def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> list[Step]:
+    """Delete every secret of ``org`` in every domain: soft (restorable with
+    ``restore_org`` within the recovery window), or with ``purge`` destroyed now,
+    soft-deleted ones included. Each is audited; a failure is reported, not raised."""
+    metas = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
+    verb = "purged" if purge else "deleted"
+    out = []
+    for i, meta in enumerate(metas):
+        ref = mgr.parse(meta.path)
+        if dry_run:
+            out.append(Step(meta.path, f"would_{'purge' if purge else 'delete'}"))
+        else:
+            try:
+                mgr.delete(ref.name, ref.org, domain=ref.domain, force=purge)
+                out.append(Step(meta.path, verb))
+            except KeysafeError as exc:
+                out.append(Step(meta.path, "failed", exc.message))
+        if progress:
+            progress(i + 1, len(metas))
+    return out
+
+
+def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> list[Step]:
+    """Restore every soft-deleted secret of ``org`` still within its recovery window."""
+    metas = [m for m in mgr.list(org, include_deleted=True) if m.deleted]
+    out = []
+    for i, meta in enumerate(metas):
+        ref = mgr.parse(meta.path)
+        if dry_run:
+            out.append(Step(meta.path, "would_restore"))
+        else:
+            try:
+                mgr.restore(ref.name, ref.org, domain=ref.domain)
+                out.append(Step(meta.path, "restored"))
+            except KeysafeError as exc:
+                out.append(Step(meta.path, "failed", exc.message))
+        if progress:
+            progress(i + 1, len(metas))
+    return out
+
+
+def tokens_only_for(tokens: Any, org: str) -> list[Any]:
+    """The live tokens whose every scope lies in ``org`` (``org`` or ``org/domain``):
+    the ones an offboarding revokes. Tokens that also cover other orgs stay."""
+    from keysafe.server.auth import orgs_of
+
+    return [t for t in tokens.list()
+            if t.revoked_at is None and t.orgs is not None and orgs_of(t.orgs) == {org}]

@@ -339,6 +339,13 @@ class KeysafeClient:
                                          {"domain_id": domain})
         return data
 
+    def delete_org(self, org: str, *, purge: bool = False) -> dict[str, Any]:
+        """A tenant's offboarding: every secret of the org deleted (``purge``: destroyed
+        now) and the tokens that covered only it revoked; the outcome per secret."""
+        data: dict[str, Any] = self._req("DELETE", f"/api/orgs/{_seg('org', org)}",
+                                         {"purge": "true" if purge else None})
+        return data
+
     def destroy(self, name: str, versions: Iterable[int], org: str, *,
                 domain: str | None = None) -> builtins.list[int]:
         data = self._req("POST", self._secret(org, name, "/destroy"),

@@ -1307,3 +1307,37 @@ def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
     records = json.dumps([e.to_dict() for e in app.keysafe.manager.audit_query()])
     assert key not in records
     assert new not in records
+
+
+def test_an_org_is_offboarded_over_http(client: TestClient, app: KeysafeApp,
+                                        tokens: dict[str, str]) -> None:
+    """DELETE /api/orgs/{org}: every secret of the org in every domain, and the tokens
+    that covered only it; admins of the whole org only."""
+    assert put(client, tokens["writer"]).status_code == 200
+    assert put(client, tokens["writer"], "partner_key", "p" * 20,
+               domain_id=DOMAIN).status_code == 200
+    assert put(client, tokens["globex"], org="globex").status_code == 200
+    url = f"/api/orgs/{ORG}"
+    assert_problem(client.delete(url, headers=bearer(tokens["writer"])), 403)
+    assert_problem(client.delete(url, headers=bearer(tokens["globex"])), 404)
+    scoped = make_token(app, "cards-admin", ["admin"], [f"{ORG}/{DOMAIN}"])
+    assert_problem(client.delete(url, headers=bearer(scoped)), 403)
+    r = client.delete(url, headers=bearer(tokens["admin"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["summary"] == {"deleted": 2}
+    assert VALUE_1 not in r.text
+    # The org's own tokens are revoked (the admin's included); the all-orgs one stays.
+    assert len(body["tokens_revoked"]) >= 4
+    assert client.get(f"{url}/secrets", headers=bearer(tokens["viewer"])).status_code == 401
+    listed = client.get(f"{url}/secrets", params={"include_deleted": "true"},
+                        headers=bearer(tokens["root"])).json()["secrets"]
+    assert {(s["secret_name"], s["deleted"]) for s in listed} == {
+        (OPENAI, True), ("partner_key", True)}
+    assert client.get("/api/orgs/globex/secrets",
+                      headers=bearer(tokens["globex"])).json()["secrets"]
+    # Purged: nothing left to restore.
+    r = client.delete(url, params={"purge": "true"}, headers=bearer(tokens["root"]))
+    assert r.json()["summary"] == {"purged": 2}
+    assert client.get(f"{url}/secrets", params={"include_deleted": "true"},
+                      headers=bearer(tokens["root"])).json()["secrets"] == []

@@ -224,6 +224,17 @@ class DestroyOut(BaseModel):
     destroyed: list[int]
 
 
+class OrgRemoved(BaseModel):
+    """An org's offboarding: each secret's outcome and the tokens revoked; no value."""
+
+    organization_id: str
+    purged: bool
+    secrets: list[dict[str, str]]
+    tokens_revoked: list[str] = Field(description="ids of the tokens that covered only "
+                                                  "this org")
+    summary: dict[str, int]
+
+
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1)

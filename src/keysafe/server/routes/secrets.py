@@ -12,7 +12,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
+from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound, PermissionDenied
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag, rotator_for
@@ -26,6 +26,7 @@ from keysafe.server.schemas import (
     KeyCheckRequest,
     LlmKey,
     MetadataPatch,
+    OrgRemoved,
     Rollback,
     RotationOut,
     SecretList,
@@ -428,6 +429,39 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
         raise NotFound(f"no {provider} key configured for this org")
     return LlmKey(organization_id=org_id, provider=provider, domain_id=domain_id,
                   value=found[1])
+
+
+@router.delete("/api/orgs/{org_id}", response_model=OrgRemoved)
+async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemoved:
+    """A tenant's offboarding (``keysafe org rm``): every secret of the org deleted in
+    every domain (restorable within the recovery window; ``purge``: destroyed now) and
+    the tokens that covered only this org revoked. Admins of the whole org."""
+    from keysafe.orgs import remove_org, tokens_only_for
+    from keysafe.server.tokenstore import record_event
+
+    ctx.require("destroy" if purge else "delete", org_id)
+    ctx.require("tokens", org_id)
+    if not ctx.identity.whole(org_id):
+        raise PermissionDenied(f"{ctx.identity.principal} covers only some domains of org "
+                               f"{org_id!r}; removing the org needs all of them")
+    tokens = ctx.state.tokens
+
+    def remove() -> tuple[list[Any], list[str]]:
+        steps = remove_org(ctx.mgr, org_id, purge=purge)
+        revoked = []
+        for t in tokens_only_for(tokens, org_id):
+            record_event(ctx.mgr, "token_revoke", tokens.revoke(t.id))
+            revoked.append(t.id)
+        return steps, revoked
+
+    # Many writes: off the loop, and not one long job in the group commit.
+    steps, revoked = await asyncio.get_running_loop().run_in_executor(_ROTATIONS, remove)
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s.outcome] = counts.get(s.outcome, 0) + 1
+    return OrgRemoved(organization_id=org_id, purged=purge,
+                      secrets=[s.to_dict() for s in steps], tokens_revoked=revoked,
+                      summary=counts)
 
 
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)

@@ -38,6 +38,14 @@ class Step:
         return {"path": self.path, "outcome": self.outcome, "detail": self.detail}
 
 
+def tally(steps: list[Step]) -> dict[str, int]:
+    """How many steps ended in each outcome."""
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s.outcome] = counts.get(s.outcome, 0) + 1
+    return counts
+
+
 def summaries(mgr: SecretManager) -> list[OrgSummary]:
     """Every org the store holds secrets for (in this environment), by name."""
     per: dict[str, dict[str, Any]] = {}

@@ -104,9 +104,9 @@ def org_restore(org: OrgArg, dry_run: DryRun = False, env: Env = None,
 
 def _report(steps: list[Any], tokens: list[Any], dry_run: bool, as_json: bool, *,
             org: str) -> None:
-    counts: dict[str, int] = {}
-    for s in steps:
-        counts[s.outcome] = counts.get(s.outcome, 0) + 1
+    from keysafe.orgs import tally
+
+    counts = tally(steps)
     if as_json:
         emit_json({"org": org, "dry_run": dry_run, "secrets": [s.to_dict() for s in steps],
                    "tokens_revoked": [{"id": t.id, "name": t.name} for t in tokens],

@@ -436,7 +436,7 @@ async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemove
     """A tenant's offboarding (``keysafe org rm``): every secret of the org deleted in
     every domain (restorable within the recovery window; ``purge``: destroyed now) and
     the tokens that covered only this org revoked. Admins of the whole org."""
-    from keysafe.orgs import remove_org, tokens_only_for
+    from keysafe.orgs import remove_org, tally, tokens_only_for
     from keysafe.server.tokenstore import record_event
 
     ctx.require("destroy" if purge else "delete", org_id)
@@ -456,12 +456,9 @@ async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemove
 
     # Many writes: off the loop, and not one long job in the group commit.
     steps, revoked = await asyncio.get_running_loop().run_in_executor(_ROTATIONS, remove)
-    counts: dict[str, int] = {}
-    for s in steps:
-        counts[s.outcome] = counts.get(s.outcome, 0) + 1
     return OrgRemoved(organization_id=org_id, purged=purge,
                       secrets=[s.to_dict() for s in steps], tokens_revoked=revoked,
-                      summary=counts)
+                      summary=tally(steps))
 
 
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)

@@ -160,6 +160,16 @@ class Settings(_Fields):
         return rows
 
 
+#: Stores that keep their audit chain and tokens themselves (KEYSAFE_STATE_DATABASE_URL
+#: is not for them).
+SELF_CONTAINED = frozenset({"sqlite", "memory", "postgres"})
+
+
+def uses_state_database(settings: Settings) -> bool:
+    """Whether these settings keep keysafe's own state in KEYSAFE_STATE_DATABASE_URL."""
+    return bool(settings.state_database_url) and settings.backend not in SELF_CONTAINED
+
+
 _SECRET_FIELDS = frozenset({"master_key", "database_url", "state_database_url",
                             "jwt_hs256_secret",
                             "event_webhook_secret"})

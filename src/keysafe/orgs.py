@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keysafe.errors import KeysafeError
@@ -58,13 +59,26 @@ def summaries(mgr: SecretManager) -> list[OrgSummary]:
             for org, s in sorted(per.items())]
 
 
+def recoverable(mgr: SecretManager) -> bool:
+    """Whether the store deletes softly (SSM Parameter Store, for one, does not)."""
+    from keysafe.backends.base import Recoverable
+
+    return isinstance(mgr.backend, Recoverable)
+
+
 def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bool = False,
                progress: Callable[[int, int], None] | None = None) -> list[Step]:
     """Delete every secret of ``org`` in every domain: soft (restorable with
-    ``restore_org`` within the recovery window), or with ``purge`` destroyed now,
-    soft-deleted ones included. Each is audited; a failure is reported, not raised."""
+    ``restore_org`` within the recovery window), or with ``purge`` (or on a store
+    without soft delete) destroyed now, soft-deleted ones included. Each is audited,
+    and the removal itself (``org_remove``, which ``restore_org`` starts from); a
+    failure is reported, not raised."""
+    purge = purge or not recoverable(mgr)
     metas = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
     verb = "purged" if purge else "deleted"
+    if not dry_run:
+        mgr.record("org_remove", None, "ok", org=org, durable=True,
+                   detail={"purge": purge, "secrets": len(metas)})
     out = []
     for i, meta in enumerate(metas):
         ref = mgr.parse(meta.path)
@@ -83,8 +97,19 @@ def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bo
 
 def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> list[Step]:
-    """Restore every soft-deleted secret of ``org`` still within its recovery window."""
-    metas = [m for m in mgr.list(org, include_deleted=True) if m.deleted]
+    """Restore the secrets of ``org`` the last ``remove_org`` deleted (those deleted
+    since; secrets deleted on purpose before it stay deleted), as long as their
+    recovery window lasts."""
+    from keysafe.manager.audit import AuditFilter
+
+    last = mgr.audit_query(AuditFilter(org=org, action="org_remove", limit=1,
+                                       newest_first=True))
+    since = last[0].ts if last else None
+    now = datetime.now(UTC)
+    metas = [m for m in mgr.list(org, include_deleted=True)
+             if m.deleted and m.deleted_at is not None
+             and (since is None or m.deleted_at >= since)
+             and m.deleted_at + mgr.recovery_window > now]
     out = []
     for i, meta in enumerate(metas):
         ref = mgr.parse(meta.path)
@@ -106,5 +131,7 @@ def tokens_only_for(tokens: Any, org: str) -> list[Any]:
     the ones an offboarding revokes. Tokens that also cover other orgs stay."""
     from keysafe.server.auth import orgs_of
 
+    now = datetime.now(UTC)
     return [t for t in tokens.list()
-            if t.revoked_at is None and t.orgs is not None and orgs_of(t.orgs) == {org}]
+            if t.revoked_at is None and (t.expires_at is None or t.expires_at > now)
+            and t.orgs is not None and orgs_of(t.orgs) == {org}]

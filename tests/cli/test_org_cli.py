@@ -28,10 +28,13 @@ def seed(put: Callable[..., Any], kc: Callable[..., Any]) -> dict[str, str]:
 
 def test_offboarding_and_its_undoing(put: Callable[..., Any], kc: Callable[..., Any]) -> None:
     tokens = seed(put, kc)
+    # Deleted on purpose before the offboarding: its undoing leaves it deleted.
+    put("leaked_key", CANARY + "x", org="acme")
+    assert kc("rm", "leaked_key", "--org", "acme").code == 0
     outputs = []
     r = kc("org", "ls", "--json")
     assert r.json() == [
-        {"org": "acme", "secrets": 2, "deleted": 0, "domains": ["cards", "shared"]},
+        {"org": "acme", "secrets": 2, "deleted": 1, "domains": ["cards", "shared"]},
         {"org": "globex", "secrets": 1, "deleted": 0, "domains": ["shared"]}]
     # A dry run changes nothing.
     r = kc("org", "rm", "acme", "--dry-run", "--json")
@@ -42,6 +45,8 @@ def test_offboarding_and_its_undoing(put: Callable[..., Any], kc: Callable[..., 
     # Declined: nothing changes either (exit 1).
     r = kc("org", "rm", "acme", input="n\n")
     assert r.code == 1
+    assert "cancelled; nothing was changed" in r.err
+    assert "every environment" in r.err  # tokens are not per environment
     assert kc("org", "ls", "--json").json()[0]["secrets"] == 2
     # Done: every secret of the org deleted (restorable), its own tokens revoked.
     r = kc("org", "rm", "acme", "--yes", "--json")
@@ -53,23 +58,24 @@ def test_offboarding_and_its_undoing(put: Callable[..., Any], kc: Callable[..., 
     assert listed["acme-cards"]
     assert listed["shared"] is None  # it covers globex too: left for a person to narrow
     assert kc("org", "ls", "--json").json()[0] == {
-        "org": "acme", "secrets": 0, "deleted": 2, "domains": ["cards", "shared"]}
+        "org": "acme", "secrets": 0, "deleted": 3, "domains": ["cards", "shared"]}
     assert kc("get", "openai_api_key", "--org", "globex").code == 0
     with SecretManager.from_env() as m:
         deletes = m.audit_query(AuditFilter(action="delete", org="acme"))
         revokes = m.audit_query(AuditFilter(action="token_revoke"))
-    assert len(deletes) == 2
+    assert len(deletes) == 3  # the leaked key's, then the offboarding's two
     assert {e.detail["token_id"] for e in revokes} == {tokens["acme-app"],
                                                       tokens["acme-cards"]}
     # Undone within the recovery window.
     r = kc("org", "restore", "acme", "--json")
     assert r.json()["summary"] == {"restored": 2}
     assert kc("get", "partner_key", "--org", "acme", "--domain", "cards").code == 0
+    assert kc("get", "leaked_key", "--org", "acme").code == 3  # stays deleted
     # Purged: gone for good, soft-deleted ones included; nothing left to restore.
     kc("rm", "openai_api_key", "--org", "acme")
     r = kc("org", "rm", "acme", "--purge", "--yes", "--json")
     outputs.append(r.out)
-    assert r.json()["summary"] == {"purged": 2}
+    assert r.json()["summary"] == {"purged": 3}
     assert kc("org", "restore", "acme", "--json").json()["summary"] == {}
     assert [o["org"] for o in kc("org", "ls", "--json").json()] == ["globex"]
     for text in outputs:

@@ -120,8 +120,12 @@ def test_cli_and_configuration(replicas: dict[str, Any], monkeypatch: pytest.Mon
     with monkeypatch.context() as m:
         for k, v in {**env, "KEYSAFE_BACKEND": "sqlite"}.items():
             m.setenv(k, v)
-        with SecretManager.from_settings(load_settings()) as local:
+        settings = load_settings()
+        with SecretManager.from_settings(settings) as local:
             assert local.state is None
+            store = open_token_store(settings, local.backend)
+            assert type(store._db).__name__ == "SQLiteTokenDB"  # server.db, not the URL
+            store.close()
 
 
 def test_a_write_is_refused_while_the_state_database_is_down(

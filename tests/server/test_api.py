@@ -1322,6 +1322,8 @@ def test_an_org_is_offboarded_over_http(client: TestClient, app: KeysafeApp,
     assert_problem(client.delete(url, headers=bearer(tokens["globex"])), 404)
     scoped = make_token(app, "cards-admin", ["admin"], [f"{ORG}/{DOMAIN}"])
     assert_problem(client.delete(url, headers=bearer(scoped)), 403)
+    denied = app.keysafe.manager.audit_query(AuditFilter(outcome="denied", org=ORG))
+    assert denied[-1].actor == "token:cards-admin"  # audited like any denial
     r = client.delete(url, headers=bearer(tokens["admin"]))
     assert r.status_code == 200, r.text
     body = r.json()

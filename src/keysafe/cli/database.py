@@ -26,13 +26,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _report(env: str | None, *, upgrade_now: bool) -> dict[str, Any]:
+    from keysafe.config import uses_state_database
+
     settings = load(env)
-    if settings.backend != "postgres" and settings.state_database_url:
+    url = settings.state_database_url
+    if url and uses_state_database(settings):
         # A cloud store's state database (audit chain, tokens): the same schema.
         from keysafe.backends.pg_schema import status
 
         return {"backend": settings.backend, "state_database": True,
-                **status(settings.state_database_url, upgrade_now=upgrade_now)}
+                **status(url, upgrade_now=upgrade_now)}
     if settings.backend != "postgres":
         return {"backend": settings.backend, "schema_version": None, "applied": [],
                 "note": f"the {settings.backend} backend manages its own schema; "

@@ -59,11 +59,12 @@ def org_rm(
     """Offboard a tenant: delete every secret of ORG in every domain (restorable with
     `keysafe org restore` within the recovery window; --purge destroys them now) and
     revoke the tokens that cover only ORG. Each step is audited. Asks first."""
-    from keysafe.orgs import remove_org, tokens_only_for
+    from keysafe.orgs import recoverable, remove_org, tokens_only_for
     from keysafe.server.tokenstore import open_token_store, record_event
 
     settings = load(env)
     with open_manager(env, settings) as mgr:
+        purge = purge or not recoverable(mgr)  # a store without soft delete
         live = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
         store = open_token_store(settings, mgr.state or mgr.backend)
         try:
@@ -72,9 +73,11 @@ def org_rm(
                 what = "Purge" if purge else "Delete"
                 tail = ("This cannot be undone." if purge else
                         f"Restorable for {mgr.recovery_window.days} days.")
-                if not typer.confirm(f"{what} {len(live)} secret(s) of {org} and revoke "
-                                     f"{len(doomed)} token(s)? {tail}", err=True):
-                    raise typer.Exit(exitcodes.UNEXPECTED)
+                also = (f" Tokens are not per environment: revoking them ends {org}'s "
+                        "access in every environment." if doomed else "")
+                typer.confirm(f"{what} {len(live)} secret(s) of {org} in {mgr.env} and "
+                              f"revoke {len(doomed)} token(s)? {tail}{also}", abort=True,
+                              err=True)
             with progress_bar("purging" if purge else "deleting", quiet=as_json) as bar:
                 steps = remove_org(mgr, org, purge=purge, dry_run=dry_run, progress=bar)
             revoked = []

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keysafe.config import Settings, load_settings
+from keysafe.config import Settings, load_settings, uses_state_database
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
 from keysafe.server import errors as problems
@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     # one, or a cloud store without a state database): no process may serve a cached
     # value or token another one has changed.
     unheard = (settings.server_workers > 1 and settings.backend != "postgres"
-               and not settings.state_database_url)
+               and not uses_state_database(settings))
     if manager is None:
         manager = SecretManager.from_settings(settings.with_overrides(
             cache_ttl=0.0 if unheard else settings.server_cache_ttl, audit_reads=False))

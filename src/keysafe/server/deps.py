@@ -93,6 +93,16 @@ class Ctx:
             self.mgr.record(permission, path, "denied", org=org, detail=detail)
             raise
 
+    def require_whole(self, permission: str, org: str, what: str) -> None:
+        """``require``, and every domain of the org (org-wide data or changes); a denial
+        is audited like any other."""
+        self.require(permission, org)
+        if not self.identity.whole(org):
+            self.mgr.record(permission, None, "denied", org=org,
+                            detail={"reason": "PermissionDenied", "needs": "whole org"})
+            raise PermissionDenied(f"{self.identity.principal} covers only some domains of "
+                                   f"org {org!r}; {what} needs all of them")
+
     def audit(self, action: str, path: str | None, outcome: str, *, org: str | None,
               version: int | None = None, detail: dict[str, Any] | None = None) -> None:
         self.mgr.record(action, path, outcome, org=org, version=version, detail=detail)

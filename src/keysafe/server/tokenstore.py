@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from keysafe.config import Settings
+from keysafe.config import Settings, uses_state_database
 from keysafe.errors import Conflict, InvalidValue, NotFound
 from keysafe.server.auth import Identity, check_orgs, check_roles, orgs_of
 
@@ -319,7 +319,7 @@ def open_token_store(settings: Settings, backend: Any = None, *,
     (``cache=False`` when other processes may revoke tokens unheard)."""
     if getattr(backend, "name", None) == "postgres":
         return TokenStore(PostgresTokenDB(backend))
-    if settings.backend == "postgres" or settings.state_database_url:
+    if settings.backend == "postgres" or uses_state_database(settings):
         from keysafe.backends.postgres import PostgresBackend
 
         url = (settings.database_url if settings.backend == "postgres"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound, PermissionDenied
+from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag, rotator_for
@@ -436,14 +436,14 @@ async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemove
     """A tenant's offboarding (``keysafe org rm``): every secret of the org deleted in
     every domain (restorable within the recovery window; ``purge``: destroyed now) and
     the tokens that covered only this org revoked. Admins of the whole org."""
+    from keysafe.backends.base import Recoverable
     from keysafe.orgs import remove_org, tally, tokens_only_for
     from keysafe.server.tokenstore import record_event
 
-    ctx.require("destroy" if purge else "delete", org_id)
+    # A store without soft delete (SSM) removes for good: that needs destroy.
+    purge = purge or not isinstance(ctx.mgr.backend, Recoverable)
     ctx.require("tokens", org_id)
-    if not ctx.identity.whole(org_id):
-        raise PermissionDenied(f"{ctx.identity.principal} covers only some domains of org "
-                               f"{org_id!r}; removing the org needs all of them")
+    ctx.require_whole("destroy" if purge else "delete", org_id, "removing the org")
     tokens = ctx.state.tokens
 
     def remove() -> tuple[list[Any], list[str]]:

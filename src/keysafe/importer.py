@@ -203,8 +203,11 @@ def import_entries(
     check_format: bool = True,
     progress: Callable[[int, int], None] | None = None,
     unknown_hint: str = "not in the catalog; --include-unknown imports it as {name}",
+    exposed: str | None = None,
 ) -> ImportResult:
-    """Import ``entries`` (in order) into ``org``/``domain``.
+    """Import ``entries`` (in order) into ``org``/``domain``. ``exposed``: where the
+    values were found in the open (a committed file): each one imported is marked
+    exposed there, due for rotation at once (``SecretManager.mark_exposed``).
 
     Per-secret problems (a bad format, a conflict, an outage) are recorded as failed
     items and the rest goes on. Raises InvalidName for a bad org or domain, and
@@ -220,7 +223,7 @@ def import_entries(
     done: dict[int, ImportItem] = {}
     for n, p in enumerate(todo, start=1):
         done[id(p)] = _import_one(mgr, p, org, domain, dry_run=dry_run, overwrite=overwrite,
-                                  check_format=check_format)
+                                  check_format=check_format, exposed=exposed)
         if progress is not None:
             progress(n, len(todo))
     items = tuple(done.get(id(p)) or ImportItem(p.variable, p.name, p.status or "skipped",
@@ -249,7 +252,7 @@ def _tags(mgr: SecretManager, p: _Plan, meta: SecretMetadata | None) -> dict[str
 
 
 def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run: bool,
-                overwrite: bool, check_format: bool) -> ImportItem:
+                overwrite: bool, check_format: bool, exposed: str | None) -> ImportItem:
     """One secret. A new one is written create-only (``expected_version=0``) and the
     store's answer decides whether it existed: with a chain (store, then .env) that
     is the primary, so values only the fallback serves are imported, not skipped."""
@@ -299,6 +302,13 @@ def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run:
     except KeysafeError as exc:
         return item("failed", exc.message, error_code=exc.code)
     reason = f"overwrote version {meta.current_version}" if meta is not None else "new"
+    if exposed is not None:
+        try:
+            mgr.mark_exposed(name, org, domain=domain, where=exposed)
+        except KeysafeError as exc:
+            return item("failed", f"imported as version {info.version}, but not marked "
+                        f"exposed: {exc.message}", error_code=exc.code)
+        reason += "; marked exposed: rotate it"
     return item("imported", reason, version=info.version, overwritten=meta is not None)
 
 

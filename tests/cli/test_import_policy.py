@@ -284,10 +284,21 @@ def test_import_warns_when_git_could_pick_the_file_up(kc, home: Path):
     assert r.code == 0, r.err
     assert "is not in .gitignore and still holds the values" in " ".join(r.err.split())
     no_values(r.out, r.err)
+    assert kc("status", "openai_api_key", "--org", "acme", "--json").json()[
+        "tags"].get("exposed") is None  # not committed: not marked
     subprocess.run(["git", "-C", str(repo), "add", "-f", ".env"], check=True, timeout=60)
     tracked = kc("import", str(f), "--org", "acme", "--dry-run")
     assert "is tracked by git" in " ".join(tracked.err.split())
     assert "rotate them" in " ".join(tracked.err.split())
+    # Committed: what it imports is marked exposed, due for rotation at once.
+    again = kc("import", str(f), "--org", "acme", "--overwrite", "--json")
+    assert again.code == 0, again.err
+    assert "marked exposed" in again.json()["items"][0]["reason"]
+    st = kc("status", "openai_api_key", "--org", "acme", "--json").json()
+    assert st["tags"]["exposed"] == f"{f} (committed to git)"
+    rot = kc("rotate", "status", "--org", "acme", "--json").json()
+    assert [(s["name"], s["status"], s["exposed"]) for s in rot] == [
+        ("openai_api_key", "overdue", True)]
     subprocess.run(["git", "-C", str(repo), "rm", "-q", "--cached", ".env"], check=True,
                    timeout=60)
     (repo / ".gitignore").write_text(".env\n")

@@ -223,6 +223,12 @@ def test_import_stores_values_and_rewrites_files(kc: Ks, project: Path) -> None:
     got = kc("get", "openai_api_key", "--org", "acme")
     assert got.out.strip() == CANARY
     assert kc("get", "github_token", "--org", "acme").out.strip() == GH
+    # Found in files, so marked exposed: due for rotation at once (spec 003).
+    st = kc("status", "github_token", "--org", "acme", "--json").json()
+    assert st["tags"]["exposed"].startswith("app.py:")
+    due = kc("rotate", "status", "--org", "acme", "--json").json()
+    assert {(s["name"], s["status"], s["exposed"]) for s in due} == {
+        ("openai_api_key", "overdue", True), ("github_token", "overdue", True)}
     # The references are not findings: the tree is clean now.
     assert kc("scan").code == 0
 

@@ -1343,3 +1343,18 @@ def test_an_org_is_offboarded_over_http(client: TestClient, app: KeysafeApp,
     assert r.json()["summary"] == {"purged": 2}
     assert client.get(f"{url}/secrets", params={"include_deleted": "true"},
                       headers=bearer(tokens["root"])).json()["secrets"] == []
+
+
+def test_an_exposed_secret_shows_it(client: TestClient, app: KeysafeApp,
+                                    tokens: dict[str, str]) -> None:
+    assert put(client, tokens["writer"]).status_code == 200
+    url = f"/api/secrets/{ORG}/{OPENAI}"
+    v = bearer(tokens["viewer"])
+    assert client.get(url, headers=v).json()["exposed"] is False
+    app.keysafe.manager.mark_exposed(OPENAI, ORG, where="app/settings.py:12")
+    st = client.get(url, headers=v).json()
+    assert (st["exposed"], st["rotation_overdue"]) == (True, True)
+    assert st["tags"]["exposed"] == "app/settings.py:12"
+    assert put(client, tokens["writer"], value=VALUE_2).status_code == 200
+    st = client.get(url, headers=v).json()
+    assert (st["exposed"], st["rotation_overdue"]) == (False, False)

@@ -65,6 +65,10 @@ def import_secrets(
     whole: Annotated[bool, typer.Option(
         "--whole", help="With --from-store: keep a JSON object as one secret instead of "
                         "one secret per key.")] = False,
+    exposed: Annotated[bool, typer.Option(
+        "--exposed", help="The values were in the open (committed, shared): mark each one "
+                          "exposed, due for rotation at once. A .env file git tracks is "
+                          "marked so without asking.")] = False,
     as_json: Json = False,
 ) -> None:
     """Import secrets from a .env file, the environment or a cloud store into an org.
@@ -93,6 +97,11 @@ def import_secrets(
     options: dict[str, Any] = {"domain": domain, "dry_run": dry_run, "overwrite": overwrite,
                                "include_unknown": include_unknown,
                                "check_format": not no_format_check}
+    how = _git_exposure(file) if file is not None else None
+    if exposed or how == "tracked":
+        options["exposed"] = (f"{file} (committed to git)" if how == "tracked" else
+                              str(file) if file is not None else
+                              "the environment" if from_env else ", ".join(from_store or []))
     if from_store:
         store, names = _store_sources(from_store)
         result = _import_store(store, names, env, org, map_keys, whole, options)
@@ -109,7 +118,7 @@ def import_secrets(
     else:
         _render(result)
     if file is not None:
-        _warn_if_exposed(file, org)
+        _warn_if_exposed(file, org, how)
     failed = result.failed
     if failed:
         first = failed[0]
@@ -159,17 +168,21 @@ def _import_store(store: str, names: list[str], env: str | None, org: str,
             source.close()
 
 
-def _warn_if_exposed(file: Path, org: str) -> None:
-    """Spec 003's checklist: remove secrets from .env files, add .env to .gitignore.
-    The import leaves the file as it was; say so when git could pick it up."""
+def _git_exposure(file: Path) -> str | None:
     from keysafe.scanning.sources import git_exposure
 
-    how = git_exposure(file)
+    return git_exposure(file)
+
+
+def _warn_if_exposed(file: Path, org: str, how: str | None) -> None:
+    """Spec 003's checklist: remove secrets from .env files, add .env to .gitignore.
+    The import leaves the file as it was; say so when git could pick it up."""
     if how is not None:
         warn(f"{file} is {'tracked by git' if how == 'tracked' else 'not in .gitignore'} "
              f"and still holds the values: replace them with references (keysafe scan "
              f"{file} --import --org {org}) and add it to .gitignore"
-             + ("; they were committed, so rotate them" if how == "tracked" else ""))
+             + ("; they were committed, so they are marked exposed: rotate them"
+                if how == "tracked" else ""))
 
 
 def _render(result: ImportResult) -> None:

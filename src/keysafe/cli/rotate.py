@@ -130,7 +130,8 @@ def _status(engine: Any, org: str | None, domain: str | None, as_json: bool) -> 
         return
     table(["status", "name", "org", "domain", "type", "period", "last rotated", "next due",
            "rotator"],
-          [(s.status, s.name, s.org, s.domain, s.secret_type or "-",
+          [(s.status + (" (exposed)" if s.exposed else ""), s.name, s.org, s.domain,
+            s.secret_type or "-",
             f"{s.period_days} d" if s.period_days else "-",
             s.last_rotated.date().isoformat(),
             s.next_due.date().isoformat() if s.next_due else "-", s.rotator)

@@ -692,6 +692,18 @@ class SecretManager:
             detail={"fields": sorted(fields)})
         return result
 
+    def mark_exposed(self, name: str, org: str | None = None, *, where: str,
+                     domain: str | None = None, env: str | None = None) -> SecretMetadata:
+        """Record that the current value was found in the open (``where``: a file and
+        line, a commit, a ticket): it is due for rotation at once, whatever its period,
+        until a new value is written. Tagged ``exposed=<where>``; no new version."""
+        from keysafe.rotation.policy import EXPOSED_AT, EXPOSED_TAG
+
+        if not where or not where.isprintable():
+            raise InvalidValue("say where the value was exposed (printable text)")
+        return self.update_tags(name, org, domain=domain, env=env,
+                                set_tags={EXPOSED_TAG: where[:256]}, last_rotated=EXPOSED_AT)
+
     def update_tags(self, name: str, org: str | None = None, *,
                     set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
                     domain: str | None = None, env: str | None = None,

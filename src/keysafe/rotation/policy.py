@@ -129,6 +129,7 @@ class RotationState:
     rotator: str
     version: int
     needs_window: bool = False
+    exposed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "org": self.org, "domain": self.domain,
@@ -137,7 +138,21 @@ class RotationState:
                 "last_rotated": self.last_rotated.isoformat(),
                 "next_due": self.next_due.isoformat() if self.next_due else None,
                 "status": self.status, "rotator": self.rotator, "version": self.version,
-                "needs_window": self.needs_window}
+                "needs_window": self.needs_window, "exposed": self.exposed}
+
+
+#: Where a value was found in the open (``keysafe scan --fix``, ``import --exposed``).
+EXPOSED_TAG = "exposed"
+#: An exposed value's "last rotated": long before any secret's creation, so it is due at once
+#: for every scan (by time, as the stores select them); a new value replaces it.
+EXPOSED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_exposed(meta: SecretMetadata) -> bool:
+    """The current value was found in the open and not replaced since: its "last
+    rotated" is still the mark (a store may round it; no secret is older than 1970)."""
+    return (meta.last_rotated is not None
+            and meta.last_rotated < EXPOSED_AT + timedelta(days=1))
 
 
 def default_rotator(secret_type: str | None, provider: str | None = None) -> str:
@@ -222,7 +237,11 @@ class Policy:
         days, source = self.period(meta, org, name)
         last = meta.last_rotated or meta.created_at
         stype = self.secret_type(meta, name)
-        if days is None:
+        exposed = is_exposed(meta)
+        if exposed:
+            # Due since it was stored, whatever its period (or none).
+            last, due, status = meta.created_at, meta.created_at, "overdue"
+        elif days is None:
             due, status = None, "unscheduled"
         else:
             due = last + timedelta(days=days)
@@ -235,7 +254,7 @@ class Policy:
         window = tag == "required" if tag in ("required", "no") else stype in WINDOW_TYPES
         return RotationState(meta.path, name, org, domain, stype, days, source, last, due,
                              status, rotator, meta.current_version,  # type: ignore[arg-type]
-                             window)
+                             window, exposed)
 
 
 _ORDER = {"overdue": 0, "due_soon": 1, "ok": 2, "unscheduled": 3}
@@ -251,7 +270,8 @@ def select(states: Iterable[RotationState], which: str) -> list[RotationState]:
     """spec 004's selectors: all, symmetric, api-keys, database, due (overdue only)."""
     states = list(states)
     if which == "all":
-        return [s for s in states if s.period_days is not None or s.rotator != "manual"]
+        return [s for s in states
+                if s.period_days is not None or s.rotator != "manual" or s.exposed]
     if which == "due":
         return [s for s in states if s.status == "overdue"]
     if which in CATEGORIES:

@@ -157,6 +157,8 @@ def _import_file(path: Path, group: list[Finding], mgr: SecretManager, org: str,
                 info = mgr.put(name, value, org, domain=domain, expected_version=0,
                                check_format=False)
                 version = info.version
+            # It was in a file (maybe committed, copied, shared): due for rotation now.
+            mgr.mark_exposed(name, org, domain=domain, where=f"{f.path}:{f.line}")
         except KeysafeError as exc:
             out.append(ImportOutcome(f, "failed", name=name, reason=exc.message))
             continue

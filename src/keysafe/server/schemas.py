@@ -154,6 +154,8 @@ class SecretStatus(BaseModel):
     last_rotated: datetime | None = None
     rotation_due: datetime | None = None
     rotation_overdue: bool = False
+    exposed: bool = Field(default=False, description=(
+        "the current value was found in the open (tag `exposed` says where): rotate it"))
     deleted: bool = False
     recoverable_until: datetime | None = None
     display_name: str | None = None

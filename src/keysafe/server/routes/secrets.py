@@ -15,7 +15,12 @@ from keysafe.catalog import ROTATION_DAYS
 from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
-from keysafe.rotation.policy import is_rotation_detail, is_rotation_tag, rotator_for
+from keysafe.rotation.policy import (
+    is_exposed,
+    is_rotation_detail,
+    is_rotation_tag,
+    rotator_for,
+)
 from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
     Destroy,
@@ -65,6 +70,9 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             days = ROTATION_DAYS.get(meta.secret_type)
         since = meta.last_rotated or meta.updated_at
         due = since + timedelta(days=days) if days else None
+        exposed = is_exposed(meta)
+        if exposed:
+            due = meta.created_at  # due since it was stored, whatever its period
         fields.update(
             configured=not meta.deleted, version=meta.current_version,
             created_at=meta.created_at, updated_at=meta.updated_at,
@@ -72,6 +80,7 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             secret_type=meta.secret_type, tags=shown_tags(meta.tags), rotation_days=days,
             last_rotated=meta.last_rotated, rotation_due=due,
             rotation_overdue=bool(due and due.timestamp() < time() and not meta.deleted),
+            exposed=exposed,
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
                                if meta.deleted_at else None),

@@ -451,7 +451,9 @@ export class KeysafeSecretCard extends HTMLElement {
     if (s && s.deleted) badges.append(h('span', { class: 'badge warn', text: 'Deleted' }));
     else if (s && s.configured) badges.append(h('span', { class: 'badge ok', text: 'Configured' }));
     else if (s) badges.append(h('span', { class: 'badge off', text: 'Not configured' }));
-    if (s && s.configured && s.rotation_overdue) {
+    if (s && s.configured && s.exposed) {
+      badges.append(h('span', { class: 'badge bad', text: 'Exposed' }));
+    } else if (s && s.configured && s.rotation_overdue) {
       badges.append(h('span', { class: 'badge bad', text: 'Rotation overdue' }));
     }
     card.append(h('div', { class: 'head' },
@@ -490,7 +492,10 @@ export class KeysafeSecretCard extends HTMLElement {
       parts.push(`Version ${s.version}`);
       if (s.updated_at) parts.push(`updated ${when(s.updated_at)}${s.updated_by ? ' by ' + s.updated_by : ''}`);
       if (s.deleted && s.recoverable_until) parts.push(`restorable until ${when(s.recoverable_until)}`);
-      if (s.configured && s.rotation_due) {
+      if (s.configured && s.exposed) {
+        const where = (s.tags || {}).exposed;
+        parts.push(`exposed${where ? ' in ' + where : ''}: rotate it`);
+      } else if (s.configured && s.rotation_due) {
         const days = Math.ceil((new Date(s.rotation_due) - Date.now()) / 86400000);
         parts.push(s.rotation_overdue ? `rotation overdue since ${when(s.rotation_due)}`
           : `rotation due in ${days} day${days === 1 ? '' : 's'}`);

@@ -305,10 +305,9 @@ def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run:
     if exposed is not None:
         try:
             mgr.mark_exposed(name, org, domain=domain, where=exposed)
-        except KeysafeError as exc:
-            return item("failed", f"imported as version {info.version}, but not marked "
-                        f"exposed: {exc.message}", error_code=exc.code)
-        reason += "; marked exposed: rotate it"
+            reason += "; marked exposed: rotate it"
+        except KeysafeError as exc:  # imported all the same (SSM keeps no such mark)
+            reason += f"; not marked exposed ({exc.message}): rotate it"
     return item("imported", reason, version=info.version, overwritten=meta is not None)
 
 

@@ -146,7 +146,7 @@ def test_status_json_lists_overdue_first(rk, seeded):
     jwt = by[("jwt_secret", ORG)]
     assert set(jwt) == {"path", "name", "org", "domain", "secret_type", "period_days",
                         "period_source", "last_rotated", "next_due", "status", "rotator",
-                        "version", "needs_window"}
+                        "version", "needs_window", "exposed"}
     assert jwt["needs_window"] is True
     assert jwt["path"] == "keysafe/local/acme/shared/jwt_secret"
     assert (jwt["period_days"], jwt["period_source"], jwt["rotator"]) == (1, "secret", "random")

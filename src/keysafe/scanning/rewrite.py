@@ -157,14 +157,20 @@ def _import_file(path: Path, group: list[Finding], mgr: SecretManager, org: str,
                 info = mgr.put(name, value, org, domain=domain, expected_version=0,
                                check_format=False)
                 version = info.version
-            # It was in a file (maybe committed, copied, shared): due for rotation now.
-            mgr.mark_exposed(name, org, domain=domain, where=f"{f.path}:{f.line}")
         except KeysafeError as exc:
             out.append(ImportOutcome(f, "failed", name=name, reason=exc.message))
             continue
+        # It was in a file (maybe committed, copied, shared): due for rotation now. The
+        # value is stored either way, so the file is rewritten either way.
+        note = ""
+        try:
+            mgr.mark_exposed(name, org, domain=domain, where=f"{f.path}:{f.line}")
+        except KeysafeError as exc:
+            note = f"not marked exposed ({exc.message}): rotate it"
         chosen[name] = value
         edits.append((f.start, f.end, ref))
-        out.append(ImportOutcome(f, "imported", name=name, reference=ref, version=version))
+        out.append(ImportOutcome(f, "imported", name=name, reference=ref, version=version,
+                                 reason=note))
     if edits:
         new = text
         for start, end, ref in sorted(edits, reverse=True):

@@ -268,8 +268,17 @@ def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run:
         if meta.deleted:
             return item("skipped", "exists but is deleted; restore it, or use --overwrite",
                         version=meta.current_version)
-        return item("skipped", f"already exists (version {meta.current_version})",
-                    version=meta.current_version)
+        reason = f"already exists (version {meta.current_version})"
+        if exposed is not None and not dry_run:
+            # The stored value is the one found in the open: it is exposed all the same.
+            try:
+                same = mgr.get(name, org, domain=domain, fresh=True) == p.value  # audited
+                if same:
+                    mgr.mark_exposed(name, org, domain=domain, where=exposed)
+                    reason += "; the same value: marked exposed, rotate it"
+            except KeysafeError as exc:
+                reason += f"; not marked exposed ({exc.message})"
+        return item("skipped", reason, version=meta.current_version)
 
     meta: SecretMetadata | None = None
     if dry_run or overwrite:

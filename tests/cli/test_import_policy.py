@@ -290,10 +290,11 @@ def test_import_warns_when_git_could_pick_the_file_up(kc, home: Path):
     tracked = kc("import", str(f), "--org", "acme", "--dry-run")
     assert "is tracked by git" in " ".join(tracked.err.split())
     assert "rotate them" in " ".join(tracked.err.split())
-    # Committed: what it imports is marked exposed, due for rotation at once.
-    again = kc("import", str(f), "--org", "acme", "--overwrite", "--json")
+    # Committed: what it imports is marked exposed, due for rotation at once; a value
+    # stored already (the same one) is marked too.
+    again = kc("import", str(f), "--org", "acme", "--json")
     assert again.code == 0, again.err
-    assert "marked exposed" in again.json()["items"][0]["reason"]
+    assert "the same value: marked exposed" in again.json()["items"][0]["reason"]
     st = kc("status", "openai_api_key", "--org", "acme", "--json").json()
     assert st["tags"]["exposed"] == f"{f} (committed to git)"
     rot = kc("rotate", "status", "--org", "acme", "--json").json()

@@ -39,3 +39,17 @@ def test_an_exposed_value_is_due_until_replaced(tmp_home: Path) -> None:
             "unscheduled", False)
         with pytest.raises(InvalidValue):
             mgr.mark_exposed("misc_note", ORG, where="")
+
+
+def test_an_exposed_value_with_no_schedule_is_still_found_by_the_due_scan(
+        tmp_home: Path) -> None:
+    """Period 0 (never scheduled) and no policy rule at all: the store's own due query
+    still finds the exposed value (the mark is a time it selects on)."""
+    with SecretManager.from_env() as mgr:
+        mgr.put("session_secret", "s" * 48, ORG, rotation_days=0)
+        engine = RotationEngine(mgr)
+        assert engine.due(ORG) == []
+        mgr.mark_exposed("session_secret", ORG, where="ticket 4711")
+        assert [s.name for s in engine.due(ORG)] == ["session_secret"]
+        sent = engine.remind()
+        assert [s.name for s in sent] == ["session_secret"]

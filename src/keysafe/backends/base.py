@@ -170,6 +170,11 @@ class Watchable(Protocol):
         ...
 
 
+#: A "last rotated" before this (seconds since the epoch) is the mark of an exposed value
+#: (rotation/policy.py's EXPOSED_AT, 1970-01-01): due at once, whatever its period.
+EXPOSED_BEFORE = 86400.0
+
+
 class DueWindow(NamedTuple):
     """The secrets a scan for due rotations (or coming expiry) has to look at: a superset,
     which the rotation policy then judges one by one. Times are seconds since the epoch.
@@ -189,6 +194,8 @@ class DueWindow(NamedTuple):
     def matches(self, meta: SecretMetadata) -> bool:
         """The same test as ``sql``, for stores without a query language."""
         last = (meta.last_rotated or meta.created_at).timestamp()
+        if meta.last_rotated is not None and last < EXPOSED_BEFORE:
+            return True  # an exposed value (rotation/policy.py): due whatever its period
         days = meta.rotation_days
         if days is None:
             if self.unowned_before is not None and last <= self.unowned_before:
@@ -202,7 +209,8 @@ class DueWindow(NamedTuple):
         """A condition on ``secrets s`` (``ph``: the driver's placeholder) and its
         parameters. A NULL bound makes its comparison false, as ``matches`` skips it."""
         last = "COALESCE(s.last_rotated, s.created_at)"
-        return (f"((s.rotation_days IS NULL AND {last} <= {ph})"
+        return (f"(s.last_rotated < {EXPOSED_BEFORE!r}"
+                f" OR (s.rotation_days IS NULL AND {last} <= {ph})"
                 f" OR (s.rotation_days > 0 AND {last}"
                 f" + s.rotation_days * CAST(86400 AS double precision) <= {ph})"
                 f" OR s.expires_at <= {ph})",

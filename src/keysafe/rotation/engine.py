@@ -589,7 +589,9 @@ class RotationEngine:
                 out.append(st)
                 due = st.next_due.isoformat() if st.next_due else "-"
                 self._event("rotation.due" if not expiring else "secret.expiring", st.path,
-                            st.org, st.version, f"{st.status}; next due {due}")
+                            st.org, st.version,
+                            "exposed: rotate it now" if st.exposed
+                            else f"{st.status}; next due {due}")
         return out
 
 

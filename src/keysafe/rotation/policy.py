@@ -261,9 +261,11 @@ _ORDER = {"overdue": 0, "due_soon": 1, "ok": 2, "unscheduled": 3}
 
 
 def sort_states(states: Iterable[RotationState]) -> list[RotationState]:
-    """Overdue first (most overdue first), then due soon, ok, unscheduled."""
+    """Overdue first (exposed ones first, then most overdue first), then due soon, ok,
+    unscheduled."""
     far = datetime.max.replace(tzinfo=UTC)
-    return sorted(states, key=lambda s: (_ORDER[s.status], s.next_due or far, s.path))
+    return sorted(states, key=lambda s: (_ORDER[s.status], not s.exposed,
+                                         s.next_due or far, s.path))
 
 
 def select(states: Iterable[RotationState], which: str) -> list[RotationState]:

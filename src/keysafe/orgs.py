@@ -4,7 +4,7 @@ its undoing within the recovery window. Values never leave the store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,7 @@ from keysafe.errors import KeysafeError
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
+    from keysafe.models import SecretMetadata
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,33 @@ class Step:
         return {"path": self.path, "outcome": self.outcome, "detail": self.detail}
 
 
-def tally(steps: list[Step]) -> dict[str, int]:
-    """How many steps ended in each outcome."""
+def tally(steps: Iterable[Any]) -> dict[str, int]:
+    """How many steps (anything with an ``outcome``) ended in each outcome."""
     counts: dict[str, int] = {}
     for s in steps:
         counts[s.outcome] = counts.get(s.outcome, 0) + 1
     return counts
+
+
+def _each(mgr: SecretManager, metas: list[SecretMetadata], act: Callable[..., object],
+          done: str, dry_run: bool,
+          progress: Callable[[int, int], None] | None) -> list[Step]:
+    """``act(name, org, domain=)`` on each secret (``would_<done>`` in a dry run); a
+    failure is a step of its own, not raised."""
+    out = []
+    for i, meta in enumerate(metas):
+        ref = mgr.parse(meta.path)
+        if dry_run:
+            out.append(Step(meta.path, f"would_{done.removesuffix('d')}"))
+        else:
+            try:
+                act(ref.name, ref.org, domain=ref.domain)
+                out.append(Step(meta.path, done))
+            except KeysafeError as exc:
+                out.append(Step(meta.path, "failed", exc.message))
+        if progress:
+            progress(i + 1, len(metas))
+    return out
 
 
 def summaries(mgr: SecretManager) -> list[OrgSummary]:
@@ -75,24 +97,14 @@ def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bo
     failure is reported, not raised."""
     purge = purge or not recoverable(mgr)
     metas = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
-    verb = "purged" if purge else "deleted"
     if not dry_run:
         mgr.record("org_remove", None, "ok", org=org, durable=True,
                    detail={"purge": purge, "secrets": len(metas)})
-    out = []
-    for i, meta in enumerate(metas):
-        ref = mgr.parse(meta.path)
-        if dry_run:
-            out.append(Step(meta.path, f"would_{'purge' if purge else 'delete'}"))
-        else:
-            try:
-                mgr.delete(ref.name, ref.org, domain=ref.domain, force=purge)
-                out.append(Step(meta.path, verb))
-            except KeysafeError as exc:
-                out.append(Step(meta.path, "failed", exc.message))
-        if progress:
-            progress(i + 1, len(metas))
-    return out
+
+    def delete(name: str, org: str, *, domain: str) -> None:
+        mgr.delete(name, org, domain=domain, force=purge)
+
+    return _each(mgr, metas, delete, "purged" if purge else "deleted", dry_run, progress)
 
 
 def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
@@ -110,20 +122,7 @@ def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
              if m.deleted and m.deleted_at is not None
              and (since is None or m.deleted_at >= since)
              and m.deleted_at + mgr.recovery_window > now]
-    out = []
-    for i, meta in enumerate(metas):
-        ref = mgr.parse(meta.path)
-        if dry_run:
-            out.append(Step(meta.path, "would_restore"))
-        else:
-            try:
-                mgr.restore(ref.name, ref.org, domain=ref.domain)
-                out.append(Step(meta.path, "restored"))
-            except KeysafeError as exc:
-                out.append(Step(meta.path, "failed", exc.message))
-        if progress:
-            progress(i + 1, len(metas))
-    return out
+    return _each(mgr, metas, mgr.restore, "restored", dry_run, progress)
 
 
 def tokens_only_for(tokens: Any, org: str) -> list[Any]:

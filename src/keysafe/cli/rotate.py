@@ -208,7 +208,6 @@ def _report(results: list[Any], dry_run: bool, as_json: bool) -> None:
 
 
 def _summary(results: list[Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in results:
-        out[r.outcome] = out.get(r.outcome, 0) + 1
-    return out
+    from keysafe.orgs import tally
+
+    return tally(results)

@@ -248,8 +248,7 @@ class Policy:
             status = ("overdue" if due <= now else "due_soon" if due - now <= DUE_SOON
                       else "ok")
         entry = self.catalog.get(name)
-        rotator = meta.tags.get("rotator") or default_rotator(
-            stype, entry.provider if entry is not None else None)
+        rotator = rotator_for(meta, entry)
         tag = meta.tags.get(WINDOW_TAG)
         window = tag == "required" if tag in ("required", "no") else stype in WINDOW_TYPES
         return RotationState(meta.path, name, org, domain, stype, days, source, last, due,

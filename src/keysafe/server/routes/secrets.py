@@ -210,8 +210,9 @@ class KeyChecksLimited(TooManyAttempts):
              "(KEYSAFE_KEY_CHECK_RATE)"
 
 
-#: Rotations may wait on providers and rotators too: their own threads.
-_ROTATIONS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rotate")
+#: Long requests (a rotation, which may wait on providers and rotators; an org's
+#: removal, many writes): their own threads, off the loop and the group commit.
+_LONG_JOBS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="long-job")
 
 #: Key checks wait on providers (up to KEYSAFE_KEY_CHECK_TIMEOUT, DNS included): their
 #: own few threads, so slow providers never hold the threads that serve reads.
@@ -314,7 +315,7 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
         return ctx.mgr.rotate(secret_name, org_id, domain=domain_id)
 
     # Several steps, maybe a provider's API: off the loop and outside the group commit.
-    out = await asyncio.get_running_loop().run_in_executor(_ROTATIONS, rotate)
+    out = await asyncio.get_running_loop().run_in_executor(_LONG_JOBS, rotate)
     return RotationOut(secret_name=secret_name, organization_id=org_id,
                        domain_id=ref.domain, outcome=out.outcome, version=out.version,
                        step=out.step, detail=out.detail)
@@ -464,7 +465,7 @@ async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemove
         return steps, revoked
 
     # Many writes: off the loop, and not one long job in the group commit.
-    steps, revoked = await asyncio.get_running_loop().run_in_executor(_ROTATIONS, remove)
+    steps, revoked = await asyncio.get_running_loop().run_in_executor(_LONG_JOBS, remove)
     return OrgRemoved(organization_id=org_id, purged=purge,
                       secrets=[s.to_dict() for s in steps], tokens_revoked=revoked,
                       summary=tally(steps))

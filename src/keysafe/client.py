@@ -218,12 +218,32 @@ class KeysafeClient:
         return body
 
     # -- reading (service role) --
-    def get(self, name: str, org: str, *, domain: str | None = None) -> str:
-        data = self._req("GET", self._secret(org, name, "/value"), {"domain_id": domain})
+    def get(self, name: str, org: str, *, domain: str | None = None,
+            version: int | None = None) -> str:
+        """The current value, or version ``version``'s."""
+        if version is not None:
+            return self.read(name, org, domain=domain, version=version)[0]
+        return self._value(name, org, domain, None)[0]
+
+    def read(self, name: str, org: str, *, domain: str | None = None,
+             version: int | None = None) -> tuple[str, int]:
+        """(value, version): the current version (from the store, not the server's
+        cache), or version ``version``, and which one it is."""
+        value, got = self._value(name, org, domain, version or 0)
+        if got is None:
+            raise BackendUnavailable(f"keysafe server at {self.url} did not say which "
+                                     f"version of {name} it sent")
+        return value, got
+
+    def _value(self, name: str, org: str, domain: str | None,
+               version: int | None) -> tuple[str, int | None]:
+        data = self._req("GET", self._secret(org, name, "/value"),
+                         {"domain_id": domain, "version": version})
         value = data.get("value") if isinstance(data, dict) else None
         if not isinstance(value, str):
             raise BackendUnavailable(f"keysafe server at {self.url} sent no value for {name}")
-        return value
+        got = data.get("version")
+        return value, got if isinstance(got, int) else None
 
     def get_json(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
         from keysafe.manager.manager import json_object
@@ -272,9 +292,22 @@ class KeysafeClient:
     # -- writing (writer or admin role): blind --
     def put(self, name: str, value: str, org: str, *, domain: str | None = None,
             expected_version: int | None = None, description: str | None = None,
-            tags: Mapping[str, str] | None = None, check_key: bool = False) -> int:
+            tags: Mapping[str, str] | None = None, check_key: bool = False,
+            secret_type: str | None = None, check_format: bool = True) -> int:
         """Writes a new version; returns its number. ``expected_version``: check-and-set
-        (0: must not exist). ``check_key``: the provider is asked first (docs/key-checks.md)."""
+        (0: must not exist). ``check_key``: the provider is asked first (docs/key-checks.md).
+        ``check_format=False`` skips the catalog's format check of a well-known name."""
+        return int(self._put(name, value, org, domain=domain,
+                             expected_version=expected_version, description=description,
+                             tags=tags, check_key=check_key, secret_type=secret_type,
+                             check_format=check_format)["version"])
+
+    # The _put, _fields and _rollback answers are the server's whole WriteResult (version,
+    # created_at, created_by, key_check): the CLI's adapter (keysafe.cli.remote) shows them.
+    def _put(self, name: str, value: str, org: str, *, domain: str | None,
+             expected_version: int | None, description: str | None,
+             tags: Mapping[str, str] | None, check_key: bool, secret_type: str | None,
+             check_format: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"secret_value": value}
         if expected_version is not None:
             body["expected_version"] = expected_version
@@ -284,8 +317,13 @@ class KeysafeClient:
             body["tags"] = dict(tags)
         if check_key:
             body["check_key"] = True
-        data = self._req("PUT", self._secret(org, name), body=self._with_domain(body, domain))
-        return int(data["version"])
+        if secret_type is not None:
+            body["secret_type"] = secret_type
+        if not check_format:
+            body["check_format"] = False
+        data: dict[str, Any] = self._req("PUT", self._secret(org, name),
+                                         body=self._with_domain(body, domain))
+        return data
 
     def put_json(self, name: str, data: Mapping[str, Any], org: str, *,
                  domain: str | None = None, expected_version: int | None = None) -> int:
@@ -296,12 +334,17 @@ class KeysafeClient:
                     domain: str | None = None, expected_version: int | None = None) -> int:
         """Spec 000's update_credentials: these fields set (None removes one), the
         others kept by the server unseen; returns the new version."""
+        return int(self._fields(name, changes, org, domain=domain,
+                                expected_version=expected_version)["version"])
+
+    def _fields(self, name: str, changes: Mapping[str, str | None], org: str, *,
+                domain: str | None, expected_version: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"fields": dict(changes)}
         if expected_version is not None:
             body["expected_version"] = expected_version
-        data = self._req("PATCH", self._secret(org, name, "/fields"),
-                         body=self._with_domain(body, domain))
-        return int(data["version"])
+        data: dict[str, Any] = self._req("PATCH", self._secret(org, name, "/fields"),
+                                         body=self._with_domain(body, domain))
+        return data
 
     def update_tags(self, name: str, org: str, *, domain: str | None = None,
                     set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
@@ -329,9 +372,28 @@ class KeysafeClient:
 
     def rollback(self, name: str, version: int, org: str, *,
                  domain: str | None = None) -> int:
-        data = self._req("POST", self._secret(org, name, "/rollback"),
-                         body=self._with_domain({"version": version}, domain))
-        return int(data["version"])
+        return int(self._rollback(name, version, org, domain=domain)["version"])
+
+    def _rollback(self, name: str, version: int, org: str, *,
+                  domain: str | None) -> dict[str, Any]:
+        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/rollback"),
+                                         body=self._with_domain({"version": version}, domain))
+        return data
+
+    def check_key(self, name: str, org: str, *, value: str | None = None,
+                  domain: str | None = None) -> dict[str, Any]:
+        """Ask the provider whether a key works (docs/key-checks.md): ``value`` (nothing
+        is saved), or the stored value when None. The verdict, never the key."""
+        body: dict[str, Any] = {} if value is None else {"secret_value": value}
+        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/check"),
+                                         body=self._with_domain(body, domain))
+        return data
+
+    def catalog(self) -> dict[str, Any]:
+        """The server's catalog by category, with its app, environment, naming template,
+        default domain, value size limit and recovery window."""
+        data: dict[str, Any] = self._req("GET", "/api/catalog")
+        return data
 
     def rotate(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
         """Spec 004's rotate_secret: the outcome and the new version, never the value."""

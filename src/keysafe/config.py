@@ -56,6 +56,7 @@ class _Fields(NamedTuple):
     sqlite_synchronous: str = "FULL"
     catalog_file: Path | None = None
     actor: str | None = None
+    server_url: str | None = None
     # -- server (keysafe serve) --
     host: str = "127.0.0.1"
     port: int = 8787
@@ -176,7 +177,7 @@ _SECRET_FIELDS = frozenset({"master_key", "database_url", "state_database_url",
 _NOT_SHOWN = _SECRET_FIELDS | {"backend_options"}
 #: Settings holding URLs that may carry a credential (a Slack-style webhook's path, a
 #: query token, a user:password@): shown as scheme://host only.
-_URL_LIST_FIELDS = frozenset({"event_webhooks"})
+_URL_LIST_FIELDS = frozenset({"event_webhooks", "server_url"})
 
 
 def url_origin(url: str) -> str:
@@ -226,6 +227,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "KEYSAFE_CATALOG_FILE": "catalog_file",
     "KEYSAFE_ACTOR": "actor",
+    "KEYSAFE_SERVER_URL": "server_url",
     "KEYSAFE_HOST": "host",
     "KEYSAFE_PORT": "port",
     "KEYSAFE_CORS_ORIGINS": "cors_origins",

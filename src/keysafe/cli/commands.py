@@ -1,6 +1,7 @@
 """The secret verbs: put, get, status, tag, ls, rm, restore, destroy, versions, rollback.
 
-Each one parses, calls the manager once (or twice where it must), and renders. Values
+Each one parses, calls the manager once (or twice where it must), and renders. With
+KEYSAFE_SERVER_URL set, the "manager" is the keysafe server there (``cli/remote.py``). Values
 travel only into ``put`` (stdin, a no-echo prompt, or ``--value`` with a warning) and
 out of ``get``; nothing else ever prints one.
 """
@@ -25,7 +26,7 @@ from keysafe.cli.options import (
     parse_versions,
 )
 from keysafe.cli.output import command, emit_json, say, table, warn
-from keysafe.cli.reading import open_manager, run_get
+from keysafe.cli.reading import open_secrets, run_get
 
 if TYPE_CHECKING:
     from keysafe.models import SecretMetadata
@@ -88,7 +89,7 @@ def tag(
         raise typer.BadParameter(f"{changes[ENV_VAR_TAG]!r} is not an environment variable "
                                  "name (letters, digits and '_', not starting with a digit)",
                                  param_hint="'--set'")
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         meta = mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop)
     if as_json:
         emit_json(meta.to_dict())
@@ -209,8 +210,10 @@ def put(
     if merge and (expected_version is not None or description or secret_type or tags):
         raise typer.BadParameter("--merge takes no --expected-version, --description, "
                                  "--type or --tag", param_hint="'--merge'")
+    from keysafe.cli.remote import RemoteManager
+
     check = None
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         path = mgr.path(name, org, domain=domain)  # a bad name fails before the prompt
         raw = _read_value(value, credentials=credentials, keep_newline=keep_newline)
         if credentials:
@@ -222,6 +225,11 @@ def put(
                                     expected_version=expected_version,
                                     description=description, secret_type=secret_type,
                                     tags=tags)
+        elif isinstance(mgr, RemoteManager):  # the server asks the provider, then writes
+            info, check = mgr.put_checked(
+                name, raw, org, domain=domain, expected_version=expected_version,
+                description=description, secret_type=secret_type, tags=tags,
+                check_format=not no_format_check, check_key=check_key)
         else:
             check = (mgr.check_key(name, raw, org, domain=domain, refuse=True,
                                    check_format=not no_format_check)
@@ -292,7 +300,7 @@ def status(
     as_json: Json = False,
 ) -> None:
     """Show a secret's metadata (never its value)."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         meta = mgr.describe(name, org, domain=domain, include_deleted=deleted)
     if as_json:
         emit_json(meta.to_dict())
@@ -310,7 +318,7 @@ def ls(
     as_json: Json = False,
 ) -> None:
     """List secrets of an org (and domain); every org when --org is not given."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         metas = mgr.list(org, domain=domain, include_deleted=deleted)
     if as_json:
         emit_json([m.to_dict() for m in metas])
@@ -341,7 +349,7 @@ def rm(
     as_json: Json = False,
 ) -> None:
     """Delete a secret: soft (restorable within the recovery window) unless --force."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         path = mgr.path(name, org, domain=domain)
         if force and not yes:
             typer.confirm(f"Purge {path} and all its versions now? This cannot be undone.",
@@ -365,7 +373,7 @@ def restore(
     as_json: Json = False,
 ) -> None:
     """Undo a soft delete (within the recovery window)."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         meta = mgr.restore(name, org, domain=domain)
     if as_json:
         emit_json(meta.to_dict())
@@ -388,7 +396,7 @@ def destroy(
     """Crypto-shred chosen versions: their values can never be read again."""
     wanted = parse_versions(versions)
     shown = ", ".join(map(str, wanted))
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         path = mgr.path(name, org, domain=domain)
         if not yes:
             typer.confirm(f"Destroy version(s) {shown} of {path}? Their values can never "
@@ -415,7 +423,7 @@ def versions(
     as_json: Json = False,
 ) -> None:
     """List a secret's versions (numbers, times, authors; never values)."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         infos = mgr.versions(name, org, domain=domain)
     if as_json:
         emit_json([v.to_dict() for v in infos])
@@ -440,7 +448,7 @@ def rollback(
     as_json: Json = False,
 ) -> None:
     """Make an old version's value current again, as a new version."""
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         info = mgr.rollback(name, version, org, domain=domain)
         path = mgr.path(name, org, domain=domain)
     if as_json:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from keysafe.cli import exitcodes
 
 if TYPE_CHECKING:
+    from keysafe.cli.remote import RemoteManager
     from keysafe.config import Settings
     from keysafe.manager.manager import SecretManager
 
@@ -38,7 +39,24 @@ def open_manager(env: str | None = None, settings: Settings | None = None) -> Se
     return mgr
 
 
-def read_secret(mgr: SecretManager, name: str, org: str | None, domain: str | None,
+def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
+    """What the secret verbs act on: the keysafe server at KEYSAFE_SERVER_URL (with the
+    token in KEYSAFE_TOKEN) when one is set, else the configured store."""
+    settings = load(env)
+    if settings.server_url:
+        from keysafe.cli.remote import RemoteManager
+
+        return RemoteManager(settings.server_url, env=env or _chosen_env(settings))
+    return open_manager(settings=settings)
+
+
+def _chosen_env(settings: Settings) -> str | None:
+    """The environment when someone chose it (KEYSAFE_ENV, ENVIRONMENT, a file), not
+    the default: a server for another one must then refuse."""
+    return settings.env if "env" in settings.sources else None
+
+
+def read_secret(mgr: SecretManager | RemoteManager, name: str, org: str | None, domain: str | None,
                 version: int | None, field: str | None,
                 with_version: bool) -> tuple[str, int | None, Any]:
     """(path, version, value or field value).
@@ -82,7 +100,7 @@ def run_get(name: str, *, org: str | None = None, domain: str | None = None,
     ``$(keysafe get ...)`` and pipes get the exact bytes that were stored.
     """
     try:
-        mgr = open_manager(env)
+        mgr = open_secrets(env)
         try:
             path, v, value = read_secret(mgr, name, org, domain, version, field, as_json)
         finally:

@@ -45,7 +45,10 @@ class FastPath:
             if path.startswith("/api/secrets/") and method in ("GET", "PUT"):
                 parts = path[13:].split("/")
                 n = len(parts)
-                if method == "GET" and ((n == 3 and parts[2] == "value") or n == 2):
+                # A value read that names a version is FastAPI's (it validates it).
+                if method == "GET" and ((n == 3 and parts[2] == "value"
+                                         and b"version" not in scope.get("query_string", b""))
+                                        or n == 2):
                     scope["keysafe.route"] = _ROUTES[n]
                     await self._handle(scope, send, parts, value=n == 3)
                     return

@@ -28,6 +28,8 @@ class SecretWrite(BaseModel):
         "ask the provider whether the key works before saving it (spec 001); a key it "
         "refuses is not saved (422 key_rejected); no verdict (unreachable) saves it and "
         "says so in key_check"))
+    check_format: bool = Field(default=True, description=(
+        "check a well-known secret's format (the catalog's pattern) before saving it"))
 
     @field_validator("tags")
     @classmethod
@@ -133,6 +135,8 @@ class WriteResult(BaseModel):
     organization_id: str
     domain_id: str
     version: int
+    created_at: datetime | None = None
+    created_by: str | None = None
     key_check: KeyCheckOut | None = None
 
 
@@ -163,6 +167,11 @@ class SecretStatus(BaseModel):
     rotator: str | None = Field(default=None, description=(
         "what `rotate` would use: random (keysafe makes the value), manual (a person "
         "pastes one), or a configured rotator"))
+    created_by: str | None = None
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None
+    versions_kept: int | None = Field(default=None, description=(
+        "how many versions the store keeps (destroyed ones included)"))
 
 
 class SecretList(BaseModel):
@@ -178,6 +187,9 @@ class SecretValue(BaseModel):
     organization_id: str
     domain_id: str
     value: str
+    version: int | None = Field(default=None, description=(
+        "the version read: given when the request asked for one with `version` (0: the "
+        "current one)"))
 
 
 class LlmKey(BaseModel):

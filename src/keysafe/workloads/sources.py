@@ -205,18 +205,22 @@ class ServerSource(_EnvVarTags):
 
 def open_source(*, env: str | None = None, server: str | None = None,
                 token_env: str = TOKEN_ENV) -> Source:
-    """The store named by the settings, or the server at ``server`` with the token in
-    the environment variable ``token_env`` (never on the command line)."""
+    """The store named by the settings, or the server at ``server`` (else at
+    KEYSAFE_SERVER_URL) with the token in the environment variable ``token_env`` (never
+    on the command line)."""
     import os
 
     from keysafe.cli.reading import load, open_manager
 
     settings = load(env)
+    via = "--via-server"
+    if server is None and settings.server_url:
+        server, via = settings.server_url, "KEYSAFE_SERVER_URL"
     if server is None:
         return StoreSource(open_manager(settings=settings))
     token = os.environ.get(token_env, "")
     if not token:
-        raise ConfigError(f"--via-server needs a service token in the environment variable "
+        raise ConfigError(f"{via} needs a service token in the environment variable "
                           f"{token_env} (set it, or name another with --token-env)")
     from keysafe.catalog import Catalog
 

@@ -84,7 +84,9 @@ def status_of(ctx: Ctx, ref: SecretRef, meta: SecretMetadata | None) -> SecretSt
             deleted=meta.deleted,
             recoverable_until=(meta.deleted_at + ctx.mgr.recovery_window
                                if meta.deleted_at else None),
-            rotator=rotator_for(meta, entry))
+            rotator=rotator_for(meta, entry), created_by=meta.created_by,
+            expires_at=meta.expires_at, deleted_at=meta.deleted_at,
+            versions_kept=meta.versions)
     # Built once, from trusted values: no second validation pass on the hot path.
     return SecretStatus.model_construct(**fields)
 
@@ -179,7 +181,7 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
     if body.check_key:
         # Before the write, outside its group commit: the provider may take seconds.
         check = await _check_key(ctx, secret_name, body.secret_value, org_id,
-                                 body.domain_id, refuse=True)
+                                 body.domain_id, refuse=True, check_format=body.check_format)
 
     def put() -> VersionInfo:
         tags = body.tags
@@ -194,12 +196,21 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
         return ctx.mgr.put(
             secret_name, body.secret_value, org_id, domain=body.domain_id,
             expected_version=body.expected_version, description=body.description,
-            secret_type=body.secret_type, tags=tags, rotation_days=body.rotation_days)
+            secret_type=body.secret_type, tags=tags, rotation_days=body.rotation_days,
+            check_format=body.check_format)
 
     info = await ctx.write(put, path)
-    return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
-                       secret_name=secret_name, organization_id=org_id,
-                       domain_id=ref.domain, version=info.version, key_check=check)
+    return written(ref, info, f"Secret '{secret_name}' has been updated successfully",
+                   key_check=check)
+
+
+def written(ref: SecretRef, info: VersionInfo, message: str,
+            key_check: KeyCheckOut | None = None) -> WriteResult:
+    """The answer to a write: the new version, when and by whom."""
+    return WriteResult(message=message, secret_name=ref.name, organization_id=ref.org,
+                       domain_id=ref.domain, version=info.version,
+                       created_at=info.created_at, created_by=info.created_by,
+                       key_check=key_check)
 
 
 class KeyChecksLimited(TooManyAttempts):
@@ -220,7 +231,7 @@ _CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="key-check")
 
 
 async def _check_key(ctx: Ctx, name: str, value: str | None, org: str, domain: str | None,
-                     *, refuse: bool = False) -> KeyCheckOut:
+                     *, refuse: bool = False, check_format: bool = True) -> KeyCheckOut:
     limiter = ctx.state.key_checks if ctx.state is not None else None
     loop = asyncio.get_running_loop()
     # Counted in the store shared with the other workers and replicas: off the loop.
@@ -232,7 +243,8 @@ async def _check_key(ctx: Ctx, name: str, value: str | None, org: str, domain: s
         ctx.mgr.count("key_checks_rate_limited")
         raise KeyChecksLimited(wait)
     result = await loop.run_in_executor(
-        _CHECKS, lambda: ctx.mgr.check_key(name, value, org, domain=domain, refuse=refuse))
+        _CHECKS, lambda: ctx.mgr.check_key(name, value, org, domain=domain, refuse=refuse,
+                                           check_format=check_format))
     return KeyCheckOut(**result.to_dict())
 
 
@@ -290,9 +302,7 @@ async def secret_fields(org_id: str, secret_name: str, body: FieldsWrite,
     info = await ctx.write(lambda: ctx.mgr.update_json(
         secret_name, body.fields, org_id, domain=body.domain_id,
         expected_version=body.expected_version, check_format=True), path)
-    return WriteResult(message=f"Secret '{secret_name}' has been updated successfully",
-                       secret_name=secret_name, organization_id=org_id,
-                       domain_id=ref.domain, version=info.version)
+    return written(ref, info, f"Secret '{secret_name}' has been updated successfully")
 
 
 @router.post("/api/secrets/{org_id}/{secret_name}/rotate", response_model=RotationOut)
@@ -381,31 +391,43 @@ async def secret_rollback(org_id: str, secret_name: str, body: Rollback,
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
     info = await ctx.write(lambda: ctx.mgr.rollback(secret_name, body.version, org_id,
                                                     domain=body.domain_id), path)
-    return WriteResult(message=f"Secret '{secret_name}' rolled back to version "
-                               f"{body.version} as version {info.version}",
-                       secret_name=secret_name, organization_id=org_id,
-                       domain_id=ref.domain, version=info.version)
+    return written(ref, info, f"Secret '{secret_name}' rolled back to version "
+                              f"{body.version} as version {info.version}")
 
 
 @router.get("/api/secrets/{org_id}/{secret_name}/value", response_model=SecretValue,
             responses={200: {"headers": {"Cache-Control": {"schema": {"type": "string"}}}}})
 async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Response,
-                       domain_id: DomainQ = None) -> SecretValue:
+                       domain_id: DomainQ = None,
+                       version: Annotated[int | None, Query(
+                           ge=0, le=2**31 - 1, description=(
+                               "read this version (0: the current one, read from the "
+                               "store) and say which in `version`"))] = None,
+                       ) -> SecretValue:
     """The one path that returns a value: service identities only, audited on its own,
     never cached by clients."""
     response.headers.update(NO_STORE)
-    return await value_core(ctx, org_id, secret_name, domain_id)
+    return await value_core(ctx, org_id, secret_name, domain_id, version)
 
 
-async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None
-                     ) -> SecretValue:
+async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None,
+                     version: int | None = None) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
     mgr = ctx.mgr
     # The path as plain strings (what the manager's read remembers too), not a SecretRef:
     # at a million names every read resolves a new one, and strings are not GC-tracked.
     path = mgr._where(secret_name, org_id, domain_id, None)[0]
+    got: int | None = None
     try:
-        if is_remote(mgr):
+        if version is not None:
+            # A chosen version, or the current one with its number: from the store.
+            def read() -> tuple[str, int]:
+                return mgr.read(secret_name, org_id, domain=domain_id,
+                                version=version or None)
+
+            value, got = (await asyncio.get_running_loop().run_in_executor(None, read)
+                          if is_remote(mgr) else read())
+        elif is_remote(mgr):
             # A network store's round trip must not hold up the event loop: hits are
             # answered here, misses read on the loop where the store can (PostgreSQL),
             # else in a worker thread.
@@ -417,7 +439,7 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
         raise
     await ctx.audit_durable("read_value", path, "ok", org=org_id)
     return SecretValue(secret_name=secret_name, organization_id=org_id,
-                       domain_id=domain_id or mgr.default_domain, value=value)
+                       domain_id=domain_id or mgr.default_domain, value=value, version=got)
 
 
 @router.get("/api/orgs/{org_id}/llm-keys/{provider}", response_model=LlmKey)

@@ -94,14 +94,15 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
     """The catalog by category with each entry's format check (``pattern``, a regular
     expression the whole trimmed value must match, and ``json_fields``) and the limits
     a value must respect, so that a client can check input before sending it (the
-    server checks again on every write), and the app and environment this server's
-    secrets belong to."""
+    server checks again on every write), and the app, environment and naming template
+    of this server's secrets."""
     mgr = ctx.mgr
     cats: dict[str, list[dict[str, Any]]] = {}
     for name, entries in mgr.catalog.categories().items():
         cats[name] = [{**e.to_dict(checks=ctx.state.settings.key_checks),
                        "pattern": e.pattern} for e in entries]
     return {"app": mgr.app, "environment": mgr.env,
+            "naming_template": mgr.naming.template,
             "max_value_bytes": mgr.max_value_bytes,
             "default_domain": ctx.state.settings.default_domain,
             "recovery_window_days": mgr.recovery_window.days,

@@ -1,0 +1,246 @@
+"""The secret verbs through a keysafe server (``KEYSAFE_SERVER_URL`` and a token in
+``KEYSAFE_TOKEN``), in the manager's shape, so the commands render both the same way.
+
+A laptop then holds a token, never the master key or the store's credentials, and the
+server checks the token's roles, orgs and domains and audits every call under the
+token's name, as for any other client (Vault's ``VAULT_ADDR`` and ``VAULT_TOKEN``).
+Names, full paths included, follow the server's naming template, app and environment,
+which the first call asks the server for.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from keysafe.client import KeysafeClient
+from keysafe.errors import ConfigError, InvalidName, NotFound
+from keysafe.keycheck import KeyCheck
+from keysafe.models import SecretMetadata, VersionInfo
+from keysafe.naming import NamingTemplate, SecretRef
+
+#: The environment variable that holds the token (never a setting in a file).
+TOKEN_ENV = "KEYSAFE_TOKEN"
+
+
+def _when(text: Any) -> datetime | None:
+    return datetime.fromisoformat(text) if isinstance(text, str) else None
+
+
+def _meta(path: str, st: Mapping[str, Any]) -> SecretMetadata:
+    """SecretMetadata from the server's status of a stored secret."""
+    created = _when(st.get("created_at"))
+    updated = _when(st.get("updated_at")) or created
+    if created is None or updated is None:
+        raise NotFound(f"{path} is not stored")
+    return SecretMetadata(
+        path=path, current_version=int(st.get("version") or 0), created_at=created,
+        updated_at=updated, created_by=st.get("created_by"), updated_by=st.get("updated_by"),
+        description=st.get("description"), secret_type=st.get("secret_type"),
+        tags=dict(st.get("tags") or {}), deleted_at=_when(st.get("deleted_at")),
+        last_rotated=_when(st.get("last_rotated")), rotation_days=st.get("rotation_days"),
+        expires_at=_when(st.get("expires_at")), versions=int(st.get("versions_kept") or 0))
+
+
+def _version(answer: Mapping[str, Any]) -> VersionInfo:
+    """VersionInfo from a write's answer or a version list's entry."""
+    return VersionInfo(version=int(answer["version"]),
+                       created_at=datetime.fromisoformat(answer["created_at"]),
+                       created_by=answer.get("created_by"),
+                       destroyed=bool(answer.get("destroyed")))
+
+
+class RemoteManager:
+    """The verbs ``keysafe put | get | status | tag | ls | rm | restore | destroy |
+    versions | rollback`` use, answered by a keysafe server.
+
+    Raises ConfigError when no token is set, or when ``--env`` / KEYSAFE_ENV names an
+    environment the server does not serve; the server's refusals come back as the
+    library's own errors (PermissionDenied, NotFound, Conflict, ...)."""
+
+    def __init__(self, url: str, token: str | None = None, *, env: str | None = None,
+                 timeout: float = 30.0) -> None:
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        if not token:
+            raise ConfigError(f"KEYSAFE_SERVER_URL is set, so the command goes through the "
+                              f"keysafe server at {url}: put a token in {TOKEN_ENV}")
+        self.client = KeysafeClient(url, token, timeout=timeout)
+        self._want_env = env
+        self._info: dict[str, Any] | None = None
+        self._naming: NamingTemplate | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"RemoteManager({self.client.url!r})"
+
+    def __enter__(self) -> RemoteManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- what the server serves ---------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """The server's app, environment, naming template, default domain and recovery
+        window (asked once), after checking the environment asked for is the server's."""
+        if self._info is None:
+            data = self.client.catalog()
+            data.pop("categories", None)
+            env = data.get("environment")
+            if self._want_env is not None and self._want_env != env:
+                raise ConfigError(f"the keysafe server at {self.client.url} serves the "
+                                  f"{env!r} environment, not {self._want_env!r}: point "
+                                  "KEYSAFE_SERVER_URL at that environment's server")
+            self._naming = NamingTemplate(str(data.get("naming_template")))
+            self._info = data
+        return self._info
+
+    @property
+    def recovery_window(self) -> timedelta:
+        return timedelta(days=int(self.info().get("recovery_window_days") or 0))
+
+    def ref(self, name: str, org: str | None, domain: str | None) -> SecretRef:
+        """A validated reference; ``name`` may be a full path when ``org`` is None."""
+        info = self.info()
+        assert self._naming is not None
+        app, env = str(info["app"]), str(info["environment"])
+        if org is None:
+            if "/" not in name:
+                raise InvalidName(f"secret {name!r} needs an org (or give its full path)",
+                                  segment="org")
+            ref = self._naming.parse(name, app=app, env=env)
+            if (ref.app, ref.env) != (app, env):
+                raise InvalidName(f"path {name!r} is not in the {app}/{env} secrets of the "
+                                  f"keysafe server at {self.client.url}", segment="env")
+            return ref
+        return SecretRef(name, org, domain or str(info["default_domain"]), env,
+                         app).validate()
+
+    def path(self, name: str, org: str | None = None, *, domain: str | None = None) -> str:
+        ref = self.ref(name, org, domain)
+        assert self._naming is not None  # set by info(), which ref() asked
+        return self._naming.format(ref)
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, name: str, org: str | None = None, *, domain: str | None = None,
+             version: int | None = None) -> tuple[str, int]:
+        r = self.ref(name, org, domain)
+        return self.client.read(r.name, r.org, domain=r.domain, version=version)
+
+    def get(self, name: str, org: str | None = None, *, domain: str | None = None,
+            version: int | None = None) -> str:
+        r = self.ref(name, org, domain)
+        return self.client.get(r.name, r.org, domain=r.domain, version=version)
+
+    def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
+                 include_deleted: bool = False) -> SecretMetadata:
+        r = self.ref(name, org, domain)
+        path = self.path(name, org, domain=domain)
+        st = self.client.describe(r.name, r.org, domain=r.domain)
+        if not st.get("configured") and not (include_deleted and st.get("deleted")):
+            raise NotFound(f"{path} is not stored" if not st.get("deleted") else
+                           f"{path} is deleted (keysafe restore brings it back)")
+        return _meta(path, st)
+
+    def list(self, org: str | None = None, *, domain: str | None = None,
+             include_deleted: bool = False) -> builtins.list[SecretMetadata]:
+        """An org's secrets (one domain's with ``domain``); without ``org``, those of
+        every org the token names (a token for every org must name one)."""
+        info = self.info()
+        assert self._naming is not None
+        if org is not None:
+            orgs = [org]
+        else:
+            covered = self.client.whoami().get("orgs")
+            if covered is None:
+                raise InvalidName("give --org: the keysafe server lists one org at a time, "
+                                  "and this token covers every org", segment="org")
+            orgs = sorted({o.split("/", 1)[0] for o in covered})
+        out = []
+        for o in orgs:
+            for st in self.client.list(o, domain=domain, include_deleted=include_deleted):
+                ref = SecretRef(st["secret_name"], st["organization_id"], st["domain_id"],
+                                str(info["environment"]), str(info["app"]))
+                out.append(_meta(self._naming.format(ref), st))
+        return out
+
+    def versions(self, name: str, org: str | None = None, *,
+                 domain: str | None = None) -> builtins.list[VersionInfo]:
+        r = self.ref(name, org, domain)
+        return [_version(v) for v in self.client.versions(r.name, r.org, domain=r.domain)]
+
+    # -- writing (blind) ------------------------------------------------------------------
+    def put_checked(self, name: str, value: str, org: str | None = None, *,
+                    domain: str | None = None, expected_version: int | None = None,
+                    description: str | None = None, secret_type: str | None = None,
+                    tags: Mapping[str, str] | None = None, check_format: bool = True,
+                    check_key: bool = False) -> tuple[VersionInfo, KeyCheck | None]:
+        """``put``, and with ``check_key`` the provider's verdict: the server asks it
+        before the write and refuses a rejected key (KeyRejected), saving nothing."""
+        r = self.ref(name, org, domain)
+        answer = self.client._put(r.name, value, r.org, domain=r.domain,
+                                  expected_version=expected_version, description=description,
+                                  tags=tags, check_key=check_key, secret_type=secret_type,
+                                  check_format=check_format)
+        kc = answer.get("key_check")
+        return _version(answer), (KeyCheck(**kc) if isinstance(kc, dict) else None)
+
+    def put(self, name: str, value: str, org: str | None = None, *,
+            domain: str | None = None, expected_version: int | None = None,
+            description: str | None = None, secret_type: str | None = None,
+            tags: Mapping[str, str] | None = None, check_format: bool = True) -> VersionInfo:
+        return self.put_checked(name, value, org, domain=domain,
+                                expected_version=expected_version, description=description,
+                                secret_type=secret_type, tags=tags,
+                                check_format=check_format)[0]
+
+    def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
+                 domain: str | None = None, expected_version: int | None = None,
+                 description: str | None = None, secret_type: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> VersionInfo:
+        """As the manager's ``put_json``: no format check unless asked."""
+        return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
+                        expected_version=expected_version, description=description,
+                        secret_type=secret_type, tags=tags, check_format=False)
+
+    def update_json(self, name: str, changes: Mapping[str, Any], org: str | None = None, *,
+                    domain: str | None = None,
+                    expected_version: int | None = None) -> VersionInfo:
+        r = self.ref(name, org, domain)
+        return _version(self.client._fields(r.name, changes, r.org, domain=r.domain,
+                                            expected_version=expected_version))
+
+    def update_tags(self, name: str, org: str | None = None, *,
+                    set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
+                    domain: str | None = None) -> SecretMetadata:
+        r = self.ref(name, org, domain)
+        st = self.client.update_tags(r.name, r.org, domain=r.domain, set_tags=set_tags,
+                                     unset=unset)
+        return _meta(self.path(name, org, domain=domain), st)
+
+    def delete(self, name: str, org: str | None = None, *, domain: str | None = None,
+               force: bool = False) -> None:
+        r = self.ref(name, org, domain)
+        self.client.delete(r.name, r.org, domain=r.domain, force=force)
+
+    def restore(self, name: str, org: str | None = None, *,
+                domain: str | None = None) -> SecretMetadata:
+        r = self.ref(name, org, domain)
+        st = self.client.restore(r.name, r.org, domain=r.domain)
+        return _meta(self.path(name, org, domain=domain), st)
+
+    def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
+                domain: str | None = None) -> builtins.list[int]:
+        r = self.ref(name, org, domain)
+        return self.client.destroy(r.name, versions, r.org, domain=r.domain)
+
+    def rollback(self, name: str, version: int, org: str | None = None, *,
+                 domain: str | None = None) -> VersionInfo:
+        r = self.ref(name, org, domain)
+        return _version(self.client._rollback(r.name, version, r.org, domain=r.domain))

@@ -1,0 +1,231 @@
+"""The CLI's secret verbs through a real ``keysafe serve`` (a subprocess on loopback) when
+KEYSAFE_SERVER_URL is set: a token instead of the master key, the server's roles and
+scopes, the same output as on the store, and no value where it should not be."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
+
+KEYSAFE = str(Path(sys.executable).parent / "keysafe")
+ORG = "acme"
+CANARY = "canary-cli-remote-\u00e9-" + "z" * 16
+#: The keys of SecretMetadata.to_dict(): `status --json` and `ls --json` give the same
+#: whether the command went to the store or to a server.
+META_KEYS = {"path", "current_version", "created_at", "updated_at", "created_by",
+             "updated_by", "description", "secret_type", "tags", "deleted_at",
+             "last_rotated", "rotation_days", "expires_at", "versions", "deleted"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServer, dict]]:
+    home = tmp_path_factory.mktemp("cli-remote") / "home"
+    with real_server(home) as srv:
+        tokens = {"root": srv.token}
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            for label, roles, orgs in [("ops", ["writer"], [ORG]),
+                                       ("app", ["service", "viewer"], [ORG]),
+                                       ("boss", ["admin"], [ORG]),
+                                       ("cards", ["writer"], [f"{ORG}/cards"]),
+                                       ("both", ["viewer"], [ORG, "globex"])]:
+                r = c.post("/api/tokens", json={"name": label, "roles": roles, "orgs": orgs})
+                assert r.status_code == 201, r.text
+                tokens[label] = r.json()["token"]
+        yield srv, tokens
+
+
+def ks(srv: RealServer, home: Path, token: str | None, *args: str, stdin: bytes = b"",
+       extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
+    env["KEYSAFE_HOME"] = str(home)  # never created: nothing is stored on this side
+    env["KEYSAFE_SERVER_URL"] = srv.url
+    if token is not None:
+        env["KEYSAFE_TOKEN"] = token
+    env.update(extra or {})
+    return subprocess.run([KEYSAFE, *args], env=env, input=stdin, capture_output=True,
+                          timeout=120)
+
+
+def ok(p: subprocess.CompletedProcess[bytes]) -> str:
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode()
+
+
+def said(p: subprocess.CompletedProcess[bytes]) -> str:
+    """What a command told a person (stderr) after succeeding."""
+    ok(p)
+    return p.stderr.decode()
+
+
+def test_the_verbs_through_the_server(server: tuple[RealServer, dict],
+                                      tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    # put: blind, with the writer's token; the answer names the path, version and author.
+    out = json.loads(ok(ks(srv, home, t["ops"], "put", OPENAI, "--org", ORG, "--json",
+                           "--description", "gpt", "--tag", "team=ml", stdin=VALUE_1.encode())))
+    assert out["path"] == f"keysafe/local/{ORG}/shared/{OPENAI}"
+    assert (out["version"], out["created_by"]) == (1, "token:ops")
+    assert out["created_at"]
+    assert "stored keysafe/local/acme/shared/openai_api_key version 2" in said(
+        ks(srv, home, t["ops"], "put", OPENAI, "--org", ORG, "--expected-version", "1",
+           stdin=VALUE_2.encode()))
+    # Check-and-set refused: exit 5, nothing written.
+    p = ks(srv, home, t["ops"], "put", OPENAI, "--org", ORG, "--expected-version", "1",
+           stdin=VALUE_1.encode())
+    assert p.returncode == 5, p.stderr
+    # get: the service token reads the exact value (no newline in a pipe), any version.
+    assert ok(ks(srv, home, t["app"], "get", OPENAI, "--org", ORG)) == VALUE_2
+    assert ok(ks(srv, home, t["app"], "get", OPENAI, "--org", ORG, "--version", "1")) == VALUE_1
+    got = json.loads(ok(ks(srv, home, t["app"], "get", OPENAI, "--org", ORG, "--json")))
+    assert got == {"path": out["path"], "version": 2, "value": VALUE_2}
+    got = json.loads(ok(ks(srv, home, t["app"], "get", out["path"], "--version", "1",
+                           "--json")))
+    assert (got["version"], got["value"]) == (1, VALUE_1)
+    # Blind write: the writer cannot read it back (exit 4).
+    p = ks(srv, home, t["ops"], "get", OPENAI, "--org", ORG)
+    assert p.returncode == 4 and VALUE_2.encode() not in p.stdout + p.stderr
+    # status / ls: the store's JSON shape.
+    st = json.loads(ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--json")))
+    assert set(st) == META_KEYS
+    assert (st["current_version"], st["description"], st["tags"]) == (2, "gpt", {"team": "ml"})
+    assert (st["created_by"], st["updated_by"], st["versions"]) == ("token:ops", "token:ops", 2)
+    listed = json.loads(ok(ks(srv, home, t["app"], "ls", "--org", ORG, "--json")))
+    assert [m["path"] for m in listed] == [out["path"]] and set(listed[0]) == META_KEYS
+    assert out["path"] in ok(ks(srv, home, t["app"], "ls", "--org", ORG))
+    # tag, versions, rollback.
+    tagged = json.loads(ok(ks(srv, home, t["ops"], "tag", OPENAI, "--org", ORG, "--set",
+                              "owner=ml", "--unset", "team", "--json")))
+    assert tagged["tags"] == {"owner": "ml"} and tagged["current_version"] == 2
+    versions = json.loads(ok(ks(srv, home, t["app"], "versions", OPENAI, "--org", ORG,
+                                "--json")))
+    assert [(v["version"], v["destroyed"]) for v in versions] == [(1, False), (2, False)]
+    assert "now version 3" in said(ks(srv, home, t["ops"], "rollback", OPENAI, "1", "--org", ORG))
+    assert ok(ks(srv, home, t["app"], "get", OPENAI, "--org", ORG)) == VALUE_1
+    # rm (soft), status --deleted, restore; destroy needs the admin.
+    assert "within 7 days" in said(ks(srv, home, t["ops"], "rm", OPENAI, "--org", ORG))
+    assert ks(srv, home, t["app"], "status", OPENAI, "--org", ORG).returncode == 3
+    gone = json.loads(ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--deleted",
+                            "--json")))
+    assert gone["deleted"] and gone["deleted_at"]
+    assert "restored" in said(ks(srv, home, t["ops"], "restore", OPENAI, "--org", ORG))
+    assert ks(srv, home, t["ops"], "destroy", OPENAI, "--versions", "1", "--org", ORG,
+              "--yes").returncode == 4
+    done = json.loads(ok(ks(srv, home, t["boss"], "destroy", OPENAI, "--versions", "1",
+                            "--org", ORG, "--yes", "--json")))
+    assert done["destroyed"] == [1]
+    assert ks(srv, home, t["app"], "get", OPENAI, "--org", ORG, "--version", "1"
+              ).returncode == 3
+    # Nothing was stored on the client's side: no key file, no database.
+    assert not home.exists()
+    # The server recorded each call under the token's name, never the value.
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.get("/api/audit", params={"org_id": ORG, "limit": 1000})
+        assert r.status_code == 200, r.text
+        assert VALUE_1 not in r.text and VALUE_2 not in r.text
+        actors = {e["actor"] for e in r.json()["records"]}
+        assert {"token:ops", "token:app", "token:boss"} <= actors
+
+
+def test_json_credentials_and_fields(server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    creds = {"bot_token": "xoxb-1-2-" + "a" * 20, "signing_secret": CANARY}
+    ok(ks(srv, home, t["ops"], "put", "slack-bot", "--org", ORG, "--credentials",
+          stdin=json.dumps(creds).encode()))
+    p = ks(srv, home, t["ops"], "put", "slack-bot", "--org", ORG, "--credentials", "--merge",
+           "--json", stdin=json.dumps({"bot_token": "xoxb-9-9-" + "c" * 20}).encode())
+    assert json.loads(ok(p))["version"] == 2 and CANARY.encode() not in p.stdout + p.stderr
+    assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
+                 "signing_secret")) == CANARY
+    assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
+                 "bot_token")) == "xoxb-9-9-" + "c" * 20
+    # A well-known name's format is checked by the server unless the caller says not to.
+    p = ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG, stdin=b"not-a-key")
+    assert p.returncode == 2 and b"not-a-key" not in p.stdout + p.stderr
+    ok(ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG, "--no-format-check",
+          stdin=b"not-a-key"))
+    # --check-key: the server asks the provider first (checks are off on this server).
+    check = json.loads(ok(ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG,
+                             "--no-format-check", "--check-key", "--json",
+                             stdin=b"still-not-a-key")))
+    assert check["key_check"]["outcome"] == "off" and check["version"] == 2
+
+
+def test_scopes_are_the_servers(server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    # A domain-scoped token writes in its domain only; listing shows only that domain.
+    ok(ks(srv, home, t["cards"], "put", "stripe-key", "--org", ORG, "--domain", "cards",
+          stdin=b"rk_live_" + b"x" * 24))
+    p = ks(srv, home, t["cards"], "put", "stripe-key", "--org", ORG, stdin=b"y" * 24)
+    assert p.returncode == 4 and b"shared" in p.stderr
+    paths = [m["path"] for m in json.loads(ok(ks(srv, home, t["cards"], "ls", "--json")))]
+    assert paths == [f"keysafe/local/{ORG}/cards/stripe-key"]
+    # Another org is answered as the API answers it: not found, telling nothing (exit 3).
+    p = ks(srv, home, t["ops"], "put", OPENAI, "--org", "globex", stdin=VALUE_1.encode())
+    assert p.returncode == 3
+    # Without --org, ls covers each org the token names; a token for every org must say.
+    ok(ks(srv, home, t["both"], "ls", "--json"))
+    p = ks(srv, home, t["root"], "ls")
+    assert p.returncode == 2 and b"--org" in p.stderr
+
+
+def test_refusals_name_the_problem_and_change_nothing(server: tuple[RealServer, dict],
+                                                     tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    # No token: a configuration error that says where the token goes.
+    p = ks(srv, home, None, "put", "x-key", "--org", ORG, stdin=b"v" * 20)
+    assert p.returncode == 8 and b"KEYSAFE_TOKEN" in p.stderr
+    # An environment the server does not serve: refused before anything is sent.
+    for args, extra in [(("--env", "production"), None),
+                        ((), {"KEYSAFE_ENV": "staging"})]:
+        p = ks(srv, home, t["ops"], "put", "x-key", "--org", ORG, *args, stdin=b"v" * 20,
+               extra=extra)
+        assert p.returncode == 8, p.stderr
+        assert b"'local'" in p.stderr
+    # A full path of another app or environment.
+    p = ks(srv, home, t["app"], "status", "keysafe/production/acme/shared/x-key")
+    assert p.returncode == 2 and b"keysafe/local" in p.stderr
+    # A bad token: 401, reported as permission denied.
+    p = ks(srv, home, "ks_not-a-token", "status", "x-key", "--org", ORG)
+    assert p.returncode == 4
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        assert c.get(f"/api/secrets/{ORG}/x-key").json()["configured"] is False
+    # A server that is not there: exit 7, the URL in the message.
+    gone = f"http://127.0.0.1:{free_port()}"
+    p = ks(srv, home, t["ops"], "status", "x-key", "--org", ORG,
+           extra={"KEYSAFE_SERVER_URL": gone})
+    assert p.returncode == 7 and gone.encode() in p.stderr
+    assert not home.exists()
+
+
+def test_run_follows_the_server_url(server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    ok(ks(srv, home, t["ops"], "put", "run-secret", "--org", ORG, stdin=CANARY.encode()))
+    p = ks(srv, home, t["app"], "run", "--org", ORG, "--only", "run-secret", "--",
+           sys.executable, "-c", "import os; print(os.environ['RUN_SECRET'] == "
+                                 f"{CANARY!r})")
+    assert ok(p).strip() == "True"
+    assert not home.exists()
+
+
+def test_doctor_shows_the_server_url_only_as_its_origin(server: tuple[RealServer, dict],
+                                                       tmp_path: Path) -> None:
+    srv, t = server
+    p = ks(srv, tmp_path / "home", t["ops"], "doctor", "--json",
+           extra={"KEYSAFE_SERVER_URL": srv.url + "/?token=hunter2"})
+    assert b"hunter2" not in p.stdout + p.stderr and t["ops"].encode() not in p.stdout
+    assert srv.url.encode() in p.stdout

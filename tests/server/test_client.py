@@ -159,3 +159,31 @@ def test_a_write_after_an_idle_pause_reconnects(server: tuple[RealServer, dict],
         assert ops.put("idle_key", CANARY + "2", ORG) == 2
         ops.transport._conn.sock.close()
         assert ops.describe("idle_key", ORG)["version"] == 2  # a GET is sent again
+
+
+def test_versions_read_and_what_the_server_serves(server: tuple[RealServer, dict]) -> None:
+    srv, tokens = server
+    name = "versioned-key"
+    with KeysafeClient(srv.url, tokens["ops"]) as ops, \
+            KeysafeClient(srv.url, tokens["app"]) as app:
+        assert ops.put(name, "first-value", ORG) == 1
+        assert ops.put(name, "second-value", ORG) == 2
+        # read(): the current value from the store with its number; a chosen version.
+        assert app.read(name, ORG) == ("second-value", 2)
+        assert app.read(name, ORG, version=1) == ("first-value", 1)
+        assert app.get(name, ORG, version=1) == "first-value"
+        assert app.get(name, ORG) == "second-value"  # the plain (cached) read path
+        with pytest.raises(NotFound):
+            app.read(name, ORG, version=9)
+        # What the CLI asks before naming anything: app, environment, template.
+        info = ops.catalog()
+        assert (info["app"], info["environment"], info["naming_template"],
+                info["default_domain"]) == ("keysafe", "local",
+                                            "{app}/{env}/{org}/{domain}/{name}", "shared")
+        # A key check without saving (checks are off on this server).
+        assert ops.check_key(name, ORG, value="x" * 20)["outcome"] == "off"
+    with httpx.Client(base_url=srv.url, headers=bearer(tokens["app"]), timeout=30) as c:
+        r = c.get(f"/api/secrets/{ORG}/{name}/value", params={"version": -1})
+        assert r.status_code == 422 and "version" in r.text
+        r = c.get(f"/api/secrets/{ORG}/{name}/value")
+        assert r.json()["version"] is None  # not asked for: the cached path says nothing

@@ -126,7 +126,7 @@ class AwsKms:
             raise ConfigError(f"KMS {self.reference}: the key ring is {len(plaintext)} bytes "
                               f"serialised; AWS KMS encrypts at most {AWS_MAX_PLAINTEXT} "
                               "(drop retired keys with `keysafe rekey`)")
-        blob = self._call("encrypt", "Encrypt", secret=True, KeyId=self.key_id,
+        blob = self._call("encrypt", secret=True, KeyId=self.key_id,
                           Plaintext=plaintext, EncryptionContext=PURPOSE)["CiphertextBlob"]
         return base64.b64encode(blob).decode()
 
@@ -136,13 +136,12 @@ class AwsKms:
         except (binascii.Error, ValueError):
             raise IntegrityError(f"KMS {self.reference}: the wrapped key ring's ciphertext "
                                  "is not base64 (the key file was altered)") from None
-        plaintext: bytes = self._call("decrypt", "Decrypt", CiphertextBlob=blob,
+        plaintext: bytes = self._call("decrypt", CiphertextBlob=blob,
                                       KeyId=self.key_id,
                                       EncryptionContext=PURPOSE)["Plaintext"]
         return plaintext
 
-    def _call(self, action: str, op: str, *, secret: bool = False,
-              **kwargs: Any) -> dict[str, Any]:
+    def _call(self, op: str, *, secret: bool = False, **kwargs: Any) -> dict[str, Any]:
         """One KMS call, its failure mapped here. ``secret``: the request carries the
         ring, so the AWS error is raised unchained (a traceback would print it)."""
         client, sdk = self._connect()
@@ -150,7 +149,7 @@ class AwsKms:
             result: dict[str, Any] = getattr(client, op)(**kwargs)
             return result
         except Exception as exc:
-            mapped = self._map(sdk, exc, action)
+            mapped = self._map(sdk, exc, op)
             if mapped is None:
                 raise
             if not secret:

@@ -91,9 +91,11 @@ def test_doctor_shows_the_reference_and_its_source(cli: Cli, aws: MotoAws,  # no
     assert row == {"setting": "master_key_kms", "value": kms_key,
                    "source": "env KEYSAFE_MASTER_KEY_KMS"}
     check = next(c for c in data["checks"] if c["name"] == "master key")
-    assert check["status"] == "ok" and f"wrapped by KMS {kms_key}" in check["detail"]
+    assert check["status"] == "ok"
+    assert f"wrapped by KMS {kms_key}" in check["detail"]
     human = cli("doctor")
-    assert "master_key_kms" in human.out and kms_key in human.out
+    assert "master_key_kms" in human.out
+    assert kms_key in human.out
     ring = plaintext_ring(aws, wrapped_doc(cli.key_file))
     assert_no_key(ring, r.out, r.err, human.out, human.err)
 
@@ -124,7 +126,8 @@ def test_wrap_and_unwrap_round_trip(cli: Cli, aws: MotoAws, kms_key: str) -> Non
     # Plaintext while the KMS is configured: refused, clearly.
     r = cli.get("a")
     assert r.code == exitcodes.CONFIG
-    assert "plaintext key ring" in r.err and "keysafe master-key wrap" in r.err
+    assert "plaintext key ring" in r.err
+    assert "keysafe master-key wrap" in r.err
 
     # Declining the question changes nothing.
     r = cli("master-key", "wrap", input="n\n")
@@ -143,7 +146,8 @@ def test_wrap_and_unwrap_round_trip(cli: Cli, aws: MotoAws, kms_key: str) -> Non
     assert_no_key(plain, cli.key_file.read_bytes(), r.out, r.err)
 
     again = cli("master-key", "wrap", "--yes", "--json")
-    assert again.code == 0 and again.json()["changed"] is False
+    assert again.code == 0
+    assert again.json()["changed"] is False
     assert wrapped_doc(cli.key_file) == doc
 
     r = cli("master-key", "unwrap", "--yes", "--json")
@@ -173,7 +177,8 @@ def test_kms_master_key_in_the_environment(cli: Cli, aws: MotoAws,  # noqa: F811
     value = r.json()["wrapped_value"]
     assert r.json()["changed"] is False
     assert not cli.key_file.exists()
-    assert raw not in value and raw not in r.out
+    assert raw not in value
+    assert raw not in r.out
     doc = json.loads(value)
     assert plaintext_ring(aws, doc) == {"active": "k1", "keys": {"k1": raw}}
 
@@ -188,9 +193,11 @@ def test_kms_master_key_in_the_environment(cli: Cli, aws: MotoAws,  # noqa: F811
     assert raw not in doctor.out
     # Unwrapping an environment value would have to print keys: refused.
     r = cli("master-key", "unwrap", "--yes", KEYSAFE_MASTER_KEY=value)
-    assert r.code == exitcodes.CONFIG and "never prints" in r.err
+    assert r.code == exitcodes.CONFIG
+    assert "never prints" in r.err
     r = cli("rekey", KEYSAFE_MASTER_KEY=value)
-    assert r.code == exitcodes.CONFIG and "wrapped key ring" in r.err
+    assert r.code == exitcodes.CONFIG
+    assert "wrapped key ring" in r.err
 
 
 def test_another_kms_key_is_a_config_error_naming_both(
@@ -203,7 +210,8 @@ def test_another_kms_key_is_a_config_error_naming_both(
                  ("master-key", "wrap", "--yes")):
         r = cli(*args, KEYSAFE_MASTER_KEY_KMS=f"awskms:{other}")
         assert r.code == exitcodes.CONFIG, (args, r.err)
-        assert kms_key in r.err and f"awskms:{other}" in r.err
+        assert kms_key in r.err
+        assert f"awskms:{other}" in r.err
         assert cli.key_file.read_bytes() == before
 
 
@@ -246,7 +254,8 @@ def test_stopped_kms_server(tmp_path: Path, kms_key: str) -> None:
         moto.stop()
     r = cli.get("a")
     assert r.code == exitcodes.UNAVAILABLE
-    assert f"awskms:{key_id}" in r.err and "unreachable" in r.err
+    assert f"awskms:{key_id}" in r.err
+    assert "unreachable" in r.err
 
 
 def test_tampered_ciphertext_is_an_integrity_error(cli: Cli) -> None:
@@ -266,7 +275,8 @@ def test_tampered_ciphertext_is_an_integrity_error(cli: Cli) -> None:
     doc["version"] = 2
     cli.key_file.write_text(json.dumps(doc))
     r = cli.get("a")
-    assert r.code == exitcodes.CONFIG and "upgrade keysafe" in r.err
+    assert r.code == exitcodes.CONFIG
+    assert "upgrade keysafe" in r.err
 
 
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

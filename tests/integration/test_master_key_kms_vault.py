@@ -54,7 +54,8 @@ def test_init_put_get_rekey_and_doctor(cli: Cli, transit: Any) -> None:
     r = cli("init", "--json")
     assert r.code == 0, r.err
     doc = wrapped_doc(cli.key_file)
-    assert doc["kms"] == REF and doc["ciphertext"].startswith("vault:v1:")
+    assert doc["kms"] == REF
+    assert doc["ciphertext"].startswith("vault:v1:")
     assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
     first = plaintext_ring(transit, doc)
     cli.put("db_password", "transit-value-1")
@@ -80,7 +81,8 @@ def test_wrap_unwrap_round_trip(cli: Cli, transit: Any) -> None:
     cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
     plain = json.loads(cli.key_file.read_text())
     w = cli("master-key", "wrap", "--yes", "--json")
-    assert w.code == 0 and w.json()["changed"] is True, w.err
+    assert w.code == 0, w.err
+    assert w.json()["changed"] is True
     assert plaintext_ring(transit, wrapped_doc(cli.key_file)) == plain
     assert cli.get("a").out == "value-a"
     u = cli("master-key", "unwrap", "--yes")
@@ -95,7 +97,8 @@ def test_another_transit_key_names_both(cli: Cli) -> None:
     cli("init")
     r = cli("get", "a", "--org", "acme", KEYSAFE_MASTER_KEY_KMS=f"vault-transit:{MOUNT}/other")
     assert r.code == exitcodes.CONFIG
-    assert REF in r.err and f"vault-transit:{MOUNT}/other" in r.err
+    assert REF in r.err
+    assert f"vault-transit:{MOUNT}/other" in r.err
 
 
 def test_vault_down_is_backend_unavailable(cli: Cli) -> None:
@@ -119,7 +122,8 @@ def test_tampered_ciphertext_is_an_integrity_error(cli: Cli) -> None:
     cli.key_file.write_text(json.dumps(doc))
     r = cli.get("a")
     assert r.code == exitcodes.INTEGRITY, r.err
-    assert "message authentication failed" in r.err and REF in r.err
+    assert "message authentication failed" in r.err
+    assert REF in r.err
 
 
 def test_a_token_without_decrypt_is_denied_before_anything_is_written(

@@ -40,6 +40,7 @@ class _Fields(NamedTuple):
     home: Path = None  # type: ignore[assignment]  # ~/.keysafe: see Settings.__new__
     master_key: str | None = None
     master_key_file: Path | None = None
+    master_key_kms: str | None = None
     database_url: str | None = None
     state_database_url: str | None = None
     db_pool_max: int = 10
@@ -211,6 +212,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_HOME": "home",
     "KEYSAFE_MASTER_KEY": "master_key",
     "KEYSAFE_MASTER_KEY_FILE": "master_key_file",
+    "KEYSAFE_MASTER_KEY_KMS": "master_key_kms",
     "KEYSAFE_DATABASE_URL": "database_url",
     "KEYSAFE_STATE_DATABASE_URL": "state_database_url",
     "KEYSAFE_DB_POOL_MAX": "db_pool_max",

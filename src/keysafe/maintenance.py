@@ -25,6 +25,7 @@ ENVELOPE_BACKENDS = ("sqlite", "postgres")
 if TYPE_CHECKING:
     from keysafe.backends.base import Progress
     from keysafe.config import Settings
+    from keysafe.crypto.kms import Kms
     from keysafe.manager.manager import SecretManager
 
 __all__ = [
@@ -35,10 +36,13 @@ __all__ = [
     "RekeyResult",
     "SelfTestResult",
     "Step",
+    "WrapResult",
     "diagnose",
     "initialise",
     "rekey",
     "self_test",
+    "unwrap_key_ring",
+    "wrap_key_ring",
 ]
 
 #: The org the self-test writes to; nothing else should live there.
@@ -78,6 +82,8 @@ class InitResult:
     store: Path | None
     store_created: bool
     warnings: list[str] = field(default_factory=list)
+    #: The KMS key the ring is wrapped by (KEYSAFE_MASTER_KEY_KMS), else None.
+    kms: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,27 +98,30 @@ def initialise(settings: Settings) -> InitResult:
     Idempotent: what exists is kept as it is (a key file is never overwritten). With
     KEYSAFE_MASTER_KEY set no key file is made. Other backends are only pinged. An
     explicit init may create a key file for any environment, unlike implicit first use.
-    Raises ConfigError (unreadable key file, bad KEYSAFE_MASTER_KEY) or
-    BackendUnavailable.
+    With KEYSAFE_MASTER_KEY_KMS set, a new key file is written wrapped by that key.
+    Raises ConfigError (unreadable key file, bad KEYSAFE_MASTER_KEY, a ring not wrapped
+    by the configured KMS key) or BackendUnavailable (the store or the KMS).
     """
     from keysafe.crypto.keys import KeyRing, load_keyring
+    from keysafe.crypto.kms import kms_from_settings
 
     if settings.backend != "sqlite":
         with _open(settings) as mgr:
             mgr.ping()
         return InitResult(settings.backend, settings.home, "none", None, False, None,
                           None, False)
+    kms = kms_from_settings(settings)
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     warnings: list[str] = []
     key_file: Path | None
     if settings.master_key:
-        ring = KeyRing.from_env_value(settings.master_key)
+        ring = KeyRing.from_env_value(settings.master_key, kms)
         source: Literal["file", "KEYSAFE_MASTER_KEY", "none"] = "KEYSAFE_MASTER_KEY"
         key_file, key_created = None, False
     else:
         key_file = settings.key_file
         key_created = not key_file.is_file()
-        ring = load_keyring(None, key_file, create=True, announce=False)
+        ring = load_keyring(None, key_file, create=True, announce=False, kms=kms)
         source = "file"
         problem = _mode_problem(key_file)
         if problem:
@@ -125,7 +134,8 @@ def initialise(settings: Settings) -> InitResult:
             mgr.record("init", None, "ok", durable=True,
                        detail={"key_created": key_created, "store_created": store_created})
     return InitResult("sqlite", settings.home, source, key_file, key_created, ring.active,
-                      store, store_created, warnings)
+                      store, store_created, warnings,
+                      kms.reference if kms is not None else None)
 
 
 # -- rekey --------------------------------------------------------------------------
@@ -138,6 +148,8 @@ class RekeyResult:
     rewrapped: int
     key_file: Path | None
     rewrap_only: bool
+    #: The KMS key the saved ring is wrapped by, else None.
+    kms: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -148,6 +160,13 @@ class RekeyResult:
 def _env_key_message(settings: Settings) -> str:
     from keysafe.crypto.keys import KeyRing
 
+    if (settings.master_key or "").lstrip().startswith("{"):
+        return (
+            "KEYSAFE_MASTER_KEY holds a wrapped key ring, so keysafe cannot store a new "
+            "master key for you. Rotate through a key file: (1) write the value to a file "
+            "(mode 0600) and set KEYSAFE_MASTER_KEY_FILE to it, with KEYSAFE_MASTER_KEY "
+            "unset; (2) run `keysafe rekey` (the file stays wrapped); (3) put the file's new "
+            "content in KEYSAFE_MASTER_KEY (e.g. the Kubernetes Secret) and restart.")
     active = KeyRing.from_env_value(settings.master_key or "").active
     return (
         "KEYSAFE_MASTER_KEY is set, so keysafe cannot store a new master key for you. "
@@ -200,8 +219,13 @@ def rekey(settings: Settings, *, rewrap_only: bool = False,
     rotate a KEYSAFE_MASTER_KEY, where keysafe cannot store keys) and leaves the key
     source as it is, reporting the ids no longer in use.
 
+    With KEYSAFE_MASTER_KEY_KMS set the key file is read and saved wrapped by that key
+    (each save asks the KMS to encrypt, then to decrypt its answer, before the file is
+    replaced).
+
     Raises ConfigError (KEYSAFE_MASTER_KEY without ``rewrap_only``, no key file),
-    Unsupported (not the embedded store), Conflict (an old key still in use afterwards).
+    Unsupported (not the embedded store), Conflict (an old key still in use afterwards),
+    and the KMS's errors (BackendUnavailable, PermissionDenied, IntegrityError).
     """
     if settings.backend not in ENVELOPE_BACKENDS:
         raise Unsupported(
@@ -215,11 +239,13 @@ def rekey(settings: Settings, *, rewrap_only: bool = False,
         raise ConfigError(_env_key_message(settings))
 
     from keysafe.crypto.keys import KeyRing
+    from keysafe.crypto.kms import kms_from_settings
 
+    kms = kms_from_settings(settings)
     key_file = settings.key_file
     if not key_file.is_file():
         raise ConfigError(f"no master key file at {key_file}; run `keysafe init` first")
-    ring = KeyRing.from_file(key_file)
+    ring = KeyRing.from_file(key_file, kms)
     old_ids = ring.ids
     both, new_id = ring.with_new_active()
     both.save(key_file)
@@ -228,7 +254,114 @@ def rekey(settings: Settings, *, rewrap_only: bool = False,
         raise ConfigError(f"the key file {key_file} changed during the rekey; "
                           "it was left as it is now")
     both.without(old_ids).save(key_file)
-    return RekeyResult(new_id, old_ids, n, key_file, False)
+    return RekeyResult(new_id, old_ids, n, key_file, False,
+                       kms.reference if kms is not None else None)
+
+
+# -- wrap / unwrap (KEYSAFE_MASTER_KEY_KMS) --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WrapResult:
+    action: Literal["wrap", "unwrap"]
+    kms: str
+    #: The key file rewritten (or found already so); None: the ring is in
+    #: KEYSAFE_MASTER_KEY.
+    key_file: Path | None
+    changed: bool
+    active_key_id: str
+    key_ids: list[str]
+    #: ``wrap`` of KEYSAFE_MASTER_KEY: the wrapped ring to put in its place (the KMS's
+    #: ciphertext, not secret); None otherwise.
+    wrapped_value: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["key_file"] = None if self.key_file is None else str(self.key_file)
+        return d
+
+
+def _kms_required(settings: Settings, action: str) -> Kms:
+    from keysafe.crypto.kms import kms_from_settings
+
+    kms = kms_from_settings(settings)
+    if kms is None:
+        raise ConfigError(f"{action} needs KEYSAFE_MASTER_KEY_KMS: the KMS key "
+                          "(awskms:... or vault-transit:<mount>/<key>)")
+    return kms
+
+
+def _is_wrapped_file(key_file: Path) -> bool:
+    import json
+
+    from keysafe.crypto import wrapped
+
+    if not key_file.is_file():
+        raise ConfigError(f"no master key file at {key_file}; run `keysafe init` first")
+    try:
+        return wrapped.is_wrapped(json.loads(key_file.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read master key file {key_file}: {exc}") from None
+
+
+def wrap_key_ring(settings: Settings) -> WrapResult:
+    """Wrap the plaintext master key ring with the KEYSAFE_MASTER_KEY_KMS key.
+
+    The key file is replaced atomically (a crash leaves the old plaintext file or the
+    new wrapped one) and only after the KMS has decrypted the new ciphertext back. A
+    ring in KEYSAFE_MASTER_KEY cannot be rewritten: the wrapped value to put in its
+    place is returned instead. Already wrapped by this key: nothing changes.
+
+    Raises ConfigError (no KMS configured, no key file, wrapped by another key) and
+    the KMS's errors; the key file is then unchanged.
+    """
+    import json
+
+    from keysafe.crypto.keys import KeyRing
+
+    kms = _kms_required(settings, "wrapping the master key ring")
+    if settings.master_key:
+        if settings.master_key.lstrip().startswith("{"):
+            ring = KeyRing.from_env_value(settings.master_key, kms)
+            return WrapResult("wrap", kms.reference, None, False, ring.active, ring.ids)
+        ring = KeyRing.from_env_value(settings.master_key).with_kms(kms)
+        value = json.dumps(ring.to_document(), sort_keys=True)
+        return WrapResult("wrap", kms.reference, None, False, ring.active, ring.ids, value)
+    key_file = settings.key_file
+    if _is_wrapped_file(key_file):
+        ring = KeyRing.from_file(key_file, kms)  # the same key, and it still decrypts
+        return WrapResult("wrap", kms.reference, key_file, False, ring.active, ring.ids)
+    ring = KeyRing.from_file(key_file).with_kms(kms)
+    ring.save(key_file)
+    return WrapResult("wrap", kms.reference, key_file, True, ring.active, ring.ids)
+
+
+def unwrap_key_ring(settings: Settings) -> WrapResult:
+    """Turn the key file's wrapped ring back into a plaintext ring (mode 0600),
+    atomically. Unset KEYSAFE_MASTER_KEY_KMS afterwards. Already plaintext: nothing
+    changes.
+
+    Raises ConfigError (no KMS configured, no key file, wrapped by another key, a
+    wrapped KEYSAFE_MASTER_KEY: that is unwrapped through a key file, never printed)
+    and the KMS's errors; the key file is then unchanged.
+    """
+    from keysafe.crypto.keys import KeyRing
+
+    kms = _kms_required(settings, "unwrapping the master key ring")
+    if settings.master_key:
+        if settings.master_key.lstrip().startswith("{"):
+            raise ConfigError(
+                "KEYSAFE_MASTER_KEY holds the wrapped key ring; keysafe never prints "
+                "plaintext keys. Write the value to a file (mode 0600), set "
+                "KEYSAFE_MASTER_KEY_FILE to it, unset KEYSAFE_MASTER_KEY and run "
+                "`keysafe master-key unwrap` again")
+        ring = KeyRing.from_env_value(settings.master_key)
+        return WrapResult("unwrap", kms.reference, None, False, ring.active, ring.ids)
+    key_file = settings.key_file
+    if not _is_wrapped_file(key_file):
+        ring = KeyRing.from_file(key_file)
+        return WrapResult("unwrap", kms.reference, key_file, False, ring.active, ring.ids)
+    ring = KeyRing.from_file(key_file, kms).with_kms(None)
+    ring.save(key_file)
+    return WrapResult("unwrap", kms.reference, key_file, True, ring.active, ring.ids)
 
 
 # -- doctor -------------------------------------------------------------------------
@@ -312,17 +445,26 @@ def diagnose(settings: Settings) -> Diagnosis:
 
 
 def _check_key(settings: Settings, checks: list[Check], sqlite: bool) -> bool:
-    """Append the master-key check; False when the store cannot be opened."""
+    """Append the master-key check; False when the store cannot be opened. A wrapped
+    ring is unwrapped here, so the check also proves the KMS answers."""
     from keysafe.crypto.keys import KeyRing
+    from keysafe.crypto.kms import kms_from_settings
 
+    kms: Kms | None = None
+    try:
+        kms = kms_from_settings(settings)
+    except KeysafeError as exc:
+        checks.append(_fail("master key", exc))
+        return False
+    how = f", wrapped by KMS {kms.reference}" if kms is not None else ""
     if settings.master_key:
         try:
-            ring = KeyRing.from_env_value(settings.master_key)
+            ring = KeyRing.from_env_value(settings.master_key, kms)
         except KeysafeError as exc:
             checks.append(_fail("master key", exc))
             return False
-        checks.append(Check("master key", "ok", f"from KEYSAFE_MASTER_KEY; active key id "
-                                                f"{ring.active}, {len(ring.ids)} key(s)"))
+        checks.append(Check("master key", "ok", f"from KEYSAFE_MASTER_KEY{how}; active key "
+                                                f"id {ring.active}, {len(ring.ids)} key(s)"))
         return True
     key_file = settings.key_file
     if not key_file.is_file():
@@ -352,12 +494,12 @@ def _check_key(settings: Settings, checks: list[Check], sqlite: bool) -> bool:
                                 f"{key_file} does not exist yet: run `keysafe init`"))
         return False
     try:
-        ring = KeyRing.from_file(key_file)
+        ring = KeyRing.from_file(key_file, kms)
     except KeysafeError as exc:
         checks.append(_fail("master key", exc))
         return False
     problem = _mode_problem(key_file)
-    detail = f"{key_file}; active key id {ring.active}, {len(ring.ids)} key(s)"
+    detail = f"{key_file}{how}; active key id {ring.active}, {len(ring.ids)} key(s)"
     checks.append(Check("master key", "warn", f"{problem}") if problem else
                   Check("master key", "ok", f"{detail} (mode 0600)"))
     return True

@@ -203,6 +203,7 @@ class PostgresBackend(SQLStore):
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresBackend:
         from keysafe.crypto.keys import load_keyring
+        from keysafe.crypto.kms import kms_from_settings
 
         if not settings.database_url:
             raise ConfigError("the postgres backend needs KEYSAFE_DATABASE_URL "
@@ -210,7 +211,8 @@ class PostgresBackend(SQLStore):
         # Replicas must share one master key: it is never created here, except for
         # local work and tests (a key file in KEYSAFE_HOME).
         create = settings.profile in ("local", "test")
-        ring = load_keyring(settings.master_key, settings.key_file, create=create)
+        ring = load_keyring(settings.master_key, settings.key_file, create=create,
+                            kms=kms_from_settings(settings))
         opts = settings.backend_options
         return cls(settings.database_url, ring, max_versions=settings.max_versions,
                    pool_max=int(opts.get("pool_max", settings.db_pool_max)),

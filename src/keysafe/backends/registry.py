@@ -34,11 +34,13 @@ def _audit_log(settings: Settings, store: Any) -> AuditLog:
 def _open_sqlite(settings: Settings) -> Store:
     from keysafe.backends.sqlite import SQLiteBackend
     from keysafe.crypto.keys import load_keyring
+    from keysafe.crypto.kms import kms_from_settings
 
     # A key file is created on first use only for local work; elsewhere a missing
     # key is a configuration error, never a silently new (and unbacked-up) key.
     create = settings.profile in ("local", "test")
-    ring = load_keyring(settings.master_key, settings.key_file, create=create)
+    ring = load_keyring(settings.master_key, settings.key_file, create=create,
+                        kms=kms_from_settings(settings))
     backend = SQLiteBackend(settings.sqlite_path, ring, max_versions=settings.max_versions,
                             synchronous=settings.sqlite_synchronous)
     return Store(backend, _audit_log(settings, SQLiteAuditStore(backend)))

@@ -417,7 +417,7 @@ class SQLiteBackend(SQLStore):
         ring = self.envelope.keyring
         if ring.path is None or not ring.path.is_file():
             return
-        fresh = KeyRing.from_file(ring.path)
+        fresh = KeyRing.from_file(ring.path, ring.kms)  # a wrapped ring: one more unwrap
         if kid in fresh.ids:
             self.envelope = Envelope(fresh)
 

@@ -473,6 +473,12 @@ class VaultBackend(NamesArePaths):
                 raise err from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def call(self, fn: Callable[[Any], _T], *, echo: bool = True) -> _T:
+        """Run ``fn(hvac client)`` with this backend's login, retries and error mapping:
+        for keysafe's other uses of the same Vault (the master key's Transit key, see
+        ``keysafe.crypto.kms``). ``echo=False`` when the request carries a secret."""
+        return self._call(None, fn, retry=True, echo=echo)
+
     def _sleep(self, attempt: int) -> None:
         time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random() / 2))
 

@@ -40,7 +40,8 @@ def init(env: Env = None, as_json: Json = False) -> None:
         say(f"master key: from KEYSAFE_MASTER_KEY (active key id {result.active_key_id}); "
             "no key file is written")
     elif result.key_created:
-        say(f"created the master key file {result.key_file} (mode 0600)")
+        how = f", wrapped by {result.kms}" if result.kms else ""
+        say(f"created the master key file {result.key_file} (mode 0600{how})")
     else:
         say(f"master key file: {result.key_file} (already there, kept as it is)")
     if result.key_file is not None:
@@ -111,6 +112,8 @@ def rekey(
     say(f"new master key {result.active_key_id} is active; re-wrapped "
         f"{result.rewrapped} data key(s); removed old key(s) {retired} from "
         f"{result.key_file}")
+    if result.kms:
+        say(f"the key file stays wrapped by {result.kms}")
     say(f"Back up {result.key_file} again now. Restart long-running keysafe processes so "
         "they load the new key.")
 

@@ -19,6 +19,7 @@ from keysafe.cli import (
     exitcodes,
     importing,
     keycheck,
+    masterkey,
     migrate,
     orgs,
     policy,
@@ -59,6 +60,7 @@ sync.register(app)
 workloads.register(app)
 scan_cmd.register(app)
 keycheck.register(app)
+masterkey.register(app)
 orgs.register(app)
 
 

@@ -1,0 +1,171 @@
+"""The master key ring wrapped by a Vault / OpenBao Transit key
+(KEYSAFE_MASTER_KEY_KMS=vault-transit:<mount>/<key>), against a real ``bao server -dev``
+on loopback, through the real ``keysafe`` script (a fresh process per command)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bao_fixtures import BaoServer, bao, free_port  # noqa: F401 - bao: module fixture
+from kms_helpers import Cli, assert_no_key, wrapped_doc
+
+from keysafe.cli import exitcodes
+from keysafe.config import load_settings
+from keysafe.errors import ConfigError
+
+hvac = pytest.importorskip("hvac")
+
+MOUNT, KEY = "transit", "keysafe"
+REF = f"vault-transit:{MOUNT}/{KEY}"
+AD = base64.b64encode(b"keysafe=master-key-ring").decode()
+
+
+@pytest.fixture(scope="module")
+def transit(bao: BaoServer) -> Any:  # noqa: F811
+    """The Transit engine with one key, set up with hvac; a root client."""
+    c = hvac.Client(url=bao.url, token=bao.token)
+    c.sys.enable_secrets_engine("transit", path=MOUNT)
+    c.secrets.transit.create_key(KEY, mount_point=MOUNT)
+    c.secrets.transit.create_key("other", mount_point=MOUNT)
+    return c
+
+
+@pytest.fixture
+def cli(tmp_path: Path, bao: BaoServer, transit: Any) -> Cli:  # noqa: F811
+    return Cli(tmp_path / "home", KEYSAFE_MASTER_KEY_KMS=REF, VAULT_ADDR=bao.url,
+               VAULT_TOKEN=bao.token)
+
+
+def plaintext_ring(transit: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """Decrypted by a plain hvac client: the plaintext key file under the purpose."""
+    r = transit.secrets.transit.decrypt_data(KEY, doc["ciphertext"], mount_point=MOUNT,
+                                             associated_data=AD)
+    ring: dict[str, Any] = json.loads(base64.b64decode(r["data"]["plaintext"]))
+    return ring
+
+
+def test_init_put_get_rekey_and_doctor(cli: Cli, transit: Any) -> None:
+    r = cli("init", "--json")
+    assert r.code == 0, r.err
+    doc = wrapped_doc(cli.key_file)
+    assert doc["kms"] == REF
+    assert doc["ciphertext"].startswith("vault:v1:")
+    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
+    first = plaintext_ring(transit, doc)
+    cli.put("db_password", "transit-value-1")
+    assert cli.get("db_password").out == "transit-value-1"
+
+    rk = cli("rekey", "--json")
+    assert rk.code == 0, rk.err
+    second = plaintext_ring(transit, wrapped_doc(cli.key_file))
+    assert second["active"] == rk.json()["active_key_id"] != first["active"]
+    assert cli.get("db_password").out == "transit-value-1"
+
+    doctor = cli("doctor", "--json")
+    assert doctor.code == 0, doctor.err
+    row = next(s for s in doctor.json()["settings"] if s["setting"] == "master_key_kms")
+    assert (row["value"], row["source"]) == (REF, "env KEYSAFE_MASTER_KEY_KMS")
+    for ring in (first, second):
+        assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err, rk.out, rk.err,
+                      doctor.out, doctor.err, (cli.home / "keysafe.db").read_bytes())
+
+
+def test_wrap_unwrap_round_trip(cli: Cli, transit: Any) -> None:
+    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
+    cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
+    plain = json.loads(cli.key_file.read_text())
+    w = cli("master-key", "wrap", "--yes", "--json")
+    assert w.code == 0, w.err
+    assert w.json()["changed"] is True
+    assert plaintext_ring(transit, wrapped_doc(cli.key_file)) == plain
+    assert cli.get("a").out == "value-a"
+    u = cli("master-key", "unwrap", "--yes")
+    assert u.code == 0, u.err
+    assert "Unset KEYSAFE_MASTER_KEY_KMS" in u.err
+    assert json.loads(cli.key_file.read_text()) == plain
+    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
+    assert_no_key(plain, w.out, w.err, u.out, u.err)
+
+
+def test_another_transit_key_names_both(cli: Cli) -> None:
+    cli("init")
+    r = cli("get", "a", "--org", "acme", KEYSAFE_MASTER_KEY_KMS=f"vault-transit:{MOUNT}/other")
+    assert r.code == exitcodes.CONFIG
+    assert REF in r.err
+    assert f"vault-transit:{MOUNT}/other" in r.err
+
+
+def test_vault_down_is_backend_unavailable(cli: Cli) -> None:
+    cli("init")
+    cli.put("a", "value-a")
+    before = cli.key_file.read_bytes()
+    for args in (("get", "a", "--org", "acme"), ("rekey",), ("master-key", "unwrap", "--yes")):
+        r = cli(*args, VAULT_ADDR=f"http://127.0.0.1:{free_port()}")
+        assert r.code == exitcodes.UNAVAILABLE, (args, r.err)
+        assert f"KMS {REF}" in r.err
+        assert cli.key_file.read_bytes() == before
+
+
+def test_tampered_ciphertext_is_an_integrity_error(cli: Cli) -> None:
+    cli("init")
+    cli.put("a", "value-a")
+    doc = json.loads(cli.key_file.read_text())
+    body = bytearray(base64.b64decode(doc["ciphertext"].removeprefix("vault:v1:")))
+    body[-1] ^= 0x01
+    doc["ciphertext"] = "vault:v1:" + base64.b64encode(bytes(body)).decode()
+    cli.key_file.write_text(json.dumps(doc))
+    r = cli.get("a")
+    assert r.code == exitcodes.INTEGRITY, r.err
+    assert "message authentication failed" in r.err
+    assert REF in r.err
+
+
+def test_a_token_without_decrypt_is_denied_before_anything_is_written(
+        cli: Cli, bao: BaoServer, transit: Any) -> None:  # noqa: F811
+    """Wrapping asks Transit to decrypt its answer first: a one-way policy leaves the
+    plaintext file in place, never an unreadable wrapped one."""
+    transit.sys.create_or_update_policy(
+        "keysafe-encrypt-only", f'path "{MOUNT}/encrypt/{KEY}" {{ capabilities = ["update"] }}')
+    token = transit.auth.token.create(policies=["keysafe-encrypt-only"])["auth"]["client_token"]
+    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
+    before = cli.key_file.read_bytes()
+    r = cli("master-key", "wrap", "--yes", VAULT_TOKEN=token)
+    assert r.code == exitcodes.PERMISSION_DENIED, r.err
+    assert REF in r.err
+    assert cli.key_file.read_bytes() == before
+
+    # The documented policy (encrypt and decrypt, no create) is enough.
+    transit.sys.create_or_update_policy("keysafe-master-key", (
+        f'path "{MOUNT}/encrypt/{KEY}" {{ capabilities = ["update"] }}\n'
+        f'path "{MOUNT}/decrypt/{KEY}" {{ capabilities = ["update"] }}\n'))
+    token = transit.auth.token.create(policies=["keysafe-master-key"])["auth"]["client_token"]
+    r = cli("master-key", "wrap", "--yes", VAULT_TOKEN=token)
+    assert r.code == 0, r.err
+    assert cli.get("missing", VAULT_TOKEN=token).code == exitcodes.NOT_FOUND
+
+
+def test_malformed_reference_is_a_config_error(cli: Cli) -> None:
+    for ref in ("vault-transit:keysafe", "gcpkms:x", "awskms:"):
+        r = cli("get", "a", "--org", "acme", KEYSAFE_MASTER_KEY_KMS=ref)
+        assert r.code == exitcodes.CONFIG, (ref, r.err)
+        assert "KEYSAFE_MASTER_KEY_KMS" in r.err
+
+
+def test_missing_hvac_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from keysafe.crypto import wrapped
+    from keysafe.crypto.keys import load_keyring
+    from keysafe.crypto.kms import kms_from_settings
+
+    monkeypatch.setitem(sys.modules, "hvac", None)
+    wrapped.forget()
+    kms = kms_from_settings(load_settings({"KEYSAFE_HOME": str(tmp_path),
+                                           "KEYSAFE_MASTER_KEY_KMS": REF}))
+    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[vault\]'"):
+        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
+    assert not (tmp_path / "master.key").exists()

@@ -94,19 +94,22 @@ def test_the_verbs_through_the_server(server: tuple[RealServer, dict],
     assert (got["version"], got["value"]) == (1, VALUE_1)
     # Blind write: the writer cannot read it back (exit 4).
     p = ks(srv, home, t["ops"], "get", OPENAI, "--org", ORG)
-    assert p.returncode == 4 and VALUE_2.encode() not in p.stdout + p.stderr
+    assert p.returncode == 4
+    assert VALUE_2.encode() not in p.stdout + p.stderr
     # status / ls: the store's JSON shape.
     st = json.loads(ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--json")))
     assert set(st) == META_KEYS
     assert (st["current_version"], st["description"], st["tags"]) == (2, "gpt", {"team": "ml"})
     assert (st["created_by"], st["updated_by"], st["versions"]) == ("token:ops", "token:ops", 2)
     listed = json.loads(ok(ks(srv, home, t["app"], "ls", "--org", ORG, "--json")))
-    assert [m["path"] for m in listed] == [out["path"]] and set(listed[0]) == META_KEYS
+    assert [m["path"] for m in listed] == [out["path"]]
+    assert set(listed[0]) == META_KEYS
     assert out["path"] in ok(ks(srv, home, t["app"], "ls", "--org", ORG))
     # tag, versions, rollback.
     tagged = json.loads(ok(ks(srv, home, t["ops"], "tag", OPENAI, "--org", ORG, "--set",
                               "owner=ml", "--unset", "team", "--json")))
-    assert tagged["tags"] == {"owner": "ml"} and tagged["current_version"] == 2
+    assert tagged["tags"] == {"owner": "ml"}
+    assert tagged["current_version"] == 2
     versions = json.loads(ok(ks(srv, home, t["app"], "versions", OPENAI, "--org", ORG,
                                 "--json")))
     assert [(v["version"], v["destroyed"]) for v in versions] == [(1, False), (2, False)]
@@ -117,7 +120,8 @@ def test_the_verbs_through_the_server(server: tuple[RealServer, dict],
     assert ks(srv, home, t["app"], "status", OPENAI, "--org", ORG).returncode == 3
     gone = json.loads(ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--deleted",
                             "--json")))
-    assert gone["deleted"] and gone["deleted_at"]
+    assert gone["deleted"]
+    assert gone["deleted_at"]
     assert "restored" in said(ks(srv, home, t["ops"], "restore", OPENAI, "--org", ORG))
     assert ks(srv, home, t["ops"], "destroy", OPENAI, "--versions", "1", "--org", ORG,
               "--yes").returncode == 4
@@ -132,7 +136,8 @@ def test_the_verbs_through_the_server(server: tuple[RealServer, dict],
     with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
         r = c.get("/api/audit", params={"org_id": ORG, "limit": 1000})
         assert r.status_code == 200, r.text
-        assert VALUE_1 not in r.text and VALUE_2 not in r.text
+        assert VALUE_1 not in r.text
+        assert VALUE_2 not in r.text
         actors = {e["actor"] for e in r.json()["records"]}
         assert {"token:ops", "token:app", "token:boss"} <= actors
 
@@ -145,21 +150,24 @@ def test_json_credentials_and_fields(server: tuple[RealServer, dict], tmp_path: 
           stdin=json.dumps(creds).encode()))
     p = ks(srv, home, t["ops"], "put", "slack-bot", "--org", ORG, "--credentials", "--merge",
            "--json", stdin=json.dumps({"bot_token": "xoxb-9-9-" + "c" * 20}).encode())
-    assert json.loads(ok(p))["version"] == 2 and CANARY.encode() not in p.stdout + p.stderr
+    assert json.loads(ok(p))["version"] == 2
+    assert CANARY.encode() not in p.stdout + p.stderr
     assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
                  "signing_secret")) == CANARY
     assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
                  "bot_token")) == "xoxb-9-9-" + "c" * 20
     # A well-known name's format is checked by the server unless the caller says not to.
     p = ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG, stdin=b"not-a-key")
-    assert p.returncode == 2 and b"not-a-key" not in p.stdout + p.stderr
+    assert p.returncode == 2
+    assert b"not-a-key" not in p.stdout + p.stderr
     ok(ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG, "--no-format-check",
           stdin=b"not-a-key"))
     # --check-key: the server asks the provider first (checks are off on this server).
     check = json.loads(ok(ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG,
                              "--no-format-check", "--check-key", "--json",
                              stdin=b"still-not-a-key")))
-    assert check["key_check"]["outcome"] == "off" and check["version"] == 2
+    assert check["key_check"]["outcome"] == "off"
+    assert check["version"] == 2
 
 
 def test_scopes_are_the_servers(server: tuple[RealServer, dict], tmp_path: Path) -> None:
@@ -169,7 +177,8 @@ def test_scopes_are_the_servers(server: tuple[RealServer, dict], tmp_path: Path)
     ok(ks(srv, home, t["cards"], "put", "stripe-key", "--org", ORG, "--domain", "cards",
           stdin=b"rk_live_" + b"x" * 24))
     p = ks(srv, home, t["cards"], "put", "stripe-key", "--org", ORG, stdin=b"y" * 24)
-    assert p.returncode == 4 and b"shared" in p.stderr
+    assert p.returncode == 4
+    assert b"shared" in p.stderr
     paths = [m["path"] for m in json.loads(ok(ks(srv, home, t["cards"], "ls", "--json")))]
     assert paths == [f"keysafe/local/{ORG}/cards/stripe-key"]
     # Another org is answered as the API answers it: not found, telling nothing (exit 3).
@@ -178,7 +187,8 @@ def test_scopes_are_the_servers(server: tuple[RealServer, dict], tmp_path: Path)
     # Without --org, ls covers each org the token names; a token for every org must say.
     ok(ks(srv, home, t["both"], "ls", "--json"))
     p = ks(srv, home, t["root"], "ls")
-    assert p.returncode == 2 and b"--org" in p.stderr
+    assert p.returncode == 2
+    assert b"--org" in p.stderr
 
 
 def test_refusals_name_the_problem_and_change_nothing(server: tuple[RealServer, dict],
@@ -187,7 +197,8 @@ def test_refusals_name_the_problem_and_change_nothing(server: tuple[RealServer, 
     home = tmp_path / "home"
     # No token: a configuration error that says where the token goes.
     p = ks(srv, home, None, "put", "x-key", "--org", ORG, stdin=b"v" * 20)
-    assert p.returncode == 8 and b"KEYSAFE_TOKEN" in p.stderr
+    assert p.returncode == 8
+    assert b"KEYSAFE_TOKEN" in p.stderr
     # An environment the server does not serve: refused before anything is sent.
     for args, extra in [(("--env", "production"), None),
                         ((), {"KEYSAFE_ENV": "staging"})]:
@@ -197,7 +208,8 @@ def test_refusals_name_the_problem_and_change_nothing(server: tuple[RealServer, 
         assert b"'local'" in p.stderr
     # A full path of another app or environment.
     p = ks(srv, home, t["app"], "status", "keysafe/production/acme/shared/x-key")
-    assert p.returncode == 2 and b"keysafe/local" in p.stderr
+    assert p.returncode == 2
+    assert b"keysafe/local" in p.stderr
     # A bad token: 401, reported as permission denied.
     p = ks(srv, home, "ks_not-a-token", "status", "x-key", "--org", ORG)
     assert p.returncode == 4
@@ -207,7 +219,8 @@ def test_refusals_name_the_problem_and_change_nothing(server: tuple[RealServer, 
     gone = f"http://127.0.0.1:{free_port()}"
     p = ks(srv, home, t["ops"], "status", "x-key", "--org", ORG,
            extra={"KEYSAFE_SERVER_URL": gone})
-    assert p.returncode == 7 and gone.encode() in p.stderr
+    assert p.returncode == 7
+    assert gone.encode() in p.stderr
     assert not home.exists()
 
 
@@ -227,5 +240,6 @@ def test_doctor_shows_the_server_url_only_as_its_origin(server: tuple[RealServer
     srv, t = server
     p = ks(srv, tmp_path / "home", t["ops"], "doctor", "--json",
            extra={"KEYSAFE_SERVER_URL": srv.url + "/?token=hunter2"})
-    assert b"hunter2" not in p.stdout + p.stderr and t["ops"].encode() not in p.stdout
+    assert b"hunter2" not in p.stdout + p.stderr
+    assert t["ops"].encode() not in p.stdout
     assert srv.url.encode() in p.stdout

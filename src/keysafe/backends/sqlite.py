@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _GET_CURRENT = ("SELECT current_version, key_id, wrapped_key, ciphertext FROM secrets "
                 "WHERE path = ? AND deleted_at IS NULL")
 
+#: The master key ids that wrap some data key (a backup's manifest lists them too).
+KEY_IDS_IN_USE = ("SELECT key_id FROM versions WHERE key_id IS NOT NULL UNION "
+                  "SELECT key_id FROM secrets WHERE key_id IS NOT NULL")
+
 _JOINED: AbstractContextManager[None] = nullcontext()
 
 
@@ -389,9 +393,7 @@ class SQLiteBackend(SQLStore):
 
     def key_ids_in_use(self) -> set[str]:
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT key_id FROM versions WHERE key_id IS NOT NULL UNION "
-                "SELECT key_id FROM secrets WHERE key_id IS NOT NULL").fetchall()
+            rows = self._conn.execute(KEY_IDS_IN_USE).fetchall()
         return {r[0] for r in rows}
 
     _NO_ROW = object()

@@ -1,20 +1,23 @@
 """``keysafe db``: the PostgreSQL store's schema (the embedded store manages its own),
-and ``keysafe db compact``, which gives back the space an audit archive freed."""
+``keysafe db compact``, which gives back the space an audit archive freed, and
+``keysafe db backup`` / ``restore`` for the files in KEYSAFE_HOME (keysafe.backup)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from keysafe.cli.options import Env, Json
-from keysafe.cli.output import command, emit_json, say
+from keysafe.cli.options import Env, Json, Yes
+from keysafe.cli.output import command, emit_json, progress, say, table, warn
 from keysafe.cli.reading import load, open_manager
 from keysafe.errors import ConfigError
 
 db_app = typer.Typer(help="The store's database: the PostgreSQL schema's status and "
                           "upgrade (run once per deploy, before the new replicas start), "
-                          "and compact (after an audit archive).",
+                          "compact (after an audit archive), and backup and restore of "
+                          "the files in KEYSAFE_HOME.",
                      no_args_is_help=True)
 
 
@@ -23,6 +26,8 @@ def register(app: typer.Typer) -> None:
     db_app.command("upgrade")(db_upgrade)
     db_app.command("status")(db_status)
     db_app.command("compact")(db_compact)
+    db_app.command("backup")(db_backup)
+    db_app.command("restore")(db_restore)
 
 
 def _report(env: str | None, *, upgrade_now: bool) -> dict[str, Any]:
@@ -109,3 +114,88 @@ def db_compact(env: Env = None, as_json: Json = False) -> None:
     if not res.settled:
         say("a reader on an older snapshot kept the copy from being checkpointed back: "
             "the file reaches its compacted size at a later checkpoint")
+
+
+@command
+def db_backup(
+    dest: Annotated[Path, typer.Argument(
+        metavar="DIR", help="A new (or empty) directory for the backup, outside "
+                            "KEYSAFE_HOME.", show_default=False)],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Also check the copy's audit chain and decrypt every current "
+                         "value with the configured master key.")] = False,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Copy the store in KEYSAFE_HOME to DIR while servers keep running: a consistent
+    copy of each database file (the store, the server's tokens, a cloud store's audit
+    chain) and a manifest with their SHA-256 and the master key ids they need. Never a
+    value in the clear, never the master key: back that up separately. Recorded in the
+    audit log as `db_backup` (in the copy too)."""
+    from keysafe import backup
+
+    settings = load(env)
+
+    def record(where: Path) -> None:
+        if settings.backend == "sqlite":
+            with open_manager(settings=settings) as mgr:
+                mgr.record("db_backup", None, "ok", durable=True,
+                           detail={"to": str(where.resolve())})
+
+    with progress("decrypting every value of the copy", quiet=as_json or not verify) as bar:
+        res = backup.backup(settings, dest, verify=verify, progress=bar, record=record)
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        table(["file", "bytes", "sha256"],
+              [[n, f"{f['bytes']:,}", f["sha256"][:16] + "..."] for n, f in res.files.items()])
+        held = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in res.counts.items())
+        say(f"backed up to {res.where} in {res.seconds:.1f} s ({held})")
+        if res.verified is not None:
+            say(f"verified: audit chain of {res.verified['audit_records']:,} records intact, "
+                f"{res.verified['values']:,} values decrypt")
+        if res.key_ids:
+            say(f"it needs master key id(s) {', '.join(res.key_ids)}: keep the key with it")
+    if res.missing_keys:
+        warn(f"the configured key ring lacks {', '.join(res.missing_keys)}, which this "
+             "backup needs: without those keys it cannot be read")
+
+
+@command
+def db_restore(
+    src: Annotated[Path, typer.Argument(
+        metavar="DIR", help="A directory made by `keysafe db backup`.", show_default=False)],
+    yes: Yes = False,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Replace the files in KEYSAFE_HOME with a backup's. Checked first, changing nothing
+    if anything is wrong: every file against the manifest's SHA-256, the kind of store,
+    and that the configured master key ring holds every key id the backup needs. The
+    files replaced move to KEYSAFE_HOME/pre-restore-<time>/. Stop `keysafe serve` (and
+    every program using this store) first: a running server makes it refuse."""
+    from keysafe import backup
+
+    settings = load(env)
+    manifest = backup.read_manifest(src)
+    if not yes:
+        typer.confirm(f"Replace the store in {settings.home} with the backup of "
+                      f"{manifest.get('created_at')}? Changes made since are set aside, "
+                      "not merged.", abort=True, err=True)
+    res = backup.restore(settings, src)
+    if settings.backend == "sqlite":
+        with open_manager(settings=settings) as mgr:
+            mgr.record("db_restore", None, "ok", durable=True,
+                       detail={"from": str(src.resolve()),
+                               "backup_created_at": res.backup_created_at})
+            check = mgr.audit_verify()
+        res.audit.update(ok=check.ok, checked=check.checked)
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    say(f"restored {', '.join(res.files)} from the backup of {res.backup_created_at}")
+    if res.aside is not None:
+        say(f"the files it replaced are in {res.aside}")
+    if res.audit:
+        say(f"audit chain: {res.audit['checked']:,} records, "
+            f"{'intact' if res.audit['ok'] else 'BROKEN: run keysafe audit verify'}")

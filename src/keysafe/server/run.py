@@ -106,6 +106,10 @@ def ensure_port_free(host: str, port: int) -> None:
                           f"{failed[0].strerror or type(failed[0]).__name__}")
 
 
+#: The serve lock's descriptor, held (shared) for the process's lifetime.
+_SERVE_LOCK: int | None = None
+
+
 def serve(settings: Settings | None = None, *, host: str | None = None,
           port: int | None = None, server: str = "granian", workers: int = 1,
           announce: bool = True, as_json: bool = False) -> None:
@@ -124,6 +128,15 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     from keysafe.manager.manager import SecretManager
 
     SecretManager.from_settings(settings).close()
+    global _SERVE_LOCK
+    from keysafe.config import SELF_CONTAINED, uses_state_database
+
+    if settings.backend not in SELF_CONTAINED - {"sqlite"} and not uses_state_database(
+            settings):
+        # Files in KEYSAFE_HOME: `keysafe db restore` must not swap them under us.
+        from keysafe.backup import hold_serve_lock
+
+        _SERVE_LOCK = hold_serve_lock(settings.home)
     token = bootstrap_token(settings)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     if announce and as_json:  # one line for scripts: where, and the token if one was made

@@ -1,0 +1,421 @@
+"""Backups of what keysafe keeps in KEYSAFE_HOME: ``keysafe db backup`` and
+``keysafe db restore``.
+
+A backup is a directory: a copy of each SQLite file keysafe keeps there (the embedded
+store, the server's tokens, the audit chain of a cloud store) taken with SQLite's
+online backup API, one read transaction per file, so servers keep writing while it
+runs and each copy is one consistent moment; and ``manifest.json``, naming each file's
+size and SHA-256, the master key ids its data keys are wrapped with and what it holds.
+It holds ciphertext, wrapped data keys, the audit chain and token digests: never a
+value in the clear and never a master key, which is backed up separately (the manifest
+says which key ids it needs, so a backup is never kept without them unnoticed).
+
+PostgreSQL (the store, or the state database of a cloud store) is backed up with
+pg_dump or the managed service's snapshots (docs/deploy.md#backups).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keysafe.errors import (
+    ConfigError,
+    Conflict,
+    IntegrityError,
+    InvalidValue,
+    NotFound,
+    Unsupported,
+)
+
+if TYPE_CHECKING:
+    from keysafe.config import Settings
+    from keysafe.crypto.keys import KeyRing
+
+FORMAT = "keysafe-backup"
+VERSION = 1
+MANIFEST = "manifest.json"
+#: Held shared by ``keysafe serve`` for its lifetime, exclusive by a restore.
+SERVE_LOCK = "serve.lock"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    where: Path
+    files: dict[str, dict[str, Any]]
+    key_ids: list[str]
+    #: Key ids the copy needs that the configured key ring lacks (a warning).
+    missing_keys: list[str]
+    counts: dict[str, int]
+    #: With ``verify``: {"audit_records": n, "values": n} once every check passed.
+    verified: dict[str, int] | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": str(self.where), "files": self.files, "key_ids": self.key_ids,
+                "missing_keys": self.missing_keys, "counts": self.counts,
+                "verified": self.verified, "seconds": round(self.seconds, 2)}
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    files: list[str]
+    #: Where the files it replaced were moved (None when there were none).
+    aside: Path | None
+    backup_created_at: str
+    audit: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "aside": str(self.aside) if self.aside else None,
+                "backup_created_at": self.backup_created_at, "audit": self.audit}
+
+
+# -- what is kept where -------------------------------------------------------------
+def _kind(settings: Settings) -> str:
+    """``sqlite`` (the embedded store) or ``local-audit`` (a cloud store whose audit
+    chain and tokens are local files); Unsupported for the others."""
+    from keysafe.config import uses_state_database
+
+    if settings.backend == "postgres" or uses_state_database(settings):
+        raise Unsupported("this deployment keeps its data in PostgreSQL: back it up with "
+                          "pg_dump or the managed service's snapshots (docs/deploy.md"
+                          "#backups); keysafe db backup copies the files in KEYSAFE_HOME")
+    if settings.backend == "memory":
+        raise Unsupported("the memory store keeps nothing to back up")
+    return "sqlite" if settings.backend == "sqlite" else "local-audit"
+
+
+def _names(settings: Settings) -> list[str]:
+    main = settings.sqlite_path.name if _kind(settings) == "sqlite" else "audit.db"
+    return [main, settings.server_db_path.name]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ring(settings: Settings) -> KeyRing:
+    from keysafe.crypto.keys import load_keyring
+    from keysafe.crypto.kms import kms_from_settings
+
+    return load_keyring(settings.master_key, settings.key_file, create=False,
+                        kms=kms_from_settings(settings))
+
+
+def _key_ids(conn: sqlite3.Connection) -> list[str]:
+    from keysafe.backends.sqlite import KEY_IDS_IN_USE
+
+    return sorted(r[0] for r in conn.execute(KEY_IDS_IN_USE))
+
+
+def _counts(conn: sqlite3.Connection) -> dict[str, int]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    out: dict[str, int] = {}
+    if "secrets" in tables:
+        out["secrets"] = conn.execute("SELECT count(*) FROM secrets WHERE deleted_at IS NULL"
+                                      ).fetchone()[0]
+        out["deleted_secrets"] = conn.execute(
+            "SELECT count(*) FROM secrets WHERE deleted_at IS NOT NULL").fetchone()[0]
+    if "audit" in tables:
+        out["audit_records"] = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+    if "tokens" in tables:
+        out["tokens"] = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    return out
+
+
+# -- backup ---------------------------------------------------------------------------
+def backup(settings: Settings, dest: Path, *, verify: bool = False,
+           progress: Progress | None = None,
+           record: Callable[[Path], None] | None = None) -> BackupResult:
+    """Copy KEYSAFE_HOME's SQLite files into the new directory ``dest`` (mode 0700,
+    files 0600) with a manifest. ``record(dest)`` runs first, so the copy's audit chain
+    holds the record of its own making. ``verify``: the copy's audit chain is checked
+    and every current value decrypted with the configured key ring.
+
+    Raises Unsupported (PostgreSQL, memory), NotFound (nothing stored yet), Conflict
+    (``dest`` exists and is not an empty directory), IntegrityError (a copy fails
+    SQLite's check or ``verify``)."""
+    t0 = time.monotonic()
+    home = settings.home
+    names = [n for n in _names(settings) if (home / n).is_file()]
+    if not names:
+        raise NotFound(f"nothing to back up: {home} holds no keysafe database yet")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise Conflict(f"{dest} exists and is not an empty directory: give a new one")
+    if dest.resolve().is_relative_to(home.resolve()):
+        raise InvalidValue(f"{dest} is inside KEYSAFE_HOME ({home}): put backups elsewhere")
+    if record is not None:
+        record(dest)
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+    key_ids: list[str] = []
+    counts: dict[str, int] = {}
+    for name in names:
+        target = dest / name
+        _copy(home / name, target)
+        with _readonly(target) as conn:
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise IntegrityError(f"the copy of {name} fails SQLite's check: {problem}")
+            if name == settings.sqlite_path.name and _kind(settings) == "sqlite":
+                key_ids = _key_ids(conn)
+            for k, v in _counts(conn).items():
+                counts[k] = counts.get(k, 0) + v
+    try:
+        ring_ids = set(_ring(settings).ids)
+    except ConfigError:
+        ring_ids = set()
+    missing = [k for k in key_ids if k not in ring_ids]
+    verified = None
+    if verify:
+        verified = _verify_copy(settings, dest, progress)
+    for name in names:
+        files[name] = {"bytes": (dest / name).stat().st_size, "sha256": _sha256(dest / name)}
+    manifest = {"format": FORMAT, "version": VERSION,
+                "created_at": datetime.now(UTC).isoformat(), "backend": settings.backend,
+                "app": settings.app, "env": settings.env, "files": files,
+                "key_ids": key_ids, "counts": counts}
+    _write_new(dest / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    _fsync_dir(dest)
+    return BackupResult(dest, files, key_ids, missing, counts, verified,
+                        time.monotonic() - t0)
+
+
+def _copy(src: Path, target: Path) -> None:
+    """One read transaction over ``src``: a consistent copy while writers go on (WAL)."""
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    source = sqlite3.connect(src.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        source.execute("PRAGMA busy_timeout=30000")
+        dst = sqlite3.connect(target)
+        try:
+            source.backup(dst)
+            # A self-contained file: no WAL beside it to lose or mismatch.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise IntegrityError(f"cannot copy {src.name}: {exc}") from None
+    finally:
+        source.close()
+    with target.open("rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def _readonly(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _verify_copy(settings: Settings, dest: Path, progress: Progress | None) -> dict[str, int]:
+    """The copy's audit chain, then every current value, as the configured key ring
+    reads them: IntegrityError naming the first problem."""
+    import shutil
+    import tempfile
+
+    from keysafe.manager.audit import verify_rows
+
+    names = _names(settings)
+    main = dest / names[0]
+    # Checked on a scratch copy: opening a store writes (WAL, schema checks), and the
+    # backup's own files must stay exactly what the manifest hashes.
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        scratch = Path(tmp) / names[0]
+        shutil.copyfile(main, scratch)
+        if _kind(settings) == "sqlite":
+            return _verify_store(settings, scratch, progress)
+        from keysafe.manager.audit import AuditDB, SQLiteAuditStore
+
+        db = AuditDB(scratch)
+        try:
+            with SQLiteAuditStore(db).snapshot() as (base, head, rows):
+                res = verify_rows(rows, head, base)
+        finally:
+            db.connection.close()
+        if not res.ok:
+            seq, problem = res.problems[0]
+            raise IntegrityError(f"the copy's audit chain is broken at record {seq}: {problem}")
+        return {"audit_records": res.checked, "values": 0}
+
+
+def _verify_store(settings: Settings, scratch: Path, progress: Progress | None
+                  ) -> dict[str, int]:
+    from keysafe.backends.sqlite import SQLiteBackend
+    from keysafe.manager.audit import SQLiteAuditStore, verify_rows
+
+    backend = SQLiteBackend(scratch, _ring(settings), max_versions=settings.max_versions)
+    try:
+        with SQLiteAuditStore(backend).snapshot() as (base, head, rows):
+            res = verify_rows(rows, head, base)
+        if not res.ok:
+            seq, problem = res.problems[0]
+            raise IntegrityError(f"the copy's audit chain is broken at record {seq}: {problem}")
+        paths = [r[0] for r in backend.connection.execute(
+            "SELECT path FROM secrets WHERE deleted_at IS NULL ORDER BY path")]
+        for i, path in enumerate(paths, 1):
+            backend.get(path)  # IntegrityError if it does not decrypt
+            if progress is not None and (i % 500 == 0 or i == len(paths)):
+                progress(i, len(paths))
+        return {"audit_records": res.checked, "values": len(paths)}
+    finally:
+        backend.close()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+# -- restore --------------------------------------------------------------------------
+def read_manifest(src: Path) -> dict[str, Any]:
+    """The backup's manifest after checking every file it names against it:
+    ConfigError for something that is not a keysafe backup (or a newer format),
+    IntegrityError for a missing, truncated or altered file."""
+    try:
+        manifest = json.loads((src / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{src} is not a keysafe backup (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {src / MANIFEST}: {type(exc).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ConfigError(f"{src / MANIFEST} is not a keysafe backup manifest")
+    if manifest.get("version") != VERSION:
+        raise ConfigError(f"{src} is a version {manifest.get('version')} backup; this keysafe "
+                          f"reads version {VERSION}: restore it with a newer keysafe")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ConfigError(f"{src / MANIFEST} names no files")
+    for name, want in files.items():
+        if Path(name).name != name or not name.endswith(".db"):
+            raise ConfigError(f"{src / MANIFEST} names an unexpected file {name!r}")
+        f = src / name
+        if not f.is_file():
+            raise IntegrityError(f"{name} is missing from the backup {src}")
+        if f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
+            raise IntegrityError(f"{name} in {src} is not the file the manifest describes "
+                                 "(altered or truncated): not restored")
+    return manifest
+
+
+@contextmanager
+def no_server_running(home: Path) -> Iterator[None]:
+    """Held while files are replaced: ConfigError if a ``keysafe serve`` on this home
+    holds the serve lock (it must be stopped first); servers starting meanwhile wait."""
+    import fcntl
+
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(home / SERVE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"a keysafe server is running on {home}: stop it (and every "
+                              "other process using this store) before a restore") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def hold_serve_lock(home: Path) -> int | None:
+    """For ``keysafe serve``: a shared lock on the serve lock file for the process's
+    lifetime (a restore refuses to run under it); None if the home is not writable."""
+    import fcntl
+
+    try:
+        fd = os.open(home / SERVE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"a restore is replacing the store in {home}: start the server "
+                          "when it is done") from None
+    return fd
+
+
+def restore(settings: Settings, src: Path) -> RestoreResult:
+    """Put the backup in ``src`` in place of KEYSAFE_HOME's files. The files replaced
+    are moved to ``HOME/pre-restore-<time>/`` (with their WAL), so a restore can be
+    undone. Checked first, changing nothing on failure: the manifest and every file's
+    hash, that the backup is of this kind of store, and that the configured key ring
+    holds every master key id the backup needs (ConfigError naming the missing ones).
+    ConfigError too while a ``keysafe serve`` runs on this home."""
+    manifest = read_manifest(src)
+    home = settings.home
+    names = _names(settings)
+    files = list(manifest["files"])
+    if names[0] not in files:
+        raise ConfigError(f"{src} is a backup of a {manifest.get('backend')} store; this "
+                          f"one is {settings.backend} (it needs {names[0]})")
+    unknown = [n for n in files if n not in names]
+    if unknown:
+        raise ConfigError(f"{src} holds {unknown[0]}, which a {settings.backend} store "
+                          "does not use")
+    needed = [str(k) for k in manifest.get("key_ids") or []]
+    if needed:
+        have = set(_ring(settings).ids)
+        missing = [k for k in needed if k not in have]
+        if missing:
+            raise ConfigError(f"the backup needs master key id(s) {', '.join(missing)}, which "
+                              "the configured key ring lacks: configure the key that was in "
+                              "use when it was made (nothing was changed)")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside: Path | None = None
+    with no_server_running(home):
+        staged = []
+        for name in files:  # copied beside their place first: the swap is a rename
+            tmp = home / f".{name}.restore"
+            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+            with os.fdopen(fd, "wb") as out, (src / name).open("rb") as inp:
+                for chunk in iter(lambda: inp.read(1 << 20), b""):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            staged.append((tmp, home / name))
+        for _tmp, final in staged:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                old = final.with_name(final.name + suffix)
+                if old.exists():
+                    if aside is None:
+                        aside = home / f"pre-restore-{stamp}"
+                        aside.mkdir(mode=0o700)
+                    os.replace(old, aside / old.name)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        _fsync_dir(home)
+    return RestoreResult(files, aside, str(manifest.get("created_at")))

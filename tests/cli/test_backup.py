@@ -1,0 +1,227 @@
+"""``keysafe db backup`` and ``keysafe db restore`` through the installed script: a
+consistent copy while a writer keeps writing, a restore that checks everything before
+changing anything, and no value or master key in a backup."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keysafe import backup as bk
+from keysafe.config import load_settings
+
+KEYSAFE = str(Path(sys.executable).parent / "keysafe")
+Ks = Callable[..., Any]  # the conftest's ks fixture: ks(*args, input=, env=) -> Run
+
+CANARY = "canary-backup-\u00e9-" + "w" * 20
+
+
+def put(ks: Ks, name: str, value: str) -> None:
+    r = ks("put", name, "--org", "acme", input=value)
+    assert r.code == 0, r.err
+
+
+def get(ks: Ks, name: str) -> str:
+    r = ks("get", name, "--org", "acme")
+    assert r.code == 0, r.err
+    return r.out
+
+
+def test_backup_then_restore_round_trip(ks: Ks, home: Path, tmp_path: Path) -> None:
+    put(ks, "db-pass", CANARY)
+    put(ks, "api-key", "first-" + "a" * 20)
+    dest = tmp_path / "backup"
+    r = ks("db", "backup", str(dest), "--verify", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["verified"] == {"audit_records": 3, "values": 2}  # 2 writes + db_backup
+    assert out["counts"]["secrets"] == 2
+    assert out["missing_keys"] == []
+    assert sorted(os.listdir(dest)) == ["keysafe.db", "manifest.json"]
+    assert oct(dest.stat().st_mode & 0o777) == "0o700"
+    assert all(oct((dest / f).stat().st_mode & 0o777) == "0o600" for f in os.listdir(dest))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    key = json.loads((home / "master.key").read_text())
+    assert manifest["key_ids"] == [key["active"]]
+    # Neither a value nor the master key anywhere in the backup.
+    secret_bytes = [base64.b64decode(k) for k in key["keys"].values()]
+    for f in dest.iterdir():
+        data = f.read_bytes()
+        assert CANARY.encode() not in data
+        for kb in secret_bytes:
+            assert kb not in data
+            assert base64.b64encode(kb) not in data
+    # Changes after the backup, then the restore: the backup's state is back.
+    put(ks, "api-key", "second-" + "b" * 20)
+    put(ks, "later", "c" * 20)
+    r = ks("db", "restore", str(dest), "--yes", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["files"] == ["keysafe.db"]
+    assert res["audit"] == {"ok": True, "checked": 4}  # the backup's 3 + db_restore
+    assert get(ks, "api-key") == "first-" + "a" * 20
+    assert get(ks, "db-pass") == CANARY
+    assert ks("status", "later", "--org", "acme").code == 3
+    # What it replaced is kept aside, readable with the same key.
+    aside = Path(res["aside"])
+    assert aside.parent == home
+    assert (aside / "keysafe.db").is_file()
+    assert ks("audit", "verify").code == 0
+    audit = ks("audit", "--action", "db_restore", "--json")
+    assert audit.code == 0
+    assert str(dest) in audit.out
+
+
+def test_backup_while_a_writer_writes_is_consistent(ks: Ks, home: Path,
+                                                    tmp_path: Path) -> None:
+    put(ks, "seed", "s" * 20)  # creates the store and key
+    script = ("import sys\n"
+              "from keysafe import SecretManager\n"
+              "m = SecretManager.from_env()\n"
+              "for i in range(400):\n"
+              "    m.put(f'w{i % 40}', f'value-{i}-' + 'x' * 20, 'acme')\n"
+              "    print(i, flush=True)\n")
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              env=dict(os.environ))
+    try:
+        assert writer.stdout is not None
+        for _ in range(30):  # some writes before the backup starts
+            writer.stdout.readline()
+        backups = []
+        for n in range(3):
+            dest = tmp_path / f"b{n}"
+            r = ks("db", "backup", str(dest), "--verify", "--json")
+            assert r.code == 0, r.err
+            backups.append(json.loads(r.out))
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0
+    for b in backups:  # each copy: one moment, chain intact, every value decrypts
+        assert b["verified"]["values"] == b["counts"]["secrets"] >= 2
+        assert b["verified"]["audit_records"] == b["counts"]["audit_records"]
+
+
+def test_restore_checks_before_changing_anything(ks: Ks, home: Path, tmp_path: Path) -> None:
+    put(ks, "api-key", CANARY)
+    dest = tmp_path / "backup"
+    assert ks("db", "backup", str(dest)).code == 0
+    before = (home / "keysafe.db").read_bytes()
+
+    def unchanged() -> None:
+        assert (home / "keysafe.db").read_bytes() == before
+        assert not list(home.glob("pre-restore-*"))
+
+    # Not a backup.
+    r = ks("db", "restore", str(tmp_path), "--yes")
+    assert r.code == 8
+    assert "not a keysafe backup" in r.err
+    unchanged()
+    # Declined.
+    r = ks("db", "restore", str(dest), input="n\n")
+    assert r.code == 1
+    unchanged()
+    # A server holds the serve lock (a shared flock, as `keysafe serve` takes it).
+    fd = bk.hold_serve_lock(home)
+    try:
+        r = ks("db", "restore", str(dest), "--yes")
+        assert r.code == 8
+        assert "server is running" in r.err
+    finally:
+        assert fd is not None
+        os.close(fd)
+    unchanged()
+    # Another master key: the backup needs the one it was made with.
+    other = base64.b64encode(os.urandom(32)).decode()
+    r = ks("db", "restore", str(dest), "--yes", env={"KEYSAFE_MASTER_KEY": other})
+    assert r.code == 8
+    assert "needs master key id" in r.err
+    unchanged()
+    # An altered file (one byte): integrity error, exit 6.
+    db = dest / "keysafe.db"
+    data = bytearray(db.read_bytes())
+    data[len(data) // 2] ^= 1
+    db.write_bytes(bytes(data))
+    r = ks("db", "restore", str(dest), "--yes")
+    assert r.code == 6
+    assert "altered or truncated" in r.err
+    unchanged()
+    # A manifest from a future keysafe.
+    m = json.loads((dest / "manifest.json").read_text())
+    (dest / "manifest.json").write_text(json.dumps({**m, "version": 99}))
+    r = ks("db", "restore", str(dest), "--yes")
+    assert r.code == 8
+    assert "newer keysafe" in r.err
+    unchanged()
+    assert CANARY not in r.err + r.out
+
+
+def test_backup_refusals(ks: Ks, home: Path, tmp_path: Path) -> None:
+    r = ks("db", "backup", str(tmp_path / "nothing-yet"))
+    assert r.code == 3  # no store yet
+    put(ks, "api-key", "v" * 20)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    r = ks("db", "backup", str(full))
+    assert r.code == 5
+    assert (full / "x").read_text() == "keep me"
+    r = ks("db", "backup", str(home / "inside"))
+    assert r.code == 2
+    assert "inside KEYSAFE_HOME" in r.err
+    r = ks("db", "backup", str(tmp_path / "mem"), env={"KEYSAFE_BACKEND": "memory"})
+    assert r.code == 9
+    r = ks("db", "backup", str(tmp_path / "pg"),
+           env={"KEYSAFE_DATABASE_URL": "postgresql://127.0.0.1:1/none"})
+    assert r.code == 9
+    assert "pg_dump" in r.err
+    # Only the db_backup of the one that ran is recorded: refusals record nothing.
+    audit = ks("audit", "--action", "db_backup", "--json")
+    assert audit.code == 0
+    assert audit.out.strip() == ""
+
+
+@pytest.mark.parametrize(("backend", "files"), [("sqlite", ["keysafe.db", "server.db"]),
+                                                 ("aws-sm", ["audit.db", "server.db"]),
+                                                 ("vault", ["audit.db", "server.db"])])
+def test_which_files_a_store_keeps_in_its_home(backend: str, files: list[str],
+                                              tmp_path: Path) -> None:
+    settings = load_settings({"KEYSAFE_HOME": str(tmp_path), "KEYSAFE_BACKEND": backend})
+    assert bk._names(settings) == files
+
+
+def test_a_server_holds_the_serve_lock(tmp_path: Path) -> None:
+    """`keysafe serve` on the embedded store holds the lock a restore needs."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
+    env.update(KEYSAFE_HOME=str(home), KEYSAFE_KEY_CHECKS="off")
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p = subprocess.Popen([KEYSAFE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                         env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / bk.SERVE_LOCK).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        with pytest.raises(Exception, match="server is running"), \
+                bk.no_server_running(home):
+            pass
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    with bk.no_server_running(home):  # released with the process
+        pass

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from keysafe.errors import (
     BackendUnavailable,
@@ -70,11 +70,15 @@ class HttpTransport:
         from keysafe.errors import ConfigError
 
         parts = urlsplit(url)
+        # What is shown of the URL (errors, reprs): no user info, query or fragment, which
+        # are not used and may hold a credential.
+        netloc = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidValue(f"{what} {url!r} is not an http:// or https:// URL")
+            raise InvalidValue(f"{what} {shown!r} is not an http:// or https:// URL")
         if not token:
             raise ConfigError("no token for the keysafe server")
-        self.url = url.rstrip("/")
+        self.url = shown
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port

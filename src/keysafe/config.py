@@ -202,6 +202,9 @@ def _masked(name: str, v: Any) -> Any:
         return ", ".join(url_origin(u) for u in str(v).split(",") if u.strip())
     return v
 
+#: Settings a keysafe.toml may not set (field -> the environment variable that can).
+_ENV_ONLY: Mapping[str, str] = {"server_url": "KEYSAFE_SERVER_URL"}
+
 # Environment variable -> field. KEYSAFE_ENV falls back to ENVIRONMENT (specs 000, 001).
 _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_ENV": "env",
@@ -351,6 +354,10 @@ def load_settings(
         for key, raw in section.items():
             if key not in _TYPES or key in ("sources", "config_file", "backend_options"):
                 raise ConfigError(f"config file {cfg_path}: unknown setting {key!r}")
+            if key in _ENV_ONLY:
+                raise ConfigError(f"config file {cfg_path}: {key} is taken only from "
+                                  f"{_ENV_ONLY[key]}: a file checked out with a project "
+                                  "must not send values and tokens to another server")
             values[key] = _coerce(key, raw, str(cfg_path))
             sources[key] = f"file {cfg_path}"
         profile_options = dict(profiles) if isinstance(profiles, dict) else {}

@@ -243,3 +243,75 @@ def test_doctor_shows_the_server_url_only_as_its_origin(server: tuple[RealServer
     assert b"hunter2" not in p.stdout + p.stderr
     assert t["ops"].encode() not in p.stdout
     assert srv.url.encode() in p.stdout
+
+
+def test_store_commands_refuse_and_files_cannot_redirect(server: tuple[RealServer, dict],
+                                                        tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    env_file = tmp_path / "app.env"
+    env_file.write_text("OPENAI_API_KEY=" + VALUE_1 + "\n")
+    # A command that works on a store refuses, rather than make a store (and key) here.
+    p = ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG)
+    assert p.returncode == 8
+    assert b"KEYSAFE_SERVER_URL is set" in p.stderr
+    assert not home.exists()
+    # A keysafe.toml (say, in a cloned repository) cannot point the CLI at a server.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keysafe.toml").write_text('server_url = "http://127.0.0.1:9/steal"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update(KEYSAFE_HOME=str(home), KEYSAFE_TOKEN=t["ops"])
+    p = subprocess.run([KEYSAFE, "put", "x-key", "--org", ORG], input=b"v" * 20, cwd=work,
+                       env=env, capture_output=True, timeout=120)
+    assert p.returncode == 8
+    assert b"KEYSAFE_SERVER_URL" in p.stderr
+    # --env is compared as KEYSAFE_ENV is: case does not matter.
+    ok(ks(srv, home, t["app"], "ls", "--org", ORG, "--env", "LOCAL", "--json"))
+    # A URL's user info and query are never shown.
+    p = ks(srv, home, t["ops"], "status", "x-key", "--org", ORG,
+           extra={"KEYSAFE_SERVER_URL": f"http://admin:hunter2@127.0.0.1:{free_port()}/?k=v"})
+    assert p.returncode == 7
+    assert b"hunter2" not in p.stderr
+    assert b"k=v" not in p.stderr
+
+
+def test_version_reads_are_audited_with_their_version(server: tuple[RealServer, dict],
+                                                      tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    ok(ks(srv, home, t["ops"], "put", "audited-key", "--org", ORG, stdin=b"one-" + b"a" * 20))
+    ok(ks(srv, home, t["ops"], "put", "audited-key", "--org", ORG, stdin=b"two-" + b"b" * 20))
+    assert ok(ks(srv, home, t["app"], "get", "audited-key", "--org", ORG, "--version", "1")
+              ) == "one-" + "a" * 20
+    with httpx.Client(base_url=srv.url, headers=bearer(t["app"]), timeout=30) as c:
+        # A %-escaped key is parsed as FastAPI parses it, not skipped by the fast path.
+        r = c.get(f"{srv.url}/api/secrets/{ORG}/audited-key/value?%76ersion=1")
+        assert r.status_code == 200
+        assert (r.json()["version"], r.json()["value"]) == (1, "one-" + "a" * 20)
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.get("/api/audit", params={"org_id": ORG, "action": "read_value",
+                                        "path": f"keysafe/local/{ORG}/shared/audited-key"})
+        assert r.status_code == 200, r.text
+        assert [e["version"] for e in r.json()["records"]] == [1, 1]
+
+
+def test_run_uses_the_servers_default_domain(tmp_path_factory: pytest.TempPathFactory,
+                                             tmp_path: Path) -> None:
+    with real_server(tmp_path_factory.mktemp("general") / "home",
+                     KEYSAFE_DEFAULT_DOMAIN="general") as srv:
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            r = c.post("/api/tokens", json={"name": "app", "roles": ["service", "writer"],
+                                            "orgs": [ORG]})
+            assert r.status_code == 201, r.text
+            token = r.json()["token"]
+        home = tmp_path / "home"
+        out = json.loads(ok(ks(srv, home, token, "put", "run-secret", "--org", ORG, "--json",
+                               stdin=CANARY.encode())))
+        assert out["path"] == f"keysafe/local/{ORG}/general/run-secret"
+        p = ks(srv, home, token, "run", "--org", ORG, "--only", "run-secret", "--",
+               sys.executable, "-c", f"import os; print(os.environ['RUN_SECRET'] == {CANARY!r})")
+        assert ok(p).strip() == "True"
+        p = ks(srv, home, token, "run", "--org", ORG, "--env", "production", "--",
+               sys.executable, "-c", "pass")
+        assert p.returncode == 8

@@ -31,10 +31,21 @@ def load(env: str | None = None) -> Settings:
 
 
 def open_manager(env: str | None = None, settings: Settings | None = None) -> SecretManager:
-    """A manager for the configured store, acting as the CLI client."""
+    """A manager for the configured store, acting as the CLI client. ConfigError when
+    KEYSAFE_SERVER_URL is set: the secrets are on that server, and a command that works
+    on a store must not quietly make a new one (and a master key) here."""
     from keysafe.manager.manager import SecretManager
 
-    mgr = SecretManager.from_settings(settings if settings is not None else load(env))
+    settings = settings if settings is not None else load(env)
+    if settings.server_url:
+        from keysafe.config import url_origin
+        from keysafe.errors import ConfigError
+
+        raise ConfigError(f"KEYSAFE_SERVER_URL is set ({url_origin(settings.server_url)}): "
+                          "this command works on a store directly, not through a server "
+                          "(the secret verbs, run and export go through it); unset "
+                          "KEYSAFE_SERVER_URL to use the store configured here")
+    mgr = SecretManager.from_settings(settings)
     mgr.client = CLIENT
     return mgr
 
@@ -46,14 +57,14 @@ def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     if settings.server_url:
         from keysafe.cli.remote import RemoteManager
 
-        return RemoteManager(settings.server_url, env=env or _chosen_env(settings))
+        return RemoteManager(settings.server_url, env=chosen_env(settings))
     return open_manager(settings=settings)
 
 
-def _chosen_env(settings: Settings) -> str | None:
+def chosen_env(settings: Settings) -> str | None:
     """The environment when someone chose it (KEYSAFE_ENV, ENVIRONMENT, a file), not
     the default: a server for another one must then refuse."""
-    return settings.env if "env" in settings.sources else None
+    return settings.env if "env" in settings.sources else None  # lower-cased by load
 
 
 def read_secret(mgr: SecretManager | RemoteManager, name: str, org: str | None, domain: str | None,

@@ -27,6 +27,23 @@ from keysafe.naming import NamingTemplate, SecretRef
 TOKEN_ENV = "KEYSAFE_TOKEN"
 
 
+def server_info(catalog: dict[str, Any], url: str, want_env: str | None) -> dict[str, Any]:
+    """What a server serves (app, environment, naming template, default domain, recovery
+    window) from its ``/api/catalog`` answer. ConfigError when it is older than this
+    keysafe, or serves another environment than ``want_env`` (--env, KEYSAFE_ENV...)."""
+    data = {k: v for k, v in catalog.items() if k != "categories"}
+    if not data.get("naming_template"):
+        raise ConfigError(f"the keysafe server at {url} is older than this keysafe (it "
+                          "does not say its naming template): upgrade it, or use a "
+                          "keysafe of its version")
+    env = data.get("environment")
+    if want_env is not None and want_env != env:
+        raise ConfigError(f"the keysafe server at {url} serves the {env!r} environment, "
+                          f"not {want_env!r}: point KEYSAFE_SERVER_URL (or --via-server) "
+                          "at that environment's server")
+    return data
+
+
 def _when(text: Any) -> datetime | None:
     return datetime.fromisoformat(text) if isinstance(text, str) else None
 
@@ -90,13 +107,7 @@ class RemoteManager:
         """The server's app, environment, naming template, default domain and recovery
         window (asked once), after checking the environment asked for is the server's."""
         if self._info is None:
-            data = self.client.catalog()
-            data.pop("categories", None)
-            env = data.get("environment")
-            if self._want_env is not None and self._want_env != env:
-                raise ConfigError(f"the keysafe server at {self.client.url} serves the "
-                                  f"{env!r} environment, not {self._want_env!r}: point "
-                                  "KEYSAFE_SERVER_URL at that environment's server")
+            data = server_info(self.client.catalog(), self.client.url, self._want_env)
             self._naming = NamingTemplate(str(data.get("naming_template")))
             self._info = data
         return self._info

@@ -45,9 +45,11 @@ class FastPath:
             if path.startswith("/api/secrets/") and method in ("GET", "PUT"):
                 parts = path[13:].split("/")
                 n = len(parts)
-                # A value read that names a version is FastAPI's (it validates it).
+                # A value read that may name a version (or spells a key with %-escapes)
+                # is FastAPI's, which parses and validates it.
+                qs = scope.get("query_string", b"")
                 if method == "GET" and ((n == 3 and parts[2] == "value"
-                                         and b"version" not in scope.get("query_string", b""))
+                                         and b"version" not in qs and b"%" not in qs)
                                         or n == 2):
                     scope["keysafe.route"] = _ROUTES[n]
                     await self._handle(scope, send, parts, value=n == 3)

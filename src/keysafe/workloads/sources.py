@@ -223,7 +223,18 @@ def open_source(*, env: str | None = None, server: str | None = None,
         raise ConfigError(f"{via} needs a service token in the environment variable "
                           f"{token_env} (set it, or name another with --token-env)")
     from keysafe.catalog import Catalog
+    from keysafe.cli.reading import chosen_env
+    from keysafe.cli.remote import server_info
 
     catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else None
-    return ServerSource(server, token, default_domain=settings.default_domain,
-                        catalog=catalog or Catalog.builtin())
+    source = ServerSource(server, token, catalog=catalog or Catalog.builtin())
+    try:
+        # The server's default domain, and its environment checked against the one
+        # chosen here (--env, KEYSAFE_ENV...), as the secret verbs do.
+        info = server_info(source._http.request("GET", "/api/catalog"), source.url,
+                           chosen_env(settings))
+    except BaseException:
+        source.close()
+        raise
+    source.default_domain = str(info.get("default_domain") or source.default_domain)
+    return source

@@ -435,9 +435,10 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
         else:
             value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:
-        await ctx.audit_durable("read_value", path, "not_found", org=org_id)
+        await ctx.audit_durable("read_value", path, "not_found", org=org_id,
+                                version=version or None)
         raise
-    await ctx.audit_durable("read_value", path, "ok", org=org_id)
+    await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got)
     return SecretValue(secret_name=secret_name, organization_id=org_id,
                        domain_id=domain_id or mgr.default_domain, value=value, version=got)
 

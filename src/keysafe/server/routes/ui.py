@@ -94,8 +94,8 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
     """The catalog by category with each entry's format check (``pattern``, a regular
     expression the whole trimmed value must match, and ``json_fields``) and the limits
     a value must respect, so that a client can check input before sending it (the
-    server checks again on every write), and the app, environment and naming template
-    of this server's secrets."""
+    server checks again on every write that does not turn the check off), and the
+    app, environment and naming template of this server's secrets."""
     mgr = ctx.mgr
     cats: dict[str, list[dict[str, Any]]] = {}
     for name, entries in mgr.catalog.categories().items():

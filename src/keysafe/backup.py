@@ -36,6 +36,7 @@ from keysafe.errors import (
     NotFound,
     Unsupported,
 )
+from keysafe.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from keysafe.config import Settings
@@ -107,14 +108,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ring(settings: Settings) -> KeyRing:
@@ -199,7 +192,7 @@ def backup(settings: Settings, dest: Path, *, verify: bool = False,
                 "app": settings.app, "env": settings.env, "files": files,
                 "key_ids": key_ids, "counts": counts}
     _write_new(dest / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    _fsync_dir(dest)
+    fsync_dir(dest)
     return BackupResult(dest, files, key_ids, missing, counts, verified,
                         time.monotonic() - t0)
 
@@ -417,5 +410,5 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
                     os.replace(old, aside / old.name)
         for tmp, final in staged:
             os.replace(tmp, final)
-        _fsync_dir(home)
+        fsync_dir(home)
     return RestoreResult(files, aside, str(manifest.get("created_at")))

@@ -261,7 +261,7 @@ def rekey(settings: Settings, *, rewrap_only: bool = False,
 # -- wrap / unwrap (KEYSAFE_MASTER_KEY_KMS) --------------------------------------------
 @dataclass(frozen=True, slots=True)
 class WrapResult:
-    action: Literal["wrap", "unwrap"]
+    action: Literal["wrap", "unwrap", "rewrap"]
     kms: str
     #: The key file rewritten (or found already so); None: the ring is in
     #: KEYSAFE_MASTER_KEY.
@@ -362,6 +362,41 @@ def unwrap_key_ring(settings: Settings) -> WrapResult:
     ring = KeyRing.from_file(key_file, kms).with_kms(None)
     ring.save(key_file)
     return WrapResult("unwrap", kms.reference, key_file, True, ring.active, ring.ids)
+
+
+def rewrap_key_ring(settings: Settings, from_reference: str | None = None) -> WrapResult:
+    """Decrypt the wrapped ring and encrypt it again, in memory, with the
+    KEYSAFE_MASTER_KEY_KMS key: under its newest version after a KMS key rotation, or
+    (``from_reference``: the KMS reference that wrapped it) under another KMS key. The
+    plaintext ring never touches the disk. The key file is replaced atomically after the
+    KMS has decrypted the new form back; a wrapped KEYSAFE_MASTER_KEY is not changed:
+    the new value to put in its place is returned.
+
+    Raises ConfigError (no KMS configured, a plaintext ring: that is ``wrap``'s job, a
+    ring wrapped by another key than ``from_reference`` names) and the KMS's errors;
+    the key file is then unchanged.
+    """
+    import json
+
+    from keysafe.crypto.keys import KeyRing
+    from keysafe.crypto.kms import kms_for
+
+    kms = _kms_required(settings, "re-wrapping the master key ring")
+    old = kms_for(from_reference, settings) if from_reference else kms
+    plain = ("holds a plaintext key ring: `keysafe master-key wrap` wraps it (nothing was "
+             "changed)")
+    if settings.master_key:
+        if not settings.master_key.lstrip().startswith("{"):
+            raise ConfigError(f"KEYSAFE_MASTER_KEY {plain}")
+        ring = KeyRing.from_env_value(settings.master_key, old).with_kms(kms)
+        value = json.dumps(ring.to_document(), sort_keys=True)
+        return WrapResult("rewrap", kms.reference, None, False, ring.active, ring.ids, value)
+    key_file = settings.key_file
+    if not _is_wrapped_file(key_file):
+        raise ConfigError(f"{key_file} {plain}")
+    ring = KeyRing.from_file(key_file, old).with_kms(kms)
+    ring.save(key_file)
+    return WrapResult("rewrap", kms.reference, key_file, True, ring.active, ring.ids)
 
 
 # -- doctor -------------------------------------------------------------------------

@@ -292,3 +292,55 @@ def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(ConfigError, match=r"pip install 'keysafe\[aws\]'"):
         load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
     assert not (tmp_path / "master.key").exists()
+
+
+def test_rewrap_in_memory_and_onto_another_key(cli: Cli, aws: MotoAws,  # noqa: F811
+                                               kms_key: str) -> None:
+    cli("init")
+    cli.put("a", "value-a")
+    doc = wrapped_doc(cli.key_file)
+    ring = plaintext_ring(aws, doc)
+    # The same key (after a KMS key rotation): a new ciphertext of the same ring.
+    r = cli("master-key", "rewrap", "--yes", "--json")
+    assert r.code == 0, r.err
+    assert (r.json()["action"], r.json()["changed"], r.json()["kms"]) == ("rewrap", True,
+                                                                           kms_key)
+    again = wrapped_doc(cli.key_file)
+    assert again["ciphertext"] != doc["ciphertext"]
+    assert plaintext_ring(aws, again) == ring
+    # Onto another KMS key: --from names the one that wrapped it.
+    other = aws.client("kms").create_key()["KeyMetadata"]["KeyId"]
+    new_ref = f"awskms:{other}"
+    r = cli("master-key", "rewrap", "--yes", KEYSAFE_MASTER_KEY_KMS=new_ref)
+    assert r.code == exitcodes.CONFIG  # without --from: wrapped by another key
+    assert kms_key in r.err
+    r = cli("master-key", "rewrap", "--yes", "--from", kms_key, "--json",
+            KEYSAFE_MASTER_KEY_KMS=new_ref)
+    assert r.code == 0, r.err
+    moved = wrapped_doc(cli.key_file)
+    assert moved["kms"] == new_ref
+    assert plaintext_ring(aws, moved) == ring
+    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=new_ref).out == "value-a"
+    assert cli.get("a").code == exitcodes.CONFIG  # the old reference no longer fits
+    assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err)
+    assert not list(cli.home.glob("*.tmp"))
+    # A plaintext ring is wrap's job.
+    r = cli("master-key", "rewrap", "--yes", KEYSAFE_MASTER_KEY_KMS=new_ref,
+            KEYSAFE_MASTER_KEY=base64.b64encode(bytes(32)).decode())
+    assert r.code == exitcodes.CONFIG
+    assert "master-key wrap" in r.err
+
+
+def test_a_ciphertext_without_the_purpose_is_refused(cli: Cli, aws: MotoAws,  # noqa: F811
+                                                     kms_key: str) -> None:
+    """The ring is bound to its purpose: the same key's ciphertext of a ring made for
+    anything else (no EncryptionContext) does not unwrap."""
+    cli("init")
+    doc = wrapped_doc(cli.key_file)
+    ring = plaintext_ring(aws, doc)
+    blob = aws.client("kms").encrypt(KeyId=kms_key.partition(":")[2],
+                                     Plaintext=json.dumps(ring).encode())["CiphertextBlob"]
+    cli.key_file.write_text(json.dumps({**doc, "ciphertext": base64.b64encode(blob).decode()}))
+    r = cli.get("a")
+    assert r.code in (exitcodes.INTEGRITY, exitcodes.PERMISSION_DENIED), r.err
+    assert kms_key in r.err

@@ -169,3 +169,42 @@ def test_missing_hvac_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path:
     with pytest.raises(ConfigError, match=r"pip install 'keysafe\[vault\]'"):
         load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
     assert not (tmp_path / "master.key").exists()
+
+
+def test_key_rotation_then_rewrap(tmp_path: Path, bao: BaoServer,  # noqa: F811
+                                  transit: Any) -> None:
+    """After a Transit key rotation the ring stays readable; raising
+    min_decryption_version before re-wrapping is a configuration error naming it;
+    `master-key rewrap` moves the ring to the newest version."""
+    transit.secrets.transit.create_key("rotating", mount_point=MOUNT)
+    ref = f"vault-transit:{MOUNT}/rotating"
+    cli = Cli(tmp_path / "home", KEYSAFE_MASTER_KEY_KMS=ref, VAULT_ADDR=bao.url,
+              VAULT_TOKEN=bao.token)
+    assert cli("init").code == 0
+    cli.put("a", "rotating-value")
+    assert wrapped_doc(cli.key_file)["ciphertext"].startswith("vault:v1:")
+    transit.secrets.transit.rotate_key("rotating", mount_point=MOUNT)
+    assert cli.get("a").out == "rotating-value"  # old versions still decrypt
+    transit.secrets.transit.update_key_configuration("rotating", mount_point=MOUNT,
+                                                     min_decryption_version=2)
+    r = cli.get("a")
+    assert r.code == exitcodes.CONFIG
+    assert "min_decryption_version" in r.err
+    transit.secrets.transit.update_key_configuration("rotating", mount_point=MOUNT,
+                                                     min_decryption_version=1)
+    r = cli("master-key", "rewrap", "--yes", "--json")
+    assert r.code == 0, r.err
+    assert wrapped_doc(cli.key_file)["ciphertext"].startswith("vault:v2:")
+    transit.secrets.transit.update_key_configuration("rotating", mount_point=MOUNT,
+                                                     min_decryption_version=2)
+    assert cli.get("a").out == "rotating-value"
+
+
+def test_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
+    """The ring would cross the connection: refused before any request."""
+    cli = Cli(tmp_path / "home", KEYSAFE_MASTER_KEY_KMS=REF,
+              VAULT_ADDR="http://vault.example.invalid:8200", VAULT_TOKEN="t")
+    r = cli("init")
+    assert r.code == exitcodes.CONFIG
+    assert "not https" in r.err
+    assert not cli.key_file.exists()

@@ -1,7 +1,10 @@
-"""``keysafe master-key wrap|unwrap``: convert the master key ring between plaintext and
-wrapped by the KEYSAFE_MASTER_KEY_KMS key. The work is in ``keysafe.maintenance``."""
+"""``keysafe master-key wrap|unwrap|rewrap``: convert the master key ring between
+plaintext and wrapped by the KEYSAFE_MASTER_KEY_KMS key, or wrap it again (after a KMS
+key rotation, or onto another KMS key). The work is in ``keysafe.maintenance``."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -18,6 +21,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(master_key_app, name="master-key")
     master_key_app.command("wrap")(wrap)
     master_key_app.command("unwrap")(unwrap)
+    master_key_app.command("rewrap")(rewrap)
 
 
 @command
@@ -79,3 +83,37 @@ def unwrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
         say(f"{result.key_file} now holds the plaintext key ring (mode 0600, active key id "
             f"{result.active_key_id}). Unset KEYSAFE_MASTER_KEY_KMS for every keysafe "
             "process and restart them.")
+
+
+@command
+def rewrap(
+    from_kms: Annotated[str | None, typer.Option(
+        "--from", metavar="REFERENCE",
+        help="The KMS reference that wrapped the ring now, when moving it to the "
+             "KEYSAFE_MASTER_KEY_KMS key (default: the same key).",
+        show_default=False)] = None,
+    yes: Yes = False, env: Env = None, as_json: Json = False,
+) -> None:
+    """Wrap the key ring again with the KEYSAFE_MASTER_KEY_KMS key, in memory: under the
+    key's newest version after a KMS key rotation, or, with --from, moving it from
+    another KMS key. The plaintext ring never touches the disk; the key file is replaced
+    atomically after the KMS has decrypted the new form back. A wrapped
+    KEYSAFE_MASTER_KEY is not changed: the new value is printed."""
+    from keysafe import maintenance
+
+    settings = load(env)
+    if not yes and not settings.master_key:
+        typer.confirm(f"Replace {settings.key_file} with the key ring wrapped again by "
+                      f"{settings.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}?",
+                      abort=True, err=True)
+    result = maintenance.rewrap_key_ring(settings, from_kms)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    if result.wrapped_value is not None:
+        print(result.wrapped_value)
+        say(f"the key ring, wrapped again by {result.kms}, is above: put it in "
+            "KEYSAFE_MASTER_KEY (e.g. the Kubernetes Secret) and restart")
+    else:
+        say(f"{result.key_file} now holds the key ring wrapped again by {result.kms} "
+            f"(active key id {result.active_key_id}); back up the new file")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from keysafe.crypto import wrapped
 from keysafe.errors import ConfigError
+from keysafe.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from keysafe.crypto.kms import Kms
@@ -197,7 +198,13 @@ class KeyRing:
         data = self.to_document()
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self._write_tmp(target, data)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # it holds the ring: never left behind
+            raise
+        # Durable before anyone (rekey) re-wraps data keys to a key only this file has.
+        fsync_dir(target.parent)
         self.path = target
         return target
 
@@ -213,6 +220,7 @@ class KeyRing:
             return False
         finally:
             os.unlink(tmp)
+        fsync_dir(target.parent)
         self.path = target
         return True
 
@@ -221,11 +229,15 @@ class KeyRing:
         import tempfile
 
         fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
         return Path(name)
 
     def with_new_active(self) -> tuple[KeyRing, str]:

@@ -201,7 +201,10 @@ class VaultTransit:
 
     def _vault(self) -> Any:
         """A VaultBackend on the Transit mount: the vault backend's address, namespace,
-        login (token, AppRole, Kubernetes), TLS, retries and error mapping."""
+        login, TLS, retries and error mapping. Only with KEYSAFE_BACKEND=vault are the
+        vault profile's options (AppRole, Kubernetes login, TLS) used; otherwise
+        VAULT_ADDR, VAULT_TOKEN (or ~/.vault-token) and VAULT_NAMESPACE. ConfigError for
+        plain http to another host than this one."""
         if self._backend is None:
             from keysafe.backends.vault import VaultBackend
 
@@ -212,6 +215,14 @@ class VaultTransit:
                 self._backend = VaultBackend.from_settings(s._replace(backend_options=opts))
             else:
                 self._backend = VaultBackend(mount=self.mount)
+            from urllib.parse import urlsplit
+
+            u = urlsplit(self._backend.url)
+            if u.scheme != "https" and u.hostname not in ("127.0.0.1", "::1", "localhost"):
+                self._backend = None
+                raise ConfigError(f"KMS {self.reference}: Vault at {u.scheme}://{u.hostname} "
+                                  "is not https, and the key ring would cross the network "
+                                  "in the clear: use an https:// VAULT_ADDR")
         return self._backend
 
     def encrypt(self, plaintext: bytes) -> str:
@@ -245,6 +256,11 @@ class VaultTransit:
         except InvalidValue as exc:  # Vault answered 400: a bad ciphertext or key
             if "key not found" in exc.message:
                 raise ConfigError(f"KMS {ref}: the Transit key does not exist") from None
+            if "disallowed by policy" in exc.message:
+                raise ConfigError(f"KMS {ref}: the ring was wrapped with a key version below "
+                                  "the Transit key's min_decryption_version: lower it, run "
+                                  "`keysafe master-key rewrap`, then raise it again"
+                                  ) from None
             if action == "decrypt":
                 detail = exc.message.partition(": ")[2] or "rejected"
                 raise IntegrityError(f"KMS {ref} refused to decrypt the wrapped key ring "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from keysafe.errors import IntegrityError, InvalidValue, Unsupported
+from keysafe.fsutil import fsync_dir
 from keysafe.manager.audit import (
     GENESIS,
     Row,
@@ -132,7 +133,7 @@ def archive(store: Any, before_us: int, dest: Path, *, progress: Progress | None
             raise InvalidValue(f"{dest} already exists: an archive is never "
                                "overwritten") from None
         tmp.unlink()
-        _sync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -191,14 +192,6 @@ def _line(r: Row) -> str:
     d = dict(zip(FIELDS, r, strict=True))
     d["time"] = to_datetime(r[1]).isoformat()
     return json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_archive(path: Path) -> Iterator[Row]:

@@ -475,7 +475,9 @@ def _builtin_entries() -> tuple[WellKnownSecret, ...]:
             category="application",
             env_var="SESSION_SECRET",
             placeholder="...",
-            secret_type="encryption_key",
+            # A signing secret, as a JWT's: rotated in the maintenance window, the old one
+            # verifying for the grace period (verification_values).
+            secret_type="jwt",
             aliases=("SESSION_SECRET_KEY",),
         ),
         WellKnownSecret(

@@ -115,8 +115,10 @@ def seeded(put: Callable[..., Any], mgr: Callable[[], SecretManager]) -> dict[st
     with mgr() as m:
         for name, v in vals.items():
             if name != "jwt_secret":
+                # A data encryption key is rotated by keysafe only when opted in.
                 m.put(name, v, ORG, secret_type="api_key" if name == "partner_api_key"
-                      else None)
+                      else None,
+                      tags={"rotator": "random"} if name == "encryption_key" else None)
         m.put("jwt_secret", value("globex"), "globex")
         for name, days, extra in (("jwt_secret", 11, {"rotation_days": 1}),
                                   ("partner_api_key", 35, {}),
@@ -494,7 +496,8 @@ def test_due_waits_for_the_maintenance_window(rk, seeded, mgr, monkeypatch):
     by = {x["name"]: x for x in r.json()["results"]}
     assert by["jwt_secret"]["outcome"] == "waiting"
     assert "set KEYSAFE_ROTATION_WINDOW" in by["jwt_secret"]["detail"]
-    assert by["session_secret"]["outcome"] == "rotated"
+    # A session secret signs as a JWT secret does: every session would sign out.
+    assert by["session_secret"]["outcome"] == "waiting"
     assert stored(mgr, "jwt_secret")[1] == 1
     monkeypatch.setenv("KEYSAFE_ROTATION_WINDOW", "tea time")
     bad = rk("due")

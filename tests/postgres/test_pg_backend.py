@@ -1121,7 +1121,7 @@ def test_a_rotation_held_by_another_replica_is_refused(backends, managers):
     """One rotation of a secret across replicas: the second gets Conflict at once
     (instead of taking the first one's pending value for a crash's)."""
     a, b = managers(backends()), managers(backends())
-    a.put("encryption_key", "e" * 48, "acme")
+    a.put("encryption_key", "e" * 48, "acme", tags={"rotator": "random"})
     path = a.path("encryption_key", "acme")
     with backends().hold(f"rotate:{path}") as held:  # as replica a's rotation would
         assert held

@@ -1258,8 +1258,8 @@ def test_rotate_and_destroy_over_http(client: TestClient, app: KeysafeApp,
     for admins and crypto-shreds the versions named."""
     w, v, s = (bearer(tokens[k]) for k in ("writer", "viewer", "service"))
     key = "k" * 48
-    assert put(client, tokens["writer"], "encryption_key", key).status_code == 200
-    url = f"/api/secrets/{ORG}/encryption_key"
+    assert put(client, tokens["writer"], "jwt_secret", key).status_code == 200
+    url = f"/api/secrets/{ORG}/jwt_secret"
     assert client.get(url, headers=v).json()["rotator"] == "random"
     assert_problem(client.post(url + "/rotate", headers=v), 403)
     r = client.post(url + "/rotate", headers=w)

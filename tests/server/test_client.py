@@ -89,10 +89,10 @@ def test_writer_and_service_verbs(server: tuple[RealServer, dict]) -> None:
         ops.delete("partner_key", ORG, domain="cards")
         assert not ops.has("partner_key", ORG, domain="cards")
         assert ops.restore("partner_key", ORG, domain="cards")["configured"] is True
-        assert ops.put("encryption_key", "e" * 48, ORG) == 1
-        out = ops.rotate("encryption_key", ORG)
+        assert ops.put("jwt_secret", "e" * 48, ORG) == 1
+        out = ops.rotate("jwt_secret", ORG)
         assert (out["outcome"], out["version"]) == ("rotated", 2)
-        assert app.get("encryption_key", ORG) != "e" * 48
+        assert app.get("jwt_secret", ORG) != "e" * 48
         with pytest.raises(ManualRotation):
             ops.rotate(OPENAI, ORG)
         assert repr(ops) == f"KeysafeClient({srv.url!r})"

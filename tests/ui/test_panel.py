@@ -301,24 +301,24 @@ def test_rotate_now_roll_back_and_destroy(open_page: Any, stack: Stack) -> None:
     page, watch = open_page()
     sign_in(page, stack, stack.keysafe.token, org)
     assert card(page, "openai_api_key").get_by_role("button", name="Rotate now").count() == 0
-    add_key(page, "encryption_key", "Encryption Key", key)
-    enc = card(page, "encryption_key")
+    add_key(page, "jwt_secret", "JWT Secret", key)
+    enc = card(page, "jwt_secret")
     enc.get_by_role("button", name="Rotate now").click()
     enc.get_by_role("button", name="Yes, rotate now").click()
-    enc.get_by_text("Rotated Encryption Key: version 2.").wait_for()
+    enc.get_by_text("Rotated JWT Secret: version 2.").wait_for()
     service = stack.token("rotate-reader", "service", ["*"])
-    url = f"/api/secrets/{org}/encryption_key"
+    url = f"/api/secrets/{org}/jwt_secret"
     rotated = stack.api("GET", url + "/value", service).json()["value"]
     assert rotated != key
 
     enc.get_by_role("button", name="History").click()
     enc.get_by_role("button", name="Roll back to version 1").click()
-    enc.get_by_text("Rolled Encryption Key back to version 1: now version 3.").wait_for()
+    enc.get_by_text("Rolled JWT Secret back to version 1: now version 3.").wait_for()
     assert stack.api("GET", url + "/value", service).json()["value"] == key
     destroy = enc.get_by_role("button", name="Destroy version 2")
     destroy.click()
     enc.get_by_role("button", name="Confirm: destroy version 2 for good").click()
-    enc.get_by_text("Destroyed version 2 of Encryption Key.").wait_for()
+    enc.get_by_text("Destroyed version 2 of JWT Secret.").wait_for()
     hist = {h["version"]: h["destroyed"]
             for h in stack.api("GET", url + "/versions").json()["versions"]}
     assert hist == {1: False, 2: True, 3: False}

@@ -15,7 +15,7 @@ ORG = "acme"
 
 def test_an_exposed_value_is_due_until_replaced(tmp_home: Path) -> None:
     with SecretManager.from_env() as mgr:
-        mgr.put("encryption_key", "e" * 48, ORG)
+        mgr.put("encryption_key", "e" * 48, ORG, tags={"rotator": "random"})
         mgr.put("misc_note", "n" * 20, ORG)  # no period, no rotator: never scheduled
         engine = RotationEngine(mgr)
         assert {s.name: s.status for s in engine.states(ORG)} == {

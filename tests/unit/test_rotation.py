@@ -494,7 +494,7 @@ def test_a_scheduled_run_rotates_jwt_secrets_only_inside_the_window(
     """spec 002: never rotate the JWT secret without a maintenance window (every session
     signs out). Other due secrets rotate as before; a person naming it chooses the time."""
     mgr.put(JWT, "o" * 64, ORG)
-    mgr.put("encryption_key", "e" * 64, ORG)
+    mgr.put("encryption_key", "e" * 64, ORG, tags={"rotator": "random"})
     mgr.put("secret_key", "s" * 64, ORG)
     mgr.put("other_jwt", "j" * 64, ORG, secret_type="jwt", tags={"maintenance_window": "no"})
     for name in (JWT, "encryption_key", "secret_key", "other_jwt"):
@@ -567,3 +567,36 @@ def test_the_async_manager_rotates_with_the_settings_grace(tmp_path: Path) -> No
             await m.aclose()
 
     asyncio.run(go())
+
+
+def test_an_encryption_key_is_rotated_only_when_opted_in(mgr: SecretManager) -> None:
+    """Data encrypted under the old key must stay readable: a due encryption key gets a
+    reminder until its owner opts in (rotator=random), and decryption_keys hands out
+    every kept version, newest first, for the application to decrypt with."""
+    from keysafe.errors import ManualRotation
+
+    mgr.put("encryption_key", "v1-" + "a" * 40, ORG)
+    _overdue(mgr, "encryption_key")
+    out = {r.name: r.outcome for r in RotationEngine(mgr).run("due")}
+    assert out == {"encryption_key": "reminder"}
+    with pytest.raises(ManualRotation):
+        mgr.rotate("encryption_key", ORG)
+    assert mgr.describe("encryption_key", ORG).current_version == 1
+    mgr.update_tags("encryption_key", ORG, set_tags={"rotator": "random"})
+    assert mgr.rotate("encryption_key", ORG).version == 2
+    mgr.put("encryption_key", "v3-" + "c" * 40, ORG)
+    mgr.destroy("encryption_key", [2], ORG)
+    keys = mgr.decryption_keys("encryption_key", ORG)
+    assert [v for v, _ in keys] == [3, 1]
+    assert dict(keys)[1] == "v1-" + "a" * 40
+    assert keys[0][1] == mgr.get("encryption_key", ORG)
+    reads = [e.version for e in mgr.audit_query(AuditFilter(action="read"))
+             if e.path == mgr.path("encryption_key", ORG)]
+    assert sorted(v for v in reads if v is not None) >= [1, 3]
+
+
+def test_a_session_secret_waits_for_the_window_like_a_jwt(mgr: SecretManager) -> None:
+    mgr.put("session_secret", "s" * 64, ORG)
+    _overdue(mgr, "session_secret")
+    [state] = RotationEngine(mgr).states(ORG)
+    assert state.needs_window

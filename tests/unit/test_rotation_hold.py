@@ -18,7 +18,7 @@ ORG = "acme"
 
 def test_a_rotation_held_elsewhere_is_refused(tmp_home: Path) -> None:
     with SecretManager.from_env() as mgr:
-        mgr.put("encryption_key", "e" * 48, ORG)
+        mgr.put("encryption_key", "e" * 48, ORG, tags={"rotator": "random"})
         path = mgr.path("encryption_key", ORG)
         with hold_locally(tmp_home / "jobs", f"rotate:{path}") as held:
             assert held
@@ -31,7 +31,7 @@ def test_a_rotation_held_elsewhere_is_refused(tmp_home: Path) -> None:
 def test_rotations_through_request_copies_take_turns(tmp_home: Path) -> None:
     """The server's per-request managers (as_actor) share one lock per secret."""
     with SecretManager.from_env() as mgr:
-        mgr.put("encryption_key", "e" * 48, ORG)
+        mgr.put("encryption_key", "e" * 48, ORG, tags={"rotator": "random"})
         copies = [mgr.as_actor(f"token:t{i}") for i in range(4)]
         errors: list[BaseException] = []
 
@@ -56,7 +56,7 @@ def test_a_run_leaves_alone_what_changed_since_it_was_selected(tmp_home: Path) -
     from keysafe.rotation.engine import RotationEngine
 
     with SecretManager.from_env() as mgr:
-        mgr.put("encryption_key", "e" * 48, ORG)
+        mgr.put("encryption_key", "e" * 48, ORG, tags={"rotator": "random"})
         engine = RotationEngine(mgr)
         assert mgr.rotate("encryption_key", ORG).version == 2
         out = engine.rotate("encryption_key", ORG, selected=1)

@@ -155,12 +155,20 @@ def is_exposed(meta: SecretMetadata) -> bool:
             and meta.last_rotated < EXPOSED_AT + timedelta(days=1))
 
 
+#: Symmetric types keysafe does not replace on its own: data encrypted with the old key
+#: must stay readable, which takes an application that decrypts with every kept version
+#: (``SecretManager.decryption_keys``). Such a secret opts in with ``rotator=random``.
+MANUAL_SYMMETRIC = frozenset({"encryption_key"})
+
+
 def default_rotator(secret_type: str | None, provider: str | None = None) -> str:
-    """Symmetric secrets keysafe can make itself; everything else needs a person (or a
+    """Signing secrets keysafe can make itself (JWT and webhook signing secrets: the old
+    one keeps verifying for the grace period); everything else needs a person (or a
     configured rotator, set with the ``rotator`` tag). So does a symmetric secret that a
     provider issues (Stripe's or Slack's webhook signing secret): a value keysafe made
-    up would not verify anything."""
-    if secret_type in CATEGORIES["symmetric"] and provider is None:
+    up would not verify anything. So does a data encryption key (MANUAL_SYMMETRIC)."""
+    if (secret_type in CATEGORIES["symmetric"] and secret_type not in MANUAL_SYMMETRIC
+            and provider is None):
         return "random"
     return "manual"
 

@@ -33,6 +33,7 @@ from keysafe.errors import (
     Conflict,
     IntegrityError,
     InvalidValue,
+    KeysafeError,
     NotFound,
     Unsupported,
 )
@@ -75,11 +76,14 @@ class RestoreResult:
     #: Where the files it replaced were moved (None when there were none).
     aside: Path | None
     backup_created_at: str
+    #: The audit chain head (seq, hash) the restore replaced, if there was one.
+    replaced_head: dict[str, Any] | None = None
     audit: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"files": self.files, "aside": str(self.aside) if self.aside else None,
-                "backup_created_at": self.backup_created_at, "audit": self.audit}
+                "backup_created_at": self.backup_created_at,
+                "replaced_head": self.replaced_head, "audit": self.audit}
 
 
 # -- what is kept where -------------------------------------------------------------
@@ -142,15 +146,17 @@ def _counts(conn: sqlite3.Connection) -> dict[str, int]:
 # -- backup ---------------------------------------------------------------------------
 def backup(settings: Settings, dest: Path, *, verify: bool = False,
            progress: Progress | None = None,
-           record: Callable[[Path], None] | None = None) -> BackupResult:
+           record: Callable[[Path, str], None] | None = None) -> BackupResult:
     """Copy KEYSAFE_HOME's SQLite files into the new directory ``dest`` (mode 0700,
-    files 0600) with a manifest. ``record(dest)`` runs first, so the copy's audit chain
-    holds the record of its own making. ``verify``: the copy's audit chain is checked
-    and every current value decrypted with the configured key ring.
+    files 0600) with a manifest. ``record(dest, outcome)`` is called with ``started``
+    before the copy (so the copy's audit chain holds the record of its own making),
+    then with ``ok`` or ``failed``; a failed backup removes what it wrote. ``verify``:
+    the copy's audit chain is checked and every current value decrypted with the
+    configured key ring.
 
     Raises Unsupported (PostgreSQL, memory), NotFound (nothing stored yet), Conflict
-    (``dest`` exists and is not an empty directory), IntegrityError (a copy fails
-    SQLite's check or ``verify``)."""
+    (``dest`` exists and is not an empty directory), InvalidValue (``dest`` inside
+    KEYSAFE_HOME), IntegrityError (a copy fails SQLite's check or ``verify``)."""
     t0 = time.monotonic()
     home = settings.home
     names = [n for n in _names(settings) if (home / n).is_file()]
@@ -160,9 +166,48 @@ def backup(settings: Settings, dest: Path, *, verify: bool = False,
         raise Conflict(f"{dest} exists and is not an empty directory: give a new one")
     if dest.resolve().is_relative_to(home.resolve()):
         raise InvalidValue(f"{dest} is inside KEYSAFE_HOME ({home}): put backups elsewhere")
+    made = not dest.exists()
+    try:
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
+    except OSError as exc:
+        raise InvalidValue(f"cannot create the backup directory {dest}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
     if record is not None:
-        record(dest)
-    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            record(dest, "started")
+        except BaseException:
+            _discard(dest, made)
+            raise
+    try:
+        result = _backup_into(settings, dest, names, verify, progress, t0)
+    except BaseException:
+        _discard(dest, made)
+        if record is not None:
+            record(dest, "failed")
+        raise
+    if record is not None:
+        record(dest, "ok")
+    return result
+
+
+def _discard(dest: Path, made: bool) -> None:
+    """Remove what a failed backup wrote (the directory too, if it made it)."""
+    import shutil
+
+    if made:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for child in dest.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _backup_into(settings: Settings, dest: Path, names: list[str], verify: bool,
+                 progress: Progress | None, t0: float) -> BackupResult:
+    home = settings.home
     files: dict[str, dict[str, Any]] = {}
     key_ids: list[str] = []
     counts: dict[str, int] = {}
@@ -177,11 +222,13 @@ def backup(settings: Settings, dest: Path, *, verify: bool = False,
                 key_ids = _key_ids(conn)
             for k, v in _counts(conn).items():
                 counts[k] = counts.get(k, 0) + v
-    try:
-        ring_ids = set(_ring(settings).ids)
-    except ConfigError:
-        ring_ids = set()
-    missing = [k for k in key_ids if k not in ring_ids]
+    missing = []
+    if key_ids:
+        try:
+            ring_ids = set(_ring(settings).ids)
+        except KeysafeError:
+            ring_ids = set()
+        missing = [k for k in key_ids if k not in ring_ids]
     verified = None
     if verify:
         verified = _verify_copy(settings, dest, progress)
@@ -193,6 +240,7 @@ def backup(settings: Settings, dest: Path, *, verify: bool = False,
                 "key_ids": key_ids, "counts": counts}
     _write_new(dest / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     fsync_dir(dest)
+    fsync_dir(dest.resolve().parent)
     return BackupResult(dest, files, key_ids, missing, counts, verified,
                         time.monotonic() - t0)
 
@@ -312,9 +360,16 @@ def read_manifest(src: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ConfigError(f"{src / MANIFEST} names no files")
+    key_ids = manifest.get("key_ids", [])
+    if not isinstance(key_ids, list) or not all(isinstance(k, str) for k in key_ids):
+        raise ConfigError(f"{src / MANIFEST}: key_ids must be a list of key ids")
+    manifest["key_ids"] = key_ids
     for name, want in files.items():
         if Path(name).name != name or not name.endswith(".db"):
             raise ConfigError(f"{src / MANIFEST} names an unexpected file {name!r}")
+        if (not isinstance(want, dict) or not isinstance(want.get("bytes"), int)
+                or not isinstance(want.get("sha256"), str)):
+            raise ConfigError(f"{src / MANIFEST}: {name} needs its bytes and sha256")
         f = src / name
         if not f.is_file():
             raise IntegrityError(f"{name} is missing from the backup {src}")
@@ -327,7 +382,8 @@ def read_manifest(src: Path) -> dict[str, Any]:
 @contextmanager
 def no_server_running(home: Path) -> Iterator[None]:
     """Held while files are replaced: ConfigError if a ``keysafe serve`` on this home
-    holds the serve lock (it must be stopped first); servers starting meanwhile wait."""
+    holds the serve lock (it must be stopped first); one starting meanwhile refuses to
+    start (``hold_serve_lock``)."""
     import fcntl
 
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -351,7 +407,10 @@ def hold_serve_lock(home: Path) -> int | None:
     try:
         fd = os.open(home / SERVE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
     except OSError:
-        return None
+        try:  # a read-only home: flock works on a file opened for reading
+            fd = os.open(home / SERVE_LOCK, os.O_RDONLY)
+        except OSError:
+            return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -362,12 +421,17 @@ def hold_serve_lock(home: Path) -> int | None:
 
 
 def restore(settings: Settings, src: Path) -> RestoreResult:
-    """Put the backup in ``src`` in place of KEYSAFE_HOME's files. The files replaced
-    are moved to ``HOME/pre-restore-<time>/`` (with their WAL), so a restore can be
-    undone. Checked first, changing nothing on failure: the manifest and every file's
-    hash, that the backup is of this kind of store, and that the configured key ring
-    holds every master key id the backup needs (ConfigError naming the missing ones).
-    ConfigError too while a ``keysafe serve`` runs on this home."""
+    """Put the backup in ``src`` in place of KEYSAFE_HOME's files.
+
+    Checked first, changing nothing on failure: the manifest, that the backup is of
+    this kind of store, that the configured key ring holds every master key id it
+    needs (ConfigError naming the missing ones), that no ``keysafe serve`` runs on this
+    home and SQLite does not report a file busy (ConfigError), and each file's SHA-256
+    as it is staged beside its place (IntegrityError). Then, file by file, the live file
+    (its WAL folded in first, so it is complete on its own) is linked into
+    ``HOME/pre-restore-<time>/`` and the staged one renamed over it: at every moment the
+    store's path holds a whole database, the old or the new, and the old stays aside
+    so that a restore can be undone."""
     manifest = read_manifest(src)
     home = settings.home
     names = _names(settings)
@@ -379,7 +443,7 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
     if unknown:
         raise ConfigError(f"{src} holds {unknown[0]}, which a {settings.backend} store "
                           "does not use")
-    needed = [str(k) for k in manifest.get("key_ids") or []]
+    needed = manifest["key_ids"]
     if needed:
         have = set(_ring(settings).ids)
         missing = [k for k in needed if k not in have]
@@ -387,28 +451,99 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
             raise ConfigError(f"the backup needs master key id(s) {', '.join(missing)}, which "
                               "the configured key ring lacks: configure the key that was in "
                               "use when it was made (nothing was changed)")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside: Path | None = None
     with no_server_running(home):
-        staged = []
-        for name in files:  # copied beside their place first: the swap is a rename
-            tmp = home / f".{name}.restore"
-            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-            with os.fdopen(fd, "wb") as out, (src / name).open("rb") as inp:
-                for chunk in iter(lambda: inp.read(1 << 20), b""):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            staged.append((tmp, home / name))
-        for _tmp, final in staged:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                old = final.with_name(final.name + suffix)
-                if old.exists():
-                    if aside is None:
-                        aside = home / f"pre-restore-{stamp}"
-                        aside.mkdir(mode=0o700)
-                    os.replace(old, aside / old.name)
-        for tmp, final in staged:
-            os.replace(tmp, final)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name in files:
+                staged.append((_stage(src / name, home, manifest["files"][name]), home / name))
+            for _tmp, final in staged:
+                if final.exists():
+                    _settle(final)
+            replaced = _head(home / names[0]) if (home / names[0]).exists() else None
+            aside = _swap(home, staged)
+        except BaseException:
+            for tmp, _final in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+    return RestoreResult(files, aside, str(manifest.get("created_at")),
+                         replaced_head=replaced)
+
+
+def _stage(src: Path, home: Path, want: dict[str, Any]) -> Path:
+    """``src`` copied beside its place (mode 0600, synced), hashed as it is copied:
+    IntegrityError unless it is the file the manifest describes."""
+    tmp = home / f".{src.name}.restore"
+    h = hashlib.sha256()
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+            for chunk in iter(lambda: inp.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != want["sha256"] or tmp.stat().st_size != want["bytes"]:
+            raise IntegrityError(f"{src.name} in {src.parent} changed while it was read: "
+                                 "not restored")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _settle(path: Path) -> None:
+    """Fold the live file's WAL into it and leave WAL mode, so the file alone is the
+    whole database (the next open switches back). ConfigError when SQLite finds the
+    file busy (another process in a transaction). An idle connection elsewhere is not
+    seen: that process goes on with the file set aside, which is why a restore asks
+    for every program using the store to be stopped."""
+    conn = sqlite3.connect(path, timeout=2.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+    except sqlite3.OperationalError:
+        mode = "busy"
+    finally:
+        conn.close()
+    if str(mode).lower() != "delete":
+        raise ConfigError(f"{path} is busy in another process (a program using the "
+                          "store?): stop it before a restore (nothing was changed)")
+
+
+def _head(path: Path) -> dict[str, Any] | None:
+    """The audit chain's head in ``path``: what a restore replaces, for its record."""
+    with _readonly(path) as conn:
+        try:
+            row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        except sqlite3.Error:
+            return None
+    return {"seq": row[0], "hash": row[1]} if row else None
+
+
+def _swap(home: Path, staged: list[tuple[Path, Path]]) -> Path | None:
+    aside: Path | None = None
+    for tmp, final in staged:
+        if final.exists():
+            if aside is None:
+                aside = _aside_dir(home)
+            os.link(final, aside / final.name)  # the old file stays whole, aside
+            for suffix in ("-wal", "-shm", "-journal"):
+                extra = final.with_name(final.name + suffix)
+                if extra.exists():
+                    os.replace(extra, aside / extra.name)
+            fsync_dir(aside)
+        os.replace(tmp, final)
         fsync_dir(home)
-    return RestoreResult(files, aside, str(manifest.get("created_at")))
+    return aside
+
+
+def _aside_dir(home: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        aside = home / (f"pre-restore-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            aside.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return aside
+    raise ConfigError(f"too many pre-restore directories in {home} for {stamp}")

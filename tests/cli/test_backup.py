@@ -225,3 +225,57 @@ def test_a_server_holds_the_serve_lock(tmp_path: Path) -> None:
         p.wait(timeout=30)
     with bk.no_server_running(home):  # released with the process
         pass
+
+
+def test_a_failed_backup_is_recorded_as_failed_and_leaves_nothing(
+        ks: Ks, home: Path, tmp_path: Path) -> None:
+    put(ks, "api-key", "v" * 20)
+    dest = tmp_path / "b"
+    other = base64.b64encode(os.urandom(32)).decode()
+    r = ks("db", "backup", str(dest), "--verify", env={"KEYSAFE_MASTER_KEY": other})
+    assert r.code != 0
+    assert not dest.exists()
+    audit = ks("audit", "--action", "db_backup", "--json")
+    assert [json.loads(line)["outcome"] for line in audit.out.splitlines()] == [
+        "started", "failed"]
+
+
+def test_an_interrupted_restore_leaves_a_whole_database(
+        ks: Ks, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between setting the old file aside and renaming the new one in: the
+    store's path still holds the old database, whole (its WAL folded in first)."""
+    put(ks, "api-key", "old-" + "a" * 20)
+    dest = tmp_path / "b"
+    assert ks("db", "backup", str(dest)).code == 0
+    put(ks, "later", "l" * 20)  # only in the live store (and its WAL)
+    real = os.replace
+
+    def dies(a: object, b: object) -> None:
+        if str(a).endswith(".restore"):
+            raise KeyboardInterrupt  # stands for the process dying here
+        real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        bk.restore(load_settings(), dest)
+    monkeypatch.setattr(os, "replace", real)
+    assert not list(home.glob(".*.restore"))
+    assert get(ks, "later") == "l" * 20
+    assert ks("audit", "verify").code == 0
+
+
+def test_a_cloud_store_backs_up_its_local_audit_chain(ks: Ks, home: Path,
+                                                      tmp_path: Path) -> None:
+    env = {"KEYSAFE_BACKEND": "env", "FOO_KEY": "f" * 20}
+    ks("get", "FOO_KEY", "--org", "acme", env=env)  # any call makes the audit file
+    assert (home / "audit.db").is_file()
+    dest = tmp_path / "b"
+    r = ks("db", "backup", str(dest), "--json", env=env)
+    assert r.code == 0, r.err
+    assert list(json.loads(r.out)["files"]) == ["audit.db"]
+    r = ks("db", "restore", str(dest), "--yes", env=env)
+    assert r.code == 0, r.err
+    assert "were not changed" in r.err
+    audit = ks("audit", "--action", "db_restore", "--json", env=env)
+    detail = json.loads(audit.out.splitlines()[0])["detail"]
+    assert detail["replaced_head"]["seq"] >= 2

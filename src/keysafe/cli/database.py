@@ -136,11 +136,10 @@ def db_backup(
 
     settings = load(env)
 
-    def record(where: Path) -> None:
-        if settings.backend == "sqlite":
-            with open_manager(settings=settings) as mgr:
-                mgr.record("db_backup", None, "ok", durable=True,
-                           detail={"to": str(where.resolve())})
+    def record(where: Path, outcome: str) -> None:
+        with open_manager(settings=settings) as mgr:
+            mgr.record("db_backup", None, outcome, durable=True,
+                       detail={"to": str(where.resolve())})
 
     with progress("decrypting every value of the copy", quiet=as_json or not verify) as bar:
         res = backup.backup(settings, dest, verify=verify, progress=bar, record=record)
@@ -183,17 +182,24 @@ def db_restore(
                       f"{manifest.get('created_at')}? Changes made since are set aside, "
                       "not merged.", abort=True, err=True)
     res = backup.restore(settings, src)
-    if settings.backend == "sqlite":
-        with open_manager(settings=settings) as mgr:
-            mgr.record("db_restore", None, "ok", durable=True,
-                       detail={"from": str(src.resolve()),
-                               "backup_created_at": res.backup_created_at})
-            check = mgr.audit_verify()
-        res.audit.update(ok=check.ok, checked=check.checked)
+    with open_manager(settings=settings) as mgr:
+        # The chain now continues from the backup's head: say which head it replaced.
+        mgr.record("db_restore", None, "ok", durable=True,
+                   detail={"from": str(src.resolve()),
+                           "backup_created_at": res.backup_created_at,
+                           "aside": str(res.aside) if res.aside else None,
+                           "replaced_head": res.replaced_head})
+        check = mgr.audit_verify()
+    res.audit.update(ok=check.ok, checked=check.checked)
     if as_json:
         emit_json(res.to_dict())
         return
     say(f"restored {', '.join(res.files)} from the backup of {res.backup_created_at}")
+    if settings.backend != "sqlite":
+        warn(f"the secrets themselves are in {settings.backend} and were not changed: only "
+             "the local audit chain and the server's tokens were restored")
+    if "server.db" in res.files:
+        say("tokens are as they were at the backup: revoke again any revoked since")
     if res.aside is not None:
         say(f"the files it replaced are in {res.aside}")
     if res.audit:

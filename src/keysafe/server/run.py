@@ -124,19 +124,21 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     os.environ["KEYSAFE_SERVER_WORKERS"] = str(workers)
     os.environ[PARENT_ENV] = str(os.getpid())
     ensure_port_free(host, port)  # before a first admin token is made and printed
-    # Create the key file and store now, in this process, so the worker never races.
-    from keysafe.manager.manager import SecretManager
-
-    SecretManager.from_settings(settings).close()
     global _SERVE_LOCK
     from keysafe.config import SELF_CONTAINED, uses_state_database
 
     if settings.backend not in SELF_CONTAINED - {"sqlite"} and not uses_state_database(
             settings):
-        # Files in KEYSAFE_HOME: `keysafe db restore` must not swap them under us.
+        # Files in KEYSAFE_HOME: `keysafe db restore` must not swap them under us (taken
+        # before the store is opened, or created, below).
         from keysafe.backup import hold_serve_lock
 
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         _SERVE_LOCK = hold_serve_lock(settings.home)
+    # Create the key file and store now, in this process, so the worker never races.
+    from keysafe.manager.manager import SecretManager
+
+    SecretManager.from_settings(settings).close()
     token = bootstrap_token(settings)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     if announce and as_json:  # one line for scripts: where, and the token if one was made

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,13 @@ class HttpTransport:
         shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidValue(f"{what} {shown!r} is not an http:// or https:// URL")
+        if (parts.scheme == "http" and not _loopback(parts.hostname)
+                and os.environ.get("KEYSAFE_ALLOW_HTTP", "").lower() not in ("1", "true")):
+            # The token goes with every request, and values come back in the answers.
+            raise InvalidValue(f"{what} {shown!r} is plain http to another machine: the "
+                               "token and values would cross the network in the clear; use "
+                               "https (or set KEYSAFE_ALLOW_HTTP=1 where the network itself "
+                               "is encrypted, as in a service mesh)")
         if not token:
             raise ConfigError("no token for the keysafe server")
         self.url = shown
@@ -169,6 +177,18 @@ class HttpTransport:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: no network between the two ends."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _seg(kind: str, value: str) -> str:

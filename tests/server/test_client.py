@@ -188,3 +188,16 @@ def test_versions_read_and_what_the_server_serves(server: tuple[RealServer, dict
         assert "version" in r.text
         r = c.get(f"/api/secrets/{ORG}/{name}/value")
         assert r.json()["version"] is None  # not asked for: the cached path says nothing
+
+
+def test_plain_http_to_another_machine_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token goes with every request: never in the clear across a network unless
+    the operator says the network is encrypted. Refused before any connection."""
+    monkeypatch.delenv("KEYSAFE_ALLOW_HTTP", raising=False)
+    with pytest.raises(InvalidValue, match="plain http to another machine"):
+        KeysafeClient("http://keysafe.example.invalid:8787", "ks_x_y")
+    KeysafeClient("https://keysafe.example.invalid", "ks_x_y").close()
+    for local in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"):
+        KeysafeClient(local, "ks_x_y").close()
+    monkeypatch.setenv("KEYSAFE_ALLOW_HTTP", "1")
+    KeysafeClient("http://keysafe.keysafe.svc:8787", "ks_x_y").close()

@@ -155,8 +155,9 @@ class _State:
 
 
 class AwsSecretsManagerBackend(NamesArePaths):
-    """keysafe's protocol over AWS Secrets Manager, with soft delete (Recoverable) and
-    metadata updates (MetadataWritable); no destroy, so not Versioned.
+    """keysafe's protocol over AWS Secrets Manager, with soft delete (Recoverable),
+    metadata updates (MetadataWritable) and version listing (Versioned); no destroy of
+    one version's value, so not Destroyable.
 
     Raises NotFound, Conflict, InvalidName, ValueTooLarge, PermissionDenied,
     BackendUnavailable (retryable: throttling, timeouts, an unreachable endpoint) and

@@ -202,6 +202,11 @@ def _masked(name: str, v: Any) -> Any:
         return ", ".join(url_origin(u) for u in str(v).split(",") if u.strip())
     return v
 
+#: Spec 003's SECRETS_BACKEND values -> keysafe backends.
+_SECRETS_BACKENDS: Mapping[str, str] = {"env": "env", "aws": "aws-sm", "gcp": "gcp",
+                                        "vault": "vault", "azure": "azure",
+                                        "sqlite": "sqlite", "local": "sqlite"}
+
 #: Settings a keysafe.toml may not set (field -> the environment variable that can).
 _ENV_ONLY: Mapping[str, str] = {"server_url": "KEYSAFE_SERVER_URL"}
 
@@ -369,6 +374,14 @@ def load_settings(
     if "env" not in values and environ.get("ENVIRONMENT"):
         values["env"] = _coerce("env", environ["ENVIRONMENT"], "ENVIRONMENT")
         sources["env"] = "env ENVIRONMENT"
+    legacy = environ.get("SECRETS_BACKEND", "").strip().lower()
+    if "backend" not in values and legacy:
+        # Spec 003's own switch (env, aws, gcp, vault), read as KEYSAFE_BACKEND.
+        if legacy not in _SECRETS_BACKENDS:
+            raise ConfigError(f"SECRETS_BACKEND={legacy!r} is not one of "
+                              f"{', '.join(sorted(_SECRETS_BACKENDS))}: set KEYSAFE_BACKEND")
+        values["backend"] = _SECRETS_BACKENDS[legacy]
+        sources["backend"] = "env SECRETS_BACKEND"
 
     for key, raw in overrides.items():
         if key not in _TYPES:

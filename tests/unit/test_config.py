@@ -353,3 +353,13 @@ def test_profile_option_values_are_not_in_repr(tmp_home: Path) -> None:
     assert s.backend_options == {"token": "hvs.profile-token-value"}
     assert "hvs.profile-token-value" not in repr(s)
 
+
+
+def test_spec_003s_secrets_backend_is_read_as_keysafe_backend(tmp_path: Path) -> None:
+    base = {"KEYSAFE_HOME": str(tmp_path)}
+    s = load_settings({**base, "SECRETS_BACKEND": "aws"})
+    assert (s.backend, s.sources["backend"]) == ("aws-sm", "env SECRETS_BACKEND")
+    assert load_settings({**base, "SECRETS_BACKEND": "gcp",
+                          "KEYSAFE_BACKEND": "vault"}).backend == "vault"
+    with pytest.raises(ConfigError, match="SECRETS_BACKEND"):
+        load_settings({**base, "SECRETS_BACKEND": "s3"})

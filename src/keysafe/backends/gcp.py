@@ -247,9 +247,10 @@ class GcpSecretManagerBackend:
     @staticmethod
     def _default_credentials(credentials: Any, project: str | None) -> tuple[Any, str]:
         """Application-default credentials, and the project they name when none was
-        given (GOOGLE_CLOUD_PROJECT wins over it)."""
+        given (GOOGLE_CLOUD_PROJECT, GCLOUD_PROJECT or spec 003's GCP_PROJECT_ID win
+        over it)."""
         project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") \
-            or os.environ.get("GCLOUD_PROJECT")
+            or os.environ.get("GCLOUD_PROJECT") or os.environ.get("GCP_PROJECT_ID")
         if credentials is None:
             auth = require_sdk("google.auth", "gcp")
             try:

@@ -126,11 +126,15 @@ def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
 
 
 def tokens_only_for(tokens: Any, org: str) -> list[Any]:
-    """The live tokens whose every scope lies in ``org`` (``org`` or ``org/domain``):
-    the ones an offboarding revokes. Tokens that also cover other orgs stay."""
+    """The live tokens of this environment whose every scope lies in ``org`` (``org`` or
+    ``org/domain``): the ones an offboarding revokes. Tokens that also cover other
+    orgs stay, and so do other environments' (a shared database holds them too);
+    tokens from before the binding (no environment) work everywhere and go."""
     from keysafe.server.auth import orgs_of
 
     now = datetime.now(UTC)
+    here = getattr(tokens, "env", None)
     return [t for t in tokens.list()
             if t.revoked_at is None and (t.expires_at is None or t.expires_at > now)
-            and t.orgs is not None and orgs_of(t.orgs) == {org}]
+            and t.orgs is not None and orgs_of(t.orgs) == {org}
+            and (t.env is None or here is None or t.env == here)]

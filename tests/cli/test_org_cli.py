@@ -46,7 +46,7 @@ def test_offboarding_and_its_undoing(put: Callable[..., Any], kc: Callable[..., 
     r = kc("org", "rm", "acme", input="n\n")
     assert r.code == 1
     assert "cancelled; nothing was changed" in r.err
-    assert "every environment" in r.err  # tokens are not per environment
+    assert "every environment" not in r.err  # these tokens are bound to this one
     assert kc("org", "ls", "--json").json()[0]["secrets"] == 2
     # Done: every secret of the org deleted (restorable), its own tokens revoked.
     r = kc("org", "rm", "acme", "--yes", "--json")

@@ -374,6 +374,26 @@ def test_token_revoked_on_one_replica_stops_on_the_other(backends):
     assert tb.authenticate(token2) is not None
 
 
+def test_tokens_work_only_in_the_environment_they_were_made_in(backends):
+    """A development and a production server on one database (or state database) do not
+    take each other's tokens; a token from before the binding (env NULL) works in both."""
+    a, b = backends(), backends()
+    dev, prod = TokenStore(PostgresTokenDB(a), env="dev"), TokenStore(PostgresTokenDB(b),
+                                                                      env="production")
+    token, info = dev.create(name="dev-runner", roles=["service"], orgs=["acme"],
+                             created_by="test")
+    assert info.env == "dev"
+    assert dev.authenticate(token) is not None
+    assert prod.authenticate(token) is None
+    legacy, old = dev.create(name="old-runner", roles=["viewer"], orgs=["acme"],
+                             created_by="test")
+    with a.transaction():
+        a.sql("UPDATE tokens SET env = NULL WHERE id = %s", (old.id,), write=True)
+    fresh = TokenStore(PostgresTokenDB(b), env="production")
+    assert fresh.authenticate(legacy) is not None
+    assert fresh.get(old.id).env is None
+
+
 def test_a_rate_limit_is_shared_by_replicas(backends):
     """Live key checks per identity count on every replica together (rate_events)."""
     a, b = backends(), backends()
@@ -388,7 +408,7 @@ def test_a_rate_limit_is_shared_by_replicas(backends):
 
 
 def test_a_version_1_database_gains_the_rate_table(pg_server, pg_url, backends):
-    """An older keysafe's database (schema 1) is upgraded in place to 2."""
+    """An older keysafe's database (schema 1) is upgraded in place to the latest."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(pg_schema._VERSION_TABLE)
         with conn.transaction():
@@ -397,7 +417,7 @@ def test_a_version_1_database_gains_the_rate_table(pg_server, pg_url, backends):
             conn.execute("INSERT INTO keysafe_schema VALUES (1, 'one', 0)")
     assert pg_schema.status(pg_url)["schema_version"] == 1
     b = backends()  # auto-upgrade on
-    assert pg_schema.status(pg_url)["schema_version"] == pg_schema.LATEST == 2
+    assert pg_schema.status(pg_url)["schema_version"] == pg_schema.LATEST == 3
     assert TokenStore(PostgresTokenDB(b)).take("k", 1, 60.0) is None
 
 

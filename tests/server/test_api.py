@@ -863,6 +863,17 @@ def test_jwt_custom_claims_and_audience(home: Path) -> None:
             assert c.get(url, headers=bearer(tok)).status_code == 401
 
 
+def test_jwt_env_claim_binds_tokens_to_this_environment(home: Path) -> None:
+    """With KEYSAFE_JWT_ENV_CLAIM, a JWT must name this server's environment."""
+    app = build_app(home, jwt_hs256_secret=HS_SECRET, jwt_env_claim="env")
+    with TestClient(app) as c:
+        url = f"/api/secrets/{ORG}/{OPENAI}"
+        assert c.get(url, headers=bearer(hs_token(role="viewer", env="local"))
+                     ).status_code == 200
+        for tok in (hs_token(role="viewer", env="production"), hs_token(role="viewer")):
+            assert c.get(url, headers=bearer(tok)).status_code == 401
+
+
 # -- JWT: RS256 via JWKS -----------------------------------------------------------------
 
 def _rsa_key() -> rsa.RSAPrivateKey:

@@ -68,6 +68,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE rate_events (bucket text NOT NULL, ts double precision NOT NULL)",
         "CREATE INDEX rate_events_bucket ON rate_events (bucket, ts)",
     ]),
+    (3, "tokens bound to the environment they were made in", [
+        "ALTER TABLE tokens ADD COLUMN env text",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

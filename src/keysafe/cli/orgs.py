@@ -73,8 +73,10 @@ def org_rm(
                 what = "Purge" if purge else "Delete"
                 tail = ("This cannot be undone." if purge else
                         f"Restorable for {mgr.recovery_window.days} days.")
-                also = (f" Tokens are not per environment: revoking them ends {org}'s "
-                        "access in every environment." if doomed else "")
+                anywhere = [t for t in doomed if t.env is None]
+                also = (f" {len(anywhere)} of the tokens predate environment binding and "
+                        f"work in every environment: revoking them ends {org}'s access "
+                        "everywhere." if anywhere else "")
                 typer.confirm(f"{what} {len(live)} secret(s) of {org} in {mgr.env} and "
                               f"revoke {len(doomed)} token(s)? {tail}{also}", abort=True,
                               err=True)

@@ -107,8 +107,9 @@ def token_list(env: Env = None, as_json: Json = False) -> None:
     if as_json:
         emit_json([t.to_dict() for t in tokens])
         return
-    table(["id", "name", "roles", "orgs", "created", "expires", "revoked"],
+    table(["id", "name", "roles", "orgs", "env", "created", "expires", "revoked"],
           [(t.id, t.name, ",".join(t.roles), "*" if t.orgs is None else ",".join(t.orgs),
+            t.env or "any",
             t.created_at.isoformat(timespec="seconds"),
             t.expires_at.isoformat(timespec="seconds") if t.expires_at else "-",
             t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-")

@@ -290,6 +290,8 @@ class TokenOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    env: str | None = Field(default=None, description=(
+        "the environment the token works in (null: made before tokens were bound to one)"))
 
 
 class TokenCreated(TokenOut):

@@ -4,6 +4,7 @@ same tokens (and a revocation on one reaches the others through NOTIFY at once).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,9 +25,10 @@ from keysafe.server.auth import Identity, check_orgs, check_roles, orgs_of
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
           "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
-          "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL)")
+          "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL, "
+          "env TEXT)")
 _INFO_COLS = ("id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
-              "last_used_at")
+              "last_used_at, env")
 
 
 #: Events counted against a limit by every process sharing the store (rate_events is
@@ -46,6 +48,8 @@ class TokenInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    #: The environment the token works in; None: made before tokens were bound (any).
+    env: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -89,6 +93,11 @@ class SQLiteTokenDB:
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA busy_timeout=10000")
         c.execute(_TABLE)
+        if "env" not in {r[1] for r in c.execute("PRAGMA table_info(tokens)")}:
+            # A server.db from before tokens were bound to an environment (another
+            # process may add the column first).
+            with contextlib.suppress(sqlite3.OperationalError):
+                c.execute("ALTER TABLE tokens ADD COLUMN env TEXT")
         c.execute(_RATE_TABLE)
         c.execute(_RATE_INDEX)
         path.chmod(0o600)
@@ -154,8 +163,12 @@ class TokenStore:
     """Hashed API tokens; checked on every request, so known ids are cached (and
     dropped from the cache when revoked, here or, with PostgreSQL, on any replica)."""
 
-    def __init__(self, db: TokenDB | Path, *, cache: bool = True) -> None:
+    def __init__(self, db: TokenDB | Path, *, cache: bool = True,
+                 env: str | None = None) -> None:
         self._db: TokenDB = SQLiteTokenDB(db) if isinstance(db, Path) else db
+        # Tokens made here work in this environment only: a development and a
+        # production server sharing one database do not take each other's tokens.
+        self.env = env
         # Without a way to hear about revocations by other processes (several workers
         # on one embedded store), every check reads the row: revocation stays immediate.
         self._use_cache = cache
@@ -203,9 +216,9 @@ class TokenStore:
         exp = now + ttl.total_seconds() if ttl else None
         self._db.write(
             "INSERT INTO tokens (id, digest, name, roles, orgs, created_at, created_by, "
-            "expires_at) VALUES (?,?,?,?,?,?,?,?)",
+            "expires_at, env) VALUES (?,?,?,?,?,?,?,?,?)",
             (tid, _digest(secret), name, json.dumps(sorted(r)),
-             None if o is None else json.dumps(sorted(o)), now, created_by, exp))
+             None if o is None else json.dumps(sorted(o)), now, created_by, exp, self.env))
         return f"ks_{tid}_{secret}", self.get(tid)
 
     def get(self, tid: str) -> TokenInfo:
@@ -220,7 +233,7 @@ class TokenStore:
         assert created is not None
         return TokenInfo(row[0], row[1], json.loads(row[2]),
                          None if row[3] is None else json.loads(row[3]), created, row[5],
-                         _dt(row[6]), _dt(row[7]), _dt(row[8]))
+                         _dt(row[6]), _dt(row[7]), _dt(row[8]), row[9])
 
     def list(self) -> list[TokenInfo]:
         rows = self._db.all(f"SELECT {_INFO_COLS} FROM tokens ORDER BY created_at", ())  # noqa: S608
@@ -256,10 +269,12 @@ class TokenStore:
             # Read and cache under one lock: a revoke (which takes the lock) can then
             # never be overtaken by a stale "not revoked" entry.
             with self._lock:
-                row = self._db.one("SELECT digest, name, roles, orgs, expires_at, revoked_at "
-                                   "FROM tokens WHERE id = ?", (tid,))
+                row = self._db.one("SELECT digest, name, roles, orgs, expires_at, revoked_at, "
+                                   "env FROM tokens WHERE id = ?", (tid,))
                 if row is not None:
-                    ident = None if row[5] is not None else Identity(
+                    other_env = (row[6] is not None and self.env is not None
+                                 and row[6] != self.env)
+                    ident = None if row[5] is not None or other_env else Identity(
                         row[1], frozenset(json.loads(row[2])),
                         None if row[3] is None else frozenset(json.loads(row[3])),
                         kind="token", token_id=tid, expires_at=row[4])
@@ -317,16 +332,17 @@ def open_token_store(settings: Settings, backend: Any = None, *,
     is PostgreSQL, or the state database's (KEYSAFE_STATE_DATABASE_URL) in front of a
     cloud store (``backend``, or one opened here), else ``server.db`` in KEYSAFE_HOME
     (``cache=False`` when other processes may revoke tokens unheard)."""
+    env = settings.env
     if getattr(backend, "name", None) == "postgres":
-        return TokenStore(PostgresTokenDB(backend))
+        return TokenStore(PostgresTokenDB(backend), env=env)
     if settings.backend == "postgres" or uses_state_database(settings):
         from keysafe.backends.postgres import PostgresBackend
 
         url = (settings.database_url if settings.backend == "postgres"
                else settings.state_database_url)
         return TokenStore(_OwningPostgresTokenDB(PostgresBackend.from_settings(
-            settings.with_overrides(database_url=url))))
-    return TokenStore(settings.server_db_path, cache=cache)
+            settings.with_overrides(database_url=url))), env=env)
+    return TokenStore(settings.server_db_path, cache=cache, env=env)
 
 
 class _OwningPostgresTokenDB(PostgresTokenDB):

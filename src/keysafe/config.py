@@ -377,7 +377,8 @@ def load_settings(
         values["env"] = _coerce("env", environ["ENVIRONMENT"], "ENVIRONMENT")
         sources["env"] = "env ENVIRONMENT"
     legacy = environ.get("SECRETS_BACKEND", "").strip().lower()
-    if "backend" not in values and legacy:
+    if (legacy and not environ.get("KEYSAFE_BACKEND") and not values.get("database_url")
+            and "backend" not in overrides):
         # Spec 003's own switch (env, aws, gcp, vault), read as KEYSAFE_BACKEND.
         if legacy not in _SECRETS_BACKENDS:
             raise ConfigError(f"SECRETS_BACKEND={legacy!r} is not one of "

@@ -282,9 +282,9 @@ def test_external_secret_names_only(kc: Callable[..., Any], stored: dict[str, st
     assert "canary-v" in r.out
 
 
-def test_external_secret_keys_are_the_variables_export_writes(kc: Callable[..., Any],
-                                                             put: Put, tmp_path: Path
-                                                             ) -> None:
+def test_external_secret_keys_are_the_variables_export_writes(
+        kc: Callable[..., Any], put: Put, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The Secret the operator fills has the keys ``export --format dotenv`` writes:
     the mapping file's variables (``false`` leaves one out), an ``env_var`` tag (what
     ``import`` records for an alias), an alias's own name (``db_password``), the
@@ -308,6 +308,14 @@ def test_external_secret_keys_are_the_variables_export_writes(kc: Callable[..., 
     dotenv = kc(*base, "--format", "json")
     assert dotenv.code == 0, dotenv.err
     assert sorted(json.loads(dotenv.out)) == sorted(keys.values())
+    # The operator sends the service token with each fetch: never over plain http,
+    # unless the cluster network is said to be encrypted.
+    plain = ("--format", "external-secret", "--server-url", "http://keysafe.keysafe.svc")
+    r = kc(*base, *plain)
+    assert r.code == 2
+    assert "plain http" in r.err
+    monkeypatch.setenv("KEYSAFE_ALLOW_HTTP", "1")
+    assert kc(*base, *plain).code == 0
 
 
 def test_external_secret_provider_store_needs_a_store_the_operator_reads(

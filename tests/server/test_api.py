@@ -868,8 +868,9 @@ def test_jwt_env_claim_binds_tokens_to_this_environment(home: Path) -> None:
     app = build_app(home, jwt_hs256_secret=HS_SECRET, jwt_env_claim="env")
     with TestClient(app) as c:
         url = f"/api/secrets/{ORG}/{OPENAI}"
-        assert c.get(url, headers=bearer(hs_token(role="viewer", env="local"))
-                     ).status_code == 200
+        for ok_env in ("local", "LOCAL"):  # compared as KEYSAFE_ENV is, lower-cased
+            assert c.get(url, headers=bearer(hs_token(role="viewer", env=ok_env))
+                         ).status_code == 200
         for tok in (hs_token(role="viewer", env="production"), hs_token(role="viewer")):
             assert c.get(url, headers=bearer(tok)).status_code == 401
 

@@ -6,6 +6,7 @@ stores)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -56,13 +57,20 @@ def test_a_second_server_on_the_same_port_stops_before_making_a_token(tmp_path: 
         first.stop()
 
 
-def test_serve_json_prints_one_line_a_script_can_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["local", "staging"])
+def test_serve_json_prints_one_line_a_script_can_use(tmp_path: Path, where: str) -> None:
+    """The first admin token works on the server that printed it, with `serve --env`
+    too (the workers serve the environment asked for, where the token was made)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("KEYSAFE_") and k != "ENVIRONMENT"}
     env.update(KEYSAFE_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    args = []
+    if where != "local":
+        env["KEYSAFE_MASTER_KEY"] = base64.b64encode(bytes(range(32))).decode()
+        args = ["--env", where]
     port = free_port()
     proc = subprocess.Popen([PYTHON, "-m", "keysafe", "serve", "--port", str(port),
-                             "--json"], env=env, stdout=subprocess.PIPE,
+                             "--json", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None
@@ -71,7 +79,7 @@ def test_serve_json_prints_one_line_a_script_can_use(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         assert {k: info[k] for k in ("url", "docs", "health", "panel", "env", "backend")} == {
             "url": url, "docs": f"{url}/docs", "health": f"{url}/healthz",
-            "panel": f"{url}/ui", "env": "local", "backend": "sqlite"}
+            "panel": f"{url}/ui", "env": where, "backend": "sqlite"}
         token = info["first_admin_token"]
         assert token.startswith("ks_")
         deadline = time.monotonic() + 30
@@ -84,6 +92,9 @@ def test_serve_json_prints_one_line_a_script_can_use(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "keysafe serve did not answer"
                 time.sleep(0.1)
         assert r.status_code == 200
+        catalog = httpx.get(f"{url}/api/catalog",
+                            headers={"authorization": f"Bearer {token}"}, timeout=5)
+        assert catalog.json()["environment"] == where
     finally:
         proc.terminate()
         proc.wait(timeout=10)

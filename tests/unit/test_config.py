@@ -363,3 +363,12 @@ def test_spec_003s_secrets_backend_is_read_as_keysafe_backend(tmp_path: Path) ->
                           "KEYSAFE_BACKEND": "vault"}).backend == "vault"
     with pytest.raises(ConfigError, match="SECRETS_BACKEND"):
         load_settings({**base, "SECRETS_BACKEND": "s3"})
+    # A database URL (which implies PostgreSQL) is not overridden by spec 003's default.
+    s = load_settings({**base, "SECRETS_BACKEND": "env",
+                       "KEYSAFE_DATABASE_URL": "postgresql://127.0.0.1/x"})
+    assert s.backend == "postgres"
+    # It beats a keysafe.toml's backend, as KEYSAFE_BACKEND does.
+    (tmp_path / "keysafe.toml").write_text('backend = "memory"\n')
+    s = load_settings({**base, "SECRETS_BACKEND": "vault",
+                       "KEYSAFE_CONFIG": str(tmp_path / "keysafe.toml")})
+    assert s.backend == "vault"

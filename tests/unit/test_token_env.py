@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from keysafe.server.tokenstore import TokenStore
 
 
@@ -62,5 +64,26 @@ def test_an_org_removal_revokes_this_environments_tokens_only(tmp_path: Path) ->
     conn.close()
     assert sorted(t.name for t in tokens_only_for(prod, "acme")) == ["old-app", "prod-app"]
     assert sorted(t.name for t in tokens_only_for(dev, "acme")) == ["dev-app", "old-app"]
+    dev.close()
+    prod.close()
+
+
+def test_each_environment_lists_revokes_and_bootstraps_its_own(tmp_path: Path) -> None:
+    from keysafe.errors import NotFound
+
+    db = tmp_path / "server.db"
+    dev, prod = TokenStore(db, env="dev"), TokenStore(db, env="production")
+    assert dev.create_first(name="bootstrap-admin", roles=["admin"], orgs=None,
+                            created_by="t") is not None
+    # Production on the same database still gets its own first admin token, same name.
+    made = prod.create_first(name="bootstrap-admin", roles=["admin"], orgs=None,
+                             created_by="t")
+    assert made is not None
+    assert made[1].env == "production"
+    assert [t.env for t in prod.list()] == ["production"]
+    dev_token = dev.list()[0]
+    with pytest.raises(NotFound):
+        prod.revoke(dev_token.id)
+    assert dev.get(dev_token.id).revoked_at is None
     dev.close()
     prod.close()

@@ -90,7 +90,8 @@ def token_create(
         emit_json({**info.to_dict(), "token": token})
         return
     say(f"created token {info.id} ({', '.join(info.roles)}) for "
-        f"{'every org' if info.orgs is None else ', '.join(info.orgs)}; it is shown once:")
+        f"{'every org' if info.orgs is None else ', '.join(info.orgs)} in the {info.env} "
+        "environment only (--env / KEYSAFE_ENV); it is shown once:")
     typer.echo(token)
 
 
@@ -130,6 +131,11 @@ def token_revoke(
         store = open_token_store(settings, mgr.state or mgr.backend)
         try:
             before = store.get(token_id)
+            if not store.works_here(before):
+                from keysafe.errors import NotFound
+
+                raise NotFound(f"token {token_id} belongs to the {before.env} environment: "
+                               "revoke it there")
             info = store.revoke(token_id) if before.revoked_at is None else before
         finally:
             store.close()

@@ -496,19 +496,26 @@ class SecretManager:
         return out
 
     def decryption_keys(self, name: str, org: str | None = None, *,
-                        domain: str | None = None) -> builtins.list[tuple[int, str]]:
+                        domain: str | None = None, env: str | None = None
+                        ) -> builtins.list[tuple[int, str]]:
         """(version, value) of every kept version that is not destroyed, newest first:
         for data encrypted with an encryption key, so that a rotation does not strand
         it. Store the version beside each ciphertext (as a key id) and decrypt with the
         value of that version; encrypt with the first. Each value is one audited read.
         A version the store no longer keeps (``max_versions``) or destroyed is gone:
         re-encrypt data before its key version falls out."""
-        out = []
-        for info in sorted(self.versions(name, org, domain=domain),
+        out: builtins.list[tuple[int, str]] = []
+        for info in sorted(self.versions(name, org, domain=domain, env=env),
                            key=lambda v: v.version, reverse=True):
-            if not info.destroyed:
-                out.append((info.version, self.read(name, org, domain=domain,
-                                                    version=info.version)[0]))
+            if info.destroyed:
+                continue
+            try:
+                value = self.read(name, org, domain=domain, env=env, version=info.version)[0]
+            except NotFound:
+                if not out:
+                    raise  # the newest one must be there
+                continue  # trimmed or destroyed by another process meanwhile
+            out.append((info.version, value))
         return out
 
     def has(self, name: str, org: str | None = None, *, domain: str | None = None,

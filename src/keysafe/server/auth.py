@@ -189,8 +189,10 @@ class JwtVerifier:
                 return None
         except jwt.PyJWTError:
             return None
-        if s.jwt_env_claim and claims.get(s.jwt_env_claim) != s.env:
-            return None  # a token for another environment (or none) is no identity here
+        if s.jwt_env_claim:
+            claimed = claims.get(s.jwt_env_claim)
+            if not isinstance(claimed, str) or claimed.lower() != s.env:
+                return None  # a token for another environment (or none): no identity here
         roles = claims.get(s.jwt_role_claim)
         orgs = claims.get(s.jwt_org_claim)
         try:

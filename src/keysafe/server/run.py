@@ -121,6 +121,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     port = port if port is not None else settings.port
     # Settings are re-read in the worker; carry CLI overrides there through the env.
     os.environ["KEYSAFE_HOST"], os.environ["KEYSAFE_PORT"] = host, str(port)
+    os.environ["KEYSAFE_ENV"] = settings.env  # `serve --env X`: the workers serve X too
     os.environ["KEYSAFE_SERVER_WORKERS"] = str(workers)
     os.environ[PARENT_ENV] = str(os.getpid())
     ensure_port_free(host, port)  # before a first admin token is made and printed

@@ -205,7 +205,8 @@ class TokenStore:
             raise InvalidValue("token name must be 1 to 128 printable characters, with no "
                                "space at either end")
         r, o = check_roles(roles), check_orgs(orgs)
-        for (theirs,) in self._db.all("SELECT orgs FROM tokens WHERE name = ?", (name,)):
+        for (theirs,) in self._db.all(f"SELECT orgs FROM tokens WHERE name = ?{self._here}",  # noqa: S608
+                                      (name, *self._here_args)):
             if o is None or theirs is None or orgs_of(o) & orgs_of(json.loads(theirs)):
                 raise Conflict(f"a token named {name!r} exists already for an org this one "
                                "would cover (revoked ones keep their names: the audit log "
@@ -236,10 +237,15 @@ class TokenStore:
                          _dt(row[6]), _dt(row[7]), _dt(row[8]), row[9])
 
     def list(self) -> list[TokenInfo]:
-        rows = self._db.all(f"SELECT {_INFO_COLS} FROM tokens ORDER BY created_at", ())  # noqa: S608
+        """This environment's tokens (and those from before the binding)."""
+        rows = self._db.all(f"SELECT {_INFO_COLS} FROM tokens WHERE true{self._here} "  # noqa: S608
+                            "ORDER BY created_at", self._here_args)
         return [self._info(r) for r in rows]
 
     def revoke(self, tid: str) -> TokenInfo:
+        """NotFound for an unknown token or another environment's."""
+        if not self.works_here(self.get(tid)):
+            raise NotFound(f"token {tid} not found")
         with self._lock:
             self._db.write("UPDATE tokens SET revoked_at = ? WHERE id = ? AND "
                            "revoked_at IS NULL", (time.time(), tid), announce=f"token:{tid}")
@@ -255,8 +261,26 @@ class TokenStore:
             return self._create(**kw)
 
     def count(self) -> int:
-        row = self._db.one("SELECT count(*) FROM tokens", ())
+        """Tokens that work in this environment (its own and those from before the
+        binding): a server for another environment on a shared database gets its own
+        first admin token."""
+        row = self._db.one(f"SELECT count(*) FROM tokens WHERE true{self._here}",  # noqa: S608
+                           self._here_args)
         return int(row[0]) if row else 0
+
+    @property
+    def _here(self) -> str:
+        """SQL that keeps this environment's tokens (and unbound ones)."""
+        return "" if self.env is None else " AND (env = ? OR env IS NULL)"
+
+    @property
+    def _here_args(self) -> tuple[Any, ...]:
+        return () if self.env is None else (self.env,)
+
+    def works_here(self, info: TokenInfo) -> bool:
+        """Whether a token works in this store's environment (listing and revoking
+        another environment's tokens is that environment's business)."""
+        return info.env is None or self.env is None or info.env == self.env
 
     def authenticate(self, token: str) -> Identity | None:
         """The identity for a presented token, or None (unknown, wrong, revoked, expired)."""

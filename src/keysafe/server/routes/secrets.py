@@ -16,6 +16,7 @@ from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import (
+    MANUAL_SYMMETRIC,
     is_exposed,
     is_rotation_detail,
     is_rotation_tag,
@@ -320,6 +321,12 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
         meta = ctx.mgr.backend.describe(path)
         if rotator_for(meta, entry) == "manual":
             # Said at once, without a reminder or an event each time someone asks.
+            stype = meta.secret_type or (entry.secret_type if entry else None)
+            if stype in MANUAL_SYMMETRIC:
+                raise ManualRotation(f"{secret_name} encrypts data: keysafe rotates it only "
+                                     "once the application decrypts with every kept "
+                                     "version (keysafe rotate configure ... --rotator "
+                                     "random; docs/rotation.md#encryption-keys)")
             raise ManualRotation(f"{secret_name} can only be rotated by a person: issue "
                                  "a new value with its provider and save it")
         return ctx.mgr.rotate(secret_name, org_id, domain=domain_id)

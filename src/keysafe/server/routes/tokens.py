@@ -68,7 +68,7 @@ def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenOut:
     ctx.require("tokens", None)
     store = state_of(request).tokens
     info = store.get(token_id)
-    if not _visible(ctx, info):
+    if not _visible(ctx, info) or not store.works_here(info):
         raise NotFound(f"token {token_id} not found")
     if info.revoked_at is None:  # revoking twice changes (and records) nothing
         info = store.revoke(token_id)

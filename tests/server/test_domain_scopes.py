@@ -167,7 +167,7 @@ def test_domain_admins_and_tokens(client: TestClient, tokens: dict[str, str]) ->
     viewer = bearer(made.json()["token"])
     assert c.get(f"/api/orgs/{ORG}/secrets", headers=viewer).status_code == 200
     # Scopes are checked: a bad domain segment names the problem.
-    for bad in (f"{ORG}/", f"{ORG}/a/b", f"{ORG}/..", "/x"):
+    for bad in (f"{ORG}/", f"{ORG}/a/b/c", f"{ORG}/a/b c", f"{ORG}/..", "/x"):
         r = create(bearer(tokens["root"]), [bad], "bad-scope")
         assert r.status_code == 422, (bad, r.text)
 

@@ -8,11 +8,13 @@ A host platform's JWTs (HS256 shared secret or RS256 via JWKS) are accepted too.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from keysafe.config import Settings
@@ -37,7 +39,9 @@ ALL_ORGS = "*"
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling: a token or a JWT subject, its roles and its scopes: the orgs it
-    covers, each whole (``acme``) or some of its domains only (``acme/card-services``)."""
+    covers, each whole (``acme``), some of its domains only (``acme/card-services``),
+    or some secrets of a domain (``acme/shared/openai_api_key``, ``acme/shared/db_*``:
+    a name or a shell-style pattern)."""
 
     name: str
     roles: frozenset[str]
@@ -48,6 +52,9 @@ class Identity:
     permissions: frozenset[str] = field(default=frozenset())
     # org -> the domains covered, None for every domain of it (from ``orgs``)
     domains: dict[str, frozenset[str] | None] = field(default_factory=dict, compare=False)
+    # (org, domain) -> the name patterns covered there; absent: every name
+    names: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict,
+                                                         compare=False)
 
     def __post_init__(self) -> None:
         perms: set[str] = set()
@@ -55,6 +62,7 @@ class Identity:
             perms |= ROLES.get(r, frozenset())
         object.__setattr__(self, "permissions", frozenset(perms))
         object.__setattr__(self, "domains", scope_map(self.orgs or ()))
+        object.__setattr__(self, "names", name_map(self.orgs or ()))
 
     def covers(self, org: str) -> bool:
         """The org, or some of its domains."""
@@ -68,6 +76,14 @@ class Identity:
         some = self.domains[org]
         return some is None or domain in some
 
+    def covers_name(self, org: str, domain: str, name: str) -> bool:
+        """The secret ``name`` of that org and domain: the domain whole, or a pattern
+        of a name scope matches it (case-sensitively, as names are)."""
+        if not self.covers_domain(org, domain):
+            return False
+        pats = self.names.get((org, domain))
+        return pats is None or any(fnmatchcase(name, p) for p in pats)
+
     def whole(self, org: str) -> bool:
         """Every domain of the org (what org-wide operations need: its audit log, its
         tokens, a listing without a domain is filtered otherwise)."""
@@ -80,8 +96,15 @@ class Identity:
         if scopes is None:
             return False
         for scope in scopes:
-            org, _, domain = scope.partition("/")
-            if not (self.covers_domain(org, domain) if domain else self.whole(org)):
+            org, domain, name = split_scope(scope)
+            if not domain:
+                ok = self.whole(org)
+            elif not name:  # a whole domain: only from a scope without name limits there
+                ok = self.covers_domain(org, domain) and (org, domain) not in self.names
+            else:  # a name scope: the same pattern, or a whole domain, of this identity
+                pats = self.names.get((org, domain))
+                ok = self.covers_domain(org, domain) and (pats is None or name in pats)
+            if not ok:
                 return False
         return True
 
@@ -107,19 +130,36 @@ def check_roles(roles: list[str]) -> frozenset[str]:
     return frozenset(roles)
 
 
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,127}")
+
+
+def split_scope(scope: str) -> tuple[str, str, str]:
+    """(org, domain, name pattern) of a scope; "" for the parts it leaves out."""
+    org, _, rest = scope.partition("/")
+    domain, _, name = rest.partition("/")
+    return org, domain, name
+
+
 def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:
-    """Scopes: ``org`` (all its domains) or ``org/domain`` (that domain only); ``*`` (or
-    None) for every org."""
+    """Scopes: ``org`` (all its domains), ``org/domain`` (that domain only) or
+    ``org/domain/name`` (those secrets only: a name, or a pattern with ``*`` and ``?``);
+    ``*`` (or None) for every org."""
     if orgs is None or ALL_ORGS in orgs:
         return None
     if not orgs:
         raise InvalidValue("a token needs at least one org (or '*' for all)")
     out = set()
     for scope in orgs:
-        org, sep, domain = scope.partition("/")
+        if scope.count("/") > 2:
+            raise InvalidValue(f"scope {scope!r} has too many parts: give org, "
+                               "org/domain or org/domain/name")
+        org, domain, name = split_scope(scope)
         validate_segment("org", org)
-        if sep:
+        if "/" in scope:
             validate_segment("domain", domain)
+        if scope.count("/") == 2 and not _NAME_PATTERN.fullmatch(name):
+            raise InvalidValue(f"scope {scope!r}: the name must be a secret name or a "
+                               "pattern of letters, digits, '.', '_', '-', '*' and '?'")
         out.add(scope)
     return frozenset(out)
 
@@ -136,11 +176,12 @@ def check_domain_scopes(orgs: Iterable[str] | None, naming_fields: Iterable[str]
 
 
 def scope_map(scopes: Iterable[str]) -> dict[str, frozenset[str] | None]:
-    """org -> the domains the scopes name, or None when one names the whole org."""
+    """org -> the domains the scopes name (a name scope names its domain), or None when
+    one names the whole org."""
     some: dict[str, set[str]] = {}
     whole: set[str] = set()
     for scope in scopes:
-        org, _, domain = scope.partition("/")
+        org, domain, _ = split_scope(scope)
         if domain:
             some.setdefault(org, set()).add(domain)
         else:
@@ -148,6 +189,19 @@ def scope_map(scopes: Iterable[str]) -> dict[str, frozenset[str] | None]:
     out: dict[str, frozenset[str] | None] = {o: frozenset(d) for o, d in some.items()}
     out.update(dict.fromkeys(whole))
     return out
+
+
+def name_map(scopes: Iterable[str]) -> dict[tuple[str, str], frozenset[str]]:
+    """(org, domain) -> the name patterns where only name scopes cover that domain
+    (a scope for the whole org or domain lifts the limit)."""
+    listed = list(scopes)
+    free = {(o, d) for o, d, n in map(split_scope, listed) if not n}
+    whole = {o for o, d, _ in map(split_scope, listed) if not d}
+    pats: dict[tuple[str, str], set[str]] = {}
+    for org, domain, name in map(split_scope, listed):
+        if name and org not in whole and (org, domain) not in free:
+            pats.setdefault((org, domain), set()).add(name)
+    return {k: frozenset(v) for k, v in pats.items()}
 
 
 def orgs_of(scopes: Iterable[str]) -> set[str]:

@@ -69,7 +69,7 @@ class Ctx:
                 domain: str | None = None) -> None:
         """Checks, and audits a denial (with the path asked for) before raising it. The
         domain is checked against the caller's scopes when one is given, or for a
-        secret (``name``) in the default domain."""
+        secret (``name``) in the default domain; the name against its name scopes."""
         if not domain and name is not None:
             domain = self.mgr.default_domain  # "" too: the manager reads it so
         try:
@@ -80,6 +80,10 @@ class Ctx:
                     f"{self.identity.principal} covers only some domains of org {org!r}, "
                     "and the naming template has no {domain}: domain scopes cannot apply")
             require(self.identity, permission, org, domain)
+            if (name is not None and org is not None and domain is not None
+                    and not self.identity.covers_name(org, domain, name)):
+                raise PermissionDenied(f"{self.identity.principal} does not cover secret "
+                                       f"{name!r} of {org}/{domain}")
         except Exception as exc:
             path = None
             if name is not None and org is not None:

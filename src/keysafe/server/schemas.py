@@ -276,7 +276,9 @@ class TokenCreate(BaseModel):
     roles: list[str] = Field(min_length=1, max_length=4)
     orgs: list[str] = Field(min_length=1, max_length=1000,
                             description="org ids ('acme': every domain of it), "
-                            "domains of one ('acme/card-services'), or ['*'] for all orgs")
+                            "domains of one ('acme/card-services'), secrets of a domain "
+                            "('acme/shared/openai_api_key', 'acme/shared/db_*'), or ['*'] "
+                            "for all orgs")
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

@@ -523,3 +523,28 @@ def test_to_ssm_with_the_spec_000_template(src: SecretManager, aws: MotoAws,  # 
         no_canary(r)
     finally:
         dst.close()
+
+
+def test_check_reuse_across_stores(src: SecretManager, aws: MotoAws,  # noqa: F811
+                                   tmp_path: Path, app: str) -> None:
+    """Production on AWS Secrets Manager (moto's server), development on the embedded
+    store: a production value the development store also holds is found, by keyed
+    digest, and named without its value."""
+    from keysafe.reuse import find_reuse
+
+    prod = SecretManager.from_settings(_settings(
+        tmp_path / "prod", app, env="production", backend="aws-sm",
+        backend_options={"endpoint_url": aws.url}))
+    try:
+        shared = SPECS[0]
+        prod.put(shared.name, shared.value, shared.org, domain=shared.domain,
+                 check_format=False)
+        prod.put("only_in_prod", "p-" + "z" * 30, shared.org, check_format=False)
+        report = find_reuse(prod, src)
+        assert [(f.path, f.other_path, f.same_name) for f in report.found] == [
+            (prod.path(shared.name, shared.org, domain=shared.domain),
+             src.path(shared.name, shared.org, domain=shared.domain), True)]
+        assert report.checked == 2
+        assert shared.value not in repr(report)
+    finally:
+        prod.close()

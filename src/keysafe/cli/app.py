@@ -23,6 +23,7 @@ from keysafe.cli import (
     migrate,
     orgs,
     policy,
+    reuse,
     rotate,
     server,
     sync,
@@ -54,6 +55,7 @@ server.register(app)
 importing.register(app)
 migrate.register(app)
 policy.register(app)
+reuse.register(app)
 database.register(app)
 rotate.register(app)
 sync.register(app)

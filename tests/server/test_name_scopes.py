@@ -4,6 +4,7 @@ needed secrets"): ``acme-corp/shared/openai_api_key`` or a pattern such as
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from keysafe.manager.audit import AuditFilter
 from keysafe.server.app import KeysafeApp
 from keysafe.server.auth import Identity, check_orgs
 
-from .serverkit import OPENAI, VALUE_1, VALUE_2, bearer, make_token
+from .serverkit import OPENAI, VALUE_1, VALUE_2, bearer, build_app, make_token
 
 ORG = "acme-corp"
 ANTHROPIC = "anthropic_api_key"
@@ -91,7 +92,7 @@ def test_a_name_token_reaches_its_secrets_only(client: TestClient, app: KeysafeA
     llm = f"/api/orgs/{ORG}/llm-keys"
     assert c.get(f"{llm}/openai", headers=bearer(a)).json()["value"] == VALUE_1
     r = c.get(f"{llm}/anthropic", headers=bearer(a))
-    assert r.status_code == 403
+    assert r.status_code == 404  # not one it may read: never read, told as absent
     assert ANTHROPIC_KEY not in r.text
     # Org-wide things need the whole org.
     assert c.get("/api/audit", params={"org_id": ORG},
@@ -120,3 +121,29 @@ def test_admins_grant_names_within_their_own(client: TestClient,
     # The token list shows a name admin only tokens inside its scopes.
     listed = c.get("/api/tokens", headers=bearer(tokens["named-admin"])).json()
     assert {t["name"] for t in listed} == {"app", "named-admin", "t-1-named-admin-d/db_*"}
+
+
+def test_another_spelling_does_not_pass_a_name_scope(tmp_path: Path) -> None:
+    """The env backend reads one variable for names that differ in case, '-' or '.':
+    a name scope is checked against the name the store lists too."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"ACME_CORP__SHARED__OPENAI_ADMIN_KEY={ANTHROPIC_KEY}\n"
+                        "ACME_CORP__SHARED__OPENAI_APP=app-value-123456\n")
+    (home / "keysafe.toml").write_text(
+        '[profiles.local]\nbackend = "env"\nscoped = true\nenviron = false\n'
+        f'files = ["{env_file}"]\n')
+    app = build_app(home)
+    token = make_token(app, "kebab", ["service", "viewer"], [f"{ORG}/shared/openai-*"])
+    with TestClient(app) as c:
+        for name in ("openai-admin-key", "OPENAI_ADMIN_KEY", "openai_admin_key"):
+            r = c.get(f"/api/secrets/{ORG}/{name}/value", headers=bearer(token))
+            assert r.status_code == 403, (name, r.text)
+            assert ANTHROPIC_KEY not in r.text
+        listed = c.get(f"/api/orgs/{ORG}/secrets", headers=bearer(token)).json()
+        assert listed["secrets"] == []
+        # The spellings do reach the variable: a token for the whole org reads it.
+        whole = make_token(app, "whole", ["service"], [ORG])
+        r = c.get(f"/api/secrets/{ORG}/openai-admin-key/value", headers=bearer(whole))
+        assert r.json()["value"] == ANTHROPIC_KEY

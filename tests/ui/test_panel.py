@@ -423,6 +423,24 @@ def test_a_domain_token_opens_its_domain(open_page: Any, stack: Stack) -> None:
     assert not watch.page_errors
 
 
+def test_a_secret_scoped_token_sees_its_secrets_only(open_page: Any, stack: Stack) -> None:
+    """A token scoped to some secrets (``org/domain/name``) shows their cards only: the
+    other catalog entries would read as "not set" and refuse a save."""
+    org = "named-co"
+    stack.api("PUT", f"/api/secrets/{org}/openai_api_key", json={"secret_value": GOOD_1})
+    writer = stack.token("openai-writer", "writer", [f"{org}/shared/openai_*"])
+    page, watch = open_page()
+    page.goto(stack.url + "/ui/")
+    page.get_by_label("Access token or host JWT").fill(writer)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name=f"Secrets of {org} / shared").wait_for()
+    openai = card(page, "openai_api_key")
+    assert openai.locator(".badge.ok").inner_text() == "Configured"
+    assert page.locator("keysafe-secret-card[secret-name='anthropic_api_key']").count() == 0
+    assert not [r for r in watch.responses if r.status == 403]
+    assert not watch.page_errors
+
+
 def test_the_server_checks_input_again(stack: Stack) -> None:
     url = "/api/secrets/check-org/openai_api_key"
     bad = stack.api("PUT", url, json={"secret_value": ANTHROPIC})

@@ -254,6 +254,11 @@ class EnvBackend:
         out += [a.upper() for a in entry.aliases if a.upper() not in out]
         return out
 
+    def canonical_name(self, name: str) -> str:
+        """The name this store lists for what ``name`` reads (names that differ in case,
+        '-' or '.', or a catalog alias, read one variable)."""
+        return self._name_for(self.variables_for(name)[0]) or name
+
     def variable_for(self, ref: SecretRef) -> str | None:
         """The variable a reference reads first (None: scoped and not representable)."""
         candidates = self._candidates(ref)

@@ -853,11 +853,14 @@ class SecretManager:
         return found[1] if found is not None else None
 
     def find_llm_api_key(self, org: str, provider: str, domain: str | None = None, *,
-                         fallback: bool = True) -> tuple[str, str] | None:
+                         fallback: bool = True,
+                         allowed: Callable[[str, str], bool] | None = None
+                         ) -> tuple[str, str] | None:
         """(path, value) of the key ``get_llm_api_key`` returns, or None. The catalog's
         name (``openai_api_key``) first, then its kebab-case spelling
         (``openai-api-key``, spec 000's layout), in the domain, then (``fallback``) in
-        the org's default domain."""
+        the org's default domain. ``allowed(domain, name)``: only those are tried (a
+        caller's scopes), so one it may not read is neither read nor told apart."""
         entry = self.catalog.for_provider(provider)
         name = entry.name if entry else f"{provider.lower()}_api_key"
         names = dict.fromkeys([name, name.replace("_", "-")])
@@ -866,6 +869,8 @@ class SecretManager:
             scopes.append(self.default_domain)
         for d in scopes:
             for n in names:
+                if allowed is not None and not allowed(d, n):
+                    continue
                 try:
                     value = self.get(n, org, domain=d)
                 except NotFound:

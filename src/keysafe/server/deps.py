@@ -81,7 +81,7 @@ class Ctx:
                     "and the naming template has no {domain}: domain scopes cannot apply")
             require(self.identity, permission, org, domain)
             if (name is not None and org is not None and domain is not None
-                    and not self.identity.covers_name(org, domain, name)):
+                    and not self.covers_name(org, domain, name)):
                 raise PermissionDenied(f"{self.identity.principal} does not cover secret "
                                        f"{name!r} of {org}/{domain}")
         except Exception as exc:
@@ -96,6 +96,15 @@ class Ctx:
                 detail["domain"] = domain
             self.mgr.record(permission, path, "denied", org=org, detail=detail)
             raise
+
+    def covers_name(self, org: str, domain: str, name: str) -> bool:
+        """The caller's scopes cover the secret, as asked for and as the store spells
+        it: a store that folds spellings together (the env backend: case, '-' and '.')
+        must not let another spelling past a name scope."""
+        if not self.identity.covers_name(org, domain, name):
+            return False
+        canonical = getattr(self.mgr.backend, "canonical_name", None)
+        return canonical is None or self.identity.covers_name(org, domain, canonical(name))
 
     def require_whole(self, permission: str, org: str, what: str) -> None:
         """``require``, and every domain of the org (org-wide data or changes); a denial

@@ -457,14 +457,12 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
     response.headers.update(NO_STORE)
     ctx.require("read", org_id, domain=domain_id or ctx.mgr.default_domain)
     # The org's shared key as the fallback only for a caller that covers it.
+    # Only the keys the caller's scopes cover are tried (name scopes included): one it
+    # may not read is never read, and answers as if it were absent.
     found = ctx.mgr.find_llm_api_key(
         org_id, provider, domain_id,
-        fallback=ctx.identity.covers_domain(org_id, ctx.mgr.default_domain))
-    if found is not None and ctx.identity.names:
-        ref = ctx.mgr.parse(found[0])
-        if not ctx.identity.covers_name(ref.org, ref.domain, ref.name):
-            # Name scopes: the key found is not one of the secrets this caller covers.
-            ctx.require("read", org_id, ref.name, ref.domain)
+        fallback=ctx.identity.covers_domain(org_id, ctx.mgr.default_domain),
+        allowed=lambda d, n: ctx.covers_name(org_id, d, n))
     # The path of the key disclosed (the domain's, or the org's shared fallback), so a
     # search of the audit log for that secret finds this read too.
     await ctx.audit_durable("read_value", found[0] if found else f"llm:{provider}",
@@ -522,8 +520,7 @@ def secret_list(org_id: str, ctx: CtxDep, domain_id: DomainQ = None,
         metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
     pairs = [(ctx.mgr.parse(m.path), m) for m in metas]
     if ctx.identity.names:  # name scopes: only the secrets they cover are listed
-        pairs = [(r, m) for r, m in pairs
-                 if ctx.identity.covers_name(r.org, r.domain, r.name)]
+        pairs = [(r, m) for r, m in pairs if ctx.covers_name(r.org, r.domain, r.name)]
     ctx.audit("list", None, "ok", org=org_id, detail={"count": len(pairs)})
     return SecretList(organization_id=org_id, domain_id=domain_id,
                       secrets=[status_of(ctx, r, m) for r, m in pairs])

@@ -285,6 +285,18 @@ export function checkValue(entry, value, limits) {
   return null;
 }
 
+/** Whether a token's scopes cover a secret name in this org and domain: every name,
+ * unless its only scopes here name secrets (``org/domain/name``, ``*`` and ``?``). */
+function namesCovered(orgs, org, domain) {
+  if (!orgs) return () => true;
+  if (orgs.includes(org) || orgs.includes(`${org}/${domain}`)) return () => true;
+  const prefix = `${org}/${domain}/`;
+  const pats = orgs.filter((o) => o.startsWith(prefix)).map((o) => new RegExp(
+    `^${o.slice(prefix.length).replace(/[.+^${}()|[\]\\-]/g, '\\$&')
+      .replace(/\*/g, '.*').replace(/\?/g, '.')}$`));
+  return pats.length ? (name) => pats.some((re) => re.test(name)) : () => true;
+}
+
 function userMessage(err) {
   if (err instanceof KeysafeError) {
     if (err.status === 401) return 'Your session has expired or the credential was rejected: sign in again.';
@@ -1217,12 +1229,16 @@ export class KeysafeSecretsPanel extends HTMLElement {
       cards.push(item);
       return item;
     };
+    // A token scoped to some secrets of the domain: only their cards (the others would
+    // read as "not set" and refuse a save).
+    const covered = namesCovered(ident.orgs, this.org, domain);
     for (const [category, entries] of Object.entries(cat.categories)) {
       const sid = `cat-${category}`;
-      const items = entries.map((e) => {
+      const items = entries.filter((e) => covered(e.secret_name)).map((e) => {
         known.add(e.secret_name);
         return makeCard(e.secret_name, e, byName.get(e.secret_name));
       });
+      if (!items.length) continue;
       frag.push(h('section', { 'aria-labelledby': sid, 'data-category': category },
         h('h2', { id: sid, text: CATEGORY_TITLES[category] || category[0].toUpperCase() + category.slice(1) }),
         h('ul', { class: 'grid' }, items)));

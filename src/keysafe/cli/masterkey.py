@@ -4,13 +4,18 @@ key rotation, or onto another KMS key). The work is in ``keysafe.maintenance``."
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keysafe.cli.options import Env, Json, Yes
 from keysafe.cli.output import command, emit_json, say
 from keysafe.cli.reading import load
+
+if TYPE_CHECKING:
+    from keysafe.config import Settings
+    from keysafe.maintenance import WrapResult
 
 master_key_app = typer.Typer(
     help="The master key ring: keep it wrapped by a KMS key (KEYSAFE_MASTER_KEY_KMS) or "
@@ -24,6 +29,20 @@ def register(app: typer.Typer) -> None:
     master_key_app.command("rewrap")(rewrap)
 
 
+def _convert(env: str | None, yes: bool, as_json: bool, question: Callable[[Settings], str],
+             action: Callable[[Settings], WrapResult]) -> WrapResult | None:
+    """Ask (unless --yes, or the ring is in KEYSAFE_MASTER_KEY, which is not rewritten),
+    run, and emit --json; the result for the human message, None once emitted."""
+    settings = load(env)
+    if not yes and not settings.master_key:
+        typer.confirm(question(settings), abort=True, err=True)
+    result = action(settings)
+    if as_json:
+        emit_json(result.to_dict())
+        return None
+    return result
+
+
 @command
 def wrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
     """Wrap the plaintext key ring with the KEYSAFE_MASTER_KEY_KMS key.
@@ -34,15 +53,11 @@ def wrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
     """
     from keysafe import maintenance
 
-    settings = load(env)
-    if not yes and not settings.master_key:
-        typer.confirm(f"Replace {settings.key_file} with the key ring wrapped by "
-                      f"{settings.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}? Every "
-                      "keysafe process will then need that KMS key to start.",
-                      abort=True, err=True)
-    result = maintenance.wrap_key_ring(settings)
-    if as_json:
-        emit_json(result.to_dict())
+    result = _convert(env, yes, as_json, lambda s: (
+        f"Replace {s.key_file} with the key ring wrapped by "
+        f"{s.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}? Every keysafe process will then "
+        "need that KMS key to start."), maintenance.wrap_key_ring)
+    if result is None:
         return
     if result.wrapped_value is not None:
         print(result.wrapped_value)
@@ -67,14 +82,10 @@ def unwrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
     """
     from keysafe import maintenance
 
-    settings = load(env)
-    if not yes and not settings.master_key:
-        typer.confirm(f"Replace {settings.key_file} with the plaintext key ring? Anyone "
-                      "who can read the file can then read every secret in the store.",
-                      abort=True, err=True)
-    result = maintenance.unwrap_key_ring(settings)
-    if as_json:
-        emit_json(result.to_dict())
+    result = _convert(env, yes, as_json, lambda s: (
+        f"Replace {s.key_file} with the plaintext key ring? Anyone who can read the file "
+        "can then read every secret in the store."), maintenance.unwrap_key_ring)
+    if result is None:
         return
     if not result.changed:
         where = "KEYSAFE_MASTER_KEY" if result.key_file is None else str(result.key_file)
@@ -101,14 +112,11 @@ def rewrap(
     KEYSAFE_MASTER_KEY is not changed: the new value is printed."""
     from keysafe import maintenance
 
-    settings = load(env)
-    if not yes and not settings.master_key:
-        typer.confirm(f"Replace {settings.key_file} with the key ring wrapped again by "
-                      f"{settings.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}?",
-                      abort=True, err=True)
-    result = maintenance.rewrap_key_ring(settings, from_kms)
-    if as_json:
-        emit_json(result.to_dict())
+    result = _convert(env, yes, as_json, lambda s: (
+        f"Replace {s.key_file} with the key ring wrapped again by "
+        f"{s.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}?"),
+        lambda s: maintenance.rewrap_key_ring(s, from_kms))
+    if result is None:
         return
     if result.wrapped_value is not None:
         print(result.wrapped_value)

@@ -528,6 +528,18 @@ def _builtin_entries() -> tuple[WellKnownSecret, ...]:
             format_hint="AWS secret access keys are 40 letters, digits, / or +",
         ),
         WellKnownSecret(
+            name="aws_access_key",
+            display_name="AWS Access Key (pair)",
+            description="An IAM user's access key as one JSON object, so both halves "
+                        "change together (the aws-iam rotator rotates it)",
+            category="cloud",
+            env_var="AWS_ACCESS_KEY",
+            placeholder='{"access_key_id": "AKIA...", "secret_access_key": "..."}',
+            secret_type="cloud_credential",
+            provider="aws",
+            json_fields=("access_key_id", "secret_access_key"),
+        ),
+        WellKnownSecret(
             name="gcp_service_account",
             display_name="GCP Service Account",
             description="Google Cloud service account key (the JSON key file)",

@@ -99,6 +99,8 @@ VALID_SAMPLES: dict[str, list[Callable[[], str]]] = {
         lambda: "ASIA" + rand(16, UPPER_ALNUM),
     ],
     "aws_secret_access_key": [lambda: rand(40, BASE64)],
+    "aws_access_key": [lambda: json.dumps({"access_key_id": "AKIA" + rand(16, UPPER_ALNUM),
+                                           "secret_access_key": rand(40, BASE64)})],
     "gcp_service_account": [gcp_key_json],
     "stripe_secret_key": [
         lambda: "sk_live_" + rand(99),

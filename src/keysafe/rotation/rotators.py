@@ -264,6 +264,7 @@ BUILTIN: dict[str, str] = {
     "manual": "keysafe.rotation.rotators:ManualRotator",
     "webhook": "keysafe.rotation.rotators:WebhookRotator",
     "postgres": "keysafe.rotation.postgres:PostgresPasswordRotator",
+    "aws-iam": "keysafe.rotation.aws_iam:AwsIamAccessKeyRotator",
 }
 
 

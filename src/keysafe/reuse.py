@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keysafe.errors import NotFound
+from keysafe.errors import KeysafeError, NotFound
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
@@ -47,26 +47,34 @@ class ReuseReport:
     checked: int  # values of the checked environment compared
     other_checked: int
     found: list[Reuse]
+    #: Secrets whose value could not be read (denied, unavailable, failed integrity):
+    #: not compared, so the check is not complete.
+    unreadable: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env, "other_env": self.other_env, "checked": self.checked,
                 "other_checked": self.other_checked,
-                "found": [r.to_dict() for r in self.found]}
+                "found": [r.to_dict() for r in self.found], "unreadable": self.unreadable}
 
 
 def _values(mgr: SecretManager, metas: list[SecretMetadata], key: bytes,
-            progress: Progress | None, start: int, total: int
+            progress: Progress | None, start: int, total: int, unreadable: list[str]
             ) -> Iterator[tuple[SecretMetadata, bytes]]:
-    """(metadata, keyed digest of its current value); a secret deleted meanwhile is
-    skipped."""
+    """(metadata, keyed digest of its current value), read past the cache (which would
+    keep the value); a secret deleted meanwhile is skipped, one that cannot be read
+    is added to ``unreadable``."""
     for i, meta in enumerate(metas, 1):
         try:
-            value = mgr.get(meta.path, fresh=True)
+            value = mgr.read(meta.path)[0]
         except NotFound:
             continue
+        except KeysafeError:
+            unreadable.append(meta.path)
+            continue
+        finally:
+            if progress is not None and (i % 200 == 0 or i == len(metas)):
+                progress(start + i, total)
         yield meta, hmac.new(key, value.encode(), hashlib.sha256).digest()
-        if progress is not None and (i % 200 == 0 or i == len(metas)):
-            progress(start + i, total)
 
 
 def find_reuse(checked: SecretManager, other: SecretManager, *, org: str | None = None,
@@ -78,14 +86,18 @@ def find_reuse(checked: SecretManager, other: SecretManager, *, org: str | None 
     theirs = [m for m in other.list(org, domain=domain) if not m.deleted]
     total = len(mine) + len(theirs)
     index: dict[bytes, list[str]] = {}
-    for meta, digest in _values(other, theirs, key, progress, 0, total):
+    unreadable: list[str] = []
+    other_n = 0
+    for meta, digest in _values(other, theirs, key, progress, 0, total, unreadable):
+        other_n += 1
         index.setdefault(digest, []).append(meta.path)
     found: list[Reuse] = []
     checked_n = 0
-    for meta, digest in _values(checked, mine, key, progress, len(theirs), total):
+    for meta, digest in _values(checked, mine, key, progress, len(theirs), total,
+                                unreadable):
         checked_n += 1
         name = checked.parse(meta.path).name
         for other_path in index.get(digest, ()):
             found.append(Reuse(meta.path, other_path, other.parse(other_path).name == name))
     found.sort(key=lambda r: (not r.same_name, r.path, r.other_path))
-    return ReuseReport(checked.env, other.env, checked_n, len(theirs), found)
+    return ReuseReport(checked.env, other.env, checked_n, other_n, found, unreadable)

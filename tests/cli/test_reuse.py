@@ -67,3 +67,35 @@ def test_nothing_shared_exits_0_and_bad_input_exits_2(ks: Ks, home: Path,
     r = ks("check-reuse", "--env", "production", "--against", "qa")
     assert r.code == 8  # not a known environment, no profile for it
     assert "unknown profile" in r.err
+
+
+def test_an_empty_side_is_not_a_clean_bill(ks: Ks, home: Path, keyed: None) -> None:
+    """`--against dev` opens the "dev" segment, not "development": nothing to compare
+    must not pass a CI check."""
+    put(ks, "production", "api_token", "prod-" + "t" * 20)
+    put(ks, "development", "api_token", "dev-" + "t" * 20)
+    r = ks("check-reuse", "--env", "production", "--against", "dev")
+    assert r.code == 3
+    assert "dev holds no secrets" in r.err
+
+
+def test_values_compared_are_not_kept(tmp_path: Path) -> None:
+    """Read past the managers' caches: after a check neither holds a value."""
+    from keysafe.config import load_settings
+    from keysafe.manager.manager import SecretManager
+    from keysafe.reuse import find_reuse
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    base = {"KEYSAFE_HOME": str(tmp_path), "KEYSAFE_MASTER_KEY": key}
+    prod = SecretManager.from_settings(load_settings({**base, "KEYSAFE_ENV": "production"}))
+    dev = SecretManager.from_settings(load_settings({**base, "KEYSAFE_ENV": "development"}))
+    try:
+        prod.put("db_url", CANARY, "acme", check_format=False)
+        dev.put("db_url", CANARY, "acme", check_format=False)
+        report = find_reuse(prod, dev)
+        assert len(report.found) == 1
+        assert report.unreadable == []
+        assert prod.stats()["cache_entries"] == dev.stats()["cache_entries"] == 0
+    finally:
+        prod.close()
+        dev.close()

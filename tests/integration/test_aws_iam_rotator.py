@@ -94,11 +94,11 @@ def test_another_active_key_stops_the_rotation(mgr: SecretManager,
                                          other["AccessKeyId"]: "Active"}
 
 
-def test_a_key_aws_refuses_fails_the_rotation_and_changes_nothing(
+def test_a_key_iam_does_not_know_fails_the_rotation_and_changes_nothing(
         mgr: SecretManager, aws: MotoAws) -> None:  # noqa: F811
     bogus = {"access_key_id": "AKIAFAKEFAKEFAKE0000", "secret_access_key": "x" * 40}
     mgr.put_json(NAME, bogus, ORG, tags={"rotator": "aws-iam", "rotator.wait": "0"})
-    with pytest.raises(RotationError, match="AWS refused"):
+    with pytest.raises(RotationError, match=r"IAM knows no access key \.\.\.0000"):
         RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
     assert current(mgr) == bogus
     assert "x" * 40 not in repr(mgr.audit_query(AuditFilter()))
@@ -112,3 +112,27 @@ def test_options_are_checked_when_configured() -> None:
     for bad in ({"wait": "soon"}, {"wait": "9999"}, {"users": "u"}):
         with pytest.raises(ConfigError):
             r.check_options(NAME, bad)
+
+
+def test_an_admin_key_rotates_a_path_user_whose_key_was_deactivated(
+        mgr: SecretManager, aws: MotoAws) -> None:  # noqa: F811
+    """A leaked key is deactivated first, then rotated with an admin key; the user has
+    an IAM path; the old key is deleted at retire even after the secret's delete."""
+    iam = aws.client("iam")
+    iam.create_user(UserName="ci-bot", Path="/automation/")
+    k = iam.create_access_key(UserName="ci-bot")["AccessKey"]
+    old = {"access_key_id": k["AccessKeyId"], "secret_access_key": k["SecretAccessKey"]}
+    iam.update_access_key(UserName="ci-bot", AccessKeyId=old["access_key_id"],
+                          Status="Inactive")
+    admin = user_with_key(aws, "key-admin")
+    mgr.put_json("aws_admin", admin, ORG)
+    mgr.put_json(NAME, old, ORG, tags={"rotator": "aws-iam", "rotator.user": "ci-bot",
+                                        "rotator.admin_secret": "aws_admin"})
+    engine = RotationEngine(mgr, grace=GRACE)
+    assert engine.rotate(NAME, ORG).outcome == "rotated"
+    new = current(mgr)
+    assert keys_of(aws, "ci-bot") == {old["access_key_id"]: "Inactive",
+                                      new["access_key_id"]: "Active"}
+    mgr.delete(NAME, ORG)  # a soft delete: the retire still finds its way
+    assert engine.retire_expired(now=datetime.now(UTC) + GRACE * 2) == [mgr.path(NAME, ORG)]
+    assert keys_of(aws, "ci-bot") == {new["access_key_id"]: "Active"}

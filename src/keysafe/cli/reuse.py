@@ -11,6 +11,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Json, Org, segment
 from keysafe.cli.output import command, emit_json, progress, say, table, warn
 from keysafe.cli.reading import CLIENT
+from keysafe.errors import NotFound
 
 
 def register(app: typer.Typer) -> None:
@@ -42,15 +43,20 @@ def check_reuse(
     from keysafe.migration import profile_settings
     from keysafe.reuse import find_reuse
 
-    checked_env = env or load().env
-    if checked_env.lower() == against.lower():
-        raise typer.BadParameter("--against names the environment being checked",
-                                 param_hint="'--against'")
-    with SecretManager.from_settings(profile_settings(checked_env)) as mine, \
-            SecretManager.from_settings(profile_settings(against)) as theirs:
+    mine_s, theirs_s = profile_settings(env or load().env), profile_settings(against)
+    if mine_s.env == theirs_s.env:
+        raise typer.BadParameter(f"--against names the environment being checked "
+                                 f"({mine_s.env})", param_hint="'--against'")
+    with SecretManager.from_settings(mine_s) as mine, \
+            SecretManager.from_settings(theirs_s) as theirs:
         mine.client = theirs.client = CLIENT
         with progress("comparing values", quiet=as_json) as bar:
             report = find_reuse(mine, theirs, org=org, domain=domain, progress=bar)
+    if not report.checked or not report.other_checked:
+        # `--against prod` opens the "prod" segment, not "production": nothing there.
+        empty = report.env if not report.checked else report.other_env
+        raise NotFound(f"{empty} holds no secrets in this scope: nothing to compare "
+                       "(environment names are path segments: prod is not production)")
     if as_json:
         emit_json(report.to_dict())
     elif report.found:
@@ -63,5 +69,9 @@ def check_reuse(
     else:
         say(f"no value of {report.env} ({report.checked} checked) is in "
             f"{report.other_env} ({report.other_checked} checked)")
-    if report.found:
+    if report.unreadable:
+        warn(f"{len(report.unreadable)} secret(s) could not be read and were not compared: "
+             + ", ".join(report.unreadable[:5]) + (" ..." if len(report.unreadable) > 5
+                                                   else ""))
+    if report.found or report.unreadable:
         raise typer.Exit(exitcodes.FINDINGS)

@@ -46,6 +46,19 @@ def parse_key(value: str | None, what: str) -> dict[str, Any]:
     return d
 
 
+def _short(key: Mapping[str, Any]) -> str:
+    """An access key id as messages show it: its last four characters."""
+    return f"...{str(key['access_key_id'])[-4:]}"
+
+
+def _id_of(value: str) -> str | None:
+    try:
+        d = json.loads(value)
+    except ValueError:
+        return None
+    return d.get("access_key_id") if isinstance(d, dict) else None
+
+
 def _code(exc: Exception) -> str:
     """The AWS error code of a botocore ClientError, else the exception's type."""
     response = getattr(exc, "response", None)
@@ -79,38 +92,53 @@ class AwsIamAccessKeyRotator:
         return wait
 
     def _client(self, service: str, ctx: RotationContext, key: Mapping[str, Any]) -> Any:
+        import os
+
         boto3 = require_sdk("boto3", "aws")
         session = boto3.session.Session(
             aws_access_key_id=key["access_key_id"],
             aws_secret_access_key=key["secret_access_key"],
-            region_name=ctx.options.get("region") or key.get("region") or "us-east-1")
+            aws_session_token=key.get("session_token") or None,
+            region_name=(ctx.options.get("region") or key.get("region")
+                         or os.environ.get("AWS_REGION")
+                         or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"))
         return session.client(service)
 
-    def _manager_key(self, ctx: RotationContext) -> dict[str, Any]:
+    def _manager_key(self, ctx: RotationContext, fallback: str | None = None
+                     ) -> dict[str, Any]:
         """The key pair that manages the user's keys: the admin secret's, else the
-        user's own current one."""
+        user's own current one (else ``fallback``: a retire after the secret's delete
+        uses the key being retired, which still works)."""
         admin = ctx.options.get("admin_secret")
         if admin:
             return parse_key(ctx.read(admin), f"rotator.admin_secret {admin!r}")
-        return parse_key(ctx.current, ctx.name)
+        return parse_key(ctx.current if ctx.current is not None else fallback, ctx.name)
 
-    def _user(self, ctx: RotationContext, key: Mapping[str, Any]) -> str:
+    def _owner(self, ctx: RotationContext, iam: Any, key_id: str) -> str | None:
+        """The IAM user a key belongs to (``rotator.user`` if set), asked of IAM with
+        the managing key, so a deactivated current key does not stop it; None when IAM
+        knows no such key (deleted already)."""
         user = ctx.options.get("user")
         if user:
             return user
         try:
-            arn = str(self._client("sts", ctx, key).get_caller_identity()["Arn"])
+            found = iam.get_access_key_last_used(AccessKeyId=key_id)
         except Exception as exc:
-            raise _translate(exc, "say whose key this is", ctx.name) from None
-        if ":user/" not in arn:
+            if _code(exc) in ("NoSuchEntity", "NoSuchEntityException"):
+                return None
+            raise _translate(exc, "say whose access key this is", ctx.name) from None
+        name = found.get("UserName")
+        if not name:
             raise RotationError(f"the key of {ctx.name} does not belong to an IAM user; "
                                 "set rotator.user")
-        return arn.rsplit("/", 1)[1]
+        return str(name)
 
     def generate(self, ctx: RotationContext) -> str:
         current = parse_key(ctx.current, ctx.name)
         iam = self._client("iam", ctx, self._manager_key(ctx))
-        user = self._user(ctx, current)
+        user = self._owner(ctx, iam, current["access_key_id"])
+        if user is None:
+            raise RotationError(f"IAM knows no access key {_short(current)} of {ctx.name}")
         try:
             keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
             for k in keys:
@@ -119,8 +147,10 @@ class AwsIamAccessKeyRotator:
                 if k["Status"] != "Inactive":
                     raise RotationError(
                         f"IAM user {user} has another active access key "
-                        f"({k['AccessKeyId']}) besides the one in {ctx.name}: AWS allows "
-                        "two, so delete or deactivate the one nothing uses")
+                        f"(...{k['AccessKeyId'][-4:]}) besides the one in {ctx.name}: AWS "
+                        "allows two, so delete or deactivate the one nothing uses (within "
+                        "a rotation's grace period that is the previous key: `keysafe "
+                        "rotate retire` deletes it once the grace period ends)")
                 iam.delete_access_key(UserName=user, AccessKeyId=k["AccessKeyId"])
             made = iam.create_access_key(UserName=user)["AccessKey"]
         except RotationError:
@@ -146,18 +176,19 @@ class AwsIamAccessKeyRotator:
                     raise _translate(exc, "accept the new access key", ctx.name) from None
                 time.sleep(1.0)  # AWS is eventually consistent for new keys
         want = ctx.options.get("user")
-        if want and not arn.endswith(f":user/{want}"):
+        if want and (":user/" not in arn or arn.rsplit("/", 1)[1] != want):
+            # (an IAM path may sit between "user/" and the name)
             raise RotationError(f"the new key of {ctx.name} belongs to another identity")
 
     def _delete(self, ctx: RotationContext, key: Mapping[str, Any], action: str) -> None:
-        """Delete ``key`` of the user that owns the current key (gone already: fine)."""
-        user = self._user(ctx, parse_key(ctx.current, ctx.name))
-        iam = self._client("iam", ctx, self._manager_key(ctx))
+        """Delete ``key`` from the user IAM says owns it (already gone: fine)."""
+        iam = self._client("iam", ctx, self._manager_key(ctx, json.dumps(dict(key))))
+        user = self._owner(ctx, iam, key["access_key_id"])
+        if user is None:
+            return  # a resumed step: deleted before the crash
         try:
             iam.delete_access_key(UserName=user, AccessKeyId=key["access_key_id"])
         except Exception as exc:
-            if _code(exc) == "NoSuchEntity":
-                return  # a resumed step: deleted before the crash
             raise _translate(exc, action, ctx.name) from None
 
     def rollback(self, ctx: RotationContext, new: str) -> None:
@@ -167,7 +198,6 @@ class AwsIamAccessKeyRotator:
     def retire(self, ctx: RotationContext, old: str) -> None:
         """Delete the replaced key, with the admin key or the user's current one."""
         od = parse_key(old, ctx.name)
-        if ctx.current is not None and parse_key(ctx.current, ctx.name)[
-                "access_key_id"] == od["access_key_id"]:
+        if ctx.current is not None and _id_of(ctx.current) == od["access_key_id"]:
             return  # rolled back to that key since: it is the live one
         self._delete(ctx, od, "delete the old access key")

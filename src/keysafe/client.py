@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,11 +26,16 @@ from keysafe.errors import (
     PermissionDenied,
     ValueTooLarge,
 )
+from keysafe.hosts import is_loopback_host, plain_http_allowed
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection
 
 USER_AGENT = "keysafe-client"
+
+
+#: The environment variable that holds a token for the CLI (never a setting in a file).
+TOKEN_ENV = "KEYSAFE_TOKEN"
 
 
 def error_for(code: str | None, status: int) -> type[KeysafeError]:
@@ -77,8 +81,8 @@ class HttpTransport:
         shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidValue(f"{what} {shown!r} is not an http:// or https:// URL")
-        if (parts.scheme == "http" and not _loopback(parts.hostname)
-                and os.environ.get("KEYSAFE_ALLOW_HTTP", "").lower() not in ("1", "true")):
+        if (parts.scheme == "http" and not is_loopback_host(parts.hostname)
+                and not plain_http_allowed()):
             # The token goes with every request, and values come back in the answers.
             raise InvalidValue(f"{what} {shown!r} is plain http to another machine: the "
                                "token and values would cross the network in the clear; use "
@@ -177,18 +181,6 @@ class HttpTransport:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: no network between the two ends."""
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _seg(kind: str, value: str) -> str:

@@ -379,7 +379,8 @@ def load_settings(
     legacy = environ.get("SECRETS_BACKEND", "").strip().lower()
     if (legacy and not environ.get("KEYSAFE_BACKEND") and not values.get("database_url")
             and "backend" not in overrides):
-        # Spec 003's own switch (env, aws, gcp, vault), read as KEYSAFE_BACKEND.
+        # Spec 003's own switch (env, aws, gcp, vault; azure, sqlite, local too), read as
+        # KEYSAFE_BACKEND.
         if legacy not in _SECRETS_BACKENDS:
             raise ConfigError(f"SECRETS_BACKEND={legacy!r} is not one of "
                               f"{', '.join(sorted(_SECRETS_BACKENDS))}: set KEYSAFE_BACKEND")

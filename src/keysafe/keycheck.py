@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from keysafe.errors import ConfigError, KeysafeError
+from keysafe.hosts import is_loopback_host as is_loopback_host
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
@@ -169,18 +170,6 @@ def url_problem(url: str) -> str | None:
     if u.scheme == "http" and is_loopback_host(host):
         return None
     return "must be https:// (plain http:// only to a loopback address)"
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _opener(direct: bool) -> Any:

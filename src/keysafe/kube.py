@@ -252,10 +252,9 @@ def _server_url(server_url: str) -> str:
     if parts.query or parts.fragment or "{" in server_url or "}" in server_url:
         raise InvalidValue(f"server URL {server_url!r} must not have a query, fragment or "
                            "braces")
-    import os
+    from keysafe.hosts import plain_http_allowed
 
-    if parts.scheme == "http" and os.environ.get("KEYSAFE_ALLOW_HTTP", "").lower() not in (
-            "1", "true"):
+    if parts.scheme == "http" and not plain_http_allowed():
         # The External Secrets Operator sends the service token with every fetch.
         raise InvalidValue(f"server URL {server_url!r} is plain http: the operator would "
                            "send the service token in the clear; use https (or set "

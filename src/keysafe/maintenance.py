@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from keysafe.backends.base import Rekeyable
+from keysafe.crypto.wrapped import looks_wrapped
 from keysafe.errors import ConfigError, Conflict, KeysafeError, NotFound, Unsupported
 
 #: Stores that keysafe encrypts itself, with its master key.
@@ -40,6 +41,7 @@ __all__ = [
     "diagnose",
     "initialise",
     "rekey",
+    "rewrap_key_ring",
     "self_test",
     "unwrap_key_ring",
     "wrap_key_ring",
@@ -160,7 +162,7 @@ class RekeyResult:
 def _env_key_message(settings: Settings) -> str:
     from keysafe.crypto.keys import KeyRing
 
-    if (settings.master_key or "").lstrip().startswith("{"):
+    if looks_wrapped(settings.master_key):
         return (
             "KEYSAFE_MASTER_KEY holds a wrapped key ring, so keysafe cannot store a new "
             "master key for you. Rotate through a key file: (1) write the value to a file "
@@ -269,8 +271,8 @@ class WrapResult:
     changed: bool
     active_key_id: str
     key_ids: list[str]
-    #: ``wrap`` of KEYSAFE_MASTER_KEY: the wrapped ring to put in its place (the KMS's
-    #: ciphertext, not secret); None otherwise.
+    #: ``wrap`` or ``rewrap`` of KEYSAFE_MASTER_KEY: the wrapped ring to put in its
+    #: place (the KMS's ciphertext, not secret); None otherwise.
     wrapped_value: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -319,7 +321,7 @@ def wrap_key_ring(settings: Settings) -> WrapResult:
 
     kms = _kms_required(settings, "wrapping the master key ring")
     if settings.master_key:
-        if settings.master_key.lstrip().startswith("{"):
+        if looks_wrapped(settings.master_key):
             ring = KeyRing.from_env_value(settings.master_key, kms)
             return WrapResult("wrap", kms.reference, None, False, ring.active, ring.ids)
         ring = KeyRing.from_env_value(settings.master_key).with_kms(kms)
@@ -347,7 +349,7 @@ def unwrap_key_ring(settings: Settings) -> WrapResult:
 
     kms = _kms_required(settings, "unwrapping the master key ring")
     if settings.master_key:
-        if settings.master_key.lstrip().startswith("{"):
+        if looks_wrapped(settings.master_key):
             raise ConfigError(
                 "KEYSAFE_MASTER_KEY holds the wrapped key ring; keysafe never prints "
                 "plaintext keys. Write the value to a file (mode 0600), set "
@@ -386,7 +388,7 @@ def rewrap_key_ring(settings: Settings, from_reference: str | None = None) -> Wr
     plain = ("holds a plaintext key ring: `keysafe master-key wrap` wraps it (nothing was "
              "changed)")
     if settings.master_key:
-        if not settings.master_key.lstrip().startswith("{"):
+        if not looks_wrapped(settings.master_key):
             raise ConfigError(f"KEYSAFE_MASTER_KEY {plain}")
         ring = KeyRing.from_env_value(settings.master_key, old).with_kms(kms)
         value = json.dumps(ring.to_document(), sort_keys=True)

@@ -125,6 +125,12 @@ def test_restore_checks_before_changing_anything(ks: Ks, home: Path, tmp_path: P
     assert r.code == 8
     assert "not a keysafe backup" in r.err
     unchanged()
+    # A CLI pointed at a server works through it: store commands refuse, first.
+    r = ks("db", "restore", str(dest), "--yes",
+           env={"KEYSAFE_SERVER_URL": "http://127.0.0.1:9"})
+    assert r.code == 8
+    assert "KEYSAFE_SERVER_URL is set" in r.err
+    unchanged()
     # Declined.
     r = ks("db", "restore", str(dest), input="n\n")
     assert r.code == 1

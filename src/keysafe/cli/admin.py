@@ -11,7 +11,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say, status_text, table, warn
 from keysafe.cli.output import progress as progress_bar
-from keysafe.cli.reading import load, open_manager
+from keysafe.cli.reading import load, open_manager, store_only
 
 if TYPE_CHECKING:
     pass
@@ -29,7 +29,7 @@ def init(env: Env = None, as_json: Json = False) -> None:
     """Create KEYSAFE_HOME, the master key file (mode 0600) and the store. Idempotent."""
     from keysafe import maintenance
 
-    result = maintenance.initialise(load(env))
+    result = maintenance.initialise(store_only(load(env)))
     if as_json:
         emit_json(result.to_dict())
         return
@@ -93,7 +93,7 @@ def rekey(
     """Rotate the master key and re-wrap every data key; no value changes."""
     from keysafe import maintenance
 
-    settings = load(env)
+    settings = store_only(load(env))
     with progress_bar("re-wrapping data keys") as progress:
         result = maintenance.rekey(settings, rewrap_only=rewrap_only, progress=progress)
     if as_json:

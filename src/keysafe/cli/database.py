@@ -11,7 +11,7 @@ import typer
 
 from keysafe.cli.options import Env, Json, Yes
 from keysafe.cli.output import command, emit_json, progress, say, table, warn
-from keysafe.cli.reading import load, open_manager
+from keysafe.cli.reading import load, open_manager, store_only
 from keysafe.errors import ConfigError
 
 db_app = typer.Typer(help="The store's database: the PostgreSQL schema's status and "
@@ -134,7 +134,7 @@ def db_backup(
     audit log as `db_backup` (in the copy too)."""
     from keysafe import backup
 
-    settings = load(env)
+    settings = store_only(load(env))
 
     def record(where: Path, outcome: str) -> None:
         with open_manager(settings=settings) as mgr:
@@ -175,7 +175,7 @@ def db_restore(
     every program using this store) first: a running server makes it refuse."""
     from keysafe import backup
 
-    settings = load(env)
+    settings = store_only(load(env))
     manifest = backup.read_manifest(src)
     if not yes:
         typer.confirm(f"Replace the store in {settings.home} with the backup of "

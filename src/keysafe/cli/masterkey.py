@@ -11,7 +11,7 @@ import typer
 
 from keysafe.cli.options import Env, Json, Yes
 from keysafe.cli.output import command, emit_json, say
-from keysafe.cli.reading import load
+from keysafe.cli.reading import load, store_only
 
 if TYPE_CHECKING:
     from keysafe.config import Settings
@@ -33,7 +33,7 @@ def _convert(env: str | None, yes: bool, as_json: bool, question: Callable[[Sett
              action: Callable[[Settings], WrapResult]) -> WrapResult | None:
     """Ask (unless --yes, or the ring is in KEYSAFE_MASTER_KEY, which is not rewritten),
     run, and emit --json; the result for the human message, None once emitted."""
-    settings = load(env)
+    settings = store_only(load(env))
     if not yes and not settings.master_key:
         typer.confirm(question(settings), abort=True, err=True)
     result = action(settings)

@@ -36,7 +36,16 @@ def open_manager(env: str | None = None, settings: Settings | None = None) -> Se
     on a store must not quietly make a new one (and a master key) here."""
     from keysafe.manager.manager import SecretManager
 
-    settings = settings if settings is not None else load(env)
+    settings = store_only(settings if settings is not None else load(env))
+    mgr = SecretManager.from_settings(settings)
+    mgr.client = CLIENT
+    return mgr
+
+
+def store_only(settings: Settings) -> Settings:
+    """``settings``, for a command that works on a store directly; ConfigError when
+    KEYSAFE_SERVER_URL is set: the secrets are on that server, and such a command must
+    not quietly open, or make, a store (and a master key) here."""
     if settings.server_url:
         from keysafe.config import url_origin
         from keysafe.errors import ConfigError
@@ -45,9 +54,7 @@ def open_manager(env: str | None = None, settings: Settings | None = None) -> Se
                           "this command works on a store directly, not through a server "
                           "(the secret verbs, run and export go through it); unset "
                           "KEYSAFE_SERVER_URL to use the store configured here")
-    mgr = SecretManager.from_settings(settings)
-    mgr.client = CLIENT
-    return mgr
+    return settings
 
 
 def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:

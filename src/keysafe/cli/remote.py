@@ -17,14 +17,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from keysafe.client import KeysafeClient
+from keysafe.client import TOKEN_ENV, KeysafeClient
 from keysafe.errors import ConfigError, InvalidName, NotFound
 from keysafe.keycheck import KeyCheck
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import NamingTemplate, SecretRef
-
-#: The environment variable that holds the token (never a setting in a file).
-TOKEN_ENV = "KEYSAFE_TOKEN"
 
 
 def server_info(catalog: dict[str, Any], url: str, want_env: str | None) -> dict[str, Any]:
@@ -83,8 +80,11 @@ class RemoteManager:
                  timeout: float = 30.0) -> None:
         token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         if not token:
+            from keysafe.config import url_origin
+
             raise ConfigError(f"KEYSAFE_SERVER_URL is set, so the command goes through the "
-                              f"keysafe server at {url}: put a token in {TOKEN_ENV}")
+                              f"keysafe server at {url_origin(url)}: put a token in "
+                              f"{TOKEN_ENV}")
         self.client = KeysafeClient(url, token, timeout=timeout)
         self._want_env = env
         self._info: dict[str, Any] | None = None
@@ -215,7 +215,7 @@ class RemoteManager:
                  domain: str | None = None, expected_version: int | None = None,
                  description: str | None = None, secret_type: str | None = None,
                  tags: Mapping[str, str] | None = None) -> VersionInfo:
-        """As the manager's ``put_json``: no format check unless asked."""
+        """As the manager's ``put_json`` (no format check)."""
         return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
                         expected_version=expected_version, description=description,
                         secret_type=secret_type, tags=tags, check_format=False)

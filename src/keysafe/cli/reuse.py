@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from keysafe.cli import exitcodes
-from keysafe.cli.options import Domain, Json, Org, segment
+from keysafe.cli.options import Json, segment
 from keysafe.cli.output import command, emit_json, progress, say, table, warn
-from keysafe.cli.reading import CLIENT
+from keysafe.cli.reading import load, open_manager, store_only
 from keysafe.errors import NotFound
 
 
@@ -28,8 +28,12 @@ def check_reuse(
         "--env", metavar="ENV", help="The environment checked (default: KEYSAFE_ENV, "
         "else ENVIRONMENT, else local); production, usually.", show_default=False,
         callback=segment("env"))] = None,
-    org: Org = None,
-    domain: Domain = None,
+    org: Annotated[str | None, typer.Option(
+        "--org", help="Compare this org's secrets only (default: every org).",
+        show_default=False, callback=segment("org"))] = None,
+    domain: Annotated[str | None, typer.Option(
+        "--domain", help="Compare this domain's secrets only (default: every domain).",
+        show_default=False, callback=segment("domain"))] = None,
     as_json: Json = False,
 ) -> None:
     """Find values one environment shares with another, by name and across names.
@@ -37,21 +41,20 @@ def check_reuse(
     Reads every current value of both (each an audited read), compares keyed digests
     of them (never the values themselves, which are not kept), and names the secrets
     whose values match: a production key in development is one leaked laptop away.
-    Exit 0 when nothing is shared, 1 when something is."""
-    from keysafe.cli.reading import load
-    from keysafe.manager.manager import SecretManager
+    Exit 0 when nothing is shared; 1 when something is, or a secret could not be read;
+    3 when either side holds no secrets in the scope."""
     from keysafe.migration import profile_settings
     from keysafe.reuse import find_reuse
 
-    mine_s, theirs_s = profile_settings(env or load().env), profile_settings(against)
+    mine_s = store_only(profile_settings(env or load().env))
+    theirs_s = profile_settings(against)
     if mine_s.env == theirs_s.env:
         raise typer.BadParameter(f"--against names the environment being checked "
                                  f"({mine_s.env})", param_hint="'--against'")
-    with SecretManager.from_settings(mine_s) as mine, \
-            SecretManager.from_settings(theirs_s) as theirs:
-        mine.client = theirs.client = CLIENT
-        with progress("comparing values", quiet=as_json) as bar:
-            report = find_reuse(mine, theirs, org=org, domain=domain, progress=bar)
+    with open_manager(settings=mine_s) as mine, \
+            open_manager(settings=theirs_s) as theirs, \
+            progress("comparing values", quiet=as_json) as bar:
+        report = find_reuse(mine, theirs, org=org, domain=domain, progress=bar)
     if not report.checked or not report.other_checked:
         # `--against prod` opens the "prod" segment, not "production": nothing there.
         empty = report.env if not report.checked else report.other_env

@@ -10,7 +10,7 @@ import typer
 
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say, table, warn
-from keysafe.cli.reading import load, open_manager
+from keysafe.cli.reading import load, open_manager, store_only
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (shown once, stored hashed).",
                         no_args_is_help=True)
@@ -100,7 +100,7 @@ def token_list(env: Env = None, as_json: Json = False) -> None:
     """Every token: id, name, roles, orgs, created, expiry and revocation (never the token)."""
     from keysafe.server.tokenstore import open_token_store
 
-    store = open_token_store(load(env))
+    store = open_token_store(store_only(load(env)))
     try:
         tokens = store.list()
     finally:

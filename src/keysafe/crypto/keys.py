@@ -99,7 +99,7 @@ class KeyRing:
         """The ring in KEYSAFE_MASTER_KEY: plaintext pairs, or a wrapped ring (a JSON
         object) that ``kms`` must unwrap. Raises ConfigError (malformed, or plaintext
         while ``kms`` is given) and what unwrapping raises."""
-        if value.lstrip().startswith("{"):
+        if wrapped.looks_wrapped(value):
             try:
                 doc: Any = json.loads(value)
             except ValueError:

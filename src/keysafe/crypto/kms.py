@@ -2,8 +2,8 @@
 (``KEYSAFE_MASTER_KEY_KMS``).
 
 keysafe never wraps the ring itself: the KMS encrypts the serialised ring under a key
-that never leaves it, and decrypts it once per process at start (``keys.py`` keeps the
-result for the process). One small class per KMS behind the ``Kms`` protocol; each only
+that never leaves it, and decrypts it once per process at start (``wrapped.py`` keeps
+the result for the process). One small class per KMS behind the ``Kms`` protocol; each only
 translates its SDK and maps its errors, always naming the KMS reference, never a key.
 
 References (``scheme:rest``):
@@ -217,8 +217,11 @@ class VaultTransit:
                 self._backend = VaultBackend(mount=self.mount)
             from urllib.parse import urlsplit
 
+            from keysafe.hosts import is_loopback_host, plain_http_allowed
+
             u = urlsplit(self._backend.url)
-            if u.scheme != "https" and u.hostname not in ("127.0.0.1", "::1", "localhost"):
+            if (u.scheme != "https" and not is_loopback_host(u.hostname or "")
+                    and not plain_http_allowed()):
                 self._backend = None
                 raise ConfigError(f"KMS {self.reference}: Vault at {u.scheme}://{u.hostname} "
                                   "is not https, and the key ring would cross the network "

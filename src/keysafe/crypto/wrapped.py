@@ -33,6 +33,12 @@ _CACHE_MAX = 16
 _unwrapped: dict[tuple[str, str], bytes] = {}
 
 
+def looks_wrapped(text: str | None) -> bool:
+    """Whether a KEYSAFE_MASTER_KEY value (or key file text) is a JSON document, as the
+    wrapped form is (the plaintext forms are base64 or ``kid:base64`` pairs)."""
+    return (text or "").lstrip().startswith("{")
+
+
 def is_wrapped(data: object) -> bool:
     """True if ``data`` (a parsed key file or KEYSAFE_MASTER_KEY) is a wrapped ring."""
     return isinstance(data, dict) and "format" in data and "keys" not in data

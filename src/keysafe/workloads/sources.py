@@ -134,10 +134,11 @@ class ServerSource(_EnvVarTags):
     """
 
     def __init__(self, url: str, token: str, *, default_domain: str = "shared",
-                 catalog: Catalog | None = None, timeout: float = 30.0) -> None:
+                 catalog: Catalog | None = None, timeout: float = 30.0,
+                 what: str = "--via-server") -> None:
         from keysafe.client import HttpTransport
 
-        self._http = HttpTransport(url, token, timeout=timeout, what="--via-server",
+        self._http = HttpTransport(url, token, timeout=timeout, what=what,
                                    user_agent=USER_AGENT)
         self.url = self._http.url
         self._env_vars: dict[tuple[str, str | None], dict[str, str]] = {}
@@ -146,6 +147,11 @@ class ServerSource(_EnvVarTags):
 
     def __repr__(self) -> str:  # never the token
         return f"ServerSource({self.url!r})"
+
+    def catalog_info(self) -> dict[str, Any]:
+        """The server's ``/api/catalog`` answer (app, environment, default domain...)."""
+        data: dict[str, Any] = self._http.request("GET", "/api/catalog")
+        return data
 
     @property
     def catalog(self) -> Catalog | None:
@@ -227,12 +233,11 @@ def open_source(*, env: str | None = None, server: str | None = None,
     from keysafe.cli.remote import server_info
 
     catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else None
-    source = ServerSource(server, token, catalog=catalog or Catalog.builtin())
+    source = ServerSource(server, token, catalog=catalog or Catalog.builtin(), what=via)
     try:
         # The server's default domain, and its environment checked against the one
         # chosen here (--env, KEYSAFE_ENV...), as the secret verbs do.
-        info = server_info(source._http.request("GET", "/api/catalog"), source.url,
-                           chosen_env(settings))
+        info = server_info(source.catalog_info(), source.url, chosen_env(settings))
     except BaseException:
         source.close()
         raise

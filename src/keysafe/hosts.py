@@ -1,0 +1,27 @@
+"""Which network ends a credential may cross to: one rule for the clients, the KMS, the
+key checks and the manifests keysafe renders."""
+
+from __future__ import annotations
+
+import os
+
+#: Set to 1 where the network itself is encrypted (a service mesh with mTLS): plain http
+#: to another machine is then accepted.
+ALLOW_HTTP_ENV = "KEYSAFE_ALLOW_HTTP"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): no network in between."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_allowed() -> bool:
+    """Whether KEYSAFE_ALLOW_HTTP says plain http to another machine is acceptable."""
+    return os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in ("1", "true", "yes", "on")

@@ -80,8 +80,9 @@ class Ctx:
                     f"{self.identity.principal} covers only some domains of org {org!r}, "
                     "and the naming template has no {domain}: domain scopes cannot apply")
             require(self.identity, permission, org, domain)
+            # Only a credential with name scopes has more to check than the domain.
             if (name is not None and org is not None and domain is not None
-                    and not self.covers_name(org, domain, name)):
+                    and self.identity.names and not self.covers_name(org, domain, name)):
                 raise PermissionDenied(f"{self.identity.principal} does not cover secret "
                                        f"{name!r} of {org}/{domain}")
         except Exception as exc:

@@ -35,6 +35,7 @@ def _key_checks_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     from urllib.parse import urlsplit
 
     from keysafe import keycheck
+    from keysafe.hosts import is_loopback_host
 
     real = keycheck._opener
 
@@ -43,7 +44,7 @@ def _key_checks_stay_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         open_ = opener.open
 
         def open_loopback(req: Any, *args: Any, **kwargs: Any) -> Any:
-            if not keycheck.is_loopback_host(urlsplit(req.full_url).hostname or ""):
+            if not is_loopback_host(urlsplit(req.full_url).hostname or ""):
                 raise urllib.error.URLError("tests reach no provider")
             return open_(req, *args, **kwargs)
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from keysafe.errors import ConfigError, KeysafeError
-from keysafe.hosts import is_loopback_host as is_loopback_host
+from keysafe.hosts import is_loopback_host
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager

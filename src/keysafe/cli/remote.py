@@ -134,8 +134,12 @@ class RemoteManager:
                          app).validate()
 
     def path(self, name: str, org: str | None = None, *, domain: str | None = None) -> str:
-        ref = self.ref(name, org, domain)
-        assert self._naming is not None  # set by info(), which ref() asked
+        return self._format(self.ref(name, org, domain))
+
+    def _format(self, ref: SecretRef) -> str:
+        """The full path of a reference ``ref`` made (after info(), which sets the
+        naming template)."""
+        assert self._naming is not None
         return self._naming.format(ref)
 
     # -- reading --------------------------------------------------------------------------
@@ -152,7 +156,7 @@ class RemoteManager:
     def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
                  include_deleted: bool = False) -> SecretMetadata:
         r = self.ref(name, org, domain)
-        path = self.path(name, org, domain=domain)
+        path = self._format(r)
         st = self.client.describe(r.name, r.org, domain=r.domain)
         if not st.get("configured") and not (include_deleted and st.get("deleted")):
             raise NotFound(f"{path} is not stored" if not st.get("deleted") else
@@ -164,7 +168,6 @@ class RemoteManager:
         """An org's secrets (one domain's with ``domain``); without ``org``, those of
         every org the token names (a token for every org must name one)."""
         info = self.info()
-        assert self._naming is not None
         if org is not None:
             orgs = [org]
         else:
@@ -178,7 +181,7 @@ class RemoteManager:
             for st in self.client.list(o, domain=domain, include_deleted=include_deleted):
                 ref = SecretRef(st["secret_name"], st["organization_id"], st["domain_id"],
                                 str(info["environment"]), str(info["app"]))
-                out.append(_meta(self._naming.format(ref), st))
+                out.append(_meta(self._format(ref), st))
         return out
 
     def versions(self, name: str, org: str | None = None, *,
@@ -233,7 +236,7 @@ class RemoteManager:
         r = self.ref(name, org, domain)
         st = self.client.update_tags(r.name, r.org, domain=r.domain, set_tags=set_tags,
                                      unset=unset)
-        return _meta(self.path(name, org, domain=domain), st)
+        return _meta(self._format(r), st)
 
     def delete(self, name: str, org: str | None = None, *, domain: str | None = None,
                force: bool = False) -> None:
@@ -244,7 +247,7 @@ class RemoteManager:
                 domain: str | None = None) -> SecretMetadata:
         r = self.ref(name, org, domain)
         st = self.client.restore(r.name, r.org, domain=r.domain)
-        return _meta(self.path(name, org, domain=domain), st)
+        return _meta(self._format(r), st)
 
     def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
                 domain: str | None = None) -> builtins.list[int]:

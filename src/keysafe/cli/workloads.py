@@ -357,7 +357,7 @@ def _store_external_secret(source: Source, names: list[str], *, org: str,
 def _loopback_url(url: str) -> bool:
     from urllib.parse import urlsplit
 
-    from keysafe.keycheck import is_loopback_host
+    from keysafe.hosts import is_loopback_host
 
     return is_loopback_host(urlsplit(url).hostname or "")
 

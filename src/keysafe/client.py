@@ -12,13 +12,16 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from keysafe.errors import (
     BackendUnavailable,
+    ConfigError,
     Conflict,
     InvalidValue,
     KeysafeError,
@@ -36,6 +39,48 @@ USER_AGENT = "keysafe-client"
 
 #: The environment variable that holds a token for the CLI (never a setting in a file).
 TOKEN_ENV = "KEYSAFE_TOKEN"
+
+
+class TokenFile:
+    """A token kept in a file that its issuer rewrites, as the kubelet rewrites a
+    projected service account token: read again whenever the file changes, so a
+    long-running client (``keysafe run --watch``) keeps presenting a live token. If the
+    file is briefly missing or empty, the last token read is used."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+        if not self.value():
+            raise ConfigError(f"the token file {self.path} is empty")
+
+    def __repr__(self) -> str:  # never the token
+        return f"TokenFile({str(self.path)!r})"
+
+    def value(self) -> str:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                token = self.path.read_text(encoding="utf-8").strip()
+                if token:
+                    self._token, self._stamp = token, stamp
+        except OSError as exc:
+            if not self._token:
+                raise ConfigError(f"cannot read the token file {self.path}: "
+                                  f"{exc.strerror or exc}") from None
+        return self._token
+
+
+def env_token(name: str = TOKEN_ENV) -> str | TokenFile | None:
+    """The token in the environment variable ``name``, else in the file that ``name``
+    + ``_FILE`` names (``KEYSAFE_TOKEN_FILE``: a projected service account token, a CI
+    job's OIDC token, a mounted secret), else None. ConfigError for an unreadable file."""
+    token = os.environ.get(name, "").strip()
+    if token:
+        return token
+    path = os.environ.get(name + "_FILE", "").strip()
+    return TokenFile(path) if path else None
 
 
 def error_for(code: str | None, status: int) -> type[KeysafeError]:
@@ -70,9 +115,8 @@ class HttpTransport:
     twice, and goes on a fresh connection after IDLE_RECONNECT seconds without use. Not
     thread-safe: one per thread."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0,
+    def __init__(self, url: str, token: str | TokenFile, *, timeout: float = 30.0,
                  what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
-        from keysafe.errors import ConfigError
 
         parts = urlsplit(url)
         # What is shown of the URL (errors, reprs): no user info, query or fragment, which
@@ -118,7 +162,8 @@ class HttpTransport:
         """The answer's JSON (None for an empty one), or the KeysafeError it stands for."""
         q = {k: v for k, v in (query or {}).items() if v is not None}
         target = self._base + path + (f"?{urlencode(q)}" if q else "")
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
+        token = self._token if isinstance(self._token, str) else self._token.value()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                    "User-Agent": self._agent}
         payload = None
         if body is not None:
@@ -200,7 +245,7 @@ class KeysafeClient:
     ...     key = ks.get_llm_api_key("acme-corp", "openai", domain="card-services")
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | TokenFile, *, timeout: float = 30.0) -> None:
         self.transport = HttpTransport(url, token, timeout=timeout)
 
     @property

@@ -73,6 +73,7 @@ class _Fields(NamedTuple):
     jwt_org_claim: str = "org"
     jwt_role_claim: str = "role"
     jwt_env_claim: str | None = None
+    jwt_trust_file: str | None = None
     server_cache_ttl: float = 5.0
     server_workers: int = 1
     purge_interval: float = 3600.0
@@ -253,6 +254,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_JWT_ORG_CLAIM": "jwt_org_claim",
     "KEYSAFE_JWT_ROLE_CLAIM": "jwt_role_claim",
     "KEYSAFE_JWT_ENV_CLAIM": "jwt_env_claim",
+    "KEYSAFE_JWT_TRUST_FILE": "jwt_trust_file",
     "KEYSAFE_SERVER_CACHE_TTL": "server_cache_ttl",
     "KEYSAFE_SERVER_WORKERS": "server_workers",
     "KEYSAFE_PURGE_INTERVAL": "purge_interval",

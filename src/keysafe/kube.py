@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from keysafe.durations import parse_interval
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -111,8 +112,6 @@ _LABEL_KEY = re.compile(
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # A Go duration as the operator's refreshInterval takes it ("1h", "2h30m", "10s", "0").
 _GO_DURATION = re.compile(r"0|(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
-_INTERVAL_PART = re.compile(r"(\d+)(h|m|s)")
-_UNITS = {"h": 3600, "m": 60, "s": 1}
 
 
 # -- names and values ---------------------------------------------------------------
@@ -412,19 +411,6 @@ def _eso_manifests(refs: list[tuple[str, dict[str, Any]]], provider: dict[str, A
 
 
 # -- options ------------------------------------------------------------------------
-
-
-def parse_interval(text: str) -> float:
-    """``1h``, ``15m``, ``90s``, ``1h30m`` as seconds (at least 1); InvalidValue else."""
-    s = text.strip().lower()
-    parts = _INTERVAL_PART.findall(s)
-    if not parts or "".join(n + u for n, u in parts) != s or len({u for _, u in parts}) \
-            != len(parts):
-        raise InvalidValue(f"interval {text!r} is not a duration like 1h, 15m, 90s or 1h30m")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds < 1:
-        raise InvalidValue("the interval must be at least 1s")
-    return float(seconds)
 
 
 #: What ``--restart`` rolls out, as ``kubectl rollout restart`` does: kind -> the

@@ -27,6 +27,7 @@ from keysafe.cli import (
     rotate,
     server,
     sync,
+    trust,
     workloads,
 )
 from keysafe.cli import scan as scan_cmd
@@ -64,6 +65,7 @@ scan_cmd.register(app)
 keycheck.register(app)
 masterkey.register(app)
 orgs.register(app)
+trust.register(app)
 
 
 def run(args: Sequence[str]) -> int:

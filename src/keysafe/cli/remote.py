@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from keysafe.client import TOKEN_ENV, KeysafeClient
+from keysafe.client import TOKEN_ENV, KeysafeClient, TokenFile, env_token
 from keysafe.errors import ConfigError, InvalidName, NotFound
 from keysafe.keycheck import KeyCheck
 from keysafe.models import SecretMetadata, VersionInfo
@@ -76,15 +75,15 @@ class RemoteManager:
     environment the server does not serve; the server's refusals come back as the
     library's own errors (PermissionDenied, NotFound, Conflict, ...)."""
 
-    def __init__(self, url: str, token: str | None = None, *, env: str | None = None,
-                 timeout: float = 30.0) -> None:
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    def __init__(self, url: str, token: str | TokenFile | None = None, *,
+                 env: str | None = None, timeout: float = 30.0) -> None:
+        token = token if token is not None else env_token()
         if not token:
             from keysafe.config import url_origin
 
             raise ConfigError(f"KEYSAFE_SERVER_URL is set, so the command goes through the "
                               f"keysafe server at {url_origin(url)}: put a token in "
-                              f"{TOKEN_ENV}")
+                              f"{TOKEN_ENV} (or name a file holding one in {TOKEN_ENV}_FILE)")
         self.client = KeysafeClient(url, token, timeout=timeout)
         self._want_env = env
         self._info: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ import typer
 
 from keysafe.cli.options import Domain, Env, Json
 from keysafe.cli.output import command, emit_json, say, warn
-from keysafe.workloads.sources import TOKEN_ENV
+from keysafe.client import TOKEN_ENV
 
 #: The Kubernetes Secret an ExternalSecret's store reads the service token from.
 TOKEN_SECRET = "keysafe-token"

@@ -256,7 +256,10 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
         mgr.audit.commit(drafts, relaxed=True)
         return [(True, None)] * len(drafts)
 
-    state = ServerState(settings, manager, tokens, JwtVerifier(settings),
+    from keysafe.server.trust import trust_verifier
+
+    state = ServerState(settings, manager, tokens,
+                        JwtVerifier(settings, trust_verifier(settings)),
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),

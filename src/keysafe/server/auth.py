@@ -24,6 +24,7 @@ from keysafe.naming import validate_segment
 
 if TYPE_CHECKING:
     from keysafe.server.tokenstore import TokenStore
+    from keysafe.server.trust import TrustVerifier
 
 ROLES: dict[str, frozenset[str]] = {
     # Blind write: only service identities may read values; admins manage, not read.
@@ -217,20 +218,33 @@ def orgs_of(scopes: Iterable[str]) -> set[str]:
 
 
 class JwtVerifier:
-    """A host platform's JWTs: HS256 with a shared secret, or RS256 keys from a JWKS URL."""
+    """A host platform's JWTs (HS256 with a shared secret, or RS256 keys from a JWKS
+    URL, roles and orgs in claims), and workload tokens from the issuers of a trust file
+    (keysafe.server.trust), told apart by their ``iss``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, trusts: TrustVerifier | None = None) -> None:
         self.settings = settings
+        self.trusts = trusts
         self._jwks: Any = None
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.jwt_hs256_secret or self.settings.jwt_jwks_url)
+        return bool(self.settings.jwt_hs256_secret or self.settings.jwt_jwks_url
+                    or self.trusts)
 
     def verify(self, token: str) -> Identity | None:
         import jwt
 
+        if self.trusts is not None:
+            try:
+                iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            except jwt.PyJWTError:
+                return None
+            if iss in self.trusts.issuers:
+                return self.trusts.verify(token)
         s = self.settings
+        if not (s.jwt_hs256_secret or s.jwt_jwks_url):
+            return None
         opts: dict[str, Any] = {"require": ["exp", "sub"]}
         kwargs: dict[str, Any] = {"options": opts}
         if s.jwt_audience:

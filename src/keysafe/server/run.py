@@ -117,6 +117,9 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     from keysafe.server.routes.ui import panel_csp
 
     panel_csp(settings.ui_frame_ancestors)  # a bad KEYSAFE_UI_FRAME_ANCESTORS stops here
+    from keysafe.server.trust import trust_verifier
+
+    trusts = trust_verifier(settings)  # so does a bad trust file, before any token is made
     host = host or settings.host
     port = port if port is not None else settings.port
     # Settings are re-read in the worker; carry CLI overrides there through the env.
@@ -155,6 +158,9 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
         lines = [f"keysafe {settings.env} on {settings.backend}: {url}",
                  f"  API docs: {url}/docs    health: {url}/healthz",
                  f"  panel: {url}/ui"]
+        if trusts is not None:
+            lines.append(f"  workload identity: {len(trusts.trusts)} trust(s) from "
+                         f"{settings.jwt_trust_file}")
         if token:
             lines += ["  first admin token (shown once, store it now):", f"    {token}"]
         else:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from keysafe.cli import exitcodes
 from keysafe.cli.reading import option_value
-from keysafe.workloads.sources import TOKEN_ENV
+from keysafe.client import TOKEN_ENV
 
 if TYPE_CHECKING:
     from keysafe.workloads.scope import EnvPlan, Snapshot

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from keysafe.client import TOKEN_ENV
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -22,11 +23,10 @@ from keysafe.workloads.names import tagged_env_var
 if TYPE_CHECKING:
 
     from keysafe.catalog import Catalog
+    from keysafe.client import TokenFile
     from keysafe.manager.manager import SecretManager
 
 USER_AGENT = "keysafe-cli"
-#: The environment variable that holds the service token unless --token-env names another.
-TOKEN_ENV = "KEYSAFE_TOKEN"
 
 
 class Source(Protocol):
@@ -133,7 +133,7 @@ class ServerSource(_EnvVarTags):
     with the service and viewer roles); ``--only`` needs no listing.
     """
 
-    def __init__(self, url: str, token: str, *, default_domain: str = "shared",
+    def __init__(self, url: str, token: str | TokenFile, *, default_domain: str = "shared",
                  catalog: Catalog | None = None, timeout: float = 30.0,
                  what: str = "--via-server") -> None:
         from keysafe.client import HttpTransport
@@ -214,7 +214,6 @@ def open_source(*, env: str | None = None, server: str | None = None,
     """The store named by the settings, or the server at ``server`` (else at
     KEYSAFE_SERVER_URL) with the token in the environment variable ``token_env`` (never
     on the command line)."""
-    import os
 
     from keysafe.cli.reading import load, open_manager
 
@@ -224,10 +223,13 @@ def open_source(*, env: str | None = None, server: str | None = None,
         server, via = settings.server_url, "KEYSAFE_SERVER_URL"
     if server is None:
         return StoreSource(open_manager(settings=settings))
-    token = os.environ.get(token_env, "")
+    from keysafe.client import env_token
+
+    token = env_token(token_env)
     if not token:
         raise ConfigError(f"{via} needs a service token in the environment variable "
-                          f"{token_env} (set it, or name another with --token-env)")
+                          f"{token_env}, or a file holding one named in {token_env}_FILE "
+                          "(set one, or name another variable with --token-env)")
     from keysafe.catalog import Catalog
     from keysafe.cli.reading import chosen_env
     from keysafe.cli.remote import server_info

@@ -1,0 +1,24 @@
+"""Durations written the way operators write them: ``1h``, ``15m``, ``90s``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+from keysafe.errors import InvalidValue
+
+_PART = re.compile(r"(\d+)(h|m|s)")
+_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_interval(text: str, what: str = "interval") -> float:
+    """``1h``, ``15m``, ``90s``, ``1h30m`` as seconds (at least 1); InvalidValue else,
+    naming ``what``."""
+    s = text.strip().lower()
+    parts = _PART.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != s or len({u for _, u in parts}) \
+            != len(parts):
+        raise InvalidValue(f"{what} {text!r} is not a duration like 1h, 15m, 90s or 1h30m")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds < 1:
+        raise InvalidValue(f"the {what} must be at least 1s")
+    return float(seconds)

@@ -49,7 +49,7 @@ class TokenFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._token = ""
         if not self.value():
             raise ConfigError(f"the token file {self.path} is empty")
@@ -60,7 +60,7 @@ class TokenFile:
     def value(self) -> str:
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
             if stamp != self._stamp:
                 token = self.path.read_text(encoding="utf-8").strip()
                 if token:
@@ -115,7 +115,7 @@ class HttpTransport:
     twice, and goes on a fresh connection after IDLE_RECONNECT seconds without use. Not
     thread-safe: one per thread."""
 
-    def __init__(self, url: str, token: str | TokenFile, *, timeout: float = 30.0,
+    def __init__(self, url: str, token: str | TokenFile | None, *, timeout: float = 30.0,
                  what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
 
         parts = urlsplit(url)
@@ -133,7 +133,8 @@ class HttpTransport:
                                "https (or set KEYSAFE_ALLOW_HTTP=1 where the network itself "
                                "is encrypted, as in a service mesh)")
         if not token:
-            raise ConfigError("no token for the keysafe server")
+            raise ConfigError("no token for the keysafe server (KEYSAFE_TOKEN, or a file "
+                              "holding one in KEYSAFE_TOKEN_FILE)")
         self.url = shown
         self._scheme = parts.scheme
         self._host = parts.hostname
@@ -245,7 +246,8 @@ class KeysafeClient:
     ...     key = ks.get_llm_api_key("acme-corp", "openai", domain="card-services")
     """
 
-    def __init__(self, url: str, token: str | TokenFile, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | TokenFile | None, *,
+                 timeout: float = 30.0) -> None:
         self.transport = HttpTransport(url, token, timeout=timeout)
 
     @property

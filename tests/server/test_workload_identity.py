@@ -157,11 +157,11 @@ def test_a_ci_job_reads_with_its_own_token(home: Path, tmp_path: Path,
         assert r.status_code == 200, r.text
         assert r.json()["value"] == VALUE_1
         who = c.get("/api/whoami", headers=bearer(issuer.token())).json()
-        assert who["kind"] == "jwt"
+        assert who["kind"] == "workload"
         assert who["name"] == f"github-deploy:{REPO_SUB}"
         assert who["roles"] == ["service"]
         events = app.keysafe.manager.audit_query(AuditFilter(action="read_value"))
-        assert [e.actor for e in events] == [f"jwt:github-deploy:{REPO_SUB}"]
+        assert [e.actor for e in events] == [f"workload:github-deploy:{REPO_SUB}"]
     # Discovery, then the key set: fetched once and cached for the following requests.
     assert issuer.hits == 2
 
@@ -212,6 +212,19 @@ def test_forged_tokens_are_refused(home: Path, tmp_path: Path, issuer: Issuer) -
             assert r.status_code == 401, (why, r.text)
 
 
+def accepted_soon(c: TestClient, issuer: Issuer, kid: str) -> bool:
+    """Whether a token signed with ``kid`` is accepted within a few seconds (the key set
+    is fetched again in the background); bounded: 100 tries, 5 s."""
+    deadline = time.monotonic() + 5
+    for _ in range(100):
+        if value_of(c, issuer.token(kid)).status_code == 200:
+            return True
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return False
+
+
 def test_the_first_trust_that_accepts_wins(home: Path, tmp_path: Path,
                                            issuer: Issuer) -> None:
     path = trust_file(tmp_path, github_trust(issuer),
@@ -251,9 +264,19 @@ def test_the_issuer_rotates_its_key(home: Path, tmp_path: Path, issuer: Issuer,
     with TestClient(app) as c:
         assert value_of(c, issuer.token()).status_code == 200
         issuer.keys["k2"] = ec.generate_private_key(ec.SECP256R1())
-        # A token naming the new key makes keysafe fetch the key set again (ES256 here).
-        assert value_of(c, issuer.token("k2")).status_code == 200
+        # A token naming a key not held is refused while keysafe fetches the key set
+        # again, in the background (ES256 here); then it is accepted.
+        assert accepted_soon(c, issuer, "k2")
         assert value_of(c, issuer.token("k1")).status_code == 200
+        # A key the issuer stops publishing stops working at the next fetch.
+        del issuer.keys["k1"]
+        issuer.keys["k3"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        assert accepted_soon(c, issuer, "k3")
+        assert value_of(c, issuer.token("k2")).status_code == 200
+        old = issuer.token("k3")
+        issuer.keys = {"k1": issuer.keys["k3"]}  # k3 gone, under another kid
+        assert accepted_soon(c, issuer, "k1")
+        assert value_of(c, old).status_code == 401
 
 
 # -- Kubernetes-style tokens: nested claims, a key file, name scopes ------------------
@@ -306,7 +329,7 @@ def test_keys_fetched_with_a_bearer_token_and_a_rotated_one(
         bearer_file.write_text("reviewer-token-2\n")
         issuer.require_bearer = "reviewer-token-2"
         issuer.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        assert value_of(c, issuer.token("k2")).status_code == 200
+        assert accepted_soon(c, issuer, "k2")
     assert "Bearer reviewer-token-2" in issuer.seen_auth
 
 
@@ -326,11 +349,16 @@ def test_keys_fetched_with_a_bearer_token_and_a_rotated_one(
     ({"max_lifetime": "forever"}, "max_lifetime 'forever' is not a duration"),
     ({"name": "has space"}, "'name' is required"),
     ({"issuer": "http://issuer.example.com"}, "'issuer'"),
+    ({"subject": None}, "bind 'subject' or at least one of 'claims'"),
+    ({"subject": "*", "claims": {"repository": "*"}}, "bind 'subject'"),
+    ({"jwks_file": "missing.json"}, "is not a readable file"),
+    ({"jwks_token_file": "/nonexistent/token"}, "is not a readable file"),
 ])
 def test_a_bad_trust_is_refused_naming_it(tmp_path: Path, change: dict[str, Any],
                                           message: str) -> None:
     t = {"name": "ci", "issuer": "https://token.actions.githubusercontent.com",
-         "audience": "keysafe", "roles": ["service"], "scopes": [ORG]}
+         "audience": "keysafe", "subject": "repo:acme/app:*", "roles": ["service"],
+         "scopes": [ORG]}
     t.update(change)
     t = {k: v for k, v in t.items() if v is not None}
     with pytest.raises(ConfigError) as err:
@@ -347,8 +375,8 @@ def test_trust_file_shape_errors(tmp_path: Path) -> None:
     bad.write_text("- name: x\n")
     with pytest.raises(ConfigError, match="one key, 'trusts'"):
         load_trusts(bad)
-    t = {"name": "ci", "issuer": "https://i.example", "audience": "k", "roles": ["service"],
-         "scopes": [ORG]}
+    t = {"name": "ci", "issuer": "https://i.example", "audience": "k", "subject": "x",
+         "roles": ["service"], "scopes": [ORG]}
     with pytest.raises(ConfigError, match="used by an earlier trust"):
         load_trusts(trust_file(tmp_path, t, t))
     with pytest.raises(ConfigError, match="cannot read the trust file"):
@@ -367,8 +395,8 @@ def test_a_bad_trust_file_stops_the_server_before_it_starts(home: Path,
     with pytest.raises(ConfigError, match="'audience' is required"):
         create_app(settings_for(home, jwt_trust_file=str(path)))
     good = trust_file(tmp_path, {"name": "ci", "issuer": "https://i.example",
-                                 "audience": "k", "roles": ["service"], "scopes": [ORG]},
-                      name="good.yaml")
+                                 "audience": "k", "subject": "x", "roles": ["service"],
+                                 "scopes": [ORG]}, name="good.yaml")
     with pytest.raises(ConfigError, match="one way in"):
         create_app(settings_for(home, jwt_trust_file=str(good),
                                 jwt_issuer="https://i.example",
@@ -522,3 +550,125 @@ def test_cli_through_a_server_with_a_workload_token_file(tmp_path: Path,
                                 capture_output=True, timeout=60)
         assert denied.returncode == 4, denied.stderr.decode()
         assert VALUE_1 not in denied.stdout.decode() + denied.stderr.decode()
+
+
+# -- hardening (security review) -----------------------------------------------------
+
+
+def test_odd_tokens_are_refused_not_errors(home: Path, tmp_path: Path,
+                                           issuer: Issuer) -> None:
+    app = app_with(home, trust_file(tmp_path, github_trust(issuer)))
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    with TestClient(app) as c:
+        for why, claims, headers in [
+            ("iss a list", {"iss": [issuer.url]}, {"kid": "k1"}),
+            ("iss an object", {"iss": {"u": issuer.url}}, {"kid": "k1"}),
+            ("kid forging a log line", {"iss": issuer.url}, {"kid": "k9\nINFO:forged"}),
+        ]:
+            # Signed as raw JWS: PyJWT's own encoder refuses a non-string iss.
+            payload = json.dumps({"aud": "keysafe", "sub": REPO_SUB, "iat": now,
+                                  "exp": now + 60, **claims}).encode()
+            tok = jwt.PyJWS().encode(payload, stranger, algorithm="RS256", headers=headers)
+            r = value_of(c, tok)
+            assert r.status_code == 401, (why, r.text)
+        denied = app.keysafe.manager.audit_query(AuditFilter(action="authenticate"))
+        reasons = [e.detail.get("workload", "") for e in denied]
+        assert any("keys hold no key 'k9\\nINFO:forged'" in x for x in reasons)
+        assert not any("\n" in x for x in reasons)  # a kid cannot forge a log line
+
+
+def test_a_key_file_change_is_followed(home: Path, tmp_path: Path, issuer: Issuer) -> None:
+    keyfile = tmp_path / "cluster-jwks.json"
+    keyfile.write_text(json.dumps(issuer.jwks()))
+    path = trust_file(tmp_path, github_trust(issuer, jwks_file=str(keyfile)))
+    app = app_with(home, path)
+    with TestClient(app) as c:
+        assert value_of(c, issuer.token()).status_code == 200
+        keyfile.write_text("{not json")  # half-written: the keys read before stay
+        assert value_of(c, issuer.token()).status_code == 200
+        old = issuer.token("k1")
+        issuer.keys = {"k2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+        keyfile.write_text(json.dumps(issuer.jwks()))
+        assert value_of(c, issuer.token("k2")).status_code == 200
+        # k1 is gone from the new file: its tokens stop working.
+        assert value_of(c, old).status_code == 401
+
+
+def test_the_last_good_keys_outlive_an_issuer_outage(home: Path, tmp_path: Path,
+                                                     issuer: Issuer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keysafe.server.trust.KEY_LIFESPAN", 0.0)  # always due a refresh
+    app = app_with(home, trust_file(tmp_path, github_trust(issuer)))
+    good = issuer.token()
+    issuer.close()  # the issuer is gone; the refresh in the background fails
+    with TestClient(app) as c:
+        for _ in range(3):
+            assert value_of(c, good).status_code == 200
+
+
+def test_discovery_must_name_the_issuer_and_keeps_the_bearer_home(
+        home: Path, tmp_path: Path, issuer: Issuer) -> None:
+    other = Issuer()  # another origin, serving keys
+    try:
+        other.keys = issuer.keys
+        bearer_file = tmp_path / "sa-token"
+        bearer_file.write_text("keysafe-own-token")
+        # The issuer's discovery points at keys on another origin: they are fetched,
+        # but keysafe's own bearer token is not sent there.
+        real_jwks = issuer.jwks
+        issuer.jwks = lambda: {"keys": []}  # type: ignore[method-assign]
+        orig_url = issuer.url
+        path = trust_file(tmp_path, github_trust(issuer, jwks_token_file=str(bearer_file)))
+        import keysafe.server.trust as trust_mod
+
+        verifier = trust_mod.TrustVerifier(trust_mod.load_trusts(path), "local")
+        keys = verifier._keys["github-deploy"]
+        keys._jwks_uri = None
+        # A discovery document naming another issuer is refused.
+        doc = {"issuer": "https://evil.example", "jwks_uri": other.url + "/jwks"}
+        keys._get = lambda url, _doc=doc, _g=keys._get: (  # type: ignore[method-assign]
+            _doc if url.endswith("openid-configuration") else _g(url))
+        with pytest.raises(ConfigError.__mro__[1], match="names issuer"):
+            keys.refresh()
+        doc["issuer"] = orig_url
+        keys.refresh()
+        assert keys.key_for("k1") is not None
+        assert other.seen_auth == [None]  # fetched without keysafe's token
+        issuer.jwks = real_jwks  # type: ignore[method-assign]
+    finally:
+        other.close()
+
+
+def test_a_workload_cannot_mint_a_token_that_outlives_it(home: Path, tmp_path: Path,
+                                                        issuer: Issuer) -> None:
+    path = trust_file(tmp_path, github_trust(issuer, roles=["admin"], scopes=["*"]))
+    app = app_with(home, path)
+    tok = issuer.token(lifetime=300)
+    with TestClient(app) as c:
+        r = c.post("/api/tokens", headers=bearer(tok),
+                   json={"name": "forever", "roles": ["service"], "orgs": ["*"]})
+        assert r.status_code == 201, r.text
+        exp = jwt.decode(tok, options={"verify_signature": False})["exp"]
+        made = r.json()["expires_at"]
+        assert made is not None
+        from datetime import datetime
+
+        assert datetime.fromisoformat(made).timestamp() <= exp + 1
+
+
+def test_patterns_are_literal_but_for_star(tmp_path: Path, issuer: Issuer) -> None:
+    from keysafe.server.trust import TrustVerifier
+
+    path = trust_file(tmp_path, github_trust(
+        issuer, subject="repo:acme/[a]pp:?ef:*", claims={"repository_id": 123456}))
+    v = TrustVerifier(load_trusts(path), "local")
+    v.start()
+    literal = "repo:acme/[a]pp:?ef:refs/heads/main"
+    assert v.check(issuer.token(sub=literal, repository_id=123456)).identity is not None
+    assert v.check(issuer.token(sub=REPO_SUB, repository_id=123456)).identity is None
+    refused = v.check(issuer.token(sub=literal, repository_id=99))
+    assert refused.identity is None
+    assert "claim repository_id is '99', not 123456" in refused.summary()
+    missing = v.check(issuer.token(sub=literal))
+    assert "claim repository_id is missing" in missing.summary()

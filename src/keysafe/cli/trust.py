@@ -84,6 +84,7 @@ def trust_check(
     token = raw.strip()
     if not token:
         raise InvalidValue(f"{'stdin' if source == '-' else source} holds no token")
+    verifier.start()  # fetch the keys now, as a server does when it starts
     decision = verifier.check(token)
     ident = decision.identity
     if as_json:

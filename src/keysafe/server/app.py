@@ -258,8 +258,10 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
 
     from keysafe.server.trust import trust_verifier
 
-    state = ServerState(settings, manager, tokens,
-                        JwtVerifier(settings, trust_verifier(settings)),
+    trusts = trust_verifier(settings)
+    if trusts is not None:
+        trusts.start()  # the issuers' keys, before the first request needs them
+    state = ServerState(settings, manager, tokens, JwtVerifier(settings, trusts),
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),

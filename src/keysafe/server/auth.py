@@ -233,15 +233,24 @@ class JwtVerifier:
                     or self.trusts)
 
     def verify(self, token: str) -> Identity | None:
-        import jwt
+        return self.verify_why(token)[0]
 
+    def verify_why(self, token: str) -> tuple[Identity | None, str]:
+        """The identity, or None and why a workload token was refused ('' for others)."""
         if self.trusts is not None:
+            import jwt
+
             try:
                 iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
             except jwt.PyJWTError:
-                return None
-            if iss in self.trusts.issuers:
+                return None, ""
+            if isinstance(iss, str) and iss in self.trusts.issuers:
                 return self.trusts.verify(token)
+        return self._host_jwt(token), ""
+
+    def _host_jwt(self, token: str) -> Identity | None:
+        import jwt
+
         s = self.settings
         if not (s.jwt_hs256_secret or s.jwt_jwks_url):
             return None

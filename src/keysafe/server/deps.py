@@ -163,17 +163,20 @@ def authenticate_raw(st: ServerState, header: str, client: str, rid: str) -> Ide
         raise TooManyAttempts(wait)
     scheme, _, cred = header.partition(" ")
     ident: Identity | None = None
+    why = ""
     if scheme.lower() == "bearer" and cred:
         cred = cred.strip()
         if cred.startswith("ks_"):
             ident = st.tokens.authenticate(cred)
         elif st.jwt.enabled:
-            ident = st.jwt.verify(cred)
+            ident, why = st.jwt.verify_why(cred)
     if ident is None:
         st.limiter.failed(client)
         m = st.manager.as_actor("anonymous", client=client, request_id=rid)
-        m.record("authenticate", None, "denied",
-                 detail={"reason": "missing" if not header else "invalid"})
+        detail = {"reason": "missing" if not header else "invalid"}
+        if why:  # which trust refused a workload token, and why (never the token)
+            detail["workload"] = why[:500]
+        m.record("authenticate", None, "denied", detail=detail)
         raise AuthFailed()
     return ident
 

@@ -17,13 +17,14 @@ the token wins. Each refusal has a reason, for the server's log and for
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import json
 import logging
 import os
 import re
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keysafe.config import url_origin
 from keysafe.durations import parse_interval
-from keysafe.errors import ConfigError, KeysafeError
+from keysafe.errors import BackendUnavailable, ConfigError, KeysafeError
 from keysafe.hosts import is_loopback_host, plain_http_allowed
 from keysafe.server.auth import Identity, check_domain_scopes, check_orgs, check_roles
 
@@ -48,9 +50,13 @@ FIELDS = ("name", "issuer", "audience", "subject", "claims", "roles", "scopes", 
           "max_lifetime", "jwks_url", "jwks_file", "jwks_ca_file", "jwks_token_file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _FETCH_TIMEOUT = 5.0
-#: An unknown ``kid`` makes keysafe fetch the key set again at most this often (where
-#: PyJWT supports it), so a flood of made-up kids is not a flood of fetches.
+#: Fetched key sets are refreshed (in the background) this often.
+KEY_LIFESPAN = 300.0
+#: A token naming a key not held makes keysafe fetch the key set again at most this
+#: often, so a flood of made-up kids is not a flood of fetches.
 REFRESH_COOLDOWN = 30.0
+#: The largest discovery document or key set read.
+MAX_DOCUMENT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ class Trust:
         if self.jwks_file is not None:
             return f"file {self.jwks_file}"
         if self.jwks_url is not None:
-            return self.jwks_url
+            return url_origin(self.jwks_url) if "@" in self.jwks_url or "?" in self.jwks_url \
+                else self.jwks_url
         return f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +156,11 @@ def _strings(value: Any, what: str, *, required: bool = False) -> tuple[str, ...
         if required:
             raise ValueError(f"'{what}' is required")
         return ()
-    items = [value] if isinstance(value, str) else value
+    items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) \
+        else value
+    if isinstance(items, list):  # a number written unquoted (repository_owner_id: 123)
+        items = [str(x) if isinstance(x, int) and not isinstance(x, bool) else x
+                 for x in items]
     if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
         raise ValueError(f"'{what}' must be a string or a list of non-empty strings")
     if required and not items:
@@ -174,7 +185,10 @@ def _file(value: Any, what: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise ValueError(f"'{what}' must be a file path")
     p = Path(value)
-    return p if p.is_absolute() else base / p
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise ValueError(f"'{what}' {str(p)!r} is not a readable file")
+    return p
 
 
 def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trust:
@@ -211,13 +225,21 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
             want = "true" if want else "false"
         claims.append((tuple(key.split("/")), _strings(want, f"claims.{key}",
                                                        required=True)))
+    subject = _strings(raw.get("subject"), "subject")
+    if not any(p.strip("*") for p in subject) and not any(
+            p.strip("*") for _, want in claims for p in want):
+        # An issuer such as GitHub's signs tokens for every repository on GitHub, and a
+        # job chooses its own audience: without a bound subject or claim, a trust would
+        # let anyone in.
+        raise ValueError("bind 'subject' or at least one of 'claims' to something other "
+                         "than '*': the issuer signs tokens for others too")
     lifetime = raw.get("max_lifetime", DEFAULT_MAX_LIFETIME)
     if not isinstance(lifetime, str):
         raise ValueError("'max_lifetime' must be a duration like 1h or 15m")
+    if raw.get("jwks_url") and raw.get("jwks_file"):
+        raise ValueError("give 'jwks_url' or 'jwks_file', not both")
     jwks_url = _url(raw["jwks_url"], "jwks_url") if raw.get("jwks_url") else None
     jwks_file = _file(raw["jwks_file"], "jwks_file", base) if raw.get("jwks_file") else None
-    if jwks_url and jwks_file:
-        raise ValueError("give 'jwks_url' or 'jwks_file', not both")
     if jwks_url is None and jwks_file is None:
         _url(issuer, "issuer")  # the keys are discovered from it
     ca = raw.get("jwks_ca_file")
@@ -227,7 +249,7 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
                          "with 'jwks_file' nothing is fetched")
     return Trust(
         name=name, issuer=issuer, audience=audience, roles=roles, scopes=scopes,
-        subject=_strings(raw.get("subject"), "subject"), claims=tuple(claims),
+        subject=subject, claims=tuple(claims),
         env=tuple(e.lower() for e in _strings(raw.get("env"), "env")),
         max_lifetime=parse_interval(lifetime, "max_lifetime"),
         jwks_url=jwks_url, jwks_file=jwks_file,
@@ -239,141 +261,184 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
 
 
 class _Keys:
-    """One trust's signing keys: a JWKS URL (given, or discovered from the issuer's
-    OpenID configuration), or a JWKS file (re-read when a token names a key it lacks
-    and the file has changed)."""
+    """The signing keys of one key source (shared by the trusts that name it): a JWKS URL
+    (given, or discovered from the issuer's OpenID configuration), or a JWKS file.
+
+    A request never waits on the network: fetched keys are kept and refreshed in a
+    background thread every KEY_LIFESPAN seconds, and at once (at most every
+    REFRESH_COOLDOWN seconds) when a token names a key not held, which is refused
+    meanwhile. A failed fetch keeps the last good keys. A key file is read again
+    whenever it changes; an unreadable or malformed one keeps the last good keys too."""
 
     def __init__(self, trust: Trust) -> None:
         self.trust = trust
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._file_set: Any = None
-        self._file_mtime: float | None = None
+        self._keys: dict[str | None, Any] | None = None  # kid -> PyJWK
+        self._stamp: tuple[int, int, int] | None = None  # the key file's
+        self._fetched = 0.0  # monotonic time of the last successful fetch
+        self._tried = -REFRESH_COOLDOWN  # ... and of the last attempt
+        self._busy = False
+        self._jwks_uri: str | None = trust.jwks_url
+        self.error: str | None = None  # why the last fetch failed
 
-    def key_for(self, token: str) -> Any:
-        """The PyJWK that should have signed ``token``; jwt.PyJWTError if none."""
+    def key_for(self, kid: str | None) -> Any:
+        """The key ``kid`` names (the only key, when ``kid`` is None); InvalidTokenError
+        with the reason if none."""
         import jwt
 
-        kid = jwt.get_unverified_header(token).get("kid")
         if self.trust.jwks_file is not None:
-            return self._from_file(kid)
-        client = self._jwks_client()
+            self._read_file()
+        else:
+            self._maybe_refresh(kid)
+        keys = self._keys or {}
         if kid is None:
-            keys = client.get_signing_keys()
-            if len(keys) != 1:
-                raise jwt.InvalidTokenError("the token names no key (kid) and the issuer "
-                                            "publishes several")
-            return keys[0]
-        return client.get_signing_key(kid)
+            if len(keys) == 1:
+                return next(iter(keys.values()))
+            raise jwt.InvalidTokenError("the token names no key (kid) and the issuer has "
+                                        f"{len(keys)} keys")
+        key = keys.get(kid)
+        if key is None:
+            why = f"; the last fetch failed: {self.error}" if self.error else ""
+            raise jwt.InvalidTokenError(f"the issuer's keys hold no key {kid!r} (yet){why}")
+        return key
 
-    def _from_file(self, kid: str | None) -> Any:
+    # -- a key file ---------------------------------------------------------------
+    def _read_file(self) -> None:
         import jwt
 
         path = self.trust.jwks_file
         assert path is not None
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp == self._stamp:
+                return
+            keys = _key_map(jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            self.error = f"cannot read the key file {path}: {_short(exc)}"
+            logger.warning("trust %s: %s (keeping the keys read before)", self.trust.name,
+                           self.error)
+            return
         with self._lock:
-            try:
-                mtime = path.stat().st_mtime
-                if self._file_set is None or (mtime != self._file_mtime
-                                              and self._find(kid) is None):
-                    self._file_set = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
-                    self._file_mtime = mtime
-            except OSError as exc:
-                raise jwt.InvalidTokenError(f"cannot read the key file {path}: "
-                                            f"{exc.strerror or exc}") from None
-            key = self._find(kid)
-        if key is None:
-            raise jwt.InvalidTokenError(f"no key {kid!r} in {path}" if kid else
-                                        f"the token names no key (kid) and {path} holds "
-                                        "several")
-        return key
+            self._keys, self._stamp, self.error = keys, stamp, None
 
-    def _find(self, kid: str | None) -> Any:
-        keys = [k for k in self._file_set.keys if k.public_key_use in (None, "sig")] \
-            if self._file_set is not None else []
-        if kid is None:
-            return keys[0] if len(keys) == 1 else None
-        return next((k for k in keys if k.key_id == kid), None)
-
-    def _context(self) -> ssl.SSLContext | None:
-        ca = self.trust.jwks_ca_file
-        return ssl.create_default_context(cafile=str(ca)) if ca is not None else None
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "keysafe", "Accept": "application/json"}
-        bearer = self.trust.jwks_token_file
-        if bearer is not None:
-            # Re-read for every fetch: a projected service account token is rotated.
-            headers["Authorization"] = "Bearer " + bearer.read_text(encoding="utf-8").strip()
-        return headers
-
-    def _jwks_client(self) -> Any:
+    # -- fetched keys ---------------------------------------------------------------
+    def _maybe_refresh(self, kid: str | None) -> None:
+        now = time.monotonic()
+        stale = now - self._fetched > KEY_LIFESPAN
+        missing = self._keys is None or (kid is not None and kid not in self._keys)
+        if not (stale or missing) or now - self._tried < REFRESH_COOLDOWN:
+            return
         with self._lock:
-            if self._client is None:
-                self._client = _make_client(self)
-            return self._client
+            if self._busy:
+                return
+            self._busy, self._tried = True, now
+        threading.Thread(target=self._refresh_quietly, name=f"keysafe-keys-{self.trust.name}",
+                         daemon=True).start()
 
-    def discover(self) -> str:
-        """The issuer's ``jwks_uri``, from its OpenID configuration."""
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh()
+        except Exception as exc:  # a background thread reports, never raises
+            logger.warning("trust %s: cannot get the issuer's keys: %s", self.trust.name,
+                           _short(exc))
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def refresh(self) -> None:
+        """Fetch the key set now (discovering where it is first, once). On failure the
+        last good keys stay and ``error`` says why; KeysafeError is raised."""
         import jwt
 
-        url = self.trust.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        if self.trust.jwks_file is not None:
+            self._read_file()
+            return
+        self._tried = time.monotonic()
         try:
-            # The issuer was checked to be https (or loopback http) when the file loaded.
-            req = urllib.request.Request(url, headers=self._headers())  # noqa: S310
-            handlers: list[Any] = [_NoRedirect()]
-            if (ctx := self._context()) is not None:
-                handlers.append(urllib.request.HTTPSHandler(context=ctx))
-            opener = urllib.request.build_opener(*handlers)
-            with opener.open(req, timeout=_FETCH_TIMEOUT) as resp:
-                doc = json.load(resp)
-            jwks_uri = _url(doc.get("jwks_uri") if isinstance(doc, dict) else None,
-                            "jwks_uri")
-        except (OSError, ValueError) as exc:
-            raise jwt.PyJWKClientConnectionError(
-                f"cannot discover the keys of {self.trust.issuer}: {exc}") from None
-        return jwks_uri
+            if self._jwks_uri is None:
+                self._jwks_uri = self._discover()
+            keys = _key_map(jwt.PyJWKSet.from_dict(self._get(self._jwks_uri)))
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            self.error = _short(exc)
+            raise BackendUnavailable(f"trust {self.trust.name}: cannot get the issuer's "
+                                     f"keys: {self.error}") from None
+        with self._lock:
+            self._keys, self._fetched, self.error = keys, time.monotonic(), None
+
+    def _discover(self) -> str:
+        doc = self._get(self.trust.issuer.rstrip("/") + "/.well-known/openid-configuration")
+        # OpenID Connect Discovery: the document must be the issuer's own.
+        if doc.get("issuer", "").rstrip("/") != self.trust.issuer.rstrip("/"):
+            raise ValueError(f"the discovery document names issuer {doc.get('issuer')!r}, "
+                             f"not {self.trust.issuer!r}")
+        return _url(doc.get("jwks_uri"), "jwks_uri")
+
+    def _get(self, url: str) -> dict[str, Any]:
+        """One JSON document: no redirects, at most MAX_DOCUMENT bytes, keysafe's bearer
+        token only to the issuer's own origin or the configured jwks_url's."""
+        headers = {"User-Agent": "keysafe", "Accept": "application/json"}
+        bearer = self.trust.jwks_token_file
+        if bearer is not None and _origin(url) in self._bearer_origins():
+            # Read for every fetch: a projected service account token is rotated.
+            headers["Authorization"] = "Bearer " + bearer.read_text(encoding="utf-8").strip()
+        handlers: list[Any] = [_NoRedirect()]
+        ca = self.trust.jwks_ca_file
+        if ca is not None:
+            handlers.append(urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=str(ca))))
+        # Every URL here was checked to be https (or loopback http) when the file loaded.
+        req = urllib.request.Request(url, headers=headers)  # noqa: S310
+        with urllib.request.build_opener(*handlers).open(req, timeout=_FETCH_TIMEOUT) as resp:
+            body = resp.read(MAX_DOCUMENT + 1)
+        if len(body) > MAX_DOCUMENT:
+            raise ValueError(f"{url_origin(url)} answered more than {MAX_DOCUMENT} bytes")
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{url_origin(url)} did not answer a JSON object")
+        return doc
+
+    def _bearer_origins(self) -> set[str]:
+        out = {_origin(self.trust.issuer)}
+        if self.trust.jwks_url:
+            out.add(_origin(self.trust.jwks_url))
+        return out
+
+
+def _origin(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.scheme}://{(u.hostname or '').lower()}:{u.port or ''}"
+
+
+def _key_map(keyset: Any) -> dict[str | None, Any]:
+    """kid -> key, for the keys meant for signatures."""
+    return {k.key_id: k for k in keyset.keys if k.public_key_use in (None, "sig")}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Discovery answers where it is asked, as PyJWKClient's fetches do."""
+    """Keys are taken from where they were asked for, never from where a redirect points."""
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
-def _make_client(keys: _Keys) -> Any:
-    import jwt
-
-    class _Client(jwt.PyJWKClient):
-        def fetch_data(self) -> Any:
-            self.headers = keys._headers()
-            return super().fetch_data()
-
-    url = keys.trust.jwks_url or keys.discover()
-    kwargs: dict[str, Any] = {"cache_keys": True, "lifespan": 300, "timeout": _FETCH_TIMEOUT,
-                              "ssl_context": keys._context(), "headers": keys._headers()}
-    try:
-        return _Client(url, cooldown_duration=REFRESH_COOLDOWN, **kwargs)
-    except TypeError:  # PyJWT before the cooldown: every unknown kid fetches
-        return _Client(url, **kwargs)
-
-
 # -- verifying ----------------------------------------------------------------------
+
+_MISSING = object()
 
 
 def _claim(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = claims
     for part in path:
         if not isinstance(value, Mapping) or part not in value:
-            return None
+            return _MISSING
         value = value[part]
     return value
 
 
 def _as_texts(value: Any) -> list[str] | None:
     """A claim's value(s) as text to match: strings, numbers, booleans (as true/false),
-    or a list of them; None for anything else (an object, a missing claim)."""
+    or a list of them; None for anything else (an object, null)."""
     items = value if isinstance(value, list) else [value]
     out = []
     for x in items:
@@ -386,8 +451,19 @@ def _as_texts(value: Any) -> list[str] | None:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern(text: str) -> re.Pattern[str]:
+    """``*`` matches any run of characters (``/`` and ``:`` included); every other
+    character only itself."""
+    return re.compile(".*".join(re.escape(part) for part in text.split("*")), re.DOTALL)
+
+
 def _matches(values: list[str], patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(v, p) for v in values for p in patterns)
+    return any(_pattern(p).fullmatch(v) for v in values for p in patterns)
+
+
+def _key_source(t: Trust) -> tuple[Any, ...]:
+    return (t.issuer, t.jwks_url, t.jwks_file, t.jwks_ca_file, t.jwks_token_file)
 
 
 class TrustVerifier:
@@ -396,14 +472,28 @@ class TrustVerifier:
     def __init__(self, trusts: list[Trust], env: str) -> None:
         self.trusts = trusts
         self.env = env.lower()
-        self._keys = {t.name: _Keys(t) for t in trusts}
+        sources: dict[tuple[Any, ...], _Keys] = {}
+        self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
+        self._sources = list(sources.values())
         self.issuers = frozenset(t.issuer for t in trusts)
 
-    def verify(self, token: str) -> Identity | None:
+    def start(self) -> None:
+        """Fetch every key set now (a server calls this once before serving, so the
+        first requests find their keys); a failure is logged and retried on use."""
+        for keys in self._sources:
+            try:
+                keys.refresh()
+            except KeysafeError as exc:
+                logger.warning("%s (retried when a token needs them)", exc)
+
+    def verify(self, token: str) -> tuple[Identity | None, str]:
+        """The token's identity, or None and why (for the log and the audit record)."""
         decision = self.check(token)
         if decision.identity is None:
-            logger.info("workload token refused: %s", decision.summary())
-        return decision.identity
+            why = decision.summary()
+            logger.info("workload token refused: %s", why)
+            return None, why
+        return decision.identity, ""
 
     def check(self, token: str) -> Decision:
         import jwt
@@ -416,20 +506,24 @@ class TrustVerifier:
             out.reasons.append(("", "not a JWT"))
             return out
         iss = unverified.get("iss")
+        kid = header.get("kid")
         if header.get("alg") not in ALGORITHMS:
-            out.reasons.append(("", f"algorithm {header.get('alg')!r} is not accepted "
+            out.reasons.append(("", f"algorithm {_clean(header.get('alg'))} is not accepted "
                                     f"(only {', '.join(ALGORITHMS)})"))
+            return out
+        if not isinstance(iss, str) or (kid is not None and not isinstance(kid, str)):
+            out.reasons.append(("", "the token's iss (or kid) is not a string"))
             return out
         for trust in self.trusts:
             if trust.issuer != iss:
                 out.reasons.append((trust.name, f"issuer is {trust.issuer!r}, the token's "
-                                                f"is {iss!r}"))
+                                                f"is {_clean(iss)}"))
                 continue
             if trust.env and self.env not in trust.env:
                 out.reasons.append((trust.name, f"applies in {', '.join(trust.env)}, this "
                                                 f"server is {self.env}"))
                 continue
-            why, claims = self._verified(trust, token)
+            why, claims = self._verified(trust, token, kid)
             if claims is None:
                 out.reasons.append((trust.name, why))
                 continue
@@ -437,19 +531,21 @@ class TrustVerifier:
             if why:
                 out.reasons.append((trust.name, why))
                 continue
+            # kind "workload": never mistaken for a host platform's JWT user (jwt:<sub>).
             out.identity = Identity(f"{trust.name}:{claims['sub']}", trust.roles,
-                                    trust.scopes, kind="jwt",
+                                    trust.scopes, kind="workload",
                                     expires_at=float(claims["exp"]))
             out.trust = trust.name
             return out
         return out
 
-    def _verified(self, trust: Trust, token: str) -> tuple[str, dict[str, Any] | None]:
+    def _verified(self, trust: Trust, token: str, kid: str | None
+                  ) -> tuple[str, dict[str, Any] | None]:
         """The token's claims if its signature, issuer, audience and times hold."""
         import jwt
 
         try:
-            key = self._keys[trust.name].key_for(token)
+            key = self._keys[trust.name].key_for(kid)
             claims = jwt.decode(token, key, algorithms=list(ALGORITHMS),
                                 audience=list(trust.audience), issuer=trust.issuer,
                                 leeway=LEEWAY,
@@ -458,11 +554,12 @@ class TrustVerifier:
             return "the token has expired", None
         except jwt.InvalidAudienceError:
             return f"audience is not {' or '.join(trust.audience)}", None
-        except jwt.PyJWKClientError as exc:
-            return f"cannot get the issuer's keys: {_short(exc)}", None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
             return _short(exc), None
-        lifetime = float(claims["exp"]) - float(claims["iat"])
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (TypeError, ValueError):
+            return "exp or iat is not a number", None
         if lifetime > trust.max_lifetime + LEEWAY:
             return (f"the token lives {lifetime / 3600:.1f} h, longer than max_lifetime "
                     f"({trust.max_lifetime / 3600:g} h)"), None
@@ -474,20 +571,30 @@ class TrustVerifier:
     def _bound(trust: Trust, claims: Mapping[str, Any]) -> str:
         """Why the subject or a bound claim does not match ('' when all do)."""
         if trust.subject and not _matches([claims["sub"]], trust.subject):
-            return f"subject {claims['sub']!r} is not {' or '.join(trust.subject)}"
+            return f"subject {_clean(claims['sub'])} is not {' or '.join(trust.subject)}"
         for path, patterns in trust.claims:
             name = "/".join(path)
-            values = _as_texts(_claim(claims, path))
+            raw = _claim(claims, path)
+            if raw is _MISSING:
+                return f"claim {name} is missing"
+            values = _as_texts(raw)
             if values is None:
-                return f"claim {name} is missing or not text"
+                return f"claim {name} is not text, a number or a list of them"
             if not _matches(values, patterns):
-                shown = values[0] if len(values) == 1 else values
-                return f"claim {name} is {shown!r}, not {' or '.join(patterns)}"
+                return (f"claim {name} is {_clean(values[0] if len(values) == 1 else values)}"
+                        f", not {' or '.join(patterns)}")
         return ""
 
 
+def _clean(value: Any) -> str:
+    """A token's value for a message: repr'd and cut short, so nothing a token carries can
+    forge a log line."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _short(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
+    text = "".join(c if c.isprintable() else "?" for c in (str(exc) or type(exc).__name__))
     return text if len(text) <= 200 else text[:197] + "..."
 
 

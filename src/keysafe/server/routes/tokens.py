@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Annotated
 
@@ -42,6 +43,11 @@ def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreat
         # Blind write: an org admin must not be able to grant itself value reads.
         raise PermissionDenied("only an admin of every org may create service tokens")
     ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    if ctx.identity.expires_at is not None:
+        # As in Vault: a credential makes none that outlives it (a CI job's five-minute
+        # workload token cannot mint a permanent one).
+        left = timedelta(seconds=max(ctx.identity.expires_at - time.time(), 1.0))
+        ttl = left if ttl is None else min(ttl, left)
     token, info = state_of(request).tokens.create(
         name=body.name, roles=body.roles, orgs=orgs, created_by=ctx.identity.principal,
         ttl=ttl)

@@ -82,6 +82,8 @@ class _Fields(NamedTuple):
     rotation_overrides: str = ""
     rotation_window: str = ""
     event_webhooks: str = ""
+    audit_anchor_interval: float = 0.0
+    audit_anchor_file: str | None = None
     event_webhook_secret: str | None = None
     key_checks: bool = True
     key_check_timeout: float = 5.0
@@ -263,6 +265,8 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_ROTATION_OVERRIDES": "rotation_overrides",
     "KEYSAFE_ROTATION_WINDOW": "rotation_window",
     "KEYSAFE_EVENT_WEBHOOKS": "event_webhooks",
+    "KEYSAFE_AUDIT_ANCHOR_INTERVAL": "audit_anchor_interval",
+    "KEYSAFE_AUDIT_ANCHOR_FILE": "audit_anchor_file",
     "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
     "KEYSAFE_KEY_CHECKS": "key_checks",
     "KEYSAFE_KEY_CHECK_TIMEOUT": "key_check_timeout",

@@ -15,6 +15,7 @@ from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
+from keysafe.errors import NotFound
 from keysafe.manager.access import KINDS
 
 if TYPE_CHECKING:
@@ -189,12 +190,21 @@ def verify(
         help="Check these files from `keysafe audit archive` instead of the store "
              "(oldest first; repeat the option), and that the store continues from "
              "the last one.", show_default=False)] = None,
+    anchor_files: Annotated[list[Path] | None, typer.Option(
+        "--anchors", metavar="FILE", exists=True, dir_okay=False,
+        help="Anchors taken earlier (`keysafe audit anchor --out`, or the server's "
+             "KEYSAFE_AUDIT_ANCHOR_FILE): each anchored record must still be there, "
+             "unchanged (repeat the option).", show_default=False)] = None,
     env: Env = None,
     as_json: Json = False,
 ) -> None:
-    """Check the hash chain; exit 6 naming every edited, removed or reordered record."""
+    """Check the hash chain; exit 6 naming every edited, removed or reordered record,
+    and every anchored record that changed or is gone."""
+    from keysafe.manager import anchors
+
+    wanted = anchors.read(anchor_files or ())
     with open_manager(env) as mgr:
-        result = mgr.audit_verify(archives or ())
+        result = mgr.audit_verify(archives or (), wanted)
     what = "archived audit records" if archives else "audit chain"
     if as_json:
         emit_json(result.to_dict())
@@ -213,6 +223,35 @@ def verify(
             f"{result.checked} records (first at record {result.problems[0][0]})",
             exitcodes.INTEGRITY, as_json=as_json)
         raise typer.Exit(code)
+
+
+@audit_app.command("anchor")
+@command
+def anchor(
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="FILE", dir_okay=False,
+        help="Also add the anchor to this JSON-lines file (keep it where the store's "
+             "administrators cannot write).", show_default=False)] = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """The audit log's head now (record number and hash): kept elsewhere, it lets
+    `keysafe audit verify --anchors` catch a log rewritten from some record on, which the
+    chain alone cannot."""
+    from keysafe.manager import anchors
+
+    with open_manager(env) as mgr:
+        taken = anchors.take(mgr)
+    if taken is None:
+        raise NotFound("the audit log holds no record yet: nothing to anchor")
+    if out is not None:
+        anchors.append(out, taken)
+    if as_json:
+        emit_json(taken.to_dict())
+    else:
+        print(f"audit head: record {taken.seq}, hash {taken.hash} ({taken.taken_at})")
+        if out is not None:
+            say(f"added to {out}")
 
 
 @audit_app.command("archive")

@@ -207,7 +207,8 @@ def read_archive(path: Path) -> Iterator[Row]:
                                      "record") from None
 
 
-def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None) -> VerifyResult:
+def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None,
+                    tap: Callable[[Row], None] | None = None) -> VerifyResult:
     """Check archive files given oldest first: each record's hash and link, no gap
     between the files, and that the store's chain continues from the record it names
     as its base. What cannot be checked with the files given is said in ``notes``: a
@@ -225,6 +226,8 @@ def verify_archives(paths: Sequence[Path], base: tuple[int, str] | None) -> Veri
     def streamed() -> Iterator[Row]:  # one record in memory at a time
         for r in itertools.chain((first,), rows):
             last[0] = r
+            if tap is not None:
+                tap(r)
             if r[0] == base_seq:
                 at_base.append(r[12])
             yield r

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
     from keysafe.keycheck import KeyCheck
+    from keysafe.manager.anchors import Anchor
     from keysafe.manager.archive import ArchiveResult, CompactResult
     from keysafe.rotation.engine import Outcome, RotationEngine
 
@@ -958,20 +959,29 @@ class SecretManager:
         self.audit.flush()
         return self.audit.store.query(flt or AuditFilter())
 
-    def audit_verify(self, archives: Sequence[Path] = ()) -> VerifyResult:
+    def audit_verify(self, archives: Sequence[Path] = (),
+                     anchors: Sequence[Anchor] = ()) -> VerifyResult:
         """Check the hash chain in the store, from where archiving left it; with
-        ``archives`` (files from ``audit_archive``, oldest first), check those instead."""
+        ``archives`` (files from ``audit_archive``, oldest first), check those instead.
+        ``anchors`` (keysafe.manager.anchors): records that must still be there,
+        unchanged, in what is checked."""
+        from keysafe.manager.anchors import Tap
         from keysafe.manager.archive import base_of, verify_archives
 
         self.audit.flush()
         store = self.audit.store
+        tap = Tap(anchors)
         if archives:
-            return verify_archives(archives, base_of(store))
+            base = base_of(store)
+            return tap.judge(verify_archives(archives, base, tap.watch), base, in_files=True)
         snapshot = getattr(store, "snapshot", None)
         if snapshot is not None:
             with snapshot() as (base, head, rows):
-                return verify_rows(rows, head, base)
-        return verify_rows(store.scan(), store.head(), base_of(store))
+                return tap.judge(verify_rows(tap.rows(rows), head, base), base,
+                                 in_files=False)
+        base = base_of(store)
+        return tap.judge(verify_rows(tap.rows(store.scan()), store.head(), base), base,
+                         in_files=False)
 
     def audit_archive(self, before: datetime, dest: Path,
                       progress: Progress | None = None) -> ArchiveResult:

@@ -14,6 +14,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -218,6 +219,14 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
         access = AccessWatch(robot, Events.from_settings(settings),
                              settings.access_report_interval)
         jobs.append(Job("access-report", settings.access_report_interval, access.run))
+    if settings.audit_anchor_interval > 0:
+        from keysafe.manager.anchors import publisher
+        from keysafe.rotation.events import Events
+
+        anchor_file = Path(settings.audit_anchor_file) if settings.audit_anchor_file else None
+        jobs.append(Job("audit-anchor", settings.audit_anchor_interval,
+                        publisher(manager, Events.from_settings(settings), anchor_file,
+                                  logging.getLogger("keysafe.audit").info)))
     if not jobs:
         return None
     every = min(j.every for j in jobs)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from keysafe.errors import InvalidValue, PermissionDenied
+from keysafe.errors import InvalidValue, NotFound, PermissionDenied
 from keysafe.manager.access import access_report
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.deps import Ctx, get_ctx
@@ -27,6 +27,23 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
         ctx.require("audit", None)
     else:
         ctx.require_whole("audit", org_id, "the org's audit log")
+
+
+@router.get("/api/audit/anchor")
+def audit_anchor(ctx: CtxDep) -> dict[str, Any]:
+    """The audit log's head now (record number and hash), for an anchor kept where the
+    store's administrators cannot write (``keysafe audit verify --anchors``). The whole
+    log's: an admin of every org only."""
+    from keysafe.manager.anchors import take
+
+    ctx.require("audit", None)
+    if ctx.identity.orgs is not None:
+        raise PermissionDenied("the audit anchor covers every org's records: an admin of "
+                               "every org only")
+    taken = take(ctx.mgr)
+    if taken is None:
+        raise NotFound("the audit log holds no record yet: nothing to anchor")
+    return taken.to_dict()
 
 
 @router.get("/api/audit/report", response_model=AccessReportOut)

@@ -101,7 +101,11 @@ class Tap:
         self.seen: dict[int, str] = {}
         self.last = 0
 
-    def rows(self, rows: Iterable[Row]) -> Iterator[Row]:
+    def rows(self, rows: Iterable[Row]) -> Iterable[Row]:
+        """``rows``, watched (as they are: no anchors, nothing to watch)."""
+        return self._watched(rows) if self.anchors else rows
+
+    def _watched(self, rows: Iterable[Row]) -> Iterator[Row]:
         for r in rows:
             self.watch(r)
             yield r
@@ -117,6 +121,8 @@ class Tap:
         note for those the walk could not reach (archived, or not in the files given)."""
         from keysafe.manager.audit import VerifyResult
 
+        if not self.anchors:
+            return result
         problems, notes = list(result.problems), list(result.notes)
         confirmed = 0
         last = max(self.last, base[0] if base is not None and not in_files else 0)
@@ -139,8 +145,7 @@ class Tap:
             elif a.seq > last:
                 problems.append((a.seq, f"record {a.seq} ({when}) is gone: the log ends at "
                                         f"record {last}"))
-        if self.anchors:
-            notes.append(f"{confirmed} of {len(self.anchors)} anchor(s) confirmed")
+        notes.append(f"{confirmed} of {len(self.anchors)} anchor(s) confirmed")
         return VerifyResult(not problems, result.checked, problems, tuple(notes))
 
 

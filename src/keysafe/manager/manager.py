@@ -973,7 +973,8 @@ class SecretManager:
         tap = Tap(anchors)
         if archives:
             base = base_of(store)
-            return tap.judge(verify_archives(archives, base, tap.watch), base, in_files=True)
+            return tap.judge(verify_archives(archives, base, tap.watch if anchors else None),
+                             base, in_files=True)
         snapshot = getattr(store, "snapshot", None)
         if snapshot is not None:
             with snapshot() as (base, head, rows):

@@ -487,38 +487,18 @@ def test_token_file_is_read_again_when_it_changes(tmp_path: Path,
     assert env_token() == "ks_direct"  # the variable itself wins
 
 
-def test_transport_sends_the_token_the_file_holds_now(tmp_path: Path) -> None:
-    seen: list[str | None] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = b"{}"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+def test_transport_sends_the_token_the_file_holds_now(tmp_path: Path,
+                                                     issuer: Issuer) -> None:
     f = tmp_path / "token"
     f.write_text("one")
+    http = HttpTransport(issuer.url, TokenFile(f))  # any loopback server that answers
     try:
-        http = HttpTransport(f"http://127.0.0.1:{srv.server_address[1]}", TokenFile(f))
-        http.request("GET", "/x")
+        http.request("GET", "/jwks")
         f.write_text("two")
-        http.request("GET", "/x")
-        http.close()
+        http.request("GET", "/jwks")
     finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(timeout=5)
-    assert seen == ["Bearer one", "Bearer two"]
+        http.close()
+    assert issuer.seen_auth == ["Bearer one", "Bearer two"]
 
 
 def test_cli_through_a_server_with_a_workload_token_file(tmp_path: Path,

@@ -46,16 +46,28 @@ def cut_after(home: Path, seq: int) -> None:
         c.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, h))
 
 
+def set_base(home: Path, seq: int, h: str) -> None:
+    with sqlite3.connect(home / "keysafe.db") as c:
+        c.execute("CREATE TABLE IF NOT EXISTS audit_base (id INTEGER PRIMARY KEY CHECK "
+                  "(id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL)")
+        c.execute("INSERT INTO audit_base VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                  "seq = excluded.seq, hash = excluded.hash", (seq, h))
+
+
+def anchor(kc: Ks, out: Path) -> dict[str, Any]:
+    r = kc("audit", "anchor", "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    return dict(json.loads(r.out))
+
+
 def test_an_anchor_catches_a_rewritten_log(kc: Ks, put: Callable[..., Run],
                                            home: Path, tmp_path: Path) -> None:
     for i in range(5):
         put(f"key_{i}", f"value-{i}")
     anchors = tmp_path / "offsite" / "anchors.jsonl"
-    r = kc("audit", "anchor", "--out", str(anchors), "--json")
-    assert r.code == 0, r.err
-    taken = json.loads(r.out)
+    taken = anchor(kc, anchors)
     assert taken["kind"] == "keysafe-audit-anchor"
-    assert taken["seq"] >= 5
+    assert taken["seq"] == 6  # its own audit_anchor record, after the five writes
     assert json.loads(anchors.read_text().splitlines()[0]) == taken
     put("key_5", "value-5")  # the log goes on after the anchor
 
@@ -70,7 +82,7 @@ def test_an_anchor_catches_a_rewritten_log(kc: Ks, put: Callable[..., Run],
     r = kc("audit", "verify", "--anchors", str(anchors), "--json")
     assert r.code == 6
     problems = json.loads(r.out)["problems"]
-    assert [p["seq"] for p in problems] == [taken["seq"]]
+    assert [p["seq"] for p in problems] == [6]
     assert "the log was rewritten from there on" in problems[0]["problem"]
 
 
@@ -79,14 +91,32 @@ def test_an_anchor_catches_a_log_cut_short(kc: Ks, put: Callable[..., Run], home
     for i in range(4):
         put(f"key_{i}", f"value-{i}")
     anchors = tmp_path / "anchors.jsonl"
-    assert kc("audit", "anchor", "--out", str(anchors)).code == 0
-    head = json.loads(anchors.read_text())["seq"]
+    assert anchor(kc, anchors)["seq"] == 5
     cut_after(home, 2)
     assert kc("audit", "verify").code == 0  # the head row was moved back too
     r = kc("audit", "verify", "--anchors", str(anchors))
     assert r.code == 6
-    assert f"record {head}" in r.out
+    assert "record 5 (anchored" in r.out
     assert "is gone: the log ends at record 2" in r.out
+
+
+def test_a_forged_starting_point_does_not_pass(kc: Ks, put: Callable[..., Run], home: Path,
+                                               tmp_path: Path) -> None:
+    """Delete every record and claim the chain starts after record 100 (as if archived):
+    the anchors below it cannot be confirmed, and that is a failure, not a note."""
+    for i in range(3):
+        put(f"key_{i}", f"value-{i}")
+    anchors = tmp_path / "anchors.jsonl"
+    anchor(kc, anchors)
+    with sqlite3.connect(home / "keysafe.db") as c:
+        c.execute("DELETE FROM audit")
+        c.execute("UPDATE audit_head SET seq = 100, hash = ?", ("0" * 64,))
+    set_base(home, 100, "0" * 64)
+    assert kc("audit", "verify").code == 0  # nothing left to contradict the base
+    r = kc("audit", "verify", "--anchors", str(anchors))
+    assert r.code == 6
+    assert "record 4" in r.out
+    assert "cannot confirm it" in r.out
 
 
 def test_archived_anchors_are_checked_in_the_archive(kc: Ks, put: Callable[..., Run],
@@ -95,42 +125,55 @@ def test_archived_anchors_are_checked_in_the_archive(kc: Ks, put: Callable[..., 
 
     anchors = tmp_path / "anchors.jsonl"
     put("key_0", "value-0")
-    assert kc("audit", "anchor", "--out", str(anchors)).code == 0  # record 1
+    assert anchor(kc, anchors)["seq"] == 2
     for i in range(1, 3):
         put(f"key_{i}", f"value-{i}")
-    assert kc("audit", "anchor", "--out", str(anchors)).code == 0  # record 3
+    assert anchor(kc, anchors)["seq"] == 5
     archive = tmp_path / "audit-old.jsonl"
     r = kc("audit", "archive", "--before", datetime.now(UTC).isoformat(), "--to",
            str(archive), "--json")
     assert r.code == 0, r.err
-    assert json.loads(r.out)["through"] == 3
+    assert json.loads(r.out)["through"] == 5
     put("key_9", "value-9")
-    # The store's chain starts after record 3: that one is confirmed by where it starts,
-    # record 1 is in the archive.
+    # Record 5 is where the store's chain starts: confirmed. Record 2 is archived: this
+    # run cannot confirm it, and says how to.
     r = kc("audit", "verify", "--anchors", str(anchors), "--json")
-    assert r.code == 0, r.err
-    notes = json.loads(r.out)["notes"]
-    assert any("record 1 (anchored" in n and "is archived" in n for n in notes)
-    assert "1 of 2 anchor(s) confirmed" in notes
+    assert r.code == 6
+    out = json.loads(r.out)
+    assert [p["seq"] for p in out["problems"]] == [2]
+    assert "verify with --archive" in out["problems"][0]["problem"]
+    assert "1 of 2 anchor(s) confirmed" in out["notes"]
+    # The files and the store, walked together: both confirmed.
     r = kc("audit", "verify", "--archive", str(archive), "--anchors", str(anchors), "--json")
     assert r.code == 0, r.err
     assert "2 of 2 anchor(s) confirmed" in json.loads(r.out)["notes"]
 
 
-def test_bad_anchor_files_and_an_empty_log(kc: Ks, put: Callable[..., Run],
-                                           tmp_path: Path) -> None:
-    r = kc("audit", "anchor")
-    assert r.code == 3
-    assert "holds no record yet" in r.err
+def test_anchor_files_that_cannot_be_used(kc: Ks, put: Callable[..., Run],
+                                          tmp_path: Path) -> None:
+    assert anchor(kc, tmp_path / "first.jsonl")["seq"] == 1  # an empty log: its own record
     put("key_0", "v")
     bad = tmp_path / "bad.jsonl"
+    good = '{"kind": "keysafe-audit-anchor", "seq": 1, "hash": "' + "a" * 64 + '"}'
     for text, message in [("not json\n", "line 1 is not JSON"),
                           ('{"seq": 1}\n', "is not a keysafe audit anchor"),
                           ('{"kind": "keysafe-audit-anchor", "seq": 0, "hash": "'
                            + "a" * 64 + '"}\n', "seq must be a record number"),
                           ('{"kind": "keysafe-audit-anchor", "seq": 1, "hash": "xyz"}\n',
-                           "hash must be 64 hex digits")]:
+                           "hash must be 64 hex digits"),
+                          (good + "\n" + good.replace("a" * 64, "b" * 64) + "\n",
+                           "names a different hash")]:
         bad.write_text(text)
         r = kc("audit", "verify", "--anchors", str(bad))
         assert r.code == 2, (text, r.out, r.err)
         assert message in r.err
+    bad.write_bytes(b"\xff\xfe not text")
+    r = kc("audit", "verify", "--anchors", str(bad))
+    assert r.code == 2
+    assert "not UTF-8" in r.err
+    # An anchor of another environment is skipped, not a false alarm.
+    other = tmp_path / "prod.jsonl"
+    other.write_text(good.replace('"seq": 1', '"seq": 1, "env": "production"') + "\n")
+    r = kc("audit", "verify", "--anchors", str(other), "--json")
+    assert r.code == 0, r.out
+    assert any("environment production skipped" in n for n in json.loads(r.out)["notes"])

@@ -11,6 +11,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from keysafe.manager.audit import AuditFilter
+
 from .serverkit import OPENAI, VALUE_1, bearer, build_app, make_token
 
 ORG = "acme"
@@ -22,11 +24,10 @@ def test_the_anchor_route_is_for_admins_of_every_org(home: Path) -> None:
     org_admin = make_token(app, "acme-admin", ["admin"], [ORG])
     writer = make_token(app, "w", ["writer"], None)
     with TestClient(app) as c:
-        assert c.get("/api/audit/anchor", headers=bearer(root)).status_code == 404  # empty
         r = c.put(f"/api/secrets/{ORG}/{OPENAI}", headers=bearer(writer),
                   json={"secret_value": VALUE_1})
         assert r.status_code in (200, 201), r.text
-        r = c.get("/api/audit/anchor", headers=bearer(root))
+        r = c.post("/api/audit/anchor", headers=bearer(root))
         assert r.status_code == 200, r.text
         got = r.json()
         assert got["kind"] == "keysafe-audit-anchor"
@@ -34,8 +35,13 @@ def test_the_anchor_route_is_for_admins_of_every_org(home: Path) -> None:
         mgr.audit.flush()
         assert (got["seq"], got["hash"]) == mgr.audit.store.head()
         assert VALUE_1 not in r.text
-        assert c.get("/api/audit/anchor", headers=bearer(org_admin)).status_code == 403
-        assert c.get("/api/audit/anchor", headers=bearer(writer)).status_code == 403
+        assert c.post("/api/audit/anchor", headers=bearer(org_admin)).status_code == 403
+        assert c.post("/api/audit/anchor", headers=bearer(writer)).status_code == 403
+        records = mgr.audit_query(AuditFilter(action="audit_anchor"))
+        assert [(e.actor, e.outcome) for e in records] == [
+            ("token:root", "ok"), ("token:acme-admin", "denied")]
+        # (the writer lacks the audit permission: denied, and recorded, before the route)
+        assert records[0].seq == got["seq"]
 
 
 def test_the_server_publishes_anchors(home: Path, tmp_path: Path) -> None:

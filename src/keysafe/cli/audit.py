@@ -15,7 +15,6 @@ from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import open_manager
-from keysafe.errors import NotFound
 from keysafe.manager.access import KINDS
 
 if TYPE_CHECKING:
@@ -235,15 +234,14 @@ def anchor(
     env: Env = None,
     as_json: Json = False,
 ) -> None:
-    """The audit log's head now (record number and hash): kept elsewhere, it lets
-    `keysafe audit verify --anchors` catch a log rewritten from some record on, which the
-    chain alone cannot."""
+    """Anchor the audit log: commit an `audit_anchor` record durably and print its
+    number and hash. Kept where the store's administrators cannot write, it lets
+    `keysafe audit verify --anchors` catch a log rewritten or cut short, which the chain
+    alone cannot."""
     from keysafe.manager import anchors
 
     with open_manager(env) as mgr:
         taken = anchors.take(mgr)
-    if taken is None:
-        raise NotFound("the audit log holds no record yet: nothing to anchor")
     if out is not None:
         anchors.append(out, taken)
     if as_json:

@@ -1,18 +1,20 @@
-"""Audit anchors: the chain's head, kept somewhere the store's administrators cannot
-write, so that a log rewritten from some record on (every hash recomputed, which the
-chain alone cannot reveal) is still caught.
+"""Audit anchors: a record's number and hash, kept somewhere the store's administrators
+cannot write, so that a log rewritten from some record on (every hash recomputed,
+which the chain alone cannot reveal) or cut short is still caught.
 
-An anchor is the sequence number and hash of the newest record at one moment, as AWS
-CloudTrail's digest files are for its logs. ``keysafe audit anchor`` takes one,
-``keysafe serve`` can publish one every KEYSAFE_AUDIT_ANCHOR_INTERVAL seconds (to the
-event webhooks, signed, and to KEYSAFE_AUDIT_ANCHOR_FILE), ``GET /api/audit/anchor``
-answers one, and ``keysafe audit verify --anchors FILE`` checks that the log still holds
-each anchored record unchanged.
+An anchor names an ``audit_anchor`` record committed durably, as AWS CloudTrail's
+digest files vouch for its logs. ``keysafe audit anchor`` takes one, ``keysafe serve``
+can take one every KEYSAFE_AUDIT_ANCHOR_INTERVAL seconds (published to
+KEYSAFE_AUDIT_ANCHOR_FILE, the event webhooks and its log), ``POST /api/audit/anchor``
+takes one, and ``keysafe audit verify --anchors FILE`` checks that the log still holds
+each anchored record unchanged; an anchor it cannot reach is a failure, never taken
+on trust.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,14 +56,17 @@ class Anchor:
         return cls(seq, h, str(d.get("taken_at", "")), str(d.get("env", "")))
 
 
-def take(mgr: SecretManager) -> Anchor | None:
-    """The anchor of ``mgr``'s audit log now (None while it holds no record)."""
-    mgr.audit.flush()
-    head = mgr.audit.store.head()
-    if head is None:
-        return None
-    return Anchor(head[0], head[1], datetime.now(UTC).isoformat(timespec="seconds"),
-                  mgr.env)
+def take(mgr: SecretManager) -> Anchor:
+    """An anchor of ``mgr``'s audit log now: an ``audit_anchor`` record is committed
+    durably (with every buffered record before it), and the anchor names it, so an
+    anchor never names a record a crash could still take back."""
+    rows = mgr.audit.commit([mgr.draft("audit_anchor", None, "ok")])
+    if not rows:  # only where a failed audit write is not required to stop us
+        from keysafe.errors import AuditError
+
+        raise AuditError("the audit log could not record the anchor")
+    seq, h = rows[-1][0], rows[-1][12]
+    return Anchor(seq, h, datetime.now(UTC).isoformat(timespec="seconds"), mgr.env)
 
 
 def append(path: Path, anchor: Anchor) -> None:
@@ -69,17 +74,21 @@ def append(path: Path, anchor: Anchor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(anchor.to_dict(), sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read(paths: Iterable[Path]) -> list[Anchor]:
-    """The anchors in JSON-lines files (blank lines skipped); InvalidValue names a line
-    that is not one."""
-    out = []
+    """The anchors in JSON-lines files (blank lines skipped, repeats once);
+    InvalidValue names a line that is not one, or two anchors of one record that
+    disagree."""
+    out: dict[tuple[str, int], Anchor] = {}
     for p in paths:
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InvalidValue(f"cannot read {p}: {exc.strerror or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise InvalidValue(f"cannot read {p}: {why}") from None
         for no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -87,8 +96,12 @@ def read(paths: Iterable[Path]) -> list[Anchor]:
                 d = json.loads(line)
             except ValueError:
                 raise InvalidValue(f"{p} line {no} is not JSON") from None
-            out.append(Anchor.from_dict(d, f"{p} line {no}"))
-    return out
+            a = Anchor.from_dict(d, f"{p} line {no}")
+            seen = out.setdefault((a.env, a.seq), a)
+            if seen.hash != a.hash:
+                raise InvalidValue(f"{p} line {no}: another anchor of record {a.seq} names "
+                                   "a different hash (anchors of different stores mixed?)")
+    return list(out.values())
 
 
 class Tap:
@@ -116,50 +129,68 @@ class Tap:
         self.last = max(self.last, r[0])
 
     def judge(self, result: VerifyResult, base: tuple[int, str] | None, *,
-              in_files: bool) -> VerifyResult:
-        """``result`` with a problem for every anchored record changed or missing, and a
-        note for those the walk could not reach (archived, or not in the files given)."""
+              in_files: bool, env: str) -> VerifyResult:
+        """``result`` with a problem for every anchored record changed, missing, or not
+        reached: an anchor this run cannot confirm is not taken on trust (a database
+        writer could otherwise delete the log and move its starting point past every
+        anchor). ``in_files``: the walk covered archive files, then the store.
+        Anchors of another environment are skipped, with a note."""
         from keysafe.manager.audit import VerifyResult
 
         if not self.anchors:
             return result
         problems, notes = list(result.problems), list(result.notes)
+        mine = [a for a in self.anchors if not a.env or a.env == env]
+        if len(mine) < len(self.anchors):
+            others = sorted({a.env for a in self.anchors} - {env, ""})
+            notes.append(f"{len(self.anchors) - len(mine)} anchor(s) of environment "
+                         f"{', '.join(others)} skipped (this is {env})")
         confirmed = 0
-        last = max(self.last, base[0] if base is not None and not in_files else 0)
-        for a in sorted(self.anchors, key=lambda a: a.seq):
+        last = max(self.last, base[0] if base is not None else 0)
+        for a in sorted(mine, key=lambda a: a.seq):
             when = f"anchored {a.taken_at}" if a.taken_at else "anchored"
             got = self.seen.get(a.seq)
-            if got is None and not in_files and base is not None and a.seq == base[0]:
-                got = base[1]  # the record the store's chain continues from
+            if got is None and base is not None and a.seq == base[0]:
+                # The chain walked continues from this record: it is the anchored one
+                # if the hash it continues from is.
+                got = base[1]
             if got is not None:
                 if got == a.hash:
                     confirmed += 1
                 else:
                     problems.append((a.seq, f"record {a.seq} is not the record {when}: the "
                                             "log was rewritten from there on"))
-            elif in_files:
-                notes.append(f"record {a.seq} ({when}) is not in the files given")
-            elif base is not None and a.seq < base[0]:
-                notes.append(f"record {a.seq} ({when}) is archived: check it with "
-                             "--archive and the archive files")
+            elif not in_files and base is not None and a.seq < base[0]:
+                problems.append((a.seq, f"record {a.seq} ({when}) is archived, so this run "
+                                        "cannot confirm it: verify with --archive and the "
+                                        "archive files too"))
             elif a.seq > last:
                 problems.append((a.seq, f"record {a.seq} ({when}) is gone: the log ends at "
                                         f"record {last}"))
-        notes.append(f"{confirmed} of {len(self.anchors)} anchor(s) confirmed")
+            else:
+                problems.append((a.seq, f"record {a.seq} ({when}) is in neither the files "
+                                        "given nor the store"))
+        notes.append(f"{confirmed} of {len(mine)} anchor(s) confirmed")
         return VerifyResult(not problems, result.checked, problems, tuple(notes))
 
 
 def publisher(mgr: SecretManager, events: Any, file: Path | None,
               log: Callable[[str], None]) -> Callable[[], None]:
-    """The scheduled job of ``keysafe serve``: take an anchor and publish it."""
+    """The scheduled job of ``keysafe serve``: take an anchor and publish it, to the
+    file first (synced), then the webhooks and the log; nothing when the log has not
+    moved since the last anchor this process took."""
+    last: list[int] = []
 
     def run() -> None:
-        anchor = take(mgr)
-        if anchor is None:
+        mgr.audit.flush()
+        head = mgr.audit.store.head()
+        if head is None or (last and head[0] == last[0]):
             return
-        events.emit("audit.anchor", anchor.to_dict())
+        anchor = take(mgr)
         if file is not None:
             append(file, anchor)
+        last[:] = [anchor.seq]
+        events.emit("audit.anchor", anchor.to_dict())
         log(f"audit anchor: record {anchor.seq} hash {anchor.hash}")
 
     return run

@@ -737,13 +737,15 @@ class AuditLog:
         return _asks(self.store, "in_transaction")
 
     def commit(self, events: list[Draft], *, relaxed: bool = False,
-               required: bool = True) -> None:
-        """Store ``events`` now (with anything buffered); with ``required``, raise
-        AuditError on failure, else log it. ``relaxed``: OS-level durability only (see
+               required: bool = True) -> list[Row]:
+        """Store ``events`` now (with anything buffered), and return the chained rows
+        (``events``' last); with ``required``, raise AuditError on failure, else log it
+        (and return []). ``relaxed``: OS-level durability only (see
         SQLiteBackend.relaxed), for reads."""
         pending = self._take()
         with self._relaxed() if relaxed else contextlib.nullcontext():
-            self._commit([*pending, *events], requeue=len(pending), required=required)
+            return self._commit([*pending, *events], requeue=len(pending),
+                                required=required)
 
     def flush(self) -> None:
         """Commit buffered read records. They may be lost within ``flush_interval`` by
@@ -777,7 +779,7 @@ class AuditLog:
             self._thread = t
         t.start()
 
-    def _commit(self, events: list[Draft], *, requeue: int, required: bool) -> None:
+    def _commit(self, events: list[Draft], *, requeue: int, required: bool) -> list[Row]:
         try:
             done = self.store.append(events)
         except (KeysafeError, sqlite3.Error, OSError) as exc:
@@ -789,7 +791,7 @@ class AuditLog:
                 raise AuditError(f"audit log write failed: {exc}") from exc
             _warn("audit log write failed (%s); %d records dropped",
                   type(exc).__name__, len(events))
-            return
+            return []
         if requeue:
             # Buffered records that went into the caller's open transaction (ahead of
             # its write's record) return to the buffer if that transaction rolls back.
@@ -802,6 +804,7 @@ class AuditLog:
                 sink.write(done)
             except OSError as exc:
                 _warn("audit sink %s failed: %s", sink.path, exc)
+        return done
 
     def _requeue(self, events: list[Draft]) -> None:
         """Put records that were not stored back at the buffer's head (bounded)."""

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from keysafe.catalog import Catalog
     from keysafe.config import Settings
     from keysafe.keycheck import KeyCheck
-    from keysafe.manager.anchors import Anchor
+    from keysafe.manager.anchors import Anchor, Tap
     from keysafe.manager.archive import ArchiveResult, CompactResult
     from keysafe.rotation.engine import Outcome, RotationEngine
 
@@ -962,27 +962,36 @@ class SecretManager:
     def audit_verify(self, archives: Sequence[Path] = (),
                      anchors: Sequence[Anchor] = ()) -> VerifyResult:
         """Check the hash chain in the store, from where archiving left it; with
-        ``archives`` (files from ``audit_archive``, oldest first), check those instead.
-        ``anchors`` (keysafe.manager.anchors): records that must still be there,
-        unchanged, in what is checked."""
+        ``archives`` (files from ``audit_archive``, oldest first), check those instead
+        (and the store too when ``anchors`` are given). ``anchors``
+        (keysafe.manager.anchors): records that must still be there, unchanged."""
         from keysafe.manager.anchors import Tap
         from keysafe.manager.archive import base_of, verify_archives
 
         self.audit.flush()
-        store = self.audit.store
         tap = Tap(anchors)
-        if archives:
-            base = base_of(store)
-            return tap.judge(verify_archives(archives, base, tap.watch if anchors else None),
-                             base, in_files=True)
+        if not archives:
+            result, base = self._verify_store(tap)
+            return tap.judge(result, base, in_files=False, env=self.env)
+        base = base_of(self.audit.store)
+        result = verify_archives(archives, base, tap.watch if anchors else None)
+        if anchors:  # an anchor may be in the files or in the store: walk both
+            more, _ = self._verify_store(tap)
+            result = VerifyResult(result.ok and more.ok, result.checked + more.checked,
+                                  [*result.problems, *more.problems],
+                                  (*result.notes, *more.notes))
+        return tap.judge(result, base, in_files=True, env=self.env)
+
+    def _verify_store(self, tap: Tap) -> tuple[VerifyResult, tuple[int, str] | None]:
+        from keysafe.manager.archive import base_of
+
+        store = self.audit.store
         snapshot = getattr(store, "snapshot", None)
         if snapshot is not None:
             with snapshot() as (base, head, rows):
-                return tap.judge(verify_rows(tap.rows(rows), head, base), base,
-                                 in_files=False)
+                return verify_rows(tap.rows(rows), head, base), base
         base = base_of(store)
-        return tap.judge(verify_rows(tap.rows(store.scan()), store.head(), base), base,
-                         in_files=False)
+        return verify_rows(tap.rows(store.scan()), store.head(), base), base
 
     def audit_archive(self, before: datetime, dest: Path,
                       progress: Progress | None = None) -> ArchiveResult:

@@ -223,7 +223,13 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
         from keysafe.manager.anchors import publisher
         from keysafe.rotation.events import Events
 
-        anchor_file = Path(settings.audit_anchor_file) if settings.audit_anchor_file else None
+        anchor_file = (Path(settings.audit_anchor_file).expanduser()
+                       if settings.audit_anchor_file else None)
+        if anchor_file is None and not settings.event_webhooks:
+            logging.getLogger("keysafe.audit").warning(
+                "KEYSAFE_AUDIT_ANCHOR_INTERVAL is set but anchors go only to this "
+                "server's log: set KEYSAFE_AUDIT_ANCHOR_FILE or KEYSAFE_EVENT_WEBHOOKS to "
+                "keep them where the database's administrators cannot write")
         jobs.append(Job("audit-anchor", settings.audit_anchor_interval,
                         publisher(manager, Events.from_settings(settings), anchor_file,
                                   logging.getLogger("keysafe.audit").info)))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from keysafe.errors import InvalidValue, NotFound, PermissionDenied
+from keysafe.errors import InvalidValue, PermissionDenied
 from keysafe.manager.access import access_report
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.deps import Ctx, get_ctx
@@ -29,21 +29,19 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
         ctx.require_whole("audit", org_id, "the org's audit log")
 
 
-@router.get("/api/audit/anchor")
+@router.post("/api/audit/anchor")
 def audit_anchor(ctx: CtxDep) -> dict[str, Any]:
-    """The audit log's head now (record number and hash), for an anchor kept where the
-    store's administrators cannot write (``keysafe audit verify --anchors``). The whole
-    log's: an admin of every org only."""
+    """An audit anchor: an ``audit_anchor`` record committed durably, and its number and
+    hash, to keep where the store's administrators cannot write (``keysafe audit verify
+    --anchors``). It covers every org's records: an admin of every org only."""
     from keysafe.manager.anchors import take
 
     ctx.require("audit", None)
     if ctx.identity.orgs is not None:
+        ctx.audit("audit_anchor", None, "denied", org=None)
         raise PermissionDenied("the audit anchor covers every org's records: an admin of "
                                "every org only")
-    taken = take(ctx.mgr)
-    if taken is None:
-        raise NotFound("the audit log holds no record yet: nothing to anchor")
-    return taken.to_dict()
+    return take(ctx.mgr).to_dict()  # recorded as its own audit_anchor record
 
 
 @router.get("/api/audit/report", response_model=AccessReportOut)

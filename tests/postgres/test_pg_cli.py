@@ -286,3 +286,29 @@ def test_audit_verify_on_postgres_detects_an_edit(kc, pg_server, pg_url, monkeyp
     bad = kc("audit", "verify", "--json")
     assert bad.code == exitcodes.INTEGRITY, (bad.out, bad.err)
     assert 2 in [p["seq"] for p in bad.json()["problems"]]
+
+
+def test_audit_anchors_on_postgres(kc, pg_server, pg_url, monkeypatch, master_key,
+                                   tmp_path):
+    """An anchor on the PostgreSQL store is its own durable record; a log cut short
+    behind it (the head row moved back too, so the chain alone still verifies) fails."""
+    monkeypatch.setenv("KEYSAFE_DATABASE_URL", pg_url)
+    for i in range(3):
+        assert kc("put", "api_token", "--org", "acme", input=f"value-{i}").code == 0
+    anchors = tmp_path / "anchors.jsonl"
+    taken = kc("audit", "anchor", "--out", str(anchors), "--json")
+    assert taken.code == 0, taken.err
+    seq = taken.json()["seq"]
+    assert kc("put", "api_token", "--org", "acme", input="later").code == 0
+    ok = kc("audit", "verify", "--anchors", str(anchors), "--json")
+    assert ok.code == 0, ok.err
+    assert "1 of 1 anchor(s) confirmed" in ok.json()["notes"]
+    with psycopg.connect(pg_server.url(pg_url.rsplit("/", 1)[1]), autocommit=True) as c:
+        keep = seq - 2
+        h = c.execute("SELECT hash FROM audit WHERE seq = %s", (keep,)).fetchone()[0]
+        c.execute("DELETE FROM audit WHERE seq > %s", (keep,))
+        c.execute("UPDATE audit_head SET seq = %s, hash = %s", (keep, h))
+    assert kc("audit", "verify").code == 0
+    bad = kc("audit", "verify", "--anchors", str(anchors), "--json")
+    assert bad.code == exitcodes.INTEGRITY, (bad.out, bad.err)
+    assert [p["seq"] for p in bad.json()["problems"]] == [seq]

@@ -652,3 +652,21 @@ def test_patterns_are_literal_but_for_star(tmp_path: Path, issuer: Issuer) -> No
     assert "claim repository_id is '99', not 123456" in refused.summary()
     missing = v.check(issuer.token(sub=literal))
     assert "claim repository_id is missing" in missing.summary()
+
+
+def test_accepted_tokens_are_remembered_until_they_expire(
+        tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keysafe.server.trust import LEEWAY, TrustVerifier
+
+    (tmp_path / "jwks.json").write_text(json.dumps(issuer.jwks()))
+    v = TrustVerifier(load_trusts(trust_file(tmp_path, github_trust(
+        issuer, jwks_file="jwks.json"))), "local")
+    tok = issuer.token(lifetime=300)
+    assert v.remembered(tok) is None
+    ident, why = v.verify(tok)
+    assert ident is not None, why
+    assert v.remembered(tok) == ident  # the next request skips the signature check
+    later = time.time() + 300 + LEEWAY + 5
+    monkeypatch.setattr("keysafe.server.trust.time.time", lambda: later)
+    assert v.remembered(tok) is None  # past its expiry it is checked afresh (and
+    assert not v._cache                # PyJWT, on its own clock, refuses it then)

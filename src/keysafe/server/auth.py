@@ -238,14 +238,18 @@ class JwtVerifier:
     def verify_why(self, token: str) -> tuple[Identity | None, str]:
         """The identity, or None and why a workload token was refused ('' for others)."""
         if self.trusts is not None:
+            known = self.trusts.remembered(token)  # before any decoding: the usual case
+            if known is not None:
+                return known, ""
             import jwt
 
             try:
-                iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+                whole = jwt.decode_complete(token, options={"verify_signature": False})
             except jwt.PyJWTError:
                 return None, ""
+            iss = whole["payload"].get("iss")
             if isinstance(iss, str) and iss in self.trusts.issuers:
-                return self.trusts.verify(token)
+                return self.trusts.verify(token, whole)
         return self._host_jwt(token), ""
 
     def _host_jwt(self, token: str) -> Identity | None:

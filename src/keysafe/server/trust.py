@@ -18,6 +18,7 @@ the token wins. Each refusal has a reason, for the server's log and for
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,8 @@ KEY_LIFESPAN = 300.0
 REFRESH_COOLDOWN = 30.0
 #: The largest discovery document or key set read.
 MAX_DOCUMENT = 1 << 20
+#: Accepted tokens remembered per server process.
+CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class Decision:
 
     identity: Identity | None = None
     trust: str | None = None
+    generation: int = 0  # of the keys that verified the token
     reasons: list[tuple[str, str]] = field(default_factory=list)  # (trust, why)
 
     def summary(self) -> str:
@@ -280,6 +284,18 @@ class _Keys:
         self._busy = False
         self._jwks_uri: str | None = trust.jwks_url
         self.error: str | None = None  # why the last fetch failed
+        #: Bumped whenever the keys are replaced: a token verified under an older set is
+        #: verified again (a key the issuer withdrew stops working at once).
+        self.generation = 0
+
+    def current(self) -> int:
+        """The generation of the keys a token would be verified with now (a key file
+        changed, or a fetched set due a refresh, is seen to first)."""
+        if self.trust.jwks_file is not None:
+            self._read_file()
+        else:
+            self._maybe_refresh(None)
+        return self.generation
 
     def key_for(self, kid: str | None) -> Any:
         """The key ``kid`` names (the only key, when ``kid`` is None); InvalidTokenError
@@ -321,6 +337,7 @@ class _Keys:
             return
         with self._lock:
             self._keys, self._stamp, self.error = keys, stamp, None
+            self.generation += 1
 
     # -- fetched keys ---------------------------------------------------------------
     def _maybe_refresh(self, kid: str | None) -> None:
@@ -365,6 +382,7 @@ class _Keys:
                                      f"keys: {self.error}") from None
         with self._lock:
             self._keys, self._fetched, self.error = keys, time.monotonic(), None
+            self.generation += 1
 
     def _discover(self) -> str:
         doc = self._get(self.trust.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -476,6 +494,8 @@ class TrustVerifier:
         self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
         self._sources = list(sources.values())
         self.issuers = frozenset(t.issuer for t in trusts)
+        self._cache: dict[bytes, tuple[Identity, float, _Keys, int]] = {}
+        self._cache_lock = threading.Lock()
 
     def start(self) -> None:
         """Fetch every key set now (a server calls this once before serving, so the
@@ -486,26 +506,62 @@ class TrustVerifier:
             except KeysafeError as exc:
                 logger.warning("%s (retried when a token needs them)", exc)
 
-    def verify(self, token: str) -> tuple[Identity | None, str]:
-        """The token's identity, or None and why (for the log and the audit record)."""
-        decision = self.check(token)
-        if decision.identity is None:
+    def verify(self, token: str, unverified: Mapping[str, Any] | None = None
+               ) -> tuple[Identity | None, str]:
+        """The token's identity, or None and why (for the log and the audit record).
+        ``unverified``: PyJWT's ``decode_complete`` of it without the signature, when
+        the caller has it already.
+
+        A token accepted once is remembered (by its SHA-256, until it expires, at most
+        CACHE_SIZE of them) with the generation of the keys that verified it: a workload
+        presenting the same token on every request pays for one signature check, and a
+        key withdrawn by the issuer still stops working at once."""
+        known = self.remembered(token)
+        if known is not None:
+            return known, ""
+        digest = hashlib.sha256(token.encode()).digest()
+        decision = self.check(token, unverified)
+        ident = decision.identity
+        if ident is None:
             why = decision.summary()
             logger.info("workload token refused: %s", why)
             return None, why
-        return decision.identity, ""
+        assert decision.trust is not None
+        assert ident.expires_at is not None
+        keys = self._keys[decision.trust]
+        with self._cache_lock:
+            self._cache[digest] = (ident, ident.expires_at, keys, decision.generation)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+        return ident, ""
 
-    def check(self, token: str) -> Decision:
+    def remembered(self, token: str) -> Identity | None:
+        """The identity of a token accepted before, unexpired, whose keys are still the
+        ones that verified it; else None (and the token is forgotten)."""
+        if not self._cache:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(digest)
+        if hit is None:
+            return None
+        known, exp, source, generation = hit
+        if time.time() <= exp + LEEWAY and source.current() == generation:
+            return known
+        self._cache.pop(digest, None)
+        return None
+
+    def check(self, token: str, unverified: Mapping[str, Any] | None = None) -> Decision:
         import jwt
 
         out = Decision()
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            whole = unverified if unverified is not None else jwt.decode_complete(
+                token, options={"verify_signature": False})
+            header, payload = whole["header"], whole["payload"]
         except jwt.PyJWTError:
             out.reasons.append(("", "not a JWT"))
             return out
-        iss = unverified.get("iss")
+        iss = payload.get("iss")
         kid = header.get("kid")
         if header.get("alg") not in ALGORITHMS:
             out.reasons.append(("", f"algorithm {_clean(header.get('alg'))} is not accepted "
@@ -523,6 +579,7 @@ class TrustVerifier:
                 out.reasons.append((trust.name, f"applies in {', '.join(trust.env)}, this "
                                                 f"server is {self.env}"))
                 continue
+            generation = self._keys[trust.name].current()  # before: the cautious side
             why, claims = self._verified(trust, token, kid)
             if claims is None:
                 out.reasons.append((trust.name, why))
@@ -536,6 +593,7 @@ class TrustVerifier:
                                     trust.scopes, kind="workload",
                                     expires_at=float(claims["exp"]))
             out.trust = trust.name
+            out.generation = generation
             return out
         return out
 

@@ -1,7 +1,7 @@
 """What a request's authentication costs, by credential: a keysafe token, a host
 platform's HS256 JWT, and workload tokens (RS256 2048-bit and ES256 P-256) trusted by
-a trust file, presented again (answered from the verified-token cache) and at first
-sight (a signature check each).
+a trust file; each JWT presented again (answered from the verified-token cache) and at
+first sight (a signature check each).
 
     .venv/bin/python bench/workload_auth.py [--json FILE] [--quick]
 
@@ -81,7 +81,7 @@ def main() -> None:
                           hs_secret, algorithm="HS256")
         creds = {
             "keysafe token (ks_...)": token,
-            "host JWT, HS256": host,
+            "host JWT, HS256, again": host,
             "workload JWT, RS256, again": jwt.encode(base, keys["rs"], algorithm="RS256",
                                                          headers={"kid": "rs"}),
             "workload JWT, ES256, again": jwt.encode(base, keys["es"], algorithm="ES256",
@@ -102,6 +102,11 @@ def main() -> None:
             fresh[f"workload JWT, {alg}, first sight"] = (
                 "auth(st, next(hs), '127.0.0.1', 'r')",
                 {"auth": authenticate_raw, "st": st, "hs": itertools.cycle(headers)})
+        hosts = [f"Bearer {jwt.encode({'sub': f'u{i}', 'exp': now + 3600, 'org': 'acme', 'role': 'service'}, hs_secret, algorithm='HS256')}"  # noqa: E501
+                 for i in range(CACHE_SIZE + 904)]
+        fresh["host JWT, HS256, first sight"] = (
+            "auth(st, next(hs), '127.0.0.1', 'r')",
+            {"auth": authenticate_raw, "st": st, "hs": itertools.cycle(hosts)})
         cases.update(fresh)
         stats = micro_interleaved(cases, repeats=repeats, target_s=target, max_n=200_000)
         st.close()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +218,48 @@ def orgs_of(scopes: Iterable[str]) -> set[str]:
     return {scope.partition("/")[0] for scope in scopes}
 
 
+class VerifiedTokens:
+    """JWTs verified before, by the SHA-256 of the token (never the token itself), with
+    the identity each gave: until it expires (plus ``leeway``), while its ``still`` check
+    holds (the keys that verified it stand), at most ``size`` of them, oldest dropped
+    first. So a client presenting the same token on every request pays for one
+    signature check."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._d: dict[bytes, tuple[Identity, float, Callable[[], bool]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str) -> Identity | None:
+        if not self._d:
+            return None
+        key = self._key(token)
+        hit = self._d.get(key)
+        if hit is None:
+            return None
+        ident, until, still = hit
+        if time.time() <= until and still():
+            return ident
+        self._d.pop(key, None)
+        return None
+
+    def put(self, token: str, ident: Identity, *, leeway: float = 0.0,
+            still: Callable[[], bool] = lambda: True) -> None:
+        if ident.expires_at is None:
+            return
+        with self._lock:
+            self._d[self._key(token)] = (ident, ident.expires_at + leeway, still)
+            while len(self._d) > self.size:
+                self._d.pop(next(iter(self._d)))
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
 class JwtVerifier:
     """A host platform's JWTs (HS256 with a shared secret, or RS256 keys from a JWKS
     URL, roles and orgs in claims), and workload tokens from the issuers of a trust file
@@ -226,6 +269,7 @@ class JwtVerifier:
         self.settings = settings
         self.trusts = trusts
         self._jwks: Any = None
+        self._verified = VerifiedTokens()  # host platform JWTs accepted before
 
     @property
     def enabled(self) -> bool:
@@ -238,7 +282,8 @@ class JwtVerifier:
     def verify_why(self, token: str) -> tuple[Identity | None, str]:
         """The identity, or None and why a workload token was refused ('' for others)."""
         if self.trusts is not None:
-            known = self.trusts.remembered(token)  # before any decoding: the usual case
+            # Tokens accepted before, before any decoding: the usual case.
+            known = self.trusts.remembered(token) or self._verified.get(token)
             if known is not None:
                 return known, ""
             import jwt
@@ -253,11 +298,20 @@ class JwtVerifier:
         return self._host_jwt(token), ""
 
     def _host_jwt(self, token: str) -> Identity | None:
-        import jwt
-
         s = self.settings
         if not (s.jwt_hs256_secret or s.jwt_jwks_url):
             return None
+        ident = self._verified.get(token)
+        if ident is None:
+            ident = self._host_claims(token)
+            if ident is not None:
+                self._verified.put(token, ident)
+        return ident
+
+    def _host_claims(self, token: str) -> Identity | None:
+        import jwt
+
+        s = self.settings
         opts: dict[str, Any] = {"require": ["exp", "sub"]}
         kwargs: dict[str, Any] = {"options": opts}
         if s.jwt_audience:

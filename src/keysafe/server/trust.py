@@ -18,7 +18,6 @@ the token wins. Each refusal has a reason, for the server's log and for
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,13 @@ from keysafe.config import url_origin
 from keysafe.durations import parse_interval
 from keysafe.errors import BackendUnavailable, ConfigError, KeysafeError
 from keysafe.hosts import is_loopback_host, plain_http_allowed
-from keysafe.server.auth import Identity, check_domain_scopes, check_orgs, check_roles
+from keysafe.server.auth import (
+    Identity,
+    VerifiedTokens,
+    check_domain_scopes,
+    check_orgs,
+    check_roles,
+)
 
 logger = logging.getLogger("keysafe.server.trust")
 
@@ -494,8 +499,7 @@ class TrustVerifier:
         self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
         self._sources = list(sources.values())
         self.issuers = frozenset(t.issuer for t in trusts)
-        self._cache: dict[bytes, tuple[Identity, float, _Keys, int]] = {}
-        self._cache_lock = threading.Lock()
+        self._cache = VerifiedTokens(CACHE_SIZE)
 
     def start(self) -> None:
         """Fetch every key set now (a server calls this once before serving, so the
@@ -519,7 +523,6 @@ class TrustVerifier:
         known = self.remembered(token)
         if known is not None:
             return known, ""
-        digest = hashlib.sha256(token.encode()).digest()
         decision = self.check(token, unverified)
         ident = decision.identity
         if ident is None:
@@ -527,28 +530,15 @@ class TrustVerifier:
             logger.info("workload token refused: %s", why)
             return None, why
         assert decision.trust is not None
-        assert ident.expires_at is not None
-        keys = self._keys[decision.trust]
-        with self._cache_lock:
-            self._cache[digest] = (ident, ident.expires_at, keys, decision.generation)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
+        source, generation = self._keys[decision.trust], decision.generation
+        self._cache.put(token, ident, leeway=LEEWAY,
+                        still=lambda: source.current() == generation)
         return ident, ""
 
     def remembered(self, token: str) -> Identity | None:
         """The identity of a token accepted before, unexpired, whose keys are still the
-        ones that verified it; else None (and the token is forgotten)."""
-        if not self._cache:
-            return None
-        digest = hashlib.sha256(token.encode()).digest()
-        hit = self._cache.get(digest)
-        if hit is None:
-            return None
-        known, exp, source, generation = hit
-        if time.time() <= exp + LEEWAY and source.current() == generation:
-            return known
-        self._cache.pop(digest, None)
-        return None
+        ones that verified it; else None."""
+        return self._cache.get(token)
 
     def check(self, token: str, unverified: Mapping[str, Any] | None = None) -> Decision:
         import jwt

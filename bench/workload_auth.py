@@ -33,10 +33,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from _timing import fmt_ns, micro_interleaved
 from keysafe.config import load_settings
 from keysafe.server.app import create_app
+from keysafe.server.auth import VERIFIED_TOKENS
 from keysafe.server.deps import authenticate_raw
-from keysafe.server.trust import CACHE_SIZE
 
 ISSUER = "https://token.actions.githubusercontent.com"
+#: Distinct tokens cycled through at first sight: more than a server remembers.
+FIRST_SIGHT = 5000
+assert FIRST_SIGHT > VERIFIED_TOKENS
 
 
 def _jwk(kid: str, key: Any) -> dict[str, Any]:
@@ -98,12 +101,12 @@ def main() -> None:
         fresh = {}
         for alg, kid in (("RS256", "rs"), ("ES256", "es")):
             headers = [f"Bearer {jwt.encode({**base, 'jti': str(i)}, keys[kid], algorithm=alg, headers={'kid': kid})}"  # noqa: E501
-                       for i in range(CACHE_SIZE + 904)]
+                       for i in range(FIRST_SIGHT)]
             fresh[f"workload JWT, {alg}, first sight"] = (
                 "auth(st, next(hs), '127.0.0.1', 'r')",
                 {"auth": authenticate_raw, "st": st, "hs": itertools.cycle(headers)})
         hosts = [f"Bearer {jwt.encode({'sub': f'u{i}', 'exp': now + 3600, 'org': 'acme', 'role': 'service'}, hs_secret, algorithm='HS256')}"  # noqa: E501
-                 for i in range(CACHE_SIZE + 904)]
+                 for i in range(FIRST_SIGHT)]
         fresh["host JWT, HS256, first sight"] = (
             "auth(st, next(hs), '127.0.0.1', 'r')",
             {"auth": authenticate_raw, "st": st, "hs": itertools.cycle(hosts)})

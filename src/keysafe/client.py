@@ -29,6 +29,7 @@ from keysafe.errors import (
     PermissionDenied,
     ValueTooLarge,
 )
+from keysafe.fsutil import file_stamp
 from keysafe.hosts import is_loopback_host, plain_http_allowed
 
 if TYPE_CHECKING:
@@ -47,27 +48,27 @@ class TokenFile:
     long-running client (``keysafe run --watch``) keeps presenting a live token. If the
     file is briefly missing or empty, the last token read is used."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], what: str = "the token file") -> None:
         self.path = Path(path)
+        self.what = what  # for messages: where the path came from
         self._stamp: tuple[int, int, int] | None = None
         self._token = ""
         if not self.value():
-            raise ConfigError(f"the token file {self.path} is empty")
+            raise ConfigError(f"{self.what} {self.path} is empty")
 
     def __repr__(self) -> str:  # never the token
         return f"TokenFile({str(self.path)!r})"
 
     def value(self) -> str:
         try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            stamp = file_stamp(self.path)
             if stamp != self._stamp:
                 token = self.path.read_text(encoding="utf-8").strip()
                 if token:
                     self._token, self._stamp = token, stamp
         except OSError as exc:
             if not self._token:
-                raise ConfigError(f"cannot read the token file {self.path}: "
+                raise ConfigError(f"cannot read {self.what} {self.path}: "
                                   f"{exc.strerror or exc}") from None
         return self._token
 
@@ -80,7 +81,7 @@ def env_token(name: str = TOKEN_ENV) -> str | TokenFile | None:
     if token:
         return token
     path = os.environ.get(name + "_FILE", "").strip()
-    return TokenFile(path) if path else None
+    return TokenFile(path, f"{name}_FILE") if path else None
 
 
 def error_for(code: str | None, status: int) -> type[KeysafeError]:
@@ -117,7 +118,6 @@ class HttpTransport:
 
     def __init__(self, url: str, token: str | TokenFile | None, *, timeout: float = 30.0,
                  what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
-
         parts = urlsplit(url)
         # What is shown of the URL (errors, reprs): no user info, query or fragment, which
         # are not used and may hold a credential.

@@ -452,6 +452,7 @@ def diagnose(settings: Settings) -> Diagnosis:
     cfg = settings.config_file
     checks.append(Check("config file", "ok",
                         str(cfg) if cfg else "none found (environment and defaults only)"))
+    checks.extend(_server_checks(settings))
     sqlite = settings.backend == "sqlite"
     key_ok = _check_key(settings, checks, sqlite)
     store_ok = True
@@ -479,6 +480,31 @@ def diagnose(settings: Settings) -> Diagnosis:
     except Exception as exc:
         checks.append(_fail("backend", exc))
     return Diagnosis(settings.describe(), checks)
+
+
+def _server_checks(settings: Settings) -> list[Check]:
+    """What ``keysafe serve`` would refuse or warn about in its own settings."""
+    out = []
+    if settings.jwt_trust_file:
+        try:
+            from keysafe.server.trust import trust_verifier
+
+            trusts = trust_verifier(settings)
+            n = len(trusts.trusts) if trusts is not None else 0
+            out.append(Check("workload identity", "ok",
+                             f"{n} trust(s) from {settings.jwt_trust_file}"))
+        except KeysafeError as exc:
+            out.append(_fail("workload identity", exc))
+        except ImportError:
+            out.append(Check("workload identity", "warn", "the server extra is not "
+                             "installed: pip install 'keysafe[server]'"))
+    if settings.audit_anchor_interval > 0 and not (settings.audit_anchor_file
+                                                   or settings.event_webhooks):
+        out.append(Check("audit anchors", "warn",
+                         "KEYSAFE_AUDIT_ANCHOR_INTERVAL is set but anchors would reach only "
+                         "the server's log: set KEYSAFE_AUDIT_ANCHOR_FILE or "
+                         "KEYSAFE_EVENT_WEBHOOKS"))
+    return out
 
 
 def _check_key(settings: Settings, checks: list[Check], sqlite: bool) -> bool:

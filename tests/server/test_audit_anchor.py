@@ -1,5 +1,6 @@
-"""The audit anchor over HTTP (``GET /api/audit/anchor``) and published by the server on
-a schedule (KEYSAFE_AUDIT_ANCHOR_INTERVAL) to a file and the event webhooks, signed."""
+"""The audit anchor over HTTP (``POST /api/audit/anchor``) and taken by the server on a
+schedule (KEYSAFE_AUDIT_ANCHOR_INTERVAL), published to a file and the event webhooks,
+signed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from keysafe.manager.audit import AuditFilter
+from keysafe.rotation.rotators import verify_signature
 
 from .serverkit import OPENAI, VALUE_1, bearer, build_app, make_token
 
@@ -39,18 +41,17 @@ def test_the_anchor_route_is_for_admins_of_every_org(home: Path) -> None:
         assert c.post("/api/audit/anchor", headers=bearer(writer)).status_code == 403
         records = mgr.audit_query(AuditFilter(action="audit_anchor"))
         assert [(e.actor, e.outcome) for e in records] == [
-            ("token:root", "ok"), ("token:acme-admin", "denied")]
-        # (the writer lacks the audit permission: denied, and recorded, before the route)
+            ("token:root", "ok"), ("token:acme-admin", "denied"), ("token:w", "denied")]
         assert records[0].seq == got["seq"]
 
 
 def test_the_server_publishes_anchors(home: Path, tmp_path: Path) -> None:
-    received: list[tuple[dict[str, Any], str | None]] = []
+    received: list[tuple[bytes, str | None]] = []
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((json.loads(body), self.headers.get("X-Keysafe-Signature")))
+            received.append((body, self.headers.get("X-Keysafe-Signature")))
             self.send_response(204)
             self.end_headers()
 
@@ -66,19 +67,30 @@ def test_the_server_publishes_anchors(home: Path, tmp_path: Path) -> None:
                         event_webhooks=f"http://127.0.0.1:{srv.server_address[1]}/hook",
                         event_webhook_secret="s" * 32, purge_interval=0,
                         rotation_interval=0)
-        app.keysafe.manager.put(OPENAI, VALUE_1, org=ORG)
+        mgr = app.keysafe.manager
+        mgr.put(OPENAI, VALUE_1, org=ORG)  # record 1
         sched = app.keysafe.scheduler
-        assert sched.run_pending() == ["audit-anchor"]
+        assert sched.run_pending() == ["audit-anchor"]  # record 2, the anchor's own
         assert sched.run_pending() == []  # not due again for an hour
+        # Another replica's turn on an idle log (the newest record is an anchor already):
+        # nothing more is published.
+        publish = sched.jobs[0].fn
+        publish()
+        anchored = mgr.audit_query(AuditFilter(action="audit_anchor"))
         app.keysafe.close()
     finally:
         srv.shutdown()
         srv.server_close()
         t.join(timeout=5)
-    line = json.loads(anchors.read_text().splitlines()[0])
+    lines = anchors.read_text().splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
     assert line["kind"] == "keysafe-audit-anchor"
-    assert line["seq"] >= 1
-    (event, signature), = received
+    assert line["seq"] == 2
+    assert [(e.seq, e.actor) for e in anchored] == [(2, "keysafe-scheduler")]
+    (body, signature), = received
+    event = json.loads(body)
     assert event["type"] == "audit.anchor"
     assert (event["seq"], event["hash"]) == (line["seq"], line["hash"])
-    assert signature
+    assert signature is not None
+    assert verify_signature(body, signature, "s" * 32)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
 from keysafe.client import HttpTransport, TokenFile, env_token
-from keysafe.errors import ConfigError
+from keysafe.errors import BackendUnavailable, ConfigError
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.app import KeysafeApp
 from keysafe.server.trust import load_trusts
@@ -166,20 +166,23 @@ def test_a_ci_job_reads_with_its_own_token(home: Path, tmp_path: Path,
     assert issuer.hits == 2
 
 
-@pytest.mark.parametrize(("why", "claims"), [
-    ("another branch", {"ref": "refs/heads/dev"}),
-    ("another repository", {"repository": "acme/fork"}),
-    ("no ref claim", {"ref": None}),
-    ("another audience", {"aud": "sts.amazonaws.com"}),
-    ("expired", {"exp": int(time.time()) - 600}),
-    ("not yet valid", {"nbf": int(time.time()) + 600}),
-    ("no iat", {"iat": None}),
-    ("no exp", {"exp": None}),
-    ("lives two days", {"exp": int(time.time()) + 2 * 86_400}),
+@pytest.mark.parametrize(("why", "claims", "reason"), [
+    ("another branch", {"ref": "refs/heads/dev"},
+     "claim ref is 'refs/heads/dev', not refs/heads/main"),
+    ("another repository", {"repository": "acme/fork"},
+     "claim repository is 'acme/fork', not acme/app"),
+    ("no ref claim", {"ref": None}, "claim ref is missing"),
+    ("another audience", {"aud": "sts.amazonaws.com"}, "audience is not keysafe"),
+    ("expired", {"exp": int(time.time()) - 600}, "the token has expired"),
+    ("not yet valid", {"nbf": int(time.time()) + 600}, "not yet valid"),
+    ("no iat", {"iat": None}, '"iat"'),
+    ("no exp", {"exp": None}, '"exp"'),
+    ("lives two days", {"exp": int(time.time()) + 2 * 86_400}, "longer than max_lifetime"),
 ])
 def test_tokens_the_trust_does_not_cover_are_refused(home: Path, tmp_path: Path,
                                                      issuer: Issuer, why: str,
-                                                     claims: dict[str, Any]) -> None:
+                                                     claims: dict[str, Any],
+                                                     reason: str) -> None:
     app = app_with(home, trust_file(tmp_path, github_trust(issuer)))
     with TestClient(app) as c:
         r = value_of(c, issuer.token(**claims))
@@ -187,6 +190,9 @@ def test_tokens_the_trust_does_not_cover_are_refused(home: Path, tmp_path: Path,
         assert VALUE_1 not in r.text
         denied = app.keysafe.manager.audit_query(AuditFilter(action="authenticate"))
         assert [e.outcome for e in denied] == ["denied"]
+        said = denied[0].detail["workload"]
+        assert said.startswith("github-deploy: ")
+        assert reason in said
 
 
 def test_forged_tokens_are_refused(home: Path, tmp_path: Path, issuer: Issuer) -> None:
@@ -195,21 +201,34 @@ def test_forged_tokens_are_refused(home: Path, tmp_path: Path, issuer: Issuer) -
     now = int(time.time())
     claims = {"iss": issuer.url, "aud": "keysafe", "sub": REPO_SUB, "iat": now,
               "exp": now + 300, "repository": "acme/app", "ref": "refs/heads/main"}
-    forged = {
-        "signed by another key, same kid": jwt.encode(claims, stranger, algorithm="RS256",
-                                                      headers={"kid": "k1"}),
-        "unknown kid": jwt.encode(claims, stranger, algorithm="RS256",
-                                  headers={"kid": "k9"}),
-        "HS256 with a guessable secret": jwt.encode(claims, "k1" * 16, algorithm="HS256",
-                                                    headers={"kid": "k1"}),
-        "alg none": jwt.encode(claims, None, algorithm="none"),
-        "another issuer": jwt.encode({**claims, "iss": "https://evil.example"}, stranger,
-                                     algorithm="RS256", headers={"kid": "k1"}),
+    forged = {  # why -> (token, what the audit record says of it)
+        "signed by another key, same kid": (
+            jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": "k1"}),
+            "github-deploy: Signature verification failed"),
+        "unknown kid": (
+            jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": "k9"}),
+            "github-deploy: the issuer's keys hold no key 'k9'"),
+        "HS256 with a guessable secret": (
+            jwt.encode(claims, "k1" * 16, algorithm="HS256", headers={"kid": "k1"}),
+            "algorithm 'HS256' is not accepted"),
+        "alg none": (jwt.encode(claims, None, algorithm="none"),
+                     "algorithm 'none' is not accepted"),
+        "another issuer": (  # not a trusted issuer: no workload reason at all
+            jwt.encode({**claims, "iss": "https://evil.example"}, stranger,
+                       algorithm="RS256", headers={"kid": "k1"}), None),
     }
     with TestClient(app) as c:
-        for why, tok in forged.items():
+        for why, (tok, reason) in forged.items():
             r = value_of(c, tok)
             assert r.status_code == 401, (why, r.text)
+            last = app.keysafe.manager.audit_query(
+                AuditFilter(action="authenticate", newest_first=True, limit=1))[0]
+            said = last.detail.get("workload") if last.detail else None
+            if reason is None:
+                assert said is None, why
+            else:
+                assert said is not None, why
+                assert said.startswith(reason), (why, said)
 
 
 def accepted_soon(c: TestClient, issuer: Issuer, kid: str) -> bool:
@@ -579,12 +598,19 @@ def test_the_last_good_keys_outlive_an_issuer_outage(home: Path, tmp_path: Path,
                                                      issuer: Issuer,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("keysafe.server.trust.KEY_LIFESPAN", 0.0)  # always due a refresh
+    monkeypatch.setattr("keysafe.server.trust.REFRESH_COOLDOWN", 0.0)
     app = app_with(home, trust_file(tmp_path, github_trust(issuer)))
-    good = issuer.token()
     issuer.close()  # the issuer is gone; the refresh in the background fails
+    keys = app.keysafe.jwt.trusts._keys["github-deploy"]
     with TestClient(app) as c:
-        for _ in range(3):
-            assert value_of(c, good).status_code == 200
+        # Fresh tokens each time (a remembered one would skip the keys altogether).
+        assert value_of(c, issuer.token(jti="1")).status_code == 200
+        deadline = time.monotonic() + 10
+        while keys.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert keys.error is not None  # the background fetch failed ...
+        for i in range(2, 5):  # ... and the last good keys still verify
+            assert value_of(c, issuer.token(jti=str(i))).status_code == 200
 
 
 def test_discovery_must_name_the_issuer_and_keeps_the_bearer_home(
@@ -609,7 +635,7 @@ def test_discovery_must_name_the_issuer_and_keeps_the_bearer_home(
         doc = {"issuer": "https://evil.example", "jwks_uri": other.url + "/jwks"}
         keys._get = lambda url, _doc=doc, _g=keys._get: (  # type: ignore[method-assign]
             _doc if url.endswith("openid-configuration") else _g(url))
-        with pytest.raises(ConfigError.__mro__[1], match="names issuer"):
+        with pytest.raises(BackendUnavailable, match="names issuer"):
             keys.refresh()
         doc["issuer"] = orig_url
         keys.refresh()
@@ -667,6 +693,23 @@ def test_accepted_tokens_are_remembered_until_they_expire(
     assert ident is not None, why
     assert v.remembered(tok) == ident  # the next request skips the signature check
     later = time.time() + 300 + LEEWAY + 5
-    monkeypatch.setattr("keysafe.server.trust.time.time", lambda: later)
+    monkeypatch.setattr("keysafe.server.auth.time.time", lambda: later)
     assert v.remembered(tok) is None  # past its expiry it is checked afresh (and
     assert not v._cache                # PyJWT, on its own clock, refuses it then)
+
+
+def test_a_refresh_with_the_same_keys_keeps_remembered_tokens(tmp_path: Path,
+                                                              issuer: Issuer) -> None:
+    from keysafe.server.trust import TrustVerifier
+
+    v = TrustVerifier(load_trusts(trust_file(tmp_path, github_trust(issuer))), "local")
+    v.start()
+    tok = issuer.token()
+    assert v.verify(tok)[0] is not None
+    keys = v._keys["github-deploy"]
+    keys.refresh()  # the issuer publishes the same keys: nothing to check again
+    assert v.remembered(tok) is not None
+    issuer.keys["k2"] = ec.generate_private_key(ec.SECP256R1())
+    keys.refresh()  # a different key set: tokens are verified again on their next use
+    assert v.remembered(tok) is None
+    assert v.verify(tok)[0] is not None  # k1 is still published

@@ -25,7 +25,8 @@ TABLE_DEFAULT_LIMIT = 100
 
 audit_app = typer.Typer(
     help="Query the audit log (who did what to which secret, and when; never a value). "
-         "`keysafe audit verify` checks its hash chain.",
+         "`keysafe audit verify` checks its hash chain; `keysafe audit anchor` takes an "
+         "anchor to keep elsewhere.",
     invoke_without_command=True, no_args_is_help=False)
 
 
@@ -204,7 +205,8 @@ def verify(
     wanted = anchors.read(anchor_files or ())
     with open_manager(env) as mgr:
         result = mgr.audit_verify(archives or (), wanted)
-    what = "archived audit records" if archives else "audit chain"
+    what = ("archived audit records and the store's chain" if archives and wanted
+            else "archived audit records" if archives else "audit chain")
     if as_json:
         emit_json(result.to_dict())
     elif result.ok:
@@ -216,9 +218,10 @@ def verify(
             say(f"note: {note}")
     if not result.ok:
         n = len(result.problems)
+        broken = "the audit chain is broken" if not wanted else "audit verification failed"
         code = exitcodes.emit_error(
             "integrity_error",
-            f"the audit chain is broken: {n} problem{'s' if n != 1 else ''} in "
+            f"{broken}: {n} problem{'s' if n != 1 else ''} in "
             f"{result.checked} records (first at record {result.problems[0][0]})",
             exitcodes.INTEGRITY, as_json=as_json)
         raise typer.Exit(code)

@@ -59,7 +59,8 @@ def store_only(settings: Settings) -> Settings:
 
 def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     """What the secret verbs act on: the keysafe server at KEYSAFE_SERVER_URL (with the
-    token in KEYSAFE_TOKEN) when one is set, else the configured store."""
+    token in KEYSAFE_TOKEN, or in the file KEYSAFE_TOKEN_FILE names) when one is set,
+    else the configured store."""
     settings = load(env)
     if settings.server_url:
         from keysafe.cli.remote import RemoteManager

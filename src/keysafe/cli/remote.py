@@ -1,5 +1,6 @@
 """The secret verbs through a keysafe server (``KEYSAFE_SERVER_URL`` and a token in
-``KEYSAFE_TOKEN``), in the manager's shape, so the commands render both the same way.
+``KEYSAFE_TOKEN`` or the file ``KEYSAFE_TOKEN_FILE`` names), in the manager's shape, so
+the commands render both the same way.
 
 A laptop then holds a token, never the master key or the store's credentials, and the
 server checks the token's roles, orgs and domains and audits every call under the

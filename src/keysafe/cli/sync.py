@@ -122,8 +122,9 @@ def sync_kubernetes(
     package (the k8s extra of keysafe).
     """
     from keysafe.cli.reading import open_manager
+    from keysafe.durations import parse_interval
     from keysafe.errors import KeysafeError, NotFound
-    from keysafe.kube import KubeSync, parse_interval, parse_workload, read_scope, sync_pass
+    from keysafe.kube import KubeSync, parse_workload, read_scope, sync_pass
     from keysafe.workloads.scope import left_out
 
     every = parse_interval(interval)

@@ -47,8 +47,9 @@ def _verifier(file: Path | None, env: str | None) -> tuple[TrustVerifier, str]:
 
 @command
 def trust_ls(file: TrustFile = None, env: Env = None, as_json: Json = False) -> None:
-    """The trusts of the file, checked as a server would check them at start: who may
-    present tokens, and what those tokens may do."""
+    """The trusts of the file, checked as a server checks the file at start (the
+    issuers' keys are not fetched: `keysafe trust check` does that): who may present
+    tokens, and what those tokens may do."""
     verifier, here = _verifier(file, env)
     rows = [t.to_dict() for t in verifier.trusts]
     if as_json:

@@ -39,7 +39,8 @@ ViaServer = Annotated[str | None, typer.Option(
                                         "token instead of the configured store.",
     show_default=False)]
 TokenEnv = Annotated[str, typer.Option(
-    "--token-env", metavar="VAR", help="Environment variable holding the service token.")]
+    "--token-env", metavar="VAR", help="Environment variable holding the service token "
+                                       "(or VAR_FILE, naming a file that holds it).")]
 
 
 def register(app: typer.Typer) -> None:

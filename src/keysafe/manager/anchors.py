@@ -27,6 +27,7 @@ from keysafe.errors import InvalidValue
 if TYPE_CHECKING:
     from keysafe.manager.audit import Row, VerifyResult
     from keysafe.manager.manager import SecretManager
+    from keysafe.rotation.events import Events
 
 KIND = "keysafe-audit-anchor"
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -60,11 +61,7 @@ def take(mgr: SecretManager) -> Anchor:
     """An anchor of ``mgr``'s audit log now: an ``audit_anchor`` record is committed
     durably (with every buffered record before it), and the anchor names it, so an
     anchor never names a record a crash could still take back."""
-    rows = mgr.audit.commit([mgr.draft("audit_anchor", None, "ok")])
-    if not rows:  # only where a failed audit write is not required to stop us
-        from keysafe.errors import AuditError
-
-        raise AuditError("the audit log could not record the anchor")
+    rows = mgr.audit.commit([mgr.draft("audit_anchor", None, "ok")])  # raises if not
     seq, h = rows[-1][0], rows[-1][12]
     return Anchor(seq, h, datetime.now(UTC).isoformat(timespec="seconds"), mgr.env)
 
@@ -174,22 +171,30 @@ class Tap:
         return VerifyResult(not problems, result.checked, problems, tuple(notes))
 
 
-def publisher(mgr: SecretManager, events: Any, file: Path | None,
+def _newest_is_anchor(mgr: SecretManager) -> bool:
+    """Whether nothing but an anchor was recorded since the last anchor (any replica's)."""
+    store = mgr.audit.store
+    head = store.head()
+    rows_after = getattr(store, "rows_after", None)
+    if head is None or rows_after is None:
+        return head is None
+    rows = rows_after(head[0] - 1, head[0], 1)
+    return bool(rows) and rows[0][3] == "audit_anchor"
+
+
+def publisher(mgr: SecretManager, events: Events, file: Path | None,
               log: Callable[[str], None]) -> Callable[[], None]:
     """The scheduled job of ``keysafe serve``: take an anchor and publish it, to the
-    file first (synced), then the webhooks and the log; nothing when the log has not
-    moved since the last anchor this process took."""
-    last: list[int] = []
+    file first (synced), then the webhooks and the log; nothing while the newest record
+    is already an anchor (an idle log is anchored once, whichever replica runs it)."""
 
     def run() -> None:
         mgr.audit.flush()
-        head = mgr.audit.store.head()
-        if head is None or (last and head[0] == last[0]):
+        if _newest_is_anchor(mgr):
             return
         anchor = take(mgr)
         if file is not None:
             append(file, anchor)
-        last[:] = [anchor.seq]
         events.emit("audit.anchor", anchor.to_dict())
         log(f"audit anchor: record {anchor.seq} hash {anchor.hash}")
 

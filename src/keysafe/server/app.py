@@ -185,8 +185,8 @@ class AccessWatch:
 def _scheduler(settings: Settings, manager: SecretManager) -> Any:
     """Purges soft deletes past their recovery window, runs due rotations (retiring
     previous values past their grace period, sending reminders) and, when asked, checks
-    every stored key with its provider and reports access patterns, each once per
-    interval across every replica or worker sharing the store."""
+    every stored key with its provider, reports access patterns and anchors the audit
+    log, each once per interval across every replica or worker sharing the store."""
     from keysafe.backends.base import Recoverable
     from keysafe.scheduler import Job, Scheduler
 
@@ -231,7 +231,7 @@ def _scheduler(settings: Settings, manager: SecretManager) -> Any:
                 "server's log: set KEYSAFE_AUDIT_ANCHOR_FILE or KEYSAFE_EVENT_WEBHOOKS to "
                 "keep them where the database's administrators cannot write")
         jobs.append(Job("audit-anchor", settings.audit_anchor_interval,
-                        publisher(manager, Events.from_settings(settings), anchor_file,
+                        publisher(robot, Events.from_settings(settings), anchor_file,
                                   logging.getLogger("keysafe.audit").info)))
     if not jobs:
         return None

@@ -218,6 +218,10 @@ def orgs_of(scopes: Iterable[str]) -> set[str]:
     return {scope.partition("/")[0] for scope in scopes}
 
 
+#: JWTs remembered per server process (per login: host platform, workload trusts).
+VERIFIED_TOKENS = 4096
+
+
 class VerifiedTokens:
     """JWTs verified before, by the SHA-256 of the token (never the token itself), with
     the identity each gave: until it expires (plus ``leeway``), while its ``still`` check
@@ -225,7 +229,7 @@ class VerifiedTokens:
     first. So a client presenting the same token on every request pays for one
     signature check."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = VERIFIED_TOKENS) -> None:
         self.size = size
         self._d: dict[bytes, tuple[Identity, float, Callable[[], bool]]] = {}
         self._lock = threading.Lock()
@@ -275,9 +279,6 @@ class JwtVerifier:
     def enabled(self) -> bool:
         return bool(self.settings.jwt_hs256_secret or self.settings.jwt_jwks_url
                     or self.trusts)
-
-    def verify(self, token: str) -> Identity | None:
-        return self.verify_why(token)[0]
 
     def verify_why(self, token: str) -> tuple[Identity | None, str]:
         """The identity, or None and why a workload token was refused ('' for others)."""

@@ -151,7 +151,8 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
         url = f"http://{shown}:{port}"
         print(json.dumps({"url": url, "docs": f"{url}/docs", "health": f"{url}/healthz",
                           "panel": f"{url}/ui", "env": settings.env,
-                          "backend": settings.backend, "first_admin_token": token}),
+                          "backend": settings.backend, "first_admin_token": token,
+                          "trusts": len(trusts.trusts) if trusts is not None else 0}),
               flush=True)
     elif announce:
         url = f"http://{shown}:{port}"

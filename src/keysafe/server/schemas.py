@@ -314,6 +314,17 @@ class AuditRecord(BaseModel):
     detail: dict[str, Any]
 
 
+class AnchorOut(BaseModel):
+    """An audit anchor (keysafe.manager.anchors): keep it where the store's
+    administrators cannot write."""
+
+    kind: str
+    seq: int
+    hash: str
+    taken_at: str
+    env: str
+
+
 class AuditPage(BaseModel):
     records: list[AuditRecord]
 

@@ -18,6 +18,7 @@ the token wins. Each refusal has a reason, for the server's log and for
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from keysafe.config import url_origin
+from keysafe.config import Settings, url_origin
 from keysafe.durations import parse_interval
 from keysafe.errors import BackendUnavailable, ConfigError, KeysafeError
+from keysafe.fsutil import file_stamp
 from keysafe.hosts import is_loopback_host, plain_http_allowed
 from keysafe.server.auth import (
     Identity,
@@ -63,8 +65,6 @@ KEY_LIFESPAN = 300.0
 REFRESH_COOLDOWN = 30.0
 #: The largest discovery document or key set read.
 MAX_DOCUMENT = 1 << 20
-#: Accepted tokens remembered per server process.
-CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,7 @@ class Decision:
     reasons: list[tuple[str, str]] = field(default_factory=list)  # (trust, why)
 
     def summary(self) -> str:
-        if self.identity is not None:
-            return f"accepted by trust {self.trust!r}"
+        """Why the token was refused, trust by trust."""
         return "; ".join(f"{t}: {why}" if t else why for t, why in self.reasons) \
             or "no trust applies"
 
@@ -209,8 +208,8 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
                          f"{', '.join(FIELDS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError("'name' is required: letters, digits, '.', '_' and '-', at most "
-                         "63 characters")
+        raise ValueError("'name' is required, and is letters, digits, '.', '_' and '-' "
+                         "(at most 63 characters)")
     issuer = raw.get("issuer")
     if not isinstance(issuer, str) or not issuer:
         raise ValueError("'issuer' is required: the exact 'iss' of the tokens")
@@ -250,7 +249,11 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
     jwks_url = _url(raw["jwks_url"], "jwks_url") if raw.get("jwks_url") else None
     jwks_file = _file(raw["jwks_file"], "jwks_file", base) if raw.get("jwks_file") else None
     if jwks_url is None and jwks_file is None:
-        _url(issuer, "issuer")  # the keys are discovered from it
+        try:
+            _url(issuer, "issuer")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; without 'jwks_url' or 'jwks_file' the keys are "
+                             "discovered from the issuer, so it must be https") from None
     ca = raw.get("jwks_ca_file")
     bearer = raw.get("jwks_token_file")
     if jwks_file is not None and (ca or bearer):
@@ -273,16 +276,17 @@ class _Keys:
     """The signing keys of one key source (shared by the trusts that name it): a JWKS URL
     (given, or discovered from the issuer's OpenID configuration), or a JWKS file.
 
-    A request never waits on the network: fetched keys are kept and refreshed in a
-    background thread every KEY_LIFESPAN seconds, and at once (at most every
-    REFRESH_COOLDOWN seconds) when a token names a key not held, which is refused
-    meanwhile. A failed fetch keeps the last good keys. A key file is read again
-    whenever it changes; an unreadable or malformed one keeps the last good keys too."""
+    A request never waits on the network: fetched keys are kept, and a background
+    fetch starts when a request finds them older than KEY_LIFESPAN seconds, or (at most
+    every REFRESH_COOLDOWN seconds) names a key not held, which is refused meanwhile. A
+    failed fetch keeps the last good keys. A key file is read again whenever it
+    changes; an unreadable or malformed one keeps the last good keys too."""
 
     def __init__(self, trust: Trust) -> None:
         self.trust = trust
         self._lock = threading.Lock()
         self._keys: dict[str | None, Any] | None = None  # kid -> PyJWK
+        self._digest = b""  # of the key set's document, to tell a changed set
         self._stamp: tuple[int, int, int] | None = None  # the key file's
         self._fetched = 0.0  # monotonic time of the last successful fetch
         self._tried = -REFRESH_COOLDOWN  # ... and of the last attempt
@@ -330,19 +334,18 @@ class _Keys:
         path = self.trust.jwks_file
         assert path is not None
         try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            stamp = file_stamp(path)
             if stamp == self._stamp:
                 return
-            keys = _key_map(jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8")))
+            text = path.read_text(encoding="utf-8")
+            keys = _key_map(jwt.PyJWKSet.from_json(text))
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             self.error = f"cannot read the key file {path}: {_short(exc)}"
             logger.warning("trust %s: %s (keeping the keys read before)", self.trust.name,
                            self.error)
             return
-        with self._lock:
-            self._keys, self._stamp, self.error = keys, stamp, None
-            self.generation += 1
+        self._replace(keys, text)
+        self._stamp = stamp
 
     # -- fetched keys ---------------------------------------------------------------
     def _maybe_refresh(self, kid: str | None) -> None:
@@ -380,14 +383,23 @@ class _Keys:
         try:
             if self._jwks_uri is None:
                 self._jwks_uri = self._discover()
-            keys = _key_map(jwt.PyJWKSet.from_dict(self._get(self._jwks_uri)))
+            doc = self._get(self._jwks_uri)
+            keys = _key_map(jwt.PyJWKSet.from_dict(doc))
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             self.error = _short(exc)
             raise BackendUnavailable(f"trust {self.trust.name}: cannot get the issuer's "
                                      f"keys: {self.error}") from None
+        self._replace(keys, json.dumps(doc, sort_keys=True))
+        self._fetched = time.monotonic()
+
+    def _replace(self, keys: dict[str | None, Any], text: str) -> None:
+        """Take a fresh key set; the generation moves only when the keys changed (a
+        refresh that brings the same keys keeps the tokens verified with them)."""
+        digest = hashlib.sha256(text.encode()).digest()
         with self._lock:
-            self._keys, self._fetched, self.error = keys, time.monotonic(), None
-            self.generation += 1
+            if digest != self._digest:
+                self.generation += 1
+            self._keys, self._digest, self.error = keys, digest, None
 
     def _discover(self) -> str:
         doc = self._get(self.trust.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -499,7 +511,7 @@ class TrustVerifier:
         self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
         self._sources = list(sources.values())
         self.issuers = frozenset(t.issuer for t in trusts)
-        self._cache = VerifiedTokens(CACHE_SIZE)
+        self._cache = VerifiedTokens()
 
     def start(self) -> None:
         """Fetch every key set now (a server calls this once before serving, so the
@@ -517,7 +529,7 @@ class TrustVerifier:
         the caller has it already.
 
         A token accepted once is remembered (by its SHA-256, until it expires, at most
-        CACHE_SIZE of them) with the generation of the keys that verified it: a workload
+        auth.VERIFIED_TOKENS of them) with the generation of the keys that verified it: a workload
         presenting the same token on every request pays for one signature check, and a
         key withdrawn by the issuer still stops working at once."""
         known = self.remembered(token)
@@ -646,7 +658,7 @@ def _short(exc: Exception) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def trust_verifier(settings: Any) -> TrustVerifier | None:
+def trust_verifier(settings: Settings) -> TrustVerifier | None:
     """The trusts of KEYSAFE_JWT_TRUST_FILE for a server with these settings (None when
     unset); ConfigError for a bad file, and for a KEYSAFE_JWT_ISSUER that a trust names
     too (each issuer is read one way only)."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from keysafe.client import TOKEN_ENV
+from keysafe.client import TOKEN_ENV, TokenFile
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -23,7 +23,6 @@ from keysafe.workloads.names import tagged_env_var
 if TYPE_CHECKING:
 
     from keysafe.catalog import Catalog
-    from keysafe.client import TokenFile
     from keysafe.manager.manager import SecretManager
 
 USER_AGENT = "keysafe-cli"
@@ -212,9 +211,8 @@ class ServerSource(_EnvVarTags):
 def open_source(*, env: str | None = None, server: str | None = None,
                 token_env: str = TOKEN_ENV) -> Source:
     """The store named by the settings, or the server at ``server`` (else at
-    KEYSAFE_SERVER_URL) with the token in the environment variable ``token_env`` (never
-    on the command line)."""
-
+    KEYSAFE_SERVER_URL) with the token in the environment variable ``token_env``, else in
+    the file ``token_env``_FILE names (never on the command line)."""
     from keysafe.cli.reading import load, open_manager
 
     settings = load(env)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
@@ -11,7 +11,7 @@ from keysafe.errors import InvalidValue, PermissionDenied
 from keysafe.manager.access import access_report
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.deps import Ctx, get_ctx
-from keysafe.server.schemas import AccessReportOut, AuditPage, AuditRecord
+from keysafe.server.schemas import AccessReportOut, AnchorOut, AuditPage, AuditRecord
 
 router = APIRouter(tags=["audit"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -29,19 +29,18 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
         ctx.require_whole("audit", org_id, "the org's audit log")
 
 
-@router.post("/api/audit/anchor")
-def audit_anchor(ctx: CtxDep) -> dict[str, Any]:
+@router.post("/api/audit/anchor", response_model=AnchorOut)
+def audit_anchor(ctx: CtxDep) -> AnchorOut:
     """An audit anchor: an ``audit_anchor`` record committed durably, and its number and
     hash, to keep where the store's administrators cannot write (``keysafe audit verify
     --anchors``). It covers every org's records: an admin of every org only."""
     from keysafe.manager.anchors import take
 
-    ctx.require("audit", None)
-    if ctx.identity.orgs is not None:
+    if not ctx.identity.can("audit") or ctx.identity.orgs is not None:
         ctx.audit("audit_anchor", None, "denied", org=None)
         raise PermissionDenied("the audit anchor covers every org's records: an admin of "
                                "every org only")
-    return take(ctx.mgr).to_dict()  # recorded as its own audit_anchor record
+    return AnchorOut(**take(ctx.mgr).to_dict())  # recorded as its own audit_anchor record
 
 
 @router.get("/api/audit/report", response_model=AccessReportOut)

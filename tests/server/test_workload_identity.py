@@ -713,3 +713,26 @@ def test_a_refresh_with_the_same_keys_keeps_remembered_tokens(tmp_path: Path,
     keys.refresh()  # a different key set: tokens are verified again on their next use
     assert v.remembered(tok) is None
     assert v.verify(tok)[0] is not None  # k1 is still published
+
+
+def test_mapped_claims_go_into_every_audit_record(home: Path, tmp_path: Path,
+                                                  issuer: Issuer) -> None:
+    """Which CI run (or pod) read the value: the trust's audit_claims are recorded with
+    each of the request's audit records."""
+    path = trust_file(tmp_path, github_trust(
+        issuer, audit_claims=["run_id", "workflow_ref", "kubernetes.io/pod/name"]))
+    app = app_with(home, path)
+    with TestClient(app) as c:
+        tok = issuer.token(run_id="9876543210", workflow_ref="acme/app/.github/workflows/"
+                           "deploy.yml@refs/heads/main")
+        assert value_of(c, tok).status_code == 200
+        assert value_of(c, tok, "no_such_secret").status_code == 404
+        events = app.keysafe.manager.audit_query(AuditFilter(action="read_value"))
+    assert [e.outcome for e in events] == ["ok", "not_found"]
+    for e in events:
+        assert e.detail["claims"] == {
+            "run_id": "9876543210",
+            "workflow_ref": "acme/app/.github/workflows/deploy.yml@refs/heads/main"}
+    with pytest.raises(ConfigError, match="at most 10"):
+        load_trusts(trust_file(tmp_path, github_trust(
+            issuer, audit_claims=[f"c{i}" for i in range(11)]), name="many.yaml"))

@@ -59,7 +59,9 @@ def trust_ls(file: TrustFile = None, env: Env = None, as_json: Json = False) -> 
            "keys from"],
           [(r["name"], r["issuer"], ", ".join(r["audience"]),
             "\n".join([*(f"sub={s}" for s in r["subject"]),
-                       *(f"{k}={' | '.join(v)}" for k, v in r["claims"].items())]) or "any",
+                       *(f"{k}={' | '.join(v)}" for k, v in r["claims"].items()),
+                       *([f"audited: {', '.join(r['audit_claims'])}"]
+                         if r["audit_claims"] else [])]) or "any",
             ", ".join(r["roles"]), ", ".join(r["scopes"]),
             ", ".join(r["env"]) or "any", r["keys_from"]) for r in rows],
           title=f"Trusts (this environment: {here})")

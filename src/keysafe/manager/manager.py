@@ -161,6 +161,8 @@ class SecretManager:
         self.actor = actor or default_actor()
         self.client: str | None = None
         self.request_id: str | None = None
+        #: Added to the detail of every record this manager writes (as_actor's).
+        self.context: dict[str, Any] | None = None
         self._stats = {"cache_hits": 0, "cache_misses": 0, "stale_served": 0}
         self._count_lock = threading.Lock()
         self._cache_data = self.cache._data  # the hit path reads the dict directly
@@ -211,11 +213,15 @@ class SecretManager:
         return cls.from_settings(load_settings(**overrides))
 
     def as_actor(self, actor: str, *, client: str | None = None,
-                 request_id: str | None = None) -> SecretManager:
-        """The same manager (store, cache, audit) acting for another principal."""
+                 request_id: str | None = None,
+                 context: dict[str, Any] | None = None) -> SecretManager:
+        """The same manager (store, cache, audit) acting for another principal;
+        ``context`` goes into the detail of every audit record it writes (a workload
+        token's mapped claims: which CI run, which pod)."""
         other = object.__new__(SecretManager)
         other.__dict__.update(self.__dict__)
         other.actor, other.client, other.request_id = actor, client, request_id
+        other.context = context
         return other
 
     @property
@@ -288,6 +294,8 @@ class SecretManager:
     def draft(self, action: str, path: str | None, outcome: str, *, org: str | None = None,
               version: int | None = None, detail: dict[str, Any] | None = None) -> Draft:
         """An audit record for this principal, not yet stored."""
+        if self.context:
+            detail = {**self.context, **(detail or {})}
         return (now_us(), self.actor, action, path, version, outcome, org, self.client,
                 self.request_id, json.dumps(detail, sort_keys=True) if detail else None)
 

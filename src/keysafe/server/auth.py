@@ -58,6 +58,8 @@ class Identity:
     # (org, domain) -> the name patterns covered there; absent: every name
     names: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict,
                                                          compare=False)
+    # A workload token's claims its trust maps into every audit record (run, pod)
+    claims: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         perms: set[str] = set()

@@ -189,5 +189,7 @@ async def get_ctx(request: Request) -> Ctx:
 
 def make_ctx(st: ServerState, authorization: str, client: str, rid: str) -> Ctx:
     ident = authenticate_raw(st, authorization, client, rid)
-    return Ctx(ident, st.manager.as_actor(ident.principal, client=client, request_id=rid),
+    context = {"claims": ident.claims} if ident.claims else None
+    return Ctx(ident, st.manager.as_actor(ident.principal, client=client, request_id=rid,
+                                          context=context),
                client, rid, st)

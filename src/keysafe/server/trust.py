@@ -55,7 +55,11 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 LEEWAY = 60.0
 DEFAULT_MAX_LIFETIME = "24h"
 FIELDS = ("name", "issuer", "audience", "subject", "claims", "roles", "scopes", "env",
-          "max_lifetime", "jwks_url", "jwks_file", "jwks_ca_file", "jwks_token_file")
+          "max_lifetime", "jwks_url", "jwks_file", "jwks_ca_file", "jwks_token_file",
+          "audit_claims")
+#: At most this many claims go into audit records, each cut to AUDIT_CLAIM_CHARS.
+MAX_AUDIT_CLAIMS = 10
+AUDIT_CLAIM_CHARS = 200
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _FETCH_TIMEOUT = 5.0
 #: Fetched key sets are refreshed (in the background) this often.
@@ -84,6 +88,7 @@ class Trust:
     jwks_file: Path | None = None
     jwks_ca_file: Path | None = None
     jwks_token_file: Path | None = None
+    audit_claims: tuple[tuple[str, ...], ...] = ()  # claim paths recorded in audit
 
     @property
     def keys_from(self) -> str:
@@ -102,6 +107,7 @@ class Trust:
                 "roles": sorted(self.roles),
                 "scopes": sorted(self.scopes) if self.scopes is not None else ["*"],
                 "env": list(self.env), "max_lifetime_s": self.max_lifetime,
+                "audit_claims": ["/".join(p) for p in self.audit_claims],
                 "keys_from": self.keys_from}
 
 
@@ -241,6 +247,15 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
         # let anyone in.
         raise ValueError("bind 'subject' or at least one of 'claims' to something other "
                          "than '*': the issuer signs tokens for others too")
+    audit_claims = []
+    for key in _strings(raw.get("audit_claims"), "audit_claims"):
+        if any(not p for p in key.split("/")):
+            raise ValueError(f"audit claim {key!r} is not a name or a path like "
+                             "kubernetes.io/pod/name")
+        audit_claims.append(tuple(key.split("/")))
+    if len(audit_claims) > MAX_AUDIT_CLAIMS:
+        raise ValueError(f"'audit_claims' names {len(audit_claims)} claims; at most "
+                         f"{MAX_AUDIT_CLAIMS}")
     lifetime = raw.get("max_lifetime", DEFAULT_MAX_LIFETIME)
     if not isinstance(lifetime, str):
         raise ValueError("'max_lifetime' must be a duration like 1h or 15m")
@@ -266,7 +281,8 @@ def _trust(raw: Any, *, base: Path, naming_fields: Iterable[str] | None) -> Trus
         max_lifetime=parse_interval(lifetime, "max_lifetime"),
         jwks_url=jwks_url, jwks_file=jwks_file,
         jwks_ca_file=_file(ca, "jwks_ca_file", base) if ca else None,
-        jwks_token_file=_file(bearer, "jwks_token_file", base) if bearer else None)
+        jwks_token_file=_file(bearer, "jwks_token_file", base) if bearer else None,
+        audit_claims=tuple(audit_claims))
 
 
 # -- the issuers' keys --------------------------------------------------------------
@@ -593,7 +609,8 @@ class TrustVerifier:
             # kind "workload": never mistaken for a host platform's JWT user (jwt:<sub>).
             out.identity = Identity(f"{trust.name}:{claims['sub']}", trust.roles,
                                     trust.scopes, kind="workload",
-                                    expires_at=float(claims["exp"]))
+                                    expires_at=float(claims["exp"]),
+                                    claims=_audited(trust, claims))
             out.trust = trust.name
             out.generation = generation
             return out
@@ -644,6 +661,18 @@ class TrustVerifier:
                 return (f"claim {name} is {_clean(values[0] if len(values) == 1 else values)}"
                         f", not {' or '.join(patterns)}")
         return ""
+
+
+def _audited(trust: Trust, claims: Mapping[str, Any]) -> dict[str, str]:
+    """The claims ``trust`` maps into audit records, as text, cut short (a missing one
+    is left out)."""
+    out = {}
+    for path in trust.audit_claims:
+        values = _as_texts(_claim(claims, path))
+        if values:
+            text = ",".join(values)
+            out["/".join(path)] = text[:AUDIT_CLAIM_CHARS]
+    return out
 
 
 def _clean(value: Any) -> str:

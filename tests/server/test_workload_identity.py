@@ -736,3 +736,32 @@ def test_mapped_claims_go_into_every_audit_record(home: Path, tmp_path: Path,
     with pytest.raises(ConfigError, match="at most 10"):
         load_trusts(trust_file(tmp_path, github_trust(
             issuer, audit_claims=[f"c{i}" for i in range(11)]), name="many.yaml"))
+
+
+def test_a_changed_trust_file_is_taken_without_a_restart(
+        home: Path, tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("keysafe.server.trust.RELOAD_CHECK", 0.0)
+    path = trust_file(tmp_path, github_trust(issuer))
+    app = app_with(home, path)
+    main_tok = issuer.token()
+    dev_tok = issuer.token(ref="refs/heads/dev", sub="repo:acme/app:ref:refs/heads/dev")
+    with TestClient(app) as c:
+        assert value_of(c, main_tok).status_code == 200
+        assert c.get("/api/whoami", headers=bearer(dev_tok)).status_code == 401
+        # A second trust, for every branch, as viewer.
+        trust_file(tmp_path, github_trust(issuer), github_trust(
+            issuer, name="any-branch", claims={"repository": "acme/app"}, roles=["viewer"]))
+        who = c.get("/api/whoami", headers=bearer(dev_tok))
+        assert who.status_code == 200, who.text
+        assert who.json()["name"].startswith("any-branch:")
+        # A broken file is refused; the trusts in force stay.
+        path.write_text("trusts: [\n")
+        assert c.get("/api/whoami", headers=bearer(dev_tok)).status_code == 200
+        assert "the changed trust file is refused" in caplog.text
+        # The main-branch trust removed: its remembered token stops working at once.
+        trust_file(tmp_path, github_trust(
+            issuer, name="any-branch", claims={"repository": "acme/app"}, roles=["viewer"]))
+        assert value_of(c, main_tok).status_code == 403  # now only a viewer
+    assert app.keysafe.jwt._trust_file is not None
+    assert app.keysafe.jwt._trust_file.reloads == 2

@@ -25,7 +25,7 @@ from keysafe.naming import validate_segment
 
 if TYPE_CHECKING:
     from keysafe.server.tokenstore import TokenStore
-    from keysafe.server.trust import TrustVerifier
+    from keysafe.server.trust import TrustFile, TrustVerifier
 
 ROLES: dict[str, frozenset[str]] = {
     # Blind write: only service identities may read values; admins manage, not read.
@@ -273,20 +273,30 @@ class JwtVerifier:
 
     def __init__(self, settings: Settings, trusts: TrustVerifier | None = None) -> None:
         self.settings = settings
-        self.trusts = trusts
+        self._trust_file: TrustFile | None = None
+        if trusts is not None:
+            from keysafe.server.trust import TrustFile
+
+            self._trust_file = TrustFile(settings, trusts)
         self._jwks: Any = None
         self._verified = VerifiedTokens()  # host platform JWTs accepted before
 
     @property
+    def trusts(self) -> TrustVerifier | None:
+        """The workload trusts in force (the trust file is re-read when it changes)."""
+        return self._trust_file.get() if self._trust_file is not None else None
+
+    @property
     def enabled(self) -> bool:
         return bool(self.settings.jwt_hs256_secret or self.settings.jwt_jwks_url
-                    or self.trusts)
+                    or self._trust_file)
 
     def verify_why(self, token: str) -> tuple[Identity | None, str]:
         """The identity, or None and why a workload token was refused ('' for others)."""
-        if self.trusts is not None:
+        trusts = self.trusts
+        if trusts is not None:
             # Tokens accepted before, before any decoding: the usual case.
-            known = self.trusts.remembered(token) or self._verified.get(token)
+            known = trusts.remembered(token) or self._verified.get(token)
             if known is not None:
                 return known, ""
             import jwt
@@ -296,8 +306,8 @@ class JwtVerifier:
             except jwt.PyJWTError:
                 return None, ""
             iss = whole["payload"].get("iss")
-            if isinstance(iss, str) and iss in self.trusts.issuers:
-                return self.trusts.verify(token, whole)
+            if isinstance(iss, str) and iss in trusts.issuers:
+                return trusts.verify(token, whole)
         return self._host_jwt(token), ""
 
     def _host_jwt(self, token: str) -> Identity | None:

@@ -520,19 +520,31 @@ def _key_source(t: Trust) -> tuple[Any, ...]:
 class TrustVerifier:
     """The trusts of one server (in its environment), with their keys."""
 
-    def __init__(self, trusts: list[Trust], env: str) -> None:
+    def __init__(self, trusts: list[Trust], env: str,
+                 keys_from: TrustVerifier | None = None) -> None:
+        """``keys_from``: an earlier verifier whose key sources (and the keys they hold)
+        are taken over where a trust still names the same one."""
         self.trusts = trusts
         self.env = env.lower()
         sources: dict[tuple[Any, ...], _Keys] = {}
+        if keys_from is not None:
+            known = {_key_source(k.trust): k for k in keys_from._sources}
+            for t in trusts:
+                if _key_source(t) in known:
+                    sources[_key_source(t)] = known[_key_source(t)]
+        self._fresh = {_key_source(t) for t in trusts} - set(sources)
         self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
-        self._sources = list(sources.values())
+        self._sources: list[_Keys] = list(sources.values())
         self.issuers = frozenset(t.issuer for t in trusts)
         self._cache = VerifiedTokens()
 
-    def start(self) -> None:
+    def start(self, *, only_new: bool = False) -> None:
         """Fetch every key set now (a server calls this once before serving, so the
-        first requests find their keys); a failure is logged and retried on use."""
+        first requests find their keys; ``only_new``: those not taken over from an
+        earlier verifier); a failure is logged and retried on use."""
         for keys in self._sources:
+            if only_new and _key_source(keys.trust) not in self._fresh:
+                continue
             try:
                 keys.refresh()
             except KeysafeError as exc:
@@ -701,3 +713,62 @@ def trust_verifier(settings: Settings) -> TrustVerifier | None:
         raise ConfigError(f"KEYSAFE_JWT_ISSUER {settings.jwt_issuer!r} is also the issuer of "
                           f"a trust in {settings.jwt_trust_file}: give its tokens one way in")
     return TrustVerifier(trusts, settings.env)
+
+
+#: How often, at most, a server looks at its trust file for a change.
+RELOAD_CHECK = 2.0
+
+
+class TrustFile:
+    """A server's trusts, loaded again when KEYSAFE_JWT_TRUST_FILE changes (looked at on
+    use, at most every RELOAD_CHECK seconds), so a new trust needs no restart. A new file
+    is checked as at start; a bad one (or one gone) is logged and the trusts in force
+    stay. Keys of sources the new file still names are kept; new ones are fetched in the
+    background. Tokens remembered under the old trusts are verified again."""
+
+    def __init__(self, settings: Settings, current: TrustVerifier) -> None:
+        self.settings = settings
+        self.path = Path(settings.jwt_trust_file or "")
+        self.current = current
+        self._stamp = self._peek()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def _peek(self) -> tuple[int, int, int] | None:
+        try:
+            return file_stamp(self.path)
+        except OSError:
+            return None
+
+    def get(self) -> TrustVerifier:
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK:
+            self._checked = now
+            stamp = self._peek()
+            if stamp != self._stamp and self._lock.acquire(blocking=False):
+                try:
+                    self._reload(stamp)
+                finally:
+                    self._lock.release()
+        return self.current
+
+    def _reload(self, stamp: tuple[int, int, int] | None) -> None:
+        self._stamp = stamp
+        if stamp is None:
+            logger.warning("the trust file %s is gone: the trusts in force stay", self.path)
+            return
+        try:
+            fresh = trust_verifier(self.settings)
+        except KeysafeError as exc:
+            logger.warning("the changed trust file is refused, the trusts in force stay: "
+                           "%s", exc)
+            return
+        assert fresh is not None
+        fresh = TrustVerifier(fresh.trusts, self.settings.env, keys_from=self.current)
+        threading.Thread(target=fresh.start, kwargs={"only_new": True},
+                         name="keysafe-trust-keys", daemon=True).start()
+        self.current = fresh
+        self.reloads += 1
+        logger.warning("the trust file %s changed: %d trust(s) now", self.path,
+                       len(fresh.trusts))

@@ -577,7 +577,8 @@ def test_odd_tokens_are_refused_not_errors(home: Path, tmp_path: Path,
         assert not any("\n" in x for x in reasons)  # a kid cannot forge a log line
 
 
-def test_a_key_file_change_is_followed(home: Path, tmp_path: Path, issuer: Issuer) -> None:
+def test_a_key_file_change_is_followed(home: Path, tmp_path: Path, issuer: Issuer,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     keyfile = tmp_path / "cluster-jwks.json"
     keyfile.write_text(json.dumps(issuer.jwks()))
     path = trust_file(tmp_path, github_trust(issuer, jwks_file=str(keyfile)))
@@ -585,7 +586,10 @@ def test_a_key_file_change_is_followed(home: Path, tmp_path: Path, issuer: Issue
     with TestClient(app) as c:
         assert value_of(c, issuer.token()).status_code == 200
         keyfile.write_text("{not json")  # half-written: the keys read before stay
-        assert value_of(c, issuer.token()).status_code == 200
+        for i in range(3):  # ... and it is said once, not on every request
+            assert value_of(c, issuer.token(jti=str(i))).status_code == 200
+        said = [r for r in caplog.records if "cannot read the key file" in r.getMessage()]
+        assert len(said) == 1
         old = issuer.token("k1")
         issuer.keys = {"k2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
         keyfile.write_text(json.dumps(issuer.jwks()))
@@ -759,6 +763,9 @@ def test_a_changed_trust_file_is_taken_without_a_restart(
         path.write_text("trusts: [\n")
         assert c.get("/api/whoami", headers=bearer(dev_tok)).status_code == 200
         assert "the changed trust file is refused" in caplog.text
+        path.write_bytes(b"\xff\xfe not text")  # not even UTF-8: refused, never a 500
+        assert c.get("/api/whoami", headers=bearer(dev_tok)).status_code == 200
+        assert "is not UTF-8 text" in caplog.text
         # The main-branch trust removed: its remembered token stops working at once.
         trust_file(tmp_path, github_trust(
             issuer, name="any-branch", claims={"repository": "acme/app"}, roles=["viewer"]))

@@ -294,8 +294,8 @@ class SecretManager:
     def draft(self, action: str, path: str | None, outcome: str, *, org: str | None = None,
               version: int | None = None, detail: dict[str, Any] | None = None) -> Draft:
         """An audit record for this principal, not yet stored."""
-        if self.context:
-            detail = {**self.context, **(detail or {})}
+        if self.context:  # who the caller is wins over what a route adds
+            detail = {**(detail or {}), **self.context}
         return (now_us(), self.actor, action, path, version, outcome, org, self.client,
                 self.request_id, json.dumps(detail, sort_keys=True) if detail else None)
 

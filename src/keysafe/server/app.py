@@ -271,12 +271,14 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
         mgr.audit.commit(drafts, relaxed=True)
         return [(True, None)] * len(drafts)
 
-    from keysafe.server.trust import trust_verifier
+    from keysafe.server.trust import trust_file_stamp, trust_verifier
 
+    stamp = trust_file_stamp(settings)  # before loading: an edit meanwhile is seen later
     trusts = trust_verifier(settings)
     if trusts is not None:
         trusts.start()  # the issuers' keys, before the first request needs them
-    state = ServerState(settings, manager, tokens, JwtVerifier(settings, trusts),
+    state = ServerState(settings, manager, tokens,
+                        JwtVerifier(settings, trusts, trust_stamp=stamp),
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),

@@ -271,13 +271,15 @@ class JwtVerifier:
     URL, roles and orgs in claims), and workload tokens from the issuers of a trust file
     (keysafe.server.trust), told apart by their ``iss``."""
 
-    def __init__(self, settings: Settings, trusts: TrustVerifier | None = None) -> None:
+    def __init__(self, settings: Settings, trusts: TrustVerifier | None = None, *,
+                 trust_stamp: tuple[int, int, int] | None = None) -> None:
         self.settings = settings
         self._trust_file: TrustFile | None = None
+        self._trusts_seen: TrustVerifier | None = trusts
         if trusts is not None:
             from keysafe.server.trust import TrustFile
 
-            self._trust_file = TrustFile(settings, trusts)
+            self._trust_file = TrustFile(settings, trusts, trust_stamp)
         self._jwks: Any = None
         self._verified = VerifiedTokens()  # host platform JWTs accepted before
 
@@ -294,6 +296,10 @@ class JwtVerifier:
     def verify_why(self, token: str) -> tuple[Identity | None, str]:
         """The identity, or None and why a workload token was refused ('' for others)."""
         trusts = self.trusts
+        if trusts is not self._trusts_seen:
+            # The trust file changed: a host JWT remembered before may now belong to an
+            # issuer a trust names (read one way only), so forget them all.
+            self._trusts_seen, self._verified = trusts, VerifiedTokens()
         if trusts is not None:
             # Tokens accepted before, before any decoding: the usual case.
             known = trusts.remembered(token) or self._verified.get(token)

@@ -142,6 +142,8 @@ def load_trusts(path: str | os.PathLike[str], *,
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read the trust file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the trust file {p} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -200,7 +202,11 @@ def _file(value: Any, what: str, base: Path) -> Path:
         raise ValueError(f"'{what}' must be a file path")
     p = Path(value)
     p = p if p.is_absolute() else base / p
-    if not p.is_file():
+    try:
+        ok = p.is_file() and os.access(p, os.R_OK)
+    except OSError:
+        ok = False
+    if not ok:
         raise ValueError(f"'{what}' {str(p)!r} is not a readable file")
     return p
 
@@ -303,6 +309,8 @@ class _Keys:
         self._lock = threading.Lock()
         self._keys: dict[str | None, Any] | None = None  # kid -> PyJWK
         self._digest = b""  # of the key set's document, to tell a changed set
+        self._stamp_failed: tuple[int, int, int] | None = None  # a key file refused
+        self._fetch_lock = threading.Lock()  # one fetch at a time
         self._stamp: tuple[int, int, int] | None = None  # the key file's
         self._fetched = 0.0  # monotonic time of the last successful fetch
         self._tried = -REFRESH_COOLDOWN  # ... and of the last attempt
@@ -344,6 +352,13 @@ class _Keys:
         return key
 
     # -- a key file ---------------------------------------------------------------
+    @staticmethod
+    def _peek(path: Path) -> tuple[int, int, int] | None:
+        try:
+            return file_stamp(path)
+        except OSError:
+            return None
+
     def _read_file(self) -> None:
         import jwt
 
@@ -356,7 +371,10 @@ class _Keys:
             text = path.read_text(encoding="utf-8")
             keys = _key_map(jwt.PyJWKSet.from_json(text))
         except (OSError, ValueError, jwt.PyJWTError) as exc:
+            if self._stamp_failed is not None and self._stamp_failed == self._peek(path):
+                return  # the same bad file: said once already
             self.error = f"cannot read the key file {path}: {_short(exc)}"
+            self._stamp_failed = self._peek(path)
             logger.warning("trust %s: %s (keeping the keys read before)", self.trust.name,
                            self.error)
             return
@@ -395,27 +413,31 @@ class _Keys:
         if self.trust.jwks_file is not None:
             self._read_file()
             return
-        self._tried = time.monotonic()
-        try:
-            if self._jwks_uri is None:
-                self._jwks_uri = self._discover()
-            doc = self._get(self._jwks_uri)
-            keys = _key_map(jwt.PyJWKSet.from_dict(doc))
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
-            self.error = _short(exc)
-            raise BackendUnavailable(f"trust {self.trust.name}: cannot get the issuer's "
-                                     f"keys: {self.error}") from None
-        self._replace(keys, json.dumps(doc, sort_keys=True))
-        self._fetched = time.monotonic()
+        with self._fetch_lock:  # a start-up fetch and a background one never overlap
+            self._tried = time.monotonic()
+            try:
+                if self._jwks_uri is None:
+                    self._jwks_uri = self._discover()
+                doc = self._get(self._jwks_uri)
+                keys = _key_map(jwt.PyJWKSet.from_dict(doc))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                self.error = _short(exc)
+                raise BackendUnavailable(f"trust {self.trust.name}: cannot get the "
+                                         f"issuer's keys: {self.error}") from None
+            self._replace(keys, json.dumps(doc, sort_keys=True))
+            self._fetched = time.monotonic()
 
     def _replace(self, keys: dict[str | None, Any], text: str) -> None:
         """Take a fresh key set; the generation moves only when the keys changed (a
         refresh that brings the same keys keeps the tokens verified with them)."""
         digest = hashlib.sha256(text.encode()).digest()
         with self._lock:
+            # The keys first, then the generation: a reader that sees the new generation
+            # sees the new keys (one that sees the old generation verifies conservatively).
+            self._keys, self.error = keys, None
             if digest != self._digest:
+                self._digest = digest
                 self.generation += 1
-            self._keys, self._digest, self.error = keys, digest, None
 
     def _discover(self) -> str:
         doc = self._get(self.trust.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -530,8 +552,9 @@ class TrustVerifier:
         if keys_from is not None:
             known = {_key_source(k.trust): k for k in keys_from._sources}
             for t in trusts:
-                if _key_source(t) in known:
-                    sources[_key_source(t)] = known[_key_source(t)]
+                if _key_source(t) in known and _key_source(t) not in sources:
+                    kept = sources[_key_source(t)] = known[_key_source(t)]
+                    kept.trust = t  # the same source; messages name the trust in force
         self._fresh = {_key_source(t) for t in trusts} - set(sources)
         self._keys = {t.name: sources.setdefault(_key_source(t), _Keys(t)) for t in trusts}
         self._sources: list[_Keys] = list(sources.values())
@@ -557,9 +580,10 @@ class TrustVerifier:
         the caller has it already.
 
         A token accepted once is remembered (by its SHA-256, until it expires, at most
-        auth.VERIFIED_TOKENS of them) with the generation of the keys that verified it: a workload
-        presenting the same token on every request pays for one signature check, and a
-        key withdrawn by the issuer still stops working at once."""
+        auth.VERIFIED_TOKENS of them) with the generation of the keys that verified it:
+        a workload presenting the same token on every request pays for one signature
+        check, and a key the issuer withdraws stops working as soon as the key set is
+        fetched again and found changed."""
         known = self.remembered(token)
         if known is not None:
             return known, ""
@@ -699,6 +723,17 @@ def _short(exc: Exception) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def trust_file_stamp(settings: Settings) -> tuple[int, int, int] | None:
+    """The trust file's stamp now (None if unset or unreadable): take it before loading,
+    for TrustFile."""
+    if not settings.jwt_trust_file:
+        return None
+    try:
+        return file_stamp(Path(settings.jwt_trust_file))
+    except OSError:
+        return None
+
+
 def trust_verifier(settings: Settings) -> TrustVerifier | None:
     """The trusts of KEYSAFE_JWT_TRUST_FILE for a server with these settings (None when
     unset); ConfigError for a bad file, and for a KEYSAFE_JWT_ISSUER that a trust names
@@ -726,11 +761,14 @@ class TrustFile:
     stay. Keys of sources the new file still names are kept; new ones are fetched in the
     background. Tokens remembered under the old trusts are verified again."""
 
-    def __init__(self, settings: Settings, current: TrustVerifier) -> None:
+    def __init__(self, settings: Settings, current: TrustVerifier,
+                 stamp: tuple[int, int, int] | None = None) -> None:
+        """``stamp``: the file's, taken before ``current`` was loaded from it (so an edit
+        made while the server started is not missed); taken now if not given."""
         self.settings = settings
         self.path = Path(settings.jwt_trust_file or "")
         self.current = current
-        self._stamp = self._peek()
+        self._stamp = stamp if stamp is not None else self._peek()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
         self.reloads = 0
@@ -759,16 +797,26 @@ class TrustFile:
             logger.warning("the trust file %s is gone: the trusts in force stay", self.path)
             return
         try:
-            fresh = trust_verifier(self.settings)
-        except KeysafeError as exc:
+            loaded = trust_verifier(self.settings)
+        except Exception as exc:  # never into the request that happened to look
+            why = exc if isinstance(exc, KeysafeError) else type(exc).__name__
             logger.warning("the changed trust file is refused, the trusts in force stay: "
-                           "%s", exc)
+                           "%s", why)
             return
-        assert fresh is not None
-        fresh = TrustVerifier(fresh.trusts, self.settings.env, keys_from=self.current)
-        threading.Thread(target=fresh.start, kwargs={"only_new": True},
-                         name="keysafe-trust-keys", daemon=True).start()
-        self.current = fresh
-        self.reloads += 1
-        logger.warning("the trust file %s changed: %d trust(s) now", self.path,
-                       len(fresh.trusts))
+        assert loaded is not None
+        fresh = TrustVerifier(loaded.trusts, self.settings.env, keys_from=self.current)
+
+        def take_over() -> None:
+            # The new trusts take over once the keys they newly name are fetched (or
+            # failed): until then the trusts in force answer.
+            fresh.start(only_new=True)
+            self.current = fresh
+            self.reloads += 1
+            logger.warning("the trust file %s changed: %d trust(s) now", self.path,
+                           len(fresh.trusts))
+
+        if fresh._fresh:
+            threading.Thread(target=take_over, name="keysafe-trust-keys",
+                             daemon=True).start()
+        else:
+            take_over()

@@ -772,3 +772,26 @@ def test_a_changed_trust_file_is_taken_without_a_restart(
         assert value_of(c, main_tok).status_code == 403  # now only a viewer
     assert app.keysafe.jwt._trust_file is not None
     assert app.keysafe.jwt._trust_file.reloads == 2
+
+
+def test_host_jwks_keys_are_kept_and_withdrawn_like_a_trusts(
+        home: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEYSAFE_JWT_JWKS_URL (a host platform's login) goes through the same key keeping:
+    fetched when the server starts, refreshed in the background, and a key the host
+    withdraws stops working once the set is fetched again, remembered tokens included."""
+    monkeypatch.setattr("keysafe.server.trust.KEY_LIFESPAN", 0.0)
+    monkeypatch.setattr("keysafe.server.trust.REFRESH_COOLDOWN", 0.0)
+    app = build_app(home, jwt_jwks_url=issuer.url + "/jwks")
+    app.keysafe.manager.put(OPENAI, VALUE_1, org=ORG)
+    assert issuer.hits == 1  # fetched at start
+    host = {"iss": None, "aud": None, "repository": None, "ref": None,
+            "ref_protected": None, "org": ORG, "role": "service", "sub": "user-7"}
+    tok = issuer.token(**host)
+    with TestClient(app) as c:
+        assert value_of(c, tok).status_code == 200
+        issuer.keys = {"k2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+        deadline = time.monotonic() + 5
+        while value_of(c, tok).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the background fetch brings the new set
+        assert value_of(c, tok).status_code == 401
+        assert value_of(c, issuer.token("k2", **host)).status_code == 200

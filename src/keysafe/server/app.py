@@ -274,11 +274,9 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     from keysafe.server.trust import trust_file_stamp, trust_verifier
 
     stamp = trust_file_stamp(settings)  # before loading: an edit meanwhile is seen later
-    trusts = trust_verifier(settings)
-    if trusts is not None:
-        trusts.start()  # the issuers' keys, before the first request needs them
-    state = ServerState(settings, manager, tokens,
-                        JwtVerifier(settings, trusts, trust_stamp=stamp),
+    jwt_verifier = JwtVerifier(settings, trust_verifier(settings), trust_stamp=stamp)
+    jwt_verifier.start()  # the issuers' keys, before the first request needs them
+    state = ServerState(settings, manager, tokens, jwt_verifier,
                         AuthLimiter(settings.auth_fail_limit, settings.auth_fail_window),
                         writes=BatchPump(lambda jobs: run_write_batch(mgr, jobs),
                                          name="keysafe-writes"),

@@ -25,7 +25,7 @@ from keysafe.naming import validate_segment
 
 if TYPE_CHECKING:
     from keysafe.server.tokenstore import TokenStore
-    from keysafe.server.trust import TrustFile, TrustVerifier
+    from keysafe.server.trust import TrustFile, TrustVerifier, _Keys
 
 ROLES: dict[str, frozenset[str]] = {
     # Blind write: only service identities may read values; admins manage, not read.
@@ -280,7 +280,7 @@ class JwtVerifier:
             from keysafe.server.trust import TrustFile
 
             self._trust_file = TrustFile(settings, trusts, trust_stamp)
-        self._jwks: Any = None
+        self._jwks: _Keys | None = None  # KEYSAFE_JWT_JWKS_URL's keys, made on first use
         self._verified = VerifiedTokens()  # host platform JWTs accepted before
 
     @property
@@ -316,14 +316,44 @@ class JwtVerifier:
                 return trusts.verify(token, whole)
         return self._host_jwt(token), ""
 
+    def start(self) -> None:
+        """Fetch every key set now (KEYSAFE_JWT_JWKS_URL's and the trusts'), so the first
+        requests find their keys; a failure is logged and retried on use."""
+        if self.settings.jwt_jwks_url:
+            from keysafe.errors import KeysafeError
+            from keysafe.server.trust import log_fetch_failure
+
+            try:
+                self._host_keys().refresh()
+            except KeysafeError as exc:
+                log_fetch_failure(exc)
+        trusts = self.trusts
+        if trusts is not None:
+            trusts.start()
+
+    def _host_keys(self) -> _Keys:
+        if self._jwks is None:
+            from keysafe.server.trust import host_keys
+
+            self._jwks = host_keys(self.settings)
+        return self._jwks
+
     def _host_jwt(self, token: str) -> Identity | None:
         s = self.settings
         if not (s.jwt_hs256_secret or s.jwt_jwks_url):
             return None
         ident = self._verified.get(token)
-        if ident is None:
-            ident = self._host_claims(token)
-            if ident is not None:
+        if ident is not None:
+            return ident
+        keys = self._host_keys() if s.jwt_jwks_url else None
+        generation = keys.current() if keys is not None else 0
+        ident = self._host_claims(token)
+        if ident is not None:
+            if keys is not None:  # tied to the key set that verified it
+                held = keys
+                self._verified.put(token, ident,
+                                   still=lambda: held.current() == generation)
+            else:
                 self._verified.put(token, ident)
         return ident
 
@@ -343,9 +373,8 @@ class JwtVerifier:
             if alg == "HS256" and s.jwt_hs256_secret:
                 claims = jwt.decode(token, s.jwt_hs256_secret, algorithms=["HS256"], **kwargs)
             elif alg == "RS256" and s.jwt_jwks_url:
-                if self._jwks is None:
-                    self._jwks = jwt.PyJWKClient(s.jwt_jwks_url, cache_keys=True)
-                key = self._jwks.get_signing_key_from_jwt(token).key
+                # Never a fetch on this thread: the keys are refreshed in the background.
+                key = self._host_keys().key_for(header.get("kid"))
                 claims = jwt.decode(token, key, algorithms=["RS256"], **kwargs)
             else:
                 return None

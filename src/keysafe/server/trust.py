@@ -571,7 +571,7 @@ class TrustVerifier:
             try:
                 keys.refresh()
             except KeysafeError as exc:
-                logger.warning("%s (retried when a token needs them)", exc)
+                log_fetch_failure(exc)
 
     def verify(self, token: str, unverified: Mapping[str, Any] | None = None
                ) -> tuple[Identity | None, str]:
@@ -721,6 +721,19 @@ def _clean(value: Any) -> str:
 def _short(exc: Exception) -> str:
     text = "".join(c if c.isprintable() else "?" for c in (str(exc) or type(exc).__name__))
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def log_fetch_failure(exc: Exception) -> None:
+    logger.warning("%s (retried when a token needs them)", exc)
+
+
+def host_keys(settings: Settings) -> _Keys:
+    """The key set of KEYSAFE_JWT_JWKS_URL (a host platform's login), kept and refreshed
+    as the trusts' are: fetched in the background, never on a request."""
+    url = settings.jwt_jwks_url or ""
+    host = Trust(name="host-jwt", issuer=settings.jwt_issuer or url, audience=(),
+                 roles=frozenset(), scopes=None, jwks_url=url)
+    return _Keys(host)
 
 
 def trust_file_stamp(settings: Settings) -> tuple[int, int, int] | None:

@@ -30,7 +30,7 @@ from keysafe.errors import (
     ValueTooLarge,
 )
 from keysafe.fsutil import file_stamp
-from keysafe.hosts import is_loopback_host, plain_http_allowed
+from keysafe.hosts import cleartext_to_another_machine
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection
@@ -125,8 +125,7 @@ class HttpTransport:
         shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidValue(f"{what} {shown!r} is not an http:// or https:// URL")
-        if (parts.scheme == "http" and not is_loopback_host(parts.hostname)
-                and not plain_http_allowed()):
+        if cleartext_to_another_machine(parts.scheme, parts.hostname):
             # The token goes with every request, and values come back in the answers.
             raise InvalidValue(f"{what} {shown!r} is plain http to another machine: the "
                                "token and values would cross the network in the clear; use "

@@ -25,3 +25,11 @@ def is_loopback_host(host: str) -> bool:
 def plain_http_allowed() -> bool:
     """Whether KEYSAFE_ALLOW_HTTP says plain http to another machine is acceptable."""
     return os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cleartext_to_another_machine(scheme: str, host: str | None) -> bool:
+    """Whether a URL's ``scheme`` and ``host`` send a credential in the clear to another
+    machine: not https, not loopback, and KEYSAFE_ALLOW_HTTP not set. The one rule of
+    the clients, the KMS and the trusts' key fetches."""
+    return (scheme != "https" and not is_loopback_host(host or "")
+            and not plain_http_allowed())

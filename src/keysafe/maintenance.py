@@ -275,6 +275,11 @@ class WrapResult:
     #: place (the KMS's ciphertext, not secret); None otherwise.
     wrapped_value: str | None = None
 
+    @property
+    def where(self) -> str:
+        """Where the ring is, for people."""
+        return "KEYSAFE_MASTER_KEY" if self.key_file is None else str(self.key_file)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["key_file"] = None if self.key_file is None else str(self.key_file)

@@ -65,8 +65,7 @@ def wrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
             "it in KEYSAFE_MASTER_KEY (e.g. the Kubernetes Secret) in place of the plaintext "
             "keys, keep KEYSAFE_MASTER_KEY_KMS set, and restart")
     elif not result.changed:
-        where = "KEYSAFE_MASTER_KEY" if result.key_file is None else str(result.key_file)
-        say(f"{where} is already wrapped by {result.kms}; nothing changed")
+        say(f"{result.where} is already wrapped by {result.kms}; nothing changed")
     else:
         say(f"{result.key_file} now holds the key ring wrapped by {result.kms} (active key "
             f"id {result.active_key_id}). Set KEYSAFE_MASTER_KEY_KMS={result.kms} for every "
@@ -88,8 +87,7 @@ def unwrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
     if result is None:
         return
     if not result.changed:
-        where = "KEYSAFE_MASTER_KEY" if result.key_file is None else str(result.key_file)
-        say(f"{where} is not wrapped; nothing changed")
+        say(f"{result.where} is not wrapped; nothing changed")
     else:
         say(f"{result.key_file} now holds the plaintext key ring (mode 0600, active key id "
             f"{result.active_key_id}). Unset KEYSAFE_MASTER_KEY_KMS for every keysafe "

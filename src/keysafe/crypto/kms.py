@@ -217,11 +217,10 @@ class VaultTransit:
                 self._backend = VaultBackend(mount=self.mount)
             from urllib.parse import urlsplit
 
-            from keysafe.hosts import is_loopback_host, plain_http_allowed
+            from keysafe.hosts import cleartext_to_another_machine
 
             u = urlsplit(self._backend.url)
-            if (u.scheme != "https" and not is_loopback_host(u.hostname or "")
-                    and not plain_http_allowed()):
+            if cleartext_to_another_machine(u.scheme, u.hostname):
                 self._backend = None
                 raise ConfigError(f"KMS {self.reference}: Vault at {u.scheme}://{u.hostname} "
                                   "is not https, and the key ring would cross the network "

@@ -37,7 +37,7 @@ from keysafe.config import Settings, url_origin
 from keysafe.durations import parse_interval
 from keysafe.errors import BackendUnavailable, ConfigError, KeysafeError
 from keysafe.fsutil import file_stamp
-from keysafe.hosts import is_loopback_host, plain_http_allowed
+from keysafe.hosts import cleartext_to_another_machine
 from keysafe.server.auth import (
     Identity,
     VerifiedTokens,
@@ -190,7 +190,7 @@ def _url(value: Any, what: str) -> str:
     u = urlsplit(value)
     if u.scheme not in ("https", "http") or not u.hostname:
         raise ValueError(f"'{what}' {value!r} is not an https:// URL")
-    if u.scheme == "http" and not is_loopback_host(u.hostname) and not plain_http_allowed():
+    if cleartext_to_another_machine(u.scheme, u.hostname):
         raise ValueError(f"'{what}' {value!r} is plain http to another machine: anyone on "
                          "the path could hand keysafe their own keys; use https (or set "
                          "KEYSAFE_ALLOW_HTTP=1 where the network itself is encrypted)")

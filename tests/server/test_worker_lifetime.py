@@ -114,3 +114,41 @@ def test_a_worker_still_building_its_app_ends_with_its_server() -> None:
                 os.kill(worker, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             server.kill()
+
+
+_STUCK_WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    from keysafe.server import run
+    run.ORPHAN_GRACE = 1.0
+    os.environ[run.PARENT_ENV] = str(os.getppid())
+    run.die_with_parent()
+    # A graceful shutdown that never ends: the SIGTERM at the server's death is taken
+    # and nothing follows.
+    signal.signal(signal.SIGTERM, lambda *a: None)
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG (Linux)")
+def test_a_worker_whose_shutdown_hangs_still_ends_after_its_server() -> None:
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, _STUCK_WORKER],
+                              stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        time.sleep(0.3)
+        assert _alive(worker), "ended before its grace was over"
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "a worker whose shutdown hangs outlived its server"
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            if worker:
+                os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()

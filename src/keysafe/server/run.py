@@ -38,6 +38,29 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != int(parent):
         os._exit(0)  # orphaned already: the server that started us is gone
+    import threading
+
+    threading.Thread(target=_end_if_orphaned, args=(int(parent),), daemon=True,
+                     name="keysafe-parent-watch").start()
+
+
+#: How often a worker checks that its server is still there, and how long an orphaned
+#: worker's own graceful shutdown (the SIGTERM above) may take before it is cut short.
+PARENT_CHECK = 0.5
+ORPHAN_GRACE = 5.0
+
+
+def _end_if_orphaned(parent: int) -> None:
+    """The backstop to PR_SET_PDEATHSIG: a worker whose graceful shutdown hangs, or
+    which missed the signal, still ends a few seconds after its server. Everything it
+    acknowledged is durable already (writes and their audit records commit before the
+    answer), so cutting it short loses nothing a client was told had happened."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(1)
 
 
 def make_app() -> Any:

@@ -41,6 +41,7 @@ class _Fields(NamedTuple):
     master_key: str | None = None
     master_key_file: Path | None = None
     master_key_kms: str | None = None
+    master_key_kms_endpoint: str | None = None
     database_url: str | None = None
     state_database_url: str | None = None
     db_pool_max: int = 10
@@ -225,6 +226,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_MASTER_KEY": "master_key",
     "KEYSAFE_MASTER_KEY_FILE": "master_key_file",
     "KEYSAFE_MASTER_KEY_KMS": "master_key_kms",
+    "KEYSAFE_MASTER_KEY_KMS_ENDPOINT": "master_key_kms_endpoint",
     "KEYSAFE_DATABASE_URL": "database_url",
     "KEYSAFE_STATE_DATABASE_URL": "state_database_url",
     "KEYSAFE_DB_POOL_MAX": "db_pool_max",

@@ -287,12 +287,12 @@ class WrapResult:
 
 
 def _kms_required(settings: Settings, action: str) -> Kms:
-    from keysafe.crypto.kms import kms_from_settings
+    from keysafe.crypto.kms import REFERENCE_FORMS, kms_from_settings
 
     kms = kms_from_settings(settings)
     if kms is None:
         raise ConfigError(f"{action} needs KEYSAFE_MASTER_KEY_KMS: the KMS key "
-                          "(awskms:... or vault-transit:<mount>/<key>)")
+                          f"({REFERENCE_FORMS})")
     return kms
 
 

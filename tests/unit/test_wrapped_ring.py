@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keysafe.config import load_settings
 from keysafe.crypto import wrapped
 from keysafe.crypto.keys import KeyRing, load_keyring
-from keysafe.crypto.kms import AwsKms, VaultTransit, kms_for
+from keysafe.crypto.kms import kms_for
+from keysafe.crypto.kms.aws import AwsKms
+from keysafe.crypto.kms.azure import AzureKeyVaultKey
+from keysafe.crypto.kms.gcp import GcpKms
+from keysafe.crypto.kms.vault import VaultTransit
 from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError
 
 
@@ -155,9 +159,75 @@ def test_references() -> None:
     assert isinstance(vt, VaultTransit)
     assert (vt.mount, vt.key, vt.reference) == ("team/transit", "keysafe",
                                                 "vault-transit:team/transit/keysafe")
-    for bad in ("alias/keysafe", "awskms:", "vault-transit:keysafe", "gcpkms:x"):
+    for bad in ("alias/keysafe", "awskms:", "vault-transit:keysafe", "gcpkms:x", "kms:x"):
         with pytest.raises(ConfigError, match="KEYSAFE_MASTER_KEY_KMS"):
             kms_for(bad)
+
+
+GCP_KEY = "projects/my-proj/locations/europe-west1/keyRings/keysafe/cryptoKeys/ring"
+
+
+def test_gcp_references(tmp_path: Path) -> None:
+    gcp = kms_for(f"gcpkms:{GCP_KEY}")
+    assert isinstance(gcp, GcpKms)
+    assert (gcp.name, gcp.reference, gcp.endpoint) == (GCP_KEY, f"gcpkms:{GCP_KEY}", None)
+    s = load_settings({"KEYSAFE_HOME": str(tmp_path),
+                       "KEYSAFE_MASTER_KEY_KMS": f"gcpkms:{GCP_KEY}",
+                       "KEYSAFE_MASTER_KEY_KMS_ENDPOINT": "cloudkms-ks.p.googleapis.com"})
+    gcp = kms_for(f"gcpkms:{GCP_KEY}", s)
+    assert isinstance(gcp, GcpKms)
+    assert gcp.endpoint == "cloudkms-ks.p.googleapis.com"
+    row = next(r for r in s.describe() if r[0] == "master_key_kms_endpoint")
+    assert row[2] == "env KEYSAFE_MASTER_KEY_KMS_ENDPOINT"
+    for bad in (f"{GCP_KEY}/cryptoKeyVersions/3",  # a version, not the key
+                "projects/p/locations/global/keyRings/r",
+                "projects/p/keyRings/r/cryptoKeys/k",
+                "projects/p/locations/global/keyRings/r/cryptoKeys/k k"):
+        with pytest.raises(ConfigError, match="gcpkms:projects/<project>"):
+            kms_for(f"gcpkms:{bad}")
+
+
+def test_azure_references() -> None:
+    az = kms_for("azurekv:https://ks-vault.vault.azure.net/keys/master-ring")
+    assert isinstance(az, AzureKeyVaultKey)
+    assert (az.vault_url, az.name) == ("https://ks-vault.vault.azure.net", "master-ring")
+    assert az.reference == "azurekv:https://ks-vault.vault.azure.net/keys/master-ring"
+    hsm = kms_for("azurekv:https://ks.managedhsm.azure.net/keys/ring/")
+    assert hsm.reference == "azurekv:https://ks.managedhsm.azure.net/keys/ring"
+    for bad in ("http://ks-vault.vault.azure.net/keys/ring",  # never in the clear
+                "https://ks-vault.vault.azure.net/keys/ring/0123456789abcdef",  # a version
+                "https://ks-vault.vault.azure.net/secrets/ring",
+                "https://ks-vault.vault.azure.net/keys/ring_1",
+                "https://ks-vault.vault.azure.net/keys/ring?x=1",
+                "ks-vault/keys/ring"):
+        with pytest.raises(ConfigError, match="azurekv:https://<vault>"):
+            kms_for(f"azurekv:{bad}")
+
+
+def test_azure_ciphertexts_naming_another_key_are_refused_before_any_call() -> None:
+    """A key file altered to name another vault (or key) must not send anything there:
+    refused as altered, with no client made."""
+    az = kms_for("azurekv:https://ks-vault.vault.azure.net/keys/ring")
+    assert isinstance(az, AzureKeyVaultKey)
+
+    def doc(kid: str) -> str:
+        body = {"v": 1, "alg": "RSA-OAEP-256", "kid": kid,
+                "wrapped_key": base64.b64encode(b"k").decode(),
+                "nonce": base64.b64encode(b"n" * 12).decode(),
+                "ciphertext": base64.b64encode(b"c").decode()}
+        return base64.b64encode(json.dumps(body).encode()).decode()
+
+    for kid in ("https://evil.example/keys/ring/0123abcd",
+                "https://ks-vault.vault.azure.net/keys/other/0123abcd",
+                "https://ks-vault.vault.azure.net/keys/ring/",
+                "https://ks-vault.vault.azure.net/keys/ring/0123/../x"):
+        with pytest.raises(IntegrityError, match="not a version of this key"):
+            az.decrypt(doc(kid))
+    for junk in ("not base64!", base64.b64encode(b"[1, 2]").decode(),
+                 base64.b64encode(b'{"v": 2}').decode()):
+        with pytest.raises(IntegrityError, match="altered"):
+            az.decrypt(junk)
+    assert az._clients == {}
 
 
 def test_the_setting_and_its_source(tmp_path: Path) -> None:

@@ -181,6 +181,21 @@ def _index(versions: builtins.list[_Version]) -> dict[int, _Version]:
     return out
 
 
+def error_codes(exc: BaseException) -> set[str]:
+    """Key Vault's error code and inner error code(s) of an azure-core error."""
+    found: set[str] = set()
+    error = getattr(exc, "error", None)
+    inner: Any = None
+    if error is not None:
+        found.add(str(getattr(error, "code", "") or ""))
+        inner = getattr(error, "innererror", None)
+    while isinstance(inner, dict) and inner:
+        found.add(str(inner.get("code", "")))
+        inner = inner.get("innererror")
+    found.discard("")
+    return found
+
+
 class AzureKeyVaultBackend:
     """keysafe on Azure Key Vault, through the official client library.
 
@@ -263,21 +278,6 @@ class AzureKeyVaultBackend:
         return {"key": CODEC.encode(path)}
 
     # -- errors: every SDK call goes through here -----------------------------------------
-    @staticmethod
-    def _codes(exc: BaseException) -> set[str]:
-        """Key Vault's error code and inner error code(s)."""
-        found: set[str] = set()
-        error = getattr(exc, "error", None)
-        inner: Any = None
-        if error is not None:
-            found.add(str(getattr(error, "code", "") or ""))
-            inner = getattr(error, "innererror", None)
-        while isinstance(inner, dict) and inner:
-            found.add(str(inner.get("code", "")))
-            inner = inner.get("innererror")
-        found.discard("")
-        return found
-
     def _translate(self, exc: BaseException, path: str,
                    version: int | None = None) -> BaseException:
         """The keysafe error for a Key Vault failure (foreign errors are mapped here
@@ -304,11 +304,11 @@ class AzureKeyVaultBackend:
                                       f"{f' {status}' if status else ''}); retry later",
                                       path=path)
         if isinstance(exc, e.ResourceExistsError):
-            codes = ", ".join(sorted(self._codes(exc))) or "409"
+            codes = ", ".join(sorted(error_codes(exc))) or "409"
             return Conflict(f"{STORE} refused the change to {path} ({codes})", path=path)
         if status == 400:
             return InvalidValue(f"{STORE} refused the request for {path} "
-                                f"({', '.join(sorted(self._codes(exc))) or '400'})",
+                                f"({', '.join(sorted(error_codes(exc))) or '400'})",
                                 path=path)
         if isinstance(exc, e.AzureError):
             return KeysafeError(f"{STORE} failed for {path} ({type(exc).__name__})",
@@ -341,7 +341,7 @@ class AzureKeyVaultBackend:
             return fn(*args, **kwargs)
 
     def _disabled(self, exc: BaseException) -> bool:
-        return getattr(exc, "status_code", None) == 403 and "SecretDisabled" in self._codes(exc)
+        return getattr(exc, "status_code", None) == 403 and "SecretDisabled" in error_codes(exc)
 
     # -- state ----------------------------------------------------------------------------
     def _lock(self, path: str) -> threading.RLock:
@@ -631,7 +631,7 @@ class AzureKeyVaultBackend:
                                 content_type=content_type, retry_total=0, path=path)
         except Conflict as exc:
             cause = exc.__cause__
-            codes = self._codes(cause) if isinstance(cause, BaseException) else set()
+            codes = error_codes(cause) if isinstance(cause, BaseException) else set()
             if codes & {"ObjectIsDeletedButRecoverable", "ObjectIsBeingDeleted"} \
                     or self._deleted(name, path) is not None:
                 time.sleep(self.polling_interval / 4)

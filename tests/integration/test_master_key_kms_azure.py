@@ -1,0 +1,276 @@
+"""The master key ring wrapped by an Azure Key Vault key
+(KEYSAFE_MASTER_KEY_KMS=azurekv:https://<vault>/keys/<key>), through the real
+``keysafe`` script (a fresh process per command) and the official
+azure-keyvault-keys and azure-identity clients.
+
+STAND-IN: no Azure server can run here. The vault is ``standins/azure_keys_standin.py``,
+a loopback HTTPS server speaking Key Vault's documented keys REST API (get, wrapKey,
+unwrapKey with RSA-OAEP-256, versions, disabled keys, challenge authentication, errors)
+and an App Service managed-identity token endpoint; it is not the real service. The
+processes reach it with no test-only option: DefaultAzureCredential gets its token from
+the managed-identity endpoint, and the certificate is trusted through
+REQUESTS_CA_BUNDLE."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kms_helpers import Cli, assert_no_key, wrapped_doc
+from standins.azure_keys_standin import AzureKeyVaultKeysStandin
+from standins.azure_standin import FakeTokenCredential, make_certificate
+
+from keysafe.cli import exitcodes
+from keysafe.config import load_settings
+from keysafe.errors import ConfigError
+
+crypto = pytest.importorskip("azure.keyvault.keys.crypto")
+
+AAD = b"keysafe=master-key-ring"
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureKeyVaultKeysStandin]:
+    cert, key = make_certificate(tmp_path_factory.mktemp("azure-keys-tls"))
+    server = AzureKeyVaultKeysStandin(cert, key)
+    server.start()
+    server.create_key("master-ring")
+    server.create_key("other")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(standin: AzureKeyVaultKeysStandin) -> Iterator[None]:
+    yield
+    standin.allow(None)
+    standin.fail_next(0)
+
+
+def ref_of(standin: AzureKeyVaultKeysStandin, key: str = "master-ring") -> str:
+    return f"azurekv:{standin.vault_url}/keys/{key}"
+
+
+def cli_for(tmp_path: Path, standin: AzureKeyVaultKeysStandin, key: str = "master-ring") -> Cli:
+    return Cli(tmp_path / "home", KEYSAFE_MASTER_KEY_KMS=ref_of(standin, key),
+               **standin.managed_identity_env())
+
+
+@pytest.fixture
+def cli(tmp_path: Path, standin: AzureKeyVaultKeysStandin) -> Cli:
+    return cli_for(tmp_path, standin)
+
+
+def envelope(doc: dict[str, Any]) -> dict[str, Any]:
+    env: dict[str, Any] = json.loads(base64.b64decode(doc["ciphertext"]))
+    return env
+
+
+def plaintext_ring(standin: AzureKeyVaultKeysStandin, doc: dict[str, Any]) -> dict[str, Any]:
+    """Opened with the plain client and ``cryptography``: the documented envelope."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    env = envelope(doc)
+    client = crypto.CryptographyClient(env["kid"], FakeTokenCredential(),
+                                      **standin.client_kwargs())
+    data_key = client.unwrap_key(crypto.KeyWrapAlgorithm.rsa_oaep_256,
+                                 base64.b64decode(env["wrapped_key"])).key
+    plain = AESGCM(data_key).decrypt(base64.b64decode(env["nonce"]),
+                                     base64.b64decode(env["ciphertext"]), AAD)
+    ring: dict[str, Any] = json.loads(plain)
+    return ring
+
+
+def test_init_put_get_rekey_and_doctor(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    ref = ref_of(standin)
+    r = cli("init", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["kms"] == ref
+    doc = wrapped_doc(cli.key_file)
+    assert doc["kms"] == ref
+    env = envelope(doc)
+    assert env["kid"] == standin.kid("master-ring")  # the version that wrapped
+    assert (env["v"], env["alg"]) == (1, "RSA-OAEP-256")
+    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
+    first = plaintext_ring(standin, doc)
+    cli.put("db_password", "key-vault-value-1")
+    assert cli.get("db_password").out == "key-vault-value-1"
+
+    rk = cli("rekey", "--json")
+    assert rk.code == 0, rk.err
+    second = plaintext_ring(standin, wrapped_doc(cli.key_file))
+    assert second["active"] == rk.json()["active_key_id"] != first["active"]
+    assert cli.get("db_password").out == "key-vault-value-1"
+
+    doctor = cli("doctor", "--json")
+    assert doctor.code == 0, doctor.err
+    row = next(s for s in doctor.json()["settings"] if s["setting"] == "master_key_kms")
+    assert (row["value"], row["source"]) == (ref, "env KEYSAFE_MASTER_KEY_KMS")
+    for ring in (first, second):
+        # The vault sees data keys only, never the ring: in no request body, file,
+        # output or database.
+        assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err, rk.out, rk.err,
+                      doctor.out, doctor.err, (cli.home / "keysafe.db").read_bytes(),
+                      *standin.bodies)
+
+
+def test_wrap_unwrap_round_trip(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
+    cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
+    plain = json.loads(cli.key_file.read_text())
+    w = cli("master-key", "wrap", "--yes", "--json")
+    assert w.code == 0, w.err
+    assert w.json()["changed"] is True
+    assert plaintext_ring(standin, wrapped_doc(cli.key_file)) == plain
+    assert cli.get("a").out == "value-a"
+    u = cli("master-key", "unwrap", "--yes")
+    assert u.code == 0, u.err
+    assert json.loads(cli.key_file.read_text()) == plain
+    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
+    assert_no_key(plain, w.out, w.err, u.out, u.err)
+
+
+def test_without_get_the_vault_wraps_and_its_version_is_kept(
+        cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    """wrapKey and unwrapKey alone (no `get`, a common grant): the client cannot read the
+    public key and has the vault wrap; the version comes from the vault's answer."""
+    standin.deny("get")
+    del standin.calls[:]
+    r = cli("init")
+    assert r.code == 0, r.err
+    assert envelope(wrapped_doc(cli.key_file))["kid"] == standin.kid("master-ring")
+    assert any(op == "wrapkey" for op, _ in standin.calls)  # the vault wrapped
+    cli.put("a", "value-a")
+    assert cli.get("a").out == "value-a"
+
+
+def test_key_rotation_then_rewrap(tmp_path: Path, standin: AzureKeyVaultKeysStandin) -> None:
+    """After a rotation the ring still opens with the version that wrapped it; a
+    disabled version stops the process (exit 8, naming the key); `rewrap` moves the
+    ring to the current version, after which the old one may be disabled."""
+    first = standin.create_key("rotating")
+    cli = cli_for(tmp_path, standin, "rotating")
+    assert cli("init").code == 0
+    cli.put("a", "rotating-value")
+    second = standin.rotate("rotating")
+    assert cli.get("a").out == "rotating-value"
+    version = first.rsplit("/", 1)[1]
+    standin.set_enabled("rotating", version, False)
+    r = cli.get("a")
+    assert r.code == exitcodes.CONFIG, r.err
+    assert ref_of(standin, "rotating") in r.err
+    assert "disabled" in r.err
+    standin.set_enabled("rotating", version, True)
+    r = cli("master-key", "rewrap", "--yes", "--json")
+    assert r.code == 0, r.err
+    assert envelope(wrapped_doc(cli.key_file))["kid"] == second
+    standin.set_enabled("rotating", version, False)
+    assert cli.get("a").out == "rotating-value"
+
+
+def test_unwrap_denied_leaves_the_plaintext_file(cli: Cli,
+                                                 standin: AzureKeyVaultKeysStandin) -> None:
+    """Wrapping asks the vault to unwrap its answer first: an identity that may only
+    wrap leaves the plaintext file in place, never an unreadable wrapped one."""
+    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
+    before = cli.key_file.read_bytes()
+    standin.deny("unwrapkey")
+    r = cli("master-key", "wrap", "--yes")
+    assert r.code == exitcodes.PERMISSION_DENIED, r.err
+    assert ref_of(standin) in r.err
+    assert cli.key_file.read_bytes() == before
+
+
+def _altered(cli: Cli, **change: Any) -> None:
+    doc = json.loads(cli.key_file.read_text())
+    env = envelope(doc)
+    env.update(change)
+    doc["ciphertext"] = base64.b64encode(json.dumps(env).encode()).decode()
+    cli.key_file.write_text(json.dumps(doc))
+
+
+def test_tampering_is_an_integrity_error(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    cli("init")
+    cli.put("a", "value-a")
+    good = cli.key_file.read_text()
+    env = envelope(json.loads(good))
+
+    def flipped(field: str) -> str:
+        raw = bytearray(base64.b64decode(env[field]))
+        raw[-1] ^= 0x01
+        return base64.b64encode(bytes(raw)).decode()
+
+    for change in ({"ciphertext": flipped("ciphertext")},   # the sealed ring
+                   {"wrapped_key": flipped("wrapped_key")},  # the vault refuses it
+                   {"nonce": flipped("nonce")}):
+        cli.key_file.write_text(good)
+        _altered(cli, **change)
+        r = cli.get("a")
+        assert r.code == exitcodes.INTEGRITY, (change, r.err)
+        assert ref_of(standin) in r.err
+
+    # A file naming another key (or vault) is refused before anything is sent there.
+    cli.key_file.write_text(good)
+    other = standin.kid("other")
+    _altered(cli, kid=other)
+    calls = len(standin.calls)
+    r = cli.get("a")
+    assert r.code == exitcodes.INTEGRITY, r.err
+    assert "not a version of this key" in r.err
+    assert not [c for c in standin.calls[calls:] if c[1] == other]
+
+
+def test_another_key_names_both(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    cli("init")
+    other = ref_of(standin, "other")
+    r = cli("get", "a", "--org", "acme", KEYSAFE_MASTER_KEY_KMS=other)
+    assert r.code == exitcodes.CONFIG
+    assert ref_of(standin) in r.err
+    assert other in r.err
+
+
+def test_vault_down_is_backend_unavailable_and_changes_nothing(
+        cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    cli("init")
+    cli.put("a", "value-a")
+    before = cli.key_file.read_bytes()
+    standin.fail_next(1000, status=503)
+    for args in (("get", "a", "--org", "acme"), ("rekey",)):
+        r = cli(*args)
+        assert r.code == exitcodes.UNAVAILABLE, (args, r.err)
+        assert f"KMS {ref_of(standin)}" in r.err
+        assert cli.key_file.read_bytes() == before
+    standin.fail_next(0)
+    assert cli.get("a").out == "value-a"
+
+
+def test_a_missing_key_is_a_config_error(tmp_path: Path,
+                                         standin: AzureKeyVaultKeysStandin) -> None:
+    cli = cli_for(tmp_path, standin, "missing")
+    r = cli("init")
+    assert r.code == exitcodes.CONFIG, r.err
+    assert "does not exist" in r.err
+    assert not cli.key_file.exists()
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from keysafe.crypto import wrapped
+    from keysafe.crypto.keys import load_keyring
+    from keysafe.crypto.kms import kms_from_settings
+
+    monkeypatch.setitem(sys.modules, "azure.keyvault.keys.crypto", None)
+    wrapped.forget()
+    kms = kms_from_settings(load_settings({
+        "KEYSAFE_HOME": str(tmp_path),
+        "KEYSAFE_MASTER_KEY_KMS": "azurekv:https://ks.vault.azure.net/keys/ring"}))
+    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[azure\]'"):
+        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
+    assert not (tmp_path / "master.key").exists()

@@ -7,18 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_fixtures import MotoAws, aws  # noqa: F401 - aws: module fixture
 from bao_fixtures import free_port
-from kms_helpers import Cli, assert_no_key, wrapped_doc
+from kms_helpers import Cli, assert_no_key, missing_sdk_names_the_extra, wrapped_doc
 
 from keysafe.cli import exitcodes
-from keysafe.config import load_settings
-from keysafe.errors import ConfigError
 
 PURPOSE = {"keysafe": "master-key-ring"}
 
@@ -281,17 +278,7 @@ def test_tampered_ciphertext_is_an_integrity_error(cli: Cli) -> None:
 
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                        kms_key: str) -> None:
-    from keysafe.crypto import wrapped
-    from keysafe.crypto.keys import load_keyring
-    from keysafe.crypto.kms import kms_from_settings
-
-    monkeypatch.setitem(sys.modules, "boto3", None)
-    wrapped.forget()
-    settings = load_settings({"KEYSAFE_HOME": str(tmp_path), "KEYSAFE_MASTER_KEY_KMS": kms_key})
-    kms = kms_from_settings(settings)  # cheap: nothing imported yet
-    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[aws\]'"):
-        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
-    assert not (tmp_path / "master.key").exists()
+    missing_sdk_names_the_extra(monkeypatch, tmp_path, "boto3", kms_key, "aws")
 
 
 def test_rewrap_in_memory_and_onto_another_key(cli: Cli, aws: MotoAws,  # noqa: F811

@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import base64
 import json
-import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kms_helpers import Cli, assert_no_key, wrapped_doc
+from kms_helpers import (
+    Cli,
+    init_put_get_rekey_doctor,
+    missing_sdk_names_the_extra,
+    wrap_unwrap_round_trip,
+    wrapped_doc,
+)
 from standins.azure_keys_standin import AzureKeyVaultKeysStandin
 from standins.azure_standin import FakeTokenCredential, make_certificate
 
 from keysafe.cli import exitcodes
-from keysafe.config import load_settings
-from keysafe.errors import ConfigError
 
 crypto = pytest.importorskip("azure.keyvault.keys.crypto")
 
@@ -90,52 +92,16 @@ def plaintext_ring(standin: AzureKeyVaultKeysStandin, doc: dict[str, Any]) -> di
 
 
 def test_init_put_get_rekey_and_doctor(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
-    ref = ref_of(standin)
-    r = cli("init", "--json")
-    assert r.code == 0, r.err
-    assert r.json()["kms"] == ref
-    doc = wrapped_doc(cli.key_file)
-    assert doc["kms"] == ref
-    env = envelope(doc)
+    # The vault sees data keys only, never the ring: in no request body.
+    init_put_get_rekey_doctor(cli, ref_of(standin), lambda doc: plaintext_ring(standin, doc),
+                              *standin.bodies)
+    env = envelope(wrapped_doc(cli.key_file))
     assert env["kid"] == standin.kid("master-ring")  # the version that wrapped
     assert (env["v"], env["alg"]) == (1, "RSA-OAEP-256")
-    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
-    first = plaintext_ring(standin, doc)
-    cli.put("db_password", "key-vault-value-1")
-    assert cli.get("db_password").out == "key-vault-value-1"
-
-    rk = cli("rekey", "--json")
-    assert rk.code == 0, rk.err
-    second = plaintext_ring(standin, wrapped_doc(cli.key_file))
-    assert second["active"] == rk.json()["active_key_id"] != first["active"]
-    assert cli.get("db_password").out == "key-vault-value-1"
-
-    doctor = cli("doctor", "--json")
-    assert doctor.code == 0, doctor.err
-    row = next(s for s in doctor.json()["settings"] if s["setting"] == "master_key_kms")
-    assert (row["value"], row["source"]) == (ref, "env KEYSAFE_MASTER_KEY_KMS")
-    for ring in (first, second):
-        # The vault sees data keys only, never the ring: in no request body, file,
-        # output or database.
-        assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err, rk.out, rk.err,
-                      doctor.out, doctor.err, (cli.home / "keysafe.db").read_bytes(),
-                      *standin.bodies)
 
 
 def test_wrap_unwrap_round_trip(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
-    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
-    cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
-    plain = json.loads(cli.key_file.read_text())
-    w = cli("master-key", "wrap", "--yes", "--json")
-    assert w.code == 0, w.err
-    assert w.json()["changed"] is True
-    assert plaintext_ring(standin, wrapped_doc(cli.key_file)) == plain
-    assert cli.get("a").out == "value-a"
-    u = cli("master-key", "unwrap", "--yes")
-    assert u.code == 0, u.err
-    assert json.loads(cli.key_file.read_text()) == plain
-    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
-    assert_no_key(plain, w.out, w.err, u.out, u.err)
+    wrap_unwrap_round_trip(cli, lambda doc: plaintext_ring(standin, doc))
 
 
 def test_without_get_the_vault_wraps_and_its_version_is_kept(
@@ -262,15 +228,5 @@ def test_a_missing_key_is_a_config_error(tmp_path: Path,
 
 
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from keysafe.crypto import wrapped
-    from keysafe.crypto.keys import load_keyring
-    from keysafe.crypto.kms import kms_from_settings
-
-    monkeypatch.setitem(sys.modules, "azure.keyvault.keys.crypto", None)
-    wrapped.forget()
-    kms = kms_from_settings(load_settings({
-        "KEYSAFE_HOME": str(tmp_path),
-        "KEYSAFE_MASTER_KEY_KMS": "azurekv:https://ks.vault.azure.net/keys/ring"}))
-    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[azure\]'"):
-        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
-    assert not (tmp_path / "master.key").exists()
+    missing_sdk_names_the_extra(monkeypatch, tmp_path, "azure.keyvault.keys.crypto",
+                                "azurekv:https://ks.vault.azure.net/keys/ring", "azure")

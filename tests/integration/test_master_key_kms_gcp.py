@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import base64
 import json
-import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bao_fixtures import free_port
-from kms_helpers import Cli, assert_no_key, wrapped_doc
+from kms_helpers import (
+    Cli,
+    assert_no_key,
+    init_put_get_rekey_doctor,
+    missing_sdk_names_the_extra,
+    wrap_unwrap_round_trip,
+)
 from standins.gcpkms_standin import GcpKmsStandin
 
 from keysafe.cli import exitcodes
-from keysafe.config import load_settings
-from keysafe.errors import ConfigError, IntegrityError
+from keysafe.errors import IntegrityError
 
 kms_v1 = pytest.importorskip("google.cloud.kms_v1")
 
@@ -82,53 +85,23 @@ def plaintext_ring(standin: GcpKmsStandin, doc: dict[str, Any],
 
 
 def test_init_put_get_rekey_and_doctor(cli: Cli, standin: GcpKmsStandin) -> None:
-    r = cli("init", "--json")
-    assert r.code == 0, r.err
-    assert r.json()["kms"] == REF
-    doc = wrapped_doc(cli.key_file)
-    assert doc["kms"] == REF
-    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
-    first = plaintext_ring(standin, doc)
-    cli.put("db_password", "cloud-kms-value-1")
-    assert cli.get("db_password").out == "cloud-kms-value-1"
-
-    rk = cli("rekey", "--json")
-    assert rk.code == 0, rk.err
-    second = plaintext_ring(standin, wrapped_doc(cli.key_file))
-    assert second["active"] == rk.json()["active_key_id"] != first["active"]
-    assert cli.get("db_password").out == "cloud-kms-value-1"
-
-    doctor = cli("doctor", "--json")
-    assert doctor.code == 0, doctor.err
-    rows = {s["setting"]: s for s in doctor.json()["settings"]}
-    assert (rows["master_key_kms"]["value"], rows["master_key_kms"]["source"]) == (
-        REF, "env KEYSAFE_MASTER_KEY_KMS")
-    assert rows["master_key_kms_endpoint"]["source"] == "env KEYSAFE_MASTER_KEY_KMS_ENDPOINT"
-    decrypts = [b for (op, _), b in zip(standin.calls, standin.bodies, strict=True)
-                if op == "decrypt"]
+    calls = len(standin.calls)
+    report = init_put_get_rekey_doctor(cli, REF, lambda doc: plaintext_ring(standin, doc))
+    row = next(s for s in report["settings"] if s["setting"] == "master_key_kms_endpoint")
+    assert row["source"] == "env KEYSAFE_MASTER_KEY_KMS_ENDPOINT"
+    # Decrypt requests carry only ciphertext: no key of any ring ever written here.
+    seen = list(zip(standin.calls, standin.bodies, strict=True))[calls:]
+    rings = [json.loads(base64.b64decode(json.loads(b)["plaintext"]))
+             for (op, _), b in seen if op == "encrypt"]
+    decrypts = [b for (op, _), b in seen if op == "decrypt"]
+    assert len(rings) >= 2
     assert decrypts
-    for ring in (first, second):
-        # Nowhere but in the KMS's own Encrypt requests: not in the file, the output,
-        # the database, or any Decrypt request.
-        assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err, rk.out, rk.err,
-                      doctor.out, doctor.err, (cli.home / "keysafe.db").read_bytes(),
-                      *decrypts)
+    for ring in rings:
+        assert_no_key(ring, *decrypts)
 
 
 def test_wrap_unwrap_round_trip(cli: Cli, standin: GcpKmsStandin) -> None:
-    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
-    cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
-    plain = json.loads(cli.key_file.read_text())
-    w = cli("master-key", "wrap", "--yes", "--json")
-    assert w.code == 0, w.err
-    assert w.json()["changed"] is True
-    assert plaintext_ring(standin, wrapped_doc(cli.key_file)) == plain
-    assert cli.get("a").out == "value-a"
-    u = cli("master-key", "unwrap", "--yes")
-    assert u.code == 0, u.err
-    assert json.loads(cli.key_file.read_text()) == plain
-    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
-    assert_no_key(plain, w.out, w.err, u.out, u.err)
+    wrap_unwrap_round_trip(cli, lambda doc: plaintext_ring(standin, doc))
 
 
 def test_key_rotation_then_rewrap(tmp_path: Path, standin: GcpKmsStandin) -> None:
@@ -303,14 +276,4 @@ def test_checksums_are_verified(monkeypatch: pytest.MonkeyPatch, standin: GcpKms
 
 
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from keysafe.crypto import wrapped
-    from keysafe.crypto.keys import load_keyring
-    from keysafe.crypto.kms import kms_from_settings
-
-    monkeypatch.setitem(sys.modules, "google.cloud.kms_v1", None)
-    wrapped.forget()
-    kms = kms_from_settings(load_settings({"KEYSAFE_HOME": str(tmp_path),
-                                           "KEYSAFE_MASTER_KEY_KMS": REF}))
-    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[gcp\]'"):
-        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
-    assert not (tmp_path / "master.key").exists()
+    missing_sdk_names_the_extra(monkeypatch, tmp_path, "google.cloud.kms_v1", REF, "gcp")

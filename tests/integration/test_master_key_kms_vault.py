@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
-import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bao_fixtures import BaoServer, bao, free_port  # noqa: F401 - bao: module fixture
-from kms_helpers import Cli, assert_no_key, wrapped_doc
+from kms_helpers import (
+    Cli,
+    init_put_get_rekey_doctor,
+    missing_sdk_names_the_extra,
+    wrap_unwrap_round_trip,
+    wrapped_doc,
+)
 
 from keysafe.cli import exitcodes
-from keysafe.config import load_settings
-from keysafe.errors import ConfigError
 
 hvac = pytest.importorskip("hvac")
 
@@ -51,46 +53,12 @@ def plaintext_ring(transit: Any, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_init_put_get_rekey_and_doctor(cli: Cli, transit: Any) -> None:
-    r = cli("init", "--json")
-    assert r.code == 0, r.err
-    doc = wrapped_doc(cli.key_file)
-    assert doc["kms"] == REF
-    assert doc["ciphertext"].startswith("vault:v1:")
-    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
-    first = plaintext_ring(transit, doc)
-    cli.put("db_password", "transit-value-1")
-    assert cli.get("db_password").out == "transit-value-1"
-
-    rk = cli("rekey", "--json")
-    assert rk.code == 0, rk.err
-    second = plaintext_ring(transit, wrapped_doc(cli.key_file))
-    assert second["active"] == rk.json()["active_key_id"] != first["active"]
-    assert cli.get("db_password").out == "transit-value-1"
-
-    doctor = cli("doctor", "--json")
-    assert doctor.code == 0, doctor.err
-    row = next(s for s in doctor.json()["settings"] if s["setting"] == "master_key_kms")
-    assert (row["value"], row["source"]) == (REF, "env KEYSAFE_MASTER_KEY_KMS")
-    for ring in (first, second):
-        assert_no_key(ring, cli.key_file.read_bytes(), r.out, r.err, rk.out, rk.err,
-                      doctor.out, doctor.err, (cli.home / "keysafe.db").read_bytes())
+    init_put_get_rekey_doctor(cli, REF, lambda doc: plaintext_ring(transit, doc))
+    assert wrapped_doc(cli.key_file)["ciphertext"].startswith("vault:v1:")
 
 
 def test_wrap_unwrap_round_trip(cli: Cli, transit: Any) -> None:
-    cli("init", KEYSAFE_MASTER_KEY_KMS=None)
-    cli.put("a", "value-a", KEYSAFE_MASTER_KEY_KMS=None)
-    plain = json.loads(cli.key_file.read_text())
-    w = cli("master-key", "wrap", "--yes", "--json")
-    assert w.code == 0, w.err
-    assert w.json()["changed"] is True
-    assert plaintext_ring(transit, wrapped_doc(cli.key_file)) == plain
-    assert cli.get("a").out == "value-a"
-    u = cli("master-key", "unwrap", "--yes")
-    assert u.code == 0, u.err
-    assert "Unset KEYSAFE_MASTER_KEY_KMS" in u.err
-    assert json.loads(cli.key_file.read_text()) == plain
-    assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
-    assert_no_key(plain, w.out, w.err, u.out, u.err)
+    wrap_unwrap_round_trip(cli, lambda doc: plaintext_ring(transit, doc))
 
 
 def test_another_transit_key_names_both(cli: Cli) -> None:
@@ -158,17 +126,7 @@ def test_malformed_reference_is_a_config_error(cli: Cli) -> None:
 
 
 def test_missing_hvac_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from keysafe.crypto import wrapped
-    from keysafe.crypto.keys import load_keyring
-    from keysafe.crypto.kms import kms_from_settings
-
-    monkeypatch.setitem(sys.modules, "hvac", None)
-    wrapped.forget()
-    kms = kms_from_settings(load_settings({"KEYSAFE_HOME": str(tmp_path),
-                                           "KEYSAFE_MASTER_KEY_KMS": REF}))
-    with pytest.raises(ConfigError, match=r"pip install 'keysafe\[vault\]'"):
-        load_keyring(None, tmp_path / "master.key", create=True, kms=kms)
-    assert not (tmp_path / "master.key").exists()
+    missing_sdk_names_the_extra(monkeypatch, tmp_path, "hvac", REF, "vault")
 
 
 def test_key_rotation_then_rewrap(tmp_path: Path, bao: BaoServer,  # noqa: F811

@@ -190,6 +190,18 @@ def _annotation_bytes(annotations: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
 
 
+def api_status(exc: BaseException) -> str:
+    """The gRPC status name of a Google API error (REST carries it in the error body)."""
+    code = getattr(exc, "grpc_status_code", None)
+    if code is not None and hasattr(code, "name"):
+        return str(code.name)
+    response = getattr(exc, "response", None)
+    try:
+        return str(response.json()["error"]["status"])  # type: ignore[union-attr]
+    except Exception:
+        return ""
+
+
 class GcpSecretManagerBackend:
     """keysafe on GCP Secret Manager, through the official client library.
 
@@ -315,18 +327,6 @@ class GcpSecretManagerBackend:
         found.append(auth_exc.TransportError)
         return tuple(found)
 
-    @staticmethod
-    def _status(exc: BaseException) -> str:
-        """The gRPC status name of an API error (REST carries it in the error body)."""
-        code = getattr(exc, "grpc_status_code", None)
-        if code is not None and hasattr(code, "name"):
-            return str(code.name)
-        response = getattr(exc, "response", None)
-        try:
-            return str(response.json()["error"]["status"])  # type: ignore[union-attr]
-        except Exception:
-            return ""
-
     def _translate(self, exc: BaseException, path: str, version: int | None, *,
                    precondition: str) -> BaseException:
         """The keysafe error for a Secret Manager failure (foreign errors are mapped
@@ -334,7 +334,7 @@ class GcpSecretManagerBackend:
         for the call: a disabled/destroyed version ("not_found") or a lost race
         ("stale")."""
         e = self._exc
-        status = self._status(exc)
+        status = api_status(exc)
         if isinstance(exc, e.NotFound):
             return not_found(path, version)
         if isinstance(exc, e.Forbidden | e.Unauthorized):

@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from keysafe.errors import ConfigError
+from keysafe.errors import ConfigError, KeysafeError
 
 if TYPE_CHECKING:
     from keysafe.config import Settings
+
+_T = TypeVar("_T")
 
 #: What a wrapped ring is for, bound into every ciphertext (AWS EncryptionContext,
 #: Transit and Cloud KMS associated data): a ciphertext made for anything else does not
@@ -70,6 +73,25 @@ class Kms(Protocol):
         """The plaintext of ``ciphertext``; IntegrityError if it was altered or made
         by another key or for another purpose."""
         ...
+
+
+def call_kms(fn: Callable[[], _T], mapper: Callable[[BaseException], KeysafeError | None],
+             *, secret: bool) -> _T:
+    """One KMS call, a failure mapped by ``mapper`` (None: raised as it is). ``secret``:
+    the request carries key material (the ring, a data key), so the mapped error is
+    raised unchained: a traceback would otherwise print the SDK's error, which may
+    hold the request."""
+    try:
+        return fn()
+    except KeysafeError:
+        raise
+    except Exception as exc:
+        mapped = mapper(exc)
+        if mapped is None:
+            raise
+        if not secret:
+            raise mapped from exc
+    raise mapped  # outside the handler: nothing chained
 
 
 def kms_for(reference: str, settings: Settings | None = None) -> Kms:

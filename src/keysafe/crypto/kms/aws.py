@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Any
 
-from keysafe.crypto.kms import PURPOSE
+from keysafe.crypto.kms import PURPOSE, call_kms
 from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError, KeysafeError, NotFound
 
 #: AWS KMS Encrypt takes at most 4096 bytes of plaintext (a ring of about 50 keys).
@@ -61,19 +61,11 @@ class AwsKms:
         return plaintext
 
     def _call(self, op: str, *, secret: bool = False, **kwargs: Any) -> dict[str, Any]:
-        """One KMS call, its failure mapped here. ``secret``: the request carries the
-        ring, so the AWS error is raised unchained (a traceback would print it)."""
+        """One KMS call, its failure mapped here."""
         client, sdk = self._connect()
-        try:
-            result: dict[str, Any] = getattr(client, op)(**kwargs)
-            return result
-        except Exception as exc:
-            mapped = self._map(sdk, exc, op)
-            if mapped is None:
-                raise
-            if not secret:
-                raise mapped from exc
-        raise mapped  # outside the handler: nothing chained
+        result: dict[str, Any] = call_kms(lambda: getattr(client, op)(**kwargs),
+                                          lambda exc: self._map(sdk, exc, op), secret=secret)
+        return result
 
     def _map(self, sdk: Any, exc: BaseException, action: str) -> KeysafeError | None:
         from keysafe.backends import _aws

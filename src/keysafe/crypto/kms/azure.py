@@ -28,10 +28,10 @@ import binascii
 import json
 import os
 import re
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
-from keysafe.crypto.kms import PURPOSE_BYTES
+from keysafe.crypto.kms import PURPOSE_BYTES, call_kms
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -120,9 +120,9 @@ class AzureKeyVaultKey:
                 answered.append(kid)
 
         # The request carries the data key: a failure is raised with nothing chained.
-        result = self._call(lambda: client.wrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
-                                                    data_key, raw_response_hook=kid_of),
-                            "wrap", secret=True)
+        result = call_kms(lambda: client.wrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
+                                                  data_key, raw_response_hook=kid_of),
+                          lambda exc: self._map(exc, "wrap"), secret=True)
         kid = answered[-1] if answered else str(result.key_id or "")
         self._version_of(kid)
         doc = {"v": _FORMAT, "kid": kid, "alg": ALG,
@@ -149,8 +149,9 @@ class AzureKeyVaultKey:
             raise IntegrityError(altered)
         self._version_of(kid)  # another vault or key: refused before anything is sent
         client = self._client(kid)
-        result = self._call(lambda: client.unwrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
-                                                      wrapped), "unwrap", secret=False)
+        result = call_kms(lambda: client.unwrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
+                                                    wrapped),
+                          lambda exc: self._map(exc, "unwrap"), secret=False)
         try:
             return AESGCM(bytes(result.key)).decrypt(nonce, sealed, PURPOSE_BYTES)
         except (InvalidTag, ValueError):
@@ -167,24 +168,6 @@ class AzureKeyVaultKey:
                                  f"{kid[:200]!r}, not a version of this key (the key file "
                                  "was altered)")
         return version
-
-    def _call(self, fn: Any, action: str, *, secret: bool) -> Any:
-        try:
-            return fn()
-        except KeysafeError:
-            raise
-        except Exception as exc:
-            mapped = self._map(exc, action)
-            if mapped is None:
-                raise
-            if not secret:
-                raise mapped from exc
-            failure = mapped
-        self._raise(failure)
-
-    @staticmethod
-    def _raise(exc: KeysafeError) -> NoReturn:
-        raise exc  # outside the handler: nothing chained
 
     def _map(self, exc: BaseException, action: str) -> KeysafeError | None:
         """The keysafe error for a Key Vault failure. Key Vault's text is kept only for

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, NoReturn
+from typing import Any
 
-from keysafe.crypto.kms import PURPOSE_BYTES
+from keysafe.crypto.kms import PURPOSE_BYTES, call_kms
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -127,7 +127,9 @@ class GcpKms:
                    "plaintext_crc32c": _crc(plaintext),
                    "additional_authenticated_data_crc32c": _crc(PURPOSE_BYTES)}
         # The request carries the ring: a failure is raised with nothing chained.
-        resp = self._call(client.encrypt, request, "encrypt", secret=True)
+        resp = call_kms(lambda: client.encrypt(request=request, retry=self._retry,
+                                               timeout=self.timeout),
+                        lambda exc: self._map(exc, "encrypt"), secret=True)
         ciphertext = bytes(resp.ciphertext)
         if not (resp.verified_plaintext_crc32c
                 and resp.verified_additional_authenticated_data_crc32c):
@@ -149,52 +151,25 @@ class GcpKms:
         request = {"name": self.name, "ciphertext": blob, "ciphertext_crc32c": _crc(blob),
                    "additional_authenticated_data": PURPOSE_BYTES,
                    "additional_authenticated_data_crc32c": _crc(PURPOSE_BYTES)}
-        resp = self._call(client.decrypt, request, "decrypt", secret=False)
+        resp = call_kms(lambda: client.decrypt(request=request, retry=self._retry,
+                                               timeout=self.timeout),
+                        lambda exc: self._map(exc, "decrypt"), secret=False)
         plaintext = bytes(resp.plaintext)
         if _crc(plaintext) != int(resp.plaintext_crc32c):
             raise IntegrityError(f"KMS {self.reference}: the decrypted key ring's checksum "
                                  "does not match (corrupted on the way)")
         return plaintext
 
-    def _call(self, fn: Any, request: dict[str, Any], action: str, *, secret: bool) -> Any:
-        try:
-            return fn(request=request, retry=self._retry, timeout=self.timeout)
-        except KeysafeError:
-            raise
-        except Exception as exc:
-            mapped = self._map(exc, action)
-            if mapped is None:
-                raise
-            if not secret:
-                raise mapped from exc
-            failure = mapped
-        self._raise(failure)
-
-    @staticmethod
-    def _raise(exc: KeysafeError) -> NoReturn:
-        raise exc  # outside the handler: nothing chained
-
-    @staticmethod
-    def _status(exc: BaseException) -> str:
-        """The gRPC status name of an API error (REST carries it in the error body)."""
-        code = getattr(exc, "grpc_status_code", None)
-        if code is not None and hasattr(code, "name"):
-            return str(code.name)
-        response = getattr(exc, "response", None)
-        try:
-            return str(response.json()["error"]["status"])  # type: ignore[union-attr]
-        except Exception:
-            return ""
-
     def _map(self, exc: BaseException, action: str) -> KeysafeError | None:
         """The keysafe error for a Cloud KMS failure; Google's text is left out except
         for denials (which name the principal and permission, not the request)."""
         from keysafe.backends._sdk import require_sdk
+        from keysafe.backends.gcp import api_status
 
         e = self._exc
         auth_exc = require_sdk("google.auth.exceptions", "gcp")
         ref = self.reference
-        status = self._status(exc)
+        status = api_status(exc)
         if isinstance(exc, auth_exc.RefreshError):
             return PermissionDenied(f"KMS {ref}: the GCP credentials were refused "
                                     f"({type(exc).__name__}); sign in again")

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
     from keysafe.catalog import Catalog
     from keysafe.manager.manager import SecretManager
+    from keysafe.models import SecretMetadata
 
 __all__ = [
     "CONTENT_HASH",
@@ -179,17 +180,21 @@ def content_hash(values: Mapping[str, str]) -> str:
 
 def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
                env: str | None = None, fresh: bool = True,
-               skipped: list[str] | None = None) -> dict[str, str]:
+               skipped: list[str] | None = None,
+               listing: list[SecretMetadata] | None = None) -> dict[str, str]:
     """Every live secret of the scope (org and one domain, the default when not given)
     as {ENV_VAR_NAME: value}; InvalidName when two names map to one variable. A secret
     with no value to read (its current version destroyed, or deleted meanwhile) is left
-    out and its name added to ``skipped``."""
+    out and its name added to ``skipped``; ``listing`` gets the metadata listed."""
     from keysafe.workloads.names import tagged_env_var
 
     domain = domain or mgr.ref("x", org, env=env).domain
     by_env: dict[str, str] = {}
     values: dict[str, str] = {}
-    for meta in mgr.list(org, domain=domain, env=env):
+    metas = mgr.list(org, domain=domain, env=env)
+    if listing is not None:
+        listing.extend(metas)
+    for meta in metas:
         ref = mgr.parse(meta.path)
         var = tagged_env_var(meta.tags) or env_var_name(ref.name, mgr.catalog)
         if var in by_env:

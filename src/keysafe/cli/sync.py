@@ -4,8 +4,9 @@ Each pass reads the scope (org and one domain) from the configured store, render
 Secret (environment-variable names as keys, as ``keysafe export`` does) and applies it
 only when its content differs from the live object; when it applies, it rolls out the
 ``--restart`` workloads. Without ``--once`` it repeats every ``--interval`` until
-SIGTERM or Ctrl-C (a pass in progress finishes first). Progress goes to stderr, the
-summary to stdout; values are never printed.
+SIGTERM or Ctrl-C (a pass in progress finishes first); with ``--watch`` a change to the
+scope's secrets brings the next pass forward (keysafe.workloads.watch). Progress goes to
+stderr, the summary to stdout; values are never printed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from keysafe.cli.output import command, emit_json_lines, say, table, warn
 
 if TYPE_CHECKING:
     from keysafe.kube import PassResult
+    from keysafe.models import SecretMetadata
 
 sync_app = typer.Typer(help="Keep secrets in step with where workloads read them.",
                        no_args_is_help=True)
@@ -39,15 +41,18 @@ _SHOWN = 20
 
 
 class _Stop:
-    """SIGTERM/SIGINT set an event the loop waits on; handlers restored on exit."""
+    """SIGTERM/SIGINT set ``stopped``, then ``event`` (what the loop sleeps on, which a
+    watched change sets too); handlers restored on exit."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.stopped = threading.Event()
         self.signal: str | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signal.Signals(signum).name
+        self.stopped.set()
         self.event.set()
 
     def __enter__(self) -> _Stop:
@@ -90,6 +95,13 @@ def sync_kubernetes(
         "--passes", min=1, max=MAX_INT,
         help="Stop after this many passes (default: until SIGTERM).",
         show_default=False)] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Also pass as soon as a secret of the scope changes (told at once "
+                        "by PostgreSQL; other stores are checked every --poll).")] = False,
+    poll: Annotated[str | None, typer.Option(
+        "--poll", help="With --watch on a store that does not announce changes: how often "
+                       "to compare the scope's versions (a listing, no values); default "
+                       "30s.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Apply on the first pass even if nothing changed (and restart the "
                         "--restart workloads).")] = False,
@@ -118,16 +130,24 @@ def sync_kubernetes(
     is created if missing and replaced when its content differs; a Secret keysafe did
     not write is left alone unless --adopt. When the Secret is applied, each --restart
     workload (Deployment, StatefulSet or DaemonSet) is rolled out (as `kubectl rollout
-    restart` does). Needs the kubernetes
-    package (the k8s extra of keysafe).
+    restart` does). With --watch, a change to the scope's secrets (a put, rotation,
+    delete or re-tag) brings the next pass forward, so a rotated value reaches the
+    Secret in seconds; --interval passes still run. Needs the kubernetes package (the k8s
+    extra of keysafe).
     """
     from keysafe.cli.reading import open_manager
     from keysafe.durations import parse_interval
-    from keysafe.errors import KeysafeError, NotFound
+    from keysafe.errors import InvalidValue, KeysafeError, NotFound
     from keysafe.kube import KubeSync, parse_workload, read_scope, sync_pass
     from keysafe.workloads.scope import left_out
+    from keysafe.workloads.watch import ScopeWatch
 
     every = parse_interval(interval)
+    poll_every = parse_interval(poll or "30s", "poll interval")
+    if watch and once:
+        raise InvalidValue("--watch keeps passing on each change; it cannot go with --once")
+    if poll is not None and not watch:
+        raise InvalidValue("--poll says how often --watch checks for changes; add --watch")
     workloads = list(dict.fromkeys(parse_workload(w) for w in restart or []))
     labels = parse_tags(label, "--label") or {}
     limit = 1 if once else passes
@@ -141,12 +161,26 @@ def sync_kubernetes(
         kube = KubeSync(namespace, name, kubeconfig=kubeconfig, context=context,
                         labels=labels, adopt=adopt)
         with _Stop() as stop:
+            watcher = None
+            if watch:
+                watcher = ScopeWatch(mgr, org, domain or mgr.ref("x", org, env=env).domain,
+                                     env, poll=poll_every, wake=stop.event,
+                                     stopped=stop.stopped)
+                if not as_json:
+                    say(f"watching {org!r}: {watcher.how}")
             n = 0
+            why = "start"
             while limit is None or n < limit:
                 n += 1
                 try:
                     skipped: list[str] = []
-                    values = read_scope(mgr, org, domain, env=env, skipped=skipped)
+                    listing: list[SecretMetadata] = []
+                    if watcher is not None:
+                        watcher.begin_pass()
+                    values = read_scope(mgr, org, domain, env=env, skipped=skipped,
+                                        listing=listing)
+                    if watcher is not None:
+                        watcher.passed(listing)
                     note = left_out(skipped)
                     if note:
                         warn(note)
@@ -172,16 +206,25 @@ def sync_kubernetes(
                              "by name will not start until they read another (a secret "
                              "deleted, or its variable changed: docs/kubernetes.md)")
                     if as_json:
-                        emit_json_lines([{"pass": n, **result.to_dict()}])
+                        emit_json_lines([{"pass": n, "trigger": why, **result.to_dict()}])
                     else:
-                        say(f"pass {n}: {_describe(result)}")
+                        say(f"pass {n}{' (a change)' if why == 'change' else ''}: "
+                            f"{_describe(result)}")
                 if limit is not None and n >= limit:
                     break
                 if not as_json:
                     nxt = datetime.now(UTC) + timedelta(seconds=every)
-                    say(f"next pass at {nxt.isoformat(timespec='seconds')}")
-                if stop.event.wait(every):
-                    break
+                    say(f"next pass at {nxt.isoformat(timespec='seconds')}"
+                        + (" or on a change" if watcher is not None else ""))
+                if watcher is None:
+                    why = "interval"
+                    if stop.event.wait(every):
+                        break
+                else:
+                    why = watcher.wait(every)
+                    if why == "stop":
+                        break
+                    why = "interval" if why == "due" else why
             if stop.signal and not as_json:
                 say(f"stopped by {stop.signal} after {n} pass{'es' if n != 1 else ''}")
     finally:

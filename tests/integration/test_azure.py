@@ -147,6 +147,19 @@ def test_challenge_authentication_asks_for_the_vault_scope(
     assert cred.scopes == [("https://vault.azure.net/.default",)]
 
 
+def test_no_credentials_is_a_config_error_naming_what_was_tried(
+        standin: AzureKeyVaultStandin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DefaultAzureCredential with no source that works raises ClientAuthenticationError
+    with no response: no credentials (exit 8), not a denial by the vault."""
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
+    for var in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+    b = AzureKeyVaultBackend(vault_url=standin.vault_url, client_kwargs=test_kwargs(standin))
+    with pytest.raises(ConfigError, match=r"no Azure credentials.*EnvironmentCredential"):
+        b.get("some/path")
+
+
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.keyvault.secrets", None)
     with pytest.raises(ConfigError, match=r"pip install 'keysafe\[azure\]'"):

@@ -5,7 +5,8 @@ azure-keyvault-keys and azure-identity clients.
 
 STAND-IN: no Azure server can run here. The vault is ``standins/azure_keys_standin.py``,
 a loopback HTTPS server speaking Key Vault's documented keys REST API (get, wrapKey,
-unwrapKey with RSA-OAEP-256, versions, disabled keys, challenge authentication, errors)
+unwrapKey with RSA-OAEP-256, sign and verify with RS256, versions, disabled keys,
+challenge authentication, errors)
 and an App Service managed-identity token endpoint; it is not the real service. The
 processes reach it with no test-only option: DefaultAzureCredential gets its token from
 the managed-identity endpoint, and the certificate is trusted through
@@ -97,7 +98,8 @@ def test_init_put_get_rekey_and_doctor(cli: Cli, standin: AzureKeyVaultKeysStand
                               *standin.bodies)
     env = envelope(wrapped_doc(cli.key_file))
     assert env["kid"] == standin.kid("master-ring")  # the version that wrapped
-    assert (env["v"], env["alg"]) == (1, "RSA-OAEP-256")
+    assert (env["v"], env["alg"]) == (2, "RSA-OAEP-256")
+    assert env["sig"]
 
 
 def test_wrap_unwrap_round_trip(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
@@ -230,3 +232,100 @@ def test_a_missing_key_is_a_config_error(tmp_path: Path,
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing_sdk_names_the_extra(monkeypatch, tmp_path, "azure.keyvault.keys.crypto",
                                 "azurekv:https://ks.vault.azure.net/keys/ring", "azure")
+
+
+def _forged(standin: AzureKeyVaultKeysStandin, good: dict[str, Any], *,
+            sign_with: str | None, fmt: int = 2) -> dict[str, Any]:
+    """A wrapped ring made from the vault key's PUBLIC key alone (what anyone who read
+    it could make), signed by ``sign_with`` (None: no signature)."""
+    import hashlib
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    kid = standin.kid("master-ring")
+    public = standin.keys["master-ring"].versions[-1].private.public_key()
+    ring = json.dumps(plaintext_ring(standin, good)).encode()
+    data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
+                        label=None)
+    env: dict[str, Any] = {
+        "v": fmt, "kid": kid, "alg": "RSA-OAEP-256",
+        "wrapped_key": base64.b64encode(public.encrypt(data_key, oaep)).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(AESGCM(data_key).encrypt(nonce, ring, AAD)).decode()}
+    if sign_with is not None:
+        digest = hashlib.sha256(json.dumps(env, sort_keys=True, separators=(",", ":"))
+                                .encode()).digest()
+        private = standin.keys[sign_with].versions[-1].private
+        env["sig"] = base64.b64encode(private.sign(
+            digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))).decode()
+    doc = dict(good)
+    doc["ciphertext"] = base64.b64encode(json.dumps(env).encode()).decode()
+    return doc
+
+
+def test_a_ring_made_with_the_public_key_alone_is_refused(
+        cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    """Wrapping needs only the public key; the signature needs the vault. A forged ring
+    (unsigned, format 1, or signed by another key) never opens, and nothing is
+    unwrapped; the same ring signed by the vault key opens (the forgery is otherwise
+    perfect)."""
+    cli("init")
+    cli.put("a", "value-a")
+    good = json.loads(cli.key_file.read_text())
+    for sign_with, fmt, words in ((None, 2, "not signed"), (None, 1, "not signed"),
+                                  ("other", 2, "does not verify")):
+        cli.key_file.write_text(json.dumps(_forged(standin, good, sign_with=sign_with,
+                                                   fmt=fmt)))
+        calls = len(standin.calls)
+        r = cli.get("a")
+        assert r.code == exitcodes.INTEGRITY, (sign_with, fmt, r.err)
+        assert words in r.err
+        assert ref_of(standin) in r.err
+        assert not [c for c in standin.calls[calls:] if c[0] == "unwrapkey"]
+    cli.key_file.write_text(json.dumps(_forged(standin, good, sign_with="master-ring")))
+    assert cli.get("a").out == "value-a"
+
+
+def test_sign_denied_wraps_nothing(cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    """An identity without `sign` cannot wrap: exit 4 naming the operation, and no key
+    file is written."""
+    standin.deny("sign")
+    r = cli("init")
+    assert r.code == exitcodes.PERMISSION_DENIED, r.err
+    assert "denied sign" in r.err
+    assert ref_of(standin) in r.err
+    assert not cli.key_file.exists()
+
+
+def test_without_get_the_signature_is_verified_by_the_vault(
+        cli: Cli, standin: AzureKeyVaultKeysStandin) -> None:
+    """A replica granted unwrapKey and verify but not get: the client cannot read the
+    public key, so the vault verifies."""
+    assert cli("init").code == 0
+    cli.put("a", "value-a")
+    standin.deny("get")
+    del standin.calls[:]
+    assert cli.get("a").out == "value-a"
+    assert [op for op, _ in standin.calls if op in ("verify", "unwrapkey")] == \
+        ["verify", "unwrapkey"]
+
+
+def test_no_azure_credentials_is_a_config_error(tmp_path: Path,
+                                               standin: AzureKeyVaultKeysStandin) -> None:
+    """DefaultAzureCredential with no source that works (here: environment credentials
+    only, none set): exit 8 naming what was tried, not a denial."""
+    cli = Cli(tmp_path / "home", KEYSAFE_MASTER_KEY_KMS=ref_of(standin),
+              AZURE_TOKEN_CREDENTIALS="EnvironmentCredential",
+              REQUESTS_CA_BUNDLE=standin.ca_bundle)
+    for var in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT"):
+        cli.env.pop(var, None)
+    r = cli("init")
+    assert r.code == exitcodes.CONFIG, r.err
+    assert "no Azure credentials" in r.err
+    assert "EnvironmentCredential" in r.err
+    assert not cli.key_file.exists()

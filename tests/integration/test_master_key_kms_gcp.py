@@ -267,12 +267,37 @@ def test_checksums_are_verified(monkeypatch: pytest.MonkeyPatch, standin: GcpKms
         resp.verified_plaintext_crc32c = False
         return resp
 
+    def aad_unverified(**kw: Any) -> Any:
+        resp = real_encrypt(**kw)
+        resp.verified_additional_authenticated_data_crc32c = False
+        return resp
+
+    def corrupt_ciphertext(**kw: Any) -> Any:
+        resp = real_encrypt(**kw)
+        resp.ciphertext = bytes(resp.ciphertext)[:-1] + b"!"
+        return resp
+
+    def without_checksum(real: Any, field_name: str) -> Any:
+        # A proxy that drops the field: it arrives unset, and no checksum is no check.
+        def call(**kw: Any) -> Any:
+            resp = real(**kw)
+            setattr(resp, field_name, None)
+            return resp
+        return call
+
     monkeypatch.setattr(client, "decrypt", corrupt_plaintext)
     with pytest.raises(IntegrityError, match="checksum"):
         kms.decrypt(ciphertext)
-    monkeypatch.setattr(client, "encrypt", unverified)
-    with pytest.raises(IntegrityError, match="did not confirm"):
-        kms.encrypt(b'{"ring": 1}')
+    monkeypatch.setattr(client, "decrypt", without_checksum(real_decrypt, "plaintext_crc32c"))
+    with pytest.raises(IntegrityError, match="checksum is missing or does not match"):
+        kms.decrypt(ciphertext)
+    for fault, words in ((unverified, "did not confirm"), (aad_unverified, "did not confirm"),
+                         (corrupt_ciphertext, "checksum is missing or does not match"),
+                         (without_checksum(real_encrypt, "ciphertext_crc32c"),
+                          "checksum is missing or does not match")):
+        monkeypatch.setattr(client, "encrypt", fault)
+        with pytest.raises(IntegrityError, match=words):
+            kms.encrypt(b'{"ring": 1}')
 
 
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

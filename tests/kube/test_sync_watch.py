@@ -134,11 +134,13 @@ def watch_round(kc: Cli, cluster, sync: Syncer) -> None:
 
     put(kc, "stripe_secret_key", "sk_test_" + "B" * 24)
     p = sync.next_pass()
-    assert p["trigger"] == "change" and "STRIPE_SECRET_KEY" in p["keys"]
+    assert p["trigger"] == "change"
+    assert "STRIPE_SECRET_KEY" in p["keys"]
 
     assert kc("rm", "stripe_secret_key", "--org", "acme").code == 0
     p = sync.next_pass()
-    assert p["trigger"] == "change" and p["removed"] == ["STRIPE_SECRET_KEY"]
+    assert p["trigger"] == "change"
+    assert p["removed"] == ["STRIPE_SECRET_KEY"]
     assert set(secret_values(cluster)) == {"DB_PASSWORD"}
 
     # Another org's change is not this scope's: no pass (checked after this org's
@@ -147,7 +149,8 @@ def watch_round(kc: Cli, cluster, sync: Syncer) -> None:
     assert r.code == 0, r.err
     put(kc, "db_password", "v3-" + CANARY)
     p = sync.next_pass()
-    assert p["trigger"] == "change" and p["action"] == "updated"
+    assert p["trigger"] == "change"
+    assert p["action"] == "updated"
     assert secret_values(cluster)["DB_PASSWORD"] == "v3-" + CANARY
 
     code, err = sync.stop()

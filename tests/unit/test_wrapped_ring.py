@@ -224,9 +224,13 @@ def test_azure_ciphertexts_naming_another_key_are_refused_before_any_call() -> N
         with pytest.raises(IntegrityError, match="not a version of this key"):
             az.decrypt(doc(kid))
     for junk in ("not base64!", base64.b64encode(b"[1, 2]").decode(),
-                 base64.b64encode(b'{"v": 2}').decode()):
+                 base64.b64encode(b'{"v": 2}').decode(),
+                 base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()):  # too deep
         with pytest.raises(IntegrityError, match="altered"):
             az.decrypt(junk)
+    # An unsigned envelope (format 1, or no signature) is refused before any call.
+    with pytest.raises(IntegrityError, match="not signed by the vault key"):
+        az.decrypt(doc("https://ks-vault.vault.azure.net/keys/ring/0123abcd"))
     assert az._clients == {}
 
 
@@ -246,5 +250,50 @@ def test_the_setting_and_its_source(tmp_path: Path) -> None:
 def test_no_sdk_is_imported_until_the_kms_is_called() -> None:
     code = ("import sys, keysafe.crypto.kms as k, keysafe.crypto.keys; "
             "k.kms_for('awskms:alias/x'); k.kms_for('vault-transit:transit/x'); "
-            "assert not {'boto3', 'botocore', 'hvac'} & set(sys.modules), sys.modules")
+            "k.kms_for('gcpkms:projects/p/locations/l/keyRings/r/cryptoKeys/k'); "
+            "k.kms_for('azurekv:https://ks.vault.azure.net/keys/ring'); "
+            "assert not {'boto3', 'botocore', 'hvac', 'google', 'azure'} & set(sys.modules), "
+            "sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_failed_call_carrying_key_material_never_chains_the_sdk_error() -> None:
+    """``secret=True``: whatever the mapper does (maps, gives up, fails itself), the
+    SDK's error, which may hold the request, is neither raised nor reachable from what
+    is raised; ``secret=False`` keeps it as the cause."""
+    from keysafe.crypto.kms import call_kms
+    from keysafe.errors import KeysafeError, PermissionDenied
+
+    material = "ring-material-" + os.urandom(8).hex()
+
+    def fails() -> None:
+        raise RuntimeError(f"request body: {material}")
+
+    def reachable(exc: BaseException) -> bool:
+        seen, todo = set(), [exc]
+        while todo:
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if material in str(e):
+                return True
+            todo += [x for x in (e.__cause__, e.__context__) if x is not None]
+        return False
+
+    def mapper_fails(exc: BaseException) -> KeysafeError | None:
+        raise ValueError("the mapper broke")
+
+    def mapper_needs_sdk(exc: BaseException) -> KeysafeError | None:
+        raise ConfigError("install keysafe[azure]")
+
+    for mapper, kind in ((lambda exc: PermissionDenied("denied"), PermissionDenied),
+                         (lambda exc: None, KeysafeError), (mapper_fails, KeysafeError),
+                         (mapper_needs_sdk, ConfigError)):
+        with pytest.raises(kind) as info:
+            call_kms(fails, mapper, secret=True)
+        assert not reachable(info.value)
+        assert info.value.__traceback__ is None or info.value.__cause__ is None
+    with pytest.raises(PermissionDenied) as info:
+        call_kms(fails, lambda exc: PermissionDenied("denied"), secret=False)
+    assert isinstance(info.value.__cause__, RuntimeError)

@@ -181,6 +181,25 @@ def _index(versions: builtins.list[_Version]) -> dict[int, _Version]:
     return out
 
 
+def no_credentials(exc: BaseException, client_auth_error: type[BaseException]) -> str | None:
+    """Why no Azure token could be had (None: ``exc`` is not that). azure-identity
+    raises ClientAuthenticationError with no HTTP response when no credential source
+    works (DefaultAzureCredential raises that, not CredentialUnavailableError, once
+    every source failed); a token the vault refused comes with a 401 response. The
+    answer names each source tried and why it failed (never a credential)."""
+    if not isinstance(exc, client_auth_error) or getattr(exc, "response", None) is not None:
+        return None
+    lines = str(getattr(exc, "message", "") or exc).splitlines()
+    tried = [ln.strip()[:200] for ln in lines if ln.startswith("\t")][:6]
+    first = lines[0][:200] if lines else type(exc).__name__
+    return "; ".join(tried) if tried else first
+
+
+#: What to do when no Azure credentials are found.
+CREDENTIAL_HINT = ("use a workload or managed identity, set AZURE_CLIENT_ID / AZURE_TENANT_ID / "
+                   "AZURE_CLIENT_SECRET, or `az login`")
+
+
 def error_codes(exc: BaseException) -> set[str]:
     """Key Vault's error code and inner error code(s) of an azure-core error."""
     found: set[str] = set()
@@ -284,11 +303,9 @@ class AzureKeyVaultBackend:
         and nowhere else). Key Vault's own text is left out except for denials:
         validation messages may echo the request."""
         e = self._exc
-        identity_missing = self._credential_unavailable()
-        if identity_missing is not None and isinstance(exc, identity_missing):
-            return ConfigError(f"{STORE}: no Azure credentials ({exc}); sign in with "
-                               "`az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / "
-                               "AZURE_CLIENT_SECRET, or use a managed identity")
+        why = no_credentials(exc, e.ClientAuthenticationError)
+        if why is not None:
+            return ConfigError(f"{STORE}: no Azure credentials ({why}); {CREDENTIAL_HINT}")
         if isinstance(exc, e.ResourceNotFoundError):
             return not_found(path, version)
         status = getattr(exc, "status_code", None)
@@ -314,14 +331,6 @@ class AzureKeyVaultBackend:
             return KeysafeError(f"{STORE} failed for {path} ({type(exc).__name__})",
                                 path=path)
         return exc
-
-    def _credential_unavailable(self) -> type[BaseException] | None:
-        try:
-            identity_exc = require_sdk("azure.identity", "azure")
-        except ConfigError:
-            return None
-        found = getattr(identity_exc, "CredentialUnavailableError", None)
-        return found if isinstance(found, type) else None
 
     @contextmanager
     def _errors(self, path: str, version: int | None = None) -> Iterator[None]:

@@ -17,6 +17,11 @@ It serves what the official ``azure-keyvault-keys`` ``CryptographyClient`` (and
   ``cryptography``'s OAEP on the stand-in's RSA private key, which never leaves it. A
   versionless URL (``/keys/{name}/wrapkey`` or ``/keys/{name}//wrapkey``, which is what
   the client sends for a versionless kid) uses the current version.
+- ``POST /keys/{name}/{version}/sign`` (Sign): body ``{"alg", "value": <base64url of
+  the digest>}``, answer ``{"kid", "value": <base64url signature>}``; and ``/verify``
+  (Verify): body ``{"alg", "digest", "value": <signature>}``, answer ``{"value":
+  <bool>}``. ``RS256`` (PKCS#1 v1.5 over a SHA-256 digest, what the client's local
+  verification does too) only; a digest of the wrong length is 400 ``BadParameter``.
 - ``POST /keys/{name}/create`` (Create Key): a new RSA key, or a new version of an
   existing one, as Key Vault does.
 - ``GET /msi/token``: a managed-identity token endpoint as Azure App Service gives apps
@@ -62,10 +67,11 @@ Behaviour kept, and where it comes from:
   Azure/azure-sdk-for-net#18947 and MicrosoftDocs/azure-docs#39976); a value that is not
   base64url: 400 ``BadParameter`` "Content of 'value' is not base64url." (as quoted in
   bruj0/vault-recovery-key#20); an algorithm it does not do: 400 ``BadParameter``.
-- A disabled version: unwrapkey is 403 ``Forbidden`` "Operation unwrapKey is not
-  allowed on a disabled key." with inner error ``KeyDisabled``; wrapkey is served (public
-  key operation), as a live-service report found (Azure/azure-sdk-for-python#45342:
-  decrypt, sign and unwrapKey blocked, encrypt, wrapKey and verify allowed). GET of a
+- A disabled version: unwrapkey and sign are 403 ``Forbidden`` "Operation unwrapKey is
+  not allowed on a disabled key." with inner error ``KeyDisabled``; wrapkey and verify
+  are served (public key operations), as a live-service report found
+  (Azure/azure-sdk-for-python#45342: decrypt, sign and unwrapKey blocked, encrypt,
+  wrapKey and verify allowed). GET of a
   disabled version is refused the same way (``KeyDisabled``), as for secrets; that one
   is not confirmed by a primary source. ``disabled_blocks`` (a set of ops) changes this.
 - An operation not in the key's ``key_ops``: 403 ``Forbidden``, inner error
@@ -114,8 +120,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from standins._http import Request, Response
 from standins.azure_standin import (
@@ -150,13 +157,16 @@ RSA_SIZES = (2048, 3072, 4096)
 #: The wrap algorithms served, and their OAEP hash.
 ALGORITHMS: dict[str, type[hashes.HashAlgorithm]] = {"RSA-OAEP-256": hashes.SHA256,
                                                       "RSA-OAEP": hashes.SHA1}
-OPS = ("get", "wrapkey", "unwrapkey", "create")
+OPS = ("get", "wrapkey", "unwrapkey", "sign", "verify", "create")
 _PERMISSION = {"get": "get", "wrapkey": "wrapKey", "unwrapkey": "unwrapKey",
-               "create": "create"}
+               "sign": "sign", "verify": "verify", "create": "create"}
+#: The signature algorithms served, and the digest length each takes.
+SIGNATURES = {"RS256": 32}
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 _GET = re.compile(r"/keys/([^/]+)(?:/([^/]*))?/?")
-_OP = re.compile(r"/keys/([^/]+)/(?:([^/]*)/)?(wrapkey|unwrapkey)", re.IGNORECASE)
+_OP = re.compile(r"/keys/([^/]+)/(?:([^/]*)/)?(wrapkey|unwrapkey|sign|verify)",
+                 re.IGNORECASE)
 _CREATE = re.compile(r"/keys/([^/]+)/create", re.IGNORECASE)
 
 
@@ -222,7 +232,7 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
         self.bodies: list[bytes] = []
         self.identity_calls: list[dict[str, str]] = []
         #: Operations refused on a disabled version (403, inner error KeyDisabled).
-        self.disabled_blocks: set[str] = {"get", "unwrapkey"}
+        self.disabled_blocks: set[str] = {"get", "unwrapkey", "sign"}
         self._mi_tokens: dict[str, str] = {}  # token -> resource it was issued for
         self._denied: set[str] = set()
         self._fail_count = 0
@@ -347,7 +357,7 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
             return [self._kid(key, v) for v in key.versions]
 
     def deny(self, op: str | None = None) -> None:
-        """Refuse ``op`` (``"get"``, ``"wrapkey"``, ``"unwrapkey"``, ``"create"``), or
+        """Refuse ``op`` (one of ``OPS``: ``"get"``, ``"wrapkey"``, ``"sign"``, ...), or
         every keys operation with ``None``, as a missing access-policy permission: 403
         Forbidden naming the operation. Cumulative; ``allow`` lifts."""
         with self.lock:
@@ -554,6 +564,8 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
         alg = body.get("alg")
         if not alg:
             raise ApiError(400, "BadParameter", "Property 'alg' is required.")
+        if op in ("sign", "verify"):
+            return self._signature(op, body, key, v)
         if alg not in ALGORITHMS:
             raise ApiError(400, "BadParameter", f"Invalid parameter: alg. Algorithm {alg} "
                                                 "is not supported by this stand-in for RSA "
@@ -575,6 +587,28 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
                 raise ApiError(400, "BadParameter",
                                "Error occurred while decoding OAEP padding.") from None
         return 200, {"kid": self._kid(key, v), "value": _b64url(out)}
+
+    def _signature(self, op: str, body: dict[str, Any], key: _Key,
+                   v: _KeyVersion) -> tuple[int, Any]:
+        alg = body["alg"]
+        if alg not in SIGNATURES:
+            raise ApiError(400, "BadParameter", f"Invalid parameter: alg. Algorithm {alg} "
+                                                "is not supported by this stand-in for "
+                                                f"signatures (only {', '.join(SIGNATURES)}).")
+        digest = _unb64url(body.get("value" if op == "sign" else "digest"))
+        if len(digest) != SIGNATURES[alg]:
+            raise ApiError(400, "BadParameter", f"The digest is {len(digest)} bytes; {alg} "
+                                                f"takes {SIGNATURES[alg]}.")
+        pkcs1, prehashed = padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
+        if op == "sign":
+            return 200, {"kid": self._kid(key, v),
+                         "value": _b64url(v.private.sign(digest, pkcs1, prehashed))}
+        try:
+            v.private.public_key().verify(_unb64url(body.get("value")), digest, pkcs1,
+                                          prehashed)
+        except InvalidSignature:
+            return 200, {"value": False}
+        return 200, {"value": True}
 
     # -- managed identity (App Service) -----------------------------------------------
     def _identity(self, request: Request) -> Response:

@@ -78,19 +78,30 @@ class Kms(Protocol):
 def call_kms(fn: Callable[[], _T], mapper: Callable[[BaseException], KeysafeError | None],
              *, secret: bool) -> _T:
     """One KMS call, a failure mapped by ``mapper`` (None: raised as it is). ``secret``:
-    the request carries key material (the ring, a data key), so the mapped error is
-    raised unchained: a traceback would otherwise print the SDK's error, which may
-    hold the request."""
+    the request carries key material (the ring, a data key), so the SDK's error (which
+    may hold the request) is never raised or chained: what is raised is the mapped
+    error, or the mapper's own KeysafeError, or a KeysafeError naming only the type,
+    each with no cause, context or traceback to reach it."""
     try:
         return fn()
     except KeysafeError:
         raise
     except Exception as exc:
-        mapped = mapper(exc)
-        if mapped is None:
-            raise
         if not secret:
+            mapped = mapper(exc)
+            if mapped is None:
+                raise
             raise mapped from exc
+        try:
+            mapped = mapper(exc)
+        except KeysafeError as own:  # e.g. an SDK part the mapper needs is missing
+            mapped = own
+        except Exception:
+            mapped = None
+        if mapped is None:
+            mapped = KeysafeError(f"the KMS call failed ({type(exc).__name__})")
+        mapped.__cause__ = mapped.__context__ = None
+        mapped.__traceback__ = None
     raise mapped  # outside the handler: nothing chained
 
 

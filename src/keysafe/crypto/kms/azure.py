@@ -7,24 +7,31 @@ fresh AES-256-GCM data key (``cryptography``), with the purpose as associated da
 that data key is wrapped by the vault key (WrapKey, RSA-OAEP-256). The text kept in the
 wrapped document is base64 of a small JSON object::
 
-    {"v": 1, "kid": "https://<vault>/keys/<key>/<version>", "alg": "RSA-OAEP-256",
-     "wrapped_key": "<b64>", "nonce": "<b64>", "ciphertext": "<b64>"}
+    {"v": 2, "kid": "https://<vault>/keys/<key>/<version>", "alg": "RSA-OAEP-256",
+     "wrapped_key": "<b64>", "nonce": "<b64>", "ciphertext": "<b64>", "sig": "<b64>"}
 
 ``kid`` names the key version that wrapped the data key: unwrapping uses that version,
 so the ring keeps opening after the key is rotated for as long as that version is
 enabled; it must be a version of the configured key (an object naming another vault or
 key is refused as altered, and nothing is sent there).
 
-Access: ``wrapKey`` (init, rekey, wrap) and ``unwrapKey`` (every start); ``get`` is
-optional (with it the client wraps locally with the public key, without it the vault
-wraps). Credentials come from
-DefaultAzureCredential (workload or managed identity, environment, Azure CLI).
+``sig`` is the same key version's RS256 signature (Key Vault's Sign) over the SHA-256 of
+the other fields. Wrapping needs only the public key, so without it anyone who had
+read the public key and could write the key file could make a ring that opens; the
+signature needs the vault's private key, as AWS, GCP and Transit need their Encrypt
+permission. It is checked (Verify, locally with the public key when ``get`` is allowed)
+before anything is unwrapped. Format 1 (no signature) is refused.
+
+Access: ``wrapKey`` and ``sign`` (init, rekey, wrap), ``unwrapKey`` and ``get`` or
+``verify`` (every start). Credentials come from DefaultAzureCredential (workload or
+managed identity, environment, Azure CLI).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -41,7 +48,9 @@ from keysafe.errors import (
 )
 
 ALG = "RSA-OAEP-256"
-_FORMAT = 1
+SIGNATURE_ALG = "RS256"
+_FORMAT = 2
+_FIELDS = ("alg", "ciphertext", "kid", "nonce", "v", "wrapped_key")
 _KEY_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 _VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
 
@@ -122,13 +131,18 @@ class AzureKeyVaultKey:
         # The request carries the data key: a failure is raised with nothing chained.
         result = call_kms(lambda: client.wrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
                                                   data_key, raw_response_hook=kid_of),
-                          lambda exc: self._map(exc, "wrap"), secret=True)
+                          lambda exc: self._map(exc, "wrapKey"), secret=True)
         kid = answered[-1] if answered else str(result.key_id or "")
-        self._version_of(kid)
-        doc = {"v": _FORMAT, "kid": kid, "alg": ALG,
-               "wrapped_key": base64.b64encode(bytes(result.encrypted_key)).decode(),
-               "nonce": base64.b64encode(nonce).decode(),
-               "ciphertext": base64.b64encode(sealed).decode()}
+        signer = self._client(self._key_url(self._version_of(kid)))
+        doc: dict[str, Any] = {
+            "v": _FORMAT, "kid": kid, "alg": ALG,
+            "wrapped_key": base64.b64encode(bytes(result.encrypted_key)).decode(),
+            "nonce": base64.b64encode(nonce).decode(),
+            "ciphertext": base64.b64encode(sealed).decode()}
+        signed = call_kms(lambda: signer.sign(self._sdk.SignatureAlgorithm.rs256,
+                                              _digest(doc)),
+                          lambda exc: self._map(exc, "sign"), secret=False)
+        doc["sig"] = base64.b64encode(bytes(signed.signature)).decode()
         return base64.b64encode(json.dumps(doc, sort_keys=True).encode()).decode()
 
     def decrypt(self, ciphertext: str) -> bytes:
@@ -142,22 +156,40 @@ class AzureKeyVaultKey:
             kid, wrapped = str(doc["kid"]), base64.b64decode(doc["wrapped_key"], validate=True)
             nonce = base64.b64decode(doc["nonce"], validate=True)
             sealed = base64.b64decode(doc["ciphertext"], validate=True)
-            ok = doc.get("v") == _FORMAT and doc.get("alg") == ALG and len(nonce) == 12
-        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+            signature = base64.b64decode(doc.get("sig", ""), validate=True)
+            fmt = doc.get("v")
+            ok = fmt in (1, _FORMAT) and doc.get("alg") == ALG and len(nonce) == 12
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError,
+                RecursionError):
             ok = False
         if not ok:
             raise IntegrityError(altered)
-        self._version_of(kid)  # another vault or key: refused before anything is sent
-        client = self._client(kid)
+        version = self._version_of(kid)  # another vault or key: refused, nothing sent
+        if fmt != _FORMAT or not signature:
+            raise IntegrityError(f"KMS {self.reference}: the wrapped key ring is not signed "
+                                 "by the vault key (a format 1 ring, made before keysafe "
+                                 "signed them, or the key file was altered): unwrap it with "
+                                 "the keysafe that wrapped it and wrap it again")
+        client = self._client(self._key_url(version))
+        verified = call_kms(lambda: client.verify(self._sdk.SignatureAlgorithm.rs256,
+                                                  _digest(doc), signature),
+                            lambda exc: self._map(exc, "verify"), secret=False)
+        if not verified.is_valid:
+            raise IntegrityError(f"KMS {self.reference}: the wrapped key ring's signature "
+                                 "does not verify with the key that it names: the key file "
+                                 "was altered")
         result = call_kms(lambda: client.unwrap_key(self._sdk.KeyWrapAlgorithm.rsa_oaep_256,
                                                     wrapped),
-                          lambda exc: self._map(exc, "unwrap"), secret=False)
+                          lambda exc: self._map(exc, "unwrapKey"), secret=False)
         try:
             return AESGCM(bytes(result.key)).decrypt(nonce, sealed, PURPOSE_BYTES)
         except (InvalidTag, ValueError):
             raise IntegrityError(f"KMS {self.reference}: the key ring does not open with the "
                                  "unwrapped data key: it was altered, or sealed for another "
                                  "purpose") from None
+
+    def _key_url(self, version: str) -> str:
+        return f"{self.vault_url}/keys/{self.name}/{version}"
 
     def _version_of(self, kid: str) -> str:
         """The version in ``kid``, which must be a version of this key in this vault."""
@@ -170,18 +202,17 @@ class AzureKeyVaultKey:
         return version
 
     def _map(self, exc: BaseException, action: str) -> KeysafeError | None:
-        """The keysafe error for a Key Vault failure. Key Vault's text is kept only for
-        denials (it names the caller and the permission, not the request)."""
-        from keysafe.backends._sdk import require_sdk
-        from keysafe.backends.azure import error_codes
+        """The keysafe error for a Key Vault failure in ``action`` (the operation as Key
+        Vault names it: wrapKey, unwrapKey, sign, verify). Key Vault's text is kept only
+        for denials (it names the caller and the permission, not the request)."""
+        from keysafe.backends.azure import CREDENTIAL_HINT, error_codes, no_credentials
 
         e = self._exc
         ref = self.reference
-        identity = require_sdk("azure.identity", "azure")
-        if isinstance(exc, identity.CredentialUnavailableError):
-            return ConfigError(f"KMS {ref}: no Azure credentials ({type(exc).__name__}); "
-                               "use a workload or managed identity, set AZURE_CLIENT_ID / "
-                               "AZURE_TENANT_ID / AZURE_CLIENT_SECRET, or `az login`")
+        missing = no_credentials(exc, e.ClientAuthenticationError)
+        if missing is not None:
+            return ConfigError(f"KMS {ref}: no Azure credentials ({missing}); "
+                               f"{CREDENTIAL_HINT}")
         status = getattr(exc, "status_code", None)
         codes = error_codes(exc)
         why = ", ".join(sorted(codes)) or (str(status) if status else type(exc).__name__)
@@ -193,18 +224,25 @@ class AzureKeyVaultKey:
                                f"({why})")
         if isinstance(exc, e.ClientAuthenticationError) or status in (401, 403):
             message = str(getattr(exc, "message", "") or "").splitlines()
-            return PermissionDenied(f"KMS {ref} denied {action}Key "
+            return PermissionDenied(f"KMS {ref} denied {action} "
                                     f"({message[0][:300] if message else why})")
         if isinstance(exc, e.ServiceRequestError | e.ServiceResponseError) \
                 or status in (408, 429, 500, 502, 503, 504):
             return BackendUnavailable(f"KMS {ref} is unavailable or throttling ({why}); "
                                       "retry later")
-        if status == 400 and action == "unwrap":
-            return IntegrityError(f"KMS {ref} refused to unwrap the ring's data key ({why}): "
-                                  "it was altered, or wrapped by another key")
-        if status == 400:
+        if status == 400 and action in ("unwrapKey", "verify"):
+            return IntegrityError(f"KMS {ref} refused to {action} the wrapped key ring "
+                                  f"({why}): it was altered, or made by another key")
+        if status == 400 or (status == 403 and "KeyOperationForbidden" in codes):
             return ConfigError(f"KMS {ref} refused to {action} with this key ({why}): is it "
-                               "an RSA key that allows wrapKey and unwrapKey?")
+                               "an RSA key that allows wrapKey, unwrapKey, sign and verify?")
         if isinstance(exc, e.AzureError):
             return KeysafeError(f"KMS {ref}: {action} failed ({type(exc).__name__})")
         return None
+
+
+def _digest(doc: dict[str, Any]) -> bytes:
+    """SHA-256 of the signed fields of a wrapped-ring document, in one canonical form."""
+    signed = {k: doc[k] for k in _FIELDS}
+    return hashlib.sha256(json.dumps(signed, sort_keys=True, separators=(",", ":"))
+                          .encode()).digest()

@@ -136,9 +136,10 @@ class GcpKms:
             raise IntegrityError(f"KMS {self.reference} did not confirm the checksums of "
                                  "the request: it may have been corrupted on the way; "
                                  "nothing was written")
-        if _crc(ciphertext) != int(resp.ciphertext_crc32c):
-            raise IntegrityError(f"KMS {self.reference}: the ciphertext's checksum does not "
-                                 "match (corrupted on the way); nothing was written")
+        if resp.ciphertext_crc32c is None or _crc(ciphertext) != int(resp.ciphertext_crc32c):
+            raise IntegrityError(f"KMS {self.reference}: the ciphertext's checksum is "
+                                 "missing or does not match (corrupted on the way); nothing "
+                                 "was written")
         return base64.b64encode(ciphertext).decode()
 
     def decrypt(self, ciphertext: str) -> bytes:
@@ -155,9 +156,9 @@ class GcpKms:
                                                timeout=self.timeout),
                         lambda exc: self._map(exc, "decrypt"), secret=False)
         plaintext = bytes(resp.plaintext)
-        if _crc(plaintext) != int(resp.plaintext_crc32c):
+        if resp.plaintext_crc32c is None or _crc(plaintext) != int(resp.plaintext_crc32c):
             raise IntegrityError(f"KMS {self.reference}: the decrypted key ring's checksum "
-                                 "does not match (corrupted on the way)")
+                                 "is missing or does not match (corrupted on the way)")
         return plaintext
 
     def _map(self, exc: BaseException, action: str) -> KeysafeError | None:

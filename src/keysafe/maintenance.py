@@ -296,6 +296,15 @@ def _kms_required(settings: Settings, action: str) -> Kms:
     return kms
 
 
+def settings_as_found(settings: Settings, from_reference: str | None = None) -> Settings:
+    """``settings`` with the KMS setting that opens the key file as it is now (before a
+    ``master-key`` command changes it): the KEYSAFE_MASTER_KEY_KMS key, or
+    ``from_reference``, when it is wrapped; none when it holds a plaintext ring."""
+    if not _is_wrapped_file(settings.key_file):
+        return settings.with_overrides(master_key_kms=None)
+    return settings.with_overrides(master_key_kms=from_reference or settings.master_key_kms)
+
+
 def _is_wrapped_file(key_file: Path) -> bool:
     import json
 

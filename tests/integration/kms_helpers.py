@@ -143,6 +143,28 @@ def wrap_unwrap_round_trip(cli: Cli,
     assert json.loads(cli.key_file.read_text()) == plain
     assert cli.get("a", KEYSAFE_MASTER_KEY_KMS=None).out == "value-a"
     assert_no_key(plain, w.out, w.err, u.out, u.err)
+    # Each change of the key file is in the audit log, before and after, in one chain.
+    for action, kms in (("master_key_wrap", cli.env["KEYSAFE_MASTER_KEY_KMS"]),
+                        ("master_key_unwrap", cli.env["KEYSAFE_MASTER_KEY_KMS"])):
+        assert audit_outcomes(cli, action) == [("started", None), ("ok", True)]
+        assert all(d["kms"] == kms for d in audit_details(cli, action))
+    v = cli("audit", "verify", KEYSAFE_MASTER_KEY_KMS=None)
+    assert v.code == 0, v.err
+
+
+def audit_details(cli: Cli, action: str, **env: str | None) -> list[dict[str, Any]]:
+    """The ``detail`` of each audit record of ``action``, oldest first."""
+    env.setdefault("KEYSAFE_MASTER_KEY_KMS", None)
+    r = cli("audit", "--action", action, "--json", **env)
+    assert r.code == 0, r.err
+    rows = [json.loads(line) for line in r.out.splitlines() if line.strip()]
+    rows.sort(key=lambda row: row["seq"])
+    return [{**(row.get("detail") or {}), "outcome": row["outcome"]} for row in rows]
+
+
+def audit_outcomes(cli: Cli, action: str, **env: str | None) -> list[tuple[str, Any]]:
+    """(outcome, detail's ``changed``) of each audit record of ``action``."""
+    return [(d["outcome"], d.get("changed")) for d in audit_details(cli, action, **env)]
 
 
 def missing_sdk_names_the_extra(monkeypatch: Any, home: Path, module: str, reference: str,

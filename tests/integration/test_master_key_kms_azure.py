@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from kms_helpers import (
     Cli,
+    audit_outcomes,
     init_put_get_rekey_doctor,
     missing_sdk_names_the_extra,
     wrap_unwrap_round_trip,
@@ -155,6 +156,8 @@ def test_unwrap_denied_leaves_the_plaintext_file(cli: Cli,
     assert r.code == exitcodes.PERMISSION_DENIED, r.err
     assert ref_of(standin) in r.err
     assert cli.key_file.read_bytes() == before
+    assert audit_outcomes(cli, "master_key_wrap") == [("started", None),
+                                                      ("permission_denied", None)]
 
 
 def _altered(cli: Cli, **change: Any) -> None:

@@ -30,13 +30,40 @@ def register(app: typer.Typer) -> None:
 
 
 def _convert(env: str | None, yes: bool, as_json: bool, question: Callable[[Settings], str],
-             action: Callable[[Settings], WrapResult]) -> WrapResult | None:
+             action: Callable[[Settings], WrapResult], *,
+             name: str, from_reference: str | None = None) -> WrapResult | None:
     """Ask (unless --yes, or the ring is in KEYSAFE_MASTER_KEY, which is not rewritten),
-    run, and emit --json; the result for the human message, None once emitted."""
+    run, and emit --json; the result for the human message, None once emitted.
+
+    A key file change is recorded in the store's audit log as ``master_key_<name>``:
+    ``started`` before (durably: if that cannot be written, nothing changes), then ``ok``
+    or the error's code. The store is opened with the ring as the file holds it now. A
+    ring in KEYSAFE_MASTER_KEY is only converted and printed, nothing changed, so no
+    store is opened (the value may be made before there is one)."""
+    from keysafe import maintenance
+    from keysafe.cli.reading import open_manager
+    from keysafe.errors import KeysafeError
+
     settings = store_only(load(env))
     if not yes and not settings.master_key:
         typer.confirm(question(settings), abort=True, err=True)
-    result = action(settings)
+    if settings.master_key:
+        result = action(settings)
+    else:
+        act = f"master_key_{name}"
+        detail = {"kms": settings.master_key_kms, "key_file": str(settings.key_file)}
+        found = maintenance.settings_as_found(settings, from_reference)
+        with open_manager(settings=found) as mgr:
+            mgr.record(act, None, "started", durable=True, detail=detail)
+            try:
+                result = action(settings)
+            except KeysafeError as exc:
+                mgr.record(act, None, exc.code, durable=True,
+                           detail={**detail, "error": type(exc).__name__})
+                raise
+            mgr.record(act, None, "ok", durable=True,
+                       detail={**detail, "changed": result.changed,
+                               "active_key_id": result.active_key_id})
     if as_json:
         emit_json(result.to_dict())
         return None
@@ -56,7 +83,7 @@ def wrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
     result = _convert(env, yes, as_json, lambda s: (
         f"Replace {s.key_file} with the key ring wrapped by "
         f"{s.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}? Every keysafe process will then "
-        "need that KMS key to start."), maintenance.wrap_key_ring)
+        "need that KMS key to start."), maintenance.wrap_key_ring, name="wrap")
     if result is None:
         return
     if result.wrapped_value is not None:
@@ -83,7 +110,8 @@ def unwrap(yes: Yes = False, env: Env = None, as_json: Json = False) -> None:
 
     result = _convert(env, yes, as_json, lambda s: (
         f"Replace {s.key_file} with the plaintext key ring? Anyone who can read the file "
-        "can then read every secret in the store."), maintenance.unwrap_key_ring)
+        "can then read every secret in the store."), maintenance.unwrap_key_ring,
+        name="unwrap")
     if result is None:
         return
     if not result.changed:
@@ -113,7 +141,8 @@ def rewrap(
     result = _convert(env, yes, as_json, lambda s: (
         f"Replace {s.key_file} with the key ring wrapped again by "
         f"{s.master_key_kms or 'KEYSAFE_MASTER_KEY_KMS'}?"),
-        lambda s: maintenance.rewrap_key_ring(s, from_kms))
+        lambda s: maintenance.rewrap_key_ring(s, from_kms), name="rewrap",
+        from_reference=from_kms)
     if result is None:
         return
     if result.wrapped_value is not None:

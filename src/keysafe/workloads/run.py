@@ -39,6 +39,10 @@ _STOPPING = ("SIGINT", "SIGTERM", "SIGQUIT")
 INTERVAL_MIN, INTERVAL_MAX = 0.5, 86_400.0
 #: The longest a wait blocks before checking the child again (a lost SIGCHLD).
 _TICK = 5.0
+#: The byte a store's change notice writes to the wake-up pipe (no signal is numbered 0).
+_TOLD = 0
+#: Seconds between a change notice and the poll it brings forward.
+_SETTLE = 1.0
 
 
 @dataclass
@@ -192,6 +196,8 @@ class Supervisor:
         self._rfd = self._wfd = -1
         self._saved: dict[signal.Signals, Any] = {}
         self._saved_fd = -1
+        self._told = False
+        self._watched: tuple[str, ...] = ()
 
     # -- signals --------------------------------------------------------------------
     def _install(self) -> None:
@@ -206,9 +212,40 @@ class Supervisor:
         for sig, old in self._saved.items():
             signal.signal(sig, old)
         signal.set_wakeup_fd(self._saved_fd)
-        for fd in (self._rfd, self._wfd):
+        fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
+
+    def _listen(self) -> None:
+        """--watch on a store that announces changes (PostgreSQL's NOTIFY): a change
+        brings the next poll forward (the poll still compares versions; a notice only
+        says when to look)."""
+        from keysafe.backends.base import Watchable
+        from keysafe.workloads.sources import StoreSource
+
+        if not isinstance(self.source, StoreSource):
+            return
+        mgr = self.source.manager
+        if not isinstance(mgr.backend, Watchable):
+            return
+        # The paths that concern the command: the scope's prefix, each reference's path.
+        scope = self.plan.scope
+        self._watched = tuple(
+            ([mgr.naming.prefix(app=mgr.app, env=mgr.env, org=scope.org,
+                                domain=scope.domain or mgr.default_domain)]
+             if scope is not None else [])
+            + [mgr.path(name, org, domain=domain)
+               for org, domain, name in set(self.plan.refs.values())])
+        mgr.backend.watch(self._heard)
+
+    def _heard(self, path: str) -> None:
+        if path != "*" and not path.startswith(self._watched):
+            return
+        self._told = True
+        with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+            if self._wfd >= 0:
+                os.write(self._wfd, bytes([_TOLD]))
 
     def _wait(self, timeout: float) -> list[int]:
         """Signal numbers received within ``timeout`` seconds (maybe none)."""
@@ -253,7 +290,7 @@ class Supervisor:
     def _handle(self, signums: list[int]) -> int | None:
         """Pass on signals; the child's status if it has exited."""
         for n in signums:
-            if n == signal.SIGCHLD:
+            if n in (signal.SIGCHLD, _TOLD):
                 continue
             sig = signal.Signals(n)
             if sig in _stopping_signals():
@@ -265,6 +302,8 @@ class Supervisor:
 
     def run(self, env: dict[str, str]) -> int:
         self._install()
+        if self.opts.watch:
+            self._listen()
         try:
             try:
                 self.pid = self._spawn(env)
@@ -284,6 +323,10 @@ class Supervisor:
             status = self._handle(self._wait(timeout))
             if status is not None:
                 return status
+            if self._told:
+                # Told of a change: look a moment later, so a burst is one restart.
+                self._told = False
+                next_poll = min(next_poll, time.monotonic() + _SETTLE)
             if watch and not self.stopping and time.monotonic() >= next_poll:
                 status = self._poll()
                 if status is not None:

@@ -439,7 +439,7 @@ def _metadata_update(meta: SecretMetadata, fields_: Iterable[str]) -> dict[str, 
 
 
 def _scope(src: SecretManager, org: str | None, domain: str | None) -> str:
-    return src.naming.prefix(app=src.app, env=src.env, org=org, domain=domain)
+    return src.prefix(org, domain)
 
 
 def migrate(src: SecretManager, dst: SecretManager, *, org: str | None = None,

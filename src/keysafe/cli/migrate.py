@@ -135,7 +135,7 @@ def migrate(
     try:
         src = open_manager(settings=src_settings)
         dst = open_manager(settings=dst_settings)
-        scope = src.naming.prefix(app=src.app, env=src.env, org=org, domain=domain)
+        scope = src.prefix(org, domain)
         if not as_json:
             say(f"{'dry run: ' if dry_run else ''}migrating {scope}* from {src_label} "
                 f"({src_settings.backend}) to {dst_label} ({dst_settings.backend})")

@@ -265,6 +265,12 @@ class SecretManager:
              env: str | None = None) -> str:
         return self.resolve(name, org, domain, env)[1]
 
+    def prefix(self, org: str | None = None, domain: str | None = None,
+               env: str | None = None) -> str:
+        """The path prefix every secret of the scope shares (the naming template's
+        longest literal start; a template may put a segment after org or domain)."""
+        return self.naming.prefix(app=self.app, env=env or self.env, org=org, domain=domain)
+
     def resolve(self, name: str, org: str | None, domain: str | None,
                  env: str | None) -> tuple[SecretRef, str]:
         """ref and path, remembered: validation runs once per distinct spelling."""
@@ -571,7 +577,7 @@ class SecretManager:
         env = env or self.env
         if org is not None:
             self.ref("x", org, domain=domain, env=env)  # validates the scope segments
-        prefix = self.naming.prefix(app=self.app, env=env, org=org, domain=domain)
+        prefix = self.prefix(org, domain, env)
         out = []
         for meta in fetch(prefix):
             try:

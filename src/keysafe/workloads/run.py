@@ -232,8 +232,7 @@ class Supervisor:
         # The paths that concern the command: the scope's prefix, each reference's path.
         scope = self.plan.scope
         self._watched = tuple(
-            ([mgr.naming.prefix(app=mgr.app, env=mgr.env, org=scope.org,
-                                domain=scope.domain or mgr.default_domain)]
+            ([mgr.prefix(scope.org, scope.domain or mgr.default_domain)]
              if scope is not None else [])
             + [mgr.path(name, org, domain=domain)
                for org, domain, name in set(self.plan.refs.values())])

@@ -44,8 +44,7 @@ class ScopeWatch:
         backend = mgr.backend
         self.told = isinstance(backend, Watchable)
         self.poll: float | None = None if self.told else poll
-        self._prefix = mgr.naming.prefix(app=mgr.app, env=env or mgr.env, org=org,
-                                         domain=domain)
+        self._prefix = mgr.prefix(org, domain, env)
         if isinstance(backend, Watchable):
             backend.watch(self._heard)
             listening = getattr(backend, "listening", None)

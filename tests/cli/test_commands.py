@@ -266,3 +266,24 @@ def test_tag_sets_and_removes_tags_without_a_new_version(kc, put) -> None:
     status = kc("status", "db_password", "--org", "acme", "--json").json()
     assert status["tags"] == {"team": "payments"}
     assert "pw-tag-canary" not in json.dumps(status)
+
+
+def test_the_library_verbs_are_commands_too(kc, put) -> None:
+    """DESIGN's one vocabulary: has, describe, list and delete work as in the library
+    and the API (describe, list and delete are status, ls and rm)."""
+    put("openai_api_key", "sk-" + "a1" * 16)
+    r = kc("has", "openai_api_key", "--org", "acme")
+    assert (r.code, r.out) == (0, "")
+    r = kc("has", "missing", "--org", "acme", "--json")
+    assert r.code == 3
+    assert json.loads(r.out) == {"path": "keysafe/local/acme/shared/missing", "exists": False}
+    assert json.loads(kc("describe", "openai_api_key", "--org", "acme", "--json").out) == \
+        json.loads(kc("status", "openai_api_key", "--org", "acme", "--json").out)
+    listed = json.loads(kc("list", "--org", "acme", "--json").out)
+    assert [m["path"] for m in listed] == ["keysafe/local/acme/shared/openai_api_key"]
+    r = kc("delete", "openai_api_key", "--org", "acme")
+    assert r.code == 0, r.err
+    assert kc("has", "openai_api_key", "--org", "acme").code == 3
+    assert kc("restore", "openai_api_key", "--org", "acme").code == 0
+    assert kc("has", "openai_api_key", "--org", "acme").code == 0
+    assert kc("has", "../x", "--org", "acme").code == 2

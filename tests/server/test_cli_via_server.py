@@ -116,8 +116,12 @@ def test_the_verbs_through_the_server(server: tuple[RealServer, dict],
     assert "now version 3" in said(ks(srv, home, t["ops"], "rollback", OPENAI, "1", "--org", ORG))
     assert ok(ks(srv, home, t["app"], "get", OPENAI, "--org", ORG)) == VALUE_1
     # rm (soft), status --deleted, restore; destroy needs the admin.
+    assert ok(ks(srv, home, t["app"], "has", OPENAI, "--org", ORG)) == ""
+    assert ok(ks(srv, home, t["app"], "describe", OPENAI, "--org", ORG, "--json")) == \
+        ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--json"))
     assert "within 7 days" in said(ks(srv, home, t["ops"], "rm", OPENAI, "--org", ORG))
     assert ks(srv, home, t["app"], "status", OPENAI, "--org", ORG).returncode == 3
+    assert ks(srv, home, t["app"], "has", OPENAI, "--org", ORG).returncode == 3
     gone = json.loads(ok(ks(srv, home, t["app"], "status", OPENAI, "--org", ORG, "--deleted",
                             "--json")))
     assert gone["deleted"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keysafe.cli import output
+from keysafe.cli import exitcodes, output
 from keysafe.cli.options import (
     MAX_INT,
     Domain,
@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
     app.command("put", context_settings={"allow_extra_args": True})(put)
     app.command("get")(get)
     app.command("status")(status)
+    app.command("has")(has)
     app.command("tag")(tag)
     app.command("ls")(ls)
     app.command("rm")(rm)
@@ -49,6 +50,14 @@ def register(app: typer.Typer) -> None:
     app.command("destroy")(destroy)
     app.command("versions")(versions)
     app.command("rollback")(rollback)
+    # The library's and the API's verbs (DESIGN's one vocabulary), as the same commands.
+    app.command("describe", help=f"Same as `keysafe status`. {_doc(status)}")(status)
+    app.command("list", help=f"Same as `keysafe ls`. {_doc(ls)}")(ls)
+    app.command("delete", help=f"Same as `keysafe rm`. {_doc(rm)}")(rm)
+
+
+def _doc(fn: Any) -> str:
+    return (fn.__doc__ or "").strip()
 
 
 # -- tag ----------------------------------------------------------------------------
@@ -306,6 +315,25 @@ def status(
         emit_json(meta.to_dict())
     else:
         table(["field", "value"], _meta_rows(meta))
+
+
+@command
+def has(
+    name: Name,
+    org: Org = None,
+    domain: Domain = None,
+    env: Env = None,
+    as_json: Json = False,
+) -> None:
+    """Whether a secret exists (and is not deleted), as the exit status: 0 yes, 3 no.
+    Prints nothing (--json: {"path", "exists"}); never reads the value."""
+    with open_secrets(env) as mgr:
+        path = mgr.path(name, org, domain=domain)
+        found = mgr.has(name, org, domain=domain)
+    if as_json:
+        emit_json({"path": path, "exists": found})
+    if not found:
+        raise typer.Exit(exitcodes.NOT_FOUND)
 
 
 @command

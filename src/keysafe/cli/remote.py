@@ -153,6 +153,13 @@ class RemoteManager:
         r = self.ref(name, org, domain)
         return self.client.get(r.name, r.org, domain=r.domain, version=version)
 
+    def has(self, name: str, org: str | None = None, *, domain: str | None = None) -> bool:
+        try:
+            self.describe(name, org, domain=domain)
+        except NotFound:
+            return False
+        return True
+
     def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
                  include_deleted: bool = False) -> SecretMetadata:
         r = self.ref(name, org, domain)

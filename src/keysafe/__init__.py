@@ -27,6 +27,7 @@ from keysafe.manager.audit import AuditFilter
 from keysafe.manager.manager import SecretManager
 from keysafe.models import AuditEvent, SecretMetadata, VersionInfo
 from keysafe.naming import NamingTemplate, SecretRef
+from keysafe.secret import Secret
 
 if TYPE_CHECKING:
     from keysafe.client import KeysafeClient
@@ -66,6 +67,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RotationError",
+    "Secret",
     "SecretManager",
     "SecretMetadata",
     "SecretRef",

@@ -35,6 +35,8 @@ from keysafe.hosts import cleartext_to_another_machine
 if TYPE_CHECKING:
     from http.client import HTTPConnection
 
+    from keysafe.secret import Secret
+
 USER_AGENT = "keysafe-client"
 
 
@@ -280,6 +282,13 @@ class KeysafeClient:
         return body
 
     # -- reading (service role) --
+    def get_secret(self, name: str, org: str, *, domain: str | None = None,
+                   version: int | None = None) -> Secret:
+        """``get``, the value wrapped in a ``keysafe.Secret``."""
+        from keysafe.secret import Secret
+
+        return Secret(self.get(name, org, domain=domain, version=version))
+
     def get(self, name: str, org: str, *, domain: str | None = None,
             version: int | None = None) -> str:
         """The current value, or version ``version``'s."""

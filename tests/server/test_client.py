@@ -56,6 +56,8 @@ def test_writer_and_service_verbs(server: tuple[RealServer, dict]) -> None:
         status = ops.describe(OPENAI, ORG)
         assert (status["version"], status["description"]) == (1, "gpt")
         assert app.get(OPENAI, ORG) == VALUE_1
+        assert repr(app.get_secret(OPENAI, ORG)) == "Secret('**********')"
+        assert app.get_secret(OPENAI, ORG).reveal() == VALUE_1
         assert app.get_llm_api_key(ORG, "openai", domain="cards") == VALUE_1  # shared
         assert app.get_llm_api_key(ORG, "anthropic") is None
         # Check-and-set: the version seen, else Conflict with the current one.

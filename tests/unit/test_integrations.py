@@ -129,6 +129,8 @@ def make_app(mgr: SecretManager, **kw: Any) -> FastAPI:
     @app.get("/orgs/{org_id}/llm")
     def llm(org_id: str, secrets: ScopedSecrets = dep) -> dict[str, Any]:
         key = secrets.get_llm_api_key("openai")
+        if key is not None:
+            assert secrets.get_secret("openai_api_key") == key  # the domain's, or shared
         return {"org": secrets.org, "domain": secrets.domain, "has_key": key is not None,
                 "key_tail": key[-4:] if key else None, "repr": repr(secrets)}
 

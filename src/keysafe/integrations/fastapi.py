@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 if TYPE_CHECKING:
     from keysafe.models import SecretMetadata, VersionInfo
+    from keysafe.secret import Secret
 
 __all__ = ["ScopedSecrets", "secrets_dependency"]
 
@@ -62,6 +63,11 @@ class ScopedSecrets:
 
     def get(self, name: str, *, domain: str | None = None, version: int | None = None) -> str:
         return self.manager.get(name, self.org, domain=self._d(domain), version=version)
+
+    def get_secret(self, name: str, *, domain: str | None = None,
+                   version: int | None = None) -> Secret:
+        return self.manager.get_secret(name, self.org, domain=self._d(domain),
+                                       version=version)
 
     def get_json(self, name: str, *, domain: str | None = None) -> dict[str, Any]:
         return self.manager.get_json(name, self.org, domain=self._d(domain))

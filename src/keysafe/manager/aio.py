@@ -20,6 +20,7 @@ from keysafe.models import SecretMetadata, VersionInfo
 if TYPE_CHECKING:
     from keysafe.keycheck import KeyCheck
     from keysafe.rotation.engine import Outcome
+    from keysafe.secret import Secret
 
 
 class AsyncSecretManager:
@@ -46,6 +47,15 @@ class AsyncSecretManager:
             return await asyncio.to_thread(attr, *args, **kwargs)
 
         return call
+
+    async def get_secret(self, name: str, org: str | None = None, *,
+                         domain: str | None = None, env: str | None = None,
+                         version: int | None = None, fresh: bool = False) -> Secret:
+        """``get``, the value wrapped in a ``keysafe.Secret``."""
+        from keysafe.secret import Secret
+
+        return Secret(await self.get(name, org, domain=domain, env=env, version=version,
+                                     fresh=fresh))
 
     async def get(self, name: str, org: str | None = None, *, domain: str | None = None,
                   env: str | None = None, version: int | None = None,

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from keysafe.manager.anchors import Anchor, Tap
     from keysafe.manager.archive import ArchiveResult, CompactResult
     from keysafe.rotation.engine import Outcome, RotationEngine
+    from keysafe.secret import Secret
 
 
 T = TypeVar("T")
@@ -373,6 +374,16 @@ class SecretManager:
                 "could not announce a change to other replicas: %s", exc.message)
 
     # -- values -----------------------------------------------------------------
+    def get_secret(self, name: str, org: str | None = None, *, domain: str | None = None,
+                   env: str | None = None, version: int | None = None,
+                   fresh: bool = False) -> Secret:
+        """``get``, the value wrapped in a ``keysafe.Secret`` (masked in reprs, strings
+        and logs; ``reveal()`` gives it)."""
+        from keysafe.secret import Secret
+
+        return Secret(self.get(name, org, domain=domain, env=env, version=version,
+                               fresh=fresh))
+
     def get(self, name: str, org: str | None = None, *, domain: str | None = None,
             env: str | None = None, version: int | None = None, fresh: bool = False) -> str:
         """The current (or given) version's value. ``fresh`` skips the cache."""

@@ -36,6 +36,7 @@ class _Fields(NamedTuple):
     app: str = "keysafe"
     naming_template: str = "{app}/{env}/{org}/{domain}/{name}"
     default_domain: str = "shared"
+    default_org: str | None = None
     backend: str = "sqlite"
     home: Path = None  # type: ignore[assignment]  # ~/.keysafe: see Settings.__new__
     master_key: str | None = None
@@ -221,6 +222,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_APP": "app",
     "KEYSAFE_NAMING_TEMPLATE": "naming_template",
     "KEYSAFE_DEFAULT_DOMAIN": "default_domain",
+    "KEYSAFE_DEFAULT_ORG": "default_org",
     "KEYSAFE_BACKEND": "backend",
     "KEYSAFE_HOME": "home",
     "KEYSAFE_MASTER_KEY": "master_key",

@@ -65,7 +65,8 @@ def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     if settings.server_url:
         from keysafe.cli.remote import RemoteManager
 
-        return RemoteManager(settings.server_url, env=chosen_env(settings))
+        return RemoteManager(settings.server_url, env=chosen_env(settings),
+                             default_org=settings.default_org)
     return open_manager(settings=settings)
 
 

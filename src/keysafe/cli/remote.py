@@ -77,7 +77,8 @@ class RemoteManager:
     library's own errors (PermissionDenied, NotFound, Conflict, ...)."""
 
     def __init__(self, url: str, token: str | TokenFile | None = None, *,
-                 env: str | None = None, timeout: float = 30.0) -> None:
+                 env: str | None = None, default_org: str | None = None,
+                 timeout: float = 30.0) -> None:
         token = token if token is not None else env_token()
         if not token:
             from keysafe.config import url_origin
@@ -87,6 +88,7 @@ class RemoteManager:
                               f"{TOKEN_ENV} (or name a file holding one in {TOKEN_ENV}_FILE)")
         self.client = KeysafeClient(url, token, timeout=timeout)
         self._want_env = env
+        self.default_org = default_org
         self._info: dict[str, Any] | None = None
         self._naming: NamingTemplate | None = None
 
@@ -121,10 +123,12 @@ class RemoteManager:
         info = self.info()
         assert self._naming is not None
         app, env = str(info["app"]), str(info["environment"])
+        if org is None and "/" not in name and self.default_org is not None:
+            org = self.default_org
         if org is None:
             if "/" not in name:
-                raise InvalidName(f"secret {name!r} needs an org (or give its full path)",
-                                  segment="org")
+                raise InvalidName(f"secret {name!r} needs an org (or give its full path, "
+                                  "or set KEYSAFE_DEFAULT_ORG)", segment="org")
             ref = self._naming.parse(name, app=app, env=env)
             if (ref.app, ref.env) != (app, env):
                 raise InvalidName(f"path {name!r} is not in the {app}/{env} secrets of the "

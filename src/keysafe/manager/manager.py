@@ -131,6 +131,7 @@ class SecretManager:
         env: str = "local",
         naming: NamingTemplate | str = DEFAULT_TEMPLATE,
         default_domain: str = DEFAULT_DOMAIN,
+        default_org: str | None = None,
         cache: SecretCache | None = None,
         audit: AuditLog | None = None,
         catalog: Catalog | None = None,
@@ -149,6 +150,11 @@ class SecretManager:
         self.env = env
         self.naming = naming if isinstance(naming, NamingTemplate) else NamingTemplate(naming)
         self.default_domain = default_domain
+        #: The org of a name given without one (KEYSAFE_DEFAULT_ORG: a single-tenant
+        #: application's own). None: a name needs an org or a full path.
+        self.default_org = default_org
+        if default_org is not None:
+            SecretRef("x", default_org, default_domain, env, app).validate()
         self.cache = cache if cache is not None else SecretCache()
         self.audit = audit if audit is not None else AuditLog(MemoryAuditStore())
         self._catalog = catalog
@@ -193,6 +199,7 @@ class SecretManager:
             env=settings.env,
             naming=settings.naming_template,
             default_domain=settings.default_domain,
+            default_org=settings.default_org,
             cache=SecretCache(settings.cache_ttl, settings.cache_max_entries,
                               settings.cache_stale_if_error),
             audit=store.audit,
@@ -251,14 +258,17 @@ class SecretManager:
     # -- naming -----------------------------------------------------------------
     def ref(self, name: str, org: str | None = None, *, domain: str | None = None,
             env: str | None = None) -> SecretRef:
-        """A validated reference; ``name`` may be a full path when ``org`` is None."""
+        """A validated reference; ``name`` may be a full path when ``org`` is None (else
+        the default org's, when one is set)."""
         if org is None:
             if "/" in name:
                 return self.naming.parse(name, app=self.app, env=env or self.env)
-            from keysafe.errors import InvalidName
+            if self.default_org is None:
+                from keysafe.errors import InvalidName
 
-            raise InvalidName(f"secret {name!r} needs an org (or give its full path)",
-                              segment="org")
+                raise InvalidName(f"secret {name!r} needs an org (or give its full path, "
+                                  "or set KEYSAFE_DEFAULT_ORG)", segment="org")
+            org = self.default_org
         return SecretRef(name, org, domain or self.default_domain, env or self.env,
                          self.app).validate()
 

@@ -256,8 +256,11 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     unheard = (settings.server_workers > 1 and settings.backend != "postgres"
                and not uses_state_database(settings))
     if manager is None:
+        # Every request names its org: a default org (a single-tenant application's
+        # setting) must never stand in for one the caller left out.
         manager = SecretManager.from_settings(settings.with_overrides(
-            cache_ttl=0.0 if unheard else settings.server_cache_ttl, audit_reads=False))
+            cache_ttl=0.0 if unheard else settings.server_cache_ttl, audit_reads=False,
+            default_org=None))
     else:
         manager.audit_reads = False  # each request records exactly one event itself
     tokens = tokens or open_token_store(settings, manager.state or manager.backend,

@@ -108,6 +108,10 @@ class WellKnownSecret:
     provider: str | None = None
     aliases: tuple[str, ...] = ()
     json_fields: tuple[str, ...] = ()
+    #: (field, VARIABLE) pairs: a JSON credential's fields that ``run``, ``export`` and
+    #: ``sync kubernetes`` also give as variables of their own (AWS_ACCESS_KEY_ID ...),
+    #: as the SDKs read them.
+    field_env_vars: tuple[tuple[str, str], ...] = ()
     format_hint: str = ""
     #: How to ask the provider whether a key works (keysafe.keycheck); None: no check.
     check: LiveCheck | None = None
@@ -157,6 +161,7 @@ class WellKnownSecret:
             "has_format_check": self.has_format_check,
             "format_hint": self.format_hint,
             "json_fields": list(self.json_fields),
+            "field_env_vars": dict(self.field_env_vars),
             "aliases": list(self.aliases),
             "live_check": self.check.to_dict() if self.check and checks else None,
         }
@@ -397,6 +402,9 @@ def _builtin_entries() -> tuple[WellKnownSecret, ...]:
             secret_type="oauth_token",
             provider="slack",
             json_fields=("bot_token", "signing_secret", "app_token"),
+            field_env_vars=(("bot_token", "SLACK_BOT_TOKEN"),
+                            ("signing_secret", "SLACK_SIGNING_SECRET"),
+                            ("app_token", "SLACK_APP_TOKEN")),
             format_hint="a JSON object with bot_token, signing_secret and app_token",
         ),
         # --- infrastructure: spec 001's table ---
@@ -538,6 +546,8 @@ def _builtin_entries() -> tuple[WellKnownSecret, ...]:
             secret_type="cloud_credential",
             provider="aws",
             json_fields=("access_key_id", "secret_access_key"),
+            field_env_vars=(("access_key_id", "AWS_ACCESS_KEY_ID"),
+                            ("secret_access_key", "AWS_SECRET_ACCESS_KEY")),
         ),
         WellKnownSecret(
             name="gcp_service_account",
@@ -801,6 +811,13 @@ def _entry_from_raw(
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise fail(field, "must be a list of strings")
             values[field] = tuple(value)
+        elif field == "field_env_vars":
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str)
+                    and _compiled(_ENV_VAR_PATTERN).fullmatch(v) for k, v in value.items()):
+                raise fail(field, "must be a table of field = \"VARIABLE\" (letters, digits "
+                                  "and '_', not starting with a digit)")
+            values[field] = tuple(value.items())
         elif field == "check":
             # false or "" turns a built-in check off; a URL or a table sets one.
             values[field] = (None if value is False or value == ""

@@ -187,10 +187,11 @@ def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
     with no value to read (its current version destroyed, or deleted meanwhile) is left
     out and its name added to ``skipped``; ``listing`` gets the metadata listed."""
     from keysafe.workloads.names import tagged_env_var
+    from keysafe.workloads.scope import with_field_variables
 
     domain = domain or mgr.ref("x", org, env=env).domain
     by_env: dict[str, str] = {}
-    values: dict[str, str] = {}
+    values: dict[str, tuple[str, str]] = {}
     metas = mgr.list(org, domain=domain, env=env)
     if listing is not None:
         listing.extend(metas)
@@ -202,11 +203,12 @@ def read_scope(mgr: SecretManager, org: str, domain: str | None = None, *,
                               f"environment variable {var}; rename one")
         by_env[var] = ref.name
         try:
-            values[var] = mgr.get(ref.name, org, domain=domain, env=env, fresh=fresh)
+            values[ref.name] = (var, mgr.get(ref.name, org, domain=domain, env=env,
+                                             fresh=fresh))
         except NotFound:
             if skipped is not None:
                 skipped.append(ref.name)
-    return values
+    return with_field_variables(mgr.catalog, values)
 
 
 # -- manifests ----------------------------------------------------------------------

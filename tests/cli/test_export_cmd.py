@@ -377,3 +377,34 @@ def test_github_env_registers_masks_inside_actions_only(kc: Callable[..., Any], 
     assert j.code == 0, j.err
     assert json.loads(j.out)["count"] == 2
     assert "were not registered as masks" in j.err
+
+
+def test_json_credentials_also_give_their_fields_as_variables(kc: Callable[..., Any],
+                                                              put: Put) -> None:
+    """Spec 003's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the aws_access_key pair is
+    given whole (AWS_ACCESS_KEY) and as the two variables the SDKs read; a secret that
+    is its own variable wins over a field of another."""
+    pair = {"access_key_id": "AKIA" + "B" * 16, "secret_access_key": CANARY + "x" * 20}
+    put("aws_access_key", json.dumps(pair), "--credentials")
+    put("slack", json.dumps({"bot_token": "xoxb-1-2-abc", "signing_secret": "s" * 32,
+                             "app_token": "xapp-1-A-2-abc"}), "--credentials")
+    r = kc("export", "--org", "acme", "--format", "json")
+    assert r.code == 0, r.err
+    got = json.loads(r.out)
+    assert json.loads(got["AWS_ACCESS_KEY"]) == pair
+    assert got["AWS_ACCESS_KEY_ID"] == pair["access_key_id"]
+    assert got["AWS_SECRET_ACCESS_KEY"] == pair["secret_access_key"]
+    assert got["SLACK_BOT_TOKEN"] == "xoxb-1-2-abc"
+    assert got["SLACK_APP_TOKEN"] == "xapp-1-A-2-abc"
+    # `run` gives the same variables to the command.
+    r = kc("run", "--org", "acme", "--", "sh", "-c", 'test "$AWS_ACCESS_KEY_ID" = "$0"',
+           pair["access_key_id"])
+    assert r.code == 0, r.err
+    # A secret of its own for the variable wins; --keys name gives names only.
+    put("slack_bot_token", "xoxb-9999-own-token")
+    got = json.loads(kc("export", "--org", "acme", "--format", "json").out)
+    assert got["SLACK_BOT_TOKEN"] == "xoxb-9999-own-token"
+    by_name = json.loads(kc("export", "--org", "acme", "--format", "json", "--keys",
+                            "name").out)
+    assert "AWS_ACCESS_KEY_ID" not in by_name
+    assert CANARY not in r.err

@@ -655,6 +655,8 @@ def toml_entry(body: str) -> str:
         (toml_entry('aliases = "THING"'), r"field 'aliases': must be a list of strings"),
         (toml_entry("provider = 3"), r"field 'provider': must be a string"),
         (toml_entry('env_var = "1BAD-VAR"'), r"field 'env_var'"),
+        (toml_entry('field_env_vars = { id = "1BAD" }'), r"field 'field_env_vars'"),
+        (toml_entry('field_env_vars = ["ID"]'), r"field 'field_env_vars': must be a table"),
         ('[[secret]]\nname = "thing"\ncategory = "custom"\n', r"field 'display_name': missing"),
         ('[[secret]]\ndisplay_name = "Thing"\n', r"entry 1: field 'name': missing"),
         ('[[secret]]\nname = "has space"\n', r"field 'name'"),
@@ -706,3 +708,17 @@ def test_unreadable_or_unknown_files(tmp_path: Path) -> None:
     yaml.write_text("secret: []")
     with pytest.raises(ConfigError, match="unsupported catalog file type"):
         Catalog.load(yaml)
+
+
+def test_team_file_field_variables(tmp_path: Path) -> None:
+    """``field_env_vars``: a team's JSON credential gives its fields as variables too."""
+    path = tmp_path / "team.toml"
+    path.write_text(toml_entry('json_fields = ["client_id", "client_secret"]\n'
+                               'field_env_vars = { client_id = "THING_CLIENT_ID", '
+                               'client_secret = "THING_CLIENT_SECRET" }'))
+    entry = Catalog.load(path).get("thing")
+    assert entry is not None
+    assert entry.field_env_vars == (("client_id", "THING_CLIENT_ID"),
+                                    ("client_secret", "THING_CLIENT_SECRET"))
+    assert entry.to_dict()["field_env_vars"] == {"client_id": "THING_CLIENT_ID",
+                                                 "client_secret": "THING_CLIENT_SECRET"}

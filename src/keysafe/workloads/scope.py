@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from keysafe.errors import InvalidValue, NotFound
 from keysafe.workloads.names import env_names, is_reference, parse_reference
 from keysafe.workloads.sources import Source
+
+if TYPE_CHECKING:
+    from keysafe.catalog import Catalog
 
 #: What a watch compares: ("scope", name) or ("ref", org, domain, name) -> version.
 Snapshot = dict[tuple[str | None, ...], int]
@@ -42,6 +46,34 @@ def field_text(value: str, fld: str, name: str, var: str) -> str:
         raise InvalidValue(f"environment variable {var}: field {fld!r} of {name} is not "
                            "a single value")
     return got if isinstance(got, str) else json.dumps(got)
+
+
+def field_variables(catalog: Catalog | None, name: str, value: str) -> dict[str, str]:
+    """The variables a JSON credential's fields are also given as (the catalog entry's
+    ``field_env_vars``: aws_access_key -> AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    Fields the value lacks, or that hold an object or list, are left out; a value that
+    is not a JSON object gives none (it is still given whole, as its own variable)."""
+    entry = catalog.get(name) if catalog is not None else None
+    if entry is None or not entry.field_env_vars:
+        return {}
+    out: dict[str, str] = {}
+    for fld, var in entry.field_env_vars:
+        try:
+            out[var] = field_text(value, fld, name, var)
+        except (InvalidValue, NotFound):
+            continue
+    return out
+
+
+def with_field_variables(catalog: Catalog | None, by_name: Mapping[str, tuple[str, str]]
+                         ) -> dict[str, str]:
+    """{variable: value} for {secret name: (variable, value)}, plus each JSON
+    credential's field variables; a variable a secret has as its own wins over a field
+    of another's."""
+    fields: dict[str, str] = {}
+    for name, (_, value) in by_name.items():
+        fields.update(field_variables(catalog, name, value))
+    return {**fields, **{var: value for var, value in by_name.values()}}
 
 
 def left_out(names: list[str]) -> str | None:
@@ -95,8 +127,11 @@ class Scope:
         return left_out(self.skipped)
 
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
-        """variable -> value (see ``variables``)."""
-        return {var: values[name] for name, var in self.variables(source, values).items()}
+        """variable -> value (see ``variables``), and the field variables of JSON
+        credentials (``field_variables``)."""
+        return with_field_variables(source.catalog, {
+            name: (var, values[name]) for name, var in self.variables(source,
+                                                                      values).items()})
 
     def variables(self, source: Source, names: Iterable[str]) -> dict[str, str]:
         """secret name -> variable: the mapping file's, else the one a secret was

@@ -260,8 +260,8 @@ def _forged(standin: AzureKeyVaultKeysStandin, good: dict[str, Any], *,
         "nonce": base64.b64encode(nonce).decode(),
         "ciphertext": base64.b64encode(AESGCM(data_key).encrypt(nonce, ring, AAD)).decode()}
     if sign_with is not None:
-        digest = hashlib.sha256(json.dumps(env, sort_keys=True, separators=(",", ":"))
-                                .encode()).digest()
+        digest = hashlib.sha256(b"keysafe master key ring envelope v2\0" + json.dumps(
+            env, sort_keys=True, separators=(",", ":")).encode()).digest()
         private = standin.keys[sign_with].versions[-1].private
         env["sig"] = base64.b64encode(private.sign(
             digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))).decode()
@@ -331,4 +331,17 @@ def test_no_azure_credentials_is_a_config_error(tmp_path: Path,
     assert r.code == exitcodes.CONFIG, r.err
     assert "no Azure credentials" in r.err
     assert "EnvironmentCredential" in r.err
+    assert not cli.key_file.exists()
+
+
+def test_a_key_without_sign_names_its_operations(tmp_path: Path,
+                                                 standin: AzureKeyVaultKeysStandin) -> None:
+    """A key made for wrapping alone (`--ops wrapKey unwrapKey`) cannot sign the ring:
+    exit 8 saying which operations the key needs, not a denial; nothing written."""
+    standin.create_key("wrap-only", key_ops=("wrapKey", "unwrapKey"))
+    cli = cli_for(tmp_path, standin, "wrap-only")
+    r = cli("init")
+    assert r.code == exitcodes.CONFIG, r.err
+    assert "does not allow sign" in r.err
+    assert "set-attributes --ops wrapKey unwrapKey sign verify" in r.err
     assert not cli.key_file.exists()

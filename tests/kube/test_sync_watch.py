@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,8 @@ class AnnouncingMemory(MemoryBackend):
     def __init__(self) -> None:
         super().__init__()
         self.callbacks: list[Callable[[str], None]] = []
+        self.listening = threading.Event()  # as PostgresBackend.listening
+        self.listening.set()
 
     def watch(self, callback: Callable[[str], None]) -> None:
         self.callbacks.append(callback)
@@ -262,3 +265,39 @@ def test_polled_changes_compare_the_listing():
     w.passed(mgr.list("acme"))
     mgr.update_metadata("db_password", "acme", tags={"env_var": "DATABASE_PASSWORD"})
     assert w.wait(30) == "change"
+
+
+def test_a_burst_of_changes_is_one_pass_after_the_last() -> None:
+    """Notices that keep coming (rotate --all) extend the wait: the watch answers once,
+    after the last of them."""
+    store = AnnouncingMemory()
+    mgr, w, _ = make_watch(store)
+    w.begin_pass()
+    path = mgr.path("db_password", "acme")
+    sent: list[int] = []
+
+    def burst() -> None:
+        for i in range(4):
+            store.announce(path)
+            sent.append(i)
+            time.sleep(0.4)  # shorter than SETTLE: one burst
+
+    t = threading.Thread(target=burst)
+    t.start()
+    assert w.wait(60) == "change"
+    assert sent == [0, 1, 2, 3]  # answered only after the last notice
+    t.join()
+
+
+def test_notices_while_the_listener_is_down_wait_for_it_to_be_back() -> None:
+    """PostgreSQL down: the listener's "*" on each failed reconnect is not a change. Once
+    it is connected again, one pass (anything may have changed meanwhile)."""
+    store = AnnouncingMemory()
+    _, w, _ = make_watch(store)
+    w.begin_pass()
+    store.listening.clear()
+    store.announce("*")
+    assert w.wait(0.5) == "due"
+    store.announce("*")
+    threading.Timer(0.3, store.listening.set).start()
+    assert w.wait(60) == "change"

@@ -72,3 +72,15 @@ def test_the_server_never_uses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert api.state.keysafe.manager.default_org is None
     finally:
         api.state.keysafe.close()
+
+
+def test_changing_it_forgets_what_names_resolved_to() -> None:
+    mgr = SecretManager(MemoryBackend(), default_org="a")
+    mgr.put("k", "in a")
+    mgr.put("k", "in b", "b")
+    assert mgr.get("k") == "in a"  # cached under (k, None, ...)
+    mgr.default_org = "b"
+    assert mgr.get("k") == "in b"
+    mgr.default_org = None
+    with pytest.raises(InvalidName):
+        mgr.get("k")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from keysafe.cli.options import Env, Json, Yes
-from keysafe.cli.output import command, emit_json, say
+from keysafe.cli.output import command, emit_json, say, warn
 from keysafe.cli.reading import load, store_only
 
 if TYPE_CHECKING:
@@ -57,13 +57,18 @@ def _convert(env: str | None, yes: bool, as_json: bool, question: Callable[[Sett
             mgr.record(act, None, "started", durable=True, detail=detail)
             try:
                 result = action(settings)
-            except KeysafeError as exc:
-                mgr.record(act, None, exc.code, durable=True,
-                           detail={**detail, "error": type(exc).__name__})
+            except BaseException as exc:
+                mgr.record(act, None, exc.code if isinstance(exc, KeysafeError) else "error",
+                           durable=True, detail={**detail, "error": type(exc).__name__})
                 raise
-            mgr.record(act, None, "ok", durable=True,
-                       detail={**detail, "changed": result.changed,
-                               "active_key_id": result.active_key_id})
+            try:
+                mgr.record(act, None, "ok", durable=True,
+                           detail={**detail, "changed": result.changed,
+                                   "active_key_id": result.active_key_id})
+            except KeysafeError as exc:
+                # The file is already what was asked: say so rather than fail.
+                warn(f"{result.where} was {'changed' if result.changed else 'left as it was'}"
+                     f", but the audit record of it could not be written ({exc.message})")
     if as_json:
         emit_json(result.to_dict())
         return None

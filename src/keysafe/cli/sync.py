@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
 
 #: Rows of the summary table (the oldest passes of a long run are counted, not shown).
 _SHOWN = 20
+#: With --watch, seconds before a failed pass is tried again (at most --interval).
+WATCH_RETRY = 30.0
 
 
 class _Stop:
@@ -163,9 +165,8 @@ def sync_kubernetes(
         with _Stop() as stop:
             watcher = None
             if watch:
-                watcher = ScopeWatch(mgr, org, domain or mgr.ref("x", org, env=env).domain,
-                                     env, poll=poll_every, wake=stop.event,
-                                     stopped=stop.stopped)
+                watcher = ScopeWatch(mgr, org, domain, env, poll=poll_every,
+                                     wake=stop.event, stopped=stop.stopped)
                 if not as_json:
                     say(f"watching {org!r}: {watcher.how}")
             n = 0
@@ -179,8 +180,6 @@ def sync_kubernetes(
                         watcher.begin_pass()
                     values = read_scope(mgr, org, domain, env=env, skipped=skipped,
                                         listing=listing)
-                    if watcher is not None:
-                        watcher.passed(listing)
                     note = left_out(skipped)
                     if note:
                         warn(note)
@@ -196,9 +195,13 @@ def sync_kubernetes(
                         raise
                     failures += 1
                     last_error = exc
-                    warn(f"pass {n} failed: {exc.message}; retrying in {interval}")
+                    retry = every if watcher is None else min(every, WATCH_RETRY)
+                    warn(f"pass {n} failed: {exc.message}; retrying in {retry:g} s")
                 else:
                     last_error = None
+                    if watcher is not None:
+                        # Only an applied pass's listing is what the Secret now holds.
+                        watcher.passed(listing)
                     results.append(result)
                     if result.removed:
                         warn(f"pass {n}: removed key(s) {', '.join(result.removed)} from "
@@ -221,7 +224,10 @@ def sync_kubernetes(
                     if stop.event.wait(every):
                         break
                 else:
-                    why = watcher.wait(every)
+                    # After a failed pass (its change not yet in the Secret), try again
+                    # sooner: nothing may announce that change a second time.
+                    why = watcher.wait(every if last_error is None
+                                       else min(every, WATCH_RETRY))
                     if why == "stop":
                         break
                     why = "interval" if why == "due" else why

@@ -150,11 +150,7 @@ class SecretManager:
         self.env = env
         self.naming = naming if isinstance(naming, NamingTemplate) else NamingTemplate(naming)
         self.default_domain = default_domain
-        #: The org of a name given without one (KEYSAFE_DEFAULT_ORG: a single-tenant
-        #: application's own). None: a name needs an org or a full path.
-        self.default_org = default_org
-        if default_org is not None:
-            SecretRef("x", default_org, default_domain, env, app).validate()
+        self._default_org = self._valid_org(default_org)
         self.cache = cache if cache is not None else SecretCache()
         self.audit = audit if audit is not None else AuditLog(MemoryAuditStore())
         self._catalog = catalog
@@ -256,6 +252,25 @@ class SecretManager:
         self.close()
 
     # -- naming -----------------------------------------------------------------
+    @property
+    def default_org(self) -> str | None:
+        """The org of a name given without one (KEYSAFE_DEFAULT_ORG: a single-tenant
+        application's own). None: a name needs an org or a full path."""
+        return self._default_org
+
+    @default_org.setter
+    def default_org(self, org: str | None) -> None:
+        self._default_org = self._valid_org(org)
+        # What a name without an org resolved to, and was cached under, has changed.
+        self._refs.clear()
+        self._paths.clear()
+        self.cache.clear()
+
+    def _valid_org(self, org: str | None) -> str | None:
+        if org is not None:
+            SecretRef("x", org, self.default_domain, self.env, self.app).validate()
+        return org
+
     def ref(self, name: str, org: str | None = None, *, domain: str | None = None,
             env: str | None = None) -> SecretRef:
         """A validated reference; ``name`` may be a full path when ``org`` is None (else

@@ -263,6 +263,7 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
             default_org=None))
     else:
         manager.audit_reads = False  # each request records exactly one event itself
+        manager.default_org = None
     tokens = tokens or open_token_store(settings, manager.state or manager.backend,
                                         cache=not unheard)
     from keysafe.manager.batch import run_write_batch

@@ -165,7 +165,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     # Create the key file and store now, in this process, so the worker never races.
     from keysafe.manager.manager import SecretManager
 
-    SecretManager.from_settings(settings).close()
+    SecretManager.from_settings(settings.with_overrides(default_org=None)).close()
     token = bootstrap_token(settings)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     if announce and as_json:  # one line for scripts: where, and the token if one was made

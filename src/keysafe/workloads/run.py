@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ INTERVAL_MIN, INTERVAL_MAX = 0.5, 86_400.0
 _TICK = 5.0
 #: The byte a store's change notice writes to the wake-up pipe (no signal is numbered 0).
 _TOLD = 0
-#: Seconds between a change notice and the poll it brings forward.
+#: A change notice brings the next poll forward to when the notices have paused this
+#: many seconds, or _SETTLE_MAX after the first of them.
 _SETTLE = 1.0
+_SETTLE_MAX = 10.0
 
 
 @dataclass
@@ -198,6 +201,8 @@ class Supervisor:
         self._saved_fd = -1
         self._told = False
         self._watched: tuple[str, ...] = ()
+        self._listening: threading.Event | None = None  # the store's listener is up
+        self._pipe_lock = threading.Lock()  # the listener thread writes, _restore closes
 
     # -- signals --------------------------------------------------------------------
     def _install(self) -> None:
@@ -212,10 +217,11 @@ class Supervisor:
         for sig, old in self._saved.items():
             signal.signal(sig, old)
         signal.set_wakeup_fd(self._saved_fd)
-        fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
+        with self._pipe_lock:
+            fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
 
     def _listen(self) -> None:
         """--watch on a store that announces changes (PostgreSQL's NOTIFY): a change
@@ -236,13 +242,17 @@ class Supervisor:
              if scope is not None else [])
             + [mgr.path(name, org, domain=domain)
                for org, domain, name in set(self.plan.refs.values())])
+        listening = getattr(mgr.backend, "listening", None)
+        self._listening = listening if isinstance(listening, threading.Event) else None
         mgr.backend.watch(self._heard)
 
     def _heard(self, path: str) -> None:
         if path != "*" and not path.startswith(self._watched):
             return
+        # "*" while the listener is down is its lost connection: the loop looks once it
+        # is back (anything may have changed meanwhile), not on every failed reconnect.
         self._told = True
-        with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+        with self._pipe_lock, contextlib.suppress(OSError):  # full: a wake-up is pending
             if self._wfd >= 0:
                 os.write(self._wfd, bytes([_TOLD]))
 
@@ -301,9 +311,9 @@ class Supervisor:
 
     def run(self, env: dict[str, str]) -> int:
         self._install()
-        if self.opts.watch:
-            self._listen()
         try:
+            if self.opts.watch:
+                self._listen()
             try:
                 self.pid = self._spawn(env)
             except _StartError as exc:
@@ -315,22 +325,27 @@ class Supervisor:
 
     def _loop(self) -> int:
         watch = self.opts.watch and self.source is not None
-        next_poll = time.monotonic() + self.opts.interval
+        due = next_poll = time.monotonic() + self.opts.interval
+        burst: float | None = None  # when the first notice of a burst came
         while True:
             now = time.monotonic()
             timeout = min(_TICK, next_poll - now) if watch and not self.stopping else _TICK
             status = self._handle(self._wait(timeout))
             if status is not None:
                 return status
-            if self._told:
-                # Told of a change: look a moment later, so a burst is one restart.
+            if self._told and (self._listening is None or self._listening.is_set()):
+                # Told of a change: look once the notices pause for a moment (at most
+                # _SETTLE_MAX after the first), so a burst is one restart.
                 self._told = False
-                next_poll = min(next_poll, time.monotonic() + _SETTLE)
+                now = time.monotonic()
+                burst = now if burst is None else burst
+                next_poll = min(due, now + _SETTLE, burst + _SETTLE_MAX)
             if watch and not self.stopping and time.monotonic() >= next_poll:
                 status = self._poll()
                 if status is not None:
                     return status
-                next_poll = time.monotonic() + self.opts.interval
+                burst = None
+                due = next_poll = time.monotonic() + self.opts.interval
 
     # -- --watch --------------------------------------------------------------------
     def _poll(self) -> int | None:

@@ -7,8 +7,11 @@ it. Any other store is asked every ``poll`` seconds for the scope's metadata (on
 audited listing, never a value) and compared with what the last pass listed: a new,
 changed, re-tagged or deleted secret wakes it.
 
-Either way the watch then waits ``SETTLE`` seconds more, so a burst of writes (``rotate
---all``, an import) becomes one pass rather than one per secret.
+Either way the watch then waits until the changes have paused for ``SETTLE`` seconds
+(at most ``SETTLE_MAX`` in all), so a burst of writes (``rotate --all``, an import)
+becomes one pass rather than one per secret. While the store's listener is not
+connected (PostgreSQL down), its ``*`` notices wake nothing: the pass waits until it
+is connected again, and then runs once, since anything may have changed meanwhile.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
     from keysafe.models import SecretMetadata
 
-#: Seconds to let a burst of changes finish before the pass that follows them.
+#: A pass follows a change once the changes have paused this many seconds...
 SETTLE = 1.0
+#: ... or this many seconds after the first of them, whichever comes first.
+SETTLE_MAX = 10.0
+#: How often to look whether a lost change listener is back.
+RECONNECT_CHECK = 0.5
 #: Longest wait for a store's change listener to connect before the first pass.
 LISTEN_WAIT = 5.0
 
@@ -34,8 +41,9 @@ class ScopeWatch:
     """Wakes the loop early when the scope changes. ``wake`` is the event the loop
     sleeps on; a stop signal sets ``stopped`` and then ``wake``."""
 
-    def __init__(self, mgr: SecretManager, org: str, domain: str, env: str | None, *,
-                 poll: float, wake: threading.Event, stopped: threading.Event) -> None:
+    def __init__(self, mgr: SecretManager, org: str, domain: str | None, env: str | None,
+                 *, poll: float, wake: threading.Event, stopped: threading.Event) -> None:
+        domain = domain or mgr.default_domain
         self._mgr, self._org, self._domain, self._env = mgr, org, domain, env
         self._wake = wake
         self._stopped = stopped
@@ -45,13 +53,14 @@ class ScopeWatch:
         self.told = isinstance(backend, Watchable)
         self.poll: float | None = None if self.told else poll
         self._prefix = mgr.prefix(org, domain, env)
+        listening = getattr(backend, "listening", None)
+        self._listening = listening if isinstance(listening, threading.Event) else None
         if isinstance(backend, Watchable):
             backend.watch(self._heard)
-            listening = getattr(backend, "listening", None)
-            if isinstance(listening, threading.Event):
+            if self._listening is not None:
                 # The listener announces "*" when it connects; let that come before the
                 # first pass so it does not cause a second one.
-                listening.wait(LISTEN_WAIT)
+                self._listening.wait(LISTEN_WAIT)
 
     @property
     def how(self) -> str:
@@ -79,7 +88,9 @@ class ScopeWatch:
         deadline = time.monotonic() + timeout
         while not self._stopped.is_set():
             if self._changed.is_set():
-                self._sleep(time.monotonic() + SETTLE, on_change=False)
+                if not self._connected(deadline):
+                    return "stop" if self._stopped.is_set() else "due"
+                self._settle()
                 return "stop" if self._stopped.is_set() else "change"
             now = time.monotonic()
             if now >= deadline:
@@ -93,12 +104,31 @@ class ScopeWatch:
                     self._changed.set()
         return "stop"
 
-    def _sleep(self, until: float, *, on_change: bool = True) -> None:
-        """Until ``until``, a stop, or (``on_change``) a change. Flags are set before the
-        event, so clearing the event after waking never loses one."""
+    def _connected(self, deadline: float) -> bool:
+        """Wait (to ``deadline``) for the store's change listener to be connected; a
+        notice heard while it was not is its own lost connection, not a change."""
+        while self._listening is not None and not self._listening.is_set():
+            if self._stopped.is_set() or time.monotonic() >= deadline:
+                return False
+            self._stopped.wait(RECONNECT_CHECK)
+        return True
+
+    def _settle(self) -> None:
+        """Until the changes pause for SETTLE seconds (at most SETTLE_MAX in all)."""
+        last = time.monotonic() + SETTLE_MAX
+        while not self._stopped.is_set():
+            self._changed.clear()
+            until = min(time.monotonic() + SETTLE, last)
+            self._sleep(until)
+            if not self._changed.is_set() or time.monotonic() >= last:
+                return
+
+    def _sleep(self, until: float) -> None:
+        """Until ``until``, a stop, or a change. Flags are set before the event, so
+        clearing the event after waking never loses one."""
         while not self._stopped.is_set():
             left = until - time.monotonic()
-            if left <= 0 or (on_change and self._changed.is_set()):
+            if left <= 0 or self._changed.is_set():
                 return
             self._wake.wait(left)
             self._wake.clear()

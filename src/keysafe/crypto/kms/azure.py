@@ -222,6 +222,11 @@ class AzureKeyVaultKey:
         if status == 403 and codes & {"KeyDisabled", "Disabled"}:
             return ConfigError(f"KMS {ref}: cannot {action} with this key: it is disabled "
                                f"({why})")
+        if status == 403 and "KeyOperationForbidden" in codes:
+            return ConfigError(f"KMS {ref}: the key does not allow {action} ({why}); its "
+                               "operations must include wrapKey, unwrapKey, sign and verify "
+                               "(az keyvault key set-attributes --ops wrapKey unwrapKey sign "
+                               "verify)")
         if isinstance(exc, e.ClientAuthenticationError) or status in (401, 403):
             message = str(getattr(exc, "message", "") or "").splitlines()
             return PermissionDenied(f"KMS {ref} denied {action} "
@@ -233,7 +238,7 @@ class AzureKeyVaultKey:
         if status == 400 and action in ("unwrapKey", "verify"):
             return IntegrityError(f"KMS {ref} refused to {action} the wrapped key ring "
                                   f"({why}): it was altered, or made by another key")
-        if status == 400 or (status == 403 and "KeyOperationForbidden" in codes):
+        if status == 400:
             return ConfigError(f"KMS {ref} refused to {action} with this key ({why}): is it "
                                "an RSA key that allows wrapKey, unwrapKey, sign and verify?")
         if isinstance(exc, e.AzureError):
@@ -241,8 +246,13 @@ class AzureKeyVaultKey:
         return None
 
 
+#: Put before what is signed, so a signature the key makes for anything else (a digest
+#: of some other data) never passes for a ring's.
+_SIGNED_CONTEXT = b"keysafe master key ring envelope v2\0"
+
+
 def _digest(doc: dict[str, Any]) -> bytes:
     """SHA-256 of the signed fields of a wrapped-ring document, in one canonical form."""
     signed = {k: doc[k] for k in _FIELDS}
-    return hashlib.sha256(json.dumps(signed, sort_keys=True, separators=(",", ":"))
-                          .encode()).digest()
+    return hashlib.sha256(_SIGNED_CONTEXT + json.dumps(
+        signed, sort_keys=True, separators=(",", ":")).encode()).digest()

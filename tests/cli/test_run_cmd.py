@@ -325,3 +325,43 @@ def test_a_destroyed_current_version_is_left_out_not_fatal(ks: Ks, scope: None,
     assert "left out gone: no current value to read" in r.err
     # Asked for by name, it is an error.
     assert ks("run", "--org", "acme", "--only", "gone", "--", "true").code == 3
+
+
+def test_watch_on_postgresql_is_told_without_waiting_for_the_interval(
+        home: Path, pycache: str, tmp_path: Path, pg_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a committed change (NOTIFY) brings the version check forward: the
+    command restarts with the new value although --interval is an hour. Another org's
+    change is not the command's (it would restart it with nothing new)."""
+    import base64
+
+    db = pg_server.create_db()
+    try:
+        monkeypatch.setenv("KEYSAFE_DATABASE_URL", pg_server.url(db))
+        monkeypatch.setenv("KEYSAFE_DB_AUTO_UPGRADE", "1")
+        monkeypatch.setenv("KEYSAFE_MASTER_KEY",
+                           "k1:" + base64.b64encode(os.urandom(32)).decode())
+        with SecretManager.from_settings(load_settings()) as mgr:
+            mgr.put("openai_api_key", OPENAI, "acme")
+        log = tmp_path / "child.log"
+        p = start(home, pycache, "--org", "acme", "--watch", "--interval", "3600",
+                  "--grace", "5", "--", PY, "-c", CHILD, str(log))
+        try:
+            wait_for(lambda: lines(log) == [f"start {OPENAI}"])
+            with SecretManager.from_settings(load_settings()) as mgr:
+                mgr.put("openai_api_key", "sk-" + "c3" * 16, "globex")
+                mgr.put("openai_api_key", OPENAI_2, "acme")
+            wait_for(lambda: f"start {OPENAI_2}" in lines(log), timeout=60)
+            assert lines(log) == [f"start {OPENAI}", "got SIGTERM", f"start {OPENAI_2}"]
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=30) == 40 + signal.SIGTERM
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        err = p.stderr.read().decode() if p.stderr else ""
+        assert "restarting the command" in err
+        assert OPENAI not in err
+        assert OPENAI_2 not in err
+    finally:
+        pg_server.drop_db(db)

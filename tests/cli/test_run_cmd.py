@@ -268,16 +268,17 @@ def test_signals_are_forwarded(home: Path, pycache: str, scope: None, tmp_path: 
     assert lines(log)[0] == f"start {OPENAI}"
 
 
-def test_watch_restarts_on_change(home: Path, pycache: str, scope: None,
-                                  tmp_path: Path) -> None:
-    log = tmp_path / "child.log"
-    p = start(home, pycache, "--org", "acme", "--watch", "--interval", "0.5", "--grace",
+def restarted_on_change(home: Path, pycache: str, log: Path, interval: str,
+                        change: Callable[[SecretManager], object]) -> None:
+    """``run --watch`` of the reporting child: ``change`` (given a manager on the same
+    store) puts OPENAI_2, and the child is restarted with it; no value on stderr."""
+    p = start(home, pycache, "--org", "acme", "--watch", "--interval", interval, "--grace",
               "5", "--", PY, "-c", CHILD, str(log))
     try:
         wait_for(lambda: lines(log) == [f"start {OPENAI}"])
         with SecretManager.from_settings(load_settings()) as mgr:
-            mgr.put("openai_api_key", OPENAI_2, "acme")
-        wait_for(lambda: f"start {OPENAI_2}" in lines(log))
+            change(mgr)
+        wait_for(lambda: f"start {OPENAI_2}" in lines(log), timeout=60)
         assert lines(log) == [f"start {OPENAI}", "got SIGTERM", f"start {OPENAI_2}"]
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=30) == 40 + signal.SIGTERM
@@ -289,6 +290,12 @@ def test_watch_restarts_on_change(home: Path, pycache: str, scope: None,
     assert "restarting the command" in err
     assert OPENAI_2 not in err
     assert OPENAI not in err
+
+
+def test_watch_restarts_on_change(home: Path, pycache: str, scope: None,
+                                  tmp_path: Path) -> None:
+    restarted_on_change(home, pycache, tmp_path / "child.log", "0.5",
+                        lambda mgr: mgr.put("openai_api_key", OPENAI_2, "acme"))
 
 
 def test_watch_on_change_signal(home: Path, pycache: str, scope: None,
@@ -343,25 +350,11 @@ def test_watch_on_postgresql_is_told_without_waiting_for_the_interval(
                            "k1:" + base64.b64encode(os.urandom(32)).decode())
         with SecretManager.from_settings(load_settings()) as mgr:
             mgr.put("openai_api_key", OPENAI, "acme")
-        log = tmp_path / "child.log"
-        p = start(home, pycache, "--org", "acme", "--watch", "--interval", "3600",
-                  "--grace", "5", "--", PY, "-c", CHILD, str(log))
-        try:
-            wait_for(lambda: lines(log) == [f"start {OPENAI}"])
-            with SecretManager.from_settings(load_settings()) as mgr:
-                mgr.put("openai_api_key", "sk-" + "c3" * 16, "globex")
-                mgr.put("openai_api_key", OPENAI_2, "acme")
-            wait_for(lambda: f"start {OPENAI_2}" in lines(log), timeout=60)
-            assert lines(log) == [f"start {OPENAI}", "got SIGTERM", f"start {OPENAI_2}"]
-            p.send_signal(signal.SIGTERM)
-            assert p.wait(timeout=30) == 40 + signal.SIGTERM
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        err = p.stderr.read().decode() if p.stderr else ""
-        assert "restarting the command" in err
-        assert OPENAI not in err
-        assert OPENAI_2 not in err
+
+        def change(mgr: SecretManager) -> None:
+            mgr.put("openai_api_key", "sk-" + "c3" * 16, "globex")
+            mgr.put("openai_api_key", OPENAI_2, "acme")
+
+        restarted_on_change(home, pycache, tmp_path / "child.log", "3600", change)
     finally:
         pg_server.drop_db(db)

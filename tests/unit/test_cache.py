@@ -112,6 +112,43 @@ def test_secret_cache_ttl_and_stale_window(clock: Clock) -> None:
     assert c.get_stale("k") is None
 
 
+def test_anything_may_have_changed_expires_but_keeps_the_stale_window(clock: Clock) -> None:
+    """A change listener's "*" (lost, or back): nothing is fresh any more, but a value
+    stays for stale-if-error, as the store may be what went away; a read that began
+    before it caches nothing; meta entries go."""
+    c = SecretCache(ttl=10, stale_if_error=5)
+    c.put("k", "p", "v")
+    c.put_meta("m", "p", {"shown": 1})
+    before = c.generation("p")
+    c.expire_all()
+    assert c.get("k") is None
+    assert c.get_stale("k") == "v"
+    assert c.get_meta("m") is None
+    c.put("k2", "p", "read before", generation=before)
+    assert c.get("k2") is None
+    clock.advance(5.1)
+    assert c.get_stale("k") is None
+    c2 = SecretCache(ttl=10)  # no stale window: the same as clear()
+    c2.put("k", "p", "v")
+    c2.expire_all()
+    assert len(c2) == 0
+
+
+def test_a_lost_listener_keeps_stale_if_error_serving(clock: Clock) -> None:
+    """The manager's handling of "*": with the store down, a value read before is still
+    served within the stale-if-error window."""
+    b = CountingBackend()
+    m = manager(b, ttl=10, stale_if_error=60)
+    m.put("x", "v1", "acme")
+    assert m.get("x", "acme") == "v1"
+    from keysafe.manager.manager import _invalidator
+
+    _invalidator(m.cache)("*")
+    b.down = True
+    assert m.get("x", "acme") == "v1"  # stale, the store being down
+    assert b.gets == 2  # it was asked first
+
+
 def test_secret_cache_without_stale_window_serves_nothing_stale(clock: Clock) -> None:
     c = SecretCache(ttl=10)
     c.put("k", "p", "v")

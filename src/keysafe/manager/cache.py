@@ -155,6 +155,27 @@ class SecretCache:
             self._door.clear()
             self._meta_door.clear()
 
+    def expire_all(self) -> None:
+        """Anything may have changed (a change listener lost its connection, or is back
+        after losing it): no value is served as fresh any more, but each stays for the
+        stale-if-error window, for reads while the store cannot be reached, which is
+        often why the listener was lost. Meta entries go (they are never served stale).
+        Without a stale-if-error window this is ``clear``."""
+        if self.stale_if_error <= 0:
+            self.clear()
+            return
+        with self._lock:
+            self._tick += 1
+            self._gen.clear()
+            self._floor = self._tick
+            now = monotonic()
+            for key, (value, until, path) in list(self._data.items()):
+                if until > now:
+                    self._data[key] = (value, now, path)
+            self._meta.clear()
+            self._meta_by_path.clear()
+            self._meta_door.clear()
+
     def __len__(self) -> int:
         """Cached values (meta entries are not counted)."""
         return len(self._data)

@@ -99,7 +99,7 @@ _TX_KINDS: dict[type, int] = {}
 def _invalidator(cache: SecretCache) -> Callable[[str], None]:
     def on_change(path: str) -> None:
         if path == "*":
-            cache.clear()
+            cache.expire_all()
         elif not path.startswith("token:"):
             cache.invalidate(path)
     return on_change

@@ -4,7 +4,10 @@ and whether a stored or freshly rotated one still does (spec 004: "validation af
 rotation", "verify the old secret still works").
 
 A check is one HTTPS request to a read-only endpoint of the provider's API that needs
-the key and costs nothing: listing models, "who am I", a key-info call. The answer
+the key and costs nothing: listing models, "who am I", a key-info call. An AWS access
+key pair (``kind="aws-sts"``) is asked of STS ``GetCallerIdentity``, signed with the
+pair through boto3 (the ``aws`` extra), at the endpoint boto3 is configured for
+(``AWS_ENDPOINT_URL``, ``LOCALSTACK_ENDPOINT``), never one a value names. The answer
 decides:
 
 - ``valid``: a 2xx answer (and, where the provider answers 200 to a bad key, its
@@ -66,6 +69,9 @@ class LiveCheck:
     headers: tuple[tuple[str, str], ...] = ()
     ok_field: str | None = None
     reject: tuple[int, ...] = (401,)
+    #: ``http`` (the request above), or ``aws-sts`` (an AWS key pair, asked of STS; the
+    #: URL then only names the service for people). Team files make ``http`` checks.
+    kind: str = "http"
 
     @property
     def host(self) -> str:
@@ -201,6 +207,8 @@ def run(check: LiveCheck, value: str, *, provider: str | None, display: str,
     import urllib.error
     import urllib.request
 
+    if check.kind == "aws-sts":
+        return _aws_sts(value, provider=provider, display=display, timeout=timeout)
     key = value.strip()
     host = check.host
     if not key or not _printable(key):
@@ -259,6 +267,65 @@ def run(check: LiveCheck, value: str, *, provider: str | None, display: str,
     return KeyCheck("valid", f"{host} accepted this key", provider, status)
 
 
+#: STS error codes that mean the pair itself was refused.
+_AWS_REFUSED = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
+                          "ExpiredTokenException", "UnrecognizedClientException",
+                          "AccessDenied", "InvalidAccessKeyId"})
+
+
+def _aws_sts(value: str, *, provider: str | None, display: str, timeout: float) -> KeyCheck:
+    """Ask STS GetCallerIdentity, signed with the pair in ``value`` (a JSON object with
+    access_key_id and secret_access_key, and session_token if temporary). The answer's
+    ARN names the identity; AWS's error text is never shown, only its code."""
+    from keysafe.backends._aws import ClientOptions, endpoint_for
+
+    try:
+        pair = json.loads(value)
+    except ValueError:
+        pair = None
+    if not isinstance(pair, dict) or not all(
+            isinstance(pair.get(f), str) and pair[f] and _printable(pair[f])
+            for f in ("access_key_id", "secret_access_key")):
+        return KeyCheck("rejected", f"{display}: not an AWS key pair (a JSON object with "
+                                    "access_key_id and secret_access_key); it was not sent",
+                        provider)
+    try:
+        from keysafe.backends._sdk import require_sdk
+
+        boto3 = require_sdk("boto3", "aws")
+        config = require_sdk("botocore.config", "aws")
+        exc = require_sdk("botocore.exceptions", "aws")
+    except ConfigError as missing:
+        return KeyCheck("unknown", f"STS could not be asked: {missing.message}", provider)
+    import os
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") \
+        or "us-east-1"
+    session = boto3.session.Session(
+        aws_access_key_id=pair["access_key_id"],
+        aws_secret_access_key=pair["secret_access_key"],
+        aws_session_token=pair.get("session_token") or None, region_name=region)
+    endpoint = endpoint_for("sts", ClientOptions())
+    client = session.client("sts", endpoint_url=endpoint, config=config.Config(
+        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
+        user_agent_extra="keysafe-key-check"))
+    host = urlsplit(endpoint or client.meta.endpoint_url).hostname or "sts"
+    try:
+        who = client.get_caller_identity()
+    except exc.ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", "")) or "?"
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _AWS_REFUSED:
+            return KeyCheck("rejected", f"{host} refused this key pair ({code})", provider,
+                            status)
+        return KeyCheck("unknown", f"{host} answered {code}", provider, status)
+    except (exc.BotoCoreError, OSError) as err:
+        return KeyCheck("unknown", f"could not reach {host} ({type(err).__name__})",
+                        provider)
+    arn = str(who.get("Arn", ""))
+    return KeyCheck("valid", f"{host} accepted this key pair ({arn[:200]})", provider, 200)
+
+
 def _field(body: bytes, name: str) -> object | None:
     """``name`` of a JSON object answer; None when the answer is not one (or is over
     the size read) or lacks the field."""
@@ -282,6 +349,9 @@ def _reason(reason: object) -> str:
 #: and cost nothing; sources: each provider's API reference (docs/key-checks.md).
 BUILTIN_CHECKS: Mapping[str, LiveCheck] = {
     "openai_api_key": LiveCheck(url="https://api.openai.com/v1/models"),
+    # STS GetCallerIdentity: needs no permission, so any working pair passes.
+    "aws_access_key": LiveCheck(url="https://sts.amazonaws.com/", method="POST",
+                                kind="aws-sts"),
     "anthropic_api_key": LiveCheck(url="https://api.anthropic.com/v1/models",
                                    auth="header:x-api-key",
                                    headers=(("anthropic-version", "2023-06-01"),)),

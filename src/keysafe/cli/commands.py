@@ -213,8 +213,8 @@ def put(
     _check_type(secret_type)
     if merge and not credentials:
         raise typer.BadParameter("--merge needs --credentials", param_hint="'--merge'")
-    if check_key and credentials:
-        raise typer.BadParameter("--check-key checks API keys, not JSON credentials",
+    if check_key and merge:
+        raise typer.BadParameter("--check-key checks a whole value, not a --merge",
                                  param_hint="'--check-key'")
     if merge and (expected_version is not None or description or secret_type or tags):
         raise typer.BadParameter("--merge takes no --expected-version, --description, "
@@ -227,6 +227,15 @@ def put(
         raw = _read_value(value, credentials=credentials, keep_newline=keep_newline)
         if credentials:
             data = _parse_credentials(raw, name)
+            if check_key:  # a JSON credential with a check of its own (an AWS key pair)
+                if isinstance(mgr, RemoteManager):
+                    raise typer.BadParameter(
+                        "--check-key with --credentials works on a store directly, not "
+                        "through a server", param_hint="'--check-key'")
+                import json
+
+                check = mgr.check_key(name, json.dumps(data, sort_keys=True), org,
+                                      domain=domain, refuse=True)
             if merge:
                 info = mgr.update_json(name, data, org, domain=domain)
             else:

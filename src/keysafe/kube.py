@@ -452,7 +452,7 @@ def parse_workload(text: str) -> str:
 class PassResult:
     """What one sync pass did (metadata only: never a value)."""
 
-    action: str  # created | updated | unchanged | forced
+    action: str  # created | updated | unchanged | forced | refreshed (an ExternalSecret)
     namespace: str
     name: str
     keys: list[str]
@@ -462,6 +462,9 @@ class PassResult:
     #: Keys the live Secret had and this pass took away (a secret deleted or renamed, or
     #: its variable changed): pods that read one by name stop starting.
     removed: list[str] = field(default_factory=list)
+    #: What the pass keeps in step: a ``secret`` (written by keysafe) or an
+    #: ``externalsecret`` (refreshed by the operator; ``keys`` are then secret names).
+    kind: str = "secret"
 
     @property
     def applied(self) -> bool:

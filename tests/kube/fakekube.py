@@ -11,6 +11,14 @@ API documents (https://kubernetes.io/docs/reference/kubernetes-api/):
   statefulsets and daemonsets (strategic-merge or merge patch of nested maps);
 - request bodies as JSON (no Content-Type, as the real server defaults to JSON, or
   ``application/json``); patches as strategic-merge or merge patches, else 415;
+- ``GET/PATCH /apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/{name}``
+  (merge patch), with the External Secrets Operator simulated: a change to the object's
+  annotations (its ``force-sync``) makes it "refresh" at once, setting
+  ``status.refreshTime`` (RFC 3339, whole seconds), ``status.syncedResourceVersion``
+  and the ``Ready`` condition (``True``/``SecretSynced``, or ``False``/
+  ``SecretSyncedError`` when ``eso_failing``); with ``eso_running`` False nothing
+  answers (an operator that is not installed or not running). ``eso_refreshes`` counts
+  the refreshes;
 - errors as ``v1/Status`` objects: 404 with ``details.kind`` ``secrets``/``namespaces``/
   a workload resource, 403 Forbidden for verbs listed in ``deny``, 401 without the bearer
   token of the generated kubeconfig.
@@ -38,6 +46,7 @@ _SECRET = re.compile(r"/api/v1/namespaces/([^/]+)/secrets(?:/([^/?]+))?")
 _PATCH_TYPES = ("application/strategic-merge-patch+json", "application/merge-patch+json")
 _WORKLOAD = re.compile(
     r"/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)/([^/?]+)")
+_ESO = re.compile(r"/apis/external-secrets\.io/v1/namespaces/([^/]+)/externalsecrets/([^/?]+)")
 _KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet",
           "daemonsets": "DaemonSet"}
 
@@ -57,6 +66,11 @@ class FakeCluster:
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     statefulsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     daemonsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    externalsecrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: The simulated External Secrets Operator: running, and whether its fetch fails.
+    eso_running: bool = True
+    eso_failing: bool = False
+    eso_refreshes: int = 0
     #: (verb, resource) pairs answered with 403, e.g. ("create", "secrets").
     deny: set[tuple[str, str]] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
@@ -78,6 +92,33 @@ class FakeCluster:
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": "app",
                                                            "image": "busybox"}]}}}}
+
+    def add_external_secret(self, namespace: str, name: str) -> None:
+        """An ExternalSecret the operator has synced once (Ready)."""
+        self.externalsecrets[(namespace, name)] = {
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1",
+                         "generation": 1, "annotations": {}},
+            "spec": {"refreshInterval": "1h", "target": {"name": name}},
+            "status": {"refreshTime": "2026-01-01T00:00:00Z",
+                       "conditions": [{"type": "Ready", "status": "True",
+                                       "reason": "SecretSynced"}]}}
+
+    def _operator(self, obj: dict[str, Any]) -> None:
+        """The operator's reconcile after an annotation change (a force-sync)."""
+        if not self.eso_running:
+            return
+        from datetime import UTC, datetime
+
+        self.eso_refreshes += 1
+        ok = not self.eso_failing
+        obj["status"] = {
+            "refreshTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "syncedResourceVersion": f"1-{self.eso_refreshes}",
+            "conditions": [{"type": "Ready", "status": "True" if ok else "False",
+                            "reason": "SecretSynced" if ok else "SecretSyncedError",
+                            "message": "secret synced" if ok else
+                            "could not get secret data from provider"}]}
 
     def writes(self, resource: str = "secrets") -> list[Request]:
         return [r for r in self.requests
@@ -135,7 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") != f"Bearer {c.token}":
                 return self._send(401, status(401, "Unauthorized", "Unauthorized"))
             wm = _WORKLOAD.fullmatch(path)
-            resource = wm.group(2) if wm else "secrets"
+            em = _ESO.fullmatch(path)
+            resource = wm.group(2) if wm else "externalsecrets" if em else "secrets"
             for i, (imethod, iresource, code) in enumerate(c.inject):
                 if imethod == method and iresource == resource:
                     del c.inject[i]
@@ -154,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._secrets(method, m.group(1), m.group(2), body)
             if wm:
                 return self._workloads(method, wm.group(2), wm.group(1), wm.group(3), body)
+            if em:
+                return self._external_secret(method, em.group(1), em.group(2), body)
             return self._send(404, status(404, "NotFound", "the server could not find the "
                                           "requested resource"))
 
@@ -230,6 +274,25 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "PATCH":
             merge(obj, body)
             obj["metadata"]["resourceVersion"] = c.next_rv()
+        return self._send(200, obj)
+
+    def _external_secret(self, method: str, ns: str, name: str, body: Any) -> None:
+        c = self.cluster
+        verb = {"GET": "get", "PATCH": "patch"}.get(method)
+        if verb is None:
+            return self._send(405, status(405, "MethodNotAllowed", "method not allowed"))
+        if self._forbidden(verb, "externalsecrets", ns, name):
+            return None
+        obj = c.externalsecrets.get((ns, name))
+        if obj is None:
+            return self._send(404, status(404, "NotFound", f'externalsecrets.external-secrets'
+                                          f'.io "{name}" not found', "externalsecrets", name))
+        if method == "PATCH":
+            before = copy.deepcopy(obj["metadata"].get("annotations") or {})
+            merge(obj, body)
+            obj["metadata"]["resourceVersion"] = c.next_rv()
+            if (obj["metadata"].get("annotations") or {}) != before:
+                c._operator(obj)
         return self._send(200, obj)
 
     def do_GET(self) -> None:

@@ -1,7 +1,8 @@
 """A finding: where a secret is and what it looks like from far away.
 
-The value itself is held in ``Hidden``, whose repr and str say nothing, so a finding can be
-logged, printed or put in an exception message without leaking what it found. Only
+The value itself is held in ``Hidden`` (``keysafe.Secret``), whose repr and str say
+nothing, so a finding can be logged, printed or put in an exception message without
+leaking what it found. Only
 ``keysafe scan --import`` reads ``Finding.secret.reveal()``, to store it.
 """
 
@@ -11,6 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from keysafe.secret import Secret
+
 __all__ = ["Finding", "Hidden", "Source", "fingerprint", "mask"]
 
 Source = Literal["file", "history", "staged"]
@@ -19,33 +22,8 @@ Source = Literal["file", "history", "staged"]
 _FP_DOMAIN = b"keysafe-scan/v1\0"
 
 
-class Hidden:
-    """A value that never shows itself: not in repr, str, format or pickling by accident."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Hidden(***)"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Hidden) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Hidden value cannot be pickled")
+#: A found value: masked in repr, str and format, never pickled (keysafe.Secret).
+Hidden = Secret
 
 
 def mask(value: str) -> str:

@@ -93,9 +93,11 @@ _SERVER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG (Linux)")
-def test_a_worker_still_building_its_app_ends_with_its_server() -> None:
-    server = subprocess.Popen([sys.executable, "-c", _SERVER, _WORKER],
+def _kill_server_then_wait(worker_script: str, message: str, *,
+                           alive_at_first: float | None = None) -> None:
+    """Start a server running ``worker_script``, SIGKILL the server, and require the
+    worker to end within 10 s (``alive_at_first``: and to be alive that long after)."""
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, worker_script],
                               stdout=subprocess.PIPE, text=True)
     worker = 0
     try:
@@ -104,16 +106,24 @@ def test_a_worker_still_building_its_app_ends_with_its_server() -> None:
         assert _alive(worker)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
+        if alive_at_first is not None:
+            time.sleep(alive_at_first)
+            assert _alive(worker), "ended before its grace was over"
         deadline = time.monotonic() + 10
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(worker), "the worker outlived its server"
+        assert not _alive(worker), message
     finally:
         with contextlib.suppress(ProcessLookupError, ValueError):
             if worker:
                 os.kill(worker, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             server.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG (Linux)")
+def test_a_worker_still_building_its_app_ends_with_its_server() -> None:
+    _kill_server_then_wait(_WORKER, "the worker outlived its server")
 
 
 _STUCK_WORKER = textwrap.dedent("""
@@ -132,23 +142,5 @@ _STUCK_WORKER = textwrap.dedent("""
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG (Linux)")
 def test_a_worker_whose_shutdown_hangs_still_ends_after_its_server() -> None:
-    server = subprocess.Popen([sys.executable, "-c", _SERVER, _STUCK_WORKER],
-                              stdout=subprocess.PIPE, text=True)
-    worker = 0
-    try:
-        assert server.stdout is not None
-        worker = int(server.stdout.readline())
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
-        time.sleep(0.3)
-        assert _alive(worker), "ended before its grace was over"
-        deadline = time.monotonic() + 10
-        while _alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(worker), "a worker whose shutdown hangs outlived its server"
-    finally:
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            if worker:
-                os.kill(worker, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            server.kill()
+    _kill_server_then_wait(_STUCK_WORKER, "a worker whose shutdown hangs outlived its server",
+                           alive_at_first=0.3)

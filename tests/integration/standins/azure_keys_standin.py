@@ -174,6 +174,17 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; 400 BadParameter otherwise."""
+    try:
+        body = request.json()
+    except ValueError:
+        raise ApiError(400, "BadParameter", "The request body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "BadParameter", "The request body is not a JSON object.")
+    return body
+
+
 def _unb64url(value: Any) -> bytes:
     if not isinstance(value, str) or not value:
         raise ApiError(400, "BadParameter", "Property 'value' is required.")
@@ -529,12 +540,7 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
         if not _NAME.fullmatch(name):
             raise ApiError(400, "BadParameter", "The request URI contains an invalid name: "
                                                 f"{name}")
-        try:
-            body = request.json()
-        except ValueError:
-            raise ApiError(400, "BadParameter", "The request body is not JSON.") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadParameter", "The request body is not a JSON object.")
+        body = _json_object(request)
         if body.get("kty") not in ("RSA", "RSA-HSM"):
             raise ApiError(400, "BadParameter", f"The stand-in creates RSA keys only, not "
                                                 f"{body.get('kty')!r}.")
@@ -555,12 +561,7 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
             raise ApiError(403, "Forbidden", f"Operation {_PERMISSION[op]} is not permitted "
                                              "on this key.", "KeyOperationForbidden")
         self._check_disabled(op, v)
-        try:
-            body = request.json()
-        except ValueError:
-            raise ApiError(400, "BadParameter", "The request body is not JSON.") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadParameter", "The request body is not a JSON object.")
+        body = _json_object(request)
         alg = body.get("alg")
         if not alg:
             raise ApiError(400, "BadParameter", "Property 'alg' is required.")

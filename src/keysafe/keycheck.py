@@ -277,7 +277,7 @@ def _aws_sts(value: str, *, provider: str | None, display: str, timeout: float) 
     """Ask STS GetCallerIdentity, signed with the pair in ``value`` (a JSON object with
     access_key_id and secret_access_key, and session_token if temporary). The answer's
     ARN names the identity; AWS's error text is never shown, only its code."""
-    from keysafe.backends._aws import ClientOptions, endpoint_for
+    from keysafe.backends._aws import client_for_pair
 
     try:
         pair = json.loads(value)
@@ -292,24 +292,14 @@ def _aws_sts(value: str, *, provider: str | None, display: str, timeout: float) 
     try:
         from keysafe.backends._sdk import require_sdk
 
-        boto3 = require_sdk("boto3", "aws")
         config = require_sdk("botocore.config", "aws")
         exc = require_sdk("botocore.exceptions", "aws")
+        client = client_for_pair("sts", pair, config=config.Config(
+            connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
+            user_agent_extra="keysafe-key-check"))
     except ConfigError as missing:
         return KeyCheck("unknown", f"STS could not be asked: {missing.message}", provider)
-    import os
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") \
-        or "us-east-1"
-    session = boto3.session.Session(
-        aws_access_key_id=pair["access_key_id"],
-        aws_secret_access_key=pair["secret_access_key"],
-        aws_session_token=pair.get("session_token") or None, region_name=region)
-    endpoint = endpoint_for("sts", ClientOptions())
-    client = session.client("sts", endpoint_url=endpoint, config=config.Config(
-        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
-        user_agent_extra="keysafe-key-check"))
-    host = urlsplit(endpoint or client.meta.endpoint_url).hostname or "sts"
+    host = urlsplit(client.meta.endpoint_url).hostname or "sts"
     try:
         who = client.get_caller_identity()
     except exc.ClientError as err:

@@ -156,6 +156,23 @@ def endpoint_for(service: str, opts: ClientOptions) -> str | None:
     return os.environ.get("LOCALSTACK_ENDPOINT") or None
 
 
+def client_for_pair(service: str, key: Mapping[str, Any], *, region: str | None = None,
+                    config: Any = None) -> Any:
+    """A boto3 client signing with the access key pair ``key`` (access_key_id,
+    secret_access_key, session_token if temporary): not the process's own credentials.
+    The region is ``region``, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1; the
+    endpoint as ``endpoint_for`` says (LocalStack, AWS_ENDPOINT_URL)."""
+    boto3 = require_sdk("boto3", "aws")
+    session = boto3.session.Session(
+        aws_access_key_id=key["access_key_id"],
+        aws_secret_access_key=key["secret_access_key"],
+        aws_session_token=key.get("session_token") or None,
+        region_name=(region or os.environ.get("AWS_REGION")
+                     or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"))
+    return session.client(service, endpoint_url=endpoint_for(service, ClientOptions()),
+                          config=config)
+
+
 def make_client(service: str, opts: ClientOptions, *, store: str,
                 max_attempts: int | None = None) -> Any:
     """A boto3 client with bounded retries (botocore's "standard" mode: exponential

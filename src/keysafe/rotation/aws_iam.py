@@ -25,7 +25,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from keysafe.backends._sdk import require_sdk
 from keysafe.errors import ConfigError, RotationError
 from keysafe.rotation.rotators import RotationContext, check_known, options_context
 
@@ -92,17 +91,10 @@ class AwsIamAccessKeyRotator:
         return wait
 
     def _client(self, service: str, ctx: RotationContext, key: Mapping[str, Any]) -> Any:
-        import os
+        from keysafe.backends._aws import client_for_pair
 
-        boto3 = require_sdk("boto3", "aws")
-        session = boto3.session.Session(
-            aws_access_key_id=key["access_key_id"],
-            aws_secret_access_key=key["secret_access_key"],
-            aws_session_token=key.get("session_token") or None,
-            region_name=(ctx.options.get("region") or key.get("region")
-                         or os.environ.get("AWS_REGION")
-                         or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"))
-        return session.client(service)
+        return client_for_pair(service, key,
+                               region=ctx.options.get("region") or key.get("region"))
 
     def _manager_key(self, ctx: RotationContext, fallback: str | None = None
                      ) -> dict[str, Any]:

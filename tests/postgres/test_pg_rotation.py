@@ -24,7 +24,7 @@ import pytest
 from keysafe import SecretManager
 from keysafe.backends.sqlite import SQLiteBackend
 from keysafe.crypto.keys import KeyRing
-from keysafe.errors import RotationError
+from keysafe.errors import ConfigError, RotationError
 from keysafe.manager.audit import AuditFilter, AuditLog, SQLiteAuditStore
 from keysafe.rotation import RotationContext, RotationEngine
 from keysafe.rotation.engine import record_path
@@ -544,3 +544,252 @@ def test_no_password_leaks_to_audit_errors_or_server_log(cluster: Cluster,
     for where, text in texts.items():
         for pw in passwords:
             assert pw not in text, f"a password appeared in the {where}"
+
+
+# -- linked secrets: spec 004's database-password beside database-url ------------------------
+def pair(cl: Cluster, m: SecretManager, **tags: str) -> tuple[str, str, str]:
+    """A role whose password is stored bare (database_password, rotated) and inside a URL
+    (database_url, linked). (role, password, url)."""
+    user, password = cl.role("app_l")
+    url = (f"postgresql://{user}:{password}@127.0.0.1:{cl.server.port}/{cl.db}"
+           "?sslmode=disable")
+    m.put("database_url", url, ORG)
+    m.put(NAME, password, ORG, tags={"rotator": "postgres",
+                                     "rotator.linked": "database_url", **tags})
+    return user, password, url
+
+
+def url_logs_in(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            return conn.execute("SELECT current_user").fetchone() is not None
+    except psycopg.OperationalError:
+        return False
+
+
+def test_a_bare_password_rotates_with_its_url_in_step(cluster: Cluster, mgr: SecretManager):
+    _user, old, url = pair(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE)
+
+    out = engine.rotate(NAME, ORG)
+
+    assert out.outcome == "rotated"
+    new = mgr.get(NAME, ORG)
+    assert new != old
+    assert not new.startswith(("{", "postgres"))  # still a bare password
+    new_url = mgr.get("database_url", ORG)
+    assert new_url == url.replace(f":{old}@", f":{new}@")  # only the password changed
+    assert url_logs_in(new_url)
+    assert not url_logs_in(url)
+    assert mgr.describe("database_url", ORG).current_version == 2
+    ok = [d for o, d in rotate_events(mgr, mgr.path(NAME, ORG)) if o == "ok"]
+    assert ok[0]["linked"] == ["database_url"]
+    # Both were written by the rotation's actor, and the next rotation keeps them in step.
+    engine.rotate(NAME, ORG)
+    third = mgr.get(NAME, ORG)
+    assert mgr.get("database_url", ORG) == url.replace(f":{old}@", f":{third}@")
+    assert url_logs_in(mgr.get("database_url", ORG))
+
+
+def test_a_url_rotates_with_a_bare_password_and_a_json_copy(cluster: Cluster,
+                                                            mgr: SecretManager):
+    user, password = cluster.role("app_m")
+    url = f"postgresql://{user}:{password}@127.0.0.1:{cluster.server.port}/{cluster.db}"
+    mgr.put("database_url", url, ORG, tags={"rotator": "postgres",
+                                            "rotator.linked": "database_password,db_json"})
+    mgr.put(NAME, password, ORG)
+    mgr.put_json("db_json", dict(cluster.cred(user, password), sslmode="disable"), ORG)
+
+    RotationEngine(mgr, grace=GRACE).rotate("database_url", ORG)
+
+    new_url = mgr.get("database_url", ORG)
+    new_pw = mgr.get(NAME, ORG)
+    as_json = json.loads(mgr.get("db_json", ORG))
+    assert url_logs_in(new_url)
+    assert new_url == url.replace(f":{password}@", f":{new_pw}@")
+    assert as_json == dict(cluster.cred(user, new_pw), sslmode="disable")  # fields kept
+    assert logs_in(as_json)
+
+
+def test_the_alternating_scheme_moves_the_linked_url_to_the_other_role(
+        cluster: Cluster, mgr: SecretManager):
+    old, b = alternating_secret(cluster, mgr)
+    url = (f"postgresql://{old['username']}:{old['password']}@127.0.0.1:"
+           f"{cluster.server.port}/{cluster.db}")
+    mgr.put("database_url", url, ORG)
+    tags = dict(mgr.describe(NAME, ORG).tags, **{"rotator.linked": "database_url"})
+    mgr.put_json(NAME, old, ORG, tags=tags)
+
+    RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+
+    new, _ = current(mgr)
+    assert new["username"] == b
+    assert mgr.get("database_url", ORG) == (
+        f"postgresql://{b}:{new['password']}@127.0.0.1:{cluster.server.port}/{cluster.db}")
+    assert url_logs_in(mgr.get("database_url", ORG))
+    assert url_logs_in(url)  # role a keeps working through the grace period
+
+
+def test_a_bare_password_cannot_take_the_alternating_scheme(cluster: Cluster,
+                                                            mgr: SecretManager):
+    a, _ = cluster.role("app_a")
+    b, _ = cluster.role("app_b")
+    _, old, _url = pair(cluster, mgr, **{"rotator.scheme": "alternating",
+                                        "rotator.users": f"{a},{b}",
+                                        "rotator.admin_secret": "pg_admin"})
+    with pytest.raises(RotationError, match="bare password, which cannot say which role"):
+        RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+    assert mgr.get(NAME, ORG) == old
+
+
+@pytest.mark.parametrize("case", ["no link", "missing link", "other role"])
+def test_a_link_that_cannot_be_kept_in_step_stops_the_rotation_before_apply(
+        cluster: Cluster, mgr: SecretManager, case: str):
+    user, old, url = pair(cluster, mgr)
+    if case == "no link":
+        mgr.put(NAME, old, ORG, tags={"rotator": "postgres"})
+        expected = "as a bare password it needs rotator.linked naming"
+    elif case == "missing link":
+        mgr.delete("database_url", ORG, force=True)
+        expected = "not found|does not exist|no secret"
+    else:
+        # The rotated secret names its role (JSON); the URL linked to it is another's.
+        other, opw = cluster.role("app_o")
+        mgr.put_json(NAME, cluster.cred(user, old), ORG,
+                     tags={"rotator": "postgres", "rotator.linked": "database_url"})
+        mgr.put("database_url", url.replace(f"{user}:{old}", f"{other}:{opw}"), ORG)
+        expected = f"database_url, linked to {NAME}, is the credential of role {other}"
+    before = mgr.describe(NAME, ORG).current_version
+    with pytest.raises(RotationError, match=expected) as info:
+        RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+    assert getattr(info.value, "step", None) == "create"
+    assert mgr.describe(NAME, ORG).current_version == before
+    assert logs_in(cluster.cred(user, old))  # nothing was applied
+    assert old not in info.value.message
+
+
+class LinkRacer(PostgresPasswordRotator):
+    """The real rotator; once the engine has read the linked URL for the promotion,
+    another writer stores it again, so its check-and-set in the promotion's transaction
+    must lose."""
+
+    def __init__(self, mgr: SecretManager) -> None:
+        self.mgr = mgr
+
+    def follow(self, ctx: RotationContext, new: str, held: str) -> str:
+        out = super().follow(ctx, new, held)
+        self.mgr.put("database_url", held, ORG)
+        return out
+
+
+@pytest.fixture
+def pg_mgr(backends: Any) -> Iterator[SecretManager]:
+    """A manager on a PostgreSQL store (its own transactions, its own audit table)."""
+    m = SecretManager(backends(), env="test", actor="tester")
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("store", ["mgr", "pg_mgr"])
+def test_a_linked_secret_changed_mid_rotation_undoes_the_whole_promotion(
+        cluster: Cluster, request: pytest.FixtureRequest, store: str):
+    mgr = request.getfixturevalue(store)
+    _user, old, url = pair(cluster, mgr)
+    engine = RotationEngine(mgr, grace=GRACE, rotator_factory=lambda n: LinkRacer(mgr))
+
+    with pytest.raises(RotationError, match="failed at step promote") as info:
+        engine.rotate(NAME, ORG)
+
+    assert "database_url" in info.value.message
+    # Neither secret moved (the URL only by the racer's own write), and the target was
+    # rolled back: the stored credential still logs in.
+    assert mgr.get(NAME, ORG) == old
+    assert mgr.describe(NAME, ORG).current_version == 1
+    assert mgr.get("database_url", ORG) == url
+    assert mgr.describe("database_url", ORG).current_version == 2
+    assert url_logs_in(url)
+    failed = [d for o, d in rotate_events(mgr, mgr.path(NAME, ORG)) if o == "failed"]
+    assert failed[0]["undo"] == "rolled back in the target"
+
+
+class NoTransactions:
+    """The same SQLite store seen without its ``transaction``: a store like Vault's or a
+    cloud's, where each write commits alone (keysafe.backends.base.Transactional)."""
+
+    def __init__(self, inner: SQLiteBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "transaction":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.fixture
+def plain_mgr(tmp_path: Path) -> Iterator[SecretManager]:
+    from keysafe.backends.base import Transactional
+
+    inner = SQLiteBackend(tmp_path / "plain.db", KeyRing.generate(), synchronous="OFF")
+    backend = NoTransactions(inner)
+    assert not isinstance(backend, Transactional)
+    m = SecretManager(backend, audit=AuditLog(SQLiteAuditStore(inner)),  # type: ignore[arg-type]
+                      env="test", actor="tester")
+    yield m
+    m.close()
+
+
+def test_without_store_transactions_a_linked_write_that_fails_is_audited(
+        cluster: Cluster, plain_mgr: SecretManager):
+    m = plain_mgr
+    user, _old, url = pair(cluster, m)
+
+    out = RotationEngine(m, grace=GRACE, rotator_factory=lambda n: LinkRacer(m)).rotate(
+        NAME, ORG)
+
+    # The new password is current and works; the URL lost its check-and-set to the
+    # racer, which the audit log says (an operator re-runs or fixes it by hand).
+    assert out.outcome == "rotated"
+    new = m.get(NAME, ORG, fresh=True)
+    assert logs_in(cluster.cred(user, new))
+    assert m.get("database_url", ORG, fresh=True) == url
+    events = rotate_events(m, m.path(NAME, ORG))
+    failed = [d for o, d in events if o == "linked_failed"]
+    assert len(failed) == 1
+    assert "database_url" in failed[0]["reason"]
+    assert "linked" not in next(d for o, d in events if o == "ok")
+
+
+def test_without_store_transactions_a_crash_after_promotion_is_completed_on_resume(
+        cluster: Cluster, plain_mgr: SecretManager):
+    m = plain_mgr
+    _user, old, url = pair(cluster, m)
+
+    class CrashBeforeLinks(PostgresPasswordRotator):
+        def follow(self, ctx: RotationContext, new: str, held: str) -> str:
+            # Without transactions the engine asks only once the new value is
+            # current: the process dies there, before any link is written.
+            raise Crash
+
+    with pytest.raises(Crash):
+        RotationEngine(m, grace=GRACE,
+                       rotator_factory=lambda n: CrashBeforeLinks()).rotate(NAME, ORG)
+    new = m.get(NAME, ORG, fresh=True)
+    assert new != old
+    assert m.get("database_url", ORG, fresh=True) == url  # behind: the crash
+
+    out = RotationEngine(m, grace=GRACE).rotate(NAME, ORG)
+
+    assert out.outcome == "resumed"
+    assert m.get(NAME, ORG, fresh=True) == new
+    assert m.get("database_url", ORG, fresh=True) == url.replace(f":{old}@", f":{new}@")
+    assert url_logs_in(m.get("database_url", ORG))
+
+
+def test_linked_option_is_checked_when_configured():
+    rot = PostgresPasswordRotator()
+    rot.check_options(NAME, {"linked": "database_url, db_json"})
+    for bad, why in [("database_password", "names the secret itself"),
+                     ("database_url,database_url", "names a secret twice"),
+                     ("../x", "rotator.linked")]:
+        with pytest.raises(ConfigError, match=why):
+            rot.check_options(NAME, {"linked": bad})

@@ -41,7 +41,7 @@ def _failures() -> frozenset[str]:
     codes = {c.code for c in vars(errors).values()
              if isinstance(c, type) and issubclass(c, errors.KeysafeError)}
     return frozenset(codes - {"not_found", *DENIED}
-                     | {"failed", "retire_failed", "promoted_hook_failed"})
+                     | {"failed", "retire_failed", "promoted_hook_failed", "linked_failed"})
 
 
 FAILURES = _failures()

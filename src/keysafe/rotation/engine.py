@@ -405,17 +405,74 @@ class RotationEngine:
         if journal:
             self._mark(path, "promoting")
         ref = self.mgr.parse(path)
-        # No tags: a put keeps them as they are at that moment (one passed from an
-        # earlier describe would undo a `keysafe tag` made in between).
-        info = self.mgr.put(ref.name, new, ref.org, domain=ref.domain, expected_version=base,
-                            check_format=False)
+        # On a store with transactions the linked secrets are read now and written with
+        # the promotion; without, after it (the new value must be current first).
+        together = isinstance(self.mgr.backend, Transactional)
+        linked = self._linked(rotator, ctx, new) if together else []
+        with (self.mgr.backend.transaction() if together and linked  # type: ignore[attr-defined]
+              else nullcontext()):
+            # No tags: a put keeps them as they are at that moment (one passed from an
+            # earlier describe would undo a `keysafe tag` made in between).
+            info = self.mgr.put(ref.name, new, ref.org, domain=ref.domain,
+                                expected_version=base, check_format=False)
+            if together:
+                # In the promotion's transaction: a linked secret changed since it was
+                # read fails the promotion, and the target is rolled back.
+                self._write_linked(ref, linked)
+        if together:
+            for name, *_ in linked:
+                self.mgr.cache.invalidate(self.mgr.path(name, ref.org, domain=ref.domain))
+            names = [name for name, *_ in linked]
+        else:
+            names = self._sync_linked(path, ref, rotator, ctx, new, info.version)
         self._finish(path, org, rotator, ctx, new, ctx.current, info.version, rid,
-                     journal=journal)
+                     journal=journal, linked=names)
         return info.version
+
+    # -- linked secrets (the same credential in another shape) -------------------------------
+    def _linked(self, rotator: Rotator, ctx: RotationContext, new: str
+                ) -> builtins.list[tuple[str, str, int]]:
+        """(name, value, version it replaces) of each linked secret the new value changes:
+        the rotator's ``linked(ctx)`` names them, its ``follow(ctx, new, held)`` says what
+        each becomes."""
+        names = getattr(rotator, "linked", None)
+        follow = getattr(rotator, "follow", None)
+        if names is None or follow is None:
+            return []
+        out = []
+        for name in names(ctx):
+            lpath = self.mgr.path(name, ctx.org, domain=ctx.domain)
+            held, version = self.mgr.backend.get(lpath)
+            value = follow(ctx, new, held)
+            if value != held:
+                out.append((name, value, version))
+        return out
+
+    def _write_linked(self, ref: SecretRef, linked: Iterable[tuple[str, str, int]]
+                      ) -> builtins.list[str]:
+        done = []
+        for name, value, version in linked:
+            self.mgr.put(name, value, ref.org, domain=ref.domain, expected_version=version,
+                         check_format=False)
+            done.append(name)
+        return done
+
+    def _sync_linked(self, path: str, ref: SecretRef, rotator: Rotator,
+                     ctx: RotationContext, new: str, version: int) -> builtins.list[str]:
+        """Linked secrets written after the promotion, on a store without transactions
+        (and when resuming one a crash interrupted); the names written. The new value is
+        current and works: a failure here is audited (``linked_failed``), never undone in
+        the target."""
+        try:
+            return self._write_linked(ref, self._linked(rotator, ctx, new))
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+            self._audit(path, ref.org, "linked_failed", version, {"reason": reason})
+            return []
 
     def _finish(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
                 new: str, old: str | None, version: int, rid: str, *,
-                journal: bool = True) -> None:
+                journal: bool = True, linked: builtins.list[str] | None = None) -> None:
         promoted = getattr(rotator, "promoted", None)
         if promoted is not None:
             # The new value is current and tested: a failing notification must not undo
@@ -433,8 +490,11 @@ class RotationEngine:
                 "rotation.version": str(version - 1)})
         if journal:
             self._drop(record_path(path, "pending"))
-        self._audit(path, org, "ok", version, {"rotation": rid,
-                                               "grace_hours": self.grace.total_seconds() / 3600})
+        detail: dict[str, Any] = {"rotation": rid,
+                                  "grace_hours": self.grace.total_seconds() / 3600}
+        if linked:
+            detail["linked"] = linked
+        self._audit(path, org, "ok", version, detail)
 
     def _fail(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
               new: str | None, base: int, step: str, exc: BaseException) -> None:
@@ -470,6 +530,7 @@ class RotationEngine:
         if step == "promoting" and version > base and current == new:
             # Promoted before the crash: only the clean-up was lost.
             old = self._version_value(path, base)
+            self._sync_linked(path, ref, rotator, ctx, new, version)
             self._finish(path, ref.org, rotator, ctx, new, old, version, rid)
             self._audit(path, ref.org, "resumed", version, {"rotation": rid, "from": step,
                                                             "result": "completed"})

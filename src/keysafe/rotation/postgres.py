@@ -14,6 +14,13 @@ Schemes (tag ``rotator.scheme``):
   ``rotator.admin_secret``) and switches the secret to it; the old role keeps working
   for the grace period, then ``retire`` gives it a random password. There is never a
   moment without a valid credential.
+
+Linked secrets (``rotator.linked=database_url``, spec 004's ``database-url`` beside
+``database-password``): other secrets of the same scope that hold the same credential in
+another shape (a URL, JSON, or the bare password). The engine writes them with the new
+password (and role) when it promotes the rotated one, in the same store transaction where
+the store has them. A rotated secret that holds the bare password takes the role, host,
+port and database from its first linked URL or JSON secret.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from urllib.parse import quote, unquote, urlsplit
 from keysafe.backends._sdk import require_sdk
 from keysafe.errors import ConfigError, RotationError
 from keysafe.rotation.rotators import RotationContext, check_known, options_context
+
+
+def is_bare(value: str) -> bool:
+    """A value that is only a password: neither JSON nor a postgresql:// URL."""
+    v = value.strip()
+    return not v.startswith(("{", "postgresql://", "postgres://"))
 
 
 def parse_credential(value: str) -> tuple[dict[str, Any], str]:
@@ -84,11 +97,12 @@ def _set_password(conn: Any, role: str, password: str) -> None:
 
 class PostgresPasswordRotator:
     name = "postgres"
-    OPTIONS = ("scheme", "users", "admin_secret")
+    OPTIONS = ("scheme", "users", "admin_secret", "linked")
 
     def check_options(self, name: str, options: Mapping[str, str]) -> None:
         check_known(name, self.name, options, self.OPTIONS)
         ctx = options_context(name, options)
+        self.linked(ctx)
         if self._scheme(ctx) == "alternating":
             self._users(ctx)
             if not options.get("admin_secret"):
@@ -107,6 +121,60 @@ class PostgresPasswordRotator:
             raise ConfigError(f"rotator.users for {ctx.name} must name two roles: a,b")
         return users
 
+    def linked(self, ctx: RotationContext) -> list[str]:
+        """The secrets kept in step with this one (``rotator.linked``, comma-separated
+        names in the same scope)."""
+        from keysafe.naming import is_segment
+
+        names = [n.strip() for n in ctx.options.get("linked", "").split(",") if n.strip()]
+        for n in names:
+            if not is_segment(n):
+                raise ConfigError(f"rotator.linked for {ctx.name} names {n!r}, which is not "
+                                  "a secret name (letters, digits, '.', '_' and '-')")
+            if n == ctx.name:
+                raise ConfigError(f"rotator.linked for {ctx.name} names the secret itself")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"rotator.linked for {ctx.name} names a secret twice")
+        return names
+
+    def _credential(self, ctx: RotationContext, value: str) -> tuple[dict[str, Any], str]:
+        """(fields, shape) of this secret's value; a bare password (shape "password")
+        takes the role and the connection from the first linked URL or JSON secret."""
+        if not is_bare(value):
+            return parse_credential(value)
+        for other in self.linked(ctx):
+            held = ctx.read(other)
+            if not is_bare(held):
+                d, _ = parse_credential(held)
+                return dict(d, password=value.strip()), "password"
+        raise RotationError(f"{ctx.name} is neither JSON nor a postgresql:// URL; as a "
+                            "bare password it needs rotator.linked naming a secret of the "
+                            "same scope with the connection (database_url)")
+
+    def follow(self, ctx: RotationContext, new: str, held: str) -> str:
+        """What a linked secret holding ``held`` becomes when this one becomes ``new``:
+        the new password (and role), in the linked secret's own shape."""
+        nd, _ = self._credential(ctx, new)
+        if is_bare(held):
+            return str(nd["password"])
+        d, shape = parse_credential(held)
+        return format_credential(dict(d, username=nd["username"], password=nd["password"]),
+                                 shape)
+
+    def _check_linked(self, ctx: RotationContext, cur: dict[str, Any]) -> None:
+        """Each linked secret exists and, where it names a role, names one this rotation
+        may hand out: a link to another role's credential would overwrite it."""
+        roles = (set(self._users(ctx)) if self._scheme(ctx) == "alternating"
+                 else {cur["username"]})
+        for other in self.linked(ctx):
+            held = ctx.read(other)
+            if is_bare(held):
+                continue
+            role = parse_credential(held)[0]["username"]
+            if role not in roles:
+                raise RotationError(f"{other}, linked to {ctx.name}, is the credential of "
+                                    f"role {role}, not {' or '.join(sorted(roles))}")
+
     def _admin(self, ctx: RotationContext) -> dict[str, Any]:
         name = ctx.options.get("admin_secret")
         if not name:
@@ -117,8 +185,16 @@ class PostgresPasswordRotator:
     def generate(self, ctx: RotationContext) -> str:
         if ctx.current is None:
             raise RotationError(f"{ctx.name} has no current credential to rotate")
-        d, shape = parse_credential(ctx.current)
-        new = dict(d, password=secrets.token_urlsafe(32))
+        d, shape = self._credential(ctx, ctx.current)
+        if shape == "password" and self._scheme(ctx) == "alternating":
+            raise RotationError(f"{ctx.name} holds a bare password, which cannot say "
+                                "which role is live: put the alternating rotator on the "
+                                "URL or JSON secret and link the password to it")
+        self._check_linked(ctx, d)
+        password = secrets.token_urlsafe(32)
+        if shape == "password":
+            return password
+        new = dict(d, password=password)
         if self._scheme(ctx) == "alternating":
             a, b = self._users(ctx)
             new["username"] = b if d["username"] == a else a
@@ -126,12 +202,12 @@ class PostgresPasswordRotator:
 
     def apply(self, ctx: RotationContext, new: str) -> None:
         assert ctx.current is not None
-        nd, _ = parse_credential(new)
+        nd, _ = self._credential(ctx, new)
         if self._scheme(ctx) == "alternating":
             with _connect(self._admin(ctx)) as conn:
                 _set_password(conn, nd["username"], nd["password"])
             return
-        cur, _ = parse_credential(ctx.current)
+        cur, _ = self._credential(ctx, ctx.current)
         try:
             conn = _connect(cur)
         except RotationError:
@@ -141,7 +217,7 @@ class PostgresPasswordRotator:
             _set_password(conn, nd["username"], nd["password"])
 
     def test(self, ctx: RotationContext, new: str) -> None:
-        nd, _ = parse_credential(new)
+        nd, _ = self._credential(ctx, new)
         with _connect(nd) as conn:
             row = conn.execute("SELECT current_user").fetchone()
         if row is None or row[0] != nd["username"]:
@@ -151,14 +227,14 @@ class PostgresPasswordRotator:
     def rollback(self, ctx: RotationContext, new: str) -> None:
         """Put the current password back (single), or scramble the unused role's new
         password (alternating; the current role was never touched)."""
-        nd, _ = parse_credential(new)
+        nd, _ = self._credential(ctx, new)
         if self._scheme(ctx) == "alternating":
             with _connect(self._admin(ctx)) as conn:
                 _set_password(conn, nd["username"], secrets.token_urlsafe(32))
             return
         if ctx.current is None:
             return
-        cur, _ = parse_credential(ctx.current)
+        cur, _ = self._credential(ctx, ctx.current)
         try:
             conn = _connect(nd)
         except RotationError:

@@ -1,5 +1,6 @@
-"""``keysafe scan``: find committed secrets in files, a git history or the index; report
-them masked (table, JSON or SARIF); optionally move them into keysafe (``--import``).
+"""``keysafe scan``: find committed secrets in files, a git history or the index, or
+plaintext secrets in a database's tables (``--database``); report them masked (table,
+JSON or SARIF); optionally move them into keysafe (``--import``).
 
 Exit status: 0 when nothing is reported, 1 (``exitcodes.FINDINGS``) when something is,
 2 for bad usage or input. The engine is ``keysafe.scanning``; this module parses and
@@ -86,6 +87,14 @@ def scan(
         "skips: lock files, vendored directories, binaries.", show_default=False)] = None,
     no_entropy: Annotated[bool, typer.Option(
         "--no-entropy", help="Known key formats only: no high-entropy assignments.")] = False,
+    database: Annotated[str | None, typer.Option(
+        "--database", help="Scan the text columns of this database instead of files, "
+        "read-only: postgresql://..., sqlite:///path or an SQLite file; env:NAME reads "
+        "the URL from that variable, - from stdin (keeping a password out of argv).",
+        show_default=False)] = None,
+    max_rows: Annotated[int, typer.Option(
+        "--max-rows", min=1, help="With --database: read at most this many rows of each "
+        "table (a table cut short is named).")] = 100_000,
     do_import: Annotated[bool, typer.Option(
         "--import", help="Move each finding into keysafe (asking first, unless --yes) and "
         "replace it in its file with a keysafe://org/domain/name reference.")] = False,
@@ -105,7 +114,7 @@ def scan(
     the current ones with --baseline FILE --update-baseline.
     """
     from keysafe.errors import InvalidValue
-    from keysafe.scanning import Baseline
+    from keysafe.scanning import Baseline, scan_database
     from keysafe.scanning import scan as run_scan
 
     if as_json:
@@ -119,12 +128,20 @@ def scan(
                            "combined with --git-history or --staged")
     if do_import and not org:
         raise InvalidValue("--import needs --org ORG (where the secrets go)")
+    if database is not None:
+        _database_usage(paths, git_history, staged, do_import, fmt)
     mode: Mode = "history" if git_history else "staged" if staged else "files"
     base = Baseline.load(baseline) if baseline is not None and not update_baseline else None
     catalog = _catalog(env)
     with _progress() as progress:
-        report = run_scan(paths or [], mode=mode, catalog=catalog, baseline=base,
-                          exclude=exclude or (), entropy=not no_entropy, progress=progress)
+        if database is not None:
+            report = scan_database(_database_url(database), catalog=catalog, baseline=base,
+                                   exclude=exclude or (), entropy=not no_entropy,
+                                   max_rows=max_rows, progress=progress)
+        else:
+            report = run_scan(paths or [], mode=mode, catalog=catalog, baseline=base,
+                              exclude=exclude or (), entropy=not no_entropy,
+                              progress=progress)
     if update_baseline:
         assert baseline is not None
         n = Baseline.write(baseline, report.all_findings)
@@ -145,6 +162,42 @@ def scan(
     _render(report, fmt, output_file)
     if report.findings:
         raise typer.Exit(exitcodes.FINDINGS)
+
+
+def _database_usage(paths: list[Path] | None, git_history: bool, staged: bool,
+                    do_import: bool, fmt: Format) -> None:
+    from keysafe.errors import InvalidValue
+
+    if paths or git_history or staged:
+        raise InvalidValue("--database scans a database instead of files: it takes no "
+                           "PATHS, --git-history or --staged")
+    if do_import:
+        raise InvalidValue("--import rewrites files; a database's values are yours to "
+                           "move: `keysafe put` each one, point the code at it, then "
+                           "clear the column")
+    if fmt is Format.sarif:
+        raise InvalidValue("SARIF locates findings in files; use --format json with "
+                           "--database")
+
+
+def _database_url(spec: str) -> str:
+    """The URL ``--database`` names: itself, ``env:NAME``'s value, or stdin's first line."""
+    import os
+
+    from keysafe.errors import InvalidValue
+
+    if spec == "-":
+        url = sys.stdin.readline().strip()
+        if not url:
+            raise InvalidValue("--database -: no database URL on stdin")
+        return url
+    if spec.startswith("env:"):
+        name = spec[4:]
+        url = os.environ.get(name, "").strip()
+        if not url:
+            raise InvalidValue(f"--database {spec}: the variable {name} is not set")
+        return url
+    return spec
 
 
 def _catalog(env: str | None) -> Catalog:
@@ -169,6 +222,9 @@ def _render(report: ScanReport, fmt: Format, output_file: Path | None) -> None:
     else:
         doc = to_json(report.findings, scanned=report.scanned, skipped=report.skipped,
                       allowed=report.allowed, baselined=report.baselined, mode=report.mode)
+        if report.mode == "database":
+            doc["summary"].update(database=report.database, tables=report.tables,
+                                  truncated=report.truncated)
     text = json.dumps(doc, indent=2, sort_keys=fmt is not Format.sarif) + "\n"
     if output_file is not None:
         output_file.write_text(text, encoding="utf-8")
@@ -186,6 +242,9 @@ def _table(report: ScanReport) -> None:
     if report.baselined:
         suppressed.append(f"{report.baselined} in the baseline")
     extra = f" ({', '.join(suppressed)})" if suppressed else ""
+    if report.mode == "database":
+        _database_table(report, extra)
+        return
     if not fs:
         say(f"no secrets found in {report.scanned} file(s){extra}")
         return
@@ -238,3 +297,20 @@ def _render_import(outcomes: list[ImportOutcome], fmt: Format) -> None:
     n = sum(o.status == "imported" for o in outcomes)
     say(f"{n} of {len(outcomes)} secret(s) moved into keysafe. They were committed: "
         "rotate them at their provider, then `keysafe put` the new values.")
+
+
+def _database_table(report: ScanReport, extra: str) -> None:
+    fs = report.findings
+    where = (f"{report.scanned} value(s) of {report.tables} table(s) in {report.database}"
+             f"{extra}")
+    for name in report.truncated:
+        say(f"{name}: stopped at the --max-rows limit; the rest of the table was not read")
+    if not fs:
+        say(f"no plaintext secrets found in {where}")
+        return
+    table(["location", "rule", "variable", "secret", "fingerprint"],
+          [[f.path, f.rule, f.variable or f.entry, f.preview, f.fingerprint[:12]]
+           for f in fs], styles={0: "bold"})
+    say(f"{len(fs)} plaintext secret(s) found in {where}. Move each into keysafe "
+        "(`keysafe put NAME --org ORG`), have the code read it from there, clear the "
+        "column, then rotate it: it was stored in plain text.")

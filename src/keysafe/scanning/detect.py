@@ -185,7 +185,9 @@ class Detector:
 
     # -- scanning -------------------------------------------------------------------
     def scan(self, text: str, path: str, *, source: Source = "file",
-             commit: str | None = None) -> ScanResult:
+             commit: str | None = None, config: bool | None = None) -> ScanResult:
+        """``config``: whether ``NAME=value`` without quotes is a value (default: by the
+        file's kind, ``file_kind``)."""
         cands: list[_Candidate] = []
         for priority, rule in enumerate(self.rules):
             if not any(h in text for h in rule.hints):
@@ -198,14 +200,15 @@ class Detector:
                 cands.append(_Candidate(start, end, rule.id, rule.title,
                                         _entry_for(rule, value), None, priority))
         if self.entropy:
-            cands.extend(self._assignments(text, path, len(self.rules)))
+            if config is None:
+                config = file_kind(path) == "config"
+            cands.extend(self._assignments(text, config, len(self.rules)))
         if not cands:
             return ScanResult((), 0)
         return self._finish(text, path, cands, source, commit)
 
-    def _assignments(self, text: str, path: str, priority: int) -> list[_Candidate]:
+    def _assignments(self, text: str, config: bool, priority: int) -> list[_Candidate]:
         out: list[_Candidate] = []
-        config = file_kind(path) == "config"
         seen_line = -1
         low = text.lower()
         matches = _KEYWORD.finditer(low) if len(low) == len(text) else _KEYWORD_I.finditer(text)

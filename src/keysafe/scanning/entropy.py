@@ -77,7 +77,8 @@ def looks_like_template(value: str) -> bool:
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_.\-]*")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HASHES = re.compile(
-    r"(?:pbkdf2_sha\d+|argon2|bcrypt|scrypt|sha1|sha256|md5|crypt)\$|^\$\d[a-z]?\$")
+    r"(?:pbkdf2_sha\d+|argon2|bcrypt|scrypt|sha1|sha256|md5|crypt|SCRAM-SHA-256)\$"
+    r"|^\$\d[a-z]?\$")
 
 
 def looks_like_identifier(value: str) -> bool:

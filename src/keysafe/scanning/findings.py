@@ -16,7 +16,7 @@ from keysafe.secret import Secret
 
 __all__ = ["Finding", "Hidden", "Source", "fingerprint", "mask"]
 
-Source = Literal["file", "history", "staged"]
+Source = Literal["file", "history", "staged", "database"]
 
 #: Fingerprints are versioned so that a future change of scheme cannot match old ones.
 _FP_DOMAIN = b"keysafe-scan/v1\0"

@@ -265,6 +265,7 @@ BUILTIN: dict[str, str] = {
     "webhook": "keysafe.rotation.rotators:WebhookRotator",
     "postgres": "keysafe.rotation.postgres:PostgresPasswordRotator",
     "aws-iam": "keysafe.rotation.aws_iam:AwsIamAccessKeyRotator",
+    "gcp-sa": "keysafe.rotation.gcp_sa:GcpServiceAccountKeyRotator",
 }
 
 

@@ -676,9 +676,10 @@ class LinkRacer(PostgresPasswordRotator):
     def __init__(self, mgr: SecretManager) -> None:
         self.mgr = mgr
 
-    def follow(self, ctx: RotationContext, new: str, held: str) -> str:
-        out = super().follow(ctx, new, held)
-        self.mgr.put("database_url", held, ORG)
+    def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
+        out = super().follow(ctx, new, held, name)
+        if name == "database_url":
+            self.mgr.put("database_url", held, ORG)
         return out
 
 
@@ -755,7 +756,7 @@ def test_without_store_transactions_a_linked_write_that_fails_is_audited(
     events = rotate_events(m, m.path(NAME, ORG))
     failed = [d for o, d in events if o == "linked_failed"]
     assert len(failed) == 1
-    assert "database_url" in failed[0]["reason"]
+    assert failed[0]["linked"] == "database_url"
     assert "linked" not in next(d for o, d in events if o == "ok")
 
 
@@ -765,7 +766,7 @@ def test_without_store_transactions_a_crash_after_promotion_is_completed_on_resu
     _user, old, url = pair(cluster, m)
 
     class CrashBeforeLinks(PostgresPasswordRotator):
-        def follow(self, ctx: RotationContext, new: str, held: str) -> str:
+        def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
             # Without transactions the engine asks only once the new value is
             # current: the process dies there, before any link is written.
             raise Crash
@@ -793,3 +794,55 @@ def test_linked_option_is_checked_when_configured():
                      ("../x", "rotator.linked")]:
         with pytest.raises(ConfigError, match=why):
             rot.check_options(NAME, {"linked": bad})
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://app:old@db.internal/app",          # SQLAlchemy's form, no port
+    "postgres://app:old@[::1]:6432/app?sslmode=require",      # IPv6, the short scheme
+    "postgresql://app:old@/app?host=/var/run/postgresql",     # a socket, no host
+])
+def test_a_linked_url_keeps_everything_but_its_password(url: str):
+    from keysafe.rotation.postgres import format_credential, parse_credential
+
+    d, shape = parse_credential(url)
+    out = format_credential(dict(d, password="n3w/p@ss"), shape)
+    assert out == url.replace("app:old@", "app:n3w%2Fp%40ss@")
+
+
+@pytest.mark.parametrize(("held", "message"), [
+    ("jdbc:postgresql://db/app?user=app&password=x", "nor the same password"),
+    ("host=db user=app password=x", "nor the same password"),
+    ("postgresql://app:x@other-db:5432/app", "is for the server other-db:5432"),
+])
+def test_a_link_in_a_shape_or_for_a_server_it_cannot_keep_stops_at_create(
+        cluster: Cluster, mgr: SecretManager, held: str, message: str):
+    user, old = cluster.role("app_s")
+    mgr.put_json(NAME, cluster.cred(user, old), ORG,
+                 tags={"rotator": "postgres", "rotator.linked": "database_url"})
+    mgr.put("database_url", held.replace("app:", f"{user}:"), ORG, check_format=False)
+    with pytest.raises(RotationError, match=message) as info:
+        RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+    assert getattr(info.value, "step", None) == "create"
+    assert "password=x" not in info.value.message
+    assert logs_in(cluster.cred(user, old))
+    assert mgr.get("database_url", ORG) == held.replace("app:", f"{user}:")
+
+
+def test_without_store_transactions_one_failed_link_does_not_stop_the_others(
+        cluster: Cluster, plain_mgr: SecretManager):
+    m = plain_mgr
+    user, old, url = pair(cluster, m)
+    m.put("db_url_copy", url, ORG)
+    tags = dict(m.describe(NAME, ORG).tags, **{"rotator.linked": "database_url,db_url_copy"})
+    m.put(NAME, old, ORG, tags=tags)
+
+    RotationEngine(m, grace=GRACE, rotator_factory=lambda n: LinkRacer(m)).rotate(NAME, ORG)
+
+    new = m.get(NAME, ORG, fresh=True)
+    # database_url lost to the racer; the copy was still written and logs in.
+    assert m.get("database_url", ORG, fresh=True) == url
+    assert m.get("db_url_copy", ORG, fresh=True) == url.replace(f":{old}@", f":{new}@")
+    assert url_logs_in(m.get("db_url_copy", ORG, fresh=True))
+    events = rotate_events(m, m.path(NAME, ORG))
+    assert [d["linked"] for o, d in events if o == "linked_failed"] == ["database_url"]
+    assert next(d for o, d in events if o == "ok")["linked"] == ["db_url_copy"]

@@ -430,11 +430,11 @@ class RotationEngine:
         return info.version
 
     # -- linked secrets (the same credential in another shape) -------------------------------
-    def _linked(self, rotator: Rotator, ctx: RotationContext, new: str
+    def _linked(self, rotator: object, ctx: RotationContext, new: str
                 ) -> builtins.list[tuple[str, str, int]]:
         """(name, value, version it replaces) of each linked secret the new value changes:
-        the rotator's ``linked(ctx)`` names them, its ``follow(ctx, new, held)`` says what
-        each becomes."""
+        the rotator's ``linked(ctx)`` names them, its ``follow(ctx, new, held, name)``
+        says what each becomes (and raises for one it cannot keep in step)."""
         names = getattr(rotator, "linked", None)
         follow = getattr(rotator, "follow", None)
         if names is None or follow is None:
@@ -443,32 +443,39 @@ class RotationEngine:
         for name in names(ctx):
             lpath = self.mgr.path(name, ctx.org, domain=ctx.domain)
             held, version = self.mgr.backend.get(lpath)
-            value = follow(ctx, new, held)
+            value = follow(ctx, new, held, name)
             if value != held:
                 out.append((name, value, version))
         return out
 
     def _write_linked(self, ref: SecretRef, linked: Iterable[tuple[str, str, int]]
-                      ) -> builtins.list[str]:
-        done = []
+                      ) -> None:
         for name, value, version in linked:
             self.mgr.put(name, value, ref.org, domain=ref.domain, expected_version=version,
                          check_format=False)
-            done.append(name)
-        return done
 
     def _sync_linked(self, path: str, ref: SecretRef, rotator: Rotator,
                      ctx: RotationContext, new: str, version: int) -> builtins.list[str]:
         """Linked secrets written after the promotion, on a store without transactions
-        (and when resuming one a crash interrupted); the names written. The new value is
-        current and works: a failure here is audited (``linked_failed``), never undone in
-        the target."""
-        try:
-            return self._write_linked(ref, self._linked(rotator, ctx, new))
-        except Exception as exc:
-            reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
-            self._audit(path, ref.org, "linked_failed", version, {"reason": reason})
+        (and when resuming one a crash interrupted), each on its own; the names written.
+        The new value is current and works: a link that cannot be written is audited
+        (``linked_failed``, naming it) and the others are still written; nothing is
+        undone in the target."""
+        names = getattr(rotator, "linked", None)
+        if names is None or getattr(rotator, "follow", None) is None:
             return []
+        done = []
+        for name in names(ctx):
+            try:
+                one = self._linked(_Only(rotator, name), ctx, new)
+                self._write_linked(ref, one)
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+                self._audit(path, ref.org, "linked_failed", version,
+                            {"linked": name, "reason": reason})
+                continue
+            done += [n for n, *_ in one]
+        return done
 
     def _finish(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
                 new: str, old: str | None, version: int, rid: str, *,
@@ -530,8 +537,8 @@ class RotationEngine:
         if step == "promoting" and version > base and current == new:
             # Promoted before the crash: only the clean-up was lost.
             old = self._version_value(path, base)
-            self._sync_linked(path, ref, rotator, ctx, new, version)
-            self._finish(path, ref.org, rotator, ctx, new, old, version, rid)
+            linked = self._sync_linked(path, ref, rotator, ctx, new, version)
+            self._finish(path, ref.org, rotator, ctx, new, old, version, rid, linked=linked)
             self._audit(path, ref.org, "resumed", version, {"rotation": rid, "from": step,
                                                             "result": "completed"})
             return Outcome(path, ref.name, ref.org, "resumed", version, step,
@@ -653,6 +660,21 @@ class RotationEngine:
                             st.org, st.version,
                             "exposed: rotate it now" if st.exposed
                             else f"{st.status}; next due {due}")
+        return out
+
+
+class _Only:
+    """A rotator seen with one of its linked secrets only (written one at a time)."""
+
+    def __init__(self, rotator: Rotator, name: str) -> None:
+        self._rotator = rotator
+        self._name = name
+
+    def linked(self, ctx: RotationContext) -> builtins.list[str]:
+        return [self._name]
+
+    def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
+        out: str = self._rotator.follow(ctx, new, held, name)  # type: ignore[attr-defined]
         return out
 
 

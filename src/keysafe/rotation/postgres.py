@@ -26,20 +26,26 @@ port and database from its first linked URL or JSON secret.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from keysafe.backends._sdk import require_sdk
 from keysafe.errors import ConfigError, RotationError
 from keysafe.rotation.rotators import RotationContext, check_known, options_context
 
 
+#: postgresql://, postgres:// and SQLAlchemy's scheme+driver form (postgresql+psycopg://).
+_URL = re.compile(r"postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
+
+
 def is_bare(value: str) -> bool:
-    """A value that is only a password: neither JSON nor a postgresql:// URL."""
+    """A value that is neither JSON nor a PostgreSQL URL (a bare password, or a shape
+    keysafe cannot rewrite: a JDBC URL, a key=value DSN)."""
     v = value.strip()
-    return not v.startswith(("{", "postgresql://", "postgres://"))
+    return not (v.startswith("{") or _URL.match(v))
 
 
 def parse_credential(value: str) -> tuple[dict[str, Any], str]:
@@ -53,23 +59,38 @@ def parse_credential(value: str) -> tuple[dict[str, Any], str]:
         if not isinstance(d, dict) or not d.get("username") or "password" not in d:
             raise RotationError("the stored database credential needs username and password")
         return d, "json"
-    if v.startswith(("postgresql://", "postgres://")):
+    if _URL.match(v):
         u = urlsplit(v)
+        if u.netloc.count("@") > 1:
+            raise RotationError("the stored database URL has an '@' in its user info that "
+                                "is not percent-encoded (write it as %40)")
         if not u.username:
             raise RotationError("the stored database URL has no user name")
+        try:
+            port = u.port
+        except ValueError:
+            raise RotationError("the stored database URL's host and port cannot be read "
+                                "(several hosts are not supported)") from None
         return {"username": unquote(u.username), "password": unquote(u.password or ""),
-                "host": u.hostname or "localhost", "port": u.port or 5432,
-                "dbname": u.path.lstrip("/") or "postgres", "_query": u.query}, "url"
+                "host": u.hostname or "localhost", "port": port or 5432,
+                "dbname": unquote(u.path.lstrip("/")) or "postgres", "_query": u.query,
+                "_url": v}, "url"
     raise RotationError("the stored database credential is neither JSON nor a postgresql:// URL")
 
 
 def format_credential(d: dict[str, Any], shape: str) -> str:
+    """``d`` in ``shape``: JSON, or the stored URL with only its user info changed
+    (scheme, host, port, database and parameters as they were)."""
     if shape == "json":
         return json.dumps({k: v for k, v in d.items() if not k.startswith("_")},
                           sort_keys=True)
+    userinfo = f"{quote(d['username'], safe='')}:{quote(d['password'], safe='')}"
+    if d.get("_url"):
+        u = urlsplit(str(d["_url"]))
+        return urlunsplit(u._replace(netloc=f"{userinfo}@{u.netloc.rpartition('@')[2]}"))
     q = f"?{d['_query']}" if d.get("_query") else ""
-    return (f"postgresql://{quote(d['username'], safe='')}:{quote(d['password'], safe='')}"
-            f"@{d['host']}:{d['port']}/{quote(str(d['dbname']), safe='')}{q}")
+    db = quote(str(d["dbname"]), safe="")
+    return f"postgresql://{userinfo}@{d['host']}:{d['port']}/{db}{q}"
 
 
 def _connect(d: dict[str, Any], timeout: int = 10) -> Any:
@@ -151,10 +172,14 @@ class PostgresPasswordRotator:
                             "bare password it needs rotator.linked naming a secret of the "
                             "same scope with the connection (database_url)")
 
-    def follow(self, ctx: RotationContext, new: str, held: str) -> str:
-        """What a linked secret holding ``held`` becomes when this one becomes ``new``:
-        the new password (and role), in the linked secret's own shape."""
+    def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
+        """What the linked secret ``name`` holding ``held`` becomes when this one becomes
+        ``new``:
+        the new password (and role), in the linked secret's own shape. Checked again
+        here (the link may have changed since the rotation began)."""
         nd, _ = self._credential(ctx, new)
+        old = self._credential(ctx, ctx.current)[0]["password"] if ctx.current else None
+        self._check_link(ctx, name, held, nd, passwords=(old, nd["password"]))
         if is_bare(held):
             return str(nd["password"])
         d, shape = parse_credential(held)
@@ -162,18 +187,35 @@ class PostgresPasswordRotator:
                                  shape)
 
     def _check_linked(self, ctx: RotationContext, cur: dict[str, Any]) -> None:
-        """Each linked secret exists and, where it names a role, names one this rotation
-        may hand out: a link to another role's credential would overwrite it."""
-        roles = (set(self._users(ctx)) if self._scheme(ctx) == "alternating"
-                 else {cur["username"]})
         for other in self.linked(ctx):
-            held = ctx.read(other)
-            if is_bare(held):
-                continue
-            role = parse_credential(held)[0]["username"]
-            if role not in roles:
-                raise RotationError(f"{other}, linked to {ctx.name}, is the credential of "
-                                    f"role {role}, not {' or '.join(sorted(roles))}")
+            self._check_link(ctx, other, ctx.read(other), cur, passwords=(cur["password"],))
+
+    def _check_link(self, ctx: RotationContext, other: str, held: str, cur: dict[str, Any],
+                    *, passwords: tuple[str | None, ...]) -> None:
+        """A linked secret keysafe can keep in step: the same password bare (not with
+        the alternating scheme, where nothing would say which role it is), or a URL or
+        JSON naming a role this rotation may hand out on the same server. Anything else
+        (another role's or server's credential, a shape keysafe cannot rewrite) would be
+        overwritten wrongly: RotationError, which never shows the value."""
+        alternating = self._scheme(ctx) == "alternating"
+        if is_bare(held):
+            if alternating:
+                raise RotationError(f"{other}, linked to {ctx.name}, holds a bare password, "
+                                    "which cannot say which role is live under the "
+                                    "alternating scheme: link a URL or JSON copy instead")
+            if held.strip() not in passwords:
+                raise RotationError(f"{other}, linked to {ctx.name}, is neither JSON, a "
+                                    "postgresql:// URL nor the same password: keysafe "
+                                    "cannot keep it in step")
+            return
+        d = parse_credential(held)[0]
+        roles = set(self._users(ctx)) if alternating else {cur["username"]}
+        if d["username"] not in roles:
+            raise RotationError(f"{other}, linked to {ctx.name}, is the credential of "
+                                f"role {d['username']}, not {' or '.join(sorted(roles))}")
+        if (str(d["host"]), int(d["port"])) != (str(cur["host"]), int(cur["port"])):
+            raise RotationError(f"{other}, linked to {ctx.name}, is for the server "
+                                f"{d['host']}:{d['port']}, not {cur['host']}:{cur['port']}")
 
     def _admin(self, ctx: RotationContext) -> dict[str, Any]:
         name = ctx.options.get("admin_secret")

@@ -169,3 +169,59 @@ def test_a_without_rowid_table_names_rows_by_position(kc: Ks, home: Path):
     assert r.code == 1
     (f,) = json.loads(r.out)["findings"]
     assert f["path"] == "main.kv.v[row 1]"
+
+
+def test_a_key_that_holds_text_or_a_rowid_column_never_names_the_row(kc: Ks, home: Path):
+    path = Path.cwd() / "odd.db"
+    with sqlite3.connect(path) as c:
+        # INTEGER affinity, but SQLite stores the text as it is: the key is the secret.
+        c.execute("CREATE TABLE tok (token BIGINT PRIMARY KEY, api_key TEXT)")
+        c.execute("INSERT INTO tok VALUES (?, ?)", (CANARY, CANARY))
+        # A user column named rowid hides SQLite's own: another alias names the row.
+        c.execute("CREATE TABLE notes (rowid TEXT, body TEXT)")
+        c.execute("INSERT INTO notes VALUES (?, ?)", (CANARY, f"key {CANARY}"))
+    r = kc("scan", "--database", str(path), "--json")
+    assert r.code == 1
+    paths = {f["path"] for f in json.loads(r.out)["findings"]}
+    assert "main.tok.api_key[row 1]" in paths
+    assert "main.notes.body[_rowid_=1]" in paths
+    assert CANARY not in r.out
+    assert CANARY[8:20] not in r.out
+
+
+def test_a_wal_database_is_read_without_leaving_files(kc: Ks, home: Path):
+    path = Path.cwd() / "wal.db"
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE s (id INTEGER PRIMARY KEY, api_key TEXT)")
+        c.execute("INSERT INTO s VALUES (1, ?)", (CANARY,))
+    c.close()
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    assert "wal.db-wal" not in before  # checkpointed and removed on close
+
+    r = kc("scan", "--database", str(path), "--json")
+    assert r.code == 1
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before
+
+    # A writer holds the database open: the rows in its -wal file are read too.
+    writer = sqlite3.connect(path)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("INSERT INTO s VALUES (2, ?)", (CANARY.replace("Q7", "Z9"),))
+        writer.commit()
+        assert (Path.cwd() / "wal.db-wal").stat().st_size > 0
+        found = json.loads(kc("scan", "--database", str(path), "--json").out)["findings"]
+        assert {f["path"] for f in found} == {"main.s.api_key[id=1]", "main.s.api_key[id=2]"}
+    finally:
+        writer.close()
+
+
+def test_a_dsn_or_an_escaped_url_is_not_echoed(kc: Ks, home: Path):
+    r = kc("scan", "--database", "host=db user=app password=hunter2xyz dbname=app", "--json")
+    assert r.code == 2
+    assert "hunter2xyz" not in r.err
+    assert "not shown: it may hold a password" in r.err
+    (Path.cwd() / "a?b.db").write_bytes(b"")
+    with sqlite3.connect(Path.cwd() / "a?b.db") as c:
+        c.execute("CREATE TABLE t (api_key TEXT)")
+    assert kc("scan", "--database", f"sqlite:///{Path.cwd()}/a%3Fb.db").code == 0

@@ -831,7 +831,7 @@ def test_a_link_in_a_shape_or_for_a_server_it_cannot_keep_stops_at_create(
 def test_without_store_transactions_one_failed_link_does_not_stop_the_others(
         cluster: Cluster, plain_mgr: SecretManager):
     m = plain_mgr
-    user, old, url = pair(cluster, m)
+    _user, old, url = pair(cluster, m)
     m.put("db_url_copy", url, ORG)
     tags = dict(m.describe(NAME, ORG).tags, **{"rotator.linked": "database_url,db_url_copy"})
     m.put(NAME, old, ORG, tags=tags)

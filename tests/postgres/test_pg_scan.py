@@ -118,3 +118,63 @@ def test_a_refused_login_exits_2_without_the_password(pg_server: PgServer,
     assert "cannot connect to postgresql://" in err["message"]
     assert "password authentication failed" in err["message"]
     assert wrong not in p.stderr
+
+
+def test_grants_partitions_and_citext(pg_server: PgServer, app_db: tuple[str, str]):
+    url, db = app_db
+    role = url.split("//")[1].split(":")[0]
+    sql = psycopg.sql
+    with psycopg.connect(pg_server.url(db), autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS citext")
+        c.execute("CREATE TABLE notes (id int PRIMARY KEY, body citext)")
+        c.execute("INSERT INTO notes VALUES (1, %s)", (f"key: {CANARY}",))
+        # Partitions: each row found once, in its partition.
+        c.execute("CREATE TABLE logs (id int, line text) PARTITION BY RANGE (id)")
+        c.execute("CREATE TABLE logs_a PARTITION OF logs FOR VALUES FROM (0) TO (100)")
+        c.execute("INSERT INTO logs VALUES (5, %s)", (f"sent {CANARY}",))
+        # INSERT only: nothing this role may read.
+        c.execute("CREATE TABLE inbox (id int PRIMARY KEY, body text)")
+        c.execute("INSERT INTO inbox VALUES (1, %s)", (CANARY,))
+        c.execute(sql.SQL("REVOKE ALL ON inbox FROM {}").format(sql.Identifier(role)))
+        c.execute(sql.SQL("GRANT INSERT ON inbox TO {}").format(sql.Identifier(role)))
+        # One column granted, not the key: the row is named by its position.
+        c.execute("CREATE TABLE profiles (id int PRIMARY KEY, token text)")
+        c.execute("INSERT INTO profiles VALUES (9, %s)", (CANARY,))
+        c.execute(sql.SQL("REVOKE ALL ON profiles FROM {}").format(sql.Identifier(role)))
+        c.execute(sql.SQL("GRANT SELECT (token) ON profiles TO {}").format(
+            sql.Identifier(role)))
+        for t in ("notes", "logs", "logs_a"):
+            c.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
+                sql.Identifier(t), sql.Identifier(role)))
+
+    report = scan_database(url)
+
+    paths = {f.path for f in report.findings}
+    assert "public.notes.body[id=1]" in paths
+    assert [p for p in paths if ".logs" in p] == ["public.logs_a.line[ctid=(0,1)]"]
+    assert "public.profiles.token[row 1]" in paths
+    assert not [p for p in paths if "inbox" in p]
+    assert report.unreadable == []  # inbox is not listed at all: no column readable
+
+
+def test_an_unencoded_at_in_the_password_is_refused_unshown(pg_server: PgServer):
+    bad = f"postgresql://app:s3cr@et-pw@127.0.0.1:{pg_server.port}/postgres"
+    with pytest.raises(Exception, match="not percent-encoded") as info:
+        scan_database(bad)
+    assert "et-pw" not in str(info.value)
+    assert "s3cr" not in str(info.value)
+
+
+def test_a_locked_table_is_skipped_and_named_and_the_rest_is_read(
+        pg_server: PgServer, app_db: tuple[str, str]):
+    url, db = app_db
+    with psycopg.connect(pg_server.url(db)) as holder:
+        # DDL in progress elsewhere: the scan waits lock_timeout (5 s), then moves on.
+        holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        report = scan_database(url)
+        holder.rollback()
+    assert len(report.unreadable) == 1
+    assert report.unreadable[0].startswith("public.users: ")
+    assert "lock" in report.unreadable[0]
+    assert "public.integrations.api_key[id=2]" in {f.path for f in report.findings}
+    assert "public.tokens.token[ctid=(0,1)]" in {f.path for f in report.findings}

@@ -224,7 +224,8 @@ def _render(report: ScanReport, fmt: Format, output_file: Path | None) -> None:
                       allowed=report.allowed, baselined=report.baselined, mode=report.mode)
         if report.mode == "database":
             doc["summary"].update(database=report.database, tables=report.tables,
-                                  truncated=report.truncated)
+                                  truncated=report.truncated,
+                                  unreadable=report.unreadable, notes=report.notes)
     text = json.dumps(doc, indent=2, sort_keys=fmt is not Format.sarif) + "\n"
     if output_file is not None:
         output_file.write_text(text, encoding="utf-8")
@@ -305,6 +306,10 @@ def _database_table(report: ScanReport, extra: str) -> None:
              f"{extra}")
     for name in report.truncated:
         say(f"{name}: stopped at the --max-rows limit; the rest of the table was not read")
+    for line in report.unreadable:
+        say(f"skipped {line}")
+    for line in report.notes:
+        say(line)
     if not fs:
         say(f"no plaintext secrets found in {where}")
         return

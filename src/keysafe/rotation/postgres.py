@@ -36,7 +36,6 @@ from keysafe.backends._sdk import require_sdk
 from keysafe.errors import ConfigError, RotationError
 from keysafe.rotation.rotators import RotationContext, check_known, options_context
 
-
 #: postgresql://, postgres:// and SQLAlchemy's scheme+driver form (postgresql+psycopg://).
 _URL = re.compile(r"postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
 

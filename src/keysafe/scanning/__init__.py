@@ -40,6 +40,8 @@ class ScanReport:
     database: str | None = None
     tables: int = 0
     truncated: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "table: why"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def baselined(self) -> int:
@@ -151,4 +153,6 @@ def scan_database(url: str, *, catalog: Catalog | None = None,
     finally:
         db.close()
     report.truncated = db.truncated
+    report.unreadable = db.unreadable
+    report.notes = db.notes
     return report

@@ -25,8 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from keysafe.errors import ConfigError, RotationError
-from keysafe.rotation.rotators import RotationContext, check_known, options_context
+from keysafe.errors import RotationError
+from keysafe.rotation.rotators import (
+    RotationContext,
+    check_known,
+    options_context,
+    wait_option,
+)
 
 _FIELDS = ("access_key_id", "secret_access_key")
 
@@ -80,15 +85,7 @@ class AwsIamAccessKeyRotator:
         self._wait(options_context(name, options))
 
     def _wait(self, ctx: RotationContext) -> float:
-        raw = ctx.options.get("wait", "30")
-        try:
-            wait = float(raw)
-        except ValueError:
-            raise ConfigError(f"rotator.wait for {ctx.name} must be seconds, not {raw!r}"
-                              ) from None
-        if not 0 <= wait <= 600:
-            raise ConfigError(f"rotator.wait for {ctx.name} must be 0 to 600 seconds")
-        return wait
+        return wait_option(ctx, 30)
 
     def _client(self, service: str, ctx: RotationContext, key: Mapping[str, Any]) -> Any:
         from keysafe.backends._aws import client_for_pair

@@ -34,7 +34,12 @@ from typing import Any
 from urllib.parse import quote
 
 from keysafe.errors import ConfigError, RotationError
-from keysafe.rotation.rotators import RotationContext, check_known, options_context
+from keysafe.rotation.rotators import (
+    RotationContext,
+    check_known,
+    options_context,
+    wait_option,
+)
 
 IAM_ENDPOINT = "https://iam.googleapis.com"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -88,15 +93,7 @@ class GcpServiceAccountKeyRotator:
         self._wait(options_context(name, options))
 
     def _wait(self, ctx: RotationContext) -> float:
-        raw = ctx.options.get("wait", "60")
-        try:
-            wait = float(raw)
-        except ValueError:
-            raise ConfigError(f"rotator.wait for {ctx.name} must be seconds, not {raw!r}"
-                              ) from None
-        if not 0 <= wait <= 600:
-            raise ConfigError(f"rotator.wait for {ctx.name} must be 0 to 600 seconds")
-        return wait
+        return wait_option(ctx, 60)
 
     # -- Google -------------------------------------------------------------------------
     @staticmethod

@@ -83,6 +83,20 @@ def check_known(name: str, rotator: str, options: Mapping[str, str],
                           f"{', '.join('rotator.' + k for k in unknown)}; it takes {takes}")
 
 
+def wait_option(ctx: RotationContext, default: float) -> float:
+    """``rotator.wait``: seconds a test step retries while the provider accepts a new
+    key (eventual consistency), 0 to 600; ConfigError naming a bad value."""
+    raw = ctx.options.get("wait", str(default))
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ConfigError(f"rotator.wait for {ctx.name} must be seconds, not {raw!r}"
+                          ) from None
+    if not 0 <= wait <= 600:
+        raise ConfigError(f"rotator.wait for {ctx.name} must be 0 to 600 seconds")
+    return wait
+
+
 def options_context(name: str, options: Mapping[str, str]) -> RotationContext:
     """A context for checking options alone (no secret, no target)."""
     return RotationContext(path="", name=name, org="", domain="", options=options)

@@ -430,8 +430,8 @@ class RotationEngine:
         return info.version
 
     # -- linked secrets (the same credential in another shape) -------------------------------
-    def _linked(self, rotator: object, ctx: RotationContext, new: str
-                ) -> builtins.list[tuple[str, str, int]]:
+    def _linked(self, rotator: Rotator, ctx: RotationContext, new: str,
+                only: str | None = None) -> builtins.list[tuple[str, str, int]]:
         """(name, value, version it replaces) of each linked secret the new value changes:
         the rotator's ``linked(ctx)`` names them, its ``follow(ctx, new, held, name)``
         says what each becomes (and raises for one it cannot keep in step)."""
@@ -440,7 +440,7 @@ class RotationEngine:
         if names is None or follow is None:
             return []
         out = []
-        for name in names(ctx):
+        for name in names(ctx) if only is None else [only]:
             lpath = self.mgr.path(name, ctx.org, domain=ctx.domain)
             held, version = self.mgr.backend.get(lpath)
             value = follow(ctx, new, held, name)
@@ -467,7 +467,7 @@ class RotationEngine:
         done = []
         for name in names(ctx):
             try:
-                one = self._linked(_Only(rotator, name), ctx, new)
+                one = self._linked(rotator, ctx, new, only=name)
                 self._write_linked(ref, one)
             except Exception as exc:
                 reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
@@ -660,21 +660,6 @@ class RotationEngine:
                             st.org, st.version,
                             "exposed: rotate it now" if st.exposed
                             else f"{st.status}; next due {due}")
-        return out
-
-
-class _Only:
-    """A rotator seen with one of its linked secrets only (written one at a time)."""
-
-    def __init__(self, rotator: Rotator, name: str) -> None:
-        self._rotator = rotator
-        self._name = name
-
-    def linked(self, ctx: RotationContext) -> builtins.list[str]:
-        return [self._name]
-
-    def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
-        out: str = self._rotator.follow(ctx, new, held, name)  # type: ignore[attr-defined]
         return out
 
 

@@ -162,9 +162,10 @@ class DatabaseScan:
         done); a table that cannot be read is named and skipped."""
         from psycopg import sql
 
+        from keysafe.backends._sdk import require_sdk
         from keysafe.backends.postgres import first_line
 
-        psycopg = __import__("psycopg")
+        psycopg = require_sdk("psycopg", "postgres")
         names = table.key or ([table.locator] if table.locator else [])
         as_text = [sql.SQL("{}::text").format(sql.Identifier(c))
                    for c in (*names, *table.columns)]

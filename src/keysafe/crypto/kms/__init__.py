@@ -75,6 +75,17 @@ class Kms(Protocol):
         ...
 
 
+class KmsKey:
+    """What every KMS key class shares: shown by its reference (which is not secret)."""
+
+    @property
+    def reference(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reference!r})"
+
+
 def call_kms(fn: Callable[[], _T], mapper: Callable[[BaseException], KeysafeError | None],
              *, secret: bool) -> _T:
     """One KMS call, a failure mapped by ``mapper`` (None: raised as it is). ``secret``:

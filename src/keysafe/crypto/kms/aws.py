@@ -6,14 +6,14 @@ import base64
 import binascii
 from typing import Any
 
-from keysafe.crypto.kms import PURPOSE, call_kms
+from keysafe.crypto.kms import PURPOSE, KmsKey, call_kms
 from keysafe.errors import BackendUnavailable, ConfigError, IntegrityError, KeysafeError, NotFound
 
 #: AWS KMS Encrypt takes at most 4096 bytes of plaintext (a ring of about 50 keys).
 AWS_MAX_PLAINTEXT = 4096
 
 
-class AwsKms:
+class AwsKms(KmsKey):
     """A symmetric AWS KMS key; Encrypt and Decrypt with the purpose as EncryptionContext.
 
     IAM: kms:Encrypt (init, rekey, wrap) and kms:Decrypt (every start) on the key.
@@ -27,9 +27,6 @@ class AwsKms:
     @property
     def reference(self) -> str:
         return f"awskms:{self.key_id}"
-
-    def __repr__(self) -> str:
-        return f"AwsKms({self.reference!r})"
 
     def _connect(self) -> tuple[Any, Any]:
         if self._client is None:

@@ -38,7 +38,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from keysafe.crypto.kms import PURPOSE_BYTES, call_kms
+from keysafe.crypto.kms import PURPOSE_BYTES, KmsKey, call_kms
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -67,7 +67,7 @@ def parse_key_url(url: str) -> tuple[str, str]:
     return f"https://{u.netloc}", parts[1]
 
 
-class AzureKeyVaultKey:
+class AzureKeyVaultKey(KmsKey):
     """An Azure Key Vault (or Managed HSM) RSA key wrapping the data key that seals the
     ring."""
 
@@ -84,9 +84,6 @@ class AzureKeyVaultKey:
     @property
     def reference(self) -> str:
         return f"azurekv:{self.vault_url}/keys/{self.name}"
-
-    def __repr__(self) -> str:
-        return f"AzureKeyVaultKey({self.reference!r})"
 
     def _client(self, key_id: str) -> Any:
         client = self._clients.get(key_id)

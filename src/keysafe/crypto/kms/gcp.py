@@ -20,7 +20,7 @@ import base64
 import binascii
 from typing import Any
 
-from keysafe.crypto.kms import PURPOSE_BYTES, call_kms
+from keysafe.crypto.kms import PURPOSE_BYTES, KmsKey, call_kms
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -40,7 +40,7 @@ def _crc(data: bytes) -> int:
     return crc32c(data)
 
 
-class GcpKms:
+class GcpKms(KmsKey):
     """A GCP Cloud KMS symmetric key; Encrypt and Decrypt with the purpose as additional
     authenticated data, each checked end to end with CRC-32C."""
 
@@ -59,9 +59,6 @@ class GcpKms:
     @property
     def reference(self) -> str:
         return f"gcpkms:{self.name}"
-
-    def __repr__(self) -> str:
-        return f"GcpKms({self.reference!r})"
 
     def _connect(self) -> Any:
         if self._client is not None:

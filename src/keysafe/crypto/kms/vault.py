@@ -8,7 +8,7 @@ import binascii
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from keysafe.crypto.kms import PURPOSE_AD
+from keysafe.crypto.kms import PURPOSE_AD, KmsKey
 from keysafe.errors import ConfigError, IntegrityError, InvalidValue, KeysafeError, NotFound
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-class VaultTransit:
+class VaultTransit(KmsKey):
     """A Vault / OpenBao Transit key (aes256-gcm96, the default type, or
     chacha20-poly1305), with the purpose as associated data.
 
@@ -34,9 +34,6 @@ class VaultTransit:
     @property
     def reference(self) -> str:
         return f"vault-transit:{self.mount}/{self.key}"
-
-    def __repr__(self) -> str:
-        return f"VaultTransit({self.reference!r})"
 
     def _vault(self) -> Any:
         """A VaultBackend on the Transit mount: the vault backend's address, namespace,

@@ -321,6 +321,22 @@ class KeysafeClient:
 
         return json_object(self.get(name, org, domain=domain), name)
 
+    def get_json_field(self, name: str, field: str, org: str, *,
+                       domain: str | None = None) -> Any:
+        """One field of JSON credentials, picked out by the server (``?field=``): only
+        that field crosses the network. A string as is, anything else decoded from its
+        JSON. NotFound if the secret or the field is missing, InvalidValue if the value
+        is not JSON credentials."""
+        if not field:
+            raise InvalidValue("field is empty; name one field of the JSON credentials")
+        data = self._req("GET", self._secret(org, name, "/value"),
+                         {"domain_id": domain, "field": field})
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, str) or data.get("field") != field:
+            raise BackendUnavailable(f"keysafe server at {self.url} sent no field {field!r} "
+                                     f"of {name} (a server older than field reads?)")
+        return json.loads(value) if data.get("field_json") else value
+
     def get_llm_api_key(self, org: str, provider: str, *,
                         domain: str | None = None) -> str | None:
         """Spec 001: the domain's key, else the org's shared key, else None."""

@@ -203,3 +203,26 @@ def test_plain_http_to_another_machine_is_refused(monkeypatch: pytest.MonkeyPatc
         KeysafeClient(local, "ks_x_y").close()
     monkeypatch.setenv("KEYSAFE_ALLOW_HTTP", "1")
     KeysafeClient("http://keysafe.keysafe.svc:8787", "ks_x_y").close()
+
+
+def test_get_json_field_reads_one_field(server: tuple[RealServer, dict]) -> None:
+    """The server picks the field out (``?field=``); a string comes back as is, other
+    fields decoded from their JSON."""
+    srv, tokens = server
+    creds = {"bot_token": "xoxb-" + CANARY, "port": 5432, "nested": {"a": [1]}}
+    with KeysafeClient(srv.url, tokens["ops"]) as ops, \
+            KeysafeClient(srv.url, tokens["app"]) as app:
+        ops.put_json("slack_fields", creds, ORG)
+        ops.put("slack_plain", "plain-" + CANARY, ORG)
+        assert app.get_json_field("slack_fields", "bot_token", ORG) == creds["bot_token"]
+        assert app.get_json_field("slack_fields", "port", ORG) == 5432
+        assert app.get_json_field("slack_fields", "nested", ORG) == {"a": [1]}
+        with pytest.raises(NotFound, match="no credential field 'signing'"):
+            app.get_json_field("slack_fields", "signing", ORG)
+        with pytest.raises(InvalidValue, match="does not hold JSON credentials") as e:
+            app.get_json_field("slack_plain", "x", ORG)
+        assert CANARY not in str(e.value)
+        with pytest.raises(InvalidValue, match="field is empty"):
+            app.get_json_field("slack_fields", "", ORG)
+        with pytest.raises(PermissionDenied):
+            ops.get_json_field("slack_fields", "bot_token", ORG)

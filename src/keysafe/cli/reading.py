@@ -86,6 +86,9 @@ def read_secret(mgr: SecretManager | RemoteManager, name: str, org: str | None, 
     """
     path = mgr.path(name, org, domain=domain)
     value: Any
+    if field is not None and version is None and not with_version:
+        # Through a server, the server picks the field out: the rest stays there.
+        return path, None, mgr.get_json_field(name, field, org, domain=domain)
     if with_version:
         value, version = mgr.read(name, org, domain=domain, version=version)
     else:

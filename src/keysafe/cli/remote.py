@@ -157,6 +157,12 @@ class RemoteManager:
         r = self.ref(name, org, domain)
         return self.client.get(r.name, r.org, domain=r.domain, version=version)
 
+    def get_json_field(self, name: str, field: str, org: str | None = None, *,
+                       domain: str | None = None) -> Any:
+        """One field of JSON credentials, picked out by the server: only it is sent."""
+        r = self.ref(name, org, domain)
+        return self.client.get_json_field(r.name, field, r.org, domain=r.domain)
+
     def has(self, name: str, org: str | None = None, *, domain: str | None = None) -> bool:
         try:
             self.describe(name, org, domain=domain)

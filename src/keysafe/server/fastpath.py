@@ -71,12 +71,15 @@ class FastPath:
                 break
         client = scope["client"][0] if scope.get("client") else "unknown"
         rid: str = scope["state"]["request_id"]
-        domain = None
+        domain: str | None = None
+        field: str | None = None
         qs = scope.get("query_string", b"")
         if qs:
             for k, v in parse_qsl(qs.decode("latin-1")):
                 if k == "domain_id":
                     domain = v
+                elif k == "field" and value:
+                    field = v or None  # empty: the whole value (ESO, no property)
         org, name = parts[0], parts[1]  # the ASGI server has already decoded the path
         headers = list(_JSON)
         try:
@@ -90,7 +93,8 @@ class FastPath:
                 body = result.model_dump_json().encode()
             elif value:
                 headers.append(_NO_STORE)
-                body = (await value_core(ctx, org, name, domain)).model_dump_json().encode()
+                body = (await value_core(ctx, org, name, domain, field=field)
+                        ).model_dump_json().encode()
             else:
                 st = status_cached(ctx, org, name, domain)
                 if st is None:

@@ -190,6 +190,12 @@ class SecretValue(BaseModel):
     version: int | None = Field(default=None, description=(
         "the version read: given when the request asked for one with `version` (0: the "
         "current one)"))
+    field: str | None = Field(default=None, description=(
+        "the field of JSON credentials read, when the request named one with `field`: "
+        "`value` is then that field alone"))
+    field_json: bool | None = Field(default=None, description=(
+        "with `field`: true when the field is not a string (a number, boolean, null, "
+        "object or list) and `value` is its JSON text"))
 
 
 class LlmKey(BaseModel):

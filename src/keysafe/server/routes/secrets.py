@@ -12,7 +12,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import Conflict, KeysafeError, ManualRotation, NotFound
+from keysafe.errors import Conflict, InvalidValue, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import (
@@ -48,6 +48,9 @@ from keysafe.server.schemas import (
 router = APIRouter(tags=["secrets"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 DomainQ = Annotated[str | None, Query(max_length=128, description="domain; default shared")]
+MAX_FIELD = 256
+FieldQ = Annotated[str | None, Query(max_length=MAX_FIELD, description=(
+    "one field of JSON credentials: only it is returned (empty: the whole value)"))]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -410,16 +413,21 @@ async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Res
                            ge=0, le=2**31 - 1, description=(
                                "read this version (0: the current one, read from the "
                                "store) and say which in `version`"))] = None,
+                       field: FieldQ = None,
                        ) -> SecretValue:
     """The one path that returns a value: service identities only, audited on its own,
-    never cached by clients."""
+    never cached by clients. With `field`, only that field of JSON credentials is
+    returned (an empty `field` is the whole value, as the External Secrets Operator's
+    webhook provider sends for a `remoteRef` without `property`)."""
     response.headers.update(NO_STORE)
-    return await value_core(ctx, org_id, secret_name, domain_id, version)
+    return await value_core(ctx, org_id, secret_name, domain_id, version, field or None)
 
 
 async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None,
-                     version: int | None = None) -> SecretValue:
+                     version: int | None = None, field: str | None = None) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
+    if field is not None and len(field) > MAX_FIELD:
+        raise InvalidValue(f"field names are at most {MAX_FIELD} characters")
     mgr = ctx.mgr
     # The path as plain strings (what the manager's read remembers too), not a SecretRef:
     # at a million names every read resolves a new one, and strings are not GC-tracked.
@@ -443,11 +451,39 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
             value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:
         await ctx.audit_durable("read_value", path, "not_found", org=org_id,
-                                version=version or None)
+                                version=version or None,
+                                detail=None if field is None else {"field": field})
         raise
-    await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got)
+    if field is None:
+        await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got)
+        return SecretValue(secret_name=secret_name, organization_id=org_id,
+                           domain_id=domain_id or mgr.default_domain, value=value,
+                           version=got)
+    try:
+        value, encoded = field_value(value, secret_name, field)
+    except KeysafeError as exc:
+        await ctx.audit_durable("read_value", path, exc.code, org=org_id, version=got,
+                                detail={"field": field})
+        raise
+    await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got,
+                            detail={"field": field})
     return SecretValue(secret_name=secret_name, organization_id=org_id,
-                       domain_id=domain_id or mgr.default_domain, value=value, version=got)
+                       domain_id=domain_id or mgr.default_domain, value=value, version=got,
+                       field=field, field_json=encoded)
+
+
+def field_value(raw: str, name: str, field: str) -> tuple[str, bool]:
+    """(text, is JSON) of one field of JSON credentials: a string as is, anything else
+    as its JSON text. InvalidValue if the value is not a JSON object, NotFound if it has
+    no such field (neither names the value)."""
+    import json
+
+    from keysafe.manager.manager import json_field
+
+    got = json_field(raw, name, field)
+    if isinstance(got, str):
+        return got, False
+    return json.dumps(got, separators=(",", ":"), ensure_ascii=False), True
 
 
 @router.get("/api/orgs/{org_id}/llm-keys/{provider}", response_model=LlmKey)

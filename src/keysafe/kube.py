@@ -35,7 +35,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +74,7 @@ __all__ = [
     "PassResult",
     "content_hash",
     "env_var_name",
+    "eso_field_ref",
     "parse_interval",
     "parse_workload",
     "read_scope",
@@ -271,13 +272,16 @@ def _server_url(server_url: str) -> str:
 def render_external_secret(names: list[str], *, name: str, namespace: str | None,
                            server_url: str, org: str, domain: str | None, token_secret: str,
                            refresh_interval: str = "1h",
-                           variables: Mapping[str, str] | None = None) -> str:
+                           variables: Mapping[str, str] | None = None,
+                           fields: Sequence[tuple[str, str, str]] = ()) -> str:
     """YAML for the External Secrets Operator: a SecretStore whose webhook provider reads
     ``GET {server_url}/api/secrets/{org}/{name}/value`` (``$.value`` of the JSON answer)
     with ``Authorization: Bearer`` the ``token`` key of the Kubernetes Secret
     ``token_secret``, and an ExternalSecret (refreshInterval, spec 002's force-sync
     annotation) filling the Secret ``name`` with one key per secret, the env-var name
-    (``variables``: name -> variable where a mapping file or an ``env_var`` tag says).
+    (``variables``: name -> variable where a mapping file or an ``env_var`` tag says),
+    and one per field of JSON credentials in ``fields`` ((secret, field, variable): a
+    ``remoteRef.property``, which the URL passes on as ``field=``).
 
     The manifests hold no value and no token. InvalidName/InvalidValue for bad input.
     """
@@ -292,8 +296,13 @@ def render_external_secret(names: list[str], *, name: str, namespace: str | None
     # The operator fills {{ .remoteRef.key }} (a validated name: URL-safe as it is).
     url = (f"{_server_url(server_url)}/api/secrets/{quote(org, safe='')}"
            "/{{ .remoteRef.key }}/value")
-    if domain is not None:
-        url += f"?domain_id={quote(domain, safe='')}"
+    query = [f"domain_id={quote(domain, safe='')}"] if domain is not None else []
+    if fields:
+        # The operator query-escapes the property; without one it sends field= (empty),
+        # which the server answers with the whole value.
+        query.append("field={{ .remoteRef.property }}")
+    if query:
+        url += "?" + "&".join(query)
     provider = {"webhook": {
         "url": url,
         "method": "GET",
@@ -310,7 +319,9 @@ def render_external_secret(names: list[str], *, name: str, namespace: str | None
     return _eso_manifests([(n, {"key": n}) for n in names], provider, name=name,
                           namespace=namespace, store=store, cluster_store=False,
                           refresh_interval=refresh_interval, header=header,
-                          variables=variables)
+                          variables=variables,
+                          fields=[(secret, var, {"key": secret, "property": fld})
+                                  for secret, fld, var in fields])
 
 
 #: The operator's own Kubernetes service account (its Helm chart's default, spec 002's
@@ -323,13 +334,16 @@ def render_store_external_secret(refs: list[tuple[str, dict[str, Any]]],
                                  provider: dict[str, Any], *, name: str,
                                  namespace: str | None, store: str,
                                  refresh_interval: str = "1h",
-                                 variables: Mapping[str, str] | None = None) -> str:
+                                 variables: Mapping[str, str] | None = None,
+                                 fields: Sequence[tuple[str, str, dict[str, Any]]] = ()
+                                 ) -> str:
     """YAML for the External Secrets Operator reading the store keysafe writes to
     (spec 002: AWS Secrets Manager or Parameter Store, Vault, GCP Secret Manager; also
     Azure Key Vault), without a keysafe server in the path: a ClusterSecretStore named
     ``store`` with ``provider`` (the backend's ``eso_provider()``), and an ExternalSecret
     filling the Secret ``name`` with one key per secret (its env-var name) from
-    ``refs``: (secret name, the backend's ``eso_remote_ref(path)``).
+    ``refs``: (secret name, the backend's ``eso_remote_ref(path)``), and one per field
+    of JSON credentials in ``fields``: (secret, variable, ``eso_field_ref(path, f)``).
 
     With a ``namespace``, the store serves ExternalSecrets of that namespace only
     (``spec.conditions``): the operator's identity can read every org of the prefix,
@@ -347,15 +361,48 @@ def render_store_external_secret(refs: list[tuple[str, dict[str, Any]]],
            "# It serves ExternalSecrets in EVERY namespace: give --namespace to limit it.\n"))
     return _eso_manifests(refs, provider, name=name, namespace=namespace, store=store,
                           cluster_store=True, refresh_interval=refresh_interval,
-                          header=header, variables=variables)
+                          header=header, variables=variables, fields=fields)
+
+
+#: Characters that are not literal in a gjson path, which is how the operator's AWS, GCP
+#: and Azure providers read a ``remoteRef.property`` (a dotted name is also tried as a
+#: literal key: first by AWS and GCP, after the path by Azure).
+_GJSON_SPECIAL = frozenset("*?|#@\\!{}[]")
+
+
+def eso_field_ref(store: str, ref: Mapping[str, Any], secret: str,
+                  field: str) -> dict[str, Any]:
+    """The ``remoteRef`` for field ``field`` of JSON credentials ``secret``, read by
+    the operator straight from ``store`` (``ref``: the backend's ``eso_remote_ref``).
+
+    Vault: the KV map's own key (only for credentials Vault holds as the map itself).
+    AWS Secrets Manager and Parameter Store, GCP Secret Manager, Azure Key Vault: a
+    gjson path over the stored JSON, so a name with gjson's operators is refused.
+    InvalidValue naming the secret and the field."""
+    if store == "vault":
+        if "property" in ref:
+            raise InvalidValue(
+                f"field {field!r} of {secret}: Vault holds {secret} as one string under "
+                f"the field {ref['property']!r} (it is not JSON credentials in keysafe's "
+                "canonical form), so the operator cannot pick a field out of it; write it "
+                f"again with keysafe put {secret} --credentials")
+    elif _GJSON_SPECIAL.intersection(field) or field.startswith(".") or field.endswith("."):
+        raise InvalidValue(
+            f"field {field!r} of {secret}: the operator reads a property as a gjson path, "
+            "in which * ? | # @ \\ ! { } [ ] and a leading or trailing '.' are not "
+            "literal; rename the field, or use the keysafe webhook provider "
+            "(--provider keysafe), which passes the name as it is")
+    return {**ref, "property": field}
 
 
 def _eso_manifests(refs: list[tuple[str, dict[str, Any]]], provider: dict[str, Any], *,
                    name: str, namespace: str | None, store: str, cluster_store: bool,
                    refresh_interval: str, header: str,
-                   variables: Mapping[str, str] | None) -> str:
+                   variables: Mapping[str, str] | None,
+                   fields: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> str:
     """The store (SecretStore, or ClusterSecretStore with no namespace) and the
-    ExternalSecret naming ``refs``: the part both kinds of source share."""
+    ExternalSecret naming ``refs`` (and ``fields``: (secret, variable, remoteRef)): the
+    part both kinds of source share."""
     from keysafe.catalog import Catalog
     from keysafe.naming import validate_segment
 
@@ -365,20 +412,23 @@ def _eso_manifests(refs: list[tuple[str, dict[str, Any]]], provider: dict[str, A
     if not isinstance(refresh_interval, str) or not _GO_DURATION.fullmatch(refresh_interval):
         raise InvalidValue(f"refresh interval {refresh_interval!r} is not a duration like "
                            "1h, 15m, 2h30m or 0")
-    if not refs:
+    if not refs and not fields:
         raise InvalidValue("no secrets to list in the ExternalSecret")
     catalog = Catalog.builtin()
     data: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
-    for secret, remote_ref in refs:
+    entries = [(secret, (variables or {}).get(secret) or env_var_name(secret, catalog),
+                repr(secret), remote_ref) for secret, remote_ref in refs]
+    entries += [(secret, var, f"field {ref['property']!r} of {secret!r}", ref)
+                for secret, var, ref in fields]
+    for secret, var, what, remote_ref in entries:
         validate_segment("name", secret)
-        var = (variables or {}).get(secret) or env_var_name(secret, catalog)
         if not _SECRET_KEY.fullmatch(var):
-            raise InvalidName(f"{var!r} (for {secret!r}) is not a valid Secret key")
+            raise InvalidName(f"{var!r} (for {what}) is not a valid Secret key")
         if var in seen:
-            raise InvalidName(f"secrets {seen[var]!r} and {secret!r} both map to the "
-                              f"environment variable {var}; rename one")
-        seen[var] = secret
+            raise InvalidName(f"{seen[var]} and {what} both map to the environment "
+                              f"variable {var}; rename one")
+        seen[var] = what
         data.append({"secretKey": var, "remoteRef": remote_ref})
     labels = {MANAGED_BY[0]: MANAGED_BY[1]}
 

@@ -408,3 +408,105 @@ def test_json_credentials_also_give_their_fields_as_variables(kc: Callable[..., 
                             "name").out)
     assert "AWS_ACCESS_KEY_ID" not in by_name
     assert CANARY not in r.err
+
+
+def test_mapping_file_gives_json_credentials_field_by_field(kc: Callable[..., Any], put: Put,
+                                                             tmp_path: Path) -> None:
+    """A table in the mapping file names fields of JSON credentials and their variables
+    (spec 002's grouped `api-keys`): those fields are given, not the whole JSON and not
+    the catalog's field variables; `run`, every export format and the ExternalSecret
+    (a `remoteRef.property` each, passed to the server as `field=`) agree."""
+    _kube()
+    import yaml
+
+    keys = {"anthropic": "sk-ant-" + "a" * 30, "openai": "sk-" + "o" * 40,
+            "partner": CANARY, "port": 5432}
+    put("api-keys", json.dumps(keys), "--credentials", org="grouped")
+    pair = {"access_key_id": "AKIA" + "C" * 16, "secret_access_key": "s" * 40}
+    put("aws_access_key", json.dumps(pair), "--credentials", org="grouped")
+    put("openai_api_key", "sk-own-" + "k" * 30, org="grouped")
+    toml = tmp_path / "map.toml"
+    toml.write_text('"api-keys" = { anthropic = "ANTHROPIC_API_KEY", openai = "OPENAI_KEY",'
+                    ' port = "API_PORT" }\n[aws_access_key]\naccess_key_id = "AWS_KEY"\n')
+    yml = tmp_path / "map.yaml"
+    yml.write_text("api-keys:\n  anthropic: ANTHROPIC_API_KEY\n  openai: OPENAI_KEY\n"
+                   "  port: API_PORT\naws_access_key:\n  access_key_id: AWS_KEY\n")
+    want = {"ANTHROPIC_API_KEY": keys["anthropic"], "OPENAI_KEY": keys["openai"],
+            "API_PORT": "5432", "AWS_KEY": pair["access_key_id"],
+            "OPENAI_API_KEY": "sk-own-" + "k" * 30}
+    for mapping in (toml, yml):
+        r = kc("export", "--org", "grouped", "--map", str(mapping), "--format", "json")
+        assert r.code == 0, r.err
+        assert json.loads(r.out) == want  # nothing else: not API_KEYS, not the pair whole
+        assert CANARY not in r.out
+    r = kc("export", "--org", "grouped", "--map", str(toml), "--format", "dotenv")
+    assert dotenv_values(stream=__import__("io").StringIO(r.out)) == want
+    r = kc("run", "--org", "grouped", "--map", str(toml), "--", "sh", "-c",
+           'test "$ANTHROPIC_API_KEY" = "$0" && test -z "$API_KEYS$AWS_ACCESS_KEY_ID"',
+           keys["anthropic"])
+    assert r.code == 0, r.err
+
+    # The ExternalSecret: one entry per field, its property the field.
+    r = kc("export", "--org", "grouped", "--map", str(toml), "--format", "external-secret",
+           "--server-url", "https://k.example")
+    store, es = [d for d in yaml.safe_load_all(r.out) if d]
+    assert store["spec"]["provider"]["webhook"]["url"] == (
+        "https://k.example/api/secrets/grouped/{{ .remoteRef.key }}/value"
+        "?field={{ .remoteRef.property }}")
+    data = {d["secretKey"]: d["remoteRef"] for d in es["spec"]["data"]}
+    assert data == {"ANTHROPIC_API_KEY": {"key": "api-keys", "property": "anthropic"},
+                    "OPENAI_KEY": {"key": "api-keys", "property": "openai"},
+                    "API_PORT": {"key": "api-keys", "property": "port"},
+                    "AWS_KEY": {"key": "aws_access_key", "property": "access_key_id"},
+                    "OPENAI_API_KEY": {"key": "openai_api_key"}}
+    assert CANARY not in r.out
+
+
+def test_mapping_file_field_errors_name_the_problem(kc: Callable[..., Any], put: Put,
+                                                    tmp_path: Path) -> None:
+    put("api-keys", json.dumps({"anthropic": "sk-ant-" + "z" * 30}), "--credentials",
+        org="grouped")
+    put("plain", CANARY, org="grouped")
+    put("openai_api_key", "sk-" + "q" * 40, org="grouped")
+    cases = [
+        ('"api-keys" = { mistral = "MISTRAL_API_KEY" }\n', 3,
+         "api-keys has no credential field 'mistral'"),
+        ('plain = { x = "X" }\n', 2, "plain does not hold JSON credentials"),
+        ('"api-keys" = { anthropic = "OPENAI_API_KEY" }\n', 2,
+         "openai_api_key and field 'anthropic' of api-keys would both set OPENAI_API_KEY"),
+        ('"api-keys" = {}\n', 2, "the table of fields is empty"),
+        ('"api-keys" = { anthropic = "not a var" }\n', 2, "is not an environment variable"),
+        ('"api-keys" = { "" = "X" }\n', 2, "a field name is empty"),
+        # A field may not take a variable the catalog gives a field of a whole secret.
+        ('"api-keys" = { anthropic = "AWS_ACCESS_KEY_ID" }\n', 2,
+         "field 'access_key_id' of aws_access_key and field 'anthropic' of api-keys would "
+         "both set AWS_ACCESS_KEY_ID"),
+    ]
+    put("aws_access_key", json.dumps({"access_key_id": "AKIA" + "D" * 16,
+                                      "secret_access_key": "t" * 40}), "--credentials",
+        org="grouped")
+    for i, (text, code, words) in enumerate(cases):
+        f = tmp_path / f"m{i}.toml"
+        f.write_text(text)
+        r = kc("export", "--org", "grouped", "--map", str(f), "--format", "json")
+        assert r.code == code, (text, r.err)
+        assert words in " ".join(r.err.replace("│", " ").split()), (text, r.err)
+        assert CANARY not in r.out + r.err
+
+
+def test_a_table_for_a_secret_the_scope_lacks_is_named(kc: Callable[..., Any], put: Put,
+                                                       tmp_path: Path) -> None:
+    """An unquoted dotted TOML key is a table: the warning says so."""
+    put("db.prod", "postgresql://u:p@h/db", org="grouped")
+    f = tmp_path / "m.toml"
+    f.write_text('db.prod = "DB"\n')
+    for fmt in ("json", "external-secret"):
+        r = kc("export", "--org", "grouped", "--map", str(f), "--format", fmt,
+               "--server-url", "https://k.example") if fmt != "json" else \
+            kc("export", "--org", "grouped", "--map", str(f), "--format", fmt)
+        assert r.code == 0, r.err
+        assert "names fields of db, which the scope does not hold" in r.err
+        assert 'quote a secret name with a dot' in r.err
+    r = kc("run", "--org", "grouped", "--map", str(f), "--", "true")
+    assert r.code == 0, r.err
+    assert "names fields of db" in r.err

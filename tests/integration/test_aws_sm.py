@@ -640,3 +640,41 @@ def test_export_provider_store_renders_the_cluster_secret_store(
     assert current_value(sm, refs["DB_PASSWORD"]) == "pw-1"
     assert "sk-" + "e" * 30 not in p.stdout + p.stderr
     assert "pw-1" not in p.stdout
+
+
+def test_export_provider_store_gives_fields_of_json_credentials(
+        aws: MotoAws, tmp_path: Path) -> None:  # noqa: F811
+    """A mapping file table with ``--provider store``: each field a ``remoteRef.property``
+    over the SecretString, which is the JSON object keysafe stored (the operator's AWS
+    provider reads the property as a key of it, a dotted one literally first)."""
+    import os
+    import subprocess
+
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update(KEYSAFE_HOME=str(tmp_path), KEYSAFE_BACKEND="aws-sm", KEYSAFE_ENV="production",
+               AWS_ENDPOINT_URL=aws.url, KEYSAFE_ACTOR="tester")
+    org = uniq("org")
+    keysafe = str(Path(sys.executable).parent / "keysafe")
+    creds = {"anthropic": "sk-ant-" + "f" * 30, "jwt.secret": "j" * 32}
+    p = subprocess.run([keysafe, "put", "api-keys", "--org", org, "--credentials"],
+                       input=json.dumps(creds), text=True, capture_output=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('"api-keys" = { anthropic = "ANTHROPIC_API_KEY", '
+                       '"jwt.secret" = "JWT_SECRET" }\n')
+    p = subprocess.run([keysafe, "export", "--org", org, "--format", "external-secret",
+                        "--provider", "store", "--namespace", "apps", "--map", str(mapping)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    _, es = list(yaml.safe_load_all(p.stdout))
+    path = f"keysafe/production/{org}/shared/api-keys"
+    data = {d["secretKey"]: d["remoteRef"] for d in es["spec"]["data"]}
+    assert data == {"ANTHROPIC_API_KEY": {"key": path, "property": "anthropic"},
+                    "JWT_SECRET": {"key": path, "property": "jwt.secret"}}
+    stored = json.loads(current_value(aws.client("secretsmanager"), path))
+    assert {var: stored[ref["property"]] for var, ref in data.items()} == {
+        "ANTHROPIC_API_KEY": creds["anthropic"], "JWT_SECRET": creds["jwt.secret"]}
+    assert creds["anthropic"] not in p.stdout + p.stderr

@@ -736,3 +736,14 @@ def test_external_secrets_operator_reads_what_keysafe_wrote(
     )["data"]["data"]
     assert data[ref["property"]] == pasted
     assert provider["auth"]["kubernetes"]["role"] == "external-secrets"  # never keysafe's
+    # A field of JSON credentials (a mapping file table): the map's own key, which the
+    # operator reads exactly; text that only looks like JSON credentials is refused.
+    from keysafe.kube import eso_field_ref
+
+    ref = eso_field_ref("vault", vb.eso_remote_ref(creds), "creds", "bot_token")
+    data = client.secrets.kv.v2.read_secret_version(
+        path=ref["key"], mount_point=provider["path"], raise_on_deleted_version=True
+    )["data"]["data"]
+    assert data[ref["property"]] == "xoxb-1"
+    with pytest.raises(InvalidValue, match="cannot pick a field out"):
+        eso_field_ref("vault", vb.eso_remote_ref(pretty), "pretty", "project_id")

@@ -244,6 +244,27 @@ def test_external_secret_domain_and_no_namespace():
     assert es["spec"]["refreshInterval"] == "1h"
 
 
+def test_external_secret_fields_of_json_credentials():
+    """A field of JSON credentials is a remoteRef.property, which the URL passes on as
+    ``field=`` (the operator query-escapes it; empty for entries without one)."""
+    store, es, _ = render(domain="card-services",
+                          fields=[("database", "url", "DATABASE_URL"),
+                                  ("api-keys", "jwt.secret", "JWT_SECRET")])
+    url = store["spec"]["provider"]["webhook"]["url"]
+    assert url.endswith("/value?domain_id=card-services&field={{ .remoteRef.property }}")
+    for d in es["spec"]["data"]:
+        check(d["remoteRef"], "ExternalSecretDataRemoteRef")
+    assert es["spec"]["data"][-2:] == [
+        {"secretKey": "DATABASE_URL", "remoteRef": {"key": "database", "property": "url"}},
+        {"secretKey": "JWT_SECRET", "remoteRef": {"key": "api-keys",
+                                                  "property": "jwt.secret"}}]
+    with pytest.raises(InvalidName, match="'openai_api_key' and field 'k' of 'x' both map"):
+        render(fields=[("x", "k", "OPENAI_API_KEY")])
+    # Fields alone are enough for an ExternalSecret.
+    _, es, _ = render(names=[], fields=[("database", "url", "DATABASE_URL")])
+    assert [d["secretKey"] for d in es["spec"]["data"]] == ["DATABASE_URL"]
+
+
 @pytest.mark.parametrize(("kw", "error", "words"), [
     ({"refresh_interval": "hourly"}, InvalidValue, "refresh interval"),
     ({"server_url": "ftp://x"}, InvalidValue, "not an http(s) URL"),
@@ -374,3 +395,22 @@ def test_store_external_secret_bad_input_is_named() -> None:
     with pytest.raises(InvalidValue, match="refresh interval"):
         render_store_external_secret(ok, PROVIDERS["aws"], name="a", namespace=None,
                                      store="s", refresh_interval="soon")
+
+
+def test_eso_field_ref_per_store():
+    """A field of JSON credentials as the operator's own providers read it: Vault by
+    the KV map's key (only when Vault holds the map itself), the others by a gjson path
+    (dots are tried as a literal key first; gjson's operators are refused)."""
+    from keysafe.kube import eso_field_ref
+
+    assert eso_field_ref("vault", {"key": "k/p"}, "db", "pass*word") == {
+        "key": "k/p", "property": "pass*word"}
+    with pytest.raises(InvalidValue, match=r"Vault holds db as one string under the field "
+                                           r"'value'.*keysafe put db --credentials"):
+        eso_field_ref("vault", {"key": "k/p", "property": "value"}, "db", "url")
+    for store in ("aws-sm", "aws-ssm", "gcp", "azure"):
+        assert eso_field_ref(store, {"key": "a/b"}, "db", "jwt.secret") == {
+            "key": "a/b", "property": "jwt.secret"}
+        for bad in ("a*", "a|b", "#", "@this", "x\\y", "!", ".lead", "trail."):
+            with pytest.raises(InvalidValue, match="gjson path"):
+                eso_field_ref(store, {"key": "a/b"}, "db", bad)

@@ -26,15 +26,28 @@ def test_mapping_and_collisions(tmp_path: Path) -> None:
     f = tmp_path / "m.toml"
     f.write_text('"a-b" = "AB"\nhidden = false\n')
     m = load_mapping(f)
-    assert env_names(["a-b", "a_b", "hidden"], None, m) == {"a-b": "AB", "a_b": "A_B"}
+    assert env_names(["a-b", "a_b", "hidden"], None, m.names) == {"a-b": "AB", "a_b": "A_B"}
+    assert m.fields == {}
     with pytest.raises(InvalidValue, match="both set A_B"):
         env_names(["a-b", "a_b"], None, None)
     for text, suffix in [("x = 1\n", ".toml"), ("x: [1]\n", ".yaml"), ("x: 'A B'\n", ".yml"),
-                         ("x = \n", ".toml"), ("- a\n", ".yaml"), ("{}", ".json")]:
+                         ("x = \n", ".toml"), ("- a\n", ".yaml"), ("{}", ".json"),
+                         ("x = {}\n", ".toml"), ("x: {f: 1}\n", ".yaml"),
+                         ("[x]\nf = false\n", ".toml"), ("x: {on: A}\n", ".yaml"),
+                         ("null: A\n", ".yaml"), ("x: {1: A}\n", ".yaml")]:
         bad = tmp_path / f"bad{suffix}"
         bad.write_text(text)
         with pytest.raises(InvalidValue, match=str(bad)):
             load_mapping(bad)
+
+
+def test_mapping_tables_name_fields(tmp_path: Path) -> None:
+    """A table is a JSON secret given field by field: the secret itself is left out."""
+    f = tmp_path / "m.toml"
+    f.write_text('db = { url = "DATABASE_URL", "pass.word" = "DB_PASS" }\nkey = "K"\n')
+    m = load_mapping(f)
+    assert m.names == {"db": None, "key": "K"}
+    assert m.fields == {"db": {"url": "DATABASE_URL", "pass.word": "DB_PASS"}}
 
 
 def test_references() -> None:

@@ -160,8 +160,7 @@ def export(
     """
     from keysafe.errors import InvalidValue
     from keysafe.workloads.formats import FORMATS
-    from keysafe.workloads.names import load_mapping
-    from keysafe.workloads.scope import Scope, split_names
+    from keysafe.workloads.scope import Scope
     from keysafe.workloads.sources import open_source
 
     if fmt not in FORMATS:
@@ -191,22 +190,26 @@ def export(
                                  "or --provider store", param_hint="'--server-url'")
     if output is not None:
         _check_output(output)
-    mapping = load_mapping(map_file) if map_file else None
-    scope = Scope(org, domain, split_names(only), mapping)
+    scope = Scope.of(org, domain, only, map_file)
     source = open_source(env=env, server=via_server, token_env=token_env)
     try:
         if fmt == "external-secret":
             # The operator fetches the values itself: only names are read here, and each
             # one's variable, as export names it (mapping file, env_var tag, catalog).
-            variables = scope.variables(source, scope.versions(source))
+            versions = scope.versions(source)
+            variables = scope.variables(source, versions)
+            fields = scope.field_vars(variables, versions, source.catalog)
+            note = scope.unmatched_note()
+            if note:
+                warn(note)
             names = list(variables)
-            count = len(names)
+            count = len(names) + len(fields)
             if native:
                 text = _store_external_secret(source, names, org=org, domain=domain,
                                               name=name, namespace=namespace,
                                               store=store_name,
                                               refresh_interval=refresh_interval,
-                                              variables=variables)
+                                              variables=variables, fields=fields)
             else:
                 text = _external_secret(names, org=org, domain=domain, name=name,
                                         namespace=namespace,
@@ -214,10 +217,13 @@ def export(
                                         token_secret=token_secret,
                                         refresh_interval=refresh_interval,
                                         default_domain=source.default_domain,
-                                        variables=variables)
+                                        variables=variables, fields=fields)
         else:
             values = _read_with_progress(scope, source)
             out = scope.env(source, values) if keys == "env" else values
+            note = scope.unmatched_note() if keys == "env" else None
+            if note:
+                warn(note)
             count = len(out)
             text = _render(fmt, out, org=org, domain=domain, name=name, namespace=namespace,
                            default_domain=source.default_domain)
@@ -304,22 +310,25 @@ def _render(fmt: str, values: dict[str, str], *, org: str, domain: str | None,
 def _external_secret(names: list[str], *, org: str, domain: str | None, name: str | None,
                      namespace: str | None, server_url: str, token_secret: str,
                      refresh_interval: str, default_domain: str,
-                     variables: dict[str, str]) -> str:
+                     variables: dict[str, str], fields: list[tuple[str, str, str]]) -> str:
     from keysafe.workloads.formats import kube
 
     _, render_external_secret = kube()
     return render_external_secret(
         names, name=name or default_k8s_name(org, domain or default_domain),
         namespace=namespace, server_url=server_url, org=org, domain=domain,
-        token_secret=token_secret, refresh_interval=refresh_interval, variables=variables)
+        token_secret=token_secret, refresh_interval=refresh_interval, variables=variables,
+        fields=fields)
 
 
 def _store_external_secret(source: Source, names: list[str], *, org: str,
                            domain: str | None, name: str | None, namespace: str | None,
                            store: str | None, refresh_interval: str,
-                           variables: dict[str, str]) -> str:
+                           variables: dict[str, str],
+                           fields: list[tuple[str, str, str]]) -> str:
     """The operator reading the configured store itself: each secret's name in that
-    store (the backend's ``eso_remote_ref``) and the store's ClusterSecretStore."""
+    store (the backend's ``eso_remote_ref``; ``eso_field_ref`` for a field of JSON
+    credentials) and the store's ClusterSecretStore."""
     from keysafe.errors import Unsupported
     from keysafe.workloads.formats import kube
     from keysafe.workloads.sources import StoreSource
@@ -333,10 +342,15 @@ def _store_external_secret(source: Source, names: list[str], *, org: str,
             "environment uses; --provider store works with aws-sm, aws-ssm, vault, gcp and "
             "azure (use the keysafe webhook provider: --server-url)")
     kube()  # PyYAML present, or the install hint
-    from keysafe.kube import render_store_external_secret
+    from keysafe.kube import eso_field_ref, render_store_external_secret
 
     refs = [(secret, backend.eso_remote_ref(mgr.path(secret, org, domain=domain)))
             for secret in names]
+    # Vault's remoteRef reads the stored value: once per secret, however many fields.
+    tabled = {secret: backend.eso_remote_ref(mgr.path(secret, org, domain=domain))
+              for secret in dict.fromkeys(s for s, _, _ in fields)}
+    field_refs = [(secret, var, eso_field_ref(backend.name, tabled[secret], secret, fld))
+                  for secret, fld, var in fields]
     provider = backend.eso_provider()
     server = provider.get("vault", {}).get("server")
     if server and _loopback_url(server):
@@ -352,7 +366,7 @@ def _store_external_secret(source: Source, names: list[str], *, org: str,
         refs, provider,
         name=name or default_k8s_name(org, domain or source.default_domain),
         namespace=namespace, store=store or default_store,
-        refresh_interval=refresh_interval, variables=variables)
+        refresh_interval=refresh_interval, variables=variables, fields=field_refs)
 
 
 def _loopback_url(url: str) -> bool:

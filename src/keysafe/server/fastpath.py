@@ -19,6 +19,7 @@ from keysafe.errors import KeysafeError
 from keysafe.server import errors as problems
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, make_ctx
 from keysafe.server.routes.secrets import (
+    MAX_FIELD,
     is_remote,
     status_cached,
     status_read,
@@ -45,11 +46,13 @@ class FastPath:
             if path.startswith("/api/secrets/") and method in ("GET", "PUT"):
                 parts = path[13:].split("/")
                 n = len(parts)
-                # A value read that may name a version (or spells a key with %-escapes)
-                # is FastAPI's, which parses and validates it.
+                # A value read that may name a version (or spells a key with %-escapes,
+                # or is long enough to hold an over-long field) is FastAPI's, which
+                # parses and validates it.
                 qs = scope.get("query_string", b"")
                 if method == "GET" and ((n == 3 and parts[2] == "value"
-                                         and b"version" not in qs and b"%" not in qs)
+                                         and b"version" not in qs and b"%" not in qs
+                                         and len(qs) <= MAX_FIELD)
                                         or n == 2):
                     scope["keysafe.route"] = _ROUTES[n]
                     await self._handle(scope, send, parts, value=n == 3)
@@ -75,7 +78,8 @@ class FastPath:
         field: str | None = None
         qs = scope.get("query_string", b"")
         if qs:
-            for k, v in parse_qsl(qs.decode("latin-1")):
+            # Blank values kept, the last one winning: as Starlette reads a query.
+            for k, v in parse_qsl(qs.decode("latin-1"), keep_blank_values=True):
                 if k == "domain_id":
                     domain = v
                 elif k == "field" and value:

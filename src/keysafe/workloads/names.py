@@ -26,6 +26,18 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
 #: secret name -> env var name, or None to leave the secret out.
 Mapping_ = dict[str, str | None]
+#: secret name -> {field of its JSON credentials: env var name}.
+FieldMap = dict[str, dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingFile:
+    """A mapping file's entries: whole secrets (``names``) and, for JSON credentials
+    given as a table, their fields (``fields``; such a secret is in ``names`` as None:
+    it is given field by field, not whole)."""
+
+    names: Mapping_
+    fields: FieldMap
 
 
 #: The tag that remembers the variable a secret was imported from, when it is not the
@@ -67,12 +79,14 @@ def check_env_var(var: object, where: str) -> str:
     return var
 
 
-def load_mapping(path: str | Path) -> Mapping_:
-    """A mapping file: secret name -> variable name, or ``false`` to leave it out.
+def load_mapping(path: str | Path) -> MappingFile:
+    """A mapping file: secret name -> variable name, ``false`` to leave it out, or a
+    table of field -> variable for JSON credentials given field by field.
 
-    TOML (``openai_api_key = "OPENAI_KEY"``) or YAML (``openai_api_key: OPENAI_KEY``),
-    chosen by the suffix (``.toml``, ``.yaml``/``.yml``). Raises InvalidValue naming the
-    file and the entry when it cannot be read or an entry is not a name or false.
+    TOML (``openai_api_key = "OPENAI_KEY"``, ``database = { url = "DATABASE_URL" }``)
+    or YAML (``openai_api_key: OPENAI_KEY``), chosen by the suffix (``.toml``,
+    ``.yaml``/``.yml``). Raises InvalidValue naming the file and the entry when it
+    cannot be read or an entry is not a name, false or such a table.
     """
     file = Path(path)
     try:
@@ -111,14 +125,36 @@ def load_mapping(path: str | Path) -> Mapping_:
     if not isinstance(data, dict):
         raise InvalidValue(f"mapping file {file} must hold a table of secret name = "
                            "VARIABLE entries")
-    out: Mapping_ = {}
+    names: Mapping_ = {}
+    fields: FieldMap = {}
     for key, var in data.items():
         where = f"mapping file {file}, entry {key!r}"
+        _check_key(key, where)
         if var is False:
-            out[str(key)] = None
+            names[str(key)] = None
+        elif isinstance(var, dict):
+            if not var:
+                raise InvalidValue(f"{where}: the table of fields is empty; name a field "
+                                   "and its variable (url = \"DATABASE_URL\"), or write "
+                                   "false to leave the secret out")
+            for f in var:
+                _check_key(f, f"{where}, field {f!r}")
+            if "" in var:
+                raise InvalidValue(f"{where}: a field name is empty")
+            fields[str(key)] = {str(f): check_env_var(v, f"{where}, field {f!r}")
+                                for f, v in var.items()}
+            names[str(key)] = None
         else:
-            out[str(key)] = check_env_var(var, where)
-    return out
+            names[str(key)] = check_env_var(var, where)
+    return MappingFile(names, fields)
+
+
+def _check_key(key: object, where: str) -> None:
+    """InvalidValue unless a mapping file's key is text: YAML reads an unquoted on, no,
+    null or 12 as a boolean, null or number, which is not the name that was meant."""
+    if not isinstance(key, str):
+        raise InvalidValue(f"{where} is not a name (YAML reads it as "
+                           f"{type(key).__name__}): quote it")
 
 
 def env_names(names: Iterable[str], catalog: Catalog | None,

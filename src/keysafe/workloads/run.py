@@ -121,8 +121,7 @@ def read_env_files(paths: Sequence[str]) -> dict[str, str]:
 
 
 def prepare(opts: RunOptions) -> tuple[EnvPlan, Source | None]:
-    from keysafe.workloads.names import load_mapping
-    from keysafe.workloads.scope import EnvPlan, Scope, split_names
+    from keysafe.workloads.scope import EnvPlan, Scope
     from keysafe.workloads.sources import open_source
 
     _check(opts)
@@ -131,8 +130,7 @@ def prepare(opts: RunOptions) -> tuple[EnvPlan, Source | None]:
     base.update(read_env_files(opts.env_files))
     scope = None
     if opts.org is not None:
-        mapping = load_mapping(opts.map_file) if opts.map_file else None
-        scope = Scope(opts.org, opts.domain, split_names(opts.only), mapping)
+        scope = Scope.of(opts.org, opts.domain, opts.only, opts.map_file)
     plan = EnvPlan.make(base, scope)
     source = (open_source(env=opts.env, server=opts.server, token_env=opts.token_env)
               if plan.needs_source else None)
@@ -146,8 +144,7 @@ def main(opts: RunOptions) -> int:
     try:
         plan, source = prepare(opts)
         env, snap = plan.build(source, track=opts.watch)
-        note = plan.scope.skipped_note() if plan.scope is not None else None
-        if note:
+        for note in plan.scope.notes() if plan.scope is not None else ():
             _warn(note)
         if not opts.watch and source is not None:
             source.close()  # the child may run for days: hold no store connection

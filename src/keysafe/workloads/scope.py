@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keysafe.errors import InvalidValue, NotFound
-from keysafe.workloads.names import env_names, is_reference, parse_reference
+from keysafe.workloads.names import FieldMap, env_names, is_reference, parse_reference
 from keysafe.workloads.sources import Source
 
 if TYPE_CHECKING:
@@ -92,7 +93,20 @@ class Scope:
     domain: str | None = None
     only: list[str] | None = None
     mapping: Mapping[str, str | None] | None = None
+    #: secret -> {field: variable}: JSON credentials a mapping file gives field by field
+    fields: FieldMap | None = None
     skipped: list[str] = field(default_factory=list)  # by the last read
+    unmatched: list[str] = field(default_factory=list)  # tables of absent secrets
+
+    @classmethod
+    def of(cls, org: str, domain: str | None, only: list[str] | None,
+           map_file: str | Path | None) -> Scope:
+        """The scope a command's ``--org/--domain/--only/--map`` name."""
+        from keysafe.workloads.names import load_mapping
+
+        mapping = load_mapping(map_file) if map_file else None
+        return cls(org, domain, split_names(only), mapping.names if mapping else None,
+                   mapping.fields if mapping else None)
 
     def versions(self, source: Source) -> dict[str, int]:
         """name -> current version of each secret in the scope."""
@@ -126,12 +140,60 @@ class Scope:
         """What the last read left out, for a warning (None: nothing)."""
         return left_out(self.skipped)
 
+    def notes(self) -> list[str]:
+        """The warnings of the last read and ``env``: ``skipped_note`` and
+        ``unmatched_note``."""
+        return [n for n in (self.skipped_note(), self.unmatched_note()) if n]
+
+    def unmatched_note(self) -> str | None:
+        """The mapping file's tables that matched no secret of the scope (by the last
+        ``field_vars``), for a warning (None: none)."""
+        if not self.unmatched:
+            return None
+        return (f"the mapping file names fields of {', '.join(self.unmatched)}, which "
+                "the scope does not hold (in TOML, quote a secret name with a dot: "
+                "\"db.prod\" = \"DB\", not db.prod = \"DB\", which is a table)")
+
     def env(self, source: Source, values: Mapping[str, str]) -> dict[str, str]:
-        """variable -> value (see ``variables``), and the field variables of JSON
-        credentials (``field_variables``)."""
-        return with_field_variables(source.catalog, {
-            name: (var, values[name]) for name, var in self.variables(source,
-                                                                      values).items()})
+        """variable -> value (see ``variables``), the field variables of JSON
+        credentials (``field_variables``), and the fields a mapping file names
+        (``field_vars``: NotFound if the value lacks one, InvalidValue if it is not
+        JSON credentials)."""
+        variables = self.variables(source, values)
+        out = with_field_variables(source.catalog, {
+            name: (var, values[name]) for name, var in variables.items()})
+        for name, fld, var in self.field_vars(variables, values, source.catalog):
+            out[var] = field_text(values[name], fld, name, var)
+        return out
+
+    def field_vars(self, variables: Mapping[str, str], names: Iterable[str],
+                   catalog: Catalog | None) -> list[tuple[str, str, str]]:
+        """(secret, field, variable) for each field the mapping file names of the
+        secrets in ``names``; InvalidValue when one would set a variable that another
+        secret (``variables``, from ``variables``), a catalog field variable of one
+        (``field_variables``) or another field sets. Tables for secrets not in the
+        scope are named in ``unmatched`` (when the scope is not ``only``)."""
+        present = set(names)
+        owner = {var: name for name, var in variables.items()}
+        for name in variables:
+            entry = catalog.get(name) if catalog is not None else None
+            for fld, var in entry.field_env_vars if entry is not None else ():
+                owner.setdefault(var, f"field {fld!r} of {name}")
+        out: list[tuple[str, str, str]] = []
+        self.unmatched = []
+        for name, fields in (self.fields or {}).items():
+            if name not in present:
+                if self.only is None:
+                    self.unmatched.append(name)
+                continue
+            for fld, var in fields.items():
+                what = f"field {fld!r} of {name}"
+                if var in owner:
+                    raise InvalidValue(f"{owner[var]} and {what} would both set {var}; give "
+                                       "one of them another variable in the mapping file")
+                owner[var] = what
+                out.append((name, fld, var))
+        return out
 
     def variables(self, source: Source, names: Iterable[str]) -> dict[str, str]:
         """secret name -> variable: the mapping file's, else the one a secret was

@@ -187,3 +187,18 @@ def test_endpoints_and_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("KEYSAFE_GCP_IAM_ENDPOINT")
     assert _endpoint("KEYSAFE_GCP_IAM_ENDPOINT", "https://iam.googleapis.com") == \
         "https://iam.googleapis.com"
+
+
+def test_a_key_made_but_not_usable_is_deleted_at_once(mgr: SecretManager,
+                                                      iam: GcpIamStandin) -> None:
+    """IAM made a key but its answer holds no usable key file: the rotation fails at
+    create, and the key IAM made (named in the answer) is deleted, not left behind to
+    count against the 10-key limit."""
+    old = iam.create_account(APP)
+    mgr.put_json(NAME, old, ORG, tags={"rotator": "gcp-sa", "rotator.wait": "0"})
+    iam.broken_create = True
+    with pytest.raises(RotationError, match="failed at step create") as info:
+        RotationEngine(mgr, grace=GRACE).rotate(NAME, ORG)
+    assert "without a key file" in info.value.message
+    assert current(mgr) == old
+    assert iam.key_ids(APP) == [old["private_key_id"]]

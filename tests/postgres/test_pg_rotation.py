@@ -758,6 +758,44 @@ def test_without_store_transactions_a_linked_write_that_fails_is_audited(
     assert len(failed) == 1
     assert failed[0]["linked"] == "database_url"
     assert "linked" not in next(d for o, d in events if o == "ok")
+    assert "3 times" in failed[0]["reason"]
+
+
+class OnceRacer(PostgresPasswordRotator):
+    """Another writer stores the linked URL again once, after the promotion: the
+    engine's first write of it loses its check-and-set, and it reads and follows the
+    URL again."""
+
+    def __init__(self, mgr: SecretManager) -> None:
+        self.mgr = mgr
+        self.raced = False
+
+    def follow(self, ctx: RotationContext, new: str, held: str, name: str) -> str:
+        out = super().follow(ctx, new, held, name)
+        if name == "database_url" and not self.raced \
+                and self.mgr.describe(NAME, ORG).current_version > 1:
+            self.raced = True
+            self.mgr.put("database_url", held, ORG)
+        return out
+
+
+def test_without_store_transactions_a_linked_write_lost_once_is_tried_again(
+        cluster: Cluster, plain_mgr: SecretManager):
+    m = plain_mgr
+    user, _old, _url = pair(cluster, m)
+    racer = OnceRacer(m)
+
+    out = RotationEngine(m, grace=GRACE, rotator_factory=lambda n: racer).rotate(NAME, ORG)
+
+    assert out.outcome == "rotated"
+    assert racer.raced
+    new = m.get(NAME, ORG, fresh=True)
+    assert logs_in(cluster.cred(user, new))
+    assert url_logs_in(m.get("database_url", ORG, fresh=True))
+    assert m.describe("database_url", ORG).current_version == 3  # the racer's, then ours
+    events = rotate_events(m, m.path(NAME, ORG))
+    assert not [d for o, d in events if o == "linked_failed"]
+    assert next(d for o, d in events if o == "ok")["linked"] == ["database_url"]
 
 
 def test_without_store_transactions_a_crash_after_promotion_is_completed_on_resume(

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from keysafe.rotation.events import Events
 
 STEPS = ("created", "applying", "applied", "tested", "promoting")
+#: How many times a linked secret is read, followed and written when other writers keep
+#: changing it under a store without transactions.
+LINK_TRIES = 3
 _PREFIX = "_rotation"
 
 
@@ -458,23 +461,33 @@ class RotationEngine:
                      ctx: RotationContext, new: str, version: int) -> builtins.list[str]:
         """Linked secrets written after the promotion, on a store without transactions
         (and when resuming one a crash interrupted), each on its own; the names written.
-        The new value is current and works: a link that cannot be written is audited
-        (``linked_failed``, naming it) and the others are still written; nothing is
-        undone in the target."""
+        A link another writer changed meanwhile (its check-and-set lost) is read and
+        followed again, up to ``LINK_TRIES`` times. The new value is current and works:
+        a link that still cannot be written is audited (``linked_failed``, naming it)
+        and the others are still written; nothing is undone in the target."""
         names = getattr(rotator, "linked", None)
         if names is None or getattr(rotator, "follow", None) is None:
             return []
         done = []
         for name in names(ctx):
-            try:
-                one = self._linked(rotator, ctx, new, only=name)
-                self._write_linked(ref, one)
-            except Exception as exc:
-                reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
-                self._audit(path, ref.org, "linked_failed", version,
-                            {"linked": name, "reason": reason})
-                continue
-            done += [n for n, *_ in one]
+            for attempt in range(1, LINK_TRIES + 1):
+                try:
+                    one = self._linked(rotator, ctx, new, only=name)
+                    self._write_linked(ref, one)
+                except Conflict:
+                    if attempt < LINK_TRIES:
+                        continue
+                    self._audit(path, ref.org, "linked_failed", version,
+                                {"linked": name, "reason": f"changed by another writer "
+                                                          f"{LINK_TRIES} times"})
+                except Exception as exc:
+                    reason = (exc.message if isinstance(exc, KeysafeError)
+                              else type(exc).__name__)
+                    self._audit(path, ref.org, "linked_failed", version,
+                                {"linked": name, "reason": reason})
+                else:
+                    done += [n for n, *_ in one]
+                break
         return done
 
     def _finish(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ from keysafe.rotation.rotators import (
     options_context,
     wait_option,
 )
+
+log = logging.getLogger("keysafe.rotation")
 
 IAM_ENDPOINT = "https://iam.googleapis.com"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -177,15 +180,36 @@ class GcpServiceAccountKeyRotator:
                           json={"privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE",
                                 "keyAlgorithm": "KEY_ALG_RSA_2048"})
         try:
-            data = json.loads(base64.b64decode(made["privateKeyData"], validate=True))
-        except (TypeError, KeyError, ValueError, binascii.Error):
-            raise RotationError(f"GCP IAM answered create for {ctx.name} without a key "
-                                "file") from None
-        new = parse_key_file(json.dumps(data), f"the new key of {ctx.name}")
-        if new["client_email"] != email:
-            raise RotationError(f"GCP IAM made a key of another account for {ctx.name}")
+            try:
+                data = json.loads(base64.b64decode(made["privateKeyData"], validate=True))
+            except (TypeError, KeyError, ValueError, binascii.Error):
+                raise RotationError(f"GCP IAM answered create for {ctx.name} without a "
+                                    "key file") from None
+            new = parse_key_file(json.dumps(data), f"the new key of {ctx.name}")
+            if new["client_email"] != email:
+                raise RotationError(f"GCP IAM made a key of another account for "
+                                    f"{ctx.name}")
+        except RotationError:
+            # No pending version holds this key yet, so the engine has nothing to roll
+            # back: the key IAM made (named in its answer) is deleted here.
+            self._discard(ctx, session, made, url)
+            raise
         # Fields of the stored file IAM's does not have (a team's own) are kept.
         return json.dumps({**current, **new}, sort_keys=True)
+
+    def _discard(self, ctx: RotationContext, session: Any, made: Any, url: str) -> None:
+        """Delete the key IAM's create answer names (``name``: .../keys/KEY_ID), if it
+        names one; a failure to is logged by its kind, never raised over the cause."""
+        name = made.get("name") if isinstance(made, dict) else None
+        key_id = name.rsplit("/", 1)[-1] if isinstance(name, str) and "/keys/" in name else ""
+        if not key_id:
+            return
+        try:
+            self._call(ctx, session, "DELETE", f"{url}/{quote(key_id, safe='')}",
+                       "delete the key it could not use")
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("gcp-sa: the unusable new key %s of %s was not deleted (%s); "
+                        "delete it by hand", _short(key_id), ctx.name, type(exc).__name__)
 
     def apply(self, ctx: RotationContext, new: str) -> None:
         return None  # a new key is enabled when it is made

@@ -90,6 +90,7 @@ class GcpIamStandin(LoopbackServer):
         self.admins: dict[str, set[str]] = {}     # target -> accounts allowed
         self.tokens: dict[str, str] = {}           # access token -> account
         self.accept_delay = 0.0                    # seconds a new key waits
+        self.broken_create = False                 # create answers without a key file
         self.bodies: list[bytes] = []              # every answer sent (for leak checks)
 
     @property
@@ -153,6 +154,8 @@ class GcpIamStandin(LoopbackServer):
                                privateKeyType="TYPE_GOOGLE_CREDENTIALS_FILE",
                                privateKeyData=base64.b64encode(
                                    json.dumps(info).encode()).decode())
+                    if self.broken_create:  # the key is made; the answer is not usable
+                        out["privateKeyData"] = "not base64!"
                 elif request.method == "DELETE" and key_id is not None:
                     if account.keys.pop(key_id, None) is None:
                         raise ApiError(404, f"Key {key_id} not found")

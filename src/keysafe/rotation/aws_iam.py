@@ -30,6 +30,7 @@ from keysafe.rotation.rotators import (
     RotationContext,
     check_known,
     options_context,
+    stored_json,
     wait_option,
 )
 
@@ -38,13 +39,8 @@ _FIELDS = ("access_key_id", "secret_access_key")
 
 def parse_key(value: str | None, what: str) -> dict[str, Any]:
     """The stored key pair (RotationError naming what is wrong, never the value)."""
-    if value is None:
-        raise RotationError(f"{what} has no current key pair to rotate")
-    try:
-        d = json.loads(value)
-    except ValueError:
-        raise RotationError(f"{what} does not hold JSON credentials "
-                            '({"access_key_id", "secret_access_key"})') from None
+    d = stored_json(value, what, kind="key pair",
+                    shape='JSON credentials ({"access_key_id", "secret_access_key"})')
     if not isinstance(d, dict) or not all(isinstance(d.get(f), str) and d[f] for f in _FIELDS):
         raise RotationError(f"{what} needs access_key_id and secret_access_key")
     return d

@@ -39,6 +39,7 @@ from keysafe.rotation.rotators import (
     RotationContext,
     check_known,
     options_context,
+    stored_json,
     wait_option,
 )
 
@@ -54,13 +55,8 @@ MAX_KEYS = 10
 
 def parse_key_file(value: str | None, what: str) -> dict[str, Any]:
     """The stored key file (RotationError naming what is wrong, never the value)."""
-    if value is None:
-        raise RotationError(f"{what} has no current key file to rotate")
-    try:
-        d = json.loads(value)
-    except ValueError:
-        raise RotationError(f"{what} does not hold a service account key file "
-                            "(JSON)") from None
+    d = stored_json(value, what, kind="key file",
+                    shape="a service account key file (JSON)")
     if not isinstance(d, dict) or d.get("type", "service_account") != "service_account" \
             or not all(isinstance(d.get(f), str) and d[f] for f in _FIELDS):
         raise RotationError(f"{what} needs a service account key file with client_email, "

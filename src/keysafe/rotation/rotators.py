@@ -97,6 +97,18 @@ def wait_option(ctx: RotationContext, default: float) -> float:
     return wait
 
 
+def stored_json(value: str | None, what: str, *, kind: str, shape: str) -> Any:
+    """The stored credential ``value`` parsed as JSON for a rotator. RotationError,
+    never showing the value: "``what`` has no current ``kind`` to rotate" (None), or
+    "``what`` does not hold ``shape``" (not JSON). Callers check the shape."""
+    if value is None:
+        raise RotationError(f"{what} has no current {kind} to rotate")
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise RotationError(f"{what} does not hold {shape}") from None
+
+
 def options_context(name: str, options: Mapping[str, str]) -> RotationContext:
     """A context for checking options alone (no secret, no target)."""
     return RotationContext(path="", name=name, org="", domain="", options=options)

@@ -15,7 +15,8 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -89,6 +90,14 @@ class LoopbackServer:
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Stop serving (the port is kept, so ``start()`` brings it back on the same

@@ -116,7 +116,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -251,14 +250,6 @@ class AzureKeyVaultKeysStandin(AzureKeyVaultStandin):
         self._fail_retry_after: int | None = None
 
     # -- lifecycle and client settings ------------------------------------------------
-    def __enter__(self) -> AzureKeyVaultKeysStandin:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
     @property
     def ca_bundle(self) -> str:
         """The stand-in's certificate: the client's ``connection_verify``, or

@@ -40,7 +40,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -96,13 +95,6 @@ class GcpIamStandin(LoopbackServer):
     @property
     def token_uri(self) -> str:
         return f"{self.url}/token"
-
-    def __enter__(self) -> GcpIamStandin:
-        return self.start()  # type: ignore[return-value]
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- test controls ------------------------------------------------------------------
     def create_account(self, email: str, project: str = "ks-test") -> dict[str, Any]:

@@ -59,7 +59,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -186,13 +185,6 @@ class GcpKmsStandin(LoopbackServer):
     @property
     def token_uri(self) -> str:
         return f"{self.url}/token"
-
-    def __enter__(self) -> GcpKmsStandin:
-        return self.start()  # type: ignore[return-value]
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def authorized_user_file(self, path: str | os.PathLike[str], *,
                              lifetime: int = FILE_TOKEN_LIFETIME) -> Path:

@@ -322,20 +322,38 @@ class KeysafeClient:
         return json_object(self.get(name, org, domain=domain), name)
 
     def get_json_field(self, name: str, field: str, org: str, *,
-                       domain: str | None = None) -> Any:
-        """One field of JSON credentials, picked out by the server (``?field=``): only
-        that field crosses the network. A string as is, anything else decoded from its
-        JSON. NotFound if the secret or the field is missing, InvalidValue if the value
-        is not JSON credentials."""
+                       domain: str | None = None, version: int | None = None) -> Any:
+        """One field of JSON credentials (of version ``version``, else the current one),
+        picked out by the server (``?field=``): only that field crosses the network. A
+        string as is, anything else decoded from its JSON. NotFound if the secret, the
+        version or the field is missing, InvalidValue if the value is not JSON
+        credentials."""
+        return self._field(name, field, org, domain, version)[0]
+
+    def read_json_field(self, name: str, field: str, org: str, *,
+                        domain: str | None = None, version: int | None = None
+                        ) -> tuple[Any, int]:
+        """(field, version): as ``get_json_field``, with the version it was read from
+        (the current one from the store, not the server's cache, unless ``version``)."""
+        got, at = self._field(name, field, org, domain, version or 0)
+        if at is None:
+            raise BackendUnavailable(f"keysafe server at {self.url} did not say which "
+                                     f"version of {name} it sent")
+        return got, at
+
+    def _field(self, name: str, field: str, org: str, domain: str | None,
+               version: int | None) -> tuple[Any, int | None]:
         if not field:
             raise InvalidValue("field is empty; name one field of the JSON credentials")
         data = self._req("GET", self._secret(org, name, "/value"),
-                         {"domain_id": domain, "field": field})
+                         {"domain_id": domain, "version": version, "field": field})
         value = data.get("value") if isinstance(data, dict) else None
         if not isinstance(value, str) or data.get("field") != field:
             raise BackendUnavailable(f"keysafe server at {self.url} sent no field {field!r} "
                                      f"of {name} (a server older than field reads?)")
-        return json.loads(value) if data.get("field_json") else value
+        got = data.get("version")
+        return (json.loads(value) if data.get("field_json") else value,
+                got if isinstance(got, int) else None)
 
     def get_llm_api_key(self, org: str, provider: str, *,
                         domain: str | None = None) -> str | None:

@@ -160,6 +160,26 @@ def test_json_credentials_and_fields(server: tuple[RealServer, dict], tmp_path: 
                  "signing_secret")) == CANARY
     assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
                  "bot_token")) == "xoxb-9-9-" + "c" * 20
+    # A chosen version, and --json with the version read: the server still picks the
+    # field out, so only it crosses the network (each read is audited with its field).
+    assert ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
+                 "bot_token", "--version", "1")) == creds["bot_token"]
+    got = json.loads(ok(ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field",
+                           "signing_secret", "--json")))
+    assert (got["version"], got["value"]) == (2, CANARY)
+    p = ks(srv, home, t["app"], "get", "slack-bot", "--org", ORG, "--field", "nope",
+           "--version", "1", "--json")
+    assert p.returncode == 3
+    assert b"nope" in p.stderr
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.get("/api/audit", params={"org_id": ORG, "action": "read_value",
+                                        "actor": "token:app", "limit": 100})
+        assert r.status_code == 200, r.text
+    reads = [(e["version"], (e.get("detail") or {}).get("field"), e["outcome"])
+             for e in reversed(r.json()["records"])]  # newest first
+    assert reads[-5:] == [(None, "signing_secret", "ok"), (None, "bot_token", "ok"),
+                          (1, "bot_token", "ok"), (2, "signing_secret", "ok"),
+                          (1, "nope", "not_found")]
     # A well-known name's format is checked by the server unless the caller says not to.
     p = ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG, stdin=b"not-a-key")
     assert p.returncode == 2

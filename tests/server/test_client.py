@@ -226,3 +226,23 @@ def test_get_json_field_reads_one_field(server: tuple[RealServer, dict]) -> None
             app.get_json_field("slack_fields", "", ORG)
         with pytest.raises(PermissionDenied):
             ops.get_json_field("slack_fields", "bot_token", ORG)
+
+
+def test_json_field_of_a_chosen_version(server: tuple[RealServer, dict]) -> None:
+    """``version=`` picks the field out of that version; ``read_json_field`` says which
+    version the field came from (the store's current one when none is named)."""
+    srv, tokens = server
+    with KeysafeClient(srv.url, tokens["ops"]) as ops, \
+            KeysafeClient(srv.url, tokens["app"]) as app:
+        v1 = ops.put_json("versioned_fields", {"user": "u1", "password": "p1-" + CANARY},
+                          ORG)
+        v2 = ops.put_json("versioned_fields", {"user": "u2"}, ORG)
+        assert app.get_json_field("versioned_fields", "user", ORG) == "u2"
+        assert app.get_json_field("versioned_fields", "user", ORG, version=v1) == "u1"
+        assert app.read_json_field("versioned_fields", "user", ORG) == ("u2", v2)
+        assert app.read_json_field("versioned_fields", "password", ORG,
+                                   version=v1) == ("p1-" + CANARY, v1)
+        with pytest.raises(NotFound, match="no credential field 'password'"):
+            app.read_json_field("versioned_fields", "password", ORG)
+        with pytest.raises(NotFound):
+            app.get_json_field("versioned_fields", "user", ORG, version=v2 + 5)

@@ -126,3 +126,49 @@ def test_export_through_the_server(server: tuple[RealServer, dict], tmp_path: Pa
            "--via-server", srv.url)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"OPENAI_API_KEY": VALUE_1, "DB_PASS": CANARY}
+
+
+def test_fields_only_leave_the_server_one_by_one(server: tuple[RealServer, dict],
+                                                 tmp_path: Path) -> None:
+    """A mapping file's table, or a reference with ``#field``, reads just those fields
+    (``?field=``): the rest of the JSON credentials never crosses the network. Every
+    read of them is audited with its field, none whole."""
+    srv, tokens = server
+    admin = bearer(srv.token)
+    other = "never-sent-field-\u00e9-7c1f"
+    creds = {"anthropic": "sk-ant-" + "a" * 20, "port": 5432, "other": other}
+    with httpx.Client(base_url=srv.url, headers=admin, timeout=30) as c:
+        r = c.put("/api/secrets/acme/llm-keys", json={"secret_value": json.dumps(creds)})
+        assert r.status_code == 200, r.text
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('"llm-keys" = { anthropic = "ANTHROPIC_API_KEY", port = "PORT" }\n')
+    got = env0(ks(tmp_path, tokens["runner"], "run", "--org", "acme", "--map",
+                  str(mapping), "--via-server", srv.url, "--", "env", "-0",
+                  extra={"K": "keysafe://acme/llm-keys#anthropic"}))
+    assert (got["ANTHROPIC_API_KEY"], got["PORT"], got["K"]) == (creds["anthropic"],
+                                                                 "5432", creds["anthropic"])
+    assert other not in "".join(got.values())
+    p = ks(tmp_path, tokens["reader"], "export", "--org", "acme", "--only", "llm-keys",
+           "--map", str(mapping), "--format", "json", "--via-server", srv.url)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"ANTHROPIC_API_KEY": creds["anthropic"], "PORT": "5432"}
+    # A field the value lacks is named, as from the store (exit 3); so is a secret that
+    # is not there at all.
+    mapping.write_text('"llm-keys" = { anthropic = "A", nope = "B" }\n')
+    p = ks(tmp_path, tokens["reader"], "run", "--org", "acme", "--only", "llm-keys",
+           "--map", str(mapping), "--via-server", srv.url, "--", "true")
+    assert p.returncode == 3
+    assert b"no credential field 'nope'" in p.stderr
+    mapping.write_text('"gone-keys" = { anthropic = "A" }\n')
+    p = ks(tmp_path, tokens["reader"], "run", "--org", "acme", "--only", "gone-keys",
+           "--map", str(mapping), "--via-server", srv.url, "--", "true")
+    assert p.returncode == 3
+    assert b"gone-keys" in p.stderr
+    with httpx.Client(base_url=srv.url, headers=admin, timeout=30) as c:
+        r = c.get("/api/audit", params={"org_id": "acme", "action": "read_value",
+                                        "limit": 1000})
+        assert r.status_code == 200, r.text
+    reads = [e for e in r.json()["records"] if e["path"].endswith("/llm-keys")]
+    assert sorted({(e.get("detail") or {}).get("field") for e in reads}) == [
+        "anthropic", "nope", "port"]
+    assert other not in srv.output()

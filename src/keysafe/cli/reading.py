@@ -86,9 +86,17 @@ def read_secret(mgr: SecretManager | RemoteManager, name: str, org: str | None, 
     """
     path = mgr.path(name, org, domain=domain)
     value: Any
-    if field is not None and version is None and not with_version:
+    if field is not None:
         # Through a server, the server picks the field out: the rest stays there.
-        return path, None, mgr.get_json_field(name, field, org, domain=domain)
+        from keysafe.cli.remote import RemoteManager
+
+        if with_version and isinstance(mgr, RemoteManager):
+            value, version = mgr.read_json_field(name, field, org, domain=domain,
+                                                 version=version)
+            return path, version, value
+        if not with_version:
+            return path, version, mgr.get_json_field(name, field, org, domain=domain,
+                                                     version=version)
     if with_version:
         value, version = mgr.read(name, org, domain=domain, version=version)
     else:

@@ -158,10 +158,19 @@ class RemoteManager:
         return self.client.get(r.name, r.org, domain=r.domain, version=version)
 
     def get_json_field(self, name: str, field: str, org: str | None = None, *,
-                       domain: str | None = None) -> Any:
+                       domain: str | None = None, version: int | None = None) -> Any:
         """One field of JSON credentials, picked out by the server: only it is sent."""
         r = self.ref(name, org, domain)
-        return self.client.get_json_field(r.name, field, r.org, domain=r.domain)
+        return self.client.get_json_field(r.name, field, r.org, domain=r.domain,
+                                          version=version)
+
+    def read_json_field(self, name: str, field: str, org: str | None = None, *,
+                        domain: str | None = None, version: int | None = None
+                        ) -> tuple[Any, int]:
+        """(field, version): ``get_json_field`` with the version it was read from."""
+        r = self.ref(name, org, domain)
+        return self.client.read_json_field(r.name, field, r.org, domain=r.domain,
+                                           version=version)
 
     def has(self, name: str, org: str | None = None, *, domain: str | None = None) -> bool:
         try:

@@ -219,7 +219,7 @@ def export(
                                         default_domain=source.default_domain,
                                         variables=variables, fields=fields)
         else:
-            values = _read_with_progress(scope, source)
+            values = _read_with_progress(scope, source, whole=keys != "env")
             out = scope.env(source, values) if keys == "env" else values
             note = scope.unmatched_note() if keys == "env" else None
             if note:
@@ -266,9 +266,9 @@ def _mask_in_actions(values: dict[str, str], as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _read_with_progress(scope: Scope, src: Source) -> dict[str, str]:
+def _read_with_progress(scope: Scope, src: Source, *, whole: bool) -> dict[str, str]:
     if not sys.stderr.isatty():
-        values = scope.read(src)
+        values = scope.read(src, whole=whole)
     else:
         from rich.progress import Progress
 
@@ -280,7 +280,7 @@ def _read_with_progress(scope: Scope, src: Source) -> dict[str, str]:
             def step(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            values = scope.read(src, progress=step)
+            values = scope.read(src, progress=step, whole=whole)
     note = scope.skipped_note()
     if note:
         warn(note)

@@ -831,8 +831,12 @@ class SecretManager:
         return json_object(self.get(name, org, domain=domain, env=env, fresh=fresh), name)
 
     def get_json_field(self, name: str, field: str, org: str | None = None, *,
-                       domain: str | None = None, env: str | None = None) -> Any:
-        return json_field(self.get(name, org, domain=domain, env=env), name, field)
+                       domain: str | None = None, env: str | None = None,
+                       version: int | None = None) -> Any:
+        """One field of JSON credentials (of version ``version``, else the current one):
+        NotFound if the field is missing, InvalidValue if the value is not an object."""
+        return json_field(self.get(name, org, domain=domain, env=env, version=version),
+                          name, field)
 
     def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
                  domain: str | None = None, env: str | None = None,

@@ -115,19 +115,24 @@ class Scope:
         return {n: source.version(self.org, self.domain, n) for n in self.only}
 
     def read(self, source: Source, progress: Callable[[int, int], None] | None = None,
-             names: list[str] | None = None) -> dict[str, str]:
+             names: list[str] | None = None, *, whole: bool = False) -> dict[str, str]:
         """name -> value, in name order (``only``'s order when given; ``names``: these,
         already listed). A listed secret with no value to read (its current version
         destroyed, or deleted meanwhile) is left out and named in ``skipped``; a name
-        in ``only`` was asked for, so NotFound is raised for it."""
+        in ``only`` was asked for, so NotFound is raised for it. A secret the mapping
+        file gives field by field is read for those fields only (``read_fields``: from
+        a server, the rest stays there), unless ``whole``."""
         if names is None:
             names = self.only if self.only is not None else list(
                 source.scope(self.org, self.domain))
+        tables = {} if whole else self.fields or {}
         out: dict[str, str] = {}
         self.skipped = []
         for i, name in enumerate(names, 1):
             try:
-                out[name] = source.read(self.org, self.domain, name)[0]
+                out[name] = (source.read_fields(self.org, self.domain, name, tables[name])
+                             if name in tables else
+                             source.read(self.org, self.domain, name)[0])
             except NotFound:
                 if self.only is not None:
                     raise
@@ -241,14 +246,23 @@ class EnvPlan:
         if source is None:
             return env, snap
         if self.refs:
-            # Read each referenced secret once, however many variables name it.
-            cache: dict[tuple[str, str | None, str], str] = {}
+            # Read each referenced secret once, however many variables name it; one
+            # that only fields are wanted of, for those fields (``read_fields``).
+            wanted: dict[tuple[str, str | None, str], set[str] | None] = {}
             for var, key in self.refs.items():
-                if key not in cache:
-                    org, domain, name = key
-                    if track:
-                        snap[("ref", *key)] = source.version(org, domain, name)
-                    cache[key] = source.read(org, domain, name)[0]
+                fld = self.fields.get(var)
+                if fld is None:
+                    wanted[key] = None  # the whole value
+                elif (flds := wanted.setdefault(key, set())) is not None:
+                    flds.add(fld)
+            cache: dict[tuple[str, str | None, str], str] = {}
+            for key, flds in wanted.items():
+                org, domain, name = key
+                if track:
+                    snap[("ref", *key)] = source.version(org, domain, name)
+                cache[key] = (source.read(org, domain, name)[0] if flds is None else
+                              source.read_fields(org, domain, name, sorted(flds)))
+            for var, key in self.refs.items():
                 fld = self.fields.get(var)
                 env[var] = cache[key] if fld is None else field_text(cache[key], fld,
                                                                      key[2], var)

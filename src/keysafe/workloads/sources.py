@@ -1,14 +1,15 @@
 """Where ``run`` and ``export`` read secrets: the configured store (through
 SecretManager) or a keysafe server (with a service token).
 
-Both answer the same three questions: which secrets a scope holds (with their current
-versions, for ``--watch``), one secret's value, and one secret's current version.
+Both answer the same questions: which secrets a scope holds (with their current
+versions, for ``--watch``), one secret's value (or some fields of it), and one secret's
+current version.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
     NotFound,
+    PermissionDenied,
 )
 from keysafe.workloads.names import tagged_env_var
 
@@ -43,6 +45,14 @@ class Source(Protocol):
 
     def read(self, org: str, domain: str | None, name: str) -> tuple[str, int | None]:
         """(value, its version when the source can tell)."""
+        ...
+
+    def read_fields(self, org: str, domain: str | None, name: str,
+                    fields: Collection[str]) -> str:
+        """What to pick ``fields`` of JSON credentials out of: the value, or (a server,
+        which picks fields out itself) a JSON object of just those it has, so the rest
+        never leaves it. NotFound if the secret is missing, InvalidValue if it does not
+        hold JSON credentials."""
         ...
 
     def env_vars(self, org: str, domain: str | None,
@@ -115,6 +125,10 @@ class StoreSource(_EnvVarTags):
         # One store read, one audit record, and the version of exactly this value.
         return self.manager.read(name, org, domain=domain)
 
+    def read_fields(self, org: str, domain: str | None, name: str,
+                    fields: Collection[str]) -> str:
+        return self.read(org, domain, name)[0]  # in this process already
+
     def version(self, org: str, domain: str | None, name: str) -> int:
         return self.manager.describe(name, org, domain=domain).current_version
 
@@ -122,7 +136,6 @@ class StoreSource(_EnvVarTags):
         self.manager.close()
 
 
-#: Error codes in the server's problem+json answers -> the error raised here.
 class ServerSource(_EnvVarTags):
     """A keysafe server, with a service token (``Authorization: Bearer``).
 
@@ -196,6 +209,32 @@ class ServerSource(_EnvVarTags):
         if not isinstance(value, str):
             raise BackendUnavailable(f"keysafe server at {self.url} sent no value for {name}")
         return value, None
+
+    def read_fields(self, org: str, domain: str | None, name: str,
+                    fields: Collection[str]) -> str:
+        # One request a field (``?field=``): the server picks each out. A field it
+        # lacks is left out of the object, to be named by whoever wanted it; whether
+        # the secret itself is missing, its status says.
+        import json
+
+        path = f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}/value"
+        got: dict[str, Any] = {}
+        for fld in fields:
+            try:
+                data = self._get(path, {**self._domain(domain), "field": fld})
+            except NotFound as missing:
+                try:
+                    self.version(org, domain, name)  # NotFound: the secret is missing
+                except PermissionDenied:
+                    raise missing from None  # no status to ask: the server's answer
+                continue
+            value = data.get("value") if isinstance(data, dict) else None
+            if not isinstance(value, str) or data.get("field") != fld:
+                raise BackendUnavailable(f"keysafe server at {self.url} sent no field "
+                                         f"{fld!r} of {name} (a server older than field "
+                                         "reads?)")
+            got[fld] = json.loads(value) if data.get("field_json") else value
+        return json.dumps(got)
 
     def version(self, org: str, domain: str | None, name: str) -> int:
         data = self._get(f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}",

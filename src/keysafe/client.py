@@ -307,14 +307,33 @@ class KeysafeClient:
         return value, got
 
     def _value(self, name: str, org: str, domain: str | None,
-               version: int | None) -> tuple[str, int | None]:
+               version: int | None, stage: str | None = None) -> tuple[str, int | None]:
         data = self._req("GET", self._secret(org, name, "/value"),
-                         {"domain_id": domain, "version": version})
+                         {"domain_id": domain, "version": version, "stage": stage})
         value = data.get("value") if isinstance(data, dict) else None
         if not isinstance(value, str):
             raise BackendUnavailable(f"keysafe server at {self.url} sent no value for {name}")
         got = data.get("version")
         return value, got if isinstance(got, int) else None
+
+    def get_previous(self, name: str, org: str, *, domain: str | None = None
+                     ) -> tuple[str, int | None]:
+        """(value, the version it was) of the value a rotation replaced, while its grace
+        period lasts (``?stage=previous``); NotFound when there is none."""
+        return self._value(name, org, domain, None, stage="previous")
+
+    def verification_values(self, name: str, org: str, *, domain: str | None = None
+                            ) -> builtins.list[str]:
+        """The current value, then the one a rotation replaced while its grace period
+        lasts: verify JWTs (or webhook signatures) against each in turn."""
+        out = [self.get(name, org, domain=domain)]
+        try:
+            old = self.get_previous(name, org, domain=domain)[0]
+        except NotFound:
+            return out
+        if old != out[0]:
+            out.append(old)
+        return out
 
     def get_json(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
         from keysafe.manager.manager import json_object

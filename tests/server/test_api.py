@@ -1370,3 +1370,28 @@ def test_an_exposed_secret_shows_it(client: TestClient, app: KeysafeApp,
     assert put(client, tokens["writer"], value=VALUE_2).status_code == 200
     st = client.get(url, headers=v).json()
     assert (st["exposed"], st["rotation_overdue"]) == (False, False)
+
+
+def test_a_server_error_tells_the_client_its_request_id_and_the_log_why(
+        client: TestClient, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 5xx answer hides the cause from the caller; the server's log line for that
+    request id carries it (a message: a path and a cause, never a value)."""
+    from keysafe.rotation.rotators import RandomRotator
+
+    def broken(self: RandomRotator, ctx: Any, new: str) -> None:
+        raise OSError("the target is gone")
+
+    value = "jwt-value-" + "v" * 40
+    assert put(client, tokens["writer"], "jwt_secret", value).status_code == 200
+    monkeypatch.setattr(RandomRotator, "test", broken)
+    with caplog.at_level("ERROR", logger="keysafe"):
+        r = client.post(f"/api/secrets/{ORG}/jwt_secret/rotate",
+                        headers=bearer(tokens["writer"]))
+    body = assert_problem(r, 500)
+    assert "request id" in body["detail"]
+    assert "OSError" not in r.text
+    line = next(m for m in caplog.messages if body["request_id"] in m)
+    assert "RotationError" in line
+    assert "failed at step test: OSError" in line
+    assert value not in caplog.text

@@ -246,3 +246,22 @@ def test_json_field_of_a_chosen_version(server: tuple[RealServer, dict]) -> None
             app.read_json_field("versioned_fields", "password", ORG)
         with pytest.raises(NotFound):
             app.get_json_field("versioned_fields", "user", ORG, version=v2 + 5)
+
+
+def test_verification_values_through_the_server(server: tuple[RealServer, dict]) -> None:
+    """After a rotation the service gets the new value and, for the grace period, the
+    one it replaced (``?stage=previous``): JWTs signed before the rotation still verify."""
+    srv, tokens = server
+    DOM = "verify"  # a path of its own: another test rotates jwt_secret in shared
+    old = "jwt-before-" + CANARY + "x" * 24
+    with KeysafeClient(srv.url, tokens["ops"]) as ops, \
+            KeysafeClient(srv.url, tokens["app"]) as app:
+        ops.put("jwt_secret", old, ORG, domain=DOM)
+        with pytest.raises(NotFound, match="no previous value"):
+            app.get_previous("jwt_secret", ORG, domain=DOM)
+        assert app.verification_values("jwt_secret", ORG, domain=DOM) == [old]
+        assert ops.rotate("jwt_secret", ORG, domain=DOM)["outcome"] == "rotated"
+        new = app.get("jwt_secret", ORG, domain=DOM)
+        assert new != old
+        assert app.get_previous("jwt_secret", ORG, domain=DOM) == (old, 1)
+        assert app.verification_values("jwt_secret", ORG, domain=DOM) == [new, old]

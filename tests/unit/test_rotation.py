@@ -22,13 +22,13 @@ import pytest
 from keysafe.backends.base import WriteContext
 from keysafe.backends.sqlite import SQLiteBackend
 from keysafe.crypto.keys import KeyRing
-from keysafe.errors import ConfigError, CredentialRejected, RotationError
+from keysafe.errors import ConfigError, CredentialRejected, NotFound, RotationError
 from keysafe.manager.audit import AuditFilter, AuditLog, SQLiteAuditStore
 from keysafe.manager.manager import SecretManager
 from keysafe.models import MetadataUpdate
 from keysafe.rotation.engine import RotationEngine, record_path
 from keysafe.rotation.policy import Policy, Window, parse_overrides, parse_window
-from keysafe.rotation.rotators import RandomRotator, RotationContext
+from keysafe.rotation.rotators import RandomRotator, RotationContext, verify_signature
 
 ORG = "acme"
 JWT = "jwt_secret"
@@ -108,6 +108,36 @@ def test_symmetric_rotation_keeps_previous_for_the_grace_period(mgr: SecretManag
     outcomes = [o for o, _ in rotate_events(mgr)]
     assert outcomes == ["ok", "retired"]  # one transaction: no journal records
     assert not mgr.list(ORG)[0].path.startswith("_rotation")
+
+
+def test_a_current_value_with_non_ascii_characters_rotates(mgr: SecretManager) -> None:
+    """The random rotator's "new differs from current" check compares bytes:
+    hmac.compare_digest raises TypeError on str with non-ASCII characters, which failed
+    the rotation (a 500 through the server)."""
+    mgr.put(JWT, "caf\u00e9-" + "o" * 40, ORG)
+    assert RotationEngine(mgr).rotate(JWT, ORG).outcome == "rotated"
+    assert verify_signature(b"{}", "t=1,v1=\u00e9", "s" * 32, now=1) is False
+
+
+def test_reading_the_previous_value_is_audited(mgr: SecretManager) -> None:
+    """Invariant 2: every value read is audited, the previous one too (with its
+    version and ``stage``); ``get_previous`` names its absence."""
+    mgr.put(JWT, "o" * 64, ORG)
+    path = mgr.path(JWT, ORG)
+
+    def reads() -> list[tuple[str, int | None, dict | None]]:
+        return [(e.outcome, e.version, e.detail) for e in mgr.audit_query(
+            AuditFilter(action="read", path=path))]
+
+    with pytest.raises(NotFound, match="no previous value"):
+        mgr.get_previous(JWT, ORG)
+    assert mgr.verification_values(JWT, ORG) == ["o" * 64]  # nothing to add, no failure
+    assert reads() == [("not_found", None, {"error": "NotFound"}), ("ok", 1, {})]
+    RotationEngine(mgr, grace=timedelta(hours=1)).rotate(JWT, ORG)
+    assert mgr.get_previous(JWT, ORG) == ("o" * 64, 1)
+    assert mgr.verification_values(JWT, ORG)[1] == "o" * 64
+    assert reads()[-3:] == [("ok", 1, {"stage": "previous"}), ("ok", 2, {}),
+                            ("ok", 1, {"stage": "previous"})]
     assert [m.path for m in mgr.list(ORG)] == [mgr.path(JWT, ORG)]  # records never listed
 
 

@@ -537,14 +537,42 @@ class SecretManager:
     def verification_values(self, name: str, org: str | None = None, *,
                             domain: str | None = None) -> builtins.list[str]:
         """The current value, then the one a rotation replaced while its grace period
-        lasts: verify JWTs (or webhook signatures) against each in turn."""
-        from keysafe.rotation.engine import previous_value
-
+        lasts: verify JWTs (or webhook signatures) against each in turn. Each is an
+        audited read."""
         out = [self.get(name, org, domain=domain)]
-        old = previous_value(self.backend, self.path(name, org, domain=domain))
-        if old is not None and old != out[0]:
-            out.append(old)
+        got = self._previous(name, org, domain, None, required=False)
+        if got is not None and got[0] != out[0]:
+            out.append(got[0])
         return out
+
+    def get_previous(self, name: str, org: str | None = None, *, domain: str | None = None,
+                     env: str | None = None) -> tuple[str, int | None]:
+        """(value, the version it was) of the value a rotation replaced, while its grace
+        period lasts (AWS's ``AWSPREVIOUS`` stage): one audited read, ``detail``
+        ``{"stage": "previous"}``. NotFound when there is none: never rotated with a
+        grace period, or the period is over."""
+        got = self._previous(name, org, domain, env, required=True)
+        if got is None:  # required: NotFound was raised
+            raise AssertionError("unreachable")
+        return got
+
+    def _previous(self, name: str, org: str | None, domain: str | None, env: str | None,
+                  *, required: bool) -> tuple[str, int | None] | None:
+        from keysafe.rotation.engine import previous_record
+
+        ref, path = self.resolve(name, org, domain, env)
+        try:
+            got = previous_record(self.backend, path)
+            if got is None and required:
+                raise NotFound(f"{name} has no previous value: it was not rotated with a "
+                               "grace period, or the period is over")
+        except KeysafeError as exc:
+            self._fail("read", ref, path, exc)
+            raise
+        if got is not None and self.audit_reads:
+            self.record("read", path, "ok", org=ref.org, version=got[1],
+                        detail={"stage": "previous"})
+        return got
 
     def decryption_keys(self, name: str, org: str | None = None, *,
                         domain: str | None = None, env: str | None = None

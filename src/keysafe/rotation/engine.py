@@ -678,6 +678,14 @@ class RotationEngine:
 
 def previous_value(backend: Any, path: str, now: datetime | None = None) -> str | None:
     """The previous value of ``path`` while its grace period lasts, else None."""
+    got = previous_record(backend, path, now)
+    return None if got is None else got[0]
+
+
+def previous_record(backend: Any, path: str, now: datetime | None = None
+                    ) -> tuple[str, int | None] | None:
+    """(value, the version it was) of ``path``'s previous value while its grace period
+    lasts, else None."""
     rpath = record_path(path, "previous")
     try:
         tags = backend.describe(rpath).tags
@@ -686,7 +694,8 @@ def previous_value(backend: Any, path: str, now: datetime | None = None) -> str 
         value: str = backend.get(rpath)[0]
     except NotFound:
         return None
-    return value
+    was = tags.get("rotation.version", "")
+    return value, int(was) if was.isdigit() else None
 
 
 def _expired(tags: dict[str, str], now: datetime | None) -> bool:

@@ -154,7 +154,8 @@ class RandomRotator(_NoTarget):
         n, alphabet = self._params(ctx)
         if len(new) != n or any(c not in alphabet for c in new):
             raise RotationError(f"generated value for {ctx.name} does not match its policy")
-        if ctx.current is not None and hmac.compare_digest(new, ctx.current):
+        # As bytes: compare_digest refuses str with non-ASCII characters.
+        if ctx.current is not None and hmac.compare_digest(new.encode(), ctx.current.encode()):
             raise RotationError(f"new value for {ctx.name} equals the current one")
 
 
@@ -192,7 +193,7 @@ def verify_signature(body: bytes, header: str, secret: str, *, tolerance: float 
         return False
     if abs((now if now is not None else time.time()) - ts) > tolerance:
         return False
-    return hmac.compare_digest(sign(body, secret, ts), header)
+    return hmac.compare_digest(sign(body, secret, ts).encode(), header.encode())
 
 
 class WebhookRotator:

@@ -313,7 +313,10 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     async def keysafe_error(request: Request, exc: KeysafeError) -> Response:
         status, body = problems.from_exception(exc, request_id(request))
         if status >= 500:
-            log.error("request %s failed: %s", request_id(request), type(exc).__name__)
+            # The client is told only the request id; the operator reads why here
+            # (keysafe's messages name paths and causes, never values).
+            log.error("request %s failed: %s: %s", request_id(request), type(exc).__name__,
+                      exc.message)
         return _problem_response(status, body, problems.retry_headers(exc) or None)
 
     @app.exception_handler(AuthFailed)

@@ -46,12 +46,13 @@ class FastPath:
             if path.startswith("/api/secrets/") and method in ("GET", "PUT"):
                 parts = path[13:].split("/")
                 n = len(parts)
-                # A value read that may name a version (or spells a key with %-escapes,
-                # or is long enough to hold an over-long field) is FastAPI's, which
-                # parses and validates it.
+                # A value read that may name a version or a stage (or spells a key
+                # with %-escapes, or is long enough to hold an over-long field) is
+                # FastAPI's, which parses and validates it.
                 qs = scope.get("query_string", b"")
                 if method == "GET" and ((n == 3 and parts[2] == "value"
                                          and b"version" not in qs and b"%" not in qs
+                                         and b"stage" not in qs
                                          and len(qs) <= MAX_FIELD)
                                         or n == 2):
                     scope["keysafe.route"] = _ROUTES[n]

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from time import time
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -51,6 +51,8 @@ DomainQ = Annotated[str | None, Query(max_length=128, description="domain; defau
 MAX_FIELD = 256
 FieldQ = Annotated[str | None, Query(max_length=MAX_FIELD, description=(
     "one field of JSON credentials: only it is returned (empty: the whole value)"))]
+StageQ = Annotated[Literal["current", "previous"] | None, Query(description=(
+    "`previous`: the value a rotation replaced, while its grace period lasts"))]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -414,29 +416,41 @@ async def secret_value(org_id: str, secret_name: str, ctx: CtxDep, response: Res
                                "read this version (0: the current one, read from the "
                                "store) and say which in `version`"))] = None,
                        field: FieldQ = None,
+                       stage: StageQ = None,
                        ) -> SecretValue:
     """The one path that returns a value: service identities only, audited on its own,
     never cached by clients. With `field`, only that field of JSON credentials is
     returned (an empty `field` is the whole value, as the External Secrets Operator's
-    webhook provider sends for a `remoteRef` without `property`)."""
+    webhook provider sends for a `remoteRef` without `property`). `stage=previous` is
+    the value a rotation replaced, while its grace period lasts (404 otherwise)."""
     response.headers.update(NO_STORE)
-    return await value_core(ctx, org_id, secret_name, domain_id, version, field or None)
+    return await value_core(ctx, org_id, secret_name, domain_id, version, field or None,
+                            stage == "previous")
 
 
 async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | None,
-                     version: int | None = None, field: str | None = None) -> SecretValue:
+                     version: int | None = None, field: str | None = None,
+                     previous: bool = False) -> SecretValue:
     ctx.require("read", org_id, secret_name, domain_id)
     if field is not None and len(field) > MAX_FIELD:
         raise InvalidValue(f"field names are at most {MAX_FIELD} characters")
+    if previous and version is not None:
+        raise InvalidValue("stage=previous and version each choose the value read; give "
+                           "one of them")
     mgr = ctx.mgr
     # The path as plain strings (what the manager's read remembers too), not a SecretRef:
     # at a million names every read resolves a new one, and strings are not GC-tracked.
     path = mgr._where(secret_name, org_id, domain_id, None)[0]
+    detail = {**({"field": field} if field is not None else {}),
+              **({"stage": "previous"} if previous else {})} or None
     got: int | None = None
     try:
-        if version is not None:
-            # A chosen version, or the current one with its number: from the store.
-            def read() -> tuple[str, int]:
+        if version is not None or previous:
+            # A chosen version, the current one with its number, or the previous one:
+            # from the store.
+            def read() -> tuple[str, int | None]:
+                if previous:
+                    return mgr.get_previous(secret_name, org_id, domain=domain_id)
                 return mgr.read(secret_name, org_id, domain=domain_id,
                                 version=version or None)
 
@@ -451,22 +465,18 @@ async def value_core(ctx: Ctx, org_id: str, secret_name: str, domain_id: str | N
             value = mgr.get(secret_name, org_id, domain=domain_id)
     except NotFound:
         await ctx.audit_durable("read_value", path, "not_found", org=org_id,
-                                version=version or None,
-                                detail=None if field is None else {"field": field})
+                                version=version or None, detail=detail)
         raise
-    if field is None:
-        await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got)
-        return SecretValue(secret_name=secret_name, organization_id=org_id,
-                           domain_id=domain_id or mgr.default_domain, value=value,
-                           version=got)
-    try:
-        value, encoded = field_value(value, secret_name, field)
-    except KeysafeError as exc:
-        await ctx.audit_durable("read_value", path, exc.code, org=org_id, version=got,
-                                detail={"field": field})
-        raise
+    encoded: bool | None = None
+    if field is not None:
+        try:
+            value, encoded = field_value(value, secret_name, field)
+        except KeysafeError as exc:
+            await ctx.audit_durable("read_value", path, exc.code, org=org_id, version=got,
+                                    detail=detail)
+            raise
     await ctx.audit_durable("read_value", path, "ok", org=org_id, version=got,
-                            detail={"field": field})
+                            detail=detail)
     return SecretValue(secret_name=secret_name, organization_id=org_id,
                        domain_id=domain_id or mgr.default_domain, value=value, version=got,
                        field=field, field_json=encoded)

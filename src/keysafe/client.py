@@ -449,6 +449,25 @@ class KeysafeClient:
                                          body=self._with_domain(body, domain))
         return data
 
+    def generate(self, name: str, org: str, *, domain: str | None = None,
+                 length: int | None = None, alphabet: str | None = None,
+                 expected_version: int | None = None, description: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> int:
+        """A random value made and stored by the server (``POST …/generate``), never sent
+        back; returns the new version. ``length``/``alphabet``: default, what a
+        rotation of the secret would make."""
+        return int(self._generate(name, org, domain=domain, length=length,
+                                  alphabet=alphabet, expected_version=expected_version,
+                                  description=description, tags=tags)["version"])
+
+    def _generate(self, name: str, org: str, *, domain: str | None, **fields: Any
+                  ) -> dict[str, Any]:
+        body = {k: dict(v) if k == "tags" else v for k, v in fields.items()
+                if v is not None}
+        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/generate"),
+                                         body=self._with_domain(body, domain))
+        return data
+
     def put_json(self, name: str, data: Mapping[str, Any], org: str, *,
                  domain: str | None = None, expected_version: int | None = None) -> int:
         return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,

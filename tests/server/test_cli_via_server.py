@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from keysafe import KeysafeClient
+
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
 
 KEYSAFE = str(Path(sys.executable).parent / "keysafe")
@@ -339,3 +341,24 @@ def test_run_uses_the_servers_default_domain(tmp_path_factory: pytest.TempPathFa
         p = ks(srv, home, token, "run", "--org", ORG, "--env", "production", "--",
                sys.executable, "-c", "pass")
         assert p.returncode == 8
+
+
+def test_put_generate_through_the_server(server: tuple[RealServer, dict],
+                                         tmp_path: Path) -> None:
+    """The server makes the value (``POST …/generate``): it never crosses the network to
+    the writer, who could not read it back anyway."""
+    srv, t = server
+    home = tmp_path / "home"
+    out = json.loads(ok(ks(srv, home, t["ops"], "put", "session_secret", "--org", ORG,
+                           "--generate", "--length", "40", "--alphabet", "alnum",
+                           "--json")))
+    assert (out["version"], out["generated"]) == (1, True)
+    value = ok(ks(srv, home, t["app"], "get", "session_secret", "--org", ORG))
+    assert len(value) == 40
+    assert value.isalnum()
+    p = ks(srv, home, t["ops"], "put", "openai_api_key", "--org", ORG, "--generate")
+    assert p.returncode == 2
+    assert b"issued by openai" in p.stderr
+    with KeysafeClient(srv.url, t["ops"]) as c:
+        assert c.generate("session_secret", ORG, expected_version=1) == 2
+    assert ok(ks(srv, home, t["app"], "get", "session_secret", "--org", ORG)) != value

@@ -199,11 +199,23 @@ def put(
              "warning (docs/key-checks.md).")] = False,
     keep_newline: Annotated[bool, typer.Option(
         "--keep-newline", help="Keep a trailing newline read from stdin.")] = False,
+    generate: Annotated[bool, typer.Option(
+        "--generate", help="Store a random value nobody sees (a JWT, session or "
+                           "encryption secret, a password): not read, not printed.")] = False,
+    length: Annotated[int | None, typer.Option(
+        "--length", min=32, max=4096, metavar="N",
+        help="With --generate: characters (default: the secret's rotator.length "
+             "option, else 64).", show_default=False)] = None,
+    alphabet: Annotated[str | None, typer.Option(
+        "--alphabet", metavar="A", help="With --generate: urlsafe, alnum, hex or "
+        "printable (default: the secret's rotator.alphabet option, else urlsafe).",
+        show_default=False)] = None,
     as_json: Json = False,
     *,
     ctx: typer.Context,
 ) -> None:
-    """Store a new version of a secret, read from stdin or a no-echo prompt."""
+    """Store a new version of a secret, read from stdin or a no-echo prompt (or made up
+    with --generate)."""
     if ctx.args:
         # `keysafe put NAME s3cret`: refuse without echoing it (usage errors quote argv).
         raise typer.BadParameter(
@@ -211,6 +223,21 @@ def put(
             "or use --value; nothing was stored", param_hint="'VALUE'")
     tags = parse_tags(tag)
     _check_type(secret_type)
+    if not generate and (length is not None or alphabet is not None):
+        raise typer.BadParameter("--length and --alphabet go with --generate",
+                                 param_hint="'--generate'")
+    if generate:
+        given = [flag for flag, on in (("--value", value is not None),
+                                       ("--credentials", credentials),
+                                       ("--check-key", check_key),
+                                       ("--keep-newline", keep_newline)) if on]
+        if given:
+            raise typer.BadParameter(f"--generate makes the value: not with {given[0]}; "
+                                     "nothing was stored", param_hint="'--generate'")
+        _put_generated(name, org, domain, env, as_json, length=length, alphabet=alphabet,
+                       expected_version=expected_version, description=description,
+                       secret_type=secret_type, tags=tags)
+        return
     if merge and not credentials:
         raise typer.BadParameter("--merge needs --credentials", param_hint="'--merge'")
     if check_key and merge:
@@ -263,6 +290,18 @@ def put(
         say(f"stored {path} version {info.version}")
         if check is not None:
             (say if check.outcome == "valid" else warn)(check.detail)
+
+
+def _put_generated(name: str, org: str | None, domain: str | None, env: str | None,
+                   as_json: bool, **kw: Any) -> None:
+    with open_secrets(env) as mgr:
+        path = mgr.path(name, org, domain=domain)
+        info = mgr.put_generated(name, org, domain=domain, **kw)
+    if as_json:
+        emit_json({"path": path, "version": info.version, "generated": True,
+                   "created_at": info.created_at.isoformat(), "created_by": info.created_by})
+    else:
+        say(f"stored {path} version {info.version}: a generated value, shown to nobody")
 
 
 # -- get ----------------------------------------------------------------------------

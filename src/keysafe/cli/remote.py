@@ -240,6 +240,14 @@ class RemoteManager:
                                 secret_type=secret_type, tags=tags,
                                 check_format=check_format)[0]
 
+    def put_generated(self, name: str, org: str | None = None, *,
+                      length: int | None = None, alphabet: str | None = None,
+                      domain: str | None = None, **kw: Any) -> VersionInfo:
+        """As the manager's: the server makes the value and keeps it."""
+        r = self.ref(name, org, domain)
+        return _version(self.client._generate(r.name, r.org, domain=r.domain, length=length,
+                                              alphabet=alphabet, **kw))
+
     def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
                  domain: str | None = None, expected_version: int | None = None,
                  description: str | None = None, secret_type: str | None = None,

@@ -655,6 +655,44 @@ class SecretManager:
             self.record("list", prefix, "ok", org=org, detail={"count": len(out)})
         return out
 
+    def put_generated(self, name: str, org: str | None = None, *,
+                      length: int | None = None, alphabet: str | None = None,
+                      domain: str | None = None, env: str | None = None,
+                      **kw: Any) -> VersionInfo:
+        """Store a random value (``keysafe.rotation.rotators.random_value``) that nobody
+        sees: a JWT, session or encryption secret's first value, or a password keysafe
+        hands to both sides. It is never returned; read it as any other. ``length`` and
+        ``alphabet`` default to what a rotation of the secret would make (its
+        ``rotator.length`` / ``rotator.alphabet`` options, else 64 and urlsafe).
+        Refused (InvalidValue) for a catalog secret a provider issues: a made-up key
+        would not work there. ``kw``: as ``put``."""
+        from keysafe.rotation.rotators import random_value
+
+        ref, path = self.resolve(name, org, domain, env)
+        entry = self.catalog.get(ref.name)
+        try:
+            if entry is not None and entry.provider is not None:
+                raise InvalidValue(f"{ref.name} is issued by {entry.provider}: a value "
+                                   "keysafe made up would not work there; store the one "
+                                   f"{entry.provider} gave you")
+            if length is None or alphabet is None:
+                try:
+                    tags = self.backend.describe(path).tags
+                except NotFound:
+                    tags = {}
+                alphabet = alphabet or tags.get("rotator.alphabet", "urlsafe")
+                if length is None:
+                    raw = tags.get("rotator.length", "64")
+                    if not raw.isdigit():
+                        raise InvalidValue(f"the rotator.length option of {ref.name} is "
+                                           f"not a number: {raw[:20]!r}")
+                    length = int(raw)
+            value = random_value(length, alphabet)
+        except KeysafeError as exc:
+            self._fail("write", ref, path, exc)
+            raise
+        return self.put(name, value, org, domain=domain, env=env, **kw)
+
     def put(self, name: str, value: str, org: str | None = None, *,
             domain: str | None = None, env: str | None = None,
             expected_version: int | None = None, description: str | None = None,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from keysafe.errors import ConfigError, RotationError
+from keysafe.errors import ConfigError, InvalidValue, RotationError
 from keysafe.errors import ManualRotation as ManualRotation  # defined with the errors
 
 
@@ -114,12 +114,27 @@ def options_context(name: str, options: Mapping[str, str]) -> RotationContext:
     return RotationContext(path="", name=name, org="", domain="", options=options)
 
 
-_ALPHABETS = {
+ALPHABETS = {
     "urlsafe": string.ascii_letters + string.digits + "-_",
     "alnum": string.ascii_letters + string.digits,
     "hex": "0123456789abcdef",
     "printable": string.ascii_letters + string.digits + "!#%&()*+,-./:;<=>?@[]^_{|}~",
 }
+#: Characters a generated value may have: at least 32 (192 bits or more from urlsafe).
+MIN_LENGTH, MAX_LENGTH = 32, 4096
+
+
+def random_value(length: int = 64, alphabet: str = "urlsafe") -> str:
+    """``length`` characters drawn from ``alphabet`` (one of ALPHABETS) by the ``secrets``
+    module: what the random rotator makes, for a first value no person has to see.
+    InvalidValue naming the bad length or alphabet."""
+    if alphabet not in ALPHABETS:
+        raise InvalidValue(f"alphabet {alphabet!r} is not one of {', '.join(ALPHABETS)}")
+    if not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise InvalidValue(f"length {length} is out of range: a generated value has "
+                           f"{MIN_LENGTH} to {MAX_LENGTH} characters")
+    chars = ALPHABETS[alphabet]
+    return "".join(secrets.choice(chars) for _ in range(length))
 
 
 class RandomRotator(_NoTarget):
@@ -139,20 +154,20 @@ class RandomRotator(_NoTarget):
         except ValueError:
             raise ConfigError(f"rotator.length for {ctx.name} must be a number") from None
         alpha = ctx.options.get("alphabet", "urlsafe")
-        if alpha not in _ALPHABETS:
+        if alpha not in ALPHABETS:
             raise ConfigError(f"rotator.alphabet for {ctx.name} must be one of "
-                              f"{', '.join(_ALPHABETS)}")
-        if n < 32 or n > 4096:
-            raise ConfigError(f"rotator.length for {ctx.name} must be 32 to 4096")
-        return n, _ALPHABETS[alpha]
+                              f"{', '.join(ALPHABETS)}")
+        if not MIN_LENGTH <= n <= MAX_LENGTH:
+            raise ConfigError(f"rotator.length for {ctx.name} must be {MIN_LENGTH} to "
+                              f"{MAX_LENGTH}")
+        return n, alpha
 
     def generate(self, ctx: RotationContext) -> str:
-        n, alphabet = self._params(ctx)
-        return "".join(secrets.choice(alphabet) for _ in range(n))
+        return random_value(*self._params(ctx))
 
     def test(self, ctx: RotationContext, new: str) -> None:
-        n, alphabet = self._params(ctx)
-        if len(new) != n or any(c not in alphabet for c in new):
+        n, alpha = self._params(ctx)
+        if len(new) != n or any(c not in ALPHABETS[alpha] for c in new):
             raise RotationError(f"generated value for {ctx.name} does not match its policy")
         # As bytes: compare_digest refuses str with non-ASCII characters.
         if ctx.current is not None and hmac.compare_digest(new.encode(), ctx.current.encode()):

@@ -37,6 +37,30 @@ class SecretWrite(BaseModel):
         return _check_tags(tags)
 
 
+class SecretGenerate(BaseModel):
+    """A random value made by the server and stored: nobody sees it, the caller
+    included (read it as a service identity, as any other)."""
+
+    model_config = ConfigDict(extra="forbid")
+    domain_id: str | None = Field(default=None, max_length=128)
+    length: int | None = Field(default=None, ge=32, le=4096, description=(
+        "characters (default: the secret's rotator.length option, else 64)"))
+    alphabet: str | None = Field(default=None, max_length=32, description=(
+        "urlsafe, alnum, hex or printable (default: the secret's rotator.alphabet "
+        "option, else urlsafe)"))
+    description: str | None = Field(default=None, max_length=1000)
+    expected_version: int | None = Field(default=None, ge=0,
+                                         description="check-and-set: 0 = must not exist")
+    secret_type: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = None
+    rotation_days: int | None = Field(default=None, ge=0, le=3650)
+
+    @field_validator("tags")
+    @classmethod
+    def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_tags(tags)
+
+
 _Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)
 
 

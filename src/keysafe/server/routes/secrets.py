@@ -35,6 +35,7 @@ from keysafe.server.schemas import (
     OrgRemoved,
     Rollback,
     RotationOut,
+    SecretGenerate,
     SecretList,
     SecretStatus,
     SecretValue,
@@ -190,24 +191,48 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
                                  body.domain_id, refuse=True, check_format=body.check_format)
 
     def put() -> VersionInfo:
-        tags = body.tags
-        if tags is not None:
-            # Tags sent replace the secret's tags, except the rotation settings, which
-            # the API can neither set nor clear (keysafe rotate configure does).
-            try:
-                old = ctx.mgr.backend.describe(path, include_deleted=True).tags
-            except NotFound:
-                old = {}
-            tags = {**tags, **{k: v for k, v in old.items() if is_rotation_tag(k)}}
         return ctx.mgr.put(
             secret_name, body.secret_value, org_id, domain=body.domain_id,
             expected_version=body.expected_version, description=body.description,
-            secret_type=body.secret_type, tags=tags, rotation_days=body.rotation_days,
-            check_format=body.check_format)
+            secret_type=body.secret_type, tags=_sent_tags(ctx, path, body.tags),
+            rotation_days=body.rotation_days, check_format=body.check_format)
 
     info = await ctx.write(put, path)
     return written(ref, info, f"Secret '{secret_name}' has been updated successfully",
                    key_check=check)
+
+
+def _sent_tags(ctx: Ctx, path: str, tags: dict[str, str] | None) -> dict[str, str] | None:
+    """Tags sent replace the secret's tags, except the rotation settings, which the API
+    can neither set nor clear (keysafe rotate configure does)."""
+    if tags is None:
+        return None
+    try:
+        old = ctx.mgr.backend.describe(path, include_deleted=True).tags
+    except NotFound:
+        old = {}
+    return {**tags, **{k: v for k, v in old.items() if is_rotation_tag(k)}}
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/generate", response_model=WriteResult)
+async def secret_generate(org_id: str, secret_name: str, body: SecretGenerate,
+                          ctx: CtxDep) -> WriteResult:
+    """Store a random value the server makes (a JWT, session or encryption secret's
+    first value, a password): it is never returned, so nobody has seen it. Its length
+    and alphabet default to what a rotation of the secret would make. 422 for a
+    catalog secret a provider issues (a made-up key would not work there)."""
+    ctx.require("write", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+
+    def put() -> VersionInfo:
+        return ctx.mgr.put_generated(
+            secret_name, org_id, length=body.length, alphabet=body.alphabet,
+            domain=body.domain_id, expected_version=body.expected_version,
+            description=body.description, secret_type=body.secret_type,
+            tags=_sent_tags(ctx, path, body.tags), rotation_days=body.rotation_days)
+
+    info = await ctx.write(put, path)
+    return written(ref, info, f"Secret '{secret_name}' has been generated and stored")
 
 
 def written(ref: SecretRef, info: VersionInfo, message: str,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from keysafe.errors import (
     BackendUnavailable,
@@ -30,7 +30,7 @@ from keysafe.errors import (
     ValueTooLarge,
 )
 from keysafe.fsutil import file_stamp
-from keysafe.hosts import cleartext_to_another_machine
+from keysafe.hosts import cleartext_to_another_machine, shown_url
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection
@@ -112,6 +112,15 @@ def error_for(code: str | None, status: int) -> type[KeysafeError]:
 IDLE_RECONNECT = 2.0
 
 
+def _check_token(token: str, where: str = "the token") -> str:
+    """``token``, or ConfigError if it cannot go in a header (a line break, a space or
+    another control character inside it: a file or variable holding more than one)."""
+    if not token.isprintable() or " " in token:
+        raise ConfigError(f"{where} holds a space, line break or control character: a "
+                          "token is one word (the request was not sent)")
+    return token
+
+
 class HttpTransport:
     """One kept-alive connection to a keysafe server, with a bearer token. A GET that
     finds the connection closed by the server is sent once more; a write is never sent
@@ -120,11 +129,13 @@ class HttpTransport:
 
     def __init__(self, url: str, token: str | TokenFile | None, *, timeout: float = 30.0,
                  what: str = "keysafe server URL", user_agent: str = USER_AGENT) -> None:
-        parts = urlsplit(url)
-        # What is shown of the URL (errors, reprs): no user info, query or fragment, which
-        # are not used and may hold a credential.
-        netloc = parts.netloc.rpartition("@")[2]
-        shown = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        shown = shown_url(url)  # for errors and reprs: no user info, query or fragment
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # a port out of range, an unclosed [IPv6 address
+            raise InvalidValue(f"{what} {shown!r} is not a valid URL (its host or port "
+                               "cannot be read)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidValue(f"{what} {shown!r} is not an http:// or https:// URL")
         if cleartext_to_another_machine(parts.scheme, parts.hostname):
@@ -136,10 +147,12 @@ class HttpTransport:
         if not token:
             raise ConfigError("no token for the keysafe server (KEYSAFE_TOKEN, or a file "
                               "holding one in KEYSAFE_TOKEN_FILE)")
+        if isinstance(token, str):
+            _check_token(token)
         self.url = shown
         self._scheme = parts.scheme
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = port
         self._base = parts.path.rstrip("/")
         self._token = token
         self._timeout = timeout
@@ -164,7 +177,8 @@ class HttpTransport:
         """The answer's JSON (None for an empty one), or the KeysafeError it stands for."""
         q = {k: v for k, v in (query or {}).items() if v is not None}
         target = self._base + path + (f"?{urlencode(q)}" if q else "")
-        token = self._token if isinstance(self._token, str) else self._token.value()
+        token = (self._token if isinstance(self._token, str)
+                 else _check_token(self._token.value(), self._token.what))
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                    "User-Agent": self._agent}
         payload = None

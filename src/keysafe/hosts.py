@@ -33,3 +33,19 @@ def cleartext_to_another_machine(scheme: str, host: str | None) -> bool:
     the clients, the KMS and the trusts' key fetches."""
     return (scheme != "https" and not is_loopback_host(host or "")
             and not plain_http_allowed())
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages and reprs show it: without user info, query or fragment, which
+    are not needed to say where and may hold a credential, however it is (mis)spelt."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    rough = url.split("?", 1)[0].split("#", 1)[0]
+    try:
+        parts = urlsplit(rough)
+    except ValueError:  # an unclosed [IPv6 address: what follows the user info
+        return rough.rpartition("@")[2]
+    if not parts.scheme or not parts.netloc:
+        return rough.rpartition("@")[2]
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2],
+                       parts.path.rstrip("/"), "", ""))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keysafe.errors import ConfigError
+from keysafe.errors import ConfigError, InvalidValue
 from keysafe.naming import NamingTemplate, validate_segment
 
 if TYPE_CHECKING:
@@ -182,6 +182,10 @@ def vault(prefix: str, *, read_only: bool = False, mount: str = "secret") -> Pol
     ``mount`` (a leading '/' of the keysafe path is not part of the Vault path)."""
     kv = prefix.lstrip("/")
     mount = mount.strip("/")
+    if not mount or not mount.isprintable() or any(c in mount for c in '"*+#{}'):
+        # The mount goes into HCL: a quote or a newline could add a rule of its own.
+        raise InvalidValue(f"Vault mount {json.dumps(mount)[:80]} is not a mount path: "
+                          "printable characters without quotes, globs or braces")
     if read_only:
         stanzas = [("data", ["read"]), ("metadata", ["read", "list"])]
     else:
@@ -189,8 +193,9 @@ def vault(prefix: str, *, read_only: bool = False, mount: str = "secret") -> Pol
                    ("metadata", ["create", "read", "update", "patch", "delete", "list"]),
                    ("delete", ["update"]), ("undelete", ["update"]), ("destroy", ["update"])]
     what = "read" if read_only else "manage"
-    lines = [f"# keysafe: {what} secrets under {prefix or '(everything)'} in the KV v2 "
-             f'mount "{mount}"']
+    # JSON-quoted: a comment line holds no newline however the names are spelt.
+    lines = [f"# keysafe: {what} secrets under {json.dumps(prefix or '(everything)')} in "
+             f"the KV v2 mount {json.dumps(mount)}"]
     for sub, caps in stanzas:
         lines.append(_hcl_path(f"{mount}/{sub}/{kv}*", caps))
     folder = kv[: kv.rfind("/") + 1]

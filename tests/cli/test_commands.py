@@ -215,11 +215,24 @@ def test_versions_destroy_rollback(kc, put):
 
 def test_destroy_asks_first(cli, put):
     put("k", "v")
+    put("k", "w")
     no = cli("destroy", "k", "--org", "acme", "--versions", "1", input="n\n")
     assert no.exit_code == exitcodes.UNEXPECTED
-    assert cli("get", "k", "--org", "acme").stdout == "v"
+    assert cli("get", "k", "--org", "acme", "--version", "1").stdout == "v"
     yes = cli("destroy", "k", "--org", "acme", "--versions", "1", input="y\n")
     assert yes.exit_code == 0, yes.stderr
+
+
+def test_destroy_keeps_the_current_version(kc, put):
+    """As the server does (409): a destroyed current version would leave a secret that
+    exists and reads as not found. Nothing is destroyed (exit 5)."""
+    put("k", "one")
+    put("k", "two")
+    r = kc("destroy", "k", "--org", "acme", "--versions", "1,2", "--yes")
+    assert r.code == exitcodes.CONFLICT
+    assert "version 2 of k is the current one" in r.err
+    assert kc("get", "k", "--org", "acme", "--version", "1").out == "one"
+    assert kc("get", "k", "--org", "acme").out == "two"
 
 
 def test_in_process_commands_human_and_json(cli):

@@ -99,3 +99,27 @@ def test_value_as_an_argument_is_refused_without_echo(ks):
     assert "put takes no value argument" in r.err
     assert "oops-a-secret" not in r.err + r.out
     assert ks("get", "k", "--org", "acme").code == 3
+
+
+def test_credentials_nested_too_deeply_are_refused(ks):
+    """Under the size limit but deeper than Python's JSON parser goes: a named error
+    (exit 2), not a RecursionError; and a stored value like it reads the same way."""
+    deep = '{"a":' * 5000 + "1" + "}" * 5000
+    r = ks("put", "deep", "--org", "acme", "--credentials", input=deep)
+    assert r.code == 2
+    assert "nested too deeply" in r.err
+    assert ks("ls", "--org", "acme", "--json").json() == []
+    assert ks("put", "deep", "--org", "acme", input=deep).code == 0
+    r = ks("get", "deep", "--org", "acme", "--field", "a")
+    assert r.code == 2
+    assert "nested too deeply" in r.err
+
+
+@pytest.mark.parametrize("extra", [["--value", "x"], ["--generate"]])
+def test_a_bad_name_on_a_fresh_home_creates_nothing(ks, home, extra):
+    """Refused before the store is opened: no master key, no database (bad input
+    changes nothing)."""
+    r = ks("put", "b@d", "--org", "acme", *extra)
+    assert r.code == 2
+    assert "contains '@'" in r.err
+    assert not home.exists()

@@ -14,6 +14,7 @@ import pytest
 
 from keysafe import (
     BackendUnavailable,
+    ConfigError,
     Conflict,
     InvalidName,
     InvalidValue,
@@ -21,6 +22,7 @@ from keysafe import (
     NotFound,
     PermissionDenied,
 )
+from keysafe.client import TokenFile
 from keysafe.errors import ManualRotation
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
@@ -265,3 +267,30 @@ def test_verification_values_through_the_server(server: tuple[RealServer, dict])
         assert new != old
         assert app.get_previous("jwt_secret", ORG, domain=DOM) == (old, 1)
         assert app.verification_values("jwt_secret", ORG, domain=DOM) == [new, old]
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("admin:S3cretPw@keysafe.internal", "'keysafe.internal' is not an http"),
+    ("http://admin:S3cretPw@127.0.0.1:99999", "its host or port cannot be read"),
+    ("http://admin:S3cretPw@[::1", "its host or port cannot be read"),
+    ("ftp://admin:S3cretPw@host/?token=S3cretPw", "'ftp://host' is not an http"),
+])
+def test_a_bad_url_is_named_without_its_credentials(url: str, words: str) -> None:
+    """Refused before any connection (exit 2 from the CLI), and whatever the spelling, the
+    user info and query are never shown (a reviewer found them echoed)."""
+    with pytest.raises(InvalidValue, match=words) as e:
+        KeysafeClient(url, "ks_x_y")
+    assert "S3cretPw" not in str(e.value)
+
+
+def test_a_token_that_cannot_go_in_a_header_is_a_bad_setting(tmp_path: Path) -> None:
+    """A line break inside a token (two tokens in a variable or file) is a setting to
+    fix (ConfigError, exit 8), not a server that failed (exit 7): nothing is sent."""
+    for token in ("ab\ncd", "ab cd", "ab\x00cd"):
+        with pytest.raises(ConfigError, match="one word"):
+            KeysafeClient("http://127.0.0.1:9", token)
+    f = tmp_path / "token"
+    f.write_text("first\nsecond\n")
+    with KeysafeClient("http://127.0.0.1:9", TokenFile(f, "KEYSAFE_TOKEN_FILE")) as c, \
+            pytest.raises(ConfigError, match="KEYSAFE_TOKEN_FILE holds a space, line break"):
+        c.get("x", ORG)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from keysafe import ConfigError, InvalidName, load_settings
+from keysafe import ConfigError, InvalidName, InvalidValue, load_settings
 from keysafe.backends._names import AZURE, GCP
 from keysafe.naming import NamingTemplate, SecretRef
 from keysafe.policy import (
@@ -208,6 +208,22 @@ def test_vault_read_only_and_spec_000_prefix_and_mount():
                      "kv/metadata/ragstar/local/org-*": {"read", "list"},
                      "kv/metadata/ragstar/local/": {"list"}}
     assert all(caps <= {"read", "list"} for caps in paths.values())
+
+
+@pytest.mark.parametrize("mount", ['kv"\npath "*" { capabilities = ["sudo"] }\n#',
+                                   "kv\nx", 'k"v', "kv/*", "", "/"])
+def test_a_mount_that_could_add_a_rule_is_refused(mount: str) -> None:
+    """The mount goes into HCL: a quote or newline in it could add a stanza of its own
+    (a reviewer found the header comment unescaped)."""
+    with pytest.raises(InvalidValue, match="is not a mount path"):
+        vault("keysafe/local/acme/", mount=mount)
+
+
+def test_the_header_comment_is_one_line() -> None:
+    text = vault("keysafe/local/acme/", mount="team kv").text()
+    assert text.splitlines()[0] == ('# keysafe: manage secrets under "keysafe/local/acme/" '
+                                    'in the KV v2 mount "team kv"')
+    assert set(hcl_paths(text)) >= {"team kv/data/keysafe/local/acme/*"}
 
 
 # -- GCP --------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def require_current(conn: Any, *, auto_upgrade: bool) -> None:
 def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
     """Connect to ``url`` and report (or bring up to date) the schema version."""
     from keysafe.backends._sdk import require_sdk
-    from keysafe.backends.postgres import first_line, redact_url
+    from keysafe.backends.postgres import first_line, hide_password, redact_url
     from keysafe.errors import BackendUnavailable
 
     psycopg = require_sdk("psycopg", "postgres")
@@ -136,7 +136,7 @@ def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
             server = conn.info.server_version
     except psycopg.Error as exc:
         raise BackendUnavailable(f"cannot reach PostgreSQL at {redact_url(url)}: "
-                                 f"{first_line(exc)}") from exc
+                                 f"{hide_password(first_line(exc), url)}") from exc
     return {"database": redact_url(url), "server_version": server, "before": before,
             "schema_version": after, "latest": LATEST,
             "applied": [v for v, _, _ in MIGRATIONS if before < v <= after]}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import json
 import select
 import threading
@@ -135,6 +136,40 @@ def redact_url(url: str) -> str:
     return out
 
 
+def hide_password(text: str, url: str) -> str:
+    """``text`` (a driver's message) without the URL's password, as Python and as libpq
+    read it, raw and percent-decoded: libpq quotes a token it cannot decode."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    try:
+        raw = urlsplit(url).password or ""
+    except ValueError:
+        raw = ""
+    secrets = {raw, unquote(raw)}
+    with contextlib.suppress(Exception):  # unparseable: the readings above stand
+        from psycopg.conninfo import conninfo_to_dict
+
+        secrets.add(str(conninfo_to_dict(url).get("password") or ""))
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
+def check_userinfo(url: str, error: type[KeysafeError] = ConfigError) -> None:
+    """``error`` for a URL whose user info holds an '@' that is not percent-encoded:
+    libpq and Python split it differently, so part of the password would be taken for
+    the host and shown in libpq's messages."""
+    from urllib.parse import urlsplit
+
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return  # libpq's own parse reports it
+    if netloc.count("@") > 1:
+        raise error("the database URL has an '@' in its user info that is not "
+                    "percent-encoded (write it as %40); the URL is not shown")
+
+
 #: Taken with BEGIN in one round trip (the simple query protocol runs both; the result
 #: is the SELECT's): the write lock, and the active key id as of the lock.
 _LOCK_AND_KEY = (b"SELECT pg_advisory_xact_lock(%d), "
@@ -154,6 +189,7 @@ class PostgresBackend(SQLStore):
         psycopg = _psycopg()
         pool_mod = require_sdk("psycopg_pool", "postgres")
         self._psycopg = psycopg
+        check_userinfo(url)
         self._url = url
         self.where = redact_url(url)
         self.envelope = Envelope(keyring)
@@ -198,7 +234,7 @@ class PostgresBackend(SQLStore):
         except (psycopg.Error, pool_mod.PoolTimeout) as exc:
             self._pool.close()
             raise BackendUnavailable(f"cannot open PostgreSQL store {self.where}: "
-                                     f"{first_line(exc)}") from exc
+                                     f"{hide_password(first_line(exc), url)}") from exc
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresBackend:
@@ -229,7 +265,8 @@ class PostgresBackend(SQLStore):
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise BackendUnavailable(f"PostgreSQL store {self.where}: {first_line(exc)}") from exc
+            raise BackendUnavailable(f"PostgreSQL store {self.where}: "
+                                     f"{hide_password(first_line(exc), self._url)}") from exc
         except Exception as exc:
             if exc.__class__.__name__ == "PoolTimeout":
                 raise BackendUnavailable(f"PostgreSQL store {self.where}: no connection "

@@ -49,6 +49,7 @@ from keysafe.errors import (
     PermissionDenied,
     ValueTooLarge,
 )
+from keysafe.hosts import shown_url
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
 
 if TYPE_CHECKING:
@@ -225,7 +226,8 @@ class VaultBackend(NamesArePaths):
     ) -> None:
         self._hvac = require_sdk("hvac", "vault")
         self._requests = require_sdk("requests", "vault")
-        self.url = url or os.environ.get("VAULT_ADDR") or "http://127.0.0.1:8200"
+        self._addr = url or os.environ.get("VAULT_ADDR") or "http://127.0.0.1:8200"
+        self.url = shown_url(self._addr)  # for messages and manifests: no user info
         self.namespace = namespace or os.environ.get("VAULT_NAMESPACE") or None
         self.mount = mount.strip("/")
         if not self.mount:
@@ -333,7 +335,7 @@ class VaultBackend(NamesArePaths):
         if client is None:
             with self._lock:
                 if self._client_obj is None:
-                    c = self._hvac.Client(url=self.url, token=self._token,
+                    c = self._hvac.Client(url=self._addr, token=self._token,
                                           namespace=self.namespace, timeout=self.timeout,
                                           verify=self.verify)
                     if self.auth_method != "token":

@@ -144,6 +144,9 @@ def _parse_credentials(raw: str, name: str) -> dict[str, Any]:
         # Position only: the decoder's message may quote the text.
         raise InvalidValue(f"credentials for {name} are not valid JSON (line {exc.lineno}, "
                            f"column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidValue(f"credentials for {name} are nested too deeply; nothing was "
+                           "stored") from None
     if not isinstance(data, dict):
         raise InvalidValue(f"credentials for {name} must be a JSON object, "
                            f"not a JSON {type(data).__name__}")
@@ -248,6 +251,7 @@ def put(
                                  "--type or --tag", param_hint="'--merge'")
     from keysafe.cli.remote import RemoteManager
 
+    _check_segments(name, org, domain)
     check = None
     with open_secrets(env) as mgr:
         path = mgr.path(name, org, domain=domain)  # a bad name fails before the prompt
@@ -292,8 +296,22 @@ def put(
             (say if check.outcome == "valid" else warn)(check.detail)
 
 
+def _check_segments(name: str, org: str | None, domain: str | None) -> None:
+    """InvalidName for a bad name, org or domain before the store is opened: on a fresh
+    home, opening it creates the master key, and bad input must change nothing. (A full
+    path is checked against the naming template once the store is open.)"""
+    from keysafe.naming import validate_segment
+
+    if org is not None or "/" not in name:
+        validate_segment("name", name)
+    for kind, seg in (("org", org), ("domain", domain)):
+        if seg is not None:
+            validate_segment(kind, seg)
+
+
 def _put_generated(name: str, org: str | None, domain: str | None, env: str | None,
                    as_json: bool, **kw: Any) -> None:
+    _check_segments(name, org, domain)
     with open_secrets(env) as mgr:
         path = mgr.path(name, org, domain=domain)
         info = mgr.put_generated(name, org, domain=domain, **kw)
@@ -477,7 +495,7 @@ def destroy(
         if not yes:
             typer.confirm(f"Destroy version(s) {shown} of {path}? Their values can never "
                           "be read again.", abort=True, err=True)
-        done = mgr.destroy(name, wanted, org, domain=domain)
+        done = mgr.destroy(name, wanted, org, domain=domain, keep_current=True)
     if as_json:
         emit_json({"path": path, "requested": wanted, "destroyed": sorted(done)})
         return

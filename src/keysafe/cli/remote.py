@@ -284,7 +284,8 @@ class RemoteManager:
         return _meta(self._format(r), st)
 
     def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
-                domain: str | None = None) -> builtins.list[int]:
+                domain: str | None = None, keep_current: bool = True) -> builtins.list[int]:
+        """The server keeps the current version whatever ``keep_current`` says."""
         r = self.ref(name, org, domain)
         return self.client.destroy(r.name, versions, r.org, domain=r.domain)
 

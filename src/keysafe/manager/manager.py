@@ -78,6 +78,8 @@ def json_object(raw: str, name: str) -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError:
         raise InvalidValue(f"{name} does not hold JSON credentials") from None
+    except RecursionError:  # nested deeper than Python's parser goes
+        raise InvalidValue(f"{name} holds JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise InvalidValue(f"{name} holds JSON, but not an object of credentials")
     return data
@@ -782,13 +784,27 @@ class SecretManager:
         return result
 
     def destroy(self, name: str, versions: builtins.list[int], org: str | None = None, *,
-                domain: str | None = None, env: str | None = None) -> builtins.list[int]:
-        """Crypto-shred the given versions; their values can never be read again."""
+                domain: str | None = None, env: str | None = None,
+                keep_current: bool = False) -> builtins.list[int]:
+        """Crypto-shred the given versions; their values can never be read again. As in
+        Vault, the current version may go too: the secret then exists and reads as not
+        found. ``keep_current`` refuses that (Conflict, nothing destroyed), as the server
+        and the CLI do."""
         ref, path = self.resolve(name, org, domain, env)
         b = self._need(Destroyable, "destroy single versions")
-        done: builtins.list[int] = self._write("destroy", ref, path,
-                                      lambda ctx: b.destroy(path, list(versions), ctx=ctx),
-                                      detail={"versions": sorted(versions)})
+
+        def run(ctx: WriteContext) -> builtins.list[int]:
+            if keep_current:
+                current = self.backend.describe(path, include_deleted=True).current_version
+                if current in versions:
+                    raise Conflict(f"version {current} of {ref.name} is the current one: "
+                                   "write a new version or roll back first, then destroy "
+                                   "it", path=path, current_version=current)
+            out: builtins.list[int] = b.destroy(path, list(versions), ctx=ctx)
+            return out
+
+        done: builtins.list[int] = self._write("destroy", ref, path, run,
+                                               detail={"versions": sorted(versions)})
         return done
 
     def versions(self, name: str, org: str | None = None, *, domain: str | None = None,

@@ -15,7 +15,6 @@ row is its integer primary key, else the row's physical locator (PostgreSQL's
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import re
 import sqlite3
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from keysafe.errors import InvalidValue
 
@@ -275,38 +274,22 @@ def open_database(url: str) -> DatabaseScan:
 
 def _open_pg(url: str) -> DatabaseScan:
     from keysafe.backends._sdk import require_sdk
-    from keysafe.backends.postgres import first_line, redact_url
+    from keysafe.backends.postgres import check_userinfo, first_line, hide_password, redact_url
 
     psycopg = require_sdk("psycopg", "postgres")
-    if urlsplit(url).netloc.count("@") > 1:
-        # libpq and Python split such a URL differently: part of the password would be
-        # taken for the host and shown in libpq's error.
-        raise InvalidValue("the database URL has an '@' in its user info that is not "
-                           "percent-encoded (write it as %40); the URL is not shown")
+    check_userinfo(url, InvalidValue)
     shown = redact_url(url)
     try:
         conn = psycopg.connect(url, connect_timeout=10, autocommit=True)
     except psycopg.Error as exc:
         raise InvalidValue(f"cannot connect to {shown}: "
-                           f"{_hide(first_line(exc), url)}") from None
+                           f"{hide_password(first_line(exc), url)}") from None
     # Every transaction of this session read-only (each table is read in its own); a
     # statement or a lock that waits too long is stopped, never left to queue others.
     conn.execute("SET default_transaction_read_only = on")
     conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
     conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
     return DatabaseScan("postgresql", conn, shown)
-
-
-def _hide(text: str, url: str) -> str:
-    """``text`` without the URL's password, as Python and as libpq read it."""
-    secrets = {unquote(urlsplit(url).password or "")}
-    with contextlib.suppress(Exception):  # unparseable: the first reading stands
-        from psycopg.conninfo import conninfo_to_dict
-
-        secrets.add(str(conninfo_to_dict(url).get("password") or ""))
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return text
 
 
 def _open_sqlite(path: Path) -> DatabaseScan:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Depends, Query, Response
 
 from keysafe.catalog import ROTATION_DAYS
-from keysafe.errors import Conflict, InvalidValue, KeysafeError, ManualRotation, NotFound
+from keysafe.errors import InvalidValue, KeysafeError, ManualRotation, NotFound
 from keysafe.models import SecretMetadata, VersionInfo
 from keysafe.naming import SecretRef
 from keysafe.rotation.policy import (
@@ -376,16 +376,9 @@ async def secret_destroy(org_id: str, secret_name: str, body: Destroy,
     ctx.require("destroy", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
 
-    def destroy() -> list[int]:
-        current = ctx.mgr.backend.describe(path, include_deleted=True).current_version
-        if current in body.versions:
-            raise Conflict(f"version {current} of {secret_name} is the current one: write "
-                           "a new version or roll back first, then destroy it",
-                           path=path, current_version=current)
-        return ctx.mgr.destroy(secret_name, sorted(set(body.versions)), org_id,
-                               domain=body.domain_id)
-
-    done = await ctx.write(destroy, path)
+    done = await ctx.write(lambda: ctx.mgr.destroy(
+        secret_name, sorted(set(body.versions)), org_id, domain=body.domain_id,
+        keep_current=True), path)
     return DestroyOut(secret_name=secret_name, organization_id=org_id,
                       domain_id=ref.domain, destroyed=done)
 

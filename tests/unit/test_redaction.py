@@ -1,0 +1,61 @@
+"""Credentials in a configured URL never reach a message or a repr: a server URL with
+user info or a query, Vault's address, a PostgreSQL URL whose password libpq quotes back
+in its own error (a reviewer found each of these echoed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from keysafe.errors import BackendUnavailable, ConfigError
+from keysafe.hosts import shown_url
+
+SECRET = "S3cretPw"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://admin:S3cretPw@keysafe.internal/base/", "https://keysafe.internal/base"),
+    ("http://h:8787/?token=S3cretPw#S3cretPw", "http://h:8787"),
+    ("admin:S3cretPw@keysafe.internal", "keysafe.internal"),
+    ("http://u:S3cretPw@[::1", "[::1"),
+    ("keysafe.internal?S3cretPw", "keysafe.internal"),
+])
+def test_shown_url(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+    assert SECRET not in shown_url(url)
+
+
+def test_vault_address_with_user_info_is_not_shown() -> None:
+    from keysafe.backends.vault import VaultBackend
+
+    b = VaultBackend(url=f"http://admin:{SECRET}@127.0.0.1:1", token="x", retries=0,
+                     timeout=1)
+    assert SECRET not in repr(b)
+    assert b.url == "http://127.0.0.1:1"
+    with pytest.raises(BackendUnavailable) as e:
+        b.list("keysafe/")
+    assert "127.0.0.1:1" in str(e.value)
+    assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://keysafe:pa%ss@127.0.0.1:1/keysafe",  # libpq quotes the bad token back
+    "postgresql://keysafe:pa%zzword@127.0.0.1:1/keysafe",
+])
+def test_postgres_password_libpq_quotes_back_is_hidden(url: str) -> None:
+    from keysafe.backends.postgres import PostgresBackend
+    from keysafe.crypto.keys import KeyRing
+
+    with pytest.raises(BackendUnavailable) as e:
+        PostgresBackend(url, KeyRing.generate(), connect_timeout=1)
+    password = url.split(":")[2].split("@")[0]
+    assert password not in str(e.value)
+    assert "***" in str(e.value)
+
+
+def test_postgres_url_with_a_bare_at_sign_is_refused_unshown() -> None:
+    from keysafe.backends.postgres import PostgresBackend
+    from keysafe.crypto.keys import KeyRing
+
+    with pytest.raises(ConfigError, match="not percent-encoded") as e:
+        PostgresBackend(f"postgresql://keysafe:p@{SECRET}@127.0.0.1:1/k", KeyRing.generate())
+    assert SECRET not in str(e.value)

@@ -125,7 +125,7 @@ def _ring(settings: Settings) -> KeyRing:
 def _key_ids(conn: sqlite3.Connection) -> list[str]:
     from keysafe.backends.sqlite import KEY_IDS_IN_USE
 
-    return sorted(r[0] for r in conn.execute(KEY_IDS_IN_USE))
+    return sorted({str(r[0]) for r in conn.execute(KEY_IDS_IN_USE)})
 
 
 def _counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -426,8 +426,12 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
     Checked first, changing nothing on failure: the manifest, that the backup is of
     this kind of store, that the configured key ring holds every master key id it
     needs (ConfigError naming the missing ones), that no ``keysafe serve`` runs on this
-    home and SQLite does not report a file busy (ConfigError), and each file's SHA-256
-    as it is staged beside its place (IntegrityError). Then, file by file, the live file
+    home and SQLite does not report a file busy (ConfigError), each file's SHA-256
+    as it is staged beside its place (IntegrityError), and each staged copy opened
+    read-only: SQLite's integrity check and keysafe's tables (IntegrityError), and the
+    master key ids the staged store's rows use, read from the copy and not taken from
+    the manifest, each in the key ring and opening a row it wraps (ConfigError, see
+    ``_check_staged``). Then, file by file, the live file
     (its WAL folded in first, so it is complete on its own) is linked into
     ``HOME/pre-restore-<time>/`` and the staged one renamed over it: at every moment the
     store's path holds a whole database, the old or the new, and the old stays aside
@@ -456,6 +460,8 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
         try:
             for name in files:
                 staged.append((_stage(src / name, home, manifest["files"][name]), home / name))
+            for tmp, final in staged:
+                _check_staged(settings, tmp, final.name, src, manifest["key_ids"])
             for _tmp, final in staged:
                 if final.exists():
                     _settle(final)
@@ -463,7 +469,8 @@ def restore(settings: Settings, src: Path) -> RestoreResult:
             aside = _swap(home, staged)
         except BaseException:
             for tmp, _final in staged:
-                tmp.unlink(missing_ok=True)
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)
             raise
     return RestoreResult(files, aside, str(manifest.get("created_at")),
                          replaced_head=replaced)
@@ -489,6 +496,100 @@ def _stage(src: Path, home: Path, want: dict[str, Any]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+#: The tables (and their columns) each kind of file must hold to be restored: what this
+#: keysafe reads. Tables it adds when missing (``rate_events``, ``audit_base``) and
+#: ``tokens.env`` (added to an older server.db when opened) are not required.
+_AUDIT_TABLES: dict[str, frozenset[str]] = {
+    "audit": frozenset({"seq", "ts", "actor", "action", "path", "version", "outcome", "org",
+                        "client", "request_id", "detail", "prev_hash", "hash"}),
+    "audit_head": frozenset({"id", "seq", "hash"}),
+}
+_STORE_TABLES: dict[str, frozenset[str]] = {
+    "secrets": frozenset({"path", "current_version", "created_at", "updated_at",
+                          "created_by", "updated_by", "description", "secret_type", "tags",
+                          "deleted_at", "last_rotated", "rotation_days", "expires_at",
+                          "key_id", "wrapped_key", "ciphertext"}),
+    "versions": frozenset({"path", "version", "created_at", "created_by", "key_id",
+                           "wrapped_key", "ciphertext", "destroyed"}),
+    "meta": frozenset({"key", "value"}),
+    **_AUDIT_TABLES,
+}
+_SERVER_TABLES: dict[str, frozenset[str]] = {
+    "tokens": frozenset({"id", "digest", "name", "roles", "orgs", "created_at", "created_by",
+                         "expires_at", "revoked_at", "last_used_at"}),
+}
+
+
+def _check_staged(settings: Settings, staged: Path, name: str, src: Path,
+                  listed: list[str]) -> None:
+    """The staged copy of ``name`` opened read-only before anything is replaced: SQLite's
+    integrity check and keysafe's schema (IntegrityError), and for the embedded store
+    the master key ids its rows actually use, read from the copy itself rather than the
+    manifest (``listed``): each must be in the configured key ring and unwrap a data
+    key of the copy (ConfigError)."""
+    names = _names(settings)
+    store = name == names[0] and _kind(settings) == "sqlite"
+    tables = (_STORE_TABLES if store else _AUDIT_TABLES if name == names[0]
+              else _SERVER_TABLES)
+    where = f"{name} in the backup {src}"
+    try:
+        with _readonly(staged) as conn:
+            problem = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            if problem != "ok":
+                raise IntegrityError(f"{where} fails SQLite's integrity check ({problem}): "
+                                     "not restored (nothing was changed)")
+            for table, columns in tables.items():
+                have = {r[0] for r in conn.execute(
+                    "SELECT name FROM pragma_table_info(?)", (table,))}
+                lacking = sorted(columns - have)
+                if lacking:
+                    what = (f"no {table} table" if not have
+                            else f"its {table} table lacks {', '.join(lacking)}")
+                    raise IntegrityError(f"{where} is not a keysafe database ({what}): not "
+                                         "restored (nothing was changed)")
+            if store:
+                _check_keys(settings, conn, where, listed)
+    except sqlite3.Error as exc:
+        raise IntegrityError(f"{where} is not a usable SQLite database ({exc}): not "
+                             "restored (nothing was changed)") from None
+
+
+def _check_keys(settings: Settings, conn: sqlite3.Connection, where: str,
+                listed: list[str]) -> None:
+    """Every master key id the staged store's rows use is in the configured key ring and
+    opens one of the rows it wraps: ConfigError naming the first problem."""
+    from keysafe.crypto.envelope import Envelope
+
+    used = _key_ids(conn)
+    if not used:
+        return
+    ring = _ring(settings)
+    missing = [k for k in used if k not in ring]
+    if missing:
+        unlisted = [k for k in missing if k not in listed]
+        note = (f" (its manifest does not list {', '.join(unlisted)})" if unlisted else "")
+        raise ConfigError(f"{where} needs master key id(s) {', '.join(missing)}, which the "
+                          f"configured key ring lacks{note}: configure the key that was in "
+                          "use when it was made (nothing was changed)")
+    envelope = Envelope(ring)
+    for kid in used:
+        row = conn.execute(
+            "SELECT path, version, wrapped_key, ciphertext FROM versions WHERE key_id = ? "
+            "AND wrapped_key IS NOT NULL AND ciphertext IS NOT NULL "
+            "UNION ALL SELECT path, current_version, wrapped_key, ciphertext FROM secrets "
+            "WHERE key_id = ? AND wrapped_key IS NOT NULL AND ciphertext IS NOT NULL "
+            "LIMIT 1", (kid, kid)).fetchone()
+        if row is None:
+            continue
+        try:
+            envelope.open_parts(str(row[0]), int(row[1]), kid, bytes(row[2]), bytes(row[3]))
+        except (IntegrityError, TypeError, ValueError):
+            raise ConfigError(f"the configured master key {kid} does not open {where} "
+                              f"({row[0]} version {row[1]}): it is not the key that was in "
+                              "use when the backup was made, or the backup's rows were "
+                              "altered (nothing was changed)") from None
 
 
 def _settle(path: Path) -> None:

@@ -285,3 +285,124 @@ def test_a_cloud_store_backs_up_its_local_audit_chain(ks: Ks, home: Path,
     audit = ks("audit", "--action", "db_restore", "--json", env=env)
     detail = json.loads(audit.out.splitlines()[0])["detail"]
     assert detail["replaced_head"]["seq"] >= 2
+
+
+def _home_files(home: Path) -> dict[str, bytes]:
+    """Every file in KEYSAFE_HOME with its bytes (the serve lock aside: a restore may
+    create it, empty, to take its lock)."""
+    return {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*"))
+            if p.is_file() and p.name != bk.SERVE_LOCK}
+
+
+def _write_manifest(dest: Path, files: dict[str, bytes], key_ids: list[str]) -> None:
+    import hashlib
+
+    (dest / "manifest.json").write_text(json.dumps({
+        "format": bk.FORMAT, "version": bk.VERSION, "created_at": "2026-11-24T00:00:00+00:00",
+        "backend": "sqlite", "app": None, "env": None, "key_ids": key_ids, "counts": {},
+        "files": {n: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                  for n, b in files.items()}}))
+    for n, b in files.items():
+        (dest / n).write_bytes(b)
+
+
+def _assert_untouched(ks: Ks, home: Path, before: dict[str, bytes], value: str) -> None:
+    """The live store's files are byte for byte what they were (checked first: reading
+    records an audit event), nothing set aside or left staged, and it still reads."""
+    assert _home_files(home) == before
+    assert not list(home.glob("pre-restore-*"))
+    assert not list(home.glob(".*.restore*"))
+    assert get(ks, "api-key") == value
+    assert ks("audit", "verify").code == 0
+
+
+def test_restore_refuses_a_backup_file_that_is_not_a_keysafe_database(
+        ks: Ks, home: Path, tmp_path: Path) -> None:
+    """Hashes that match the manifest are not enough: each staged copy is opened
+    read-only (integrity check, keysafe's tables) before the live store is touched."""
+    import sqlite3
+
+    put(ks, "api-key", CANARY)
+    before = _home_files(home)
+    # 8 KB of random bytes with a manifest that describes them exactly.
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    _write_manifest(junk, {"keysafe.db": os.urandom(8192)}, [])
+    r = ks("db", "restore", str(junk), "--yes")
+    assert r.code == 6, r.err
+    assert "keysafe.db" in r.err
+    assert "not a usable SQLite database" in r.err
+    assert "file is not a database" in r.err
+    _assert_untouched(ks, home, before, CANARY)
+    # A sound SQLite file without keysafe's tables.
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    _write_manifest(foreign, {"keysafe.db": other.read_bytes()}, [])
+    before = _home_files(home)
+    r = ks("db", "restore", str(foreign), "--yes")
+    assert r.code == 6, r.err
+    assert "is not a keysafe database (no secrets table)" in r.err
+    _assert_untouched(ks, home, before, CANARY)
+    # A real backup whose copy is damaged (a page zeroed), the manifest made to match.
+    real = tmp_path / "real"
+    assert ks("db", "backup", str(real)).code == 0
+    data = bytearray((real / "keysafe.db").read_bytes())
+    data[4096:8192] = bytes(4096)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    _write_manifest(damaged, {"keysafe.db": bytes(data)}, [])
+    before = _home_files(home)
+    r = ks("db", "restore", str(damaged), "--yes")
+    assert r.code == 6, r.err
+    assert "keysafe.db in the backup" in r.err
+    _assert_untouched(ks, home, before, CANARY)
+    assert CANARY not in r.err + r.out
+
+
+def test_restore_reads_the_key_ids_from_the_staged_store_not_the_manifest(
+        ks: Ks, home: Path, tmp_path: Path) -> None:
+    """A backup from another home (another master key) whose manifest claims it needs no
+    key: refused before the swap, naming the key id its rows actually use."""
+    other_home = tmp_path / "other-home"
+    env = {"KEYSAFE_HOME": str(other_home)}
+    r = ks("put", "api-key", "--org", "acme", input="other-" + "o" * 20, env=env)
+    assert r.code == 0, r.err
+    dest = tmp_path / "backup"
+    assert ks("db", "backup", str(dest), env=env).code == 0
+    other_kid = json.loads((other_home / "master.key").read_text())["active"]
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["key_ids"] == [other_kid]
+    manifest["key_ids"] = []  # the hashes cover the .db files, not this claim
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+
+    put(ks, "api-key", CANARY)  # this home: its own store and master key
+    before = _home_files(home)
+    r = ks("db", "restore", str(dest), "--yes")
+    assert r.code == 8, r.err
+    assert f"needs master key id(s) {other_kid}" in r.err
+    assert "manifest does not list" in r.err
+    _assert_untouched(ks, home, before, CANARY)
+
+    # The id is in the key ring but under another key: the copy's data keys do not
+    # unwrap with it, so it is refused too (and this home's own key still works).
+    key = json.loads((home / "master.key").read_text())
+    key["keys"][other_kid] = base64.b64encode(os.urandom(32)).decode()
+    (home / "master.key").write_text(json.dumps(key))
+    before = _home_files(home)
+    r = ks("db", "restore", str(dest), "--yes")
+    assert r.code == 8, r.err
+    assert f"the configured master key {other_kid} does not open keysafe.db" in r.err
+    _assert_untouched(ks, home, before, CANARY)
+
+    # With the right key in the ring the same backup restores.
+    other_key = json.loads((other_home / "master.key").read_text())
+    key["keys"][other_kid] = other_key["keys"][other_kid]
+    (home / "master.key").write_text(json.dumps(key))
+    r = ks("db", "restore", str(dest), "--yes")
+    assert r.code == 0, r.err
+    assert get(ks, "api-key") == "other-" + "o" * 20

@@ -422,8 +422,8 @@ def test_a_failing_rotation_exits_11_and_keeps_the_version(rk, put, mgr, outputs
 
 
 def test_one_failure_does_not_stop_the_others(rk, seeded, put, mgr):
-    put("orders_db", value("db"), "--type", "connection_url", "--no-format-check",
-        "--tag", "rotator=postgres")
+    put("orders_db", value("db"), "--type", "connection_url", "--no-format-check")
+    assert rk("configure", "orders_db", "--org", ORG, "--rotator", "postgres").code == 0
     backdate(mgr, "orders_db", 100)
     r = rk("due", "--json")
     assert r.code == 11
@@ -433,8 +433,9 @@ def test_one_failure_does_not_stop_the_others(rk, seeded, put, mgr):
 
 
 def test_failure_exit_code_through_the_console_script(ks, put, outputs):
-    put("orders_db", value("db"), "--type", "connection_url", "--no-format-check",
-        "--tag", "rotator=postgres")
+    put("orders_db", value("db"), "--type", "connection_url", "--no-format-check")
+    assert ks("rotate", "configure", "orders_db", "--org", ORG, "--rotator",
+              "postgres").code == 0
     r = ks("rotate", "orders_db", "--org", ORG)
     outputs.texts += [r.out, r.err]
     assert r.code == 11

@@ -22,6 +22,7 @@ from keysafe.cli.options import (
     Name,
     Org,
     Yes,
+    check_tags,
     parse_tags,
     parse_versions,
 )
@@ -79,10 +80,7 @@ def tag(
 
     ``env_var`` names the variable run, export and the Kubernetes commands give the
     secret; rotation settings are for ``keysafe rotate configure``."""
-    from keysafe.rotation.policy import is_rotation_tag
-    from keysafe.workloads.names import ENV_VAR_TAG, tagged_env_var
-
-    changes = parse_tags(set_tags, "--set") or {}
+    changes = parse_tags(set_tags, "--set") or {}  # checked below, with --unset
     drop = [k.strip() for k in unset or []]
     if not changes and not drop:
         raise typer.BadParameter("give --set KEY=VALUE or --unset KEY", param_hint="'--set'")
@@ -90,14 +88,8 @@ def tag(
     if both:
         raise typer.BadParameter(f"tag {both[0]!r} is both set and unset",
                                  param_hint="'--unset'")
-    for key in [*changes, *drop]:
-        if is_rotation_tag(key):
-            raise typer.BadParameter(f"tag {key!r} configures rotation: use keysafe rotate "
-                                     "configure", param_hint="'--set'")
-    if ENV_VAR_TAG in changes and tagged_env_var({ENV_VAR_TAG: changes[ENV_VAR_TAG]}) is None:
-        raise typer.BadParameter(f"{changes[ENV_VAR_TAG]!r} is not an environment variable "
-                                 "name (letters, digits and '_', not starting with a digit)",
-                                 param_hint="'--set'")
+    # As the API counts and checks them: the tags set and those removed, together.
+    check_tags({**changes, **dict.fromkeys(drop)}, "--set" if changes else "--unset")
     with open_secrets(env) as mgr:
         meta = mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop)
     if as_json:
@@ -224,7 +216,7 @@ def put(
         raise typer.BadParameter(
             "put takes no value argument: pipe the value on stdin, type it at the prompt, "
             "or use --value; nothing was stored", param_hint="'VALUE'")
-    tags = parse_tags(tag)
+    tags = parse_tags(tag, user_tags=True)
     _check_type(secret_type)
     if not generate and (length is not None or alphabet is not None):
         raise typer.BadParameter("--length and --alphabet go with --generate",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -52,9 +52,12 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on std
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def parse_tags(items: list[str] | None, option: str = "--tag") -> dict[str, str] | None:
-    """``--tag k=v`` (repeatable) as a dict; BadParameter names the malformed item and
-    the ``option`` it came from."""
+def parse_tags(items: list[str] | None, option: str = "--tag", *,
+                user_tags: bool = False) -> dict[str, str] | None:
+    """``--tag k=v`` (repeatable) as a dict; BadParameter (exit 2) names the malformed
+    item and the ``option`` it came from. With ``user_tags`` (a secret's own tags, not
+    ``rotate configure --option`` or ``sync --label``), they must also be ones a user may
+    set, as the HTTP API requires (``check_tags``)."""
     if not items:
         return None
     tags: dict[str, str] = {}
@@ -63,7 +66,21 @@ def parse_tags(items: list[str] | None, option: str = "--tag") -> dict[str, str]
         if not eq or not key.strip():
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=f"'{option}'")
         tags[key.strip()] = value
+    if user_tags:
+        check_tags(tags, option)
     return tags
+
+
+def check_tags(tags: Mapping[str, str | None], option: str) -> None:
+    """BadParameter (exit 2) naming a tag the HTTP API would refuse
+    (keysafe.tags.check_user_tags): None values are tags to remove."""
+    from keysafe.errors import InvalidValue
+    from keysafe.tags import check_user_tags
+
+    try:
+        check_user_tags(tags)
+    except InvalidValue as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
 
 
 def parse_versions(text: str) -> list[int]:

@@ -7,9 +7,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from keysafe.errors import InvalidValue
 from keysafe.manager.access import ActorActivity, Finding
-from keysafe.rotation.policy import is_rotation_tag
-from keysafe.workloads.names import ENV_VAR_TAG, tagged_env_var
+from keysafe.tags import MAX_TAG_KEY as MAX_TAG_KEY
+from keysafe.tags import MAX_TAG_VALUE as MAX_TAG_VALUE
+from keysafe.tags import MAX_TAGS as MAX_TAGS
+from keysafe.tags import check_user_tags
 
 
 class SecretWrite(BaseModel):
@@ -64,30 +67,15 @@ class SecretGenerate(BaseModel):
 _Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)
 
 
-#: As AWS Secrets Manager bounds them; the panel checks the same before sending.
-MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 50, 128, 256
-
-
 def _check_tags(tags: _Tags) -> _Tags:
-    """Tags a client may set: at most MAX_TAGS per request, names of 1 to MAX_TAG_KEY
-    printable characters, values up to MAX_TAG_VALUE, no rotation settings, and
-    ``env_var`` a variable name."""
-    if tags and len(tags) > MAX_TAGS:
-        raise ValueError(f"{len(tags)} tags in one request; the limit is {MAX_TAGS}")
-    for key, value in (tags or {}).items():
-        if not key or len(key) > MAX_TAG_KEY or not key.isprintable():
-            raise ValueError(f"tag name {key[:40]!r}: 1 to {MAX_TAG_KEY} printable "
-                             "characters")
-        if value is not None and (len(value) > MAX_TAG_VALUE or not value.isprintable()):
-            raise ValueError(f"tag {key!r}: the value must be at most {MAX_TAG_VALUE} "
-                             "printable characters")
-        if is_rotation_tag(key):
-            raise ValueError(f"tag {key!r} is reserved for rotation settings: set them "
-                             "with `keysafe rotate configure`")
-        if key == ENV_VAR_TAG and value is not None \
-                and tagged_env_var({key: value}) is None:
-            raise ValueError(f"tag {ENV_VAR_TAG!r} must be an environment variable "
-                             "name (letters, digits and '_', not starting with a digit)")
+    """Tags a client may set (keysafe.tags.check_user_tags, the CLI's rule too): at most
+    MAX_TAGS per request, names of 1 to MAX_TAG_KEY printable characters, values up to
+    MAX_TAG_VALUE, no rotation settings, and ``env_var`` a variable name. ValueError, as
+    a pydantic validator must raise, so the API answers 422 naming the bad tag."""
+    try:
+        check_user_tags(tags)
+    except InvalidValue as exc:
+        raise ValueError(exc.message) from None
     return tags
 
 

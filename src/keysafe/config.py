@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -440,4 +441,31 @@ def load_settings(
         raise ConfigError(f"setting key_check_timeout from "
                           f"{sources.get('key_check_timeout', 'argument')}: must be more "
                           "than 0 seconds")
-    return Settings(**values, sources=sources)
+    settings = Settings(**values, sources=sources)
+    _check_home(Path(settings.home), sources.get("home"))
+    return settings
+
+
+def _check_home(home: Path, source: str | None) -> None:
+    """ConfigError when ``home``, or the directory it would be created in, is not a
+    directory: it could never hold the key file or the store. One stat when it is a
+    directory; anything else the OS refuses (permissions) is left to whoever opens it."""
+    at = home
+    while True:
+        try:
+            st = os.stat(at)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if at.parent == at:
+                return
+            at = at.parent
+        except (OSError, ValueError):
+            return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    what = (f"the default KEYSAFE_HOME {home}" if source is None
+            else f"KEYSAFE_HOME {home}" if source == "env KEYSAFE_HOME"
+            else f"home {home} (from {source})")
+    why = "is not a directory" if at == home else f"cannot be created: {at} is not a directory"
+    raise ConfigError(f"{what} {why}: set KEYSAFE_HOME to a directory (created on first "
+                      "use if missing)")

@@ -130,6 +130,12 @@ def scan(
         raise InvalidValue("--import needs --org ORG (where the secrets go)")
     if database is not None:
         _database_usage(paths, git_history, staged, do_import, fmt)
+    if output_file is not None and not output_file.parent.is_dir():
+        # Before the scan, which can be long (--git-history): the report could not be
+        # written at its end.
+        why = "is not a directory" if output_file.parent.exists() else "does not exist"
+        raise InvalidValue(f"cannot write the report to {output_file}: "
+                           f"{output_file.parent} {why}")
     mode: Mode = "history" if git_history else "staged" if staged else "files"
     base = Baseline.load(baseline) if baseline is not None and not update_baseline else None
     catalog = _catalog(env)
@@ -228,7 +234,14 @@ def _render(report: ScanReport, fmt: Format, output_file: Path | None) -> None:
                                   unreadable=report.unreadable, notes=report.notes)
     text = json.dumps(doc, indent=2, sort_keys=fmt is not Format.sarif) + "\n"
     if output_file is not None:
-        output_file.write_text(text, encoding="utf-8")
+        try:
+            output_file.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            # Exit 2, not 1: for scan, 1 means "secrets found".
+            from keysafe.errors import InvalidValue
+
+            raise InvalidValue(f"cannot write the report to {output_file}: "
+                               f"{exc.strerror or type(exc).__name__}") from None
         say(f"{len(report.findings)} finding(s); report written to {output_file}")
     else:
         sys.stdout.write(text)

@@ -80,13 +80,21 @@ def trust_check(
     identity it gets, or why each trust refuses it. Fetches the issuers' keys as the
     server does. Exit 0 when accepted, 4 when refused. The token is never printed."""
     verifier, here = _verifier(file, env)
+    where = "stdin" if source == "-" else source
     try:
-        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        # Bytes, decoded strictly: stdin's own decoding may let undecodable bytes through
+        # (surrogateescape), to fail later as an unexpected error.
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        raw = data.decode("utf-8")
     except OSError as exc:
-        raise InvalidValue(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise InvalidValue(f"cannot read {source}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        # Never the decoder's text: it quotes a byte of what may be the token.
+        raise InvalidValue(f"{where} is not UTF-8 text, so it holds no token") from None
     token = raw.strip()
     if not token:
-        raise InvalidValue(f"{'stdin' if source == '-' else source} holds no token")
+        raise InvalidValue(f"{where} holds no token")
     verifier.start()  # fetch the keys now, as a server does when it starts
     decision = verifier.check(token)
     ident = decision.identity

@@ -196,9 +196,18 @@ def _line(r: Row) -> str:
 
 def read_archive(path: Path) -> Iterator[Row]:
     """The records of an archive file, in its order; IntegrityError names a line that
-    is not one."""
-    with path.open(encoding="utf-8") as fh:
-        for no, line in enumerate(fh, 1):
+    is not one, InvalidValue a file that cannot be read or is not UTF-8 text."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InvalidValue(f"cannot read the archive file {path}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+    with fh:
+        for no, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidValue(f"{path} line {no} is not UTF-8 text") from None
             try:
                 d = json.loads(line)
                 yield tuple(d[f] for f in FIELDS)

@@ -42,7 +42,10 @@ class Baseline:
         except FileNotFoundError:
             return cls.empty()
         except OSError as exc:
-            raise InvalidValue(f"{path}: cannot read the baseline: {exc.strerror}") from None
+            raise InvalidValue(f"{path}: cannot read the baseline: "
+                               f"{exc.strerror or type(exc).__name__}") from None
+        except UnicodeDecodeError:
+            raise InvalidValue(f"{path}: the baseline is not UTF-8 text") from None
         try:
             doc = json.loads(raw)
         except ValueError as exc:
@@ -83,14 +86,24 @@ class Baseline:
             "findings": sorted(rows.values(), key=lambda r: (str(r["path"]), r["line"],
                                                             str(r["fingerprint"]))),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".baseline-", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".baseline-", dir=path.parent)
+        except OSError as exc:
+            # mkdir says "File exists" when a file is in the way of a directory.
+            why = (f"{os.fsdecode(exc.filename)} is not a directory"
+                   if isinstance(exc, FileExistsError) and exc.filename
+                   else exc.strerror or type(exc).__name__)
+            raise InvalidValue(f"{path}: cannot write the baseline: {why}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=2)
                 fh.write("\n")
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise InvalidValue(f"{path}: cannot write the baseline: "
+                                   f"{exc.strerror or type(exc).__name__}") from None
             raise
         return len(rows)

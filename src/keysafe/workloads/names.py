@@ -90,10 +90,16 @@ def load_mapping(path: str | Path) -> MappingFile:
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except OSError as exc:
         raise InvalidValue(f"cannot read mapping file {file}: "
                            f"{exc.strerror or type(exc).__name__}") from None
+    try:
+        # Newlines as read_text gives them (\r\n and \r read as \n).
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InvalidValue(f"mapping file {file} is not UTF-8 text (line {line})") from None
     data: Any
     suffix = file.suffix.lower()
     if suffix in (".yaml", ".yml"):

@@ -88,6 +88,8 @@ class _Fields(NamedTuple):
     audit_anchor_interval: float = 0.0
     audit_anchor_file: str | None = None
     event_webhook_secret: str | None = None
+    #: Also send secret.* events for every change (rotation.events.ChangeEvents).
+    event_changes: bool = False
     key_checks: bool = True
     key_check_timeout: float = 5.0
     key_check_rate: int = 30
@@ -273,6 +275,7 @@ _ENV_VARS: Mapping[str, str] = {
     "KEYSAFE_AUDIT_ANCHOR_INTERVAL": "audit_anchor_interval",
     "KEYSAFE_AUDIT_ANCHOR_FILE": "audit_anchor_file",
     "KEYSAFE_EVENT_WEBHOOK_SECRET": "event_webhook_secret",
+    "KEYSAFE_EVENT_CHANGES": "event_changes",
     "KEYSAFE_KEY_CHECKS": "key_checks",
     "KEYSAFE_KEY_CHECK_TIMEOUT": "key_check_timeout",
     "KEYSAFE_KEY_CHECK_RATE": "key_check_rate",

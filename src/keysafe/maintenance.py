@@ -512,6 +512,9 @@ def _server_checks(settings: Settings) -> list[Check]:
         except ImportError:
             out.append(Check("workload identity", "warn", "the server extra is not "
                              "installed: pip install 'keysafe[server]'"))
+    if settings.event_changes and not settings.event_webhooks:
+        out.append(Check("change events", "warn", "KEYSAFE_EVENT_CHANGES is set but "
+                         "KEYSAFE_EVENT_WEBHOOKS is not: no change event is sent"))
     if settings.audit_anchor_interval > 0 and not (settings.audit_anchor_file
                                                    or settings.event_webhooks):
         out.append(Check("audit anchors", "warn",

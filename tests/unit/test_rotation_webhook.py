@@ -10,6 +10,7 @@ Everything is bounded: loopback only, short socket and client timeouts.
 
 from __future__ import annotations
 
+import os
 import json
 import secrets
 import socket
@@ -26,10 +27,10 @@ import pytest
 from keysafe import SecretManager
 from keysafe.backends.memory import MemoryBackend
 from keysafe.config import load_settings
-from keysafe.errors import ConfigError, RotationError
+from keysafe.errors import ConfigError, Conflict, RotationError
 from keysafe.manager.audit import AuditFilter, AuditLog, MemoryAuditStore
 from keysafe.rotation import ManualRotation, RotationEngine, sign, verify_signature
-from keysafe.rotation.events import Events
+from keysafe.rotation.events import ChangeEvents, Events
 
 ORG = "acme"
 NAME = "partner_api_key"
@@ -544,3 +545,78 @@ def test_one_bad_retire_answer_does_not_stop_the_others(mgr: SecretManager, hmac
         assert engine.previous("session_secret", ORG) is None
     finally:
         ep.close()
+
+
+# -- change events (KEYSAFE_EVENT_CHANGES) ---------------------------------------------------
+def test_every_change_sends_an_event_never_a_value(endpoint: Endpoint) -> None:
+    """An audit sink: each committed change (write, tags, rollback, delete, restore,
+    destroy, purge) is an event with path, org, version, actor and audit seq; reads and
+    failures are not; delivery happens off the writer's thread, and ``close`` drains."""
+    assert endpoint.event_key is not None
+    sink = ChangeEvents(Events([f"{endpoint.base}/events"], endpoint.event_key))
+    m = SecretManager(MemoryBackend(), audit=AuditLog(MemoryAuditStore(), sinks=[sink]),
+                      env="test", actor="tester")
+    m.put("k", f"v1-{CANARY}", ORG)
+    m.put("k", f"v2-{CANARY}", ORG)
+    m.get("k", ORG)
+    with pytest.raises(Conflict):
+        m.put("k", "v3", ORG, expected_version=1)
+    m.update_tags("k", ORG, set_tags={"team": "a"})
+    m.rollback("k", 1, ORG)
+    m.destroy("k", [2], ORG)
+    m.delete("k", ORG)
+    m.restore("k", ORG)
+    m.delete("k", ORG, force=True)
+    m.close()
+    got = received(endpoint)
+    assert [(e["type"], e["version"]) for e in got] == [
+        ("secret.written", 1), ("secret.written", 2), ("secret.updated", None),
+        ("secret.rolled_back", 3), ("secret.destroyed", None), ("secret.deleted", None),
+        ("secret.restored", None), ("secret.purged", None)]
+    path = m.path("k", ORG)
+    assert {(e["path"], e["org"], e["actor"]) for e in got} == {(path, ORG, "tester")}
+    assert [e["seq"] for e in got] == sorted(e["seq"] for e in got)
+    assert got[4]["detail"] == {"versions": [2]}
+    for body, _ in endpoint.events:
+        assert CANARY not in body.decode()
+
+
+def test_a_dead_receiver_never_holds_up_a_write() -> None:
+    """The writer only queues: with the receiver gone, puts return at once; the queue is
+    bounded (the oldest dropped and counted) and close gives up after ``drain``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)  # accepts nothing: every delivery waits for its timeout
+        events = Events([f"http://127.0.0.1:{s.getsockname()[1]}/events"], None,
+                        timeout=0.5)
+        sink = ChangeEvents(events, limit=3, drain=0.2)
+        m = SecretManager(MemoryBackend(), audit=AuditLog(MemoryAuditStore(), sinks=[sink]),
+                          env="test", actor="tester")
+        for i in range(10):
+            m.put(f"k{i}", "v", ORG)
+        assert sink.dropped >= 6
+        m.close()
+
+
+def test_change_events_from_the_settings_reach_the_receiver_from_a_cli(
+        events_env: Events, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEYSAFE_EVENT_CHANGES=1 beside KEYSAFE_EVENT_WEBHOOKS: a ``keysafe put`` process
+    sends its change before it exits (close waits for the queue)."""
+    import subprocess
+    import sys
+
+    keysafe = str(Path(sys.executable).parent / "keysafe")
+    env = {**os.environ, "KEYSAFE_EVENT_CHANGES": "1"}
+    for args in (["put", "k", "--org", ORG], ["tag", "k", "--org", ORG, "--set", "a=b"]):
+        p = subprocess.run([keysafe, *args], input=f"v-{CANARY}".encode(), env=env,
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    got = received(endpoint)
+    assert [(e["type"], e["org"], e["version"]) for e in got] == [
+        ("secret.written", ORG, 1), ("secret.updated", ORG, None)]
+    # Off by default: another write sends nothing.
+    env.pop("KEYSAFE_EVENT_CHANGES")
+    p = subprocess.run([keysafe, "put", "k", "--org", ORG], input=b"v2", env=env,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert len(endpoint.events) == 2

@@ -14,6 +14,7 @@ from keysafe.manager.audit import (
     AuditLog,
     JsonlSink,
     MemoryAuditStore,
+    Sink,
     SQLiteAuditStore,
 )
 
@@ -27,7 +28,11 @@ class Store(NamedTuple):
 
 
 def _audit_log(settings: Settings, store: Any) -> AuditLog:
-    sinks = [JsonlSink(settings.audit_file)] if settings.audit_file else []
+    sinks: list[Sink] = [JsonlSink(settings.audit_file)] if settings.audit_file else []
+    if settings.event_changes and settings.event_webhooks:
+        from keysafe.rotation.events import ChangeEvents, Events
+
+        sinks.append(ChangeEvents(Events.from_settings(settings)))
     return AuditLog(store, required=settings.audit_required, sinks=sinks)
 
 

@@ -665,6 +665,13 @@ class AuditDB:
             self._conn.close()
 
 
+class Sink(Protocol):
+    """Told of every committed record (after the commit): a file for log shippers, the
+    change events. ``write`` must not block for long; an OSError is logged."""
+
+    def write(self, rows: Sequence[Row]) -> None: ...
+
+
 class JsonlSink:
     """Also appends every committed record to a JSON-lines file (for log shippers)."""
 
@@ -688,7 +695,7 @@ class AuditLog:
     """
 
     def __init__(self, store: AuditStore, *, required: bool = True,
-                 sinks: Sequence[JsonlSink] = (), flush_interval: float = 0.05,
+                 sinks: Sequence[Sink] = (), flush_interval: float = 0.05,
                  max_buffer: int = 1024) -> None:
         self.store = store
         self.required = required
@@ -803,7 +810,8 @@ class AuditLog:
             try:
                 sink.write(done)
             except OSError as exc:
-                _warn("audit sink %s failed: %s", sink.path, exc)
+                _warn("audit sink %s failed: %s", getattr(sink, "path", type(sink).__name__),
+                      exc)
         return done
 
     def _requeue(self, events: list[Draft]) -> None:
@@ -823,6 +831,10 @@ class AuditLog:
             self.flush()
         except Exception as exc:
             _warn("audit flush at close failed: %s", exc)
+        for sink in self.sinks:
+            done = getattr(sink, "close", None)
+            if done is not None:
+                done()
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:

@@ -57,3 +57,85 @@ class Events:
                 self.failed += 1
                 log.warning("event webhook %s failed: %s", url_origin(url),
                             type(exc).__name__)
+
+
+#: Audit actions that change a secret -> the event each sends (``KEYSAFE_EVENT_CHANGES``).
+CHANGE_EVENTS = {
+    "write": "secret.written",
+    "delete": "secret.deleted",
+    "purge": "secret.purged",
+    "restore": "secret.restored",
+    "destroy": "secret.destroyed",
+    "rollback": "secret.rolled_back",
+    "update_metadata": "secret.updated",
+}
+
+
+class ChangeEvents:
+    """An audit sink (``AuditLog(sinks=...)``) that sends an event for every change the
+    audit log commits (``CHANGE_EVENTS``, outcome ok): path, org, version, actor, audit
+    seq and the record's detail (a destroy's versions), never a value. The committing
+    thread only queues; one daemon thread delivers, so a webhook that is slow or down
+    never holds up a write. The queue is bounded:
+    past ``limit`` undelivered events the oldest are dropped and counted. ``close``
+    waits up to ``drain`` seconds for the queue (a CLI's last write)."""
+
+    def __init__(self, events: Events, *, limit: int = 10_000, drain: float = 5.0) -> None:
+        import collections
+        import threading
+
+        self.events = events
+        self.limit = limit
+        self.drain = drain
+        self.dropped = 0
+        self._queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._ready = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._deliver, name="keysafe-events",
+                                        daemon=True)
+        self._thread.start()
+
+    def write(self, rows: Any) -> None:
+        from keysafe.manager.audit import row_event
+
+        picked = []
+        for r in rows:
+            kind = CHANGE_EVENTS.get(r[3])
+            if kind is None or r[6] != "ok":
+                continue
+            e = row_event(r)
+            picked.append((kind, {"path": e.path, "org": e.org, "version": e.version,
+                                  "actor": e.actor, "seq": e.seq, "at": e.ts.isoformat(),
+                                  **({"detail": e.detail} if e.detail else {})}))
+        if not picked:
+            return
+        with self._ready:
+            self._queue.extend(picked)
+            while len(self._queue) > self.limit:
+                self._queue.popleft()
+                self.dropped += 1
+            self._ready.notify_all()
+
+    def _deliver(self) -> None:
+        while True:
+            with self._ready:
+                self._busy = False
+                self._ready.notify_all()
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                kind, data = self._queue.popleft()
+                self._busy = True
+            self.events.emit(kind, data)
+
+    def close(self) -> None:
+        """Deliver what is queued (up to ``drain`` seconds), then stop."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+            self._ready.wait_for(lambda: not self._queue and not self._busy,
+                                 timeout=self.drain)
+            if self._queue:
+                log.warning("%d change events not delivered at close", len(self._queue))

@@ -10,8 +10,8 @@ Everything is bounded: loopback only, short socket and client timeouts.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import secrets
 import socket
 import threading

@@ -417,7 +417,7 @@ def test_a_version_1_database_gains_the_rate_table(pg_server, pg_url, backends):
             conn.execute("INSERT INTO keysafe_schema VALUES (1, 'one', 0)")
     assert pg_schema.status(pg_url)["schema_version"] == 1
     b = backends()  # auto-upgrade on
-    assert pg_schema.status(pg_url)["schema_version"] == pg_schema.LATEST == 3
+    assert pg_schema.status(pg_url)["schema_version"] == pg_schema.LATEST == 4
     assert TokenStore(PostgresTokenDB(b)).take("k", 1, 60.0) is None
 
 

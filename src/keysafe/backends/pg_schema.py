@@ -71,6 +71,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (3, "tokens bound to the environment they were made in", [
         "ALTER TABLE tokens ADD COLUMN env text",
     ]),
+    (4, "tokens bound to networks (the addresses they work from)", [
+        "ALTER TABLE tokens ADD COLUMN cidrs text",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

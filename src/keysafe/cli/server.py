@@ -64,6 +64,10 @@ def token_create(
     org: Orgs,
     expires_in_days: Annotated[int | None, typer.Option(
         "--expires-in-days", min=1, max=3650, help="Expiry (default: never).")] = None,
+    cidr: Annotated[list[str] | None, typer.Option(
+        "--cidr", metavar="NETWORK", help="A network the token works from (10.0.0.0/8, "
+        "an address; repeat for several): requests from elsewhere are refused. "
+        "Default: any address.", show_default=False)] = None,
     env: Env = None,
     as_json: Json = False,
 ) -> None:
@@ -82,7 +86,8 @@ def token_create(
             token, info = store.create(
                 name=name, roles=role, orgs=None if "*" in org else org,
                 created_by=f"cli:{default_actor()}",
-                ttl=timedelta(days=expires_in_days) if expires_in_days else None)
+                ttl=timedelta(days=expires_in_days) if expires_in_days else None,
+                cidrs=cidr)
         finally:
             store.close()
         record_event(mgr, "token_create", info)
@@ -91,7 +96,9 @@ def token_create(
         return
     say(f"created token {info.id} ({', '.join(info.roles)}) for "
         f"{'every org' if info.orgs is None else ', '.join(info.orgs)} in the {info.env} "
-        "environment only (--env / KEYSAFE_ENV); it is shown once:")
+        "environment only (--env / KEYSAFE_ENV)"
+        + (f", from {', '.join(info.cidrs)} only" if info.cidrs else "")
+        + "; it is shown once:")
     typer.echo(token)
 
 
@@ -108,9 +115,9 @@ def token_list(env: Env = None, as_json: Json = False) -> None:
     if as_json:
         emit_json([t.to_dict() for t in tokens])
         return
-    table(["id", "name", "roles", "orgs", "env", "created", "expires", "revoked"],
+    table(["id", "name", "roles", "orgs", "env", "networks", "created", "expires", "revoked"],
           [(t.id, t.name, ",".join(t.roles), "*" if t.orgs is None else ",".join(t.orgs),
-            t.env or "any",
+            t.env or "any", ",".join(t.cidrs) if t.cidrs else "any",
             t.created_at.isoformat(timespec="seconds"),
             t.expires_at.isoformat(timespec="seconds") if t.expires_at else "-",
             t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-")

@@ -24,8 +24,15 @@ from keysafe.errors import InvalidValue, KeysafeError, NotFound, PermissionDenie
 from keysafe.naming import validate_segment
 
 if TYPE_CHECKING:
+    import ipaddress
+
     from keysafe.server.tokenstore import TokenStore
     from keysafe.server.trust import TrustFile, TrustVerifier, _Keys
+
+    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Networks one token may be bound to (Vault's token_bound_cidrs).
+MAX_CIDRS = 50
 
 ROLES: dict[str, frozenset[str]] = {
     # Blind write: only service identities may read values; admins manage, not read.
@@ -60,6 +67,24 @@ class Identity:
                                                          compare=False)
     # A workload token's claims its trust maps into every audit record (run, pod)
     claims: dict[str, str] = field(default_factory=dict, compare=False)
+    # The networks a token works from (Vault's token_bound_cidrs); None: any address
+    networks: tuple[Network, ...] | None = field(default=None, compare=False)
+
+    def allows_address(self, client: str) -> bool:
+        """Whether a request from ``client`` (the peer's address) may use this identity:
+        any, unless bound to networks; a peer that is not an IP address (a test
+        client, a Unix socket) is in none of them."""
+        if self.networks is None:
+            return True
+        import ipaddress
+
+        try:
+            addr = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        return any(addr in net for net in self.networks)
 
     def __post_init__(self) -> None:
         perms: set[str] = set()
@@ -150,6 +175,31 @@ def split_scope(scope: str) -> tuple[str, str, str]:
     org, _, rest = scope.partition("/")
     domain, _, name = rest.partition("/")
     return org, domain, name
+
+
+def check_cidrs(cidrs: list[str] | None) -> list[str] | None:
+    """The networks a token is bound to, each a CIDR block (``10.0.0.0/8``,
+    ``2001:db8::/32``) or one address, in canonical form; None (or empty): any address.
+    InvalidValue naming a bad one."""
+    if not cidrs:
+        return None
+    if len(cidrs) > MAX_CIDRS:
+        raise InvalidValue(f"{len(cidrs)} networks for one token; the limit is {MAX_CIDRS}")
+    return sorted({str(_network(c)) for c in cidrs})
+
+
+def networks_of(cidrs: list[str]) -> tuple[Network, ...]:
+    return tuple(_network(c) for c in cidrs)
+
+
+def _network(cidr: str) -> Network:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(str(cidr).strip(), strict=False)
+    except ValueError:
+        raise InvalidValue(f"{str(cidr)[:64]!r} is not a network: give a CIDR block "
+                           "(10.0.0.0/8, 2001:db8::/32) or an address") from None
 
 
 def check_orgs(orgs: list[str] | None) -> frozenset[str] | None:

@@ -170,10 +170,15 @@ def authenticate_raw(st: ServerState, header: str, client: str, rid: str) -> Ide
             ident = st.tokens.authenticate(cred)
         elif st.jwt.enabled:
             ident, why = st.jwt.verify_why(cred)
-    if ident is None:
+    elsewhere = ident is not None and not ident.allows_address(client)
+    if ident is None or elsewhere:
         st.limiter.failed(client)
         m = st.manager.as_actor("anonymous", client=client, request_id=rid)
         detail = {"reason": "missing" if not header else "invalid"}
+        if elsewhere and ident is not None:
+            # A live token from outside its networks: as refused as a wrong one, and
+            # the record says which token and why (never the token).
+            detail = {"reason": "address", "token": ident.principal}
         if why:  # which trust refused a workload token, and why (never the token)
             detail["workload"] = why[:500]
         m.record("authenticate", None, "denied", detail=detail)

@@ -298,6 +298,10 @@ class TokenCreate(BaseModel):
                             "('acme/shared/openai_api_key', 'acme/shared/db_*'), or ['*'] "
                             "for all orgs")
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    cidrs: list[str] | None = Field(default=None, max_length=50, description=(
+        "networks the token works from (CIDR blocks or addresses, as Vault's "
+        "token_bound_cidrs); a request from elsewhere is refused as a wrong token is. "
+        "Default: any address, or the creating token's own networks when it has some"))
 
 
 class TokenOut(BaseModel):
@@ -312,6 +316,8 @@ class TokenOut(BaseModel):
     last_used_at: datetime | None
     env: str | None = Field(default=None, description=(
         "the environment the token works in (null: made before tokens were bound to one)"))
+    cidrs: list[str] | None = Field(default=None, description=(
+        "the networks it works from (null: any address)"))
 
 
 class TokenCreated(TokenOut):

@@ -21,14 +21,21 @@ from typing import Any, Protocol
 
 from keysafe.config import Settings, uses_state_database
 from keysafe.errors import Conflict, InvalidValue, NotFound
-from keysafe.server.auth import Identity, check_orgs, check_roles, orgs_of
+from keysafe.server.auth import (
+    Identity,
+    check_cidrs,
+    check_orgs,
+    check_roles,
+    networks_of,
+    orgs_of,
+)
 
 _TABLE = ("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
           "name TEXT NOT NULL, roles TEXT NOT NULL, orgs TEXT, created_at REAL NOT NULL, "
           "created_by TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL, "
-          "env TEXT)")
+          "env TEXT, cidrs TEXT)")
 _INFO_COLS = ("id, name, roles, orgs, created_at, created_by, expires_at, revoked_at, "
-              "last_used_at, env")
+              "last_used_at, env, cidrs")
 
 
 #: Events counted against a limit by every process sharing the store (rate_events is
@@ -50,6 +57,8 @@ class TokenInfo:
     last_used_at: datetime | None
     #: The environment the token works in; None: made before tokens were bound (any).
     env: str | None = None
+    #: The networks it works from (CIDR blocks); None: any address.
+    cidrs: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -93,11 +102,13 @@ class SQLiteTokenDB:
         c.execute("PRAGMA synchronous=FULL")
         c.execute("PRAGMA busy_timeout=10000")
         c.execute(_TABLE)
-        if "env" not in {r[1] for r in c.execute("PRAGMA table_info(tokens)")}:
-            # A server.db from before tokens were bound to an environment (another
-            # process may add the column first).
-            with contextlib.suppress(sqlite3.OperationalError):
-                c.execute("ALTER TABLE tokens ADD COLUMN env TEXT")
+        have = {r[1] for r in c.execute("PRAGMA table_info(tokens)")}
+        for column in ("env", "cidrs"):
+            if column not in have:
+                # A server.db from before tokens were bound to an environment, or to
+                # networks (another process may add the column first).
+                with contextlib.suppress(sqlite3.OperationalError):
+                    c.execute(f"ALTER TABLE tokens ADD COLUMN {column} TEXT")
         c.execute(_RATE_TABLE)
         c.execute(_RATE_INDEX)
         path.chmod(0o600)
@@ -188,7 +199,8 @@ class TokenStore:
                 self._cache.pop(payload[6:], None)
 
     def create(self, *, name: str, roles: list[str], orgs: list[str] | None,
-               created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
+               created_by: str, ttl: timedelta | None = None,
+               cidrs: list[str] | None = None) -> tuple[str, TokenInfo]:
         """A new token: returns (the token, shown once; its info). The audit log names
         a token's actor by its name (``token:<name>``), so a name is printable and used
         once among the tokens (revoked ones included) whose orgs meet this one's (an
@@ -197,14 +209,15 @@ class TokenStore:
         another org's token names; their records differ by org."""
         with self._db.exclusive():  # the name check and the insert, as one
             return self._create(name=name, roles=roles, orgs=orgs, created_by=created_by,
-                                ttl=ttl)
+                                ttl=ttl, cidrs=cidrs)
 
     def _create(self, *, name: str, roles: list[str], orgs: list[str] | None,
-                created_by: str, ttl: timedelta | None = None) -> tuple[str, TokenInfo]:
+                created_by: str, ttl: timedelta | None = None,
+                cidrs: list[str] | None = None) -> tuple[str, TokenInfo]:
         if not name or len(name) > 128 or not name.isprintable() or name != name.strip():
             raise InvalidValue("token name must be 1 to 128 printable characters, with no "
                                "space at either end")
-        r, o = check_roles(roles), check_orgs(orgs)
+        r, o, nets = check_roles(roles), check_orgs(orgs), check_cidrs(cidrs)
         for (theirs,) in self._db.all(f"SELECT orgs FROM tokens WHERE name = ?{self._here}",  # noqa: S608
                                       (name, *self._here_args)):
             if o is None or theirs is None or orgs_of(o) & orgs_of(json.loads(theirs)):
@@ -217,9 +230,10 @@ class TokenStore:
         exp = now + ttl.total_seconds() if ttl else None
         self._db.write(
             "INSERT INTO tokens (id, digest, name, roles, orgs, created_at, created_by, "
-            "expires_at, env) VALUES (?,?,?,?,?,?,?,?,?)",
+            "expires_at, env, cidrs) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (tid, _digest(secret), name, json.dumps(sorted(r)),
-             None if o is None else json.dumps(sorted(o)), now, created_by, exp, self.env))
+             None if o is None else json.dumps(sorted(o)), now, created_by, exp, self.env,
+             None if nets is None else json.dumps(nets)))
         return f"ks_{tid}_{secret}", self.get(tid)
 
     def get(self, tid: str) -> TokenInfo:
@@ -234,7 +248,8 @@ class TokenStore:
         assert created is not None
         return TokenInfo(row[0], row[1], json.loads(row[2]),
                          None if row[3] is None else json.loads(row[3]), created, row[5],
-                         _dt(row[6]), _dt(row[7]), _dt(row[8]), row[9])
+                         _dt(row[6]), _dt(row[7]), _dt(row[8]), row[9],
+                         None if row[10] is None else json.loads(row[10]))
 
     def list(self) -> list[TokenInfo]:
         """This environment's tokens (and those from before the binding)."""
@@ -294,14 +309,15 @@ class TokenStore:
             # never be overtaken by a stale "not revoked" entry.
             with self._lock:
                 row = self._db.one("SELECT digest, name, roles, orgs, expires_at, revoked_at, "
-                                   "env FROM tokens WHERE id = ?", (tid,))
+                                   "env, cidrs FROM tokens WHERE id = ?", (tid,))
                 if row is not None:
                     other_env = (row[6] is not None and self.env is not None
                                  and row[6] != self.env)
                     ident = None if row[5] is not None or other_env else Identity(
                         row[1], frozenset(json.loads(row[2])),
                         None if row[3] is None else frozenset(json.loads(row[3])),
-                        kind="token", token_id=tid, expires_at=row[4])
+                        kind="token", token_id=tid, expires_at=row[4],
+                        networks=None if row[7] is None else networks_of(json.loads(row[7])))
                     hit = (row[0], ident)
                     if self._use_cache:
                         self._cache[tid] = hit
@@ -347,6 +363,8 @@ def record_event(mgr: Any, action: str, info: TokenInfo) -> None:
     detail: dict[str, Any] = {"token_id": info.id}
     if action == "token_create":
         detail.update(roles=sorted(info.roles), orgs=info.orgs)
+        if info.cidrs is not None:
+            detail["cidrs"] = info.cidrs
     mgr.record(action, None, "ok", durable=True, org=org, detail=detail)
 
 

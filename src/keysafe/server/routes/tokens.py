@@ -9,7 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from keysafe.errors import NotFound, PermissionDenied
-from keysafe.server.auth import Identity, check_domain_scopes, orgs_of
+from keysafe.server.auth import (
+    Identity,
+    check_cidrs,
+    check_domain_scopes,
+    networks_of,
+    orgs_of,
+)
 from keysafe.server.deps import Ctx, get_ctx, state_of
 from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
 from keysafe.server.tokenstore import TokenInfo, record_event
@@ -48,11 +54,29 @@ def token_create(body: TokenCreate, ctx: CtxDep, request: Request) -> TokenCreat
         # workload token cannot mint a permanent one).
         left = timedelta(seconds=max(ctx.identity.expires_at - time.time(), 1.0))
         ttl = left if ttl is None else min(ttl, left)
+    cidrs = _networks_within(ctx.identity, body.cidrs)
     token, info = state_of(request).tokens.create(
         name=body.name, roles=body.roles, orgs=orgs, created_by=ctx.identity.principal,
-        ttl=ttl)
+        ttl=ttl, cidrs=cidrs)
     record_event(ctx.mgr, "token_create", info)
     return TokenCreated(token=token, **info.to_dict())
+
+
+def _networks_within(creator: Identity, cidrs: list[str] | None) -> list[str] | None:
+    """The new token's networks: as asked, each inside one of the creator's when the
+    creator is bound to networks (a token made from inside a network is not a way out
+    of it; none asked for: the creator's own)."""
+    nets = check_cidrs(cidrs)
+    if creator.networks is None:
+        return nets
+    if nets is None:
+        return [str(n) for n in creator.networks]
+    for net in networks_of(nets):
+        if not any(net.version == mine.version and net.subnet_of(mine)  # type: ignore[arg-type]
+                   for mine in creator.networks):
+            raise PermissionDenied(f"network {net} is outside the networks your own token "
+                                   "works from")
+    return nets
 
 
 def _visible(ctx: Ctx, info: TokenInfo) -> bool:

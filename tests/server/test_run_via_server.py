@@ -172,3 +172,16 @@ def test_fields_only_leave_the_server_one_by_one(server: tuple[RealServer, dict]
     assert sorted({(e.get("detail") or {}).get("field") for e in reads}) == [
         "anthropic", "nope", "port"]
     assert other not in srv.output()
+
+
+def test_with_shared_through_the_server(server: tuple[RealServer, dict],
+                                        tmp_path: Path) -> None:
+    srv, tokens = server
+    got = env0(ks(tmp_path, tokens["runner"], "run", "--org", "acme", "--domain", "billing",
+                  "--with-shared", "--via-server", srv.url, "--", "env", "-0"))
+    assert got["BILLING_KEY"] == "b" * 12
+    assert got["OPENAI_API_KEY"] == VALUE_1  # from the org's shared domain
+    got = env0(ks(tmp_path, tokens["reader"], "run", "--org", "acme", "--domain", "billing",
+                  "--with-shared", "--only", "openai_api_key,billing-key", "--via-server",
+                  srv.url, "--", "env", "-0"))
+    assert (got["OPENAI_API_KEY"], got["BILLING_KEY"]) == (VALUE_1, "b" * 12)

@@ -38,6 +38,9 @@ ViaServer = Annotated[str | None, typer.Option(
     "--via-server", metavar="URL", help="Read through a keysafe server with a service "
                                         "token instead of the configured store.",
     show_default=False)]
+WithShared = Annotated[bool, typer.Option(
+    "--with-shared", help="Also the org's shared (default) domain's secrets, beneath "
+                          "--domain's own: a name both hold is --domain's.")]
 TokenEnv = Annotated[str, typer.Option(
     "--token-env", metavar="VAR", help="Environment variable holding the service token "
                                        "(or VAR_FILE, naming a file that holds it).")]
@@ -61,6 +64,7 @@ def run(
     env: Env = None,
     only: Only = None,
     map_file: MapFile = None,
+    with_shared: WithShared = False,
     env_file: Annotated[list[str] | None, typer.Option(
         "--env-file", metavar="FILE", help="Add variables from a .env file (values may be "
                                            "keysafe:// references; repeatable).",
@@ -93,7 +97,8 @@ def run(
     from keysafe.workloads.run import RunOptions, main
 
     opts = RunOptions(command=list(cmd), org=org, domain=domain, env=env, only=only,
-                      map_file=map_file, env_files=list(env_file or []), watch=watch,
+                      map_file=map_file, with_shared=with_shared,
+                      env_files=list(env_file or []), watch=watch,
                       interval=interval, on_change=on_change, grace=grace,
                       server=via_server, token_env=token_env, as_json=as_json)
     code = main(opts)
@@ -119,6 +124,7 @@ def export(
     ] = False,
     only: Only = None,
     map_file: MapFile = None,
+    with_shared: WithShared = False,
     keys: Annotated[str, typer.Option(
         "--keys", metavar="env|name", help="Key by variable name (env) or by secret "
                                             "name (name).")] = "env",
@@ -188,9 +194,13 @@ def export(
     if fmt == "external-secret" and not native and not (server_url or via_server):
         raise typer.BadParameter("external-secret needs --server-url (or --via-server), "
                                  "or --provider store", param_hint="'--server-url'")
+    if with_shared and fmt == "external-secret":
+        raise typer.BadParameter("an ExternalSecret reads one domain: --with-shared is "
+                                 "for the other formats (make one ExternalSecret for "
+                                 "the shared domain too)", param_hint="'--with-shared'")
     if output is not None:
         _check_output(output)
-    scope = Scope.of(org, domain, only, map_file)
+    scope = Scope.of(org, domain, only, map_file, with_shared=with_shared)
     source = open_source(env=env, server=via_server, token_env=token_env)
     try:
         if fmt == "external-secret":

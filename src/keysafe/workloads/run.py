@@ -56,6 +56,7 @@ class RunOptions:
     env: str | None = None
     only: list[str] | None = None
     map_file: str | None = None
+    with_shared: bool = False
     env_files: list[str] = field(default_factory=list)
     watch: bool = False
     interval: float = 10.0
@@ -89,7 +90,7 @@ def _check(opts: RunOptions) -> None:
                            "-- python app.py")
     if opts.org is None:
         for flag, given in (("--domain", opts.domain), ("--only", opts.only),
-                            ("--map", opts.map_file)):
+                            ("--map", opts.map_file), ("--with-shared", opts.with_shared)):
             if given:
                 raise InvalidValue(f"{flag} needs --org")
     if not INTERVAL_MIN <= opts.interval <= INTERVAL_MAX:
@@ -130,7 +131,8 @@ def prepare(opts: RunOptions) -> tuple[EnvPlan, Source | None]:
     base.update(read_env_files(opts.env_files))
     scope = None
     if opts.org is not None:
-        scope = Scope.of(opts.org, opts.domain, opts.only, opts.map_file)
+        scope = Scope.of(opts.org, opts.domain, opts.only, opts.map_file,
+                         with_shared=opts.with_shared)
     plan = EnvPlan.make(base, scope)
     source = (open_source(env=opts.env, server=opts.server, token_env=opts.token_env)
               if plan.needs_source else None)
@@ -235,8 +237,8 @@ class Supervisor:
         # The paths that concern the command: the scope's prefix, each reference's path.
         scope = self.plan.scope
         self._watched = tuple(
-            ([mgr.prefix(scope.org, scope.domain or mgr.default_domain)]
-             if scope is not None else [])
+            ([mgr.prefix(scope.org, d or mgr.default_domain)
+              for d in scope.layers(self.source)] if scope is not None else [])
             + [mgr.path(name, org, domain=domain)
                for org, domain, name in set(self.plan.refs.values())])
         listening = getattr(mgr.backend, "listening", None)
@@ -422,7 +424,7 @@ _VALUE_OPTS = {"--org": "org", "--domain": "domain", "--env": "env", "--only": "
                "--on-change": "on_change", "--grace": "grace", "--via-server": "server",
                "--token-env": "token_env"}
 _REPEATABLE = {"only", "env_files"}
-_FLAGS = {"--watch": "watch", "--json": "as_json"}
+_FLAGS = {"--watch": "watch", "--json": "as_json", "--with-shared": "with_shared"}
 
 
 def parse_run(args: Sequence[str]) -> RunOptions | None:

@@ -87,7 +87,9 @@ def left_out(names: list[str]) -> str | None:
 
 @dataclass
 class Scope:
-    """The secrets a command reads: every live secret of org/domain, or ``only``."""
+    """The secrets a command reads: every live secret of org/domain, or ``only``; with
+    ``with_shared``, the org's shared (default) domain's too, beneath the domain's own
+    (spec 001's fallback: a domain's key, else the org's shared one)."""
 
     org: str
     domain: str | None = None
@@ -95,24 +97,54 @@ class Scope:
     mapping: Mapping[str, str | None] | None = None
     #: secret -> {field: variable}: JSON credentials a mapping file gives field by field
     fields: FieldMap | None = None
+    with_shared: bool = False
     skipped: list[str] = field(default_factory=list)  # by the last read
     unmatched: list[str] = field(default_factory=list)  # tables of absent secrets
+    #: secret -> the domain it is read from (by the last ``listing``)
+    owner: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def of(cls, org: str, domain: str | None, only: list[str] | None,
-           map_file: str | Path | None) -> Scope:
-        """The scope a command's ``--org/--domain/--only/--map`` name."""
+           map_file: str | Path | None, *, with_shared: bool = False) -> Scope:
+        """The scope a command's ``--org/--domain/--only/--map/--with-shared`` name."""
         from keysafe.workloads.names import load_mapping
 
         mapping = load_mapping(map_file) if map_file else None
         return cls(org, domain, split_names(only), mapping.names if mapping else None,
-                   mapping.fields if mapping else None)
+                   mapping.fields if mapping else None, with_shared)
+
+    def layers(self, source: Source) -> list[str | None]:
+        """The domains read, lowest first: the shared one under the scope's own (with
+        ``with_shared``, when they differ), else the scope's alone."""
+        if self.with_shared and (self.domain or source.default_domain) \
+                != source.default_domain:
+            return [source.default_domain, self.domain]
+        return [self.domain]
 
     def versions(self, source: Source) -> dict[str, int]:
         """name -> current version of each secret in the scope."""
+        return {n: v for n, (_, v) in self.listing(source).items()}
+
+    def listing(self, source: Source) -> dict[str, tuple[str | None, int]]:
+        """name -> (the domain it is read from, its current version); a name in both
+        layers is the scope's own domain's. Sets ``owner``. A name in ``only`` that no
+        layer holds: NotFound."""
+        layers = self.layers(source)
+        out: dict[str, tuple[str | None, int]] = {}
         if self.only is None:
-            return source.scope(self.org, self.domain)
-        return {n: source.version(self.org, self.domain, n) for n in self.only}
+            for d in layers:
+                out.update((n, (d, v)) for n, v in source.scope(self.org, d).items())
+        else:
+            for n in self.only:
+                for i, d in enumerate(reversed(layers)):  # the scope's own domain first
+                    try:
+                        out[n] = (d, source.version(self.org, d, n))
+                        break
+                    except NotFound:
+                        if i == len(layers) - 1:
+                            raise
+        self.owner = {n: d for n, (d, _) in out.items()}
+        return out
 
     def read(self, source: Source, progress: Callable[[int, int], None] | None = None,
              names: list[str] | None = None, *, whole: bool = False) -> dict[str, str]:
@@ -123,16 +155,17 @@ class Scope:
         file gives field by field is read for those fields only (``read_fields``: from
         a server, the rest stays there), unless ``whole``."""
         if names is None:
-            names = self.only if self.only is not None else list(
-                source.scope(self.org, self.domain))
+            names = (self.only if self.only is not None and len(self.layers(source)) == 1
+                     else list(self.listing(source)))
         tables = {} if whole else self.fields or {}
         out: dict[str, str] = {}
         self.skipped = []
         for i, name in enumerate(names, 1):
+            domain = self.owner.get(name, self.domain)
             try:
-                out[name] = (source.read_fields(self.org, self.domain, name, tables[name])
+                out[name] = (source.read_fields(self.org, domain, name, tables[name])
                              if name in tables else
-                             source.read(self.org, self.domain, name)[0])
+                             source.read(self.org, domain, name)[0])
             except NotFound:
                 if self.only is not None:
                     raise
@@ -206,7 +239,14 @@ class Scope:
         the mapping file leaves out (``false``) are not in it."""
         names = list(names)
         wanted = set(names)
-        tagged = source.env_vars(self.org, self.domain, self.only)
+        tagged: dict[str, str] = {}
+        for d in self.layers(source):  # the scope's own domain's tags last: they win
+            mine = [n for n in names if self.owner.get(n, self.domain) == d]
+            if self.only is not None and not mine:
+                continue
+            tagged.update((n, v) for n, v in source.env_vars(
+                self.org, d, mine if self.only is not None else None).items()
+                if self.owner.get(n, self.domain) == d)
         mapping = {**{n: v for n, v in tagged.items() if n in wanted},
                    **(self.mapping or {})}
         return env_names(names, source.catalog, mapping)
@@ -268,11 +308,11 @@ class EnvPlan:
                                                                      key[2], var)
         if self.scope is not None:
             sc = self.scope
-            if track or sc.only is None:
-                versions = sc.versions(source)
+            if track or sc.only is None or len(sc.layers(source)) > 1:
+                listed = sc.listing(source)
                 if track:
-                    snap.update({("scope", n): v for n, v in versions.items()})
-                names = list(versions)
+                    snap.update({("scope", n, d): v for n, (d, v) in listed.items()})
+                names = list(listed)
             else:
                 names = list(sc.only)
             values = sc.read(source, names=names)
@@ -289,5 +329,6 @@ class EnvPlan:
         for key in set(self.refs.values()):
             snap[("ref", *key)] = source.version(*key)
         if self.scope is not None:
-            snap.update({("scope", n): v for n, v in self.scope.versions(source).items()})
+            snap.update({("scope", n, d): v
+                         for n, (d, v) in self.scope.listing(source).items()})
         return snap

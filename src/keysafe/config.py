@@ -445,7 +445,8 @@ def load_settings(
                           f"{sources.get('key_check_timeout', 'argument')}: must be more "
                           "than 0 seconds")
     settings = Settings(**values, sources=sources)
-    _check_home(Path(settings.home), sources.get("home"))
+    if not settings.server_url:  # through a server, the CLI never opens the home
+        _check_home(Path(settings.home), sources.get("home"))
     return settings
 
 

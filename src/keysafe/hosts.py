@@ -37,15 +37,12 @@ def cleartext_to_another_machine(scheme: str, host: str | None) -> bool:
 
 def shown_url(url: str) -> str:
     """``url`` as messages and reprs show it: without user info, query or fragment, which
-    are not needed to say where and may hold a credential, however it is (mis)spelt."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    rough = url.split("?", 1)[0].split("#", 1)[0]
-    try:
-        parts = urlsplit(rough)
-    except ValueError:  # an unclosed [IPv6 address: what follows the user info
-        return rough.rpartition("@")[2]
-    if not parts.scheme or not parts.netloc:
-        return rough.rpartition("@")[2]
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2],
-                       parts.path.rstrip("/"), "", ""))
+    are not needed to say where and may hold a credential, however it is (mis)spelt.
+    Everything up to the last ``@`` after the scheme goes, before any parsing: a
+    password holding ``/``, ``?`` or ``#`` would otherwise end the host part early and
+    be shown (an ``@`` later in a path costs the host's name, never a secret)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.rpartition("@")[2].split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return f"{scheme}://{rest}" if sep else rest

@@ -253,6 +253,17 @@ def test_keysafe_home_under_a_file_exits_8(ks: Ks, tmp_path: Path) -> None:
     assert hf.read_text() == "x\n"
 
 
+def test_a_home_is_not_checked_through_a_server(ks: Ks, tmp_path: Path) -> None:
+    """With KEYSAFE_SERVER_URL the CLI never opens the home: a bad one does not stop
+    it (the unreachable server does: exit 7, not 8)."""
+    hf = tmp_path / "hf"
+    hf.write_text("x\n")
+    r = ks("get", "foo", "--org", "acme", env={
+        "KEYSAFE_HOME": str(hf), "KEYSAFE_SERVER_URL": "http://127.0.0.1:9",
+        "KEYSAFE_TOKEN": "ks_abc_def"})
+    assert r.code == exitcodes.UNAVAILABLE, r
+
+
 def test_load_settings_refuses_a_home_that_is_a_file(home: Path, tmp_path: Path) -> None:
     hf = tmp_path / "hf"
     hf.write_text("x\n")

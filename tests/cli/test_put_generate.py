@@ -55,9 +55,31 @@ def test_a_rotation_shape_is_the_default(ks):
     (["x", "--generate", "--value", "abc"], "not with --value"),
     (["x", "--generate", "--credentials"], "not with --credentials"),
     (["x", "--generate", "--check-key"], "not with --check-key"),
+    (["x", "--generate", "--merge"], "not with --merge"),
 ])
 def test_refusals_store_nothing(ks, args, message):
     r = ks("put", *args, "--org", "acme")
     assert r.code == 2, (r.out, r.err)
     assert message in r.err
     assert ks("ls", "--org", "acme", "--json").json() == []
+
+
+def test_tags_keep_the_rotation_settings(ks):
+    """``--tag`` replaces a secret's tags, but not how it rotates (``rotate configure``
+    sets that): a reviewer saw put --generate --tag drop the rotator silently."""
+    assert ks("put", "jwt_secret", "--org", "acme", "--generate").code == 0
+    assert ks("rotate", "configure", "jwt_secret", "--org", "acme", "--rotator", "random",
+              "--option", "length=48").code == 0
+    for args in (["--generate"], ["--value", "v" * 48]):
+        assert ks("put", "jwt_secret", "--org", "acme", *args, "--tag", "team=x").code == 0
+        tags = ks("status", "jwt_secret", "--org", "acme", "--json").json()["tags"]
+        assert tags["team"] == "x"
+        assert tags["rotator"] == "random"
+    assert len(ks("get", "jwt_secret", "--org", "acme").out) == 48
+
+
+def test_no_format_check_goes_through(ks):
+    r = ks("put", "database_url", "--org", "acme", "--generate")
+    assert r.code == 2  # random characters are not a database URL
+    r = ks("put", "database_url", "--org", "acme", "--generate", "--no-format-check")
+    assert r.code == 0, r.err

@@ -16,8 +16,12 @@ SECRET = "S3cretPw"
     ("https://admin:S3cretPw@keysafe.internal/base/", "https://keysafe.internal/base"),
     ("http://h:8787/?token=S3cretPw#S3cretPw", "http://h:8787"),
     ("admin:S3cretPw@keysafe.internal", "keysafe.internal"),
-    ("http://u:S3cretPw@[::1", "[::1"),
+    ("http://u:S3cretPw@[::1", "http://[::1"),
     ("keysafe.internal?S3cretPw", "keysafe.internal"),
+    # A password holding '/', '?' or '#' must not end the host part early.
+    ("https://admin:pa/S3cretPw@keysafe.internal", "https://keysafe.internal"),
+    ("https://admin:S3cretPw#x@keysafe.internal/p", "https://keysafe.internal/p"),
+    ("https://admin:a?S3cretPw@keysafe.internal", "https://keysafe.internal"),
 ])
 def test_shown_url(url: str, shown: str) -> None:
     assert shown_url(url) == shown
@@ -59,3 +63,15 @@ def test_postgres_url_with_a_bare_at_sign_is_refused_unshown() -> None:
     with pytest.raises(ConfigError, match="not percent-encoded") as e:
         PostgresBackend(f"postgresql://keysafe:p@{SECRET}@127.0.0.1:1/k", KeyRing.generate())
     assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("url", [f"postgresql://app:se/{SECRET}@127.0.0.1:1/db",
+                                 f"postgresql://app:se#{SECRET}@127.0.0.1:1/db",
+                                 f"postgresql://app:p@{SECRET}@127.0.0.1:1/db"])
+def test_postgres_user_info_must_be_percent_encoded(url: str) -> None:
+    from keysafe.backends.postgres import check_userinfo, redact_url
+
+    with pytest.raises(ConfigError, match="not percent-encoded") as e:
+        check_userinfo(url)
+    assert SECRET not in str(e.value)
+    assert SECRET not in redact_url(url)

@@ -630,3 +630,30 @@ def test_a_session_secret_waits_for_the_window_like_a_jwt(mgr: SecretManager) ->
     _overdue(mgr, "session_secret")
     [state] = RotationEngine(mgr).states(ORG)
     assert state.needs_window
+
+
+def test_a_previous_value_goes_with_its_secret_or_version(mgr: SecretManager) -> None:
+    """The previous-value record is a copy of a value: destroying that version, or
+    purging the secret, takes it too, and a soft-deleted secret's is not served (a
+    reviewer read a destroyed value back through ``stage=previous``)."""
+    from keysafe.rotation.engine import record_path
+
+    eng = RotationEngine(mgr, grace=timedelta(hours=1))
+    for name in (JWT, "session_secret"):
+        mgr.put(name, f"old-{name}-" + "o" * 40, ORG)
+        eng.rotate(name, ORG)
+        assert mgr.get_previous(name, ORG)[1] == 1
+    mgr.destroy(JWT, [1], ORG, keep_current=True)
+    with pytest.raises(NotFound):
+        mgr.get_previous(JWT, ORG)
+    with pytest.raises(NotFound):  # the record itself is gone
+        mgr.backend.describe(record_path(mgr.path(JWT, ORG), "previous"))
+    mgr.delete("session_secret", ORG)  # soft: restorable, but nothing served meanwhile
+    with pytest.raises(NotFound):
+        mgr.get_previous("session_secret", ORG)
+    assert mgr.verification_values(JWT, ORG) == [mgr.get(JWT, ORG)]
+    mgr.restore("session_secret", ORG)
+    assert mgr.get_previous("session_secret", ORG)[1] == 1
+    mgr.delete("session_secret", ORG, force=True)
+    with pytest.raises(NotFound):
+        mgr.backend.describe(record_path(mgr.path("session_secret", ORG), "previous"))

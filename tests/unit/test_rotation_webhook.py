@@ -620,3 +620,58 @@ def test_change_events_from_the_settings_reach_the_receiver_from_a_cli(
                        capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert len(endpoint.events) == 2
+
+
+def test_change_events_follow_the_commit(endpoint: Endpoint, tmp_path: Path) -> None:
+    """Sent once the write's transaction commits, never for one that rolls back (the
+    receiver may read the store at once; a reviewer saw an event for a rolled-back
+    write, sent before the commit)."""
+    from keysafe.backends.sqlite import SQLiteBackend
+    from keysafe.crypto.keys import KeyRing
+    from keysafe.manager.audit import SQLiteAuditStore
+
+    assert endpoint.event_key is not None
+    sink = ChangeEvents(Events([f"{endpoint.base}/events"], endpoint.event_key))
+    backend = SQLiteBackend(tmp_path / "ks.db", KeyRing.generate())
+    m = SecretManager(backend, audit=AuditLog(SQLiteAuditStore(backend), sinks=[sink]),
+                      env="test", actor="tester")
+    m.put("k", "v1", ORG)
+
+    def given_up() -> None:
+        with backend.transaction():
+            m.put("k", "v2", ORG)
+            raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError):
+        given_up()
+    assert m.get("k", ORG, fresh=True) == "v1"
+    with backend.transaction():
+        m.put("k", "v3", ORG)
+    m.close()
+    assert [(e["type"], e["version"]) for e in received(endpoint)] == [
+        ("secret.written", 1), ("secret.written", 2)]
+
+
+def test_a_webhook_url_http_refuses_ends_no_delivery(caplog: pytest.LogCaptureFixture,
+                                                      endpoint: Endpoint) -> None:
+    """A URL http.client refuses (a space in it: InvalidURL, a ValueError) fails that
+    delivery only; the thread goes on, the log names the origin alone."""
+    sink = ChangeEvents(Events(["http://127.0.0.1:9/my hook SECRETPATH",
+                                f"{endpoint.base}/events"], None), drain=5)
+    m = SecretManager(MemoryBackend(), audit=AuditLog(MemoryAuditStore(), sinks=[sink]),
+                      env="test", actor="tester")
+    with caplog.at_level("WARNING", logger="keysafe.rotation"):
+        m.put("a", "v", ORG)
+        m.put("b", "v", ORG)
+        m.close()
+    assert [json.loads(body)["path"].rsplit("/", 1)[1] for body, _ in endpoint.events] == [
+        "a", "b"]
+    assert sink.events.failed == 2
+    assert "SECRETPATH" not in caplog.text
+
+
+def test_event_webhooks_with_a_space_are_refused(tmp_home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYSAFE_EVENT_WEBHOOKS", "https://ok.example/my hook")
+    with pytest.raises(ConfigError):
+        Events.from_settings(load_settings())

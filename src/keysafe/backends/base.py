@@ -243,33 +243,47 @@ class UndoHooks:
     write's record took into its transaction go back to the buffer). Each hook belongs
     to the savepoint depth it was added at: rolling back to a savepoint runs the hooks
     added inside it, rolling back the whole transaction runs them all, newest first;
-    a commit drops them."""
+    a commit drops them. Hooks added with ``after`` run once the whole transaction has
+    committed (the audit sinks: what is told of a record must have happened), and are
+    dropped with the work they belong to if it is rolled back."""
 
-    __slots__ = ("_hooks",)
+    __slots__ = ("_after", "_hooks")
 
     def __init__(self) -> None:
         self._hooks: builtins.list[tuple[int, Callable[[], object]]] = []
+        self._after: builtins.list[tuple[int, Callable[[], object]]] = []
 
     def add(self, depth: int, fn: Callable[[], object]) -> None:
         self._hooks.append((depth, fn))
 
+    def after(self, depth: int, fn: Callable[[], object]) -> None:
+        self._after.append((depth, fn))
+
+    def committed(self) -> None:
+        """The transaction committed: run the ``after`` hooks, in order; drop the rest."""
+        after, self._after, self._hooks = self._after, [], []
+        for _, fn in after:
+            _run_hook(fn, "commit")
+
     def undone(self, above: int = 0) -> None:
         """The work at depths greater than ``above`` was rolled back."""
+        if self._after:
+            self._after = [h for h in self._after if h[0] <= above]
         if not self._hooks:
             return
         run = [fn for d, fn in self._hooks if d > above]
         self._hooks = [h for h in self._hooks if h[0] <= above]
         for fn in reversed(run):
-            try:
-                fn()
-            except Exception:  # never mask the rollback's own error
-                import logging
+            _run_hook(fn, "undo")
 
-                logging.getLogger("keysafe").exception("undo hook %r failed", fn)
 
-    def clear(self) -> None:
-        if self._hooks:
-            self._hooks = []
+def _run_hook(fn: Callable[[], object], kind: str) -> None:
+    try:
+        fn()
+    except Exception:  # never mask the transaction's own outcome
+        import logging
+
+        logging.getLogger("keysafe").exception("%s hook %r failed", kind, fn)
 
 
 def check_cas(path: str, expected: int | None, current: int) -> None:

@@ -113,7 +113,7 @@ def _psycopg() -> Any:
 def redact_url(url: str) -> str:
     """The connection string without its password (in the user info, in a
     ``?password=`` parameter, or in a ``key=value`` DSN), for messages."""
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from urllib.parse import quote
 
     out = url
     try:
@@ -124,15 +124,13 @@ def redact_url(url: str) -> str:
         password = None
     if password:
         out = out.replace(quote(str(password), safe=""), "***").replace(str(password), "***")
-    try:
-        parts = urlsplit(out)
-    except ValueError:
-        return out if out != url else "postgresql://…"
-    if "@" in parts.netloc:
-        userinfo, hostport = parts.netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            out = urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    scheme, sep, rest = out.partition("://")
+    if sep and "@" in rest:
+        # The user info is everything up to the last '@', whatever it holds (a '/' in
+        # a password would end urlsplit's host part early and leave the rest shown).
+        userinfo, _, tail = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        out = f"{scheme}://{user}{':***' if colon else ''}@{tail}"
     return out
 
 
@@ -161,13 +159,18 @@ def check_userinfo(url: str, error: type[KeysafeError] = ConfigError) -> None:
     the host and shown in libpq's messages."""
     from urllib.parse import urlsplit
 
+    _, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return
+    userinfo = rest.rpartition("@")[0]
     try:
         netloc = urlsplit(url).netloc
     except ValueError:
-        return  # libpq's own parse reports it
-    if netloc.count("@") > 1:
-        raise error("the database URL has an '@' in its user info that is not "
-                    "percent-encoded (write it as %40); the URL is not shown")
+        netloc = ""
+    if netloc.count("@") > 1 or any(c in userinfo for c in "@/?#"):
+        raise error("the database URL has a character in its user info that is not "
+                    "percent-encoded ('@', '/', '?' or '#': write them as %40, %2F, %3F "
+                    "and %23); the URL is not shown")
 
 
 #: Taken with BEGIN in one round trip (the simple query protocol runs both; the result
@@ -361,6 +364,7 @@ class PostgresBackend(SQLStore):
                     # was swallowed somewhere above. Nothing was written.
                     raise BackendUnavailable(f"PostgreSQL store {self.where}: the "
                                              "transaction was rolled back, not committed")
+                local.undo.committed()
             except BaseException:
                 if pg.status == self._conn_ok and pg.transaction_status != 0:  # not idle
                     _rollback_quietly(pg)
@@ -626,6 +630,15 @@ class PostgresBackend(SQLStore):
         local = self._local
         if getattr(local, "conn", None) is not None:
             local.undo.add(local.depth, fn)
+
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once this thread's open transaction commits (dropped if the work
+        so far is rolled back); at once outside a transaction."""
+        local = self._local
+        if getattr(local, "conn", None) is not None:
+            local.undo.after(local.depth, fn)
+        else:
+            fn()
 
     # -- protocol ---------------------------------------------------------------
     def get(self, path: str, version: int | None = None) -> tuple[str, int]:
@@ -1488,6 +1501,9 @@ class PostgresAuditStore:
 
     def on_rollback(self, fn: Callable[[], object]) -> None:
         self._b.on_rollback(fn)
+
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        self._b.on_commit(fn)
 
     def append(self, drafts: Sequence[Draft]) -> builtins.list[Row]:
         b = self._b

@@ -200,7 +200,7 @@ class SQLiteBackend(SQLStore):
                 self._conn.execute("ROLLBACK")
                 self._undo.undone()
                 raise BackendUnavailable(f"commit to {self.path} failed: {exc}") from exc
-            self._undo.clear()
+            self._undo.committed()
             if self._checkpointer is not None:
                 self._checkpointer.committed()
             if self._needs_shred:
@@ -216,6 +216,14 @@ class SQLiteBackend(SQLStore):
         rolled back (nothing happens outside a transaction: that work is committed)."""
         if self._tx_thread == threading.get_ident():
             self._undo.add(self._depth, fn)
+
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once this thread's open transaction commits (dropped if the work
+        so far is rolled back); at once outside a transaction."""
+        if self._tx_thread == threading.get_ident():
+            self._undo.after(self._depth, fn)
+        else:
+            fn()
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:

@@ -223,7 +223,7 @@ def put(
                                  param_hint="'--generate'")
     if generate:
         given = [flag for flag, on in (("--value", value is not None),
-                                       ("--credentials", credentials),
+                                       ("--credentials", credentials), ("--merge", merge),
                                        ("--check-key", check_key),
                                        ("--keep-newline", keep_newline)) if on]
         if given:
@@ -231,7 +231,8 @@ def put(
                                      "nothing was stored", param_hint="'--generate'")
         _put_generated(name, org, domain, env, as_json, length=length, alphabet=alphabet,
                        expected_version=expected_version, description=description,
-                       secret_type=secret_type, tags=tags)
+                       secret_type=secret_type, tags=tags,
+                       check_format=not no_format_check)
         return
     if merge and not credentials:
         raise typer.BadParameter("--merge needs --credentials", param_hint="'--merge'")

@@ -471,6 +471,13 @@ class SQLiteAuditStore:
         if hook is not None:
             hook(fn)
 
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        hook = getattr(self._host, "on_commit", None)
+        if hook is not None:
+            hook(fn)
+        else:
+            fn()
+
     def relaxed(self) -> contextlib.AbstractContextManager[None]:
         host_relaxed = getattr(self._host, "relaxed", None)
         return host_relaxed() if host_relaxed is not None else contextlib.nullcontext()
@@ -806,13 +813,24 @@ class AuditLog:
             if undo is not None:
                 taken = events[:requeue]
                 undo(lambda: self._requeue(taken))
+        if self.sinks:
+            # Sinks hear of records once they are committed: inside the caller's open
+            # transaction, when it commits (and never, if it rolls back).
+            later = getattr(self.store, "on_commit", None) if self._in_transaction() \
+                else None
+            if later is not None:
+                later(lambda: self._to_sinks(done))
+            else:
+                self._to_sinks(done)
+        return done
+
+    def _to_sinks(self, rows: list[Row]) -> None:
         for sink in self.sinks:
             try:
-                sink.write(done)
+                sink.write(rows)
             except OSError as exc:
                 _warn("audit sink %s failed: %s", getattr(sink, "path", type(sink).__name__),
                       exc)
-        return done
 
     def _requeue(self, events: list[Draft]) -> None:
         """Put records that were not stored back at the buffer's head (bounded)."""

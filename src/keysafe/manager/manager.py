@@ -565,6 +565,8 @@ class SecretManager:
         ref, path = self.resolve(name, org, domain, env)
         try:
             got = previous_record(self.backend, path)
+            if got is not None and not self._previous_readable(path, got[1]):
+                got = None
             if got is None and required:
                 raise NotFound(f"{name} has no previous value: it was not rotated with a "
                                "grace period, or the period is over")
@@ -702,7 +704,9 @@ class SecretManager:
             rotation_days: int | None = None, expires_at: datetime | None = None,
             check_format: bool = True) -> VersionInfo:
         """Write a new version (create or overwrite). ``expected_version`` gives
-        check-and-set (0: must not exist yet)."""
+        check-and-set (0: must not exist yet). ``tags`` replace the secret's tags, except
+        its rotation settings (``rotator``, ``rotator.*``, ...), which stay unless given
+        here too (``keysafe rotate configure`` sets them)."""
         ref, path = self.resolve(name, org, domain, env)
         try:
             self._check_value(ref, value, check_format)
@@ -723,12 +727,47 @@ class SecretManager:
             rotation_days=rotation_days, expires_at=expires_at,
             last_rotated=datetime.now(UTC),
         )
-        info: VersionInfo = self._write(
-            "write", ref, path,
-            lambda ctx: self.backend.put(path, value, ctx=ctx,
-                                         expected_version=expected_version, meta=meta),
-            lambda r: r.version)
+
+        def run(ctx: WriteContext) -> Any:
+            m = meta if tags is None else meta._replace(tags=self._kept_tags(path, tags))
+            return self.backend.put(path, value, ctx=ctx, expected_version=expected_version,
+                                    meta=m)
+
+        info: VersionInfo = self._write("write", ref, path, run, lambda r: r.version)
         return info
+
+    def _kept_tags(self, path: str, tags: Mapping[str, str]) -> dict[str, str]:
+        """``tags`` with the secret's rotation settings kept (those not in ``tags``)."""
+        from keysafe.rotation.policy import is_rotation_tag
+
+        try:
+            old = self.backend.describe(path, include_deleted=True).tags
+        except NotFound:
+            old = {}
+        return {**{k: v for k, v in old.items() if is_rotation_tag(k)}, **tags}
+
+    def _previous_version(self, path: str) -> int | None:
+        """The version ``path``'s previous-value record holds (None: no record)."""
+        from keysafe.rotation.engine import record_path
+
+        try:
+            was = self.backend.describe(record_path(path, "previous")).tags.get(
+                "rotation.version", "")
+        except NotFound:
+            return None
+        return int(was) if was.isdigit() else None
+
+    def _previous_readable(self, path: str, version: int | None) -> bool:
+        """Whether a previous value may be read: its secret is live (not deleted) and the
+        version it copies, if the store still lists it, is not destroyed."""
+        try:
+            self.backend.describe(path)
+        except NotFound:
+            return False
+        if version is None or not isinstance(self.backend, Versioned):
+            return True
+        return not any(v.version == version and v.destroyed
+                       for v in self.backend.versions(path))
 
     def _check_value(self, ref: SecretRef, value: object, check_format: bool) -> None:
         if not isinstance(value, str):
@@ -751,12 +790,37 @@ class SecretManager:
         ref, path = self.resolve(name, org, domain, env)
         b = self.backend
         if force:
-            if not isinstance(b, Recoverable):
-                self._write("delete", ref, path, lambda ctx: b.delete(path, ctx=ctx))
-                return
-            self._write("purge", ref, path, lambda ctx: b.purge(path, ctx=ctx))
+            self._write("purge" if isinstance(b, Recoverable) else "delete", ref, path,
+                        lambda ctx: self._purge(path, ctx))
             return
         self._write("delete", ref, path, lambda ctx: b.delete(path, ctx=ctx))
+
+    def _purge(self, path: str, ctx: WriteContext) -> None:
+        """``path`` gone now (purged, or deleted where the store keeps no deleted
+        secrets), and its rotation records with it (``_gone``)."""
+        b = self.backend
+        if isinstance(b, Recoverable):
+            b.purge(path, ctx=ctx)
+        else:
+            b.delete(path, ctx=ctx)
+        self._gone(path, ctx)
+
+    def _gone(self, path: str, ctx: WriteContext,
+              kinds: tuple[str, ...] = ("previous", "pending")) -> None:
+        """After a purge (or a destroy of the version kept as previous): the rotation
+        records that hold a copy of a value go too, so no value outlives its secret."""
+        from keysafe.rotation.engine import record_path
+
+        b = self.backend
+        for kind in kinds:
+            rpath = record_path(path, kind)
+            try:
+                if isinstance(b, Recoverable):
+                    b.purge(rpath, ctx=ctx)
+                else:
+                    b.delete(rpath, ctx=ctx)
+            except NotFound:
+                continue
 
     def restore(self, name: str, org: str | None = None, *, domain: str | None = None,
                 env: str | None = None) -> SecretMetadata:
@@ -801,6 +865,8 @@ class SecretManager:
                                    "write a new version or roll back first, then destroy "
                                    "it", path=path, current_version=current)
             out: builtins.list[int] = b.destroy(path, list(versions), ctx=ctx)
+            if self._previous_version(path) in versions:
+                self._gone(path, ctx, kinds=("previous",))  # its copy is shredded too
             return out
 
         done: builtins.list[int] = self._write("destroy", ref, path, run,
@@ -895,7 +961,7 @@ class SecretManager:
             ref = self.parse(path) if self.naming.matches(path) else None
             try:
                 self._write("purge", ref or SecretRef("x", "-"), path,
-                            lambda ctx, p=path: b.purge(p, ctx=ctx),  # type: ignore[misc]
+                            lambda ctx, p=path: self._purge(p, ctx),  # type: ignore[misc]
                             detail={"reason": "recovery window ended"})
                 done.append(path)
             except NotFound:

@@ -32,7 +32,8 @@ class Events:
         from keysafe.errors import ConfigError
 
         urls = [u.strip() for u in str(settings.event_webhooks or "").split(",") if u.strip()]
-        bad = [u for u in urls if not u.startswith(("https://", "http://"))]
+        bad = [u for u in urls if not u.startswith(("https://", "http://"))
+               or not u.isprintable() or " " in u]
         if bad:
             raise ConfigError("event_webhooks must be http(s) URLs; got one that is not")
         return cls(urls, settings.event_webhook_secret)
@@ -53,7 +54,9 @@ class Events:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                     resp.read(4096)
                 self.sent += 1
-            except (urllib.error.URLError, OSError) as exc:
+            except Exception as exc:
+                # (InvalidURL is a ValueError) as well as a network error; the log names
+                # the origin only, the path may be the webhook's credential.
                 self.failed += 1
                 log.warning("event webhook %s failed: %s", url_origin(url),
                             type(exc).__name__)
@@ -128,7 +131,10 @@ class ChangeEvents:
                     return
                 kind, data = self._queue.popleft()
                 self._busy = True
-            self.events.emit(kind, data)
+            try:
+                self.events.emit(kind, data)
+            except Exception:
+                log.warning("change event %s not delivered", kind)
 
     def close(self) -> None:
         """Deliver what is queued (up to ``drain`` seconds), then stop."""

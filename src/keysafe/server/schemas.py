@@ -57,6 +57,9 @@ class SecretGenerate(BaseModel):
     secret_type: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = None
     rotation_days: int | None = Field(default=None, ge=0, le=3650)
+    check_format: bool = Field(default=True, description=(
+        "check the generated value against a well-known secret's format (the catalog's "
+        "pattern) before saving it"))
 
     @field_validator("tags")
     @classmethod

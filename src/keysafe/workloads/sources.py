@@ -212,16 +212,20 @@ class ServerSource(_EnvVarTags):
 
     def read_fields(self, org: str, domain: str | None, name: str,
                     fields: Collection[str]) -> str:
-        # One request a field (``?field=``): the server picks each out. A field it
-        # lacks is left out of the object, to be named by whoever wanted it; whether
-        # the secret itself is missing, its status says.
+        # One request a field (``?field=``): the server picks each out, all from the
+        # version the first one read (``version=0``: the current one, and its number),
+        # so a rotation between two requests cannot pair a user with the next
+        # password. A field it lacks is left out of the object, to be named by whoever
+        # wanted it; whether the secret itself is missing, its status says.
         import json
 
         path = f"/api/secrets/{self._seg('org', org)}/{self._seg('name', name)}/value"
         got: dict[str, Any] = {}
+        pinned = 0
         for fld in fields:
             try:
-                data = self._get(path, {**self._domain(domain), "field": fld})
+                data = self._get(path, {**self._domain(domain), "field": fld,
+                                        "version": str(pinned)})
             except NotFound as missing:
                 try:
                     self.version(org, domain, name)  # NotFound: the secret is missing
@@ -234,6 +238,8 @@ class ServerSource(_EnvVarTags):
                                          f"{fld!r} of {name} (a server older than field "
                                          "reads?)")
             got[fld] = json.loads(value) if data.get("field_json") else value
+            if not pinned and isinstance(data.get("version"), int):
+                pinned = data["version"]
         return json.dumps(got)
 
     def version(self, org: str, domain: str | None, name: str) -> int:

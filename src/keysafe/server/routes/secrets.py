@@ -19,7 +19,6 @@ from keysafe.rotation.policy import (
     MANUAL_SYMMETRIC,
     is_exposed,
     is_rotation_detail,
-    is_rotation_tag,
     rotator_for,
 )
 from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
@@ -194,24 +193,12 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
         return ctx.mgr.put(
             secret_name, body.secret_value, org_id, domain=body.domain_id,
             expected_version=body.expected_version, description=body.description,
-            secret_type=body.secret_type, tags=_sent_tags(ctx, path, body.tags),
+            secret_type=body.secret_type, tags=body.tags,
             rotation_days=body.rotation_days, check_format=body.check_format)
 
     info = await ctx.write(put, path)
     return written(ref, info, f"Secret '{secret_name}' has been updated successfully",
                    key_check=check)
-
-
-def _sent_tags(ctx: Ctx, path: str, tags: dict[str, str] | None) -> dict[str, str] | None:
-    """Tags sent replace the secret's tags, except the rotation settings, which the API
-    can neither set nor clear (keysafe rotate configure does)."""
-    if tags is None:
-        return None
-    try:
-        old = ctx.mgr.backend.describe(path, include_deleted=True).tags
-    except NotFound:
-        old = {}
-    return {**tags, **{k: v for k, v in old.items() if is_rotation_tag(k)}}
 
 
 @router.post("/api/secrets/{org_id}/{secret_name}/generate", response_model=WriteResult)
@@ -229,7 +216,8 @@ async def secret_generate(org_id: str, secret_name: str, body: SecretGenerate,
             secret_name, org_id, length=body.length, alphabet=body.alphabet,
             domain=body.domain_id, expected_version=body.expected_version,
             description=body.description, secret_type=body.secret_type,
-            tags=_sent_tags(ctx, path, body.tags), rotation_days=body.rotation_days)
+            tags=body.tags, rotation_days=body.rotation_days,
+            check_format=body.check_format)
 
     info = await ctx.write(put, path)
     return written(ref, info, f"Secret '{secret_name}' has been generated and stored")

@@ -261,7 +261,11 @@ class UndoHooks:
 
     def committed(self) -> None:
         """The transaction committed: run the ``after`` hooks, in order; drop the rest."""
-        after, self._after, self._hooks = self._after, [], []
+        if self._hooks:
+            self._hooks = []
+        if not self._after:
+            return  # the usual case: a commit with no sink to tell
+        after, self._after = self._after, []
         for _, fn in after:
             _run_hook(fn, "commit")
 

@@ -12,7 +12,7 @@ import builtins
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from keysafe.errors import Conflict, NotFound
 from keysafe.models import MetadataUpdate, SecretMetadata, VersionInfo
@@ -288,6 +288,15 @@ def _run_hook(fn: Callable[[], object], kind: str) -> None:
         import logging
 
         logging.getLogger("keysafe").exception("%s hook %r failed", kind, fn)
+
+
+def remove_now(backend: Any, path: str, *, ctx: WriteContext) -> None:
+    """``path`` gone for good: purged where the store keeps deleted secrets for a
+    recovery window, deleted elsewhere. NotFound if there is nothing there."""
+    if isinstance(backend, Recoverable):
+        backend.purge(path, ctx=ctx)
+    else:
+        backend.delete(path, ctx=ctx)
 
 
 def check_cas(path: str, expected: int | None, current: int) -> None:

@@ -7,6 +7,7 @@ one backend and writes one audit event. Backends never see names, only paths.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import threading
@@ -30,6 +31,7 @@ from keysafe.backends.base import (
     Versioned,
     Watchable,
     WriteContext,
+    remove_now,
 )
 from keysafe.errors import (
     BackendUnavailable,
@@ -798,11 +800,7 @@ class SecretManager:
     def _purge(self, path: str, ctx: WriteContext) -> None:
         """``path`` gone now (purged, or deleted where the store keeps no deleted
         secrets), and its rotation records with it (``_gone``)."""
-        b = self.backend
-        if isinstance(b, Recoverable):
-            b.purge(path, ctx=ctx)
-        else:
-            b.delete(path, ctx=ctx)
+        remove_now(self.backend, path, ctx=ctx)
         self._gone(path, ctx)
 
     def _gone(self, path: str, ctx: WriteContext,
@@ -811,16 +809,9 @@ class SecretManager:
         records that hold a copy of a value go too, so no value outlives its secret."""
         from keysafe.rotation.engine import record_path
 
-        b = self.backend
         for kind in kinds:
-            rpath = record_path(path, kind)
-            try:
-                if isinstance(b, Recoverable):
-                    b.purge(rpath, ctx=ctx)
-                else:
-                    b.delete(rpath, ctx=ctx)
-            except NotFound:
-                continue
+            with contextlib.suppress(NotFound):
+                remove_now(self.backend, record_path(path, kind), ctx=ctx)
 
     def restore(self, name: str, org: str | None = None, *, domain: str | None = None,
                 env: str | None = None) -> SecretMetadata:

@@ -21,6 +21,7 @@ Pending and previous records live beside the secrets at ``_rotation/<path>/pendi
 from __future__ import annotations
 
 import builtins
+import contextlib
 import secrets as _secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from keysafe.backends.base import Recoverable, Transactional, WriteContext
+from keysafe.backends.base import Transactional, WriteContext, remove_now
 from keysafe.errors import Conflict, KeysafeError, NotFound, RotationError
 from keysafe.models import MetadataUpdate, SecretMetadata
 from keysafe.rotation.policy import DUE_SOON, Policy, RotationState, select, sort_states
@@ -393,15 +394,8 @@ class RotationEngine:
                           ctx=WriteContext.make(self.mgr.actor))
 
     def _drop(self, rpath: str) -> None:
-        b = self.mgr.backend
-        ctx = WriteContext.make(self.mgr.actor)
-        try:
-            if isinstance(b, Recoverable):
-                b.purge(rpath, ctx=ctx)
-            else:
-                b.delete(rpath, ctx=ctx)
-        except NotFound:
-            pass
+        with contextlib.suppress(NotFound):
+            remove_now(self.mgr.backend, rpath, ctx=WriteContext.make(self.mgr.actor))
 
     def _promote(self, path: str, org: str, rotator: Rotator, ctx: RotationContext,
                  new: str, base: int, rid: str, *, journal: bool = True) -> int:

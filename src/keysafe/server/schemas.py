@@ -15,11 +15,10 @@ from keysafe.tags import MAX_TAGS as MAX_TAGS
 from keysafe.tags import check_user_tags
 
 
-class SecretWrite(BaseModel):
-    """Blind write (spec 001): the value goes in and never comes back."""
+class _Write(BaseModel):
+    """What every write of a value may also set: where, its metadata and check-and-set."""
 
     model_config = ConfigDict(extra="forbid")
-    secret_value: str = Field(min_length=1, max_length=1_048_576)
     domain_id: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=1000)
     expected_version: int | None = Field(default=None, ge=0,
@@ -27,6 +26,17 @@ class SecretWrite(BaseModel):
     secret_type: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = None
     rotation_days: int | None = Field(default=None, ge=0, le=3650)
+
+    @field_validator("tags")
+    @classmethod
+    def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_tags(tags)
+
+
+class SecretWrite(_Write):
+    """Blind write (spec 001): the value goes in and never comes back."""
+
+    secret_value: str = Field(min_length=1, max_length=1_048_576)
     check_key: bool = Field(default=False, description=(
         "ask the provider whether the key works before saving it (spec 001); a key it "
         "refuses is not saved (422 key_rejected); no verdict (unreachable) saves it and "
@@ -34,37 +44,19 @@ class SecretWrite(BaseModel):
     check_format: bool = Field(default=True, description=(
         "check a well-known secret's format (the catalog's pattern) before saving it"))
 
-    @field_validator("tags")
-    @classmethod
-    def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_tags(tags)
 
-
-class SecretGenerate(BaseModel):
+class SecretGenerate(_Write):
     """A random value made by the server and stored: nobody sees it, the caller
     included (read it as a service identity, as any other)."""
 
-    model_config = ConfigDict(extra="forbid")
-    domain_id: str | None = Field(default=None, max_length=128)
     length: int | None = Field(default=None, ge=32, le=4096, description=(
         "characters (default: the secret's rotator.length option, else 64)"))
     alphabet: str | None = Field(default=None, max_length=32, description=(
         "urlsafe, alnum, hex or printable (default: the secret's rotator.alphabet "
         "option, else urlsafe)"))
-    description: str | None = Field(default=None, max_length=1000)
-    expected_version: int | None = Field(default=None, ge=0,
-                                         description="check-and-set: 0 = must not exist")
-    secret_type: str | None = Field(default=None, max_length=64)
-    tags: dict[str, str] | None = None
-    rotation_days: int | None = Field(default=None, ge=0, le=3650)
     check_format: bool = Field(default=True, description=(
         "check the generated value against a well-known secret's format (the catalog's "
         "pattern) before saving it"))
-
-    @field_validator("tags")
-    @classmethod
-    def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_tags(tags)
 
 
 _Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)

@@ -269,11 +269,12 @@ def test_signals_are_forwarded(home: Path, pycache: str, scope: None, tmp_path: 
 
 
 def restarted_on_change(home: Path, pycache: str, log: Path, interval: str,
-                        change: Callable[[SecretManager], object]) -> None:
-    """``run --watch`` of the reporting child: ``change`` (given a manager on the same
-    store) puts OPENAI_2, and the child is restarted with it; no value on stderr."""
-    p = start(home, pycache, "--org", "acme", "--watch", "--interval", interval, "--grace",
-              "5", "--", PY, "-c", CHILD, str(log))
+                        change: Callable[[SecretManager], object], *scope: str) -> None:
+    """``run --watch`` (with ``scope``'s options) of the reporting child: ``change``
+    (given a manager on the same store) puts OPENAI_2, and the child is restarted with
+    it; no value on stderr."""
+    p = start(home, pycache, "--org", "acme", *scope, "--watch", "--interval", interval,
+              "--grace", "5", "--", PY, "-c", CHILD, str(log))
     try:
         wait_for(lambda: lines(log) == [f"start {OPENAI}"])
         with SecretManager.from_settings(load_settings()) as mgr:
@@ -302,21 +303,10 @@ def test_watch_with_shared_restarts_when_the_domain_takes_a_name_over(
         home: Path, pycache: str, scope: None, tmp_path: Path) -> None:
     """``--with-shared``: OPENAI_API_KEY comes from the shared domain until the billing
     domain gets its own (version 1 too): the snapshot tells the two apart by domain."""
-    log = tmp_path / "child.log"
-    p = start(home, pycache, "--org", "acme", "--domain", "billing", "--with-shared",
-              "--watch", "--interval", "0.5", "--grace", "5", "--", PY, "-c", CHILD,
-              str(log))
-    try:
-        wait_for(lambda: lines(log) == [f"start {OPENAI}"])
-        with SecretManager.from_settings(load_settings()) as mgr:
-            mgr.put("openai_api_key", OPENAI_2, "acme", domain="billing")
-        wait_for(lambda: f"start {OPENAI_2}" in lines(log), timeout=60)
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=30) == 40 + signal.SIGTERM
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    restarted_on_change(home, pycache, tmp_path / "child.log", "0.5",
+                        lambda mgr: mgr.put("openai_api_key", OPENAI_2, "acme",
+                                            domain="billing"),
+                        "--domain", "billing", "--with-shared")
 
 
 def test_watch_on_change_signal(home: Path, pycache: str, scope: None,

@@ -288,7 +288,7 @@ def restarted_on_change(home: Path, pycache: str, log: Path, interval: str,
             p.kill()
             p.wait()
     err = p.stderr.read().decode() if p.stderr else ""
-    assert "restarting the command" in err
+    assert "secrets changed (openai_api_key); restarting the command" in err
     assert OPENAI_2 not in err
     assert OPENAI not in err
 

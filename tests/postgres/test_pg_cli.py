@@ -142,7 +142,7 @@ def test_db_upgrade_applies_once_then_nothing(kc, pg_server, pg_url, monkeypatch
     first = kc("db", "upgrade", "--json")
     assert first.code == 0, first.err
     data = first.json()
-    assert data["applied"] == [v for v, _, _ in pg_schema.MIGRATIONS] == [1, 2, 3]
+    assert data["applied"] == [v for v, _, _ in pg_schema.MIGRATIONS] == [1, 2, 3, 4]
     assert (data["before"], data["schema_version"]) == (0, pg_schema.LATEST)
     created = tables(pg_server, pg_url)
     assert {"secrets", "versions", "audit", "audit_head", "meta", "tokens", "jobs",
@@ -171,7 +171,7 @@ def test_db_upgrade_reports_what_it_applied(kc, pg_url, monkeypatch):
     r = kc("db", "upgrade")
     assert r.code == 0, r.err
     said = r.out + r.err
-    assert f"{redact_url(pg_url)}: schema 0 -> {pg_schema.LATEST} (applied 1, 2, 3)" in said
+    assert f"{redact_url(pg_url)}: schema 0 -> {pg_schema.LATEST} (applied 1, 2, 3, 4)" in said
 
 
 def test_then_a_replica_without_auto_upgrade_starts(kc, pg_url, monkeypatch, master_key):

@@ -218,3 +218,12 @@ def test_archiving_the_audit_log_keeps_one_chain_across_replicas(backends: Any,
         ma.put("after-compact", "v", ORG)
     assert mb.audit_verify().ok
     assert [e.outcome for e in ma.audit_query() if e.action == "compact"] == ["ok"]
+
+
+def test_sibling_savepoints_keep_their_hooks(backends) -> None:  # type: ignore[no-untyped-def]
+    """As on the embedded store (tests/unit/test_transaction_hooks.py)."""
+    from tests.unit.test_transaction_hooks import sibling_savepoints
+
+    b = backends()
+    assert sibling_savepoints(b.transaction, b.on_commit, b.on_rollback) == [
+        "undo second", "after first"]

@@ -75,3 +75,33 @@ def test_postgres_user_info_must_be_percent_encoded(url: str) -> None:
         check_userinfo(url)
     assert SECRET not in str(e.value)
     assert SECRET not in redact_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://db.example.com/keysafe?user=keysafe@myserver&sslmode=require",
+    "postgresql://u:pw@db/x?application_name=a@b",
+])
+def test_an_at_sign_in_the_query_is_not_user_info(url: str) -> None:
+    """Azure's ``?user=app@server`` and the like open as before (a reviewer found them
+    refused as badly encoded user info)."""
+    from keysafe.backends.postgres import check_userinfo, redact_url
+
+    check_userinfo(url)
+    assert "pw" not in redact_url(url)
+    assert "myserver" in redact_url(url) or "a@b" in redact_url(url)
+
+
+def test_uvicorn_does_not_believe_forwarded_headers(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: object) -> None:
+    """The peer is the client, as with granian: otherwise any local process could pose
+    as another address with X-Forwarded-For (token networks, the limiter, audit)."""
+    import uvicorn
+
+    from keysafe.config import load_settings
+    from keysafe.server import run
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("KEYSAFE_HOME", str(tmp_path))
+    run.serve(load_settings(), host="127.0.0.1", port=0, server="uvicorn", as_json=True)
+    assert seen.get("proxy_headers") is False

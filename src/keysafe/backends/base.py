@@ -259,6 +259,14 @@ class UndoHooks:
     def after(self, depth: int, fn: Callable[[], object]) -> None:
         self._after.append((depth, fn))
 
+    def released(self, outer: int) -> None:
+        """A savepoint at depth ``outer + 1`` was released: its work is now the work of
+        the level around it, and goes (or stays) with that level's fate; a sibling
+        savepoint rolled back later must not take it along."""
+        for hooks in (self._hooks, self._after):
+            if hooks and hooks[-1][0] > outer:
+                hooks[:] = [(min(d, outer), fn) for d, fn in hooks]
+
     def committed(self) -> None:
         """The transaction committed: run the ``after`` hooks, in order; drop the rest."""
         if self._hooks:

@@ -113,25 +113,20 @@ def _psycopg() -> Any:
 def redact_url(url: str) -> str:
     """The connection string without its password (in the user info, in a
     ``?password=`` parameter, or in a ``key=value`` DSN), for messages."""
-    from urllib.parse import quote
+    import re
 
-    out = url
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        password = conninfo_to_dict(url).get("password")
-    except Exception:  # not parseable (or psycopg missing): hide what we can below
-        password = None
-    if password:
-        out = out.replace(quote(str(password), safe=""), "***").replace(str(password), "***")
-    scheme, sep, rest = out.partition("://")
-    if sep and "@" in rest:
-        # The user info is everything up to the last '@', whatever it holds (a '/' in
-        # a password would end urlsplit's host part early and leave the rest shown).
-        userinfo, _, tail = rest.rpartition("@")
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # a key=value DSN
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    if "@" in rest and ("@" in head or "=" not in rest.rpartition("@")[2]):
+        # The user info is everything up to the last '@' (not one in the query),
+        # whatever it holds: a '/' in a password would end urlsplit's host part early
+        # and leave the rest shown.
+        userinfo = (head if "@" in head else rest).rpartition("@")[0]
         user, colon, _ = userinfo.partition(":")
-        out = f"{scheme}://{user}{':***' if colon else ''}@{tail}"
-    return out
+        rest = f"{user}{':***' if colon else ''}@{rest[len(userinfo) + 1:]}"
+    return f"{scheme}://" + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest)
 
 
 def hide_password(text: str, url: str) -> str:
@@ -154,20 +149,22 @@ def hide_password(text: str, url: str) -> str:
 
 
 def check_userinfo(url: str, error: type[KeysafeError] = ConfigError) -> None:
-    """``error`` for a URL whose user info holds an '@' that is not percent-encoded:
-    libpq and Python split it differently, so part of the password would be taken for
-    the host and shown in libpq's messages."""
-    from urllib.parse import urlsplit
-
+    """``error`` for a URL whose user info holds an '@', '/', '?' or '#' that is not
+    percent-encoded: libpq and Python split it differently, so part of the password
+    would be taken for the host and shown in libpq's messages. An '@' in the query
+    (``?user=app@server``) is not user info."""
     _, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return
-    userinfo = rest.rpartition("@")[0]
-    try:
-        netloc = urlsplit(url).netloc
-    except ValueError:
-        netloc = ""
-    if netloc.count("@") > 1 or any(c in userinfo for c in "@/?#"):
+    head = rest.split("?", 1)[0].split("#", 1)[0]
+    if "@" in head:
+        userinfo = head.rpartition("@")[0]
+        bad = any(c in userinfo for c in "@/")
+    else:
+        # The '@' comes after a '?' or '#': a query value (it has its '='), else a
+        # password holding '?' or '#' before the host.
+        bad = "=" not in rest.rpartition("@")[2].split("/", 1)[0]
+    if bad:
         raise error("the database URL has a character in its user info that is not "
                     "percent-encoded ('@', '/', '?' or '#': write them as %40, %2F, %3F "
                     "and %23); the URL is not shown")
@@ -339,6 +336,7 @@ class PostgresBackend(SQLStore):
                 raise
             finally:
                 local.depth = outer
+            local.undo.released(outer)
             return
         with self._errors(), self._checkout() as conn:
             pg = conn.pgconn

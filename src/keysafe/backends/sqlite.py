@@ -174,6 +174,7 @@ class SQLiteBackend(SQLStore):
                 finally:
                     self._depth -= 1
                 self._conn.execute(f"RELEASE {sp}")
+                self._undo.released(outer)
                 return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")

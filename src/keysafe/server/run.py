@@ -194,8 +194,12 @@ def serve(settings: Settings | None = None, *, host: str | None = None,
     if server == "uvicorn":
         import uvicorn
 
+        # proxy_headers off: the peer is the client, as with granian. uvicorn would
+        # otherwise believe X-Forwarded-For from any local process, which could then
+        # pose as another address (token networks, the failed-login limiter, audit).
         uvicorn.run("keysafe.server.run:make_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="warning", access_log=False)
+                    workers=workers, log_level="warning", access_log=False,
+                    proxy_headers=False)
         return
     from granian import Granian
     from granian.constants import Interfaces

@@ -311,7 +311,7 @@ class EnvPlan:
             if track or sc.only is None or len(sc.layers(source)) > 1:
                 listed = sc.listing(source)
                 if track:
-                    snap.update({("scope", n, d): v for n, (d, v) in listed.items()})
+                    snap.update({("scope", d, n): v for n, (d, v) in listed.items()})
                 names = list(listed)
             else:
                 names = list(sc.only)
@@ -329,6 +329,6 @@ class EnvPlan:
         for key in set(self.refs.values()):
             snap[("ref", *key)] = source.version(*key)
         if self.scope is not None:
-            snap.update({("scope", n, d): v
+            snap.update({("scope", d, n): v  # the name last, as in ("ref", ..., name)
                          for n, (d, v) in self.scope.listing(source).items()})
         return snap

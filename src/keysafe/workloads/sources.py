@@ -223,9 +223,11 @@ class ServerSource(_EnvVarTags):
         got: dict[str, Any] = {}
         pinned = 0
         for fld in fields:
+            # One field: a plain read (the server's fast path and cache); several: all
+            # from one version.
+            pin = {"version": str(pinned)} if len(fields) > 1 else {}
             try:
-                data = self._get(path, {**self._domain(domain), "field": fld,
-                                        "version": str(pinned)})
+                data = self._get(path, {**self._domain(domain), "field": fld, **pin})
             except NotFound as missing:
                 try:
                     self.version(org, domain, name)  # NotFound: the secret is missing

@@ -30,6 +30,7 @@ from keysafe.naming import NamingTemplate, SecretRef
 from keysafe.secret import Secret
 
 if TYPE_CHECKING:
+    from keysafe.aio_client import AsyncKeysafeClient
     from keysafe.client import KeysafeClient
     from keysafe.manager.aio import AsyncSecretManager
 
@@ -46,9 +47,14 @@ def __getattr__(name: str) -> object:
         from keysafe.client import KeysafeClient
 
         return KeysafeClient
+    if name == "AsyncKeysafeClient":
+        from keysafe.aio_client import AsyncKeysafeClient
+
+        return AsyncKeysafeClient
     raise AttributeError(f"module 'keysafe' has no attribute {name!r}")
 
 __all__ = [
+    "AsyncKeysafeClient",
     "AsyncSecretManager",
     "AuditError",
     "AuditEvent",

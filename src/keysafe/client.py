@@ -35,6 +35,7 @@ from keysafe.hosts import cleartext_to_another_machine, shown_url
 if TYPE_CHECKING:
     from http.client import HTTPConnection
 
+    from keysafe.manager.cache import SecretCache
     from keysafe.secret import Secret
 
 USER_AGENT = "keysafe-client"
@@ -259,11 +260,26 @@ class KeysafeClient:
 
     >>> with KeysafeClient("https://keysafe.internal", token) as ks:
     ...     key = ks.get_llm_api_key("acme-corp", "openai", domain="card-services")
+
+    ``cache_ttl`` (seconds; off by default) keeps the current values ``get`` (and
+    ``get_json``) read for that long, bounded by ``cache_max_entries``;
+    ``stale_if_error`` serves an expired one for that much longer while the server
+    cannot be reached, so an outage does not take reads down. A write through this
+    client clears its cache; other writers are seen when an entry expires, or at once
+    with ``get(..., fresh=True)``. ``cache`` shares one cache between clients (one per
+    thread, as ``AsyncKeysafeClient`` makes them).
     """
 
     def __init__(self, url: str, token: str | TokenFile | None, *,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, cache_ttl: float = 0.0,
+                 cache_max_entries: int = 10_000, stale_if_error: float = 0.0,
+                 cache: SecretCache | None = None) -> None:
         self.transport = HttpTransport(url, token, timeout=timeout)
+        if cache is None and cache_ttl > 0:
+            from keysafe.manager.cache import SecretCache
+
+            cache = SecretCache(cache_ttl, cache_max_entries, stale_if_error)
+        self.cache = cache
 
     @property
     def url(self) -> str:
@@ -287,6 +303,10 @@ class KeysafeClient:
 
     def _req(self, method: str, path: str, query: Mapping[str, Any] | None = None,
              body: Any = None) -> Any:
+        if method != "GET" and self.cache is not None:
+            # A write through this client: what it cached may be stale now (writes are
+            # rare beside reads; which secret a route changes is the route's business).
+            self.cache.clear()
         return self.transport.request(method, path, query, body)
 
     @staticmethod
@@ -304,11 +324,30 @@ class KeysafeClient:
         return Secret(self.get(name, org, domain=domain, version=version))
 
     def get(self, name: str, org: str, *, domain: str | None = None,
-            version: int | None = None) -> str:
-        """The current value, or version ``version``'s."""
+            version: int | None = None, fresh: bool = False) -> str:
+        """The current value (from the cache when there is one, unless ``fresh``), or
+        version ``version``'s."""
         if version is not None:
             return self.read(name, org, domain=domain, version=version)[0]
-        return self._value(name, org, domain, None)[0]
+        cache = self.cache
+        if cache is None:
+            return self._value(name, org, domain, None)[0]
+        key = (name, org, domain)
+        if not fresh:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        path = f"{org}/{domain or ''}/{name}"
+        gen = cache.generation(path)
+        try:
+            value = self._value(name, org, domain, None)[0]
+        except BackendUnavailable:
+            stale = cache.get_stale(key)
+            if stale is None:
+                raise
+            return stale
+        cache.put(key, path, value, gen)
+        return value
 
     def read(self, name: str, org: str, *, domain: str | None = None,
              version: int | None = None) -> tuple[str, int]:

@@ -647,7 +647,9 @@ def test_a_link_that_cannot_be_kept_in_step_stops_the_rotation_before_apply(
         cluster: Cluster, mgr: SecretManager, case: str):
     user, old, url = pair(cluster, mgr)
     if case == "no link":
-        mgr.put(NAME, old, ORG, tags={"rotator": "postgres"})
+        # update_metadata replaces every tag (a put keeps rotation settings it is not
+        # given): the link goes.
+        mgr.update_metadata(NAME, ORG, tags={"rotator": "postgres"})
         expected = "as a bare password it needs rotator.linked naming"
     elif case == "missing link":
         mgr.delete("database_url", ORG, force=True)

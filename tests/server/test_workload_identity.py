@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,13 @@ def test_a_ci_job_reads_with_its_own_token(home: Path, tmp_path: Path,
     assert issuer.hits == 2
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim this many seconds from when the test runs."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize(("why", "claims", "reason"), [
     ("another branch", {"ref": "refs/heads/dev"},
      "claim ref is 'refs/heads/dev', not refs/heads/main"),
@@ -173,17 +181,21 @@ def test_a_ci_job_reads_with_its_own_token(home: Path, tmp_path: Path,
      "claim repository is 'acme/fork', not acme/app"),
     ("no ref claim", {"ref": None}, "claim ref is missing"),
     ("another audience", {"aud": "sts.amazonaws.com"}, "audience is not keysafe"),
-    ("expired", {"exp": int(time.time()) - 600}, "the token has expired"),
-    ("not yet valid", {"nbf": int(time.time()) + 600}, "not yet valid"),
+    ("expired", {"exp": FromNow(-600)}, "the token has expired"),
+    ("not yet valid", {"nbf": FromNow(600)}, "not yet valid"),
     ("no iat", {"iat": None}, '"iat"'),
     ("no exp", {"exp": None}, '"exp"'),
-    ("lives two days", {"exp": int(time.time()) + 2 * 86_400}, "longer than max_lifetime"),
+    ("lives two days", {"exp": FromNow(2 * 86_400)}, "longer than max_lifetime"),
 ])
 def test_tokens_the_trust_does_not_cover_are_refused(home: Path, tmp_path: Path,
                                                      issuer: Issuer, why: str,
                                                      claims: dict[str, Any],
                                                      reason: str) -> None:
     app = app_with(home, trust_file(tmp_path, github_trust(issuer)))
+    # Times from when the test runs, not from collection (a long suite outlived a
+    # "not yet valid" nbf plus the verifier's leeway).
+    claims = {k: int(time.time()) + v.seconds if isinstance(v, FromNow) else v
+              for k, v in claims.items()}
     with TestClient(app) as c:
         r = value_of(c, issuer.token(**claims))
         assert r.status_code == 401, (why, r.text)

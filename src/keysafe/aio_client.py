@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from keysafe.client import KeysafeClient
@@ -42,7 +43,9 @@ class AsyncKeysafeClient:
         self._args = (url, token, timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._clients: list[KeysafeClient] = []
+        # Weakly: a worker thread that ends (each asyncio.run has its own executor)
+        # takes its client, and its connection, with it.
+        self._clients: weakref.WeakSet[KeysafeClient] = weakref.WeakSet()
         self.url = self._client().url  # a bad URL or token fails here, not on first use
 
     def __repr__(self) -> str:  # never the token
@@ -50,13 +53,14 @@ class AsyncKeysafeClient:
 
     def _client(self) -> KeysafeClient:
         """This thread's client (made on first use; all share the cache)."""
-        client: KeysafeClient | None = getattr(self._local, "client", None)
+        local = self._local
+        client: KeysafeClient | None = getattr(local, "client", None)
         if client is None:
             url, token, timeout = self._args
-            client = KeysafeClient(url, token, timeout=timeout, cache=self.cache)
-            self._local.client = client
+            client = KeysafeClient(url, token, timeout=timeout, _shared_cache=self.cache)
+            local.client = client
             with self._lock:
-                self._clients.append(client)
+                self._clients.add(client)
         return client
 
     async def get(self, name: str, org: str, *, domain: str | None = None,
@@ -76,8 +80,22 @@ class AsyncKeysafeClient:
 
         return json_object(await self.get(name, org, domain=domain), name)
 
+    async def get_llm_api_key(self, org: str, provider: str, *, domain: str | None = None,
+                              fresh: bool = False) -> str | None:
+        """Spec 001: the domain's key, else the org's shared key, else None (a cache hit
+        answered on the loop)."""
+        if not fresh and self.cache is not None:
+            hit = self.cache.get(("llm", org, provider, domain))
+            if hit is not None:
+                return hit
+        return await asyncio.to_thread(
+            lambda: self._client().get_llm_api_key(org, provider, domain=domain,
+                                                   fresh=fresh))
+
     def __getattr__(self, name: str) -> Any:
         # Every other verb of KeysafeClient, on a worker thread.
+        if name == "close":
+            raise AttributeError("AsyncKeysafeClient closes with `await ks.aclose()`")
         if name.startswith("_") or not callable(getattr(KeysafeClient, name, None)):
             raise AttributeError(f"AsyncKeysafeClient has no verb {name!r}")
 
@@ -89,9 +107,11 @@ class AsyncKeysafeClient:
         return call
 
     async def aclose(self) -> None:
-        """Close every thread's connection."""
+        """Close every thread's connection (a later call opens new ones)."""
         with self._lock:
-            clients, self._clients = self._clients, []
+            clients = list(self._clients)
+            self._clients = weakref.WeakSet()
+            self._local = threading.local()  # each thread makes a new client next time
         for client in clients:
             client.close()
 

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -261,20 +261,21 @@ class KeysafeClient:
     >>> with KeysafeClient("https://keysafe.internal", token) as ks:
     ...     key = ks.get_llm_api_key("acme-corp", "openai", domain="card-services")
 
-    ``cache_ttl`` (seconds; off by default) keeps the current values ``get`` (and
-    ``get_json``) read for that long, bounded by ``cache_max_entries``;
-    ``stale_if_error`` serves an expired one for that much longer while the server
-    cannot be reached, so an outage does not take reads down. A write through this
-    client clears its cache; other writers are seen when an entry expires, or at once
-    with ``get(..., fresh=True)``. ``cache`` shares one cache between clients (one per
-    thread, as ``AsyncKeysafeClient`` makes them).
+    ``cache_ttl`` (seconds; off by default) keeps the current values ``get``,
+    ``get_json`` and ``get_llm_api_key`` read for that long, bounded by
+    ``cache_max_entries``; ``stale_if_error`` serves an expired one for that much
+    longer while the server cannot be reached, so an outage does not take reads down.
+    A write through this client expires what it cached; other writers are seen when an
+    entry expires, or at once with ``fresh=True``. A refusal (the token revoked) empties
+    the cache; a secret found missing leaves it.
     """
 
     def __init__(self, url: str, token: str | TokenFile | None, *,
                  timeout: float = 30.0, cache_ttl: float = 0.0,
                  cache_max_entries: int = 10_000, stale_if_error: float = 0.0,
-                 cache: SecretCache | None = None) -> None:
+                 _shared_cache: SecretCache | None = None) -> None:
         self.transport = HttpTransport(url, token, timeout=timeout)
+        cache = _shared_cache  # AsyncKeysafeClient's threads, one token: never another's
         if cache is None and cache_ttl > 0:
             from keysafe.manager.cache import SecretCache
 
@@ -303,11 +304,49 @@ class KeysafeClient:
 
     def _req(self, method: str, path: str, query: Mapping[str, Any] | None = None,
              body: Any = None) -> Any:
-        if method != "GET" and self.cache is not None:
-            # A write through this client: what it cached may be stale now (writes are
-            # rare beside reads; which secret a route changes is the route's business).
-            self.cache.clear()
-        return self.transport.request(method, path, query, body)
+        cache = self.cache
+        if cache is None or method == "GET" or path.endswith("/check"):
+            return self.transport.request(method, path, query, body)
+        # A write through this client: what it cached may be stale once it lands, so
+        # nothing is fresh before it is sent (a read racing it cannot cache the old
+        # value) nor after (whatever happened); expired values stay for stale-if-error.
+        cache.expire_all()
+        try:
+            return self.transport.request(method, path, query, body)
+        finally:
+            cache.expire_all()
+
+    def _cached(self, key: tuple[str | None, ...], path: str, fresh: bool,
+                fetch: Callable[[], str | None]) -> str | None:
+        """``fetch()`` through the cache (None, nothing to keep, is not kept): a hit
+        unless ``fresh``; on BackendUnavailable an expired value within stale-if-error;
+        a refusal empties the cache (the token may be revoked) and a missing secret
+        drops its entry."""
+        cache = self.cache
+        assert cache is not None
+        if not fresh:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        gen = cache.generation(path)
+        try:
+            value = fetch()
+        except BackendUnavailable:
+            stale = cache.get_stale(key)
+            if stale is None:
+                raise
+            return stale
+        except PermissionDenied:
+            cache.clear()
+            raise
+        except NotFound:
+            cache.invalidate(path)
+            raise
+        if value is None:
+            cache.invalidate(path)
+        else:
+            cache.put(key, path, value, gen)
+        return value
 
     @staticmethod
     def _with_domain(body: dict[str, Any], domain: str | None) -> dict[str, Any]:
@@ -329,24 +368,11 @@ class KeysafeClient:
         version ``version``'s."""
         if version is not None:
             return self.read(name, org, domain=domain, version=version)[0]
-        cache = self.cache
-        if cache is None:
+        if self.cache is None:
             return self._value(name, org, domain, None)[0]
-        key = (name, org, domain)
-        if not fresh:
-            hit = cache.get(key)
-            if hit is not None:
-                return hit
-        path = f"{org}/{domain or ''}/{name}"
-        gen = cache.generation(path)
-        try:
-            value = self._value(name, org, domain, None)[0]
-        except BackendUnavailable:
-            stale = cache.get_stale(key)
-            if stale is None:
-                raise
-            return stale
-        cache.put(key, path, value, gen)
+        value = self._cached((name, org, domain), f"{org}/{domain or ''}/{name}", fresh,
+                             lambda: self._value(name, org, domain, None)[0])
+        assert value is not None
         return value
 
     def read(self, name: str, org: str, *, domain: str | None = None,
@@ -378,8 +404,9 @@ class KeysafeClient:
     def verification_values(self, name: str, org: str, *, domain: str | None = None
                             ) -> builtins.list[str]:
         """The current value, then the one a rotation replaced while its grace period
-        lasts: verify JWTs (or webhook signatures) against each in turn."""
-        out = [self.get(name, org, domain=domain)]
+        lasts: verify JWTs (or webhook signatures) against each in turn. The current
+        one is read past the cache: after a rotation elsewhere it is the new one."""
+        out = [self.get(name, org, domain=domain, fresh=True)]
         try:
             old = self.get_previous(name, org, domain=domain)[0]
         except NotFound:
@@ -428,8 +455,16 @@ class KeysafeClient:
                 got if isinstance(got, int) else None)
 
     def get_llm_api_key(self, org: str, provider: str, *,
-                        domain: str | None = None) -> str | None:
-        """Spec 001: the domain's key, else the org's shared key, else None."""
+                        domain: str | None = None, fresh: bool = False) -> str | None:
+        """Spec 001: the domain's key, else the org's shared key, else None (through the
+        cache when there is one, unless ``fresh``; None is never cached)."""
+        if self.cache is None:
+            return self._llm_key(org, provider, domain)
+        return self._cached(("llm", org, provider, domain),
+                            f"{org}/{domain or ''}/llm:{provider}", fresh,
+                            lambda: self._llm_key(org, provider, domain))
+
+    def _llm_key(self, org: str, provider: str, domain: str | None) -> str | None:
         try:
             data = self._req("GET", f"/api/orgs/{_seg('org', org)}/llm-keys/"
                                     f"{quote(provider, safe='')}", {"domain_id": domain})

@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from keysafe import AsyncKeysafeClient, BackendUnavailable, KeysafeClient, NotFound
+from keysafe import (
+    AsyncKeysafeClient,
+    BackendUnavailable,
+    KeysafeClient,
+    NotFound,
+    PermissionDenied,
+)
 
 from .serverkit import RealServer, bearer, real_server
 
@@ -103,6 +109,18 @@ def test_stale_if_error_carries_reads_through_an_outage(tmp_path: Path) -> None:
         assert asyncio.run(aclient.get("outage_key", ORG)) == VALUE
     time.sleep(0.1)  # expired, and the server is gone
     assert sync.get("outage_key", ORG) == VALUE
+    # A write that fails meanwhile (or any other call) keeps the fallback.
+    with pytest.raises(BackendUnavailable):
+        sync.put("outage_key", "new-" + VALUE, ORG)
+    with pytest.raises(BackendUnavailable):
+        sync.check_key("openai_api_key", ORG, value=VALUE)
+    assert sync.get("outage_key", ORG) == VALUE
+    # Without a stale window, fresh=True during an outage is an error, not a cached value.
+    nostale = KeysafeClient(srv.url, t["app"], cache_ttl=600)
+    nostale.cache.put(("outage_key", ORG, None), f"{ORG}//outage_key", VALUE)  # type: ignore[union-attr]
+    assert nostale.get("outage_key", ORG) == VALUE
+    with pytest.raises(BackendUnavailable):
+        nostale.get("outage_key", ORG, fresh=True)
     assert asyncio.run(aclient.get("outage_key", ORG)) == VALUE
     with pytest.raises(BackendUnavailable):
         sync.get("never_read", ORG)
@@ -115,3 +133,54 @@ def test_stale_if_error_carries_reads_through_an_outage(tmp_path: Path) -> None:
 def test_a_bad_url_fails_at_construction() -> None:
     with pytest.raises(Exception, match="not an http"):
         AsyncKeysafeClient("ftp://x", "ks_a_b")
+
+
+def test_what_empties_or_skips_the_cache(server: tuple[RealServer, dict]) -> None:
+    """A refusal empties it (the token revoked), a missing secret drops its entry, the
+    current value for verification is read past it, a key check keeps it, and
+    get_llm_api_key goes through it."""
+    srv, t = server
+    with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as root:
+        r = root.post("/api/tokens", json={"name": "revoked-later", "roles": ["service"],
+                                           "orgs": [ORG]})
+        doomed, doomed_id = r.json()["token"], r.json()["id"]
+        with KeysafeClient(srv.url, t["ops"]) as ops:
+            ops.put("jwt_secret", "j1-" + "j" * 40, ORG, domain="cachetest")
+            ops.put("anthropic_api_key", "sk-ant-" + "k" * 40, ORG)
+            ops.put("to_delete", "d" * 20, ORG)
+            app = KeysafeClient(srv.url, doomed, cache_ttl=600)
+            assert app.get("to_delete", ORG) == "d" * 20
+            assert app.get_llm_api_key(ORG, "anthropic") == "sk-ant-" + "k" * 40
+            assert len(app.cache) == 2  # type: ignore[arg-type]
+            ops.delete("to_delete", ORG)
+            with pytest.raises(NotFound):
+                app.get("to_delete", ORG, fresh=True)
+            assert len(app.cache) == 1  # type: ignore[arg-type]
+            # A rotation elsewhere: verification sees the new key at once.
+            assert app.get("jwt_secret", ORG, domain="cachetest") == "j1-" + "j" * 40
+            assert ops.rotate("jwt_secret", ORG, domain="cachetest")["outcome"] == "rotated"
+            both = app.verification_values("jwt_secret", ORG, domain="cachetest")
+            assert both[1] == "j1-" + "j" * 40
+            assert both[0] != both[1]
+        assert root.delete(f"/api/tokens/{doomed_id}").status_code == 200
+    with pytest.raises(PermissionDenied):
+        app.get_llm_api_key(ORG, "anthropic", fresh=True)
+    assert len(app.cache) == 0  # type: ignore[arg-type]
+    app.close()
+
+
+def test_aclose_and_close(server: tuple[RealServer, dict]) -> None:
+    srv, t = server
+
+    async def main() -> None:
+        ks = AsyncKeysafeClient(srv.url, t["app"])
+        await ks.has("anything", ORG)
+        with pytest.raises(AttributeError, match="aclose"):
+            await ks.close()
+        await ks.aclose()
+        assert not list(ks._clients)
+        await ks.has("anything", ORG)  # a new connection after aclose
+        assert list(ks._clients)
+        await ks.aclose()
+
+    asyncio.run(main())

@@ -128,10 +128,16 @@ def require_current(conn: Any, *, auto_upgrade: bool) -> None:
 def status(url: str, *, upgrade_now: bool = False) -> dict[str, Any]:
     """Connect to ``url`` and report (or bring up to date) the schema version."""
     from keysafe.backends._sdk import require_sdk
-    from keysafe.backends.postgres import first_line, hide_password, redact_url
+    from keysafe.backends.postgres import (
+        check_userinfo,
+        first_line,
+        hide_password,
+        redact_url,
+    )
     from keysafe.errors import BackendUnavailable
 
     psycopg = require_sdk("psycopg", "postgres")
+    check_userinfo(url)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             before = current_version(conn)

@@ -110,6 +110,23 @@ def _psycopg() -> Any:
     return require_sdk("psycopg", "postgres")
 
 
+def _userinfo(rest: str) -> str | None:
+    """The user info of a URL's part after ``scheme://``, as written (None: none). The
+    authority ends at the first '/': an '@' before it ends the user info, even one
+    holding an unencoded '?' or '#'. With no '@' there, a later '@' followed by a host
+    (not by a query's ``key=value``) ends user info that holds a '/'; an '@' in the
+    query (``?user=app@server``) is not user info."""
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return authority.rpartition("@")[0]
+    if "@" not in rest:
+        return None
+    after = rest.rpartition("@")[2].split("/", 1)[0]
+    if "=" in after or "&" in after:
+        return None  # a query's value
+    return rest.rpartition("@")[0]
+
+
 def redact_url(url: str) -> str:
     """The connection string without its password (in the user info, in a
     ``?password=`` parameter, or in a ``key=value`` DSN), for messages."""
@@ -118,12 +135,8 @@ def redact_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:  # a key=value DSN
         return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
-    head = rest.split("?", 1)[0].split("#", 1)[0]
-    if "@" in rest and ("@" in head or "=" not in rest.rpartition("@")[2]):
-        # The user info is everything up to the last '@' (not one in the query),
-        # whatever it holds: a '/' in a password would end urlsplit's host part early
-        # and leave the rest shown.
-        userinfo = (head if "@" in head else rest).rpartition("@")[0]
+    userinfo = _userinfo(rest)
+    if userinfo is not None:
         user, colon, _ = userinfo.partition(":")
         rest = f"{user}{':***' if colon else ''}@{rest[len(userinfo) + 1:]}"
     return f"{scheme}://" + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest)
@@ -151,20 +164,10 @@ def hide_password(text: str, url: str) -> str:
 def check_userinfo(url: str, error: type[KeysafeError] = ConfigError) -> None:
     """``error`` for a URL whose user info holds an '@', '/', '?' or '#' that is not
     percent-encoded: libpq and Python split it differently, so part of the password
-    would be taken for the host and shown in libpq's messages. An '@' in the query
-    (``?user=app@server``) is not user info."""
+    would be taken for the host and shown in libpq's messages (``_userinfo``)."""
     _, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return
-    head = rest.split("?", 1)[0].split("#", 1)[0]
-    if "@" in head:
-        userinfo = head.rpartition("@")[0]
-        bad = any(c in userinfo for c in "@/")
-    else:
-        # The '@' comes after a '?' or '#': a query value (it has its '='), else a
-        # password holding '?' or '#' before the host.
-        bad = "=" not in rest.rpartition("@")[2].split("/", 1)[0]
-    if bad:
+    userinfo = _userinfo(rest) if sep else None
+    if userinfo is not None and any(c in userinfo for c in "@/?#"):
         raise error("the database URL has a character in its user info that is not "
                     "percent-encoded ('@', '/', '?' or '#': write them as %40, %2F, %3F "
                     "and %23); the URL is not shown")

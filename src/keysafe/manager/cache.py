@@ -72,16 +72,29 @@ class SecretCache:
 
     def get(self, key: Hashable) -> str | None:
         e = self._data.get(key)
-        if e is not None and e[1] > monotonic():
-            return e[0]
+        if e is not None:
+            now = monotonic()
+            if e[1] > now:
+                return e[0]
+            if e[1] + self.stale_if_error <= now:
+                self._forget(key)  # past any use: no value stays in memory for nothing
         return None
 
     def get_stale(self, key: Hashable) -> str | None:
-        """An expired value still inside the stale-if-error window, if any."""
+        """An expired value still inside the stale-if-error window, if any (never one
+        without a window: a live entry is ``get``'s to serve)."""
         e = self._data.get(key)
-        if e is not None and e[1] + self.stale_if_error > monotonic():
+        if e is not None and self.stale_if_error > 0 \
+                and e[1] + self.stale_if_error > monotonic():
             return e[0]
         return None
+
+    def _forget(self, key: Hashable) -> None:
+        with self._lock:
+            e = self._data.get(key)
+            if e is not None and e[1] + self.stale_if_error <= monotonic():
+                del self._data[key]
+                _unindex(self._by_path, key, e[2])
 
     def put(self, key: Hashable, path: str, value: str, generation: int | None = None) -> None:
         """Cache ``value``; with ``generation`` (from before the read) only if no

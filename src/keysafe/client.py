@@ -251,6 +251,18 @@ def _seg(kind: str, value: str) -> str:
     return quote(validate_segment(kind, value), safe="")
 
 
+def field_answer(data: Any, field: str, name: str, url: str) -> tuple[Any, int | None]:
+    """(field, version read) from a ``GET …/value?field=`` answer: a string as is,
+    anything else decoded from its JSON; BackendUnavailable for an answer without it."""
+    value = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(value, str) or data.get("field") != field:
+        raise BackendUnavailable(f"keysafe server at {url} sent no field {field!r} of "
+                                 f"{name} (a server older than field reads?)")
+    got = data.get("version")
+    return (json.loads(value) if data.get("field_json") else value,
+            got if isinstance(got, int) else None)
+
+
 class KeysafeClient:
     """The library's verbs against a keysafe server, as the token's roles allow: a
     service token reads values (``get``, ``get_json``, ``get_llm_api_key``); a writer
@@ -446,13 +458,7 @@ class KeysafeClient:
             raise InvalidValue("field is empty; name one field of the JSON credentials")
         data = self._req("GET", self._secret(org, name, "/value"),
                          {"domain_id": domain, "version": version, "field": field})
-        value = data.get("value") if isinstance(data, dict) else None
-        if not isinstance(value, str) or data.get("field") != field:
-            raise BackendUnavailable(f"keysafe server at {self.url} sent no field {field!r} "
-                                     f"of {name} (a server older than field reads?)")
-        got = data.get("version")
-        return (json.loads(value) if data.get("field_json") else value,
-                got if isinstance(got, int) else None)
+        return field_answer(data, field, name, self.url)
 
     def get_llm_api_key(self, org: str, provider: str, *,
                         domain: str | None = None, fresh: bool = False) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from keysafe.client import TOKEN_ENV, TokenFile
+from keysafe.client import TOKEN_ENV, TokenFile, field_answer
 from keysafe.errors import (
     BackendUnavailable,
     ConfigError,
@@ -234,14 +234,9 @@ class ServerSource(_EnvVarTags):
                 except PermissionDenied:
                     raise missing from None  # no status to ask: the server's answer
                 continue
-            value = data.get("value") if isinstance(data, dict) else None
-            if not isinstance(value, str) or data.get("field") != fld:
-                raise BackendUnavailable(f"keysafe server at {self.url} sent no field "
-                                         f"{fld!r} of {name} (a server older than field "
-                                         "reads?)")
-            got[fld] = json.loads(value) if data.get("field_json") else value
-            if not pinned and isinstance(data.get("version"), int):
-                pinned = data["version"]
+            got[fld], at = field_answer(data, fld, name, self.url)
+            if not pinned and at is not None:
+                pinned = at
         return json.dumps(got)
 
     def version(self, org: str, domain: str | None, name: str) -> int:

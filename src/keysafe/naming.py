@@ -30,6 +30,11 @@ def is_segment(value: object) -> TypeGuard[str]:
             and _SEGMENT_RE.fullmatch(value) is not None)
 
 
+#: What a caller's request id must look like to be recorded with its audit records
+#: (the server's X-Request-ID, a Django request's); anything else is replaced or dropped.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def validate_segment(kind: str, value: object) -> str:
     """Return ``value`` if it is a valid ``kind`` segment, else raise InvalidName naming why."""
     if is_segment(value):

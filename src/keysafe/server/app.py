@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import re
 import time
 import uuid
 import weakref
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keysafe.config import Settings, load_settings, uses_state_database
 from keysafe.errors import KeysafeError
 from keysafe.manager.manager import SecretManager
+from keysafe.naming import REQUEST_ID
 from keysafe.server import errors as problems
 from keysafe.server.auth import AuthLimiter, JwtVerifier, SharedLimiter
 from keysafe.server.deps import AuthFailed, ServerState, TooManyAttempts, request_id
@@ -34,7 +34,6 @@ from keysafe.server.metrics import Metrics
 from keysafe.server.tokenstore import TokenStore, open_token_store
 
 log = logging.getLogger("keysafe.server")
-_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Request ids: a random per-process prefix and a counter (unique, and cheaper than uuid4).
 _RID_PREFIX = uuid.uuid4().hex[:12] + "-"
 _rid_counter = itertools.count(1)
@@ -70,7 +69,7 @@ class EdgeMiddleware:
         for k, v in scope["headers"]:
             if k == b"x-request-id":
                 cand = v.decode("latin-1")
-                rid = cand if _RID.fullmatch(cand) else ""
+                rid = cand if REQUEST_ID.fullmatch(cand) else ""
             elif k == b"content-length":
                 try:
                     declared_too_big = int(v) > self.max_body

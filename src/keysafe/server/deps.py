@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +12,6 @@ from keysafe.errors import KeysafeError, PermissionDenied
 from keysafe.manager.manager import SecretManager
 from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, SharedLimiter, require
 from keysafe.server.tokenstore import TokenStore
-
-_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class AuthFailed(Exception):

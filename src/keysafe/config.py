@@ -324,6 +324,22 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"setting {name} from {source}: {raw!r} is not valid ({exc})") from None
 
 
+def coerce_setting(name: str, raw: Any, source: str) -> Any:
+    """``raw`` as setting ``name``'s type (``backend_options``: a table of options);
+    ConfigError naming the setting and ``source`` when it is unknown or unusable."""
+    if name == "backend_options":
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"setting backend_options from {source} must be a mapping "
+                              f"of option names to values, not {type(raw).__name__}")
+        return dict(raw)
+    if name not in _TYPES or name in ("sources", "config_file"):
+        raise ConfigError(f"unknown setting {name!r} (from {source})")
+    if not isinstance(raw, str | int | float | os.PathLike):
+        raise ConfigError(f"setting {name} from {source} must be text, a number or a "
+                          f"path, not {type(raw).__name__}")
+    return _coerce(name, raw, source)
+
+
 def _find_config_file(environ: Mapping[str, str], home: Path) -> Path | None:
     explicit = environ.get("KEYSAFE_CONFIG")
     if explicit:
@@ -424,8 +440,10 @@ def load_settings(
             sources["backend"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
         else:
             prof.pop("backend", None)
-        values["backend_options"] = prof
-        sources["backend_options"] = f"file {cfg_path} [profiles.{profile_for(env)}]"
+        given = values.get("backend_options") or {}
+        values["backend_options"] = {**prof, **given}  # an argument's options win
+        sources["backend_options"] = (f"file {cfg_path} [profiles.{profile_for(env)}]"
+                                      + (" and argument" if given else ""))
     if values.get("database_url") and "backend" not in values:
         # A database URL alone selects the PostgreSQL store (no KEYSAFE_BACKEND needed).
         values["backend"] = "postgres"

@@ -188,6 +188,31 @@ def test_profile_selects_backend_and_options(tmp_home: Path, env: str) -> None:
     assert shown(s)["backend_options"] == ("region", f"file {cfg} [profiles.production]")
 
 
+def test_backend_options_given_as_an_argument_win_over_the_profile(tmp_home: Path) -> None:
+    """Django's settings.KEYSAFE passes backend_options as an argument: its options beat
+    the file's profile, which fills in the rest."""
+    cfg = write_toml(tmp_home, '[profiles.production]\nregion = "eu-west-1"\n'
+                                'endpoint = "https://x"\n')
+    s = load_settings({"KEYSAFE_HOME": str(tmp_home), "KEYSAFE_ENV": "production"},
+                      backend_options={"region": "us-east-2"})
+    assert s.backend_options == {"region": "us-east-2", "endpoint": "https://x"}
+    assert s.sources["backend_options"] == f"file {cfg} [profiles.production] and argument"
+
+
+def test_coerce_setting_names_what_is_wrong() -> None:
+    from keysafe.config import coerce_setting
+
+    assert coerce_setting("max_value_bytes", "128", "here") == 128
+    assert coerce_setting("backend_options", {"a": 1}, "here") == {"a": 1}
+    for name, raw, problem in [("nope", 1, "unknown setting 'nope'"),
+                               ("sources", {}, "unknown setting"),
+                               ("backend_options", "a=1", "must be a mapping"),
+                               ("app", b"x", "not bytes"),
+                               ("max_value_bytes", "lots", "max_value_bytes from here")]:
+        with pytest.raises(ConfigError, match=problem):
+            coerce_setting(name, raw, "here")
+
+
 def test_profile_by_short_name(tmp_home: Path) -> None:
     write_toml(tmp_home, '[profiles.prod]\nbackend = "memory"\n')
     assert load(tmp_home, KEYSAFE_ENV="prod").backend == "memory"

@@ -846,3 +846,19 @@ def test_update_tags_from_two_managers_and_many_threads_lose_none(home: Path) ->
     finally:
         for mgr in mgrs:
             mgr.close()
+
+
+def test_check_value_refuses_as_put_would_and_changes_nothing() -> None:
+    mgr = SecretManager(MemoryBackend(), actor="tester", max_value_bytes=16)
+    mgr.check_value("openai_api_key", OPENAI_KEY[:16], "acme", check_format=False)
+    for value, error, problem in [("", InvalidValue, "empty"),
+                                  ("x" * 17, ValueTooLarge, "17 bytes"),
+                                  (b"bytes", InvalidValue, "must be text")]:
+        with pytest.raises(error, match=problem):
+            mgr.check_value("webhook_secret", value, "acme")
+    with pytest.raises(InvalidValue, match="OpenAI"):
+        mgr.check_value("openai_api_key", "not-a-key", "acme")
+    with pytest.raises(InvalidName):
+        mgr.check_value("../x", "v", "acme")
+    assert mgr.audit_query() == []
+    assert mgr.list("acme") == []

@@ -9,7 +9,15 @@ import typer
 
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Env, Json
-from keysafe.cli.output import command, emit_json, say, status_text, table, warn
+from keysafe.cli.output import (
+    command,
+    emit_json,
+    say,
+    self_test_table,
+    status_text,
+    table,
+    warn,
+)
 from keysafe.cli.output import progress as progress_bar
 from keysafe.cli.reading import load, open_manager, store_only
 
@@ -138,10 +146,7 @@ def self_test(
     if as_json:
         emit_json(result.to_dict())
     else:
-        table(["step", "result", "detail", "ms"],
-              [[s.name, status_text(s.status), s.detail, f"{s.ms:.1f}"]
-               for s in result.steps],
-              title=f"keysafe self-test: {result.backend} backend, org {result.org}")
+        self_test_table(result)
     failure = result.first_failure
     if failure is not None:
         code = exitcodes.BY_ERROR_CODE.get(failure.error_code or "", exitcodes.UNEXPECTED)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import IO, TYPE_CHECKING, Any, ParamSpec
 
 import typer
 
@@ -22,6 +22,8 @@ from keysafe.cli import exitcodes
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from keysafe.maintenance import SelfTestResult
 
 P = ParamSpec("P")
 
@@ -51,10 +53,11 @@ def command(fn: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def console(stderr: bool) -> Console:
+def console(stderr: bool, file: IO[str] | None = None) -> Console:
+    """A console on stderr or stdout (or ``file``)."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
+    stream = file if file is not None else sys.stderr if stderr else sys.stdout
     # Off a terminal, rich would wrap tables at 80 columns; scripts and logs want each
     # row on one line, so allow a wide line unless COLUMNS says otherwise.
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 240
@@ -103,8 +106,9 @@ def cell(v: Any) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-          title: str | None = None, styles: dict[int, str] | None = None) -> None:
-    """A rich table on stdout; cells are shown as text, never as markup."""
+          title: str | None = None, styles: dict[int, str] | None = None,
+          file: IO[str] | None = None) -> None:
+    """A rich table on stdout (or ``file``); cells are shown as text, never as markup."""
     from rich.table import Table
     from rich.text import Text
 
@@ -117,7 +121,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
             style = (styles or {}).get(i, "")
             cells.append(v if isinstance(v, Text) else Text(cell(v), style=style))
         t.add_row(*cells)
-    console(False).print(t)
+    console(False, file).print(t)
 
 
 def status_text(status: str) -> Any:
@@ -128,6 +132,14 @@ def status_text(status: str) -> Any:
              "warn": ("!", "yellow"), "skipped": ("-", "dim")}
     mark, style = marks.get(status, ("?", ""))
     return Text(f"{mark} {status}", style=style)
+
+
+def self_test_table(result: SelfTestResult, file: IO[str] | None = None) -> None:
+    """The self-test's steps as a table (``keysafe test-secrets``, Django's
+    ``manage.py test_secrets``)."""
+    table(["step", "result", "detail", "ms"],
+          [[s.name, status_text(s.status), s.detail, f"{s.ms:.1f}"] for s in result.steps],
+          title=f"keysafe self-test: {result.backend} backend, org {result.org}", file=file)
 
 
 def stdin_is_tty() -> bool:

@@ -771,6 +771,13 @@ class SecretManager:
         return not any(v.version == version and v.destroyed
                        for v in self.backend.versions(path))
 
+    def check_value(self, name: str, value: object, org: str | None = None, *,
+                    domain: str | None = None, check_format: bool = True) -> None:
+        """Raise what ``put`` would for ``value`` (not text, empty, too large, not the
+        provider's format), without writing or recording anything: a form's check."""
+        ref, _ = self.resolve(name, org, domain, None)
+        self._check_value(ref, value, check_format)
+
     def _check_value(self, ref: SecretRef, value: object, check_format: bool) -> None:
         if not isinstance(value, str):
             raise InvalidValue(f"value for {ref.name} must be text, not {type(value).__name__}")

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from ksapp import views
+
+urlpatterns = [
+    path("keys/<int:pk>", views.has_key),
+    path("async-keys/<int:pk>", views.has_key_async),
+    path("stream/<int:pk>", views.streamed),
+    path("direct-async/<int:pk>", views.direct_async),
+]

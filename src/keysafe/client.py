@@ -33,6 +33,7 @@ from keysafe.fsutil import file_stamp
 from keysafe.hosts import cleartext_to_another_machine, shown_url
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from http.client import HTTPConnection
 
     from keysafe.manager.cache import SecretCache
@@ -506,6 +507,43 @@ class KeysafeClient:
     def whoami(self) -> dict[str, Any]:
         data: dict[str, Any] = self._req("GET", "/api/whoami")
         return data
+
+    # -- administration (admin role): tokens and the audit log --
+    def create_token(self, name: str, roles: Iterable[str], orgs: Iterable[str], *,
+                     expires_in_days: int | None = None,
+                     cidrs: Iterable[str] | None = None) -> dict[str, Any]:
+        """A new token within the caller's own orgs (``"*"``: every org); the answer's
+        ``token`` is shown this once, the rest is the token's record."""
+        body: dict[str, Any] = {"name": name, "roles": list(roles), "orgs": list(orgs)}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        if cidrs is not None:
+            body["cidrs"] = list(cidrs)
+        data: dict[str, Any] = self._req("POST", "/api/tokens", body=body)
+        return data
+
+    def tokens(self) -> builtins.list[dict[str, Any]]:
+        """The tokens the caller administers (never a token itself)."""
+        data: list[dict[str, Any]] = self._req("GET", "/api/tokens")
+        return data
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token at once (one revoked already is answered as it is)."""
+        data: dict[str, Any] = self._req("DELETE", f"/api/tokens/{_seg('token id', token_id)}")
+        return data
+
+    def audit(self, *, org: str | None = None, action: str | None = None,
+              actor: str | None = None, path: str | None = None, outcome: str | None = None,
+              since: datetime | None = None, until: datetime | None = None,
+              limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """Audit records, newest first, at most ``limit`` (the server's cap: 1,000). A
+        token for some orgs only must name one of them."""
+        query = {"org_id": org, "action": action, "actor": actor, "path": path,
+                 "outcome": outcome, "limit": limit,
+                 "since": since.isoformat() if since else None,
+                 "until": until.isoformat() if until else None}
+        records: list[dict[str, Any]] = self._req("GET", "/api/audit", query)["records"]
+        return records
 
     # -- writing (writer or admin role): blind --
     def put(self, name: str, value: str, org: str, *, domain: str | None = None,

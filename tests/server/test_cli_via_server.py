@@ -362,3 +362,83 @@ def test_put_generate_through_the_server(server: tuple[RealServer, dict],
     with KeysafeClient(srv.url, t["ops"]) as c:
         assert c.generate("session_secret", ORG, expected_version=1) == 2
     assert ok(ks(srv, home, t["app"], "get", "session_secret", "--org", ORG)) != value
+
+
+def test_tokens_and_the_audit_log_through_the_server(server: tuple[RealServer, dict],
+                                                     tmp_path: Path) -> None:
+    """An admin runs `keysafe token` and `keysafe audit` from a laptop: the server
+    makes, lists and revokes tokens within the admin's orgs, and answers audit queries;
+    nothing is stored on this side."""
+    srv, t = server
+    home = tmp_path / "home"
+    made = json.loads(ok(ks(srv, home, t["boss"], "token", "create", "--name", "ci-deploy",
+                            "--role", "writer", "--org", ORG, "--expires-in-days", "30",
+                            "--cidr", "127.0.0.1/32", "--json")))
+    assert made["token"].startswith("ks_")
+    assert (made["roles"], made["orgs"], made["cidrs"]) == (["writer"], [ORG],
+                                                            ["127.0.0.1/32"])
+    assert made["created_by"] == "token:boss"
+    # The new token works through the CLI too.
+    ok(ks(srv, home, made["token"], "put", "deploy-key", "--org", ORG,
+          stdin=b"deploy-" + b"k" * 20))
+    # The people's form: the token on stdout only, the rest on stderr.
+    p = ks(srv, home, t["boss"], "token", "create", "--name", "second", "--role", "viewer",
+           "--org", ORG)
+    second = ok(p).strip()
+    assert second.startswith("ks_")
+    assert "created token" in p.stderr.decode()
+    listed = json.loads(ok(ks(srv, home, t["boss"], "token", "list", "--json")))
+    names = {x["name"] for x in listed}
+    assert {"ci-deploy", "second", "boss", "ops"} <= names
+    assert "both" not in names      # it covers globex too, which boss does not administer
+    assert all("token" not in x for x in listed)
+    table_out = ok(ks(srv, home, t["boss"], "token", "list"))
+    assert "ci-deploy" in table_out
+    assert made["token"] not in table_out
+    # Revoke: at once, and a second time says so.
+    revoked = json.loads(ok(ks(srv, home, t["boss"], "token", "revoke", made["id"],
+                               "--json")))
+    assert revoked["revoked_at"]
+    p = ks(srv, home, made["token"], "status", "deploy-key", "--org", ORG)
+    assert p.returncode == 4
+    assert "already revoked" in said(ks(srv, home, t["boss"], "token", "revoke", made["id"]))
+    p = ks(srv, home, t["boss"], "token", "revoke", "0123456789ab")
+    assert p.returncode == 3
+    # A writer may not make tokens; an org admin may not make service tokens.
+    p = ks(srv, home, t["ops"], "token", "create", "--name", "x", "--role", "writer",
+           "--org", ORG)
+    assert p.returncode == 4
+    p = ks(srv, home, t["boss"], "token", "create", "--name", "x", "--role", "service",
+           "--org", ORG)
+    assert p.returncode == 4
+    assert b"service tokens" in p.stderr
+    # The audit log: oldest first, the org's records only, never a value or a hash.
+    lines = ok(ks(srv, home, t["boss"], "audit", "--org", ORG, "--json")).splitlines()
+    records = [json.loads(x) for x in lines]
+    assert records
+    assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
+    assert {r["org"] for r in records} == {ORG}
+    assert any(r["action"] == "token_revoke" and r["actor"] == "token:boss"
+               for r in records)
+    assert all("hash" not in r for r in records)
+    writes = json.loads(ok(ks(srv, home, t["boss"], "audit", "--org", ORG, "--action",
+                              "write", "--limit", "1", "--json")))
+    assert writes["action"] == "write"
+    assert "deploy-key" in ok(ks(srv, home, t["boss"], "audit", "--org", ORG))
+    # An org admin must name its org; a bad filter is refused before anything is sent.
+    p = ks(srv, home, t["boss"], "audit")
+    assert p.returncode == 4
+    p = ks(srv, home, t["boss"], "audit", "--since", "yesterday-ish")
+    assert p.returncode == 2
+    everything = ok(ks(srv, home, t["root"], "audit", "--json"))
+    assert b"deploy-" + b"k" * 20 not in everything.encode()
+    assert not home.exists()
+    # The same through the library's client.
+    with KeysafeClient(srv.url, t["boss"]) as client:
+        newest = client.audit(org=ORG, limit=2)
+        assert len(newest) == 2
+        assert newest[0]["seq"] > newest[1]["seq"]
+        made = client.create_token("from-client", ["viewer"], [ORG])
+        assert made["token"].startswith("ks_")
+        assert client.revoke_token(made["id"])["revoked_at"]
+        assert "from-client" in {x["name"] for x in client.tokens()}

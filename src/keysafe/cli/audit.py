@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,7 +14,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
-from keysafe.cli.reading import open_manager
+from keysafe.cli.reading import load, open_manager, open_remote
 from keysafe.manager.access import KINDS
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 #: Rows a table shows when no --limit is given (JSON lines are never cut short).
 TABLE_DEFAULT_LIMIT = 100
+#: The most records the server's GET /api/audit answers with at once.
+SERVER_LIMIT = 1000
 
 audit_app = typer.Typer(
     help="Query the audit log (who did what to which secret, and when; never a value). "
@@ -68,7 +70,10 @@ def audit(
     as_json: Annotated[bool, typer.Option(
         "--json", help="JSON lines on stdout, one record per line.")] = False,
 ) -> None:
-    """Show audit records, oldest first, as a table or JSON lines."""
+    """Show audit records, oldest first, as a table or JSON lines.
+
+    With KEYSAFE_SERVER_URL set, the server's records (GET /api/audit: an admin token,
+    at most 1,000 records a query), without their hashes."""
     if ctx.invoked_subcommand is not None:
         return
     from keysafe.manager.audit import AuditFilter
@@ -77,23 +82,38 @@ def audit(
     t_until = parse_time(until, option="--until")
     if limit is None and not as_json:
         limit = TABLE_DEFAULT_LIMIT
-    flt = AuditFilter(org=org, path=path, action=action, actor=actor, outcome=outcome,
-                      since=t_since, until=t_until, limit=limit or None,
-                      newest_first=bool(limit))
-    with open_manager(env) as mgr:
-        events = mgr.audit_query(flt)
-    if flt.newest_first:
-        events.reverse()
+    settings = load(env)
+    records: list[dict[str, Any]]
+    if settings.server_url:
+        asked = limit or None
+        with open_remote(settings) as remote:
+            remote.info()
+            records = remote.client.audit(
+                org=org, path=path, action=action, actor=actor, outcome=outcome,
+                since=t_since, until=t_until, limit=min(asked or SERVER_LIMIT, SERVER_LIMIT))
+        records.reverse()
+        if len(records) == SERVER_LIMIT and (asked is None or asked > SERVER_LIMIT):
+            say(f"the server answers with at most {SERVER_LIMIT:,} records a query: these "
+                "are the newest; --since and --until reach the others")
+    else:
+        flt = AuditFilter(org=org, path=path, action=action, actor=actor, outcome=outcome,
+                          since=t_since, until=t_until, limit=limit or None,
+                          newest_first=bool(limit))
+        with open_manager(settings=settings) as mgr:
+            events = mgr.audit_query(flt)
+        if flt.newest_first:
+            events.reverse()
+        records = [e.to_dict() for e in events]
     if as_json:
-        emit_json_lines(e.to_dict() for e in events)
+        emit_json_lines(records)
         return
-    if not events:
+    if not records:
         say("no audit records match")
         return
     table(["seq", "time", "actor", "action", "path", "version", "outcome", "detail"],
-          [[e.seq, e.ts, e.actor, e.action, e.path, e.version, e.outcome, e.detail]
-           for e in events])
-    if limit and len(events) == limit:
+          [[r["seq"], datetime.fromisoformat(r["ts"]), r["actor"], r["action"], r["path"],
+            r["version"], r["outcome"], r["detail"]] for r in records])
+    if limit and len(records) == limit:
         say(f"showing the newest {limit} records; --limit N shows more (0: all)")
 
 

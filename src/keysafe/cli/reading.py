@@ -63,11 +63,18 @@ def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     else the configured store."""
     settings = load(env)
     if settings.server_url:
-        from keysafe.cli.remote import RemoteManager
-
-        return RemoteManager(settings.server_url, env=chosen_env(settings),
-                             default_org=settings.default_org)
+        return open_remote(settings)
     return open_manager(settings=settings)
+
+
+def open_remote(settings: Settings) -> RemoteManager:
+    """The keysafe server at KEYSAFE_SERVER_URL (``settings.server_url``), with the
+    token in KEYSAFE_TOKEN or the file KEYSAFE_TOKEN_FILE names."""
+    from keysafe.cli.remote import RemoteManager
+
+    assert settings.server_url
+    return RemoteManager(settings.server_url, env=chosen_env(settings),
+                         default_org=settings.default_org)
 
 
 def chosen_env(settings: Settings) -> str | None:

@@ -1,16 +1,19 @@
 """The service: ``serve`` and ``token create | list | revoke``. Tokens are managed in
-the local token store the server uses (``$KEYSAFE_HOME/server.db``); over HTTP the
-same is ``POST/GET/DELETE /api/tokens``."""
+the local token store the server uses (``$KEYSAFE_HOME/server.db``), or, with
+KEYSAFE_SERVER_URL set, through that server's ``POST/GET/DELETE /api/tokens``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keysafe.cli.options import Env, Json
 from keysafe.cli.output import command, emit_json, say, table, warn
-from keysafe.cli.reading import load, open_manager, store_only
+from keysafe.cli.reading import load, open_manager, open_remote, store_only
+
+if TYPE_CHECKING:
+    from keysafe.config import Settings
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (shown once, stored hashed).",
                         no_args_is_help=True)
@@ -71,57 +74,91 @@ def token_create(
     env: Env = None,
     as_json: Json = False,
 ) -> None:
-    """Create a token; it is printed once, to stdout, and only its hash is kept."""
+    """Create a token; it is printed once, to stdout, and only its hash is kept.
+
+    With KEYSAFE_SERVER_URL set, the server makes it (POST /api/tokens), within the
+    orgs and networks the admin token in KEYSAFE_TOKEN covers."""
+    settings = load(env)
+    if settings.server_url:
+        with open_remote(settings) as remote:
+            remote.info()  # the environment asked for must be the server's
+            info = remote.client.create_token(name, role, org,
+                                              expires_in_days=expires_in_days, cidrs=cidr)
+        token = info.pop("token")
+    else:
+        token, info = _create_here(settings, name, role, org, expires_in_days, cidr)
+    if as_json:
+        emit_json({**info, "token": token})
+        return
+    orgs, cidrs = info.get("orgs"), info.get("cidrs")
+    say(f"created token {info['id']} ({', '.join(info['roles'])}) for "
+        f"{'every org' if orgs is None else ', '.join(orgs)} in the {info.get('env')} "
+        "environment only (--env / KEYSAFE_ENV)"
+        + (f", from {', '.join(cidrs)} only" if cidrs else "")
+        + "; it is shown once:")
+    typer.echo(token)
+
+
+def _create_here(settings: Settings, name: str, roles: list[str], orgs: list[str],
+                 expires_in_days: int | None, cidrs: list[str] | None
+                 ) -> tuple[str, dict[str, Any]]:
+    """A token made in this machine's token store: (token, its record)."""
     from datetime import timedelta
 
     from keysafe.manager.manager import default_actor
     from keysafe.server.auth import check_domain_scopes
     from keysafe.server.tokenstore import open_token_store, record_event
 
-    settings = load(env)
-    with open_manager(env, settings) as mgr:
-        check_domain_scopes(org, mgr.naming.fields)
+    with open_manager(settings=settings) as mgr:
+        check_domain_scopes(orgs, mgr.naming.fields)
         store = open_token_store(settings, mgr.state or mgr.backend)
         try:
             token, info = store.create(
-                name=name, roles=role, orgs=None if "*" in org else org,
+                name=name, roles=roles, orgs=None if "*" in orgs else orgs,
                 created_by=f"cli:{default_actor()}",
                 ttl=timedelta(days=expires_in_days) if expires_in_days else None,
-                cidrs=cidr)
+                cidrs=cidrs)
         finally:
             store.close()
         record_event(mgr, "token_create", info)
-    if as_json:
-        emit_json({**info.to_dict(), "token": token})
-        return
-    say(f"created token {info.id} ({', '.join(info.roles)}) for "
-        f"{'every org' if info.orgs is None else ', '.join(info.orgs)} in the {info.env} "
-        "environment only (--env / KEYSAFE_ENV)"
-        + (f", from {', '.join(info.cidrs)} only" if info.cidrs else "")
-        + "; it is shown once:")
-    typer.echo(token)
+    return token, info.to_dict()
 
 
 @command
 def token_list(env: Env = None, as_json: Json = False) -> None:
-    """Every token: id, name, roles, orgs, created, expiry and revocation (never the token)."""
-    from keysafe.server.tokenstore import open_token_store
+    """Every token: id, name, roles, orgs, created, expiry and revocation (never the token).
 
-    store = open_token_store(store_only(load(env)))
-    try:
-        tokens = store.list()
-    finally:
-        store.close()
+    With KEYSAFE_SERVER_URL set, the server's tokens within the orgs the admin token in
+    KEYSAFE_TOKEN covers (GET /api/tokens)."""
+    settings = load(env)
+    if settings.server_url:
+        with open_remote(settings) as remote:
+            remote.info()
+            tokens = remote.client.tokens()
+    else:
+        from keysafe.server.tokenstore import open_token_store
+
+        store = open_token_store(store_only(settings))
+        try:
+            tokens = [t.to_dict() for t in store.list()]
+        finally:
+            store.close()
     if as_json:
-        emit_json([t.to_dict() for t in tokens])
+        emit_json(tokens)
         return
     table(["id", "name", "roles", "orgs", "env", "networks", "created", "expires", "revoked"],
-          [(t.id, t.name, ",".join(t.roles), "*" if t.orgs is None else ",".join(t.orgs),
-            t.env or "any", ",".join(t.cidrs) if t.cidrs else "any",
-            t.created_at.isoformat(timespec="seconds"),
-            t.expires_at.isoformat(timespec="seconds") if t.expires_at else "-",
-            t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-")
+          [(t["id"], t["name"], ",".join(t["roles"]),
+            "*" if t["orgs"] is None else ",".join(t["orgs"]), t.get("env") or "any",
+            ",".join(t["cidrs"]) if t.get("cidrs") else "any", _seconds(t["created_at"]),
+            _seconds(t.get("expires_at")), _seconds(t.get("revoked_at")))
            for t in tokens])
+
+
+def _seconds(iso: str | None) -> str:
+    """An ISO time to the second ("-" for none)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).isoformat(timespec="seconds") if iso else "-"
 
 
 @command
@@ -130,11 +167,35 @@ def token_revoke(
     env: Env = None,
     as_json: Json = False,
 ) -> None:
-    """Revoke a token at once (a token revoked already stays as it was)."""
+    """Revoke a token at once (a token revoked already stays as it was).
+
+    With KEYSAFE_SERVER_URL set, the server revokes it (DELETE /api/tokens/ID)."""
+    settings = load(env)
+    if settings.server_url:
+        from keysafe.errors import NotFound
+
+        with open_remote(settings) as remote:
+            remote.info()
+            before = next((t for t in remote.client.tokens() if t["id"] == token_id), None)
+            if before is None:
+                raise NotFound(f"token {token_id} not found")
+            info = remote.client.revoke_token(token_id)
+    else:
+        before, info = _revoke_here(settings, token_id)
+    if as_json:
+        emit_json(info)
+    elif before.get("revoked_at"):
+        say(f"token {info['id']} ({info['name']}) was already revoked, at "
+            f"{_seconds(before['revoked_at'])}")
+    else:
+        say(f"revoked token {info['id']} ({info['name']})")
+
+
+def _revoke_here(settings: Settings, token_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Revoke in this machine's token store: (the record before, the record after)."""
     from keysafe.server.tokenstore import open_token_store, record_event
 
-    settings = load(env)
-    with open_manager(env, settings) as mgr:
+    with open_manager(settings=settings) as mgr:
         store = open_token_store(settings, mgr.state or mgr.backend)
         try:
             before = store.get(token_id)
@@ -148,10 +209,4 @@ def token_revoke(
             store.close()
         if before.revoked_at is None:
             record_event(mgr, "token_revoke", info)
-    if as_json:
-        emit_json(info.to_dict())
-    elif before.revoked_at is not None:
-        say(f"token {info.id} ({info.name}) was already revoked, at "
-            f"{before.revoked_at.isoformat(timespec='seconds')}")
-    else:
-        say(f"revoked token {info.id} ({info.name})")
+    return before.to_dict(), info.to_dict()

@@ -549,6 +549,64 @@ def test_a_revoked_token_ends_the_session(open_page: Any, stack: Stack) -> None:
     assert page.locator("#who").is_hidden()
 
 
+def test_an_org_admin_makes_and_revokes_tokens(open_page: Any, stack: Stack) -> None:
+    """The "Tokens" tab: `keysafe token create | list | revoke` for the open org. The new
+    token is shown once and gone from the page after "Done"; a viewer has no tab."""
+    org = "tok-corp"
+    admin = stack.token("tok-admin", "admin", [org])
+    page, watch = open_page()
+    sign_in(page, stack, admin, org)
+    page.get_by_role("button", name="Tokens").click()
+    page.locator("#token-table").wait_for()
+    assert "this session" in page.locator("#token-table").inner_text()
+    # Bad input is refused in the page, before anything is sent.
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    page.get_by_text("Give the token a name").wait_for()
+    page.get_by_label("Name", exact=True).fill("ci-deploy")
+    page.get_by_label("Expires in (days)").fill("0")
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    page.get_by_text("Expiry must be a whole number").wait_for()
+    # The server's refusals are shown as they are (an org admin makes no service token).
+    page.get_by_label("Expires in (days)").fill("30")
+    page.get_by_label("Role").select_option("service")
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    page.get_by_text("only an admin of every org may create service tokens").wait_for()
+    page.get_by_label("Role").select_option("writer")
+    page.get_by_label("Networks").fill("127.0.0.1/32")
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    shown = page.get_by_label("Token ci-deploy")
+    shown.wait_for()
+    token = shown.input_value()
+    assert token.startswith("ks_")
+    assert token not in page.content()        # a property of the field, not in the markup
+    # It works, with the role and network asked for.
+    r = stack.api("PUT", f"/api/secrets/{org}/openai_api_key", token=token,
+                  json={"secret_value": GOOD_1})
+    assert r.status_code == 200, r.text
+    table = page.locator("#token-table")
+    page.get_by_role("cell", name="ci-deploy", exact=True).wait_for()
+    assert "127.0.0.1/32" in table.inner_text()
+    page.get_by_role("button", name="Done").click()
+    assert page.locator("#token-value").count() == 0
+    assert token not in page.evaluate(DEEP_DUMP)
+    # Revoke: a second press, then it stops working at once.
+    page.get_by_role("button", name="Revoke ci-deploy").click()
+    page.get_by_role("button", name="Yes, revoke ci-deploy").click()
+    page.get_by_text("revoked", exact=False).first.wait_for()
+    r = stack.api("GET", f"/api/secrets/{org}/openai_api_key", token=token)
+    assert r.status_code == 401
+    audit = stack.api("GET", "/api/audit", params={"org_id": org, "action": "token_revoke"})
+    assert [x["actor"] for x in audit.json()["records"]] == ["token:tok-admin"]
+    assert not watch.outside
+    assert not watch.page_errors
+    assert not watch.csp_violations()
+    # A viewer sees no Tokens tab.
+    viewer = stack.token("tok-viewer", "viewer", [org])
+    page2, _ = open_page()
+    sign_in(page2, stack, viewer, org)
+    assert page2.get_by_role("button", name="Tokens").count() == 0
+
+
 def host_page(page: Any, stack: Stack, host: str, token: str, org: str) -> None:
     page.goto(f"{host}/host.html?api={stack.url}")
     page.get_by_label("Organization").fill(org)

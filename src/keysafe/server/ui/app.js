@@ -1,4 +1,5 @@
-// The keysafe panel at /ui: sign in, pick org and domain, secrets, audit log, access report.
+// The keysafe panel at /ui: sign in, pick org and domain, secrets, audit log, access report,
+// tokens.
 //
 // The credential lives in this module's memory only: no cookie (so no CSRF surface),
 // no localStorage or sessionStorage. Reloading the page signs out; so does
@@ -176,10 +177,17 @@ function renderWorkspace() {
   const mk = (id, label) => h('button', { type: 'button', id: `tab-${id}`,
     'aria-pressed': String(session.tab === id), onclick: () => { session.tab = id; renderWorkspace(); focusFirst(`#tab-${id}`); },
     text: label });
-  if (!canAudit) session.tab = 'secrets';
+  // Tokens of the whole org (or its domain): an admin's, as for `keysafe token`.
+  const canTokens = session.identity.permissions.includes('tokens') && !session.partial;
+  if (!canAudit && ['audit', 'report'].includes(session.tab)) session.tab = 'secrets';
+  if (!canTokens && session.tab === 'tokens') session.tab = 'secrets';
   tabs.replaceChildren(mk('secrets', 'Secrets'), canAudit ? mk('audit', 'Audit log') : null,
-    canAudit ? mk('report', 'Access report') : null);
+    canAudit ? mk('report', 'Access report') : null, canTokens ? mk('tokens', 'Tokens') : null);
   const body = document.getElementById('workspace');
+  if (session.tab === 'tokens') {
+    body.replaceChildren(tokensView());
+    return;
+  }
   if (session.tab === 'audit') {
     body.replaceChildren(auditView());
     return;
@@ -309,6 +317,129 @@ function reportBody(rep) {
           h('td', { text: a.new ? 'yes' : '' }))))))
     : h('p', { class: 'notice', text: 'No records in this window.' });
   return [h('h3', { text: 'Worth a look' }), findings, h('h3', { text: 'Identities' }), actors];
+}
+
+// -- tokens (keysafe token create | list | revoke) -----------------------------------------
+
+const ROLES = [['viewer', 'viewer: status and history'], ['writer', 'writer: add, rotate, delete'],
+  ['admin', 'admin: everything, and tokens'], ['service', 'service: reads values (programs)']];
+
+function tokensView() {
+  const field = (id, label, input, hint) => h('div', {}, h('label', { for: id, text: label }), input,
+    hint ? h('p', { class: 'hint', id: `${id}-hint`, text: hint }) : null);
+  const scope = session.domain ? `${session.org}/${session.domain}` : session.org;
+  const form = h('form', { class: 'filters', id: 'token-form', novalidate: true, 'aria-label': 'New token' },
+    field('t-name', 'Name', h('input', { id: 't-name', name: 't-name', type: 'text', autocomplete: 'off',
+      maxlength: '128', placeholder: 'ci-deploy', 'aria-describedby': 't-name-hint' }),
+      'Shown in the audit log as token:NAME'),
+    field('t-role', 'Role', h('select', { id: 't-role', name: 't-role' },
+      ROLES.map(([v, text]) => h('option', { value: v, text, selected: v === 'writer' })))),
+    field('t-days', 'Expires in (days)', h('input', { id: 't-days', name: 't-days', type: 'number', min: '1',
+      max: '3650', placeholder: 'never', 'aria-describedby': 't-days-hint' }), 'Empty: never'),
+    field('t-cidrs', 'Networks', h('input', { id: 't-cidrs', name: 't-cidrs', type: 'text', autocomplete: 'off',
+      placeholder: '10.0.0.0/8, 192.0.2.7', 'aria-describedby': 't-cidrs-hint' }), 'Empty: any address'),
+    h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'token-create', text: `Create token for ${scope}` })),
+    h('p', { class: 'field-error', id: 't-error', role: 'alert', hidden: true }));
+  const made = h('div', { id: 'token-made', 'aria-live': 'polite' });
+  const out = h('div', { id: 'token-results', 'aria-live': 'polite' });
+  const error = form.querySelector('#t-error');
+  const fail = (text) => { error.textContent = text; error.hidden = false; };
+  const load = () => fill(out, () => session.client.tokens(), (list) => [tokenTable(list, load)]);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const v = (id) => String(form.elements.namedItem(id).value).trim();
+    const name = v('t-name');
+    if (!name) { fail('Give the token a name'); return; }
+    const body = { name, roles: [v('t-role')], orgs: [scope] };
+    if (v('t-days')) {
+      const days = Number(v('t-days'));
+      if (!Number.isInteger(days) || days < 1 || days > 3650) { fail('Expiry must be a whole number of days from 1 to 3650'); return; }
+      body.expires_in_days = days;
+    }
+    const cidrs = v('t-cidrs').split(',').map((c) => c.trim()).filter(Boolean);
+    if (cidrs.length) body.cidrs = cidrs;
+    let created;
+    try {
+      created = await session.client.createToken(body);
+    } catch (e) {
+      if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
+      fail(e.detail || String(e));
+      return;
+    }
+    form.reset();
+    showOnce(made, created);
+    load();
+  });
+  load();
+  return h('section', { 'aria-labelledby': 'tokens-title' },
+    h('h2', { class: 'section-title', id: 'tokens-title', text: `Tokens for ${scope}` }),
+    h('p', { class: 'hint', text: 'A token is shown once, when it is made; keysafe keeps only its hash. Revoking one takes effect at once.' }),
+    form, made, out);
+}
+
+// The new token, once: a read-only field and Copy, until "Done" (or leaving the tab) drops it.
+function showOnce(made, created) {
+  const value = h('input', { id: 'token-value', type: 'text', readonly: true,
+    'aria-label': `Token ${created.name}`, autocomplete: 'off', spellcheck: 'false' });
+  value.value = created.token; // a property, not an attribute: nothing in the markup
+  const copied = h('p', { class: 'hint', id: 'token-copied', role: 'status' });
+  made.replaceChildren(h('div', { class: 'notice', id: 'token-once' },
+    h('p', {}, h('strong', { text: `Token ${created.name} (${created.roles.join(', ')})` }),
+      ' is shown this once: copy it now.'),
+    value,
+    h('div', { class: 'tabs' },
+      h('button', { type: 'button', id: 'token-copy', text: 'Copy',
+        onclick: async () => {
+          try { await navigator.clipboard.writeText(value.value); copied.textContent = 'Copied.'; } catch { value.select(); copied.textContent = 'Select and copy it by hand.'; }
+        } }),
+      h('button', { type: 'button', class: 'primary', id: 'token-done', text: 'Done',
+        onclick: () => { value.value = ''; made.replaceChildren(); focusFirst('#t-name'); } })),
+    copied));
+  value.focus();
+  value.select();
+}
+
+function tokenTable(list, reload) {
+  if (!list.length) return h('p', { class: 'notice', text: 'No tokens yet.' });
+  const row = (t) => {
+    const state = t.revoked_at ? `revoked ${when(t.revoked_at)}` : (t.expires_at ? `expires ${when(t.expires_at)}` : 'active');
+    const cell = h('td', {});
+    const mine = session.identity.kind === 'token' && session.identity.name === t.name;
+    if (mine) cell.append(h('span', { class: 'hint', text: 'this session' }));
+    else if (!t.revoked_at) {
+      const revoke = h('button', { type: 'button', text: 'Revoke', 'aria-label': `Revoke ${t.name}` });
+      revoke.addEventListener('click', () => {
+        const yes = h('button', { type: 'button', class: 'primary', text: 'Yes, revoke', 'aria-label': `Yes, revoke ${t.name}`,
+          onclick: async () => {
+            try {
+              await session.client.revokeToken(t.id);
+            } catch (e) {
+              if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
+              cell.replaceChildren(h('span', { class: 'field-error', role: 'alert', text: e.detail || String(e) }));
+              return;
+            }
+            reload();
+          } });
+        const no = h('button', { type: 'button', text: 'Cancel', onclick: () => cell.replaceChildren(revoke) });
+        cell.replaceChildren(yes, ' ', no);
+        yes.focus();
+      });
+      cell.replaceChildren(revoke);
+    }
+    return h('tr', {}, h('td', { text: t.name }), h('td', { text: t.roles.join(', ') }),
+      h('td', { class: 'path', text: t.orgs ? t.orgs.join(', ') : 'every org' }),
+      h('td', { class: 'path', text: t.cidrs ? t.cidrs.join(', ') : 'any' }),
+      h('td', { text: `${when(t.created_at)} by ${t.created_by}` }),
+      h('td', { text: t.last_used_at ? when(t.last_used_at) : 'never' }),
+      h('td', { class: `outcome ${t.revoked_at ? 'bad' : 'ok'}`, text: state }), cell);
+  };
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Tokens' },
+    h('table', { class: 'audit', id: 'token-table' },
+      h('caption', { text: `${list.length} token${list.length === 1 ? '' : 's'} you administer` }),
+      h('thead', {}, h('tr', {}, ['Name', 'Roles', 'Orgs', 'Networks', 'Created', 'Last used', 'State', '']
+        .map((c) => h('th', { scope: 'col', text: c })))),
+      h('tbody', {}, list.map(row))));
 }
 
 signInView();

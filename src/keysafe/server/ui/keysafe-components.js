@@ -222,6 +222,9 @@ export class KeysafeClient {
   }
   audit(params) { return this.request('GET', '/api/audit', { query: params }); }
   accessReport(params) { return this.request('GET', '/api/audit/report', { query: params }); }
+  tokens() { return this.request('GET', '/api/tokens'); }
+  createToken(body) { return this.request('POST', '/api/tokens', { body }); }
+  revokeToken(id) { return this.request('DELETE', `/api/tokens/${encodeURIComponent(id)}`); }
 }
 
 // -- input checks (the server checks again on every write) --------------------------

@@ -246,6 +246,21 @@ class HttpTransport:
             self._conn = None
 
 
+#: The most audit records GET /api/audit answers with at once.
+AUDIT_PAGE = 1000
+
+
+def _iso(text: str) -> str:
+    """An ISO time as the library writes it (``+00:00``, not ``Z``); as given when it is
+    not one."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        return text
+
+
 def _seg(kind: str, value: str) -> str:
     from keysafe.naming import validate_segment
 
@@ -519,31 +534,66 @@ class KeysafeClient:
             body["expires_in_days"] = expires_in_days
         if cidrs is not None:
             body["cidrs"] = list(cidrs)
-        data: dict[str, Any] = self._req("POST", "/api/tokens", body=body)
-        return data
+        data = self._req("POST", "/api/tokens", body=body)
+        if not (isinstance(data, dict) and isinstance(data.get("token"), str)):
+            raise self._odd("a new token", " (it may have been made: see the token list)")
+        return {**self._token_record(data), "token": data["token"]}
 
     def tokens(self) -> builtins.list[dict[str, Any]]:
         """The tokens the caller administers (never a token itself)."""
-        data: list[dict[str, Any]] = self._req("GET", "/api/tokens")
-        return data
+        data = self._req("GET", "/api/tokens")
+        if not isinstance(data, list):
+            raise self._odd("the token list")
+        return [self._token_record(t) for t in data]
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
-        """Revoke a token at once (one revoked already is answered as it is)."""
-        data: dict[str, Any] = self._req("DELETE", f"/api/tokens/{_seg('token id', token_id)}")
-        return data
+        """Revoke a token at once; ``already_revoked`` says it had been revoked before
+        (which then changed nothing). ``token_id`` is its 12-hex-digit id."""
+        from keysafe.naming import TOKEN_ID, token_not_found
+
+        if not TOKEN_ID.fullmatch(token_id):
+            raise InvalidValue(token_not_found(token_id))
+        data = self._req("DELETE", f"/api/tokens/{token_id}")
+        if not (isinstance(data, dict) and isinstance(data.get("already_revoked"), bool)):
+            raise self._odd("a revoked token")
+        return {**self._token_record(data), "already_revoked": data["already_revoked"]}
 
     def audit(self, *, org: str | None = None, action: str | None = None,
               actor: str | None = None, path: str | None = None, outcome: str | None = None,
               since: datetime | None = None, until: datetime | None = None,
-              limit: int = 100) -> builtins.list[dict[str, Any]]:
-        """Audit records, newest first, at most ``limit`` (the server's cap: 1,000). A
-        token for some orgs only must name one of them."""
+              limit: int = 100, before: int | None = None) -> builtins.list[dict[str, Any]]:
+        """Audit records, newest first: at most ``limit`` (1 to 1,000, the server's cap),
+        older than record ``before`` when given (the next page: the last seq of the one
+        before). A token for some orgs only must name one of them."""
+        if not 1 <= limit <= AUDIT_PAGE:
+            raise InvalidValue(f"limit must be from 1 to {AUDIT_PAGE}, not {limit}")
         query = {"org_id": org, "action": action, "actor": actor, "path": path,
-                 "outcome": outcome, "limit": limit,
+                 "outcome": outcome, "limit": limit, "before": before,
                  "since": since.isoformat() if since else None,
                  "until": until.isoformat() if until else None}
-        records: list[dict[str, Any]] = self._req("GET", "/api/audit", query)["records"]
-        return records
+        data = self._req("GET", "/api/audit", query)
+        records = data.get("records") if isinstance(data, dict) else None
+        if not (isinstance(records, list)
+                and all(isinstance(r, dict) and isinstance(r.get("seq"), int)
+                        and isinstance(r.get("ts"), str) for r in records)):
+            raise self._odd("audit records")
+        return [{**r, "ts": _iso(r["ts"])} for r in records]
+
+    def _token_record(self, data: Any) -> dict[str, Any]:
+        """A token's record from the server, its times as the library writes them."""
+        if not (isinstance(data, dict) and isinstance(data.get("id"), str)
+                and isinstance(data.get("name"), str) and isinstance(data.get("roles"), list)
+                and "orgs" in data and isinstance(data.get("created_at"), str)):
+            raise self._odd("a token's record")
+        out = {k: v for k, v in data.items() if k not in ("token", "already_revoked")}
+        for k in ("created_at", "expires_at", "revoked_at", "last_used_at"):
+            if isinstance(out.get(k), str):
+                out[k] = _iso(out[k])
+        return out
+
+    def _odd(self, what: str, more: str = "") -> BackendUnavailable:
+        return BackendUnavailable(f"keysafe server at {self.url} answered with something "
+                                  f"that is not {what}{more}")
 
     # -- writing (writer or admin role): blind --
     def put(self, name: str, value: str, org: str, *, domain: str | None = None,

@@ -33,6 +33,17 @@ def is_segment(value: object) -> TypeGuard[str]:
 #: What a caller's request id must look like to be recorded with its audit records
 #: (the server's X-Request-ID, a Django request's); anything else is replaced or dropped.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A token's id (``ks_<id>_<secret>``): 12 hex digits. Anything else given as an id is
+#: never echoed back (a whole token pasted where its id belongs must not be repeated).
+TOKEN_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def token_not_found(token_id: str) -> str:
+    """"token … not found", naming the id only when it is shaped like one."""
+    if TOKEN_ID.fullmatch(token_id):
+        return f"token {token_id} not found"
+    return ("no token has that id (an id is 12 hex digits, as `keysafe token list` shows; "
+            "a token itself is never an id)")
 
 
 def validate_segment(kind: str, value: object) -> str:

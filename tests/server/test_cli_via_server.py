@@ -10,11 +10,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from keysafe import KeysafeClient
+from keysafe.errors import BackendUnavailable, InvalidValue
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
 
@@ -442,3 +444,92 @@ def test_tokens_and_the_audit_log_through_the_server(server: tuple[RealServer, d
         assert made["token"].startswith("ks_")
         assert client.revoke_token(made["id"])["revoked_at"]
         assert "from-client" in {x["name"] for x in client.tokens()}
+
+
+def test_remote_admin_pages_normalises_and_never_repeats_a_token(
+        server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    """What a review found: every matching audit record comes back (page by page, not
+    the first 1,000), times read as the store's JSON writes them, and a whole token
+    given where its id belongs is refused without being repeated or sent."""
+    srv, t = server
+    home = tmp_path / "home"
+    org = "pager"
+    with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+        for _ in range(1005):
+            assert c.get(f"/api/secrets/{org}/nothing-here").status_code == 200
+    records = [json.loads(x) for x in
+               ok(ks(srv, home, t["root"], "audit", "--org", org, "--action", "status",
+                     "--json")).splitlines()]
+    assert len(records) == 1005
+    assert len({r["seq"] for r in records}) == 1005
+    assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
+    assert records[0]["ts"].endswith("+00:00")
+    newest = json.loads(ok(ks(srv, home, t["root"], "audit", "--org", org, "--action",
+                              "status", "--limit", "1", "--json")))
+    assert newest["seq"] == records[-1]["seq"]
+    assert len(ok(ks(srv, home, t["root"], "audit", "--org", org, "--limit", "1002",
+                     "--json")).splitlines()) == 1002
+    made = json.loads(ok(ks(srv, home, t["root"], "token", "create", "--name", "pasted",
+                            "--role", "viewer", "--org", org, "--json")))
+    assert made["created_at"].endswith("+00:00")
+    for extra in ({}, {"KEYSAFE_SERVER_URL": ""}):
+        p = ks(srv, home, t["root"], "token", "revoke", made["token"], extra=extra)
+        assert p.returncode == 2
+        assert made["token"].encode() not in p.stdout + p.stderr
+        assert b"a token itself is never an id" in p.stderr
+    with KeysafeClient(srv.url, t["root"]) as client:
+        with pytest.raises(InvalidValue) as err:
+            client.revoke_token(made["token"])
+        assert made["token"] not in str(err.value)
+        with pytest.raises(InvalidValue, match="limit"):
+            client.audit(limit=1001)
+        assert client.revoke_token(made["id"])["already_revoked"] is False
+        assert client.revoke_token(made["id"])["already_revoked"] is True
+    r = httpx.delete(f"{srv.url}/api/tokens/{made['token']}", headers=bearer(srv.token))
+    assert r.status_code == 404
+    assert made["token"] not in r.text
+
+
+def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """A stand-in on loopback that answers every admin route with JSON of the wrong
+    shape: the client says so (BackendUnavailable, exit 7), and shows nothing as if it
+    were a token list."""
+    import http.server
+    import threading
+    import types
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = (b'{"naming_template": "{app}/{env}/{org}/{domain}/{name}", '
+                    b'"environment": "local", "app": "keysafe", "default_domain": "shared"}'
+                    if self.path.startswith("/api/catalog") else b"{}")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
+            for call in (client.tokens, lambda: client.audit(),
+                         lambda: client.create_token("n", ["viewer"], ["o"]),
+                         lambda: client.revoke_token("0123456789ab")):
+                with pytest.raises(BackendUnavailable, match="answered with something"):
+                    call()
+        fake: Any = types.SimpleNamespace(url=url)
+        for args in (["token", "list", "--json"], ["audit", "--json"],
+                     ["token", "create", "--name", "n", "--role", "viewer", "--org", "o"]):
+            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            assert p.returncode == 7, (args, p.stderr)
+            assert p.stdout == b""
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

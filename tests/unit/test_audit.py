@@ -198,6 +198,18 @@ def test_record_for_a_denial(m: SecretManager) -> None:
 # -- filters -------------------------------------------------------------------------------
 
 
+def test_audit_pages_by_seq(m: SecretManager) -> None:
+    """``before_seq``: the next page of a newest-first listing (the server's ``before``)."""
+    for i in range(5):
+        m.put("k", f"v{i}", "acme")
+    every = [e.seq for e in m.audit_query(AuditFilter(newest_first=True))]
+    first = m.audit_query(AuditFilter(newest_first=True, limit=2))
+    second = m.audit_query(AuditFilter(newest_first=True, limit=2, before_seq=first[-1].seq))
+    rest = m.audit_query(AuditFilter(newest_first=True, before_seq=second[-1].seq))
+    assert [e.seq for e in first + second + rest] == every
+    assert m.audit_query(AuditFilter(before_seq=min(every))) == []
+
+
 def test_audit_filter(m: SecretManager) -> None:
     m.put("a", "1", "acme")
     m.put("b", "1", "acme", domain="billing")

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 #: Rows a table shows when no --limit is given (JSON lines are never cut short).
 TABLE_DEFAULT_LIMIT = 100
-#: The most records the server's GET /api/audit answers with at once.
-SERVER_LIMIT = 1000
 
 audit_app = typer.Typer(
     help="Query the audit log (who did what to which secret, and when; never a value). "
@@ -72,8 +70,8 @@ def audit(
 ) -> None:
     """Show audit records, oldest first, as a table or JSON lines.
 
-    With KEYSAFE_SERVER_URL set, the server's records (GET /api/audit: an admin token,
-    at most 1,000 records a query), without their hashes."""
+    With KEYSAFE_SERVER_URL set, the server's records (GET /api/audit with an admin
+    token, page by page), without their hashes."""
     if ctx.invoked_subcommand is not None:
         return
     from keysafe.manager.audit import AuditFilter
@@ -85,16 +83,21 @@ def audit(
     settings = load(env)
     records: list[dict[str, Any]]
     if settings.server_url:
-        asked = limit or None
+        from keysafe.client import AUDIT_PAGE
+
+        records = []
         with open_remote(settings) as remote:
             remote.info()
-            records = remote.client.audit(
-                org=org, path=path, action=action, actor=actor, outcome=outcome,
-                since=t_since, until=t_until, limit=min(asked or SERVER_LIMIT, SERVER_LIMIT))
+            while True:  # newest first, a page at a time, each older than the last
+                want = AUDIT_PAGE if not limit else min(AUDIT_PAGE, limit - len(records))
+                page = remote.client.audit(
+                    org=org, path=path, action=action, actor=actor, outcome=outcome,
+                    since=t_since, until=t_until, limit=want,
+                    before=records[-1]["seq"] if records else None)
+                records += page
+                if len(page) < want or (limit and len(records) >= limit):
+                    break
         records.reverse()
-        if len(records) == SERVER_LIMIT and (asked is None or asked > SERVER_LIMIT):
-            say(f"the server answers with at most {SERVER_LIMIT:,} records a query: these "
-                "are the newest; --since and --until reach the others")
     else:
         flt = AuditFilter(org=org, path=path, action=action, actor=actor, outcome=outcome,
                           since=t_since, until=t_until, limit=limit or None,

@@ -81,20 +81,22 @@ def token_create(
     settings = load(env)
     if settings.server_url:
         with open_remote(settings) as remote:
-            remote.info()  # the environment asked for must be the server's
+            server_env = remote.info().get("environment")  # checked: the one asked for
             info = remote.client.create_token(name, role, org,
                                               expires_in_days=expires_in_days, cidrs=cidr)
         token = info.pop("token")
+        where = f"in the server's {server_env} environment only"
     else:
         token, info = _create_here(settings, name, role, org, expires_in_days, cidr)
+        where = f"in the {info.get('env')} environment only (--env / KEYSAFE_ENV)"
     if as_json:
         emit_json({**info, "token": token})
         return
-    orgs, cidrs = info.get("orgs"), info.get("cidrs")
+    orgs, cidrs, expires = info.get("orgs"), info.get("cidrs"), info.get("expires_at")
     say(f"created token {info['id']} ({', '.join(info['roles'])}) for "
-        f"{'every org' if orgs is None else ', '.join(orgs)} in the {info.get('env')} "
-        "environment only (--env / KEYSAFE_ENV)"
+        f"{'every org' if orgs is None else ', '.join(orgs)} {where}"
         + (f", from {', '.join(cidrs)} only" if cidrs else "")
+        + (f", until {_seconds(expires)}" if expires else "")
         + "; it is shown once:")
     typer.echo(token)
 
@@ -170,29 +172,31 @@ def token_revoke(
     """Revoke a token at once (a token revoked already stays as it was).
 
     With KEYSAFE_SERVER_URL set, the server revokes it (DELETE /api/tokens/ID)."""
+    from keysafe.naming import TOKEN_ID, token_not_found
+
+    if not TOKEN_ID.fullmatch(token_id):  # a pasted token is refused, never repeated
+        from keysafe.errors import InvalidValue
+
+        raise InvalidValue(token_not_found(token_id))
     settings = load(env)
     if settings.server_url:
-        from keysafe.errors import NotFound
-
         with open_remote(settings) as remote:
             remote.info()
-            before = next((t for t in remote.client.tokens() if t["id"] == token_id), None)
-            if before is None:
-                raise NotFound(f"token {token_id} not found")
             info = remote.client.revoke_token(token_id)
+        already = info.pop("already_revoked")
     else:
-        before, info = _revoke_here(settings, token_id)
+        already, info = _revoke_here(settings, token_id)
     if as_json:
         emit_json(info)
-    elif before.get("revoked_at"):
+    elif already:
         say(f"token {info['id']} ({info['name']}) was already revoked, at "
-            f"{_seconds(before['revoked_at'])}")
+            f"{_seconds(info['revoked_at'])}")
     else:
         say(f"revoked token {info['id']} ({info['name']})")
 
 
-def _revoke_here(settings: Settings, token_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Revoke in this machine's token store: (the record before, the record after)."""
+def _revoke_here(settings: Settings, token_id: str) -> tuple[bool, dict[str, Any]]:
+    """Revoke in this machine's token store: (revoked before already, the record)."""
     from keysafe.server.tokenstore import open_token_store, record_event
 
     with open_manager(settings=settings) as mgr:
@@ -209,4 +213,4 @@ def _revoke_here(settings: Settings, token_id: str) -> tuple[dict[str, Any], dic
             store.close()
         if before.revoked_at is None:
             record_event(mgr, "token_revoke", info)
-    return before.to_dict(), info.to_dict()
+    return before.revoked_at is not None, info.to_dict()

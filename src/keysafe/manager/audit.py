@@ -116,6 +116,8 @@ class AuditFilter(NamedTuple):
     until: datetime | None = None
     limit: int | None = None
     newest_first: bool = False
+    #: Only records older than this one (a page's cursor: the last seq it showed).
+    before_seq: int | None = None
 
     def matches(self, e: AuditEvent) -> bool:
         if self.org is not None and e.org != self.org:
@@ -128,7 +130,8 @@ class AuditFilter(NamedTuple):
                 and (self.actor is None or e.actor == self.actor)
                 and (self.outcome is None or e.outcome == self.outcome)
                 and (self.since is None or to_us(e.ts) >= to_us(self.since))
-                and (self.until is None or to_us(e.ts) <= to_us(self.until)))
+                and (self.until is None or to_us(e.ts) <= to_us(self.until))
+                and (self.before_seq is None or e.seq < self.before_seq))
 
 
 class VerifyResult(NamedTuple):
@@ -342,6 +345,9 @@ def _where(flt: AuditFilter, ph: str) -> tuple[list[str], list[Any]]:
     if flt.until is not None:
         where.append(f"ts <= {ph}")
         args.append(to_us(flt.until))
+    if flt.before_seq is not None:
+        where.append(f"seq < {ph}")
+        args.append(flt.before_seq)
     return where, args
 
 

@@ -319,6 +319,11 @@ class TokenCreated(TokenOut):
     token: str = Field(description="shown once; store it now")
 
 
+class TokenRevoked(TokenOut):
+    already_revoked: bool = Field(description="it had been revoked before this request "
+                                              "(which then changed nothing)")
+
+
 class AuditRecord(BaseModel):
     seq: int
     ts: datetime

@@ -239,7 +239,9 @@ class TokenStore:
     def get(self, tid: str) -> TokenInfo:
         row = self._db.one(f"SELECT {_INFO_COLS} FROM tokens WHERE id = ?", (tid,))  # noqa: S608
         if row is None:
-            raise NotFound(f"token {tid} not found")
+            from keysafe.naming import token_not_found
+
+            raise NotFound(token_not_found(tid))
         return self._info(row)
 
     @staticmethod

@@ -78,11 +78,15 @@ def audit_query(ctx: CtxDep,
                 path: Annotated[str | None, Query(max_length=1024)] = None,
                 outcome: Annotated[str | None, Query(max_length=64)] = None,
                 since: datetime | None = None, until: datetime | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage:
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                before: Annotated[int | None, Query(
+                    ge=1, description="only records older than this seq (the next page: "
+                                      "the last seq of this one)")] = None) -> AuditPage:
     """Newest first. A token limited to some orgs must name one of them."""
     _scope(ctx, org_id)
     flt = AuditFilter(org=org_id, action=action, actor=actor, path=path, outcome=outcome,
-                      since=since, until=until, limit=limit, newest_first=True)
+                      since=since, until=until, limit=limit, newest_first=True,
+                      before_seq=before)
     records = ctx.mgr.audit_query(flt)
     ctx.audit("audit_query", None, "ok", org=org_id, detail={"count": len(records)})
     return AuditPage(records=[AuditRecord(**{k: v for k, v in r.to_dict().items()

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from keysafe.errors import NotFound, PermissionDenied
+from keysafe.naming import token_not_found
 from keysafe.server.auth import (
     Identity,
     check_cidrs,
@@ -17,7 +18,7 @@ from keysafe.server.auth import (
     orgs_of,
 )
 from keysafe.server.deps import Ctx, get_ctx, state_of
-from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut
+from keysafe.server.schemas import TokenCreate, TokenCreated, TokenOut, TokenRevoked
 from keysafe.server.tokenstore import TokenInfo, record_event
 
 router = APIRouter(tags=["tokens"])
@@ -93,14 +94,15 @@ def token_list(ctx: CtxDep, request: Request) -> list[TokenOut]:
     return out
 
 
-@router.delete("/api/tokens/{token_id}", response_model=TokenOut)
-def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenOut:
+@router.delete("/api/tokens/{token_id}", response_model=TokenRevoked)
+def token_revoke(token_id: str, ctx: CtxDep, request: Request) -> TokenRevoked:
     ctx.require("tokens", None)
     store = state_of(request).tokens
     info = store.get(token_id)
     if not _visible(ctx, info) or not store.works_here(info):
-        raise NotFound(f"token {token_id} not found")
-    if info.revoked_at is None:  # revoking twice changes (and records) nothing
+        raise NotFound(token_not_found(token_id))
+    already = info.revoked_at is not None
+    if not already:  # revoking twice changes (and records) nothing
         info = store.revoke(token_id)
         record_event(ctx.mgr, "token_revoke", info)
-    return TokenOut(**info.to_dict())
+    return TokenRevoked(**info.to_dict(), already_revoked=already)

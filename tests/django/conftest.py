@@ -30,11 +30,20 @@ def _configure() -> None:
         ALLOWED_HOSTS=["testserver"],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
                                "NAME": str(_DB_DIR / "app.sqlite3")}},
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
-                        "django.contrib.sessions", "keysafe.integrations.django", "ksapp"],
+        INSTALLED_APPS=["django.contrib.admin", "django.contrib.contenttypes",
+                        "django.contrib.auth", "django.contrib.sessions",
+                        "django.contrib.messages", "keysafe.integrations.django", "ksapp"],
         MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware",
+                    "django.middleware.csrf.CsrfViewMiddleware",
                     "django.contrib.auth.middleware.AuthenticationMiddleware",
+                    "django.contrib.messages.middleware.MessageMiddleware",
                     "keysafe.integrations.django.middleware.KeysafeActorMiddleware"],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates",
+                    "APP_DIRS": True,
+                    "OPTIONS": {"context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages"]}}],
         ROOT_URLCONF="ksapp.urls",
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
@@ -80,7 +89,8 @@ def keysafe_django(keysafe_conf: dict[str, Any]) -> Iterator[dict[str, Any]]:
     )
 
     for model in (OrganisationIntegration, OrganisationSettings, Team, Webhook, Unnamed,
-                  Organisation, User):
-        model.objects.all()._raw_delete(using="default")
+                  Organisation):
+        model.objects.all()._raw_delete(using="default")   # no signals: no clean-up
+    User.objects.all().delete()                            # with their admin log entries
     with override_settings(KEYSAFE=keysafe_conf):
         yield keysafe_conf

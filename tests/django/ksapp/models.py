@@ -34,7 +34,11 @@ class OrganisationIntegration(KeysafeCredentialsMixin, models.Model):
     keysafe_org = "{organisation_id}"
     keysafe_domain = "{integration_key}"
     keysafe_credentials_name = "credentials"
+    keysafe_credential_fields = ("bot_token", "signing_secret", "app_token")
     keysafe_delete_with_row = True
+
+    def __str__(self) -> str:
+        return f"{self.integration_key} of {self.organisation_id}"
 
     class Meta:
         app_label = "ksapp"

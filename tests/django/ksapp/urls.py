@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from django.contrib import admin
 from django.urls import path
 
 from ksapp import views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("keys/<int:pk>", views.has_key),
     path("async-keys/<int:pk>", views.has_key_async),
     path("stream/<int:pk>", views.streamed),

@@ -28,16 +28,64 @@ from keysafe.errors import ConfigError, KeysafeError
 from keysafe.integrations.django.mixins import hidden
 
 if TYPE_CHECKING:
-    from keysafe.integrations.django.mixins import KeysafeSecretsMixin
+    from keysafe.integrations.django.mixins import KeysafeCredentialsMixin, KeysafeSecretsMixin
     from keysafe.models import SecretMetadata
 
-__all__ = ["SecretsForm"]
+__all__ = ["CredentialsForm", "SecretsForm"]
 
 #: The suffix of a secret's "Remove" box.
 REMOVE = "__remove"
 
 
-class SecretsForm(forms.Form):  # type: ignore[misc]  # Django ships no type hints
+class _BlindForm(forms.Form):  # type: ignore[misc]  # Django ships no type hints
+    """Password fields that are never filled in, each with an optional "Remove" box."""
+
+    names: tuple[str, ...]
+
+    def _take(self, names: Sequence[str], what: str, hint: str) -> tuple[str, ...]:
+        taken = tuple(names)
+        if not taken or len(set(taken)) != len(taken) or any(n.endswith(REMOVE)
+                                                               for n in taken):
+            raise ConfigError(f"{type(self).__name__} for {what} needs distinct names, not "
+                              f"ending in {REMOVE}: {hint}")
+        return taken
+
+    def _field(self, name: str, label: str, help_text: str, *, removable: bool,
+               placeholder: str = "") -> None:
+        attrs = {"autocomplete": "new-password"}
+        if placeholder:
+            attrs["placeholder"] = placeholder
+        self.fields[name] = forms.CharField(
+            label=label, required=False, strip=False, help_text=help_text,
+            widget=forms.PasswordInput(render_value=False, attrs=attrs))
+        if removable:
+            self.fields[name + REMOVE] = forms.BooleanField(required=False,
+                                                            label=f"Remove {label}")
+
+    def _given(self, data: dict[str, Any]) -> dict[str, str | None]:
+        """name -> the new value, or None to remove it, for each field asked to change;
+        a value with the Remove box ticked, or of only spaces, is an error instead."""
+        out: dict[str, str | None] = {}
+        for name in self.names:
+            value, remove = data.get(name), data.get(name + REMOVE)
+            if value and remove:
+                self.add_error(name, "give a new value or remove it, not both")
+            elif value and not value.strip():
+                self.add_error(name, "the value is only spaces")
+            elif value:
+                out[name] = value
+            elif remove:
+                out[name] = None
+        return out
+
+    def _changes(self) -> dict[str, str | None]:
+        if not self.is_valid():
+            raise ValueError(f"{type(self).__name__}.save() needs a valid form "
+                             "(is_valid() is False)")
+        return self._given(dict(self.cleaned_data))
+
+
+class SecretsForm(_BlindForm):
     """Blind-write fields for ``owner``'s secrets (``names``, by default the row's
     ``keysafe_secrets``)."""
 
@@ -45,44 +93,25 @@ class SecretsForm(forms.Form):  # type: ignore[misc]  # Django ships no type hin
                  names: Sequence[str] | None = None, **kw: Any) -> None:
         super().__init__(data, files, **kw)
         self.owner = owner
-        self.names = tuple(names if names is not None else owner.keysafe_secrets)
-        if not self.names:
-            raise ConfigError(f"SecretsForm for {type(owner).__name__} has no secrets: "
-                              "pass names=... or set keysafe_secrets on the model")
-        if len(set(self.names)) != len(self.names) or any(n.endswith(REMOVE)
-                                                          for n in self.names):
-            raise ConfigError(f"SecretsForm names must be distinct and not end in {REMOVE}: "
-                              f"{', '.join(self.names)}")
+        self.names = self._take(names if names is not None else owner.keysafe_secrets,
+                                type(owner).__name__,
+                                "pass names=... or set keysafe_secrets on the model")
         catalog = owner.keysafe_manager().catalog
         self.status: dict[str, SecretMetadata | None] = owner.secret_status(self.names)
         for name in self.names:
             entry = catalog.get(name)
             meta = self.status[name]
-            label = entry.display_name if entry else name
-            attrs = {"autocomplete": "new-password"}
-            if meta is None and entry is not None and entry.placeholder:
-                attrs["placeholder"] = entry.placeholder
-            self.fields[name] = forms.CharField(
-                label=label, required=False, strip=False, help_text=_shown(meta),
-                widget=forms.PasswordInput(render_value=False, attrs=attrs))
-            if meta is not None:
-                self.fields[name + REMOVE] = forms.BooleanField(required=False,
-                                                                label=f"Remove {label}")
+            self._field(name, entry.display_name if entry else name, _shown(meta),
+                        removable=meta is not None,
+                        placeholder=entry.placeholder if meta is None and entry else "")
 
     @hidden
     def clean(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clean()
         org, domain = self.owner.keysafe_scope()
         mgr = self.owner.keysafe_manager()
-        for name in self.names:
-            value = data.get(name)
-            if not value:
-                continue
-            if data.get(name + REMOVE):
-                self.add_error(name, "give a new value or remove it, not both")
-                continue
-            if not value.strip():
-                self.add_error(name, "the value is only spaces")
+        for name, value in self._given(data).items():
+            if value is None:
                 continue
             try:
                 mgr.check_value(name, value, org, domain=domain)
@@ -94,17 +123,57 @@ class SecretsForm(forms.Form):  # type: ignore[misc]  # Django ships no type hin
     def save(self) -> list[dict[str, Any]]:
         """Write the new values and remove the ticked ones; returns what changed
         (``{"name", "action": "written" | "removed", "version"}``), never a value."""
-        if not self.is_valid():
-            raise ValueError("SecretsForm.save() needs a valid form (is_valid() is False)")
         changes: list[dict[str, Any]] = []
-        for name in self.names:
-            value = self.cleaned_data.get(name)
-            if value:
+        for name, value in self._changes().items():
+            if value is not None:
                 info = self.owner.set_secret(name, value)
                 changes.append({"name": name, "action": "written", "version": info.version})
-            elif self.cleaned_data.get(name + REMOVE) and self.owner.delete_secret(name):
+            elif self.owner.delete_secret(name):
                 changes.append({"name": name, "action": "removed", "version": None})
         return changes
+
+
+class CredentialsForm(_BlindForm):
+    """Blind-write fields for the fields of ``owner``'s JSON credentials (``fields``, by
+    default the model's ``keysafe_credential_fields``): spec 000's
+    ``update_credentials``. A field left empty keeps its stored value, "Remove" drops
+    it, and the first save needs every field. The stored object is never read."""
+
+    def __init__(self, data: Any = None, files: Any = None, *,
+                 owner: KeysafeCredentialsMixin, fields: Sequence[str] | None = None,
+                 **kw: Any) -> None:
+        super().__init__(data, files, **kw)
+        self.owner = owner
+        self.names = self._take(fields if fields is not None else owner.keysafe_credential_fields,
+                                type(owner).__name__,
+                                "pass fields=... or set keysafe_credential_fields on the model")
+        self.meta = owner.describe_secret(owner.credentials_name())
+        for name in self.names:
+            self._field(name, name, "Leave empty to keep the stored value." if self.meta
+                        else "Needed: the credentials are not stored yet.",
+                        removable=self.meta is not None)
+
+    @hidden
+    def clean(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().clean()
+        given = self._given(data)
+        if self.meta is None:
+            for name in self.names:
+                if name not in given and name not in self.errors:
+                    self.add_error(name, "every field is needed the first time")
+        return data
+
+    @hidden
+    def save(self) -> list[dict[str, Any]]:
+        """Merge the new fields in and drop the removed ones (check-and-set); returns
+        what changed (``{"name", "action": "written", "version", "fields"}``), or [] when
+        nothing was asked for. Never a value."""
+        changes = self._changes()
+        if not changes:
+            return []
+        info = self.owner.update_credentials(changes)
+        return [{"name": self.owner.credentials_name(), "action": "written",
+                 "version": info.version, "fields": sorted(changes)}]
 
 
 def _shown(meta: SecretMetadata | None) -> str:

@@ -213,6 +213,9 @@ class KeysafeCredentialsMixin(KeysafeSecretsMixin):
     #: The credentials' secret name: a format string over the row's attributes (by
     #: default the model's name and the row's pk: ``organisationintegration-7``).
     keysafe_credentials_name: ClassVar[str] = "{_meta.model_name}-{pk}"
+    #: The credentials' fields, for CredentialsForm and the admin's Secrets page
+    #: (``("bot_token", "signing_secret", "app_token")``).
+    keysafe_credential_fields: ClassVar[tuple[str, ...]] = ()
 
     def credentials_name(self) -> str:
         return _fill(self, "keysafe_credentials_name", self.keysafe_credentials_name)

@@ -5,6 +5,7 @@ a deleted row's secrets and ``manage.py test_secrets``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from io import StringIO
 from pathlib import Path
@@ -134,16 +135,19 @@ def test_an_unsaved_row_has_no_org() -> None:
         unsaved.set_llm_api_key("openai", OPENAI)
 
 
+_proxies = itertools.count(1)
+
+
+def named_by(base: type, org_template: str) -> Any:
+    """A proxy of ``base`` whose rows name their org by ``org_template``."""
+    meta = type("Meta", (), {"app_label": "ksapp", "proxy": True})
+    return type(f"NamedBy{next(_proxies)}", (base,),
+                {"keysafe_org": org_template, "Meta": meta, "__module__": __name__})
+
+
 def test_a_naming_attribute_the_model_lacks_is_named() -> None:
-    class Broken(Team):
-        keysafe_org = "{tenant_id}"
-
-        class Meta:
-            app_label = "ksapp"
-            proxy = True
-
     with pytest.raises(ConfigError, match="no attribute 'tenant_id'"):
-        Broken(slug="x").get_secret("webhook_secret")
+        named_by(Team, "{tenant_id}")(slug="x").get_secret("webhook_secret")
 
 
 # -- deleting a row ------------------------------------------------------------------
@@ -334,27 +338,13 @@ def test_default_credentials_name_keeps_models_and_rows_apart() -> None:
 
 
 def test_a_nested_naming_attribute_that_is_none_is_refused() -> None:
-    class BySlug(OrganisationSettings):
-        keysafe_org = "{organisation.slug}"
-
-        class Meta:
-            app_label = "ksapp"
-            proxy = True
-
     org = Organisation.objects.create(slug="acme")
     org.slug = None
     with pytest.raises(ConfigError, match=r"organisation\.slug is not set yet"):
-        BySlug(organisation=org).get_secret("x")
-
-    class ByMissing(OrganisationSettings):
-        keysafe_org = "{organisation.tenant}"
-
-        class Meta:
-            app_label = "ksapp"
-            proxy = True
-
+        named_by(OrganisationSettings, "{organisation.slug}")(organisation=org).get_secret("x")
     with pytest.raises(ConfigError, match="names an attribute the row lacks"):
-        ByMissing(organisation=org).get_secret("x")
+        named_by(OrganisationSettings, "{organisation.tenant}")(
+            organisation=org).get_secret("x")
 
 
 def test_a_row_with_unusable_naming_is_still_deleted(caplog: pytest.LogCaptureFixture) -> None:

@@ -566,19 +566,30 @@ def test_an_org_admin_makes_and_revokes_tokens(open_page: Any, stack: Stack) -> 
     page.get_by_label("Expires in (days)").fill("0")
     page.get_by_role("button", name=f"Create token for {org}").click()
     page.get_by_text("Expiry must be a whole number").wait_for()
-    # The server's refusals are shown as they are (an org admin makes no service token).
-    page.get_by_label("Expires in (days)").fill("30")
-    page.get_by_label("Role").select_option("service")
+    assert page.get_by_label("Expires in (days)").get_attribute("aria-invalid") == "true"
+    page.get_by_label("Expires in (days)").fill("1e")      # not a number: refused, not dropped
     page.get_by_role("button", name=f"Create token for {org}").click()
-    page.get_by_text("only an admin of every org may create service tokens").wait_for()
-    page.get_by_label("Role").select_option("writer")
+    page.get_by_text("Expiry must be a whole number").wait_for()
+    # An org admin is not offered service tokens (the server would refuse them).
+    roles = page.get_by_label("Role").locator("option").all_inner_texts()
+    assert not [r for r in roles if r.startswith("service")]
+    # The server's refusals are shown as they are, at the field they concern.
+    page.get_by_label("Expires in (days)").fill("30")
+    page.get_by_label("Networks").fill("10.0.0.0/33")
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    page.locator("#t-error").wait_for()
+    assert page.get_by_label("Networks").get_attribute("aria-invalid") == "true"
     page.get_by_label("Networks").fill("127.0.0.1/32")
     page.get_by_role("button", name=f"Create token for {org}").click()
     shown = page.get_by_label("Token ci-deploy")
     shown.wait_for()
     token = shown.input_value()
     assert token.startswith("ks_")
-    assert token not in page.content()        # a property of the field, not in the markup
+    markup = page.evaluate("() => document.documentElement.outerHTML")
+    assert token not in markup                # a property of the field, not in the markup
+    once = page.locator("#token-once").inner_text()
+    assert "from 127.0.0.1/32 only" in once
+    assert "until" in once
     # It works, with the role and network asked for.
     r = stack.api("PUT", f"/api/secrets/{org}/openai_api_key", token=token,
                   json={"secret_value": GOOD_1})
@@ -591,8 +602,13 @@ def test_an_org_admin_makes_and_revokes_tokens(open_page: Any, stack: Stack) -> 
     assert token not in page.evaluate(DEEP_DUMP)
     # Revoke: a second press, then it stops working at once.
     page.get_by_role("button", name="Revoke ci-deploy").click()
-    page.get_by_role("button", name="Yes, revoke ci-deploy").click()
-    page.get_by_text("revoked", exact=False).first.wait_for()
+    page.get_by_role("button", name="Cancel").click()
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
+        "Revoke ci-deploy")
+    page.get_by_role("button", name="Revoke ci-deploy").click()
+    page.get_by_role("button", name=f"Yes, revoke ci-deploy, which covers {org}").click()
+    page.get_by_text("Revoked ci-deploy").wait_for(state="attached")
+    assert "revoked" in page.get_by_role("row").filter(has_text="ci-deploy").inner_text()
     r = stack.api("GET", f"/api/secrets/{org}/openai_api_key", token=token)
     assert r.status_code == 401
     audit = stack.api("GET", "/api/audit", params={"org_id": org, "action": "token_revoke"})
@@ -600,6 +616,20 @@ def test_an_org_admin_makes_and_revokes_tokens(open_page: Any, stack: Stack) -> 
     assert not watch.outside
     assert not watch.page_errors
     assert not watch.csp_violations()
+    # Tokens of other orgs are not listed under this one.
+    stack.token("other-org-token", "viewer", ["elsewhere"])
+    page.get_by_role("button", name="Secrets", exact=True).click()
+    page.get_by_role("button", name="Tokens").click()
+    page.get_by_role("cell", name="ci-deploy", exact=True).wait_for()
+    assert "other-org-token" not in page.locator("#token-table").inner_text()
+    # A token shown and then left (another tab) is gone from the page.
+    page.get_by_label("Name", exact=True).fill("left-behind")
+    page.get_by_role("button", name=f"Create token for {org}").click()
+    left = page.get_by_label("Token left-behind").input_value()
+    page.get_by_role("button", name="Secrets", exact=True).click()
+    page.get_by_role("button", name="Tokens").click()
+    page.locator("#token-table").wait_for()
+    assert left not in page.evaluate(DEEP_DUMP)
     # A viewer sees no Tokens tab.
     viewer = stack.token("tok-viewer", "viewer", [org])
     page2, _ = open_page()

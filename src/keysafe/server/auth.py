@@ -148,7 +148,7 @@ class Identity:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "roles": sorted(self.roles),
                 "orgs": None if self.orgs is None else sorted(self.orgs),
-                "permissions": sorted(self.permissions)}
+                "permissions": sorted(self.permissions), "token_id": self.token_id}
 
 
 def check_roles(roles: list[str]) -> frozenset[str]:

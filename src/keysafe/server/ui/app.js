@@ -324,47 +324,81 @@ function reportBody(rep) {
 const ROLES = [['viewer', 'viewer: status and history'], ['writer', 'writer: add, rotate, delete'],
   ['admin', 'admin: everything, and tokens'], ['service', 'service: reads values (programs)']];
 
+// Whether token `t` covers `org` (every org, the org, or a domain of it).
+function covers(t, org) {
+  return !t.orgs || t.orgs.some((o) => o === org || o.startsWith(`${org}/`));
+}
+
 function tokensView() {
   const field = (id, label, input, hint) => h('div', {}, h('label', { for: id, text: label }), input,
     hint ? h('p', { class: 'hint', id: `${id}-hint`, text: hint }) : null);
   const scope = session.domain ? `${session.org}/${session.domain}` : session.org;
+  // Service tokens read values: the server makes them only for an admin of every org.
+  const roles = ROLES.filter(([v]) => v !== 'service' || session.identity.orgs === null);
   const form = h('form', { class: 'filters', id: 'token-form', novalidate: true, 'aria-label': 'New token' },
     field('t-name', 'Name', h('input', { id: 't-name', name: 't-name', type: 'text', autocomplete: 'off',
-      maxlength: '128', placeholder: 'ci-deploy', 'aria-describedby': 't-name-hint' }),
+      maxlength: '128', placeholder: 'ci-deploy', 'aria-describedby': 't-name-hint t-error' }),
       'Shown in the audit log as token:NAME'),
     field('t-role', 'Role', h('select', { id: 't-role', name: 't-role' },
-      ROLES.map(([v, text]) => h('option', { value: v, text, selected: v === 'writer' })))),
-    field('t-days', 'Expires in (days)', h('input', { id: 't-days', name: 't-days', type: 'number', min: '1',
-      max: '3650', placeholder: 'never', 'aria-describedby': 't-days-hint' }), 'Empty: never'),
+      roles.map(([v, text]) => h('option', { value: v, text, selected: v === 'writer' })))),
+    field('t-days', 'Expires in (days)', h('input', { id: 't-days', name: 't-days', type: 'text', inputmode: 'numeric',
+      autocomplete: 'off', placeholder: 'never', 'aria-describedby': 't-days-hint t-error' }), 'Empty: never'),
     field('t-cidrs', 'Networks', h('input', { id: 't-cidrs', name: 't-cidrs', type: 'text', autocomplete: 'off',
-      placeholder: '10.0.0.0/8, 192.0.2.7', 'aria-describedby': 't-cidrs-hint' }), 'Empty: any address'),
+      placeholder: '10.0.0.0/8, 192.0.2.7', 'aria-describedby': 't-cidrs-hint t-error' }),
+      'Empty: any address (or, if your own token is bound to networks, those)'),
     h('div', { class: 'go' }, h('button', { type: 'submit', class: 'primary', id: 'token-create', text: `Create token for ${scope}` })),
     h('p', { class: 'field-error', id: 't-error', role: 'alert', hidden: true }));
   const made = h('div', { id: 'token-made', 'aria-live': 'polite' });
-  const out = h('div', { id: 'token-results', 'aria-live': 'polite' });
+  const out = h('div', { id: 'token-results' });
+  const status = h('p', { class: 'sr-only', id: 'token-status', role: 'status' });
   const error = form.querySelector('#t-error');
-  const fail = (text) => { error.textContent = text; error.hidden = false; };
-  const load = () => fill(out, () => session.client.tokens(), (list) => [tokenTable(list, load)]);
+  const button = form.querySelector('#token-create');
+  const inputs = ['t-name', 't-days', 't-cidrs'].map((id) => form.querySelector(`#${id}`));
+  const clear = () => { error.hidden = true; error.textContent = ''; inputs.forEach((i) => i.removeAttribute('aria-invalid')); };
+  const fail = (text, id = null) => {
+    error.textContent = text;
+    error.hidden = false;
+    const at = id ? form.querySelector(`#${id}`) : null;
+    if (at) { at.setAttribute('aria-invalid', 'true'); at.focus(); } else error.focus();
+  };
+  const load = () => fill(out, () => session.client.tokens(),
+    (list) => [tokenTable(list.filter((t) => covers(t, session.org)), load, status)]);
+  let busy = false;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    error.hidden = true;
+    if (busy) return;
+    clear();
     const v = (id) => String(form.elements.namedItem(id).value).trim();
     const name = v('t-name');
-    if (!name) { fail('Give the token a name'); return; }
+    if (!name) { fail('Give the token a name', 't-name'); return; }
     const body = { name, roles: [v('t-role')], orgs: [scope] };
     if (v('t-days')) {
-      const days = Number(v('t-days'));
-      if (!Number.isInteger(days) || days < 1 || days > 3650) { fail('Expiry must be a whole number of days from 1 to 3650'); return; }
+      const days = /^\d+$/.test(v('t-days')) ? Number(v('t-days')) : NaN;
+      if (!(days >= 1 && days <= 3650)) { fail('Expiry must be a whole number of days from 1 to 3650', 't-days'); return; }
       body.expires_in_days = days;
     }
     const cidrs = v('t-cidrs').split(',').map((c) => c.trim()).filter(Boolean);
+    if (cidrs.length > 50) { fail('At most 50 networks', 't-cidrs'); return; }
     if (cidrs.length) body.cidrs = cidrs;
+    busy = true;
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
     let created;
     try {
       created = await session.client.createToken(body);
     } catch (e) {
       if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
-      fail(e.detail || String(e));
+      const text = e.detail || String(e);
+      fail(text, /network|cidr/i.test(text) ? 't-cidrs' : /name/i.test(text) ? 't-name' : null);
+      return;
+    } finally {
+      busy = false;
+      button.disabled = false;
+      button.removeAttribute('aria-busy');
+    }
+    if (!made.isConnected) {
+      // The page moved on while the token was made: nobody can see it, so nobody keeps it.
+      session.client.revokeToken(created.id).catch(() => {});
       return;
     }
     form.reset();
@@ -375,7 +409,7 @@ function tokensView() {
   return h('section', { 'aria-labelledby': 'tokens-title' },
     h('h2', { class: 'section-title', id: 'tokens-title', text: `Tokens for ${scope}` }),
     h('p', { class: 'hint', text: 'A token is shown once, when it is made; keysafe keeps only its hash. Revoking one takes effect at once.' }),
-    form, made, out);
+    form, made, status, out);
 }
 
 // The new token, once: a read-only field and Copy, until "Done" (or leaving the tab) drops it.
@@ -384,14 +418,20 @@ function showOnce(made, created) {
     'aria-label': `Token ${created.name}`, autocomplete: 'off', spellcheck: 'false' });
   value.value = created.token; // a property, not an attribute: nothing in the markup
   const copied = h('p', { class: 'hint', id: 'token-copied', role: 'status' });
+  // What the server made may differ from what was asked: an expiry capped at the
+  // creator's own, the creator's networks when none were given.
+  const terms = [`for ${created.orgs ? created.orgs.join(', ') : 'every org'}`,
+    `in the ${created.env || 'any'} environment`,
+    created.expires_at ? `until ${when(created.expires_at)}` : 'with no expiry',
+    created.cidrs ? `from ${created.cidrs.join(', ')} only` : 'from any address'];
   made.replaceChildren(h('div', { class: 'notice', id: 'token-once' },
     h('p', {}, h('strong', { text: `Token ${created.name} (${created.roles.join(', ')})` }),
-      ' is shown this once: copy it now.'),
+      ` ${terms.join(', ')}. It is shown this once: copy it now.`),
     value,
     h('div', { class: 'tabs' },
       h('button', { type: 'button', id: 'token-copy', text: 'Copy',
         onclick: async () => {
-          try { await navigator.clipboard.writeText(value.value); copied.textContent = 'Copied.'; } catch { value.select(); copied.textContent = 'Select and copy it by hand.'; }
+          try { await navigator.clipboard.writeText(value.value); copied.textContent = 'Copied (it stays on your clipboard until you copy something else).'; } catch { value.select(); copied.textContent = 'Select and copy it by hand.'; }
         } }),
       h('button', { type: 'button', class: 'primary', id: 'token-done', text: 'Done',
         onclick: () => { value.value = ''; made.replaceChildren(); focusFirst('#t-name'); } })),
@@ -400,45 +440,58 @@ function showOnce(made, created) {
   value.select();
 }
 
-function tokenTable(list, reload) {
-  if (!list.length) return h('p', { class: 'notice', text: 'No tokens yet.' });
+function tokenTable(list, reload, status) {
+  if (!list.length) return h('p', { class: 'notice', text: `No tokens cover ${session.org} yet.` });
   const row = (t) => {
-    const state = t.revoked_at ? `revoked ${when(t.revoked_at)}` : (t.expires_at ? `expires ${when(t.expires_at)}` : 'active');
+    const expired = t.expires_at && Date.parse(t.expires_at) <= Date.now();
+    const state = t.revoked_at ? `revoked ${when(t.revoked_at)}`
+      : expired ? `expired ${when(t.expires_at)}`
+        : t.expires_at ? `expires ${when(t.expires_at)}` : 'active';
+    const orgs = t.orgs ? t.orgs.join(', ') : 'every org';
     const cell = h('td', {});
-    const mine = session.identity.kind === 'token' && session.identity.name === t.name;
+    const mine = session.identity.token_id ? session.identity.token_id === t.id
+      : session.identity.kind === 'token' && session.identity.name === t.name;
     if (mine) cell.append(h('span', { class: 'hint', text: 'this session' }));
     else if (!t.revoked_at) {
       const revoke = h('button', { type: 'button', text: 'Revoke', 'aria-label': `Revoke ${t.name}` });
       revoke.addEventListener('click', () => {
-        const yes = h('button', { type: 'button', class: 'primary', text: 'Yes, revoke', 'aria-label': `Yes, revoke ${t.name}`,
+        let sent = false;
+        const yes = h('button', { type: 'button', class: 'primary', text: 'Yes, revoke',
+          'aria-label': `Yes, revoke ${t.name}, which covers ${orgs}`,
           onclick: async () => {
+            if (sent) return;
+            sent = true;
+            let answer;
             try {
-              await session.client.revokeToken(t.id);
+              answer = await session.client.revokeToken(t.id);
             } catch (e) {
               if (e instanceof KeysafeError && e.status === 401) { signOut('Your session has expired: sign in again.'); return; }
-              cell.replaceChildren(h('span', { class: 'field-error', role: 'alert', text: e.detail || String(e) }));
+              cell.replaceChildren(h('span', { class: 'field-error', role: 'alert', text: e.detail || String(e) }), ' ', revoke);
+              revoke.focus();
               return;
             }
-            reload();
+            status.textContent = answer && answer.already_revoked ? `${t.name} was already revoked` : `Revoked ${t.name}`;
+            await reload();
+            focusFirst('#token-table');
           } });
-        const no = h('button', { type: 'button', text: 'Cancel', onclick: () => cell.replaceChildren(revoke) });
+        const no = h('button', { type: 'button', text: 'Cancel', onclick: () => { cell.replaceChildren(revoke); revoke.focus(); } });
         cell.replaceChildren(yes, ' ', no);
         yes.focus();
       });
       cell.replaceChildren(revoke);
     }
     return h('tr', {}, h('td', { text: t.name }), h('td', { text: t.roles.join(', ') }),
-      h('td', { class: 'path', text: t.orgs ? t.orgs.join(', ') : 'every org' }),
-      h('td', { class: 'path', text: t.cidrs ? t.cidrs.join(', ') : 'any' }),
+      h('td', { class: t.orgs ? 'path' : null, text: orgs }),
+      h('td', { class: t.cidrs ? 'path' : null, text: t.cidrs ? t.cidrs.join(', ') : 'any' }),
       h('td', { text: `${when(t.created_at)} by ${t.created_by}` }),
       h('td', { text: t.last_used_at ? when(t.last_used_at) : 'never' }),
-      h('td', { class: `outcome ${t.revoked_at ? 'bad' : 'ok'}`, text: state }), cell);
+      h('td', { class: `outcome ${t.revoked_at || expired ? 'bad' : 'ok'}`, text: state }), cell);
   };
-  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Tokens' },
-    h('table', { class: 'audit', id: 'token-table' },
-      h('caption', { text: `${list.length} token${list.length === 1 ? '' : 's'} you administer` }),
-      h('thead', {}, h('tr', {}, ['Name', 'Roles', 'Orgs', 'Networks', 'Created', 'Last used', 'State', '']
-        .map((c) => h('th', { scope: 'col', text: c })))),
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Tokens', id: 'token-table' },
+    h('table', { class: 'audit' },
+      h('caption', { text: `${list.length} token${list.length === 1 ? '' : 's'} covering ${session.org}` }),
+      h('thead', {}, h('tr', {}, ['Name', 'Roles', 'Orgs', 'Networks', 'Created', 'Last used', 'State']
+        .map((c) => h('th', { scope: 'col', text: c })), h('th', { scope: 'col' }, h('span', { class: 'sr-only', text: 'Action' })))),
       h('tbody', {}, list.map(row))));
 }
 

@@ -579,6 +579,21 @@ class KeysafeClient:
             raise self._odd("audit records")
         return [{**r, "ts": _iso(r["ts"])} for r in records]
 
+    def access_report(self, *, since: datetime, until: datetime | None = None,
+                      org: str | None = None, max_denied: int = 5, max_not_found: int = 20,
+                      max_secrets: int = 100, unread: bool = True) -> dict[str, Any]:
+        """``keysafe audit report`` over the window (``GET /api/audit/report``): each
+        identity's activity and the findings; a token for some orgs must name one."""
+        query = {"org_id": org, "since": since.isoformat(),
+                 "until": until.isoformat() if until else None, "max_denied": max_denied,
+                 "max_not_found": max_not_found, "max_secrets": max_secrets,
+                 "unread": "true" if unread else "false"}
+        data = self._req("GET", "/api/audit/report", query)
+        if not (isinstance(data, dict) and isinstance(data.get("actors"), list)
+                and isinstance(data.get("findings"), list)):
+            raise self._odd("an access report")
+        return data
+
     def _token_record(self, data: Any) -> dict[str, Any]:
         """A token's record from the server, its times as the library writes them."""
         if not (isinstance(data, dict) and isinstance(data.get("id"), str)

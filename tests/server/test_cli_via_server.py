@@ -435,6 +435,17 @@ def test_tokens_and_the_audit_log_through_the_server(server: tuple[RealServer, d
     everything = ok(ks(srv, home, t["root"], "audit", "--json"))
     assert b"deploy-" + b"k" * 20 not in everything.encode()
     assert not home.exists()
+    # The access report, as on the store: JSON, a table, --check.
+    rep = json.loads(ok(ks(srv, home, t["boss"], "audit", "report", "--org", ORG, "--json")))
+    assert set(rep) == {"since", "until", "org", "totals", "actors", "findings", "secrets",
+                        "unread"}
+    assert rep["org"] == ORG
+    assert "token:boss" in {a["actor"] for a in rep["actors"]}
+    assert rep["since"].endswith("+00:00")
+    assert "token:boss" in ok(ks(srv, home, t["boss"], "audit", "report", "--org", ORG))
+    p = ks(srv, home, t["boss"], "audit", "report", "--org", ORG, "--check")
+    assert p.returncode == (1 if rep["findings"] else 0)
+    assert ks(srv, home, t["ops"], "audit", "report", "--org", ORG).returncode == 4
     # The same through the library's client.
     with KeysafeClient(srv.url, t["boss"]) as client:
         newest = client.audit(org=ORG, limit=2)
@@ -497,6 +508,7 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
     import http.server
     import threading
     import types
+    from datetime import UTC, datetime
 
     class Odd(http.server.BaseHTTPRequestHandler):
         def _answer(self) -> None:
@@ -520,12 +532,14 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
         url = f"http://127.0.0.1:{httpd.server_address[1]}"
         with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
             for call in (client.tokens, lambda: client.audit(),
+                         lambda: client.access_report(since=datetime.now(UTC)),
                          lambda: client.create_token("n", ["viewer"], ["o"]),
                          lambda: client.revoke_token("0123456789ab")):
                 with pytest.raises(BackendUnavailable, match="answered with something"):
                     call()
         fake: Any = types.SimpleNamespace(url=url)
         for args in (["token", "list", "--json"], ["audit", "--json"],
+                     ["audit", "report", "--json"],
                      ["token", "create", "--name", "n", "--role", "viewer", "--org", "o"]):
             p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
             assert p.returncode == 7, (args, p.stderr)

@@ -153,7 +153,10 @@ def report(
 ) -> None:
     """Access patterns over a window: each identity's reads, writes, denials and
     failures, and the findings worth a look (repeated denials, one identity reading
-    many secrets, a new identity, integrity failures, secrets nobody read)."""
+    many secrets, a new identity, integrity failures, secrets nobody read).
+
+    With KEYSAFE_SERVER_URL set, the server makes it (GET /api/audit/report, an admin
+    token)."""
     from keysafe.manager.access import access_report
 
     skip = set(ignore or [])
@@ -167,10 +170,28 @@ def report(
     if t_until <= t_since:
         raise typer.BadParameter("--until must be after --since (and --since in the past)",
                                  param_hint="'--until'" if until else "'--since'")
-    with open_manager(env) as mgr:
-        rep = access_report(mgr, since=t_since.astimezone(UTC), until=t_until.astimezone(UTC),
-                            org=org, max_denied=max_denied, max_not_found=max_not_found,
-                            max_secrets=max_secrets, unread="unread" not in skip)
+    limits: dict[str, Any] = {"max_denied": max_denied, "max_not_found": max_not_found,
+                              "max_secrets": max_secrets, "unread": "unread" not in skip}
+    settings = load(env)
+    if settings.server_url:
+        from keysafe.manager.access import AccessReport
+
+        with open_remote(settings) as remote:
+            remote.info()
+            answer = remote.client.access_report(
+                since=t_since.astimezone(UTC), until=t_until.astimezone(UTC), org=org,
+                **limits)
+        try:
+            rep = AccessReport.from_dict(answer)
+        except (KeyError, TypeError, ValueError):
+            from keysafe.errors import BackendUnavailable
+
+            raise BackendUnavailable(f"the keysafe server at {remote.client.url} answered "
+                                     "with something that is not an access report") from None
+    else:
+        with open_manager(settings=settings) as mgr:
+            rep = access_report(mgr, since=t_since.astimezone(UTC),
+                                until=t_until.astimezone(UTC), org=org, **limits)
     findings = [f for f in rep.findings if f.kind not in skip]
     if as_json:
         emit_json({**rep.to_dict(), "findings": [f.to_dict() for f in findings]})

@@ -111,6 +111,23 @@ class AccessReport:
         return {k: sum(getattr(a, k) for a in self.actors)
                 for k in ("records", "reads", "writes", "denied", "not_found", "failed")}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AccessReport:
+        """The report ``to_dict`` (or ``GET /api/audit/report``) gave; ValueError,
+        KeyError or TypeError when ``data`` is not one."""
+        def when(v: Any) -> datetime | None:
+            return None if v is None else datetime.fromisoformat(str(v))
+
+        unread = data.get("unread")
+        return cls(
+            since=datetime.fromisoformat(data["since"]),
+            until=datetime.fromisoformat(data["until"]), org=data.get("org"),
+            actors=tuple(ActorActivity(**{**a, "first": when(a.get("first")),
+                                          "last": when(a.get("last"))})
+                         for a in data["actors"]),
+            findings=tuple(Finding(**f) for f in data["findings"]),
+            unread=None if unread is None else tuple(unread), secrets=data.get("secrets"))
+
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(),
                 "org": self.org, "totals": self.totals,

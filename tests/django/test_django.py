@@ -493,3 +493,70 @@ def test_middleware_before_authentication_is_flagged() -> None:
     reordered = list(reversed(settings.MIDDLEWARE))
     with override_settings(MIDDLEWARE=reordered):
         assert "keysafe.W001" in [e.id for e in run_checks()]
+
+
+# -- what a second review found -----------------------------------------------------------
+def test_other_models_keep_django_fast_delete() -> None:
+    from django.contrib.sessions.models import Session
+    from django.db.models.signals import post_delete
+
+    assert not post_delete.has_listeners(Session)
+    assert post_delete.has_listeners(OrganisationSettings)
+    assert not post_delete.has_listeners(Team)            # keysafe_delete_with_row off
+    assert post_delete.has_listeners(named_by(OrganisationSettings, "{organisation_id}"))
+
+
+def test_a_secret_written_after_the_delete_is_kept() -> None:
+    old = integration()
+    old.set_credentials({"bot_token": "xoxb-old"})
+    with transaction.atomic():
+        org = old.organisation
+        old.delete()
+        new = OrganisationIntegration.objects.create(organisation=org, integration_key="slack")
+        new.set_credentials({"bot_token": "xoxb-new"})
+    assert new.credentials == {"bot_token": "xoxb-new"}
+
+
+def test_the_user_is_looked_up_only_when_a_secret_is_touched() -> None:
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("carol", password="pw-carol-1")
+    client = Client()
+    client.login(username="carol", password="pw-carol-1")
+    assert "Cookie" not in client.get("/plain").get("Vary", "")
+    row = org_settings()
+    row.set_llm_api_key("openai", OPENAI)
+    User.objects.create_user("dave", password="pw-dave-1")
+    assert Client().get(f"/signs-in/{row.pk}", HTTP_X_USER="dave").json() == {"set": True}
+    assert [e.actor for e in key_reads()] == ["django:user:dave"]
+
+
+def test_a_failing_actor_function_does_not_take_requests_down(
+        caplog: pytest.LogCaptureFixture) -> None:
+    row = org_settings()
+    row.set_llm_api_key("openai", OPENAI)
+    with override_settings(KEYSAFE_ACTOR_FUNCTION="ksapp.views.broken_actor"):
+        assert Client().get("/plain").status_code == 200
+        assert Client().get(f"/keys/{row.pk}").json() == {"set": True}
+    assert [e.actor for e in key_reads()] == ["django:unknown"]
+    assert "KEYSAFE_ACTOR_FUNCTION ksapp.views.broken_actor failed" in caplog.text
+
+
+def test_no_authentication_middleware_is_flagged() -> None:
+    from django.conf import settings
+    from django.core.checks import run_checks
+
+    without = [m for m in settings.MIDDLEWARE if not m.endswith("AuthenticationMiddleware")]
+    with override_settings(MIDDLEWARE=without):
+        assert "keysafe.W001" in [e.id for e in run_checks()]
+        with override_settings(KEYSAFE_ACTOR_FUNCTION="ksapp.views.actor_of"):
+            assert "keysafe.W001" not in [e.id for e in run_checks()]
+
+
+def test_a_credentials_rows_status_is_its_own_credentials() -> None:
+    first = integration()
+    first.set_credentials({"bot_token": "xoxb-1"})
+    second = OrganisationIntegration.objects.create(organisation=first.organisation,
+                                                    integration_key="slack-2")
+    assert list(second.secret_status()) == ["credentials"]
+    assert second.secret_status()["credentials"] is None

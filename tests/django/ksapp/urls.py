@@ -11,4 +11,6 @@ urlpatterns = [
     path("async-keys/<int:pk>", views.has_key_async),
     path("stream/<int:pk>", views.streamed),
     path("direct-async/<int:pk>", views.direct_async),
+    path("plain", views.plain),
+    path("signs-in/<int:pk>", views.signs_in_itself),
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from ksapp.models import OrganisationSettings
 
@@ -38,6 +38,23 @@ async def direct_async(request: HttpRequest, pk: int) -> JsonResponse:
 
     who = secret_manager().actor
     return JsonResponse({"actor": who})
+
+
+def plain(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def signs_in_itself(request: HttpRequest, pk: int) -> JsonResponse:
+    """Authentication in the view (as Django REST framework does it)."""
+    from django.contrib.auth.models import User
+
+    request.user = User.objects.get(username=request.headers["X-User"])
+    row = OrganisationSettings.objects.get(pk=pk)
+    return JsonResponse({"set": row.get_llm_api_key("openai") is not None})
+
+
+def broken_actor(request: Any) -> str:
+    raise RuntimeError("the directory is down")
 
 
 def actor_of(request: Any) -> str:

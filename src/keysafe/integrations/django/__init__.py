@@ -28,6 +28,7 @@ Needs ``pip install 'keysafe[django]'``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -38,10 +39,13 @@ from typing import TYPE_CHECKING, Any
 from keysafe.errors import ConfigError
 
 try:
-    import django  # noqa: F401
+    import django
 except ImportError:  # pragma: no cover - depends on the install
     raise ConfigError("keysafe.integrations.django needs Django, which is not installed; "
                       "install it with: pip install 'keysafe[django]'") from None
+if django.VERSION < (4, 2):  # pragma: no cover - depends on the install
+    raise ConfigError(f"keysafe.integrations.django needs Django 4.2 or later, not "
+                      f"{django.get_version()}: pip install 'keysafe[django]'")
 
 if TYPE_CHECKING:
     from keysafe.config import Settings
@@ -51,10 +55,12 @@ __all__ = ["acting_as", "keysafe_settings", "reset_manager", "secret_manager"]
 
 _lock = threading.Lock()
 _manager: SecretManager | None = None
-#: Who the current code acts for, (actor, request id): set by acting_as and, for the
-#: request being handled, by KeysafeActorMiddleware.
-_acting: ContextVar[tuple[str, str | None] | None] = ContextVar("keysafe_django_acting",
-                                                                 default=None)
+#: Who the current code acts for: (actor, request id) from acting_as, or the request
+#: KeysafeActorMiddleware is handling, whose user is looked up when a secret is first
+#: touched (after any authentication the view does itself).
+_acting: ContextVar[tuple[str, str | None] | Any] = ContextVar("keysafe_django_acting",
+                                                               default=None)
+log = logging.getLogger("keysafe.django")
 
 
 def keysafe_settings() -> Settings:
@@ -100,14 +106,15 @@ def secret_manager() -> SecretManager:
     acting = _acting.get()
     if acting is None:
         return mgr
-    actor, request_id = acting
+    actor, request_id = acting if isinstance(acting, tuple) else request_acting(acting)
     return mgr.as_actor(actor, client="django", request_id=request_id)
 
 
 def request_acting(request: Any) -> tuple[str, str | None]:
     """(actor, request id) of a request, worked out once per request (it may read the
-    session: call it from sync code). The request id is its X-Request-ID when that
-    looks like one (as the HTTP server takes it)."""
+    session: sync code only; KeysafeActorMiddleware works it out before an async view).
+    The request id is its X-Request-ID when that looks like one (as the HTTP server
+    takes it)."""
     known: tuple[str, str | None] | None = getattr(request, "_keysafe_acting", None)
     if known is None:
         from keysafe.naming import REQUEST_ID
@@ -128,8 +135,18 @@ def request_actor(request: Any) -> str:
     if dotted:
         from django.utils.module_loading import import_string
 
-        fn: Callable[[Any], str] = import_string(dotted)
-        return str(fn(request))
+        try:
+            fn: Callable[[Any], object] = import_string(dotted)
+            actor = fn(request)
+        except Exception as exc:  # a broken function must not take requests down
+            log.warning("keysafe: KEYSAFE_ACTOR_FUNCTION %s failed (%s): auditing as "
+                        "django:unknown", dotted, type(exc).__name__)
+            return "django:unknown"
+        if not isinstance(actor, str) or not actor.strip():
+            log.warning("keysafe: KEYSAFE_ACTOR_FUNCTION %s gave no name: auditing as "
+                        "django:unknown", dotted)
+            return "django:unknown"
+        return actor
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return "django:anonymous"
@@ -160,9 +177,11 @@ def reset_manager() -> None:
 
 def _forget_after_fork() -> None:
     """A forked worker (gunicorn --preload) builds its own manager: it must not share
-    its parent's database connections."""
-    global _manager
+    its parent's database connections (better still, touch no secret before the fork),
+    nor a lock another of its parent's threads held."""
+    global _manager, _lock
     _manager = None
+    _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

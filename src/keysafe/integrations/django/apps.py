@@ -14,17 +14,38 @@ class KeysafeConfig(AppConfig):  # type: ignore[misc]  # Django ships no type hi
     verbose_name = "keysafe"
 
     def ready(self) -> None:
+        from django.apps import apps
         from django.core import checks
         from django.core.signals import setting_changed
-        from django.db.models.signals import post_delete
+        from django.db.models.signals import class_prepared
 
         from keysafe.integrations.django.checks import check_settings
-        from keysafe.integrations.django.mixins import delete_with_row
 
         checks.register(check_settings, "keysafe")
         setting_changed.connect(_setting_changed, dispatch_uid="keysafe-settings")
-        # Every model (those defined later too); the handler picks the mixin's rows.
-        post_delete.connect(delete_with_row, weak=False, dispatch_uid="keysafe-delete-with-row")
+        # Only the models whose rows own secrets: a post_delete receiver turns Django's
+        # fast (bulk) delete off for its sender, so every other model keeps it.
+        for model in apps.get_models():
+            _watch(model)
+        class_prepared.connect(_prepared, dispatch_uid="keysafe-class-prepared")
+
+
+def _watch(model: type) -> None:
+    from django.db.models.signals import post_delete
+
+    from keysafe.integrations.django.mixins import KeysafeSecretsMixin, delete_with_row
+
+    if issubclass(model, KeysafeSecretsMixin) and model.keysafe_delete_with_row:
+        post_delete.connect(delete_with_row, sender=model, weak=False,
+                            dispatch_uid=f"keysafe-delete-{model.__module__}.{model.__qualname__}")
+
+
+def _prepared(*, sender: type, **_: Any) -> None:
+    """A model defined after the app registry was ready."""
+    from django.apps import apps
+
+    if apps.ready:
+        _watch(sender)
 
 
 def _setting_changed(*, setting: str, **_: Any) -> None:

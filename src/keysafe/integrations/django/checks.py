@@ -37,12 +37,34 @@ def check_settings(app_configs: Any = None, **_: Any) -> list[Any]:
             if not callable(fn):
                 found.append(checks.Error(f"KEYSAFE_ACTOR_FUNCTION {dotted!r} is not "
                                           "callable", id="keysafe.E002"))
-    middleware = list(getattr(django_settings, "MIDDLEWARE", None) or [])
-    ours = "keysafe.integrations.django.middleware.KeysafeActorMiddleware"
-    auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
-    if {ours, auth} <= set(middleware) and middleware.index(ours) < middleware.index(auth):
+    if not dotted and not _authenticated_first(list(getattr(django_settings, "MIDDLEWARE",
+                                                               None) or [])):
         found.append(checks.Warning(
-            "KeysafeActorMiddleware comes before AuthenticationMiddleware, so it sees no "
-            "user and audits every request as django:anonymous",
-            hint="move it after AuthenticationMiddleware in MIDDLEWARE", id="keysafe.W001"))
+            "KeysafeActorMiddleware has no AuthenticationMiddleware before it, so it sees "
+            "no user and audits every request as django:anonymous",
+            hint="put it after AuthenticationMiddleware in MIDDLEWARE, or name who a "
+                 "request acts as with KEYSAFE_ACTOR_FUNCTION", id="keysafe.W001"))
     return found
+
+
+def _authenticated_first(middleware: list[str]) -> bool:
+    """False when KeysafeActorMiddleware (or a subclass) is listed with no
+    AuthenticationMiddleware (or a subclass) before it."""
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.utils.module_loading import import_string
+
+    from keysafe.integrations.django.middleware import KeysafeActorMiddleware
+
+    auth_seen = False
+    for dotted in middleware:
+        try:
+            cls = import_string(dotted)
+        except Exception:  # noqa: S112  # Django itself names a middleware that does not import
+            continue
+        if not isinstance(cls, type):
+            continue
+        if issubclass(cls, AuthenticationMiddleware):
+            auth_seen = True
+        elif issubclass(cls, KeysafeActorMiddleware):
+            return auth_seen
+    return True

@@ -1,17 +1,17 @@
 """``KeysafeActorMiddleware``: the secrets a request reads and writes are audited as
 its user, including those read while a streaming response is sent.
 
-The user is looked up once per request, before the view (under ASGI in a worker
-thread), so the middleware goes after AuthenticationMiddleware. Looking it up lazily,
-when a secret is first touched, would touch the session synchronously from an async
-view."""
+The user is looked up when a secret is first touched, so requests that touch none pay
+nothing (and get no ``Vary: Cookie`` from it), and authentication done in the view
+itself (Django REST framework's) is seen. An async view gets it worked out before it
+runs, in a worker thread: an async view may not read the session synchronously."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from keysafe.integrations.django import _acting, request_acting
 
@@ -29,22 +29,26 @@ class KeysafeActorMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.is_async:
             return self._acall(request)
-        acting = request_acting(request)
-        token = _acting.set(acting)
+        token = _acting.set(request)
         try:
             response = self.get_response(request)
         finally:
             _acting.reset(token)
-        return _follow(response, acting)
+        return _follow(response, request)
 
     async def _acall(self, request: Any) -> Any:
-        acting = await sync_to_async(request_acting)(request)
-        token = _acting.set(acting)
+        token = _acting.set(request)
         try:
             response = await self.get_response(request)
         finally:
             _acting.reset(token)
-        return _follow(response, acting)
+        return _follow(response, request)
+
+    def process_view(self, request: Any, view: Callable[..., Any], *args: Any) -> None:
+        """Before an async view: its user, looked up here (sync code, under ASGI in a
+        worker thread Django provides)."""
+        if iscoroutinefunction(view):
+            request_acting(request)
 
 
 def _follow(response: Any, acting: Any) -> Any:
@@ -63,25 +67,35 @@ def _follow(response: Any, acting: Any) -> Any:
 
 def _sync_stream(content: Any, acting: Any) -> Iterator[Any]:
     it = iter(content)
-    while True:
-        token = _acting.set(acting)
-        try:
-            chunk = next(it)
-        except StopIteration:
-            return
-        finally:
-            _acting.reset(token)
-        yield chunk
+    try:
+        while True:
+            token = _acting.set(acting)
+            try:
+                chunk = next(it)
+            except StopIteration:
+                return
+            finally:
+                _acting.reset(token)
+            yield chunk
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 async def _async_stream(content: Any, acting: Any) -> AsyncIterator[Any]:
     it = aiter(content)
-    while True:
-        token = _acting.set(acting)
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            return
-        finally:
-            _acting.reset(token)
-        yield chunk
+    try:
+        while True:
+            token = _acting.set(acting)
+            try:
+                chunk = await anext(it)
+            except StopAsyncIteration:
+                return
+            finally:
+                _acting.reset(token)
+            yield chunk
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()

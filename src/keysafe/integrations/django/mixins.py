@@ -34,6 +34,7 @@ import builtins
 import logging
 import string
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from django.views.decorators.debug import sensitive_variables
@@ -51,8 +52,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def hidden(fn: F) -> F:
-    """Django's error reports (500 mails, the debug page's frames) show none of the
-    variables of ``fn`` or of anything it calls: values pass through them."""
+    """Django's error reports (500 mails, and any reporter using Django's filter; with
+    DEBUG off) show none of the variables of ``fn`` or of anything it calls: values pass
+    through them."""
     hidden: F = sensitive_variables()(fn)
     return hidden
 
@@ -176,14 +178,17 @@ class KeysafeSecretsMixin:
 
     def secret_status(self, names: builtins.list[str] | tuple[str, ...] | None = None
                       ) -> dict[str, SecretMetadata | None]:
-        """Metadata (None: not set) of ``names``, by default ``keysafe_secrets``, else
-        every secret in the row's org and domain: a blind-write settings page's status."""
+        """Metadata (None: not set) of ``names``, by default the secrets the row owns
+        (``keysafe_secrets``, and a credentials row's credentials), else every secret in
+        the row's org and domain: a blind-write settings page's status."""
         org, domain = self.keysafe_scope()
         mgr = self.keysafe_manager()
-        if names is None and not self.keysafe_secrets:
+        if names is None:
+            names = self.keysafe_owned() or None
+        if names is None:
             listed = mgr.list(org, domain=domain if domain is not None else mgr.default_domain)
             return {mgr.parse(m.path).name: m for m in listed}
-        return {n: self.describe_secret(n) for n in (names or self.keysafe_secrets)}
+        return {n: self.describe_secret(n) for n in names}
 
     # -- LLM keys (spec 000's set_llm_*_api_key / get_llm_*_api_key) -------------------
     def llm_key_name(self, provider: str) -> str:
@@ -267,13 +272,15 @@ class KeysafeCredentialsMixin(KeysafeSecretsMixin):
 
 
 def delete_with_row(sender: type, instance: object, using: str, **_: Any) -> None:
-    """post_delete (every model): a row with ``keysafe_delete_with_row`` has its secrets
+    """post_delete (the models with ``keysafe_delete_with_row``): the row's secrets are
     soft-deleted once its transaction commits (never for a rolled-back delete). The
-    scope is read now, while the row's fields are set. Nothing here can undo the row's
-    delete: a row whose naming is unusable owns no secrets, and a store that fails
-    after the commit is logged (names only), not raised."""
+    scope is read now, while the row's fields are set, and a secret written after this
+    moment (a new row taking the same name in the same transaction) is left alone.
+    Nothing here can undo the row's delete: a row whose naming is unusable owns no
+    secrets, and a store that fails after the commit is logged (names only)."""
     if not isinstance(instance, KeysafeSecretsMixin) or not instance.keysafe_delete_with_row:
         return
+    deleted_at = datetime.now(UTC)
     try:
         org, domain = instance.keysafe_scope()
         names = instance.keysafe_owned()
@@ -285,14 +292,19 @@ def delete_with_row(sender: type, instance: object, using: str, **_: Any) -> Non
 
     def remove() -> None:
         for name in names:
+            path = mgr.path(name, org, domain=domain)
             try:
-                # A name never set, or removed already (the parent of a multi-table
-                # model), is skipped without a failed delete on record.
-                if mgr.has(name, org, domain=domain):
-                    mgr.delete(name, org, domain=domain)
+                meta = mgr.describe(name, org, domain=domain)
+                if meta.updated_at > deleted_at:
+                    log.info("keysafe: kept %s: written after its %s row was deleted",
+                             path, sender.__name__)
+                    continue
+                mgr.delete(name, org, domain=domain)
+            except NotFound:
+                log.debug("keysafe: %s was not set (or is gone already)", path)
             except KeysafeError as exc:
                 log.error("keysafe: could not delete %s after its %s row was deleted: %s",
-                          mgr.path(name, org, domain=domain), sender.__name__, exc.message)
+                          path, sender.__name__, exc.message)
 
     from django.db import transaction
 

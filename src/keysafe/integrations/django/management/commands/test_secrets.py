@@ -33,7 +33,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
                 result = maintenance.self_test(secret_manager(), cleanup=cleanup)
         except KeysafeError as exc:
             raise CommandError(f"keysafe: {exc.message}",
-                               returncode=exitcodes.BY_ERROR_CODE.get(exc.code, 1)) from None
+                               returncode=exitcodes.exit_code_for(exc)) from None
         if as_json:
             self.stdout.write(json.dumps(result.to_dict()))
         else:

@@ -547,3 +547,32 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
+                                              tmp_path: Path) -> None:
+    """`keysafe rotate NAME --org ORG` with KEYSAFE_SERVER_URL: the server makes the new
+    value (nobody sees it); a key only a person can issue gets a reminder, as on the
+    store; what works on a store only is refused before anything is sent."""
+    srv, t = server
+    home = tmp_path / "home"
+    ok(ks(srv, home, t["ops"], "put", "jwt_secret", "--org", ORG, "--generate"))
+    out = json.loads(ok(ks(srv, home, t["ops"], "rotate", "jwt_secret", "--org", ORG,
+                           "--json")))
+    (result,) = out["results"]
+    assert (result["outcome"], result["version"], result["name"]) == ("rotated", 2,
+                                                                       "jwt_secret")
+    assert result["path"] == f"keysafe/local/{ORG}/shared/jwt_secret"
+    assert out["summary"] == {"rotated": 1}
+    ok(ks(srv, home, t["ops"], "put", "anthropic_api_key", "--org", ORG,
+          stdin=b"sk-ant-" + b"r" * 40))
+    p = ks(srv, home, t["ops"], "rotate", "anthropic_api_key", "--org", ORG)
+    assert "reminder" in ok(p)
+    for args in (["rotate", "all"], ["rotate", "status"], ["rotate", "jwt_secret", "--org",
+                                                            ORG, "--dry-run"]):
+        p = ks(srv, home, t["ops"], *args)
+        assert p.returncode == 8, (args, p.stderr)
+        assert b"only `keysafe rotate NAME --org ORG`" in p.stderr
+    assert ks(srv, home, t["ops"], "rotate", "no-such-secret", "--org", ORG).returncode == 3
+    assert ks(srv, home, t["app"], "rotate", "jwt_secret", "--org", ORG).returncode == 4
+    assert not home.exists()

@@ -70,11 +70,17 @@ def rotate(
     retire` revokes previous values whose grace period has ended. `--read-by ACTOR
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
-    any rotation failed; the current versions of failed secrets are unchanged.
+    any rotation failed; the current versions of failed secrets are unchanged. With
+    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG` goes through that server.
     """
     from keysafe.rotation.engine import RotationEngine
 
     settings = load(env)
+    if settings.server_url:
+        _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run,
+                                others=bool(rotator or option or period_days is not None
+                                            or read_by))], False, as_json)
+        return
     with open_manager(env, settings) as mgr:
         engine = RotationEngine.from_settings(mgr, settings)
         if target in ("status", "retire") and name is not None:
@@ -185,6 +191,35 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
         say(("would set " if dry_run else "") + f"{new.path}: rotator "
             f"{tags.get('rotator', '(default)')}"
             + (f", period {period_days} d" if period_days is not None else ""))
+
+
+def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
+                   domain: str | None, *, dry_run: bool, others: bool) -> Any:
+    """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
+    engine's. Anything else (status, selections, configure, retire, --dry-run) works on
+    a store, and is refused (exit 8) before anything is sent."""
+    from keysafe.cli.reading import open_remote
+    from keysafe.errors import ConfigError, ManualRotation, RotationError
+    from keysafe.rotation.engine import Outcome
+
+    if (target in (*_SELECTIONS, "status", "configure", "retire") or name is not None
+            or dry_run or others):
+        raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG` "
+                          "goes through the server (status, selections, configure, retire, "
+                          "--dry-run and --read-by work on a store); unset it to use the "
+                          "store configured here")
+    if org is None:
+        raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
+    with open_remote(settings) as remote:
+        path = remote.path(target, org, domain=domain)
+        try:
+            out = remote.client.rotate(target, org, domain=domain)
+        except ManualRotation as exc:  # only a person can issue it: as the engine says
+            return Outcome(path, target, org, "reminder", detail=exc.message)
+        except RotationError as exc:
+            return Outcome(path, target, org, "failed", detail=exc.message)
+    return Outcome(path, target, org, str(out.get("outcome")), out.get("version"),
+                   out.get("step"), str(out.get("detail") or ""))
 
 
 def _report(results: list[Any], dry_run: bool, as_json: bool) -> None:

@@ -741,11 +741,15 @@ class KeysafeClient:
                                          {"domain_id": domain})
         return data
 
-    def delete_org(self, org: str, *, purge: bool = False) -> dict[str, Any]:
+    def delete_org(self, org: str, *, purge: bool = False, dry_run: bool = False,
+                   keep_tokens: bool = False) -> dict[str, Any]:
         """A tenant's offboarding: every secret of the org deleted (``purge``: destroyed
-        now) and the tokens that covered only it revoked; the outcome per secret."""
+        now) and the tokens that covered only it revoked (``keep_tokens``: left alone);
+        the outcome per secret. ``dry_run``: what would happen, changing nothing."""
+        flag = {True: "true", False: None}
         data: dict[str, Any] = self._req("DELETE", f"/api/orgs/{_seg('org', org)}",
-                                         {"purge": "true" if purge else None})
+                                         {"purge": flag[purge], "dry_run": flag[dry_run],
+                                          "keep_tokens": flag[keep_tokens]})
         return data
 
     def destroy(self, name: str, versions: Iterable[int], org: str, *,

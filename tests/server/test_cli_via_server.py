@@ -576,3 +576,43 @@ def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
     assert ks(srv, home, t["ops"], "rotate", "no-such-secret", "--org", ORG).returncode == 3
     assert ks(srv, home, t["app"], "rotate", "jwt_secret", "--org", ORG).returncode == 4
     assert not home.exists()
+
+
+def test_offboard_an_org_through_the_server(server: tuple[RealServer, dict],
+                                            tmp_path: Path) -> None:
+    """`keysafe org rm` with KEYSAFE_SERVER_URL: the question, a dry run, the removal and
+    the tokens revoked, as on the store; no value anywhere."""
+    srv, _ = server
+    home = tmp_path / "home"
+    org = "leaving"
+    with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+        for name in ("openai_api_key", "stripe_secret_key"):
+            c.put(f"/api/secrets/{org}/{name}", json={"secret_value": CANARY,
+                                                      "check_format": False})
+        c.put(f"/api/secrets/{org}/webhook_secret", json={"secret_value": CANARY,
+                                                          "domain_id": "billing"})
+        r = c.post("/api/tokens", json={"name": "leaving-app", "roles": ["viewer"],
+                                        "orgs": [org]})
+        leaving_token = r.json()["token"]
+        boss = c.post("/api/tokens", json={"name": "leaving-boss", "roles": ["admin"],
+                                           "orgs": [org]}).json()["token"]
+    # Declined: nothing changes (exit 1); the question gives the counts.
+    p = ks(srv, home, boss, "org", "rm", org, stdin=b"n\n")
+    assert p.returncode == 1
+    assert b"Delete 3 secret(s) of leaving in local and revoke 2 token(s)?" in p.stderr
+    plan = json.loads(ok(ks(srv, home, boss, "org", "rm", org, "--dry-run", "--json")))
+    assert plan["summary"] == {"would_delete": 3}
+    assert {x["name"] for x in plan["tokens_revoked"]} == {"leaving-app", "leaving-boss"}
+    assert ks(srv, home, leaving_token, "ls", "--org", org).returncode == 0
+    # A viewer may not; then the admin does, keeping the tokens.
+    assert ks(srv, home, leaving_token, "org", "rm", org, "--yes").returncode == 4
+    done = json.loads(ok(ks(srv, home, boss, "org", "rm", org, "--yes", "--keep-tokens",
+                            "--json")))
+    assert done["summary"] == {"deleted": 3}
+    assert done["tokens_revoked"] == []
+    assert CANARY.encode() not in json.dumps(done).encode()
+    listed = json.loads(ok(ks(srv, home, leaving_token, "ls", "--org", org, "--json")))
+    assert listed == []
+    # The undoing works on a store only: refused through a server.
+    assert ks(srv, home, boss, "org", "restore", org).returncode == 8
+    assert not home.exists()

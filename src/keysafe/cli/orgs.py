@@ -58,11 +58,19 @@ def org_rm(
 ) -> None:
     """Offboard a tenant: delete every secret of ORG in every domain (restorable with
     `keysafe org restore` within the recovery window; --purge destroys them now) and
-    revoke the tokens that cover only ORG. Each step is audited. Asks first."""
+    revoke the tokens that cover only ORG. Each step is audited. Asks first. With
+    KEYSAFE_SERVER_URL set, the server does it (DELETE /api/orgs/ORG, an admin of the
+    whole org)."""
     from keysafe.orgs import recoverable, remove_org, tokens_only_for
     from keysafe.server.tokenstore import open_token_store, record_event
 
     settings = load(env)
+    if settings.server_url:
+        steps, revoked = _remove_remote(settings, org, purge=purge, keep_tokens=keep_tokens,
+                                        dry_run=dry_run, ask=not (yes or dry_run),
+                                        quiet=as_json)
+        _report(steps, revoked, dry_run, as_json, org=org)
+        return
     with open_manager(env, settings) as mgr:
         purge = purge or not recoverable(mgr)  # a store without soft delete
         live = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
@@ -105,6 +113,49 @@ def org_restore(org: OrgArg, dry_run: DryRun = False, env: Env = None,
     with open_manager(env) as mgr, progress_bar("restoring", quiet=as_json) as bar:
         steps = restore_org(mgr, org, dry_run=dry_run, progress=bar)
     _report(steps, [], dry_run, as_json, org=org)
+
+
+def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
+                   dry_run: bool, ask: bool, quiet: bool) -> tuple[list[Any], list[Any]]:
+    """``org rm`` through the server: a dry run first when it must ask (the counts the
+    question gives), then the removal; (steps, tokens) as the store's path has them."""
+    from types import SimpleNamespace
+
+    from keysafe.cli.reading import open_remote
+    from keysafe.orgs import Step
+
+    with open_remote(settings) as remote:
+        remote.info()
+        client = remote.client
+        if ask:
+            plan = client.delete_org(org, purge=purge, keep_tokens=keep_tokens, dry_run=True)
+            purged = bool(plan.get("purged"))
+            what = "Purge" if purged else "Delete"
+            tail = ("This cannot be undone." if purged else
+                    f"Restorable for {plan.get('recovery_window_days')} days.")
+            anywhere = [t for t in plan.get("tokens", []) if t.get("env") is None]
+            also = (f" {len(anywhere)} of the tokens predate environment binding and work "
+                    f"in every environment: revoking them ends {org}'s access everywhere."
+                    if anywhere else "")
+            typer.confirm(f"{what} {len(plan.get('secrets', []))} secret(s) of {org} in "
+                          f"{remote.info().get('environment')} and revoke "
+                          f"{len(plan.get('tokens', []))} token(s)? {tail}{also}",
+                          abort=True, err=True)
+        if not quiet and not dry_run:
+            say(f"removing {org} through the server (one request)...")
+        answer = client.delete_org(org, purge=purge, keep_tokens=keep_tokens,
+                                   dry_run=dry_run)
+    try:
+        steps = [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
+                 for s in answer["secrets"]]
+        tokens = [SimpleNamespace(id=str(t["id"]), name=str(t["name"]))
+                  for t in answer.get("tokens", [])]
+    except (KeyError, TypeError):
+        from keysafe.errors import BackendUnavailable
+
+        raise BackendUnavailable("the keysafe server answered with something that is not "
+                                 "an org removal") from None
+    return steps, tokens
 
 
 def _report(steps: list[Any], tokens: list[Any], dry_run: bool, as_json: bool, *,

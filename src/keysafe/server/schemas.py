@@ -256,10 +256,14 @@ class OrgRemoved(BaseModel):
 
     organization_id: str
     purged: bool
+    dry_run: bool = False
     secrets: list[dict[str, str]]
     tokens_revoked: list[str] = Field(description="ids of the tokens that covered only "
-                                                  "this org")
+                                                  "this org (with dry_run: would be)")
+    tokens: list[dict[str, str | None]] = Field(
+        default=[], description="those tokens' id, name and environment")
     summary: dict[str, int]
+    recovery_window_days: int = 0
 
 
 class Rollback(BaseModel):

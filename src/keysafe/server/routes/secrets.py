@@ -527,10 +527,12 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
 
 
 @router.delete("/api/orgs/{org_id}", response_model=OrgRemoved)
-async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemoved:
+async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False, dry_run: bool = False,
+                     keep_tokens: bool = False) -> OrgRemoved:
     """A tenant's offboarding (``keysafe org rm``): every secret of the org deleted in
     every domain (restorable within the recovery window; ``purge``: destroyed now) and
-    the tokens that covered only this org revoked. Admins of the whole org."""
+    the tokens that covered only this org revoked (``keep_tokens``: left alone).
+    ``dry_run``: what would happen, changing nothing. Admins of the whole org."""
     from keysafe.backends.base import Recoverable
     from keysafe.orgs import remove_org, tally, tokens_only_for
     from keysafe.server.tokenstore import record_event
@@ -541,19 +543,23 @@ async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False) -> OrgRemove
     ctx.require_whole("destroy" if purge else "delete", org_id, "removing the org")
     tokens = ctx.state.tokens
 
-    def remove() -> tuple[list[Any], list[str]]:
-        steps = remove_org(ctx.mgr, org_id, purge=purge)
+    def remove() -> tuple[list[Any], list[Any]]:
+        steps = remove_org(ctx.mgr, org_id, purge=purge, dry_run=dry_run)
         revoked = []
-        for t in tokens_only_for(tokens, org_id):
-            record_event(ctx.mgr, "token_revoke", tokens.revoke(t.id))
-            revoked.append(t.id)
+        for t in [] if keep_tokens else tokens_only_for(tokens, org_id):
+            if not dry_run:
+                record_event(ctx.mgr, "token_revoke", tokens.revoke(t.id))
+            revoked.append(t)
         return steps, revoked
 
     # Many writes: off the loop, and not one long job in the group commit.
     steps, revoked = await asyncio.get_running_loop().run_in_executor(_LONG_JOBS, remove)
-    return OrgRemoved(organization_id=org_id, purged=purge,
-                      secrets=[s.to_dict() for s in steps], tokens_revoked=revoked,
-                      summary=tally(steps))
+    return OrgRemoved(organization_id=org_id, purged=purge, dry_run=dry_run,
+                      secrets=[s.to_dict() for s in steps],
+                      tokens_revoked=[t.id for t in revoked],
+                      tokens=[{"id": t.id, "name": t.name, "env": t.env} for t in revoked],
+                      summary=tally(steps),
+                      recovery_window_days=ctx.mgr.recovery_window.days)
 
 
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)

@@ -548,11 +548,12 @@ class KeysafeClient:
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         """Revoke a token at once; ``already_revoked`` says it had been revoked before
-        (which then changed nothing). ``token_id`` is its 12-hex-digit id."""
+        (which then changed nothing). ``token_id`` is its 12-hex-digit id; anything else
+        is NotFound at once."""
         from keysafe.naming import TOKEN_ID, token_not_found
 
-        if not TOKEN_ID.fullmatch(token_id):
-            raise InvalidValue(token_not_found(token_id))
+        if not TOKEN_ID.fullmatch(token_id):  # never sent (a pasted token), nor repeated
+            raise NotFound(token_not_found(token_id))
         data = self._req("DELETE", f"/api/tokens/{token_id}")
         if not (isinstance(data, dict) and isinstance(data.get("already_revoked"), bool)):
             raise self._odd("a revoked token")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from keysafe import KeysafeClient
-from keysafe.errors import BackendUnavailable, InvalidValue
+from keysafe.errors import BackendUnavailable, InvalidValue, NotFound
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
 
@@ -485,11 +485,11 @@ def test_remote_admin_pages_normalises_and_never_repeats_a_token(
     assert made["created_at"].endswith("+00:00")
     for extra in ({}, {"KEYSAFE_SERVER_URL": ""}):
         p = ks(srv, home, t["root"], "token", "revoke", made["token"], extra=extra)
-        assert p.returncode == 2
+        assert p.returncode == 3
         assert made["token"].encode() not in p.stdout + p.stderr
         assert b"a token itself is never an id" in p.stderr
     with KeysafeClient(srv.url, t["root"]) as client:
-        with pytest.raises(InvalidValue) as err:
+        with pytest.raises(NotFound) as err:
             client.revoke_token(made["token"])
         assert made["token"] not in str(err.value)
         with pytest.raises(InvalidValue, match="limit"):

@@ -174,10 +174,10 @@ def token_revoke(
     With KEYSAFE_SERVER_URL set, the server revokes it (DELETE /api/tokens/ID)."""
     from keysafe.naming import TOKEN_ID, token_not_found
 
-    if not TOKEN_ID.fullmatch(token_id):  # a pasted token is refused, never repeated
-        from keysafe.errors import InvalidValue
+    if not TOKEN_ID.fullmatch(token_id):  # a pasted token is never repeated, nor sent
+        from keysafe.errors import NotFound
 
-        raise InvalidValue(token_not_found(token_id))
+        raise NotFound(token_not_found(token_id))
     settings = load(env)
     if settings.server_url:
         with open_remote(settings) as remote:

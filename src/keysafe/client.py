@@ -248,6 +248,12 @@ class HttpTransport:
 
 #: The most audit records GET /api/audit answers with at once.
 AUDIT_PAGE = 1000
+#: What a server's /api/catalog lists in ``features`` when DELETE /api/orgs/{org} takes
+#: ``dry_run`` and ``keep_tokens`` (an older one ignores them, and removes the org).
+ORG_REMOVE_PLAN = "org_remove_plan"
+#: ... and when GET /api/audit takes ``before`` (an older one answers the first page
+#: again).
+AUDIT_BEFORE = "audit_before"
 
 
 def _iso(text: str) -> str:
@@ -555,9 +561,9 @@ class KeysafeClient:
         if not TOKEN_ID.fullmatch(token_id):  # never sent (a pasted token), nor repeated
             raise NotFound(token_not_found(token_id))
         data = self._req("DELETE", f"/api/tokens/{token_id}")
-        if not (isinstance(data, dict) and isinstance(data.get("already_revoked"), bool)):
-            raise self._odd("a revoked token")
-        return {**self._token_record(data), "already_revoked": data["already_revoked"]}
+        # An older server does not say whether it was revoked before: taken as not.
+        return {**self._token_record(data),
+                "already_revoked": data.get("already_revoked") is True}
 
     def audit(self, *, org: str | None = None, action: str | None = None,
               actor: str | None = None, path: str | None = None, outcome: str | None = None,
@@ -738,19 +744,34 @@ class KeysafeClient:
 
     def rotate(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
         """Spec 004's rotate_secret: the outcome and the new version, never the value."""
-        data: dict[str, Any] = self._req("POST", self._secret(org, name, "/rotate"),
-                                         {"domain_id": domain})
+        data = self._req("POST", self._secret(org, name, "/rotate"), {"domain_id": domain})
+        if not (isinstance(data, dict) and isinstance(data.get("outcome"), str)
+                and isinstance(data.get("version"), int | None)):
+            raise self._odd("a rotation's outcome")
         return data
 
     def delete_org(self, org: str, *, purge: bool = False, dry_run: bool = False,
                    keep_tokens: bool = False) -> dict[str, Any]:
         """A tenant's offboarding: every secret of the org deleted (``purge``: destroyed
         now) and the tokens that covered only it revoked (``keep_tokens``: left alone);
-        the outcome per secret. ``dry_run``: what would happen, changing nothing."""
+        the outcome per secret. ``dry_run``: what would happen, changing nothing; both
+        need a server that says it takes them (ConfigError otherwise, before anything is
+        sent: an older server would ignore them and remove the org)."""
+        if (dry_run or keep_tokens) and ORG_REMOVE_PLAN not in self.catalog().get(
+                "features", ()):
+            raise ConfigError(f"the keysafe server at {self.url} is older than this "
+                              "keysafe: it would ignore dry_run and keep_tokens and remove "
+                              "the org; upgrade it first")
         flag = {True: "true", False: None}
-        data: dict[str, Any] = self._req("DELETE", f"/api/orgs/{_seg('org', org)}",
-                                         {"purge": flag[purge], "dry_run": flag[dry_run],
-                                          "keep_tokens": flag[keep_tokens]})
+        data = self._req("DELETE", f"/api/orgs/{_seg('org', org)}",
+                         {"purge": flag[purge], "dry_run": flag[dry_run],
+                          "keep_tokens": flag[keep_tokens]})
+        if not (isinstance(data, dict) and isinstance(data.get("secrets"), list)
+                and all(isinstance(s, dict) and "path" in s and "outcome" in s
+                        for s in data["secrets"])
+                and isinstance(data.get("tokens", []), list)
+                and (not dry_run or data.get("dry_run") is True)):
+            raise self._odd("an org removal" + (" plan" if dry_run else ""))
         return data
 
     def destroy(self, name: str, versions: Iterable[int], org: str, *,

@@ -117,6 +117,12 @@ class RotationError(KeysafeError):
     code = "rotation_error"
 
 
+class RotationBusy(Conflict):
+    """Another process is rotating this secret now (409 over HTTP, exit 5)."""
+
+    code = "rotation_busy"
+
+
 class ManualRotation(RotationError):
     """Only a person can issue this credential: a reminder was opened instead."""
 

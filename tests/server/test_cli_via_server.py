@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from keysafe import KeysafeClient
-from keysafe.errors import BackendUnavailable, InvalidValue, NotFound
+from keysafe.errors import BackendUnavailable, ConfigError, InvalidValue, NotFound
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, free_port, real_server
 
@@ -533,13 +533,18 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
         with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
             for call in (client.tokens, lambda: client.audit(),
                          lambda: client.access_report(since=datetime.now(UTC)),
+                         lambda: client.rotate("x", "o"), lambda: client.delete_org("o"),
                          lambda: client.create_token("n", ["viewer"], ["o"]),
                          lambda: client.revoke_token("0123456789ab")):
                 with pytest.raises(BackendUnavailable, match="answered with something"):
                     call()
+            # A server that does not say it takes dry_run would remove the org instead.
+            with pytest.raises(ConfigError, match="older than this keysafe"):
+                client.delete_org("o", dry_run=True)
         fake: Any = types.SimpleNamespace(url=url)
         for args in (["token", "list", "--json"], ["audit", "--json"],
-                     ["audit", "report", "--json"],
+                     ["audit", "report", "--json"], ["rotate", "x", "--org", "o"],
+                     ["org", "rm", "o", "--yes"],
                      ["token", "create", "--name", "n", "--role", "viewer", "--org", "o"]):
             p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
             assert p.returncode == 7, (args, p.stderr)
@@ -599,9 +604,16 @@ def test_offboard_an_org_through_the_server(server: tuple[RealServer, dict],
     # Declined: nothing changes (exit 1); the question gives the counts.
     p = ks(srv, home, boss, "org", "rm", org, stdin=b"n\n")
     assert p.returncode == 1
-    assert b"Delete 3 secret(s) of leaving in local and revoke 2 token(s)?" in p.stderr
+    assert (b"Delete 3 secret(s) of leaving in local and revoke 2 token(s) (among them the "
+            b"token this command uses") in p.stderr
     plan = json.loads(ok(ks(srv, home, boss, "org", "rm", org, "--dry-run", "--json")))
     assert plan["summary"] == {"would_delete": 3}
+    with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+        removals = c.get("/api/audit", params={"org_id": org, "action": "org_remove"})
+        assert removals.json()["records"] == []         # a dry run records no removal
+        answer = c.delete(f"/api/orgs/{org}", params={"dry_run": "true"}).json()
+        assert (answer["dry_run"], answer["recovery_window_days"]) == (True, 7)
+        assert {x["name"] for x in answer["tokens"]} == {"leaving-app", "leaving-boss"}
     assert {x["name"] for x in plan["tokens_revoked"]} == {"leaving-app", "leaving-boss"}
     assert ks(srv, home, leaving_token, "ls", "--org", org).returncode == 0
     # A viewer may not; then the admin does, keeping the tokens.

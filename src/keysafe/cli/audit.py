@@ -83,12 +83,17 @@ def audit(
     settings = load(env)
     records: list[dict[str, Any]]
     if settings.server_url:
-        from keysafe.client import AUDIT_PAGE
+        from keysafe.client import AUDIT_BEFORE, AUDIT_PAGE
 
         records = []
         with open_remote(settings) as remote:
-            remote.info()
+            pages = AUDIT_BEFORE in remote.info().get("features", ())
             while True:  # newest first, a page at a time, each older than the last
+                if records and not pages:
+                    say(f"the keysafe server is older than this keysafe and answers one "
+                        f"page only: these are the newest {len(records):,} records "
+                        "(upgrade it for the rest)")
+                    break
                 want = AUDIT_PAGE if not limit else min(AUDIT_PAGE, limit - len(records))
                 page = remote.client.audit(
                     org=org, path=path, action=action, actor=actor, outcome=outcome,

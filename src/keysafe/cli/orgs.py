@@ -121,14 +121,18 @@ def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
     question gives), then the removal; (steps, tokens) as the store's path has them."""
     from types import SimpleNamespace
 
-    from keysafe.cli.reading import open_remote
+    from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
+    from keysafe.errors import KeysafeError
     from keysafe.orgs import Step
 
-    with open_remote(settings) as remote:
+    with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
         remote.info()
         client = remote.client
         if ask:
             plan = client.delete_org(org, purge=purge, keep_tokens=keep_tokens, dry_run=True)
+            mine = client.whoami().get("token_id")
+            own = (" (among them the token this command uses: --keep-tokens keeps them)"
+                   if any(t.get("id") == mine for t in plan.get("tokens", [])) else "")
             purged = bool(plan.get("purged"))
             what = "Purge" if purged else "Delete"
             tail = ("This cannot be undone." if purged else
@@ -137,14 +141,18 @@ def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
             also = (f" {len(anywhere)} of the tokens predate environment binding and work "
                     f"in every environment: revoking them ends {org}'s access everywhere."
                     if anywhere else "")
-            typer.confirm(f"{what} {len(plan.get('secrets', []))} secret(s) of {org} in "
+            typer.confirm(f"{what} {len(plan['secrets'])} secret(s) of {org} in "
                           f"{remote.info().get('environment')} and revoke "
-                          f"{len(plan.get('tokens', []))} token(s)? {tail}{also}",
+                          f"{len(plan.get('tokens', []))} token(s){own}? {tail}{also}",
                           abort=True, err=True)
         if not quiet and not dry_run:
             say(f"removing {org} through the server (one request)...")
-        answer = client.delete_org(org, purge=purge, keep_tokens=keep_tokens,
-                                   dry_run=dry_run)
+        try:
+            answer = client.delete_org(org, purge=purge, keep_tokens=keep_tokens,
+                                       dry_run=dry_run)
+        except KeysafeError as exc:
+            raise still_running(exc, f"removing {org}",
+                                f"keysafe ls --org {org} --deleted") from None
     try:
         steps = [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
                  for s in answer["secrets"]]

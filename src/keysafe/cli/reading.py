@@ -16,6 +16,7 @@ from keysafe.cli import exitcodes
 if TYPE_CHECKING:
     from keysafe.cli.remote import RemoteManager
     from keysafe.config import Settings
+    from keysafe.errors import KeysafeError
     from keysafe.manager.manager import SecretManager
 
 CLIENT = "keysafe-cli"
@@ -68,14 +69,31 @@ def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     return open_manager(settings=settings)
 
 
-def open_remote(settings: Settings) -> RemoteManager:
+def open_remote(settings: Settings, *, timeout: float = 30.0) -> RemoteManager:
     """The keysafe server at KEYSAFE_SERVER_URL (``settings.server_url``), with the
-    token in KEYSAFE_TOKEN or the file KEYSAFE_TOKEN_FILE names."""
+    token in KEYSAFE_TOKEN or the file KEYSAFE_TOKEN_FILE names; ``timeout`` for each
+    answer (longer for one request that does a long job)."""
     from keysafe.cli.remote import RemoteManager
 
     assert settings.server_url
     return RemoteManager(settings.server_url, env=chosen_env(settings),
-                         default_org=settings.default_org)
+                         default_org=settings.default_org, timeout=timeout)
+
+
+#: Seconds to wait for the answer to one request that does a long job (an org's
+#: removal, a rotation through a provider).
+LONG_JOB_TIMEOUT = 600.0
+
+
+def still_running(exc: KeysafeError, what: str, check: str) -> KeysafeError:
+    """``exc``, or, when the answer timed out after the request was sent, an error
+    saying the server may still be doing ``what`` and how to ``check``."""
+    from keysafe.errors import BackendUnavailable
+
+    if isinstance(exc, BackendUnavailable) and "TimeoutError" in exc.message:
+        return BackendUnavailable(f"{exc.message}; the server may still be {what}: "
+                                  f"check with `{check}` before trying again")
+    return exc
 
 
 def chosen_env(settings: Settings) -> str | None:

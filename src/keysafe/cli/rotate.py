@@ -198,26 +198,38 @@ def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None
     """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
     engine's. Anything else (status, selections, configure, retire, --dry-run) works on
     a store, and is refused (exit 8) before anything is sent."""
-    from keysafe.cli.reading import open_remote
-    from keysafe.errors import ConfigError, ManualRotation, RotationError
+    from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
+    from keysafe.errors import (
+        ConfigError,
+        KeysafeError,
+        ManualRotation,
+        RotationBusy,
+        RotationError,
+    )
     from keysafe.rotation.engine import Outcome
 
-    if (target in (*_SELECTIONS, "status", "configure", "retire") or name is not None
-            or dry_run or others):
+    if name is not None and target not in ("configure", "status", "retire"):
+        raise typer.BadParameter(f"unexpected argument {name!r}")
+    if (target in (*_SELECTIONS, "status", "configure", "retire") or dry_run or others):
         raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG` "
                           "goes through the server (status, selections, configure, retire, "
                           "--dry-run and --read-by work on a store); unset it to use the "
                           "store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
-    with open_remote(settings) as remote:
+    with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
         path = remote.path(target, org, domain=domain)
         try:
             out = remote.client.rotate(target, org, domain=domain)
-        except ManualRotation as exc:  # only a person can issue it: as the engine says
+        except ManualRotation as exc:  # only a person can issue it (no reminder is kept)
             return Outcome(path, target, org, "reminder", detail=exc.message)
+        except RotationBusy as exc:
+            return Outcome(path, target, org, "busy", detail=exc.message)
         except RotationError as exc:
             return Outcome(path, target, org, "failed", detail=exc.message)
+        except KeysafeError as exc:
+            raise still_running(exc, "rotating it",
+                                f"keysafe status {target} --org {org}") from None
     return Outcome(path, target, org, str(out.get("outcome")), out.get("version"),
                    out.get("step"), str(out.get("detail") or ""))
 

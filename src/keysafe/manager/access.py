@@ -116,17 +116,27 @@ class AccessReport:
         """The report ``to_dict`` (or ``GET /api/audit/report``) gave; ValueError,
         KeyError or TypeError when ``data`` is not one."""
         def when(v: Any) -> datetime | None:
-            return None if v is None else datetime.fromisoformat(str(v))
+            return None if v is None else datetime.fromisoformat(str(v)).astimezone(UTC)
+
+        def actor(a: dict[str, Any]) -> ActorActivity:
+            counts = {k: int(a[k]) for k in ("records", "reads", "writes", "denied",
+                                             "not_found", "failed", "secrets_read")}
+            return ActorActivity(actor=str(a["actor"]), first=when(a.get("first")),
+                                 last=when(a.get("last")), new=bool(a.get("new")), **counts)
 
         unread = data.get("unread")
+        since, until = when(data["since"]), when(data["until"])
+        if since is None or until is None:
+            raise ValueError("a report has a since and an until")
         return cls(
-            since=datetime.fromisoformat(data["since"]),
-            until=datetime.fromisoformat(data["until"]), org=data.get("org"),
-            actors=tuple(ActorActivity(**{**a, "first": when(a.get("first")),
-                                          "last": when(a.get("last"))})
-                         for a in data["actors"]),
-            findings=tuple(Finding(**f) for f in data["findings"]),
-            unread=None if unread is None else tuple(unread), secrets=data.get("secrets"))
+            since=since, until=until, org=data.get("org"),
+            actors=tuple(actor(a) for a in data["actors"]),
+            # Fields a newer server adds are left out, not refused.
+            findings=tuple(Finding(kind=str(f["kind"]), message=str(f["message"]),
+                                   actor=f.get("actor"), count=int(f.get("count") or 0))
+                           for f in data["findings"]),
+            unread=None if unread is None else tuple(str(u) for u in unread),
+            secrets=None if data.get("secrets") is None else int(data["secrets"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(),

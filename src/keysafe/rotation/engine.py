@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from keysafe.backends.base import Transactional, WriteContext, remove_now
-from keysafe.errors import Conflict, KeysafeError, NotFound, RotationError
+from keysafe.errors import Conflict, KeysafeError, NotFound, RotationBusy, RotationError
 from keysafe.models import MetadataUpdate, SecretMetadata
 from keysafe.rotation.policy import DUE_SOON, Policy, RotationState, select, sort_states
 from keysafe.rotation.rotators import (
@@ -85,10 +85,6 @@ class Outcome:
         return {"path": self.path, "name": self.name, "org": self.org,
                 "outcome": self.outcome, "version": self.version, "step": self.step,
                 "detail": self.detail}
-
-
-class RotationBusy(Conflict):
-    """Another process is rotating this secret now (409 over HTTP, exit 5)."""
 
 
 @dataclass

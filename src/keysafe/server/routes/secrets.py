@@ -328,9 +328,10 @@ async def secret_fields(org_id: str, secret_name: str, body: FieldsWrite,
 async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
                         domain_id: DomainQ = None) -> RotationOut:
     """Rotate now with the secret's rotator (spec 004's ``rotate_secret``): a new value
-    the caller never sees. 409 ``rotation_manual`` when only a person can issue one (a
-    reminder is recorded); 500 ``rotation_error`` when a step fails, the current
-    version unchanged."""
+    the caller never sees. 409 ``rotation_manual`` when only a person can issue one (no
+    reminder is recorded: ``keysafe rotate due`` keeps those); 409 ``rotation_busy`` when
+    another process is rotating it; 500 ``rotation_error`` when a step fails, the
+    current version unchanged."""
     ctx.require("write", org_id, secret_name, domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     entry = ctx.mgr.catalog.get(secret_name)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from keysafe.client import AUDIT_BEFORE, ORG_REMOVE_PLAN
 from keysafe.errors import ConfigError, NotFound
 from keysafe.server.deps import Ctx, get_ctx, state_of
 
@@ -106,4 +107,6 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
             "max_value_bytes": mgr.max_value_bytes,
             "default_domain": ctx.state.settings.default_domain,
             "recovery_window_days": mgr.recovery_window.days,
+            # What this server takes that an older one would ignore (clients check).
+            "features": [ORG_REMOVE_PLAN, AUDIT_BEFORE],
             "categories": cats}

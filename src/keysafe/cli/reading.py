@@ -90,7 +90,8 @@ def still_running(exc: KeysafeError, what: str, check: str) -> KeysafeError:
     saying the server may still be doing ``what`` and how to ``check``."""
     from keysafe.errors import BackendUnavailable
 
-    if isinstance(exc, BackendUnavailable) and "TimeoutError" in exc.message:
+    if isinstance(exc, BackendUnavailable) and ("TimeoutError" in exc.message
+                                                or "timed out" in exc.message):
         return BackendUnavailable(f"{exc.message}; the server may still be {what}: "
                                   f"check with `{check}` before trying again")
     return exc

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -254,6 +255,22 @@ ORG_REMOVE_PLAN = "org_remove_plan"
 #: ... and when GET /api/audit takes ``before`` (an older one answers the first page
 #: again).
 AUDIT_BEFORE = "audit_before"
+#: ... and the routes an older server lacks: GET /api/orgs, POST
+#: /api/orgs/{org}/restore, POST /api/audit/verify.
+ORG_LIST = "org_list"
+ORG_RESTORE = "org_restore"
+AUDIT_VERIFY = "audit_verify"
+#: Everything this release's server lists.
+FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY)
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _steps(rows: Any) -> bool:
+    """Whether an answer's ``secrets`` is a list of per-secret outcomes."""
+    return isinstance(rows, list) and all(
+        isinstance(r, dict) and "path" in r and "outcome" in r for r in rows)
 
 
 def _iso(text: str) -> str:
@@ -757,22 +774,77 @@ class KeysafeClient:
         the outcome per secret. ``dry_run``: what would happen, changing nothing; both
         need a server that says it takes them (ConfigError otherwise, before anything is
         sent: an older server would ignore them and remove the org)."""
-        if (dry_run or keep_tokens) and ORG_REMOVE_PLAN not in self.catalog().get(
-                "features", ()):
-            raise ConfigError(f"the keysafe server at {self.url} is older than this "
-                              "keysafe: it would ignore dry_run and keep_tokens and remove "
-                              "the org; upgrade it first")
+        if dry_run or keep_tokens:
+            self._needs(ORG_REMOVE_PLAN, "it would ignore dry_run and keep_tokens and "
+                                         "remove the org")
         flag = {True: "true", False: None}
         data = self._req("DELETE", f"/api/orgs/{_seg('org', org)}",
                          {"purge": flag[purge], "dry_run": flag[dry_run],
                           "keep_tokens": flag[keep_tokens]})
-        if not (isinstance(data, dict) and isinstance(data.get("secrets"), list)
-                and all(isinstance(s, dict) and "path" in s and "outcome" in s
-                        for s in data["secrets"])
+        if not (isinstance(data, dict) and _steps(data.get("secrets"))
                 and isinstance(data.get("tokens", []), list)
                 and (not dry_run or data.get("dry_run") is True)):
             raise self._odd("an org removal" + (" plan" if dry_run else ""))
         return data
+
+    def orgs(self) -> builtins.list[dict[str, Any]]:
+        """Every org with secrets in the server's environment that the token covers:
+        ``{org, secrets, deleted, domains}`` (live and soft-deleted counts, of the
+        secrets its scopes cover)."""
+        self._needs(ORG_LIST, "it cannot list orgs")
+        data = self._req("GET", "/api/orgs")
+        rows = data.get("orgs") if isinstance(data, dict) else None
+        if not (isinstance(rows, list) and all(
+                isinstance(r, dict) and isinstance(r.get("org"), str)
+                and isinstance(r.get("secrets"), int) and isinstance(r.get("deleted"), int)
+                and isinstance(r.get("domains"), list) for r in rows)):
+            raise self._odd("a list of orgs")
+        return rows
+
+    def restore_org(self, org: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Undo an offboarding without ``purge``: every secret of the org the last
+        removal deleted, still within its recovery window, restored (revoked tokens
+        stay revoked); the outcome per secret. ``dry_run``: which would be."""
+        self._needs(ORG_RESTORE, "it cannot restore an org")
+        data = self._req("POST", f"/api/orgs/{_seg('org', org)}/restore",
+                         {"dry_run": "true" if dry_run else None})
+        if not (isinstance(data, dict) and _steps(data.get("secrets"))
+                and data.get("dry_run") is dry_run):
+            raise self._odd("an org restore" + (" plan" if dry_run else ""))
+        return data
+
+    def audit_verify(self, anchors: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The server checks its audit chain, and each anchor given (as ``keysafe audit
+        anchor`` wrote it): ``{ok, checked, problems: [{seq, problem}], notes}``. What
+        the server says about its own store: keep anchors elsewhere for a check that
+        does not trust it."""
+        self._needs(AUDIT_VERIFY, "it cannot check its audit chain for a client")
+        data = self._req("POST", "/api/audit/verify", body={"anchors": list(anchors)})
+        if not (isinstance(data, dict) and isinstance(data.get("ok"), bool)
+                and isinstance(data.get("checked"), int)
+                and isinstance(data.get("problems"), list)
+                and all(isinstance(p, dict) and isinstance(p.get("seq"), int)
+                        and isinstance(p.get("problem"), str) for p in data["problems"])):
+            raise self._odd("an audit verification")
+        return data
+
+    def audit_anchor(self) -> dict[str, Any]:
+        """An audit anchor of the server's log (an ``audit_anchor`` record committed
+        durably): ``{kind, seq, hash, taken_at, env}``, to keep where the server's
+        administrators cannot write."""
+        data = self._req("POST", "/api/audit/anchor")
+        if not (isinstance(data, dict) and isinstance(data.get("seq"), int)
+                and isinstance(data.get("hash"), str) and _HASH.fullmatch(data["hash"])
+                and data.get("kind") == "keysafe-audit-anchor"):
+            raise self._odd("an audit anchor")
+        return data
+
+    def _needs(self, feature: str, without: str) -> None:
+        """ConfigError, before anything is sent, when the server does not list
+        ``feature`` in /api/catalog (an older release: ``without`` says what then)."""
+        if feature not in self.catalog().get("features", ()):
+            raise ConfigError(f"the keysafe server at {self.url} is older than this "
+                              f"keysafe: {without}; upgrade it first")
 
     def destroy(self, name: str, versions: Iterable[int], org: str, *,
                 domain: str | None = None) -> builtins.list[int]:

@@ -14,6 +14,7 @@ from keysafe.errors import KeysafeError
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
     from keysafe.models import SecretMetadata
+    from keysafe.naming import SecretRef
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,15 @@ def _each(mgr: SecretManager, metas: list[SecretMetadata], act: Callable[..., ob
     return out
 
 
-def summaries(mgr: SecretManager) -> list[OrgSummary]:
-    """Every org the store holds secrets for (in this environment), by name."""
+def summaries(mgr: SecretManager,
+              keep: Callable[[SecretRef], bool] | None = None) -> list[OrgSummary]:
+    """Every org the store holds secrets for (in this environment), by name; counting
+    only the secrets ``keep`` accepts, when given (a caller's scopes)."""
     per: dict[str, dict[str, Any]] = {}
     for meta in mgr.list(None, include_deleted=True):
         ref = mgr.parse(meta.path)
+        if keep is not None and not keep(ref):
+            continue
         s = per.setdefault(ref.org, {"secrets": 0, "deleted": 0, "domains": set()})
         s["deleted" if meta.deleted else "secrets"] += 1
         s["domains"].add(ref.domain)

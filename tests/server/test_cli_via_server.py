@@ -538,17 +538,26 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
                          lambda: client.revoke_token("0123456789ab")):
                 with pytest.raises(BackendUnavailable, match="answered with something"):
                     call()
-            # A server that does not say it takes dry_run would remove the org instead.
-            with pytest.raises(ConfigError, match="older than this keysafe"):
-                client.delete_org("o", dry_run=True)
+            with pytest.raises(BackendUnavailable, match="answered with something"):
+                client.audit_anchor()
+            # A server that does not say it takes dry_run would remove the org instead;
+            # one that does not list the routes has none of them.
+            for call in (lambda: client.delete_org("o", dry_run=True), client.orgs,
+                         lambda: client.restore_org("o"), lambda: client.audit_verify()):
+                with pytest.raises(ConfigError, match="older than this keysafe"):
+                    call()
         fake: Any = types.SimpleNamespace(url=url)
         for args in (["token", "list", "--json"], ["audit", "--json"],
                      ["audit", "report", "--json"], ["rotate", "x", "--org", "o"],
-                     ["org", "rm", "o", "--yes"],
+                     ["org", "rm", "o", "--yes"], ["audit", "anchor"],
                      ["token", "create", "--name", "n", "--role", "viewer", "--org", "o"]):
             p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
             assert p.returncode == 7, (args, p.stderr)
             assert p.stdout == b""
+        for args in (["org", "ls"], ["org", "restore", "o"], ["audit", "verify"]):
+            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            assert p.returncode == 8, (args, p.stderr)
+            assert b"upgrade it first" in p.stderr
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -625,6 +634,59 @@ def test_offboard_an_org_through_the_server(server: tuple[RealServer, dict],
     assert CANARY.encode() not in json.dumps(done).encode()
     listed = json.loads(ok(ks(srv, home, leaving_token, "ls", "--org", org, "--json")))
     assert listed == []
-    # The undoing works on a store only: refused through a server.
-    assert ks(srv, home, boss, "org", "restore", org).returncode == 8
+    # The undoing, through the server too: a dry run, then the restore.
+    plan = json.loads(ok(ks(srv, home, boss, "org", "restore", org, "--dry-run", "--json")))
+    assert (plan["dry_run"], plan["summary"]) == (True, {"would_restore": 3})
+    assert ks(srv, home, leaving_token, "org", "restore", org).returncode == 4  # a viewer
+    p = ks(srv, home, boss, "org", "restore", org)
+    assert "restored: 3" in said(p)
+    listed = json.loads(ok(ks(srv, home, leaving_token, "ls", "--org", org, "--json")))
+    assert {r["path"].rsplit("/", 1)[1] for r in listed} >= {"openai_api_key",
+                                                             "stripe_secret_key"}
+    assert ks(srv, home, leaving_token, "status", "webhook_secret", "--org", org,
+              "--domain", "billing").returncode == 0
     assert not home.exists()
+
+
+def test_orgs_and_the_audit_chain_through_the_server(server: tuple[RealServer, dict],
+                                                     tmp_path: Path) -> None:
+    """`keysafe org ls`, `audit anchor` and `audit verify` with KEYSAFE_SERVER_URL: the
+    orgs the token covers, and the server's chain checked against anchors kept here."""
+    srv, t = server
+    home = tmp_path / "home"
+    ok(ks(srv, home, t["ops"], "put", "org_ls_key", "--org", ORG, stdin=CANARY.encode()))
+    everything = json.loads(ok(ks(srv, home, t["root"], "org", "ls", "--json")))
+    mine = next(o for o in everything if o["org"] == ORG)
+    assert set(mine) == {"org", "secrets", "deleted", "domains"}
+    assert mine["secrets"] >= 1
+    # A token for acme and globex sees those orgs only; one for a domain, its domain.
+    assert {o["org"] for o in json.loads(ok(ks(srv, home, t["both"], "org", "ls",
+                                               "--json")))} <= {ORG, "globex"}
+    cards = json.loads(ok(ks(srv, home, t["cards"], "org", "ls", "--json")))
+    assert [o["domains"] for o in cards] in ([], [["cards"]])
+    assert ORG in ok(ks(srv, home, t["root"], "org", "ls"))  # the table
+    # An anchor kept here, then the server's chain checked against it.
+    anchors = tmp_path / "anchors.jsonl"
+    taken = json.loads(ok(ks(srv, home, t["root"], "audit", "anchor", "--out",
+                             str(anchors), "--json")))
+    assert taken["kind"] == "keysafe-audit-anchor"
+    assert json.loads(anchors.read_text())["seq"] == taken["seq"]
+    out = json.loads(ok(ks(srv, home, t["root"], "audit", "verify", "--anchors",
+                           str(anchors), "--json")))
+    assert (out["ok"], out["problems"]) == (True, [])
+    assert "intact" in ok(ks(srv, home, t["root"], "audit", "verify"))
+    # An anchor that no longer matches: exit 6, naming the record.
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({**taken, "hash": "f" * 64}) + "\n")
+    p = ks(srv, home, t["root"], "audit", "verify", "--anchors", str(wrong))
+    assert p.returncode == 6
+    assert str(taken["seq"]).encode() in p.stdout + p.stderr
+    # The chain is every org's: an org's admin may not; archives are checked on a store.
+    assert ks(srv, home, t["boss"], "audit", "verify").returncode == 4
+    assert ks(srv, home, t["boss"], "audit", "anchor").returncode == 4
+    p = ks(srv, home, t["root"], "audit", "verify", "--archive", str(anchors))
+    assert p.returncode == 8
+    assert b"--archive" in p.stderr
+    assert not home.exists()
+    for p_ in (anchors, wrong):
+        assert CANARY not in p_.read_text()

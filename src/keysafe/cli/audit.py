@@ -14,7 +14,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import MAX_INT, Env, Json, parse_time, segment
 from keysafe.cli.output import command, emit_json, emit_json_lines, say, table
 from keysafe.cli.output import progress as progress_bar
-from keysafe.cli.reading import load, open_manager, open_remote
+from keysafe.cli.reading import LONG_JOB_TIMEOUT, load, open_manager, open_remote
 from keysafe.manager.access import KINDS
 
 if TYPE_CHECKING:
@@ -248,12 +248,31 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Check the hash chain; exit 6 naming every edited, removed or reordered record,
-    and every anchored record that changed or is gone."""
+    and every anchored record that changed or is gone.
+
+    With KEYSAFE_SERVER_URL set, the server checks its own store (POST
+    /api/audit/verify, an admin of every org), with the anchors given: what the server
+    says of itself, so keep the anchors where its administrators cannot write."""
     from keysafe.manager import anchors
+    from keysafe.manager.audit import VerifyResult
 
     wanted = anchors.read(anchor_files or ())
-    with open_manager(env) as mgr:
-        result = mgr.audit_verify(archives or (), wanted)
+    settings = load(env)
+    if settings.server_url:
+        if archives:
+            from keysafe.errors import ConfigError
+
+            raise ConfigError("--archive checks files against the store they came from: "
+                              "run it where the store is (KEYSAFE_SERVER_URL unset); "
+                              "through a server, only the server's chain and --anchors")
+        with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
+            got = remote.client.audit_verify(a.to_dict() for a in wanted)
+        result = VerifyResult(got["ok"], got["checked"],
+                              [(p["seq"], p["problem"]) for p in got["problems"]],
+                              tuple(str(n) for n in got.get("notes", ())))
+    else:
+        with open_manager(settings=settings) as mgr:
+            result = mgr.audit_verify(archives or (), wanted)
     what = ("archived audit records and the store's chain" if archives and wanted
             else "archived audit records" if archives else "audit chain")
     if as_json:
@@ -289,11 +308,18 @@ def anchor(
     """Anchor the audit log: commit an `audit_anchor` record durably and print its
     number and hash. Kept where the store's administrators cannot write, it lets
     `keysafe audit verify --anchors` catch a log rewritten or cut short, which the chain
-    alone cannot."""
+    alone cannot. With KEYSAFE_SERVER_URL set, an anchor of the server's log (POST
+    /api/audit/anchor, an admin of every org)."""
     from keysafe.manager import anchors
 
-    with open_manager(env) as mgr:
-        taken = anchors.take(mgr)
+    settings = load(env)
+    if settings.server_url:
+        with open_remote(settings) as remote:
+            taken = anchors.Anchor.from_dict(remote.client.audit_anchor(),
+                                             "the server's anchor")
+    else:
+        with open_manager(settings=settings) as mgr:
+            taken = anchors.take(mgr)
     if out is not None:
         anchors.append(out, taken)
     if as_json:

@@ -10,7 +10,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import Env, Json, Yes, segment
 from keysafe.cli.output import command, emit_json, say, table
 from keysafe.cli.output import progress as progress_bar
-from keysafe.cli.reading import load, open_manager
+from keysafe.cli.reading import LONG_JOB_TIMEOUT, load, open_manager, open_remote, still_running
 
 org_app = typer.Typer(help="Organisations as a whole: what each holds, a tenant's "
                            "offboarding and its undoing.", no_args_is_help=True)
@@ -30,11 +30,20 @@ def register(app: typer.Typer) -> None:
 
 @command
 def org_ls(env: Env = None, as_json: Json = False) -> None:
-    """Every org with secrets in this environment: live and deleted counts, domains."""
-    from keysafe.orgs import summaries
+    """Every org with secrets in this environment: live and deleted counts, domains.
+    With KEYSAFE_SERVER_URL set, the server's (GET /api/orgs): the orgs the token
+    covers."""
+    from keysafe.orgs import OrgSummary, summaries
 
-    with open_manager(env) as mgr:
-        rows = summaries(mgr)
+    settings = load(env)
+    if settings.server_url:
+        with open_remote(settings) as remote:
+            rows = [OrgSummary(str(r["org"]), int(r["secrets"]), int(r["deleted"]),
+                               tuple(str(d) for d in r["domains"]))
+                    for r in remote.client.orgs()]
+    else:
+        with open_manager(settings=settings) as mgr:
+            rows = summaries(mgr)
     if as_json:
         emit_json([r.to_dict() for r in rows])
         return
@@ -107,12 +116,34 @@ def org_rm(
 def org_restore(org: OrgArg, dry_run: DryRun = False, env: Env = None,
                 as_json: Json = False) -> None:
     """Restore every soft-deleted secret of ORG still within its recovery window (the
-    undoing of `keysafe org rm` without --purge; revoked tokens stay revoked)."""
+    undoing of `keysafe org rm` without --purge; revoked tokens stay revoked). With
+    KEYSAFE_SERVER_URL set, the server does it (POST /api/orgs/ORG/restore, an admin
+    of the whole org)."""
     from keysafe.orgs import restore_org
 
-    with open_manager(env) as mgr, progress_bar("restoring", quiet=as_json) as bar:
-        steps = restore_org(mgr, org, dry_run=dry_run, progress=bar)
+    settings = load(env)
+    if settings.server_url:
+        steps = _restore_remote(settings, org, dry_run=dry_run, quiet=as_json)
+    else:
+        with (open_manager(settings=settings) as mgr,
+              progress_bar("restoring", quiet=as_json) as bar):
+            steps = restore_org(mgr, org, dry_run=dry_run, progress=bar)
     _report(steps, [], dry_run, as_json, org=org)
+
+
+def _restore_remote(settings: Any, org: str, *, dry_run: bool, quiet: bool) -> list[Any]:
+    from keysafe.errors import KeysafeError
+
+    with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
+        remote.info()
+        if not quiet and not dry_run:
+            say(f"restoring {org} through the server (one request)...")
+        try:
+            answer = remote.client.restore_org(org, dry_run=dry_run)
+        except KeysafeError as exc:
+            raise still_running(exc, f"restoring {org}",
+                                f"keysafe ls --org {org}") from None
+    return _steps_of(answer, "an org restore")
 
 
 def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
@@ -121,9 +152,7 @@ def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
     question gives), then the removal; (steps, tokens) as the store's path has them."""
     from types import SimpleNamespace
 
-    from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
     from keysafe.errors import KeysafeError
-    from keysafe.orgs import Step
 
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
         remote.info()
@@ -153,17 +182,31 @@ def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
         except KeysafeError as exc:
             raise still_running(exc, f"removing {org}",
                                 f"keysafe ls --org {org} --deleted") from None
+    steps = _steps_of(answer, "an org removal")
     try:
-        steps = [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
-                 for s in answer["secrets"]]
         tokens = [SimpleNamespace(id=str(t["id"]), name=str(t["name"]))
                   for t in answer.get("tokens", [])]
     except (KeyError, TypeError):
-        from keysafe.errors import BackendUnavailable
-
-        raise BackendUnavailable("the keysafe server answered with something that is not "
-                                 "an org removal") from None
+        raise _odd("an org removal") from None
     return steps, tokens
+
+
+def _steps_of(answer: dict[str, Any], what: str) -> list[Any]:
+    """The per-secret outcomes of a server's answer, as the store's path has them."""
+    from keysafe.orgs import Step
+
+    try:
+        return [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
+                for s in answer["secrets"]]
+    except (KeyError, TypeError):
+        raise _odd(what) from None
+
+
+def _odd(what: str) -> Exception:
+    from keysafe.errors import BackendUnavailable
+
+    return BackendUnavailable(f"the keysafe server answered with something that is not "
+                              f"{what}")
 
 
 def _report(steps: list[Any], tokens: list[Any], dry_run: bool, as_json: bool, *,

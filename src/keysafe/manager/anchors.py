@@ -79,7 +79,10 @@ def read(paths: Iterable[Path]) -> list[Anchor]:
     """The anchors in JSON-lines files (blank lines skipped, repeats once);
     InvalidValue names a line that is not one, or two anchors of one record that
     disagree."""
-    out: dict[tuple[str, int], Anchor] = {}
+    return gather(_lines(paths))
+
+
+def _lines(paths: Iterable[Path]) -> Iterator[tuple[Any, str]]:
     for p in paths:
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
@@ -93,11 +96,19 @@ def read(paths: Iterable[Path]) -> list[Anchor]:
                 d = json.loads(line)
             except ValueError:
                 raise InvalidValue(f"{p} line {no} is not JSON") from None
-            a = Anchor.from_dict(d, f"{p} line {no}")
-            seen = out.setdefault((a.env, a.seq), a)
-            if seen.hash != a.hash:
-                raise InvalidValue(f"{p} line {no}: another anchor of record {a.seq} names "
-                                   "a different hash (anchors of different stores mixed?)")
+            yield d, f"{p} line {no}"
+
+
+def gather(found: Iterable[tuple[Any, str]]) -> list[Anchor]:
+    """Anchors from (decoded JSON, where it came from) pairs, repeats once; InvalidValue
+    names one that is not an anchor, or two anchors of one record that disagree."""
+    out: dict[tuple[str, int], Anchor] = {}
+    for d, where in found:
+        a = Anchor.from_dict(d, where)
+        seen = out.setdefault((a.env, a.seq), a)
+        if seen.hash != a.hash:
+            raise InvalidValue(f"{where}: another anchor of record {a.seq} names "
+                               "a different hash (anchors of different stores mixed?)")
     return list(out.values())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,11 @@ from keysafe.errors import KeysafeError, PermissionDenied
 from keysafe.manager.manager import SecretManager
 from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, SharedLimiter, require
 from keysafe.server.tokenstore import TokenStore
+
+#: Long requests (a rotation, which may wait on providers and rotators; an org's
+#: removal or restore, many writes; a walk of the audit chain): their own threads, off
+#: the loop and the group commit.
+LONG_JOBS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="long-job")
 
 
 class AuthFailed(Exception):

@@ -266,6 +266,23 @@ class OrgRemoved(BaseModel):
     recovery_window_days: int = 0
 
 
+class OrgList(BaseModel):
+    """The orgs the caller covers, with what each holds (never a value)."""
+
+    orgs: list[dict[str, Any]] = Field(description="each ``{org, secrets, deleted, "
+                                                   "domains}``: live and soft-deleted "
+                                                   "counts, and the domains")
+
+
+class OrgRestored(BaseModel):
+    """An offboarding undone: each secret's outcome; no value."""
+
+    organization_id: str
+    dry_run: bool = False
+    secrets: list[dict[str, str]]
+    summary: dict[str, int]
+
+
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1)
@@ -340,6 +357,23 @@ class AuditRecord(BaseModel):
     client: str | None
     request_id: str | None
     detail: dict[str, Any]
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    anchors: list[dict[str, Any]] = Field(
+        default=[], max_length=10_000,
+        description="anchors taken earlier (``keysafe audit anchor``), each as its "
+                    "JSON line: every anchored record must still be there, unchanged")
+
+
+class VerifyOut(BaseModel):
+    """The audit chain, checked by the server (``keysafe audit verify``)."""
+
+    ok: bool
+    checked: int
+    problems: list[dict[str, Any]] = Field(description="each ``{seq, problem}``")
+    notes: list[str] = []
 
 
 class AnchorOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -10,8 +11,15 @@ from fastapi import APIRouter, Depends, Query
 from keysafe.errors import InvalidValue, PermissionDenied
 from keysafe.manager.access import access_report
 from keysafe.manager.audit import AuditFilter
-from keysafe.server.deps import Ctx, get_ctx
-from keysafe.server.schemas import AccessReportOut, AnchorOut, AuditPage, AuditRecord
+from keysafe.server.deps import LONG_JOBS, Ctx, get_ctx
+from keysafe.server.schemas import (
+    AccessReportOut,
+    AnchorOut,
+    AuditPage,
+    AuditRecord,
+    VerifyIn,
+    VerifyOut,
+)
 
 router = APIRouter(tags=["audit"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -29,6 +37,15 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
         ctx.require_whole("audit", org_id, "the org's audit log")
 
 
+def _every_org(ctx: Ctx, action: str, what: str) -> None:
+    """The whole chain is every org's records: an admin of every org only (a denial is
+    audited)."""
+    if not ctx.identity.can("audit") or ctx.identity.orgs is not None:
+        ctx.audit(action, None, "denied", org=None)
+        raise PermissionDenied(f"{what} covers every org's records: an admin of every "
+                               "org only")
+
+
 @router.post("/api/audit/anchor", response_model=AnchorOut)
 def audit_anchor(ctx: CtxDep) -> AnchorOut:
     """An audit anchor: an ``audit_anchor`` record committed durably, and its number and
@@ -36,11 +53,27 @@ def audit_anchor(ctx: CtxDep) -> AnchorOut:
     --anchors``). It covers every org's records: an admin of every org only."""
     from keysafe.manager.anchors import take
 
-    if not ctx.identity.can("audit") or ctx.identity.orgs is not None:
-        ctx.audit("audit_anchor", None, "denied", org=None)
-        raise PermissionDenied("the audit anchor covers every org's records: an admin of "
-                               "every org only")
+    _every_org(ctx, "audit_anchor", "the audit anchor")
     return AnchorOut(**take(ctx.mgr).to_dict())  # recorded as its own audit_anchor record
+
+
+@router.post("/api/audit/verify", response_model=VerifyOut)
+async def audit_verify(ctx: CtxDep, body: VerifyIn | None = None) -> VerifyOut:
+    """``keysafe audit verify`` on the server's store: the hash chain walked from where
+    archiving left it, and each anchor given (``keysafe audit anchor``) checked; every
+    edited, removed or reordered record named. Recorded as ``audit_verify``. An admin of
+    every org only."""
+    from keysafe.manager.anchors import gather
+
+    _every_org(ctx, "audit_verify", "the audit chain")
+    wanted = gather((d, f"anchor {i}") for i, d in
+                    enumerate(body.anchors if body is not None else [], 1))
+    result = await asyncio.get_running_loop().run_in_executor(
+        LONG_JOBS, lambda: ctx.mgr.audit_verify((), wanted))
+    ctx.audit("audit_verify", None, "ok" if result.ok else "integrity_error", org=None,
+              detail={"checked": result.checked, "problems": len(result.problems),
+                      "anchors": len(wanted)})
+    return VerifyOut(**result.to_dict())
 
 
 @router.get("/api/audit/report", response_model=AccessReportOut)

@@ -21,7 +21,7 @@ from keysafe.rotation.policy import (
     is_rotation_detail,
     rotator_for,
 )
-from keysafe.server.deps import Ctx, TooManyAttempts, get_ctx
+from keysafe.server.deps import LONG_JOBS, Ctx, TooManyAttempts, get_ctx
 from keysafe.server.schemas import (
     Destroy,
     DestroyOut,
@@ -31,7 +31,6 @@ from keysafe.server.schemas import (
     KeyCheckRequest,
     LlmKey,
     MetadataPatch,
-    OrgRemoved,
     Rollback,
     RotationOut,
     SecretGenerate,
@@ -240,9 +239,6 @@ class KeyChecksLimited(TooManyAttempts):
              "(KEYSAFE_KEY_CHECK_RATE)"
 
 
-#: Long requests (a rotation, which may wait on providers and rotators; an org's
-#: removal, many writes): their own threads, off the loop and the group commit.
-_LONG_JOBS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="long-job")
 
 #: Key checks wait on providers (up to KEYSAFE_KEY_CHECK_TIMEOUT, DNS included): their
 #: own few threads, so slow providers never hold the threads that serve reads.
@@ -351,7 +347,7 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
         return ctx.mgr.rotate(secret_name, org_id, domain=domain_id)
 
     # Several steps, maybe a provider's API: off the loop and outside the group commit.
-    out = await asyncio.get_running_loop().run_in_executor(_LONG_JOBS, rotate)
+    out = await asyncio.get_running_loop().run_in_executor(LONG_JOBS, rotate)
     return RotationOut(secret_name=secret_name, organization_id=org_id,
                        domain_id=ref.domain, outcome=out.outcome, version=out.version,
                        step=out.step, detail=out.detail)
@@ -525,42 +521,6 @@ async def llm_key(org_id: str, provider: str, ctx: CtxDep, response: Response,
         raise NotFound(f"no {provider} key configured for this org")
     return LlmKey(organization_id=org_id, provider=provider, domain_id=domain_id,
                   value=found[1])
-
-
-@router.delete("/api/orgs/{org_id}", response_model=OrgRemoved)
-async def org_remove(org_id: str, ctx: CtxDep, purge: bool = False, dry_run: bool = False,
-                     keep_tokens: bool = False) -> OrgRemoved:
-    """A tenant's offboarding (``keysafe org rm``): every secret of the org deleted in
-    every domain (restorable within the recovery window; ``purge``: destroyed now) and
-    the tokens that covered only this org revoked (``keep_tokens``: left alone).
-    ``dry_run``: what would happen, changing nothing. Admins of the whole org."""
-    from keysafe.backends.base import Recoverable
-    from keysafe.orgs import remove_org, tally, tokens_only_for
-    from keysafe.server.tokenstore import record_event
-
-    # A store without soft delete (SSM) removes for good: that needs destroy.
-    purge = purge or not isinstance(ctx.mgr.backend, Recoverable)
-    ctx.require("tokens", org_id)
-    ctx.require_whole("destroy" if purge else "delete", org_id, "removing the org")
-    tokens = ctx.state.tokens
-
-    def remove() -> tuple[list[Any], list[Any]]:
-        steps = remove_org(ctx.mgr, org_id, purge=purge, dry_run=dry_run)
-        revoked = []
-        for t in [] if keep_tokens else tokens_only_for(tokens, org_id):
-            if not dry_run:
-                record_event(ctx.mgr, "token_revoke", tokens.revoke(t.id))
-            revoked.append(t)
-        return steps, revoked
-
-    # Many writes: off the loop, and not one long job in the group commit.
-    steps, revoked = await asyncio.get_running_loop().run_in_executor(_LONG_JOBS, remove)
-    return OrgRemoved(organization_id=org_id, purged=purge, dry_run=dry_run,
-                      secrets=[s.to_dict() for s in steps],
-                      tokens_revoked=[t.id for t in revoked],
-                      tokens=[{"id": t.id, "name": t.name, "env": t.env} for t in revoked],
-                      summary=tally(steps),
-                      recovery_window_days=ctx.mgr.recovery_window.days)
 
 
 @router.get("/api/orgs/{org_id}/secrets", response_model=SecretList)

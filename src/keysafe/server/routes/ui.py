@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from keysafe.client import AUDIT_BEFORE, ORG_REMOVE_PLAN
+from keysafe.client import FEATURES
 from keysafe.errors import ConfigError, NotFound
 from keysafe.server.deps import Ctx, get_ctx, state_of
 
@@ -108,5 +108,5 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
             "default_domain": ctx.state.settings.default_domain,
             "recovery_window_days": mgr.recovery_window.days,
             # What this server takes that an older one would ignore (clients check).
-            "features": [ORG_REMOVE_PLAN, AUDIT_BEFORE],
+            "features": list(FEATURES),
             "categories": cats}

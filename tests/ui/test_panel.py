@@ -397,6 +397,25 @@ def test_a_viewer_sees_status_and_cannot_write(open_page: Any, stack: Stack) -> 
     assert stack.api("GET", "/api/secrets/view-org/openai_api_key").json()["version"] == 1
 
 
+def test_a_token_for_every_org_is_offered_the_orgs(open_page: Any, stack: Stack) -> None:
+    """The organization field of a token for every org suggests the orgs that hold
+    secrets (GET /api/orgs), with their counts; typing another still works."""
+    stack.api("PUT", "/api/secrets/offered-org/openai_api_key", json={"secret_value": GOOD_1})
+    page, _ = open_page()
+    page.goto(stack.url + "/ui/")
+    page.get_by_label("Access token or host JWT").fill(stack.keysafe.token)
+    page.get_by_role("button", name="Sign in").click()
+    field = page.get_by_label("Organization", exact=True)
+    assert field.get_attribute("list") == "org-list"
+    option = page.locator("#org-list option[value=offered-org]")
+    option.wait_for(state="attached")
+    assert option.get_attribute("label") == "1 secret"
+    field.fill("offered-org")
+    page.get_by_role("button", name="Open", exact=True).click()
+    page.get_by_role("heading", name="LLM providers").wait_for()
+    assert card(page, "openai_api_key").locator(".badge.ok").inner_text() == "Configured"
+
+
 def test_a_domain_token_opens_its_domain(open_page: Any, stack: Stack) -> None:
     """A token scoped to one domain of an org (``org/domain``) opens that domain at once,
     with the domain fixed, and no org-wide audit tabs even for an admin."""

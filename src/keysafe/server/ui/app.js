@@ -121,9 +121,18 @@ function scopeView() {
     ? h('select', { id: 'org', name: 'org', required: true },
       orgs.map((o) => h('option', { value: o, text: o.replace('/', ' / ') })))
     : h('input', { id: 'org', name: 'org', type: 'text', autocomplete: 'off', spellcheck: 'false',
-      'aria-describedby': 'org-err', required: true, placeholder: 'acme-corp' });
+      'aria-describedby': 'org-err', required: true, placeholder: 'acme-corp', list: 'org-list' });
+  // A token for every org types one; the orgs that hold secrets are offered as it types.
+  const orgList = h('datalist', { id: 'org-list' });
+  if (!(orgs && orgs.length) && ident.permissions.includes('list')) {
+    session.client.orgs().then((data) => {
+      orgList.replaceChildren(...data.orgs.map((o) => h('option', {
+        value: o.org, label: `${o.secrets} secret${o.secrets === 1 ? '' : 's'}` +
+          (o.deleted ? `, ${o.deleted} deleted` : '') })));
+    }).catch(() => {}); // an older server: no suggestions
+  }
   const form = h('form', { class: 'scope', id: 'scope', novalidate: true, 'aria-label': 'Organization and domain' },
-    h('div', {}, h('label', { for: 'org', text: 'Organization' }), orgField,
+    h('div', {}, h('label', { for: 'org', text: 'Organization' }), orgField, orgList,
       h('p', { class: 'field-error', id: 'org-err', role: 'alert', hidden: true })),
     h('div', {}, h('label', { for: 'domain', text: 'Domain' }),
       h('input', { id: 'domain', name: 'domain', type: 'text', autocomplete: 'off', spellcheck: 'false',

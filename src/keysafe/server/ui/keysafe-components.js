@@ -191,6 +191,7 @@ export class KeysafeClient {
     }
     return this.catalogPromise;
   }
+  orgs() { return this.request('GET', '/api/orgs'); }
   list(org, domain) {
     return this.request('GET', `/api/orgs/${encodeURIComponent(org)}/secrets`,
       { query: { domain_id: domain, include_deleted: 'true' } });

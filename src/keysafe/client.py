@@ -332,6 +332,8 @@ class KeysafeClient:
 
             cache = SecretCache(cache_ttl, cache_max_entries, stale_if_error)
         self.cache = cache
+        #: What the server's last /api/catalog listed in ``features`` (None: not asked).
+        self._features: frozenset[str] | None = None
 
     @property
     def url(self) -> str:
@@ -756,7 +758,13 @@ class KeysafeClient:
     def catalog(self) -> dict[str, Any]:
         """The server's catalog by category, with its app, environment, naming template,
         default domain, value size limit and recovery window."""
-        data: dict[str, Any] = self._req("GET", "/api/catalog")
+        data = self._req("GET", "/api/catalog")
+        if not isinstance(data, dict):
+            raise self._odd("a catalog")
+        features = data.get("features", [])
+        if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+            raise self._odd("a catalog", " (its features are not a list of names)")
+        self._features = frozenset(features)
         return data
 
     def rotate(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
@@ -797,7 +805,8 @@ class KeysafeClient:
         if not (isinstance(rows, list) and all(
                 isinstance(r, dict) and isinstance(r.get("org"), str)
                 and isinstance(r.get("secrets"), int) and isinstance(r.get("deleted"), int)
-                and isinstance(r.get("domains"), list) for r in rows)):
+                and isinstance(r.get("domains"), list)
+                and all(isinstance(d, str) for d in r["domains"]) for r in rows)):
             raise self._odd("a list of orgs")
         return rows
 
@@ -824,7 +833,11 @@ class KeysafeClient:
                 and isinstance(data.get("checked"), int)
                 and isinstance(data.get("problems"), list)
                 and all(isinstance(p, dict) and isinstance(p.get("seq"), int)
-                        and isinstance(p.get("problem"), str) for p in data["problems"])):
+                        and isinstance(p.get("problem"), str) for p in data["problems"])
+                # "ok" and the problems must agree: a broken chain never reads as intact.
+                and data["ok"] is not bool(data["problems"])
+                and isinstance(data.get("notes", []), list)
+                and all(isinstance(n, str) for n in data.get("notes", []))):
             raise self._odd("an audit verification")
         return data
 
@@ -842,7 +855,9 @@ class KeysafeClient:
     def _needs(self, feature: str, without: str) -> None:
         """ConfigError, before anything is sent, when the server does not list
         ``feature`` in /api/catalog (an older release: ``without`` says what then)."""
-        if feature not in self.catalog().get("features", ()):
+        if self._features is None:
+            self.catalog()
+        if feature not in (self._features or ()):
             raise ConfigError(f"the keysafe server at {self.url} is older than this "
                               f"keysafe: {without}; upgrade it first")
 

@@ -70,12 +70,15 @@ def _each(mgr: SecretManager, metas: list[SecretMetadata], act: Callable[..., ob
     return out
 
 
-def summaries(mgr: SecretManager,
-              keep: Callable[[SecretRef], bool] | None = None) -> list[OrgSummary]:
-    """Every org the store holds secrets for (in this environment), by name; counting
-    only the secrets ``keep`` accepts, when given (a caller's scopes)."""
+def summaries(mgr: SecretManager, keep: Callable[[SecretRef], bool] | None = None,
+              orgs: Iterable[str] | None = None) -> list[OrgSummary]:
+    """Every org the store holds secrets for (in this environment), by name; only
+    ``orgs`` when given (the store lists those alone), counting only the secrets
+    ``keep`` accepts (a caller's scopes)."""
     per: dict[str, dict[str, Any]] = {}
-    for meta in mgr.list(None, include_deleted=True):
+    metas = (mgr.list(None, include_deleted=True) if orgs is None else
+             [m for o in sorted(set(orgs)) for m in mgr.list(o, include_deleted=True)])
+    for meta in metas:
         ref = mgr.parse(meta.path)
         if keep is not None and not keep(ref):
             continue
@@ -114,19 +117,30 @@ def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bo
 
 def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> list[Step]:
-    """Restore the secrets of ``org`` the last ``remove_org`` deleted (those deleted
-    since; secrets deleted on purpose before it stay deleted), as long as their
-    recovery window lasts."""
+    """Restore the secrets of ``org`` the last ``remove_org`` deleted, as long as their
+    recovery window lasts: those deleted between that removal and the first restore
+    after it (secrets deleted on purpose before the removal, or after it was undone,
+    stay deleted; a second restore retries what the first could not). NotFound when
+    the org was never removed. The restore itself is audited (``org_restore``)."""
+    from keysafe.errors import NotFound
     from keysafe.manager.audit import AuditFilter
 
     last = mgr.audit_query(AuditFilter(org=org, action="org_remove", limit=1,
                                        newest_first=True))
-    since = last[0].ts if last else None
+    if not last:
+        raise NotFound(f"org {org!r} has no removal to undo (keysafe org rm)")
+    since = last[0].ts
+    undone = mgr.audit_query(AuditFilter(org=org, action="org_restore", since=since,
+                                         limit=1))
+    until = undone[0].ts if undone else None
     now = datetime.now(UTC)
     metas = [m for m in mgr.list(org, include_deleted=True)
-             if m.deleted and m.deleted_at is not None
-             and (since is None or m.deleted_at >= since)
+             if m.deleted and m.deleted_at is not None and m.deleted_at >= since
+             and (until is None or m.deleted_at < until)
              and m.deleted_at + mgr.recovery_window > now]
+    if not dry_run:
+        mgr.record("org_restore", None, "ok", org=org, durable=True,
+                   detail={"secrets": len(metas)})
     return _each(mgr, metas, mgr.restore, "restored", dry_run, progress)
 
 

@@ -66,7 +66,10 @@ def test_offboarding_and_its_undoing(put: Callable[..., Any], kc: Callable[..., 
     assert len(deletes) == 3  # the leaked key's, then the offboarding's two
     assert {e.detail["token_id"] for e in revokes} == {tokens["acme-app"],
                                                       tokens["acme-cards"]}
-    # Undone within the recovery window.
+    # Undone within the recovery window (an org never removed has nothing to undo).
+    r = kc("org", "restore", "globex")
+    assert r.code == 3
+    assert "no removal to undo" in r.err
     r = kc("org", "restore", "acme", "--json")
     assert r.json()["summary"] == {"restored": 2}
     assert kc("get", "partner_key", "--org", "acme", "--domain", "cards").code == 0

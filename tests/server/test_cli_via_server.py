@@ -563,6 +563,64 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
         httpd.server_close()
 
 
+def test_odd_answers_to_the_org_and_chain_routes_are_unavailable(tmp_path: Path) -> None:
+    """A stand-in that lists every feature but answers of the wrong shape: a chain it
+    calls intact while naming problems, counts that are not numbers, a catalog whose
+    features are a string. The client says so (exit 7); never "intact", never a crash."""
+    import http.server
+    import threading
+    import types
+
+    from keysafe.client import FEATURES
+
+    answers = {
+        "/api/audit/verify": {"ok": True, "checked": 3,
+                              "problems": [{"seq": 2, "problem": "edited"}], "notes": []},
+        "/api/orgs": {"orgs": [{"org": "o", "secrets": "2", "deleted": 0, "domains": []}]},
+        "/api/orgs/o/restore": {"organization_id": "o", "dry_run": True, "secrets": [],
+                                "summary": {}},
+    }
+    catalog = {"naming_template": "{app}/{env}/{org}/{domain}/{name}",
+               "environment": "local", "app": "keysafe", "default_domain": "shared",
+               "features": list(FEATURES)}
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            path = self.path.split("?")[0]
+            data = catalog if path == "/api/catalog" else answers.get(path, {})
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
+            for call in (client.audit_verify, client.orgs, lambda: client.restore_org("o")):
+                with pytest.raises(BackendUnavailable, match="answered with something"):
+                    call()
+        fake: Any = types.SimpleNamespace(url=url)
+        for args in (["audit", "verify"], ["org", "ls"], ["org", "restore", "o"]):
+            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            assert p.returncode == 7, (args, p.stderr)
+            assert b"intact" not in p.stdout
+        catalog["features"] = "org_list,audit_verify"  # a string is not a list of names
+        p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", "org", "ls")
+        assert p.returncode == 7, p.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
                                               tmp_path: Path) -> None:
     """`keysafe rotate NAME --org ORG` with KEYSAFE_SERVER_URL: the server makes the new
@@ -638,6 +696,10 @@ def test_offboard_an_org_through_the_server(server: tuple[RealServer, dict],
     plan = json.loads(ok(ks(srv, home, boss, "org", "restore", org, "--dry-run", "--json")))
     assert (plan["dry_run"], plan["summary"]) == (True, {"would_restore": 3})
     assert ks(srv, home, leaving_token, "org", "restore", org).returncode == 4  # a viewer
+    p = ks(srv, home, srv.token, "org", "restore", "never-removed")
+    assert p.returncode == 3
+    assert b"no removal to undo" in p.stderr
+    assert ks(srv, home, boss, "org", "restore", "never-removed").returncode == 3  # not its org
     p = ks(srv, home, boss, "org", "restore", org)
     assert "restored: 3" in said(p)
     listed = json.loads(ok(ks(srv, home, leaving_token, "ls", "--org", org, "--json")))
@@ -655,16 +717,28 @@ def test_orgs_and_the_audit_chain_through_the_server(server: tuple[RealServer, d
     srv, t = server
     home = tmp_path / "home"
     ok(ks(srv, home, t["ops"], "put", "org_ls_key", "--org", ORG, stdin=CANARY.encode()))
+    ok(ks(srv, home, t["cards"], "put", "org_ls_card", "--org", ORG, "--domain", "cards",
+          stdin=CANARY.encode()))
+    ok(ks(srv, home, t["root"], "put", "org_ls_key", "--org", "zz-other",
+          stdin=CANARY.encode()))
     everything = json.loads(ok(ks(srv, home, t["root"], "org", "ls", "--json")))
     mine = next(o for o in everything if o["org"] == ORG)
     assert set(mine) == {"org", "secrets", "deleted", "domains"}
-    assert mine["secrets"] >= 1
+    assert mine["secrets"] >= 2
+    assert "zz-other" in {o["org"] for o in everything}
     # A token for acme and globex sees those orgs only; one for a domain, its domain.
-    assert {o["org"] for o in json.loads(ok(ks(srv, home, t["both"], "org", "ls",
-                                               "--json")))} <= {ORG, "globex"}
+    assert ORG in {o["org"] for o in json.loads(ok(ks(srv, home, t["both"], "org", "ls",
+                                                      "--json")))} <= {ORG, "globex"}
     cards = json.loads(ok(ks(srv, home, t["cards"], "org", "ls", "--json")))
-    assert [o["domains"] for o in cards] in ([], [["cards"]])
+    assert [(o["org"], o["domains"]) for o in cards] == [(ORG, ["cards"])]
+    assert cards[0]["secrets"] >= 1
     assert ORG in ok(ks(srv, home, t["root"], "org", "ls"))  # the table
+    # Another environment than the server's is refused before anything is asked.
+    for args in (["org", "ls"], ["audit", "verify"], ["audit", "anchor"],
+                 ["org", "restore", ORG]):
+        p = ks(srv, home, t["root"], *args, "--env", "production")
+        assert p.returncode == 8, (args, p.stderr)
+        assert b"serves the 'local' environment" in p.stderr
     # An anchor kept here, then the server's chain checked against it.
     anchors = tmp_path / "anchors.jsonl"
     taken = json.loads(ok(ks(srv, home, t["root"], "audit", "anchor", "--out",

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from keysafe.manager.audit import AuditFilter
 from keysafe.server.app import KeysafeApp
 
-from .serverkit import OPENAI, VALUE_1, VALUE_2, bearer, make_token
+from .serverkit import OPENAI, VALUE_1, VALUE_2, bearer, build_app, make_token
 
 ORG, DOMAIN = "acme-corp", "card-services"
 
@@ -56,10 +56,40 @@ def test_orgs_are_listed_as_far_as_the_caller_covers(client: TestClient,
     assert records[0].detail == {"orgs": 2}
 
 
+def test_orgs_listed_by_name_scopes_and_without_domains(home: Any) -> None:
+    """A name-scoped token counts the secrets its patterns cover; where the paths have no
+    {domain}, a token for some domains of an org sees nothing of it (as on every route),
+    and one scoped to some orgs makes the store list those orgs only."""
+    app = build_app(home)
+    root = make_token(app, "root", ["admin"], None)
+    db_only = make_token(app, "db-only", ["viewer"], [f"{ORG}/shared/db_*"])
+    with TestClient(app) as c:
+        for name in ("db_url", "db_password", OPENAI):
+            put(c, root, name, check_format=False)
+        put(c, root, OPENAI, org="globex")
+        assert c.get("/api/orgs", headers=bearer(db_only)).json()["orgs"] == [
+            {"org": ORG, "secrets": 2, "deleted": 0, "domains": ["shared"]}]
+    app.keysafe.close()
+    flat = build_app(home / "flat", naming_template="{app}/{env}/{org}/{name}")
+    whole = make_token(flat, "whole", ["viewer"], [ORG])
+    part = make_token(flat, "part", ["viewer"], [f"{ORG}/shared"])
+    with TestClient(flat) as c:
+        put(c, make_token(flat, "root", ["admin"], None), OPENAI)
+        assert c.get(f"/api/orgs/{ORG}/secrets", headers=bearer(part)).status_code == 403
+        assert c.get("/api/orgs", headers=bearer(part)).json()["orgs"] == []
+        assert [o["org"] for o in c.get("/api/orgs", headers=bearer(whole))
+                .json()["orgs"]] == [ORG]
+    flat.keysafe.close()
+
+
 def test_an_offboarding_is_undone_over_http(client: TestClient, app: KeysafeApp) -> None:
     root = make_token(app, "root", ["admin"], None)
     admin = make_token(app, "acme-admin", ["admin"], [ORG])
     viewer = make_token(app, "viewer", ["viewer"], [ORG])
+    writer = make_token(app, "writer", ["writer"], [ORG, "globex"])
+    url = f"/api/orgs/{ORG}/restore"
+    # Never removed: nothing to undo (and nothing restored that was deleted on purpose).
+    assert client.post(url, headers=bearer(admin)).status_code == 404
     put(client, root, OPENAI)
     put(client, root, "partner_key", domain_id=DOMAIN, check_format=False)
     put(client, root, "gone_before", check_format=False)
@@ -69,8 +99,12 @@ def test_an_offboarding_is_undone_over_http(client: TestClient, app: KeysafeApp)
                       headers=bearer(admin))
     assert r.status_code == 200, r.text
     assert r.json()["summary"] == {"deleted": 2}
-    url = f"/api/orgs/{ORG}/restore"
     assert client.post(url, headers=bearer(viewer)).status_code == 403  # may not restore
+    # A writer that outlives the offboarding (it covers another org too) may not undo
+    # what an admin did; the refusal is recorded.
+    assert client.post(url, headers=bearer(writer)).status_code == 403
+    denied = app.keysafe.manager.audit_query(AuditFilter(outcome="denied", org=ORG))
+    assert denied[-1].actor == "token:writer"
     scoped = make_token(app, "cards-admin", ["admin"], [f"{ORG}/{DOMAIN}"])
     assert client.post(url, headers=bearer(scoped)).status_code == 403  # not the whole org
     globex = make_token(app, "globex-admin", ["admin"], ["globex"])
@@ -92,8 +126,13 @@ def test_an_offboarding_is_undone_over_http(client: TestClient, app: KeysafeApp)
     mgr = app.keysafe.manager
     assert mgr.get("partner_key", ORG, domain=DOMAIN) == VALUE_1
     assert not mgr.has("gone_before", ORG)
-    # Again: nothing left to restore.
+    # Deleted on purpose after the undoing: a second restore leaves it deleted.
+    assert client.delete(f"/api/secrets/{ORG}/{OPENAI}", headers=bearer(admin)).is_success
     assert client.post(url, headers=bearer(admin)).json()["summary"] == {}
+    assert not mgr.has(OPENAI, ORG)
+    restores = mgr.audit_query(AuditFilter(action="org_restore", org=ORG))
+    assert [(e.actor, e.detail) for e in restores] == [
+        ("token:acme-admin", {"secrets": 2}), ("token:acme-admin", {"secrets": 0})]
 
 
 def test_the_server_checks_its_audit_chain(client: TestClient, app: KeysafeApp) -> None:
@@ -107,8 +146,12 @@ def test_the_server_checks_its_audit_chain(client: TestClient, app: KeysafeApp) 
     first = r.json()
     assert (first["ok"], first["problems"]) == (True, [])
     assert first["checked"] >= 2
-    # The chain covers every org: an admin of one may not.
+    # The chain covers every org: an admin of one may not (recorded, with the reason).
     assert client.post("/api/audit/verify", headers=bearer(admin)).status_code == 403
+    denial = app.keysafe.manager.audit_query(AuditFilter(action="audit_verify"))[-1]
+    assert denial.detail == {"reason": "PermissionDenied", "needs": "every org"}
+    r = client.post("/api/audit/verify", json={"anchors": None}, headers=bearer(root))
+    assert r.status_code == 422
     anchor = client.post("/api/audit/anchor", headers=bearer(root)).json()
     r = client.post("/api/audit/verify", json={"anchors": [anchor]}, headers=bearer(root))
     assert r.json()["ok"] is True

@@ -266,6 +266,7 @@ def verify(
                               "run it where the store is (KEYSAFE_SERVER_URL unset); "
                               "through a server, only the server's chain and --anchors")
         with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
+            remote.info()  # the environment asked for is the server's
             got = remote.client.audit_verify(a.to_dict() for a in wanted)
         result = VerifyResult(got["ok"], got["checked"],
                               [(p["seq"], p["problem"]) for p in got["problems"]],
@@ -315,6 +316,7 @@ def anchor(
     settings = load(env)
     if settings.server_url:
         with open_remote(settings) as remote:
+            remote.info()  # the environment asked for is the server's
             taken = anchors.Anchor.from_dict(remote.client.audit_anchor(),
                                              "the server's anchor")
     else:

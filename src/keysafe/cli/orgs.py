@@ -38,6 +38,7 @@ def org_ls(env: Env = None, as_json: Json = False) -> None:
     settings = load(env)
     if settings.server_url:
         with open_remote(settings) as remote:
+            remote.info()  # the environment asked for is the server's
             rows = [OrgSummary(str(r["org"]), int(r["secrets"]), int(r["deleted"]),
                                tuple(str(d) for d in r["domains"]))
                     for r in remote.client.orgs()]

@@ -15,8 +15,8 @@ from keysafe.server.auth import AuthLimiter, Identity, JwtVerifier, SharedLimite
 from keysafe.server.tokenstore import TokenStore
 
 #: Long requests (a rotation, which may wait on providers and rotators; an org's
-#: removal or restore, many writes; a walk of the audit chain): their own threads, off
-#: the loop and the group commit.
+#: removal or restore, many writes): their own threads, off the loop and the group
+#: commit.
 LONG_JOBS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="long-job")
 
 

@@ -22,11 +22,16 @@ def org_list(ctx: CtxDep) -> OrgList:
     from keysafe.orgs import summaries
 
     ctx.require("list", None)
-    keep = None
-    if ctx.identity.orgs is not None:
+    ident, keep, orgs = ctx.identity, None, None
+    if ident.orgs is not None:
+        # Without a {domain} in the paths, domain scopes cannot apply (as on every
+        # route): an org this token covers only in part is left out.
+        domains = "domain" in ctx.mgr.naming.fields
+        orgs = [o for o in ident.domains if domains or ident.whole(o)]
+
         def keep(ref: Any) -> bool:
             return ctx.covers_name(ref.org, ref.domain, ref.name)
-    rows = summaries(ctx.mgr, keep)
+    rows = summaries(ctx.mgr, keep, orgs)
     ctx.audit("list", None, "ok", org=None, detail={"orgs": len(rows)})
     return OrgList(orgs=[r.to_dict() for r in rows])
 
@@ -72,9 +77,12 @@ async def org_restore(org_id: str, ctx: CtxDep, dry_run: bool = False) -> OrgRes
     """The undoing of an offboarding without ``purge`` (``keysafe org restore``): every
     secret of the org the last removal deleted, still within its recovery window, is
     restored (revoked tokens stay revoked). ``dry_run``: which would be, changing
-    nothing. A caller that may restore (writers, admins) over the whole org."""
+    nothing. 404 when the org was never removed. Admins of the whole org, as for the
+    removal."""
     from keysafe.orgs import restore_org, tally
 
+    # As for the removal it undoes: an admin of the whole org.
+    ctx.require("tokens", org_id)
     ctx.require_whole("restore", org_id, "restoring the org")
     steps = await asyncio.get_running_loop().run_in_executor(
         LONG_JOBS, lambda: restore_org(ctx.mgr, org_id, dry_run=dry_run))

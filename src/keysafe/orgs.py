@@ -4,12 +4,14 @@ its undoing within the recovery window. Values never leave the store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keysafe.errors import KeysafeError
+from keysafe.errors import Conflict, KeysafeError
 
 if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
@@ -96,6 +98,31 @@ def recoverable(mgr: SecretManager) -> bool:
     return isinstance(mgr.backend, Recoverable)
 
 
+_BUSY: set[tuple[str, str]] = set()
+_BUSY_LOCK = threading.Lock()
+
+
+@contextmanager
+def _alone(mgr: SecretManager, org: str, dry_run: bool) -> Iterator[None]:
+    """One removal or restore of an org at a time in this process (a restore running
+    beside the removal it undoes would take the removal's later deletes for deliberate
+    ones); Conflict for the second. A dry run changes nothing and never waits."""
+    key = (mgr.env, org)
+    if dry_run:
+        yield
+        return
+    with _BUSY_LOCK:
+        if key in _BUSY:
+            raise Conflict(f"org {org!r} is being removed or restored right now: try again "
+                           "when that ends")
+        _BUSY.add(key)
+    try:
+        yield
+    finally:
+        with _BUSY_LOCK:
+            _BUSY.discard(key)
+
+
 def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bool = False,
                progress: Callable[[int, int], None] | None = None) -> list[Step]:
     """Delete every secret of ``org`` in every domain: soft (restorable with
@@ -104,15 +131,17 @@ def remove_org(mgr: SecretManager, org: str, *, purge: bool = False, dry_run: bo
     and the removal itself (``org_remove``, which ``restore_org`` starts from); a
     failure is reported, not raised."""
     purge = purge or not recoverable(mgr)
-    metas = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
-    if not dry_run:
-        mgr.record("org_remove", None, "ok", org=org, durable=True,
-                   detail={"purge": purge, "secrets": len(metas)})
 
     def delete(name: str, org: str, *, domain: str) -> None:
         mgr.delete(name, org, domain=domain, force=purge)
 
-    return _each(mgr, metas, delete, "purged" if purge else "deleted", dry_run, progress)
+    with _alone(mgr, org, dry_run):
+        metas = [m for m in mgr.list(org, include_deleted=purge) if purge or not m.deleted]
+        if not dry_run:
+            mgr.record("org_remove", None, "ok", org=org, durable=True,
+                       detail={"purge": purge, "secrets": len(metas)})
+        return _each(mgr, metas, delete, "purged" if purge else "deleted", dry_run,
+                     progress)
 
 
 def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
@@ -121,27 +150,29 @@ def restore_org(mgr: SecretManager, org: str, *, dry_run: bool = False,
     recovery window lasts: those deleted between that removal and the first restore
     after it (secrets deleted on purpose before the removal, or after it was undone,
     stay deleted; a second restore retries what the first could not). NotFound when
-    the org was never removed. The restore itself is audited (``org_restore``)."""
+    the org was never removed; Conflict while the org is being removed or restored in
+    this process. The restore itself is audited (``org_restore``)."""
     from keysafe.errors import NotFound
     from keysafe.manager.audit import AuditFilter
 
-    last = mgr.audit_query(AuditFilter(org=org, action="org_remove", limit=1,
-                                       newest_first=True))
-    if not last:
-        raise NotFound(f"org {org!r} has no removal to undo (keysafe org rm)")
-    since = last[0].ts
-    undone = mgr.audit_query(AuditFilter(org=org, action="org_restore", since=since,
-                                         limit=1))
-    until = undone[0].ts if undone else None
-    now = datetime.now(UTC)
-    metas = [m for m in mgr.list(org, include_deleted=True)
-             if m.deleted and m.deleted_at is not None and m.deleted_at >= since
-             and (until is None or m.deleted_at < until)
-             and m.deleted_at + mgr.recovery_window > now]
-    if not dry_run:
-        mgr.record("org_restore", None, "ok", org=org, durable=True,
-                   detail={"secrets": len(metas)})
-    return _each(mgr, metas, mgr.restore, "restored", dry_run, progress)
+    with _alone(mgr, org, dry_run):
+        last = mgr.audit_query(AuditFilter(org=org, action="org_remove", limit=1,
+                                           newest_first=True))
+        if not last:
+            raise NotFound(f"org {org!r} has no removal to undo (keysafe org rm)")
+        since = last[0].ts
+        undone = mgr.audit_query(AuditFilter(org=org, action="org_restore", since=since,
+                                             limit=1))
+        until = undone[0].ts if undone else None
+        now = datetime.now(UTC)
+        metas = [m for m in mgr.list(org, include_deleted=True)
+                 if m.deleted and m.deleted_at is not None and m.deleted_at >= since
+                 and (until is None or m.deleted_at < until)
+                 and m.deleted_at + mgr.recovery_window > now]
+        if not dry_run:
+            mgr.record("org_restore", None, "ok", org=org, durable=True,
+                       detail={"secrets": len(metas)})
+        return _each(mgr, metas, mgr.restore, "restored", dry_run, progress)
 
 
 def tokens_only_for(tokens: Any, org: str) -> list[Any]:

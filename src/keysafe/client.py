@@ -640,22 +640,26 @@ class KeysafeClient:
     def put(self, name: str, value: str, org: str, *, domain: str | None = None,
             expected_version: int | None = None, description: str | None = None,
             tags: Mapping[str, str] | None = None, check_key: bool = False,
-            secret_type: str | None = None, check_format: bool = True) -> int:
+            secret_type: str | None = None, check_format: bool = True,
+            expires_at: datetime | None = None) -> int:
         """Writes a new version; returns its number. ``expected_version``: check-and-set
         (0: must not exist). ``check_key``: the provider is asked first (docs/key-checks.md).
-        ``check_format=False`` skips the catalog's format check of a well-known name."""
+        ``check_format=False`` skips the catalog's format check of a well-known name.
+        ``expires_at``: when the secret expires (in the future)."""
         return int(self._put(name, value, org, domain=domain,
                              expected_version=expected_version, description=description,
                              tags=tags, check_key=check_key, secret_type=secret_type,
-                             check_format=check_format)["version"])
+                             check_format=check_format, expires_at=expires_at)["version"])
 
     # The _put, _fields and _rollback answers are the server's whole WriteResult (version,
     # created_at, created_by, key_check): the CLI's adapter (keysafe.cli.remote) shows them.
     def _put(self, name: str, value: str, org: str, *, domain: str | None,
              expected_version: int | None, description: str | None,
              tags: Mapping[str, str] | None, check_key: bool, secret_type: str | None,
-             check_format: bool) -> dict[str, Any]:
+             check_format: bool, expires_at: datetime | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"secret_value": value}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
         if expected_version is not None:
             body["expected_version"] = expected_version
         if description is not None:
@@ -675,18 +679,20 @@ class KeysafeClient:
     def generate(self, name: str, org: str, *, domain: str | None = None,
                  length: int | None = None, alphabet: str | None = None,
                  expected_version: int | None = None, description: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> int:
+                 tags: Mapping[str, str] | None = None,
+                 expires_at: datetime | None = None) -> int:
         """A random value made and stored by the server (``POST …/generate``), never sent
         back; returns the new version. ``length``/``alphabet``: default, what a
         rotation of the secret would make."""
         return int(self._generate(name, org, domain=domain, length=length,
                                   alphabet=alphabet, expected_version=expected_version,
-                                  description=description, tags=tags)["version"])
+                                  description=description, tags=tags,
+                                  expires_at=expires_at)["version"])
 
     def _generate(self, name: str, org: str, *, domain: str | None, **fields: Any
                   ) -> dict[str, Any]:
-        body = {k: dict(v) if k == "tags" else v for k, v in fields.items()
-                if v is not None}
+        body = {k: dict(v) if k == "tags" else v.isoformat() if k == "expires_at"
+                else v for k, v in fields.items() if v is not None}
         data: dict[str, Any] = self._req("POST", self._secret(org, name, "/generate"),
                                          body=self._with_domain(body, domain))
         return data
@@ -714,14 +720,17 @@ class KeysafeClient:
 
     def update_tags(self, name: str, org: str, *, domain: str | None = None,
                     set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
-                    description: str | None = None) -> dict[str, Any]:
-        """Tags and description without a new version; returns the status."""
+                    description: str | None = None,
+                    expires_at: datetime | None = None) -> dict[str, Any]:
+        """Tags, description and expiry without a new version; returns the status."""
         tags: dict[str, str | None] = {**dict(set_tags or {}), **dict.fromkeys(unset)}
         body: dict[str, Any] = {}
         if tags:
             body["tags"] = tags
         if description is not None:
             body["description"] = description
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
         data: dict[str, Any] = self._req("PATCH", self._secret(org, name),
                                          body=self._with_domain(body, domain))
         return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from keysafe.errors import InvalidValue
 
@@ -22,3 +23,13 @@ def parse_interval(text: str, what: str = "interval") -> float:
     if seconds < 1:
         raise InvalidValue(f"the {what} must be at least 1s")
     return float(seconds)
+
+
+def future_expiry(when: datetime, now: datetime | None = None) -> datetime:
+    """A secret's expiry as given to a write: UTC (a naive time is taken as UTC), and
+    after ``now``; InvalidValue otherwise (an expiry in the past would read as expired
+    from the start)."""
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when <= (now or datetime.now(UTC)):
+        raise InvalidValue(f"expires_at {when.isoformat()} is not in the future")
+    return when

@@ -563,6 +563,26 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
         httpd.server_close()
 
 
+def test_an_expiry_through_the_server(server: tuple[RealServer, dict],
+                                      tmp_path: Path) -> None:
+    """`put --expires` and `tag --expires` with KEYSAFE_SERVER_URL: the server keeps the
+    expiry, as the store would."""
+    srv, t = server
+    home = tmp_path / "home"
+    ok(ks(srv, home, t["ops"], "put", "expiring_key", "--org", ORG, "--expires", "30d",
+          stdin=CANARY.encode()))
+    st = json.loads(ok(ks(srv, home, t["ops"], "status", "expiring_key", "--org", ORG,
+                          "--json")))
+    assert st["expires_at"] is not None
+    ok(ks(srv, home, t["ops"], "tag", "expiring_key", "--org", ORG, "--expires",
+          "2099-01-01T00:00:00Z"))
+    st = json.loads(ok(ks(srv, home, t["ops"], "status", "expiring_key", "--org", ORG,
+                          "--json")))
+    assert st["expires_at"].startswith("2099-01-01T00:00:00")
+    assert st["current_version"] == 1
+    assert not home.exists()
+
+
 def test_odd_answers_to_the_org_and_chain_routes_are_unavailable(tmp_path: Path) -> None:
     """A stand-in that lists every feature but answers of the wrong shape: a chain it
     calls intact while naming problems, counts that are not numbers, a catalog whose

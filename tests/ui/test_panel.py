@@ -200,6 +200,21 @@ def test_admin_reads_the_access_report(open_page: Any, stack: Stack) -> None:
     assert not watch.csp_violations()
 
 
+def test_a_card_shows_when_the_secret_expires(open_page: Any, stack: Stack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    org = "expiry-co"
+    soon = datetime.now(UTC) + timedelta(days=3)
+    r = stack.api("PUT", f"/api/secrets/{org}/partner_api_key",
+                  json={"secret_value": "partner-" + "e" * 24, "expires_at": soon.isoformat()})
+    assert r.status_code in (200, 201), r.text
+    page, _ = open_page()
+    sign_in(page, stack, stack.keysafe.token, org)
+    partner = card(page, "partner_api_key")
+    partner.locator(".badge.warn", has_text="Expires soon").wait_for()
+    assert "expires " in partner.locator(".meta").first.inner_text()
+
+
 def test_admin_edits_description_and_tags_without_a_new_version(
         open_page: Any, stack: Stack) -> None:
     """The card's "Details": description and tags through PATCH, the value untouched."""

@@ -18,11 +18,13 @@ from keysafe.cli.options import (
     MAX_INT,
     Domain,
     Env,
+    Expires,
     Json,
     Name,
     Org,
     Yes,
     check_tags,
+    parse_expiry,
     parse_tags,
     parse_versions,
 )
@@ -74,16 +76,20 @@ def tag(
     unset: Annotated[list[str] | None, typer.Option(
         "--unset", metavar="KEY", help="Remove a tag; repeat for more.",
         show_default=False)] = None,
+    expires: Expires = None,
     as_json: Json = False,
 ) -> None:
-    """Set or remove a secret's tags without a new version (the value is untouched).
+    """Set or remove a secret's tags, or move its expiry, without a new version (the
+    value is untouched).
 
     ``env_var`` names the variable run, export and the Kubernetes commands give the
     secret; rotation settings are for ``keysafe rotate configure``."""
     changes = parse_tags(set_tags, "--set") or {}  # checked below, with --unset
     drop = [k.strip() for k in unset or []]
-    if not changes and not drop:
-        raise typer.BadParameter("give --set KEY=VALUE or --unset KEY", param_hint="'--set'")
+    expires_at = parse_expiry(expires)
+    if not changes and not drop and expires_at is None:
+        raise typer.BadParameter("give --set KEY=VALUE, --unset KEY or --expires TIME",
+                                 param_hint="'--set'")
     both = sorted(set(changes) & set(drop))
     if both:
         raise typer.BadParameter(f"tag {both[0]!r} is both set and unset",
@@ -91,12 +97,16 @@ def tag(
     # As the API counts and checks them: the tags set and those removed, together.
     check_tags({**changes, **dict.fromkeys(drop)}, "--set" if changes else "--unset")
     with open_secrets(env) as mgr:
-        meta = mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop)
+        meta = (mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop,
+                                expires_at=expires_at) if expires_at is not None else
+                mgr.update_tags(name, org, domain=domain, set_tags=changes, unset=drop))
     if as_json:
         emit_json(meta.to_dict())
     else:
         say(f"tags of {meta.path}: " + (", ".join(f"{k}={v}" for k, v in sorted(
             meta.tags.items())) or "(none)"))
+        if meta.expires_at is not None:
+            say(f"expires {meta.expires_at.isoformat(timespec='seconds')}")
 
 
 # -- put ----------------------------------------------------------------------------
@@ -205,6 +215,7 @@ def put(
         "--alphabet", metavar="A", help="With --generate: urlsafe, alnum, hex or "
         "printable (default: the secret's rotator.alphabet option, else urlsafe).",
         show_default=False)] = None,
+    expires: Expires = None,
     as_json: Json = False,
     *,
     ctx: typer.Context,
@@ -217,6 +228,7 @@ def put(
             "put takes no value argument: pipe the value on stdin, type it at the prompt, "
             "or use --value; nothing was stored", param_hint="'VALUE'")
     tags = parse_tags(tag, user_tags=True)
+    expires_at = parse_expiry(expires)
     _check_type(secret_type)
     if not generate and (length is not None or alphabet is not None):
         raise typer.BadParameter("--length and --alphabet go with --generate",
@@ -231,7 +243,7 @@ def put(
                                      "nothing was stored", param_hint="'--generate'")
         _put_generated(name, org, domain, env, as_json, length=length, alphabet=alphabet,
                        expected_version=expected_version, description=description,
-                       secret_type=secret_type, tags=tags,
+                       secret_type=secret_type, tags=tags, expires_at=expires_at,
                        check_format=not no_format_check)
         return
     if merge and not credentials:
@@ -239,9 +251,10 @@ def put(
     if check_key and merge:
         raise typer.BadParameter("--check-key checks a whole value, not a --merge",
                                  param_hint="'--check-key'")
-    if merge and (expected_version is not None or description or secret_type or tags):
+    if merge and (expected_version is not None or description or secret_type or tags
+                  or expires_at is not None):
         raise typer.BadParameter("--merge takes no --expected-version, --description, "
-                                 "--type or --tag", param_hint="'--merge'")
+                                 "--type, --tag or --expires", param_hint="'--merge'")
     from keysafe.cli.remote import RemoteManager
 
     _check_segments(name, org, domain)
@@ -266,19 +279,20 @@ def put(
                 info = mgr.put_json(name, data, org, domain=domain,
                                     expected_version=expected_version,
                                     description=description, secret_type=secret_type,
-                                    tags=tags)
+                                    tags=tags, expires_at=expires_at)
         elif isinstance(mgr, RemoteManager):  # the server asks the provider, then writes
             info, check = mgr.put_checked(
                 name, raw, org, domain=domain, expected_version=expected_version,
                 description=description, secret_type=secret_type, tags=tags,
-                check_format=not no_format_check, check_key=check_key)
+                check_format=not no_format_check, check_key=check_key,
+                expires_at=expires_at)
         else:
             check = (mgr.check_key(name, raw, org, domain=domain, refuse=True,
                                    check_format=not no_format_check)
                      if check_key else None)
             info = mgr.put(name, raw, org, domain=domain, expected_version=expected_version,
                            description=description, secret_type=secret_type, tags=tags,
-                           check_format=not no_format_check)
+                           expires_at=expires_at, check_format=not no_format_check)
     if as_json:
         emit_json({"path": path, "version": info.version,
                    "created_at": info.created_at.isoformat(), "created_by": info.created_by,

@@ -83,6 +83,13 @@ def check_tags(tags: Mapping[str, str | None], option: str) -> None:
         raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
 
 
+Expires = Annotated[str | None, typer.Option(
+    "--expires", metavar="TIME",
+    help="When the secret expires: an ISO 8601 time (UTC if no offset) or a span from "
+         "now like 90d, 12h, 2w. `keysafe status` shows it; an expiring secret is "
+         "announced (secret.expiring).", show_default=False)]
+
+
 def parse_versions(text: str) -> list[int]:
     """``1,2,5`` as [1, 2, 5]; BadParameter for anything else."""
     out: list[int] = []
@@ -106,21 +113,43 @@ def parse_time(text: str | None, *, option: str,
                now: datetime | None = None) -> datetime | None:
     """An ISO 8601 time (naive means UTC) or an age like ``90s``, ``15m``, ``1h``,
     ``7d``, ``2w`` (that long before now)."""
+    return _when(text, option, -1, now)
+
+
+def parse_expiry(text: str | None, *, option: str = "--expires") -> datetime | None:
+    """A secret's expiry: an ISO 8601 time (naive means UTC) or a span like ``90d``,
+    ``12h`` or ``2w`` from now; BadParameter unless it is in the future."""
+    from keysafe.durations import future_expiry
+    from keysafe.errors import InvalidValue
+
+    when = _when(text, option, 1)
+    if when is None:
+        return None
+    try:
+        return future_expiry(when)
+    except InvalidValue as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
+
+
+def _when(text: str | None, option: str, sign: int,
+          now: datetime | None = None) -> datetime | None:
+    """An ISO time, or a span like ``7d`` before (``sign`` -1) or after (1) now."""
     if text is None:
         return None
     s = text.strip()
     m = _RELATIVE.fullmatch(s)
     if m:
         try:
-            return (now or datetime.now(UTC)) - timedelta(
+            return (now or datetime.now(UTC)) + sign * timedelta(
                 **{_UNIT[m.group(2).lower()]: int(m.group(1))})
         except OverflowError:
-            raise typer.BadParameter(f"{text!r} is further back than a date can be",
-                                     param_hint=f"'{option}'") from None
+            raise typer.BadParameter(
+                f"{text!r} is further {'back' if sign < 0 else 'ahead'} than a date can be",
+                param_hint=f"'{option}'") from None
     try:
         d = datetime.fromisoformat(s)
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r} is neither an ISO time (2024-05-01T12:00:00Z) nor an age like 1h "
+            f"{text!r} is neither an ISO time (2024-05-01T12:00:00Z) nor a span like 1h "
             "or 7d", param_hint=f"'{option}'") from None
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d

@@ -220,25 +220,27 @@ class RemoteManager:
                     domain: str | None = None, expected_version: int | None = None,
                     description: str | None = None, secret_type: str | None = None,
                     tags: Mapping[str, str] | None = None, check_format: bool = True,
-                    check_key: bool = False) -> tuple[VersionInfo, KeyCheck | None]:
+                    check_key: bool = False, expires_at: datetime | None = None
+                    ) -> tuple[VersionInfo, KeyCheck | None]:
         """``put``, and with ``check_key`` the provider's verdict: the server asks it
         before the write and refuses a rejected key (KeyRejected), saving nothing."""
         r = self.ref(name, org, domain)
         answer = self.client._put(r.name, value, r.org, domain=r.domain,
                                   expected_version=expected_version, description=description,
                                   tags=tags, check_key=check_key, secret_type=secret_type,
-                                  check_format=check_format)
+                                  check_format=check_format, expires_at=expires_at)
         kc = answer.get("key_check")
         return _version(answer), (KeyCheck(**kc) if isinstance(kc, dict) else None)
 
     def put(self, name: str, value: str, org: str | None = None, *,
             domain: str | None = None, expected_version: int | None = None,
             description: str | None = None, secret_type: str | None = None,
-            tags: Mapping[str, str] | None = None, check_format: bool = True) -> VersionInfo:
+            tags: Mapping[str, str] | None = None, check_format: bool = True,
+            expires_at: datetime | None = None) -> VersionInfo:
         return self.put_checked(name, value, org, domain=domain,
                                 expected_version=expected_version, description=description,
                                 secret_type=secret_type, tags=tags,
-                                check_format=check_format)[0]
+                                check_format=check_format, expires_at=expires_at)[0]
 
     def put_generated(self, name: str, org: str | None = None, *,
                       length: int | None = None, alphabet: str | None = None,
@@ -251,11 +253,13 @@ class RemoteManager:
     def put_json(self, name: str, data: Mapping[str, Any], org: str | None = None, *,
                  domain: str | None = None, expected_version: int | None = None,
                  description: str | None = None, secret_type: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> VersionInfo:
+                 tags: Mapping[str, str] | None = None,
+                 expires_at: datetime | None = None) -> VersionInfo:
         """As the manager's ``put_json`` (no format check)."""
         return self.put(name, json.dumps(dict(data), sort_keys=True), org, domain=domain,
                         expected_version=expected_version, description=description,
-                        secret_type=secret_type, tags=tags, check_format=False)
+                        secret_type=secret_type, tags=tags, check_format=False,
+                        expires_at=expires_at)
 
     def update_json(self, name: str, changes: Mapping[str, Any], org: str | None = None, *,
                     domain: str | None = None,
@@ -266,10 +270,12 @@ class RemoteManager:
 
     def update_tags(self, name: str, org: str | None = None, *,
                     set_tags: Mapping[str, str] | None = None, unset: Iterable[str] = (),
-                    domain: str | None = None) -> SecretMetadata:
+                    domain: str | None = None, description: str | None = None,
+                    expires_at: datetime | None = None) -> SecretMetadata:
         r = self.ref(name, org, domain)
         st = self.client.update_tags(r.name, r.org, domain=r.domain, set_tags=set_tags,
-                                     unset=unset)
+                                     unset=unset, description=description,
+                                     expires_at=expires_at)
         return _meta(self._format(r), st)
 
     def delete(self, name: str, org: str | None = None, *, domain: str | None = None,

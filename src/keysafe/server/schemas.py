@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from keysafe.durations import future_expiry
 from keysafe.errors import InvalidValue
 from keysafe.manager.access import ActorActivity, Finding
 from keysafe.tags import MAX_TAG_KEY as MAX_TAG_KEY
@@ -26,11 +27,19 @@ class _Write(BaseModel):
     secret_type: str | None = Field(default=None, max_length=64)
     tags: dict[str, str] | None = None
     rotation_days: int | None = Field(default=None, ge=0, le=3650)
+    expires_at: datetime | None = Field(default=None, description=(
+        "when the secret expires (ISO 8601, UTC if no offset; in the future): "
+        "`secret.expiring` events and the status's `expires_at`"))
 
     @field_validator("tags")
     @classmethod
     def _no_rotation_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
         return _check_tags(tags)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, when: datetime | None) -> datetime | None:
+        return _check_expiry(when)
 
 
 class SecretWrite(_Write):
@@ -62,6 +71,16 @@ class SecretGenerate(_Write):
 _Tags = TypeVar("_Tags", dict[str, str] | None, dict[str, str | None] | None)
 
 
+def _check_expiry(when: datetime | None) -> datetime | None:
+    """An expiry a client sets: in the future (keysafe.durations.future_expiry), UTC."""
+    if when is None:
+        return None
+    try:
+        return future_expiry(when)
+    except InvalidValue as exc:
+        raise ValueError(exc.message) from None
+
+
 def _check_tags(tags: _Tags) -> _Tags:
     """Tags a client may set (keysafe.tags.check_user_tags, the CLI's rule too): at most
     MAX_TAGS per request, names of 1 to MAX_TAG_KEY printable characters, values up to
@@ -82,6 +101,8 @@ class MetadataPatch(BaseModel):
     domain_id: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=1000)
     tags: dict[str, str | None] | None = None
+    expires_at: datetime | None = Field(default=None, description=(
+        "a new expiry (in the future; an expiry cannot be removed, only moved)"))
 
     @field_validator("tags")
     @classmethod
@@ -89,10 +110,15 @@ class MetadataPatch(BaseModel):
                           ) -> dict[str, str | None] | None:
         return _check_tags(tags)
 
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, when: datetime | None) -> datetime | None:
+        return _check_expiry(when)
+
     @model_validator(mode="after")
     def _something(self) -> MetadataPatch:
-        if self.description is None and not self.tags:
-            raise ValueError("nothing to change: give a description or tags")
+        if self.description is None and not self.tags and self.expires_at is None:
+            raise ValueError("nothing to change: give a description, tags or expires_at")
         return self
 
 

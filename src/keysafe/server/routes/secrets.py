@@ -192,8 +192,8 @@ async def write_core(ctx: Ctx, org_id: str, secret_name: str, body: SecretWrite
         return ctx.mgr.put(
             secret_name, body.secret_value, org_id, domain=body.domain_id,
             expected_version=body.expected_version, description=body.description,
-            secret_type=body.secret_type, tags=body.tags,
-            rotation_days=body.rotation_days, check_format=body.check_format)
+            secret_type=body.secret_type, tags=body.tags, rotation_days=body.rotation_days,
+            expires_at=body.expires_at, check_format=body.check_format)
 
     info = await ctx.write(put, path)
     return written(ref, info, f"Secret '{secret_name}' has been updated successfully",
@@ -215,7 +215,7 @@ async def secret_generate(org_id: str, secret_name: str, body: SecretGenerate,
             secret_name, org_id, length=body.length, alphabet=body.alphabet,
             domain=body.domain_id, expected_version=body.expected_version,
             description=body.description, secret_type=body.secret_type,
-            tags=body.tags, rotation_days=body.rotation_days,
+            tags=body.tags, rotation_days=body.rotation_days, expires_at=body.expires_at,
             check_format=body.check_format)
 
     info = await ctx.write(put, path)
@@ -298,7 +298,9 @@ async def secret_patch(org_id: str, secret_name: str, body: MetadataPatch,
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
     tags = body.tags or {}
-    fields = {"description": body.description} if body.description is not None else {}
+    fields: dict[str, Any] = {k: v for k, v in (("description", body.description),
+                                                 ("expires_at", body.expires_at))
+                              if v is not None}
     meta = await ctx.write(lambda: ctx.mgr.update_tags(
         secret_name, org_id, domain=body.domain_id,
         set_tags={k: v for k, v in tags.items() if v is not None},

@@ -472,6 +472,9 @@ export class KeysafeSecretCard extends HTMLElement {
     } else if (s && s.configured && s.rotation_overdue) {
       badges.append(h('span', { class: 'badge bad', text: 'Rotation overdue' }));
     }
+    const left = s && s.configured && s.expires_at ? Date.parse(s.expires_at) - Date.now() : null;
+    if (left !== null && left <= 0) badges.append(h('span', { class: 'badge bad', text: 'Expired' }));
+    else if (left !== null && left <= 7 * 86400000) badges.append(h('span', { class: 'badge warn', text: 'Expires soon' }));
     card.append(h('div', { class: 'head' },
       h('div', {}, h('h3', { id: `${id}-title`, text: title }),
         h('div', { class: 'name', text: this.secretName })),
@@ -515,6 +518,9 @@ export class KeysafeSecretCard extends HTMLElement {
         const days = Math.ceil((new Date(s.rotation_due) - Date.now()) / 86400000);
         parts.push(s.rotation_overdue ? `rotation overdue since ${when(s.rotation_due)}`
           : `rotation due in ${days} day${days === 1 ? '' : 's'}`);
+      }
+      if (s.configured && s.expires_at) {
+        parts.push(`${Date.parse(s.expires_at) <= Date.now() ? 'expired' : 'expires'} ${when(s.expires_at)}`);
       }
     } else {
       parts.push('No value stored' + (s.domain_id ? ` for domain ${s.domain_id}` : ''));

@@ -771,3 +771,45 @@ def test_a_crash_while_the_provider_is_asked_revokes_the_new_key_next_run(
                if e.outcome == "resumed"]
     assert resumed[0].detail["undo"] == "rolled back in the target"
     assert mgr.get("openai_api_key", ORG, fresh=True) == GOOD_OPENAI
+
+
+def test_cli_check_key_through_a_server(home: Path, provider: ProviderStandin) -> None:
+    """`keysafe check-key` with KEYSAFE_SERVER_URL: the server asks the providers (its
+    catalog's checks, moved to the stand-in); named secrets and --all, the same verdicts
+    and exit codes as on a store, never the key."""
+    from tests.server.serverkit import bearer, real_server
+
+    cat = team_file(home, provider.url)
+    with real_server(home / "srv", KEYSAFE_KEY_CHECKS="on",
+                     KEYSAFE_CATALOG_FILE=str(cat)) as srv:
+        import httpx
+
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            for name, value in (("openai_api_key", GOOD_OPENAI),
+                                ("slack_bot_token", BAD_SLACK)):
+                r = c.put(f"/api/secrets/{ORG}/{name}", json={"secret_value": value,
+                                                              "check_format": False})
+                assert r.status_code in (200, 201), r.text
+            writer = c.post("/api/tokens", json={"name": "ck", "roles": ["writer"],
+                                                 "orgs": [ORG]}).json()["token"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+        env.update(KEYSAFE_HOME=str(home / "client"), KEYSAFE_SERVER_URL=srv.url,
+                   KEYSAFE_TOKEN=writer)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([KEYSAFE, *args], capture_output=True, text=True,
+                                  env=env, timeout=60)
+
+        one = run("check-key", "openai_api_key", "--org", ORG, "--json")
+        assert one.returncode == 0, one.stderr
+        (row,) = json.loads(one.stdout)
+        assert (row["outcome"], row["path"]) == (
+            "valid", f"keysafe/local/{ORG}/shared/openai_api_key")
+        every = run("check-key", "--all", "--org", ORG, "--json")
+        assert every.returncode == 2  # the stored Slack token is refused
+        assert sorted(r["outcome"] for r in json.loads(every.stdout)) == ["rejected",
+                                                                          "valid"]
+        for p in (one, every):
+            assert CANARY not in p.stdout + p.stderr
+        assert run("check-key", "nope_key", "--org", "elsewhere").returncode == 3
+        assert not (home / "client").exists()

@@ -11,7 +11,7 @@ import typer
 from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Env, Json, Org
 from keysafe.cli.output import command, emit_json, progress, say, table
-from keysafe.cli.reading import open_manager
+from keysafe.cli.reading import open_secrets
 
 if TYPE_CHECKING:
     from keysafe.keycheck import KeyCheck
@@ -45,21 +45,28 @@ def check_key(
     Stripe, ...; a catalog file can add or redirect checks) and never prints it. Exit 0
     when every key is valid; 2 when a provider refused one; 7 when a provider could not
     give a verdict (unreachable, throttled); 9 when no check is known or checks are off
-    (KEYSAFE_KEY_CHECKS).
+    (KEYSAFE_KEY_CHECKS). With KEYSAFE_SERVER_URL set, the server asks the providers
+    (POST .../check, a writer's token).
     """
     if every == bool(names):
         raise typer.BadParameter("name the secrets, or give --all with --org",
                                  param_hint="'NAME' / '--all'")
     if every and org is None:
         raise typer.BadParameter("--all needs --org", param_hint="'--all'")
+    from keysafe.cli.remote import RemoteManager
+
     rows: list[tuple[str, KeyCheck]] = []
-    with open_manager(env) as mgr:
+    with open_secrets(env) as mgr:
         # (name, org, domain) of each secret to check.
         picked: list[tuple[str, str | None, str | None]] = []
         if every:
-            from keysafe.keycheck import stored
+            assert org is not None
+            if isinstance(mgr, RemoteManager):  # the server asks the providers
+                picked.extend(mgr.stored_checks(org, domain))
+            else:
+                from keysafe.keycheck import stored
 
-            picked.extend(stored(mgr, org, domain))  # every domain unless --domain
+                picked.extend(stored(mgr, org, domain))  # every domain unless --domain
         else:
             for name in names or []:
                 mgr.path(name, org, domain=domain)  # a bad name fails before any call

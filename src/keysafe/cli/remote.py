@@ -210,6 +210,35 @@ class RemoteManager:
                 out.append(_meta(self._format(ref), st))
         return out
 
+    def stored_checks(self, org: str, domain: str | None = None
+                      ) -> builtins.list[tuple[str, str, str]]:
+        """(name, org, domain) of every live secret of ``org`` (one ``domain``'s) that
+        has a live check on the server (keysafe.keycheck.stored, through the API)."""
+        cats = self.client.catalog().get("categories") or {}
+        checked = {e.get("secret_name") for entries in cats.values() for e in entries
+                   if isinstance(e, dict) and e.get("live_check")}
+        out = []
+        for st in self.client.list(org, domain=domain):
+            if st.get("configured") and st.get("secret_name") in checked:
+                out.append((str(st["secret_name"]), str(st["organization_id"]),
+                            str(st["domain_id"])))
+        return out
+
+    def check_key(self, name: str, value: str | None, org: str | None = None, *,
+                  domain: str | None = None) -> KeyCheck:
+        """The provider's verdict on the stored key (``value`` None) or on ``value``
+        (nothing saved), asked by the server (``POST …/check``); never the key."""
+        r = self.ref(name, org, domain)
+        data = self.client.check_key(r.name, r.org, value=value, domain=r.domain)
+        if not (isinstance(data, dict) and isinstance(data.get("outcome"), str)
+                and isinstance(data.get("detail"), str)):
+            raise self.client._odd("a key check's verdict")
+        status = data.get("status")
+        provider = data.get("provider")
+        return KeyCheck(data["outcome"], data["detail"],
+                        provider if isinstance(provider, str) else None,
+                        status if isinstance(status, int) else None)
+
     def versions(self, name: str, org: str | None = None, *,
                  domain: str | None = None) -> builtins.list[VersionInfo]:
         r = self.ref(name, org, domain)

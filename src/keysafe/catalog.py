@@ -81,6 +81,10 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+#: How the catalog compares names (``Catalog.get``), for code that holds only names.
+lookup_key = _key
+
+
 def _article(phrase: str) -> str:
     """'a' or 'an' for a display name, reading initialisms by letter ("an AWS", "an n8n")."""
     if not phrase:

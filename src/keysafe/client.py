@@ -260,8 +260,10 @@ AUDIT_BEFORE = "audit_before"
 ORG_LIST = "org_list"
 ORG_RESTORE = "org_restore"
 AUDIT_VERIFY = "audit_verify"
+#: ... and when writes take ``expires_at`` (an older one refuses the field: 422).
+EXPIRES_AT = "expires_at"
 #: Everything this release's server lists.
-FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY)
+FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -659,6 +661,7 @@ class KeysafeClient:
              check_format: bool, expires_at: datetime | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"secret_value": value}
         if expires_at is not None:
+            self._needs(EXPIRES_AT, "it does not take an expiry")
             body["expires_at"] = expires_at.isoformat()
         if expected_version is not None:
             body["expected_version"] = expected_version
@@ -691,6 +694,8 @@ class KeysafeClient:
 
     def _generate(self, name: str, org: str, *, domain: str | None, **fields: Any
                   ) -> dict[str, Any]:
+        if fields.get("expires_at") is not None:
+            self._needs(EXPIRES_AT, "it does not take an expiry")
         body = {k: dict(v) if k == "tags" else v.isoformat() if k == "expires_at"
                 else v for k, v in fields.items() if v is not None}
         data: dict[str, Any] = self._req("POST", self._secret(org, name, "/generate"),
@@ -730,6 +735,7 @@ class KeysafeClient:
         if description is not None:
             body["description"] = description
         if expires_at is not None:
+            self._needs(EXPIRES_AT, "it does not take an expiry")
             body["expires_at"] = expires_at.isoformat()
         data: dict[str, Any] = self._req("PATCH", self._secret(org, name),
                                          body=self._with_domain(body, domain))

@@ -29,7 +29,11 @@ def future_expiry(when: datetime, now: datetime | None = None) -> datetime:
     """A secret's expiry as given to a write: UTC (a naive time is taken as UTC), and
     after ``now``; InvalidValue otherwise (an expiry in the past would read as expired
     from the start)."""
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # an offset at the very edge of the calendar
+        raise InvalidValue(f"expires_at {when.isoformat()} is outside the dates keysafe "
+                           "can keep") from None
     if when <= (now or datetime.now(UTC)):
         raise InvalidValue(f"expires_at {when.isoformat()} is not in the future")
     return when

@@ -50,6 +50,36 @@ def test_put_and_tag_set_an_expiry(put: Callable[..., Any], kc: Callable[..., An
     assert r.code == 2
     assert "--expires" in r.err
     assert kc("tag", "partner_key", "--org", "acme").code == 2  # nothing to change
+    # An offset at the edge of the calendar is a clear error too, not a crash.
+    for edge in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        r = kc("tag", "partner_key", "--org", "acme", "--expires", edge)
+        assert r.code == 2, r.err
+        assert edge in r.err
+    # The expiry stays with the secret across a new value, as the description does.
+    put("partner_key", VALUE + "2")
+    assert _expiry(kc, "partner_key") == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_the_library_takes_a_naive_expiry_as_utc(tmp_home: Path,
+                                                  monkeypatch: Any) -> None:
+    """Not as this machine's local time: the CLI and the API read it so too."""
+    import time
+
+    from keysafe import SecretManager
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        with SecretManager.from_env() as mgr:
+            mgr.put("partner_key", VALUE, "acme", expires_at=datetime(2099, 1, 1))
+            got = mgr.describe("partner_key", "acme").expires_at
+            assert got == datetime(2099, 1, 1, tzinfo=UTC)
+            mgr.update_tags("partner_key", "acme", expires_at=datetime(2098, 1, 1))
+            assert mgr.describe("partner_key", "acme").expires_at == datetime(
+                2098, 1, 1, tzinfo=UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_the_api_takes_an_expiry_on_writes_and_patches(tmp_path: Path) -> None:
@@ -78,6 +108,12 @@ def test_the_api_takes_an_expiry_on_writes_and_patches(tmp_path: Path) -> None:
         assert r.json()["version"] == 1  # no new version
         r = c.patch(url, json={"expires_at": "2001-01-01T00:00:00"}, headers=h)
         assert r.status_code == 422
+        r = c.patch(url, json={"expires_at": "9999-12-31T23:59:59-01:00"}, headers=h)
+        assert r.status_code == 422, r.text  # outside the calendar: named, not a 500
+        r = c.put(url, json={"secret_value": VALUE, "expires_at": "0001-01-01T00:00:00+01:00"},
+                  headers={**h, "Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert VALUE not in r.text
         r = c.post("/api/secrets/acme/jwt_secret/generate", json={
             "expires_at": soon.isoformat()}, headers=h)
         assert r.status_code in (200, 201), r.text

@@ -786,6 +786,7 @@ def test_cli_check_key_through_a_server(home: Path, provider: ProviderStandin) -
 
         with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
             for name, value in (("openai_api_key", GOOD_OPENAI),
+                                ("openai-api-key", GOOD_OPENAI),  # as the store spells it
                                 ("slack_bot_token", BAD_SLACK)):
                 r = c.put(f"/api/secrets/{ORG}/{name}", json={"secret_value": value,
                                                               "check_format": False})
@@ -807,9 +808,21 @@ def test_cli_check_key_through_a_server(home: Path, provider: ProviderStandin) -
             "valid", f"keysafe/local/{ORG}/shared/openai_api_key")
         every = run("check-key", "--all", "--org", ORG, "--json")
         assert every.returncode == 2  # the stored Slack token is refused
-        assert sorted(r["outcome"] for r in json.loads(every.stdout)) == ["rejected",
-                                                                          "valid"]
+        assert sorted(r["outcome"] for r in json.loads(every.stdout)) == [
+            "rejected", "valid", "valid"]
         for p in (one, every):
             assert CANARY not in p.stdout + p.stderr
         assert run("check-key", "nope_key", "--org", "elsewhere").returncode == 3
         assert not (home / "client").exists()
+    # A server whose checks are off says so for each secret: exit 9, as on a store.
+    with real_server(home / "srv-off", KEYSAFE_CATALOG_FILE=str(cat)) as srv:
+        import httpx
+
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            r = c.put(f"/api/secrets/{ORG}/openai_api_key",
+                      json={"secret_value": GOOD_OPENAI})
+            assert r.status_code in (200, 201), r.text
+        env.update(KEYSAFE_SERVER_URL=srv.url, KEYSAFE_TOKEN=srv.token)
+        off = run("check-key", "--all", "--org", ORG, "--json")
+        assert off.returncode == 9, off.stderr
+        assert {r["outcome"] for r in json.loads(off.stdout)} == {"off"}

@@ -128,7 +128,8 @@ def parse_expiry(text: str | None, *, option: str = "--expires") -> datetime | N
     try:
         return future_expiry(when)
     except InvalidValue as exc:
-        raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
+        why = exc.message.split(" is ", 1)[-1]  # what is wrong, with what was typed
+        raise typer.BadParameter(f"{text!r} is {why}", param_hint=f"'{option}'") from None
 
 
 def _when(text: str | None, option: str, sign: int,

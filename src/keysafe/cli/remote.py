@@ -213,13 +213,21 @@ class RemoteManager:
     def stored_checks(self, org: str, domain: str | None = None
                       ) -> builtins.list[tuple[str, str, str]]:
         """(name, org, domain) of every live secret of ``org`` (one ``domain``'s) that
-        has a live check on the server (keysafe.keycheck.stored, through the API)."""
+        has a live check on the server (keysafe.keycheck.stored, through the API): its
+        name, an alias or its variable, as the catalog looks names up. With the server's
+        checks off (no entry shows one), every catalog secret: each answers "off"."""
+        from keysafe.catalog import lookup_key
+
         cats = self.client.catalog().get("categories") or {}
-        checked = {e.get("secret_name") for entries in cats.values() for e in entries
-                   if isinstance(e, dict) and e.get("live_check")}
+        entries = [e for group in cats.values() if isinstance(group, list)
+                   for e in group if isinstance(e, dict)]
+        on = any(e.get("live_check") for e in entries)
+        keys = {lookup_key(str(k)) for e in entries if e.get("live_check") or not on
+                for k in (e.get("secret_name"), e.get("env_var"), *(e.get("aliases") or ()))
+                if k}
         out = []
         for st in self.client.list(org, domain=domain):
-            if st.get("configured") and st.get("secret_name") in checked:
+            if st.get("configured") and lookup_key(str(st.get("secret_name"))) in keys:
                 out.append((str(st["secret_name"]), str(st["organization_id"]),
                             str(st["domain_id"])))
         return out

@@ -726,7 +726,7 @@ class SecretManager:
             description=description,
             secret_type=secret_type or (entry.secret_type if entry else None),
             tags=dict(tags) if tags is not None else None,
-            rotation_days=rotation_days, expires_at=expires_at,
+            rotation_days=rotation_days, expires_at=_utc(expires_at),
             last_rotated=datetime.now(UTC),
         )
 
@@ -906,7 +906,7 @@ class SecretManager:
                         **fields: Any) -> SecretMetadata:
         ref, path = self.resolve(name, org, domain, env)
         b = self._need(MetadataWritable, "update_metadata")
-        upd = MetadataUpdate(**fields)
+        upd = MetadataUpdate(**_utc_fields(fields))
         result: SecretMetadata = self._write(
             "update_metadata", ref, path, lambda ctx: b.update_metadata(path, upd, ctx=ctx),
             detail={"fields": sorted(fields)})
@@ -936,6 +936,7 @@ class SecretManager:
         ref, path = self.resolve(name, org, domain, env)
         b = self._need(MetadataWritable, "update_metadata")
         changes, drop = dict(set_tags or {}), builtins.list(unset)
+        fields = _utc_fields(fields)
 
         def apply(ctx: WriteContext) -> SecretMetadata:
             tags = {**b.describe(path).tags, **changes}
@@ -1254,3 +1255,15 @@ class SecretManager:
     def stats(self) -> dict[str, int]:
         return {**self._stats, "cache_entries": len(self.cache),
                 "audit_failures": self.audit.failures}
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """A time given to a write, in UTC: a naive one is taken as UTC (as the CLI and the
+    API take it), never as this machine's local time."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)
+
+
+def _utc_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}

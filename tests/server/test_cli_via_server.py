@@ -8,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -501,27 +502,30 @@ def test_remote_admin_pages_normalises_and_never_repeats_a_token(
     assert made["token"] not in r.text
 
 
-def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) -> None:
-    """A stand-in on loopback that answers every admin route with JSON of the wrong
-    shape: the client says so (BackendUnavailable, exit 7), and shows nothing as if it
-    were a token list."""
+STAND_IN_CATALOG = {"naming_template": "{app}/{env}/{org}/{domain}/{name}",
+                    "environment": "local", "app": "keysafe", "default_domain": "shared"}
+FAKE_TOKEN = "ks_" + "0" * 12 + "_x"
+
+
+@contextmanager
+def stand_in(answer: Callable[[str], Any]) -> Iterator[Any]:
+    """A stand-in keysafe server on loopback that answers every request with
+    ``answer(path)`` as JSON (the path without its query); yields an object with its
+    ``url``, as ``ks`` takes a server."""
     import http.server
     import threading
     import types
-    from datetime import UTC, datetime
 
     class Odd(http.server.BaseHTTPRequestHandler):
         def _answer(self) -> None:
-            body = (b'{"naming_template": "{app}/{env}/{org}/{domain}/{name}", '
-                    b'"environment": "local", "app": "keysafe", "default_domain": "shared"}'
-                    if self.path.startswith("/api/catalog") else b"{}")
+            body = json.dumps(answer(self.path.split("?")[0])).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = do_DELETE = _answer
+        do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
 
         def log_message(self, *a: object) -> None:
             pass
@@ -529,8 +533,20 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
+        yield types.SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """A stand-in on loopback that answers every admin route with JSON of the wrong
+    shape: the client says so (BackendUnavailable, exit 7), and shows nothing as if it
+    were a token list."""
+    from datetime import UTC, datetime, timedelta
+
+    with stand_in(lambda path: STAND_IN_CATALOG if path == "/api/catalog" else {}) as fake:
+        with KeysafeClient(fake.url, FAKE_TOKEN) as client:
             for call in (client.tokens, lambda: client.audit(),
                          lambda: client.access_report(since=datetime.now(UTC)),
                          lambda: client.rotate("x", "o"), lambda: client.delete_org("o"),
@@ -542,25 +558,23 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
                 client.audit_anchor()
             # A server that does not say it takes dry_run would remove the org instead;
             # one that does not list the routes has none of them.
+            later = datetime.now(UTC) + timedelta(days=1)
             for call in (lambda: client.delete_org("o", dry_run=True), client.orgs,
-                         lambda: client.restore_org("o"), lambda: client.audit_verify()):
+                         lambda: client.restore_org("o"), lambda: client.audit_verify(),
+                         lambda: client.put("x_key", "v" * 20, "o", expires_at=later)):
                 with pytest.raises(ConfigError, match="older than this keysafe"):
                     call()
-        fake: Any = types.SimpleNamespace(url=url)
         for args in (["token", "list", "--json"], ["audit", "--json"],
                      ["audit", "report", "--json"], ["rotate", "x", "--org", "o"],
                      ["org", "rm", "o", "--yes"], ["audit", "anchor"],
                      ["token", "create", "--name", "n", "--role", "viewer", "--org", "o"]):
-            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            p = ks(fake, tmp_path / "home", FAKE_TOKEN, *args)
             assert p.returncode == 7, (args, p.stderr)
             assert p.stdout == b""
         for args in (["org", "ls"], ["org", "restore", "o"], ["audit", "verify"]):
-            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            p = ks(fake, tmp_path / "home", FAKE_TOKEN, *args)
             assert p.returncode == 8, (args, p.stderr)
             assert b"upgrade it first" in p.stderr
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_an_expiry_through_the_server(server: tuple[RealServer, dict],
@@ -587,10 +601,6 @@ def test_odd_answers_to_the_org_and_chain_routes_are_unavailable(tmp_path: Path)
     """A stand-in that lists every feature but answers of the wrong shape: a chain it
     calls intact while naming problems, counts that are not numbers, a catalog whose
     features are a string. The client says so (exit 7); never "intact", never a crash."""
-    import http.server
-    import threading
-    import types
-
     from keysafe.client import FEATURES
 
     answers = {
@@ -600,45 +610,20 @@ def test_odd_answers_to_the_org_and_chain_routes_are_unavailable(tmp_path: Path)
         "/api/orgs/o/restore": {"organization_id": "o", "dry_run": True, "secrets": [],
                                 "summary": {}},
     }
-    catalog = {"naming_template": "{app}/{env}/{org}/{domain}/{name}",
-               "environment": "local", "app": "keysafe", "default_domain": "shared",
-               "features": list(FEATURES)}
-
-    class Odd(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            path = self.path.split("?")[0]
-            data = catalog if path == "/api/catalog" else answers.get(path, {})
-            body = json.dumps(data).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        with KeysafeClient(url, "ks_" + "0" * 12 + "_x") as client:
+    catalog: dict[str, Any] = {**STAND_IN_CATALOG, "features": list(FEATURES)}
+    with stand_in(lambda path: catalog if path == "/api/catalog"
+                  else answers.get(path, {})) as fake:
+        with KeysafeClient(fake.url, FAKE_TOKEN) as client:
             for call in (client.audit_verify, client.orgs, lambda: client.restore_org("o")):
                 with pytest.raises(BackendUnavailable, match="answered with something"):
                     call()
-        fake: Any = types.SimpleNamespace(url=url)
         for args in (["audit", "verify"], ["org", "ls"], ["org", "restore", "o"]):
-            p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", *args)
+            p = ks(fake, tmp_path / "home", FAKE_TOKEN, *args)
             assert p.returncode == 7, (args, p.stderr)
             assert b"intact" not in p.stdout
         catalog["features"] = "org_list,audit_verify"  # a string is not a list of names
-        p = ks(fake, tmp_path / "home", "ks_" + "0" * 12 + "_x", "org", "ls")
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "org", "ls")
         assert p.returncode == 7, p.stderr
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],

@@ -192,7 +192,8 @@ def split_put(work: Path, ops: int) -> dict[str, float]:
         be: Any = mgr.backend
         timed = be._conn = Timed(be._conn)
         for k in range(1_500):
-            mgr.put(*names[k % 1_000][:1], f"warm-{k}", names[k % 1_000][1])
+            n, o = names[k % 1_000]
+            mgr.put(n, f"warm-{k}", o)
         timed.commit = timed.other = 0.0
         t = time.perf_counter()
         for k in range(ops):

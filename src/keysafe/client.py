@@ -659,10 +659,7 @@ class KeysafeClient:
              expected_version: int | None, description: str | None,
              tags: Mapping[str, str] | None, check_key: bool, secret_type: str | None,
              check_format: bool, expires_at: datetime | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"secret_value": value}
-        if expires_at is not None:
-            self._needs(EXPIRES_AT, "it does not take an expiry")
-            body["expires_at"] = expires_at.isoformat()
+        body: dict[str, Any] = {"secret_value": value, **self._expiry(expires_at)}
         if expected_version is not None:
             body["expected_version"] = expected_version
         if description is not None:
@@ -694,10 +691,9 @@ class KeysafeClient:
 
     def _generate(self, name: str, org: str, *, domain: str | None, **fields: Any
                   ) -> dict[str, Any]:
-        if fields.get("expires_at") is not None:
-            self._needs(EXPIRES_AT, "it does not take an expiry")
-        body = {k: dict(v) if k == "tags" else v.isoformat() if k == "expires_at"
-                else v for k, v in fields.items() if v is not None}
+        body = {**self._expiry(fields.pop("expires_at", None)),
+                **{k: dict(v) if k == "tags" else v for k, v in fields.items()
+                   if v is not None}}
         data: dict[str, Any] = self._req("POST", self._secret(org, name, "/generate"),
                                          body=self._with_domain(body, domain))
         return data
@@ -729,14 +725,11 @@ class KeysafeClient:
                     expires_at: datetime | None = None) -> dict[str, Any]:
         """Tags, description and expiry without a new version; returns the status."""
         tags: dict[str, str | None] = {**dict(set_tags or {}), **dict.fromkeys(unset)}
-        body: dict[str, Any] = {}
+        body: dict[str, Any] = self._expiry(expires_at)
         if tags:
             body["tags"] = tags
         if description is not None:
             body["description"] = description
-        if expires_at is not None:
-            self._needs(EXPIRES_AT, "it does not take an expiry")
-            body["expires_at"] = expires_at.isoformat()
         data: dict[str, Any] = self._req("PATCH", self._secret(org, name),
                                          body=self._with_domain(body, domain))
         return data
@@ -866,6 +859,14 @@ class KeysafeClient:
                 and data.get("kind") == "keysafe-audit-anchor"):
             raise self._odd("an audit anchor")
         return data
+
+    def _expiry(self, when: datetime | None) -> dict[str, Any]:
+        """``expires_at`` for a write's body (nothing when None), once the server says it
+        takes one (an older one refuses the field)."""
+        if when is None:
+            return {}
+        self._needs(EXPIRES_AT, "it does not take an expiry")
+        return {"expires_at": when.isoformat()}
 
     def _needs(self, feature: str, without: str) -> None:
         """ConfigError, before anything is sent, when the server does not list

@@ -25,15 +25,16 @@ def parse_interval(text: str, what: str = "interval") -> float:
     return float(seconds)
 
 
-def future_expiry(when: datetime, now: datetime | None = None) -> datetime:
+def future_expiry(when: datetime, now: datetime | None = None, *,
+                  given: str | None = None) -> datetime:
     """A secret's expiry as given to a write: UTC (a naive time is taken as UTC), and
     after ``now``; InvalidValue otherwise (an expiry in the past would read as expired
-    from the start)."""
+    from the start), naming it as ``given`` (default ``expires_at <the time>``)."""
+    given = given or f"expires_at {when.isoformat()}"
     try:
         when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     except OverflowError:  # an offset at the very edge of the calendar
-        raise InvalidValue(f"expires_at {when.isoformat()} is outside the dates keysafe "
-                           "can keep") from None
+        raise InvalidValue(f"{given} is outside the dates keysafe can keep") from None
     if when <= (now or datetime.now(UTC)):
-        raise InvalidValue(f"expires_at {when.isoformat()} is not in the future")
+        raise InvalidValue(f"{given} is not in the future")
     return when

@@ -126,10 +126,9 @@ def parse_expiry(text: str | None, *, option: str = "--expires") -> datetime | N
     if when is None:
         return None
     try:
-        return future_expiry(when)
+        return future_expiry(when, given=repr(text))
     except InvalidValue as exc:
-        why = exc.message.split(" is ", 1)[-1]  # what is wrong, with what was typed
-        raise typer.BadParameter(f"{text!r} is {why}", param_hint=f"'{option}'") from None
+        raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
 
 
 def _when(text: str | None, option: str, sign: int,

@@ -144,7 +144,7 @@ def _restore_remote(settings: Any, org: str, *, dry_run: bool, quiet: bool) -> l
         except KeysafeError as exc:
             raise still_running(exc, f"restoring {org}",
                                 f"keysafe ls --org {org}") from None
-    return _steps_of(answer, "an org restore")
+    return _steps_of(answer)
 
 
 def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
@@ -183,31 +183,24 @@ def _remove_remote(settings: Any, org: str, *, purge: bool, keep_tokens: bool,
         except KeysafeError as exc:
             raise still_running(exc, f"removing {org}",
                                 f"keysafe ls --org {org} --deleted") from None
-    steps = _steps_of(answer, "an org removal")
     try:
         tokens = [SimpleNamespace(id=str(t["id"]), name=str(t["name"]))
                   for t in answer.get("tokens", [])]
     except (KeyError, TypeError):
-        raise _odd("an org removal") from None
-    return steps, tokens
+        from keysafe.errors import BackendUnavailable
+
+        raise BackendUnavailable("the keysafe server answered with something that is not "
+                                 "an org removal") from None
+    return _steps_of(answer), tokens
 
 
-def _steps_of(answer: dict[str, Any], what: str) -> list[Any]:
-    """The per-secret outcomes of a server's answer, as the store's path has them."""
+def _steps_of(answer: dict[str, Any]) -> list[Any]:
+    """The per-secret outcomes of a server's answer (their shape checked by the
+    client), as the store's path has them."""
     from keysafe.orgs import Step
 
-    try:
-        return [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
-                for s in answer["secrets"]]
-    except (KeyError, TypeError):
-        raise _odd(what) from None
-
-
-def _odd(what: str) -> Exception:
-    from keysafe.errors import BackendUnavailable
-
-    return BackendUnavailable(f"the keysafe server answered with something that is not "
-                              f"{what}")
+    return [Step(str(s["path"]), str(s["outcome"]), str(s.get("detail") or ""))
+            for s in answer["secrets"]]
 
 
 def _report(steps: list[Any], tokens: list[Any], dry_run: bool, as_json: bool, *,

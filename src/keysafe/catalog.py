@@ -656,6 +656,18 @@ class Catalog:
             merged[key] = entry
         return cls(merged.values())
 
+    @classmethod
+    def from_api(cls, categories: object) -> Catalog:
+        """The catalog a keysafe server serves, from the ``categories`` of its
+        ``/api/catalog`` answer (``WellKnownSecret.to_dict`` with its ``pattern``), so
+        that a client maps variables to names as the server does (a team's entries
+        included). Entries that are not in that shape are left out, and a pattern that
+        does not compile is dropped (the server checks formats on every write anyway);
+        no live check is carried."""
+        groups = categories.values() if isinstance(categories, dict) else ()
+        return cls(e for group in groups if isinstance(group, list)
+                   for e in map(_entry_from_api, group) if e is not None)
+
     def get(self, name: str) -> WellKnownSecret | None:
         """The entry for a name, alias or env var; case-insensitive, '-' same as '_'."""
         return self._by_key.get(_key(name))
@@ -704,6 +716,48 @@ class Catalog:
 
     def __repr__(self) -> str:
         return f"Catalog({len(self._entries)} entries)"
+
+
+def _entry_from_api(raw: object) -> WellKnownSecret | None:
+    """One entry of a server's /api/catalog answer; None when it is not in that shape."""
+    if not isinstance(raw, dict):
+        return None
+
+    def text(key: str) -> str:
+        value = raw.get(key)
+        return value if isinstance(value, str) else ""
+
+    def texts(key: str) -> tuple[str, ...]:
+        value = raw.get(key)
+        return (tuple(v for v in value if isinstance(v, str)) if isinstance(value, list)
+                else ())
+
+    name, env_var = text("secret_name"), text("env_var")
+    if not (_compiled(_NAME_PATTERN).fullmatch(name)
+            and _compiled(_ENV_VAR_PATTERN).fullmatch(env_var)):
+        return None
+    pattern: str | None = text("pattern") or None
+    if pattern is not None:
+        try:
+            _compiled(pattern)
+        except re.error:
+            pattern = None
+    days = raw.get("rotation_days")
+    pairs = raw.get("field_env_vars")
+    return WellKnownSecret(
+        name=name, display_name=text("display_name") or name,
+        description=text("description"), category=text("category") or "other",
+        env_var=env_var, placeholder=text("placeholder"), pattern=pattern,
+        secret_type=text("secret_type") or "generic",
+        # The server sends the effective period: None there means no schedule (0 here).
+        rotation_days=days if isinstance(days, int) and not isinstance(days, bool)
+        and days >= 0 else 0,
+        provider=text("provider") or None, aliases=texts("aliases"),
+        json_fields=texts("json_fields"),
+        field_env_vars=tuple((k, v) for k, v in pairs.items()
+                             if isinstance(k, str) and isinstance(v, str))
+        if isinstance(pairs, dict) else (),
+        format_hint=text("format_hint"))
 
 
 @functools.cache

@@ -262,8 +262,12 @@ ORG_RESTORE = "org_restore"
 AUDIT_VERIFY = "audit_verify"
 #: ... and when writes take ``expires_at`` (an older one refuses the field: 422).
 EXPIRES_AT = "expires_at"
+#: ... and POST /api/secrets/{org}/{name}/exposed (``keysafe import`` and ``scan
+#: --import`` of values found in the open).
+MARK_EXPOSED = "mark_exposed"
 #: Everything this release's server lists.
-FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT)
+FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
+            MARK_EXPOSED)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -732,6 +736,19 @@ class KeysafeClient:
             body["description"] = description
         data: dict[str, Any] = self._req("PATCH", self._secret(org, name),
                                          body=self._with_domain(body, domain))
+        return data
+
+    def mark_exposed(self, name: str, org: str, *, where: str,
+                     domain: str | None = None) -> dict[str, Any]:
+        """Record that the current value was found in the open (``where``: a file and
+        line, a commit, a ticket): due for rotation at once, until a new value is
+        written. No new version; returns the status (``exposed`` true). ``where`` is
+        kept to its first 256 characters, as the library keeps it."""
+        self._needs(MARK_EXPOSED, "it cannot mark a value exposed")
+        data = self._req("POST", self._secret(org, name, "/exposed"),
+                         body=self._with_domain({"where": where[:256]}, domain))
+        if not (isinstance(data, dict) and data.get("exposed") is True):
+            raise self._odd("a secret's status after marking it exposed")
         return data
 
     def delete(self, name: str, org: str, *, domain: str | None = None,

@@ -30,7 +30,7 @@ from keysafe.naming import validate_segment
 if TYPE_CHECKING:
     from keysafe.backends.base import ForeignReadable
     from keysafe.catalog import Catalog
-    from keysafe.manager.manager import SecretManager
+    from keysafe.importer import Target
 
 __all__ = ["entries_of", "import_from_store", "parse_map", "resolve"]
 
@@ -138,7 +138,7 @@ def _entry(variable: str, key: str, value: str, catalog: Catalog, mapping: Mappi
     return Entry(variable, value, name, known, key if _ENV_VAR.fullmatch(key) else None)
 
 
-def _own(mgr: SecretManager, name: str) -> bool:
+def _own(mgr: Target, name: str) -> bool:
     """Whether ``name`` is a path keysafe's naming gives, with this app."""
     naming = mgr.naming
     if not naming.matches(name):
@@ -147,7 +147,7 @@ def _own(mgr: SecretManager, name: str) -> bool:
 
 
 def import_from_store(
-    mgr: SecretManager,
+    mgr: Target,
     source: ForeignReadable,
     names: list[str],
     *,

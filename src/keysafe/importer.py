@@ -13,18 +13,49 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from keysafe.errors import Conflict, KeysafeError, NotFound, Unsupported
 from keysafe.naming import validate_segment
 
 if TYPE_CHECKING:
     from keysafe.catalog import Catalog, WellKnownSecret
-    from keysafe.manager.manager import SecretManager
-    from keysafe.models import SecretMetadata
+    from keysafe.models import SecretMetadata, VersionInfo
+    from keysafe.naming import NamingTemplate, SecretRef
 
 __all__ = ["Entry", "ImportItem", "ImportResult", "dotenv_entries", "import_entries",
            "import_environ", "import_file", "import_values"]
+
+class Target(Protocol):
+    """Where imported values go: a store's ``SecretManager``, or a keysafe server
+    through the CLI's ``RemoteManager`` (its catalog, limits and naming the server's)."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def default_domain(self) -> str: ...
+    @property
+    def max_value_bytes(self) -> int: ...
+    @property
+    def naming(self) -> NamingTemplate: ...
+    @property
+    def app(self) -> str: ...
+
+    def ref(self, name: str, org: str | None, *, domain: str | None) -> SecretRef: ...
+    def path(self, name: str, org: str | None = None, *,
+             domain: str | None = None) -> str: ...
+    def has(self, name: str, org: str | None = None, *, domain: str | None = None) -> bool: ...
+    def describe(self, name: str, org: str | None = None, *, domain: str | None = None,
+                 include_deleted: bool = False) -> SecretMetadata: ...
+    def get(self, name: str, org: str | None = None, *, domain: str | None = None,
+            fresh: bool = False) -> str: ...
+    def put(self, name: str, value: str, org: str | None = None, *,
+            domain: str | None = None, expected_version: int | None = None,
+            tags: Mapping[str, str] | None = None,
+            check_format: bool = True) -> VersionInfo: ...
+    def mark_exposed(self, name: str, org: str | None = None, *, where: str,
+                     domain: str | None = None) -> SecretMetadata: ...
+
 
 Status = Literal["imported", "would_import", "skipped", "unknown", "failed"]
 STATUSES: tuple[Status, ...] = ("imported", "would_import", "skipped", "unknown", "failed")
@@ -179,7 +210,7 @@ def _check_value(p: _Plan, check_format: bool, max_value_bytes: int) -> None:
 
 
 def import_values(
-    mgr: SecretManager,
+    mgr: Target,
     values: Mapping[str, str | None],
     *,
     org: str,
@@ -191,7 +222,7 @@ def import_values(
 
 
 def import_entries(
-    mgr: SecretManager,
+    mgr: Target,
     entries: Iterable[Entry],
     *,
     org: str,
@@ -232,7 +263,7 @@ def import_entries(
     return ImportResult(source, org, domain, dry_run, items)
 
 
-def _tags(mgr: SecretManager, p: _Plan, meta: SecretMetadata | None) -> dict[str, str] | None:
+def _tags(mgr: Target, p: _Plan, meta: SecretMetadata | None) -> dict[str, str] | None:
     """The tags to write: the variable the app read the value as when its name would
     give another one (HF_TOKEN stored as huggingface_api_key, exported as HF_API_TOKEN),
     so run and export give the app back the variable it read; an overwrite keeps the
@@ -251,7 +282,7 @@ def _tags(mgr: SecretManager, p: _Plan, meta: SecretMetadata | None) -> dict[str
     return None
 
 
-def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run: bool,
+def _import_one(mgr: Target, p: _Plan, org: str, domain: str, *, dry_run: bool,
                 overwrite: bool, check_format: bool, exposed: str | None) -> ImportItem:
     """One secret. A new one is written create-only (``expected_version=0``) and the
     store's answer decides whether it existed: with a chain (store, then .env) that
@@ -320,7 +351,7 @@ def _import_one(mgr: SecretManager, p: _Plan, org: str, domain: str, *, dry_run:
     return item("imported", reason, version=info.version, overwritten=meta is not None)
 
 
-def import_file(mgr: SecretManager, path: str | os.PathLike[str], *, org: str,
+def import_file(mgr: Target, path: str | os.PathLike[str], *, org: str,
                 interpolate: bool = True, **kw: Any) -> ImportResult:
     """Import a .env file (parsed by python-dotenv). ConfigError when it cannot be read."""
     from keysafe.backends.env import read_dotenv
@@ -344,7 +375,7 @@ def known_environ(catalog: Catalog,
     return out
 
 
-def import_environ(mgr: SecretManager, *, org: str,
+def import_environ(mgr: Target, *, org: str,
                    environ: Mapping[str, str] | None = None, **kw: Any) -> ImportResult:
     """Import the catalog's variables from the process environment (spec 001's script)."""
     values = known_environ(mgr.catalog, environ)

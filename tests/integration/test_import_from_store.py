@@ -116,6 +116,35 @@ def test_spec_002_aws_layout_is_adopted_key_by_key(home: Path, aws: MotoAws,  # 
             assert CANARY.encode() not in f.read_bytes(), f
 
 
+def test_adopted_into_a_keysafe_server(home: Path, aws: MotoAws,  # noqa: F811
+                                       aragora_aws: str) -> None:
+    """With KEYSAFE_SERVER_URL set, the secrets read from the other store are written
+    through the keysafe server (a real ``keysafe serve`` on loopback), under the token,
+    and marked exposed when asked; nothing is stored on this side."""
+    import httpx
+    from tests.server.serverkit import bearer, real_server
+
+    with real_server(home / "srv") as srv:
+        env = {"AWS_ENDPOINT_URL": aws.url, "KEYSAFE_SERVER_URL": srv.url,
+               "KEYSAFE_TOKEN": srv.token, "KEYSAFE_HOME": str(home / "client")}
+        r = run("import", "--from-store", f"aws-sm:{aragora_aws}/api-keys", "--org", ORG,
+                "--exposed", "--json", env=env)
+        assert r.exit_code == 0, r.output
+        body = json.loads(r.stdout)
+        assert body["counts"]["imported"] == 3
+        no_canary(r.output)
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            st = c.get(f"/api/secrets/{ORG}/anthropic_api_key").json()
+            reader = c.post("/api/tokens", json={"name": "app", "roles": ["service"],
+                                                 "orgs": [ORG]}).json()["token"]
+        assert st["exposed"] is True
+        assert st["created_by"].startswith("token:")
+        with httpx.Client(base_url=srv.url, headers=bearer(reader), timeout=30) as c:
+            got = c.get(f"/api/secrets/{ORG}/anthropic_api_key/value")
+            assert got.json()["value"] == CANARY
+    assert not (home / "client").exists()
+
+
 def test_spec_003_variables_keep_their_names(home: Path, aws: MotoAws) -> None:  # noqa: F811
     """ml-workflow's bundles hold variables: each becomes its catalog secret, and a
     variable the catalog spells otherwise is kept as the env_var tag."""

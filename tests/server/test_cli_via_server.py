@@ -281,7 +281,7 @@ def test_store_commands_refuse_and_files_cannot_redirect(server: tuple[RealServe
     env_file = tmp_path / "app.env"
     env_file.write_text("OPENAI_API_KEY=" + VALUE_1 + "\n")
     # A command that works on a store refuses, rather than make a store (and key) here.
-    p = ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG)
+    p = ks(srv, home, t["ops"], "rotate", "status", "--org", ORG)
     assert p.returncode == 8
     assert b"KEYSAFE_SERVER_URL is set" in p.stderr
     assert not home.exists()
@@ -561,7 +561,8 @@ def test_a_server_answering_nonsense_is_unavailable_not_a_crash(tmp_path: Path) 
             later = datetime.now(UTC) + timedelta(days=1)
             for call in (lambda: client.delete_org("o", dry_run=True), client.orgs,
                          lambda: client.restore_org("o"), lambda: client.audit_verify(),
-                         lambda: client.put("x_key", "v" * 20, "o", expires_at=later)):
+                         lambda: client.put("x_key", "v" * 20, "o", expires_at=later),
+                         lambda: client.mark_exposed("x_key", "o", where="a file")):
                 with pytest.raises(ConfigError, match="older than this keysafe"):
                     call()
         for args in (["token", "list", "--json"], ["audit", "--json"],
@@ -614,7 +615,8 @@ def test_odd_answers_to_the_org_and_chain_routes_are_unavailable(tmp_path: Path)
     with stand_in(lambda path: catalog if path == "/api/catalog"
                   else answers.get(path, {})) as fake:
         with KeysafeClient(fake.url, FAKE_TOKEN) as client:
-            for call in (client.audit_verify, client.orgs, lambda: client.restore_org("o")):
+            for call in (client.audit_verify, client.orgs, lambda: client.restore_org("o"),
+                         lambda: client.mark_exposed("x_key", "o", where="a file")):
                 with pytest.raises(BackendUnavailable, match="answered with something"):
                     call()
         for args in (["audit", "verify"], ["org", "ls"], ["org", "restore", "o"]):

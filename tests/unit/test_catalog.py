@@ -722,3 +722,39 @@ def test_team_file_field_variables(tmp_path: Path) -> None:
                                     ("client_secret", "THING_CLIENT_SECRET"))
     assert entry.to_dict()["field_env_vars"] == {"client_id": "THING_CLIENT_ID",
                                                  "client_secret": "THING_CLIENT_SECRET"}
+
+
+# -- a server's catalog, as a client reads it ---------------------------------------------
+def test_a_servers_catalog_reads_back_as_the_same_entries() -> None:
+    """What /api/catalog sends (to_dict with the pattern) gives back every entry with
+    the same lookups, format checks and rotation periods (no live checks: the server
+    runs those)."""
+    base = Catalog.builtin()
+    sent = {cat: [{**e.to_dict(), "pattern": e.pattern} for e in entries]
+            for cat, entries in base.categories().items()}
+    got = Catalog.from_api(sent)
+    assert [e.name for e in got] == [e.name for e in base]
+    for a in base:
+        b = got.get(a.name)
+        assert b is not None
+        assert b.check is None
+        assert (b.env_var, b.aliases, b.pattern, b.json_fields, b.field_env_vars,
+                b.placeholder, b.effective_rotation_days, b.secret_type) == (
+            a.env_var, a.aliases, a.pattern, a.json_fields, a.field_env_vars,
+            a.placeholder, a.effective_rotation_days, a.secret_type)
+    assert got.by_env_var("HF_TOKEN") is got.get("hf_api_token")
+
+
+def test_odd_entries_from_a_server_are_left_out() -> None:
+    sent = {"x": [None, "text", {"secret_name": "no env var"},
+                  {"secret_name": "ok_key", "env_var": "OK_KEY", "pattern": "(",
+                   "aliases": ["OK", 3], "rotation_days": True,
+                   "field_env_vars": {"a": 1}}],
+            "y": "not a list"}
+    got = Catalog.from_api(sent)
+    (entry,) = list(got)
+    assert (entry.name, entry.pattern, entry.aliases, entry.field_env_vars) == (
+        "ok_key", None, ("OK",), ())
+    assert entry.effective_rotation_days is None  # no schedule said: none assumed
+    assert entry.check_format("anything") is None
+    assert list(Catalog.from_api(None)) == []

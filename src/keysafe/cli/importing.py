@@ -13,7 +13,7 @@ from keysafe.cli import exitcodes
 from keysafe.cli.options import Domain, Env, Json
 from keysafe.cli.output import command, emit_json, say, table, warn
 from keysafe.cli.output import progress as progress_bar
-from keysafe.cli.reading import open_manager
+from keysafe.cli.reading import open_target
 
 if TYPE_CHECKING:
     from keysafe.importer import ImportResult
@@ -106,7 +106,8 @@ def import_secrets(
         store, names = _store_sources(from_store)
         result = _import_store(store, names, env, org, map_keys, whole, options)
     else:
-        with open_manager(env) as mgr, progress_bar("importing", transient=True) as progress:
+        with open_target(env, exposing="exposed" in options and not dry_run) as mgr, \
+                progress_bar("importing", transient=True) as progress:
             if file is not None:
                 result = importer.import_file(mgr, file, org=org,
                                               interpolate=not no_interpolate,
@@ -157,7 +158,7 @@ def _import_store(store: str, names: list[str], env: str | None, org: str,
     as_backend = store in available()
     settings = profile_settings(None if as_backend else store,
                                 backend=store if as_backend else None)
-    with open_manager(env) as mgr:
+    with open_target(env, exposing="exposed" in options and not options["dry_run"]) as mgr:
         source = open_foreign(settings)
         try:
             with progress_bar("importing", transient=True) as progress:

@@ -53,9 +53,9 @@ def store_only(settings: Settings) -> Settings:
 
         raise ConfigError(f"KEYSAFE_SERVER_URL is set ({url_origin(settings.server_url)}): "
                           "this command works on a store directly, not through a server "
-                          "(the secret verbs, run, export, token, audit, audit report, "
-                          "audit verify, audit anchor, rotate NAME, org and check-key go "
-                          "through it); unset "
+                          "(the secret verbs, run, export, import, scan --import, token, "
+                          "audit, audit report, audit verify, audit anchor, rotate NAME, "
+                          "org and check-key go through it); unset "
                           "KEYSAFE_SERVER_URL to use the store configured here")
     return settings
 
@@ -68,6 +68,23 @@ def open_secrets(env: str | None = None) -> SecretManager | RemoteManager:
     if settings.server_url:
         return open_remote(settings)
     return open_manager(settings=settings)
+
+
+def open_target(env: str | None, *, exposing: bool) -> SecretManager | RemoteManager:
+    """Where ``import`` and ``scan --import`` write: the keysafe server when
+    KEYSAFE_SERVER_URL is set, else the configured store. ``exposing``: the values
+    will be marked exposed, so a server too old to do that is refused (ConfigError)
+    before anything is written."""
+    from keysafe.cli.remote import RemoteManager
+
+    target = open_secrets(env)
+    if exposing and isinstance(target, RemoteManager):
+        try:
+            target.check_can_mark_exposed()
+        except BaseException:
+            target.close()
+            raise
+    return target
 
 
 def open_remote(settings: Settings, *, timeout: float = 30.0) -> RemoteManager:

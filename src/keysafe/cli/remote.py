@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from keysafe.catalog import Catalog
 from keysafe.client import TOKEN_ENV, KeysafeClient, TokenFile, env_token
 from keysafe.errors import ConfigError, InvalidName, NotFound
 from keysafe.keycheck import KeyCheck
@@ -91,6 +92,8 @@ class RemoteManager:
         self.default_org = default_org
         self._info: dict[str, Any] | None = None
         self._naming: NamingTemplate | None = None
+        self._categories: object = None
+        self._catalog: Catalog | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"RemoteManager({self.client.url!r})"
@@ -109,10 +112,41 @@ class RemoteManager:
         """The server's app, environment, naming template, default domain and recovery
         window (asked once), after checking the environment asked for is the server's."""
         if self._info is None:
-            data = server_info(self.client.catalog(), self.client.url, self._want_env)
+            answer = self.client.catalog()
+            data = server_info(answer, self.client.url, self._want_env)
             self._naming = NamingTemplate(str(data.get("naming_template")))
+            self._categories = answer.get("categories")
             self._info = data
         return self._info
+
+    @property
+    def catalog(self) -> Catalog:
+        """The server's catalog (its team's entries too), so that names and variables
+        map as the server maps them."""
+        if self._catalog is None:
+            self.info()
+            self._catalog = Catalog.from_api(self._categories)
+        return self._catalog
+
+    @property
+    def naming(self) -> NamingTemplate:
+        self.info()
+        assert self._naming is not None
+        return self._naming
+
+    @property
+    def app(self) -> str:
+        return str(self.info()["app"])
+
+    @property
+    def default_domain(self) -> str:
+        return str(self.info()["default_domain"])
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The server's limit on a value (it refuses a larger one in any case)."""
+        limit = self.info().get("max_value_bytes")
+        return limit if isinstance(limit, int) and limit > 0 else 64 * 1024
 
     @property
     def recovery_window(self) -> timedelta:
@@ -153,7 +187,9 @@ class RemoteManager:
         return self.client.read(r.name, r.org, domain=r.domain, version=version)
 
     def get(self, name: str, org: str | None = None, *, domain: str | None = None,
-            version: int | None = None) -> str:
+            version: int | None = None, fresh: bool = False) -> str:
+        """The value (``fresh`` is the manager's: the server's own cache is dropped on
+        every write, so its answer is current)."""
         r = self.ref(name, org, domain)
         return self.client.get(r.name, r.org, domain=r.domain, version=version)
 
@@ -313,6 +349,22 @@ class RemoteManager:
         st = self.client.update_tags(r.name, r.org, domain=r.domain, set_tags=set_tags,
                                      unset=unset, description=description,
                                      expires_at=expires_at)
+        return _meta(self._format(r), st)
+
+    def check_can_mark_exposed(self) -> None:
+        """ConfigError, before anything is written, when the server is older than the
+        route that marks a value exposed (an import of committed values needs it)."""
+        from keysafe.client import MARK_EXPOSED
+
+        self.info()
+        self.client._needs(MARK_EXPOSED, "it cannot mark imported values exposed, so "
+                                         "they would not be due for rotation")
+
+    def mark_exposed(self, name: str, org: str | None = None, *, where: str,
+                     domain: str | None = None) -> SecretMetadata:
+        """As the manager's: the current value was found in the open, due for rotation."""
+        r = self.ref(name, org, domain)
+        st = self.client.mark_exposed(r.name, r.org, where=where, domain=r.domain)
         return _meta(self._format(r), st)
 
     def delete(self, name: str, org: str | None = None, *, domain: str | None = None,

@@ -274,11 +274,8 @@ def _table(report: ScanReport) -> None:
 
 def _import(findings: list[Finding], org: str, domain: str | None, env: str | None,
             yes: bool) -> list[ImportOutcome]:
-    from keysafe.cli.reading import load, open_manager
+    from keysafe.cli.reading import open_target
     from keysafe.scanning.rewrite import import_findings
-
-    settings = load(env)
-    dom = domain or settings.default_domain
 
     def confirm(f: Finding, name: str, ref: str) -> bool:
         if yes:
@@ -288,9 +285,11 @@ def _import(findings: list[Finding], org: str, domain: str | None, env: str | No
             f"and write {ref} in its place?", default=False, err=True)
         return answer
 
-    mgr = open_manager(env, settings)
+    # Through a server when KEYSAFE_SERVER_URL is set; each value is marked exposed.
+    mgr = open_target(env, exposing=True)
     try:
-        return import_findings(findings, mgr, org=org, domain=dom, confirm=confirm)
+        return import_findings(findings, mgr, org=org, domain=domain or mgr.default_domain,
+                               confirm=confirm)
     finally:
         mgr.close()
 

@@ -25,7 +25,7 @@ from keysafe.naming import validate_segment
 from keysafe.scanning.findings import Finding
 
 if TYPE_CHECKING:
-    from keysafe.manager.manager import SecretManager
+    from keysafe.importer import Target
 
 __all__ = ["ImportOutcome", "import_findings", "name_for", "reference"]
 
@@ -67,7 +67,7 @@ def name_for(finding: Finding) -> str:
     return finding.rule.replace("-", "_")
 
 
-def _free_name(mgr: SecretManager, base: str, value: str, org: str, domain: str,
+def _free_name(mgr: Target, base: str, value: str, org: str, domain: str,
                chosen: dict[str, str]) -> tuple[str, bool]:
     """(name, already stored with this value). Reuses a name that holds the same value;
     otherwise the first of base, base_2, base_3 ... that is free."""
@@ -98,7 +98,7 @@ def _write_atomic(path: Path, text: str, *, encoding: str = "utf-8") -> None:
         raise
 
 
-def import_findings(findings: Sequence[Finding], mgr: SecretManager, *, org: str,
+def import_findings(findings: Sequence[Finding], mgr: Target, *, org: str,
                     domain: str,
                     confirm: Callable[[Finding, str, str], bool]) -> list[ImportOutcome]:
     """Store each confirmed finding and rewrite its file. ``confirm(finding, name,
@@ -116,7 +116,7 @@ def import_findings(findings: Sequence[Finding], mgr: SecretManager, *, org: str
     return outcomes
 
 
-def _import_file(path: Path, group: list[Finding], mgr: SecretManager, org: str,
+def _import_file(path: Path, group: list[Finding], mgr: Target, org: str,
                  domain: str, confirm: Callable[[Finding, str, str], bool],
                  chosen: dict[str, str]) -> list[ImportOutcome]:
     out: list[ImportOutcome] = []

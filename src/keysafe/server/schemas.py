@@ -122,6 +122,22 @@ class MetadataPatch(BaseModel):
         return self
 
 
+class ExposedMark(BaseModel):
+    """Where the current value was found in the open (a file and line, a commit, a
+    ticket): it is due for rotation at once, until a new value is written."""
+
+    model_config = ConfigDict(extra="forbid")
+    where: str = Field(min_length=1, max_length=MAX_TAG_VALUE)
+    domain_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("where")
+    @classmethod
+    def _printable(cls, where: str) -> str:
+        if not where.strip() or not where.isprintable():
+            raise ValueError("say where the value was exposed (printable text)")
+        return where
+
+
 class FieldsWrite(BaseModel):
     """Some fields of a JSON credential (spec 000's ``update_credentials``): the fields
     named are set, a field given as null is removed, the others are kept. Blind: no

@@ -26,6 +26,7 @@ from keysafe.server.schemas import (
     Destroy,
     DestroyOut,
     Done,
+    ExposedMark,
     FieldsWrite,
     KeyCheckOut,
     KeyCheckRequest,
@@ -305,6 +306,19 @@ async def secret_patch(org_id: str, secret_name: str, body: MetadataPatch,
         secret_name, org_id, domain=body.domain_id,
         set_tags={k: v for k, v in tags.items() if v is not None},
         unset=[k for k, v in tags.items() if v is None], **fields), path)
+    return status_of(ctx, ref, meta)
+
+
+@router.post("/api/secrets/{org_id}/{secret_name}/exposed", response_model=SecretStatus)
+async def secret_exposed(org_id: str, secret_name: str, body: ExposedMark,
+                         ctx: CtxDep) -> SecretStatus:
+    """Record that the current value was found in the open (``keysafe import`` of a
+    committed file, ``scan --import``): due for rotation at once, whatever its period,
+    until a new value is written; the ``exposed`` tag says where. No new version."""
+    ctx.require("write", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+    meta = await ctx.write(lambda: ctx.mgr.mark_exposed(
+        secret_name, org_id, domain=body.domain_id, where=body.where), path)
     return status_of(ctx, ref, meta)
 
 

@@ -265,12 +265,27 @@ EXPIRES_AT = "expires_at"
 #: ... and POST /api/secrets/{org}/{name}/exposed (``keysafe import`` and ``scan
 #: --import`` of values found in the open).
 MARK_EXPOSED = "mark_exposed"
+#: ... and GET /api/rotation (``keysafe rotate status``).
+ROTATION_STATUS = "rotation_status"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
-            MARK_EXPOSED)
+            MARK_EXPOSED, ROTATION_STATUS)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _rotation_state(row: object) -> bool:
+    """Whether ``row`` is one secret's rotation state as GET /api/rotation gives it."""
+    return (isinstance(row, dict)
+            and all(isinstance(row.get(k), str) for k in (
+                "path", "name", "org", "domain", "period_source", "last_rotated",
+                "status", "rotator"))
+            and isinstance(row.get("version"), int)
+            and isinstance(row.get("period_days"), int | None)
+            and isinstance(row.get("secret_type"), str | None)
+            and isinstance(row.get("next_due"), str | None)
+            and all(isinstance(row.get(k), bool) for k in ("needs_window", "exposed")))
 
 
 def _steps(rows: Any) -> bool:
@@ -750,6 +765,18 @@ class KeysafeClient:
         if not (isinstance(data, dict) and data.get("exposed") is True):
             raise self._odd("a secret's status after marking it exposed")
         return data
+
+    def rotation_status(self, org: str | None = None, *,
+                        domain: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Each secret's rotation state by the server's policy, overdue first (``keysafe
+        rotate status``): of ``org`` (one ``domain``'s), or of every org the token
+        covers; as ``RotationState.to_dict``, never a value or a rotator's options."""
+        self._needs(ROTATION_STATUS, "it cannot show rotation status")
+        data = self._req("GET", "/api/rotation", {"org_id": org, "domain_id": domain})
+        rows = data.get("secrets") if isinstance(data, dict) else None
+        if not (isinstance(rows, list) and all(map(_rotation_state, rows))):
+            raise self._odd("a rotation status")
+        return rows
 
     def delete(self, name: str, org: str, *, domain: str | None = None,
                force: bool = False) -> None:

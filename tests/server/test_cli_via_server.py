@@ -281,7 +281,7 @@ def test_store_commands_refuse_and_files_cannot_redirect(server: tuple[RealServe
     env_file = tmp_path / "app.env"
     env_file.write_text("OPENAI_API_KEY=" + VALUE_1 + "\n")
     # A command that works on a store refuses, rather than make a store (and key) here.
-    p = ks(srv, home, t["ops"], "rotate", "status", "--org", ORG)
+    p = ks(srv, home, t["ops"], "rotate", "retire")
     assert p.returncode == 8
     assert b"KEYSAFE_SERVER_URL is set" in p.stderr
     assert not home.exists()
@@ -647,7 +647,7 @@ def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
           stdin=b"sk-ant-" + b"r" * 40))
     p = ks(srv, home, t["ops"], "rotate", "anthropic_api_key", "--org", ORG)
     assert "reminder" in ok(p)
-    for args in (["rotate", "all"], ["rotate", "status"], ["rotate", "jwt_secret", "--org",
+    for args in (["rotate", "all"], ["rotate", "retire"], ["rotate", "jwt_secret", "--org",
                                                             ORG, "--dry-run"]):
         p = ks(srv, home, t["ops"], *args)
         assert p.returncode == 8, (args, p.stderr)

@@ -71,11 +71,18 @@ def rotate(
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
     any rotation failed; the current versions of failed secrets are unchanged. With
-    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG` goes through that server.
+    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG` and `rotate status` go through that
+    server.
     """
     from keysafe.rotation.engine import RotationEngine
 
     settings = load(env)
+    if settings.server_url and target == "status":
+        if name is not None:
+            raise typer.BadParameter(f"`rotate status` takes no NAME (got {name!r}); "
+                                     "use --org to narrow status")
+        _show_states(_remote_states(settings, org, domain), as_json)
+        return
     if settings.server_url:
         _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run,
                                 others=bool(rotator or option or period_days is not None
@@ -130,7 +137,35 @@ def rotate(
 
 
 def _status(engine: Any, org: str | None, domain: str | None, as_json: bool) -> None:
-    states = engine.states(org, domain)
+    _show_states(engine.states(org, domain), as_json)
+
+
+def _remote_states(settings: Any, org: str | None, domain: str | None) -> list[Any]:
+    """``rotate status`` through the server (GET /api/rotation): its states, by its
+    policy, of what the token covers."""
+    from dataclasses import fields
+    from datetime import datetime
+
+    from keysafe.cli.reading import open_remote
+    from keysafe.rotation.policy import RotationState
+
+    with open_remote(settings) as remote:
+        remote.info()  # the environment asked for is the server's
+        rows = remote.client.rotation_status(org, domain=domain)
+
+    def when(text: str | None) -> datetime | None:
+        return datetime.fromisoformat(text) if text is not None else None
+
+    known = {f.name for f in fields(RotationState)}  # a newer server may say more
+    try:
+        return [RotationState(**{**{k: v for k, v in row.items() if k in known},
+                                 "last_rotated": when(row["last_rotated"]),
+                                 "next_due": when(row.get("next_due"))}) for row in rows]
+    except (TypeError, ValueError):
+        raise remote.client._odd("a rotation status") from None
+
+
+def _show_states(states: list[Any], as_json: bool) -> None:
     if as_json:
         emit_json([s.to_dict() for s in states])
         return
@@ -196,8 +231,8 @@ def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
 def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
                    domain: str | None, *, dry_run: bool, others: bool) -> Any:
     """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
-    engine's. Anything else (status, selections, configure, retire, --dry-run) works on
-    a store, and is refused (exit 8) before anything is sent."""
+    engine's. Selections, configure, retire and --dry-run work on a store, and are
+    refused (exit 8) before anything is sent (status goes through _remote_states)."""
     from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
     from keysafe.errors import (
         ConfigError,
@@ -210,11 +245,11 @@ def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None
 
     if name is not None and target not in ("configure", "status", "retire"):
         raise typer.BadParameter(f"unexpected argument {name!r}")
-    if (target in (*_SELECTIONS, "status", "configure", "retire") or dry_run or others):
+    if (target in (*_SELECTIONS, "configure", "retire") or dry_run or others):
         raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG` "
-                          "goes through the server (status, selections, configure, retire, "
-                          "--dry-run and --read-by work on a store); unset it to use the "
-                          "store configured here")
+                          "and `rotate status` go through the server (selections, "
+                          "configure, retire, --dry-run and --read-by work on a store); "
+                          "unset it to use the store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:

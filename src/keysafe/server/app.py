@@ -299,11 +299,11 @@ def create_app(settings: Settings | None = None, *, manager: SecretManager | Non
     metrics = Metrics(weakref.ref(state))
     state.metrics = metrics
 
-    from keysafe.server.routes import audit, health, orgs, secrets
+    from keysafe.server.routes import audit, health, orgs, rotation, secrets
     from keysafe.server.routes import tokens as token_routes
 
-    for r in (secrets.router, orgs.router, token_routes.router, audit.router,
-              health.router):
+    for r in (secrets.router, orgs.router, rotation.router, token_routes.router,
+              audit.router, health.router):
         app.include_router(r)
     from keysafe.server.routes import ui
 

@@ -308,6 +308,16 @@ class OrgRemoved(BaseModel):
     recovery_window_days: int = 0
 
 
+class RotationStatusList(BaseModel):
+    """Each covered secret's rotation state (``keysafe rotate status``); no value and
+    no rotator option."""
+
+    secrets: list[dict[str, Any]] = Field(description=(
+        "each ``{path, name, org, domain, secret_type, period_days, period_source, "
+        "last_rotated, next_due, status, rotator, version, needs_window, exposed}``, "
+        "overdue first"))
+
+
 class OrgList(BaseModel):
     """The orgs the caller covers, with what each holds (never a value)."""
 

@@ -1,0 +1,174 @@
+"""`keysafe rotate status` through a real ``keysafe serve`` (a subprocess on loopback)
+and the route behind it, ``GET /api/rotation``: the server's policy, the same rows as on
+its store, only what the token covers, never a value or a rotator's options."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .serverkit import OPENAI, VALUE_1, RealServer, bearer, real_server
+from .test_cli_via_server import FAKE_TOKEN, KEYSAFE, STAND_IN_CATALOG, ks, ok, stand_in
+
+CANARY = "canary-rotation-status-" + "r" * 24
+HOOK = "https://127.0.0.1:9/rotation-hook-secret-url"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServer, dict]]:
+    home = tmp_path_factory.mktemp("rotation-remote") / "home"
+    # A policy override (jwt secrets every 30 days in acme), so that the rows can only
+    # come from the server's own policy.
+    with real_server(home, KEYSAFE_ROTATION_OVERRIDES="acme:jwt=30") as srv:
+        tokens = {"root": srv.token}
+        with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
+            for org, domain, name, value in [("acme", None, "jwt_secret", CANARY),
+                                             ("acme", None, OPENAI, VALUE_1),
+                                             ("acme", "cards", "jwt_secret", CANARY),
+                                             ("globex", None, "session_secret", CANARY)]:
+                r = c.put(f"/api/secrets/{org}/{name}",
+                          json={"secret_value": value, "domain_id": domain})
+                assert r.status_code == 200, r.text
+            r = c.post(f"/api/secrets/acme/{OPENAI}/exposed", json={"where": "app.py:3"})
+            assert r.status_code == 200, r.text
+            for label, roles, orgs in [("look", ["viewer"], ["acme"]),
+                                       ("cards", ["viewer"], ["acme/cards"]),
+                                       ("named", ["viewer"], ["acme/shared/jwt_*"]),
+                                       ("both", ["viewer"], ["acme", "globex"])]:
+                r = c.post("/api/tokens", json={"name": label, "roles": roles, "orgs": orgs})
+                assert r.status_code == 201, r.text
+                tokens[label] = r.json()["token"]
+        # A rotator with an option that must never be shown (a webhook URL).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+        env["KEYSAFE_HOME"] = str(home)
+        p = subprocess.run([KEYSAFE, "rotate", "configure", "session_secret", "--org",
+                            "globex", "--rotator", "webhook", "--option", f"url={HOOK}"],
+                           env=env, capture_output=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        yield srv, tokens
+
+
+def states(p: subprocess.CompletedProcess[bytes]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(ok(p))
+    return rows
+
+
+def test_status_through_the_server_is_the_stores(server: tuple[RealServer, dict],
+                                                 tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    remote = states(ks(srv, home, t["root"], "rotate", "status", "--org", "acme", "--json"))
+    # The same command on the server's store, with its settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update(KEYSAFE_HOME=str(srv.home), KEYSAFE_ROTATION_OVERRIDES="acme:jwt=30")
+    local = json.loads(subprocess.run([KEYSAFE, "rotate", "status", "--org", "acme",
+                                       "--json"], env=env, capture_output=True,
+                                      timeout=120, check=True).stdout)
+    assert remote == local
+    got = {(s["domain"], s["name"]): s for s in remote}
+    assert set(got) == {("shared", "jwt_secret"), ("shared", OPENAI), ("cards", "jwt_secret")}
+    jwt = got[("shared", "jwt_secret")]
+    assert (jwt["period_days"], jwt["rotator"], jwt["status"]) == (30, "random", "ok")
+    exposed = got[("shared", OPENAI)]
+    assert (exposed["status"], exposed["exposed"]) == ("overdue", True)
+    assert remote[0]["name"] == OPENAI  # overdue first
+    # The table, for people.
+    table = ok(ks(srv, home, t["root"], "rotate", "status", "--org", "acme"))
+    assert "overdue (exposed)" in table
+    assert not home.exists()
+
+
+def test_only_what_the_token_covers(server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+
+    def names(token: str, *args: str) -> set[tuple[str, str, str]]:
+        rows = states(ks(srv, home, token, "rotate", "status", "--json", *args))
+        return {(s["org"], s["domain"], s["name"]) for s in rows}
+
+    every = names(t["root"])
+    assert ("globex", "shared", "session_secret") in every
+    assert len(every) == 4
+    assert names(t["both"]) == every
+    assert names(t["look"]) == {r for r in every if r[0] == "acme"}
+    assert names(t["cards"]) == {("acme", "cards", "jwt_secret")}
+    assert names(t["cards"], "--org", "acme") == {("acme", "cards", "jwt_secret")}
+    assert names(t["named"]) == {("acme", "shared", "jwt_secret")}
+    assert names(t["root"], "--org", "acme", "--domain", "cards") == {
+        ("acme", "cards", "jwt_secret")}
+    # An org the token does not cover is not found (exit 3: its existence is not
+    # revealed), a domain it does not cover refused (exit 4), as on every route.
+    p = ks(srv, home, t["look"], "rotate", "status", "--org", "globex")
+    assert p.returncode == 3, p.stderr
+    p = ks(srv, home, t["cards"], "rotate", "status", "--org", "acme", "--domain", "shared")
+    assert p.returncode == 4, p.stderr
+
+
+def test_nothing_secret_in_the_answer_and_it_is_audited(server: tuple[RealServer, dict]
+                                                       ) -> None:
+    srv, t = server
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.get("/api/rotation")
+        assert r.status_code == 200, r.text
+        assert CANARY not in r.text
+        assert VALUE_1 not in r.text
+        assert HOOK not in r.text
+        (hooked,) = [s for s in r.json()["secrets"] if s["org"] == "globex"]
+        assert hooked["rotator"] == "webhook"
+        # Bad input: 422 naming it.
+        r = c.get("/api/rotation", params={"org_id": "x" * 200})
+        assert r.status_code == 422
+        assert "org_id" in r.text
+        records = c.get("/api/audit", params={"action": "rotation_status"}).json()["records"]
+    assert records
+    assert records[0]["actor"] == "token:bootstrap-admin"  # the first admin token
+    assert records[0]["outcome"] == "ok"
+
+
+def test_other_rotate_commands_still_refuse(server: tuple[RealServer, dict],
+                                           tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    for args in (["due"], ["all", "--dry-run"], ["retire"],
+                 ["configure", "jwt_secret", "--org", "acme", "--period-days", "9"]):
+        p = ks(srv, home, t["root"], "rotate", *args)
+        assert p.returncode == 8, (args, p.stderr)
+        assert b"rotate status" in p.stderr
+    p = ks(srv, home, t["root"], "rotate", "status", "jwt_secret")
+    assert p.returncode == 2
+    p = ks(srv, home, t["root"], "rotate", "status", "--env", "production")
+    assert p.returncode == 8
+    assert b"serves the 'local' environment" in p.stderr
+
+
+def test_an_older_or_odd_server(tmp_path: Path) -> None:
+    """Stand-ins on loopback: one that lacks the route (exit 8, "upgrade it first"),
+    one that lists it but answers rows of the wrong shape (exit 7)."""
+    from keysafe.client import FEATURES
+
+    catalog: dict[str, Any] = {**STAND_IN_CATALOG, "features": []}
+    answers: dict[str, Any] = {"/api/rotation": {"secrets": [{"path": "p", "status": 3}]}}
+    with stand_in(lambda path: catalog if path == "/api/catalog"
+                  else answers.get(path, {})) as fake:
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "status")
+        assert p.returncode == 8, p.stderr
+        assert b"upgrade it first" in p.stderr
+        catalog["features"] = list(FEATURES)
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "status", "--json")
+        assert p.returncode == 7, p.stderr
+        assert p.stdout == b""
+        good = {"path": "keysafe/local/o/shared/x", "name": "x", "org": "o",
+                "domain": "shared", "secret_type": None, "period_days": None,
+                "period_source": "none", "last_rotated": "2026-01-01T00:00:00+00:00",
+                "next_due": None, "status": "unscheduled", "rotator": "manual",
+                "version": 1, "needs_window": False, "exposed": False, "later": "kept out"}
+        answers["/api/rotation"] = {"secrets": [good]}
+        rows = states(ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "status", "--json"))
+        assert rows == [{k: v for k, v in good.items() if k != "later"}]

@@ -57,6 +57,13 @@ class Target(Protocol):
                      domain: str | None = None) -> SecretMetadata: ...
 
 
+def may_read_values(target: Target) -> bool:
+    """Whether ``target`` may read values back, to compare one with what was found: a
+    store's manager may; through a server, only a token with the ``read`` permission
+    (a writer's is blind, and a read it tries is a denial on its record)."""
+    return bool(getattr(target, "may_read_values", True))
+
+
 Status = Literal["imported", "would_import", "skipped", "unknown", "failed"]
 STATUSES: tuple[Status, ...] = ("imported", "would_import", "skipped", "unknown", "failed")
 #: keysafe's own settings (the master key among them) are never imported as secrets.
@@ -273,7 +280,12 @@ def _tags(mgr: Target, p: _Plan, meta: SecretMetadata | None) -> dict[str, str] 
     assert p.name is not None
     if p.env_var is None:
         return None
-    kept = dict(meta.tags) if meta is not None else {}
+    from keysafe.rotation.policy import is_rotation_tag
+
+    # Rotation settings are the store's to keep (a put keeps them); a server refuses
+    # them in a write, and shows some of them in a status.
+    kept = ({k: v for k, v in meta.tags.items() if not is_rotation_tag(k)}
+            if meta is not None else {})
     if p.env_var != default_env_var(p.name, mgr.catalog):
         return {**kept, ENV_VAR_TAG: p.env_var}
     if ENV_VAR_TAG in kept:  # imported from the name's own variable this time
@@ -303,8 +315,13 @@ def _import_one(mgr: Target, p: _Plan, org: str, domain: str, *, dry_run: bool,
         if exposed is not None and not dry_run:
             # The stored value is the one found in the open: it is exposed all the same.
             try:
-                same = mgr.get(name, org, domain=domain, fresh=True) == p.value  # audited
-                if same:
+                if not may_read_values(mgr):
+                    # Blind write: a writer's token cannot compare. The value under this
+                    # name was in the open; an early rotation is the lesser harm.
+                    mgr.mark_exposed(name, org, domain=domain, where=exposed)
+                    reason += ("; this token may not read the stored value to compare "
+                               "it: marked exposed, rotate it")
+                elif mgr.get(name, org, domain=domain, fresh=True) == p.value:  # audited
                     mgr.mark_exposed(name, org, domain=domain, where=exposed)
                     reason += "; the same value: marked exposed, rotate it"
             except KeysafeError as exc:

@@ -6,6 +6,7 @@ marked exposed through ``POST …/exposed``, and nothing is stored on the laptop
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +16,19 @@ import httpx
 import pytest
 
 from .serverkit import OPENAI, VALUE_1, VALUE_2, RealServer, bearer, real_server
-from .test_cli_via_server import FAKE_TOKEN, STAND_IN_CATALOG, ks, ok, stand_in
+from .test_cli_via_server import FAKE_TOKEN, KEYSAFE, STAND_IN_CATALOG, ks, ok, stand_in
 
 ORG = "imports"
 CANARY = "canary-import-remote-" + "q" * 20
 HF = "hf_" + "Zq" * 17
-#: A team's own entry, known to the server's catalog file only.
+#: A team's own entry, known to the server's catalog file only; its variable is not
+#: its name upper-cased.
 TEAM_CATALOG = """
 [[secret]]
 name = "acme_ledger_token"
 display_name = "Acme ledger token"
 category = "integrations"
-env_var = "ACME_LEDGER_TOKEN"
+env_var = "LEDGER_API_TOKEN"
 """
 
 
@@ -39,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
         tokens = {"root": srv.token}
         with httpx.Client(base_url=srv.url, headers=bearer(srv.token), timeout=30) as c:
             for label, roles in [("ops", ["writer"]), ("app", ["service", "viewer"]),
-                                 ("look", ["viewer"])]:
+                                 ("look", ["viewer"]), ("rw", ["writer", "service"])]:
                 r = c.post("/api/tokens", json={"name": label, "roles": roles,
                                                 "orgs": [ORG]})
                 assert r.status_code == 201, r.text
@@ -77,17 +79,17 @@ def test_import_a_file_through_the_server(server: tuple[RealServer, dict],
     home = tmp_path / "home"
     env_file = tmp_path / "app.env"
     env_file.write_text(f"OPENAI_API_KEY={VALUE_1}\nHF_TOKEN={HF}\n"
-                        f"ACME_LEDGER_TOKEN={CANARY}\nDEBUG=1\nKEYSAFE_MASTER_KEY=x\n")
+                        f"LEDGER_API_TOKEN={CANARY}\nDEBUG=1\nKEYSAFE_MASTER_KEY=x\n")
     # A dry run writes nothing, and says what would happen.
     dry = ok(ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG, "--dry-run",
                 "--json"))
     plan = {i["variable"]: i["status"] for i in json.loads(dry)["items"]}
     assert plan == {"OPENAI_API_KEY": "would_import", "HF_TOKEN": "would_import",
-                    "ACME_LEDGER_TOKEN": "would_import", "DEBUG": "unknown",
+                    "LEDGER_API_TOKEN": "would_import", "DEBUG": "unknown",
                     "KEYSAFE_MASTER_KEY": "skipped"}
     assert status(srv, t["app"], OPENAI)["configured"] is False
     # The import itself: the server's catalog maps the variables, the team's entry too
-    # (this CLI's own catalog does not know ACME_LEDGER_TOKEN).
+    # (this CLI's own catalog does not know LEDGER_API_TOKEN).
     p = ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG, "--json")
     doc = json.loads(ok(p))
     no_value(p, VALUE_1, HF, CANARY)
@@ -95,7 +97,7 @@ def test_import_a_file_through_the_server(server: tuple[RealServer, dict],
     assert got["OPENAI_API_KEY"] == ("imported", OPENAI,
                                      f"keysafe/local/{ORG}/shared/{OPENAI}")
     assert got["HF_TOKEN"][:2] == ("imported", "hf_api_token")
-    assert got["ACME_LEDGER_TOKEN"][:2] == ("imported", "acme_ledger_token")
+    assert got["LEDGER_API_TOKEN"][:2] == ("imported", "acme_ledger_token")
     assert doc["domain"] == "shared"
     assert value(srv, t["app"], OPENAI) == VALUE_1
     assert value(srv, t["app"], "acme_ledger_token") == CANARY
@@ -111,8 +113,77 @@ def test_import_a_file_through_the_server(server: tuple[RealServer, dict],
                            "--overwrite", "--json")))
     assert [(i["status"], i["version"]) for i in doc["items"]] == [("imported", 2)]
     assert value(srv, t["app"], OPENAI) == VALUE_2
+    # `export` through the server gives the app back the variables it read, by the
+    # server's catalog too (no env_var tag was needed for LEDGER_API_TOKEN).
+    assert "env_var" not in status(srv, t["app"], "acme_ledger_token")["tags"]
+    out = ok(ks(srv, home, t["app"], "export", "--org", ORG, "--format", "json"))
+    exported = json.loads(out)
+    assert exported["LEDGER_API_TOKEN"] == CANARY
+    assert exported["HF_TOKEN"] == HF
     # Nothing was made on this side: no store, no master key.
     assert not home.exists()
+
+
+def test_exposed_values_already_stored(server: tuple[RealServer, dict],
+                                       tmp_path: Path) -> None:
+    """A value that was in the open and is stored already: a token that may read
+    compares, as on a store; a writer's (blind) cannot, so the secret is marked
+    exposed without a read, and no denial is recorded."""
+    srv, t = server
+    home = tmp_path / "home"
+    same, other = "xoxp-" + "5" * 30, "xoxp-" + "6" * 30
+    with api(srv, t["ops"]) as c:
+        for name, v in (("deepgram_api_key", same), ("elevenlabs_api_key", CANARY)):
+            r = c.put(f"/api/secrets/{ORG}/{name}",
+                      json={"secret_value": v, "check_format": False})
+            assert r.status_code == 200, r.text
+    env_file = tmp_path / "open.env"
+    env_file.write_text(f"DEEPGRAM_API_KEY={other}\n")
+    # A reader and writer compares: another value is not marked.
+    doc = json.loads(ok(ks(srv, home, t["rw"], "import", str(env_file), "--org", ORG,
+                           "--exposed", "--json")))
+    assert doc["items"][0]["status"] == "skipped"
+    assert status(srv, t["app"], "deepgram_api_key")["exposed"] is False
+    env_file.write_text(f"DEEPGRAM_API_KEY={same}\nELEVENLABS_API_KEY={other}\n")
+    doc = json.loads(ok(ks(srv, home, t["rw"], "import", str(env_file), "--org", ORG,
+                           "--exposed", "--json")))
+    assert "the same value: marked exposed" in doc["items"][0]["reason"]
+    assert status(srv, t["app"], "deepgram_api_key")["exposed"] is True
+    assert status(srv, t["app"], "elevenlabs_api_key")["exposed"] is False
+    # A writer cannot read: marked all the same, saying why, with no read attempted.
+    p = ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG, "--exposed",
+           "--json")
+    items = {i["variable"]: i for i in json.loads(ok(p))["items"]}
+    assert "may not read the stored value" in items["ELEVENLABS_API_KEY"]["reason"]
+    assert status(srv, t["app"], "elevenlabs_api_key")["exposed"] is True
+    no_value(p, same, other, CANARY)
+    with api(srv, t["root"]) as c:
+        r = c.get("/api/audit", params={"org_id": ORG, "actor": "token:ops",
+                                        "outcome": "denied"})
+    assert r.json()["records"] == []
+
+
+def test_overwrite_keeps_a_configured_rotator(server: tuple[RealServer, dict],
+                                              tmp_path: Path) -> None:
+    """`import --overwrite` of a secret with rotation settings: the server keeps them
+    (they are never sent), and the env_var tag is written as on a store."""
+    srv, t = server
+    home = tmp_path / "home"
+    env_file = tmp_path / "rot.env"
+    env_file.write_text(f"HUGGINGFACE_TOKEN={HF}\n")
+    ok(ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG, "--domain", "rot"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSAFE_")}
+    env.update(KEYSAFE_HOME=str(srv.home), KEYSAFE_CATALOG_FILE=srv.env["KEYSAFE_CATALOG_FILE"])
+    subprocess.run([KEYSAFE, "rotate", "configure", "hf_api_token", "--org", ORG,
+                    "--domain", "rot", "--rotator", "manual"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    env_file.write_text(f"HF_TOKEN={HF[:-1]}x\n")
+    doc = json.loads(ok(ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG,
+                           "--domain", "rot", "--overwrite", "--json")))
+    assert [(i["status"], i["version"]) for i in doc["items"]] == [("imported", 2)]
+    with api(srv, t["app"]) as c:
+        st = c.get(f"/api/secrets/{ORG}/hf_api_token", params={"domain_id": "rot"}).json()
+    assert st["tags"] == {"env_var": "HF_TOKEN", "rotator": "manual"}
 
 
 def test_refusals_come_from_the_server(server: tuple[RealServer, dict],
@@ -178,6 +249,20 @@ def test_scan_import_through_the_server(server: tuple[RealServer, dict],
     st = status(srv, t["app"], "github_token")
     assert st["exposed"] is True
     assert st["tags"]["exposed"].endswith("app.py:1")
+    # A writer cannot compare with what is stored: another name, never a failure.
+    with api(srv, t["ops"]) as c:
+        r = c.put(f"/api/secrets/{ORG}/acme_ledger_token", json={"secret_value": CANARY})
+        assert r.status_code == 200, r.text
+    ledger = "lt_" + "aZ3kP9qX2mW7vB4nR8tY6uJ1cE5hL0sD"
+    (work / "more.py").write_text(f'GITHUB_TOKEN = "{gh}"\n'
+                                  f'LEDGER_API_TOKEN = "{ledger}"\n')
+    p = ks(srv, tmp_path / "home", t["ops"], "scan", str(work), "--import", "--org", ORG,
+           "--yes", "--json")
+    assert p.returncode == 0, p.stderr
+    got = {i["name"] for i in json.loads(p.stdout)["imports"]}
+    # The variable only the server's catalog knows takes the server's name.
+    assert got == {"github_token_2", "acme_ledger_token_2"}
+    no_value(p, gh, ledger)
     assert not (tmp_path / "home").exists()
 
 

@@ -94,6 +94,7 @@ class RemoteManager:
         self._naming: NamingTemplate | None = None
         self._categories: object = None
         self._catalog: Catalog | None = None
+        self._may_read: bool | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"RemoteManager({self.client.url!r})"
@@ -141,6 +142,15 @@ class RemoteManager:
     @property
     def default_domain(self) -> str:
         return str(self.info()["default_domain"])
+
+    @property
+    def may_read_values(self) -> bool:
+        """Whether the token has the ``read`` permission (a service's), asked once: an
+        import compares a found value with the stored one only then."""
+        if self._may_read is None:
+            perms = self.client.whoami().get("permissions")
+            self._may_read = isinstance(perms, list) and "read" in perms
+        return self._may_read
 
     @property
     def max_value_bytes(self) -> int:

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from keysafe.errors import InvalidName, KeysafeError
+from keysafe.importer import may_read_values
 from keysafe.naming import validate_segment
 from keysafe.scanning.findings import Finding
 
 if TYPE_CHECKING:
+    from keysafe.catalog import Catalog
     from keysafe.importer import Target
 
 __all__ = ["ImportOutcome", "import_findings", "name_for", "reference"]
@@ -53,11 +55,16 @@ def reference(org: str, domain: str, name: str) -> str:
     return f"keysafe://{org}/{domain}/{name}"
 
 
-def name_for(finding: Finding) -> str:
-    """The secret name a finding is stored under: its catalog entry, else its variable
-    (lower-cased, ``-`` and ``.`` kept), else the rule's name (``slack_token``)."""
+def name_for(finding: Finding, catalog: Catalog | None = None) -> str:
+    """The secret name a finding is stored under: its catalog entry, else its
+    variable's entry in ``catalog`` (the store's or server's, which may know more than
+    the scan's), else the variable (lower-cased, ``-`` and ``.`` kept), else the rule's
+    name (``slack_token``)."""
     if finding.entry:
         return finding.entry
+    known = catalog.by_env_var(finding.variable) if catalog and finding.variable else None
+    if known is not None:
+        return known.name
     if finding.variable:
         name = re.sub(r"[^a-z0-9_.-]+", "_", finding.variable.lower()).strip("._-")
         try:
@@ -78,7 +85,8 @@ def _free_name(mgr: Target, base: str, value: str, org: str, domain: str,
                 return name, True
             continue
         if mgr.has(name, org, domain=domain):
-            if mgr.get(name, org, domain=domain) == value:
+            # A token that may not read values cannot compare: the next name, then.
+            if may_read_values(mgr) and mgr.get(name, org, domain=domain) == value:
                 return name, True
             continue
         return name, False
@@ -141,7 +149,8 @@ def _import_file(path: Path, group: list[Finding], mgr: Target, org: str,
             out.append(ImportOutcome(f, "failed", reason="the file changed since the scan"))
             continue
         try:
-            name, stored = _free_name(mgr, name_for(f), value, org, domain, chosen)
+            name, stored = _free_name(mgr, name_for(f, mgr.catalog), value, org, domain,
+                                      chosen)
         except KeysafeError as exc:
             out.append(ImportOutcome(f, "failed", reason=exc.message))
             continue

@@ -279,9 +279,15 @@ def open_source(*, env: str | None = None, server: str | None = None,
     try:
         # The server's default domain, and its environment checked against the one
         # chosen here (--env, KEYSAFE_ENV...), as the secret verbs do.
-        info = server_info(source.catalog_info(), source.url, chosen_env(settings))
+        answer = source.catalog_info()
+        info = server_info(answer, source.url, chosen_env(settings))
     except BaseException:
         source.close()
         raise
     source.default_domain = str(info.get("default_domain") or source.default_domain)
+    # Variables named as the server names them (its team's entries too), as `keysafe
+    # import` through it tagged them; this machine's catalog only if it sends none.
+    served = Catalog.from_api(answer.get("categories"))
+    if len(served):
+        source._catalog = served
     return source

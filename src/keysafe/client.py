@@ -267,9 +267,11 @@ EXPIRES_AT = "expires_at"
 MARK_EXPOSED = "mark_exposed"
 #: ... and GET /api/rotation (``keysafe rotate status``).
 ROTATION_STATUS = "rotation_status"
+#: ... and PUT /api/secrets/{org}/{name}/rotation (``keysafe rotate configure``).
+ROTATION_CONFIGURE = "rotation_configure"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
-            MARK_EXPOSED, ROTATION_STATUS)
+            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -777,6 +779,27 @@ class KeysafeClient:
         if not (isinstance(rows, list) and all(map(_rotation_state, rows))):
             raise self._odd("a rotation status")
         return rows
+
+    def configure_rotation(self, name: str, org: str, *, domain: str | None = None,
+                           rotator: str | None = None,
+                           options: Mapping[str, str] | None = None,
+                           period_days: int | None = None,
+                           dry_run: bool = False) -> dict[str, Any]:
+        """How a secret rotates (``keysafe rotate configure``): its rotator, options
+        (added to those set before) and period in days (0: never scheduled), checked by
+        the server before anything is stored; an admin of every org only. Returns the
+        status (the rotator, never its options)."""
+        self._needs(ROTATION_CONFIGURE, "it cannot configure rotation")
+        body: dict[str, Any] = {"dry_run": dry_run}
+        for key, value in (("rotator", rotator), ("period_days", period_days),
+                           ("options", dict(options) if options else None)):
+            if value is not None:
+                body[key] = value
+        data = self._req("PUT", self._secret(org, name, "/rotation"),
+                         body=self._with_domain(body, domain))
+        if not (isinstance(data, dict) and isinstance(data.get("tags"), dict)):
+            raise self._odd("a secret's status after configuring its rotation")
+        return data
 
     def delete(self, name: str, org: str, *, domain: str | None = None,
                force: bool = False) -> None:

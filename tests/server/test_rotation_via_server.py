@@ -39,6 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
             r = c.post(f"/api/secrets/acme/{OPENAI}/exposed", json={"where": "app.py:3"})
             assert r.status_code == 200, r.text
             for label, roles, orgs in [("look", ["viewer"], ["acme"]),
+                                       ("acme-admin", ["admin"], ["acme"]),
+                                       ("reader", ["service"], ["acme"]),
                                        ("cards", ["viewer"], ["acme/cards"]),
                                        ("named", ["viewer"], ["acme/shared/jwt_*"]),
                                        ("both", ["viewer"], ["acme", "globex"])]:
@@ -136,8 +138,7 @@ def test_other_rotate_commands_still_refuse(server: tuple[RealServer, dict],
                                            tmp_path: Path) -> None:
     srv, t = server
     home = tmp_path / "home"
-    for args in (["due"], ["all", "--dry-run"], ["retire"],
-                 ["configure", "jwt_secret", "--org", "acme", "--period-days", "9"]):
+    for args in (["due"], ["all", "--dry-run"], ["retire"]):
         p = ks(srv, home, t["root"], "rotate", *args)
         assert p.returncode == 8, (args, p.stderr)
         assert b"rotate status" in p.stderr
@@ -172,3 +173,93 @@ def test_an_older_or_odd_server(tmp_path: Path) -> None:
         answers["/api/rotation"] = {"secrets": [good]}
         rows = states(ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "status", "--json"))
         assert rows == [{k: v for k, v in good.items() if k != "later"}]
+
+
+def test_configure_through_the_server(server: tuple[RealServer, dict],
+                                      tmp_path: Path) -> None:
+    """`rotate configure` with KEYSAFE_SERVER_URL: an admin of every org sets the
+    rotator, its options and the period; the server checks them first, and never shows
+    the options; the next rotation uses them."""
+    srv, t = server
+    home = tmp_path / "home"
+    base = ["rotate", "configure", "jwt_secret", "--org", "acme", "--domain", "cards"]
+    # A dry run checks and stores nothing.
+    dry = json.loads(ok(ks(srv, home, t["root"], *base, "--rotator", "random", "--option",
+                           "length=48", "--dry-run", "--json")))
+    assert (dry["dry_run"], dry["tags"].get("rotator")) == (True, "random")
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        st = c.get("/api/secrets/acme/jwt_secret", params={"domain_id": "cards"}).json()
+    assert st["rotation_days"] != 7
+    out = json.loads(ok(ks(srv, home, t["root"], *base, "--rotator", "random", "--option",
+                           "length=48", "--option", "alphabet=hex", "--period-days", "7",
+                           "--json")))
+    assert (out["tags"]["rotator"], out["rotation_days"], out["dry_run"]) == (
+        "random", 7, False)
+    assert not any(k.startswith("rotator.") for k in out["tags"])
+    said = ks(srv, home, t["root"], *base, "--period-days", "7")
+    assert "keysafe/local/acme/cards/jwt_secret: rotator random, period 7 d" in \
+        said.stderr.decode()
+    # The next rotation through the server uses the options.
+    ok(ks(srv, home, t["root"], "rotate", "jwt_secret", "--org", "acme", "--domain", "cards"))
+    with httpx.Client(base_url=srv.url, headers=bearer(t["reader"]), timeout=30) as c:
+        value = c.get("/api/secrets/acme/jwt_secret/value",
+                      params={"domain_id": "cards"}).json()["value"]
+    assert len(value) == 48
+    assert set(value) <= set("0123456789abcdef")
+    states_now = states(ks(srv, home, t["root"], "rotate", "status", "--org", "acme",
+                           "--domain", "cards", "--json"))
+    assert (states_now[0]["period_days"], states_now[0]["period_source"]) == (7, "secret")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["--rotator", "nosuch"], 2, "unknown rotator 'nosuch'"),
+    (["--rotator", "no.such.module:Cls"], 2, "rotator"),
+    (["--rotator", "random", "--option", "lenght=48"], 2, "does not take rotator.lenght"),
+    (["--rotator", "webhook", "--option", "url=ftp://x"], 2, "must be an http(s) URL"),
+    (["--option", "bad"], 2, "--option"),
+    ([], 2, "needs --rotator, --option or"),
+    (["--period-days", "-1"], 2, "period-days"),
+])
+def test_configure_refusals_change_nothing(server: tuple[RealServer, dict], tmp_path: Path,
+                                           args: list[str], code: int, words: str) -> None:
+    srv, t = server
+    p = ks(srv, tmp_path / "home", t["root"], "rotate", "configure", "jwt_secret", "--org",
+           "acme", *args)
+    assert p.returncode == code, p.stderr
+    assert words in p.stderr.decode()
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        st = c.get("/api/secrets/acme/jwt_secret").json()
+    assert st["rotator"] == "random"  # the jwt type's default: nothing was set
+    assert "rotator" not in st["tags"]
+
+
+def test_configure_is_for_admins_of_every_org(server: tuple[RealServer, dict],
+                                              tmp_path: Path) -> None:
+    srv, t = server
+    for who in ("acme-admin", "look"):
+        p = ks(srv, tmp_path / "home", t[who], "rotate", "configure", "jwt_secret", "--org",
+               "acme", "--rotator", "webhook", "--option", f"url={HOOK}")
+        assert p.returncode == 4, (who, p.stderr)
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        url = "/api/secrets/acme/jwt_secret/rotation"
+        for body in ({}, {"rotator": "random", "extra": 1}, {"options": {"a-b": "x"}},
+                     {"options": {"url": "x\ny"}}, {"period_days": 4000},
+                     {"rotator": "a:b"}):
+            r = c.put(url, json=body)
+            assert r.status_code == 422, (body, r.text)
+        assert c.put("/api/secrets/acme/nothing_here/rotation",
+                     json={"period_days": 3}).status_code == 404
+        denied = c.get("/api/audit", params={"org_id": "acme", "outcome": "denied",
+                                             "action": "update_metadata"}).json()["records"]
+    assert {r["actor"] for r in denied} >= {"token:acme-admin", "token:look"}
+    assert all(HOOK not in json.dumps(r) for r in denied)
+
+
+def test_configure_on_an_older_server_is_refused(tmp_path: Path) -> None:
+    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": []}
+                  if path == "/api/catalog" else {}) as fake:
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "configure", "x_key", "--org",
+               "o", "--period-days", "3")
+        assert p.returncode == 8, p.stderr
+        assert b"upgrade it first" in p.stderr

@@ -55,7 +55,8 @@ def store_only(settings: Settings) -> Settings:
                           "this command works on a store directly, not through a server "
                           "(the secret verbs, run, export, import, scan --import, token, "
                           "audit, audit report, audit verify, audit anchor, rotate NAME, "
-                          "rotate status, org and check-key go through it); unset "
+                          "rotate status, rotate configure, org and check-key go "
+                          "through it); unset "
                           "KEYSAFE_SERVER_URL to use the store configured here")
     return settings
 

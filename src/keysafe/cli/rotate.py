@@ -71,8 +71,8 @@ def rotate(
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
     any rotation failed; the current versions of failed secrets are unchanged. With
-    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG` and `rotate status` go through that
-    server.
+    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG`, `rotate status` and `rotate
+    configure` go through that server.
     """
     from keysafe.rotation.engine import RotationEngine
 
@@ -82,6 +82,10 @@ def rotate(
             raise typer.BadParameter(f"`rotate status` takes no NAME (got {name!r}); "
                                      "use --org to narrow status")
         _show_states(_remote_states(settings, org, domain), as_json)
+        return
+    if settings.server_url and target == "configure" and not read_by:
+        _configure_remote(settings, name, org, domain, rotator, option, period_days,
+                          as_json, dry_run)
         return
     if settings.server_url:
         _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run,
@@ -182,57 +186,59 @@ def _show_states(states: list[Any], as_json: bool) -> None:
 def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
                rotator: str | None, option: list[str] | None, period_days: int | None,
                as_json: bool, dry_run: bool) -> None:
-    from keysafe.rotation.rotators import load_rotator
+    from keysafe.rotation.configure import configure_rotation
 
     if name is None:
         raise typer.BadParameter("configure needs the secret's NAME")
     if rotator is None and not option and period_days is None:
         raise typer.BadParameter("configure needs --rotator, --option or --period-days")
-    opts = parse_tags(option, "--option") or {}
-    meta = mgr.describe(name, org, domain=domain)
-    tags = dict(meta.tags)
-    if rotator is not None:
-        tags["rotator"] = rotator
-    tags.update({f"rotator.{k}": v for k, v in opts.items()})
-    # ConfigError now, not at the next scheduled run: the rotator must load and take
-    # the options it will be given (these and any set before); without a rotator of
-    # its own, the one its type gets by default.
-    chosen = tags.get("rotator")
-    if chosen is None and opts:
-        from keysafe.rotation.policy import Policy
+    new = configure_rotation(mgr, name, org, domain=domain, rotator=rotator,
+                             options=parse_tags(option, "--option"),
+                             period_days=period_days, dry_run=dry_run)
+    _configured(new.to_dict(), new.path, rotator, period_days, dry_run, as_json)
 
-        ref = mgr.parse(meta.path)
-        chosen = Policy(mgr.catalog).state(meta, ref.org, ref.domain, ref.name).rotator
-    if chosen is not None:
-        from keysafe.rotation.rotators import options_of
 
-        check = getattr(load_rotator(chosen), "check_options", None)
-        if check is not None:
-            check(name, options_of(tags))
-    fields: dict[str, Any] = {}
-    if period_days is not None:
-        fields["rotation_days"] = period_days
-    if dry_run:  # checked above; nothing stored
-        new = meta._replace(tags=tags, **fields)
-    else:
-        # Only what this command sets is written over the tags as they are then.
-        given = {f"rotator.{k}": v for k, v in opts.items()}
-        if rotator is not None:
-            given["rotator"] = rotator
-        new = mgr.update_tags(name, org, domain=domain, set_tags=given, **fields)
+def _configure_remote(settings: Any, name: str | None, org: str | None,
+                      domain: str | None, rotator: str | None, option: list[str] | None,
+                      period_days: int | None, as_json: bool, dry_run: bool) -> None:
+    """``rotate configure`` through the server (PUT …/rotation; an admin of every org):
+    the server checks the rotator and its options, as here on a store."""
+    from keysafe.cli.reading import open_remote
+    from keysafe.cli.remote import _meta
+
+    if name is None:
+        raise typer.BadParameter("configure needs the secret's NAME")
+    if rotator is None and not option and period_days is None:
+        raise typer.BadParameter("configure needs --rotator, --option or --period-days")
+    options = parse_tags(option, "--option")
+    with open_remote(settings) as remote:
+        r = remote.ref(name, org, domain)
+        path = remote.path(r.name, r.org, domain=r.domain)
+        st = remote.client.configure_rotation(r.name, r.org, domain=r.domain,
+                                              rotator=rotator, options=options,
+                                              period_days=period_days, dry_run=dry_run)
+    meta = _meta(path, st).to_dict()
+    shown = st.get("rotator")
+    if isinstance(shown, str):  # the server shows which rotator, not its options
+        meta["tags"] = {**meta["tags"], "rotator": shown}
+    _configured(meta, path, rotator, period_days, dry_run, as_json)
+
+
+def _configured(meta: dict[str, Any], path: str, rotator: str | None,
+                period_days: int | None, dry_run: bool, as_json: bool) -> None:
     if as_json:
-        emit_json({**new.to_dict(), "dry_run": dry_run})
+        emit_json({**meta, "dry_run": dry_run})
     else:
-        say(("would set " if dry_run else "") + f"{new.path}: rotator "
-            f"{tags.get('rotator', '(default)')}"
+        say(("would set " if dry_run else "") + f"{path}: rotator "
+            f"{meta['tags'].get('rotator', rotator or '(default)')}"
             + (f", period {period_days} d" if period_days is not None else ""))
 
 
 def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
                    domain: str | None, *, dry_run: bool, others: bool) -> Any:
     """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
-    engine's. Selections, configure, retire and --dry-run work on a store, and are
-    refused (exit 8) before anything is sent (status goes through _remote_states)."""
+    engine's. Selections, retire and --dry-run work on a store, and are refused (exit
+    8) before anything is sent (status and configure have their own functions)."""
     from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
     from keysafe.errors import (
         ConfigError,
@@ -246,10 +252,10 @@ def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None
     if name is not None and target not in ("configure", "status", "retire"):
         raise typer.BadParameter(f"unexpected argument {name!r}")
     if (target in (*_SELECTIONS, "configure", "retire") or dry_run or others):
-        raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG` "
-                          "and `rotate status` go through the server (selections, "
-                          "configure, retire, --dry-run and --read-by work on a store); "
-                          "unset it to use the store configured here")
+        raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG`, "
+                          "`rotate status` and `rotate configure` go through the server "
+                          "(selections, retire, --dry-run of a rotation and --read-by "
+                          "work on a store); unset it to use the store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from keysafe.tags import MAX_TAG_KEY as MAX_TAG_KEY
 from keysafe.tags import MAX_TAG_VALUE as MAX_TAG_VALUE
 from keysafe.tags import MAX_TAGS as MAX_TAGS
 from keysafe.tags import check_user_tags
+
+_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 class _Write(BaseModel):
@@ -306,6 +309,41 @@ class OrgRemoved(BaseModel):
         default=[], description="those tokens' id, name and environment")
     summary: dict[str, int]
     recovery_window_days: int = 0
+
+
+class RotationConfig(BaseModel):
+    """How a secret rotates (``keysafe rotate configure``): the rotator, its options,
+    the period. Admins of every org only: a rotator's options point the server at a
+    URL or a database."""
+
+    model_config = ConfigDict(extra="forbid")
+    domain_id: str | None = Field(default=None, max_length=128)
+    rotator: str | None = Field(default=None, min_length=1, max_length=64,
+                                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    options: dict[str, str] | None = Field(default=None, max_length=20, description=(
+        "rotator options (`length`, `alphabet`, `url`, `scheme`, ...), added to those "
+        "set before"))
+    period_days: int | None = Field(default=None, ge=0, le=3650, description=(
+        "days between scheduled rotations; 0: never scheduled"))
+    dry_run: bool = False
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, options: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (options or {}).items():
+            if not _OPTION.fullmatch(key):
+                raise ValueError(f"option name {key[:40]!r}: letters, digits and '_', "
+                                 "up to 64")
+            if len(value) > MAX_TAG_VALUE or not value.isprintable():
+                raise ValueError(f"option {key!r}: the value must be at most "
+                                 f"{MAX_TAG_VALUE} printable characters")
+        return options
+
+    @model_validator(mode="after")
+    def _something(self) -> RotationConfig:
+        if self.rotator is None and not self.options and self.period_days is None:
+            raise ValueError("nothing to set: give a rotator, options or period_days")
+        return self
 
 
 class RotationStatusList(BaseModel):

@@ -4,14 +4,16 @@ the caller covers is due, by the server's own policy. No value, and no rotator o
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from keysafe.errors import ConfigError, InvalidValue, PermissionDenied
 from keysafe.rotation.engine import RotationEngine
 from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
 from keysafe.server.deps import Ctx, get_ctx
-from keysafe.server.schemas import RotationStatusList
+from keysafe.server.routes.secrets import status_of
+from keysafe.server.schemas import RotationConfig, RotationStatusList, SecretStatus
 
 router = APIRouter(tags=["rotation"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -51,3 +53,37 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
     ctx.audit("rotation_status", None, "ok", org=org_id,
               detail={"count": len(states), **({"domain": domain_id} if domain_id else {})})
     return RotationStatusList(secrets=[s.to_dict() for s in sort_states(states)])
+
+
+@router.put("/api/secrets/{org_id}/{secret_name}/rotation", response_model=SecretStatus)
+async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig,
+                             ctx: CtxDep) -> SecretStatus:
+    """How a secret rotates (``keysafe rotate configure``): its rotator, the rotator's
+    options (added to those set before) and its period, checked before anything is
+    stored (422 naming the problem), with no new version; ``dry_run``: checked only.
+    Admins of every org only: a rotator's options point the server at a URL or a
+    database, which an org's own administrators must not choose. The answer is the
+    status, which shows the rotator but not its options."""
+    from keysafe.rotation.configure import configure_rotation
+
+    if not ctx.identity.can("tokens") or ctx.identity.orgs is not None:
+        ctx.audit("update_metadata", None, "denied", org=org_id,
+                  detail={"reason": "PermissionDenied", "needs": "every org"})
+        raise PermissionDenied("configuring a rotator points the server at a URL or a "
+                               "database: an admin of every org only")
+    ctx.require("write", org_id, secret_name, body.domain_id)
+    ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
+
+    def configure() -> Any:
+        try:
+            return configure_rotation(ctx.mgr, secret_name, org_id, domain=body.domain_id,
+                                      rotator=body.rotator, options=body.options,
+                                      period_days=body.period_days, dry_run=body.dry_run)
+        except ConfigError as exc:  # the rotator or its options: bad input here
+            raise InvalidValue(exc.message) from None
+
+    if body.dry_run:
+        meta = configure()
+    else:
+        meta = await ctx.write(configure, path)
+    return status_of(ctx, ref, meta)

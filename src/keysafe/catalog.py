@@ -661,12 +661,17 @@ class Catalog:
         """The catalog a keysafe server serves, from the ``categories`` of its
         ``/api/catalog`` answer (``WellKnownSecret.to_dict`` with its ``pattern``), so
         that a client maps variables to names as the server does (a team's entries
-        included). Entries that are not in that shape are left out, and a pattern that
+        included), in the server's order (``position``; an older server's categories
+        otherwise). Entries that are not in that shape are left out, and a pattern that
         does not compile is dropped (the server checks formats on every write anyway);
         no live check is carried."""
         groups = categories.values() if isinstance(categories, dict) else ()
-        return cls(e for group in groups if isinstance(group, list)
-                   for e in map(_entry_from_api, group) if e is not None)
+        raws = [r for group in groups if isinstance(group, list) for r in group
+                if isinstance(r, dict)]
+        if all(isinstance(r.get("position"), int) for r in raws):
+            # The server's own order: it decides which entry an alias names.
+            raws.sort(key=lambda r: int(r["position"]))
+        return cls(e for e in map(_entry_from_api, raws) if e is not None)
 
     def get(self, name: str) -> WellKnownSecret | None:
         """The entry for a name, alias or env var; case-insensitive, '-' same as '_'."""

@@ -316,11 +316,12 @@ def _import_one(mgr: Target, p: _Plan, org: str, domain: str, *, dry_run: bool,
             # The stored value is the one found in the open: it is exposed all the same.
             try:
                 if not may_read_values(mgr):
-                    # Blind write: a writer's token cannot compare. The value under this
-                    # name was in the open; an early rotation is the lesser harm.
-                    mgr.mark_exposed(name, org, domain=domain, where=exposed)
+                    # Blind write: a writer's token cannot compare, and the stored value
+                    # may be another one (a production value, a dev file): marking it
+                    # would have the scheduler rotate it. Say so, and leave it.
                     reason += ("; this token may not read the stored value to compare "
-                               "it: marked exposed, rotate it")
+                               "it: not marked exposed (if it is the value in the file, "
+                               "rotate it)")
                 elif mgr.get(name, org, domain=domain, fresh=True) == p.value:  # audited
                     mgr.mark_exposed(name, org, domain=domain, where=exposed)
                     reason += "; the same value: marked exposed, rotate it"

@@ -120,6 +120,13 @@ def test_import_a_file_through_the_server(server: tuple[RealServer, dict],
     exported = json.loads(out)
     assert exported["LEDGER_API_TOKEN"] == CANARY
     assert exported["HF_TOKEN"] == HF
+    # A catalog file set here wins, as any setting given here does.
+    local = tmp_path / "local-catalog.toml"
+    local.write_text(TEAM_CATALOG.replace("LEDGER_API_TOKEN", "LOCAL_LEDGER"))
+    exported = json.loads(ok(ks(srv, home, t["app"], "export", "--org", ORG, "--format",
+                                "json", extra={"KEYSAFE_CATALOG_FILE": str(local)})))
+    assert exported["LOCAL_LEDGER"] == CANARY
+    assert "LEDGER_API_TOKEN" not in exported
     # Nothing was made on this side: no store, no master key.
     assert not home.exists()
 
@@ -127,8 +134,8 @@ def test_import_a_file_through_the_server(server: tuple[RealServer, dict],
 def test_exposed_values_already_stored(server: tuple[RealServer, dict],
                                        tmp_path: Path) -> None:
     """A value that was in the open and is stored already: a token that may read
-    compares, as on a store; a writer's (blind) cannot, so the secret is marked
-    exposed without a read, and no denial is recorded."""
+    compares, as on a store; a writer's (blind) cannot, so the secret is left as it is
+    and the row says why; no read is tried, so no denial is recorded."""
     srv, t = server
     home = tmp_path / "home"
     same, other = "xoxp-" + "5" * 30, "xoxp-" + "6" * 30
@@ -150,12 +157,14 @@ def test_exposed_values_already_stored(server: tuple[RealServer, dict],
     assert "the same value: marked exposed" in doc["items"][0]["reason"]
     assert status(srv, t["app"], "deepgram_api_key")["exposed"] is True
     assert status(srv, t["app"], "elevenlabs_api_key")["exposed"] is False
-    # A writer cannot read: marked all the same, saying why, with no read attempted.
+    # A writer cannot read, so it cannot compare: not marked (the stored value may be
+    # another one, which the scheduler would rotate), saying why, with no read tried.
     p = ks(srv, home, t["ops"], "import", str(env_file), "--org", ORG, "--exposed",
            "--json")
     items = {i["variable"]: i for i in json.loads(ok(p))["items"]}
-    assert "may not read the stored value" in items["ELEVENLABS_API_KEY"]["reason"]
-    assert status(srv, t["app"], "elevenlabs_api_key")["exposed"] is True
+    assert "may not read the stored value to compare it: not marked exposed" in \
+        items["ELEVENLABS_API_KEY"]["reason"]
+    assert status(srv, t["app"], "elevenlabs_api_key")["exposed"] is False
     no_value(p, same, other, CANARY)
     with api(srv, t["root"]) as c:
         r = c.get("/api/audit", params={"org_id": ORG, "actor": "token:ops",
@@ -259,9 +268,13 @@ def test_scan_import_through_the_server(server: tuple[RealServer, dict],
     p = ks(srv, tmp_path / "home", t["ops"], "scan", str(work), "--import", "--org", ORG,
            "--yes", "--json")
     assert p.returncode == 0, p.stderr
-    got = {i["name"] for i in json.loads(p.stdout)["imports"]}
+    imports = json.loads(p.stdout)["imports"]
+    got = {i["name"] for i in imports}
     # The variable only the server's catalog knows takes the server's name.
     assert got == {"github_token_2", "acme_ledger_token_2"}
+    (gh2,) = [i for i in imports if i["name"] == "github_token_2"]
+    assert "github_token already stored: this token may not read it to compare" in \
+        gh2["reason"]
     no_value(p, gh, ledger)
     assert not (tmp_path / "home").exists()
 

@@ -124,10 +124,13 @@ def test_nothing_secret_in_the_answer_and_it_is_audited(server: tuple[RealServer
         assert HOOK not in r.text
         (hooked,) = [s for s in r.json()["secrets"] if s["org"] == "globex"]
         assert hooked["rotator"] == "webhook"
-        # Bad input: 422 naming it.
+        # Bad input: 422 naming it, whoever asks.
         r = c.get("/api/rotation", params={"org_id": "x" * 200})
         assert r.status_code == 422
         assert "org_id" in r.text
+        r = c.get("/api/rotation", params={"domain_id": "Bad Domain!"})
+        assert r.status_code == 422
+        assert "domain" in r.text
         records = c.get("/api/audit", params={"action": "rotation_status"}).json()["records"]
     assert records
     assert records[0]["actor"] == "token:bootstrap-admin"  # the first admin token

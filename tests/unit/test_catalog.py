@@ -758,3 +758,17 @@ def test_odd_entries_from_a_server_are_left_out() -> None:
     assert entry.effective_rotation_days is None  # no schedule said: none assumed
     assert entry.check_format("anything") is None
     assert list(Catalog.from_api(None)) == []
+
+
+def test_a_servers_order_decides_an_alias_clash() -> None:
+    """Categories regroup the entries; ``position`` gives back the server's order, in
+    which an earlier entry's alias wins."""
+    sent = {"llm": [{"secret_name": "corp_llm_token", "env_var": "CORP_LLM_TOKEN",
+                     "aliases": ["GH_TOKEN"], "position": 1}],
+            "integrations": [{"secret_name": "github_token", "env_var": "GITHUB_TOKEN",
+                              "aliases": ["GH_TOKEN"], "position": 0}]}
+    got = Catalog.from_api(sent)
+    assert [e.name for e in got] == ["github_token", "corp_llm_token"]
+    entry = got.by_env_var("GH_TOKEN")
+    assert entry is not None
+    assert entry.name == "github_token"

@@ -75,21 +75,26 @@ def name_for(finding: Finding, catalog: Catalog | None = None) -> str:
 
 
 def _free_name(mgr: Target, base: str, value: str, org: str, domain: str,
-               chosen: dict[str, str]) -> tuple[str, bool]:
-    """(name, already stored with this value). Reuses a name that holds the same value;
-    otherwise the first of base, base_2, base_3 ... that is free."""
+               chosen: dict[str, str]) -> tuple[str, bool, list[str]]:
+    """(name, already stored with this value, names passed over without comparing).
+    Reuses a name that holds the same value; otherwise the first of base, base_2,
+    base_3 ... that is free. A token that may not read values (a writer's, through a
+    server) cannot compare, so every taken name is passed over, and named."""
+    blind = not may_read_values(mgr)
+    unknown: list[str] = []
     for i in range(1, 100):
         name = base if i == 1 else f"{base}_{i}"
         if name in chosen:
             if chosen[name] == value:
-                return name, True
+                return name, True, unknown
             continue
         if mgr.has(name, org, domain=domain):
-            # A token that may not read values cannot compare: the next name, then.
-            if may_read_values(mgr) and mgr.get(name, org, domain=domain) == value:
-                return name, True
+            if blind:
+                unknown.append(name)
+            elif mgr.get(name, org, domain=domain) == value:
+                return name, True, unknown
             continue
-        return name, False
+        return name, False, unknown
     raise InvalidName(f"no free name for {base} (tried {base} to {base}_99)")
 
 
@@ -149,8 +154,8 @@ def _import_file(path: Path, group: list[Finding], mgr: Target, org: str,
             out.append(ImportOutcome(f, "failed", reason="the file changed since the scan"))
             continue
         try:
-            name, stored = _free_name(mgr, name_for(f, mgr.catalog), value, org, domain,
-                                      chosen)
+            name, stored, unknown = _free_name(mgr, name_for(f, mgr.catalog), value, org,
+                                               domain, chosen)
         except KeysafeError as exc:
             out.append(ImportOutcome(f, "failed", reason=exc.message))
             continue
@@ -176,6 +181,11 @@ def _import_file(path: Path, group: list[Finding], mgr: Target, org: str,
             mgr.mark_exposed(name, org, domain=domain, where=f"{f.path}:{f.line}")
         except KeysafeError as exc:
             note = f"not marked exposed ({exc.message}): rotate it"
+        if unknown:
+            note = "; ".join(filter(None, [note, (
+                f"{', '.join(unknown)} already stored: this token may not read "
+                f"{'it' if len(unknown) == 1 else 'them'} to compare; if one holds this "
+                "value, rotate it")]))
         chosen[name] = value
         edits.append((f.start, f.end, ref))
         out.append(ImportOutcome(f, "imported", name=name, reference=ref, version=version,

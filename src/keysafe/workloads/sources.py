@@ -286,8 +286,17 @@ def open_source(*, env: str | None = None, server: str | None = None,
         raise
     source.default_domain = str(info.get("default_domain") or source.default_domain)
     # Variables named as the server names them (its team's entries too), as `keysafe
-    # import` through it tagged them; this machine's catalog only if it sends none.
-    served = Catalog.from_api(answer.get("categories"))
-    if len(served):
-        source._catalog = served
+    # import` through it tagged them, unless a catalog file is set here (it wins, as
+    # any setting given here does) or the server is older than whole entries.
+    if not settings.catalog_file and complete_entries(answer.get("categories")):
+        source._catalog = Catalog.from_api(answer.get("categories"))
     return source
+
+
+def complete_entries(categories: object) -> bool:
+    """Whether a server's /api/catalog entries carry everything ``run`` and ``export``
+    name variables by (an older server sends no field variables, nor its order)."""
+    raws = [r for group in (categories.values() if isinstance(categories, dict) else ())
+            if isinstance(group, list) for r in group]
+    return bool(raws) and all(isinstance(r, dict) and "field_env_vars" in r
+                              and "aliases" in r and "position" in r for r in raws)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from keysafe.errors import ConfigError, InvalidValue, PermissionDenied
+from keysafe.naming import validate_segment
 from keysafe.rotation.engine import RotationEngine
 from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
 from keysafe.server.deps import Ctx, get_ctx
@@ -31,6 +32,8 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
     maintenance window holds it back; of the orgs, domains and names the caller
     covers. Reads every secret in scope, as ``keysafe rotate status`` does."""
     org_id, domain_id = org_id or None, domain_id or None
+    if domain_id is not None:
+        validate_segment("domain", domain_id)  # 422 naming it, whoever asks
     ident = ctx.identity
     ctx.require("list", org_id, domain=domain_id if org_id else None)
     orgs: list[str | None]
@@ -43,16 +46,28 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
         # route): an org this token covers only in part is left out.
         domains = "domain" in ctx.mgr.naming.fields
         orgs = [o for o in sorted(ident.domains) if domains or ident.whole(o)]
+    # Only the domains the caller covers are read: a token for one domain of a large
+    # org does not have the whole org judged on each request.
+    scopes = [(o, d) for o in orgs for d in _domains(ident, o, domain_id)]
     settings = ctx.state.settings
     engine = RotationEngine(ctx.mgr, policy=Policy(
         ctx.mgr.catalog, parse_overrides(settings.rotation_overrides),
         parse_window(settings.rotation_window)))
-    states = [s for o in orgs for s in engine.states(o, domain_id)
+    states = [s for o, d in scopes for s in engine.states(o, d)
               if ident.orgs is None or (ident.covers_domain(s.org, s.domain)
                                         and ctx.covers_name(s.org, s.domain, s.name))]
     ctx.audit("rotation_status", None, "ok", org=org_id,
               detail={"count": len(states), **({"domain": domain_id} if domain_id else {})})
     return RotationStatusList(secrets=[s.to_dict() for s in sort_states(states)])
+
+
+def _domains(ident: Any, org: str | None, domain: str | None) -> list[str | None]:
+    """The domains of ``org`` to read: the one asked for, else those the caller's
+    scopes name (None: every domain)."""
+    if domain is not None:
+        return [domain]
+    some = ident.domains.get(org) if org is not None and ident.orgs is not None else None
+    return list(sorted(some)) if some is not None else [None]
 
 
 @router.put("/api/secrets/{org_id}/{secret_name}/rotation", response_model=SecretStatus)

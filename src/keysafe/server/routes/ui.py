@@ -99,9 +99,12 @@ def catalog(ctx: CtxDep) -> dict[str, Any]:
     app, environment and naming template of this server's secrets."""
     mgr = ctx.mgr
     cats: dict[str, list[dict[str, Any]]] = {}
+    # "position": the catalog's own order, which decides a clash of aliases; a client
+    # rebuilding it (Catalog.from_api) needs it, since categories regroup the entries.
+    order = {e.name: i for i, e in enumerate(mgr.catalog)}
     for name, entries in mgr.catalog.categories().items():
         cats[name] = [{**e.to_dict(checks=ctx.state.settings.key_checks),
-                       "pattern": e.pattern} for e in entries]
+                       "pattern": e.pattern, "position": order[e.name]} for e in entries]
     return {"app": mgr.app, "environment": mgr.env,
             "naming_template": mgr.naming.template,
             "max_value_bytes": mgr.max_value_bytes,

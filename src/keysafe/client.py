@@ -269,9 +269,11 @@ MARK_EXPOSED = "mark_exposed"
 ROTATION_STATUS = "rotation_status"
 #: ... and PUT /api/secrets/{org}/{name}/rotation (``keysafe rotate configure``).
 ROTATION_CONFIGURE = "rotation_configure"
+#: ... and POST /api/rotation/run (``keysafe rotate due|all|...``, ``--read-by``).
+ROTATION_RUN = "rotation_run"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
-            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE)
+            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -799,6 +801,31 @@ class KeysafeClient:
                          body=self._with_domain(body, domain))
         if not (isinstance(data, dict) and isinstance(data.get("tags"), dict)):
             raise self._odd("a secret's status after configuring its rotation")
+        return data
+
+    def rotate_selection(self, selection: str, org: str | None = None, *,
+                         domain: str | None = None, dry_run: bool = False,
+                         read_by: str | None = None,
+                         since: datetime | None = None) -> dict[str, Any]:
+        """Rotate a selection now (``due``, ``all``, ``symmetric``, ``api-keys``,
+        ``database``) in ``org`` (one ``domain``'s; every org: an admin of every org),
+        or plan it (``dry_run``); ``read_by``: only what that identity read since
+        ``since`` (offboarding). ``{results: [{path, name, org, outcome, version, step,
+        detail}], summary, records_by}``, never a value."""
+        self._needs(ROTATION_RUN, "it cannot rotate a selection")
+        body: dict[str, Any] = {"selection": selection, "dry_run": dry_run}
+        for key, value in (("org_id", org), ("domain_id", domain), ("read_by", read_by),
+                           ("since", since.isoformat() if since is not None else None)):
+            if value is not None:
+                body[key] = value
+        data: dict[str, Any] = self._req("POST", "/api/rotation/run", body=body)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not (isinstance(results, list) and all(
+                isinstance(r, dict) and isinstance(r.get("outcome"), str)
+                and isinstance(r.get("name"), str) and isinstance(r.get("org"), str)
+                and isinstance(r.get("path"), str) for r in results)
+                and isinstance(data.get("records_by"), int | None)):
+            raise self._odd("a rotation run's outcomes")
         return data
 
     def delete(self, name: str, org: str, *, domain: str | None = None,

@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
             assert r.status_code == 200, r.text
             for label, roles, orgs in [("look", ["viewer"], ["acme"]),
                                        ("acme-admin", ["admin"], ["acme"]),
+                                       ("acme-writer", ["writer"], ["acme"]),
                                        ("reader", ["service"], ["acme"]),
                                        ("cards", ["viewer"], ["acme/cards"]),
                                        ("named", ["viewer"], ["acme/shared/jwt_*"]),
@@ -141,7 +142,7 @@ def test_other_rotate_commands_still_refuse(server: tuple[RealServer, dict],
                                            tmp_path: Path) -> None:
     srv, t = server
     home = tmp_path / "home"
-    for args in (["due"], ["all", "--dry-run"], ["retire"]):
+    for args in (["retire"], ["jwt_secret", "--org", "acme", "--dry-run"]):
         p = ks(srv, home, t["root"], "rotate", *args)
         assert p.returncode == 8, (args, p.stderr)
         assert b"rotate status" in p.stderr
@@ -266,3 +267,103 @@ def test_configure_on_an_older_server_is_refused(tmp_path: Path) -> None:
                "o", "--period-days", "3")
         assert p.returncode == 8, p.stderr
         assert b"upgrade it first" in p.stderr
+
+
+def test_selections_through_the_server(server: tuple[RealServer, dict],
+                                       tmp_path: Path) -> None:
+    """`rotate due|symmetric|all` with KEYSAFE_SERVER_URL: the server runs the engine,
+    with the same table, JSON and exit codes; a dry run changes nothing."""
+    srv, t = server
+    home = tmp_path / "home"
+
+    def run(token: str, *args: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(ok(ks(srv, home, token, "rotate", *args, "--json")))
+        return doc
+
+    def version(org: str, name: str, domain: str = "shared") -> int:
+        with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+            st = c.get(f"/api/secrets/{org}/{name}", params={"domain_id": domain}).json()
+        return int(st["version"])
+
+    before = version("acme", "jwt_secret")
+    plan = run(t["acme-writer"], "symmetric", "--org", "acme", "--dry-run")
+    assert {(r["name"], r["outcome"]) for r in plan["results"]} == {
+        ("jwt_secret", "planned")}
+    assert version("acme", "jwt_secret") == before
+    # due: the exposed OpenAI key is overdue, and only a person can issue one.
+    due = run(t["acme-writer"], "due", "--org", "acme")
+    assert [(r["name"], r["outcome"]) for r in due["results"]] == [(OPENAI, "reminder")]
+    assert due["summary"] == {"reminder": 1}
+    # Offboarding: what an identity read, rotated now.
+    with httpx.Client(base_url=srv.url, headers=bearer(t["reader"]), timeout=30) as c:
+        assert c.get("/api/secrets/acme/jwt_secret/value").status_code == 200
+    gone = run(t["acme-admin"], "all", "--org", "acme", "--read-by", "token:reader",
+               "--since", "1h")
+    assert {(r["name"], r["outcome"]) for r in gone["results"]} >= {
+        ("jwt_secret", "rotated")}
+    assert version("acme", "jwt_secret") == before + 1
+    # A misspelt identity: nothing chosen, and a warning.
+    p = ks(srv, home, t["acme-admin"], "rotate", "all", "--org", "acme", "--read-by",
+           "token:nobody", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert b"no record by 'token:nobody'" in p.stderr
+    # Every org: an admin of every org.
+    every = run(t["root"], "symmetric", "--dry-run")
+    assert {r["org"] for r in every["results"]} >= {"acme"}
+    for ks_args, who in ((["symmetric", "--dry-run"], "acme-writer"),
+                         (["all", "--org", "acme", "--read-by", "token:reader"],
+                          "acme-writer"),
+                         (["due", "--org", "acme"], "cards"),
+                         (["due", "--org", "acme"], "look")):
+        p = ks(srv, home, t[who], "rotate", *ks_args)
+        assert p.returncode == 4, (ks_args, who, p.stderr)
+    assert not home.exists()
+
+
+def test_a_run_is_recorded_and_bad_input_refused(server: tuple[RealServer, dict]) -> None:
+    srv, t = server
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        for body in ({}, {"selection": "everything"}, {"selection": "due", "x": 1},
+                     {"selection": "due", "since": "2026-01-01T00:00:00Z"},
+                     {"selection": "due", "read_by": " "},
+                     {"selection": "due", "domain_id": "cards"},
+                     {"selection": "due", "org_id": "acme", "domain_id": "Bad Domain!"}):
+            r = c.post("/api/rotation/run", json=body)
+            assert r.status_code == 422, (body, r.text)
+        r = c.post("/api/rotation/run", json={"selection": "symmetric", "org_id": "acme",
+                                              "dry_run": True})
+        assert r.status_code == 200, r.text
+        assert CANARY not in r.text
+        records = c.get("/api/audit", params={"action": "rotation_run",
+                                              "org_id": "acme"}).json()["records"]
+    assert records[0]["detail"]["selection"] == "symmetric"
+    assert records[0]["detail"]["dry_run"] is True
+
+
+def test_selections_on_an_older_server_are_refused(tmp_path: Path) -> None:
+    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": []}
+                  if path == "/api/catalog" else {}) as fake:
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "due", "--org", "o")
+        assert p.returncode == 8, p.stderr
+        assert b"upgrade it first" in p.stderr
+
+
+def test_configure_never_echoes_an_option_and_shows_only_what_is_set(
+        server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    """A refused option is named, never quoted (it may be a URL or a DSN); options
+    alone set no `rotator` tag, and the output says so, as on a store."""
+    srv, t = server
+    dsn = "postgres://admin:hunter2@db.internal/x"
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.put("/api/secrets/acme/jwt_secret/rotation",
+                  json={"rotator": "aws-iam", "options": {"wait": dsn}})
+        assert r.status_code == 422, r.text
+        assert "rotator.wait" in r.text
+        assert "hunter2" not in r.text
+    p = ks(srv, tmp_path / "home", t["root"], "rotate", "configure", "jwt_secret", "--org",
+           "acme", "--option", "length=40", "--dry-run", "--json")
+    out = json.loads(ok(p))
+    assert "rotator" not in out["tags"]
+    human = ks(srv, tmp_path / "home", t["root"], "rotate", "configure", "jwt_secret",
+               "--org", "acme", "--option", "length=40", "--dry-run")
+    assert "rotator (default)" in human.stderr.decode()

@@ -71,8 +71,7 @@ def rotate(
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
     any rotation failed; the current versions of failed secrets are unchanged. With
-    KEYSAFE_SERVER_URL set, `rotate NAME --org ORG`, `rotate status` and `rotate
-    configure` go through that server.
+    KEYSAFE_SERVER_URL set, everything but `retire` goes through that server.
     """
     from keysafe.rotation.engine import RotationEngine
 
@@ -86,6 +85,11 @@ def rotate(
     if settings.server_url and target == "configure" and not read_by:
         _configure_remote(settings, name, org, domain, rotator, option, period_days,
                           as_json, dry_run)
+        return
+    if settings.server_url and target in _SELECTIONS and name is None:
+        readers = _readers(read_by, since, target)
+        _report(_run_remote(settings, target, org, domain, dry_run, readers, as_json),
+                dry_run, as_json)
         return
     if settings.server_url:
         _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run,
@@ -118,26 +122,61 @@ def rotate(
             raise typer.BadParameter(f"unexpected argument {name!r}")
         if target not in _SELECTIONS and org is None:
             raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
-        readers = None
-        if read_by is not None:
-            if target not in _SELECTIONS:
-                raise typer.BadParameter("--read-by narrows a selection (all, due, "
-                                         "symmetric, api-keys, database), not one NAME",
-                                         param_hint="'--read-by'")
-            if not read_by.strip():
-                raise typer.BadParameter("give an actor, e.g. token:alice",
-                                         param_hint="'--read-by'")
-            t_since = parse_time(since, option="--since")
-            assert t_since is not None
-            readers = (read_by, t_since)
-            if not engine.records_by(read_by, t_since, org):
-                warn(f"the audit log has no record by {read_by!r} since "
-                     f"{t_since:%Y-%m-%d %H:%M} UTC: check the spelling (token:NAME, "
-                     "jwt:SUB, or a CLI user as the audit log shows it)")
+        readers = _readers(read_by, since, target)
+        if readers is not None and not engine.records_by(*readers, org):
+            _no_records(*readers)
         with progress_bar("rotating", quiet=as_json) as progress:
             results = engine.run(target, org=org, domain=domain, dry_run=dry_run,
                                  read_by=readers, progress=progress)
     _report(results, dry_run, as_json)
+
+
+def _readers(read_by: str | None, since: str, target: str) -> tuple[str, Any] | None:
+    """(actor, since) from --read-by and --since; None without --read-by."""
+    if read_by is None:
+        return None
+    if target not in _SELECTIONS:
+        raise typer.BadParameter("--read-by narrows a selection (all, due, symmetric, "
+                                 "api-keys, database), not one NAME",
+                                 param_hint="'--read-by'")
+    if not read_by.strip():
+        raise typer.BadParameter("give an actor, e.g. token:alice", param_hint="'--read-by'")
+    t_since = parse_time(since, option="--since")
+    assert t_since is not None
+    return read_by, t_since
+
+
+def _no_records(actor: str, since: Any) -> None:
+    warn(f"the audit log has no record by {actor!r} since {since:%Y-%m-%d %H:%M} UTC: "
+         "check the spelling (token:NAME, jwt:SUB, or a CLI user as the audit log shows "
+         "it)")
+
+
+def _run_remote(settings: Any, selection: str, org: str | None, domain: str | None,
+                dry_run: bool, readers: tuple[str, Any] | None, as_json: bool) -> list[Any]:
+    """``rotate due|all|...`` through the server (POST /api/rotation/run): one request,
+    given up to 10 minutes; its outcomes as the engine's."""
+    from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
+    from keysafe.errors import KeysafeError
+    from keysafe.rotation.engine import Outcome
+
+    with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
+        remote.info()  # the environment asked for is the server's
+        if not as_json:
+            say(f"{'planning' if dry_run else 'rotating'} {selection} on the server...")
+        try:
+            data = remote.client.rotate_selection(
+                selection, org, domain=domain, dry_run=dry_run,
+                read_by=readers[0] if readers else None,
+                since=readers[1] if readers else None)
+        except KeysafeError as exc:
+            raise still_running(exc, "rotating them", "keysafe rotate status") from None
+    if readers is not None and not data.get("records_by"):
+        _no_records(*readers)
+    return [Outcome(str(r["path"]), str(r["name"]), str(r["org"]), str(r["outcome"]),
+                    r.get("version") if isinstance(r.get("version"), int) else None,
+                    r.get("step") if isinstance(r.get("step"), str) else None,
+                    str(r.get("detail") or "")) for r in data["results"]]
 
 
 def _status(engine: Any, org: str | None, domain: str | None, as_json: bool) -> None:
@@ -217,11 +256,8 @@ def _configure_remote(settings: Any, name: str | None, org: str | None,
         st = remote.client.configure_rotation(r.name, r.org, domain=r.domain,
                                               rotator=rotator, options=options,
                                               period_days=period_days, dry_run=dry_run)
-    meta = _meta(path, st).to_dict()
-    shown = st.get("rotator")
-    if isinstance(shown, str):  # the server shows which rotator, not its options
-        meta["tags"] = {**meta["tags"], "rotator": shown}
-    _configured(meta, path, rotator, period_days, dry_run, as_json)
+    # The status's tags: the `rotator` tag as set (never its options), as on a store.
+    _configured(_meta(path, st).to_dict(), path, rotator, period_days, dry_run, as_json)
 
 
 def _configured(meta: dict[str, Any], path: str, rotator: str | None,
@@ -230,15 +266,16 @@ def _configured(meta: dict[str, Any], path: str, rotator: str | None,
         emit_json({**meta, "dry_run": dry_run})
     else:
         say(("would set " if dry_run else "") + f"{path}: rotator "
-            f"{meta['tags'].get('rotator', rotator or '(default)')}"
+            f"{meta['tags'].get('rotator', '(default)')}"
             + (f", period {period_days} d" if period_days is not None else ""))
 
 
 def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
                    domain: str | None, *, dry_run: bool, others: bool) -> Any:
     """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
-    engine's. Selections, retire and --dry-run work on a store, and are refused (exit
-    8) before anything is sent (status and configure have their own functions)."""
+    engine's. Retire and a NAME's --dry-run work on a store, and are refused (exit 8)
+    before anything is sent (status, configure and the selections have their own
+    functions)."""
     from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
     from keysafe.errors import (
         ConfigError,
@@ -252,10 +289,11 @@ def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None
     if name is not None and target not in ("configure", "status", "retire"):
         raise typer.BadParameter(f"unexpected argument {name!r}")
     if (target in (*_SELECTIONS, "configure", "retire") or dry_run or others):
-        raise ConfigError("KEYSAFE_SERVER_URL is set: only `keysafe rotate NAME --org ORG`, "
-                          "`rotate status` and `rotate configure` go through the server "
-                          "(selections, retire, --dry-run of a rotation and --read-by "
-                          "work on a store); unset it to use the store configured here")
+        raise ConfigError("KEYSAFE_SERVER_URL is set: `keysafe rotate NAME --org ORG`, "
+                          "`rotate status`, `rotate configure` and the selections (due, "
+                          "all, symmetric, api-keys, database) go through the server "
+                          "(retire and --dry-run of one NAME work on a store); unset it "
+                          "to use the store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:

@@ -147,10 +147,11 @@ class PostgresPasswordRotator:
         from keysafe.naming import is_segment
 
         names = [n.strip() for n in ctx.options.get("linked", "").split(",") if n.strip()]
-        for n in names:
+        for i, n in enumerate(names, start=1):
             if not is_segment(n):
-                raise ConfigError(f"rotator.linked for {ctx.name} names {n!r}, which is not "
-                                  "a secret name (letters, digits, '.', '_' and '-')")
+                # Never the value: options are the operator's, not shown through the API.
+                raise ConfigError(f"rotator.linked for {ctx.name}: name {i} is not a "
+                                  "secret name (letters, digits, '.', '_' and '-')")
             if n == ctx.name:
                 raise ConfigError(f"rotator.linked for {ctx.name} names the secret itself")
         if len(set(names)) != len(names):

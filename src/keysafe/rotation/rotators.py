@@ -90,7 +90,8 @@ def wait_option(ctx: RotationContext, default: float) -> float:
     try:
         wait = float(raw)
     except ValueError:
-        raise ConfigError(f"rotator.wait for {ctx.name} must be seconds, not {raw!r}"
+        # Never the value: options are the operator's, not shown through the API.
+        raise ConfigError(f"rotator.wait for {ctx.name} must be a number of seconds"
                           ) from None
     if not 0 <= wait <= 600:
         raise ConfigError(f"rotator.wait for {ctx.name} must be 0 to 600 seconds")

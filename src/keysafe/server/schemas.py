@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,7 +16,9 @@ from keysafe.tags import MAX_TAG_VALUE as MAX_TAG_VALUE
 from keysafe.tags import MAX_TAGS as MAX_TAGS
 from keysafe.tags import check_user_tags
 
-_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: A rotator option's name (a tag ``rotator.<name>``): what the rotators take, and
+#: entry points' names with '.' or '-'.
+_OPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class _Write(BaseModel):
@@ -332,8 +334,8 @@ class RotationConfig(BaseModel):
     def _option_names(cls, options: dict[str, str] | None) -> dict[str, str] | None:
         for key, value in (options or {}).items():
             if not _OPTION.fullmatch(key):
-                raise ValueError(f"option name {key[:40]!r}: letters, digits and '_', "
-                                 "up to 64")
+                raise ValueError(f"option name {key[:40]!r}: letters, digits, '_', '.' "
+                                 "and '-', up to 64")
             if len(value) > MAX_TAG_VALUE or not value.isprintable():
                 raise ValueError(f"option {key!r}: the value must be at most "
                                  f"{MAX_TAG_VALUE} printable characters")
@@ -344,6 +346,47 @@ class RotationConfig(BaseModel):
         if self.rotator is None and not self.options and self.period_days is None:
             raise ValueError("nothing to set: give a rotator, options or period_days")
         return self
+
+
+class RotationRun(BaseModel):
+    """A selection rotated now (``keysafe rotate due|all|symmetric|api-keys|database``),
+    or planned (``dry_run``); ``read_by`` keeps only the secrets that identity read or
+    wrote since ``since`` (offboarding)."""
+
+    model_config = ConfigDict(extra="forbid")
+    selection: Literal["due", "all", "symmetric", "api-keys", "database"]
+    org_id: str | None = Field(default=None, max_length=128)
+    domain_id: str | None = Field(default=None, max_length=128)
+    dry_run: bool = False
+    read_by: str | None = Field(default=None, min_length=1, max_length=256, description=(
+        "an actor as the audit log names it: token:NAME, jwt:SUB, a CLI user"))
+    since: datetime | None = Field(default=None, description=(
+        "with read_by: reads from this time (default 90 days ago)"))
+
+    @field_validator("read_by")
+    @classmethod
+    def _actor(cls, actor: str | None) -> str | None:
+        if actor is not None and (not actor.strip() or not actor.isprintable()):
+            raise ValueError("give an actor, e.g. token:alice")
+        return actor
+
+    @model_validator(mode="after")
+    def _since_needs_read_by(self) -> RotationRun:
+        if self.since is not None and self.read_by is None:
+            raise ValueError("since goes with read_by")
+        return self
+
+
+class RotationRunOut(BaseModel):
+    """Each secret's outcome (never a value) and the counts; ``records_by``: how many
+    audit records ``read_by`` has in the window (0: a misspelt identity?)."""
+
+    selection: str
+    organization_id: str | None = None
+    dry_run: bool = False
+    results: list[dict[str, Any]]
+    summary: dict[str, int]
+    records_by: int | None = None
 
 
 class RotationStatusList(BaseModel):

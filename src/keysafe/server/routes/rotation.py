@@ -4,17 +4,24 @@ the caller covers is due, by the server's own policy. No value, and no rotator o
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from keysafe.errors import ConfigError, InvalidValue, PermissionDenied
+from keysafe.errors import ConfigError, InvalidValue, KeysafeError, PermissionDenied
 from keysafe.naming import validate_segment
 from keysafe.rotation.engine import RotationEngine
 from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
-from keysafe.server.deps import Ctx, get_ctx
+from keysafe.server.deps import LONG_JOBS, Ctx, get_ctx
 from keysafe.server.routes.secrets import status_of
-from keysafe.server.schemas import RotationConfig, RotationStatusList, SecretStatus
+from keysafe.server.schemas import (
+    RotationConfig,
+    RotationRun,
+    RotationRunOut,
+    RotationStatusList,
+    SecretStatus,
+)
 
 router = APIRouter(tags=["rotation"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -81,11 +88,9 @@ async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig
     status, which shows the rotator but not its options."""
     from keysafe.rotation.configure import configure_rotation
 
-    if not ctx.identity.can("tokens") or ctx.identity.orgs is not None:
-        ctx.audit("update_metadata", None, "denied", org=org_id,
-                  detail={"reason": "PermissionDenied", "needs": "every org"})
-        raise PermissionDenied("configuring a rotator points the server at a URL or a "
-                               "database: an admin of every org only")
+    _every_org(ctx, "update_metadata", org_id, "configuring a rotator (its options "
+                                               "point the server at a URL or a database)",
+               name=secret_name, domain=body.domain_id)
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
 
@@ -97,8 +102,72 @@ async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig
         except ConfigError as exc:  # the rotator or its options: bad input here
             raise InvalidValue(exc.message) from None
 
-    if body.dry_run:
-        meta = configure()
+    if body.dry_run:  # a read and a rotator's import: off the loop all the same
+        meta = await asyncio.get_running_loop().run_in_executor(None, configure)
     else:
         meta = await ctx.write(configure, path)
     return status_of(ctx, ref, meta)
+
+
+@router.post("/api/rotation/run", response_model=RotationRunOut)
+async def rotation_run(body: RotationRun, ctx: CtxDep) -> RotationRunOut:
+    """A selection rotated now, as ``keysafe rotate due|all|...`` does on a store (each
+    secret's outcome; failures are reported per secret, the rest goes on), or planned
+    with ``dry_run``. Within one org (one domain's), writers of it; a selection across
+    every org, admins of every org. ``read_by`` (offboarding) reads the audit log, so
+    it needs the ``audit`` permission there too."""
+    from datetime import UTC, datetime, timedelta
+
+    from keysafe.orgs import tally
+
+    org, domain = body.org_id or None, body.domain_id or None
+    if domain is not None:
+        validate_segment("domain", domain)
+    if org is None:
+        _every_org(ctx, "rotation_run", None, "rotating a selection of every org")
+        if domain is not None:
+            raise InvalidValue("domain_id goes with org_id: rotate one org's domain")
+    else:
+        ctx.require("write", org, domain=domain)
+        if domain is None:
+            ctx.require_whole("write", org, "rotating a selection of the org")
+        if body.read_by is not None:
+            ctx.require("audit", org, domain=domain)
+    since = body.since or datetime.now(UTC) - timedelta(days=90)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    engine = RotationEngine.from_settings(ctx.mgr, ctx.state.settings)
+    readers = (body.read_by, since) if body.read_by is not None else None
+
+    def run() -> tuple[list[Any], int | None]:
+        seen = (engine.records_by(body.read_by, since, org)
+                if body.read_by is not None else None)
+        return engine.run(body.selection, org=org, domain=domain, dry_run=body.dry_run,
+                          read_by=readers), seen
+
+    # Many rotations, maybe providers' APIs: off the loop and outside the group commit.
+    results, seen = await asyncio.get_running_loop().run_in_executor(LONG_JOBS, run)
+    summary = tally(results)
+    ctx.audit("rotation_run", None, "ok", org=org, detail={
+        "selection": body.selection, "dry_run": body.dry_run, "summary": summary,
+        **({"domain": domain} if domain else {}),
+        **({"read_by": body.read_by} if body.read_by is not None else {})})
+    return RotationRunOut(selection=body.selection, organization_id=org,
+                          dry_run=body.dry_run, results=[r.to_dict() for r in results],
+                          summary=summary, records_by=seen)
+
+
+def _every_org(ctx: Ctx, action: str, org: str | None, what: str, *,
+               name: str | None = None, domain: str | None = None) -> None:
+    """Admins of every org only; a denial is recorded as ``action`` (in ``org``, with
+    the secret's path when one is named and can be made)."""
+    if not ctx.identity.can("tokens") or ctx.identity.orgs is not None:
+        path = None
+        if name is not None and org is not None:
+            try:
+                path = ctx.mgr.path(name, org, domain=domain)
+            except KeysafeError:
+                path = None
+        ctx.audit(action, path, "denied", org=org,
+                  detail={"reason": "PermissionDenied", "needs": "every org"})
+        raise PermissionDenied(f"{what} needs an admin of every org")

@@ -41,6 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
             for label, roles, orgs in [("look", ["viewer"], ["acme"]),
                                        ("acme-admin", ["admin"], ["acme"]),
                                        ("acme-writer", ["writer"], ["acme"]),
+                                       ("jwt-writer", ["writer"], ["acme/shared/jwt_*"]),
                                        ("reader", ["service"], ["acme"]),
                                        ("cards", ["viewer"], ["acme/cards"]),
                                        ("named", ["viewer"], ["acme/shared/jwt_*"]),
@@ -314,6 +315,8 @@ def test_selections_through_the_server(server: tuple[RealServer, dict],
                          (["all", "--org", "acme", "--read-by", "token:reader"],
                           "acme-writer"),
                          (["due", "--org", "acme"], "cards"),
+                         (["all", "--org", "acme", "--domain", "shared", "--dry-run"],
+                          "jwt-writer"),
                          (["due", "--org", "acme"], "look")):
         p = ks(srv, home, t[who], "rotate", *ks_args)
         assert p.returncode == 4, (ks_args, who, p.stderr)

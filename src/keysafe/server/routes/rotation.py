@@ -131,6 +131,13 @@ async def rotation_run(body: RotationRun, ctx: CtxDep) -> RotationRunOut:
         ctx.require("write", org, domain=domain)
         if domain is None:
             ctx.require_whole("write", org, "rotating a selection of the org")
+        elif (org, domain) in ctx.identity.names:
+            # A selection is every secret of the domain: not for a token that covers
+            # some names of it only.
+            ctx.audit("rotation_run", None, "denied", org=org, detail={
+                "reason": "PermissionDenied", "needs": "whole domain", "domain": domain})
+            raise PermissionDenied(f"{ctx.identity.principal} covers only some secrets of "
+                                   f"{org}/{domain}; a selection needs all of them")
         if body.read_by is not None:
             ctx.require("audit", org, domain=domain)
     since = body.since or datetime.now(UTC) - timedelta(days=90)

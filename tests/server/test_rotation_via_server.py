@@ -42,6 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealServe
                                        ("acme-admin", ["admin"], ["acme"]),
                                        ("acme-writer", ["writer"], ["acme"]),
                                        ("jwt-writer", ["writer"], ["acme/shared/jwt_*"]),
+                                       ("cards-admin", ["admin"], ["acme/cards"]),
                                        ("reader", ["service"], ["acme"]),
                                        ("cards", ["viewer"], ["acme/cards"]),
                                        ("named", ["viewer"], ["acme/shared/jwt_*"]),
@@ -295,6 +296,11 @@ def test_selections_through_the_server(server: tuple[RealServer, dict],
     due = run(t["acme-writer"], "due", "--org", "acme")
     assert [(r["name"], r["outcome"]) for r in due["results"]] == [(OPENAI, "reminder")]
     assert due["summary"] == {"reminder": 1}
+    # Asked for over HTTP, a reminder is said, not sent: the scheduled run sends those.
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        sent = c.get("/api/audit", params={"org_id": "acme", "action": "rotate",
+                                           "actor": "token:acme-writer"}).json()["records"]
+    assert [r for r in sent if r["outcome"] == "reminder"] == []
     # Offboarding: what an identity read, rotated now.
     with httpx.Client(base_url=srv.url, headers=bearer(t["reader"]), timeout=30) as c:
         assert c.get("/api/secrets/acme/jwt_secret/value").status_code == 200
@@ -370,3 +376,37 @@ def test_configure_never_echoes_an_option_and_shows_only_what_is_set(
     human = ks(srv, tmp_path / "home", t["root"], "rotate", "configure", "jwt_secret",
                "--org", "acme", "--option", "length=40", "--dry-run")
     assert "rotator (default)" in human.stderr.decode()
+
+
+def test_a_failed_rotation_keeps_its_reason_on_the_server(server: tuple[RealServer, dict],
+                                                          tmp_path: Path) -> None:
+    """A rotator's error can name its options (a URL): the run's answer says only the
+    step; the server's log has the reason. A domain's admin gets no count of the org's
+    audit records."""
+    srv, t = server
+    hook = "http://127.0.0.1:9/rotation-hook-never-shown"
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.put("/api/secrets/acme/webhook_secret",
+                  json={"secret_value": CANARY, "domain_id": "cards",
+                        "secret_type": "webhook_secret", "check_format": False})
+        assert r.status_code == 200, r.text
+        r = c.put("/api/secrets/acme/webhook_secret/rotation",
+                  json={"domain_id": "cards", "rotator": "webhook",
+                        "options": {"url": hook, "timeout": "2"}})
+        assert r.status_code == 200, r.text
+    p = ks(srv, tmp_path / "home", t["cards-admin"], "rotate", "all", "--org", "acme",
+           "--domain", "cards", "--read-by", "token:nobody", "--json")
+    assert p.returncode == 0, p.stderr  # nothing read by nobody: nothing rotated
+    assert b"no record by" not in p.stderr  # the org's log is not this admin's to count
+    p = ks(srv, tmp_path / "home", t["cards-admin"], "rotate", "all", "--org", "acme",
+           "--domain", "cards", "--json")
+    assert p.returncode == 11, p.stderr
+    failed = [r for r in json.loads(p.stdout)["results"] if r["outcome"] == "failed"]
+    assert [r["name"] for r in failed] == ["webhook_secret"]
+    assert "failed at step" in failed[0]["detail"]
+    # The reason (here: the signing secret the webhook rotator names is missing) is in
+    # the server's log, not in the answer.
+    assert b"rotation_webhook_secret" not in p.stdout + p.stderr
+    assert b"rotation-hook" not in p.stdout + p.stderr
+    assert CANARY.encode() not in p.stdout + p.stderr
+    assert "rotation_webhook_secret not found" in srv.output()

@@ -171,7 +171,7 @@ def _run_remote(settings: Any, selection: str, org: str | None, domain: str | No
                 since=readers[1] if readers else None)
         except KeysafeError as exc:
             raise still_running(exc, "rotating them", "keysafe rotate status") from None
-    if readers is not None and not data.get("records_by"):
+    if readers is not None and data.get("records_by") == 0:  # None: not the caller's
         _no_records(*readers)
     return [Outcome(str(r["path"]), str(r["name"]), str(r["org"]), str(r["outcome"]),
                     r.get("version") if isinstance(r.get("version"), int) else None,

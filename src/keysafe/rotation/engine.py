@@ -171,13 +171,17 @@ class RotationEngine:
 
     def run(self, which: str, *, org: str | None = None, domain: str | None = None,
             dry_run: bool = False, read_by: tuple[str, datetime] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> builtins.list[Outcome]:
+            progress: Callable[[int, int], None] | None = None,
+            remind: bool = True) -> builtins.list[Outcome]:
         """Rotate a selection (all, due, symmetric, api-keys, database) or one NAME
         (which then needs ``org``). Failures are reported per secret, not raised.
         ``due`` is the scheduled run: a secret that needs the maintenance window is
         reported as ``waiting`` outside it; a person naming a secret or a category
         chooses the moment. ``read_by`` (actor, since) keeps only the secrets of the
-        selection that actor read since then."""
+        selection that actor read since then. ``remind`` False: a secret only a person
+        can issue (the ``manual`` rotator) is reported as ``reminder`` without a
+        reminder record or event (the scheduled run sends those), as a run asked for
+        over HTTP is, so that asking again and again floods nobody."""
         now = datetime.now(UTC)
         if which == "due":
             chosen = self.due(org, domain, now)
@@ -204,6 +208,10 @@ class RotationEngine:
             elif dry_run:
                 results.append(Outcome(st.path, st.name, st.org, "planned",
                                        st.version, None, f"rotator {st.rotator}; {st.status}"))
+            elif not remind and st.rotator == "manual":
+                results.append(Outcome(st.path, st.name, st.org, "reminder", st.version,
+                                       "create", "only a person can issue a new value: "
+                                       "issue one with its provider and save it"))
             else:
                 results.append(self._rotate_reporting(st))
             if progress:

@@ -5,6 +5,8 @@ the caller covers is due, by the server's own policy. No value, and no rotator o
 from __future__ import annotations
 
 import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -13,7 +15,7 @@ from keysafe.errors import ConfigError, InvalidValue, KeysafeError, PermissionDe
 from keysafe.naming import validate_segment
 from keysafe.rotation.engine import RotationEngine
 from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
-from keysafe.server.deps import LONG_JOBS, Ctx, get_ctx
+from keysafe.server.deps import Ctx, get_ctx
 from keysafe.server.routes.secrets import status_of
 from keysafe.server.schemas import (
     RotationConfig,
@@ -24,6 +26,10 @@ from keysafe.server.schemas import (
 )
 
 router = APIRouter(tags=["rotation"])
+log = logging.getLogger("keysafe.server")
+#: Rotation runs take turns on a thread of their own (LONG_JOBS stays free for single
+#: rotations and org removals, whatever a run waits on).
+RUNS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keysafe-rotation-run")
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 OrgQ = Annotated[str | None, Query(max_length=128, description="one org; default: every "
                                                                 "org the caller covers")]
@@ -145,23 +151,44 @@ async def rotation_run(body: RotationRun, ctx: CtxDep) -> RotationRunOut:
         since = since.replace(tzinfo=UTC)
     engine = RotationEngine.from_settings(ctx.mgr, ctx.state.settings)
     readers = (body.read_by, since) if body.read_by is not None else None
+    # How many records the actor has is the org's audit data: only for a caller who
+    # may read the whole org's (or every org's) log.
+    count = body.read_by is not None and (org is None or ctx.identity.whole(org))
 
     def run() -> tuple[list[Any], int | None]:
-        seen = (engine.records_by(body.read_by, since, org)
-                if body.read_by is not None else None)
+        seen = engine.records_by(readers[0], since, org) if count and readers else None
         return engine.run(body.selection, org=org, domain=domain, dry_run=body.dry_run,
-                          read_by=readers), seen
+                          read_by=readers, remind=False), seen
 
-    # Many rotations, maybe providers' APIs: off the loop and outside the group commit.
-    results, seen = await asyncio.get_running_loop().run_in_executor(LONG_JOBS, run)
+    # Many rotations, maybe providers' APIs: off the loop, outside the group commit, and
+    # on their own thread, taking turns, so that they never hold a single rotation or an
+    # org's removal waiting.
+    results, seen = await asyncio.get_running_loop().run_in_executor(RUNS, run)
+    for r in results:
+        if r.outcome == "failed":
+            # A rotator's error can name its options (a URL, an admin secret) or quote
+            # a provider: the operator reads it here and in the audit log.
+            log.warning("rotation run %s: %s failed at step %s: %s", ctx.request_id,
+                        r.path, r.step, r.detail)
+    shown = [_public(r) for r in results]
     summary = tally(results)
     ctx.audit("rotation_run", None, "ok", org=org, detail={
         "selection": body.selection, "dry_run": body.dry_run, "summary": summary,
         **({"domain": domain} if domain else {}),
         **({"read_by": body.read_by} if body.read_by is not None else {})})
     return RotationRunOut(selection=body.selection, organization_id=org,
-                          dry_run=body.dry_run, results=[r.to_dict() for r in results],
-                          summary=summary, records_by=seen)
+                          dry_run=body.dry_run, results=shown, summary=summary,
+                          records_by=seen)
+
+
+def _public(outcome: Any) -> dict[str, Any]:
+    """An outcome as the API shows it: a failure's reason stays in the server's log
+    and audit log (as ``POST …/rotate`` keeps it), only its step is said."""
+    out: dict[str, Any] = outcome.to_dict()
+    if outcome.outcome == "failed":
+        out["detail"] = (f"the rotation failed at step {outcome.step or 'create'}; the "
+                         "current version is unchanged (the server's log says why)")
+    return out
 
 
 def _every_org(ctx: Ctx, action: str, org: str | None, what: str, *,

@@ -271,9 +271,11 @@ ROTATION_STATUS = "rotation_status"
 ROTATION_CONFIGURE = "rotation_configure"
 #: ... and POST /api/rotation/run (``keysafe rotate due|all|...``, ``--read-by``).
 ROTATION_RUN = "rotation_run"
+#: ... and POST /api/rotation/retire (``keysafe rotate retire``).
+ROTATION_RETIRE = "rotation_retire"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
-            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN)
+            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN, ROTATION_RETIRE)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -827,6 +829,17 @@ class KeysafeClient:
                 and isinstance(data.get("records_by"), int | None)):
             raise self._odd("a rotation run's outcomes")
         return data
+
+    def retire_previous(self, *, dry_run: bool = False) -> builtins.list[str]:
+        """Previous values past their grace period revoked and dropped (``dry_run``:
+        listed); the secrets' paths. An admin of every org only."""
+        self._needs(ROTATION_RETIRE, "it cannot retire previous values for a client")
+        data = self._req("POST", "/api/rotation/retire",
+                         {"dry_run": "true" if dry_run else None})
+        done = data.get("retired") if isinstance(data, dict) else None
+        if not (isinstance(done, list) and all(isinstance(p, str) for p in done)):
+            raise self._odd("a list of retired values")
+        return done
 
     def delete(self, name: str, org: str, *, domain: str | None = None,
                force: bool = False) -> None:

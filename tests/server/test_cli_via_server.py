@@ -281,7 +281,8 @@ def test_store_commands_refuse_and_files_cannot_redirect(server: tuple[RealServe
     env_file = tmp_path / "app.env"
     env_file.write_text("OPENAI_API_KEY=" + VALUE_1 + "\n")
     # A command that works on a store refuses, rather than make a store (and key) here.
-    p = ks(srv, home, t["ops"], "rotate", "retire")
+    p = ks(srv, home, t["ops"], "audit", "archive", "--before", "30d", "--to",
+           str(tmp_path / "a"))
     assert p.returncode == 8
     assert b"KEYSAFE_SERVER_URL is set" in p.stderr
     assert not home.exists()
@@ -647,12 +648,12 @@ def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
           stdin=b"sk-ant-" + b"r" * 40))
     p = ks(srv, home, t["ops"], "rotate", "anthropic_api_key", "--org", ORG)
     assert "reminder" in ok(p)
-    for args in (["rotate", "retire"], ["rotate", "jwt_secret", "--org", ORG, "--dry-run"]):
-        p = ks(srv, home, t["ops"], *args)
-        assert p.returncode == 8, (args, p.stderr)
-        assert b"`keysafe rotate NAME --org ORG`" in p.stderr
-    # A selection across every org: the server's admins of every org only.
+    p = ks(srv, home, t["ops"], "rotate", "jwt_secret", "--org", ORG, "--dry-run")
+    assert p.returncode == 8, p.stderr
+    assert b"except --dry-run of one NAME" in p.stderr
+    # A selection across every org, and retiring: the server's admins of every org only.
     assert ks(srv, home, t["ops"], "rotate", "all").returncode == 4
+    assert ks(srv, home, t["ops"], "rotate", "retire").returncode == 4
     assert ks(srv, home, t["ops"], "rotate", "no-such-secret", "--org", ORG).returncode == 3
     assert ks(srv, home, t["app"], "rotate", "jwt_secret", "--org", ORG).returncode == 4
     assert not home.exists()

@@ -144,10 +144,9 @@ def test_other_rotate_commands_still_refuse(server: tuple[RealServer, dict],
                                            tmp_path: Path) -> None:
     srv, t = server
     home = tmp_path / "home"
-    for args in (["retire"], ["jwt_secret", "--org", "acme", "--dry-run"]):
-        p = ks(srv, home, t["root"], "rotate", *args)
-        assert p.returncode == 8, (args, p.stderr)
-        assert b"rotate status" in p.stderr
+    p = ks(srv, home, t["root"], "rotate", "jwt_secret", "--org", "acme", "--dry-run")
+    assert p.returncode == 8, p.stderr
+    assert b"except --dry-run of one NAME" in p.stderr
     p = ks(srv, home, t["root"], "rotate", "status", "jwt_secret")
     assert p.returncode == 2
     p = ks(srv, home, t["root"], "rotate", "status", "--env", "production")
@@ -410,3 +409,22 @@ def test_a_failed_rotation_keeps_its_reason_on_the_server(server: tuple[RealServ
     assert b"rotation-hook" not in p.stdout + p.stderr
     assert CANARY.encode() not in p.stdout + p.stderr
     assert "rotation_webhook_secret not found" in srv.output()
+
+
+def test_retire_through_the_server(server: tuple[RealServer, dict], tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    assert json.loads(ok(ks(srv, home, t["root"], "rotate", "retire", "--dry-run",
+                            "--json"))) == {"would_retire": []}
+    assert "retired 0 previous value(s)" in ks(srv, home, t["root"], "rotate",
+                                                "retire").stderr.decode()
+    for who in ("acme-admin", "acme-writer"):
+        assert ks(srv, home, t[who], "rotate", "retire").returncode == 4
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        records = c.get("/api/audit", params={"action": "rotation_retire"}).json()["records"]
+    assert {r["outcome"] for r in records} == {"ok", "denied"}
+    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": []}
+                  if path == "/api/catalog" else {}) as fake:
+        p = ks(fake, home, FAKE_TOKEN, "rotate", "retire")
+        assert p.returncode == 8, p.stderr
+        assert b"upgrade it first" in p.stderr

@@ -54,8 +54,8 @@ def store_only(settings: Settings) -> Settings:
         raise ConfigError(f"KEYSAFE_SERVER_URL is set ({url_origin(settings.server_url)}): "
                           "this command works on a store directly, not through a server "
                           "(the secret verbs, run, export, import, scan --import, token, "
-                          "audit, audit report, audit verify, audit anchor, rotate (but "
-                          "retire), org and check-key go through it); unset "
+                          "audit, audit report, audit verify, audit anchor, rotate, org "
+                          "and check-key go through it); unset "
                           "KEYSAFE_SERVER_URL to use the store configured here")
     return settings
 

@@ -71,7 +71,8 @@ def rotate(
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
     any rotation failed; the current versions of failed secrets are unchanged. With
-    KEYSAFE_SERVER_URL set, everything but `retire` goes through that server.
+    KEYSAFE_SERVER_URL set, everything goes through that server (not one NAME's
+    --dry-run).
     """
     from keysafe.rotation.engine import RotationEngine
 
@@ -85,6 +86,9 @@ def rotate(
     if settings.server_url and target == "configure" and not read_by:
         _configure_remote(settings, name, org, domain, rotator, option, period_days,
                           as_json, dry_run)
+        return
+    if settings.server_url and target == "retire" and name is None:
+        _retire_remote(settings, dry_run, as_json)
         return
     if settings.server_url and target in _SELECTIONS and name is None:
         readers = _readers(read_by, since, target)
@@ -109,14 +113,7 @@ def rotate(
                        dry_run)
             return
         if target == "retire":
-            done = engine.retire_expired(dry_run=dry_run)
-            if as_json:
-                emit_json({"would_retire" if dry_run else "retired": done})
-            elif dry_run:
-                say(f"would retire {len(done)} previous value(s) past their grace period"
-                    + "".join(f"\n  {p}" for p in done))
-            else:
-                say(f"retired {len(done)} previous value(s) past their grace period")
+            _retired(engine.retire_expired(dry_run=dry_run), dry_run, as_json)
             return
         if name is not None:
             raise typer.BadParameter(f"unexpected argument {name!r}")
@@ -129,6 +126,26 @@ def rotate(
             results = engine.run(target, org=org, domain=domain, dry_run=dry_run,
                                  read_by=readers, progress=progress)
     _report(results, dry_run, as_json)
+
+
+def _retired(done: list[str], dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json({"would_retire" if dry_run else "retired": done})
+    elif dry_run:
+        say(f"would retire {len(done)} previous value(s) past their grace period"
+            + "".join(f"\n  {p}" for p in done))
+    else:
+        say(f"retired {len(done)} previous value(s) past their grace period")
+
+
+def _retire_remote(settings: Any, dry_run: bool, as_json: bool) -> None:
+    """``rotate retire`` through the server (POST /api/rotation/retire; an admin of
+    every org)."""
+    from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote
+
+    with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
+        remote.info()  # the environment asked for is the server's
+        _retired(remote.client.retire_previous(dry_run=dry_run), dry_run, as_json)
 
 
 def _readers(read_by: str | None, since: str, target: str) -> tuple[str, Any] | None:
@@ -273,8 +290,8 @@ def _configured(meta: dict[str, Any], path: str, rotator: str | None,
 def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
                    domain: str | None, *, dry_run: bool, others: bool) -> Any:
     """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
-    engine's. Retire and a NAME's --dry-run work on a store, and are refused (exit 8)
-    before anything is sent (status, configure and the selections have their own
+    engine's. A NAME's --dry-run works on a store, and is refused (exit 8) before
+    anything is sent (status, configure, retire and the selections have their own
     functions)."""
     from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
     from keysafe.errors import (
@@ -289,11 +306,10 @@ def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None
     if name is not None and target not in ("configure", "status", "retire"):
         raise typer.BadParameter(f"unexpected argument {name!r}")
     if (target in (*_SELECTIONS, "configure", "retire") or dry_run or others):
-        raise ConfigError("KEYSAFE_SERVER_URL is set: `keysafe rotate NAME --org ORG`, "
-                          "`rotate status`, `rotate configure` and the selections (due, "
-                          "all, symmetric, api-keys, database) go through the server "
-                          "(retire and --dry-run of one NAME work on a store); unset it "
-                          "to use the store configured here")
+        raise ConfigError("KEYSAFE_SERVER_URL is set: every `keysafe rotate` goes "
+                          "through the server except --dry-run of one NAME (a selection's "
+                          "--dry-run does: `rotate all --org ORG --dry-run`); unset it to "
+                          "use the store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:

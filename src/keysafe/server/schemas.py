@@ -389,6 +389,13 @@ class RotationRunOut(BaseModel):
     records_by: int | None = None
 
 
+class RetiredOut(BaseModel):
+    """The secrets whose previous values were retired (``dry_run``: would be)."""
+
+    dry_run: bool = False
+    retired: list[str] = Field(description="the secrets' paths")
+
+
 class RotationStatusList(BaseModel):
     """Each covered secret's rotation state (``keysafe rotate status``); no value and
     no rotator option."""

@@ -18,6 +18,7 @@ from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_
 from keysafe.server.deps import Ctx, get_ctx
 from keysafe.server.routes.secrets import status_of
 from keysafe.server.schemas import (
+    RetiredOut,
     RotationConfig,
     RotationRun,
     RotationRunOut,
@@ -179,6 +180,20 @@ async def rotation_run(body: RotationRun, ctx: CtxDep) -> RotationRunOut:
     return RotationRunOut(selection=body.selection, organization_id=org,
                           dry_run=body.dry_run, results=shown, summary=summary,
                           records_by=seen)
+
+
+@router.post("/api/rotation/retire", response_model=RetiredOut)
+async def rotation_retire(ctx: CtxDep, dry_run: bool = False) -> RetiredOut:
+    """Previous values whose grace period has ended, revoked by their rotators and
+    dropped (``keysafe rotate retire``; the server also does it on its schedule), or
+    listed with ``dry_run``. Every org's: admins of every org only."""
+    _every_org(ctx, "rotation_retire", None, "retiring previous values of every org")
+    engine = RotationEngine.from_settings(ctx.mgr, ctx.state.settings)
+    done = await asyncio.get_running_loop().run_in_executor(
+        RUNS, lambda: engine.retire_expired(dry_run=dry_run))
+    ctx.audit("rotation_retire", None, "ok", org=None,
+              detail={"dry_run": dry_run, "count": len(done)})
+    return RetiredOut(dry_run=dry_run, retired=done)
 
 
 def _public(outcome: Any) -> dict[str, Any]:

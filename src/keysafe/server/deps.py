@@ -89,17 +89,23 @@ class Ctx:
                 raise PermissionDenied(f"{self.identity.principal} does not cover secret "
                                        f"{name!r} of {org}/{domain}")
         except Exception as exc:
-            path = None
-            if name is not None and org is not None:
-                try:
-                    path = self.mgr.path(name, org, domain=domain)
-                except KeysafeError:
-                    path = None
+            path = self.path_asked(name, org, domain)
             detail = {"reason": type(exc).__name__}
             if domain is not None:
                 detail["domain"] = domain
             self.mgr.record(permission, path, "denied", org=org, detail=detail)
             raise
+
+    def path_asked(self, name: str | None, org: str | None,
+                   domain: str | None) -> str | None:
+        """The path a request named, for its denial's record; None when it names no
+        secret, or one whose name cannot make a path."""
+        if name is None or org is None:
+            return None
+        try:
+            return self.mgr.path(name, org, domain=domain)
+        except KeysafeError:
+            return None
 
     def covers_name(self, org: str, domain: str, name: str) -> bool:
         """The caller's scopes cover the secret, as asked for and as the store spells

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from keysafe.errors import ConfigError, InvalidValue, KeysafeError, PermissionDenied
+from keysafe.errors import ConfigError, InvalidValue, PermissionDenied
 from keysafe.naming import validate_segment
 from keysafe.rotation.engine import RotationEngine
 from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
@@ -211,12 +211,6 @@ def _every_org(ctx: Ctx, action: str, org: str | None, what: str, *,
     """Admins of every org only; a denial is recorded as ``action`` (in ``org``, with
     the secret's path when one is named and can be made)."""
     if not ctx.identity.can("tokens") or ctx.identity.orgs is not None:
-        path = None
-        if name is not None and org is not None:
-            try:
-                path = ctx.mgr.path(name, org, domain=domain)
-            except KeysafeError:
-                path = None
-        ctx.audit(action, path, "denied", org=org,
+        ctx.audit(action, ctx.path_asked(name, org, domain), "denied", org=org,
                   detail={"reason": "PermissionDenied", "needs": "every org"})
         raise PermissionDenied(f"{what} needs an admin of every org")

@@ -273,9 +273,12 @@ ROTATION_CONFIGURE = "rotation_configure"
 ROTATION_RUN = "rotation_run"
 #: ... and POST /api/rotation/retire (``keysafe rotate retire``).
 ROTATION_RETIRE = "rotation_retire"
+#: ... and when POST …/rotate takes ``dry_run`` (an older one ignores it, and rotates).
+ROTATE_DRY_RUN = "rotate_dry_run"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
-            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN, ROTATION_RETIRE)
+            MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN, ROTATION_RETIRE,
+            ROTATE_DRY_RUN)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -882,9 +885,16 @@ class KeysafeClient:
         self._features = frozenset(features)
         return data
 
-    def rotate(self, name: str, org: str, *, domain: str | None = None) -> dict[str, Any]:
-        """Spec 004's rotate_secret: the outcome and the new version, never the value."""
-        data = self._req("POST", self._secret(org, name, "/rotate"), {"domain_id": domain})
+    def rotate(self, name: str, org: str, *, domain: str | None = None,
+               dry_run: bool = False) -> dict[str, Any]:
+        """Spec 004's rotate_secret: the outcome and the new version, never the value.
+        ``dry_run``: outcome ``planned``, changing nothing (a server that lists
+        ``rotate_dry_run``; ConfigError otherwise, before anything is sent: an older one
+        would ignore it and rotate)."""
+        if dry_run:
+            self._needs(ROTATE_DRY_RUN, "it would ignore dry_run and rotate")
+        data = self._req("POST", self._secret(org, name, "/rotate"),
+                         {"domain_id": domain, "dry_run": "true" if dry_run else None})
         if not (isinstance(data, dict) and isinstance(data.get("outcome"), str)
                 and isinstance(data.get("version"), int | None)):
             raise self._odd("a rotation's outcome")

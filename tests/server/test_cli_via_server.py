@@ -648,9 +648,12 @@ def test_rotate_one_secret_through_the_server(server: tuple[RealServer, dict],
           stdin=b"sk-ant-" + b"r" * 40))
     p = ks(srv, home, t["ops"], "rotate", "anthropic_api_key", "--org", ORG)
     assert "reminder" in ok(p)
-    p = ks(srv, home, t["ops"], "rotate", "jwt_secret", "--org", ORG, "--dry-run")
-    assert p.returncode == 8, p.stderr
-    assert b"except --dry-run of one NAME" in p.stderr
+    plan = json.loads(ok(ks(srv, home, t["ops"], "rotate", "jwt_secret", "--org", ORG,
+                            "--dry-run", "--json")))
+    (row,) = plan["results"]
+    assert (row["outcome"], row["detail"]) == ("planned", "rotator random; ok")
+    assert ks(srv, home, t["ops"], "rotate", "jwt_secret", "--org", ORG, "--read-by",
+              "token:x").returncode == 2  # --read-by narrows a selection
     # A selection across every org, and retiring: the server's admins of every org only.
     assert ks(srv, home, t["ops"], "rotate", "all").returncode == 4
     assert ks(srv, home, t["ops"], "rotate", "retire").returncode == 4

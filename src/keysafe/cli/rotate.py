@@ -71,8 +71,7 @@ def rotate(
     [--since 90d]` narrows a selection to what that identity read (spec 004: rotate on
     offboarding or a permission change): `rotate all --read-by token:alice`. Exits 11 if
     any rotation failed; the current versions of failed secrets are unchanged. With
-    KEYSAFE_SERVER_URL set, everything goes through that server (not one NAME's
-    --dry-run).
+    KEYSAFE_SERVER_URL set, every one of them goes through that server.
     """
     from keysafe.rotation.engine import RotationEngine
 
@@ -96,9 +95,9 @@ def rotate(
                 dry_run, as_json)
         return
     if settings.server_url:
-        _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run,
-                                others=bool(rotator or option or period_days is not None
-                                            or read_by))], False, as_json)
+        _readers(read_by, since, target)  # --read-by narrows a selection, not one NAME
+        _report([_rotate_remote(settings, target, name, org, domain, dry_run=dry_run)],
+                dry_run, as_json)
         return
     with open_manager(env, settings) as mgr:
         engine = RotationEngine.from_settings(mgr, settings)
@@ -288,34 +287,22 @@ def _configured(meta: dict[str, Any], path: str, rotator: str | None,
 
 
 def _rotate_remote(settings: Any, target: str, name: str | None, org: str | None,
-                   domain: str | None, *, dry_run: bool, others: bool) -> Any:
-    """``rotate NAME --org ORG`` through the server (POST …/rotate): its outcome as the
-    engine's. A NAME's --dry-run works on a store, and is refused (exit 8) before
-    anything is sent (status, configure, retire and the selections have their own
-    functions)."""
+                   domain: str | None, *, dry_run: bool) -> Any:
+    """``rotate NAME --org ORG [--dry-run]`` through the server (POST …/rotate): its
+    outcome as the engine's (status, configure, retire and the selections have their
+    own functions)."""
     from keysafe.cli.reading import LONG_JOB_TIMEOUT, open_remote, still_running
-    from keysafe.errors import (
-        ConfigError,
-        KeysafeError,
-        ManualRotation,
-        RotationBusy,
-        RotationError,
-    )
+    from keysafe.errors import KeysafeError, ManualRotation, RotationBusy, RotationError
     from keysafe.rotation.engine import Outcome
 
-    if name is not None and target not in ("configure", "status", "retire"):
+    if name is not None:
         raise typer.BadParameter(f"unexpected argument {name!r}")
-    if (target in (*_SELECTIONS, "configure", "retire") or dry_run or others):
-        raise ConfigError("KEYSAFE_SERVER_URL is set: every `keysafe rotate` goes "
-                          "through the server except --dry-run of one NAME (a selection's "
-                          "--dry-run does: `rotate all --org ORG --dry-run`); unset it to "
-                          "use the store configured here")
     if org is None:
         raise typer.BadParameter("rotating one secret needs --org", param_hint="'--org'")
     with open_remote(settings, timeout=LONG_JOB_TIMEOUT) as remote:
         path = remote.path(target, org, domain=domain)
         try:
-            out = remote.client.rotate(target, org, domain=domain)
+            out = remote.client.rotate(target, org, domain=domain, dry_run=dry_run)
         except ManualRotation as exc:  # only a person can issue it (no reminder is kept)
             return Outcome(path, target, org, "reminder", detail=exc.message)
         except RotationBusy as exc:

@@ -338,15 +338,28 @@ async def secret_fields(org_id: str, secret_name: str, body: FieldsWrite,
 
 @router.post("/api/secrets/{org_id}/{secret_name}/rotate", response_model=RotationOut)
 async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
-                        domain_id: DomainQ = None) -> RotationOut:
+                        domain_id: DomainQ = None, dry_run: bool = False) -> RotationOut:
     """Rotate now with the secret's rotator (spec 004's ``rotate_secret``): a new value
     the caller never sees. 409 ``rotation_manual`` when only a person can issue one (no
     reminder is recorded: ``keysafe rotate due`` keeps those); 409 ``rotation_busy`` when
     another process is rotating it; 500 ``rotation_error`` when a step fails, the
-    current version unchanged."""
+    current version unchanged. ``dry_run``: outcome ``planned`` with the rotator and
+    the rotation status, changing nothing (``keysafe rotate NAME --dry-run``)."""
     ctx.require("write", org_id, secret_name, domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     entry = ctx.mgr.catalog.get(secret_name)
+    if dry_run:
+        from keysafe.rotation.policy import Policy, parse_overrides, parse_window
+
+        settings = ctx.state.settings
+        policy = Policy(ctx.mgr.catalog, parse_overrides(settings.rotation_overrides),
+                        parse_window(settings.rotation_window))
+        meta = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: ctx.mgr.describe(secret_name, org_id, domain=domain_id))
+        st = policy.state(meta, ref.org, ref.domain, ref.name)
+        return RotationOut(secret_name=secret_name, organization_id=org_id,
+                           domain_id=ref.domain, outcome="planned", version=st.version,
+                           detail=f"rotator {st.rotator}; {st.status}")
 
     def rotate() -> Any:
         meta = ctx.mgr.backend.describe(path)

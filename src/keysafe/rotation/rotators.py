@@ -91,7 +91,7 @@ def wait_option(ctx: RotationContext, default: float) -> float:
         wait = float(raw)
     except ValueError:
         # Never the value: options are the operator's, not shown through the API.
-        raise ConfigError(f"rotator.wait for {ctx.name} must be a number of seconds"
+        raise ConfigError(f"rotator.wait for {ctx.name} must be seconds (a number)"
                           ) from None
     if not 0 <= wait <= 600:
         raise ConfigError(f"rotator.wait for {ctx.name} must be 0 to 600 seconds")

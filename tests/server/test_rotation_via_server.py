@@ -140,7 +140,7 @@ def test_nothing_secret_in_the_answer_and_it_is_audited(server: tuple[RealServer
     assert records[0]["outcome"] == "ok"
 
 
-def test_other_rotate_commands_still_refuse(server: tuple[RealServer, dict],
+def test_a_dry_run_and_bad_arguments(server: tuple[RealServer, dict],
                                            tmp_path: Path) -> None:
     srv, t = server
     home = tmp_path / "home"
@@ -425,9 +425,20 @@ def test_retire_through_the_server(server: tuple[RealServer, dict], tmp_path: Pa
     with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
         records = c.get("/api/audit", params={"action": "rotation_retire"}).json()["records"]
     assert {r["outcome"] for r in records} == {"ok", "denied"}
-    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": []}
-                  if path == "/api/catalog" else {}) as fake:
+    seen: list[str] = []
+
+    def old_server(path: str) -> Any:
+        seen.append(path)
+        return {**STAND_IN_CATALOG, "features": []} if path == "/api/catalog" else {}
+
+    with stand_in(old_server) as fake:
         for args in (["retire"], ["x_key", "--org", "o", "--dry-run"]):
             p = ks(fake, home, FAKE_TOKEN, "rotate", *args)
             assert p.returncode == 8, (args, p.stderr)
             assert b"upgrade it first" in p.stderr
+    assert set(seen) == {"/api/catalog"}  # refused before anything else was sent
+    # retire covers every org: --org or --domain is refused, as a NAME is.
+    for args in (["retire", "--org", "acme"], ["retire", "--domain", "x"],
+                 ["retire", "jwt_secret"]):
+        p = ks(srv, home, t["root"], "rotate", *args)
+        assert p.returncode == 2, (args, p.stderr)

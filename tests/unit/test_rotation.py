@@ -110,6 +110,34 @@ def test_symmetric_rotation_keeps_previous_for_the_grace_period(mgr: SecretManag
     assert not mgr.list(ORG)[0].path.startswith("_rotation")
 
 
+def test_retire_holds_the_secret_and_keeps_a_newer_previous_value(mgr: SecretManager
+                                                                  ) -> None:
+    """A retire that waits for a rotation of the same secret (in this process: its
+    lock) reads the previous value again once it has the secret: the rotation's new
+    previous value is not yet past its grace period, so it is kept, not dropped."""
+    mgr.put(JWT, "o" * 64, ORG)
+    eng = RotationEngine(mgr, grace=timedelta(hours=1))
+    eng.rotate(JWT, ORG)
+    later = datetime.now(UTC) + timedelta(hours=2)  # the first previous value: expired
+    path = mgr.path(JWT, ORG)
+    lock = eng._locks.setdefault(path, threading.Lock())
+    done: list[list[str]] = []
+    with lock:  # a rotation of the secret is running
+        t = threading.Thread(target=lambda: done.append(eng.retire_expired(now=later)))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # the retire waits for the secret
+        # The rotation finishes, with a new previous value of its own (a longer grace
+        # period: not over at `later`); the lock is held, as a rotation holds it, so
+        # this one runs without taking it again.
+        eng.grace = timedelta(days=1)
+        eng._rotate(path)
+        fresh = eng.previous(JWT, ORG)
+    t.join(10)
+    assert done == [[]]  # nothing past its grace period once the secret was free
+    assert eng.previous(JWT, ORG) == fresh is not None
+
+
 def test_a_current_value_with_non_ascii_characters_rotates(mgr: SecretManager) -> None:
     """The random rotator's "new differs from current" check compares bytes:
     hmac.compare_digest raises TypeError on str with non-ASCII characters, which failed

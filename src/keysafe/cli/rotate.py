@@ -76,17 +76,21 @@ def rotate(
     from keysafe.rotation.engine import RotationEngine
 
     settings = load(env)
+    if target in ("status", "retire") and name is not None:
+        raise typer.BadParameter(f"`rotate {target}` takes no NAME (got {name!r}); "
+                                 "use --org to narrow status")
+    if target == "retire" and (org or domain):
+        raise typer.BadParameter("`rotate retire` covers every org (previous values past "
+                                 "their grace period): it takes no --org or --domain",
+                                 param_hint="'--org'" if org else "'--domain'")
     if settings.server_url and target == "status":
-        if name is not None:
-            raise typer.BadParameter(f"`rotate status` takes no NAME (got {name!r}); "
-                                     "use --org to narrow status")
         _show_states(_remote_states(settings, org, domain), as_json)
         return
     if settings.server_url and target == "configure" and not read_by:
         _configure_remote(settings, name, org, domain, rotator, option, period_days,
                           as_json, dry_run)
         return
-    if settings.server_url and target == "retire" and name is None:
+    if settings.server_url and target == "retire":
         _retire_remote(settings, dry_run, as_json)
         return
     if settings.server_url and target in _SELECTIONS and name is None:
@@ -101,9 +105,6 @@ def rotate(
         return
     with open_manager(env, settings) as mgr:
         engine = RotationEngine.from_settings(mgr, settings)
-        if target in ("status", "retire") and name is not None:
-            raise typer.BadParameter(f"`rotate {target}` takes no NAME (got {name!r}); "
-                                     "use --org to narrow status")
         if target == "status":
             _status(engine, org, domain, as_json)
             return

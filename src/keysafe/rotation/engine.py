@@ -615,23 +615,36 @@ class RotationEngine:
             if dry_run:
                 done.append(path)
                 continue
-            old, tags = rec
-            org = self.mgr.parse(path).org if self.mgr.naming.matches(path) else None
-            try:
-                meta = self.mgr.backend.describe(path, include_deleted=True)
-                rotator = self.load(tags.get("rotation.rotator", "manual"))
-                ctx = self._context(path, meta.tags)
-                ctx.current = self._version_value(path, meta.current_version)
-                rotator.retire(ctx, old)
-            except Exception as exc:  # one bad target must not stop the others
-                reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
-                self._audit(path, org, "retire_failed", None, {"reason": reason})
-                continue
-            self._drop(rpath)
-            self.stats.retired += 1
-            self._audit(path, org, "retired", None, {"rotation": tags.get("rotation.id")})
-            done.append(path)
+            # Held as a rotation holds it: a rotation finishing meanwhile writes a new
+            # previous value, which must not be the one dropped (nor one retired twice).
+            lock = self._locks.setdefault(path, threading.Lock())
+            with lock, self._hold(path) as held:
+                if not held:
+                    continue  # being rotated elsewhere: the next retire takes it
+                rec = self._record(path, "previous")
+                if rec is None or not _expired(rec[1], now):
+                    continue
+                if self._retire_one(path, rpath, *rec):
+                    done.append(path)
         return done
+
+    def _retire_one(self, path: str, rpath: str, old: str, tags: dict[str, str]) -> bool:
+        """Revoke ``old`` in the target and drop its record (the secret held)."""
+        org = self.mgr.parse(path).org if self.mgr.naming.matches(path) else None
+        try:
+            meta = self.mgr.backend.describe(path, include_deleted=True)
+            rotator = self.load(tags.get("rotation.rotator", "manual"))
+            ctx = self._context(path, meta.tags)
+            ctx.current = self._version_value(path, meta.current_version)
+            rotator.retire(ctx, old)
+        except Exception as exc:  # one bad target must not stop the others
+            reason = exc.message if isinstance(exc, KeysafeError) else type(exc).__name__
+            self._audit(path, org, "retire_failed", None, {"reason": reason})
+            return False
+        self._drop(rpath)
+        self.stats.retired += 1
+        self._audit(path, org, "retired", None, {"rotation": tags.get("rotation.id")})
+        return True
 
     def _records(self, kind: str) -> Iterator[str]:
         for prefix in (_RELATIVE, f"{_ABSOLUTE}/"):

@@ -357,6 +357,8 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
         meta = await asyncio.get_running_loop().run_in_executor(
             None, lambda: ctx.mgr.describe(secret_name, org_id, domain=domain_id))
         st = policy.state(meta, ref.org, ref.domain, ref.name)
+        ctx.audit("rotation_plan", path, "ok", org=org_id, version=st.version,
+                  detail={"rotator": st.rotator, "status": st.status})
         return RotationOut(secret_name=secret_name, organization_id=org_id,
                            domain_id=ref.domain, outcome="planned", version=st.version,
                            detail=f"rotator {st.rotator}; {st.status}")

@@ -118,11 +118,8 @@ class RotationEngine:
     @classmethod
     def from_settings(cls, manager: SecretManager, settings: Any) -> RotationEngine:
         from keysafe.rotation.events import Events
-        from keysafe.rotation.policy import parse_overrides, parse_window
 
-        return cls(manager, policy=Policy(manager.catalog,
-                                          parse_overrides(settings.rotation_overrides),
-                                          parse_window(settings.rotation_window)),
+        return cls(manager, policy=Policy.from_settings(manager.catalog, settings),
                    grace=timedelta(hours=settings.rotation_grace_hours),
                    events=Events.from_settings(settings))
 

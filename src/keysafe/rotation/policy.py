@@ -188,6 +188,13 @@ class Policy:
         self.overrides = dict(overrides or {})
         self.maintenance = maintenance
 
+    @classmethod
+    def from_settings(cls, catalog: Catalog, settings: Any) -> Policy:
+        """The policy the settings give: KEYSAFE_ROTATION_OVERRIDES and
+        KEYSAFE_ROTATION_WINDOW over the catalog's periods."""
+        return cls(catalog, parse_overrides(settings.rotation_overrides),
+                   parse_window(settings.rotation_window))
+
     def waits(self, st: RotationState, now: datetime) -> str | None:
         """Why a scheduled run must not rotate ``st`` at ``now`` (None: it may)."""
         if not st.needs_window:

@@ -1,6 +1,9 @@
-"""Rotation as a whole (``keysafe rotate status`` through a server): when each secret
-the caller covers is due, by the server's own policy. No value, and no rotator option
-(a URL, the name of the secret that signs for it): only the rotator's name."""
+"""Rotation through a server, beyond one secret's ``POST …/rotate``: when each secret
+the caller covers is due (``keysafe rotate status``), how a secret rotates (``rotate
+configure``), a selection rotated now (``rotate due|all|...``, ``--read-by``), and the
+retiring of previous values (``rotate retire``), all by the server's own policy. No
+value, and no rotator option (a URL, the name of the secret that signs for it): only
+the rotator's name."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from keysafe.errors import ConfigError, InvalidValue, PermissionDenied
 from keysafe.naming import validate_segment
 from keysafe.rotation.engine import RotationEngine
-from keysafe.rotation.policy import Policy, parse_overrides, parse_window, sort_states
+from keysafe.rotation.policy import Policy, sort_states
 from keysafe.server.deps import Ctx, get_ctx
 from keysafe.server.routes.secrets import status_of
 from keysafe.server.schemas import (
@@ -63,10 +66,8 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
     # Only the domains the caller covers are read: a token for one domain of a large
     # org does not have the whole org judged on each request.
     scopes = [(o, d) for o in orgs for d in _domains(ident, o, domain_id)]
-    settings = ctx.state.settings
-    engine = RotationEngine(ctx.mgr, policy=Policy(
-        ctx.mgr.catalog, parse_overrides(settings.rotation_overrides),
-        parse_window(settings.rotation_window)))
+    engine = RotationEngine(ctx.mgr, policy=Policy.from_settings(ctx.mgr.catalog,
+                                                                  ctx.state.settings))
     states = [s for o, d in scopes for s in engine.states(o, d)
               if ident.orgs is None or (ident.covers_domain(s.org, s.domain)
                                         and ctx.covers_name(s.org, s.domain, s.name))]

@@ -349,11 +349,9 @@ async def secret_rotate(org_id: str, secret_name: str, ctx: CtxDep,
     ref, path = ctx.mgr.resolve(secret_name, org_id, domain_id, None)
     entry = ctx.mgr.catalog.get(secret_name)
     if dry_run:
-        from keysafe.rotation.policy import Policy, parse_overrides, parse_window
+        from keysafe.rotation.policy import Policy
 
-        settings = ctx.state.settings
-        policy = Policy(ctx.mgr.catalog, parse_overrides(settings.rotation_overrides),
-                        parse_window(settings.rotation_window))
+        policy = Policy.from_settings(ctx.mgr.catalog, ctx.state.settings)
         meta = await asyncio.get_running_loop().run_in_executor(
             None, lambda: ctx.mgr.describe(secret_name, org_id, domain=domain_id))
         st = policy.state(meta, ref.org, ref.domain, ref.name)

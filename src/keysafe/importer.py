@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "ImportItem", "ImportResult", "dotenv_entries", "import_entries",
            "import_environ", "import_file", "import_values"]
 
+
 class Target(Protocol):
     """Where imported values go: a store's ``SecretManager``, or a keysafe server
     through the CLI's ``RemoteManager`` (its catalog, limits and naming the server's)."""

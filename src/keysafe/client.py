@@ -790,16 +790,19 @@ class KeysafeClient:
     def configure_rotation(self, name: str, org: str, *, domain: str | None = None,
                            rotator: str | None = None,
                            options: Mapping[str, str] | None = None,
+                           unset_options: Iterable[str] = (),
                            period_days: int | None = None,
                            dry_run: bool = False) -> dict[str, Any]:
         """How a secret rotates (``keysafe rotate configure``): its rotator, options
-        (added to those set before) and period in days (0: never scheduled), checked by
-        the server before anything is stored; an admin of every org only. Returns the
-        status (the rotator, never its options)."""
+        (added to those set before; ``unset_options`` removed) and period in days (0:
+        never scheduled), checked by the server before anything is stored; an admin of
+        every org only. Returns the status (the rotator, never its options)."""
         self._needs(ROTATION_CONFIGURE, "it cannot configure rotation")
         body: dict[str, Any] = {"dry_run": dry_run}
+        drop = list(unset_options)
         for key, value in (("rotator", rotator), ("period_days", period_days),
-                           ("options", dict(options) if options else None)):
+                           ("options", dict(options) if options else None),
+                           ("unset_options", drop or None)):
             if value is not None:
                 body[key] = value
         data = self._req("PUT", self._secret(org, name, "/rotation"),

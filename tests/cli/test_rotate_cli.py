@@ -362,9 +362,29 @@ def test_configure_checks_options_against_the_rotator_already_set(rk, seeded, mg
     assert good.json()["tags"]["rotator"] == "webhook"
 
 
+def test_configure_removes_options_an_earlier_rotator_took(rk, seeded, mgr):
+    """Switching from a webhook to random: its url and timeout must go, or random
+    refuses them; --unset-option removes them in the same change."""
+    assert rk("configure", "jwt_secret", "--org", ORG, "--rotator", "webhook", "--option",
+              "url=https://hooks.example/rotate", "--option", "timeout=5").code == 0
+    refused = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "random")
+    assert refused.code == exitcodes.CONFIG
+    assert "does not take rotator" in refused.err
+    both = rk("configure", "jwt_secret", "--org", ORG, "--option", "url=https://x",
+              "--unset-option", "url")
+    assert both.code == 2
+    assert "both set and removed" in both.err
+    r = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "random", "--unset-option",
+           "url", "--unset-option", "timeout", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["tags"] == {"rotator": "random"}
+    with mgr() as m:
+        assert m.describe("jwt_secret", ORG).tags == {"rotator": "random"}
+
+
 @pytest.mark.parametrize(("args", "code", "words"), [
     (("configure", "--org", ORG, "--rotator", "random"), 2, "configure needs the secret"),
-    (("configure", "jwt_secret", "--org", ORG), 2, "needs --rotator, --option or"),
+    (("configure", "jwt_secret", "--org", ORG), 2, "needs --rotator, --option,"),
     (("configure", "nope", "--org", ORG, "--rotator", "random"), 3, "not found"),
     (("configure", "jwt_secret", "--org", ORG, "--period-days", "-1"), 2, "period-days"),
     (("jwt_secret",), 2, "needs --org"),

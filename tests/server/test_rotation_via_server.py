@@ -225,7 +225,7 @@ def test_configure_through_the_server(server: tuple[RealServer, dict],
     (["--rotator", "random", "--option", "lenght=48"], 2, "does not take rotator.lenght"),
     (["--rotator", "webhook", "--option", "url=ftp://x"], 2, "must be an http(s) URL"),
     (["--option", "bad"], 2, "--option"),
-    ([], 2, "needs --rotator, --option or"),
+    ([], 2, "needs --rotator, --option,"),
     (["--period-days", "-1"], 2, "period-days"),
 ])
 def test_configure_refusals_change_nothing(server: tuple[RealServer, dict], tmp_path: Path,
@@ -442,3 +442,22 @@ def test_retire_through_the_server(server: tuple[RealServer, dict], tmp_path: Pa
                  ["retire", "jwt_secret"]):
         p = ks(srv, home, t["root"], "rotate", *args)
         assert p.returncode == 2, (args, p.stderr)
+
+
+def test_configure_removes_options_through_the_server(server: tuple[RealServer, dict],
+                                                      tmp_path: Path) -> None:
+    srv, t = server
+    home = tmp_path / "home"
+    base = ["rotate", "configure", "session_secret", "--org", "acme", "--domain", "opts"]
+    with httpx.Client(base_url=srv.url, headers=bearer(t["root"]), timeout=30) as c:
+        r = c.put("/api/secrets/acme/session_secret",
+                  json={"secret_value": CANARY * 2, "domain_id": "opts"})
+        assert r.status_code == 200, r.text
+        assert c.put("/api/secrets/acme/session_secret/rotation",
+                     json={"domain_id": "opts", "unset_options": ["a b"]}
+                     ).status_code == 422
+    ok(ks(srv, home, t["root"], *base, "--rotator", "webhook", "--option", f"url={HOOK}"))
+    assert ks(srv, home, t["root"], *base, "--rotator", "random").returncode == 2
+    out = json.loads(ok(ks(srv, home, t["root"], *base, "--rotator", "random",
+                           "--unset-option", "url", "--json")))
+    assert out["tags"] == {"rotator": "random"}

@@ -45,6 +45,10 @@ def rotate(
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="With configure: rotator option KEY=VALUE (repeatable), e.g. "
                          "scheme=alternating.", show_default=False)] = None,
+    unset_option: Annotated[list[str] | None, typer.Option(
+        "--unset-option", metavar="KEY",
+        help="With configure: remove rotator option KEY (repeatable), e.g. url when "
+             "switching from webhook to random.", show_default=False)] = None,
     period_days: Annotated[int | None, typer.Option(
         "--period-days", min=0, max=3650,
         help="With configure: this secret's period (0: never scheduled).",
@@ -87,8 +91,8 @@ def rotate(
         _show_states(_remote_states(settings, org, domain), as_json)
         return
     if settings.server_url and target == "configure" and not read_by:
-        _configure_remote(settings, name, org, domain, rotator, option, period_days,
-                          as_json, dry_run)
+        _configure_remote(settings, name, org, domain, rotator, option, unset_option,
+                          period_days, as_json, dry_run)
         return
     if settings.server_url and target == "retire":
         _retire_remote(settings, dry_run, as_json)
@@ -109,8 +113,8 @@ def rotate(
             _status(engine, org, domain, as_json)
             return
         if target == "configure":
-            _configure(mgr, name, org, domain, rotator, option, period_days, as_json,
-                       dry_run)
+            _configure(mgr, name, org, domain, rotator, option, unset_option, period_days,
+                       as_json, dry_run)
             return
         if target == "retire":
             _retired(engine.retire_expired(dry_run=dry_run), dry_run, as_json)
@@ -239,39 +243,50 @@ def _show_states(states: list[Any], as_json: bool) -> None:
            for s in states], title="Rotation status (overdue first)")
 
 
+def _configure_args(name: str | None, rotator: str | None, option: list[str] | None,
+                    unset_option: list[str] | None, period_days: int | None
+                    ) -> tuple[str, dict[str, str], list[str]]:
+    """(NAME, options to set, options to remove) of ``rotate configure``, checked."""
+    if name is None:
+        raise typer.BadParameter("configure needs the secret's NAME")
+    if rotator is None and not option and not unset_option and period_days is None:
+        raise typer.BadParameter("configure needs --rotator, --option, --unset-option or "
+                                 "--period-days")
+    drop = [k.strip() for k in unset_option or ()]
+    if not all(drop):
+        raise typer.BadParameter("give an option's name", param_hint="'--unset-option'")
+    return name, parse_tags(option, "--option") or {}, drop
+
+
 def _configure(mgr: Any, name: str | None, org: str | None, domain: str | None,
-               rotator: str | None, option: list[str] | None, period_days: int | None,
+               rotator: str | None, option: list[str] | None,
+               unset_option: list[str] | None, period_days: int | None,
                as_json: bool, dry_run: bool) -> None:
     from keysafe.rotation.configure import configure_rotation
 
-    if name is None:
-        raise typer.BadParameter("configure needs the secret's NAME")
-    if rotator is None and not option and period_days is None:
-        raise typer.BadParameter("configure needs --rotator, --option or --period-days")
+    name, options, drop = _configure_args(name, rotator, option, unset_option, period_days)
     new = configure_rotation(mgr, name, org, domain=domain, rotator=rotator,
-                             options=parse_tags(option, "--option"),
+                             options=options, unset_options=drop,
                              period_days=period_days, dry_run=dry_run)
     _configured(new.to_dict(), new.path, rotator, period_days, dry_run, as_json)
 
 
 def _configure_remote(settings: Any, name: str | None, org: str | None,
                       domain: str | None, rotator: str | None, option: list[str] | None,
-                      period_days: int | None, as_json: bool, dry_run: bool) -> None:
+                      unset_option: list[str] | None, period_days: int | None,
+                      as_json: bool, dry_run: bool) -> None:
     """``rotate configure`` through the server (PUT …/rotation; an admin of every org):
     the server checks the rotator and its options, as here on a store."""
     from keysafe.cli.reading import open_remote
     from keysafe.cli.remote import _meta
 
-    if name is None:
-        raise typer.BadParameter("configure needs the secret's NAME")
-    if rotator is None and not option and period_days is None:
-        raise typer.BadParameter("configure needs --rotator, --option or --period-days")
-    options = parse_tags(option, "--option")
+    name, options, drop = _configure_args(name, rotator, option, unset_option, period_days)
     with open_remote(settings) as remote:
         r = remote.ref(name, org, domain)
         path = remote.path(r.name, r.org, domain=r.domain)
         st = remote.client.configure_rotation(r.name, r.org, domain=r.domain,
                                               rotator=rotator, options=options,
+                                              unset_options=drop,
                                               period_days=period_days, dry_run=dry_run)
     # The status's tags: the `rotator` tag as set (never its options), as on a store.
     _configured(_meta(path, st).to_dict(), path, rotator, period_days, dry_run, as_json)

@@ -5,7 +5,7 @@ options it does not take, are refused now, not at the next scheduled run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from keysafe.errors import InvalidValue
@@ -23,20 +23,27 @@ MAX_PERIOD_DAYS = 3650
 def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
                        domain: str | None = None, rotator: str | None = None,
                        options: Mapping[str, str] | None = None,
+                       unset_options: Iterable[str] = (),
                        period_days: int | None = None,
                        dry_run: bool = False) -> SecretMetadata:
     """Set ``name``'s rotator (tag ``rotator``), its ``options`` (tags ``rotator.*``,
-    added to those set before) and its period in days (0: never scheduled), with no
-    new version; the metadata as it is after (``dry_run``: as it would be, storing
-    nothing). InvalidValue for nothing to set or a period out of range; ConfigError
-    when the rotator does not load or does not take the options (these and any set
-    before; without a rotator of its own, the one its type gets by default);
-    NotFound when the secret is not stored."""
+    added to those set before), remove the options named in ``unset_options`` (those
+    an earlier rotator took: switching from a webhook to ``random`` drops its ``url``),
+    and set its period in days (0: never scheduled), with no new version; the metadata
+    as it is after (``dry_run``: as it would be, storing nothing). InvalidValue for
+    nothing to set, a period out of range, or an option both set and removed;
+    ConfigError when the rotator does not load or does not take the options (these
+    and any set before, less those removed; without a rotator of its own, the one its
+    type gets by default); NotFound when the secret is not stored."""
     from keysafe.rotation.rotators import load_rotator, options_of
 
     opts = dict(options or {})
-    if rotator is None and not opts and period_days is None:
+    drop = sorted(set(unset_options))
+    if rotator is None and not opts and not drop and period_days is None:
         raise InvalidValue("configure needs a rotator, options or a period")
+    both = sorted(set(opts) & set(drop))
+    if both:
+        raise InvalidValue(f"option {both[0]!r} is both set and removed")
     if period_days is not None and not 0 <= period_days <= MAX_PERIOD_DAYS:
         raise InvalidValue(f"the period must be 0 to {MAX_PERIOD_DAYS} days "
                            "(0: never scheduled)")
@@ -44,9 +51,10 @@ def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
     given = {f"rotator.{k}": v for k, v in opts.items()}
     if rotator is not None:
         given["rotator"] = rotator
-    tags = {**meta.tags, **given}
+    gone = [f"rotator.{k}" for k in drop]
+    tags = {k: v for k, v in {**meta.tags, **given}.items() if k not in gone}
     chosen = tags.get("rotator")
-    if chosen is None and opts:
+    if chosen is None and (opts or drop):
         from keysafe.rotation.policy import Policy
 
         ref = mgr.parse(meta.path)
@@ -61,4 +69,4 @@ def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
     if dry_run:
         return meta._replace(tags=tags, **fields)
     # Only what is set here is written over the tags as they are then.
-    return mgr.update_tags(name, org, domain=domain, set_tags=given, **fields)
+    return mgr.update_tags(name, org, domain=domain, set_tags=given, unset=gone, **fields)

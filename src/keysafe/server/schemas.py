@@ -325,9 +325,20 @@ class RotationConfig(BaseModel):
     options: dict[str, str] | None = Field(default=None, max_length=20, description=(
         "rotator options (`length`, `alphabet`, `url`, `scheme`, ...), added to those "
         "set before"))
+    unset_options: list[str] | None = Field(default=None, max_length=20, description=(
+        "rotator options to remove (those an earlier rotator took)"))
     period_days: int | None = Field(default=None, ge=0, le=3650, description=(
         "days between scheduled rotations; 0: never scheduled"))
     dry_run: bool = False
+
+    @field_validator("unset_options")
+    @classmethod
+    def _unset_names(cls, names: list[str] | None) -> list[str] | None:
+        for key in names or ():
+            if not _OPTION.fullmatch(key):
+                raise ValueError(f"option name {key[:40]!r}: letters, digits, '_', '.' "
+                                 "and '-', up to 64")
+        return names
 
     @field_validator("options")
     @classmethod
@@ -343,8 +354,10 @@ class RotationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> RotationConfig:
-        if self.rotator is None and not self.options and self.period_days is None:
-            raise ValueError("nothing to set: give a rotator, options or period_days")
+        if (self.rotator is None and not self.options and not self.unset_options
+                and self.period_days is None):
+            raise ValueError("nothing to set: give a rotator, options, unset_options or "
+                             "period_days")
         return self
 
 

@@ -106,6 +106,7 @@ async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig
         try:
             return configure_rotation(ctx.mgr, secret_name, org_id, domain=body.domain_id,
                                       rotator=body.rotator, options=body.options,
+                                      unset_options=body.unset_options or (),
                                       period_days=body.period_days, dry_run=body.dry_run)
         except ConfigError as exc:  # the rotator or its options: bad input here
             raise InvalidValue(exc.message) from None

@@ -275,10 +275,12 @@ ROTATION_RUN = "rotation_run"
 ROTATION_RETIRE = "rotation_retire"
 #: ... and when POST …/rotate takes ``dry_run`` (an older one ignores it, and rotates).
 ROTATE_DRY_RUN = "rotate_dry_run"
+#: ... and when PUT …/rotation takes ``unset_options`` (an older one refuses the field).
+ROTATION_UNSET_OPTIONS = "rotation_unset_options"
 #: Everything this release's server lists.
 FEATURES = (ORG_REMOVE_PLAN, AUDIT_BEFORE, ORG_LIST, ORG_RESTORE, AUDIT_VERIFY, EXPIRES_AT,
             MARK_EXPOSED, ROTATION_STATUS, ROTATION_CONFIGURE, ROTATION_RUN, ROTATION_RETIRE,
-            ROTATE_DRY_RUN)
+            ROTATE_DRY_RUN, ROTATION_UNSET_OPTIONS)
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -799,7 +801,9 @@ class KeysafeClient:
         every org only. Returns the status (the rotator, never its options)."""
         self._needs(ROTATION_CONFIGURE, "it cannot configure rotation")
         body: dict[str, Any] = {"dry_run": dry_run}
-        drop = list(unset_options)
+        drop = [unset_options] if isinstance(unset_options, str) else list(unset_options)
+        if drop:
+            self._needs(ROTATION_UNSET_OPTIONS, "it cannot remove a rotator's options")
         for key, value in (("rotator", rotator), ("period_days", period_days),
                            ("options", dict(options) if options else None),
                            ("unset_options", drop or None)):

@@ -374,12 +374,32 @@ def test_configure_removes_options_an_earlier_rotator_took(rk, seeded, mgr):
               "--unset-option", "url")
     assert both.code == 2
     assert "both set and removed" in both.err
+    # Refusals change nothing: a name that is not set (a typo must be seen), a bad
+    # name, and a webhook left without its url.
+    for args, code, words in (
+            (["--unset-option", "timout"], 2, "option 'timout' is not set on jwt_secret "
+                                              "(set: timeout, url)"),
+            (["--unset-option", "../x"], 2, "option name '../x'"),
+            (["--unset-option", "url"], exitcodes.CONFIG, "rotator.url")):
+        bad = rk("configure", "jwt_secret", "--org", ORG, *args)
+        assert bad.code == code, (args, bad.err)
+        assert words in bad.err
+    dry = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "random",
+             "--unset-option", "url", "--unset-option", "timeout", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert dry.json()["tags"] == {"rotator": "random"}
+    with mgr() as m:
+        assert m.describe("jwt_secret", ORG).tags["rotator"] == "webhook"
     r = rk("configure", "jwt_secret", "--org", ORG, "--rotator", "random", "--unset-option",
            "url", "--unset-option", "timeout", "--json")
     assert r.code == 0, r.err
     assert r.json()["tags"] == {"rotator": "random"}
     with mgr() as m:
         assert m.describe("jwt_secret", ORG).tags == {"rotator": "random"}
+        (rec,) = [e for e in m.audit_query(AuditFilter(action="update_metadata"))
+                  if e.detail.get("tags_unset")][-1:]
+    assert rec.detail["tags_unset"] == ["rotator.timeout", "rotator.url"]
+    assert "hooks.example" not in json.dumps(rec.detail)
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [

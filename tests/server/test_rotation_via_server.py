@@ -264,12 +264,19 @@ def test_configure_is_for_admins_of_every_org(server: tuple[RealServer, dict],
 
 
 def test_configure_on_an_older_server_is_refused(tmp_path: Path) -> None:
-    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": []}
+    features: list[str] = []
+    with stand_in(lambda path: {**STAND_IN_CATALOG, "features": features}
                   if path == "/api/catalog" else {}) as fake:
         p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "configure", "x_key", "--org",
                "o", "--period-days", "3")
         assert p.returncode == 8, p.stderr
         assert b"upgrade it first" in p.stderr
+        # One that configures but does not take unset_options.
+        features.append("rotation_configure")
+        p = ks(fake, tmp_path / "home", FAKE_TOKEN, "rotate", "configure", "x_key", "--org",
+               "o", "--unset-option", "url")
+        assert p.returncode == 8, p.stderr
+        assert b"cannot remove a rotator's options" in p.stderr
 
 
 def test_selections_through_the_server(server: tuple[RealServer, dict],
@@ -458,6 +465,12 @@ def test_configure_removes_options_through_the_server(server: tuple[RealServer, 
                      ).status_code == 422
     ok(ks(srv, home, t["root"], *base, "--rotator", "webhook", "--option", f"url={HOOK}"))
     assert ks(srv, home, t["root"], *base, "--rotator", "random").returncode == 2
+    for args, words in ((["--unset-option", "urll"], "option 'urll' is not set"),
+                        (["--option", "url=https://x", "--unset-option", "url"],
+                         "both set and removed")):
+        p = ks(srv, home, t["root"], *base, *args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert words in p.stderr.decode()
     out = json.loads(ok(ks(srv, home, t["root"], *base, "--rotator", "random",
                            "--unset-option", "url", "--json")))
     assert out["tags"] == {"rotator": "random"}

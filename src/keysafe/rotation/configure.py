@@ -5,6 +5,7 @@ options it does not take, are refused now, not at the next scheduled run."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +15,13 @@ if TYPE_CHECKING:
     from keysafe.manager.manager import SecretManager
     from keysafe.models import SecretMetadata
 
-__all__ = ["MAX_PERIOD_DAYS", "configure_rotation"]
+__all__ = ["MAX_PERIOD_DAYS", "OPTION_NAME", "configure_rotation"]
 
 #: The longest period a secret may be given (ten years).
 MAX_PERIOD_DAYS = 3650
+#: A rotator option's name (a tag ``rotator.<name>``): what the rotators take, and
+#: entry points' names with '.' or '-'.
+OPTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
@@ -38,9 +42,13 @@ def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
     from keysafe.rotation.rotators import load_rotator, options_of
 
     opts = dict(options or {})
-    drop = sorted(set(unset_options))
+    drop = sorted({unset_options} if isinstance(unset_options, str) else set(unset_options))
     if rotator is None and not opts and not drop and period_days is None:
         raise InvalidValue("configure needs a rotator, options or a period")
+    for key in (*opts, *drop):
+        if not OPTION_NAME.fullmatch(key):
+            raise InvalidValue(f"option name {key[:40]!r}: letters, digits, '_', '.' and "
+                               "'-', up to 64")
     both = sorted(set(opts) & set(drop))
     if both:
         raise InvalidValue(f"option {both[0]!r} is both set and removed")
@@ -48,6 +56,12 @@ def configure_rotation(mgr: SecretManager, name: str, org: str | None, *,
         raise InvalidValue(f"the period must be 0 to {MAX_PERIOD_DAYS} days "
                            "(0: never scheduled)")
     meta = mgr.describe(name, org, domain=domain)
+    unset = [k for k in drop if f"rotator.{k}" not in meta.tags]
+    if unset:
+        # A security setting: a misspelt name must be seen, not quietly kept.
+        have = sorted(k[8:] for k in meta.tags if k.startswith("rotator."))
+        raise InvalidValue(f"option {unset[0]!r} is not set on {name} (set: "
+                           f"{', '.join(have) or 'none'})")
     given = {f"rotator.{k}": v for k, v in opts.items()}
     if rotator is not None:
         given["rotator"] = rotator

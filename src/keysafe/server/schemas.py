@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -11,14 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from keysafe.durations import future_expiry
 from keysafe.errors import InvalidValue
 from keysafe.manager.access import ActorActivity, Finding
+from keysafe.rotation.configure import OPTION_NAME
 from keysafe.tags import MAX_TAG_KEY as MAX_TAG_KEY
 from keysafe.tags import MAX_TAG_VALUE as MAX_TAG_VALUE
 from keysafe.tags import MAX_TAGS as MAX_TAGS
 from keysafe.tags import check_user_tags
-
-#: A rotator option's name (a tag ``rotator.<name>``): what the rotators take, and
-#: entry points' names with '.' or '-'.
-_OPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class _Write(BaseModel):
@@ -335,7 +331,7 @@ class RotationConfig(BaseModel):
     @classmethod
     def _unset_names(cls, names: list[str] | None) -> list[str] | None:
         for key in names or ():
-            if not _OPTION.fullmatch(key):
+            if not OPTION_NAME.fullmatch(key):
                 raise ValueError(f"option name {key[:40]!r}: letters, digits, '_', '.' "
                                  "and '-', up to 64")
         return names
@@ -344,7 +340,7 @@ class RotationConfig(BaseModel):
     @classmethod
     def _option_names(cls, options: dict[str, str] | None) -> dict[str, str] | None:
         for key, value in (options or {}).items():
-            if not _OPTION.fullmatch(key):
+            if not OPTION_NAME.fullmatch(key):
                 raise ValueError(f"option name {key[:40]!r}: letters, digits, '_', '.' "
                                  "and '-', up to 64")
             if len(value) > MAX_TAG_VALUE or not value.isprintable():

@@ -89,8 +89,9 @@ def _domains(ident: Any, org: str | None, domain: str | None) -> list[str | None
 async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig,
                              ctx: CtxDep) -> SecretStatus:
     """How a secret rotates (``keysafe rotate configure``): its rotator, the rotator's
-    options (added to those set before) and its period, checked before anything is
-    stored (422 naming the problem), with no new version; ``dry_run``: checked only.
+    options (added to those set before; ``unset_options``, which must be set, removed)
+    and its period, checked before anything is stored (422 naming the problem), with no
+    new version; ``dry_run``: checked only.
     Admins of every org only: a rotator's options point the server at a URL or a
     database, which an org's own administrators must not choose. The answer is the
     status, which shows the rotator but not its options."""

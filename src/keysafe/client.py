@@ -299,6 +299,11 @@ def _rotation_state(row: object) -> bool:
             and all(isinstance(row.get(k), bool) for k in ("needs_window", "exposed")))
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """A request body of the fields given (None: left out, the server's default)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _steps(rows: Any) -> bool:
     """Whether an answer's ``secrets`` is a list of per-secret outcomes."""
     return isinstance(rows, list) and all(
@@ -800,15 +805,12 @@ class KeysafeClient:
         never scheduled), checked by the server before anything is stored; an admin of
         every org only. Returns the status (the rotator, never its options)."""
         self._needs(ROTATION_CONFIGURE, "it cannot configure rotation")
-        body: dict[str, Any] = {"dry_run": dry_run}
         drop = [unset_options] if isinstance(unset_options, str) else list(unset_options)
         if drop:
             self._needs(ROTATION_UNSET_OPTIONS, "it cannot remove a rotator's options")
-        for key, value in (("rotator", rotator), ("period_days", period_days),
-                           ("options", dict(options) if options else None),
-                           ("unset_options", drop or None)):
-            if value is not None:
-                body[key] = value
+        body = _given(dry_run=dry_run, rotator=rotator, period_days=period_days,
+                      options=dict(options) if options else None,
+                      unset_options=drop or None)
         data = self._req("PUT", self._secret(org, name, "/rotation"),
                          body=self._with_domain(body, domain))
         if not (isinstance(data, dict) and isinstance(data.get("tags"), dict)):
@@ -825,11 +827,8 @@ class KeysafeClient:
         ``since`` (offboarding). ``{results: [{path, name, org, outcome, version, step,
         detail}], summary, records_by}``, never a value."""
         self._needs(ROTATION_RUN, "it cannot rotate a selection")
-        body: dict[str, Any] = {"selection": selection, "dry_run": dry_run}
-        for key, value in (("org_id", org), ("domain_id", domain), ("read_by", read_by),
-                           ("since", since.isoformat() if since is not None else None)):
-            if value is not None:
-                body[key] = value
+        body = _given(selection=selection, dry_run=dry_run, org_id=org, domain_id=domain,
+                      read_by=read_by, since=since.isoformat() if since is not None else None)
         data: dict[str, Any] = self._req("POST", "/api/rotation/run", body=body)
         results = data.get("results") if isinstance(data, dict) else None
         if not (isinstance(results, list) and all(

@@ -96,6 +96,26 @@ class Ctx:
             self.mgr.record(permission, path, "denied", org=org, detail=detail)
             raise
 
+    def require_every_org(self, permission: str, action: str, reason: str, *,
+                          org: str | None = None, name: str | None = None,
+                          domain: str | None = None) -> None:
+        """A credential for every org with ``permission`` (the platform's operator), for
+        what spans orgs or points the server at something; a denial is recorded as
+        ``action`` (in ``org``, with the path asked for) and raised with ``reason``."""
+        if not self.identity.can(permission) or self.identity.orgs is not None:
+            self.audit(action, self.path_asked(name, org, domain), "denied", org=org,
+                       detail={"reason": "PermissionDenied", "needs": "every org"})
+            raise PermissionDenied(reason)
+
+    def domains_to_read(self, org: str | None, domain: str | None) -> list[str | None]:
+        """The domains of ``org`` a listing reads: the one asked for, else those the
+        caller's scopes name (None: every domain)."""
+        if domain is not None:
+            return [domain]
+        some = (self.identity.domains.get(org)
+                if org is not None and self.identity.orgs is not None else None)
+        return list(sorted(some)) if some is not None else [None]
+
     def path_asked(self, name: str | None, org: str | None,
                    domain: str | None) -> str | None:
         """The path a request named, for its denial's record; None when it names no

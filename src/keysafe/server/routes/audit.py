@@ -44,11 +44,8 @@ def _scope(ctx: Ctx, org_id: str | None) -> None:
 def _every_org(ctx: Ctx, action: str, what: str) -> None:
     """The whole chain is every org's records: an admin of every org only (a denial is
     audited)."""
-    if not ctx.identity.can("audit") or ctx.identity.orgs is not None:
-        ctx.audit(action, None, "denied", org=None,
-                  detail={"reason": "PermissionDenied", "needs": "every org"})
-        raise PermissionDenied(f"{what} covers every org's records: an admin of every "
-                               "org only")
+    ctx.require_every_org("audit", action, f"{what} covers every org's records: an admin "
+                                           "of every org only")
 
 
 @router.post("/api/audit/anchor", response_model=AnchorOut)

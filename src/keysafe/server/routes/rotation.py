@@ -65,7 +65,7 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
         orgs = [o for o in sorted(ident.domains) if domains or ident.whole(o)]
     # Only the domains the caller covers are read: a token for one domain of a large
     # org does not have the whole org judged on each request.
-    scopes = [(o, d) for o in orgs for d in _domains(ident, o, domain_id)]
+    scopes = [(o, d) for o in orgs for d in ctx.domains_to_read(o, domain_id)]
     engine = RotationEngine(ctx.mgr, policy=Policy.from_settings(ctx.mgr.catalog,
                                                                   ctx.state.settings))
     states = [s for o, d in scopes for s in engine.states(o, d)
@@ -74,15 +74,6 @@ def rotation_status(ctx: CtxDep, org_id: OrgQ = None,
     ctx.audit("rotation_status", None, "ok", org=org_id,
               detail={"count": len(states), **({"domain": domain_id} if domain_id else {})})
     return RotationStatusList(secrets=[s.to_dict() for s in sort_states(states)])
-
-
-def _domains(ident: Any, org: str | None, domain: str | None) -> list[str | None]:
-    """The domains of ``org`` to read: the one asked for, else those the caller's
-    scopes name (None: every domain)."""
-    if domain is not None:
-        return [domain]
-    some = ident.domains.get(org) if org is not None and ident.orgs is not None else None
-    return list(sorted(some)) if some is not None else [None]
 
 
 @router.put("/api/secrets/{org_id}/{secret_name}/rotation", response_model=SecretStatus)
@@ -97,9 +88,10 @@ async def rotation_configure(org_id: str, secret_name: str, body: RotationConfig
     status, which shows the rotator but not its options."""
     from keysafe.rotation.configure import configure_rotation
 
-    _every_org(ctx, "update_metadata", org_id, "configuring a rotator (its options "
-                                               "point the server at a URL or a database)",
-               name=secret_name, domain=body.domain_id)
+    ctx.require_every_org("tokens", "update_metadata", "configuring a rotator (its "
+                          "options point the server at a URL or a database) needs an "
+                          "admin of every org", org=org_id, name=secret_name,
+                          domain=body.domain_id)
     ctx.require("write", org_id, secret_name, body.domain_id)
     ref, path = ctx.mgr.resolve(secret_name, org_id, body.domain_id, None)
 
@@ -134,7 +126,9 @@ async def rotation_run(body: RotationRun, ctx: CtxDep) -> RotationRunOut:
     if domain is not None:
         validate_segment("domain", domain)
     if org is None:
-        _every_org(ctx, "rotation_run", None, "rotating a selection of every org")
+        ctx.require_every_org("tokens", "rotation_run",
+                              "rotating a selection of every org needs an admin of every "
+                              "org")
         if domain is not None:
             raise InvalidValue("domain_id goes with org_id: rotate one org's domain")
     else:
@@ -190,7 +184,8 @@ async def rotation_retire(ctx: CtxDep, dry_run: bool = False) -> RetiredOut:
     """Previous values whose grace period has ended, revoked by their rotators and
     dropped (``keysafe rotate retire``; the server also does it on its schedule), or
     listed with ``dry_run``. Every org's: admins of every org only."""
-    _every_org(ctx, "rotation_retire", None, "retiring previous values of every org")
+    ctx.require_every_org("tokens", "rotation_retire", "retiring previous values of every "
+                          "org needs an admin of every org")
     engine = RotationEngine.from_settings(ctx.mgr, ctx.state.settings)
     done = await asyncio.get_running_loop().run_in_executor(
         RUNS, lambda: engine.retire_expired(dry_run=dry_run))
@@ -207,13 +202,3 @@ def _public(outcome: Any) -> dict[str, Any]:
         out["detail"] = (f"the rotation failed at step {outcome.step or 'create'}; the "
                          "current version is unchanged (the server's log says why)")
     return out
-
-
-def _every_org(ctx: Ctx, action: str, org: str | None, what: str, *,
-               name: str | None = None, domain: str | None = None) -> None:
-    """Admins of every org only; a denial is recorded as ``action`` (in ``org``, with
-    the secret's path when one is named and can be made)."""
-    if not ctx.identity.can("tokens") or ctx.identity.orgs is not None:
-        ctx.audit(action, ctx.path_asked(name, org, domain), "denied", org=org,
-                  detail={"reason": "PermissionDenied", "needs": "every org"})
-        raise PermissionDenied(f"{what} needs an admin of every org")

@@ -559,13 +559,9 @@ def secret_list(org_id: str, ctx: CtxDep, domain_id: DomainQ = None,
     the caller covers only, when its scopes name some domains of the org."""
     domain_id = domain_id or None
     ctx.require("list", org_id, domain=domain_id)
-    some = ctx.identity.domains.get(org_id) if ctx.identity.orgs is not None else None
-    if domain_id is None and some is not None:
-        # Only the covered domains are listed (and recorded as listed).
-        metas = [m for d in sorted(some)
-                 for m in ctx.mgr.list(org_id, domain=d, include_deleted=include_deleted)]
-    else:
-        metas = ctx.mgr.list(org_id, domain=domain_id, include_deleted=include_deleted)
+    # Only the covered domains are listed (and recorded as listed).
+    metas = [m for d in ctx.domains_to_read(org_id, domain_id)
+             for m in ctx.mgr.list(org_id, domain=d, include_deleted=include_deleted)]
     pairs = [(ctx.mgr.parse(m.path), m) for m in metas]
     if ctx.identity.names:  # name scopes: only the secrets they cover are listed
         pairs = [(r, m) for r, m in pairs if ctx.covers_name(r.org, r.domain, r.name)]
